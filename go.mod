@@ -1,0 +1,3 @@
+module github.com/sagefit/sagefit
+
+go 1.24
