@@ -1,0 +1,50 @@
+# sagefit build. `make setup` is idempotent: a pinned virtualenv (.venv) holds the
+# TensorFlow wheel whose shared libraries and headers the Go binary links against.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sagefit-setup
+LIB := $(CURDIR)/lib
+GO ?= go
+
+# cgo flags for model/ (the only package that links libtensorflow).
+export CGO_CFLAGS := -I$(LIB)/include
+export CGO_LDFLAGS := -L$(LIB) -l:libtensorflow_cc.so.2 -l:libtensorflow_framework.so.2 -Wl,-rpath,$(LIB)
+export SAGEFIT_PYTHON := $(CURDIR)/$(PY)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup build test test-go test-python demo bench clean vet env
+
+setup: $(STAMP)
+
+$(STAMP): python/requirements.txt python/pyproject.toml scripts/install-libtensorflow.sh
+	scripts/install-libtensorflow.sh $(PYTHON) $(VENV) $(LIB)
+	touch $@
+
+build: setup
+	$(GO) build -o bin/sagefit ./cmd/sagefit
+
+vet: setup
+	$(GO) vet ./...
+
+test: build vet test-go test-python
+
+test-go: setup
+	$(GO) test -count=1 -timeout 40m ./...
+
+test-python: setup
+	$(PY) -m pytest -q python/tests
+
+demo: build
+	scripts/demo.sh
+
+bench: build
+	scripts/bench.sh
+
+clean:
+	rm -rf bin lib $(VENV)
+
+# For running go commands by hand: eval "$(make -s env)"
+env:
+	@echo export CGO_CFLAGS='"$(CGO_CFLAGS)"' CGO_LDFLAGS='"$(CGO_LDFLAGS)"' SAGEFIT_PYTHON='"$(SAGEFIT_PYTHON)"'

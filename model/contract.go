@@ -1,0 +1,236 @@
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// The training contract, version 1. These names mirror python/sagefit/contract.py;
+// change both together and bump ContractVersion when a role changes.
+const (
+	Format          = "sagefit-training-savedmodel"
+	ContractVersion = 1
+	ExtraDir        = "assets.extra"
+	MetadataFile    = "sagefit.json"
+
+	keyGradients    = "gradients"
+	keyIterations   = "iterations"
+	keyState        = "state"
+	keyOK           = "ok"
+	keyLearningRate = "learning_rate"
+)
+
+// Roles of the contract: the key in the metadata's "signatures" map.
+const (
+	RoleServing           = "serving"
+	RoleTrainStep         = "train_step"
+	RoleComputeGradients  = "compute_gradients"
+	RoleApplyGradients    = "apply_gradients"
+	RoleTestStep          = "test_step"
+	RoleResetMetrics      = "reset_metrics"
+	RoleMetricResults     = "metric_results"
+	RoleMetricState       = "metric_state"
+	RoleAssignMetricState = "assign_metric_state"
+	RoleReadVariables     = "read_variables"
+	RoleAssignVariables   = "assign_variables"
+	RoleGetLearningRate   = "get_learning_rate"
+	RoleSetLearningRate   = "set_learning_rate"
+)
+
+var requiredRoles = []string{
+	RoleServing, RoleTrainStep, RoleComputeGradients, RoleApplyGradients,
+	RoleTestStep, RoleResetMetrics, RoleMetricResults, RoleMetricState,
+	RoleAssignMetricState, RoleReadVariables, RoleAssignVariables,
+	RoleGetLearningRate,
+}
+
+// TensorSpec describes one input or target: its name in the Keras model, its
+// key in the signatures, dtype and shape (nil entries are unknown dims; the
+// first is the batch).
+type TensorSpec struct {
+	Name  string   `json:"name"`
+	Key   string   `json:"key"`
+	DType string   `json:"dtype"`
+	Shape []*int64 `json:"shape"`
+}
+
+// ExampleShape is the shape of one example (without the batch dimension);
+// ok is false if any of those dims is unknown.
+func (t TensorSpec) ExampleShape() (shape []int64, ok bool) {
+	if len(t.Shape) == 0 {
+		return nil, false
+	}
+	for _, d := range t.Shape[1:] {
+		if d == nil {
+			return nil, false
+		}
+		shape = append(shape, *d)
+	}
+	return shape, true
+}
+
+// ExampleElems is the number of elements of one example.
+func (t TensorSpec) ExampleElems() int64 {
+	shape, _ := t.ExampleShape()
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// VariableSpec describes a variable in read/assign order.
+type VariableSpec struct {
+	Name      string  `json:"name"`
+	Key       string  `json:"key,omitempty"`
+	Shape     []int64 `json:"shape"`
+	DType     string  `json:"dtype"`
+	Kind      string  `json:"kind,omitempty"`
+	Trainable bool    `json:"trainable,omitempty"`
+}
+
+// Metadata is the contract file written by the exporter.
+type Metadata struct {
+	Format                 string            `json:"format"`
+	ContractVersion        int               `json:"contract_version"`
+	TensorFlowVersion      string            `json:"tensorflow_version"`
+	KerasVersion           string            `json:"keras_version"`
+	LegacyKeras            bool              `json:"legacy_keras"`
+	Inputs                 []TensorSpec      `json:"inputs"`
+	Targets                []TensorSpec      `json:"targets"`
+	Outputs                []string          `json:"outputs"`
+	Signatures             map[string]string `json:"signatures"`
+	Gradients              []VariableSpec    `json:"gradients"`
+	GradientSize           int               `json:"gradient_size"`
+	Variables              []VariableSpec    `json:"variables"`
+	Metrics                []string          `json:"metrics"`
+	MetricStateSize        int               `json:"metric_state_size"`
+	LearningRateAssignable bool              `json:"learning_rate_assignable"`
+	Optimizer              string            `json:"optimizer"`
+	Fingerprint            string            `json:"fingerprint"`
+}
+
+// ErrNotTrainingModel marks a SavedModel without the sagefit contract.
+var ErrNotTrainingModel = errors.New("not a sagefit training SavedModel")
+
+// ReadMetadata reads and checks the contract file of the SavedModel in dir.
+func ReadMetadata(dir string) (*Metadata, error) {
+	if _, err := os.Stat(filepath.Join(dir, "saved_model.pb")); err != nil {
+		return nil, fmt.Errorf("%s has no saved_model.pb: it is not a SavedModel directory", dir)
+	}
+	path := filepath.Join(dir, ExtraDir, MetadataFile)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s is %w: %s/%s is missing; export the compiled Keras model with sagefit.export(model, dir)", dir, ErrNotTrainingModel, ExtraDir, MetadataFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m Metadata
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%s is not valid JSON: %v", path, err)
+	}
+	if m.Format != Format {
+		return nil, fmt.Errorf("%s is %w: %s has format %q, want %q", dir, ErrNotTrainingModel, MetadataFile, m.Format, Format)
+	}
+	if m.ContractVersion != ContractVersion {
+		return nil, fmt.Errorf("%s uses training contract version %d but this sagefit reads version %d; export it again with the matching sagefit Python package", dir, m.ContractVersion, ContractVersion)
+	}
+	var missing []string
+	for _, role := range requiredRoles {
+		if m.Signatures[role] == "" {
+			missing = append(missing, role)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%s is %w: its metadata names no signature for %s", dir, ErrNotTrainingModel, strings.Join(missing, ", "))
+	}
+	if len(m.Inputs) == 0 || len(m.Targets) == 0 {
+		return nil, fmt.Errorf("%s: the contract lists no inputs or no targets", dir)
+	}
+	for _, t := range append(append([]TensorSpec{}, m.Inputs...), m.Targets...) {
+		if _, ok := t.ExampleShape(); !ok {
+			return nil, fmt.Errorf("%s: tensor %q has shape %s with unknown dimensions beyond the batch; sagefit needs a fixed shape per example", dir, t.Name, shapeString(t.Shape))
+		}
+		if _, err := ParseDType(t.DType); err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: %v", dir, t.Name, err)
+		}
+	}
+	return &m, nil
+}
+
+// checkSignatures verifies that every role's signature exists in the graph's
+// MetaGraphDef with the tensors the contract says it has.
+func (m *Metadata) checkSignatures(sigs map[string]signature) error {
+	var problems []string
+	need := func(role string, inputs, outputs []string) {
+		name := m.Signatures[role]
+		if name == "" {
+			return
+		}
+		sig, ok := sigs[name]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("signature %s (%s) is missing", name, role))
+			return
+		}
+		for _, k := range inputs {
+			if _, ok := sig.inputs[k]; !ok {
+				problems = append(problems, fmt.Sprintf("signature %s has no input %q", name, k))
+			}
+		}
+		for _, k := range outputs {
+			if _, ok := sig.outputs[k]; !ok {
+				problems = append(problems, fmt.Sprintf("signature %s has no output %q", name, k))
+			}
+		}
+	}
+	var step []string
+	for _, t := range m.Inputs {
+		step = append(step, t.Key)
+	}
+	serving := append([]string(nil), step...)
+	for _, t := range m.Targets {
+		step = append(step, t.Key)
+	}
+	var varKeys []string
+	for _, v := range m.Variables {
+		varKeys = append(varKeys, v.Key)
+	}
+	need(RoleServing, serving, m.Outputs)
+	need(RoleTrainStep, step, m.Metrics)
+	need(RoleComputeGradients, step, append([]string{keyGradients}, m.Metrics...))
+	need(RoleApplyGradients, []string{keyGradients}, []string{keyIterations})
+	need(RoleTestStep, step, m.Metrics)
+	need(RoleResetMetrics, nil, []string{keyOK})
+	need(RoleMetricResults, nil, m.Metrics)
+	need(RoleMetricState, nil, []string{keyState})
+	need(RoleAssignMetricState, []string{keyState}, []string{keyOK})
+	need(RoleReadVariables, nil, varKeys)
+	need(RoleAssignVariables, varKeys, []string{keyOK})
+	need(RoleGetLearningRate, nil, []string{keyLearningRate})
+	if m.LearningRateAssignable {
+		need(RoleSetLearningRate, []string{keyLearningRate}, []string{keyLearningRate})
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return fmt.Errorf("%w: %s", ErrNotTrainingModel, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func shapeString(shape []*int64) string {
+	parts := make([]string, len(shape))
+	for i, d := range shape {
+		if d == nil {
+			parts[i] = "None"
+		} else {
+			parts[i] = fmt.Sprint(*d)
+		}
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}

@@ -1,0 +1,452 @@
+package model
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"unsafe"
+
+	corepb "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
+	"google.golang.org/protobuf/proto"
+)
+
+// Config is the TensorFlow session configuration.
+type Config struct {
+	// IntraOpThreads and InterOpThreads size TensorFlow's thread pools; 0
+	// lets TensorFlow pick (one per core).
+	IntraOpThreads int
+	InterOpThreads int
+	// GPUMemoryGrowth allocates GPU memory as needed instead of all at once.
+	GPUMemoryGrowth bool
+	// SoftPlacement lets ops without a GPU kernel fall back to the CPU.
+	SoftPlacement bool
+	// VisibleGPUs restricts the GPUs this process uses ("0", "0,1"); empty
+	// means all.
+	VisibleGPUs string
+	// LogPlacement logs the device every op is placed on.
+	LogPlacement bool
+}
+
+func (c Config) proto() ([]byte, error) {
+	cp := &corepb.ConfigProto{
+		IntraOpParallelismThreads: int32(c.IntraOpThreads),
+		InterOpParallelismThreads: int32(c.InterOpThreads),
+		AllowSoftPlacement:        c.SoftPlacement,
+		LogDevicePlacement:        c.LogPlacement,
+		GpuOptions: &corepb.GPUOptions{
+			AllowGrowth:       c.GPUMemoryGrowth,
+			VisibleDeviceList: c.VisibleGPUs,
+		},
+	}
+	return proto.Marshal(cp)
+}
+
+// Metric is one named metric value, in the order Keras reports them.
+type Metric struct {
+	Name  string
+	Value float64
+}
+
+// Tensor is a dense tensor in host memory (little-endian, C order).
+type Tensor struct {
+	DType DType
+	Shape []int64
+	Data  []byte
+}
+
+// Float32s views the tensor's data as float32 values (copying).
+func (t Tensor) Float32s() ([]float32, error) {
+	if t.DType != Float32 {
+		return nil, fmt.Errorf("tensor is %s, not float32", t.DType)
+	}
+	out := make([]float32, len(t.Data)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+	}
+	return out, nil
+}
+
+// Batch is one step's data: for every input and target (by its name in the
+// contract) the bytes of Rows examples in the contract's dtype, C order.
+type Batch struct {
+	Rows    int
+	Tensors map[string][]byte
+}
+
+// signature is a SignatureDef with its tensor names.
+type signature struct {
+	inputs  map[string]string
+	outputs map[string]string
+}
+
+// call is one signature resolved against the graph: what to feed, in order,
+// and what to fetch, in order.
+type call struct {
+	name       string
+	feeds      []endpoint
+	feedSpecs  []TensorSpec
+	fetches    []endpoint
+	fetchNames []string
+}
+
+// Model is a loaded training SavedModel.
+type Model struct {
+	dir   string
+	meta  *Metadata
+	sess  *session
+	calls map[string]*call
+	saver *corepb.SaverDef
+}
+
+// Load loads the training SavedModel in dir and checks it against the
+// contract; the error names whatever is missing.
+func Load(dir string, cfg Config) (*Model, error) {
+	meta, err := ReadMetadata(dir)
+	if err != nil {
+		return nil, err
+	}
+	config, err := cfg.proto()
+	if err != nil {
+		return nil, fmt.Errorf("session config: %w", err)
+	}
+	sess, metaGraph, err := loadSession(dir, config)
+	if err != nil {
+		return nil, fmt.Errorf("load SavedModel %s with libtensorflow %s: %w", dir, tfVersion(), err)
+	}
+	m := &Model{dir: dir, meta: meta, sess: sess, calls: map[string]*call{}}
+	if err := m.prepare(metaGraph); err != nil {
+		sess.close()
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return m, nil
+}
+
+func (m *Model) prepare(metaGraph []byte) error {
+	var mg corepb.MetaGraphDef
+	if err := proto.Unmarshal(metaGraph, &mg); err != nil {
+		return fmt.Errorf("read MetaGraphDef: %w", err)
+	}
+	sigs := map[string]signature{}
+	for name, sd := range mg.GetSignatureDef() {
+		s := signature{inputs: map[string]string{}, outputs: map[string]string{}}
+		for k, ti := range sd.GetInputs() {
+			s.inputs[k] = ti.GetName()
+		}
+		for k, ti := range sd.GetOutputs() {
+			s.outputs[k] = ti.GetName()
+		}
+		sigs[name] = s
+	}
+	if err := m.meta.checkSignatures(sigs); err != nil {
+		return err
+	}
+	m.saver = mg.GetSaverDef()
+	if m.saver.GetFilenameTensorName() == "" || m.saver.GetSaveTensorName() == "" {
+		return errors.New("the MetaGraphDef has no saver_def, so trained variables could not be saved")
+	}
+
+	step := append(append([]TensorSpec{}, m.meta.Inputs...), m.meta.Targets...)
+	withGrads := append([]string{keyGradients}, m.meta.Metrics...)
+	var varKeys []string
+	var varFeeds []TensorSpec
+	for _, v := range m.meta.Variables {
+		varKeys = append(varKeys, v.Key)
+		varFeeds = append(varFeeds, TensorSpec{Name: v.Name, Key: v.Key, DType: v.DType})
+	}
+	plan := []struct {
+		role    string
+		feeds   []TensorSpec
+		fetches []string
+	}{
+		{RoleServing, m.meta.Inputs, m.meta.Outputs},
+		{RoleTrainStep, step, m.meta.Metrics},
+		{RoleComputeGradients, step, withGrads},
+		{RoleApplyGradients, []TensorSpec{{Name: keyGradients, Key: keyGradients, DType: "float32"}}, []string{keyIterations}},
+		{RoleTestStep, step, m.meta.Metrics},
+		{RoleResetMetrics, nil, []string{keyOK}},
+		{RoleMetricResults, nil, m.meta.Metrics},
+		{RoleMetricState, nil, []string{keyState}},
+		{RoleAssignMetricState, []TensorSpec{{Name: keyState, Key: keyState, DType: "float64"}}, []string{keyOK}},
+		{RoleReadVariables, nil, varKeys},
+		{RoleAssignVariables, varFeeds, []string{keyOK}},
+		{RoleGetLearningRate, nil, []string{keyLearningRate}},
+	}
+	if m.meta.LearningRateAssignable {
+		plan = append(plan, struct {
+			role    string
+			feeds   []TensorSpec
+			fetches []string
+		}{RoleSetLearningRate, []TensorSpec{{Name: keyLearningRate, Key: keyLearningRate, DType: "float32"}}, []string{keyLearningRate}})
+	}
+	for _, p := range plan {
+		name := m.meta.Signatures[p.role]
+		sig := sigs[name]
+		c := &call{name: name, feedSpecs: p.feeds, fetchNames: p.fetches}
+		for _, f := range p.feeds {
+			e, err := m.sess.resolve(sig.inputs[f.Key])
+			if err != nil {
+				return fmt.Errorf("signature %s input %s: %w", name, f.Key, err)
+			}
+			c.feeds = append(c.feeds, e)
+		}
+		for _, k := range p.fetches {
+			e, err := m.sess.resolve(sig.outputs[k])
+			if err != nil {
+				return fmt.Errorf("signature %s output %s: %w", name, k, err)
+			}
+			c.fetches = append(c.fetches, e)
+		}
+		m.calls[p.role] = c
+	}
+	return nil
+}
+
+// Meta is the contract metadata.
+func (m *Model) Meta() *Metadata { return m.meta }
+
+// Dir is the directory the model was loaded from.
+func (m *Model) Dir() string { return m.dir }
+
+// Close releases the session. It is safe to call twice.
+func (m *Model) Close() error { return m.sess.close() }
+
+// batchFeeds turns a batch into input tensors in the call's feed order.
+func (m *Model) batchFeeds(c *call, b Batch) ([]hostTensor, error) {
+	feeds := make([]hostTensor, len(c.feedSpecs))
+	for i, spec := range c.feedSpecs {
+		data, ok := b.Tensors[spec.Name]
+		if !ok {
+			return nil, fmt.Errorf("batch has no data for %q", spec.Name)
+		}
+		dt, err := ParseDType(spec.DType)
+		if err != nil {
+			return nil, err
+		}
+		ex, _ := spec.ExampleShape()
+		shape := append([]int64{int64(b.Rows)}, ex...)
+		if want := int64(b.Rows) * spec.ExampleElems() * int64(dt.Size()); int64(len(data)) != want {
+			return nil, fmt.Errorf("%q: batch of %d rows has %d bytes, want %d (%s, example shape %v)", spec.Name, b.Rows, len(data), want, dt, ex)
+		}
+		feeds[i] = hostTensor{dtype: dt, shape: shape, data: data}
+	}
+	return feeds, nil
+}
+
+func (m *Model) run(role string, feeds []hostTensor, into [][]byte) ([]result, error) {
+	c := m.calls[role]
+	if c == nil {
+		return nil, fmt.Errorf("the model has no %s signature", role)
+	}
+	res, err := m.sess.run(c.feeds, feeds, c.fetches, into)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.name, err)
+	}
+	return res, nil
+}
+
+func scalar(r result) (float64, error) {
+	switch {
+	case r.dtype == Float32 && len(r.data) == 4:
+		return float64(math.Float32frombits(binary.LittleEndian.Uint32(r.data))), nil
+	case r.dtype == Float64 && len(r.data) == 8:
+		return math.Float64frombits(binary.LittleEndian.Uint64(r.data)), nil
+	case r.dtype == Int64 && len(r.data) == 8:
+		return float64(int64(binary.LittleEndian.Uint64(r.data))), nil
+	}
+	return 0, fmt.Errorf("expected a scalar, got %s %v", r.dtype, r.shape)
+}
+
+func (m *Model) metrics(res []result) ([]Metric, error) {
+	out := make([]Metric, len(m.meta.Metrics))
+	for i, name := range m.meta.Metrics {
+		v, err := scalar(res[i])
+		if err != nil {
+			return nil, fmt.Errorf("metric %s: %w", name, err)
+		}
+		out[i] = Metric{Name: name, Value: v}
+	}
+	return out, nil
+}
+
+func (m *Model) stepCall(role string, b Batch) ([]Metric, error) {
+	feeds, err := m.batchFeeds(m.calls[role], b)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.run(role, feeds, nil)
+	if err != nil {
+		return nil, err
+	}
+	return m.metrics(res)
+}
+
+// TrainStep runs Keras's own train step on one batch (single host): forward,
+// loss, optimizer update and metric update, exactly as model.fit does. It
+// returns the running metrics of the epoch so far.
+func (m *Model) TrainStep(b Batch) ([]Metric, error) { return m.stepCall(RoleTrainStep, b) }
+
+// TestStep runs Keras's test step (loss and metrics, no update).
+func (m *Model) TestStep(b Batch) ([]Metric, error) { return m.stepCall(RoleTestStep, b) }
+
+// ComputeGradients runs the train step without applying the update: the
+// metrics are updated, and the fused gradient of all trainable variables (in
+// the contract's order) is written into grads, which must have
+// Meta().GradientSize elements.
+func (m *Model) ComputeGradients(b Batch, grads []float32) ([]Metric, error) {
+	if len(grads) != m.meta.GradientSize {
+		return nil, fmt.Errorf("gradient buffer has %d elements, want %d", len(grads), m.meta.GradientSize)
+	}
+	c := m.calls[RoleComputeGradients]
+	feeds, err := m.batchFeeds(c, b)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.run(RoleComputeGradients, feeds, [][]byte{float32Bytes(grads)})
+	if err != nil {
+		return nil, err
+	}
+	if len(res[0].data) != 4*len(grads) {
+		return nil, fmt.Errorf("%s returned %d gradient bytes, want %d", c.name, len(res[0].data), 4*len(grads))
+	}
+	return m.metrics(res[1:])
+}
+
+// ApplyGradients applies a fused gradient with the model's optimizer.
+func (m *Model) ApplyGradients(grads []float32) error {
+	if len(grads) != m.meta.GradientSize {
+		return fmt.Errorf("gradient buffer has %d elements, want %d", len(grads), m.meta.GradientSize)
+	}
+	_, err := m.run(RoleApplyGradients, []hostTensor{{dtype: Float32, shape: []int64{int64(len(grads))}, data: float32Bytes(grads)}}, nil)
+	return err
+}
+
+// ResetMetrics resets every metric, as model.fit does at each epoch start.
+func (m *Model) ResetMetrics() error {
+	_, err := m.run(RoleResetMetrics, nil, nil)
+	return err
+}
+
+// MetricResults returns the metrics accumulated since the last reset.
+func (m *Model) MetricResults() ([]Metric, error) {
+	res, err := m.run(RoleMetricResults, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return m.metrics(res)
+}
+
+// MetricState returns every metric variable, flattened to float64, so hosts
+// can sum them.
+func (m *Model) MetricState() ([]float64, error) {
+	res, err := m.run(RoleMetricState, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float64, len(res[0].data)/8)
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(res[0].data[8*i:]))
+	}
+	return out, nil
+}
+
+// AssignMetricState sets every metric variable from a MetricState vector.
+func (m *Model) AssignMetricState(state []float64) error {
+	if len(state) != m.meta.MetricStateSize {
+		return fmt.Errorf("metric state has %d values, want %d", len(state), m.meta.MetricStateSize)
+	}
+	data := make([]byte, 8*len(state))
+	for i, v := range state {
+		binary.LittleEndian.PutUint64(data[8*i:], math.Float64bits(v))
+	}
+	_, err := m.run(RoleAssignMetricState, []hostTensor{{dtype: Float64, shape: []int64{int64(len(state))}, data: data}}, nil)
+	return err
+}
+
+// Variable is a model or optimizer variable's value.
+type Variable struct {
+	Spec VariableSpec
+	Tensor
+}
+
+// ReadVariables returns every model and optimizer variable, in contract order.
+func (m *Model) ReadVariables() ([]Variable, error) {
+	res, err := m.run(RoleReadVariables, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Variable, len(res))
+	for i, r := range res {
+		out[i] = Variable{Spec: m.meta.Variables[i], Tensor: Tensor{DType: r.dtype, Shape: r.shape, Data: r.data}}
+	}
+	return out, nil
+}
+
+// AssignVariables sets every model and optimizer variable.
+func (m *Model) AssignVariables(vars []Variable) error {
+	if len(vars) != len(m.meta.Variables) {
+		return fmt.Errorf("got %d variables, the model has %d", len(vars), len(m.meta.Variables))
+	}
+	feeds := make([]hostTensor, len(vars))
+	for i, v := range vars {
+		spec := m.meta.Variables[i]
+		dt, err := ParseDType(spec.DType)
+		if err != nil {
+			return err
+		}
+		if v.DType != dt {
+			return fmt.Errorf("variable %s is %s, got %s", spec.Name, dt, v.DType)
+		}
+		feeds[i] = hostTensor{dtype: dt, shape: spec.Shape, data: v.Data}
+	}
+	_, err := m.run(RoleAssignVariables, feeds, nil)
+	return err
+}
+
+// LearningRate is the optimizer's current learning rate.
+func (m *Model) LearningRate() (float64, error) {
+	res, err := m.run(RoleGetLearningRate, nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	return scalar(res[0])
+}
+
+// SetLearningRate assigns the optimizer's learning rate; it fails for
+// optimizers driven by a schedule.
+func (m *Model) SetLearningRate(lr float64) error {
+	if !m.meta.LearningRateAssignable {
+		return errors.New("the optimizer's learning rate is a schedule and cannot be assigned")
+	}
+	data := make([]byte, 4)
+	binary.LittleEndian.PutUint32(data, math.Float32bits(float32(lr)))
+	_, err := m.run(RoleSetLearningRate, []hostTensor{{dtype: Float32, data: data}}, nil)
+	return err
+}
+
+// Predict runs serving_default on a batch of inputs and returns the outputs
+// by name.
+func (m *Model) Predict(b Batch) (map[string]Tensor, error) {
+	c := m.calls[RoleServing]
+	feeds, err := m.batchFeeds(c, b)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.run(RoleServing, feeds, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Tensor{}
+	for i, name := range c.fetchNames {
+		out[name] = Tensor{DType: res[i].dtype, Shape: res[i].shape, Data: res[i].data}
+	}
+	return out, nil
+}
+
+// float32Bytes views a float32 slice as its bytes (little-endian hosts).
+func float32Bytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+}

@@ -1,0 +1,51 @@
+"""Names of the training contract shared with the Go runtime (model/contract.go).
+
+Change both sides together and bump VERSION when a role changes.
+"""
+
+FORMAT = "sagefit-training-savedmodel"
+VERSION = 1
+EXTRA_DIR = "assets.extra"
+METADATA_FILE = "sagefit.json"
+
+# Signatures (roles).
+SERVING = "serving_default"
+TRAIN_STEP = "sagefit_train_step"
+COMPUTE_GRADIENTS = "sagefit_compute_gradients"
+APPLY_GRADIENTS = "sagefit_apply_gradients"
+TEST_STEP = "sagefit_test_step"
+RESET_METRICS = "sagefit_reset_metrics"
+METRIC_RESULTS = "sagefit_metric_results"
+METRIC_STATE = "sagefit_metric_state"
+ASSIGN_METRIC_STATE = "sagefit_assign_metric_state"
+READ_VARIABLES = "sagefit_read_variables"
+ASSIGN_VARIABLES = "sagefit_assign_variables"
+GET_LEARNING_RATE = "sagefit_get_learning_rate"
+SET_LEARNING_RATE = "sagefit_set_learning_rate"
+
+# Tensor keys inside signatures.
+GRADIENTS = "gradients"
+ITERATIONS = "iterations"
+STATE = "state"
+OK = "ok"
+LEARNING_RATE = "learning_rate"
+
+
+def signature_names(learning_rate_assignable):
+    roles = {
+        "serving": SERVING,
+        "train_step": TRAIN_STEP,
+        "compute_gradients": COMPUTE_GRADIENTS,
+        "apply_gradients": APPLY_GRADIENTS,
+        "test_step": TEST_STEP,
+        "reset_metrics": RESET_METRICS,
+        "metric_results": METRIC_RESULTS,
+        "metric_state": METRIC_STATE,
+        "assign_metric_state": ASSIGN_METRIC_STATE,
+        "read_variables": READ_VARIABLES,
+        "assign_variables": ASSIGN_VARIABLES,
+        "get_learning_rate": GET_LEARNING_RATE,
+    }
+    if learning_rate_assignable:
+        roles["set_learning_rate"] = SET_LEARNING_RATE
+    return roles

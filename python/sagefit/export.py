@@ -1,0 +1,451 @@
+"""Export a compiled Keras model as a sagefit training SavedModel.
+
+The SavedModel is written with ``keras.export.ExportArchive`` because it saves
+the variables that the endpoint functions actually capture; a plain
+``tf.saved_model.save`` of a Keras 3 object saves stand-in variables that the
+C API loader restores instead (see shared/notes/keras3-savedmodel-c-api.md).
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+
+from sagefit import contract
+
+
+class ExportError(ValueError):
+    """A model that sagefit cannot train."""
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def _is_legacy_keras(model):
+    return not type(model).__module__.startswith("keras.src")
+
+
+def _spec_name(name, taken):
+    key = re.sub(r"[^A-Za-z0-9_]", "_", name) or "t"
+    if not re.match(r"[A-Za-z]", key):
+        key = "t_" + key
+    base, i = key, 1
+    while key in taken:
+        i += 1
+        key = f"{base}_{i}"
+    taken.add(key)
+    return key
+
+
+def _dtype_name(dtype):
+    import tensorflow as tf
+
+    return tf.as_dtype(dtype).name
+
+
+def _tensor_desc(name, key, shape, dtype):
+    return {
+        "name": name,
+        "key": key,
+        "dtype": _dtype_name(dtype),
+        "shape": [None if d is None else int(d) for d in shape],
+    }
+
+
+def _loss_is_sparse(model):
+    loss = getattr(model, "loss", None)
+    names = []
+    for item in loss.values() if isinstance(loss, dict) else (
+        loss if isinstance(loss, (list, tuple)) else [loss]
+    ):
+        names.append(item if isinstance(item, str) else type(item).__name__)
+        names.append(getattr(item, "__name__", ""))
+    return any("sparse" in str(n).lower() for n in names)
+
+
+def _input_tensors(model):
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        raise ExportError(
+            "the model has no known inputs; build it with keras.Input "
+            "(or an input_shape on its first layer) before sagefit.export"
+        )
+    return list(inputs)
+
+
+def _layer_name(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return history[0].name if history else None
+
+
+def _output_names(model):
+    names = [_layer_name(t) for t in model.outputs]
+    if all(names) and len(set(names)) == len(names):
+        return names
+    return [f"output_{i}" for i in range(len(model.outputs))]
+
+
+def _check_compiled(model):
+    if getattr(model, "optimizer", None) is None or not getattr(
+        model, "compiled", getattr(model, "_is_compiled", False)
+    ):
+        raise ExportError(
+            "the model is not compiled; call model.compile(optimizer=..., "
+            "loss=..., metrics=...) before sagefit.export"
+        )
+
+
+def export(
+    model,
+    export_dir,
+    *,
+    target_shapes=None,
+    target_dtypes=None,
+    overwrite=False,
+):
+    """Write ``model`` (compiled, built) as a sagefit training SavedModel.
+
+    Args:
+      model: a compiled Keras model with known inputs.
+      export_dir: the directory to create.
+      target_shapes: optional per-output shapes of one example's target
+        (without the batch dimension); defaults to the output's shape, or ()
+        for sparse categorical losses.
+      target_dtypes: optional per-output dtypes of the targets (default
+        float32; losses cast labels themselves).
+      overwrite: replace ``export_dir`` if it exists.
+
+    Returns the metadata dict written to ``assets.extra/sagefit.json``.
+    """
+    import tensorflow as tf
+
+    keras = _keras()
+    _check_compiled(model)
+    if os.path.exists(export_dir):
+        if not overwrite:
+            raise ExportError(f"{export_dir} exists; pass overwrite=True")
+        shutil.rmtree(export_dir)
+
+    inputs = _input_tensors(model)
+    out_names = _output_names(model)
+    taken = set()
+    in_descs = []
+    for t in inputs:
+        name = _layer_name(t) or f"input_{len(in_descs)}"
+        shape = tuple(t.shape)
+        in_descs.append(_tensor_desc(name, _spec_name(name, taken), shape, t.dtype))
+
+    sparse = _loss_is_sparse(model)
+    tgt_descs = []
+    for i, name in enumerate(out_names):
+        out_shape = tuple(model.outputs[i].shape)
+        if target_shapes is not None:
+            shape = (None,) + tuple(_per_output(target_shapes, i, name))
+        elif sparse:
+            shape = (None,)
+        else:
+            shape = out_shape
+        dtype = "float32"
+        if target_dtypes is not None:
+            dtype = _per_output(target_dtypes, i, name)
+        tgt_descs.append(
+            _tensor_desc(name, _spec_name("target_" + name, taken), shape, dtype)
+        )
+
+    in_specs = [
+        tf.TensorSpec(d["shape"], d["dtype"], name=d["key"]) for d in in_descs
+    ]
+    tgt_specs = [
+        tf.TensorSpec(d["shape"], d["dtype"], name=d["key"]) for d in tgt_descs
+    ]
+    n_in = len(in_specs)
+
+    def pack(tensors, descs):
+        # Keras takes a single tensor for a one-input model, a list otherwise.
+        return tensors[0] if len(descs) == 1 else list(tensors)
+
+    _build(model, in_descs, tgt_descs, pack)
+
+    trainable = list(model.trainable_variables)
+    for v in trainable:
+        if _dtype_name(v.dtype) != "float32":
+            raise ExportError(
+                f"trainable variable {v.path} is {_dtype_name(v.dtype)}; "
+                "sagefit all-reduces float32 gradients only"
+            )
+    if not trainable:
+        raise ExportError("the model has no trainable variables")
+    optimizer = model.optimizer
+    state_vars = list(model.variables) + [
+        v for v in optimizer.variables if not _same_var(v, model.variables)
+    ]
+    metric_vars = list(model.metrics_variables)
+    grad_size = int(sum(_num_elements(v) for v in trainable))
+
+    def to_dense(g, v):
+        if g is None:
+            raise ExportError(
+                f"variable {v.path} gets no gradient from the loss; "
+                "freeze it (trainable=False) or connect it"
+            )
+        if isinstance(g, tf.IndexedSlices):
+            g = tf.convert_to_tensor(g)
+        return tf.reshape(tf.cast(g, tf.float32), [-1])
+
+    def metric_dict(logs):
+        out = {}
+        for k, v in logs.items():
+            out[str(k)] = tf.cast(tf.convert_to_tensor(v), tf.float32)
+        return out
+
+    archive = keras.export.ExportArchive()
+
+    # Keras's own train step: loss, optimizer update and metrics as in fit.
+    def train_step(*args):
+        x = pack(args[:n_in], in_descs)
+        y = pack(args[n_in:], tgt_descs)
+        return metric_dict(model.train_step((x, y)))
+
+    # The same step with the optimizer call intercepted: the gradients Keras
+    # would apply are returned, fused into one buffer, and nothing is applied.
+    def compute_gradients(*args):
+        x = pack(args[:n_in], in_descs)
+        y = pack(args[n_in:], tgt_descs)
+        captured = []
+
+        def capture(grads_and_vars, *a, **k):
+            captured.extend(grads_and_vars)
+            return tf.constant(0, tf.int64)
+
+        optimizer.apply_gradients = capture  # shadows the method while tracing
+        try:
+            logs = model.train_step((x, y))
+        finally:
+            del optimizer.apply_gradients
+        if len(captured) != len(trainable):
+            raise ExportError(
+                "the model's train_step did not call optimizer.apply_gradients "
+                "once with every trainable variable; custom train steps are "
+                "not supported"
+            )
+        flat = tf.concat([to_dense(g, v) for g, v in captured], axis=0)
+        out = metric_dict(logs)
+        out[contract.GRADIENTS] = flat
+        return out
+
+    def apply_gradients(flat):
+        grads, offset = [], 0
+        for v in trainable:
+            n = _num_elements(v)
+            grads.append(tf.reshape(flat[offset : offset + n], v.shape))
+            offset += n
+        optimizer.apply_gradients(zip(grads, trainable))
+        return {contract.ITERATIONS: tf.identity(optimizer.iterations)}
+
+    def test_step(*args):
+        x = pack(args[:n_in], in_descs)
+        y = pack(args[n_in:], tgt_descs)
+        return metric_dict(model.test_step((x, y)))
+
+    @tf.function(input_signature=[], autograph=False)
+    def reset_metrics():
+        for m in model.metrics:
+            m.reset_state()
+        return {contract.OK: tf.constant(1, tf.int32)}
+
+    @tf.function(input_signature=[], autograph=False)
+    def metric_results():
+        return metric_dict(model.get_metrics_result())
+
+    @tf.function(input_signature=[], autograph=False)
+    def metric_state():
+        parts = [tf.reshape(tf.cast(v.value, tf.float64), [-1]) for v in metric_vars]
+        return {contract.STATE: tf.concat(parts, axis=0) if parts else tf.zeros([0], tf.float64)}
+
+    def assign_metric_state(state):
+        offset = 0
+        for v in metric_vars:
+            n = _num_elements(v)
+            v.assign(tf.cast(tf.reshape(state[offset : offset + n], v.shape), v.dtype))
+            offset += n
+        return {contract.OK: tf.constant(1, tf.int32)}
+
+    var_keys = [f"v{i:04d}" for i in range(len(state_vars))]
+
+    @tf.function(input_signature=[], autograph=False)
+    def read_variables():
+        return {k: tf.identity(v.value) for k, v in zip(var_keys, state_vars)}
+
+    def assign_variables(*values):
+        for v, value in zip(state_vars, values):
+            v.assign(value)
+        return {contract.OK: tf.constant(1, tf.int32)}
+
+    lr_var = _learning_rate_variable(optimizer)
+
+    @tf.function(input_signature=[], autograph=False)
+    def get_learning_rate():
+        lr = optimizer.learning_rate
+        return {contract.LEARNING_RATE: tf.cast(tf.convert_to_tensor(lr), tf.float32)}
+
+    def set_learning_rate(lr):
+        lr_var.assign(tf.cast(lr, lr_var.dtype))
+        return {contract.LEARNING_RATE: tf.cast(tf.identity(lr_var.value), tf.float32)}
+
+    def serve(*args):
+        x = pack(args, in_descs)
+        y = model(x, training=False)
+        ys = y if isinstance(y, (list, tuple)) else [y]
+        if isinstance(y, dict):
+            ys = [y[n] for n in out_names]
+        return {n: t for n, t in zip(out_names, ys)}
+
+    serving_specs = [
+        tf.TensorSpec(d["shape"], d["dtype"], name=d["key"]) for d in in_descs
+    ]
+    # serving_default first: ExportArchive aliases the first endpoint too.
+    archive.add_endpoint(contract.SERVING, serve, serving_specs)
+    archive.add_endpoint(contract.TRAIN_STEP, train_step, in_specs + tgt_specs)
+    archive.add_endpoint(
+        contract.COMPUTE_GRADIENTS, compute_gradients, in_specs + tgt_specs
+    )
+    archive.add_endpoint(
+        contract.APPLY_GRADIENTS,
+        apply_gradients,
+        [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
+    )
+    archive.add_endpoint(contract.TEST_STEP, test_step, in_specs + tgt_specs)
+    archive.add_endpoint(contract.RESET_METRICS, _traced(reset_metrics))
+    archive.add_endpoint(contract.METRIC_RESULTS, _traced(metric_results))
+    archive.add_endpoint(contract.METRIC_STATE, _traced(metric_state))
+    state_size = int(sum(_num_elements(v) for v in metric_vars))
+    archive.add_endpoint(
+        contract.ASSIGN_METRIC_STATE,
+        assign_metric_state,
+        [tf.TensorSpec([state_size], tf.float64, name=contract.STATE)],
+    )
+    archive.add_endpoint(contract.READ_VARIABLES, _traced(read_variables))
+    archive.add_endpoint(
+        contract.ASSIGN_VARIABLES,
+        assign_variables,
+        [
+            tf.TensorSpec(v.shape, v.dtype, name=k)
+            for k, v in zip(var_keys, state_vars)
+        ],
+    )
+    archive.add_endpoint(contract.GET_LEARNING_RATE, _traced(get_learning_rate))
+    if lr_var is not None:
+        archive.add_endpoint(
+            contract.SET_LEARNING_RATE,
+            set_learning_rate,
+            [tf.TensorSpec([], tf.float32, name=contract.LEARNING_RATE)],
+        )
+    archive.write_out(export_dir, verbose=False)
+
+    variables = [
+        {
+            "name": v.path,
+            "key": k,
+            "shape": [int(d) for d in v.shape],
+            "dtype": _dtype_name(v.dtype),
+            "kind": "model" if i < len(model.variables) else "optimizer",
+            "trainable": any(v is t for t in trainable),
+        }
+        for i, (k, v) in enumerate(zip(var_keys, state_vars))
+    ]
+    grads = [
+        {"name": v.path, "shape": [int(d) for d in v.shape], "dtype": "float32"}
+        for v in trainable
+    ]
+    metrics = list(model.get_metrics_result().keys())
+    meta = {
+        "format": contract.FORMAT,
+        "contract_version": contract.VERSION,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "legacy_keras": _is_legacy_keras(model),
+        "inputs": in_descs,
+        "targets": tgt_descs,
+        "outputs": out_names,
+        "signatures": contract.signature_names(lr_var is not None),
+        "gradients": grads,
+        "gradient_size": grad_size,
+        "variables": variables,
+        "metrics": metrics,
+        "metric_state_size": state_size,
+        "learning_rate_assignable": lr_var is not None,
+        "optimizer": type(optimizer).__name__,
+    }
+    meta["fingerprint"] = fingerprint(meta)
+    extra = os.path.join(export_dir, contract.EXTRA_DIR)
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, contract.METADATA_FILE), "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+def fingerprint(meta):
+    """Hash of what hosts must agree on: tensors, variables and their order."""
+    keys = ("contract_version", "inputs", "targets", "gradients", "variables",
+            "metric_state_size")
+    blob = json.dumps({k: meta[k] for k in keys}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _per_output(value, i, name):
+    if isinstance(value, dict):
+        return value[name]
+    if isinstance(value, (list, tuple)) and value and isinstance(
+        value[0], (list, tuple, str)
+    ):
+        return value[i]
+    return value
+
+
+def _num_elements(v):
+    n = 1
+    for d in v.shape:
+        n *= int(d)
+    return n
+
+
+def _same_var(v, vs):
+    return any(v is w for w in vs)
+
+
+def _traced(fn):
+    fn.get_concrete_function()
+    return fn
+
+
+def _learning_rate_variable(optimizer):
+    lr = getattr(optimizer, "_learning_rate", None)
+    if lr is None:
+        return None
+    import keras
+
+    if isinstance(lr, keras.Variable):
+        return lr
+    return None
+
+
+def _build(model, in_descs, tgt_descs, pack):
+    """Create optimizer and metric variables without changing any weight."""
+    import numpy as np
+
+    def zeros(d):
+        shape = [1 if s is None else s for s in d["shape"]]
+        return np.zeros(shape, dtype=d["dtype"])
+
+    x = pack([zeros(d) for d in in_descs], in_descs)
+    y = pack([zeros(d) for d in tgt_descs], tgt_descs)
+    try:
+        model._symbolic_build(data_batch=(x, y))
+    except Exception as e:  # noqa: BLE001 - reported as one sentence
+        raise ExportError(f"the model cannot be built from its inputs: {e}") from e
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)

@@ -1,0 +1,203 @@
+"""Model families, data and Keras reference runs for sagefit's tests and benchmarks.
+
+``python -m sagefit.testing FAMILY OUT [--epochs N] [--batch-size B] [--rows N]``
+writes, under OUT:
+
+- ``model/``: the training SavedModel exported before any training,
+- ``train/`` and ``validation/``: channel data as ``.npy`` files,
+- ``reference.json``: what Keras ``model.fit`` reports on the same data from the
+  same initial weights (shuffle off), its final weights and predictions.
+"""
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def seed_mlp():
+    """The seed article's model: Dense(16, relu) -> Dense(1, sigmoid)."""
+    keras = _keras()
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def seed_data(rows, rng):
+    """The seed article's data: 10 uniform features, a random 0/1 label."""
+    x = rng.random((rows, 10), dtype=np.float32)
+    y = rng.integers(0, 2, rows).astype(np.float32)
+    return {"train": x}, {"labels": y}
+
+
+def multiclass():
+    """Softmax over 4 classes, SGD with momentum, integer labels."""
+    keras = _keras()
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def multiclass_data(rows, rng):
+    x = rng.normal(size=(rows, 12)).astype(np.float32)
+    y = (np.argmax(x[:, :4], axis=1)).astype(np.int64)
+    return {"train": x}, {"labels": y}
+
+
+def two_inputs():
+    """A functional model with two named inputs and a regression target."""
+    keras = _keras()
+    a = keras.Input((5,), name="a")
+    b = keras.Input((3,), name="b")
+    h = keras.layers.Concatenate()([a, b])
+    h = keras.layers.Dense(8, activation="relu")(h)
+    out = keras.layers.Dense(1, name="price")(h)
+    model = keras.Model([a, b], out)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+    return model
+
+
+def two_inputs_data(rows, rng):
+    xa = rng.normal(size=(rows, 5)).astype(np.float32)
+    xb = rng.normal(size=(rows, 3)).astype(np.float32)
+    y = (xa.sum(axis=1, keepdims=True) - 2 * xb[:, :1]).astype(np.float32)
+    return {"a": xa, "b": xb}, {"price": y}
+
+
+def small_cnn():
+    """A compute-heavier model for benchmarks: a small CNN on 28x28 images."""
+    keras = _keras()
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def small_cnn_data(rows, rng):
+    x = rng.random((rows, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, rows).astype(np.int64)
+    return {"train": x}, {"labels": y}
+
+
+# family -> (build and compile the model, make rows of data)
+FAMILIES = {
+    "seed": (seed_mlp, seed_data),
+    "multiclass": (multiclass, multiclass_data),
+    "two_inputs": (two_inputs, two_inputs_data),
+    "cnn": (small_cnn, small_cnn_data),
+}
+
+
+def _fit_inputs(model, inputs):
+    if len(inputs) == 1:
+        return next(iter(inputs.values()))
+    return [inputs[t._keras_history[0].name] for t in model.inputs]
+
+
+def _fit_targets(targets):
+    return next(iter(targets.values())) if len(targets) == 1 else list(targets.values())
+
+
+def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
+         seed=1, fit=True):
+    """Write the fixture for ``family`` under ``out`` and return the reference."""
+    import keras
+    import sagefit
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    build, data = FAMILIES[family]
+    model = build()
+    inputs, targets = data(rows, rng)
+    os.makedirs(out, exist_ok=True)
+    meta = sagefit.export(model, os.path.join(out, "model"), overwrite=True)
+
+    val_rows = max(rows // 4, 1)
+    vrng = np.random.default_rng(seed + 1)
+    vin, vtg = data(val_rows, vrng)
+    for channel, (xs, ys) in {"train": (inputs, targets), "validation": (vin, vtg)}.items():
+        if channel == "validation" and not validation:
+            continue
+        d = os.path.join(out, channel)
+        os.makedirs(d, exist_ok=True)
+        for name, arr in {**xs, **ys}.items():
+            np.save(os.path.join(d, name + ".npy"), arr)
+
+    ref = {"family": family, "epochs": epochs, "batch_size": batch_size,
+           "rows": rows, "metadata_fingerprint": meta["fingerprint"]}
+    if fit:
+        hist = model.fit(
+            _fit_inputs(model, inputs),
+            _fit_targets(targets),
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=False,
+            verbose=0,
+            validation_data=(_fit_inputs(model, vin), _fit_targets(vtg)) if validation else None,
+        )
+        ref["history"] = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+        ref["weights"] = [w.astype(np.float64).ravel().tolist() for w in model.get_weights()]
+        probe = {k: v[:16] for k, v in inputs.items()}
+        pred = model.predict(_fit_inputs(model, probe), verbose=0)
+        ref["predictions"] = np.asarray(pred, dtype=np.float64).ravel().tolist()
+    with open(os.path.join(out, "reference.json"), "w") as f:
+        json.dump(ref, f)
+    return ref
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("family", choices=sorted(FAMILIES))
+    p.add_argument("out")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rows", type=int, default=1000)
+    p.add_argument("--no-validation", action="store_true")
+    p.add_argument("--no-fit", action="store_true")
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args()
+    make(a.family, a.out, a.epochs, a.batch_size, a.rows, not a.no_validation,
+         a.seed, not a.no_fit)
+
+
+if __name__ == "__main__":
+    main()
