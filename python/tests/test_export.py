@@ -1,0 +1,103 @@
+"""Exporter tests: the contract file, errors, and the SavedModel from Python."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+import sagefit
+from sagefit import contract
+from sagefit.testing import FAMILIES
+
+
+def _seed_model():
+    keras.utils.set_random_seed(3)
+    build, _ = FAMILIES["seed"]
+    return build()
+
+
+def test_export_writes_contract_and_keeps_weights(tmp_path):
+    model = _seed_model()
+    before = [w.copy() for w in model.get_weights()]
+    meta = sagefit.export(model, str(tmp_path / "m"))
+    after = model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    with open(tmp_path / "m" / contract.EXTRA_DIR / contract.METADATA_FILE) as f:
+        on_disk = json.load(f)
+    assert on_disk == meta
+    assert meta["contract_version"] == contract.VERSION
+    assert meta["inputs"][0]["name"].startswith("input_layer")
+    assert meta["targets"][0]["shape"] == [None, 1]
+    assert meta["metrics"] == ["loss", "accuracy"]
+    assert meta["gradient_size"] == 10 * 16 + 16 + 16 + 1
+    assert [v["kind"] for v in meta["variables"]].count("model") == 4
+    assert meta["learning_rate_assignable"] is True
+    assert meta["fingerprint"] == sagefit.fingerprint(meta)
+
+
+def test_serving_signature_predicts_like_keras(tmp_path):
+    model = _seed_model()
+    meta = sagefit.export(model, str(tmp_path / "m"))
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    x = np.random.default_rng(0).random((7, 10), dtype=np.float32)
+    serve = loaded.signatures["serving_default"]
+    out = serve(**{meta["inputs"][0]["key"]: tf.constant(x)})
+    np.testing.assert_allclose(
+        out[meta["outputs"][0]].numpy(), model.predict(x, verbose=0), rtol=1e-6
+    )
+
+
+def test_sparse_loss_takes_integer_class_targets(tmp_path):
+    build, _ = FAMILIES["multiclass"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    assert meta["targets"][0]["shape"] == [None]
+    assert meta["optimizer"] == "SGD"
+
+
+def test_two_named_inputs(tmp_path):
+    build, _ = FAMILIES["two_inputs"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    assert [t["name"] for t in meta["inputs"]] == ["a", "b"]
+    assert [t["name"] for t in meta["targets"]] == ["price"]
+    assert meta["metrics"] == ["loss", "mae"]
+
+
+def test_uncompiled_model_is_refused(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    with pytest.raises(sagefit.ExportError, match="not compiled"):
+        sagefit.export(model, str(tmp_path / "m"))
+
+
+def test_existing_directory_is_not_overwritten(tmp_path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(sagefit.ExportError, match="exists"):
+        sagefit.export(_seed_model(), str(tmp_path / "m"))
+
+
+def test_frozen_model_without_trainable_weights_is_refused(tmp_path):
+    model = _seed_model()
+    for layer in model.layers:
+        layer.trainable = False
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    with pytest.raises(sagefit.ExportError, match="no trainable variables"):
+        sagefit.export(model, str(tmp_path / "m"))
+
+
+def test_unconnected_trainable_variable_is_refused(tmp_path):
+    a = keras.Input((4,), name="a")
+    unused = keras.layers.Dense(2, name="unused")
+    out = keras.layers.Dense(1, name="out")(a)
+    model = keras.Model(a, [out])
+    unused.build((None, 4))
+    model._tracker.unlock()
+    model.extra = unused
+    model._tracker.lock()
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(sagefit.ExportError, match="no gradient"):
+        sagefit.export(model, str(tmp_path / "m"))
