@@ -1,0 +1,75 @@
+// Command sagefit trains a Keras model exported with the sagefit Python
+// package inside SageMaker's training contract, with no Python at training
+// time.
+//
+//	sagefit train                      run the job under /opt/ml (what SageMaker runs)
+//	sagefit local --model DIR --channel training=DIR [--hp epochs=10] [--output DIR]
+//	sagefit inspect SAVEDMODEL         print a training SavedModel's contract
+//
+// Invoked under the name "train" (as SageMaker starts BYO images with
+// `docker run IMAGE train` and some images link the binary so), it trains.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/term"
+
+	"github.com/sagefit/sagefit/runtime"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+const usage = `usage:
+  sagefit train
+  sagefit local --model DIR --channel NAME=DIR [--channel ...] [--hp KEY=VALUE ...] [--output DIR]
+  sagefit inspect [--json] SAVEDMODEL
+`
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := ""
+	rest := args[1:]
+	if filepath.Base(args[0]) == "train" {
+		cmd = "train"
+	} else if len(rest) > 0 {
+		cmd, rest = rest[0], rest[1:]
+	}
+	switch cmd {
+	case "train":
+		return train(stdout, stderr, "")
+	case "local":
+		return local(rest, stdout, stderr)
+	case "inspect":
+		return inspect(rest, stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprint(stderr, usage)
+	return 2
+}
+
+// train runs the job in base (empty: SAGEMAKER_BASE_DIR or /opt/ml).
+func train(stdout, stderr io.Writer, base string) int {
+	ctx, stop := sagemaker.NotifyStop(context.Background())
+	defer stop()
+	return runtime.Main(ctx, runtime.Options{
+		Base:     base,
+		Environ:  os.Environ(),
+		Stdout:   stdout,
+		Stderr:   stderr,
+		Terminal: isTerminal(stdout),
+	})
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

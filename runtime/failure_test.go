@@ -1,0 +1,170 @@
+package runtime_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/runtime"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+// copyDir copies a fixture folder so a case can break its copy.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if info.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// objectNPY is what np.save writes for an object array (allow_pickle=True):
+// a valid header with descr '|O'.
+func objectNPY(t *testing.T, path string) {
+	header := "{'descr': '|O', 'fortran_order': False, 'shape': (3,), }"
+	pad := 64 - (10+len(header)+1)%64
+	header += strings.Repeat(" ", pad) + "\n"
+	var b bytes.Buffer
+	b.WriteString("\x93NUMPY\x01\x00")
+	binary.Write(&b, binary.LittleEndian, uint16(len(header)))
+	b.WriteString(header)
+	b.WriteString("\x80\x04garbage-pickle")
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func float32NPY(t *testing.T, path string, rows, cols int) {
+	shape := []int{rows, cols}
+	if cols == 0 {
+		shape = []int{rows}
+		cols = 1
+	}
+	if err := data.WriteNPY(path, data.Float32, shape, make([]byte, rows*cols*4)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBadInputs: every bad config, data or model ends in one clear sentence
+// in the failure file, a non-zero exit, and no Go panic trace.
+func TestBadInputs(t *testing.T) {
+	fx := fixture(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
+	cases := []struct {
+		name string
+		// break changes the job laid out in base; fx is a private copy of
+		// the fixture.
+		breakJob func(t *testing.T, base, fx string)
+		reason   string // regexp the failure file must match
+	}{
+		{"missing training channel", func(t *testing.T, base, fx string) {
+			os.Remove(filepath.Join(base, "input", "data", "training"))
+			os.Remove(filepath.Join(base, "input", "config", "inputdataconfig.json"))
+		}, `(?i)no training data: the job has no "training" channel`},
+		{"missing model", func(t *testing.T, base, fx string) {
+			os.Remove(filepath.Join(base, "input", "data", "model"))
+			os.Remove(filepath.Join(base, "input", "config", "inputdataconfig.json"))
+		}, `(?i)no training SavedModel: the job has no "model" channel`},
+		{"malformed hyperparameters JSON", func(t *testing.T, base, fx string) {
+			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"epochs": "3",`), 0o644)
+		}, `hyperparameters\.json.*(JSON|json)`},
+		{"non-numeric epochs", func(t *testing.T, base, fx string) {
+			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"epochs": "ten"}`), 0o644)
+		}, `(?i)hyperparameter "epochs" must be an integer, got "ten"`},
+		{"truncated npy", func(t *testing.T, base, fx string) {
+			p := filepath.Join(fx, "train", "train.npy")
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, b[:len(b)-100], 0o644)
+		}, `train\.npy.*truncated`},
+		{"object dtype npy", func(t *testing.T, base, fx string) {
+			objectNPY(t, filepath.Join(fx, "train", "labels.npy"))
+		}, `labels\.npy.*object`},
+		{"row counts differ", func(t *testing.T, base, fx string) {
+			float32NPY(t, filepath.Join(fx, "train", "labels.npy"), 63, 0)
+		}, `64 rows but .*63|63 rows but .*64`},
+		{"feature shape the model does not take", func(t *testing.T, base, fx string) {
+			float32NPY(t, filepath.Join(fx, "train", "train.npy"), 64, 12)
+		}, `train\.npy has examples of shape \(12\) but model input .* takes examples of shape \(10\)`},
+		{"SavedModel without the contract", func(t *testing.T, base, fx string) {
+			os.RemoveAll(filepath.Join(fx, "model", "assets.extra"))
+		}, `not a sagefit training SavedModel.*sagefit\.export`},
+		{"model channel without a SavedModel", func(t *testing.T, base, fx string) {
+			os.RemoveAll(filepath.Join(fx, "model"))
+			os.MkdirAll(filepath.Join(fx, "model"), 0o755)
+		}, `holds no saved_model\.pb`},
+		{"negative batch size", func(t *testing.T, base, fx string) {
+			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"batch_size": "-4"}`), 0o644)
+		}, `(?i)hyperparameter "batch_size" must be at least 1`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			own := t.TempDir()
+			copyDir(t, fx, own)
+			base := localJob(t, own, map[string]string{"epochs": "1"}, nil)
+			c.breakJob(t, base, own)
+			var stdout, stderr bytes.Buffer
+			code := runtime.Main(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
+			if code == 0 {
+				t.Fatalf("exit code 0 for a broken job; output:\n%s", stderr.String())
+			}
+			reason, err := os.ReadFile(filepath.Join(base, "output", "failure"))
+			if err != nil {
+				t.Fatalf("no failure file: %v", err)
+			}
+			t.Logf("failure: %s", reason)
+			if !regexp.MustCompile(c.reason).Match(reason) {
+				t.Errorf("failure file says %q, want a match for %q", reason, c.reason)
+			}
+			if strings.Count(strings.TrimSpace(string(reason)), "\n") > 0 {
+				t.Errorf("failure reason is more than one line: %q", reason)
+			}
+			if len(reason) > sagemaker.FailureLimit {
+				t.Errorf("failure reason is %d bytes, over SageMaker's %d", len(reason), sagemaker.FailureLimit)
+			}
+			for _, trace := range []string{"goroutine ", "panic:", ".go:"} {
+				if strings.Contains(stderr.String(), trace) || strings.Contains(string(reason), trace) {
+					t.Errorf("output carries a Go trace (%q):\n%s", trace, stderr.String())
+				}
+			}
+		})
+	}
+}
+
+// TestExistingFailureFileIsKept: SageMaker shows the first failure; a later
+// one must not overwrite it.
+func TestExistingFailureFileIsKept(t *testing.T) {
+	base := t.TempDir()
+	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	failure := filepath.Join(base, "output", "failure")
+	if err := os.WriteFile(failure, []byte("the first reason"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := runtime.Main(context.Background(), runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}); code == 0 {
+		t.Fatal("exit code 0 for a job without channels")
+	}
+	got, _ := os.ReadFile(failure)
+	if string(got) != "the first reason" {
+		t.Errorf("failure file overwritten: %q", got)
+	}
+}

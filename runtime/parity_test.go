@@ -1,0 +1,225 @@
+package runtime_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+const parityTol = 1e-5
+
+func close(a, b float64) bool {
+	return math.Abs(a-b) <= parityTol*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
+}
+
+// localJob lays out a SageMaker base dir for a fixture and returns it.
+func localJob(t *testing.T, fx string, hps map[string]string, channels map[string]string) string {
+	t.Helper()
+	base := t.TempDir()
+	if channels == nil {
+		channels = map[string]string{
+			"model":      filepath.Join(fx, "model"),
+			"training":   filepath.Join(fx, "train"),
+			"validation": filepath.Join(fx, "validation"),
+		}
+	}
+	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Channels: channels, Hyperparameters: hps}); err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
+// TestKerasParity trains each model family through the SageMaker contract
+// and checks every epoch's metrics, the final weights and the predictions
+// against Keras model.fit from the same initial weights on the same batches.
+func TestKerasParity(t *testing.T) {
+	for _, family := range []string{"seed", "multiclass", "two_inputs"} {
+		t.Run(family, func(t *testing.T) {
+			fx := fixture(t, family, "--epochs", "3", "--rows", "500")
+			ref := readReference(t, fx)
+			base := localJob(t, fx, map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}, nil)
+			var stdout, stderr bytes.Buffer
+			res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
+			if err != nil {
+				t.Fatalf("train: %v\n%s", err, stderr.String())
+			}
+
+			var got map[string][]float64
+			raw, err := os.ReadFile(res.HistoryPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(raw, &got); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(ref.History) {
+				t.Errorf("history keys %v, Keras has %v", keys(got), keys(ref.History))
+			}
+			for k, want := range ref.History {
+				if len(got[k]) != len(want) {
+					t.Errorf("%s: %d epochs, Keras has %d", k, len(got[k]), len(want))
+					continue
+				}
+				for e := range want {
+					if !close(got[k][e], want[e]) {
+						t.Errorf("epoch %d %s = %.9g, Keras %.9g", e+1, k, got[k][e], want[e])
+					}
+				}
+			}
+
+			trained, err := model.Load(res.ModelDir, model.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer trained.Close()
+			vars, err := trained.ReadVariables()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range ref.Weights {
+				f, err := vars[i].Float32s()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(f) != len(w) {
+					t.Fatalf("variable %s has %d values, Keras weight %d has %d", vars[i].Spec.Name, len(f), i, len(w))
+				}
+				for j := range w {
+					if !close(float64(f[j]), w[j]) {
+						t.Fatalf("variable %s[%d] = %.9g, Keras %.9g", vars[i].Spec.Name, j, f[j], w[j])
+					}
+				}
+			}
+
+			pred := predict(t, trained, filepath.Join(fx, "train"), 16)
+			if len(pred) != len(ref.Predictions) {
+				t.Fatalf("%d predictions, Keras made %d", len(pred), len(ref.Predictions))
+			}
+			for i := range pred {
+				if !close(float64(pred[i]), ref.Predictions[i]) {
+					t.Fatalf("prediction %d = %.9g, Keras %.9g", i, pred[i], ref.Predictions[i])
+				}
+			}
+			line := regexp.MustCompile(`(?m)^Epoch 3/3 .*loss: [0-9.]+`)
+			if !line.Match(stdout.Bytes()) {
+				t.Errorf("no scrapeable epoch line in output:\n%s", stdout.String())
+			}
+		})
+	}
+}
+
+// predict runs serving_default on the first n rows of a channel.
+func predict(t *testing.T, m *model.Model, channel string, n int) []float32 {
+	t.Helper()
+	files, err := data.ListChannel(channel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := m.Meta()
+	var names []string
+	for _, in := range meta.Inputs {
+		names = append(names, in.Name)
+	}
+	var targets []string
+	for _, tg := range meta.Targets {
+		targets = append(targets, tg.Name)
+	}
+	paths, err := data.MapTensors(files, names, targets, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := model.Batch{Rows: n, Tensors: map[string][]byte{}}
+	rows := make([]int, n)
+	for i := range rows {
+		rows[i] = i
+	}
+	for _, in := range meta.Inputs {
+		a, err := data.Open(paths[in.Name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, n*a.RowElems()*4)
+		if err := a.Gather(buf, data.Float32, rows); err != nil {
+			t.Fatal(err)
+		}
+		a.Close()
+		b.Tensors[in.Name] = buf
+	}
+	out, err := m.Predict(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := out[meta.Outputs[0]].Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestTrainedModelServesInPython loads the SavedModel that sagefit wrote with
+// Python's tf.saved_model.load and checks serving_default predicts what the
+// equally trained Keras model predicts.
+func TestTrainedModelServesInPython(t *testing.T) {
+	fx := fixture(t, "seed", "--epochs", "3", "--rows", "500")
+	base := localJob(t, fx, map[string]string{"epochs": "3", "shuffle": "false"}, nil)
+	res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import json, sys, numpy as np, tensorflow as tf
+ref = json.load(open(sys.argv[2]))
+m = tf.saved_model.load(sys.argv[1])
+serve = m.signatures["serving_default"]
+(key,) = serve.structured_input_signature[1].keys()
+x = np.load(sys.argv[3])[:16]
+(out,) = serve(**{key: tf.constant(x)}).values()
+err = float(np.max(np.abs(out.numpy().ravel() - np.array(ref["predictions"]))))
+print(json.dumps({"max_abs_err": err}))
+`
+	cmd := exec.Command(python(t), "-c", script, res.ModelDir, filepath.Join(fx, "reference.json"), filepath.Join(fx, "train", "train.npy"))
+	cmd.Env = append(os.Environ(), "TF_CPP_MIN_LOG_LEVEL=3")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python: %v", err)
+	}
+	var r struct {
+		MaxAbsErr float64 `json:"max_abs_err"`
+	}
+	if err := json.Unmarshal(lastLine(out), &r); err != nil {
+		t.Fatalf("python said %q: %v", out, err)
+	}
+	if r.MaxAbsErr > 1e-5 {
+		t.Errorf("Python predictions of the saved model differ from Keras by %g", r.MaxAbsErr)
+	}
+	if _, err := os.Stat(filepath.Join(res.ModelDir, "fingerprint.pb")); err == nil {
+		t.Errorf("stale fingerprint.pb copied into the trained model")
+	}
+}
+
+func lastLine(b []byte) []byte {
+	b = bytes.TrimSpace(b)
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		return b[i+1:]
+	}
+	return b
+}
+
+func keys(m map[string][]float64) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
