@@ -12,13 +12,13 @@ import (
 // channelData is a channel opened for the model: its dataset and the dtype
 // each tensor is converted to on the way in.
 type channelData struct {
-	name   string
-	ds     *data.Dataset
+	name string
+	ds   *data.Dataset
 	// sharded channels arrive already split per host (ShardedByS3Key):
 	// each host reads all it got instead of taking its share of the rows.
 	sharded bool
-	dtypes map[string]data.DType
-	close  func()
+	dtypes  map[string]data.DType
+	close   func()
 }
 
 // openChannel maps a channel's files to the model's inputs and targets and
