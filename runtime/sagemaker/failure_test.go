@@ -1,0 +1,64 @@
+package sagemaker
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestWriteFailure(t *testing.T) {
+	long := "Training failed: " + strings.Repeat("x", 2000)
+	tests := []struct {
+		name, reason, want string
+	}{
+		{"one sentence", "hyperparameter \"epochs\" must be an integer, got \"ten\"", "hyperparameter \"epochs\" must be an integer, got \"ten\"\n"},
+		{"trimmed", "  \nout of memory on GPU 0\n\n", "out of memory on GPU 0\n"},
+		{"empty", "", "Training failed without a reason.\n"},
+		{"long kept whole", long, long + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The folder does not exist yet, as on a fresh /opt/ml.
+			path := Paths{Base: t.TempDir()}.FailureFile()
+			if err := WriteFailure(path, tt.reason); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("failure file = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestWriteFailureKeepsTheFirst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "output", "failure")
+	if err := WriteFailure(path, "first reason"); err != nil {
+		t.Fatal(err)
+	}
+	err := WriteFailure(path, "second reason")
+	if !errors.Is(err, fs.ErrExist) {
+		t.Errorf("second WriteFailure error = %v, want one matching fs.ErrExist", err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "first reason\n" {
+		t.Errorf("failure file = %q, want the first reason", got)
+	}
+}
+
+func TestWriteFailureCannotCreate(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "output")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil { // a file where the folder belongs
+		t.Fatal(err)
+	}
+	err := WriteFailure(filepath.Join(blocker, "failure"), "reason")
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		t.Errorf("WriteFailure under a file = %v, want an error that is not fs.ErrExist", err)
+	}
+}

@@ -1,0 +1,190 @@
+package sagemaker
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+// loadHPs loads a job whose hyperparameters.json holds hps.
+func loadHPs(t *testing.T, hps string, environ ...string) *Env {
+	t.Helper()
+	base := t.TempDir()
+	writeFiles(t, base, map[string]string{"input/config/hyperparameters.json": hps})
+	e, err := Load(base, append(environ, noGPUs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestTypedHyperparameters(t *testing.T) {
+	e := loadHPs(t, `{
+  "epochs": "10",
+  "epochs_float": "10.0",
+  "epochs_exp": "1e3",
+  "epochs_quoted": "\"12\"",
+  "big": "9007199254740993",
+  "ten": "ten",
+  "half": "2.5",
+  "lr": "0.001",
+  "lr_text": "0.10",
+  "flag_true": "true",
+  "flag_True": "True",
+  "flag_one": "1",
+  "flag_zero": "0",
+  "flag_no": "no",
+  "flag_two": "2",
+  "timeout_s": "60s",
+  "timeout_n": "90",
+  "timeout_frac": "0.5",
+  "timeout_hm": "\"1h30m\"",
+  "timeout_bad": "soon",
+  "labels": "{\"a\": \"x\", \"b\": 2, \"c\": [1]}",
+  "list": "[1, 2]",
+  "optimizer": "adam",
+  "empty": ""
+}`, "SM_HP_BATCH_SIZE=32")
+
+	intCases := []struct {
+		name    string
+		def     int
+		want    int
+		wantErr string
+	}{
+		{"epochs", 1, 10, ""},
+		{"epochs_float", 1, 10, ""},
+		{"epochs_exp", 1, 1000, ""},
+		{"epochs_quoted", 1, 12, ""},
+		{"big", 1, 9007199254740993, ""},
+		{"batch_size", 1, 32, ""},
+		{"missing", 7, 7, ""},
+		{"ten", 1, 1, `hyperparameter "ten" must be an integer, got "ten"`},
+		{"half", 1, 1, `hyperparameter "half" must be an integer, got "2.5"`},
+		{"flag_true", 1, 1, `hyperparameter "flag_true" must be an integer, got "true"`},
+		{"list", 1, 1, `hyperparameter "list" must be an integer, got "[1, 2]"`},
+		{"empty", 1, 1, `hyperparameter "empty" must be an integer, got ""`},
+	}
+	for _, tt := range intCases {
+		got, err := e.Int(tt.name, tt.def)
+		checkTyped(t, "Int", tt.name, got, tt.want, err, tt.wantErr)
+	}
+
+	floatCases := []struct {
+		name    string
+		def     float64
+		want    float64
+		wantErr string
+	}{
+		{"lr", 0.1, 0.001, ""},
+		{"epochs", 0, 10, ""},
+		{"epochs_quoted", 0, 12, ""},
+		{"missing", 0.5, 0.5, ""},
+		{"optimizer", 0.5, 0.5, `hyperparameter "optimizer" must be a number, got "adam"`},
+		{"flag_true", 0.5, 0.5, `hyperparameter "flag_true" must be a number, got "true"`},
+	}
+	for _, tt := range floatCases {
+		got, err := e.Float(tt.name, tt.def)
+		checkTyped(t, "Float", tt.name, got, tt.want, err, tt.wantErr)
+	}
+
+	boolCases := []struct {
+		name    string
+		def     bool
+		want    bool
+		wantErr string
+	}{
+		{"flag_true", false, true, ""},
+		{"flag_True", false, true, ""},
+		{"flag_one", false, true, ""},
+		{"flag_zero", true, false, ""},
+		{"flag_no", true, false, ""},
+		{"missing", true, true, ""},
+		{"flag_two", false, false, `hyperparameter "flag_two" must be true or false, got "2"`},
+		{"optimizer", false, false, `hyperparameter "optimizer" must be true or false, got "adam"`},
+	}
+	for _, tt := range boolCases {
+		got, err := e.Bool(tt.name, tt.def)
+		checkTyped(t, "Bool", tt.name, got, tt.want, err, tt.wantErr)
+	}
+
+	durationCases := []struct {
+		name    string
+		def     time.Duration
+		want    time.Duration
+		wantErr string
+	}{
+		{"timeout_s", 0, 60 * time.Second, ""},
+		{"timeout_n", 0, 90 * time.Second, ""},
+		{"timeout_frac", 0, 500 * time.Millisecond, ""},
+		{"timeout_hm", 0, 90 * time.Minute, ""},
+		{"missing", time.Minute, time.Minute, ""},
+		{"timeout_bad", time.Minute, time.Minute, `hyperparameter "timeout_bad" must be a duration such as "90s" or a number of seconds, got "soon"`},
+	}
+	for _, tt := range durationCases {
+		got, err := e.Duration(tt.name, tt.def)
+		checkTyped(t, "Duration", tt.name, got, tt.want, err, tt.wantErr)
+	}
+
+	stringCases := []struct{ name, def, want string }{
+		{"optimizer", "sgd", "adam"},
+		{"lr_text", "", "0.10"},
+		{"epochs_quoted", "", "12"},
+		{"list", "", "[1, 2]"},
+		{"empty", "x", ""},
+		{"missing", "sgd", "sgd"},
+	}
+	for _, tt := range stringCases {
+		if got := e.String(tt.name, tt.def); got != tt.want {
+			t.Errorf("String(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+
+	mapCases := []struct {
+		name    string
+		def     map[string]string
+		want    map[string]string
+		wantErr string
+	}{
+		{"labels", nil, map[string]string{"a": "x", "b": "2", "c": "[1]"}, ""},
+		{"missing", map[string]string{"d": "1"}, map[string]string{"d": "1"}, ""},
+		{"list", nil, nil, `hyperparameter "list" must be a JSON object, got "[1, 2]"`},
+	}
+	for _, tt := range mapCases {
+		got, err := e.StringMap(tt.name, tt.def)
+		checkTyped(t, "StringMap", tt.name, got, tt.want, err, tt.wantErr)
+	}
+}
+
+func checkTyped(t *testing.T, method, name string, got, want any, err error, wantErr string) {
+	t.Helper()
+	switch {
+	case wantErr == "" && err != nil:
+		t.Errorf("%s(%q): %v", method, name, err)
+	case wantErr != "" && (err == nil || err.Error() != wantErr):
+		t.Errorf("%s(%q) error = %v, want %s", method, name, err, wantErr)
+	case !reflect.DeepEqual(got, want):
+		t.Errorf("%s(%q) = %v, want %v", method, name, got, want)
+	}
+}
+
+// A value the caller puts in place of a loaded one is read as itself.
+func TestHyperparameterSetAfterLoad(t *testing.T) {
+	e := loadHPs(t, `{"epochs": "10", "lr": "0.10"}`)
+	e.Hyperparameters["epochs"] = 3.0
+	e.Hyperparameters["lr"] = "fast"
+	e.Hyperparameters["batch"] = 64.0
+	if n, err := e.Int("epochs", 1); n != 3 || err != nil {
+		t.Errorf("Int(epochs) = %d, %v; want 3", n, err)
+	}
+	if n, err := e.Int("batch", 1); n != 64 || err != nil {
+		t.Errorf("Int(batch) = %d, %v; want 64", n, err)
+	}
+	if _, err := e.Float("lr", 0); err == nil || err.Error() != `hyperparameter "lr" must be a number, got "fast"` {
+		t.Errorf("Float(lr) error = %v", err)
+	}
+	got := environMap(e.Exported())
+	if got["SM_HP_EPOCHS"] != "3" || got["SM_HP_LR"] != "fast" || got["SM_HPS"] != `{"batch":64,"epochs":3,"lr":"fast"}` {
+		t.Errorf("exported %q, %q, %q", got["SM_HP_EPOCHS"], got["SM_HP_LR"], got["SM_HPS"])
+	}
+}

@@ -1,0 +1,153 @@
+package sagemaker
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+)
+
+// LocalSpec describes a job for `sagefit local`: what SageMaker would have
+// written under /opt/ml for it.
+type LocalSpec struct {
+	Hosts       []string // default ["algo-1"]
+	CurrentHost string   // default Hosts[0]
+	// Channels maps a channel name to the folder that holds its data;
+	// input/data/<name> becomes a symbolic link to it.
+	Channels map[string]string
+	// Hyperparameters are raw values, written as JSON strings as SageMaker
+	// writes them: "10" is read back as the number 10, "adam" as "adam".
+	Hyperparameters map[string]string
+	InputModes      map[string]string // channel -> File (default), Pipe or FastFile
+	Distributions   map[string]string // channel -> FullyReplicated (default) or ShardedByS3Key
+	ContentTypes    map[string]string // channel -> ContentType; left out when empty
+	InstanceType    string            // default "local", as the SageMaker SDK's local mode
+}
+
+// channelName is what SageMaker accepts as a channel name.
+var channelName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// WriteLocal lays out base as SageMaker would for spec: the three config
+// files of input/config in SageMaker's shapes, a link input/data/<name> for
+// each channel, and the empty folders model, output and output/data. It
+// replaces config files and links from an earlier run; it does not remove
+// anything else.
+func WriteLocal(base string, spec LocalSpec) error {
+	p := Paths{Base: base}
+	hosts := spec.Hosts
+	if len(hosts) == 0 {
+		hosts = []string{DefaultHost}
+	}
+	for i, h := range hosts {
+		if h == "" || slices.Contains(hosts[:i], h) {
+			return fmt.Errorf("hosts %q: host names must be distinct and not empty", hosts)
+		}
+	}
+	current := cmp.Or(spec.CurrentHost, hosts[0])
+	if !slices.Contains(hosts, current) {
+		return fmt.Errorf("current host %q is not in hosts %v", current, hosts)
+	}
+	instanceType := cmp.Or(spec.InstanceType, "local")
+
+	channels := map[string]channelConfig{}
+	for name := range spec.Channels {
+		if !channelName.MatchString(name) || name == "." || name == ".." {
+			return fmt.Errorf("channel name %q is not valid: use 1 to 64 letters, digits, '.', '-' or '_'", name)
+		}
+		cc := channelConfig{
+			ContentType:        spec.ContentTypes[name],
+			TrainingInputMode:  spec.InputModes[name],
+			S3DistributionType: spec.Distributions[name],
+			RecordWrapperType:  "None",
+		}
+		ch, err := channelFrom(name, cc)
+		if err != nil {
+			return fmt.Errorf("local job %s", err)
+		}
+		cc.TrainingInputMode, cc.S3DistributionType = string(ch.InputMode), string(ch.Distribution)
+		channels[name] = cc
+	}
+	for _, m := range []map[string]string{spec.InputModes, spec.Distributions, spec.ContentTypes} {
+		for name := range m {
+			if _, ok := spec.Channels[name]; !ok {
+				return fmt.Errorf("channel %q has settings but no data folder", name)
+			}
+		}
+	}
+	hps := spec.Hyperparameters
+	if hps == nil {
+		hps = map[string]string{}
+	}
+
+	for _, dir := range []string{p.ConfigDir(), p.DataDir(), p.ModelDir(), p.OutputDataDir()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("local job: %w", err)
+		}
+	}
+	files := []struct {
+		name string
+		v    any
+	}{
+		{HyperparametersFile, hps},
+		{ResourceConfigFile, resourceConfig{
+			CurrentHost:          current,
+			CurrentInstanceType:  instanceType,
+			CurrentGroupName:     DefaultInstanceGroup,
+			Hosts:                hosts,
+			InstanceGroups:       []InstanceGroup{{Name: DefaultInstanceGroup, InstanceType: instanceType, Hosts: hosts}},
+			NetworkInterfaceName: "eth0",
+		}},
+		{InputDataConfigFile, channels},
+	}
+	for _, f := range files {
+		b, err := json.MarshalIndent(f.v, "", "  ")
+		if err != nil {
+			return fmt.Errorf("local job: %s: %w", f.name, err)
+		}
+		if err := os.WriteFile(p.config(f.name), append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("local job: %w", err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(spec.Channels)) {
+		if err := linkChannel(p.Channel(name), name, spec.Channels[name]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkChannel makes link a symbolic link to the folder src, replacing a link
+// that is there already.
+func linkChannel(link, name, src string) error {
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		return fmt.Errorf("channel %q: %w", name, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return fmt.Errorf("channel %q: its data folder %s does not exist", name, abs)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("channel %q: %s is not a folder", name, abs)
+	}
+	if old, err := os.Lstat(link); err == nil {
+		if old.Mode()&fs.ModeSymlink == 0 {
+			return fmt.Errorf("channel %q: %s is already there and is not a link; remove it or use another base folder", name, link)
+		}
+		if err := os.Remove(link); err != nil {
+			return fmt.Errorf("channel %q: %w", name, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("channel %q: %w", name, err)
+	}
+	if err := os.Symlink(abs, link); err != nil {
+		return fmt.Errorf("channel %q: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,224 @@
+package sagemaker
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestWriteLocalRoundTrip(t *testing.T) {
+	train, test := t.TempDir(), t.TempDir()
+	tests := []struct {
+		name        string
+		spec        LocalSpec
+		wantHosts   []string
+		wantCurrent string
+		wantRank    int
+		wantType    string
+		wantHPs     map[string]any
+		wantCh      map[string]Channel // Dir filled in by the test
+	}{
+		{
+			name:        "empty spec",
+			spec:        LocalSpec{},
+			wantHosts:   []string{"algo-1"},
+			wantCurrent: "algo-1",
+			wantType:    "local",
+			wantHPs:     map[string]any{},
+			wantCh:      map[string]Channel{},
+		},
+		{
+			name: "two hosts, two channels",
+			spec: LocalSpec{
+				Hosts:           []string{"algo-1", "algo-2"},
+				CurrentHost:     "algo-2",
+				Channels:        map[string]string{"train": train, "test": test},
+				Hyperparameters: map[string]string{"epochs": "10", "lr": "0.001", "optimizer": "adam", "layers": "[8, 4]", "sagemaker_region": "local"},
+				InputModes:      map[string]string{"train": "Pipe"},
+				Distributions:   map[string]string{"train": "ShardedByS3Key"},
+				ContentTypes:    map[string]string{"test": "application/x-npy"},
+				InstanceType:    "ml.m5.large",
+			},
+			wantHosts:   []string{"algo-1", "algo-2"},
+			wantCurrent: "algo-2",
+			wantRank:    1,
+			wantType:    "ml.m5.large",
+			wantHPs:     map[string]any{"epochs": 10.0, "lr": 0.001, "optimizer": "adam", "layers": []any{8.0, 4.0}},
+			wantCh: map[string]Channel{
+				"train": {Name: "train", InputMode: Pipe, Distribution: ShardedByS3Key, RecordWrapper: "None"},
+				"test":  {Name: "test", InputMode: File, Distribution: FullyReplicated, ContentType: "application/x-npy", RecordWrapper: "None"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := t.TempDir()
+			if err := WriteLocal(base, tt.spec); err != nil {
+				t.Fatal(err)
+			}
+			e, err := Load(base, noGPUs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, ch := range tt.wantCh {
+				ch.Dir = e.Paths.Channel(name)
+				tt.wantCh[name] = ch
+			}
+			checks := []struct {
+				name      string
+				got, want any
+			}{
+				{"Hosts", e.Hosts, tt.wantHosts},
+				{"CurrentHost", e.CurrentHost, tt.wantCurrent},
+				{"Rank", e.Rank, tt.wantRank},
+				{"InstanceType", e.InstanceType, tt.wantType},
+				{"InstanceGroup", e.InstanceGroup, "homogeneousCluster"},
+				{"InstanceGroups", e.InstanceGroups, []InstanceGroup{{"homogeneousCluster", tt.wantType, tt.wantHosts}}},
+				{"NetworkInterface", e.NetworkInterface, "eth0"},
+				{"Hyperparameters", e.Hyperparameters, tt.wantHPs},
+				{"Channels", e.Channels, tt.wantCh},
+			}
+			for _, c := range checks {
+				if !reflect.DeepEqual(c.got, c.want) {
+					t.Errorf("%s = %#v, want %#v", c.name, c.got, c.want)
+				}
+			}
+			for name, src := range tt.spec.Channels {
+				if got, err := filepath.EvalSymlinks(e.Channels[name].Dir); err != nil || got != mustEval(t, src) {
+					t.Errorf("channel %s leads to %q (%v), want %q", name, got, err, src)
+				}
+			}
+			for _, dir := range []string{e.Paths.ModelDir(), e.Paths.OutputDir(), e.Paths.OutputDataDir()} {
+				if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+					t.Errorf("%s is not a folder: %v", dir, err)
+				}
+			}
+		})
+	}
+}
+
+func mustEval(t *testing.T, path string) string {
+	t.Helper()
+	p, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// The files are in SageMaker's own shapes, not only readable by Load.
+func TestWriteLocalShapes(t *testing.T) {
+	base := t.TempDir()
+	spec := LocalSpec{
+		Hosts:           []string{"algo-1", "algo-2"},
+		Channels:        map[string]string{"train": t.TempDir(), "eval": t.TempDir()},
+		ContentTypes:    map[string]string{"eval": "text/csv"},
+		Hyperparameters: map[string]string{"epochs": "10", "name": "run \"one\""},
+	}
+	if err := WriteLocal(base, spec); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) any {
+		var v any
+		b, err := os.ReadFile(filepath.Join(base, "input", "config", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tests := []struct {
+		file string
+		want any
+	}{
+		{"hyperparameters.json", map[string]any{"epochs": "10", "name": "run \"one\""}},
+		{"resourceconfig.json", map[string]any{
+			"current_host":          "algo-1",
+			"current_instance_type": "local",
+			"current_group_name":    "homogeneousCluster",
+			"hosts":                 []any{"algo-1", "algo-2"},
+			"instance_groups": []any{map[string]any{
+				"instance_group_name": "homogeneousCluster",
+				"instance_type":       "local",
+				"hosts":               []any{"algo-1", "algo-2"},
+			}},
+			"network_interface_name": "eth0",
+		}},
+		{"inputdataconfig.json", map[string]any{
+			"train": map[string]any{"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"},
+			"eval":  map[string]any{"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None", "ContentType": "text/csv"},
+		}},
+	}
+	for _, tt := range tests {
+		if got := read(tt.file); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s = %#v\nwant %#v", tt.file, got, tt.want)
+		}
+	}
+}
+
+// A second run points the links at the new folders.
+func TestWriteLocalAgain(t *testing.T) {
+	base, first, second := t.TempDir(), t.TempDir(), t.TempDir()
+	for _, src := range []string{first, second} {
+		if err := WriteLocal(base, LocalSpec{Channels: map[string]string{"train": src}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := mustEval(t, Paths{Base: base}.Channel("train")); got != mustEval(t, second) {
+		t.Errorf("train leads to %q, want %q", got, second)
+	}
+}
+
+func TestWriteLocalErrors(t *testing.T) {
+	src := t.TempDir()
+	file := filepath.Join(src, "data.npy")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		spec  LocalSpec
+		setup func(base string)
+		want  string
+	}{
+		{name: "current host not in hosts", spec: LocalSpec{Hosts: []string{"a", "b"}, CurrentHost: "c"},
+			want: `current host "c" is not in hosts [a b]`},
+		{name: "host twice", spec: LocalSpec{Hosts: []string{"a", "a"}},
+			want: `hosts ["a" "a"]: host names must be distinct and not empty`},
+		{name: "bad channel name", spec: LocalSpec{Channels: map[string]string{"../up": src}},
+			want: `channel name "../up" is not valid: use 1 to 64 letters, digits, '.', '-' or '_'`},
+		{name: "bad input mode", spec: LocalSpec{Channels: map[string]string{"train": src}, InputModes: map[string]string{"train": "Stream"}},
+			want: `local job gives channel "train" the TrainingInputMode "Stream"; it must be File, Pipe or FastFile`},
+		{name: "mode without channel", spec: LocalSpec{InputModes: map[string]string{"train": "Pipe"}},
+			want: `channel "train" has settings but no data folder`},
+		{name: "missing source", spec: LocalSpec{Channels: map[string]string{"train": filepath.Join(src, "nope")}},
+			want: `channel "train": its data folder ` + filepath.Join(src, "nope") + ` does not exist`},
+		{name: "source is a file", spec: LocalSpec{Channels: map[string]string{"train": file}},
+			want: `channel "train": ` + file + ` is not a folder`},
+		{name: "real folder in the way", spec: LocalSpec{Channels: map[string]string{"train": src}},
+			setup: func(base string) { mkdirs(t, Paths{Base: base}.Channel("train")) },
+			want:  `channel "train": {base}/input/data/train is already there and is not a link; remove it or use another base folder`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := t.TempDir()
+			if tt.setup != nil {
+				tt.setup(base)
+			}
+			err := WriteLocal(base, tt.spec)
+			want := replaceBase(tt.want, base)
+			if err == nil || err.Error() != want {
+				t.Errorf("WriteLocal error = %v, want %s", err, want)
+			}
+		})
+	}
+}
+
+func replaceBase(s, base string) string {
+	return filepath.FromSlash(strings.ReplaceAll(s, "{base}", filepath.ToSlash(base)))
+}

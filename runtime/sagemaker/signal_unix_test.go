@@ -1,0 +1,94 @@
+//go:build unix
+
+package sagemaker
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestNotifyStop(t *testing.T) {
+	tests := []struct {
+		sig  syscall.Signal
+		want string
+	}{
+		{syscall.SIGTERM, "stopped by SIGTERM"},
+		{syscall.SIGINT, "stopped by SIGINT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			ctx, stop := NotifyStop(context.Background())
+			defer stop()
+			// The handler is in place when NotifyStop returns, so the
+			// signal cannot end the test process.
+			if err := syscall.Kill(os.Getpid(), tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("context not cancelled 10 s after the signal")
+			}
+			cause := context.Cause(ctx)
+			var stopErr *StopError
+			if !errors.As(cause, &stopErr) || stopErr.Signal != tt.sig {
+				t.Fatalf("cause %v (%T), want a StopError for %v", cause, cause, tt.sig)
+			}
+			if cause.Error() != tt.want {
+				t.Errorf("cause = %q, want %q", cause, tt.want)
+			}
+			if !errors.Is(ctx.Err(), context.Canceled) {
+				t.Errorf("ctx.Err() = %v, want context.Canceled", ctx.Err())
+			}
+		})
+	}
+}
+
+func TestNotifyStopStopAndParent(t *testing.T) {
+	ctx, stop := NotifyStop(context.Background())
+	stop()
+	stop() // twice is fine
+	<-ctx.Done()
+	if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+		t.Errorf("cause after stop = %v, want context.Canceled", cause)
+	}
+
+	parent, cancel := context.WithCancelCause(context.Background())
+	ctx, stop = NotifyStop(parent)
+	defer stop()
+	boom := errors.New("boom")
+	cancel(boom)
+	<-ctx.Done()
+	if cause := context.Cause(ctx); cause != boom {
+		t.Errorf("cause after parent cancel = %v, want %v", cause, boom)
+	}
+}
+
+// nvidia-smi -L is asked when /dev has no GPU device files.
+func TestCountGPUsFromNvidiaSMI(t *testing.T) {
+	bin := t.TempDir()
+	script := "#!/bin/sh\n[ \"$1\" = -L ] || exit 2\n" +
+		"echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-a)'\n" +
+		"echo 'GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-b)'\n" +
+		"echo '  MIG 1g.10gb Device 0: (UUID: MIG-c)'\n" +
+		"echo 'GPU 2: NVIDIA H100 80GB HBM3 (UUID: GPU-d)'\n"
+	smi := filepath.Join(bin, "fake-nvidia-smi")
+	if err := os.WriteFile(smi, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := countGPUs(t.TempDir(), smi); got != 3 {
+		t.Errorf("countGPUs = %d, want 3", got)
+	}
+	failing := filepath.Join(bin, "failing-nvidia-smi")
+	if err := os.WriteFile(failing, []byte("#!/bin/sh\necho 'NVIDIA-SMI has failed'\nexit 9\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := countGPUs(t.TempDir(), failing); got != 0 {
+		t.Errorf("countGPUs with a failing nvidia-smi = %d, want 0", got)
+	}
+}
