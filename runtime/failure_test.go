@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/runtime"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
@@ -68,7 +69,7 @@ func float32NPY(t *testing.T, path string, rows, cols int) {
 // TestBadInputs: every bad config, data or model ends in one clear sentence
 // in the failure file, a non-zero exit, and no Go panic trace.
 func TestBadInputs(t *testing.T) {
-	fx := fixture(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
+	fx := fixture.Make(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
 	cases := []struct {
 		name string
 		// break changes the job laid out in base; fx is a private copy of

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/runtime"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
@@ -46,8 +47,8 @@ func localJob(t *testing.T, fx string, hps map[string]string, channels map[strin
 func TestKerasParity(t *testing.T) {
 	for _, family := range []string{"seed", "multiclass", "two_inputs"} {
 		t.Run(family, func(t *testing.T) {
-			fx := fixture(t, family, "--epochs", "3", "--rows", "500")
-			ref := readReference(t, fx)
+			fx := fixture.Make(t, family, "--epochs", "3", "--rows", "500")
+			ref := fixture.ReadReference(t, fx)
 			base := localJob(t, fx, map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}, nil)
 			var stdout, stderr bytes.Buffer
 			res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
@@ -171,7 +172,7 @@ func predict(t *testing.T, m *model.Model, channel string, n int) []float32 {
 // Python's tf.saved_model.load and checks serving_default predicts what the
 // equally trained Keras model predicts.
 func TestTrainedModelServesInPython(t *testing.T) {
-	fx := fixture(t, "seed", "--epochs", "3", "--rows", "500")
+	fx := fixture.Make(t, "seed", "--epochs", "3", "--rows", "500")
 	base := localJob(t, fx, map[string]string{"epochs": "3", "shuffle": "false"}, nil)
 	res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
 	if err != nil {
@@ -188,7 +189,7 @@ x = np.load(sys.argv[3])[:16]
 err = float(np.max(np.abs(out.numpy().ravel() - np.array(ref["predictions"]))))
 print(json.dumps({"max_abs_err": err}))
 `
-	cmd := exec.Command(python(t), "-c", script, res.ModelDir, filepath.Join(fx, "reference.json"), filepath.Join(fx, "train", "train.npy"))
+	cmd := exec.Command(fixture.Python(t), "-c", script, res.ModelDir, filepath.Join(fx, "reference.json"), filepath.Join(fx, "train", "train.npy"))
 	cmd.Env = append(os.Environ(), "TF_CPP_MIN_LOG_LEVEL=3")
 	out, err := cmd.Output()
 	if err != nil {

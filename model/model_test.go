@@ -1,0 +1,339 @@
+package model_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/model"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	fixture.Cleanup()
+	os.Exit(code)
+}
+
+func seedFixture(t testing.TB) string {
+	return fixture.Make(t, "seed", "--rows", "256", "--no-fit", "--no-validation")
+}
+
+func load(t testing.TB, dir string) *model.Model {
+	t.Helper()
+	m, err := model.Load(dir, model.Config{IntraOpThreads: 1, InterOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// batch reads rows [lo, hi) of the seed fixture's channel.
+func batch(t testing.TB, fx string, lo, hi int) model.Batch {
+	t.Helper()
+	rows := make([]int, hi-lo)
+	for i := range rows {
+		rows[i] = lo + i
+	}
+	b := model.Batch{Rows: hi - lo, Tensors: map[string][]byte{}}
+	for file, name := range map[string]string{"train.npy": "x", "labels.npy": "y"} {
+		a, err := data.Open(filepath.Join(fx, "train", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(rows)*a.RowElems()*4)
+		if err := a.Gather(buf, data.Float32, rows); err != nil {
+			t.Fatal(err)
+		}
+		a.Close()
+		b.Tensors[name] = buf
+	}
+	return b
+}
+
+// named keys a batch by the model's input and target names.
+func named(m *model.Model, b model.Batch) model.Batch {
+	meta := m.Meta()
+	return model.Batch{Rows: b.Rows, Tensors: map[string][]byte{
+		meta.Inputs[0].Name:  b.Tensors["x"],
+		meta.Targets[0].Name: b.Tensors["y"],
+	}}
+}
+
+func floats(t testing.TB, v model.Variable) []float32 {
+	t.Helper()
+	f, err := v.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestLoadReportsContract(t *testing.T) {
+	m := load(t, filepath.Join(seedFixture(t), "model"))
+	meta := m.Meta()
+	if meta.ContractVersion != model.ContractVersion || meta.GradientSize != 193 {
+		t.Errorf("contract %d, gradient size %d", meta.ContractVersion, meta.GradientSize)
+	}
+	if got := strings.Join(meta.Metrics, ","); got != "loss,accuracy" {
+		t.Errorf("metrics %s", got)
+	}
+	lr, err := m.LearningRate()
+	if err != nil || math.Abs(lr-0.001) > 1e-9 {
+		t.Errorf("learning rate %v, %v; want adam's 0.001", lr, err)
+	}
+}
+
+// TestLoadNamesWhatIsMissing: a SavedModel whose graph lacks a role's
+// signature, or whose metadata lacks a role, is refused with the name.
+func TestLoadNamesWhatIsMissing(t *testing.T) {
+	fx := seedFixture(t)
+	for _, c := range []struct {
+		name   string
+		edit   func(meta map[string]any)
+		expect string
+	}{
+		{"signature not in graph", func(meta map[string]any) {
+			meta["signatures"].(map[string]any)["test_step"] = "no_such_signature"
+		}, "signature no_such_signature (test_step) is missing"},
+		{"role missing", func(meta map[string]any) {
+			delete(meta["signatures"].(map[string]any), "compute_gradients")
+		}, "names no signature for compute_gradients"},
+		{"newer contract", func(meta map[string]any) {
+			meta["contract_version"] = 99
+		}, "contract version 99"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			copyTree(t, filepath.Join(fx, "model"), dir)
+			path := filepath.Join(dir, model.ExtraDir, model.MetadataFile)
+			raw, _ := os.ReadFile(path)
+			var meta map[string]any
+			if err := json.Unmarshal(raw, &meta); err != nil {
+				t.Fatal(err)
+			}
+			c.edit(meta)
+			raw, _ = json.Marshal(meta)
+			os.WriteFile(path, raw, 0o644)
+			_, err := model.Load(dir, model.Config{})
+			if err == nil || !strings.Contains(err.Error(), c.expect) {
+				t.Fatalf("Load error %v, want one containing %q", err, c.expect)
+			}
+		})
+	}
+}
+
+// TestComputeApplyEqualsTrainStep: the data-parallel pair computes the same
+// update as Keras's fused train step.
+func TestComputeApplyEqualsTrainStep(t *testing.T) {
+	fx := seedFixture(t)
+	fused, split := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))
+	grads := make([]float32, split.Meta().GradientSize)
+	for step := 0; step < 5; step++ {
+		b := batch(t, fx, step*32, step*32+32)
+		fm, err := fused.TrainStep(named(fused, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sm, err := split.ComputeGradients(named(split, b), grads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := split.ApplyGradients(grads); err != nil {
+			t.Fatal(err)
+		}
+		for i := range fm {
+			if fm[i] != sm[i] {
+				t.Errorf("step %d %s: fused %v, split %v", step, fm[i].Name, fm[i].Value, sm[i].Value)
+			}
+		}
+	}
+	fv, _ := fused.ReadVariables()
+	sv, _ := split.ReadVariables()
+	for i := range fv {
+		if !bytes.Equal(fv[i].Data, sv[i].Data) {
+			t.Errorf("variable %s differs after 5 steps", fv[i].Spec.Name)
+		}
+	}
+}
+
+func TestVariablesMetricsAndSave(t *testing.T) {
+	fx := seedFixture(t)
+	m := load(t, filepath.Join(fx, "model"))
+	for s := 0; s < 4; s++ {
+		if _, err := m.TrainStep(named(m, batch(t, fx, s*32, s*32+32))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Metric state round trip: reset, assign the saved state, same results.
+	results, _ := m.MetricResults()
+	state, err := m.MetricState()
+	if err != nil || len(state) != m.Meta().MetricStateSize {
+		t.Fatalf("metric state %v, %v", state, err)
+	}
+	if err := m.ResetMetrics(); err != nil {
+		t.Fatal(err)
+	}
+	if zero, _ := m.MetricResults(); zero[0].Value != 0 {
+		t.Errorf("loss after reset = %v", zero[0].Value)
+	}
+	if err := m.AssignMetricState(state); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := m.MetricResults(); again[0] != results[0] || again[1] != results[1] {
+		t.Errorf("results after assigning state %v, before %v", again, results)
+	}
+
+	// Variables round trip, and the learning rate.
+	vars, err := m.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vars[0].Spec.Name != "sequential/dense/kernel" || len(vars) != len(m.Meta().Variables) {
+		t.Errorf("variables start with %s, %d of them", vars[0].Spec.Name, len(vars))
+	}
+	if err := m.SetLearningRate(0.01); err != nil {
+		t.Fatal(err)
+	}
+	if lr, _ := m.LearningRate(); math.Abs(lr-0.01) > 1e-9 {
+		t.Errorf("learning rate %v after setting 0.01", lr)
+	}
+
+	// Save, load the copy, same variables and predictions.
+	out := filepath.Join(t.TempDir(), "1")
+	if err := m.Save(out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "fingerprint.pb")); err == nil {
+		t.Error("saved model carries the old fingerprint.pb")
+	}
+	saved := load(t, out)
+	again, err := saved.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range vars {
+		if vars[i].Spec.Kind == "model" && !bytes.Equal(vars[i].Data, again[i].Data) {
+			t.Errorf("saved %s differs", vars[i].Spec.Name)
+		}
+	}
+	b := named(m, batch(t, fx, 0, 8))
+	delete(b.Tensors, m.Meta().Targets[0].Name)
+	p1, err := m.Predict(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := saved.Predict(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := m.Meta().Outputs[0]; !bytes.Equal(p1[out].Data, p2[out].Data) {
+		t.Error("the saved model predicts differently")
+	}
+
+	// Assigning modified variables changes predictions back when restored.
+	zeroed := make([]model.Variable, len(vars))
+	for i, v := range vars {
+		zeroed[i] = v
+		zeroed[i].Data = make([]byte, len(v.Data))
+		copy(zeroed[i].Data, v.Data)
+	}
+	clear(zeroed[0].Data)
+	if err := m.AssignVariables(zeroed); err != nil {
+		t.Fatal(err)
+	}
+	if got := floats(t, mustRead(t, m)[0]); got[0] != 0 {
+		t.Errorf("kernel[0] = %v after assigning zeros", got[0])
+	}
+}
+
+func mustRead(t *testing.T, m *model.Model) []model.Variable {
+	v, err := m.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestBatchOfWrongSizeIsRefused(t *testing.T) {
+	fx := seedFixture(t)
+	m := load(t, filepath.Join(fx, "model"))
+	b := named(m, batch(t, fx, 0, 4))
+	b.Rows = 5
+	_, err := m.TrainStep(b)
+	if err == nil || !strings.Contains(err.Error(), "batch of 5 rows has 160 bytes, want 200") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+// TestStepLoopMemoryIsFlat: 100,000 train steps must not grow resident
+// memory: every tensor of the step loop is released at once, not by a
+// finalizer. Set SAGEFIT_MEMORY_STEPS to change the count.
+func TestStepLoopMemoryIsFlat(t *testing.T) {
+	steps := 100_000
+	if s := os.Getenv("SAGEFIT_MEMORY_STEPS"); s != "" {
+		steps, _ = strconv.Atoi(s)
+	}
+	if testing.Short() {
+		steps = 20_000
+	}
+	fx := seedFixture(t)
+	m := load(t, filepath.Join(fx, "model"))
+	b := named(m, batch(t, fx, 0, 32))
+	warm := steps / 10
+	var first int64
+	for i := 1; i <= steps; i++ {
+		if _, err := m.TrainStep(b); err != nil {
+			t.Fatal(err)
+		}
+		if i == warm {
+			first = rss(t)
+		}
+	}
+	last := rss(t)
+	growth := float64(last-first) / (1 << 20)
+	t.Logf("resident memory after %d steps: %.1f MiB; after %d: %.1f MiB; growth %.2f MiB",
+		warm, float64(first)/(1<<20), steps, float64(last)/(1<<20), growth)
+	if growth > 16 {
+		t.Errorf("resident memory grew %.1f MiB over %d steps", growth, steps-warm)
+	}
+}
+
+func rss(t *testing.T) int64 {
+	raw, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm to measure resident memory: %v", err)
+	}
+	f := strings.Fields(string(raw))
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if info.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
