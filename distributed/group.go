@@ -1,0 +1,466 @@
+package distributed
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transport moves Messages between ranks. It is all the core needs from a
+// network: the ring only ever sends to rank+1 and receives from rank-1.
+// Implementations may drop, duplicate or reorder messages (the Group's link
+// layer copes with the last two and turns the first into a timeout); they
+// must be safe for one concurrent Send and Recv per peer.
+type Transport interface {
+	// Send hands m to the peer `to`; it takes ownership of m.Payload and
+	// returns once the message is queued or ctx is done.
+	Send(ctx context.Context, to int, m Message) error
+	// Recv returns the next message from `from`, and ownership of its payload.
+	Recv(ctx context.Context, from int) (Message, error)
+	// Close releases the transport; further calls fail. Idempotent.
+	Close() error
+}
+
+// DefaultOpTimeout bounds one collective: a peer that stays silent this long
+// is reported as lost.
+const DefaultOpTimeout = 60 * time.Second
+
+// maxHeld bounds the messages kept back waiting for a gap in the sequence to
+// fill; more means a message was lost, not merely late.
+const maxHeld = 1 << 14
+
+// Option configures a Group made with NewGroup.
+type Option func(*options)
+
+type options struct {
+	chunkBytes  int
+	compression Compression
+	opTimeout   time.Duration
+	peerNames   []string
+	logf        func(format string, args ...any)
+}
+
+// WithChunkBytes sets the largest payload of one message (default
+// DefaultChunkBytes). Every rank must use the same value.
+func WithChunkBytes(n int) Option { return func(o *options) { o.chunkBytes = n } }
+
+// WithCompression sets the wire format of float32 all-reduce (default
+// NoCompression). Every rank must use the same value.
+func WithCompression(c Compression) Option { return func(o *options) { o.compression = c } }
+
+// WithOpTimeout bounds each collective (default DefaultOpTimeout); a context
+// deadline that comes sooner wins.
+func WithOpTimeout(d time.Duration) Option { return func(o *options) { o.opTimeout = d } }
+
+// WithPeerNames gives each rank a name for error messages, such as
+// "algo-2 at 10.0.0.2:7001".
+func WithPeerNames(names []string) Option { return func(o *options) { o.peerNames = names } }
+
+// WithLogf receives the group's rare log lines (failures, rendezvous
+// progress). Default: discard.
+func WithLogf(logf func(format string, args ...any)) Option {
+	return func(o *options) { o.logf = logf }
+}
+
+// Stats counts what the link layer saw; tests use it to prove faults
+// were injected and absorbed.
+type Stats struct {
+	Ops        uint64 // collectives started
+	Duplicates uint64 // messages dropped as already seen
+	OutOfOrder uint64 // messages held back until a gap filled
+}
+
+// Group runs collectives over a Transport. Every rank must call the same
+// collectives in the same order with buffers of the same length; calls on
+// one Group are serialised. After a failure the group is unusable: every
+// later collective returns the first error (a lost peer cannot rejoin).
+type Group struct {
+	rank, world int
+	tr          Transport
+	o           options
+	extraClose  func() error
+
+	mu      sync.Mutex // serialises collectives and guards what follows
+	op      uint64
+	sendSeq []uint64  // last sequence number sent to each peer
+	in      []inbound // receive state per peer
+	broken  error     // sticky first failure
+	aborted bool      // this rank has told its successor about the failure
+
+	dups, ooo, ops atomic.Uint64
+
+	closeOnce sync.Once
+	closeErr  error
+	closed    atomic.Bool
+}
+
+type inbound struct {
+	next uint64             // next sequence number to deliver
+	held map[uint64]Message // arrived early, waiting for next
+}
+
+// NewGroup makes a Group for rank of world over tr. tr may be nil when world
+// is 1: a single host needs no network.
+func NewGroup(tr Transport, rank, world int, opts ...Option) (*Group, error) {
+	o := options{opTimeout: DefaultOpTimeout, logf: func(string, ...any) {}}
+	for _, f := range opts {
+		f(&o)
+	}
+	if world < 1 || rank < 0 || rank >= world {
+		return nil, fmt.Errorf("distributed: rank %d outside world of %d", rank, world)
+	}
+	if tr == nil && world > 1 {
+		return nil, errors.New("distributed: a group of more than one rank needs a transport")
+	}
+	if o.opTimeout <= 0 {
+		o.opTimeout = DefaultOpTimeout
+	}
+	if o.logf == nil {
+		o.logf = func(string, ...any) {}
+	}
+	g := &Group{rank: rank, world: world, tr: tr, o: o,
+		sendSeq: make([]uint64, world), in: make([]inbound, world)}
+	for i := range g.in {
+		g.in[i] = inbound{next: 1, held: map[uint64]Message{}}
+	}
+	return g, nil
+}
+
+// Rank is this host's index in the host list.
+func (g *Group) Rank() int { return g.rank }
+
+// World is the number of hosts.
+func (g *Group) World() int { return g.world }
+
+// Stats returns link-layer counters.
+func (g *Group) Stats() Stats {
+	return Stats{Ops: g.ops.Load(), Duplicates: g.dups.Load(), OutOfOrder: g.ooo.Load()}
+}
+
+func (g *Group) cfg(op uint64) RingConfig {
+	return RingConfig{Rank: g.rank, World: g.world, Op: op, ChunkBytes: g.o.chunkBytes, Compression: g.o.compression}
+}
+
+// AllReduce replaces buf, on every rank, with the element-wise Sum or Mean
+// of all ranks' buf. Results are bit-identical on every rank and from run
+// to run.
+func (g *Group) AllReduce(ctx context.Context, buf []float32, op ReduceOp) error {
+	return g.run(ctx, KindAllReduce, func(c RingConfig) (Machine, error) { return NewAllReduce(c, buf, op) })
+}
+
+// AllReduceFloat64 sums buf over all ranks in float64 (for metric state
+// such as totals and counts).
+func (g *Group) AllReduceFloat64(ctx context.Context, buf []float64) error {
+	return g.run(ctx, KindAllReduceFloat64, func(c RingConfig) (Machine, error) {
+		return NewAllReduceFloat64(c, buf, Sum)
+	})
+}
+
+// Broadcast copies root's buf into every other rank's buf (for example the
+// initial weights); all ranks pass buffers of the same length.
+func (g *Group) Broadcast(ctx context.Context, buf []byte, root int) error {
+	return g.run(ctx, KindBroadcast, func(c RingConfig) (Machine, error) { return NewBroadcast(c, buf, root) })
+}
+
+// Barrier returns once every rank has entered it.
+func (g *Group) Barrier(ctx context.Context) error {
+	return g.run(ctx, KindBarrier, NewBarrier)
+}
+
+// Close releases the transport. Idempotent; a collective running
+// concurrently fails with an error.
+func (g *Group) Close() error {
+	g.closeOnce.Do(func() {
+		g.closed.Store(true)
+		var errs []error
+		if g.tr != nil {
+			errs = append(errs, g.tr.Close())
+		}
+		if g.extraClose != nil {
+			errs = append(errs, g.extraClose())
+		}
+		g.closeErr = errors.Join(errs...)
+	})
+	return g.closeErr
+}
+
+func (g *Group) peerName(rank int) string {
+	if rank >= 0 && rank < len(g.o.peerNames) {
+		return g.o.peerNames[rank]
+	}
+	return ""
+}
+
+// run drives one collective: it starts the machine, feeds it messages from
+// the link layer and sends what it produces from a separate goroutine, so
+// that receiving never waits on sending (a ring where everyone blocks in Send
+// would deadlock under flow control).
+func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Machine, error)) error {
+	if g.closed.Load() {
+		return ErrClosed
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.broken != nil {
+		return fmt.Errorf("distributed: group unusable after an earlier failure: %w", g.broken)
+	}
+	g.op++
+	g.ops.Add(1)
+	m, err := build(g.cfg(g.op))
+	if err != nil {
+		g.op-- // nothing was sent: the ranks' counters still agree
+		return err
+	}
+	desc := fmt.Sprintf("%s #%d", kind, g.op)
+	out := m.Start()
+	if m.Done() && len(out) == 0 {
+		return nil
+	}
+	start := time.Now()
+	opCtx, cancelT := context.WithTimeout(ctx, g.o.opTimeout)
+	defer cancelT()
+	opCtx, cancel := context.WithCancelCause(opCtx)
+	defer cancel(nil)
+
+	q := newMsgQueue()
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- g.sendLoop(opCtx, cancel, q, desc) }()
+	for _, msg := range out {
+		q.push(msg)
+	}
+
+	var failure error
+	for !m.Done() {
+		want := m.Waiting()
+		in, err := g.recv(opCtx, want.From)
+		if err != nil {
+			failure = g.recvFailure(opCtx, ctx, desc, want, start, err)
+			break
+		}
+		if in.Kind == kindAbort {
+			failure = g.abortFailure(desc, want, in)
+			break
+		}
+		out, err := m.Step(in)
+		if err != nil {
+			failure = &PeerError{Rank: in.From, Peer: g.peerName(in.From), Op: desc, At: want.String(), Err: err}
+			break
+		}
+		for _, msg := range out {
+			q.push(msg)
+		}
+	}
+	q.close()
+	if failure != nil {
+		cancel(failure)
+	}
+	if err := <-sendErr; err != nil && failure == nil {
+		failure = err
+	}
+	if failure == nil {
+		return nil
+	}
+	g.fail(failure)
+	return failure
+}
+
+func (g *Group) sendLoop(ctx context.Context, cancel context.CancelCauseFunc, q *msgQueue, desc string) error {
+	for {
+		msg, ok := q.pop(ctx)
+		if !ok {
+			return nil // queue drained, or the op already failed
+		}
+		g.sendSeq[msg.To]++
+		msg.Seq = g.sendSeq[msg.To]
+		if err := g.tr.Send(ctx, msg.To, msg); err != nil {
+			if ctx.Err() != nil {
+				return nil // the receive side reports why the op ended
+			}
+			perr := &PeerError{Rank: msg.To, Peer: g.peerName(msg.To), Op: desc,
+				At:  Position{Phase: msg.Phase, Step: int(msg.Step), Chunk: int(msg.Chunk)}.String(),
+				Err: fmt.Errorf("send: %w", err)}
+			cancel(perr)
+			return perr
+		}
+	}
+}
+
+// recv returns the next in-sequence message from a peer: duplicates are
+// dropped, early messages held until the gap before them fills. An abort is
+// delivered at once, whatever its place.
+func (g *Group) recv(ctx context.Context, from int) (Message, error) {
+	l := &g.in[from]
+	for {
+		if m, ok := l.held[l.next]; ok {
+			delete(l.held, l.next)
+			l.next++
+			return m, nil
+		}
+		m, err := g.tr.Recv(ctx, from)
+		if err != nil {
+			return Message{}, err
+		}
+		switch {
+		case m.Kind == kindAbort:
+			return m, nil
+		case m.Seq == l.next:
+			l.next++
+			return m, nil
+		case m.Seq < l.next:
+			g.dups.Add(1)
+		default:
+			if _, dup := l.held[m.Seq]; dup {
+				g.dups.Add(1)
+				continue
+			}
+			if len(l.held) >= maxHeld {
+				return Message{}, fmt.Errorf("message seq %d never arrived while %d later ones did", l.next, len(l.held))
+			}
+			l.held[m.Seq] = m
+			g.ooo.Add(1)
+		}
+	}
+}
+
+// recvFailure turns a failed receive into an error naming the peer we were
+// waiting for, unless the op was ended by a send failure (then that one).
+func (g *Group) recvFailure(opCtx, parent context.Context, desc string, want Position, start time.Time, err error) error {
+	if cause := context.Cause(opCtx); cause != nil {
+		var perr *PeerError
+		if errors.As(cause, &perr) {
+			return cause
+		}
+	}
+	l := &g.in[want.From]
+	switch {
+	case parent.Err() != nil && !errors.Is(parent.Err(), context.DeadlineExceeded):
+		err = fmt.Errorf("cancelled while waiting: %w", context.Cause(parent))
+	case errors.Is(err, context.DeadlineExceeded):
+		detail := "peer lost or stalled"
+		if len(l.held) > 0 {
+			detail = fmt.Sprintf("message seq %d was lost (%d later messages arrived)", l.next, len(l.held))
+		}
+		err = fmt.Errorf("no message for %v: %s: %w", time.Since(start).Round(time.Millisecond), detail, context.DeadlineExceeded)
+	case g.closed.Load():
+		err = fmt.Errorf("%w (while waiting: %v)", ErrClosed, err)
+	}
+	return &PeerError{Rank: want.From, Peer: g.peerName(want.From), Op: desc, At: want.String(), Err: err}
+}
+
+// Abort frames carry the lost peer, the detecting rank, whether the cause
+// was a disagreement rather than a failure, and the detecting rank's text.
+func abortPayload(lost, origin int, mismatch bool, text string) []byte {
+	b := make([]byte, 12, 12+len(text))
+	binary.LittleEndian.PutUint32(b, uint32(int32(lost)))
+	binary.LittleEndian.PutUint32(b[4:], uint32(int32(origin)))
+	if mismatch {
+		b[8] = 1
+	}
+	return append(b, text...)
+}
+
+func (g *Group) abortFailure(desc string, want Position, m Message) error {
+	lost, rf := want.From, &RemoteFailure{ReportedBy: m.From, Text: "group aborted"}
+	if len(m.Payload) >= 12 {
+		lost = int(int32(binary.LittleEndian.Uint32(m.Payload)))
+		rf.ReportedBy = int(int32(binary.LittleEndian.Uint32(m.Payload[4:])))
+		rf.Mismatch = m.Payload[8] == 1
+		rf.Text = string(m.Payload[12:])
+	}
+	return &PeerError{Rank: lost, Peer: g.peerName(lost), Op: desc, At: want.String(), Err: rf}
+}
+
+// fail marks the group broken and tells the successor, once, so the news
+// travels round the ring: every survivor names the lost peer within about
+// one hop per rank instead of each timing out on its innocent predecessor.
+// Each rank sends at most one abort, so the news dies out after one lap.
+func (g *Group) fail(err error) {
+	g.broken = err
+	g.o.logf("distributed: rank %d: %v", g.rank, err)
+	if g.aborted || g.closed.Load() || g.world < 2 {
+		return
+	}
+	g.aborted = true
+	lost, origin, text := g.rank, g.rank, err.Error()
+	var mm *MismatchError
+	mismatch := errors.As(err, &mm)
+	var perr *PeerError
+	if errors.As(err, &perr) {
+		lost, text = perr.Rank, perr.Err.Error() // receivers re-add op, place and peer
+		var rf *RemoteFailure
+		if errors.As(perr.Err, &rf) {
+			origin, text, mismatch = rf.ReportedBy, rf.Text, rf.Mismatch
+		}
+	}
+	// Forward even to the "lost" peer: it may be alive (a mismatch, a stall)
+	// and a dead one costs a failed Send. Stop where the news started.
+	next := (g.rank + 1) % g.world
+	if next == origin {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	g.sendSeq[next]++
+	_ = g.tr.Send(ctx, next, Message{From: g.rank, To: next, Op: g.op, Kind: kindAbort,
+		Seq: g.sendSeq[next], Payload: abortPayload(lost, origin, mismatch, text)})
+}
+
+// msgQueue is an unbounded FIFO with one consumer: pushing never blocks, so
+// the receive loop is never held up by a slow link. Its size is bounded by
+// the collective itself (at most one message per chunk and step).
+type msgQueue struct {
+	mu     sync.Mutex
+	items  []Message
+	closed bool
+	signal chan struct{}
+}
+
+func newMsgQueue() *msgQueue { return &msgQueue{signal: make(chan struct{}, 1)} }
+
+func (q *msgQueue) push(m Message) {
+	q.mu.Lock()
+	q.items = append(q.items, m)
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *msgQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *msgQueue) wake() {
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *msgQueue) pop(ctx context.Context) (Message, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.items) > 0 {
+			m := q.items[0]
+			q.items[0] = Message{}
+			q.items = q.items[1:]
+			q.mu.Unlock()
+			return m, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return Message{}, false
+		}
+		select {
+		case <-q.signal:
+		case <-ctx.Done():
+			return Message{}, false
+		}
+	}
+}
