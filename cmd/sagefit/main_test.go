@@ -1,0 +1,200 @@
+package main_test
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sagefit-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "sagefit")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		os.Stderr.WriteString("cannot build sagefit: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+	code := m.Run()
+	fixture.Cleanup()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func seedJob(t *testing.T, hps map[string]string) string {
+	t.Helper()
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	base := t.TempDir()
+	err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
+		Channels: map[string]string{
+			"model":    filepath.Join(fx, "model"),
+			"training": filepath.Join(fx, "train"),
+		},
+		Hyperparameters: hps,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
+func noTrace(t *testing.T, out string) {
+	t.Helper()
+	for _, s := range []string{"goroutine ", "panic:", "runtime/debug"} {
+		if strings.Contains(out, s) {
+			t.Errorf("output has a Go trace (%q):\n%s", s, out)
+		}
+	}
+}
+
+// TestTrainAsSageMakerRunsIt: `docker run IMAGE train` runs the binary as
+// "train" (or with the argument train) with the job under /opt/ml; here
+// SAGEMAKER_BASE_DIR stands in for /opt/ml.
+func TestTrainAsSageMakerRunsIt(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "train")
+	if err := os.Symlink(binary, link); err != nil {
+		t.Fatal(err)
+	}
+	for name, argv := range map[string][]string{
+		"argument train":   {binary, "train"},
+		"invoked as train": {link},
+	} {
+		t.Run(name, func(t *testing.T) {
+			base := seedJob(t, map[string]string{"epochs": "2"})
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("%v\n%s", err, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), "Epoch 2/2 - 7/7 - ") {
+				t.Errorf("stdout lacks the epoch lines:\n%s", stdout.String())
+			}
+			for _, f := range []string{"model/1/saved_model.pb", "model/1/variables/variables.index", "output/data/history.json", "output/data/loss.png"} {
+				if _, err := os.Stat(filepath.Join(base, f)); err != nil {
+					t.Errorf("missing %s: %v", f, err)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(base, "output", "failure")); err == nil {
+				t.Error("a failure file after a good run")
+			}
+		})
+	}
+}
+
+func TestLocalBadDataFailsClearly(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	data := t.TempDir()
+	b, _ := os.ReadFile(filepath.Join(fx, "train", "train.npy"))
+	os.WriteFile(filepath.Join(data, "train.npy"), b[:len(b)/2], 0o644)
+	b, _ = os.ReadFile(filepath.Join(fx, "train", "labels.npy"))
+	os.WriteFile(filepath.Join(data, "labels.npy"), b, 0o644)
+	out := t.TempDir()
+	cmd := exec.Command(binary, "local", "--model", filepath.Join(fx, "model"), "--channel", "training="+data, "--hp", "epochs=1", "--output", out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
+		t.Fatalf("exit code %d (%v), want 1", code, err)
+	}
+	reason, err := os.ReadFile(filepath.Join(out, "output", "failure"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(reason), "train.npy: file is truncated") {
+		t.Errorf("failure file: %q", reason)
+	}
+	noTrace(t, stderr.String())
+}
+
+func TestInspect(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	out, err := exec.Command(binary, "inspect", filepath.Join(fx, "model")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"sagefit-training-savedmodel v1", "input ", "(None, 10)", "metrics        loss, accuracy", "gradients      193 floats"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, out)
+		}
+	}
+	cmd := exec.Command(binary, "inspect", t.TempDir())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil {
+		t.Fatal("inspect of an empty folder succeeded")
+	}
+	if !strings.Contains(stderr.String(), "no saved_model.pb") {
+		t.Errorf("inspect error: %s", stderr.String())
+	}
+}
+
+// TestSIGTERMStopsCleanly: SageMaker's stop and spot interruption send
+// SIGTERM; the job ends with a clear reason and a non-zero exit, not a trace.
+func TestSIGTERMStopsCleanly(t *testing.T) {
+	base := seedJob(t, map[string]string{"epochs": "100000"})
+	cmd := exec.Command(binary, "train")
+	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+	var stdout, stderr lockedBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for training to be under way (first epoch line), bounded.
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stdout.String(), "Epoch 1/") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("sagefit did not stop within 60 s of SIGTERM")
+	}
+	if code := cmd.ProcessState.ExitCode(); code == 0 {
+		t.Errorf("exit code 0 after SIGTERM")
+	}
+	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+	if !strings.Contains(string(reason), "stopped by SIGTERM") {
+		t.Errorf("failure file %q", reason)
+	}
+	noTrace(t, stderr.String())
+}
+
+// lockedBuffer is written by exec's copying goroutine while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
