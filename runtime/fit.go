@@ -37,7 +37,17 @@ type fitter struct {
 	out      io.Writer // epoch lines
 	terminal bool      // progress bars only on a terminal
 
-	grads []float32 // fused gradient plus one slot for the batch's row count
+	grads  []float32 // fused gradient plus one slot for the batch's row count
+	timing timing
+}
+
+// timing is what timing.json holds.
+type timing struct {
+	Hosts         int       `json:"hosts"`
+	BatchSize     int       `json:"batch_size"`
+	StepsPerEpoch int       `json:"steps_per_epoch"`
+	Examples      int       `json:"examples"` // training rows of one epoch, all hosts
+	EpochSeconds  []float64 `json:"epoch_seconds"`
 }
 
 func (f *fitter) world() int {
@@ -76,6 +86,7 @@ func (f *fitter) batchOptions(c *channelData) data.BatchOptions {
 // run trains for the job's epochs and returns the history.
 func (f *fitter) run(ctx context.Context) (*report.History, error) {
 	hist := &report.History{}
+	f.timing = timing{Hosts: f.world(), BatchSize: f.job.BatchSize, Examples: f.train.ds.Len()}
 	if f.group != nil {
 		f.grads = make([]float32, f.model.Meta().GradientSize+1)
 	}
@@ -101,6 +112,8 @@ func (f *fitter) run(ctx context.Context) (*report.History, error) {
 				logs = append(logs, model.Metric{Name: "val_" + m.Name, Value: m.Value})
 			}
 		}
+		f.timing.EpochSeconds = append(f.timing.EpochSeconds, time.Since(start).Seconds())
+		f.timing.StepsPerEpoch = steps
 		rl := toReport(logs)
 		hist.Append(rl)
 		fmt.Fprintln(f.out, report.EpochLine(epoch, f.job.Epochs, steps, time.Since(start), rl))

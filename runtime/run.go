@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,7 @@ type Result struct {
 	ModelDir    string // empty on ranks other than 0
 	HistoryPath string
 	PlotPath    string
+	TimingPath  string // per-epoch wall time, for benchmarks
 	History     *report.History
 }
 
@@ -184,12 +186,26 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 	if err := hist.WriteJSON(res.HistoryPath); err != nil {
 		return nil, err
 	}
+	res.TimingPath = filepath.Join(env.OutputDataDir, "timing.json")
+	if err := writeTiming(res.TimingPath, f.timing); err != nil {
+		return nil, err
+	}
 	res.PlotPath = filepath.Join(env.OutputDataDir, "loss.png")
 	if err := report.WriteLossPlot(hist, res.PlotPath); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s, loss curve to %s\n", res.ModelDir, res.HistoryPath, res.PlotPath)
 	return res, nil
+}
+
+// writeTiming records how long each epoch took, so benchmark harnesses can
+// compare throughput without scraping logs.
+func writeTiming(path string, t timing) error {
+	raw, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o644)
 }
 
 // broadcastVariables makes every host start from rank 0's weights and
