@@ -45,7 +45,11 @@ func localJob(t *testing.T, fx string, hps map[string]string, channels map[strin
 // and checks every epoch's metrics, the final weights and the predictions
 // against Keras model.fit from the same initial weights on the same batches.
 func TestKerasParity(t *testing.T) {
-	for _, family := range []string{"seed", "multiclass", "two_inputs"} {
+	families := []string{"seed", "multiclass", "two_inputs"}
+	for _, f := range families {
+		families = append(families, fixture.LegacyKeras+f)
+	}
+	for _, family := range families {
 		t.Run(family, func(t *testing.T) {
 			fx := fixture.Make(t, family, "--epochs", "3", "--rows", "500")
 			ref := fixture.ReadReference(t, fx)

@@ -19,14 +19,41 @@ class ExportError(ValueError):
     """A model that sagefit cannot train."""
 
 
-def _keras():
+def _is_legacy_keras(model):
+    """True for tf-keras (Keras 2, TF_USE_LEGACY_KERAS=1) models."""
+    return type(model).__module__.startswith("tf_keras")
+
+
+def _keras_for(model):
+    if _is_legacy_keras(model):
+        import tf_keras
+
+        return tf_keras
     import keras
 
     return keras
 
 
-def _is_legacy_keras(model):
-    return not type(model).__module__.startswith("keras.src")
+def _var_name(v):
+    name = getattr(v, "path", None) or v.name
+    return name[:-2] if name.endswith(":0") else name
+
+
+def _metric_variables(model):
+    if hasattr(model, "metrics_variables"):
+        return list(model.metrics_variables)
+    out = []
+    for m in model.metrics:
+        for v in m.variables:
+            if not any(v is w for w in out):
+                out.append(v)
+    return out
+
+
+def _read(v):
+    """A tensor of a variable's value (Keras 3 variables wrap a tf.Variable)."""
+    value = getattr(v, "value", v)
+    return value() if callable(value) else value
 
 
 def _spec_name(name, taken):
@@ -123,7 +150,7 @@ def export(
     """
     import tensorflow as tf
 
-    keras = _keras()
+    keras = _keras_for(model)
     _check_compiled(model)
     if os.path.exists(export_dir):
         if not overwrite:
@@ -174,22 +201,24 @@ def export(
     for v in trainable:
         if _dtype_name(v.dtype) != "float32":
             raise ExportError(
-                f"trainable variable {v.path} is {_dtype_name(v.dtype)}; "
+                f"trainable variable {_var_name(v)} is {_dtype_name(v.dtype)}; "
                 "sagefit all-reduces float32 gradients only"
             )
     if not trainable:
         raise ExportError("the model has no trainable variables")
     optimizer = model.optimizer
+    opt_vars = optimizer.variables
+    opt_vars = opt_vars() if callable(opt_vars) else opt_vars
     state_vars = list(model.variables) + [
-        v for v in optimizer.variables if not _same_var(v, model.variables)
+        v for v in opt_vars if not _same_var(v, model.variables)
     ]
-    metric_vars = list(model.metrics_variables)
+    metric_vars = _metric_variables(model)
     grad_size = int(sum(_num_elements(v) for v in trainable))
 
     def to_dense(g, v):
         if g is None:
             raise ExportError(
-                f"variable {v.path} gets no gradient from the loss; "
+                f"variable {_var_name(v)} gets no gradient from the loss; "
                 "freeze it (trainable=False) or connect it"
             )
         if isinstance(g, tf.IndexedSlices):
@@ -263,7 +292,7 @@ def export(
 
     @tf.function(input_signature=[], autograph=False)
     def metric_state():
-        parts = [tf.reshape(tf.cast(v.value, tf.float64), [-1]) for v in metric_vars]
+        parts = [tf.reshape(tf.cast(_read(v), tf.float64), [-1]) for v in metric_vars]
         return {contract.STATE: tf.concat(parts, axis=0) if parts else tf.zeros([0], tf.float64)}
 
     def assign_metric_state(state):
@@ -278,7 +307,7 @@ def export(
 
     @tf.function(input_signature=[], autograph=False)
     def read_variables():
-        return {k: tf.identity(v.value) for k, v in zip(var_keys, state_vars)}
+        return {k: tf.identity(_read(v)) for k, v in zip(var_keys, state_vars)}
 
     def assign_variables(*values):
         for v, value in zip(state_vars, values):
@@ -294,7 +323,7 @@ def export(
 
     def set_learning_rate(lr):
         lr_var.assign(tf.cast(lr, lr_var.dtype))
-        return {contract.LEARNING_RATE: tf.cast(tf.identity(lr_var.value), tf.float32)}
+        return {contract.LEARNING_RATE: tf.cast(tf.identity(_read(lr_var)), tf.float32)}
 
     def serve(*args):
         x = pack(args, in_descs)
@@ -344,11 +373,18 @@ def export(
             set_learning_rate,
             [tf.TensorSpec([], tf.float32, name=contract.LEARNING_RATE)],
         )
-    archive.write_out(export_dir, verbose=False)
+    if _is_legacy_keras(model):
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # tf-keras prints every endpoint
+            archive.write_out(export_dir)
+    else:
+        archive.write_out(export_dir, verbose=False)
 
     variables = [
         {
-            "name": v.path,
+            "name": _var_name(v),
             "key": k,
             "shape": [int(d) for d in v.shape],
             "dtype": _dtype_name(v.dtype),
@@ -358,7 +394,7 @@ def export(
         for i, (k, v) in enumerate(zip(var_keys, state_vars))
     ]
     grads = [
-        {"name": v.path, "shape": [int(d) for d in v.shape], "dtype": "float32"}
+        {"name": _var_name(v), "shape": [int(d) for d in v.shape], "dtype": "float32"}
         for v in trainable
     ]
     metrics = list(model.get_metrics_result().keys())
@@ -423,12 +459,13 @@ def _traced(fn):
 
 
 def _learning_rate_variable(optimizer):
+    import tensorflow as tf
+
     lr = getattr(optimizer, "_learning_rate", None)
     if lr is None:
         return None
-    import keras
 
-    if isinstance(lr, keras.Variable):
+    if isinstance(lr, tf.Variable) or type(lr).__name__ == "Variable" or hasattr(lr, "assign"):
         return lr
     return None
 
@@ -444,8 +481,18 @@ def _build(model, in_descs, tgt_descs, pack):
     x = pack([zeros(d) for d in in_descs], in_descs)
     y = pack([zeros(d) for d in tgt_descs], tgt_descs)
     try:
-        model._symbolic_build(data_batch=(x, y))
+        if hasattr(model, "_symbolic_build"):
+            model._symbolic_build(data_batch=(x, y))
+        else:
+            # tf-keras builds compiled losses and metrics on first use.
+            import tensorflow as tf
+
+            tx = tf.nest.map_structure(tf.constant, x)
+            ty = tf.nest.map_structure(tf.constant, y)
+            y_pred = model(tx, training=False)
+            model.compiled_loss.build(y_pred)
+            model.compiled_metrics.build(y_pred, ty)
     except Exception as e:  # noqa: BLE001 - reported as one sentence
         raise ExportError(f"the model cannot be built from its inputs: {e}") from e
-    if not model.optimizer.built:
+    if not getattr(model.optimizer, "built", False):
         model.optimizer.build(model.trainable_variables)

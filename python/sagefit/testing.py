@@ -19,6 +19,11 @@ import numpy as np  # noqa: E402
 
 
 def _keras():
+    # TF_USE_LEGACY_KERAS=1 selects tf-keras (Keras 2), as it does for tf.keras.
+    if os.environ.get("TF_USE_LEGACY_KERAS", "") in ("1", "true", "True"):
+        import tf_keras
+
+        return tf_keras
     import keras
 
     return keras
@@ -140,9 +145,9 @@ def _fit_targets(targets):
 def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
          seed=1, fit=True):
     """Write the fixture for ``family`` under ``out`` and return the reference."""
-    import keras
     import sagefit
 
+    keras = _keras()
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     build, data = FAMILIES[family]

@@ -101,3 +101,18 @@ def test_unconnected_trainable_variable_is_refused(tmp_path):
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(sagefit.ExportError, match="no gradient"):
         sagefit.export(model, str(tmp_path / "m"))
+
+
+def test_tf_keras_model_exports(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed")
+    model = tf_keras.Sequential(
+        [tf_keras.Input((4,)), tf_keras.layers.Dense(2, activation="softmax")]
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    before = [w.copy() for w in model.get_weights()]
+    meta = sagefit.export(model, str(tmp_path / "m"))
+    assert meta["legacy_keras"] is True
+    assert meta["metrics"] == ["loss", "accuracy"]
+    assert meta["targets"][0]["shape"] == [None]
+    assert meta["gradient_size"] == 4 * 2 + 2
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
