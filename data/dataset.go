@@ -1,0 +1,485 @@
+package data
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"math/rand/v2"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// rowSource is what the batcher needs from a tensor's data: a row count,
+// the shape and dtype of a row, and random-access row gathering. *Array is
+// the memory-mapped one; streaming sources (pipe mode, FastFile, data
+// larger than memory) plug in here without touching the iterator.
+type rowSource interface {
+	Path() string
+	Len() int
+	RowShape() []int
+	DType() DType
+	Gather(dst []byte, dstType DType, rows []int) error
+}
+
+// Dataset is a set of named tensors with one row per example each.
+type Dataset struct {
+	names   []string // sorted, for deterministic iteration and errors
+	sources map[string]rowSource
+	n       int
+	owned   []*Array // opened by OpenChannel, closed by Close
+}
+
+// NewDataset checks that every array has the same number of rows and
+// returns the dataset over them. The arrays stay owned by the caller.
+func NewDataset(arrays map[string]*Array) (*Dataset, error) {
+	src := make(map[string]rowSource, len(arrays))
+	for name, a := range arrays {
+		if a == nil {
+			return nil, fmt.Errorf("dataset tensor %q has no array", name)
+		}
+		if len(a.Shape()) == 0 {
+			return nil, fmt.Errorf("%s is a 0-d array (a scalar); a channel file needs one row per example, shape (N, ...)", a.Path())
+		}
+		src[name] = a
+	}
+	return newDataset(src)
+}
+
+func newDataset(src map[string]rowSource) (*Dataset, error) {
+	if len(src) == 0 {
+		return nil, errors.New("dataset has no tensors")
+	}
+	d := &Dataset{sources: src, names: sortedNames(src)}
+	first := src[d.names[0]]
+	d.n = first.Len()
+	for _, name := range d.names[1:] {
+		s := src[name]
+		if s.Len() != d.n {
+			return nil, fmt.Errorf("%s has %d rows but %s has %d; every file of a channel must have one row per example",
+				baseOf(first.Path()), d.n, baseOf(s.Path()), s.Len())
+		}
+	}
+	return d, nil
+}
+
+func baseOf(p string) string { return filepath.Base(p) }
+
+// OpenChannel is ListChannel, MapTensors, Open and NewDataset in one: the
+// dataset of a channel directory for a model's inputs and targets. The
+// dataset owns the arrays it opened; Close it when done.
+func OpenChannel(dir string, inputs, targets []string, overrides map[string]string) (*Dataset, error) {
+	files, err := ListChannel(dir)
+	if err != nil {
+		return nil, err
+	}
+	mapping, err := MapTensors(files, inputs, targets, overrides)
+	if err != nil {
+		return nil, err
+	}
+	arrays := make(map[string]*Array, len(mapping))
+	opened := map[string]*Array{} // one mapping per file, even if two tensors share it
+	closeAll := func() {
+		for _, a := range opened {
+			a.Close()
+		}
+	}
+	for _, name := range sortedNames(mapping) {
+		path := mapping[name]
+		a := opened[path]
+		if a == nil {
+			if a, err = Open(path); err != nil {
+				closeAll()
+				return nil, err
+			}
+			opened[path] = a
+		}
+		arrays[name] = a
+	}
+	d, err := NewDataset(arrays)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	for _, a := range opened {
+		d.owned = append(d.owned, a)
+	}
+	return d, nil
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Close closes the arrays the dataset opened itself (OpenChannel); arrays
+// given to NewDataset are left to their owner.
+func (d *Dataset) Close() error {
+	var errs []error
+	for _, a := range d.owned {
+		errs = append(errs, a.Close())
+	}
+	d.owned = nil
+	return errors.Join(errs...)
+}
+
+// Len is the number of examples (rows).
+func (d *Dataset) Len() int { return d.n }
+
+// Names are the tensor names, sorted.
+func (d *Dataset) Names() []string { return append([]string(nil), d.names...) }
+
+// RowShape is the shape of one example of the named tensor (nil if the
+// name is unknown).
+func (d *Dataset) RowShape(name string) []int {
+	s, ok := d.sources[name]
+	if !ok {
+		return nil
+	}
+	return s.RowShape()
+}
+
+// DType is the stored dtype of the named tensor (Invalid if unknown).
+func (d *Dataset) DType(name string) DType {
+	s, ok := d.sources[name]
+	if !ok {
+		return Invalid
+	}
+	return s.DType()
+}
+
+// BatchOptions configure one epoch of batches. Zero values take Keras
+// fit's defaults.
+type BatchOptions struct {
+	BatchSize int  // rows per rank per step; 0 means 32
+	Shuffle   bool // a fresh permutation each epoch, from (Seed, epoch); Keras fit defaults to true, so callers should too
+	Seed      int64
+	Rank      int // this host's index in [0, World)
+	World     int // number of hosts; 0 means 1
+	// Prefetch is how many assembled batches may wait ahead of the
+	// consumer; 0 means 2, negative means none (hand-off on demand).
+	Prefetch int
+	// DTypes is the dtype the model wants per tensor; missing tensors keep
+	// the file's dtype.
+	DTypes map[string]DType
+}
+
+func (o BatchOptions) withDefaults() BatchOptions {
+	if o.BatchSize == 0 {
+		o.BatchSize = 32
+	}
+	if o.World == 0 {
+		o.World = 1
+	}
+	if o.Prefetch == 0 {
+		o.Prefetch = 2
+	}
+	if o.Prefetch < 0 {
+		o.Prefetch = 0
+	}
+	return o
+}
+
+func (d *Dataset) check(o BatchOptions) error {
+	switch {
+	case o.BatchSize < 0:
+		return fmt.Errorf("batch size %d is negative", o.BatchSize)
+	case o.World < 1:
+		return fmt.Errorf("world size %d is not positive", o.World)
+	case o.Rank < 0 || o.Rank >= o.World:
+		return fmt.Errorf("rank %d is outside [0, %d)", o.Rank, o.World)
+	}
+	for name, dt := range o.DTypes {
+		if _, ok := d.sources[name]; !ok {
+			return fmt.Errorf("dtype given for %q, which is not a tensor of the dataset %q", name, d.names)
+		}
+		if !dt.Valid() {
+			return fmt.Errorf("dtype for %q is invalid", name)
+		}
+	}
+	// A header may describe an empty array with enormous rows, (0, 2**59);
+	// refuse a batch buffer whose size overflows instead of panicking.
+	for _, name := range d.names {
+		s := d.sources[name]
+		dt := o.DTypes[name]
+		if dt == Invalid {
+			dt = s.DType()
+		}
+		size := uint64(o.BatchSize) * uint64(dt.Size())
+		for _, x := range s.RowShape() {
+			hi, lo := bits.Mul64(size, uint64(x))
+			if hi != 0 || lo > 1<<47 {
+				return fmt.Errorf("%s: a batch of %d rows of shape %s is too large to hold in memory", s.Path(), o.BatchSize, shapeString(s.RowShape()))
+			}
+			size = lo
+		}
+	}
+	return nil
+}
+
+// StepsPerEpoch is the number of batches every rank gets in one epoch:
+// ceil(N / (BatchSize*World)). The last one may be short (Keras keeps a
+// partial last batch).
+func (d *Dataset) StepsPerEpoch(opts BatchOptions) int {
+	o := opts.withDefaults()
+	g := o.BatchSize * o.World
+	if g <= 0 {
+		return 0
+	}
+	return (d.n + g - 1) / g
+}
+
+// shardRange is the part of step's global batch that rank takes, as
+// positions [lo, hi) into the epoch's order. A full global batch gives
+// every rank exactly B rows; the last, partial one of R rows is split into
+// World near-equal contiguous parts, the first R%World ranks taking one
+// more, so a part is empty only when R < World.
+func shardRange(n, step, batch, rank, world int) (lo, hi int) {
+	g := batch * world
+	start := step * g
+	r := min(g, n-start)
+	base, extra := r/world, r%world
+	lo = start + rank*base + min(rank, extra)
+	hi = lo + base
+	if rank < extra {
+		hi++
+	}
+	return lo, hi
+}
+
+// epochOrder is the epoch's row order: a permutation that depends only on
+// (seed, epoch), so every rank computes the same one without talking. The
+// Fisher-Yates shuffle is written out over PCG's raw output (whose
+// sequence math/rand/v2 guarantees) rather than rand.Perm, whose algorithm
+// is not promised to stay the same across Go releases; a checkpoint resumed
+// by a newer binary then still sees the same order.
+func epochOrder(n int, seed int64, epoch int) []int {
+	perm := make([]int, n)
+	for i := range perm {
+		perm[i] = i
+	}
+	pcg := rand.NewPCG(uint64(seed), uint64(epoch))
+	for i := n - 1; i > 0; i-- {
+		j := int(boundedUint64(pcg, uint64(i+1)))
+		perm[i], perm[j] = perm[j], perm[i]
+	}
+	return perm
+}
+
+// boundedUint64 is a uniform value in [0, n) by Lemire's multiply-and-
+// reject method (no modulo bias).
+func boundedUint64(src *rand.PCG, n uint64) uint64 {
+	hi, lo := bits.Mul64(src.Uint64(), n)
+	if lo < n {
+		thresh := -n % n
+		for lo < thresh {
+			hi, lo = bits.Mul64(src.Uint64(), n)
+		}
+	}
+	return hi
+}
+
+// Batch is one step's rows for this rank. Tensors hold the rows of each
+// tensor as contiguous little-endian bytes in C order, shape
+// [Rows]+RowShape, in the dtype asked for. Rows is 0 only for a rank whose
+// share of a short last global batch is empty (fewer rows than ranks).
+//
+// The buffers belong to the iterator: call Release when done with them so
+// a later batch reuses them, and do not touch them after. Extra Releases
+// are ignored until the next call to Next. A batch never released is
+// simply left to the garbage collector.
+type Batch struct {
+	Step    int
+	Rows    int
+	Tensors map[string][]byte
+	Release func()
+}
+
+// batchBuf is a Batch with its full-size backing buffers.
+type batchBuf struct {
+	b        Batch
+	full     map[string][]byte // capacity for BatchSize rows
+	rows     []int
+	released atomic.Bool
+}
+
+// EpochIterator yields one epoch's batches for one rank. Batches are
+// assembled ahead by a background goroutine; Close (or cancelling the
+// context given to Epoch) stops it.
+type EpochIterator struct {
+	steps  int
+	out    chan *batchBuf
+	free   chan *batchBuf
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu  sync.Mutex
+	err error // first error; sticky
+}
+
+// Epoch starts assembling the batches of the given epoch. Invalid options
+// are reported by the first Next.
+func (d *Dataset) Epoch(ctx context.Context, epoch int, opts BatchOptions) *EpochIterator {
+	o := opts.withDefaults()
+	it := &EpochIterator{done: make(chan struct{})}
+	if err := d.check(o); err != nil {
+		it.err = err
+		it.out = make(chan *batchBuf)
+		close(it.out)
+		close(it.done)
+		it.cancel = func() {}
+		return it
+	}
+	it.steps = d.StepsPerEpoch(o)
+	it.out = make(chan *batchBuf, o.Prefetch)
+	// Buffers in flight: Prefetch queued, one being filled, and one or two
+	// held by the consumer. More than that are dropped to the GC.
+	it.free = make(chan *batchBuf, o.Prefetch+3)
+	ctx, it.cancel = context.WithCancel(ctx)
+	go it.produce(ctx, d, epoch, o)
+	return it
+}
+
+// StepsPerEpoch is the number of batches this iterator yields.
+func (it *EpochIterator) StepsPerEpoch() int { return it.steps }
+
+func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o BatchOptions) {
+	defer close(it.done)
+	defer close(it.out)
+	var order []int
+	if o.Shuffle {
+		order = epochOrder(d.n, o.Seed, epoch)
+	}
+	dtypes := make(map[string]DType, len(d.names))
+	for _, name := range d.names {
+		dt := o.DTypes[name]
+		if dt == Invalid {
+			dt = d.sources[name].DType()
+		}
+		dtypes[name] = dt
+	}
+	for step := 0; step < it.steps; step++ {
+		if ctx.Err() != nil {
+			it.setErr(ctx.Err())
+			return
+		}
+		bb := it.buffer(d, o, dtypes)
+		lo, hi := shardRange(d.n, step, o.BatchSize, o.Rank, o.World)
+		bb.rows = bb.rows[:0]
+		for p := lo; p < hi; p++ {
+			if order != nil {
+				bb.rows = append(bb.rows, order[p])
+			} else {
+				bb.rows = append(bb.rows, p)
+			}
+		}
+		bb.b.Step, bb.b.Rows = step, hi-lo
+		for _, name := range d.names {
+			full := bb.full[name]
+			t := full[:len(full)/o.BatchSize*bb.b.Rows]
+			if err := d.sources[name].Gather(t, dtypes[name], bb.rows); err != nil {
+				it.setErr(fmt.Errorf("epoch %d step %d: %w", epoch, step, err))
+				return
+			}
+			bb.b.Tensors[name] = t
+		}
+		select {
+		case it.out <- bb:
+		case <-ctx.Done():
+			// Record why the epoch ended early, so Next does not mistake
+			// the closed queue for the end of the epoch.
+			it.setErr(ctx.Err())
+			return
+		}
+	}
+}
+
+// buffer takes a released batch buffer or makes a new one. A new one is
+// made rather than waiting so that a consumer holding several batches can
+// never deadlock the producer.
+func (it *EpochIterator) buffer(d *Dataset, o BatchOptions, dtypes map[string]DType) *batchBuf {
+	select {
+	case bb := <-it.free:
+		return bb
+	default:
+	}
+	bb := &batchBuf{
+		full: make(map[string][]byte, len(d.names)),
+		rows: make([]int, 0, o.BatchSize),
+	}
+	bb.b.Tensors = make(map[string][]byte, len(d.names))
+	for _, name := range d.names {
+		s := d.sources[name]
+		elems := 1
+		for _, x := range s.RowShape() {
+			elems *= x
+		}
+		bb.full[name] = make([]byte, o.BatchSize*elems*dtypes[name].Size())
+	}
+	bb.b.Release = func() {
+		if !bb.released.CompareAndSwap(false, true) {
+			return // released twice: keep the buffer out of the pool twice
+		}
+		select {
+		case it.free <- bb:
+		default:
+		}
+	}
+	return bb
+}
+
+func (it *EpochIterator) setErr(err error) {
+	it.mu.Lock()
+	if it.err == nil {
+		it.err = err
+	}
+	it.mu.Unlock()
+}
+
+func (it *EpochIterator) getErr() error {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	return it.err
+}
+
+// Next returns the next batch, io.EOF after the last one, or the error
+// that stopped the epoch. It gives up with ctx's error when ctx is done.
+func (it *EpochIterator) Next(ctx context.Context) (*Batch, error) {
+	if err := it.getErr(); err != nil {
+		return nil, err
+	}
+	// A caller whose context is already done gets no batch, even if one
+	// is ready: select would pick at random.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	select {
+	case bb, ok := <-it.out:
+		if !ok {
+			if err := it.getErr(); err != nil {
+				return nil, err
+			}
+			return nil, io.EOF
+		}
+		// Armed only now, so a second Release of the previous holder (say
+		// an explicit one plus a deferred one) is ignored until here.
+		bb.released.Store(false)
+		return &bb.b, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close stops the producer and waits for it to exit. Batches not yet
+// released stay valid until the caller drops them.
+func (it *EpochIterator) Close() {
+	it.cancel()
+	<-it.done
+}
