@@ -7,21 +7,24 @@ import (
 	"io"
 	"time"
 
+	"gonum.org/v1/gonum/blas/blas32"
+
 	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/distributed"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/runtime/report"
 )
 
-// Group is the set of the job's hosts training together; package
-// distributed implements it over gRPC. A nil Group is one host.
+// Group is the set of the job's hosts training together;
+// *distributed.Group implements it over gRPC. A nil Group is one host.
 type Group interface {
 	Rank() int
 	World() int
-	// AllReduceSum sums buf over all hosts, in place; every host ends with
+	// AllReduce combines buf over all hosts, in place; every host ends with
 	// bit-identical values.
-	AllReduceSum(ctx context.Context, buf []float32) error
-	// AllReduceSumFloat64 does the same for small float64 vectors.
-	AllReduceSumFloat64(ctx context.Context, buf []float64) error
+	AllReduce(ctx context.Context, buf []float32, op distributed.ReduceOp) error
+	// AllReduceFloat64 sums small float64 vectors (metric state).
+	AllReduceFloat64(ctx context.Context, buf []float64) error
 	// Broadcast overwrites buf on every host with root's buf.
 	Broadcast(ctx context.Context, buf []byte, root int) error
 	Close() error
@@ -130,21 +133,39 @@ func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step func(
 	it := c.ds.Epoch(ctx, epoch-1, f.batchOptions(c))
 	defer it.Close()
 	steps := it.StepsPerEpoch()
+	if c.sharded && f.group != nil {
+		// Hosts hold different files: all run the longest host's steps, the
+		// others joining the ring with empty batches, so none waits forever.
+		var err error
+		if steps, err = f.agreeSteps(ctx, steps); err != nil {
+			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+		}
+	}
 	var progress *report.Progress
 	if c == f.train {
 		progress = report.NewProgress(f.out, steps, f.terminal)
 		defer progress.Done()
 	}
-	for n := 0; ; n++ {
-		b, err := it.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			return steps, nil
+	exhausted := false
+	for n := 0; n < steps; n++ {
+		var b *data.Batch
+		if !exhausted {
+			var err error
+			b, err = it.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				exhausted, b = true, nil
+			} else if err != nil {
+				return n, fmt.Errorf("epoch %d: channel %q: %w", epoch, c.name, err)
+			}
 		}
-		if err != nil {
-			return n, fmt.Errorf("epoch %d: channel %q: %w", epoch, c.name, err)
+		mb := model.Batch{}
+		if b != nil {
+			mb = model.Batch{Rows: b.Rows, Tensors: b.Tensors}
 		}
-		logs, err := step(ctx, model.Batch{Rows: b.Rows, Tensors: b.Tensors})
-		b.Release()
+		logs, err := step(ctx, mb)
+		if b != nil {
+			b.Release()
+		}
 		if err != nil {
 			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
 		}
@@ -152,6 +173,21 @@ func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step func(
 			progress.Step(toReport(logs))
 		}
 	}
+	return steps, nil
+}
+
+// agreeSteps returns the largest step count of any host.
+func (f *fitter) agreeSteps(ctx context.Context, mine int) (int, error) {
+	counts := make([]float64, f.world())
+	counts[f.rank()] = float64(mine)
+	if err := f.group.AllReduceFloat64(ctx, counts); err != nil {
+		return 0, fmt.Errorf("agree on steps per epoch: %w", err)
+	}
+	most := 0
+	for _, c := range counts {
+		most = max(most, int(c))
+	}
+	return most, nil
 }
 
 // trainStep is Keras's fused train step on one host; with several hosts it
@@ -174,7 +210,7 @@ func (f *fitter) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, 
 		clear(f.grads[:n]) // an empty share of the last batch still joins the ring
 	}
 	f.grads[n] = float32(b.Rows)
-	if err := f.group.AllReduceSum(ctx, f.grads); err != nil {
+	if err := f.group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
 		return nil, fmt.Errorf("all-reduce gradients: %w", err)
 	}
 	total := f.grads[n]
@@ -200,7 +236,7 @@ func (f *fitter) epochMetrics(ctx context.Context) ([]model.Metric, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := f.group.AllReduceSumFloat64(ctx, state); err != nil {
+		if err := f.group.AllReduceFloat64(ctx, state); err != nil {
 			return nil, fmt.Errorf("all-reduce metric state: %w", err)
 		}
 		if err := f.model.AssignMetricState(state); err != nil {
@@ -211,9 +247,7 @@ func (f *fitter) epochMetrics(ctx context.Context) ([]model.Metric, error) {
 }
 
 func scale(v []float32, a float32) {
-	for i := range v {
-		v[i] *= a
-	}
+	blas32.Scal(a, blas32.Vector{N: len(v), Inc: 1, Data: v})
 }
 
 func toReport(logs []model.Metric) []report.Metric {

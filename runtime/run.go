@@ -13,6 +13,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/sagefit/sagefit/distributed"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/runtime/report"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
@@ -26,9 +27,6 @@ type Options struct {
 	Stderr   io.Writer
 	Terminal bool // stdout is a terminal: draw progress bars
 
-	// Join forms the job's group when it has several hosts; nil means the
-	// gRPC implementation of package distributed.
-	Join func(ctx context.Context, j *Job, fingerprint string) (Group, error)
 }
 
 // Result says where a finished run put its outputs.
@@ -148,11 +146,8 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 
 	var group Group
 	if len(env.Hosts) > 1 {
-		join := o.Join
-		if join == nil {
-			join = joinGRPC
-		}
-		if group, err = join(ctx, job, meta.Fingerprint); err != nil {
+		hostAddrs := lookupEnv(o.Environ, distributed.EnvHostAddrs)
+		if group, err = joinGRPC(ctx, job, meta.Fingerprint, hostAddrs, o.Stderr); err != nil {
 			return nil, err
 		}
 		defer group.Close()
@@ -198,6 +193,15 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 	return res, nil
 }
 
+func lookupEnv(environ []string, key string) string {
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
 // writeTiming records how long each epoch took, so benchmark harnesses can
 // compare throughput without scraping logs.
 func writeTiming(path string, t timing) error {
@@ -235,9 +239,4 @@ func broadcastVariables(ctx context.Context, m *model.Model, g Group) error {
 		vars[i].Data, buf = buf[:n:n], buf[n:]
 	}
 	return m.AssignVariables(vars)
-}
-
-// joinGRPC is set by distributed.go once the gRPC group exists.
-var joinGRPC = func(ctx context.Context, j *Job, fingerprint string) (Group, error) {
-	return nil, errors.New("this sagefit build cannot train on several hosts")
 }

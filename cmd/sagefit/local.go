@@ -41,6 +41,7 @@ func local(args []string, stdout, stderr io.Writer) int {
 	modelDir := fs.String("model", "", "training SavedModel written by sagefit.export (becomes the \"model\" channel)")
 	output := fs.String("output", "", "SageMaker base dir to create (model/, output/ land there); default: a new temporary folder")
 	instance := fs.String("instance-type", "local", "instance type to report in resourceconfig.json")
+	hosts := fs.Int("hosts", 1, "simulate a job of N hosts: N processes on 127.0.0.1..N, one base dir each under --output")
 	channels := pairs{}
 	hps := pairs{}
 	modes := pairs{}
@@ -48,6 +49,10 @@ func local(args []string, stdout, stderr io.Writer) int {
 	fs.Var(hps, "hp", "KEY=VALUE: a hyperparameter (repeatable), e.g. epochs=10")
 	fs.Var(modes, "input-mode", "NAME=MODE: File (default), FastFile or Pipe for a channel")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *hosts < 1 {
+		fmt.Fprintf(stderr, "sagefit local: --hosts must be at least 1\n")
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -79,6 +84,9 @@ func local(args []string, stdout, stderr io.Writer) int {
 		Hyperparameters: hps,
 		InputModes:      modes,
 		InstanceType:    *instance,
+	}
+	if *hosts > 1 {
+		return cluster(*hosts, base, spec, stdout, stderr)
 	}
 	if err := sagemaker.WriteLocal(base, spec); err != nil {
 		fmt.Fprintf(stderr, "sagefit local: %v\n", err)

@@ -25,7 +25,7 @@ import (
 
 const usage = `usage:
   sagefit train
-  sagefit local --model DIR --channel NAME=DIR [--channel ...] [--hp KEY=VALUE ...] [--output DIR]
+  sagefit local --model DIR --channel NAME=DIR [--channel ...] [--hp KEY=VALUE ...] [--output DIR] [--hosts N]
   sagefit inspect [--json] SAVEDMODEL
 `
 

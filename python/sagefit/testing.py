@@ -43,6 +43,20 @@ def seed_mlp():
     return model
 
 
+def seed_wide():
+    """The seed model with 32 hidden units: same data, another fingerprint."""
+    keras = _keras()
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def seed_data(rows, rng):
     """The seed article's data: 10 uniform features, a random 0/1 label."""
     x = rng.random((rows, 10), dtype=np.float32)
@@ -126,6 +140,7 @@ def small_cnn_data(rows, rng):
 # family -> (build and compile the model, make rows of data)
 FAMILIES = {
     "seed": (seed_mlp, seed_data),
+    "seed_wide": (seed_wide, seed_data),
     "multiclass": (multiclass, multiclass_data),
     "two_inputs": (two_inputs, two_inputs_data),
     "cnn": (small_cnn, small_cnn_data),

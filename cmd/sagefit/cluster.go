@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+// cluster simulates a SageMaker job of n hosts on this machine: hosts
+// algo-1..algo-n, each a `sagefit train` process with its own base dir
+// (<base>/algo-i) and config files, reachable at 127.0.0.<i> (Linux routes
+// all of 127.0.0.0/8 to loopback), all on one free port.
+func cluster(n int, base string, spec sagemaker.LocalSpec, stdout, stderr io.Writer) int {
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("algo-%d", i+1)
+	}
+	port, err := freePort()
+	if err != nil {
+		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+		return 1
+	}
+	var addrs []string
+	for i, h := range hosts {
+		addrs = append(addrs, fmt.Sprintf("%s=127.0.0.%d:%d", h, i+1, port))
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+		return 1
+	}
+	var out sync.Mutex // one line at a time from all hosts
+	var wg sync.WaitGroup
+	cmds := make([]*exec.Cmd, n)
+	for i, h := range hosts {
+		hostBase := filepath.Join(base, h)
+		s := spec
+		s.Hosts, s.CurrentHost = hosts, h
+		if err := sagemaker.WriteLocal(hostBase, s); err != nil {
+			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+			return 1
+		}
+		cmd := exec.Command(self, "train")
+		cmd.Env = append(os.Environ(),
+			"SAGEMAKER_BASE_DIR="+hostBase,
+			distributed.EnvHostAddrs+"="+strings.Join(addrs, ","))
+		// SIGTERM to the launcher reaches every host, as SageMaker's stop does.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		po, _ := cmd.StdoutPipe()
+		pe, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintf(stderr, "sagefit local: start %s: %v\n", h, err)
+			return 1
+		}
+		cmds[i] = cmd
+		for _, p := range []struct {
+			r io.Reader
+			w io.Writer
+		}{{po, stdout}, {pe, stderr}} {
+			wg.Add(1)
+			go func(r io.Reader, w io.Writer, h string) {
+				defer wg.Done()
+				sc := bufio.NewScanner(r)
+				for sc.Scan() {
+					out.Lock()
+					fmt.Fprintf(w, "[%s] %s\n", h, sc.Text())
+					out.Unlock()
+				}
+			}(p.r, p.w, h)
+		}
+	}
+	fmt.Fprintf(stderr, "sagefit local: %d hosts %s, base dirs under %s\n", n, strings.Join(addrs, " "), base)
+	wg.Wait()
+	code := 0
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			reason, _ := os.ReadFile(filepath.Join(base, hosts[i], "output", "failure"))
+			fmt.Fprintf(stderr, "sagefit local: %s failed (%v): %s\n", hosts[i], err, strings.TrimSpace(string(reason)))
+			code = 1
+		}
+	}
+	if code == 0 {
+		fmt.Fprintf(stderr, "sagefit local: model written by algo-1 to %s\n", filepath.Join(base, hosts[0], "model"))
+	}
+	return code
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,386 @@
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+// runLocal runs `sagefit local` and returns the base dir of the host that
+// wrote the model.
+func runLocal(t *testing.T, fx string, hosts int, hps ...string) string {
+	t.Helper()
+	out := t.TempDir()
+	args := []string{"local", "--hosts", fmt.Sprint(hosts), "--model", filepath.Join(fx, "model"),
+		"--channel", "training=" + filepath.Join(fx, "train"), "--output", out}
+	for _, hp := range hps {
+		args = append(args, "--hp", hp)
+	}
+	cmd := exec.Command(binary, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("sagefit %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	if hosts > 1 {
+		return filepath.Join(out, "algo-1")
+	}
+	return out
+}
+
+func history(t *testing.T, base string) map[string][]float64 {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(base, "output", "data", "history.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h map[string][]float64
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func weights(t *testing.T, base string) [][]float32 {
+	t.Helper()
+	m, err := model.Load(filepath.Join(base, "model", "1"), model.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vars, err := m.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]float32
+	for _, v := range vars {
+		if v.Spec.Kind != "model" {
+			continue
+		}
+		f, err := v.Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func near(a, b float64) bool {
+	d := a - b
+	if d < 0 {
+		d = -d
+	}
+	return d <= 1e-5*max(1, max(a, -a, b, -b))
+}
+
+// TestHostsEqualOneBigBatch: N hosts with batch B train like one host with
+// batch N*B (shuffle off, gradients averaged over all rows): the same loss
+// and metrics every epoch and the same final weights, within float
+// tolerance. Metrics cover every host's data.
+func TestHostsEqualOneBigBatch(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "500", "--no-fit", "--no-validation")
+	for _, c := range []struct{ hosts, batch int }{{2, 16}, {3, 10}} {
+		t.Run(fmt.Sprintf("%d hosts", c.hosts), func(t *testing.T) {
+			one := runLocal(t, fx, 1, "epochs=3", "shuffle=false", fmt.Sprintf("batch_size=%d", c.hosts*c.batch))
+			many := runLocal(t, fx, c.hosts, "epochs=3", "shuffle=false", fmt.Sprintf("batch_size=%d", c.batch))
+			h1, hn := history(t, one), history(t, many)
+			for k, want := range h1 {
+				for e := range want {
+					if e >= len(hn[k]) || !near(hn[k][e], want[e]) {
+						t.Errorf("%s epoch %d: %d hosts %v, one host %v", k, e+1, c.hosts, hn[k], want)
+						break
+					}
+				}
+			}
+			w1, wn := weights(t, one), weights(t, many)
+			for i := range w1 {
+				for j := range w1[i] {
+					if !near(float64(wn[i][j]), float64(w1[i][j])) {
+						t.Fatalf("weight %d[%d]: %d hosts %v, one host %v", i, j, c.hosts, wn[i][j], w1[i][j])
+					}
+				}
+			}
+		})
+	}
+}
+
+// host is one `sagefit train` process of a hand-made job.
+type host struct {
+	name   string
+	base   string
+	cmd    *exec.Cmd
+	stdout lockedBuffer
+	stderr lockedBuffer
+	done   chan struct{}
+}
+
+// startJob lays out n hosts on 127.0.0.1..n and starts those not in
+// delayed; the others are returned unstarted.
+func startJob(t *testing.T, modelDirs []string, train string, hps map[string]string, delayed map[int]bool) []*host {
+	t.Helper()
+	n := len(modelDirs)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	var names, addrs []string
+	for i := 0; i < n; i++ {
+		names = append(names, fmt.Sprintf("algo-%d", i+1))
+		addrs = append(addrs, fmt.Sprintf("algo-%d=127.0.0.%d:%d", i+1, i+1, port))
+	}
+	root := t.TempDir()
+	var hosts []*host
+	for i, name := range names {
+		h := &host{name: name, base: filepath.Join(root, name), done: make(chan struct{})}
+		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
+			Hosts: names, CurrentHost: name, Hyperparameters: hps,
+			Channels: map[string]string{"model": modelDirs[i], "training": train},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.cmd = exec.Command(binary, "train")
+		h.cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+h.base, "SAGEFIT_HOST_ADDRS="+strings.Join(addrs, ","))
+		h.cmd.Stdout, h.cmd.Stderr = &h.stdout, &h.stderr
+		if !delayed[i] {
+			h.start(t)
+		}
+		hosts = append(hosts, h)
+	}
+	t.Cleanup(func() {
+		for _, h := range hosts {
+			if h.cmd.Process != nil && h.cmd.ProcessState == nil {
+				h.cmd.Process.Kill()
+				<-h.done
+			}
+		}
+	})
+	return hosts
+}
+
+func (h *host) start(t *testing.T) {
+	t.Helper()
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { h.cmd.Wait(); close(h.done) }()
+}
+
+// wait waits for the host to exit, at most limit; it returns the exit code
+// and the failure file.
+func (h *host) wait(t *testing.T, limit time.Duration) (int, string) {
+	t.Helper()
+	select {
+	case <-h.done:
+	case <-time.After(limit):
+		t.Fatalf("%s still running after %v:\n%s", h.name, limit, h.stderr.String())
+	}
+	reason, _ := os.ReadFile(filepath.Join(h.base, "output", "failure"))
+	return h.cmd.ProcessState.ExitCode(), string(reason)
+}
+
+func (h *host) waitFor(t *testing.T, s string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !strings.Contains(h.stdout.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never printed %q:\n%s\n%s", h.name, s, h.stdout.String(), h.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func seedModels(fx string, n int) []string {
+	dirs := make([]string, n)
+	for i := range dirs {
+		dirs[i] = filepath.Join(fx, "model")
+	}
+	return dirs
+}
+
+// TestLostPeerEndsJob: a host killed mid-training ends every other host
+// within the peer timeout, each naming the lost host and the step.
+func TestLostPeerEndsJob(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "100000", "sagefit_peer_timeout": "5s"}
+	hosts := startJob(t, seedModels(fx, 3), filepath.Join(fx, "train"), hps, nil)
+	hosts[0].waitFor(t, "Epoch 2/", 60*time.Second)
+	hosts[2].cmd.Process.Signal(syscall.SIGKILL)
+	for _, h := range hosts[:2] {
+		code, reason := h.wait(t, 30*time.Second)
+		if code == 0 {
+			t.Errorf("%s exited 0 after losing a peer", h.name)
+		}
+		if !strings.Contains(reason, "algo-3") || !strings.Contains(reason, "step") {
+			t.Errorf("%s failure %q does not name the lost host algo-3 and the step", h.name, reason)
+		}
+		noTrace(t, h.stderr.String())
+	}
+}
+
+// TestLatePeerIsWaitedFor: a host that starts well after the others joins.
+func TestLatePeerIsWaitedFor(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")
+	hosts := startJob(t, seedModels(fx, 2), filepath.Join(fx, "train"), map[string]string{"epochs": "2"}, map[int]bool{1: true})
+	time.Sleep(5 * time.Second)
+	hosts[1].start(t)
+	for _, h := range hosts {
+		if code, reason := h.wait(t, 120*time.Second); code != 0 {
+			t.Errorf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
+		}
+	}
+}
+
+// TestSIGTERMOnOneHostStopsJob: SIGTERM on one host stops every host, each
+// with a clear reason.
+func TestSIGTERMOnOneHostStopsJob(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "100000", "sagefit_peer_timeout": "10s"}
+	hosts := startJob(t, seedModels(fx, 2), filepath.Join(fx, "train"), hps, nil)
+	hosts[0].waitFor(t, "Epoch 1/", 60*time.Second)
+	hosts[1].cmd.Process.Signal(syscall.SIGTERM)
+	for _, h := range hosts {
+		code, reason := h.wait(t, 30*time.Second)
+		if code == 0 {
+			t.Errorf("%s exited 0", h.name)
+		}
+		if !strings.Contains(reason, "SIGTERM") && !strings.Contains(reason, "algo-2") {
+			t.Errorf("%s failure %q names neither the signal nor the stopped host", h.name, reason)
+		}
+		noTrace(t, h.stderr.String())
+	}
+}
+
+// TestDifferentModelsAreRefused: hosts that loaded different models fail
+// the handshake with one error naming both sides.
+func TestDifferentModelsAreRefused(t *testing.T) {
+	seed := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")
+	wide := fixture.Make(t, "seed_wide", "--rows", "200", "--no-fit", "--no-validation")
+	hosts := startJob(t, []string{filepath.Join(seed, "model"), filepath.Join(wide, "model")}, filepath.Join(seed, "train"),
+		map[string]string{"epochs": "1", "sagefit_connect_timeout": "60s"}, nil)
+	for _, h := range hosts {
+		code, reason := h.wait(t, 90*time.Second)
+		if code == 0 {
+			t.Errorf("%s exited 0", h.name)
+		}
+		t.Logf("%s: %s", h.name, reason)
+		if !strings.Contains(reason, "fingerprint") || !strings.Contains(reason, "algo-1") || !strings.Contains(reason, "algo-2") {
+			t.Errorf("%s failure %q does not name the fingerprint mismatch and both hosts", h.name, reason)
+		}
+	}
+}
+
+// netns makes two network namespaces joined by a veth pair, each holding
+// one test host at 192.0.2.1 and 192.0.2.2 (TEST-NET-1: traffic never leaves
+// the namespaces). It skips, saying why, where that is not allowed.
+func netns(t *testing.T) (nsA, nsB, linkA string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root; run as root (CI does) to cut a link mid-training")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no `ip` (iproute2) on this machine: apt-get install iproute2")
+	}
+	id := fmt.Sprint(os.Getpid() % 100000)
+	nsA, nsB, linkA, linkB := "sagefit-a-"+id, "sagefit-b-"+id, "sfa"+id, "sfb"+id
+	run := func(args ...string) error {
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := run("netns", "add", nsA); err != nil {
+		t.Skipf("cannot make a network namespace here: %v", err)
+	}
+	t.Cleanup(func() { run("netns", "del", nsA) })
+	if err := run("netns", "add", nsB); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { run("netns", "del", nsB) })
+	steps := [][]string{
+		{"link", "add", linkA, "type", "veth", "peer", "name", linkB},
+		{"link", "set", linkA, "netns", nsA},
+		{"link", "set", linkB, "netns", nsB},
+		{"-n", nsA, "addr", "add", "192.0.2.1/24", "dev", linkA},
+		{"-n", nsB, "addr", "add", "192.0.2.2/24", "dev", linkB},
+		{"-n", nsA, "link", "set", "lo", "up"},
+		{"-n", nsB, "link", "set", "lo", "up"},
+		{"-n", nsA, "link", "set", linkA, "up"},
+		{"-n", nsB, "link", "set", linkB, "up"},
+	}
+	for _, s := range steps {
+		if err := run(s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nsA, nsB, linkA
+}
+
+// TestLinkCutEndsJob: two hosts in their own network namespaces; the link
+// between them is cut mid-training (no FIN, no RST: a silently dead peer).
+// Both hosts end, non-zero, within the peer timeout plus keepalive, naming
+// the other host.
+func TestLinkCutEndsJob(t *testing.T) {
+	nsA, nsB, linkA := netns(t)
+	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
+	addrs := "algo-1=192.0.2.1:7001,algo-2=192.0.2.2:7001"
+	root := t.TempDir()
+	var hosts []*host
+	for i, ns := range []string{nsA, nsB} {
+		name := fmt.Sprintf("algo-%d", i+1)
+		h := &host{name: name, base: filepath.Join(root, name), done: make(chan struct{})}
+		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
+			Hosts: []string{"algo-1", "algo-2"}, CurrentHost: name,
+			Hyperparameters: map[string]string{"epochs": "100000", "sagefit_peer_timeout": "5s"},
+			Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.cmd = exec.Command("ip", "netns", "exec", ns, binary, "train")
+		h.cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+h.base, "SAGEFIT_HOST_ADDRS="+addrs)
+		h.cmd.Stdout, h.cmd.Stderr = &h.stdout, &h.stderr
+		h.start(t)
+		hosts = append(hosts, h)
+	}
+	t.Cleanup(func() {
+		for _, h := range hosts {
+			if h.cmd.ProcessState == nil {
+				h.cmd.Process.Kill()
+				<-h.done
+			}
+		}
+	})
+	hosts[0].waitFor(t, "Epoch 2/", 60*time.Second)
+	if out, err := exec.Command("ip", "-n", nsA, "link", "set", linkA, "down").CombinedOutput(); err != nil {
+		t.Fatalf("cut the link: %v: %s", err, out)
+	}
+	cut := time.Now()
+	for i, h := range hosts {
+		code, reason := h.wait(t, 60*time.Second)
+		t.Logf("%s ended %v after the cut: %s", h.name, time.Since(cut).Round(time.Second), reason)
+		if code == 0 {
+			t.Errorf("%s exited 0 after the link was cut", h.name)
+		}
+		other := hosts[1-i].name
+		if !strings.Contains(reason, other) {
+			t.Errorf("%s failure %q does not name %s", h.name, reason, other)
+		}
+	}
+}

@@ -1,0 +1,40 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/sagefit/sagefit/distributed"
+)
+
+// joinGRPC forms the job's ring over gRPC: it waits for late hosts (up to
+// the connect timeout) and checks every host loaded the same model.
+func joinGRPC(ctx context.Context, j *Job, fingerprint string, hostAddrs string, log io.Writer) (Group, error) {
+	addrs, err := distributed.ParseHostAddrs(hostAddrs)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", distributed.EnvHostAddrs, err)
+	}
+	compression := distributed.NoCompression
+	if j.CompressFP16 {
+		compression = distributed.FP16
+	}
+	g, err := distributed.Join(ctx, distributed.Config{
+		JobName:        j.Env.JobName,
+		Hosts:          j.Env.Hosts,
+		Self:           j.Env.CurrentHost,
+		Addrs:          addrs,
+		Fingerprint:    fingerprint,
+		ConnectTimeout: j.ConnectTimeout,
+		OpTimeout:      j.PeerTimeout,
+		ChunkBytes:     j.ChunkBytes,
+		Compression:    compression,
+		Logf: func(format string, args ...any) {
+			fmt.Fprintf(log, "sagefit: "+format+"\n", args...)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("join hosts %v: %w", j.Env.Hosts, err)
+	}
+	return g, nil
+}
