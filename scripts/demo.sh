@@ -24,7 +24,11 @@ x = np.load(sys.argv[2])[:3]
 print("predictions for 3 rows:", {k: v.numpy().ravel().round(4).tolist() for k, v in serve(**{key: tf.constant(x)}).items()})
 PY
 
+echo "== the seed's Example 2: the same model on 2 hosts (processes algo-1, algo-2 on loopback)"
+bin/sagefit local --hosts 2 --model "$work/model" --channel "training=$work/data" \
+  --hp epochs=10 --hp batch_size=16 --output "$work/job2"
+
 echo
-echo "model:   $work/job/model/1 (TF Serving layout)"
+echo "model:   $work/job/model/1 (TF Serving layout; 2 hosts: $work/job2/algo-1/model/1)"
 echo "history: $work/job/output/data/history.json"
 echo "plot:    $work/job/output/data/loss.png"
