@@ -402,7 +402,9 @@ func (g *Group) fail(err error) {
 	if next == origin {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Send only queues, so this is quick unless the link is stuck, which
+	// is no reason to hold up reporting the failure.
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 	defer cancel()
 	g.sendSeq[next]++
 	_ = g.tr.Send(ctx, next, Message{From: g.rank, To: next, Op: g.op, Kind: kindAbort,

@@ -1,0 +1,376 @@
+package distributed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// loopbackConfigs gives rank r the address 127.0.0.(r+1) on a port the
+// kernel picked, with its listener already bound (no port races). Linux
+// routes all of 127.0.0.0/8 to loopback.
+func loopbackConfigs(t testing.TB, n int, job string) []Config {
+	t.Helper()
+	hosts := make([]string, n)
+	addrs := map[string]string{}
+	lis := make([]net.Listener, n)
+	for r := range n {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", r+1))
+		if err != nil {
+			t.Skipf("loopback address 127.0.0.%d unusable here: %v", r+1, err)
+		}
+		lis[r] = l
+		hosts[r] = fmt.Sprintf("algo-%d", r+1)
+		addrs[hosts[r]] = l.Addr().String()
+	}
+	cfgs := make([]Config, n)
+	for r := range n {
+		cfgs[r] = Config{JobName: job, Hosts: hosts, Self: hosts[r], Addrs: addrs, Fingerprint: "3f2a9c1b77d0e4aa",
+			Listener: lis[r], ConnectTimeout: 30 * time.Second, OpTimeout: 20 * time.Second, Logf: t.Logf}
+	}
+	return cfgs
+}
+
+// joinAll joins every config concurrently.
+func joinAll(t testing.TB, cfgs []Config) ([]*Group, []error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	gs := make([]*Group, len(cfgs))
+	errs := make([]error, len(cfgs))
+	var wg sync.WaitGroup
+	for r := range cfgs {
+		wg.Go(func() { gs[r], errs[r] = Join(ctx, cfgs[r]) })
+	}
+	wg.Wait()
+	return gs, errs
+}
+
+func closeAll(t testing.TB, gs []*Group) {
+	for _, g := range gs {
+		if g != nil {
+			if err := errors.Join(g.Close(), g.Close()); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		}
+	}
+}
+
+// expectNoLeak waits (bounded) for the goroutine count to fall back to
+// what it was before the test, and dumps the stacks if it does not.
+func expectNoLeak(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			pprof.Lookup("goroutine").WriteTo(&b, 1)
+			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), before, b.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestGRPCGroup(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("n=%d", n), func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			cfgs := loopbackConfigs(t, n, "job-a")
+			for r := range cfgs {
+				cfgs[r].ChunkBytes = 4096 // many chunks per segment on mid sizes
+			}
+			gs, errs := joinAll(t, cfgs)
+			noErrors(t, errs)
+			for r, g := range gs {
+				if g.Rank() != r || g.World() != n {
+					t.Fatalf("rank %d: Rank()=%d World()=%d", r, g.Rank(), g.World())
+				}
+			}
+			for _, size := range []int{0, 1, n - 1, 7, 1000, 12345, 300000} {
+				xs := inputs(n, size, 21)
+				want := ringOrderSum(xs, Mean)
+				bufs := make([][]float32, n)
+				for r := range n {
+					bufs[r] = slices.Clone(xs[r])
+				}
+				noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+					return g.AllReduce(ctx, bufs[g.Rank()], Mean)
+				}))
+				for r := range n {
+					if !sameBits(bufs[r], want) {
+						t.Fatalf("size %d: rank %d differs from the fixed-order mean", size, r)
+					}
+				}
+			}
+			weights := make([][]byte, n)
+			for r := range n {
+				weights[r] = make([]byte, 100000)
+			}
+			for i := range weights[0] {
+				weights[0][i] = byte(i * 13)
+			}
+			noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+				return g.Broadcast(ctx, weights[g.Rank()], 0)
+			}))
+			for r := range n {
+				if !slices.Equal(weights[r], weights[0]) {
+					t.Fatalf("rank %d: broadcast bytes differ", r)
+				}
+			}
+			metrics := make([][]float64, n)
+			for r := range n {
+				metrics[r] = []float64{float64(r), 1}
+			}
+			noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+				if err := g.Barrier(ctx); err != nil {
+					return err
+				}
+				return g.AllReduceFloat64(ctx, metrics[g.Rank()])
+			}))
+			if want := []float64{float64(n * (n - 1) / 2), float64(n)}; !slices.Equal(metrics[n-1], want) {
+				t.Fatalf("metrics %v, want %v", metrics[n-1], want)
+			}
+			closeAll(t, gs)
+			expectNoLeak(t, before)
+		})
+	}
+}
+
+// TestGRPCLatePeer starts the last host 2 s after the others, with nothing
+// listening on its address until then: the others keep retrying.
+func TestGRPCLatePeer(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 3, "job-late")
+	addr := cfgs[2].Listener.Addr().String()
+	cfgs[2].Listener.Close()
+	cfgs[2].Listener = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	gs := make([]*Group, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for r := range 3 {
+		wg.Go(func() {
+			if r == 2 {
+				time.Sleep(2 * time.Second)
+				if cfgs[2].Addrs[cfgs[2].Self] != addr {
+					panic("address changed")
+				}
+			}
+			gs[r], errs[r] = Join(ctx, cfgs[r])
+		})
+	}
+	wg.Wait()
+	noErrors(t, errs)
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+		return g.AllReduce(ctx, []float32{1, 2, 3, 4}, Sum)
+	}))
+	closeAll(t, gs)
+	expectNoLeak(t, before)
+}
+
+func TestGRPCFingerprintMismatch(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		before := runtime.NumGoroutine()
+		cfgs := loopbackConfigs(t, n, "job-fp")
+		cfgs[n-1].Fingerprint = "9c1b44e0aa0d7f31"
+		gs, errs := joinAll(t, cfgs)
+		closeAll(t, gs)
+		for r, err := range errs {
+			var mm *MismatchError
+			if err == nil || !errors.As(err, &mm) {
+				t.Fatalf("n=%d rank %d: want a fingerprint mismatch, got %v", n, r, err)
+			}
+			msg := err.Error()
+			for _, want := range []string{"model fingerprint", "3f2a9c1b…", "9c1b44e0…", fmt.Sprintf("algo-%d", n),
+				"every host must load the same training SavedModel"} {
+				if !strings.Contains(msg, want) {
+					t.Fatalf("n=%d rank %d: %q does not mention %q", n, r, msg, want)
+				}
+			}
+			t.Logf("rank %d: %v", r, err)
+		}
+		expectNoLeak(t, before)
+	}
+}
+
+func TestGRPCHostListMismatch(t *testing.T) {
+	cfgs := loopbackConfigs(t, 2, "job-hosts")
+	cfgs[1].Hosts = []string{"algo-1", "algo-2", "algo-3"}
+	cfgs[1].Addrs = maps(cfgs[1].Addrs, "algo-3", "127.0.0.1:1")
+	gs, errs := joinAll(t, cfgs)
+	closeAll(t, gs)
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "every host must get the same host list") {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+}
+
+func maps(m map[string]string, k, v string) map[string]string {
+	out := map[string]string{k: v}
+	for a, b := range m {
+		out[a] = b
+	}
+	return out
+}
+
+// TestGRPCRefusesStrangers: a connection from an address that is not one of
+// the job's hosts, or from a host address but without the job's identity,
+// is refused; the real peer still gets in afterwards.
+func TestGRPCRefusesStrangers(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 2, "job-b")
+	target := cfgs[0].Addrs["algo-1"]
+
+	probe := func(from string, h hello) error {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		conn, err := grpc.NewClient("passthrough:///"+target,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) }),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{})))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		stream, err := conn.NewStream(ctx, &ringServiceDesc.Streams[0], linkMethod, grpc.WaitForReady(true))
+		if err != nil {
+			return err
+		}
+		if err := stream.SendMsg(h.message(0)); err != nil && err != io.EOF { // EOF: the status comes from RecvMsg
+			return err
+		}
+		var ack Message
+		return stream.RecvMsg(&ack)
+	}
+
+	// Serve rank 0 alone first: Join blocks until rank 1 arrives.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var g0 *Group
+	var err0 error
+	done := make(chan struct{})
+	go func() { g0, err0 = Join(ctx, cfgs[0]); close(done) }()
+
+	stranger := hello{Proto: protocolVersion, Job: "job-b", Hosts: cfgs[0].Hosts, Rank: 1, Host: "algo-2", Fingerprint: cfgs[0].Fingerprint}
+	if err := probe("127.0.0.9", stranger); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "not an address of any host") {
+		t.Fatalf("connection from 127.0.0.9: want PermissionDenied, got %v", err)
+	}
+	other := stranger
+	other.Job = "job-other"
+	if err := probe("127.0.0.2", other); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `job "job-other"`) {
+		t.Fatalf("connection from another job: want PermissionDenied, got %v", err)
+	}
+
+	g1, err1 := Join(ctx, cfgs[1])
+	<-done
+	noErrors(t, []error{err0, err1})
+	gs := []*Group{g0, g1}
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error { return g.Barrier(ctx) }))
+	closeAll(t, gs)
+	expectNoLeak(t, before)
+}
+
+// TestGRPCPeerClosedMidway: after a peer leaves, the survivor's next
+// collective fails at once with an error naming the peer's rank and address.
+func TestGRPCPeerClosedMidway(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 3, "job-c")
+	for r := range cfgs {
+		cfgs[r].OpTimeout = 3 * time.Second
+	}
+	gs, errs := joinAll(t, cfgs)
+	noErrors(t, errs)
+	gs[1].Close()
+	errs = onAll(t, []*Group{gs[0], gs[2]}, func(ctx context.Context, g *Group) error {
+		return g.AllReduce(ctx, make([]float32, 1000), Sum)
+	})
+	for i, r := range []int{0, 2} {
+		err := errs[i]
+		var pe *PeerError
+		if !errors.As(err, &pe) || pe.Rank != 1 || !strings.Contains(err.Error(), "algo-2 at "+cfgs[1].Addrs["algo-2"]) {
+			t.Fatalf("rank %d: want an error naming rank 1 and its address, got %v", r, err)
+		}
+		t.Logf("rank %d: %v", r, err)
+	}
+	closeAll(t, gs)
+	expectNoLeak(t, before)
+}
+
+func TestJoinSingleHost(t *testing.T) {
+	g, err := Join(context.Background(), Config{JobName: "solo", Hosts: []string{"algo-1"}, Self: "algo-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := []float32{3}
+	if err := g.AllReduce(context.Background(), buf, Mean); err != nil || buf[0] != 3 || g.World() != 1 {
+		t.Fatal(err, buf)
+	}
+	g.Close()
+}
+
+func TestJoinConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Hosts: []string{"a"}, Self: "a"}, "JobName is empty"},
+		{Config{JobName: "j", Self: "a"}, "Hosts is empty"},
+		{Config{JobName: "j", Hosts: []string{"a", "b"}, Self: "c"}, `this host "c" is not in the host list [a b]`},
+		{Config{JobName: "j", Hosts: []string{"a", "a"}, Self: "a"}, "repeated"},
+		{Config{JobName: "j", Hosts: []string{"a", "b"}, Self: "a", Addrs: map[string]string{"z": "1.2.3.4:1"}}, `"z", which is not in the host list`},
+	} {
+		_, err := Join(context.Background(), tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: got %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestParseHostAddrs(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want map[string]string
+		err  string
+	}{
+		{"", map[string]string{}, ""},
+		{"algo-1=127.0.0.1:7001,algo-2=127.0.0.2:7001", map[string]string{"algo-1": "127.0.0.1:7001", "algo-2": "127.0.0.2:7001"}, ""},
+		{" algo-1 = localhost:7001 , ", map[string]string{"algo-1": "localhost:7001"}, ""},
+		{"algo-1=[::1]:7001", map[string]string{"algo-1": "[::1]:7001"}, ""},
+		{"algo-1", nil, "is not host=address"},
+		{"algo-1=127.0.0.1", nil, "is not host:port"},
+		{"a=1.1.1.1:1,a=1.1.1.1:2", nil, "given twice"},
+	} {
+		got, err := ParseHostAddrs(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: got %v, want error %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || len(got) != len(tc.want) {
+			t.Errorf("%q: got %v %v", tc.in, got, err)
+		}
+		for k, v := range tc.want {
+			if got[k] != v {
+				t.Errorf("%q: %s=%q, want %q", tc.in, k, got[k], v)
+			}
+		}
+	}
+}

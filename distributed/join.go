@@ -1,0 +1,409 @@
+package distributed
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultPort is where a host listens when Config.Addrs does not say.
+const DefaultPort = 7001
+
+// DefaultConnectTimeout bounds Join: SageMaker starts hosts within minutes
+// of each other, and their names may take a while to resolve.
+const DefaultConnectTimeout = 15 * time.Minute
+
+// EnvHostAddrs is the variable a launcher may set for local multi-host runs
+// where host names do not resolve (e.g. several "hosts" on one machine):
+//
+//	SAGEFIT_HOST_ADDRS="algo-1=127.0.0.1:7001,algo-2=127.0.0.2:7001"
+//
+// Parse it with ParseHostAddrs and pass the result as Config.Addrs. The
+// package itself reads no environment.
+const EnvHostAddrs = "SAGEFIT_HOST_ADDRS"
+
+// protocolVersion changes whenever the wire format does; hosts running
+// different sagefit builds then fail the handshake with a clear error.
+const protocolVersion = 1
+
+// Config tells Join who is in the job and how to reach them.
+type Config struct {
+	JobName string   // SageMaker training job name; peers of another job are refused
+	Hosts   []string // all hosts in rank order (resourceconfig.json "hosts")
+	Self    string   // this host (resourceconfig.json "current_host"); rank = index in Hosts
+	// Addrs maps a host to "host:port" or "ip:port". Hosts missing here are
+	// reached at host:Port, resolved by name (retried until ConnectTimeout).
+	Addrs map[string]string
+	Port  int // default DefaultPort
+	// Fingerprint identifies the model (variables, shapes, order, dtypes);
+	// every host must have the same one.
+	Fingerprint string
+
+	ConnectTimeout time.Duration // default DefaultConnectTimeout
+	OpTimeout      time.Duration // per collective; default DefaultOpTimeout
+	ChunkBytes     int           // default DefaultChunkBytes
+	Compression    Compression   // default NoCompression
+
+	// Listener, if set, is served instead of listening on Self's address
+	// (tests, or a port bound earlier). Join takes ownership.
+	Listener net.Listener
+	// Logf receives rendezvous progress and failures; default: discard.
+	Logf func(format string, args ...any)
+
+	tune grpcTuning // benchmarks only
+}
+
+// ParseHostAddrs parses "host=addr,host=addr" (see EnvHostAddrs). Spaces
+// around items are ignored; an empty string gives an empty map.
+func ParseHostAddrs(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		host, addr, ok := strings.Cut(item, "=")
+		host, addr = strings.TrimSpace(host), strings.TrimSpace(addr)
+		if !ok || host == "" || addr == "" {
+			return nil, fmt.Errorf("%s: %q is not host=address", EnvHostAddrs, item)
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return nil, fmt.Errorf("%s: address %q of host %s is not host:port", EnvHostAddrs, addr, host)
+		}
+		if _, dup := out[host]; dup {
+			return nil, fmt.Errorf("%s: host %s given twice", EnvHostAddrs, host)
+		}
+		out[host] = addr
+	}
+	return out, nil
+}
+
+func (c *Config) validate() (rank int, err error) {
+	if c.JobName == "" {
+		return 0, errors.New("distributed: Config.JobName is empty")
+	}
+	if len(c.Hosts) == 0 {
+		return 0, errors.New("distributed: Config.Hosts is empty")
+	}
+	seen := map[string]bool{}
+	for _, h := range c.Hosts {
+		if h == "" || seen[h] {
+			return 0, fmt.Errorf("distributed: host list %v has an empty or repeated name", c.Hosts)
+		}
+		seen[h] = true
+	}
+	rank = slices.Index(c.Hosts, c.Self)
+	if rank < 0 {
+		return 0, fmt.Errorf("distributed: this host %q is not in the host list %v", c.Self, c.Hosts)
+	}
+	for h := range c.Addrs {
+		if !seen[h] {
+			return 0, fmt.Errorf("distributed: address given for %q, which is not in the host list %v", h, c.Hosts)
+		}
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.OpTimeout <= 0 {
+		c.OpTimeout = DefaultOpTimeout
+	}
+	if c.ChunkBytes <= 0 {
+		c.ChunkBytes = DefaultChunkBytes
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return rank, nil
+}
+
+func (c *Config) addr(host string) string {
+	if a, ok := c.Addrs[host]; ok {
+		return a
+	}
+	return net.JoinHostPort(host, strconv.Itoa(c.Port))
+}
+
+// Join meets the other hosts and returns the group once every host is
+// connected: it listens on this host's address, connects to the next host in
+// the ring (retrying until ConnectTimeout), accepts the previous host after
+// checking its address and identity, then runs a barrier so that no host
+// starts a collective before the whole ring is up. A host list of one gives a
+// Group that needs no network.
+//
+// The handshake compares job name, host list, rank and model fingerprint. A
+// different job is refused as a stranger; any other difference fails Join on
+// both hosts with one sentence naming both sides.
+func Join(ctx context.Context, cfg Config) (*Group, error) {
+	rank, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	n := len(cfg.Hosts)
+	addrs := make([]string, n)
+	names := make([]string, n)
+	for i, h := range cfg.Hosts {
+		addrs[i] = cfg.addr(h)
+		names[i] = h + " at " + addrs[i]
+	}
+	gopts := []Option{WithChunkBytes(cfg.ChunkBytes), WithCompression(cfg.Compression),
+		WithOpTimeout(cfg.OpTimeout), WithPeerNames(names), WithLogf(cfg.Logf)}
+	if n == 1 {
+		if cfg.Listener != nil {
+			cfg.Listener.Close()
+		}
+		return NewGroup(nil, 0, 1, gopts...)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+
+	tune := cfg.tune
+	if tune.writeBuf == 0 {
+		tune.writeBuf = defaultIOBuffer
+	}
+	if tune.readBuf == 0 {
+		tune.readBuf = defaultIOBuffer
+	}
+	if tune.queue == 0 {
+		tune.queue = defaultQueue
+	}
+	tctx, tcancel := context.WithCancel(context.Background())
+	t := &grpcTransport{
+		id: hello{Proto: protocolVersion, Job: cfg.JobName, Hosts: cfg.Hosts, Rank: rank,
+			Host: cfg.Self, Fingerprint: cfg.Fingerprint},
+		rank: rank, world: n, next: (rank + 1) % n, prev: (rank + n - 1) % n,
+		addrs: addrs, tune: tune, chunkBytes: cfg.ChunkBytes, logf: cfg.Logf,
+		allow: newAllowList(addrs), ctx: tctx, cancel: tcancel,
+		inReady: make(chan struct{}), fatal: make(chan error, 1),
+	}
+	selfHost, _, _ := net.SplitHostPort(addrs[rank])
+	if ip, err := netip.ParseAddr(selfHost); err == nil && ip.IsLoopback() {
+		// Several "hosts" on one machine: speak from our own loopback
+		// address so the peer's address check sees who we are.
+		t.localIP = net.IP(ip.AsSlice())
+	}
+	lis := cfg.Listener
+	if lis == nil {
+		lis, err = listen(addrs[rank])
+		if err != nil {
+			t.Close()
+			return nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
+		}
+	}
+	if err := t.start(lis); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
+	}
+	// fail leaves with a reason both neighbours receive, so a host that
+	// cannot join takes the others down with the same sentence instead of
+	// leaving them waiting out the connect timeout.
+	fail := func(peer int, err error) (*Group, error) {
+		var mm *MismatchError
+		var rf *RemoteFailure
+		switch {
+		case errors.As(err, &rf):
+			t.leave(rf)
+			peer = rf.ReportedBy
+		case errors.As(err, &mm):
+			t.leave(mm)
+		default:
+			t.leave(fmt.Errorf("host %s gave up joining: %v", cfg.Self, err))
+		}
+		if errors.As(err, &mm) {
+			return nil, fmt.Errorf("distributed: join %s: %w", cfg.JobName, err)
+		}
+		return nil, fmt.Errorf("distributed: join %s: rank %d (%s): %w", cfg.JobName, peer, names[peer], err)
+	}
+
+	outDone := make(chan error, 1)
+	go func() { outDone <- t.connectNext(ctx) }()
+	inDone := t.inReady
+	for outDone != nil || inDone != nil {
+		select {
+		case err := <-outDone:
+			if err != nil {
+				return fail(t.next, err)
+			}
+			outDone = nil
+		case <-inDone:
+			inDone = nil
+		case err := <-t.fatal:
+			// Let a handshake in flight finish (briefly) so the next host
+			// gets our reason over the new link rather than a cut stream.
+			t.giveUp.Store(true)
+			if outDone != nil {
+				timer := time.AfterFunc(time.Second, cancel)
+				<-outDone
+				timer.Stop()
+			}
+			return fail(t.prev, err)
+		case <-ctx.Done():
+			if outDone != nil {
+				if err := <-outDone; err != nil {
+					return fail(t.next, err)
+				}
+			}
+			return fail(t.prev, fmt.Errorf("never connected to this host within the connect timeout (%v): %w", cfg.ConnectTimeout, ctx.Err()))
+		}
+	}
+
+	g, err := NewGroup(t, rank, n, gopts...)
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	// The first barrier may wait for far hosts still connecting: give it
+	// what is left of the connect timeout rather than one op's timeout.
+	if dl, ok := ctx.Deadline(); ok {
+		g.o.opTimeout = time.Until(dl)
+	}
+	err = g.Barrier(ctx)
+	g.o.opTimeout = cfg.OpTimeout
+	if err != nil {
+		g.Close()
+		return nil, fmt.Errorf("distributed: join %s: %w", cfg.JobName, err)
+	}
+	t.joined.Store(true)
+	return g, nil
+}
+
+// listen binds addr when it names an IP (local runs give each "host" its
+// own address), else every interface on its port (a SageMaker host name
+// resolves to the container's interface).
+func listen(addr string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		addr = ":" + port
+	}
+	return net.Listen("tcp", addr)
+}
+
+// hello is the handshake both ends send.
+type hello struct {
+	Proto       int      `json:"proto"`
+	Job         string   `json:"job"`
+	Hosts       []string `json:"hosts"`
+	Rank        int      `json:"rank"`
+	Host        string   `json:"host"`
+	Fingerprint string   `json:"fingerprint"`
+}
+
+func (h hello) message(to int) *Message {
+	b, _ := json.Marshal(h)
+	return &Message{From: h.Rank, To: to, Kind: kindHello, Enc: EncBytes, Payload: b}
+}
+
+func parseHello(m Message) (hello, error) {
+	var h hello
+	if m.Kind != kindHello {
+		return h, fmt.Errorf("expected a handshake, got %s", m.Kind)
+	}
+	if err := json.Unmarshal(m.Payload, &h); err != nil {
+		return h, fmt.Errorf("bad handshake: %v", err)
+	}
+	return h, nil
+}
+
+func shortFP(fp string) string {
+	if fp == "" {
+		return "(none)"
+	}
+	if len(fp) > 12 {
+		return fp[:8] + "…"
+	}
+	return fp
+}
+
+// check compares a peer's hello with ours; wantRank is where the peer must
+// sit in the ring relative to us. The remote side is named first.
+func (h hello) check(r hello, wantRank int) error {
+	switch {
+	case r.Proto != h.Proto:
+		return mismatchf("host %s speaks sagefit protocol v%d but %s speaks v%d; every host must run the same sagefit build",
+			r.Host, r.Proto, h.Host, h.Proto)
+	case r.Job != h.Job:
+		return mismatchf("host %s belongs to job %q but %s to job %q", r.Host, r.Job, h.Host, h.Job)
+	case !slices.Equal(r.Hosts, h.Hosts):
+		return mismatchf("host %s sees %d hosts %v but %s sees %d hosts %v; every host must get the same host list",
+			r.Host, len(r.Hosts), r.Hosts, h.Host, len(h.Hosts), h.Hosts)
+	case r.Rank != wantRank || r.Rank < 0 || r.Rank >= len(h.Hosts) || h.Hosts[r.Rank] != r.Host:
+		return mismatchf("host %s claims rank %d but %s expected %s (rank %d) there", r.Host, r.Rank, h.Host, h.Hosts[wantRank], wantRank)
+	case r.Fingerprint != h.Fingerprint:
+		return mismatchf("host %s has model fingerprint %s but %s has %s; every host must load the same training SavedModel",
+			r.Host, shortFP(r.Fingerprint), h.Host, shortFP(h.Fingerprint))
+	}
+	return nil
+}
+
+// allowList is the set of IPs the job's hosts resolve to. Unknown addresses
+// trigger a re-resolution (at most once a second: names may resolve late or
+// change when a host is replaced) before being refused.
+type allowList struct {
+	hosts []string
+
+	mu   sync.Mutex
+	ips  map[netip.Addr]bool
+	last time.Time
+}
+
+func newAllowList(addrs []string) *allowList {
+	a := &allowList{ips: map[netip.Addr]bool{}}
+	for _, addr := range addrs {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		if ip, err := netip.ParseAddr(host); err == nil {
+			a.ips[ip.Unmap()] = true
+			continue
+		}
+		a.hosts = append(a.hosts, host)
+	}
+	return a
+}
+
+func (a *allowList) allows(ctx context.Context, addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(tcp.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ips[ip] {
+		return true
+	}
+	if len(a.hosts) == 0 || time.Since(a.last) < time.Second {
+		return false
+	}
+	a.last = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, h := range a.hosts {
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+		if err != nil {
+			continue
+		}
+		for _, x := range addrs {
+			a.ips[x.Unmap()] = true
+		}
+	}
+	return a.ips[ip]
+}
