@@ -76,17 +76,36 @@ func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return decodeFrame(b, m)
 }
 
-// grpcTuning holds the transport knobs; zero values take the defaults below,
-// which BenchmarkGRPCWindows chose on loopback (see doc.go).
+// grpcTuning holds the transport knobs; zero values take the defaults
+// below. Benchmarks set them; the package does not export them.
 type grpcTuning struct {
-	streamWindow, connWindow int32 // 0: BDP auto-tuning (grpc-go's default)
-	writeBuf, readBuf        int   // 0: defaultIOBuffer
+	streamWindow, connWindow int32 // flow-control windows; both 0 here means the defaults below
+	writeBuf, readBuf        int   // socket-side buffers; 0: defaultIOBuffer
 	queue                    int   // messages buffered per link in our own queues
 }
 
+// Defaults chosen by BenchmarkGRPCTuning (3 ranks, 64 MiB, loopback, 2
+// cores; busbw in MB/s, three runs each):
+//
+//	grpc-go BDP auto-tuning (no window set)        661 668 705
+//	static 256 KiB stream / 1 MiB conn             726 731 747
+//	static 512 KiB stream / 2 MiB conn             725 733 738
+//	static 1 MiB stream / 4 MiB conn               756 785 817   <- default
+//	static 2 MiB stream / 8 MiB conn               677 680 691
+//	static 4 MiB stream / 16 MiB conn              659 680 688
+//	static 16 MiB stream / 64 MiB conn             647 650 666
+//	I/O buffers 32 KiB / 256 KiB / 1 MiB           no difference beyond noise
+//	chunk 256 KiB / 1 MiB / 4 MiB-1 KiB            691-737 / 661-705 / 644-653 (auto windows)
+//
+// In grpc-go, setting a window turns BDP auto-tuning off. Auto-tuning grows
+// windows up to 16 MiB, which on loopback only adds buffering (cache
+// misses); a fixed 1 MiB window is also enough for the links SageMaker hosts
+// share: 1 MiB per 100 us RTT is 10 GB/s per stream, more than one gRPC
+// stream moves. The window grows with ChunkBytes so one chunk always fits.
 const (
-	defaultIOBuffer = 256 << 10
-	defaultQueue    = 8
+	defaultStreamWindow = 1 << 20
+	defaultIOBuffer     = 256 << 10
+	defaultQueue        = 8
 )
 
 // Keepalive: the receiving side (server) pings an idle client every 2 s and

@@ -177,6 +177,10 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 	if tune.queue == 0 {
 		tune.queue = defaultQueue
 	}
+	if tune.streamWindow == 0 && tune.connWindow == 0 {
+		tune.streamWindow = int32(max(defaultStreamWindow, cfg.ChunkBytes))
+		tune.connWindow = 4 * tune.streamWindow
+	}
 	tctx, tcancel := context.WithCancel(context.Background())
 	t := &grpcTransport{
 		id: hello{Proto: protocolVersion, Job: cfg.JobName, Hosts: cfg.Hosts, Rank: rank,

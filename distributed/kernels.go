@@ -40,11 +40,12 @@ func f64View(b []byte) []float64 {
 
 // addF32 computes dst[i] += src[i]. It is the hot loop of the all-reduce.
 // BenchmarkAdd compares gonum's blas32.Axpy (SSE assembly on amd64) with the
-// unrolled pure-Go loop below; Axpy is ~2-3x faster while both vectors fit in
-// cache and about even once the loop is memory bound (see BENCHMARKS in
-// doc.go), so Axpy it is. With alpha = 1 the product 1*x is exact, so Axpy's
-// result is bit-identical to dst[i] + src[i]: the choice of kernel cannot
-// change the numbers, only the speed.
+// unrolled pure-Go loop below (the gc compiler does not auto-vectorise):
+// 27 vs 21 GB/s at 1 Ki elements, 28 vs 17 GB/s at 64 Ki (in cache), 14.4 vs
+// 13.7 GB/s at 4 Mi (memory bound). Axpy wins everywhere, most where chunks
+// sit in cache, so it is the kernel. With alpha = 1 the product 1*x is
+// exact, so Axpy's result is bit-identical to dst[i] + src[i]
+// (TestAddKernelsAgree): the kernel changes the speed, never the numbers.
 func addF32(dst, src []float32) {
 	addF32BLAS(dst, src)
 }
