@@ -166,6 +166,9 @@ type BatchOptions struct {
 	// Prefetch is how many assembled batches may wait ahead of the
 	// consumer; 0 means 2, negative means none (hand-off on demand).
 	Prefetch int
+	// StartStep is the first step to yield, to resume mid-epoch from a
+	// checkpoint; the steps before it are skipped without reading rows.
+	StartStep int
 	// DTypes is the dtype the model wants per tensor; missing tensors keep
 	// the file's dtype.
 	DTypes map[string]DType
@@ -365,7 +368,7 @@ func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o B
 		}
 		dtypes[name] = dt
 	}
-	for step := 0; step < it.steps; step++ {
+	for step := max(o.StartStep, 0); step < it.steps; step++ {
 		if ctx.Err() != nil {
 			it.setErr(ctx.Err())
 			return

@@ -40,8 +40,14 @@ type fitter struct {
 	out      io.Writer // epoch lines
 	terminal bool      // progress bars only on a terminal
 
-	grads  []float32 // fused gradient plus one slot for the batch's row count
+	grads  []float32 // fused gradient, the batch's row count, the stop flag
 	timing timing
+
+	log         io.Writer               // progress notes (stderr)
+	hist        *report.History         // epochs finished, for checkpoints
+	globalStep  int                     // train steps since epoch 1 step 0
+	stop        context.Context         // done once a stop is requested
+	requestStop context.CancelCauseFunc // stops this host when another asked
 }
 
 // timing is what timing.json holds.
@@ -86,16 +92,55 @@ func (f *fitter) batchOptions(c *channelData) data.BatchOptions {
 	return o
 }
 
-// run trains for the job's epochs and returns the history.
-func (f *fitter) run(ctx context.Context) (*report.History, error) {
-	hist := &report.History{}
+// resumePoint is where training starts: epoch 1 step 0, or a checkpoint's.
+type resumePoint struct {
+	epoch, step int
+	metricState []float64 // this host's share of the epoch's metric state; nil at step 0
+	history     *report.History
+}
+
+// StoppedError is returned when a stop was requested (SIGTERM: a stop or a
+// spot interruption) and training stopped cleanly after a step.
+type StoppedError struct {
+	Cause      error
+	Epoch      int
+	Step       int
+	Checkpoint string // empty on hosts other than rank 0
+}
+
+func (e *StoppedError) Error() string {
+	msg := fmt.Sprintf("training stopped (%v) at epoch %d step %d", e.Cause, e.Epoch, e.Step)
+	if e.Checkpoint != "" {
+		msg += "; checkpoint written to " + e.Checkpoint + ", from which a job with the same checkpoint location resumes"
+	}
+	return msg
+}
+
+func (e *StoppedError) Unwrap() error { return e.Cause }
+
+// run trains from the resume point through the job's last epoch and returns
+// the history.
+func (f *fitter) run(ctx context.Context, from resumePoint) (*report.History, error) {
+	hist := from.history
+	if hist == nil {
+		hist = &report.History{}
+	}
+	f.hist = hist
 	f.timing = timing{Hosts: f.world(), BatchSize: f.job.BatchSize, Examples: f.train.ds.Len()}
 	if f.group != nil {
-		f.grads = make([]float32, f.model.Meta().GradientSize+1)
+		// Gradient, then the batch's row count, then the stop flag.
+		f.grads = make([]float32, f.model.Meta().GradientSize+2)
 	}
-	for epoch := 1; epoch <= f.job.Epochs; epoch++ {
+	for epoch := from.epoch; epoch <= f.job.Epochs; epoch++ {
 		start := time.Now()
-		steps, err := f.pass(ctx, epoch, f.train, f.trainStep)
+		startStep := 0
+		if epoch == from.epoch && from.step > 0 {
+			startStep = from.step
+			if err := f.model.AssignMetricState(from.metricState); err != nil {
+				return hist, fmt.Errorf("resume epoch %d: %w", epoch, err)
+			}
+		}
+		steps, err := f.pass(ctx, epoch, f.train, f.trainStep, startStep)
 		if err != nil {
 			return hist, err
 		}
@@ -104,7 +149,7 @@ func (f *fitter) run(ctx context.Context) (*report.History, error) {
 			return hist, fmt.Errorf("epoch %d: metrics: %w", epoch, err)
 		}
 		if f.val != nil {
-			if _, err := f.pass(ctx, epoch, f.val, f.testStep); err != nil {
+			if _, err := f.pass(ctx, epoch, f.val, f.testStep, 0); err != nil {
 				return hist, err
 			}
 			vlogs, err := f.epochMetrics(ctx)
@@ -120,17 +165,31 @@ func (f *fitter) run(ctx context.Context) (*report.History, error) {
 		rl := toReport(logs)
 		hist.Append(rl)
 		fmt.Fprintln(f.out, report.EpochLine(epoch, f.job.Epochs, steps, time.Since(start), rl))
+		if f.job.CheckpointEpochs && epoch < f.job.Epochs {
+			if _, err := f.checkpoint(ctx, epoch+1, 0, steps); err != nil {
+				return hist, err
+			}
+		}
 	}
 	return hist, nil
 }
 
-// pass runs one epoch's steps over a channel, after resetting the metrics as
-// Keras does at the start of fit's epoch and of evaluate.
-func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step func(context.Context, model.Batch) ([]model.Metric, error)) (int, error) {
-	if err := f.model.ResetMetrics(); err != nil {
-		return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+// stepFunc runs one step; stop reports that every host agreed to stop
+// after it.
+type stepFunc func(context.Context, model.Batch) (logs []model.Metric, stop bool, err error)
+
+// pass runs one epoch's steps over a channel from startStep, after
+// resetting the metrics as Keras does at the start of fit's epoch and of
+// evaluate (a resumed epoch keeps the metric state it was given).
+func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step stepFunc, startStep int) (int, error) {
+	if startStep == 0 {
+		if err := f.model.ResetMetrics(); err != nil {
+			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+		}
 	}
-	it := c.ds.Epoch(ctx, epoch-1, f.batchOptions(c))
+	opts := f.batchOptions(c)
+	opts.StartStep = startStep
+	it := c.ds.Epoch(ctx, epoch-1, opts)
 	defer it.Close()
 	steps := it.StepsPerEpoch()
 	if c.sharded && f.group != nil {
@@ -147,7 +206,7 @@ func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step func(
 		defer progress.Done()
 	}
 	exhausted := false
-	for n := 0; n < steps; n++ {
+	for n := startStep; n < steps; n++ {
 		var b *data.Batch
 		if !exhausted {
 			var err error
@@ -162,7 +221,7 @@ func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step func(
 		if b != nil {
 			mb = model.Batch{Rows: b.Rows, Tensors: b.Tensors}
 		}
-		logs, err := step(ctx, mb)
+		logs, stop, err := step(ctx, mb)
 		if b != nil {
 			b.Release()
 		}
@@ -172,8 +231,60 @@ func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step func(
 		if progress != nil && logs != nil {
 			progress.Step(toReport(logs))
 		}
+		if c != f.train {
+			continue
+		}
+		f.globalStep++
+		if stop {
+			path, err := f.checkpoint(ctx, epoch, n+1, steps)
+			if err != nil {
+				return n, err
+			}
+			return n, &StoppedError{Cause: context.Cause(f.stop), Epoch: epoch, Step: n + 1, Checkpoint: path}
+		}
+		if k := f.job.CheckpointSteps; k > 0 && f.globalStep%k == 0 && n+1 < steps {
+			if _, err := f.checkpoint(ctx, epoch, n+1, steps); err != nil {
+				return n, err
+			}
+		}
 	}
 	return steps, nil
+}
+
+// checkpoint writes where training stands; every host takes part (the
+// metric state is summed over hosts) and rank 0 writes. It returns the
+// checkpoint's path on rank 0.
+func (f *fitter) checkpoint(ctx context.Context, epoch, step, steps int) (string, error) {
+	var state []float64
+	if step > 0 {
+		var err error
+		if state, err = f.model.MetricState(); err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
+		if f.group != nil {
+			if err := f.group.AllReduceFloat64(ctx, state); err != nil {
+				return "", fmt.Errorf("checkpoint: all-reduce metric state: %w", err)
+			}
+		}
+	}
+	if f.rank() != 0 {
+		return "", nil
+	}
+	vars, err := f.model.ReadVariables()
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	path, err := writeCheckpoint(f.job.CheckpointDir, ckptState{
+		Version: checkpointVersion, Fingerprint: f.model.Meta().Fingerprint,
+		Epoch: epoch, Step: step, Steps: steps, GlobalStep: f.globalStep,
+		Seed: f.job.Seed, Shuffle: f.job.Shuffle, BatchSize: f.job.BatchSize, Hosts: f.world(),
+		MetricState: state,
+	}, vars, f.hist, f.job.CheckpointKeep)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(f.log, "sagefit: checkpoint %s\n", path)
+	return path, nil
 }
 
 // agreeSteps returns the largest step count of any host.
@@ -194,38 +305,52 @@ func (f *fitter) agreeSteps(ctx context.Context, mine int) (int, error) {
 // computes this host's gradient, sums it with the others' weighted by their
 // row counts, and applies the mean, so N hosts with batch B train as one
 // host with batch N*B.
-func (f *fitter) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, error) {
+//
+// A stop request (SIGTERM on any host) rides in the same buffer, so every
+// host stops after the same step and the checkpoint is consistent.
+func (f *fitter) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bool, error) {
+	stopping := f.stop.Err() != nil
 	if f.group == nil {
-		return f.model.TrainStep(b)
+		logs, err := f.model.TrainStep(b)
+		return logs, stopping, err
 	}
-	n := len(f.grads) - 1
+	n := len(f.grads) - 2
 	var logs []model.Metric
 	if b.Rows > 0 {
 		var err error
 		if logs, err = f.model.ComputeGradients(b, f.grads[:n]); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		scale(f.grads[:n], float32(b.Rows))
 	} else {
 		clear(f.grads[:n]) // an empty share of the last batch still joins the ring
 	}
 	f.grads[n] = float32(b.Rows)
+	f.grads[n+1] = 0
+	if stopping {
+		f.grads[n+1] = 1
+	}
 	if err := f.group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
-		return nil, fmt.Errorf("all-reduce gradients: %w", err)
+		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
+	}
+	stop := f.grads[n+1] > 0
+	if stop && !stopping {
+		f.requestStop(errors.New("another host of the job was stopped"))
 	}
 	total := f.grads[n]
 	if total == 0 {
-		return logs, nil
+		return logs, stop, nil
 	}
 	scale(f.grads[:n], 1/total)
-	return logs, f.model.ApplyGradients(f.grads[:n])
+	return logs, stop, f.model.ApplyGradients(f.grads[:n])
 }
 
-func (f *fitter) testStep(_ context.Context, b model.Batch) ([]model.Metric, error) {
+func (f *fitter) testStep(_ context.Context, b model.Batch) ([]model.Metric, bool, error) {
 	if b.Rows == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
-	return f.model.TestStep(b)
+	logs, err := f.model.TestStep(b)
+	return logs, false, err
 }
 
 // epochMetrics reads the metrics; with several hosts it first sums every

@@ -35,6 +35,9 @@ const (
 	HPConnectTimeout  = "sagefit_connect_timeout"
 	HPAllReduceChunk  = "sagefit_allreduce_chunk_bytes"
 	HPCompressFP16    = "sagefit_fp16_allreduce"
+	HPCheckpoint      = "checkpoint"       // checkpoint every epoch; default: when checkpointconfig.json exists
+	HPCheckpointSteps = "checkpoint_steps" // also every N steps
+	HPCheckpointKeep  = "checkpoint_keep"  // newest K kept
 	defaultModelChan  = "model"
 	defaultValChannel = "validation"
 )
@@ -58,6 +61,11 @@ type Job struct {
 	ModelVersion string
 
 	Session model.Config
+
+	CheckpointDir    string
+	CheckpointEpochs bool
+	CheckpointSteps  int
+	CheckpointKeep   int
 
 	PeerTimeout    time.Duration
 	ConnectTimeout time.Duration
@@ -85,6 +93,8 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 		{HPIntraOpThreads, 0, &j.Session.IntraOpThreads, 0},
 		{HPInterOpThreads, 0, &j.Session.InterOpThreads, 0},
 		{HPAllReduceChunk, 1 << 20, &j.ChunkBytes, 4},
+		{HPCheckpointSteps, 0, &j.CheckpointSteps, 0},
+		{HPCheckpointKeep, 3, &j.CheckpointKeep, 1},
 	}
 	for _, p := range ints {
 		if *p.dst, err = env.Int(p.name, p.def); err != nil {
@@ -109,6 +119,7 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 		{HPSoftPlacement, true, &j.Session.SoftPlacement},
 		{HPLogPlacement, false, &j.Session.LogPlacement},
 		{HPCompressFP16, false, &j.CompressFP16},
+		{HPCheckpoint, env.CheckpointS3URI != "", &j.CheckpointEpochs},
 	}
 	for _, p := range bools {
 		if *p.dst, err = env.Bool(p.name, p.def); err != nil {
@@ -130,6 +141,7 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 	if j.TensorFiles, err = env.StringMap(HPTensorFiles, nil); err != nil {
 		return nil, err
 	}
+	j.CheckpointDir = env.CheckpointDir
 	j.ModelVersion = env.String(HPModelVersion, "1")
 	if _, err := strconv.ParseUint(j.ModelVersion, 10, 64); err != nil {
 		return nil, fmt.Errorf("hyperparameter %q must be a positive whole number (TF Serving's version folder), got %q", HPModelVersion, j.ModelVersion)

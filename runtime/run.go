@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,7 +82,12 @@ func fail(stderr io.Writer, paths sagemaker.Paths, err error) int {
 // Reason turns an error into the one sentence a user reads as the job's
 // FailureReason.
 func Reason(err error) string {
+	var stopped *StoppedError
 	var stop *sagemaker.StopError
+	if errors.As(err, &stopped) {
+		msg := stopped.Error()
+		return strings.ToUpper(msg[:1]) + msg[1:] + "."
+	}
 	if errors.As(err, &stop) {
 		return "Training stopped: " + stop.Error() + "."
 	}
@@ -126,7 +132,22 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer m.Close()
 	meta := m.Meta()
-	if job.LearningRate > 0 {
+	// Rank 0 resumes from the newest good checkpoint (SageMaker puts them
+	// back in the checkpoint dir of a restarted job); the others get its
+	// weights and position below.
+	var ck *loadedCheckpoint
+	if env.Rank == 0 {
+		if ck, err = latestCheckpoint(job.CheckpointDir, meta.Fingerprint, o.Stderr); err != nil {
+			return nil, err
+		}
+		if ck != nil {
+			if err := resumeVariables(m, ck, job, len(env.Hosts)); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(o.Stderr, "sagefit: resuming from %s (epoch %d, step %d)\n", ck.path, ck.state.Epoch, ck.state.Step)
+		}
+	}
+	if job.LearningRate > 0 && ck == nil {
 		if err := m.SetLearningRate(job.LearningRate); err != nil {
 			return nil, fmt.Errorf("hyperparameter %q: %w", HPLearningRate, err)
 		}
@@ -155,12 +176,26 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	from, err := resumeFrom(ctx, ck, group, meta.MetricStateSize)
+	if err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %d examples, batch %d, %d epochs\n",
 		env.CurrentHost, env.Rank, len(env.Hosts), job.ModelDir, job.TrainChannel.Name, train.ds.Len(), job.BatchSize, job.Epochs)
 
-	f := &fitter{job: job, model: m, group: group, train: train, val: val, out: o.Stdout, terminal: o.Terminal}
-	hist, err := f.run(ctx)
+	// A stop request (SIGTERM) ends training after the current step, with a
+	// checkpoint; it does not cancel the step itself, nor the collectives
+	// that bring the other hosts to the same stop.
+	stop, requestStop := context.WithCancelCause(ctx)
+	defer requestStop(nil)
+	f := &fitter{job: job, model: m, group: group, train: train, val: val, out: o.Stdout, log: o.Stderr,
+		terminal: o.Terminal, stop: stop, requestStop: requestStop}
+	hist, err := f.run(context.WithoutCancel(ctx), from)
 	if err != nil {
+		var stopped *StoppedError
+		if errors.As(err, &stopped) {
+			return nil, err
+		}
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			return nil, fmt.Errorf("%w (%v)", cause, err)
 		}
@@ -210,6 +245,68 @@ func writeTiming(path string, t timing) error {
 		return err
 	}
 	return os.WriteFile(path, raw, 0o644)
+}
+
+// resumeVariables checks a checkpoint fits this job and loads its weights.
+func resumeVariables(m *model.Model, ck *loadedCheckpoint, job *Job, hosts int) error {
+	st := ck.state
+	if st.Step > 0 && (st.BatchSize != job.BatchSize || st.Hosts != hosts || st.Seed != job.Seed || st.Shuffle != job.Shuffle) {
+		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %d hosts, seed %d, shuffle %v, but this job has batch_size %d, %d hosts, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",
+			ck.path, st.BatchSize, st.Hosts, st.Seed, st.Shuffle, job.BatchSize, hosts, job.Seed, job.Shuffle)
+	}
+	vars, err := splitVariables(m, ck.vars)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", ck.path, err)
+	}
+	if err := m.AssignVariables(vars); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", ck.path, err)
+	}
+	return nil
+}
+
+// resumeFrom tells every host where training starts: rank 0 decided (from
+// its checkpoint, if any) and broadcasts it. Rank 0 carries the summed
+// metric state of a resumed epoch; the others start theirs at zero.
+func resumeFrom(ctx context.Context, ck *loadedCheckpoint, g Group, stateSize int) (resumePoint, error) {
+	type header struct {
+		Epoch, Step int
+		State       []float64
+		History     *report.History
+	}
+	h := header{Epoch: 1}
+	if ck != nil {
+		h = header{Epoch: ck.state.Epoch, Step: ck.state.Step, State: ck.state.MetricState, History: ck.hist}
+	}
+	if g != nil {
+		raw, err := json.Marshal(h)
+		if err != nil {
+			return resumePoint{}, err
+		}
+		size := make([]byte, 8)
+		binary.LittleEndian.PutUint64(size, uint64(len(raw)))
+		if err := g.Broadcast(ctx, size, 0); err != nil {
+			return resumePoint{}, fmt.Errorf("broadcast resume point: %w", err)
+		}
+		if g.Rank() != 0 {
+			raw = make([]byte, binary.LittleEndian.Uint64(size))
+		}
+		if err := g.Broadcast(ctx, raw, 0); err != nil {
+			return resumePoint{}, fmt.Errorf("broadcast resume point: %w", err)
+		}
+		if g.Rank() != 0 {
+			h = header{}
+			if err := json.Unmarshal(raw, &h); err != nil {
+				return resumePoint{}, fmt.Errorf("resume point from rank 0: %w", err)
+			}
+			if h.Step > 0 {
+				h.State = make([]float64, stateSize)
+			}
+		}
+	}
+	if h.Step > 0 && len(h.State) != stateSize {
+		return resumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d", len(h.State), stateSize)
+	}
+	return resumePoint{epoch: h.Epoch, step: h.Step, metricState: h.State, history: h.History}, nil
 }
 
 // broadcastVariables makes every host start from rank 0's weights and

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -80,6 +81,18 @@ func cluster(n int, base string, spec sagemaker.LocalSpec, stdout, stderr io.Wri
 		}
 	}
 	fmt.Fprintf(stderr, "sagefit local: %d hosts %s, base dirs under %s\n", n, strings.Join(addrs, " "), base)
+	// A stop of the launcher is a stop of the job: every host gets it and
+	// stops after the same step, writing a checkpoint.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			for _, cmd := range cmds {
+				cmd.Process.Signal(sig)
+			}
+		}
+	}()
 	wg.Wait()
 	code := 0
 	for i, cmd := range cmds {

@@ -259,7 +259,7 @@ func TestSIGTERMOnOneHostStopsJob(t *testing.T) {
 		if code == 0 {
 			t.Errorf("%s exited 0", h.name)
 		}
-		if !strings.Contains(reason, "SIGTERM") && !strings.Contains(reason, "algo-2") {
+		if !strings.Contains(reason, "SIGTERM") && !strings.Contains(reason, "another host") {
 			t.Errorf("%s failure %q names neither the signal nor the stopped host", h.name, reason)
 		}
 		noTrace(t, h.stderr.String())
@@ -382,5 +382,98 @@ func TestLinkCutEndsJob(t *testing.T) {
 		if !strings.Contains(reason, other) {
 			t.Errorf("%s failure %q does not name %s", h.name, reason, other)
 		}
+	}
+}
+
+// runStopped starts `sagefit local` (n hosts) into out, sends SIGTERM once
+// the first epoch line appears, and waits; it returns the failure reason of
+// the host that writes checkpoints.
+func runStopped(t *testing.T, args []string, out string, hosts int) string {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stdout, stderr lockedBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for !strings.Contains(stdout.String(), "Epoch 1/") {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no epoch line:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("stopped run exited 0; it should have been stopped mid-training:\n%s", stdout.String())
+	}
+	first := out
+	if hosts > 1 {
+		first = filepath.Join(out, "algo-1")
+	}
+	reason, _ := os.ReadFile(filepath.Join(first, "output", "failure"))
+	// A restarted job runs in a fresh container: only checkpoints carry over.
+	for i := 1; i <= hosts; i++ {
+		dir := out
+		if hosts > 1 {
+			dir = filepath.Join(out, fmt.Sprintf("algo-%d", i))
+		}
+		os.Remove(filepath.Join(dir, "output", "failure"))
+	}
+	return string(reason)
+}
+
+// TestResumeAfterSIGTERMMatchesUninterrupted: a run stopped by SIGTERM
+// mid-training and started again ends with the same weights and history as
+// a run that was never stopped (shuffle on), on one host and on two.
+func TestResumeAfterSIGTERMMatchesUninterrupted(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "20000", "--no-fit", "--no-validation")
+	for _, hosts := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d hosts", hosts), func(t *testing.T) {
+			args := func(out string) []string {
+				return []string{"local", "--hosts", fmt.Sprint(hosts), "--model", filepath.Join(fx, "model"),
+					"--channel", "training=" + filepath.Join(fx, "train"), "--output", out,
+					"--hp", "epochs=5", "--hp", "seed=11", "--hp", "batch_size=32", "--hp", "checkpoint=true"}
+			}
+			whole := runLocal(t, fx, hosts, "epochs=5", "seed=11", "batch_size=32", "checkpoint=true")
+
+			out := t.TempDir()
+			reason := runStopped(t, args(out), out, hosts)
+			t.Logf("stopped: %s", reason)
+			if !strings.Contains(reason, "stopped by SIGTERM") || !strings.Contains(reason, "checkpoint written to") {
+				t.Fatalf("failure reason %q does not say it stopped on SIGTERM and wrote a checkpoint", reason)
+			}
+			cmd := exec.Command(binary, args(out)...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("resumed run: %v\n%s", err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), "resuming from") {
+				t.Errorf("the second run did not resume:\n%s", stderr.String())
+			}
+			resumed := out
+			if hosts > 1 {
+				resumed = filepath.Join(out, "algo-1")
+			}
+			hw, hr := history(t, whole), history(t, resumed)
+			for k, want := range hw {
+				for e := range want {
+					if e >= len(hr[k]) || hr[k][e] != want[e] {
+						t.Errorf("%s: resumed %v, uninterrupted %v", k, hr[k], want)
+						break
+					}
+				}
+			}
+			ww, wr := weights(t, whole), weights(t, resumed)
+			for i := range ww {
+				for j := range ww[i] {
+					if ww[i][j] != wr[i][j] {
+						t.Fatalf("weight %d[%d]: resumed %v, uninterrupted %v", i, j, wr[i][j], ww[i][j])
+					}
+				}
+			}
+		})
 	}
 }

@@ -198,3 +198,32 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestPeriodicCheckpoints: every N steps and every epoch, newest K kept, in
+// the LocalPath of checkpointconfig.json's place (here the default dir).
+func TestPeriodicCheckpoints(t *testing.T) {
+	base := seedJob(t, map[string]string{"epochs": "3", "checkpoint": "true", "checkpoint_steps": "3", "checkpoint_keep": "2"})
+	cmd := exec.Command(binary, "train")
+	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	if n := strings.Count(stderr.String(), "sagefit: checkpoint "); n < 5 {
+		t.Errorf("%d checkpoints written, want every 3 steps and each epoch:\n%s", n, stderr.String())
+	}
+	entries, err := os.ReadDir(filepath.Join(base, "checkpoints"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	// 200 rows, batch 32: 7 steps an epoch, so global steps 15 and 18 are
+	// epoch 3 steps 1 and 4, the newest two.
+	if strings.Join(names, " ") != "ckpt-000003-000000001 ckpt-000003-000000004" {
+		t.Errorf("checkpoints kept: %v", names)
+	}
+}

@@ -1,0 +1,252 @@
+package runtime
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/report"
+)
+
+// A checkpoint is a folder ckpt-<epoch>-<step> under the checkpoint dir:
+// variables.bin (every model and optimizer variable, raw, in contract
+// order) and state.json (where training stood, the metric state, the
+// history so far, and variables.bin's SHA-256). It is written under a
+// temporary name, synced and renamed, so a reader sees all of it or none.
+const (
+	checkpointPrefix  = "ckpt-"
+	checkpointVars    = "variables.bin"
+	checkpointState   = "state.json"
+	checkpointVersion = 1
+)
+
+// checkpointState is state.json.
+type ckptState struct {
+	Version     int       `json:"version"`
+	Fingerprint string    `json:"fingerprint"`
+	Epoch       int       `json:"epoch"` // 1-based epoch under way
+	Step        int       `json:"step"`  // steps of Epoch already trained
+	Steps       int       `json:"steps"` // steps per epoch when written
+	GlobalStep  int       `json:"global_step"`
+	Seed        int64     `json:"seed"`
+	Shuffle     bool      `json:"shuffle"`
+	BatchSize   int       `json:"batch_size"`
+	Hosts       int       `json:"hosts"`
+	MetricState []float64 `json:"metric_state"` // summed over hosts
+	// History is the epochs finished so far, as history.json holds them.
+	History      json.RawMessage `json:"history"`
+	VariablesSHA string          `json:"variables_sha256"`
+	VariablesLen int64           `json:"variables_bytes"`
+}
+
+func checkpointName(epoch, step int) string {
+	return fmt.Sprintf("%s%06d-%09d", checkpointPrefix, epoch, step)
+}
+
+// writeCheckpoint writes one checkpoint into dir and keeps the newest keep.
+func writeCheckpoint(dir string, st ckptState, vars []model.Variable, hist *report.History, keep int) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("checkpoint dir: %w", err)
+	}
+	name := checkpointName(st.Epoch, st.Step)
+	tmp, err := os.MkdirTemp(dir, ".tmp-"+name+"-")
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	f, err := os.Create(filepath.Join(tmp, checkpointVars))
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	for _, v := range vars {
+		n, err := w.Write(v.Data)
+		st.VariablesLen += int64(n)
+		if err != nil {
+			f.Close()
+			return "", fmt.Errorf("checkpoint: write variables: %w", err)
+		}
+	}
+	if err := syncClose(f); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	st.VariablesSHA = hex.EncodeToString(h.Sum(nil))
+	if st.History, err = json.Marshal(hist); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	raw, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	sf, err := os.Create(filepath.Join(tmp, checkpointState))
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	if _, err := sf.Write(raw); err != nil {
+		sf.Close()
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := syncClose(sf); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := syncPath(tmp); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	final := filepath.Join(dir, name)
+	if err := os.RemoveAll(final); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := syncPath(dir); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := pruneCheckpoints(dir, keep); err != nil {
+		return "", err
+	}
+	return final, nil
+}
+
+func syncClose(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncPath(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// listCheckpoints returns the checkpoint folders in dir, newest first.
+func listCheckpoints(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint dir: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), checkpointPrefix) {
+			names = append(names, e.Name())
+		}
+	}
+	// Names sort by (epoch, step): fixed-width numbers.
+	sort.Sort(sort.Reverse(sort.StringSlice(names)))
+	for i, n := range names {
+		names[i] = filepath.Join(dir, n)
+	}
+	return names, nil
+}
+
+func pruneCheckpoints(dir string, keep int) error {
+	if keep <= 0 {
+		return nil
+	}
+	all, err := listCheckpoints(dir)
+	if err != nil {
+		return err
+	}
+	for _, old := range all[min(keep, len(all)):] {
+		if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("remove old checkpoint: %w", err)
+		}
+	}
+	return nil
+}
+
+// loadedCheckpoint is a checkpoint read back and verified.
+type loadedCheckpoint struct {
+	path  string
+	state ckptState
+	vars  []byte
+	hist  *report.History
+}
+
+// readCheckpoint reads and verifies one checkpoint folder.
+func readCheckpoint(path, fingerprint string) (*loadedCheckpoint, error) {
+	raw, err := os.ReadFile(filepath.Join(path, checkpointState))
+	if err != nil {
+		return nil, err
+	}
+	var st ckptState
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, fmt.Errorf("%s is not valid JSON: %v", checkpointState, err)
+	}
+	if st.Version != checkpointVersion {
+		return nil, fmt.Errorf("checkpoint format %d, want %d", st.Version, checkpointVersion)
+	}
+	if st.Fingerprint != fingerprint {
+		return nil, fmt.Errorf("it was written for another model (fingerprint %.8s…, this model %.8s…)", st.Fingerprint, fingerprint)
+	}
+	vars, err := os.ReadFile(filepath.Join(path, checkpointVars))
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(vars)
+	if int64(len(vars)) != st.VariablesLen || hex.EncodeToString(sum[:]) != st.VariablesSHA {
+		return nil, fmt.Errorf("%s does not match its checksum (partial or corrupt)", checkpointVars)
+	}
+	hist := &report.History{}
+	if len(st.History) > 0 && string(st.History) != "null" {
+		if err := json.Unmarshal(st.History, hist); err != nil {
+			return nil, fmt.Errorf("history: %v", err)
+		}
+	}
+	return &loadedCheckpoint{path: path, state: st, vars: vars, hist: hist}, nil
+}
+
+// latestCheckpoint returns the newest checkpoint that verifies, warning
+// about each newer one that does not; nil when there is none.
+func latestCheckpoint(dir, fingerprint string, warn io.Writer) (*loadedCheckpoint, error) {
+	all, err := listCheckpoints(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, path := range all {
+		c, err := readCheckpoint(path, fingerprint)
+		if err == nil {
+			return c, nil
+		}
+		fmt.Fprintf(warn, "sagefit: warning: skipping checkpoint %s: %v\n", path, err)
+	}
+	return nil, nil
+}
+
+// splitVariables lays checkpoint bytes over the model's variables.
+func splitVariables(m *model.Model, raw []byte) ([]model.Variable, error) {
+	vars, err := m.ReadVariables()
+	if err != nil {
+		return nil, err
+	}
+	for i := range vars {
+		n := len(vars[i].Data)
+		if len(raw) < n {
+			return nil, errors.New("checkpoint holds fewer variable bytes than the model has")
+		}
+		vars[i].Data, raw = raw[:n:n], raw[n:]
+	}
+	if len(raw) != 0 {
+		return nil, errors.New("checkpoint holds more variable bytes than the model has")
+	}
+	return vars, nil
+}
