@@ -14,7 +14,7 @@ export CGO_LDFLAGS := -L$(LIB) -l:libtensorflow_cc.so.2 -l:libtensorflow_framewo
 export SAGEFIT_PYTHON := $(CURDIR)/$(PY)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup build test test-go test-python demo bench clean vet env
+.PHONY: setup build test test-go test-python demo bench bench-allreduce clean vet env lint-docker
 
 setup: $(STAMP)
 
@@ -28,13 +28,16 @@ build: setup
 vet: setup
 	$(GO) vet ./...
 
-test: build vet test-go test-python
+test: build vet lint-docker test-go test-python
 
 test-go: setup
 	$(GO) test -count=1 -timeout 40m ./...
 
 test-python: setup
 	$(PY) -m pytest -q python/tests
+
+lint-docker: setup
+	docker/lint.sh $(PY)
 
 demo: build
 	scripts/demo.sh
