@@ -57,6 +57,9 @@ type timing struct {
 	StepsPerEpoch int       `json:"steps_per_epoch"`
 	Examples      int       `json:"examples"` // training rows of one epoch, all hosts
 	EpochSeconds  []float64 `json:"epoch_seconds"`
+	// InputSeconds is, per epoch, how long training steps waited for their
+	// batch: near zero when prefetch keeps up.
+	InputSeconds []float64 `json:"input_wait_seconds"`
 }
 
 func (f *fitter) world() int {
@@ -206,11 +209,17 @@ func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step stepF
 		defer progress.Done()
 	}
 	exhausted := false
+	var waited time.Duration
+	if c == f.train {
+		defer func() { f.timing.InputSeconds = append(f.timing.InputSeconds, waited.Seconds()) }()
+	}
 	for n := startStep; n < steps; n++ {
 		var b *data.Batch
 		if !exhausted {
 			var err error
+			t0 := time.Now()
 			b, err = it.Next(ctx)
+			waited += time.Since(t0)
 			if errors.Is(err, io.EOF) {
 				exhausted, b = true, nil
 			} else if err != nil {

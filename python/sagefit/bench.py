@@ -29,6 +29,8 @@ CASES = {
 }
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
+PBEGIN = "<!-- prefetch:begin -->"
+PEND = "<!-- prefetch:end -->"
 
 
 def keras_fit(family, fixture, epochs, batch_size, threads):
@@ -60,7 +62,8 @@ def keras_fit(family, fixture, epochs, batch_size, threads):
     return times
 
 
-def sagefit_fit(binary, fixture, epochs, batch_size, threads, work):
+def sagefit_fit(binary, fixture, epochs, batch_size, threads, work, prefetch=2):
+    """Train with sagefit local; return timing.json (epoch and input-wait seconds)."""
     out = os.path.join(work, "job")
     cmd = [
         binary, "local",
@@ -70,11 +73,12 @@ def sagefit_fit(binary, fixture, epochs, batch_size, threads, work):
         "--hp", f"batch_size={batch_size}",
         "--hp", f"intra_op_threads={threads}",
         "--hp", f"inter_op_threads={threads}",
+        "--hp", f"prefetch={prefetch}",
         "--output", out,
     ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(out, "output", "data", "timing.json")) as f:
-        return json.load(f)["epoch_seconds"]
+        return json.load(f)
 
 
 def machine():
@@ -112,6 +116,7 @@ def main():
     from sagefit import testing
 
     rows_out = []
+    prefetch_out = []
     with tempfile.TemporaryDirectory() as work:
         for family in a.families.split(","):
             rows, batch, epochs = CASES[family]
@@ -124,8 +129,16 @@ def main():
                 check=True, capture_output=True, text=True,
             ).stdout
             keras_times = json.loads(out.strip().splitlines()[-1])
-            sf_times = sagefit_fit(a.sagefit, fixture, epochs, batch, a.threads,
-                                   os.path.join(work, family + "-run"))
+            sf = sagefit_fit(a.sagefit, fixture, epochs, batch, a.threads,
+                             os.path.join(work, family + "-run"))
+            sf_times = sf["epoch_seconds"]
+            off = sagefit_fit(a.sagefit, fixture, epochs, batch, a.threads,
+                              os.path.join(work, family + "-noprefetch"), prefetch=0)
+            for label, t in (("on (2 batches)", sf), ("off", off)):
+                secs = sum(t["epoch_seconds"][1:])
+                wait = sum(t["input_wait_seconds"][1:])
+                steps = t["steps_per_epoch"] * (len(t["epoch_seconds"]) - 1)
+                prefetch_out.append((family, label, 1e6 * secs / steps, 100 * wait / secs))
             k = rows / (sum(keras_times[1:]) / len(keras_times[1:]))
             s = rows / (sum(sf_times[1:]) / len(sf_times[1:]))
             rows_out.append((family, batch, rows, epochs, k, s, s / k))
@@ -134,7 +147,7 @@ def main():
 
     table = [
         f"Measured {datetime.date.today()} on {machine()}; TensorFlow {tf.__version__} "
-        f"(CPU wheel), {a.threads} intra-op and inter-op threads on both sides, "
+        f"(wheel, on CPU), {a.threads} intra-op and inter-op threads on both sides, "
         "shuffle on, epochs after the first averaged.",
         "",
         "| model | batch | examples/epoch | epochs | Keras model.fit ex/s | sagefit ex/s | sagefit / Keras |",
@@ -144,15 +157,30 @@ def main():
         table.append(f"| {family} | {batch} | {rows} | {epochs} | {k:,.0f} | {s:,.0f} | {r:.2f}x |")
     text = "\n".join(table)
     print(text)
+    ptable = [
+        "Same runs, sagefit with input prefetch on and off: time per step and the share of "
+        "it spent waiting for the batch (`input_wait_seconds` of timing.json).",
+        "",
+        "| model | prefetch | µs per step | input wait / step time |",
+        "|---|---|---|---|",
+    ]
+    for family, label, us, pct in prefetch_out:
+        ptable.append(f"| {family} | {label} | {us:,.0f} | {pct:.1f}% |")
+    ptext = "\n".join(ptable)
+    print(ptext)
     if a.markdown:
         body = open(a.markdown).read() if os.path.exists(a.markdown) else ""
-        block = f"{BEGIN}\n{text}\n{END}"
-        if BEGIN in body and END in body:
-            body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
-        else:
-            body += "\n" + block + "\n"
+        body = _replace_block(body, BEGIN, END, text)
+        body = _replace_block(body, PBEGIN, PEND, ptext)
         with open(a.markdown, "w") as f:
             f.write(body)
+
+
+def _replace_block(body, begin, end, text):
+    block = f"{begin}\n{text}\n{end}"
+    if begin in body and end in body:
+        return body[: body.index(begin)] + block + body[body.index(end) + len(end):]
+    return body + "\n" + block + "\n"
 
 
 if __name__ == "__main__":
