@@ -57,6 +57,21 @@ def seed_wide():
     return model
 
 
+def wide():
+    """Logistic regression on 4096 features: rows of 16 KiB, so data sets of
+    gigabytes have few enough rows to train through in seconds."""
+    keras = _keras()
+    model = keras.Sequential([keras.Input((4096,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def wide_data(rows, rng):
+    x = rng.random((rows, 4096), dtype=np.float32)
+    y = rng.integers(0, 2, rows).astype(np.float32)
+    return {"train": x}, {"labels": y}
+
+
 def seed_data(rows, rng):
     """The seed article's data: 10 uniform features, a random 0/1 label."""
     x = rng.random((rows, 10), dtype=np.float32)
@@ -141,6 +156,7 @@ def small_cnn_data(rows, rng):
 FAMILIES = {
     "seed": (seed_mlp, seed_data),
     "seed_wide": (seed_wide, seed_data),
+    "wide": (wide, wide_data),
     "multiclass": (multiclass, multiclass_data),
     "two_inputs": (two_inputs, two_inputs_data),
     "cnn": (small_cnn, small_cnn_data),
