@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -218,4 +219,40 @@ func BenchmarkEpoch(b *testing.B) {
 func spin(d time.Duration) {
 	for end := time.Now().Add(d); time.Now().Before(end); {
 	}
+}
+
+// BenchmarkOpenCSV parses the benchmark data as a text/csv channel (label
+// first, then the features), which OpenCSV reads whole into memory, next to
+// mapping the same rows as .npy.
+func BenchmarkOpenCSV(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "train.csv")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	for r := range benchRows {
+		fmt.Fprintf(w, "%d", r%2)
+		for c := range benchCols {
+			fmt.Fprintf(w, ",%g", float32(r)+float32(c)/16)
+		}
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	fi, _ := os.Stat(path)
+	b.SetBytes(fi.Size())
+	b.ResetTimer()
+	for b.Loop() {
+		label, features, err := OpenCSV(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		label.Close()
+		features.Close()
+	}
+	b.ReportMetric(float64(benchRows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }

@@ -2,53 +2,132 @@ package data
 
 import (
 	"fmt"
+	"mime"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 )
 
-// ListChannel returns the .npy files of a channel directory, sorted by
-// their path relative to dir. Files in direct subdirectories are included
-// (S3 prefixes often add one level); dotfiles and dot-directories (such as
-// SageMaker's or an editor's metadata) are ignored. Symlinks are followed.
+// supportedFormats is what an error about an unreadable channel file
+// offers instead.
+const supportedFormats = "sagefit reads .npy, .npz and text/csv (.csv) files"
+
+// ListChannel returns the tensors a channel directory offers, sorted by
+// path: each .npy file, and each member of each .npz file as
+// "<dir>/data.npz/<member>.npy" (which Open accepts and MapTensors names
+// by member, as it names files by base name). A channel of .csv files
+// lists those files instead: CSV maps by column, not by name, so give it
+// to OpenChannel (or OpenCSV), not to MapTensors.
+//
+// Files in direct subdirectories are included (S3 prefixes often add one
+// level). Ignored: names starting with "." (dotfiles, editors' and
+// SageMaker's metadata), names starting with "_" (_SUCCESS and the other
+// markers Spark and Hadoop leave) and manifest files (*.manifest).
+// Symlinks are followed; dangling ones are ignored.
+//
+// Any other file is an error naming it and the supported formats, as is a
+// channel that mixes CSV files with .npy or .npz files: a channel holds one
+// kind of data, and a stray file is more often a mistake than not.
 func ListChannel(dir string) ([]string, error) {
-	var files []string
-	if err := listNPY(dir, 1, &files); err != nil {
+	s, err := scanChannel(dir, false)
+	if err != nil {
 		return nil, err
 	}
-	sort.Strings(files)
-	return files, nil
+	if len(s.csv) > 0 {
+		return s.csv, nil
+	}
+	return s.entries, nil
 }
 
-func listNPY(dir string, depth int, out *[]string) error {
+// channelScan is what a channel directory holds.
+type channelScan struct {
+	entries []string // .npy files and .npz member paths, sorted
+	csv     []string // CSV files, sorted
+}
+
+// scanChannel lists a channel's data. With declaredCSV (ContentType
+// text/csv) files named .txt or without an extension are CSV too, as
+// SageMaker's built-in algorithms read them (Spark writes part-00000).
+func scanChannel(dir string, declaredCSV bool) (channelScan, error) {
+	var s channelScan
+	var files []string
+	if err := listFiles(dir, 1, &files); err != nil {
+		return s, err
+	}
+	sort.Strings(files)
+	var numpy []string
+	for _, f := range files {
+		ext := strings.ToLower(filepath.Ext(f))
+		switch {
+		case ext == ".npy", ext == ".npz":
+			if declaredCSV {
+				return s, fmt.Errorf("channel %s has ContentType text/csv but holds the numpy file %s; give numpy files their own channel, or drop the ContentType", dir, f)
+			}
+			numpy = append(numpy, f)
+		case ext == ".csv", declaredCSV && (ext == "" || ext == ".txt"):
+			s.csv = append(s.csv, f)
+		case ext == "":
+			return s, fmt.Errorf("channel file %s has no extension; %s (files without one only with the channel's ContentType set to text/csv)", f, supportedFormats)
+		default:
+			return s, fmt.Errorf("channel file %s: %s files are not supported; %s", f, ext, supportedFormats)
+		}
+	}
+	if len(s.csv) > 0 && len(numpy) > 0 {
+		return s, fmt.Errorf("channel %s mixes CSV files %s with numpy files %s; keep one format per channel",
+			dir, fileList(s.csv), fileList(numpy))
+	}
+	for _, f := range numpy {
+		if strings.EqualFold(filepath.Ext(f), ".npz") {
+			members, err := listNPZ(f)
+			if err != nil {
+				return s, err
+			}
+			s.entries = append(s.entries, members...)
+		} else {
+			s.entries = append(s.entries, f)
+		}
+	}
+	sort.Strings(s.entries)
+	return s, nil
+}
+
+// ignoredName says whether a channel file or folder is not data.
+func ignoredName(name string) bool {
+	return strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") ||
+		strings.EqualFold(filepath.Ext(name), ".manifest")
+}
+
+func listFiles(dir string, depth int, out *[]string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("list channel: %w", err)
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") {
+		if ignoredName(name) {
 			continue
 		}
 		p := filepath.Join(dir, name)
-		isDir := e.IsDir()
-		if e.Type()&os.ModeSymlink != 0 {
+		mode := e.Type()
+		if mode&os.ModeSymlink != 0 {
 			fi, err := os.Stat(p)
 			if err != nil {
 				continue // a dangling link is not data
 			}
-			isDir = fi.IsDir()
+			mode = fi.Mode().Type()
 		}
 		switch {
-		case isDir:
+		case mode.IsDir():
 			if depth > 0 {
-				if err := listNPY(p, depth-1, out); err != nil {
+				if err := listFiles(p, depth-1, out); err != nil {
 					return err
 				}
 			}
-		case strings.EqualFold(filepath.Ext(name), ".npy"):
+		case mode.IsRegular():
 			*out = append(*out, p)
+		default:
+			return fmt.Errorf("channel file %s is not a regular file (%v); %s", p, mode, supportedFormats)
 		}
 	}
 	return nil
@@ -62,11 +141,14 @@ var (
 )
 
 // MapTensors decides which channel file feeds which model tensor and
-// returns tensor name -> file path. In order of precedence:
+// returns tensor name -> file path. Files are what ListChannel returns:
+// .npy files and .npz members, a member named by its name in the archive
+// exactly as a file is by its base name (data.npz/train.npy is "train").
+// In order of precedence:
 //
 //   - overrides (from hyperparameters): tensor name -> file base name
 //     ("train" or "train.npy") or a path (matched against the end of the
-//     file paths);
+//     file paths, so "data.npz/train" picks one archive's member);
 //   - a file named after the tensor, <name>.npy;
 //   - with exactly one input, train.npy, x.npy, features.npy or data.npy;
 //   - with exactly one target, labels.npy, y.npy, label.npy, targets.npy
@@ -75,6 +157,15 @@ var (
 // A file claimed by one rule is not offered to a later rule. Files that
 // feed no tensor are ignored.
 func MapTensors(files []string, inputs, targets []string, overrides map[string]string) (map[string]string, error) {
+	var csvFiles []string
+	for _, f := range files {
+		if strings.EqualFold(filepath.Ext(f), ".csv") {
+			csvFiles = append(csvFiles, f)
+		}
+	}
+	if len(csvFiles) > 0 {
+		return nil, fmt.Errorf("channel files %s are CSV, which feeds a model by column (the label first), not by file name; open CSV channels with OpenChannel", fileList(csvFiles))
+	}
 	byBase := map[string][]string{}
 	for _, f := range files {
 		b := baseName(f)
@@ -219,11 +310,73 @@ func baseName(p string) string {
 	return b
 }
 
-// fileList formats files for an error message: [a.npy labels.npy].
+// fileList formats files for an error message: [a.npy labels.npy], with
+// .npz members as [data.npz/train.npy].
 func fileList(files []string) string {
 	names := make([]string, len(files))
 	for i, f := range files {
-		names[i] = filepath.Base(f)
+		names[i] = displayName(f)
 	}
 	return "[" + strings.Join(names, " ") + "]"
+}
+
+// displayName is a file's base name, or "data.npz/train.npy" for a member.
+func displayName(f string) string {
+	if dir := filepath.Dir(f); strings.EqualFold(filepath.Ext(dir), ".npz") {
+		return filepath.Base(dir) + "/" + filepath.Base(f)
+	}
+	return filepath.Base(f)
+}
+
+// A ChannelOption configures OpenChannel.
+type ChannelOption func(*channelOptions)
+
+type channelOptions struct {
+	contentType string
+}
+
+// WithContentType gives OpenChannel the channel's ContentType from
+// inputdataconfig.json. "text/csv" (parameters such as label_size=1
+// allowed; "csv" too) reads the channel as CSV: every file, whatever its
+// name, except .npy and .npz files, which are then an error. Any other
+// value, or none, decides by file name: .npy and .npz files are numpy
+// data, a channel of .csv files is CSV.
+func WithContentType(contentType string) ChannelOption {
+	return func(o *channelOptions) { o.contentType = contentType }
+}
+
+// isCSVContentType says whether a channel's ContentType asks for CSV.
+func isCSVContentType(ct string) (bool, error) {
+	ct = strings.TrimSpace(ct)
+	if ct == "" {
+		return false, nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		if strings.EqualFold(ct, "csv") {
+			return true, nil
+		}
+		return false, nil // not ours to police: decide by file name
+	}
+	if mt != "text/csv" && mt != "csv" {
+		return false, nil
+	}
+	if ls, ok := params["label_size"]; ok && ls != "1" {
+		return false, fmt.Errorf("ContentType %q: only label_size=1 is supported (one label column, the first)", ct)
+	}
+	return true, nil
+}
+
+// csvTensors maps a CSV channel onto a model: the label column feeds its
+// only target, the other columns its only input.
+func csvTensors(dir string, inputs, targets []string, overrides map[string]string) error {
+	if len(inputs) != 1 || len(targets) != 1 {
+		return fmt.Errorf("channel %s is CSV (label in the first column, features after it), which feeds a model with one input and one target; this model has inputs %q and targets %q; save the data as .npy or .npz files named after the tensors",
+			dir, inputs, targets)
+	}
+	if len(overrides) > 0 {
+		return fmt.Errorf("channel %s is CSV, whose columns map to the model's only input and target, so hyperparameter sagefit_inputs (%d file names) does not apply; remove it or use .npy files",
+			dir, len(overrides))
+	}
+	return nil
 }

@@ -1,6 +1,10 @@
 package data
 
 import (
+	"context"
+	"encoding/binary"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -8,18 +12,33 @@ import (
 	"testing"
 )
 
-func TestListChannel(t *testing.T) {
+// makeChannel creates files (empty unless they are fixtures: "x=fixture"
+// copies testdata/fixture to x) under a new channel directory.
+func makeChannel(t *testing.T, files ...string) string {
+	t.Helper()
 	dir := t.TempDir()
-	for _, f := range []string{
-		"train.npy", "labels.NPY", ".hidden.npy", "notes.txt", "sub/part.npy",
-		".meta/skip.npy", "sub/deeper/too-deep.npy", "a.npy.bak",
-	} {
-		p := filepath.Join(dir, f)
+	for _, f := range files {
+		name, fixture, copyIt := strings.Cut(f, "=")
+		var body []byte
+		if copyIt {
+			var err error
+			if body, err = os.ReadFile(filepath.Join("testdata", fixture)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := filepath.Join(dir, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, nil, 0o644); err != nil {
+		if err := os.WriteFile(p, body, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return dir
+}
+
+func TestListChannel(t *testing.T) {
+	dir := makeChannel(t,
+		"train.npy", "labels.NPY", ".hidden.npy", "sub/part.npy", ".meta/skip.npy", "sub/deeper/too-deep.npy",
+		"_SUCCESS", "_temporary/0/part.parquet", "train.manifest", ".DS_Store", "arch.npz=savez.npz")
 	if err := os.Symlink(filepath.Join(dir, "train.npy"), filepath.Join(dir, "linked.npy")); err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +48,8 @@ func TestListChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want []string
-	for _, f := range []string{"labels.NPY", "linked.npy", "sub/part.npy", "train.npy"} {
+	for _, f := range []string{"arch.npz/cube.npy", "arch.npz/labels.npy", "arch.npz/train.npy",
+		"labels.NPY", "linked.npy", "sub/part.npy", "train.npy"} {
 		want = append(want, filepath.Join(dir, f))
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -41,6 +61,53 @@ func TestListChannel(t *testing.T) {
 	empty := t.TempDir()
 	if got, err := ListChannel(empty); err != nil || len(got) != 0 {
 		t.Errorf("empty channel: %v, %v; want no files and no error", got, err)
+	}
+}
+
+// TestListChannelFormats: what a channel may hold, and the errors for
+// what it may not.
+func TestListChannelFormats(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		files   []string
+		want    []string
+		wantErr string // %s is the channel directory
+	}{
+		{name: "csv files", files: []string{"b.csv", "a.CSV", "sub/c.csv", "_SUCCESS"}, want: []string{"a.CSV", "b.csv", "sub/c.csv"}},
+		{name: "npz only", files: []string{"d.npz=tensors.npz"}, want: []string{"d.npz/a.npy", "d.npz/b.npy", "d.npz/price.npy"}},
+		{name: "npy and npz", files: []string{"z.npy", "d.npz=positional.npz"}, want: []string{"d.npz/arr_0.npy", "d.npz/arr_1.npy", "z.npy"}},
+		{name: "parquet", files: []string{"train.npy", "part-0.parquet"},
+			wantErr: "channel file %s/part-0.parquet: .parquet files are not supported; sagefit reads .npy, .npz and text/csv (.csv) files"},
+		{name: "tfrecord", files: []string{"sub/train.tfrecord"}, wantErr: "channel file %s/sub/train.tfrecord: .tfrecord files are not supported; sagefit reads .npy, .npz and text/csv (.csv)"},
+		{name: "json", files: []string{"a.json"}, wantErr: ".json files are not supported"},
+		{name: "backup", files: []string{"a.npy.bak"}, wantErr: "a.npy.bak: .bak files are not supported"},
+		{name: "no extension", files: []string{"part-00000"},
+			wantErr: "channel file %s/part-00000 has no extension; sagefit reads .npy, .npz and text/csv (.csv) files (files without one only with the channel's ContentType set to text/csv)"},
+		{name: "csv and npy", files: []string{"a.csv", "b.npy", "c.npz=savez.npz"},
+			wantErr: "channel %s mixes CSV files [a.csv] with numpy files [b.npy c.npz]; keep one format per channel"},
+		{name: "npz that is not a zip", files: []string{"bad.npz=float32_le.npy"}, wantErr: "bad.npz: not a .npz file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := makeChannel(t, tt.files...)
+			got, err := ListChannel(dir)
+			if tt.wantErr != "" {
+				want := strings.ReplaceAll(tt.wantErr, "%s", dir)
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("err = %v\nwant %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, f := range tt.want {
+				want = append(want, filepath.Join(dir, f))
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("ListChannel = %v\nwant %v", got, want)
+			}
+		})
 	}
 }
 
@@ -132,6 +199,29 @@ func TestMapTensors(t *testing.T) {
 			name: "tensor name in two folders", files: ch("a/x.npy", "b/x.npy"), inputs: []string{"x"},
 			wantErr: `model tensor "x" matches several channel files [x.npy x.npy]`,
 		},
+		{
+			name: "npz members map like files", files: ch("data.npz/labels.npy", "data.npz/train.npy"),
+			inputs: []string{"dense_input"}, targets: []string{"output_1"},
+			want: map[string]string{"dense_input": p + "data.npz/train.npy", "output_1": p + "data.npz/labels.npy"},
+		},
+		{
+			name: "npz members named after tensors", files: ch("d.npz/a.npy", "d.npz/b.npy", "d.npz/price.npy"),
+			inputs: []string{"a", "b"}, targets: []string{"price"},
+			want: map[string]string{"a": p + "d.npz/a.npy", "b": p + "d.npz/b.npy", "price": p + "d.npz/price.npy"},
+		},
+		{
+			name: "override picks one archive's member", files: ch("d.npz/x.npy", "e.npz/x.npy"),
+			inputs: []string{"in"}, overrides: map[string]string{"in": "e.npz/x"},
+			want: map[string]string{"in": p + "e.npz/x.npy"},
+		},
+		{
+			name: "member and file of one name", files: ch("x.npy", "d.npz/x.npy"), inputs: []string{"x"},
+			wantErr: `model tensor "x" matches several channel files [x.npy d.npz/x.npy]`,
+		},
+		{
+			name: "csv does not map by name", files: ch("a.csv", "b.csv"), inputs: []string{"a"},
+			wantErr: "channel files [a.csv b.csv] are CSV, which feeds a model by column (the label first), not by file name",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,6 +237,168 @@ func TestMapTensors(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %v\nwant %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// epochFloats reads one unshuffled epoch of a dataset, every tensor as
+// float32, in batches of 2.
+func epochFloats(t *testing.T, d *Dataset) map[string][]float32 {
+	t.Helper()
+	dts := map[string]DType{}
+	for _, n := range d.Names() {
+		dts[n] = Float32
+	}
+	it := d.Epoch(context.Background(), 0, BatchOptions{BatchSize: 2, DTypes: dts})
+	defer it.Close()
+	out := map[string][]float32{}
+	for {
+		b, err := it.Next(context.Background())
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, raw := range b.Tensors {
+			for i := 0; i < len(raw); i += 4 {
+				out[name] = append(out[name], math.Float32frombits(binary.LittleEndian.Uint32(raw[i:])))
+			}
+		}
+		b.Release()
+	}
+}
+
+// TestOpenChannelFormats opens channels of every format end to end and
+// checks which data feeds which tensor, row for row.
+func TestOpenChannelFormats(t *testing.T) {
+	ff := loadFixtures(t, "testdata")
+	fixture := func(name string) []float32 {
+		var out []float32
+		for _, v := range ff.Files[name].As["float32"] {
+			out = append(out, float32(jsonFloat(t, v)))
+		}
+		return out
+	}
+	csvA, csvB := ff.CSV["csv/part-a.csv"], ff.CSV["csv/part-b.csv"]
+	nums := func(parts ...[]num) []float32 {
+		var out []float32
+		for _, p := range parts {
+			for _, v := range p {
+				out = append(out, float32(jsonFloat(t, v)))
+			}
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name            string
+		files           []string
+		contentType     string
+		inputs, targets []string
+		overrides       map[string]string
+		want            map[string][]float32 // tensor -> values
+		paths           map[string]string    // tensor -> end of its Array's Path
+		wantErr         string               // %s is the channel directory
+	}{
+		{
+			name: "savez archive with train and labels", files: []string{"data.npz=savez.npz"},
+			inputs: []string{"dense_input"}, targets: []string{"output_1"},
+			want:  map[string][]float32{"dense_input": fixture("savez.npz/train.npy"), "output_1": fixture("savez.npz/labels.npy")},
+			paths: map[string]string{"dense_input": "data.npz/train.npy", "output_1": "data.npz/labels.npy"},
+		},
+		{
+			name: "savez_compressed archive named after the tensors", files: []string{"sub/t.npz=tensors.npz"},
+			inputs: []string{"a", "b"}, targets: []string{"price"},
+			want: map[string][]float32{"a": fixture("tensors.npz/a.npy"), "b": fixture("tensors.npz/b.npy"),
+				"price": fixture("tensors.npz/price.npy")},
+		},
+		{
+			name: "archive member and a .npy file", files: []string{"x.npz=savez_compressed.npz", "y.npy=vector.npy"},
+			contentType: "application/x-npy", inputs: []string{"cube"}, targets: []string{"labels"},
+			want: map[string][]float32{"cube": fixture("savez_compressed.npz/cube.npy"), "labels": fixture("savez_compressed.npz/labels.npy")},
+		},
+		{
+			name: "csv files concatenate in sorted order", files: []string{"b/part-b.csv=csv/part-b.csv", "a/part-a.csv=csv/part-a.csv"},
+			inputs: []string{"features_in"}, targets: []string{"target"},
+			want:  map[string][]float32{"features_in": nums(csvA.Features, csvB.Features), "target": nums(csvA.Label, csvB.Label)},
+			paths: map[string]string{"features_in": "columns 2-4 (features)", "target": "column 1 (label)"},
+		},
+		{
+			name: "text/csv reads files without an extension", files: []string{"part-00000=csv/part-b.csv", "part-00001.txt=csv/part-a.csv"},
+			contentType: "text/csv; label_size=1", inputs: []string{"x"}, targets: []string{"y"},
+			want: map[string][]float32{"x": nums(csvB.Features, csvA.Features), "y": nums(csvB.Label, csvA.Label)},
+		},
+		{
+			name: "csv feeds one input and one target", files: []string{"a.csv=csv/part-a.csv"},
+			inputs: []string{"a", "b"}, targets: []string{"y"},
+			wantErr: `channel %s is CSV (label in the first column, features after it), which feeds a model with one input and one target; this model has inputs ["a" "b"] and targets ["y"]`,
+		},
+		{
+			name: "csv takes no file overrides", files: []string{"a.csv=csv/part-a.csv"},
+			inputs: []string{"x"}, targets: []string{"y"}, overrides: map[string]string{"x": "a"},
+			wantErr: "channel %s is CSV, whose columns map to the model's only input and target, so hyperparameter sagefit_inputs",
+		},
+		{
+			name: "text/csv with a numpy file", files: []string{"a.csv=csv/part-a.csv", "b.npy=vector.npy"}, contentType: "text/csv",
+			inputs: []string{"x"}, targets: []string{"y"},
+			wantErr: "channel %s has ContentType text/csv but holds the numpy file %s/b.npy",
+		},
+		{
+			name: "text/csv with no files", contentType: "text/csv", inputs: []string{"x"}, targets: []string{"y"},
+			wantErr: "channel %s has ContentType text/csv but holds no files",
+		},
+		{
+			name: "label_size other than 1", files: []string{"a.csv=csv/part-a.csv"}, contentType: "text/csv;label_size=2",
+			inputs: []string{"x"}, targets: []string{"y"},
+			wantErr: `ContentType "text/csv;label_size=2": only label_size=1 is supported`,
+		},
+		{
+			name: "bad csv names file and line", files: []string{"a.csv=csv/part-a.csv", "b.csv=v3.npy"},
+			inputs: []string{"x"}, targets: []string{"y"},
+			wantErr: "%s/b.csv line 1 column 1:",
+		},
+		{
+			name: "member and file of one name", files: []string{"data.npz=savez.npz", "labels.npy=vector.npy"},
+			inputs: []string{"train"}, targets: []string{"labels"},
+			wantErr: "matches several channel files [data.npz/labels.npy labels.npy]",
+		},
+		{
+			name: "member rows differ from a file's", files: []string{"data.npz=savez.npz", "y.npy=int8.npy"},
+			inputs: []string{"train"}, targets: []string{"y"},
+			wantErr: "data.npz/train.npy has 5 rows but y.npy has 3",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := makeChannel(t, tt.files...)
+			d, err := OpenChannel(dir, tt.inputs, tt.targets, tt.overrides, WithContentType(tt.contentType))
+			if tt.wantErr != "" {
+				want := strings.ReplaceAll(tt.wantErr, "%s", dir)
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("err = %v\nwant %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			got := epochFloats(t, d)
+			for name, want := range tt.want {
+				if !sameFloats(got[name], want) {
+					t.Errorf("%s = %v\nwant %v", name, got[name], want)
+				}
+			}
+			if len(got) != len(tt.want) {
+				t.Errorf("tensors %v, want %v", sortedNames(got), sortedNames(tt.want))
+			}
+			for name, end := range tt.paths {
+				if a := d.Array(name); a == nil || !strings.HasSuffix(a.Path(), end) {
+					t.Errorf("Array(%q) = %v, want its path to end in %q", name, a, end)
+				}
+			}
+			if d.Array("nope") != nil {
+				t.Error("Array of an unknown tensor is not nil")
 			}
 		})
 	}

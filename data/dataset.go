@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/bits"
 	"math/rand/v2"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -30,7 +29,7 @@ type Dataset struct {
 	names   []string // sorted, for deterministic iteration and errors
 	sources map[string]rowSource
 	n       int
-	owned   []*Array // opened by OpenChannel, closed by Close
+	owned   []*Array // opened by OpenChannel or OpenPipeEpoch, closed by Close
 }
 
 // NewDataset checks that every array has the same number of rows and
@@ -66,17 +65,50 @@ func newDataset(src map[string]rowSource) (*Dataset, error) {
 	return d, nil
 }
 
-func baseOf(p string) string { return filepath.Base(p) }
+// baseOf names a file briefly: its base name, "data.npz/train.npy" for an
+// archive member.
+func baseOf(p string) string { return displayName(p) }
 
 // OpenChannel is ListChannel, MapTensors, Open and NewDataset in one: the
 // dataset of a channel directory for a model's inputs and targets. The
 // dataset owns the arrays it opened; Close it when done.
-func OpenChannel(dir string, inputs, targets []string, overrides map[string]string) (*Dataset, error) {
-	files, err := ListChannel(dir)
+//
+// A channel of .npy and .npz files maps by name (MapTensors). A CSV
+// channel (WithContentType("text/csv"), or only .csv files) is read with
+// OpenCSV and feeds a model with exactly one input and one target: the
+// label column the target, the other columns the input.
+func OpenChannel(dir string, inputs, targets []string, overrides map[string]string, opts ...ChannelOption) (*Dataset, error) {
+	var o channelOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	declaredCSV, err := isCSVContentType(o.contentType)
+	if err != nil {
+		return nil, fmt.Errorf("channel %s: %w", dir, err)
+	}
+	scan, err := scanChannel(dir, declaredCSV)
 	if err != nil {
 		return nil, err
 	}
-	mapping, err := MapTensors(files, inputs, targets, overrides)
+	if len(scan.csv) > 0 || declaredCSV {
+		if len(scan.csv) == 0 {
+			return nil, fmt.Errorf("channel %s has ContentType text/csv but holds no files", dir)
+		}
+		if err := csvTensors(dir, inputs, targets, overrides); err != nil {
+			return nil, err
+		}
+		label, features, err := OpenCSV(scan.csv...)
+		if err != nil {
+			return nil, err
+		}
+		d, err := newDataset(map[string]rowSource{inputs[0]: features, targets[0]: label})
+		if err != nil {
+			return nil, err
+		}
+		d.owned = []*Array{features, label}
+		return d, nil
+	}
+	mapping, err := MapTensors(scan.entries, inputs, targets, overrides)
 	if err != nil {
 		return nil, err
 	}
@@ -119,8 +151,8 @@ func sortedNames[V any](m map[string]V) []string {
 	return names
 }
 
-// Close closes the arrays the dataset opened itself (OpenChannel); arrays
-// given to NewDataset are left to their owner.
+// Close closes the arrays the dataset opened itself (OpenChannel,
+// OpenPipeEpoch); arrays given to NewDataset are left to their owner.
 func (d *Dataset) Close() error {
 	var errs []error
 	for _, a := range d.owned {
@@ -144,6 +176,14 @@ func (d *Dataset) RowShape(name string) []int {
 		return nil
 	}
 	return s.RowShape()
+}
+
+// Array is the array behind the named tensor, to check it against the
+// model or name it in a message; nil if the name is unknown or the tensor
+// is not backed by an Array. It belongs to the dataset.
+func (d *Dataset) Array(name string) *Array {
+	a, _ := d.sources[name].(*Array)
+	return a
 }
 
 // DType is the stored dtype of the named tensor (Invalid if unknown).

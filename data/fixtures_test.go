@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -61,15 +62,14 @@ func TestFixturesMatchNumpy(t *testing.T) {
 		}
 		t.Fatal("testdata/expected.json is stale; run: python data/testdata/gen_fixtures.py")
 	}
+	// .npz members compare by their .npy bytes: the zip entries around
+	// them carry the time they were written.
 	for _, name := range sortedNames(fresh.Files) {
-		want, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
+		want := fixtureBytes(t, filepath.Join(dir, name))
+		if _, ok := committed.Files[name]; !ok {
+			t.Fatalf("fixture %s is not committed", name)
 		}
-		got, err := os.ReadFile(filepath.Join("testdata", name))
-		if err != nil {
-			t.Fatalf("fixture %s is not committed: %v", name, err)
-		}
+		got := fixtureBytes(t, filepath.Join("testdata", name))
 		if bytes.Equal(got, want) {
 			continue
 		}
@@ -88,12 +88,40 @@ func TestFixturesMatchNumpy(t *testing.T) {
 			t.Errorf("committed %s is not what numpy writes now; run: python data/testdata/gen_fixtures.py", name)
 		}
 	}
-	// Every committed .npy must be one the script makes, so nothing stale
-	// lingers in testdata.
-	matches, _ := filepath.Glob(filepath.Join("testdata", "*.npy"))
-	for _, m := range matches {
-		if _, ok := fresh.Files[filepath.Base(m)]; !ok {
-			t.Errorf("%s is not produced by gen_fixtures.py", m)
+	if !reflect.DeepEqual(committed.CSV, fresh.CSV) {
+		t.Errorf("expected.json csv entries differ:\ncommitted %+v\nnumpy now %+v", committed.CSV, fresh.CSV)
+	}
+	for _, name := range sortedNames(fresh.CSV) {
+		want, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
 		}
+		if got, err := os.ReadFile(filepath.Join("testdata", name)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("committed %s is not what numpy's savetxt writes now (%v); run: python data/testdata/gen_fixtures.py", name, err)
+		}
+	}
+	// Every committed fixture must be one the script makes, so nothing
+	// stale lingers in testdata.
+	made := map[string]bool{}
+	for name := range fresh.Files {
+		if archive, _, ok := strings.Cut(name, ".npz/"); ok {
+			name = archive + ".npz"
+		}
+		made[name] = true
+	}
+	for name := range fresh.CSV {
+		made[name] = true
+	}
+	for _, pattern := range []string{"*.npy", "*.npz", "csv/*"} {
+		matches, _ := filepath.Glob(filepath.Join("testdata", pattern))
+		for _, m := range matches {
+			rel, _ := filepath.Rel("testdata", m)
+			if !made[filepath.ToSlash(rel)] {
+				t.Errorf("%s is not produced by gen_fixtures.py", m)
+			}
+		}
+	}
+	if len(made) < 40 {
+		t.Errorf("gen_fixtures.py made only %d fixtures", len(made))
 	}
 }

@@ -4,11 +4,14 @@ package data
 
 import "os"
 
-// mapFile reads the file into memory where mmap is not available.
-func mapFile(f *os.File, size int) ([]byte, error) {
+// mapFile reads size bytes of f at off into memory where mmap is not
+// available.
+func mapFile(f *os.File, off int64, size int) (mapping, data []byte, err error) {
 	b := make([]byte, size)
-	_, err := f.ReadAt(b, 0)
-	return b, err
+	if _, err := f.ReadAt(b, off); err != nil {
+		return nil, nil, err
+	}
+	return nil, b, nil
 }
 
 func unmapFile([]byte) error { return nil }

@@ -24,7 +24,7 @@ func mapFile(f *os.File, off int64, size int) (mapping, data []byte, err error) 
 	// each fault would read pages no batch asked for, and on a file larger
 	// than memory it evicts the rows (and code) in use, thrashing. Advice
 	// only; ignore failure.
-	_ = syscall.Madvise(m, syscall.MADV_RANDOM)
+	adviseRandom(m)
 	return m, m[off-start:], nil
 }
 

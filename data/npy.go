@@ -12,15 +12,18 @@ import (
 )
 
 // Array is a memory-mapped .npy file. Rows (slices along the first axis)
-// are copied out with Gather; the file is never read as a whole.
+// are copied out with Gather; the file is never read as a whole. The same
+// type also holds the arrays of the other formats: a stored .npz member
+// (mapped in place), a deflated one (decompressed into memory) and the
+// two tensors of a CSV channel (parsed into memory).
 //
 // An Array is safe for concurrent Gathers. Close waits for running Gathers
 // and makes later ones fail instead of touching unmapped memory.
 type Array struct {
 	path     string
 	hdr      Header
-	mapping  []byte // what mapFile returned, for Close
-	data     []byte // the element bytes, mapping[HeaderLen:]
+	mapping  []byte // what mapFile returned, for Close; nil for data held in memory
+	data     []byte // the element bytes: within mapping, or in memory
 	rowElems int
 	rowBytes int
 	// fidx holds, for Fortran-ordered arrays of rank >= 2, the element
@@ -35,9 +38,15 @@ type Array struct {
 // Open maps the .npy file at path read-only. Errors name the file. The
 // file must not be truncated while it is open: SageMaker's File mode
 // channels never are, and Gather reports it as an error if it happens.
+//
+// path may also name a member of a .npz archive as ListChannel lists it,
+// "<archive>.npz/<member>.npy": see OpenNPZ for how members are read.
 func Open(path string) (*Array, error) {
 	f, err := os.Open(path)
 	if err != nil {
+		if archive, member, ok := splitMemberPath(path); ok {
+			return openMember(archive, member)
+		}
 		return nil, err
 	}
 	defer f.Close() // the mapping outlives the descriptor
@@ -48,37 +57,62 @@ func Open(path string) (*Array, error) {
 	if fi.IsDir() {
 		return nil, fmt.Errorf("%s: is a directory, not a .npy file", path)
 	}
-	h, err := ParseHeader(f)
+	return openNPY(f, path, 0, fi.Size())
+}
+
+// openNPY reads the .npy header at offset off of f, where size bytes of
+// .npy data (header included) lie, and maps the array's data. Extra bytes
+// after the data are ignored, as numpy does.
+func openNPY(f *os.File, path string, off, size int64) (*Array, error) {
+	h, err := ParseHeader(io.NewSectionReader(f, off, size))
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: file is empty, not a .npy file", path)
 		}
+		if errors.Is(err, ErrBadMagic) {
+			var magic [4]byte
+			if n, _ := f.ReadAt(magic[:], off); n == 4 && string(magic[:]) == zipMagic {
+				return nil, fmt.Errorf("%s: is a zip archive (.npz), not a .npy file; open it with OpenNPZ", path)
+			}
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	dataLen := h.DataLen()
-	if have := fi.Size() - int64(h.HeaderLen); have < dataLen {
+	if have := size - int64(h.HeaderLen); have < dataLen {
 		return nil, fmt.Errorf("%s: file is truncated: header says shape %s %s = %d bytes of data but only %d follow",
 			path, shapeString(h.Shape), h.DType, dataLen, max(have, 0))
 	}
+	a := newArray(path, h)
+	if dataLen > 0 {
+		m, d, err := mapFile(f, off+int64(h.HeaderLen), int(dataLen))
+		if err != nil {
+			return nil, fmt.Errorf("%s: map file: %w", path, err)
+		}
+		a.mapping, a.data = m, d[:dataLen]
+	}
+	return a, nil
+}
+
+// newArray is an Array for header h with no data attached yet.
+func newArray(path string, h Header) *Array {
 	a := &Array{path: path, hdr: h}
 	a.rowElems = 1
 	for _, d := range h.Shape[min(1, len(h.Shape)):] {
 		a.rowElems *= d
 	}
 	a.rowBytes = a.rowElems * h.DType.Size()
-	if dataLen > 0 {
-		// Extra bytes after the data are ignored, as numpy does.
-		m, err := mapFile(f, h.HeaderLen+int(dataLen))
-		if err != nil {
-			return nil, fmt.Errorf("%s: map file: %w", path, err)
-		}
-		a.mapping = m
-		a.data = m[h.HeaderLen:]
-	}
 	if h.Fortran && len(h.Shape) >= 2 {
 		a.fidx = fortranIndex(h.Shape)
 	}
-	return a, nil
+	return a
+}
+
+// newMemArray is an Array over data held in memory (a decompressed .npz
+// member, parsed CSV): the elements as the header describes them.
+func newMemArray(path string, h Header, data []byte) *Array {
+	a := newArray(path, h)
+	a.data = data
+	return a
 }
 
 // fortranIndex computes, for each element of row 0 in C order, its element

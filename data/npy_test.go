@@ -1,9 +1,11 @@
 package data
 
 import (
+	"archive/zip"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -45,8 +47,17 @@ func (n *num) UnmarshalJSON(b []byte) error {
 }
 
 type fixtureFile struct {
-	Numpy string             `json:"numpy"`
-	Files map[string]fixture `json:"files"`
+	Numpy string                `json:"numpy"`
+	Files map[string]fixture    `json:"files"` // .npy files and .npz members ("x.npz/a.npy")
+	CSV   map[string]csvFixture `json:"csv"`
+}
+
+// csvFixture is what numpy's loadtxt reads from a CSV fixture: the label
+// column and the features, flattened, of the given shape.
+type csvFixture struct {
+	Label    []num `json:"label"`
+	Features []num `json:"features"`
+	Shape    []int `json:"shape"`
 }
 
 func loadFixtures(t testing.TB, dir string) fixtureFile {
@@ -183,7 +194,7 @@ func TestFixtures(t *testing.T) {
 				t.Fatalf("header %+v, numpy says dtype %s big-endian %v fortran %v shape %v header length %d",
 					h, fx.DType, fx.BigEndian, fx.Fortran, fx.Shape, fx.HeaderLen)
 			}
-			raw, _ := os.ReadFile(path)
+			raw := fixtureBytes(t, path)
 			if got := []int{int(raw[6]), int(raw[7])}; !reflect.DeepEqual(got, fx.Version) {
 				t.Errorf("file version %v, numpy says %v", got, fx.Version)
 			}
@@ -231,6 +242,35 @@ func TestFixtures(t *testing.T) {
 	}
 }
 
+// fixtureBytes reads a fixture file, or the bytes of a .npz member named
+// "x.npz/a.npy".
+func fixtureBytes(t testing.TB, path string) []byte {
+	t.Helper()
+	archive, member, ok := splitMemberPath(path)
+	if !ok {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	zr, err := zip.OpenReader(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	rc, err := zr.Open(member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func checkScalar(t *testing.T, a *Array, fx fixture) {
 	t.Helper()
 	if a.Len() != 0 || len(a.RowShape()) != 0 {
@@ -273,15 +313,12 @@ func TestWriteNPYMatchesNumpy(t *testing.T) {
 			continue
 		}
 		path := filepath.Join("testdata", name)
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := fixtureBytes(t, path)
 		h, err := ParseHeader(bytes.NewReader(want))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := filepath.Join(t.TempDir(), name)
+		out := filepath.Join(t.TempDir(), filepath.Base(name))
 		if err := WriteNPY(out, h.DType, h.Shape, want[h.HeaderLen:]); err != nil {
 			t.Fatal(err)
 		}

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Write the .npy fixtures of package data and expected.json with what numpy
-reads back from them.
+"""Write the .npy, .npz and CSV fixtures of package data and expected.json
+with what numpy reads back from them.
 
     python gen_fixtures.py [OUTDIR]   # OUTDIR defaults to this script's folder
 
 The Go tests read the committed copies; TestFixturesMatchNumpy reruns this
 script into a temporary folder and checks that the committed files are what
-this numpy writes. Keep the output deterministic: no randomness, sorted JSON.
+this numpy writes (.npz files by member, since zip entries carry the time they
+were written). Keep the output deterministic: no randomness, sorted JSON.
 """
+import io
 import json
 import math
 import os
 import sys
+
+import zipfile
 
 import numpy as np
 
@@ -89,28 +93,45 @@ def save(name, a, version=None, **kw):
     return path
 
 
-def ok(name, a, version=None, convert=True):
-    path = save(name, a, version)
-    with open(path, "rb") as f:
-        v = np.lib.format.read_magic(f)
-        if v == (1, 0):
-            hdr = np.lib.format.read_array_header_1_0(f)
-        else:
-            hdr = np.lib.format.read_array_header_2_0(f)
-        header_len = f.tell()
-    back = np.load(path)
+def describe(raw, back, convert=True):
+    """The expected.json entry of the .npy bytes raw, which numpy reads as back."""
+    f = io.BytesIO(raw)
+    v = np.lib.format.read_magic(f)
+    if v == (1, 0):
+        hdr = np.lib.format.read_array_header_1_0(f)
+    else:
+        hdr = np.lib.format.read_array_header_2_0(f)
     e = {
         "dtype": back.dtype.name,
         "big_endian": back.dtype.byteorder == ">",
         "fortran": hdr[1],
         "shape": list(back.shape),
         "version": list(v),
-        "header_len": header_len,
+        "header_len": f.tell(),
         "values": flat(back),
     }
     if convert:
         e["as"] = conversions(back)
-    expected[name] = e
+    return e
+
+
+def ok(name, a, version=None, convert=True):
+    path = save(name, a, version)
+    with open(path, "rb") as f:
+        raw = f.read()
+    expected[name] = describe(raw, np.load(path), convert)
+
+
+def npz(name, savez, *args, **arrays):
+    """An archive written by np.savez or np.savez_compressed; every member
+    is listed as "<name>/<member>.npy", the path Go's Open takes."""
+    path = os.path.join(OUT, name)
+    savez(path, *args, **arrays)
+    back = np.load(path)
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            key = info.filename[:-len(".npy")]
+            expected[name + "/" + info.filename] = describe(z.read(info), back[key])
 
 
 def bad(name, error):
@@ -152,9 +173,40 @@ with open(os.path.join(OUT, "bad_magic.npy"), "wb") as f:
     f.write(b"x,y\n1,2\n")
 bad("bad_magic.npy", "bad_magic.npy: not a .npy file (bad magic)")
 
+# .npz archives: stored members (np.savez) are mapped in place, deflated ones
+# (np.savez_compressed) decompressed; the same arrays in both, one of them
+# big-endian and Fortran-ordered.
+rows = np.arange(5 * 3, dtype=np.float32).reshape(5, 3) * 0.5 - 2
+ids = np.array([3, -1, 0, 7, 2**40], dtype=np.int64)
+cube = np.asfortranarray(np.arange(5 * 2 * 2, dtype=">f8").reshape(5, 2, 2) / 4)
+npz("savez.npz", np.savez, train=rows, labels=ids, cube=cube)
+npz("savez_compressed.npz", np.savez_compressed, train=rows, labels=ids, cube=cube)
+# Positional arrays are named arr_0, arr_1, ...
+npz("positional.npz", np.savez, np.arange(4, dtype=np.uint8), np.ones((4, 2), dtype=np.float16))
+# Members named after a model's tensors, as a channel of one archive.
+npz("tensors.npz", np.savez_compressed, a=rows, b=rows[:, :2].astype(np.float64), price=ids.astype(np.float32))
+
+# CSV as SageMaker's built-in algorithms take it: no header, the label first.
+# Two files of one channel, in two number formats; numpy's loadtxt says what
+# they hold.
+csv_expected = {}
+os.makedirs(os.path.join(OUT, "csv"), exist_ok=True)
+for name, data, fmt in [
+    ("csv/part-a.csv", np.array([[1, 0.5, -2, 3.25], [0, 1e-3, 4, -0.125], [1, 7, 8, 9]], dtype=np.float64), "%.18e"),
+    ("csv/part-b.csv", np.array([[0, 1.5, 2.5, -3.5], [1, 100, 200, 1e6]], dtype=np.float64), "%g"),
+]:
+    path = os.path.join(OUT, name)
+    np.savetxt(path, data, fmt=fmt, delimiter=",")
+    back = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+    csv_expected[name] = {"label": flat(back[:, 0]), "features": flat(back[:, 1:]),
+                          "shape": list(back[:, 1:].shape)}
+
 # One line per file keeps the JSON readable and its diffs small.
 with open(os.path.join(OUT, "expected.json"), "w") as f:
     f.write('{"numpy": %s, "files": {\n' % json.dumps(np.__version__))
     f.write(",\n".join("%s: %s" % (json.dumps(k), json.dumps(expected[k], sort_keys=True))
                        for k in sorted(expected)))
+    f.write('\n}, "csv": {\n')
+    f.write(",\n".join("%s: %s" % (json.dumps(k), json.dumps(csv_expected[k], sort_keys=True))
+                       for k in sorted(csv_expected)))
     f.write("\n}}\n")

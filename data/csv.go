@@ -1,0 +1,143 @@
+package data
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// OpenCSV reads CSV files the way SageMaker's built-in algorithms take
+// ContentType text/csv: no header row, the label in the first column and
+// the features, numeric, in the rest. The files are read in the order
+// given (OpenChannel sorts them) and concatenated. It returns the label
+// column, float32 of shape (N,), and the features, float32 of shape
+// (N, columns-1).
+//
+// CSV is text, so unlike .npy it cannot be mapped: every file is parsed
+// once, here, into float32 arrays held in memory (4 bytes per cell).
+// Channels larger than memory belong in .npy or .npz files.
+//
+// Cells may be quoted and padded with spaces; nan, inf and -inf are
+// numbers. Blank lines are skipped. Errors name the file, line and column:
+// an empty or non-numeric cell (on a first line, with a hint that headers
+// are not allowed), a row whose column count differs from the first row's,
+// a file with only one column.
+func OpenCSV(paths ...string) (label, features *Array, err error) {
+	if len(paths) == 0 {
+		return nil, nil, errors.New("OpenCSV: no files given")
+	}
+	p := csvParser{}
+	for _, path := range paths {
+		if err := p.file(path); err != nil {
+			return nil, nil, err
+		}
+	}
+	desc := paths[0]
+	if len(paths) > 1 {
+		desc = fmt.Sprintf("%s (and %d more CSV files)", paths[0], len(paths)-1)
+	}
+	if p.rows == 0 {
+		if len(paths) == 1 {
+			return nil, nil, fmt.Errorf("%s: CSV file holds no rows", desc)
+		}
+		return nil, nil, fmt.Errorf("%s: CSV files hold no rows", desc)
+	}
+	label = newMemArray(desc+" column 1 (label)",
+		Header{DType: Float32, Shape: []int{p.rows}}, p.label)
+	features = newMemArray(fmt.Sprintf("%s columns 2-%d (features)", desc, p.cols),
+		Header{DType: Float32, Shape: []int{p.rows, p.cols - 1}}, p.features)
+	return label, features, nil
+}
+
+// csvParser accumulates the rows of several CSV files as little-endian
+// float32 bytes.
+type csvParser struct {
+	rows, cols      int
+	colsFrom        string // "a.csv line 1": where the column count was set
+	label, features []byte
+}
+
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+func (p *csvParser) file(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	if b, _ := br.Peek(len(utf8BOM)); bytes.Equal(b, utf8BOM) {
+		br.Discard(len(utf8BOM))
+	}
+	r := csv.NewReader(br)
+	r.FieldsPerRecord = -1 // checked here, with a better message
+	r.ReuseRecord = true
+	r.TrimLeadingSpace = true
+	first := true
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				return fmt.Errorf("%s line %d column %d: %v", path, pe.Line, pe.Column, pe.Err)
+			}
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		line, _ := r.FieldPos(0)
+		// Cells first: a header row or a binary file is better told as
+		// "not a number" than by its column count.
+		for i, cell := range rec {
+			v, err := parseCell(cell)
+			if err != nil {
+				hint := ""
+				if first {
+					hint = " (text/csv channels have no header row; remove it)"
+				}
+				return fmt.Errorf("%s line %d column %d: %v%s", path, line, i+1, err, hint)
+			}
+			if i == 0 {
+				p.label = binary.LittleEndian.AppendUint32(p.label, math.Float32bits(v))
+			} else {
+				p.features = binary.LittleEndian.AppendUint32(p.features, math.Float32bits(v))
+			}
+		}
+		switch {
+		case p.cols == 0 && len(rec) < 2:
+			return fmt.Errorf("%s line %d has 1 column; a CSV channel needs the label in the first column and at least one feature after it", path, line)
+		case p.cols == 0:
+			p.cols, p.colsFrom = len(rec), fmt.Sprintf("%s line %d", path, line)
+		case len(rec) != p.cols:
+			return fmt.Errorf("%s line %d has %d columns but %s has %d; every row needs the label and the same number of features",
+				path, line, len(rec), p.colsFrom, p.cols)
+		}
+		p.rows++
+		first = false
+	}
+}
+
+// parseCell reads one numeric cell as float32.
+func parseCell(cell string) (float32, error) {
+	s := strings.TrimSpace(cell)
+	if s == "" {
+		return 0, errors.New("empty cell; every cell needs a number (missing values are not supported)")
+	}
+	v, err := strconv.ParseFloat(s, 32)
+	if err != nil {
+		if errors.Is(err, strconv.ErrRange) {
+			return 0, fmt.Errorf("%q is out of float32 range", cell)
+		}
+		return 0, fmt.Errorf("%q is not a number", cell)
+	}
+	return float32(v), nil
+}
