@@ -112,7 +112,7 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			copyTree(t, filepath.Join(fx, "model"), dir)
+			fixture.CopyTree(t, filepath.Join(fx, "model"), dir)
 			path := filepath.Join(dir, model.ExtraDir, model.MetadataFile)
 			raw, _ := os.ReadFile(path)
 			var meta map[string]any
@@ -314,26 +314,4 @@ func rss(t *testing.T) int64 {
 	f := strings.Fields(string(raw))
 	pages, _ := strconv.ParseInt(f[1], 10, 64)
 	return pages * int64(os.Getpagesize())
-}
-
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		if info.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -16,29 +16,6 @@ import (
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
-// copyDir copies a fixture folder so a case can break its copy.
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		target := filepath.Join(dst, rel)
-		if info.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // objectNPY is what np.save writes for an object array (allow_pickle=True):
 // a valid header with descr '|O'.
 func objectNPY(t *testing.T, path string) {
@@ -119,7 +96,7 @@ func TestBadInputs(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			own := t.TempDir()
-			copyDir(t, fx, own)
+			fixture.CopyTree(t, fx, own)
 			base := localJob(t, own, map[string]string{"epochs": "1"}, nil)
 			c.breakJob(t, base, own)
 			var stdout, stderr bytes.Buffer
