@@ -129,7 +129,7 @@ func (f *fitter) run(ctx context.Context, from resumePoint) (*report.History, er
 		hist = &report.History{}
 	}
 	f.hist = hist
-	f.timing = timing{Hosts: f.world(), BatchSize: f.job.BatchSize, Examples: f.train.ds.Len()}
+	f.timing = timing{Hosts: f.world(), BatchSize: f.job.BatchSize, Examples: f.train.examples()}
 	if f.group != nil {
 		// Gradient, then the batch's row count, then the stop flag.
 		f.grads = make([]float32, f.model.Meta().GradientSize+2)
@@ -192,7 +192,12 @@ func (f *fitter) pass(ctx context.Context, epoch int, c *channelData, step stepF
 	}
 	opts := f.batchOptions(c)
 	opts.StartStep = startStep
-	it := c.ds.Epoch(ctx, epoch-1, opts)
+	ds, done, err := c.epochData(ctx, epoch-1)
+	if err != nil {
+		return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+	}
+	defer done()
+	it := ds.Epoch(ctx, epoch-1, opts)
 	defer it.Close()
 	steps := it.StepsPerEpoch()
 	if c.sharded && f.group != nil {

@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/sagefit/sagefit/data"
@@ -9,33 +11,63 @@ import (
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
-// channelData is a channel opened for the model: its dataset and the dtype
-// each tensor is converted to on the way in.
+// channelData is a channel opened for the model: its dataset (or, in Pipe
+// mode, how to open each epoch's) and the dtype each tensor is converted to
+// on the way in.
 type channelData struct {
 	name string
-	ds   *data.Dataset
+	ds   *data.Dataset // nil in Pipe mode
 	// sharded channels arrive already split per host (ShardedByS3Key):
 	// each host reads all it got instead of taking its share of the rows.
 	sharded bool
 	dtypes  map[string]data.DType
+	specs   []model.TensorSpec
 	close   func()
+
+	// Pipe mode: the FIFO of epoch e is <dataDir>/<name>_<e>, carrying one
+	// .npy array per tensor of pipeNames, in that order.
+	pipe      bool
+	dataDir   string
+	pipeNames []string
+	pipeOpts  data.PipeOptions
+}
+
+// epochData returns the dataset of an epoch (0-based) and a func to call
+// when done with it.
+func (c *channelData) epochData(ctx context.Context, epoch int) (*data.Dataset, func(), error) {
+	if !c.pipe {
+		return c.ds, func() {}, nil
+	}
+	if err := os.MkdirAll(c.pipeOpts.SpoolDir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("pipe spool dir: %w", err)
+	}
+	fifo := data.PipePath(c.dataDir, c.name, epoch)
+	ds, err := data.OpenPipeEpoch(ctx, fifo, c.pipeNames, c.pipeOpts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.name, err)
+	}
+	for _, spec := range c.specs {
+		if err := checkFits(ds.Array(spec.Name), spec); err != nil {
+			ds.Close()
+			return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.name, err)
+		}
+	}
+	return ds, func() { ds.Close() }, nil
+}
+
+// examples is the channel's row count, or -1 when it streams (Pipe mode).
+func (c *channelData) examples() int {
+	if c.ds == nil {
+		return -1
+	}
+	return c.ds.Len()
 }
 
 // openChannel maps a channel's files to the model's inputs and targets and
-// checks every file against the tensor it feeds.
-func openChannel(c sagemaker.Channel, meta *model.Metadata, overrides map[string]string) (*channelData, error) {
-	// FastFile files are fetched on read; memory-mapping them reads them
-	// lazily, page by page, as that mode intends.
-	if c.InputMode == sagemaker.Pipe {
-		return nil, fmt.Errorf("channel %q uses Pipe input mode, which this sagefit does not read yet; use File or FastFile", c.Name)
-	}
-	files, err := data.ListChannel(c.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("channel %q (%s) holds no .npy files", c.Name, c.Dir)
-	}
+// checks every file against the tensor it feeds. FastFile files are fetched
+// on read; memory-mapping them reads them lazily, page by page, as that mode
+// intends.
+func openChannel(c sagemaker.Channel, dataDir string, meta *model.Metadata, overrides map[string]string, pipeNames []string, pipeOpts data.PipeOptions) (*channelData, error) {
 	specs := append(append([]model.TensorSpec{}, meta.Inputs...), meta.Targets...)
 	var inputs, targets []string
 	for _, t := range meta.Inputs {
@@ -44,42 +76,39 @@ func openChannel(c sagemaker.Channel, meta *model.Metadata, overrides map[string
 	for _, t := range meta.Targets {
 		targets = append(targets, t.Name)
 	}
-	paths, err := data.MapTensors(files, inputs, targets, overrides)
-	if err != nil {
-		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
-	}
-	arrays := map[string]*data.Array{}
-	closeAll := func() {
-		for _, a := range arrays {
-			a.Close()
-		}
-	}
 	dtypes := map[string]data.DType{}
 	for _, spec := range specs {
-		a, err := data.Open(paths[spec.Name])
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
-		}
-		arrays[spec.Name] = a
-		if err := checkFits(a, spec); err != nil {
-			closeAll()
-			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
-		}
 		dt, err := data.ParseDType(spec.DType)
 		if err != nil {
-			closeAll()
 			return nil, fmt.Errorf("model tensor %q: %w", spec.Name, err)
 		}
 		dtypes[spec.Name] = dt
 	}
-	ds, err := data.NewDataset(arrays)
+	cd := &channelData{name: c.Name, dtypes: dtypes, specs: specs,
+		sharded: c.Distribution == sagemaker.ShardedByS3Key, close: func() {}}
+	if c.InputMode == sagemaker.Pipe {
+		if len(pipeNames) == 0 {
+			pipeNames = append(inputs, targets...)
+		}
+		if len(pipeNames) != len(specs) {
+			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q lists %d tensors, the model has %d inputs and targets (%s)",
+				c.Name, HPPipeTensors, len(pipeNames), len(specs), strings.Join(append(inputs, targets...), ", "))
+		}
+		cd.pipe, cd.dataDir, cd.pipeNames, cd.pipeOpts = true, dataDir, pipeNames, pipeOpts
+		return cd, nil
+	}
+	ds, err := data.OpenChannel(c.Dir, inputs, targets, overrides, data.WithContentType(c.ContentType))
 	if err != nil {
-		closeAll()
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 	}
-	return &channelData{name: c.Name, ds: ds, dtypes: dtypes, close: closeAll,
-		sharded: c.Distribution == sagemaker.ShardedByS3Key}, nil
+	for _, spec := range specs {
+		if err := checkFits(ds.Array(spec.Name), spec); err != nil {
+			ds.Close()
+			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
+		}
+	}
+	cd.ds, cd.close = ds, func() { ds.Close() }
+	return cd, nil
 }
 
 // checkFits accepts a file whose examples have the tensor's shape, allowing

@@ -35,9 +35,11 @@ const (
 	HPConnectTimeout  = "sagefit_connect_timeout"
 	HPAllReduceChunk  = "sagefit_allreduce_chunk_bytes"
 	HPCompressFP16    = "sagefit_fp16_allreduce"
-	HPCheckpoint      = "checkpoint"       // checkpoint every epoch; default: when checkpointconfig.json exists
-	HPCheckpointSteps = "checkpoint_steps" // also every N steps
-	HPCheckpointKeep  = "checkpoint_keep"  // newest K kept
+	HPPipeTensors     = "sagefit_pipe_tensors" // JSON list: the tensor of each array of a Pipe mode stream, in order
+	HPPipeTimeout     = "sagefit_pipe_timeout" // wait for an epoch's FIFO / stalled writer
+	HPCheckpoint      = "checkpoint"           // checkpoint every epoch; default: when checkpointconfig.json exists
+	HPCheckpointSteps = "checkpoint_steps"     // also every N steps
+	HPCheckpointKeep  = "checkpoint_keep"      // newest K kept
 	defaultModelChan  = "model"
 	defaultValChannel = "validation"
 )
@@ -59,6 +61,9 @@ type Job struct {
 	Prefetch     int
 	LearningRate float64 // 0: keep the exported one
 	ModelVersion string
+
+	PipeTensors []string
+	PipeTimeout time.Duration
 
 	Session model.Config
 
@@ -140,6 +145,20 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 	}
 	if j.TensorFiles, err = env.StringMap(HPTensorFiles, nil); err != nil {
 		return nil, err
+	}
+	if j.PipeTimeout, err = env.Duration(HPPipeTimeout, 10*time.Minute); err != nil {
+		return nil, err
+	}
+	if v, ok := env.Hyperparameters[HPPipeTensors]; ok {
+		list, _ := v.([]any)
+		for _, item := range list {
+			if name, ok := item.(string); ok {
+				j.PipeTensors = append(j.PipeTensors, name)
+			}
+		}
+		if len(list) == 0 || len(j.PipeTensors) != len(list) {
+			return nil, fmt.Errorf("hyperparameter %q must be a JSON list of tensor names, e.g. [\"train\", \"labels\"]", HPPipeTensors)
+		}
 	}
 	j.CheckpointDir = env.CheckpointDir
 	j.ModelVersion = env.String(HPModelVersion, "1")

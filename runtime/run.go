@@ -14,6 +14,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/distributed"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/runtime/report"
@@ -152,14 +153,17 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("hyperparameter %q: %w", HPLearningRate, err)
 		}
 	}
-	train, err := openChannel(job.TrainChannel, meta, job.TensorFiles)
+	// Pipe mode streams are spooled to the job's storage volume, not /tmp.
+	pipeOpts := data.PipeOptions{SpoolDir: filepath.Join(env.Paths.InputDir(), "sagefit-spool"), OpenTimeout: job.PipeTimeout, IdleTimeout: job.PipeTimeout}
+	dataDir := env.Paths.DataDir()
+	train, err := openChannel(job.TrainChannel, dataDir, meta, job.TensorFiles, job.PipeTensors, pipeOpts)
 	if err != nil {
 		return nil, err
 	}
 	defer train.close()
 	var val *channelData
 	if job.ValChannel != nil {
-		if val, err = openChannel(*job.ValChannel, meta, job.TensorFiles); err != nil {
+		if val, err = openChannel(*job.ValChannel, dataDir, meta, job.TensorFiles, job.PipeTensors, pipeOpts); err != nil {
 			return nil, err
 		}
 		defer val.close()
@@ -181,7 +185,7 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %d examples, batch %d, %d epochs\n",
-		env.CurrentHost, env.Rank, len(env.Hosts), job.ModelDir, job.TrainChannel.Name, train.ds.Len(), job.BatchSize, job.Epochs)
+		env.CurrentHost, env.Rank, len(env.Hosts), job.ModelDir, job.TrainChannel.Name, train.examples(), job.BatchSize, job.Epochs)
 
 	// A stop request (SIGTERM) ends training after the current step, with a
 	// checkpoint; it does not cancel the step itself, nor the collectives

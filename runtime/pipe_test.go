@@ -1,0 +1,103 @@
+package runtime_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"syscall"
+	"testing"
+
+	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/runtime"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+// TestPipeModeTrainsLikeFileMode: a Pipe mode channel, fed epoch by epoch
+// through real FIFOs by separate writer processes, trains exactly like the
+// same data in File mode.
+func TestPipeModeTrainsLikeFileMode(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "3", "shuffle": "true", "seed": "4"}
+	channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
+
+	fileBase := t.TempDir()
+	if err := sagemaker.WriteLocal(fileBase, sagemaker.LocalSpec{Channels: channels, Hyperparameters: hps}); err != nil {
+		t.Fatal(err)
+	}
+	fileRes, err := runtime.Train(context.Background(), runtime.Options{Base: fileBase, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pipeBase := t.TempDir()
+	err = sagemaker.WriteLocal(pipeBase, sagemaker.LocalSpec{Channels: channels, Hyperparameters: hps,
+		InputModes: map[string]string{"training": "Pipe"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writers []*exec.Cmd
+	for epoch := 0; epoch < 3; epoch++ {
+		fifo := filepath.Join(pipeBase, "input", "data", fmt.Sprintf("training_%d", epoch))
+		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Inputs, then targets: the default order of a Pipe mode stream.
+		w := exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
+			filepath.Join(fx, "train", "train.npy"), filepath.Join(fx, "train", "labels.npy"), fifo)
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		writers = append(writers, w)
+	}
+	var stderr bytes.Buffer
+	pipeRes, err := runtime.Train(context.Background(), runtime.Options{Base: pipeBase, Stdout: &bytes.Buffer{}, Stderr: &stderr})
+	if err != nil {
+		t.Fatalf("pipe mode: %v\n%s", err, stderr.String())
+	}
+	for _, w := range writers {
+		if err := w.Wait(); err != nil {
+			t.Errorf("writer: %v", err)
+		}
+	}
+	for _, name := range fileRes.History.Names() {
+		if got, want := pipeRes.History.Values(name), fileRes.History.Values(name); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: pipe mode %v, file mode %v", name, got, want)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(pipeBase, "input", "sagefit-spool")); len(entries) != 0 {
+		t.Errorf("spool files left behind: %v", entries)
+	}
+}
+
+// TestPipeWriterStoppingEarlyFails: a stream cut short ends the job with a
+// clear reason, not a hang.
+func TestPipeWriterStoppingEarlyFails(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
+	base := t.TempDir()
+	err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
+		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")},
+		Hyperparameters: map[string]string{"epochs": "1", "sagefit_pipe_timeout": "20s"},
+		InputModes:      map[string]string{"training": "Pipe"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(base, "input", "data", "training_0")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := exec.Command("/bin/sh", "-c", `head -c 5000 "$1" > "$2"`, "sh", filepath.Join(fx, "train", "train.npy"), fifo)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Wait()
+	code := runtime.Main(context.Background(), runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+	if code == 0 || !bytes.Contains(reason, []byte("training_0")) || !bytes.Contains(reason, []byte("stopped after")) {
+		t.Errorf("exit %d, failure %q", code, reason)
+	}
+	t.Logf("failure: %s", reason)
+}
