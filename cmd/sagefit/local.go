@@ -1,14 +1,24 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"syscall"
+	"time"
 
+	"github.com/sagefit/sagefit/internal/s3sync"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
@@ -34,18 +44,23 @@ func (p pairs) Set(s string) error {
 }
 
 // local lays out a SageMaker base dir from flags and runs the same code path
-// as `train` in it.
+// as `train` in it. Channels, the output and checkpoints may be s3:// URLs
+// (see localS3).
 func local(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("local", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	modelDir := fs.String("model", "", "training SavedModel written by sagefit.export (becomes the \"model\" channel)")
-	output := fs.String("output", "", "SageMaker base dir to create (model/, output/ land there); default: a new temporary folder")
+	modelDir := fs.String("model", "", "training SavedModel written by sagefit.export, a folder or s3://bucket/prefix (becomes the \"model\" channel)")
+	output := fs.String("output", "", "SageMaker base dir to create (model/, output/ land there); or s3://bucket/prefix: upload model.tar.gz and output.tar.gz to <prefix>/<job-name>/output/ as SageMaker does, from a temporary base dir; default: a new temporary folder")
 	instance := fs.String("instance-type", "local", "instance type to report in resourceconfig.json")
 	hosts := fs.Int("hosts", 1, "simulate a job of N hosts: N processes on 127.0.0.1..N, one base dir each under --output")
+	jobName := fs.String("job-name", "", "training job name (TRAINING_JOB_NAME; names the S3 output folder); default with an s3:// --output: sagefit-local-<timestamp>")
+	checkpoint := fs.String("checkpoint", "", "s3://bucket/prefix, SageMaker's checkpoint_s3_uri: downloaded into <base>/checkpoints before training, new and changed checkpoints uploaded after it (also after a failure or stop)")
+	s3Endpoint := fs.String("s3-endpoint", "", "endpoint URL of an S3-compatible store (path-style requests); default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS")
+	s3Cache := fs.String("s3-cache", "", "folder that s3:// channels are downloaded into, one folder each (default <base>/.s3); when reused, only changed objects are fetched")
 	channels := pairs{}
 	hps := pairs{}
 	modes := pairs{}
-	fs.Var(channels, "channel", "NAME=DIR: a data channel (repeatable), e.g. training=./data")
+	fs.Var(channels, "channel", "NAME=DIR or NAME=s3://bucket/prefix: a data channel (repeatable), e.g. training=./data")
 	fs.Var(hps, "hp", "KEY=VALUE: a hyperparameter (repeatable), e.g. epochs=10")
 	fs.Var(modes, "input-mode", "NAME=MODE: File (default), FastFile or Pipe for a channel")
 	if err := fs.Parse(args); err != nil {
@@ -62,8 +77,16 @@ func local(args []string, stdout, stderr io.Writer) int {
 	if *modelDir != "" {
 		channels["model"] = *modelDir
 	}
+	plan, err := planS3(channels, *output, *checkpoint, *jobName)
+	if err != nil {
+		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+		return 2
+	}
+	if plan.jobName != "" {
+		os.Setenv("TRAINING_JOB_NAME", plan.jobName) // read by train and by every host
+	}
 	base := *output
-	if base == "" {
+	if base == "" || plan.output != nil {
 		dir, err := os.MkdirTemp("", "sagefit-local-")
 		if err != nil {
 			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
@@ -72,6 +95,9 @@ func local(args []string, stdout, stderr io.Writer) int {
 		base = dir
 	}
 	for name, dir := range channels {
+		if _, ok := plan.channels[name]; ok {
+			continue // filled in by the download
+		}
 		abs, err := filepath.Abs(dir)
 		if err != nil {
 			fmt.Fprintf(stderr, "sagefit local: channel %s: %v\n", name, err)
@@ -85,13 +111,279 @@ func local(args []string, stdout, stderr io.Writer) int {
 		InputModes:      modes,
 		InstanceType:    *instance,
 	}
-	if *hosts > 1 {
-		return cluster(*hosts, base, spec, stdout, stderr)
+	run := func() int {
+		if *hosts > 1 {
+			return cluster(*hosts, base, spec, stdout, stderr)
+		}
+		if err := sagemaker.WriteLocal(base, spec); err != nil {
+			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "sagefit local: SageMaker base dir %s\n", base)
+		return train(stdout, stderr, base)
 	}
-	if err := sagemaker.WriteLocal(base, spec); err != nil {
+	if plan.empty() {
+		return run()
+	}
+	plan.endpoint, plan.cache = *s3Endpoint, *s3Cache
+	return localS3(plan, base, *hosts, channels, run, stderr)
+}
+
+// s3Plan is what a local run moves to and from S3.
+type s3Plan struct {
+	channels   map[string]s3sync.URL // channel name -> prefix to download
+	output     *s3sync.URL           // SageMaker's output_path, or nil
+	checkpoint *s3sync.URL           // SageMaker's checkpoint_s3_uri, or nil
+	jobName    string
+	endpoint   string // --s3-endpoint
+	cache      string // --s3-cache
+}
+
+func (p s3Plan) empty() bool { return len(p.channels) == 0 && p.output == nil && p.checkpoint == nil }
+
+// jobNameRE is what SageMaker accepts as a training job name.
+var jobNameRE = regexp.MustCompile(`^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$`)
+
+// channelNameRE is what SageMaker accepts as a channel name (checked
+// before a download makes a folder of that name).
+var channelNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// planS3 reads the s3:// URLs among the flags.
+func planS3(channels map[string]string, output, checkpoint, jobName string) (s3Plan, error) {
+	p := s3Plan{channels: map[string]s3sync.URL{}, jobName: jobName}
+	for name, src := range channels {
+		if !s3sync.IsURL(src) {
+			continue
+		}
+		if !channelNameRE.MatchString(name) || name == "." || name == ".." {
+			return p, fmt.Errorf("channel name %q is not valid: use 1 to 64 letters, digits, '.', '-' or '_'", name)
+		}
+		u, err := s3sync.Parse(src)
+		if err != nil {
+			return p, fmt.Errorf("channel %s: %v", name, err)
+		}
+		p.channels[name] = u
+	}
+	if s3sync.IsURL(output) {
+		u, err := s3sync.Parse(output)
+		if err != nil {
+			return p, fmt.Errorf("--output: %v", err)
+		}
+		p.output = &u
+		if p.jobName == "" {
+			p.jobName = "sagefit-local-" + strings.ReplaceAll(time.Now().UTC().Format("2006-01-02-15-04-05.000"), ".", "-")
+		}
+	}
+	if checkpoint != "" {
+		if !s3sync.IsURL(checkpoint) {
+			return p, fmt.Errorf("--checkpoint %q: want an s3:// URL (SageMaker's checkpoint_s3_uri); checkpoints are written to <base>/checkpoints either way", checkpoint)
+		}
+		u, err := s3sync.Parse(checkpoint)
+		if err != nil {
+			return p, fmt.Errorf("--checkpoint: %v", err)
+		}
+		p.checkpoint = &u
+	}
+	if p.jobName != "" && !jobNameRE.MatchString(p.jobName) {
+		return p, fmt.Errorf("--job-name %q is not a SageMaker job name: 1 to 63 letters, digits and '-', starting and ending with a letter or digit", p.jobName)
+	}
+	return p, nil
+}
+
+// localS3 runs a local job whose channels, output or checkpoints are in
+// S3, as SageMaker would: s3:// channels are downloaded (into the cache,
+// <base>/.s3/<channel> by default) and become the channels' folders, the
+// checkpoint prefix is downloaded into the checkpoint dir and named in
+// checkpointconfig.json, run trains; then the checkpoints are uploaded
+// (whatever the outcome) and, after a successful run, model.tar.gz and
+// output.tar.gz go to <output>/<job-name>/output/. With an s3:// output the
+// base dir is temporary and removed once everything is uploaded.
+func localS3(plan s3Plan, base string, hosts int, channels map[string]string, run func() int, stderr io.Writer) int {
+	// Rank 0's base dir: what the model, output and checkpoints come from.
+	hostBases := []string{base}
+	if hosts > 1 {
+		hostBases = hostBases[:0]
+		for i := range hosts {
+			hostBases = append(hostBases, filepath.Join(base, fmt.Sprintf("algo-%d", i+1)))
+		}
+	}
+	rank0 := sagemaker.Paths{Base: hostBases[0]}
+	fail := func(err error) int {
 		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+		if hosts == 1 {
+			_ = sagemaker.WriteFailure(rank0.FailureFile(), err.Error())
+		}
+		if plan.output != nil {
+			fmt.Fprintf(stderr, "sagefit local: the job's files are in %s\n", base)
+		}
 		return 1
 	}
-	fmt.Fprintf(stderr, "sagefit local: SageMaker base dir %s\n", base)
-	return train(stdout, stderr, base)
+	var opts []s3sync.Option
+	if plan.endpoint != "" {
+		opts = append(opts, s3sync.WithEndpoint(plan.endpoint))
+	}
+
+	// Before training: downloads, stoppable by SIGTERM or Ctrl-C.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	client, err := s3sync.New(ctx, opts...)
+	if err != nil {
+		stop()
+		return fail(err)
+	}
+	// Where results go must exist before an hour of training, not after.
+	for _, u := range []*s3sync.URL{plan.output, plan.checkpoint} {
+		if u == nil {
+			continue
+		}
+		if err := client.CheckBucket(ctx, *u); err != nil {
+			stop()
+			return fail(err)
+		}
+	}
+	cache := plan.cache
+	if cache == "" {
+		cache = filepath.Join(base, ".s3")
+	}
+	if cache, err = filepath.Abs(cache); err != nil {
+		stop()
+		return fail(err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(plan.channels)) {
+		src, dir := plan.channels[name], filepath.Join(cache, name)
+		start := time.Now()
+		st, err := client.Download(ctx, src, dir, s3sync.DownloadOptions{Mirror: true})
+		if err != nil {
+			stop()
+			return fail(fmt.Errorf("channel %s: %w", name, err))
+		}
+		fmt.Fprintf(stderr, "sagefit local: channel %s: %s from %s in %s into %s%s\n",
+			name, count(st.Objects, "file"), src, time.Since(start).Round(time.Millisecond), dir, transferNote(st))
+		channels[name] = dir
+	}
+	var ckptDirs []string
+	if plan.checkpoint != nil {
+		for _, hb := range hostBases {
+			p := sagemaker.Paths{Base: hb}
+			dir := p.DefaultCheckpointDir()
+			ckptDirs = append(ckptDirs, dir)
+			if err := writeCheckpointConfig(p, dir, *plan.checkpoint); err != nil {
+				stop()
+				return fail(err)
+			}
+		}
+		// Only rank 0 reads and writes checkpoints.
+		st, err := client.Download(ctx, *plan.checkpoint, ckptDirs[0], s3sync.DownloadOptions{AllowEmpty: true, Skip: s3sync.Hidden})
+		if err != nil {
+			stop()
+			return fail(fmt.Errorf("checkpoints: %w", err))
+		}
+		fmt.Fprintf(stderr, "sagefit local: checkpoints: %s from %s into %s%s\n",
+			count(st.Objects, "file"), plan.checkpoint, ckptDirs[0], transferNote(st))
+	}
+	stop()
+
+	code := run()
+
+	// After training: uploads, stoppable by a (second) SIGTERM or Ctrl-C.
+	ctx, stop = signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var errs []error
+	if plan.checkpoint != nil {
+		st, err := client.UploadDir(ctx, ckptDirs[0], *plan.checkpoint, s3sync.UploadOptions{Skip: s3sync.Hidden})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("checkpoints: %w", err))
+		} else {
+			fmt.Fprintf(stderr, "sagefit local: checkpoints: %s uploaded to %s, %d unchanged\n", count(st.Objects, "file"), plan.checkpoint, st.Skipped)
+		}
+	}
+	if plan.output != nil && code == 0 {
+		out := plan.output.Join(plan.jobName, "output")
+		for _, a := range []struct{ name, dir string }{
+			{"model.tar.gz", rank0.ModelDir()},
+			{"output.tar.gz", rank0.OutputDataDir()},
+		} {
+			dst := out.Join(a.name)
+			n, err := client.UploadTarGz(ctx, a.dir, dst)
+			if err != nil {
+				errs = append(errs, err)
+				break
+			}
+			fmt.Fprintf(stderr, "sagefit local: uploaded %s (%s)\n", dst, size(n))
+		}
+	} else if plan.output != nil {
+		fmt.Fprintf(stderr, "sagefit local: the job failed: nothing uploaded to %s\n", plan.output.Join(plan.jobName, "output"))
+	}
+	if len(errs) > 0 {
+		if code == 0 {
+			return fail(errors.Join(errs...))
+		}
+		for _, err := range errs {
+			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+		}
+	}
+	if plan.output != nil {
+		if code == 0 {
+			os.RemoveAll(base)
+		} else {
+			fmt.Fprintf(stderr, "sagefit local: the job's files are in %s\n", base)
+		}
+	}
+	return code
+}
+
+// writeCheckpointConfig writes input/config/checkpointconfig.json as
+// SageMaker does for a job with checkpoint_s3_uri.
+func writeCheckpointConfig(p sagemaker.Paths, dir string, uri s3sync.URL) error {
+	if err := os.MkdirAll(p.ConfigDir(), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(map[string]string{"LocalPath": dir, "S3Uri": uri.String()}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(p.ConfigDir(), sagemaker.CheckpointConfigFile), append(b, '\n'), 0o644)
+}
+
+// transferNote sums up what a download skipped, removed and verified.
+func transferNote(st s3sync.Stats) string {
+	var notes []string
+	if st.Bytes > 0 {
+		notes = append(notes, size(st.Bytes))
+	}
+	if st.Skipped > 0 {
+		notes = append(notes, fmt.Sprintf("%d unchanged", st.Skipped))
+	}
+	if st.Removed > 0 {
+		notes = append(notes, fmt.Sprintf("%d stale removed", st.Removed))
+	}
+	if len(st.Verified) > 0 {
+		var v []string
+		for _, alg := range slices.Sorted(maps.Keys(st.Verified)) {
+			v = append(v, fmt.Sprintf("%s %d", alg, st.Verified[alg]))
+		}
+		notes = append(notes, "verified "+strings.Join(v, ", "))
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(notes, "; ") + ")"
+}
+
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func size(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -1,0 +1,330 @@
+package main_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/internal/s3sync/s3test"
+)
+
+// The tests in this file run `sagefit local` against a real S3-compatible
+// server (moto, with IAM authentication enforced) on loopback; they skip,
+// saying why, where moto is not installed.
+
+// putDir uploads the files under dir as s3://bucket/prefix/<path>.
+func putDir(t *testing.T, srv *s3test.Server, dir, bucket, prefix string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		srv.Put(t, bucket, prefix+"/"+filepath.ToSlash(rel), b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runLocal runs `sagefit local args...` with env, bounded to 90 s.
+func runLocalS3(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"local"}, args...)...)
+	cmd.Env = env
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(90*time.Second, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	cmd.Wait()
+	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+}
+
+// untarNames lists a .tar.gz's entries (folders end in "/").
+func untarNames(t *testing.T, b []byte) []string {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+	}
+}
+
+// TestLocalS3TrainsFromAndToS3: model and training data come from S3, the
+// results go to S3 the way SageMaker lays them out.
+func TestLocalS3TrainsFromAndToS3(t *testing.T) {
+	srv := s3test.Start(t)
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	srv.CreateBucket(t, "data")
+	srv.CreateBucket(t, "results")
+	putDir(t, srv, filepath.Join(fx, "model"), "data", "seed/model")
+	putDir(t, srv, filepath.Join(fx, "train"), "data", "seed/train")
+
+	stdout, stderr, code := runLocalS3(t, srv.Env(),
+		"--model", "s3://data/seed/model", "--channel", "training=s3://data/seed/train",
+		"--hp", "epochs=2", "--output", "s3://results/runs", "--job-name", "seed-job-1")
+	if code != 0 {
+		t.Fatalf("exit code %d\n%s", code, stderr)
+	}
+	noTrace(t, stderr)
+	if !strings.Contains(stdout, "Epoch 2/2 - 7/7 - ") {
+		t.Errorf("stdout lacks the epoch lines:\n%s", stdout)
+	}
+	for _, want := range []string{
+		"sagefit local: channel training: 2 files from s3://data/seed/train",
+		"verified CRC32 2, MD5 2",
+		"sagefit local: uploaded s3://results/runs/seed-job-1/output/model.tar.gz",
+		"sagefit local: uploaded s3://results/runs/seed-job-1/output/output.tar.gz",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	keys := srv.Keys(t, "results", "")
+	if want := []string{"runs/seed-job-1/output/model.tar.gz", "runs/seed-job-1/output/output.tar.gz"}; !slices.Equal(keys, want) {
+		t.Fatalf("keys %v, want %v", keys, want)
+	}
+	model := untarNames(t, srv.Get(t, "results", keys[0]))
+	for _, want := range []string{"1/", "1/saved_model.pb", "1/variables/", "1/variables/variables.index"} {
+		if !slices.Contains(model, want) {
+			t.Errorf("model.tar.gz lacks %s: %v", want, model)
+		}
+	}
+	for _, name := range model {
+		if strings.HasPrefix(name, "/") || strings.HasPrefix(name, "./") || strings.HasPrefix(name, "model/") {
+			t.Errorf("model.tar.gz entry %q is not relative to the model dir", name)
+		}
+	}
+	output := untarNames(t, srv.Get(t, "results", keys[1]))
+	for _, want := range []string{"history.json", "loss.png"} {
+		if !slices.Contains(output, want) {
+			t.Errorf("output.tar.gz lacks %s: %v", want, output)
+		}
+	}
+	// With an s3:// output the base dir was temporary, and is gone.
+	if m := regexp.MustCompile(`SageMaker base dir (\S+)`).FindStringSubmatch(stderr); m == nil {
+		t.Errorf("stderr does not name the base dir:\n%s", stderr)
+	} else if _, err := os.Stat(m[1]); err == nil {
+		t.Errorf("temporary base dir %s left behind", m[1])
+	}
+}
+
+// TestLocalS3Errors: each S3 problem ends the command with exit code 1, one
+// clear sentence (on stderr and in the failure file) and no Go trace.
+func TestLocalS3Errors(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "data")
+	srv.Put(t, "data", "train/train.npy", []byte("x"))
+	model := t.TempDir() // never reached
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"unknown access key", s3test.Environ(srv.Endpoint, "AKIANOSUCHKEY0000000", "secret"),
+			[]string{"--channel", "training=s3://data/train"},
+			"channel training: s3://data/train: access denied: check AWS credentials (InvalidAccessKeyId: "},
+		{"wrong secret", s3test.Environ(srv.Endpoint, srv.AccessKey, "wrong"),
+			[]string{"--channel", "training=s3://data/train"},
+			"channel training: s3://data/train: access denied: check AWS credentials (SignatureDoesNotMatch: "},
+		{"no credentials", s3test.Environ(srv.Endpoint, "", ""),
+			[]string{"--channel", "training=s3://data/train"},
+			"s3: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"},
+		{"missing channel bucket", srv.Env(),
+			[]string{"--channel", "training=s3://no-such-bucket/train"},
+			`channel training: s3://no-such-bucket/train: bucket "no-such-bucket" does not exist`},
+		{"missing output bucket", srv.Env(),
+			[]string{"--channel", "training=" + model, "--output", "s3://no-such-bucket/out"},
+			`s3://no-such-bucket/out: bucket "no-such-bucket" does not exist`},
+		{"empty prefix", srv.Env(),
+			[]string{"--channel", "training=s3://data/nothing"},
+			"channel training: s3://data/nothing: no objects under this prefix"},
+		{"endpoint down", s3test.Environ("http://127.0.0.1:1", srv.AccessKey, srv.SecretKey),
+			[]string{"--channel", "training=s3://data/train"},
+			"channel training: s3://data/train: cannot reach the S3 endpoint at 127.0.0.1:1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			args := append([]string{"--model", model, "--output", out}, tc.args...)
+			_, stderr, code := runLocalS3(t, tc.env, args...)
+			if code != 1 {
+				t.Fatalf("exit code %d, want 1\n%s", code, stderr)
+			}
+			if !strings.Contains(stderr, "sagefit local: "+tc.want) {
+				t.Errorf("stderr lacks %q:\n%s", tc.want, stderr)
+			}
+			noTrace(t, stderr)
+			if !slices.Contains(tc.args, "s3://no-such-bucket/out") {
+				reason, err := os.ReadFile(filepath.Join(out, "output", "failure"))
+				if err != nil || !strings.Contains(string(reason), tc.want) {
+					t.Errorf("failure file %q (%v), want %q", reason, err, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestLocalS3CutOff: a connection that closes halfway through a download
+// (every time: a proxy cuts each one after 64 KiB) fails the command with a
+// clear error and leaves no file under its final name in the channel.
+func TestLocalS3CutOff(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "data")
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	srv.Put(t, "data", "train/big.npy", big)
+	srv.Put(t, "data", "train/small.npy", []byte("small"))
+	proxy := s3test.CutProxy(t, s3test.Host(srv.Endpoint), 64<<10)
+
+	out := t.TempDir()
+	// The endpoint by flag, overriding AWS_ENDPOINT_URL_S3 (the server).
+	_, stderr, code := runLocalS3(t, srv.Env(), "--model", t.TempDir(), "--output", out,
+		"--channel", "training=s3://data/train", "--s3-endpoint", proxy)
+	if code != 1 {
+		t.Fatalf("exit code %d, want 1\n%s", code, stderr)
+	}
+	noTrace(t, stderr)
+	re := regexp.MustCompile(`sagefit local: channel training: s3://data/train/big\.npy: transfer cut off after \d+ of 1048576 bytes \(tried 3 times\): unexpected EOF`)
+	if !re.MatchString(stderr) {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+	dir := filepath.Join(out, ".s3", "training")
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() == "big.npy" || strings.Contains(e.Name(), ".s3part-") {
+			t.Errorf("%s left in %s after a cut-off transfer", e.Name(), dir)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(out, "input", "data", "training")); err == nil {
+		t.Error("the channel was linked although its download failed")
+	}
+}
+
+// TestLocalS3Checkpoints: checkpoints go up after a run (complete ones
+// only) and come back down before the next, which resumes from them; a
+// stopped run uploads the checkpoint it wrote on SIGTERM.
+func TestLocalS3Checkpoints(t *testing.T) {
+	srv := s3test.Start(t)
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	srv.CreateBucket(t, "ckpt")
+	args := func(out string, epochs string) []string {
+		return []string{"--model", filepath.Join(fx, "model"), "--channel", "training=" + filepath.Join(fx, "train"),
+			"--hp", "epochs=" + epochs, "--checkpoint", "s3://ckpt/job", "--output", out}
+	}
+
+	// Run 1: 2 epochs, a checkpoint after the first.
+	out1 := t.TempDir()
+	_, stderr, code := runLocalS3(t, srv.Env(), args(out1, "2")...)
+	if code != 0 {
+		t.Fatalf("run 1: exit code %d\n%s", code, stderr)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(out1, "input", "config", "checkpointconfig.json"))
+	if !strings.Contains(string(cfg), `"S3Uri": "s3://ckpt/job"`) || !strings.Contains(string(cfg), `"LocalPath": "`+filepath.Join(out1, "checkpoints")+`"`) {
+		t.Errorf("checkpointconfig.json: %s", cfg)
+	}
+	want := []string{"job/ckpt-000002-000000000/state.json", "job/ckpt-000002-000000000/variables.bin"}
+	if got := srv.Keys(t, "ckpt", ""); !slices.Equal(got, want) {
+		t.Fatalf("after run 1: keys %v, want %v\n%s", got, want, stderr)
+	}
+	if !strings.Contains(stderr, "sagefit local: checkpoints: 2 files uploaded to s3://ckpt/job, 0 unchanged") {
+		t.Errorf("run 1 stderr:\n%s", stderr)
+	}
+	// A checkpoint being written when the upload runs is not uploaded.
+	os.MkdirAll(filepath.Join(out1, "checkpoints", ".tmp-ckpt-000009-000000000-1"), 0o755)
+	os.WriteFile(filepath.Join(out1, "checkpoints", ".tmp-ckpt-000009-000000000-1", "variables.bin"), []byte("half"), 0o644)
+
+	// Run 2, in a fresh base dir: 3 epochs, resumes after epoch 1.
+	out2 := t.TempDir()
+	stdout, stderr, code := runLocalS3(t, srv.Env(), args(out2, "3")...)
+	if code != 0 {
+		t.Fatalf("run 2: exit code %d\n%s", code, stderr)
+	}
+	for _, w := range []string{
+		"sagefit local: checkpoints: 2 files from s3://ckpt/job into " + filepath.Join(out2, "checkpoints"),
+		"sagefit: resuming from " + filepath.Join(out2, "checkpoints", "ckpt-000002-000000000") + " (epoch 2, step 0)",
+		"sagefit local: checkpoints: 2 files uploaded to s3://ckpt/job, 2 unchanged",
+	} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("run 2 stderr lacks %q:\n%s", w, stderr)
+		}
+	}
+	if strings.Contains(stdout, "Epoch 1/3") || !strings.Contains(stdout, "Epoch 3/3") {
+		t.Errorf("run 2 did not resume at epoch 2:\n%s", stdout)
+	}
+	want = append(want, "job/ckpt-000003-000000000/state.json", "job/ckpt-000003-000000000/variables.bin")
+	if got := srv.Keys(t, "ckpt", ""); !slices.Equal(got, want) {
+		t.Fatalf("after run 2: keys %v, want %v", got, want)
+	}
+
+	// Run 3, stopped by SIGTERM mid-training: its stop checkpoint goes up.
+	out3 := t.TempDir()
+	cmd := exec.Command(binary, append([]string{"local"}, args(out3, "100000")...)...)
+	cmd.Env = srv.Env()
+	var so, se lockedBuffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(so.String(), "Epoch 3/") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("sagefit local did not stop within 60 s of SIGTERM\n%s", se.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code == 0 {
+		t.Errorf("exit code 0 after SIGTERM")
+	}
+	m := regexp.MustCompile(`sagefit: checkpoint \S+/(ckpt-\d+-\d+)`).FindAllStringSubmatch(se.String(), -1)
+	if m == nil {
+		t.Fatalf("run 3 wrote no checkpoint:\n%s", se.String())
+	}
+	last := m[len(m)-1][1]
+	if got := srv.Keys(t, "ckpt", "job/"+last+"/"); len(got) != 2 {
+		t.Errorf("stop checkpoint %s not uploaded: %v\n%s", last, got, se.String())
+	}
+	if !strings.Contains(se.String(), "sagefit local: checkpoints: ") || !strings.Contains(se.String(), "uploaded to s3://ckpt/job") {
+		t.Errorf("run 3 stderr:\n%s", se.String())
+	}
+	for _, k := range srv.Keys(t, "ckpt", "") {
+		if strings.Contains(k, ".tmp-") {
+			t.Errorf("incomplete checkpoint uploaded: %s", k)
+		}
+	}
+}

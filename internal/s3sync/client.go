@@ -1,0 +1,138 @@
+package s3sync
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// DefaultRegion is used when neither the environment nor the shared config
+// names a region: S3's own default, and what S3-compatible stores accept.
+const DefaultRegion = "us-east-1"
+
+// Client transfers files between local folders and S3.
+type Client struct {
+	s3       *s3.Client
+	up       *manager.Uploader
+	endpoint string // custom endpoint in use, or ""
+	region   string
+	workers  int
+	partSize int64
+	attempts int           // tries per object download
+	backoff  time.Duration // pause before the second try, doubled after
+}
+
+type options struct {
+	endpoint   string
+	region     string
+	workers    int
+	attempts   int
+	partSize   int64
+	httpClient *http.Client
+	backoff    time.Duration
+}
+
+// Option configures a [Client].
+type Option func(*options)
+
+// WithEndpoint sends requests to an S3-compatible store at url (e.g.
+// http://127.0.0.1:9000) with path-style addressing, instead of AWS or the
+// endpoint that AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL name. Empty keeps
+// the default.
+func WithEndpoint(url string) Option { return func(o *options) { o.endpoint = url } }
+
+// WithRegion sets the region, instead of the one from the environment or
+// shared config. Empty keeps the default.
+func WithRegion(region string) Option { return func(o *options) { o.region = region } }
+
+// WithWorkers sets how many objects are transferred at once (default 8).
+func WithWorkers(n int) Option { return func(o *options) { o.workers = n } }
+
+// WithAttempts sets how many times a download whose bytes stop coming
+// halfway is tried from the start before it fails (default 3).
+func WithAttempts(n int) Option { return func(o *options) { o.attempts = n } }
+
+// WithPartSize sets the multipart upload part size in bytes (default, and
+// minimum, 5 MiB).
+func WithPartSize(n int64) Option { return func(o *options) { o.partSize = n } }
+
+// WithHTTPClient sends requests through c.
+func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
+
+// New makes a Client from the SDK's default configuration (credential
+// chain, region, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) and opts. It
+// resolves the credentials once, so a machine without any fails here with
+// a [NoCredentials] error rather than on the first transfer.
+func New(ctx context.Context, opts ...Option) (*Client, error) {
+	o := options{workers: 8, attempts: 3, partSize: manager.DefaultUploadPartSize, backoff: 200 * time.Millisecond}
+	for _, f := range opts {
+		f(&o)
+	}
+	o.workers = max(o.workers, 1)
+	o.attempts = max(o.attempts, 1)
+	o.partSize = max(o.partSize, manager.MinUploadPartSize)
+
+	var load []func(*config.LoadOptions) error
+	if o.region != "" {
+		load = append(load, config.WithRegion(o.region))
+	}
+	if o.httpClient != nil {
+		load = append(load, config.WithHTTPClient(o.httpClient))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, load...)
+	if err != nil {
+		return nil, fmt.Errorf("s3: AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = DefaultRegion
+	}
+	c := &Client{region: cfg.Region, partSize: o.partSize, workers: o.workers, attempts: o.attempts, backoff: o.backoff}
+	c.s3 = s3.NewFromConfig(cfg, func(so *s3.Options) {
+		if o.endpoint != "" {
+			so.BaseEndpoint = aws.String(o.endpoint)
+		}
+		if so.BaseEndpoint != nil {
+			// S3-compatible stores serve buckets as paths, not host names.
+			so.UsePathStyle = true
+			c.endpoint = *so.BaseEndpoint
+		}
+		// Multipart objects carry composite checksums the SDK cannot
+		// validate; we check their size instead, quietly.
+		so.DisableLogOutputChecksumValidationSkipped = true
+	})
+	c.up = manager.NewUploader(c.s3, func(u *manager.Uploader) {
+		u.PartSize = o.partSize
+		u.Concurrency = min(o.workers, manager.DefaultUploadConcurrency)
+	})
+	if cfg.Credentials == nil {
+		return nil, &Error{URL: "s3", Kind: NoCredentials}
+	}
+	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+		return nil, &Error{URL: "s3", Kind: NoCredentials, Err: err}
+	}
+	return c, nil
+}
+
+// Endpoint is the custom endpoint requests go to, or "" for AWS.
+func (c *Client) Endpoint() string { return c.endpoint }
+
+// Region is the region requests are signed for.
+func (c *Client) Region() string { return c.region }
+
+// CheckBucket fails, as an [*Error] about u, when u's bucket does not
+// exist or these credentials may not use it: a check before a long job
+// whose results go there.
+func (c *Client) CheckBucket(ctx context.Context, u URL) error {
+	_, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(u.Bucket)})
+	err = classify(u.String(), err)
+	if IsKind(err, NotFound) { // HEAD answers 404 without a code
+		err.(*Error).Kind = NoSuchBucket
+	}
+	return err
+}
