@@ -25,7 +25,8 @@ import (
 
 const usage = `usage:
   sagefit train
-  sagefit local --model DIR --channel NAME=DIR [--channel ...] [--hp KEY=VALUE ...] [--output DIR] [--hosts N]
+  sagefit local --model DIR|s3://... --channel NAME=DIR|s3://... [--channel ...] [--hp KEY=VALUE ...]
+                [--output DIR|s3://...] [--checkpoint s3://...] [--hosts N]
   sagefit inspect [--json] SAVEDMODEL
 `
 
