@@ -101,3 +101,27 @@ func TestPipeWriterStoppingEarlyFails(t *testing.T) {
 	}
 	t.Logf("failure: %s", reason)
 }
+
+// TestFastFileModeTrainsLikeFileMode: FastFile channels are files fetched on
+// read; the memory-mapped reader touches only the rows a batch needs.
+func TestFastFileModeTrainsLikeFileMode(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
+	channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
+	var results []*runtime.Result
+	for _, mode := range []string{"File", "FastFile"} {
+		base := t.TempDir()
+		err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Channels: channels,
+			Hyperparameters: map[string]string{"epochs": "2"}, InputModes: map[string]string{"training": mode}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		results = append(results, res)
+	}
+	if got, want := results[1].History.Values("loss"), results[0].History.Values("loss"); !reflect.DeepEqual(got, want) {
+		t.Errorf("FastFile loss %v, File %v", got, want)
+	}
+}

@@ -131,6 +131,17 @@ type host struct {
 // delayed; the others are returned unstarted.
 func startJob(t *testing.T, modelDirs []string, train string, hps map[string]string, delayed map[int]bool) []*host {
 	t.Helper()
+	trains := make([]string, len(modelDirs))
+	for i := range trains {
+		trains[i] = train
+	}
+	return startJobWith(t, modelDirs, trains, hps, delayed, "")
+}
+
+// startJobWith is startJob with a training folder per host and a channel
+// distribution ("" for FullyReplicated).
+func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]string, delayed map[int]bool, distribution string) []*host {
+	t.Helper()
 	n := len(modelDirs)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,10 +158,14 @@ func startJob(t *testing.T, modelDirs []string, train string, hps map[string]str
 	var hosts []*host
 	for i, name := range names {
 		h := &host{name: name, base: filepath.Join(root, name), done: make(chan struct{})}
-		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
+		spec := sagemaker.LocalSpec{
 			Hosts: names, CurrentHost: name, Hyperparameters: hps,
-			Channels: map[string]string{"model": modelDirs[i], "training": train},
-		})
+			Channels: map[string]string{"model": modelDirs[i], "training": trains[i]},
+		}
+		if distribution != "" {
+			spec.Distributions = map[string]string{"training": distribution}
+		}
+		err := sagemaker.WriteLocal(h.base, spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -476,4 +491,41 @@ func TestResumeAfterSIGTERMMatchesUninterrupted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShardedByS3KeyUnevenShards: with ShardedByS3Key each host trains on
+// the files it was given, all of them; hosts with fewer rows join the
+// remaining steps with empty batches, so uneven shards do not deadlock.
+func TestShardedByS3KeyUnevenShards(t *testing.T) {
+	small := fixture.Make(t, "seed", "--rows", "100", "--no-fit", "--no-validation")
+	large := fixture.Make(t, "seed", "--rows", "170", "--no-fit", "--no-validation", "--seed", "2")
+	hosts := startJobWith(t, []string{filepath.Join(small, "model"), filepath.Join(small, "model")},
+		[]string{filepath.Join(small, "train"), filepath.Join(large, "train")},
+		map[string]string{"epochs": "2", "batch_size": "32", "sagefit_peer_timeout": "20s"}, nil, "ShardedByS3Key")
+	for _, h := range hosts {
+		if code, reason := h.wait(t, 90*time.Second); code != 0 {
+			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
+		}
+		// 170 rows at 32 a step: 6 steps for both, though algo-1 has 4 batches.
+		if !strings.Contains(h.stdout.String(), "Epoch 2/2 - 6/6 - ") {
+			t.Errorf("%s did not run the longest host's 6 steps:\n%s", h.name, h.stdout.String())
+		}
+	}
+	// Metrics cover both hosts' rows: the same on both.
+	if a, b := lastLine(hosts[0].stdout.String()), lastLine(hosts[1].stdout.String()); metricsOf(a) != metricsOf(b) {
+		t.Errorf("hosts report different epoch metrics:\n%s\n%s", a, b)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// metricsOf drops the timing part of an epoch line.
+func metricsOf(line string) string {
+	if i := strings.Index(line, "loss:"); i >= 0 {
+		return line[i:]
+	}
+	return line
 }
