@@ -13,7 +13,9 @@
 // layer: per-link sequence numbers, so duplicated and reordered messages are
 // absorbed and a lost one becomes a timeout naming the silent peer and the
 // step; a relay of failures round the ring, so every survivor names the lost
-// peer rather than its innocent neighbour; and a bound on every collective.
+// peer rather than its innocent neighbour; a relay of suspicion, so that
+// even ranks whose timers fire first name the silent peer (see Failure
+// model); and a bound on every collective.
 //
 // Transports: MemNetwork (in-process, with seeded fault injection, for
 // tests) and gRPC (Join), one stream per ring neighbour.
@@ -38,17 +40,31 @@
 // against the job's hosts and its identity (job, host list, rank, model
 // fingerprint), and runs a barrier so the whole ring is up before it
 // returns. A mismatch fails Join on every host with one sentence naming both
-// sides. For local multi-host runs, EnvHostAddrs/ParseHostAddrs map host
-// names to loopback addresses.
+// sides. A host that gives up joining hands its reason to both neighbours
+// and waits (up to 5 s) for each to acknowledge before it closes anything:
+// on the link when there is one (the neighbour ends the stream once it has
+// read the reason), else as a farewell on a stream of its own; a host that
+// connects meanwhile is answered with it. Neighbours pass it on, so it
+// travels round the ring both ways. A host that sees a neighbour's
+// connection drop during rendezvous waits (about 6 s) for such a reason
+// before it reports the bare connection loss. For local multi-host runs,
+// EnvHostAddrs/ParseHostAddrs map host names to loopback addresses.
 //
 // # Failure model
 //
 // A peer that crashes resets its connections: neighbours fail at once and
-// the news travels round the ring. A peer that goes silent is noticed by
-// the receiving side's keepalive (about 5 s) or by OpTimeout, whichever
-// comes first. Every such error is a *PeerError naming rank, host, address,
-// collective and step. A Group that failed stays failed: the job is meant to
-// stop and write its failure reason.
+// the news travels round the ring (abort frames go ahead of queued data). A
+// peer that goes silent (stopped, hung, cut off) is noticed by the
+// receiving side's keepalive (about 5 s) or by OpTimeout, whichever comes
+// first. With a short OpTimeout every rank may time out, each waiting on
+// its predecessor; so a rank that has waited a while sends its successor a
+// "waiting" notice naming the head of the chain of waiting ranks (its
+// predecessor if that one has been silent for a third of OpTimeout, 0.2-5
+// s; else the head its predecessor named). A rank whose timer fires names
+// that head, not its live predecessor, waiting up to about two silences
+// more for one to emerge. Every such error is a *PeerError naming rank,
+// host, address, collective and step. A Group that failed stays failed: the
+// job is meant to stop and write its failure reason.
 //
 // Measurements (BENCHMARKS.md beside this file): on loopback with 2 cores
 // the gRPC ring reaches about 1.0, 0.68 and 0.57 GB/s bus bandwidth for 2, 3

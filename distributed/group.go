@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -195,6 +196,10 @@ func (g *Group) peerName(rank int) string {
 	return ""
 }
 
+// errOpTimeout is the cause of a collective's context when its own bound
+// (the op timeout), not the caller's context, ended it.
+var errOpTimeout = errors.New("distributed: op timeout")
+
 // run drives one collective: it starts the machine, feeds it messages from
 // the link layer and sends what it produces from a separate goroutine, so
 // that receiving never waits on sending (a ring where everyone blocks in Send
@@ -221,24 +226,37 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 		return nil
 	}
 	start := time.Now()
-	opCtx, cancelT := context.WithTimeout(ctx, g.o.opTimeout)
-	defer cancelT()
-	opCtx, cancel := context.WithCancelCause(opCtx)
+	// runCtx lives until the collective ends or fails: the sender uses it,
+	// so notices keep flowing while a timed-out rank decides whom to blame.
+	// opCtx is the receive side's bound.
+	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	opCtx, cancelT := context.WithTimeoutCause(runCtx, g.o.opTimeout, errOpTimeout)
+	defer cancelT()
 
 	q := newMsgQueue()
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- g.sendLoop(opCtx, cancel, q, desc) }()
+	go func() { sendErr <- g.sendLoop(runCtx, cancel, q, desc) }()
 	for _, msg := range out {
 		q.push(msg)
 	}
 
+	ws := g.newWait(m.Waiting().From, start)
+	defer ws.stop()
 	var failure error
 	for !m.Done() {
 		want := m.Waiting()
-		in, err := g.recv(opCtx, want.From)
+		if want.From != ws.from { // not in a ring; the relay restarts for the new peer
+			now := time.Now()
+			ws.from, ws.lastHeard, ws.waitSince, ws.head = want.From, now, now, -1
+		}
+		in, err := g.recv(opCtx, ws, q)
 		if err != nil {
-			failure = g.recvFailure(opCtx, ctx, desc, want, start, err)
+			if errors.Is(context.Cause(opCtx), errOpTimeout) && ctx.Err() == nil {
+				failure = g.verdict(runCtx, ws, q, desc, want, start)
+			} else {
+				failure = g.recvFailure(opCtx, ctx, desc, want, start, err)
+			}
 			break
 		}
 		if in.Kind == kindAbort {
@@ -274,6 +292,12 @@ func (g *Group) sendLoop(ctx context.Context, cancel context.CancelCauseFunc, q 
 		if !ok {
 			return nil // queue drained, or the op already failed
 		}
+		if msg.Kind == kindWaiting {
+			// A hint, outside the sequence: losing one costs nothing, and a
+			// successor that has already finished may be gone.
+			_ = g.tr.Send(ctx, msg.To, msg)
+			continue
+		}
 		g.sendSeq[msg.To]++
 		msg.Seq = g.sendSeq[msg.To]
 		if err := g.tr.Send(ctx, msg.To, msg); err != nil {
@@ -283,32 +307,176 @@ func (g *Group) sendLoop(ctx context.Context, cancel context.CancelCauseFunc, q 
 			perr := &PeerError{Rank: msg.To, Peer: g.peerName(msg.To), Op: desc,
 				At:  Position{Phase: msg.Phase, Step: int(msg.Step), Chunk: int(msg.Chunk)}.String(),
 				Err: fmt.Errorf("send: %w", err)}
+			var ae *abortErr
+			if errors.As(err, &ae) && ae.lost >= 0 && ae.lost < g.world {
+				perr.Rank, perr.Peer, perr.Err = ae.lost, g.peerName(ae.lost), ae.rf
+			}
 			cancel(perr)
 			return perr
 		}
 	}
 }
 
-// recv returns the next in-sequence message from a peer: duplicates are
-// dropped, early messages held until the gap before them fills. An abort is
-// delivered at once, whatever its place.
-func (g *Group) recv(ctx context.Context, from int) (Message, error) {
-	l := &g.in[from]
+// The suspect relay. A rank that has waited a while on its predecessor
+// tells its successor so, every relayEvery, with a "waiting" notice that
+// names the head of the chain of waiting ranks: its predecessor if that
+// one has been silent (no data, no notice) for relaySilence, else whatever
+// head the predecessor's own latest notice named. A silent (stopped,
+// partitioned, hung) rank sends nothing, so its successor names it and the
+// name travels downstream hop by hop, while every rank in the chain proves
+// by its notices that it is alive. When a rank's op timeout fires it names
+// that head instead of its own innocent predecessor; if no head is known
+// yet it waits (bounded) for one, for an abort, or for its predecessor to
+// fall silent. Notices are unsequenced hints: a lost one is replaced by the
+// next.
+type relayTiming struct {
+	every, silence, grace time.Duration
+}
+
+// relayTimingFor scales the relay with the op timeout: silence at a third
+// of it (0.2-5 s), notices ten times as often, and up to two silences more
+// to reach a verdict after the timeout.
+func relayTimingFor(opTimeout time.Duration) relayTiming {
+	s := min(max(opTimeout/3, 200*time.Millisecond), 5*time.Second)
+	return relayTiming{every: s / 10, silence: s, grace: 2*s + s/5}
+}
+
+// waitState is what one collective knows about the peer it waits on.
+type waitState struct {
+	rt        relayTiming
+	from      int       // the peer waited on
+	lastHeard time.Time // last message of any kind from it in this op
+	waitSince time.Time // last data message from it (or the op's start)
+
+	head     int           // from its latest notice: where the chain of waiting ends; -1 unknown
+	headBy   int           // the rank that saw head silent
+	headFor  time.Duration // for how long, as that rank saw it
+	sentHead int           // head named in our last notice; -2 before the first
+	lastSent time.Time
+
+	tickCtx    context.Context
+	tickCancel context.CancelFunc
+	tickAt     time.Time
+}
+
+func (g *Group) newWait(from int, start time.Time) *waitState {
+	return &waitState{rt: relayTimingFor(g.o.opTimeout), from: from, lastHeard: start, waitSince: start,
+		head: -1, headBy: -1, sentHead: -2, tickAt: start}
+}
+
+// tick returns a context that ends at the next notice tick (or with ctx).
+// One context serves until it fires, so a busy link costs one per tick.
+func (ws *waitState) tick(ctx context.Context) context.Context {
+	if ws.tickCtx == nil {
+		for !ws.tickAt.After(time.Now()) {
+			ws.tickAt = ws.tickAt.Add(ws.rt.every)
+		}
+		ws.tickCtx, ws.tickCancel = context.WithDeadline(ctx, ws.tickAt)
+	}
+	return ws.tickCtx
+}
+
+func (ws *waitState) stop() {
+	if ws.tickCancel != nil {
+		ws.tickCancel()
+		ws.tickCtx, ws.tickCancel = nil, nil
+	}
+}
+
+// isTick reports whether a failed Recv only means the tick context ended.
+func (ws *waitState) isTick(ctx context.Context, err error) bool {
+	if ws.tickCtx == nil || ctx.Err() != nil || ws.tickCtx.Err() == nil || !errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	ws.stop()
+	return true
+}
+
+// suspect is the head this rank would name now: its predecessor if silent,
+// else the head its predecessor reported.
+func (ws *waitState) suspect(now time.Time, self int) (head, by int, silent time.Duration) {
+	if d := now.Sub(ws.lastHeard); d >= ws.rt.silence {
+		return ws.from, self, d
+	}
+	return ws.head, ws.headBy, ws.headFor
+}
+
+// notify queues a waiting notice for the successor if this rank has waited
+// at least one notice interval, and when due (an interval since the last,
+// or the head changed).
+func (g *Group) notify(q *msgQueue, ws *waitState, now time.Time) {
+	if now.Sub(ws.waitSince) < ws.rt.every {
+		return
+	}
+	head, by, silent := ws.suspect(now, g.rank)
+	if head == ws.sentHead && now.Sub(ws.lastSent) < ws.rt.every {
+		return
+	}
+	ws.sentHead, ws.lastSent = head, now
+	p := make([]byte, 12)
+	binary.LittleEndian.PutUint32(p, uint32(int32(head)))
+	binary.LittleEndian.PutUint32(p[4:], uint32(int32(by)))
+	binary.LittleEndian.PutUint32(p[8:], uint32(min(silent.Milliseconds(), math.MaxUint32)))
+	next := (g.rank + 1) % g.world
+	q.push(Message{From: g.rank, To: next, Op: g.op, Kind: kindWaiting, Enc: EncBytes, Payload: p})
+}
+
+// observe takes in a waiting notice from the peer waited on. Its op does
+// not matter: a predecessor still stuck in the previous collective (it sent
+// us all its data for that one, then waited on its own predecessor for the
+// rest) is as alive, and its head as telling, as one in this collective. A
+// notice that sat queued between collectives is older than it looks, but a
+// stale head is replaced by the sender's next notice, and a sender that
+// sends none falls silent soon after: silence is judged before heads.
+func (g *Group) observe(q *msgQueue, ws *waitState, m Message, now time.Time) {
+	if m.From != ws.from || len(m.Payload) < 12 {
+		return
+	}
+	ws.lastHeard = now
+	ws.head = int(int32(binary.LittleEndian.Uint32(m.Payload)))
+	ws.headBy = int(int32(binary.LittleEndian.Uint32(m.Payload[4:])))
+	ws.headFor = time.Duration(binary.LittleEndian.Uint32(m.Payload[8:])) * time.Millisecond
+	if ws.head >= g.world || ws.head < -1 {
+		ws.head = -1
+	}
+	if ws.head != ws.sentHead {
+		g.notify(q, ws, now) // pass a new head on at once
+	}
+}
+
+// recv returns the next in-sequence message from the peer waited on:
+// duplicates are dropped, early messages held until the gap before them
+// fills, waiting notices taken in. An abort is delivered at once, whatever
+// its place.
+func (g *Group) recv(ctx context.Context, ws *waitState, q *msgQueue) (Message, error) {
+	l := &g.in[ws.from]
 	for {
 		if m, ok := l.held[l.next]; ok {
 			delete(l.held, l.next)
 			l.next++
+			ws.waitSince, ws.head = time.Now(), -1
 			return m, nil
 		}
-		m, err := g.tr.Recv(ctx, from)
+		m, err := g.tr.Recv(ws.tick(ctx), ws.from)
+		now := time.Now()
 		if err != nil {
+			if ws.isTick(ctx, err) {
+				g.notify(q, ws, now)
+				continue
+			}
 			return Message{}, err
 		}
+		if m.Kind == kindWaiting {
+			g.observe(q, ws, m, now)
+			continue
+		}
+		ws.lastHeard = now
 		switch {
 		case m.Kind == kindAbort:
 			return m, nil
 		case m.Seq == l.next:
 			l.next++
+			ws.waitSince, ws.head = now, -1
 			return m, nil
 		case m.Seq < l.next:
 			g.dups.Add(1)
@@ -324,6 +492,72 @@ func (g *Group) recv(ctx context.Context, from int) (Message, error) {
 			g.ooo.Add(1)
 		}
 	}
+}
+
+// verdict decides whom a rank whose op timeout fired names. A lost message
+// (later ones arrived) or a silent predecessor is named at once; so is the
+// head of the chain of waiting ranks when the predecessor's notices name
+// one. Otherwise the predecessor is alive but sends no data: wait, at most
+// the relay's grace, for a head, an abort or for it to fall silent, and
+// keep telling the successor that this rank is waiting meanwhile.
+func (g *Group) verdict(ctx context.Context, ws *waitState, q *msgQueue, desc string, want Position, start time.Time) error {
+	elapsed := time.Since(start).Round(time.Millisecond)
+	blame := func(rank int, format string, args ...any) error {
+		return &PeerError{Rank: rank, Peer: g.peerName(rank), Op: desc, At: want.String(),
+			Err: fmt.Errorf(format+": %w", append(args, context.DeadlineExceeded)...)}
+	}
+	l := &g.in[ws.from]
+	if len(l.held) > 0 {
+		return blame(ws.from, "no message for %v: message seq %d was lost (%d later messages arrived)", elapsed, l.next, len(l.held))
+	}
+	until := time.Now().Add(ws.rt.grace)
+	for {
+		now := time.Now()
+		head, by, silent := ws.suspect(now, g.rank)
+		switch {
+		case head == ws.from && by == g.rank:
+			if elapsed-silent > elapsed/10 { // it was heard from after the op began
+				return blame(ws.from, "no message for %v, nothing at all for the last %v: peer lost or stalled", elapsed, silent.Round(time.Millisecond))
+			}
+			return blame(ws.from, "no message for %v: peer lost or stalled", elapsed)
+		case head == g.rank:
+			next := (g.rank + 1) % g.world
+			return blame(next, "no message for %v from rank %d, which relays that rank %d hears nothing from this rank: the link to it is stalled",
+				elapsed, ws.from, next)
+		case head >= 0:
+			return blame(head, "no message for %v from rank %d, which is stuck behind it: rank %d has heard nothing from it for %v: peer lost or stalled",
+				elapsed, ws.from, by, silent.Round(time.Millisecond))
+		case !now.Before(until):
+			return blame(ws.from, "no message for %v: peer stalled (it is alive, waiting on nobody silent, but sends no data)", elapsed)
+		}
+		// Wake for the next tick, or when the predecessor would count as silent.
+		wctx, cancel := context.WithDeadline(ctx, minTime(until, ws.lastHeard.Add(ws.rt.silence), now.Add(ws.rt.every)))
+		m, err := g.tr.Recv(wctx, ws.from)
+		cancel()
+		now = time.Now()
+		switch {
+		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			g.notify(q, ws, now)
+		case err != nil:
+			return g.recvFailure(ctx, ctx, desc, want, start, err)
+		case m.Kind == kindWaiting:
+			g.observe(q, ws, m, now)
+		case m.Kind == kindAbort:
+			return g.abortFailure(desc, want, m)
+		default: // data, too late for this op: the predecessor is alive
+			ws.lastHeard, ws.waitSince, ws.head = now, now, -1
+		}
+	}
+}
+
+func minTime(ts ...time.Time) time.Time {
+	m := ts[0]
+	for _, t := range ts[1:] {
+		if t.Before(m) {
+			m = t
+		}
+	}
+	return m
 }
 
 // recvFailure turns a failed receive into an error naming the peer we were
@@ -363,14 +597,44 @@ func abortPayload(lost, origin int, mismatch bool, text string) []byte {
 	return append(b, text...)
 }
 
-func (g *Group) abortFailure(desc string, want Position, m Message) error {
-	lost, rf := want.From, &RemoteFailure{ReportedBy: m.From, Text: "group aborted"}
+// parseAbort reads an abort frame: the lost rank (def if the frame has
+// none) and the detecting rank's report.
+func parseAbort(m Message, def int) (lost int, rf *RemoteFailure) {
+	lost, rf = def, &RemoteFailure{ReportedBy: m.From, Text: "group aborted"}
 	if len(m.Payload) >= 12 {
 		lost = int(int32(binary.LittleEndian.Uint32(m.Payload)))
 		rf.ReportedBy = int(int32(binary.LittleEndian.Uint32(m.Payload[4:])))
 		rf.Mismatch = m.Payload[8] == 1
 		rf.Text = string(m.Payload[12:])
 	}
+	return lost, rf
+}
+
+// abortErr is how a transport reports an abort that came against the data
+// direction, from the rank this one sends to (see upstreamAborter): Send
+// then fails with it, and the error names the lost rank, not the sender.
+type abortErr struct {
+	lost int
+	rf   *RemoteFailure
+}
+
+func (e *abortErr) Error() string {
+	if e.lost == e.rf.ReportedBy {
+		return e.rf.Error()
+	}
+	return fmt.Sprintf("rank %d lost, %s", e.lost, e.rf.Error())
+}
+func (e *abortErr) Unwrap() error { return e.rf }
+
+// upstreamAborter is implemented by transports that can also carry an abort
+// to the previous rank, against the data direction (the gRPC transport, on
+// the reverse direction of the previous rank's stream). Fire and forget.
+type upstreamAborter interface {
+	abortUpstream(m Message)
+}
+
+func (g *Group) abortFailure(desc string, want Position, m Message) error {
+	lost, rf := parseAbort(m, want.From)
 	return &PeerError{Rank: lost, Peer: g.peerName(lost), Op: desc, At: want.String(), Err: rf}
 }
 
@@ -398,17 +662,25 @@ func (g *Group) fail(err error) {
 	}
 	// Forward even to the "lost" peer: it may be alive (a mismatch, a stall)
 	// and a dead one costs a failed Send. Stop where the news started.
-	next := (g.rank + 1) % g.world
+	// Upstream too, where the transport can: when the lost peer is our
+	// successor, our predecessor would otherwise only see us go away and
+	// blame us.
+	next, prev := (g.rank+1)%g.world, (g.rank+g.world-1)%g.world
+	payload := abortPayload(lost, origin, mismatch, text)
+	if up, ok := g.tr.(upstreamAborter); ok && prev != origin && prev != next {
+		up.abortUpstream(Message{From: g.rank, To: prev, Op: g.op, Kind: kindAbort, Payload: payload})
+	}
 	if next == origin {
 		return
 	}
-	// Send only queues, so this is quick unless the link is stuck, which
-	// is no reason to hold up reporting the failure.
-	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	// Send only queues (transports put aborts ahead of data), so this is
+	// quick unless the link is stuck, which is no reason to hold up
+	// reporting the failure for long.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	g.sendSeq[next]++
 	_ = g.tr.Send(ctx, next, Message{From: g.rank, To: next, Op: g.op, Kind: kindAbort,
-		Seq: g.sendSeq[next], Payload: abortPayload(lost, origin, mismatch, text)})
+		Seq: g.sendSeq[next], Payload: payload})
 }
 
 // msgQueue is an unbounded FIFO with one consumer: pushing never blocks, so

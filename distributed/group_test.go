@@ -360,3 +360,97 @@ func TestGroupCancelledContext(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// freezeAfter makes a rank go silent as a stopped process would: after
+// `after` sends, everything it sends vanishes and it receives nothing,
+// while its connections stay up (no reset for anyone to notice).
+type freezeAfter struct {
+	Transport
+	after  int64
+	sends  atomic.Int64
+	frozen atomic.Bool
+}
+
+func (f *freezeAfter) Send(ctx context.Context, to int, m Message) error {
+	if m.Kind != kindWaiting && f.sends.Add(1) > f.after || f.frozen.Load() {
+		f.frozen.Store(true)
+		return nil
+	}
+	return f.Transport.Send(ctx, to, m)
+}
+
+func (f *freezeAfter) Recv(ctx context.Context, from int) (Message, error) {
+	if f.frozen.Load() {
+		<-ctx.Done()
+		return Message{}, ctx.Err()
+	}
+	return f.Transport.Recv(ctx, from)
+}
+
+// TestGroupSilentPeerNamedByAll: one rank goes silent (stopped mid
+// all-reduce, or never calls it) and nothing resets a connection, so
+// every rank times out. Without the suspect relay each survivor would name
+// the predecessor it waited on; with it, every survivor names the silent
+// rank, whichever rank's timer fires first.
+func TestGroupSilentPeerNamedByAll(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		n, silent     int
+		freezeAfter   int64 // data messages it sends first; -1: it never enters the collective
+		staggerLaunch bool  // ranks enter up to 300 ms apart, so their timers fire apart
+	}{
+		{"stopped mid-op n=3", 3, 1, 5, false},
+		{"stopped mid-op n=5", 5, 2, 9, true},
+		{"never entered n=4", 4, 0, -1, false},
+		{"never entered n=5 staggered", 5, 3, -1, true},
+		// 4000 floats, 3 ranks, 64-byte chunks: 84 chunks per step. Rank 1
+		// stops after its first all-gather step (3 steps of 84): rank 0
+		// then has all of all-reduce #1 and waits in #2 on rank 2, which
+		// is still in #1 waiting on rank 1, one collective behind.
+		{"stopped, successor one op behind", 3, 1, 3 * 84, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			names := make([]string, tc.n)
+			for r := range names {
+				names[r] = fmt.Sprintf("algo-%d at mem:%d", r+1, r)
+			}
+			nw := NewMemNetwork(tc.n, Faults{})
+			gs := make([]*Group, tc.n)
+			for r := range tc.n {
+				var tr Transport = nw.Transport(r)
+				if r == tc.silent && tc.freezeAfter >= 0 {
+					tr = &freezeAfter{Transport: tr, after: tc.freezeAfter}
+				}
+				gs[r], _ = NewGroup(tr, r, tc.n, WithChunkBytes(64), WithOpTimeout(2*time.Second), WithPeerNames(names))
+				defer gs[r].Close()
+			}
+			xs := inputs(tc.n, 4000, 8)
+			errs := onAll(t, gs, func(ctx context.Context, g *Group) error {
+				if g.Rank() == tc.silent && tc.freezeAfter < 0 {
+					return nil // busy elsewhere: never calls the collective
+				}
+				if tc.staggerLaunch {
+					time.Sleep(time.Duration(g.Rank()) * 75 * time.Millisecond)
+				}
+				for range 2 {
+					if err := g.AllReduce(ctx, slices.Clone(xs[g.Rank()]), Sum); err != nil {
+						return err
+					}
+				}
+				return errors.New("no failure")
+			})
+			want := fmt.Sprintf("rank %d (%s)", tc.silent, names[tc.silent])
+			for r, err := range errs {
+				if r == tc.silent {
+					continue
+				}
+				var pe *PeerError
+				if !errors.As(err, &pe) || pe.Rank != tc.silent || !strings.Contains(err.Error(), want) {
+					t.Errorf("rank %d: want an error naming %s, got %v", r, want, err)
+					continue
+				}
+				t.Logf("rank %d: %v", r, err)
+			}
+		})
+	}
+}

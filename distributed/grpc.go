@@ -2,11 +2,11 @@ package distributed
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,6 +125,19 @@ var (
 // next rank and for the previous rank to be told we are leaving.
 const closeGrace = 2 * time.Second
 
+// leaveGrace bounds how long a host that gives up joining spends making
+// sure both neighbours have its reason: each must acknowledge (end the
+// stream it was told on, or answer a farewell) within it. relayWait is how
+// long a host that lost a neighbour's connection during rendezvous waits
+// for that reason to arrive before it reports the bare connection loss;
+// it covers a neighbour's leaveGrace. Both are generous: they only delay
+// failures, and a loaded machine must not turn a clear reason into
+// "connection lost".
+const (
+	leaveGrace = 5 * time.Second
+	relayWait  = leaveGrace + time.Second
+)
+
 // grpcTransport connects one rank to its ring neighbours with one
 // bidirectional stream each way round the ring: a client stream to the next
 // rank carries all data (client -> server); its reverse direction carries
@@ -148,28 +161,42 @@ type grpcTransport struct {
 	wg      sync.WaitGroup
 	closing atomic.Bool
 	joined  atomic.Bool
-	giveUp  atomic.Bool // Join failed: finish the attempt in flight, start no other
+	giveUp  atomic.Bool   // Join failed: finish the attempt in flight, start no other
+	stopped chan struct{} // closed with giveUp, to cut a backoff sleep short
+	stopOne sync.Once
 
 	srv  *grpc.Server
 	lis  net.Listener
 	conn *grpc.ClientConn
 
-	mu      sync.Mutex
-	out     *link // to next, set once connected
-	in      *link // from prev, set once accepted
-	inReady chan struct{}
-	fatal   chan error // why rendezvous cannot succeed, from a neighbour
+	mu       sync.Mutex
+	out      *link // to next, set once connected
+	in       *link // from prev, set once accepted
+	leaveWhy error // set when this host leaves with a reason (under mu, with closing)
+	inReady  chan struct{}
+
+	// Why rendezvous cannot succeed: the most telling reason so far (a
+	// mismatch or a relayed reason beats a bare connection loss), the
+	// neighbour it concerns, and a signal whenever it changes.
+	fatalMu   sync.Mutex
+	fatalErr  error
+	fatalPeer int
+	fatal     chan struct{}
+	// knows[r]: neighbour r has heard why rendezvous failed (it told us,
+	// or it got our refusal or reason), so leaving needs no farewell to it.
+	knows []atomic.Bool
 
 	closeOnce sync.Once
 }
 
 // link is one direction of one stream.
 type link struct {
-	peer int
-	ch   chan Message
-	dead chan struct{}
-	once sync.Once
-	err  error
+	peer   int
+	ch     chan Message
+	urgent chan Message // out-link: aborts and waiting notices, sent ahead of data
+	dead   chan struct{}
+	once   sync.Once
+	err    error
 
 	// out-link: stop ends the stream; drain asks the writer to flush and
 	// half-close; finished closes when the receiver has ended the stream.
@@ -178,16 +205,18 @@ type link struct {
 	drainOnce sync.Once
 	finished  chan struct{}
 
-	// in-link: leave carries the reason the handler reports upstream;
-	// served closes when the handler has returned.
+	// in-link: up carries an abort the handler sends upstream (the Group
+	// failed); leave carries the reason the handler reports upstream as it
+	// ends; served closes when the handler has returned.
+	up     chan Message
 	leave  chan error
 	served chan struct{}
 }
 
 func newLink(peer, queue int) *link {
-	return &link{peer: peer, ch: make(chan Message, queue), dead: make(chan struct{}),
+	return &link{peer: peer, ch: make(chan Message, queue), urgent: make(chan Message, 4), dead: make(chan struct{}),
 		drain: make(chan struct{}), finished: make(chan struct{}),
-		leave: make(chan error, 1), served: make(chan struct{})}
+		up: make(chan Message, 1), leave: make(chan error, 1), served: make(chan struct{})}
 }
 
 func (l *link) die(err error) {
@@ -209,14 +238,79 @@ func (l *link) isDead() bool {
 	}
 }
 
-// postFatal tells a Join in progress that it cannot succeed.
-func (t *grpcTransport) postFatal(err error) {
+// stopConnecting lets the connection attempt in flight finish and starts no
+// other.
+func (t *grpcTransport) stopConnecting() {
+	t.stopOne.Do(func() {
+		t.giveUp.Store(true)
+		close(t.stopped)
+	})
+}
+
+// postFatal tells a Join in progress that it cannot succeed, and why; peer
+// is the neighbour concerned. A reason (mismatch, or relayed from another
+// host) replaces a bare connection loss, never the other way round.
+func (t *grpcTransport) postFatal(peer int, err error) {
 	if t.joined.Load() || t.closing.Load() {
 		return
 	}
-	select {
-	case t.fatal <- err:
-	default:
+	t.fatalMu.Lock()
+	if t.fatalErr == nil || !isReason(t.fatalErr) && isReason(err) {
+		t.fatalErr, t.fatalPeer = err, peer
+		select {
+		case t.fatal <- struct{}{}:
+		default:
+		}
+	}
+	t.fatalMu.Unlock()
+}
+
+func (t *grpcTransport) fatalReason() (int, error) {
+	t.fatalMu.Lock()
+	defer t.fatalMu.Unlock()
+	return t.fatalPeer, t.fatalErr
+}
+
+// isReason tells a failure that explains itself (a disagreement, or one
+// another host reported) from a bare connection loss.
+func isReason(err error) bool {
+	var mm *MismatchError
+	var rf *RemoteFailure
+	return errors.As(err, &mm) || errors.As(err, &rf)
+}
+
+// reasonParts is what travels in abort frames, farewells and statuses.
+func reasonParts(self int, reason error) (origin int, mismatch bool, text string) {
+	var rf *RemoteFailure
+	var mm *MismatchError
+	switch {
+	case errors.As(reason, &rf):
+		return rf.ReportedBy, rf.Mismatch, rf.Text
+	case errors.As(reason, &mm):
+		return self, true, mm.Text
+	}
+	return self, false, reason.Error()
+}
+
+// reasonStatus is how a server tells a client why it leaves or refuses.
+func reasonStatus(self int, reason error) error {
+	_, mismatch, text := reasonParts(self, reason)
+	if mismatch {
+		return status.Error(codes.FailedPrecondition, text)
+	}
+	return status.Error(codes.Aborted, text)
+}
+
+func (t *grpcTransport) abortFrame(to int, reason error) Message {
+	origin, mismatch, text := reasonParts(t.rank, reason)
+	return Message{From: t.rank, To: to, Kind: kindAbort, Payload: abortPayload(t.rank, origin, mismatch, text)}
+}
+
+func (t *grpcTransport) rankOf(host string) int { return slices.Index(t.id.Hosts, host) }
+
+func (t *grpcTransport) markKnows(rank int) {
+	if rank >= 0 && rank < len(t.knows) {
+		t.knows[rank].Store(true)
 	}
 }
 
@@ -307,8 +401,7 @@ func (t *grpcTransport) connectNext(ctx context.Context) error {
 			}
 			return nil
 		}
-		var mm *MismatchError
-		if errors.As(err, &mm) {
+		if isReason(err) {
 			return err
 		}
 		lastErr = err
@@ -327,6 +420,9 @@ func (t *grpcTransport) connectNext(ctx context.Context) error {
 		case <-t.ctx.Done():
 			timer.Stop()
 			return ErrClosed
+		case <-t.stopped:
+			timer.Stop()
+			return err
 		case <-timer.C:
 		}
 		delay = min(2*delay, 5*time.Second)
@@ -366,8 +462,15 @@ func (t *grpcTransport) tryConnect(ctx context.Context) error {
 	}
 	var ack Message
 	if err := stream.RecvMsg(&ack); err != nil {
-		if st, isStatus := status.FromError(err); isStatus && st.Code() == codes.FailedPrecondition {
-			return &MismatchError{Text: st.Message()}
+		if st, isStatus := status.FromError(err); isStatus {
+			switch st.Code() {
+			case codes.FailedPrecondition: // it saw the mismatch itself
+				t.markKnows(t.next)
+				return &MismatchError{Text: st.Message()}
+			case codes.Aborted: // it is leaving, and says why
+				t.markKnows(t.next)
+				return &RemoteFailure{ReportedBy: t.next, Text: st.Message()}
+			}
 		}
 		return err
 	}
@@ -414,21 +517,43 @@ func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 		l.die(fmt.Errorf("send failed: %w", err))
 		return false
 	}
-	for {
+	pop := func() (Message, bool) { // urgent first
 		select {
+		case m := <-l.urgent:
+			return m, true
+		default:
+		}
+		select {
+		case m := <-l.ch:
+			return m, true
+		default:
+			return Message{}, false
+		}
+	}
+	for {
+		if m, ok := pop(); ok {
+			if !send(m) {
+				return
+			}
+			continue
+		}
+		select {
+		case m := <-l.urgent:
+			if !send(m) {
+				return
+			}
 		case m := <-l.ch:
 			if !send(m) {
 				return
 			}
 		case <-l.drain: // Close: flush what is queued, then half-close
 			for {
-				select {
-				case m := <-l.ch:
-					if !send(m) {
-						return
-					}
-				default:
+				m, ok := pop()
+				if !ok {
 					stream.CloseSend()
+					return
+				}
+				if !send(m) {
 					return
 				}
 			}
@@ -441,9 +566,11 @@ func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 }
 
 // watchLoop waits on the stream's reverse direction, which carries nothing
-// after the handshake: it returns when the receiver ends the stream (its
-// status says why) or the connection breaks, so the next Send fails at
-// once instead of at a timeout.
+// after the handshake but, from a receiver that gives up joining, an abort
+// frame with its reason: it returns when that arrives (ending the stream is
+// the receipt the receiver waits for), when the receiver ends the stream
+// (its status says why) or when the connection breaks, so the next Send
+// fails at once instead of at a timeout.
 func (t *grpcTransport) watchLoop(l *link, stream grpc.ClientStream) {
 	defer t.wg.Done()
 	defer close(l.finished)
@@ -452,17 +579,22 @@ func (t *grpcTransport) watchLoop(l *link, stream grpc.ClientStream) {
 	var reason error
 	st, isStatus := status.FromError(err)
 	switch {
+	case err == nil && m.Kind == kindAbort:
+		lost, rf := parseAbort(m, l.peer)
+		reason = &abortErr{lost: lost, rf: rf}
+		t.markKnows(l.peer)
 	case err == nil:
 		reason = errors.New("unexpected message from the receiver")
 	case err == io.EOF:
 		reason = errors.New("the receiver closed the link")
 	case isStatus && (st.Code() == codes.FailedPrecondition || st.Code() == codes.Aborted):
 		reason = &RemoteFailure{ReportedBy: l.peer, Text: st.Message(), Mismatch: st.Code() == codes.FailedPrecondition}
+		t.markKnows(l.peer)
 	default:
 		reason = fmt.Errorf("connection lost: %w", err)
 	}
 	l.die(reason)
-	t.postFatal(reason)
+	t.postFatal(l.peer, reason)
 }
 
 func (t *grpcTransport) Send(ctx context.Context, to int, m Message) error {
@@ -478,8 +610,20 @@ func (t *grpcTransport) Send(ctx context.Context, to int, m Message) error {
 	if l.isDead() {
 		return l.err
 	}
+	ch := l.ch
+	if m.Kind == kindAbort || m.Kind == kindWaiting {
+		select {
+		case l.urgent <- m:
+			return nil
+		default:
+		}
+		if m.Kind == kindWaiting {
+			return nil // a hint; the next one will do
+		}
+		ch = l.urgent
+	}
 	select {
-	case l.ch <- m:
+	case ch <- m:
 		return nil
 	case <-l.dead:
 		return l.err
@@ -566,14 +710,33 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 		t.logf("distributed: rank %d: refused %s from %s: job %q, not %q", t.rank, remote.Host, remoteAddr, remote.Job, t.id.Job)
 		return status.Errorf(codes.PermissionDenied, "connection from %s (host %q of job %q) refused: this is job %q", remoteAddr, remote.Host, remote.Job, t.id.Job)
 	}
+	if remote.Leave != nil {
+		// A host of this job that is not joining after all tells us why
+		// (it may disagree with us: only the job is checked). Returning
+		// OK is the receipt it waits for.
+		t.markKnows(t.rankOf(remote.Host))
+		t.postFatal(t.prev, remote.Leave.failure())
+		return nil
+	}
 	if err := t.id.check(remote, t.prev); err != nil {
-		t.postFatal(err)
+		t.markKnows(t.rankOf(remote.Host))
+		t.postFatal(t.prev, err)
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	l := newLink(t.prev, t.tune.queue)
 	defer close(l.served)
 	t.mu.Lock()
-	if t.in != nil || t.closing.Load() {
+	if t.closing.Load() {
+		why := t.leaveWhy
+		t.mu.Unlock()
+		if why == nil {
+			return status.Errorf(codes.Unavailable, "rank %d is shutting down", t.rank)
+		}
+		// Leaving with a reason: whoever comes late still gets it.
+		t.markKnows(t.rankOf(remote.Host))
+		return reasonStatus(t.rank, why)
+	}
+	if t.in != nil {
 		t.mu.Unlock()
 		return status.Errorf(codes.AlreadyExists, "rank %d is already connected; links are not re-established", t.prev)
 	}
@@ -581,7 +744,7 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 	t.mu.Unlock()
 	if err := stream.SendMsg(t.id.message(t.prev)); err != nil {
 		l.die(fmt.Errorf("handshake reply failed: %w", err))
-		t.postFatal(l.err)
+		t.postFatal(t.prev, l.err)
 		close(t.inReady)
 		return err
 	}
@@ -604,11 +767,12 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 				default:
 					l.die(fmt.Errorf("connection lost: %w", err))
 				}
-				t.postFatal(l.err)
+				t.postFatal(t.prev, l.err)
 				return
 			}
 			if m.Kind == kindAbort {
-				t.postFatal(decodeAbort(m))
+				t.markKnows(t.prev)
+				t.postFatal(t.prev, decodeAbort(m))
 			}
 			select {
 			case l.ch <- m:
@@ -619,40 +783,70 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 			}
 		}
 	}()
-	select {
-	case <-readerDone:
-		return nil
-	case reason := <-l.leave:
-		l.die(ErrClosed)
-		var rf *RemoteFailure
-		var mm *MismatchError
-		switch {
-		case reason == nil:
-			return nil
-		case errors.As(reason, &rf):
-			if rf.Mismatch {
-				return status.Error(codes.FailedPrecondition, rf.Text)
-			}
-			return status.Error(codes.Aborted, rf.Text)
-		case errors.As(reason, &mm):
-			return status.Error(codes.FailedPrecondition, mm.Text)
-		default:
-			return status.Error(codes.Aborted, reason.Error())
+	send := func(m Message) {
+		if err := stream.SendMsg(&m); err != nil {
+			t.logf("distributed: rank %d: could not tell rank %d of the failure: %v", t.rank, t.prev, err)
 		}
-	case <-t.ctx.Done():
-		l.die(ErrClosed)
-		return status.Errorf(codes.Unavailable, "rank %d is shutting down", t.rank)
+	}
+	sendUp := func() { // an abort the Group sent upstream, if still queued
+		select {
+		case m := <-l.up:
+			send(m)
+		default:
+		}
+	}
+	for {
+		select {
+		case <-readerDone:
+			sendUp()
+			return nil
+		case m := <-l.up:
+			send(m) // the stream goes on: the sender's Send fails with it
+		case reason := <-l.leave:
+			sendUp()
+			if reason != nil {
+				// Tell the sender on the stream's reverse direction, then wait
+				// for its receipt: it ends the stream once it has read this
+				// (or it leaves). Only then does the status go out.
+				if err := stream.SendMsg(ptr(t.abortFrame(t.prev, reason))); err == nil {
+					select {
+					case <-readerDone:
+					case <-t.ctx.Done():
+					}
+				}
+			}
+			l.die(ErrClosed)
+			if reason == nil {
+				return nil
+			}
+			return reasonStatus(t.rank, reason)
+		case <-t.ctx.Done():
+			l.die(ErrClosed)
+			return status.Errorf(codes.Unavailable, "rank %d is shutting down", t.rank)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// abortUpstream queues an abort for the previous rank, which reads it as
+// the end of its link to us (see watchLoop); the first one counts.
+func (t *grpcTransport) abortUpstream(m Message) {
+	t.mu.Lock()
+	l := t.in
+	t.mu.Unlock()
+	if l == nil {
+		return
+	}
+	select {
+	case l.up <- m:
+	default:
 	}
 }
 
 // decodeAbort reads an abort frame that arrived during rendezvous.
 func decodeAbort(m Message) error {
-	rf := &RemoteFailure{ReportedBy: m.From, Text: "gave up"}
-	if len(m.Payload) >= 12 {
-		rf.ReportedBy = int(int32(binary.LittleEndian.Uint32(m.Payload[4:])))
-		rf.Mismatch = m.Payload[8] == 1
-		rf.Text = string(m.Payload[12:])
-	}
+	_, rf := parseAbort(m, m.From)
 	return rf
 }
 
@@ -664,31 +858,35 @@ func (t *grpcTransport) Close() error {
 	return nil
 }
 
-// leave is Close with a reason that both neighbours receive: the next rank
-// as an abort frame, the previous one as the stream's status.
+// leave is Close with a reason that both neighbours receive, and
+// acknowledge, before this host closes anything: the next rank as an abort
+// frame on the link (its end of the stream is the receipt), the previous
+// one as an abort frame on the link's reverse direction (likewise), and a
+// neighbour this host never got a link with by a farewell on a stream of
+// its own. A host that connects while we leave is answered with the reason.
+// All of it is bounded by leaveGrace.
 func (t *grpcTransport) leave(reason error) {
 	t.closeOnce.Do(func() { t.shutdown(reason) })
 }
 
 func (t *grpcTransport) shutdown(reason error) {
-	t.closing.Store(true)
-	deadline := time.After(closeGrace)
+	grace := closeGrace
+	if reason != nil {
+		grace = leaveGrace
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), grace)
+	defer dcancel()
 	t.mu.Lock()
+	t.closing.Store(true)
+	t.leaveWhy = reason
 	in, out := t.in, t.out
 	t.mu.Unlock()
 	if out != nil {
 		if reason != nil {
-			lost, origin, mismatch, text := t.rank, t.rank, false, reason.Error()
-			var rf *RemoteFailure
-			var mm *MismatchError
-			if errors.As(reason, &rf) {
-				origin, mismatch, text = rf.ReportedBy, rf.Mismatch, rf.Text
-			} else if errors.As(reason, &mm) {
-				mismatch, text = true, mm.Text
-			}
-			select {
-			case out.ch <- Message{From: t.rank, To: t.next, Kind: kindAbort, Payload: abortPayload(lost, origin, mismatch, text)}:
-			default:
+			select { // ahead of anything queued
+			case out.urgent <- t.abortFrame(t.next, reason):
+			case <-out.dead:
+			case <-dctx.Done():
 			}
 		}
 		out.drainOnce.Do(func() { close(out.drain) })
@@ -699,14 +897,25 @@ func (t *grpcTransport) shutdown(reason error) {
 	if out != nil {
 		select {
 		case <-out.finished:
-		case <-deadline:
+		case <-dctx.Done():
 		}
 	}
 	if in != nil {
 		select {
 		case <-in.served:
-		case <-deadline:
+		case <-dctx.Done():
 		}
+	}
+	if reason != nil && !t.joined.Load() {
+		linked := func(r int) bool { return out != nil && out.peer == r || in != nil && in.peer == r }
+		var wg sync.WaitGroup
+		for _, r := range []int{t.next, t.prev} {
+			if linked(r) || t.knows[r].Load() || r == t.prev && t.prev == t.next {
+				continue
+			}
+			wg.Go(func() { t.farewell(dctx, r, reason) })
+		}
+		wg.Wait()
 	}
 	t.cancel()
 	for _, l := range []*link{in, out} {
@@ -733,4 +942,67 @@ func (t *grpcTransport) shutdown(reason error) {
 		t.conn.Close()
 	}
 	t.wg.Wait()
+}
+
+// farewell tells a neighbour this host never had a link with why it is not
+// joining, over a stream of its own, until the neighbour acknowledges or ctx
+// ends (it may still be booting).
+func (t *grpcTransport) farewell(ctx context.Context, peer int, reason error) {
+	conn := t.conn
+	if peer != t.next {
+		c, err := grpc.NewClient("passthrough:///"+t.addrs[peer], t.dialOptions()...)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		conn = c
+	}
+	h := t.id
+	origin, mismatch, text := reasonParts(t.rank, reason)
+	h.Leave = &leaveNote{Origin: origin, Mismatch: mismatch, Text: text}
+	for {
+		if t.knows[peer].Load() { // it told us meanwhile, or got our refusal
+			return
+		}
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		err := sayFarewell(actx, conn, h, peer)
+		cancel()
+		if err == nil {
+			t.markKnows(peer)
+			return
+		}
+		if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Canceled {
+			// It answered: refused, or it is leaving with a reason of its own.
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.logf("distributed: rank %d: could not tell rank %d (%s) why this host leaves: %v", t.rank, peer, t.addrs[peer], err)
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// sayFarewell sends one farewell and waits for its receipt (the stream's OK
+// status). It does not wait for a connection that is failing: the caller
+// retries while the neighbour may still come up.
+func sayFarewell(ctx context.Context, conn *grpc.ClientConn, h hello, peer int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := conn.NewStream(ctx, &ringServiceDesc.Streams[0], linkMethod)
+	if err != nil {
+		return err
+	}
+	if err := stream.SendMsg(h.message(peer)); err != nil && err != io.EOF {
+		return err
+	}
+	var m Message
+	if err := stream.RecvMsg(&m); err != io.EOF {
+		if err == nil {
+			return status.Error(codes.Internal, "unexpected reply to a farewell")
+		}
+		return err
+	}
+	return nil
 }

@@ -183,8 +183,12 @@ func TestGRPCLatePeer(t *testing.T) {
 	expectNoLeak(t, before)
 }
 
+// TestGRPCFingerprintMismatch: the last host loads another model. Its
+// neighbours see the mismatch in their handshakes; with 5 hosts, ranks 1
+// and 2 have no link to it and learn the reason only as it is relayed; all
+// end with the mismatch sentence, never a bare "connection lost".
 func TestGRPCFingerprintMismatch(t *testing.T) {
-	for _, n := range []int{2, 3} {
+	for _, n := range []int{2, 3, 5} {
 		before := runtime.NumGoroutine()
 		cfgs := loopbackConfigs(t, n, "job-fp")
 		cfgs[n-1].Fingerprint = "9c1b44e0aa0d7f31"
@@ -373,4 +377,114 @@ func TestParseHostAddrs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestGRPCJoinWaitsForRelayedReason: a neighbour's stream breaks during
+// rendezvous and only afterwards does its reason arrive (as a farewell, the
+// way a host that could not finish its handshake delivers it). Join must
+// report the reason, not the bare connection loss it saw first.
+func TestGRPCJoinWaitsForRelayedReason(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 2, "job-relay")
+	cfgs[0].Listener.Close() // rank 0 is played by hand below
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var err1 error
+	done := make(chan struct{})
+	go func() {
+		var g *Group
+		g, err1 = Join(ctx, cfgs[1])
+		if g != nil {
+			g.Close()
+		}
+		close(done)
+	}()
+
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}
+	conn, err := grpc.NewClient("passthrough:///"+cfgs[1].Addrs["algo-2"],
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) }),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	id := hello{Proto: protocolVersion, Job: "job-relay", Hosts: cfgs[0].Hosts, Rank: 0, Host: "algo-1", Fingerprint: cfgs[0].Fingerprint}
+	sctx, scancel := context.WithCancel(ctx)
+	stream, err := conn.NewStream(sctx, &ringServiceDesc.Streams[0], linkMethod, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack Message
+	if err := stream.SendMsg(id.message(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.RecvMsg(&ack); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	scancel() // the link breaks: rank 1 sees a connection loss first
+	time.Sleep(500 * time.Millisecond)
+	const text = "host algo-3 has model fingerprint 9c1b44e0… but algo-1 has 3f2a9c1b…; every host must load the same training SavedModel"
+	id.Leave = &leaveNote{Origin: 0, Mismatch: true, Text: text}
+	if err := sayFarewell(ctx, conn, id, 1); err != nil {
+		t.Fatalf("farewell: %v", err)
+	}
+	<-done
+	var mm *MismatchError
+	if !errors.As(err1, &mm) || !strings.Contains(err1.Error(), text) {
+		t.Fatalf("rank 1: want the relayed mismatch, got %v", err1)
+	}
+	t.Logf("rank 1: %v", err1)
+	conn.Close()
+	expectNoLeak(t, before)
+}
+
+// TestGRPCFailureTravelsUpstream: rank 0 finds its successor (rank 1) gone
+// when it sends, fails and closes. Rank 2, whose successor is rank 0, must
+// not blame rank 0 for going away: rank 0 told it, against the data
+// direction, which rank was lost.
+func TestGRPCFailureTravelsUpstream(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 3, "job-up")
+	gs, errs := joinAll(t, cfgs)
+	noErrors(t, errs)
+	defer closeAll(t, gs)
+	tr := func(r int) *grpcTransport { return gs[r].tr.(*grpcTransport) }
+	outDead := func(r int) bool {
+		t := tr(r)
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.out.isDead()
+	}
+	waitFor := func(what string, cond func() bool) {
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("never: %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	tr(1).srv.Stop() // rank 1 stops serving: the link 0 -> 1 breaks, 1 -> 2 stays up
+	waitFor("rank 0 sees its link to rank 1 break", func() bool { return outDead(0) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err0 := gs[0].AllReduce(ctx, make([]float32, 100), Sum)
+	var pe *PeerError
+	if !errors.As(err0, &pe) || pe.Rank != 1 {
+		t.Fatalf("rank 0: want an error naming rank 1, got %v", err0)
+	}
+	gs[0].Close()
+	waitFor("rank 2 hears from rank 0", func() bool { return outDead(2) })
+
+	err2 := gs[2].AllReduce(ctx, make([]float32, 100), Sum)
+	want := "rank 1 (algo-2 at " + cfgs[1].Addrs["algo-2"] + ")"
+	if !errors.As(err2, &pe) || pe.Rank != 1 || !strings.Contains(err2.Error(), want) {
+		t.Fatalf("rank 2: want an error naming %s, got %v", want, err2)
+	}
+	t.Logf("rank 0: %v", err0)
+	t.Logf("rank 2: %v", err2)
+	closeAll(t, gs)
+	expectNoLeak(t, before)
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,7 +33,7 @@ const EnvHostAddrs = "SAGEFIT_HOST_ADDRS"
 
 // protocolVersion changes whenever the wire format does; hosts running
 // different sagefit builds then fail the handshake with a clear error.
-const protocolVersion = 1
+const protocolVersion = 2
 
 // Config tells Join who is in the job and how to reach them.
 type Config struct {
@@ -188,7 +189,8 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 		rank: rank, world: n, next: (rank + 1) % n, prev: (rank + n - 1) % n,
 		addrs: addrs, tune: tune, chunkBytes: cfg.ChunkBytes, logf: cfg.Logf,
 		allow: newAllowList(addrs), ctx: tctx, cancel: tcancel,
-		inReady: make(chan struct{}), fatal: make(chan error, 1),
+		inReady: make(chan struct{}), fatal: make(chan struct{}, 1), knows: make([]atomic.Bool, n),
+		stopped: make(chan struct{}),
 	}
 	selfHost, _, _ := net.SplitHostPort(addrs[rank])
 	if ip, err := netip.ParseAddr(selfHost); err == nil && ip.IsLoopback() {
@@ -211,20 +213,27 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 	// fail leaves with a reason both neighbours receive, so a host that
 	// cannot join takes the others down with the same sentence instead of
 	// leaving them waiting out the connect timeout.
-	fail := func(peer int, err error) (*Group, error) {
+	leaveWith := func(err error) {
 		var mm *MismatchError
 		var rf *RemoteFailure
 		switch {
 		case errors.As(err, &rf):
 			t.leave(rf)
-			peer = rf.ReportedBy
 		case errors.As(err, &mm):
 			t.leave(mm)
 		default:
 			t.leave(fmt.Errorf("host %s gave up joining: %v", cfg.Self, err))
 		}
+	}
+	fail := func(peer int, err error) (*Group, error) {
+		leaveWith(err)
+		var mm *MismatchError
 		if errors.As(err, &mm) {
-			return nil, fmt.Errorf("distributed: join %s: %w", cfg.JobName, err)
+			return nil, &joinMismatch{job: cfg.JobName, text: mm.Text, cause: err}
+		}
+		var rf *RemoteFailure
+		if errors.As(err, &rf) && rf.ReportedBy >= 0 && rf.ReportedBy < n {
+			peer = rf.ReportedBy
 		}
 		return nil, fmt.Errorf("distributed: join %s: rank %d (%s): %w", cfg.JobName, peer, names[peer], err)
 	}
@@ -241,16 +250,41 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 			outDone = nil
 		case <-inDone:
 			inDone = nil
-		case err := <-t.fatal:
-			// Let a handshake in flight finish (briefly) so the next host
-			// gets our reason over the new link rather than a cut stream.
-			t.giveUp.Store(true)
+		case <-t.fatal:
+			peer, err := t.fatalReason()
+			if !isReason(err) {
+				// A bare connection loss: a neighbour that gives up joining
+				// sends its reason, possibly a moment after its stream
+				// broke, or from the other side of the ring. Wait for it
+				// (our own handshake may also find the mismatch).
+				timer := time.NewTimer(relayWait)
+			wait:
+				for !isReason(err) {
+					select {
+					case <-t.fatal:
+						peer, err = t.fatalReason()
+					case e := <-outDone:
+						outDone = nil
+						if isReason(e) {
+							peer, err = t.next, e
+						}
+					case <-timer.C:
+						break wait
+					case <-ctx.Done():
+						break wait
+					}
+				}
+				timer.Stop()
+			}
+			// Let a handshake in flight finish so the next host gets our
+			// reason over the new link rather than a cut stream.
+			t.stopConnecting()
 			if outDone != nil {
-				timer := time.AfterFunc(time.Second, cancel)
+				timer := time.AfterFunc(leaveGrace, cancel)
 				<-outDone
 				timer.Stop()
 			}
-			return fail(t.prev, err)
+			return fail(peer, err)
 		case <-ctx.Done():
 			if outDone != nil {
 				if err := <-outDone; err != nil {
@@ -274,12 +308,30 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 	err = g.Barrier(ctx)
 	g.o.opTimeout = cfg.OpTimeout
 	if err != nil {
+		leaveWith(err) // pass the reason on both ways, as fail does
 		g.Close()
+		var mm *MismatchError
+		if errors.As(err, &mm) {
+			return nil, &joinMismatch{job: cfg.JobName, text: mm.Text, cause: err}
+		}
 		return nil, fmt.Errorf("distributed: join %s: %w", cfg.JobName, err)
 	}
 	t.joined.Store(true)
 	return g, nil
 }
+
+// joinMismatch is how Join reports a disagreement between hosts, whichever
+// host saw it and however the news reached this one: the sentence naming
+// both sides, and nothing else, so that every host's failure reads the same.
+// The cause (a *MismatchError, or the *RemoteFailure or *PeerError that
+// relayed it) stays in the chain.
+type joinMismatch struct {
+	job, text string
+	cause     error
+}
+
+func (e *joinMismatch) Error() string { return "distributed: join " + e.job + ": " + e.text }
+func (e *joinMismatch) Unwrap() error { return e.cause }
 
 // listen binds addr when it names an IP (local runs give each "host" its
 // own address), else every interface on its port (a SageMaker host name
@@ -303,6 +355,20 @@ type hello struct {
 	Rank        int      `json:"rank"`
 	Host        string   `json:"host"`
 	Fingerprint string   `json:"fingerprint"`
+	// Leave, when set, makes this hello a farewell: the host is not
+	// joining and says why (see grpcTransport.leave).
+	Leave *leaveNote `json:"leave,omitempty"`
+}
+
+// leaveNote is why a host gives up joining, as its neighbours relay it.
+type leaveNote struct {
+	Origin   int    `json:"origin"` // the rank that first saw the problem
+	Mismatch bool   `json:"mismatch"`
+	Text     string `json:"text"`
+}
+
+func (n *leaveNote) failure() *RemoteFailure {
+	return &RemoteFailure{ReportedBy: n.Origin, Text: n.Text, Mismatch: n.Mismatch}
 }
 
 func (h hello) message(to int) *Message {

@@ -18,6 +18,7 @@ const (
 	KindBarrier                          // no payload
 	kindAbort                            // a rank tells its successor the group failed
 	kindHello                            // rendezvous handshake (gRPC transport only)
+	kindWaiting                          // a rank tells its successor whom it is stuck waiting on (suspect relay)
 )
 
 func (k Kind) String() string {
@@ -34,6 +35,8 @@ func (k Kind) String() string {
 		return "abort"
 	case kindHello:
 		return "hello"
+	case kindWaiting:
+		return "waiting"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
