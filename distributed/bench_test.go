@@ -2,9 +2,15 @@ package distributed
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,6 +222,287 @@ func BenchmarkAdd(b *testing.B) {
 					k.f(y, x)
 				}
 			})
+		}
+	}
+}
+
+// The helper behind `make bench-allreduce` (scripts/bench-allreduce.sh and
+// python/sagefit/bench_allreduce.py, which also runs TensorFlow's
+// CollectiveAllReduce as the peer): the test binary re-executed as one host
+// of a job, one OS process per rank as in a real job, on loopback or inside
+// network namespaces. Each rank prints one JSON line per measurement on
+// stdout; the driver takes, per sample, the slowest rank and then the
+// median over samples.
+const (
+	envBenchMode  = "SAGEFIT_BENCH_HELPER"   // "ring" or "pump"
+	envBenchSelf  = "SAGEFIT_BENCH_SELF"     // this host, one of the names in SAGEFIT_HOST_ADDRS
+	envBenchPlan  = "SAGEFIT_BENCH_PLAN"     // ring: "bytes:ops:samples,..." (see benchPlan)
+	envBenchStart = "SAGEFIT_BENCH_START_NS" // pump: Unix time in ns at which every rank starts sending
+	envBenchSecs  = "SAGEFIT_BENCH_SECONDS"  // pump: seconds measured, after 0.3 s of ramp-up
+	// Experiments only (unset: the package defaults, which the report uses).
+	envBenchWindow = "SAGEFIT_BENCH_WINDOW" // ring: gRPC stream window in bytes (connection: 4x)
+	envBenchChunk  = "SAGEFIT_BENCH_CHUNK"  // ring: ChunkBytes
+)
+
+// benchStep is one size of the plan: samples timed runs (after one
+// untimed warm-up run) of ops back-to-back all-reduces of bytes each,
+// every run starting after a barrier.
+type benchStep struct{ bytes, ops, samples int }
+
+func benchPlan(s string) ([]benchStep, error) {
+	var plan []benchStep
+	for item := range strings.SplitSeq(s, ",") {
+		f := strings.Split(strings.TrimSpace(item), ":")
+		if len(f) != 3 {
+			return nil, fmt.Errorf("%s: %q is not bytes:ops:samples", envBenchPlan, item)
+		}
+		var st benchStep
+		for i, p := range []*int{&st.bytes, &st.ops, &st.samples} {
+			v, err := strconv.Atoi(f[i])
+			if err != nil || v <= 0 {
+				return nil, fmt.Errorf("%s: %q is not bytes:ops:samples", envBenchPlan, item)
+			}
+			*p = v
+		}
+		if st.bytes%4 != 0 {
+			return nil, fmt.Errorf("%s: %d bytes is not a whole number of float32", envBenchPlan, st.bytes)
+		}
+		plan = append(plan, st)
+	}
+	return plan, nil
+}
+
+// benchHosts reads SAGEFIT_HOST_ADDRS; hosts are ranked by the order of
+// their names (algo-1, algo-2, ...).
+func benchHosts() (hosts []string, addrs map[string]string, err error) {
+	addrs, err = ParseHostAddrs(os.Getenv(EnvHostAddrs))
+	if err != nil {
+		return nil, nil, err
+	}
+	for h := range addrs {
+		hosts = append(hosts, h)
+	}
+	slices.SortFunc(hosts, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(a) - len(b)
+		}
+		return strings.Compare(a, b)
+	})
+	if len(hosts) < 2 {
+		return nil, nil, fmt.Errorf("%s names %d hosts; a benchmark needs 2 or more", EnvHostAddrs, len(hosts))
+	}
+	return hosts, addrs, nil
+}
+
+// TestBenchAllReduceHelper is one host of `make bench-allreduce`. It runs
+// only when re-executed with SAGEFIT_BENCH_HELPER set, and stops by itself
+// after 10 minutes so that an orphan cannot linger.
+func TestBenchAllReduceHelper(t *testing.T) {
+	mode := os.Getenv(envBenchMode)
+	if mode == "" {
+		t.Skip("helper process for make bench-allreduce; runs only when re-executed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var err error
+	switch mode {
+	case "ring":
+		err = benchRing(ctx)
+	case "pump":
+		err = benchPump(ctx)
+	default:
+		err = fmt.Errorf("%s=%q: want ring or pump", envBenchMode, mode)
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(3)
+	}
+}
+
+func printJSON(v any) {
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
+}
+
+// benchRing joins the ring over gRPC and times the plan's all-reduces.
+func benchRing(ctx context.Context) error {
+	hosts, addrs, err := benchHosts()
+	if err != nil {
+		return err
+	}
+	plan, err := benchPlan(os.Getenv(envBenchPlan))
+	if err != nil {
+		return err
+	}
+	cfg := Config{JobName: "bench-allreduce", Hosts: hosts, Self: os.Getenv(envBenchSelf),
+		Addrs: addrs, Fingerprint: "bench", ConnectTimeout: time.Minute}
+	if v := os.Getenv(envBenchWindow); v != "" {
+		w, err := strconv.Atoi(v)
+		if err != nil || w < 64<<10 || w > 1<<30 {
+			return fmt.Errorf("%s=%q: want bytes, 64 KiB to 1 GiB", envBenchWindow, v)
+		}
+		cfg.tune.streamWindow, cfg.tune.connWindow = int32(w), int32(min(4*w, 1<<30))
+	}
+	if v := os.Getenv(envBenchChunk); v != "" {
+		if cfg.ChunkBytes, err = strconv.Atoi(v); err != nil {
+			return fmt.Errorf("%s=%q: want bytes", envBenchChunk, v)
+		}
+	}
+	g, err := Join(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	n := g.World()
+	for _, st := range plan {
+		buf := make([]float32, st.bytes/4)
+		for i := range buf {
+			buf[i] = 1 // sums grow and may saturate to +Inf: no slower on x86 (only subnormals are)
+		}
+		perOp := make([]float64, 0, st.samples)
+		for s := -1; s < st.samples; s++ { // s = -1: warm-up
+			if err := g.Barrier(ctx); err != nil {
+				return err
+			}
+			start := time.Now()
+			for range st.ops {
+				if err := g.AllReduce(ctx, buf, Sum); err != nil {
+					return err
+				}
+			}
+			if s >= 0 {
+				perOp = append(perOp, time.Since(start).Seconds()/float64(st.ops))
+			}
+		}
+		printJSON(map[string]any{"impl": "sagefit", "rank": g.Rank(), "n": n, "bytes": st.bytes,
+			"ops": st.ops, "sample_s": perOp})
+	}
+	return g.Barrier(ctx)
+}
+
+// benchPump is the raw TCP bound: every rank streams 1 MiB writes to the
+// next rank over one plain TCP connection while receiving from the
+// previous one (the traffic pattern of a ring all-reduce), and reports the
+// rate it received at once all links are busy.
+func benchPump(ctx context.Context) error {
+	hosts, addrs, err := benchHosts()
+	if err != nil {
+		return err
+	}
+	rank := slices.Index(hosts, os.Getenv(envBenchSelf))
+	if rank < 0 {
+		return fmt.Errorf("%s=%q is not in %v", envBenchSelf, os.Getenv(envBenchSelf), hosts)
+	}
+	n := len(hosts)
+	startNS, err := strconv.ParseInt(os.Getenv(envBenchStart), 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s: %v", envBenchStart, err)
+	}
+	secs, err := strconv.ParseFloat(os.Getenv(envBenchSecs), 64)
+	if err != nil || secs <= 0 {
+		return fmt.Errorf("%s=%q: want seconds", envBenchSecs, os.Getenv(envBenchSecs))
+	}
+	lis, err := net.Listen("tcp", addrs[hosts[rank]])
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	var out net.Conn
+	for try := 0; ; try++ { // the next rank may not listen yet
+		var d net.Dialer
+		dctx, dcancel := context.WithTimeout(ctx, time.Second)
+		out, err = d.DialContext(dctx, "tcp", addrs[hosts[(rank+1)%n]])
+		dcancel()
+		if err == nil {
+			break
+		}
+		if try == 100 {
+			return fmt.Errorf("connect to %s: %v", hosts[(rank+1)%n], err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	defer out.Close()
+	var in net.Conn
+	select {
+	case in = <-accepted:
+		if in == nil {
+			return errors.New("accept failed")
+		}
+	case <-time.After(30 * time.Second):
+		return errors.New("the previous rank never connected")
+	}
+	defer in.Close()
+
+	start := time.Unix(0, startNS)
+	t1 := start.Add(300 * time.Millisecond)
+	t2 := t1.Add(time.Duration(secs * float64(time.Second)))
+	stop := t2.Add(300 * time.Millisecond)
+	time.Sleep(time.Until(start))
+	sendErr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1<<20)
+		for time.Now().Before(stop) {
+			if _, err := out.Write(buf); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		sendErr <- out.(*net.TCPConn).CloseWrite()
+	}()
+	buf := make([]byte, 1<<20)
+	var total, b1 int64
+	var at1, at2 time.Time
+	for {
+		k, err := in.Read(buf)
+		total += int64(k)
+		now := time.Now()
+		if at1.IsZero() && !now.Before(t1) {
+			b1, at1 = total, now
+		}
+		if at2.IsZero() && !now.Before(t2) {
+			printJSON(map[string]any{"impl": "tcp", "rank": rank, "n": n,
+				"MBps": float64(total-b1) / now.Sub(at1).Seconds() / 1e6})
+			at2 = now
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if at2.IsZero() {
+		return errors.New("the previous rank stopped sending before the measurement ended")
+	}
+	return <-sendErr
+}
+
+func TestBenchPlan(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []benchStep
+		err  bool
+	}{
+		{in: "4096:64:9", want: []benchStep{{4096, 64, 9}}},
+		{in: "4096:64:9, 268435456:1:3", want: []benchStep{{4096, 64, 9}, {268435456, 1, 3}}},
+		{in: "", err: true},
+		{in: "4096:64", err: true},
+		{in: "4097:1:1", err: true}, // not whole float32s
+		{in: "4096:0:9", err: true},
+		{in: "4096:x:9", err: true},
+	} {
+		got, err := benchPlan(tc.in)
+		if (err != nil) != tc.err || !slices.Equal(got, tc.want) {
+			t.Errorf("benchPlan(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
 		}
 	}
 }
