@@ -45,6 +45,11 @@ demo: build
 bench: build
 	scripts/bench.sh
 
+# Ring all-reduce bus bandwidth vs TensorFlow's CollectiveAllReduce and raw
+# TCP (about 20 minutes on 2 cores; see BENCHMARKS.md).
+bench-allreduce: setup
+	scripts/bench-allreduce.sh
+
 clean:
 	rm -rf bin lib $(VENV)
 
