@@ -37,7 +37,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -45,6 +44,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from sagefit.bench import machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -387,20 +388,6 @@ def rate_bytes(rate):
 
 
 # ---------------------------------------------------------------- report
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
 
 
 def versions():
