@@ -529,3 +529,56 @@ func metricsOf(line string) string {
 	}
 	return line
 }
+
+// TestPipeModeOnTwoHosts: each host reads its own copy of every epoch's
+// stream (FullyReplicated) and trains on its share of the rows: the result
+// equals the same two-host job in File mode.
+func TestPipeModeOnTwoHosts(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "2", "batch_size": "16", "seed": "3"}
+	fileRun := runLocal(t, fx, 2, "epochs=2", "batch_size=16", "seed=3")
+
+	train := filepath.Join(fx, "train")
+	hosts := startJobWith(t, seedModels(fx, 2), []string{train, train}, hps, map[int]bool{0: true, 1: true}, "")
+	var writers []*exec.Cmd
+	for _, h := range hosts {
+		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
+			Hosts: []string{"algo-1", "algo-2"}, CurrentHost: h.name, Hyperparameters: hps,
+			Channels:   map[string]string{"model": filepath.Join(fx, "model"), "training": train},
+			InputModes: map[string]string{"training": "Pipe"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for epoch := 0; epoch < 2; epoch++ {
+			fifo := filepath.Join(h.base, "input", "data", fmt.Sprintf("training_%d", epoch))
+			if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w := exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
+				filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
+			if err := w.Start(); err != nil {
+				t.Fatal(err)
+			}
+			writers = append(writers, w)
+		}
+		h.start(t)
+	}
+	for _, h := range hosts {
+		if code, reason := h.wait(t, 90*time.Second); code != 0 {
+			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
+		}
+	}
+	for _, w := range writers {
+		w.Wait()
+	}
+	hp, hf := history(t, hosts[0].base), history(t, fileRun)
+	for k, want := range hf {
+		for e := range want {
+			if e >= len(hp[k]) || hp[k][e] != want[e] {
+				t.Errorf("%s: Pipe mode %v, File mode %v", k, hp[k], want)
+				break
+			}
+		}
+	}
+}
