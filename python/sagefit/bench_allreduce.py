@@ -405,10 +405,12 @@ def versions():
     return v
 
 
-def busy_summary(busy):
+def busy_summary(busy, threshold=0.15):
     if not busy:
-        return "(not sampled)"
-    return f"{100 * statistics.median(busy):.0f}% (median; max {100 * max(busy):.0f}%)"
+        return "not sampled"
+    k = sum(b > threshold for b in busy)
+    return (f"other work kept the CPUs over {100 * threshold:.0f}% busy just before "
+            f"{k} of the {len(busy)} measurements")
 
 
 def fmt(x):
@@ -440,8 +442,8 @@ def report(res, meta):
     L.append(
         f"Measured {meta['date']} on {meta['machine']}; Go {meta.get('go', '?')}, "
         f"grpc-go {meta.get('grpc-go', '?')}, TensorFlow {meta.get('tf_version', '?')} (CPU wheel). "
-        f"Load average before the run: {meta['load_before']}; other work used "
-        f"{busy_summary(meta.get('busy_before', []))} of the CPUs just before each measurement. "
+        f"Load average before the run: {meta['load_before']}; "
+        f"{busy_summary(meta.get('busy_before', []))} (each waited up to 20 s for quiet). "
         f"{meta['rounds']} round(s), interleaved (TCP pump, sagefit, TensorFlow for each n in turn); "
         f"{meta['minutes']:.1f} minutes in all.")
     L.append("")
@@ -606,6 +608,8 @@ def main():
     p.add_argument("--rate", default="1gbit")
     p.add_argument("--window", type=int, help="experiments: gRPC stream window in bytes for sagefit")
     p.add_argument("--chunk", type=int, help="experiments: sagefit ChunkBytes")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: redo the markdown and plot from OUT/results.json")
     p.add_argument("--tf-worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--tf-workers", help=argparse.SUPPRESS)
     p.add_argument("--tf-plan", help=argparse.SUPPRESS)
@@ -614,6 +618,12 @@ def main():
         tf_worker(a.tf_worker, a.tf_workers.split(","), [tuple(x) for x in json.loads(a.tf_plan)])
         return
 
+    if a.report_only:
+        path = os.path.join(a.out, "results.json")
+        with open(path) as f:
+            res = json.load(f)
+        publish(a, res, path, print)
+        return
     if a.window:
         RING_ENV["SAGEFIT_BENCH_WINDOW"] = a.window
     if a.chunk:
@@ -684,8 +694,12 @@ def main():
     path = os.path.join(a.out, "results.json")
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
-    lines = report(res, meta)
-    lines += notes
+    publish(a, res, path, log)
+
+
+def publish(a, res, path, log):
+    """Print the report; write the plot and the markdown section if asked."""
+    lines = report(res, res["meta"]) + res["meta"].get("notes", [])
     print("\n".join(lines))
     if a.plot:
         os.makedirs(os.path.dirname(a.png) or ".", exist_ok=True)
