@@ -211,12 +211,8 @@ func (h *host) wait(t *testing.T, limit time.Duration) (int, string) {
 
 func (h *host) waitFor(t *testing.T, s string, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !strings.Contains(h.stdout.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never printed %q:\n%s\n%s", h.name, s, h.stdout.String(), h.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !waitForOutput(&h.stdout, s, limit) {
+		t.Fatalf("%s never printed %q:\n%s\n%s", h.name, s, h.stdout.String(), h.stderr.String())
 	}
 }
 
@@ -406,22 +402,9 @@ func TestLinkCutEndsJob(t *testing.T) {
 func runStopped(t *testing.T, args []string, out string, hosts int) string {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
-	var stdout, stderr lockedBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(stdout.String(), "Epoch 1/") {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("no epoch line:\n%s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err == nil {
-		t.Fatalf("stopped run exited 0; it should have been stopped mid-training:\n%s", stdout.String())
+	stdout, _ := stopAfter(t, cmd, "Epoch 1/")
+	if cmd.ProcessState.ExitCode() == 0 {
+		t.Fatalf("stopped run exited 0; it should have been stopped mid-training:\n%s", stdout)
 	}
 	first := out
 	if hosts > 1 {

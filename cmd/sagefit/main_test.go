@@ -150,27 +150,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	base := seedJob(t, map[string]string{"epochs": "100000"})
 	cmd := exec.Command(binary, "train")
 	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
-	var stdout, stderr lockedBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Wait for training to be under way (first epoch line), bounded.
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(stdout.String(), "Epoch 1/") && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("sagefit did not stop within 60 s of SIGTERM")
-	}
+	_, stderr := stopAfter(t, cmd, "Epoch 1/")
 	if code := cmd.ProcessState.ExitCode(); code == 0 {
 		t.Errorf("exit code 0 after SIGTERM")
 	}
@@ -178,7 +158,50 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	if !strings.Contains(string(reason), "stopped by SIGTERM") {
 		t.Errorf("failure file %q", reason)
 	}
-	noTrace(t, stderr.String())
+	noTrace(t, stderr)
+}
+
+// waitForOutput polls buf until it holds s; false if limit passes first.
+func waitForOutput(buf *lockedBuffer, s string, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for !strings.Contains(buf.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// stopAfter starts cmd, waits until its stdout holds line (training is under
+// way), sends SIGTERM as SageMaker's stop does, and waits for it to exit;
+// it fails the test if either wait passes its bound. It returns the
+// command's output; cmd.ProcessState holds how it ended.
+func stopAfter(t *testing.T, cmd *exec.Cmd, line string) (stdout, stderr string) {
+	t.Helper()
+	var so, se lockedBuffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	if !waitForOutput(&so, line, 90*time.Second) {
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("no %q line within 90 s:\n%s\n%s", line, so.String(), se.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s did not stop within 60 s of SIGTERM:\n%s", cmd.Path, se.String())
+	}
+	return so.String(), se.String()
 }
 
 // lockedBuffer is written by exec's copying goroutine while the test reads.

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -290,37 +289,20 @@ func TestLocalS3Checkpoints(t *testing.T) {
 	out3 := t.TempDir()
 	cmd := exec.Command(binary, append([]string{"local"}, args(out3, "100000")...)...)
 	cmd.Env = srv.Env()
-	var so, se lockedBuffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(so.String(), "Epoch 3/") && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("sagefit local did not stop within 60 s of SIGTERM\n%s", se.String())
-	}
+	_, se := stopAfter(t, cmd, "Epoch 3/")
 	if code := cmd.ProcessState.ExitCode(); code == 0 {
 		t.Errorf("exit code 0 after SIGTERM")
 	}
-	m := regexp.MustCompile(`sagefit: checkpoint \S+/(ckpt-\d+-\d+)`).FindAllStringSubmatch(se.String(), -1)
+	m := regexp.MustCompile(`sagefit: checkpoint \S+/(ckpt-\d+-\d+)`).FindAllStringSubmatch(se, -1)
 	if m == nil {
-		t.Fatalf("run 3 wrote no checkpoint:\n%s", se.String())
+		t.Fatalf("run 3 wrote no checkpoint:\n%s", se)
 	}
 	last := m[len(m)-1][1]
 	if got := srv.Keys(t, "ckpt", "job/"+last+"/"); len(got) != 2 {
-		t.Errorf("stop checkpoint %s not uploaded: %v\n%s", last, got, se.String())
+		t.Errorf("stop checkpoint %s not uploaded: %v\n%s", last, got, se)
 	}
-	if !strings.Contains(se.String(), "sagefit local: checkpoints: ") || !strings.Contains(se.String(), "uploaded to s3://ckpt/job") {
-		t.Errorf("run 3 stderr:\n%s", se.String())
+	if !strings.Contains(se, "sagefit local: checkpoints: ") || !strings.Contains(se, "uploaded to s3://ckpt/job") {
+		t.Errorf("run 3 stderr:\n%s", se)
 	}
 	for _, k := range srv.Keys(t, "ckpt", "") {
 		if strings.Contains(k, ".tmp-") {
