@@ -272,13 +272,8 @@ func (f *fitter) checkpoint(ctx context.Context, epoch, step, steps int) (string
 	var state []float64
 	if step > 0 {
 		var err error
-		if state, err = f.model.MetricState(); err != nil {
+		if state, err = f.summedMetricState(ctx); err != nil {
 			return "", fmt.Errorf("checkpoint: %w", err)
-		}
-		if f.group != nil {
-			if err := f.group.AllReduceFloat64(ctx, state); err != nil {
-				return "", fmt.Errorf("checkpoint: all-reduce metric state: %w", err)
-			}
 		}
 	}
 	if f.rank() != 0 {
@@ -371,18 +366,30 @@ func (f *fitter) testStep(_ context.Context, b model.Batch) ([]model.Metric, boo
 // host's metric state (totals and counts), so the result covers all data.
 func (f *fitter) epochMetrics(ctx context.Context) ([]model.Metric, error) {
 	if f.group != nil {
-		state, err := f.model.MetricState()
+		state, err := f.summedMetricState(ctx)
 		if err != nil {
 			return nil, err
-		}
-		if err := f.group.AllReduceFloat64(ctx, state); err != nil {
-			return nil, fmt.Errorf("all-reduce metric state: %w", err)
 		}
 		if err := f.model.AssignMetricState(state); err != nil {
 			return nil, err
 		}
 	}
 	return f.model.MetricResults()
+}
+
+// summedMetricState is the metric state (totals and counts) summed over
+// all hosts; every host must call it at the same point.
+func (f *fitter) summedMetricState(ctx context.Context) ([]float64, error) {
+	state, err := f.model.MetricState()
+	if err != nil {
+		return nil, err
+	}
+	if f.group != nil {
+		if err := f.group.AllReduceFloat64(ctx, state); err != nil {
+			return nil, fmt.Errorf("all-reduce metric state: %w", err)
+		}
+	}
+	return state, nil
 }
 
 func scale(v []float32, a float32) {

@@ -65,6 +65,7 @@ func Main(ctx context.Context, o Options) (code int) {
 			code = fail(o.Stderr, paths, fmt.Errorf("internal error in sagefit: %v (details in %s)", r, crash))
 		}
 	}()
+	o.Base = base
 	if _, err := Train(ctx, o); err != nil {
 		return fail(o.Stderr, paths, err)
 	}
