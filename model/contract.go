@@ -164,57 +164,69 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	return &m, nil
 }
 
+// roleTensors is what one role's signature is fed and returns, in the
+// order the model feeds and fetches them.
+type roleTensors struct {
+	role    string
+	feeds   []TensorSpec
+	fetches []string
+}
+
+// roles lists every role of the contract with its tensors; checkSignatures
+// and the model's calls are both built from it.
+func (m *Metadata) roles() []roleTensors {
+	step := append(append([]TensorSpec{}, m.Inputs...), m.Targets...)
+	var varKeys []string
+	var varFeeds []TensorSpec
+	for _, v := range m.Variables {
+		varKeys = append(varKeys, v.Key)
+		varFeeds = append(varFeeds, TensorSpec{Name: v.Name, Key: v.Key, DType: v.DType})
+	}
+	scalar := func(key, dtype string) []TensorSpec { return []TensorSpec{{Name: key, Key: key, DType: dtype}} }
+	roles := []roleTensors{
+		{RoleServing, m.Inputs, m.Outputs},
+		{RoleTrainStep, step, m.Metrics},
+		{RoleComputeGradients, step, append([]string{keyGradients}, m.Metrics...)},
+		{RoleApplyGradients, scalar(keyGradients, "float32"), []string{keyIterations}},
+		{RoleTestStep, step, m.Metrics},
+		{RoleResetMetrics, nil, []string{keyOK}},
+		{RoleMetricResults, nil, m.Metrics},
+		{RoleMetricState, nil, []string{keyState}},
+		{RoleAssignMetricState, scalar(keyState, "float64"), []string{keyOK}},
+		{RoleReadVariables, nil, varKeys},
+		{RoleAssignVariables, varFeeds, []string{keyOK}},
+		{RoleGetLearningRate, nil, []string{keyLearningRate}},
+	}
+	if m.LearningRateAssignable {
+		roles = append(roles, roleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})
+	}
+	return roles
+}
+
 // checkSignatures verifies that every role's signature exists in the graph's
 // MetaGraphDef with the tensors the contract says it has.
 func (m *Metadata) checkSignatures(sigs map[string]signature) error {
 	var problems []string
-	need := func(role string, inputs, outputs []string) {
-		name := m.Signatures[role]
+	for _, r := range m.roles() {
+		name := m.Signatures[r.role]
 		if name == "" {
-			return
+			continue
 		}
 		sig, ok := sigs[name]
 		if !ok {
-			problems = append(problems, fmt.Sprintf("signature %s (%s) is missing", name, role))
-			return
+			problems = append(problems, fmt.Sprintf("signature %s (%s) is missing", name, r.role))
+			continue
 		}
-		for _, k := range inputs {
-			if _, ok := sig.inputs[k]; !ok {
-				problems = append(problems, fmt.Sprintf("signature %s has no input %q", name, k))
+		for _, f := range r.feeds {
+			if _, ok := sig.inputs[f.Key]; !ok {
+				problems = append(problems, fmt.Sprintf("signature %s has no input %q", name, f.Key))
 			}
 		}
-		for _, k := range outputs {
+		for _, k := range r.fetches {
 			if _, ok := sig.outputs[k]; !ok {
 				problems = append(problems, fmt.Sprintf("signature %s has no output %q", name, k))
 			}
 		}
-	}
-	var step []string
-	for _, t := range m.Inputs {
-		step = append(step, t.Key)
-	}
-	serving := append([]string(nil), step...)
-	for _, t := range m.Targets {
-		step = append(step, t.Key)
-	}
-	var varKeys []string
-	for _, v := range m.Variables {
-		varKeys = append(varKeys, v.Key)
-	}
-	need(RoleServing, serving, m.Outputs)
-	need(RoleTrainStep, step, m.Metrics)
-	need(RoleComputeGradients, step, append([]string{keyGradients}, m.Metrics...))
-	need(RoleApplyGradients, []string{keyGradients}, []string{keyIterations})
-	need(RoleTestStep, step, m.Metrics)
-	need(RoleResetMetrics, nil, []string{keyOK})
-	need(RoleMetricResults, nil, m.Metrics)
-	need(RoleMetricState, nil, []string{keyState})
-	need(RoleAssignMetricState, []string{keyState}, []string{keyOK})
-	need(RoleReadVariables, nil, varKeys)
-	need(RoleAssignVariables, varKeys, []string{keyOK})
-	need(RoleGetLearningRate, nil, []string{keyLearningRate})
-	if m.LearningRateAssignable {
-		need(RoleSetLearningRate, []string{keyLearningRate}, []string{keyLearningRate})
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)

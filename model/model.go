@@ -146,40 +146,7 @@ func (m *Model) prepare(metaGraph []byte) error {
 		return errors.New("the MetaGraphDef has no saver_def, so trained variables could not be saved")
 	}
 
-	step := append(append([]TensorSpec{}, m.meta.Inputs...), m.meta.Targets...)
-	withGrads := append([]string{keyGradients}, m.meta.Metrics...)
-	var varKeys []string
-	var varFeeds []TensorSpec
-	for _, v := range m.meta.Variables {
-		varKeys = append(varKeys, v.Key)
-		varFeeds = append(varFeeds, TensorSpec{Name: v.Name, Key: v.Key, DType: v.DType})
-	}
-	plan := []struct {
-		role    string
-		feeds   []TensorSpec
-		fetches []string
-	}{
-		{RoleServing, m.meta.Inputs, m.meta.Outputs},
-		{RoleTrainStep, step, m.meta.Metrics},
-		{RoleComputeGradients, step, withGrads},
-		{RoleApplyGradients, []TensorSpec{{Name: keyGradients, Key: keyGradients, DType: "float32"}}, []string{keyIterations}},
-		{RoleTestStep, step, m.meta.Metrics},
-		{RoleResetMetrics, nil, []string{keyOK}},
-		{RoleMetricResults, nil, m.meta.Metrics},
-		{RoleMetricState, nil, []string{keyState}},
-		{RoleAssignMetricState, []TensorSpec{{Name: keyState, Key: keyState, DType: "float64"}}, []string{keyOK}},
-		{RoleReadVariables, nil, varKeys},
-		{RoleAssignVariables, varFeeds, []string{keyOK}},
-		{RoleGetLearningRate, nil, []string{keyLearningRate}},
-	}
-	if m.meta.LearningRateAssignable {
-		plan = append(plan, struct {
-			role    string
-			feeds   []TensorSpec
-			fetches []string
-		}{RoleSetLearningRate, []TensorSpec{{Name: keyLearningRate, Key: keyLearningRate, DType: "float32"}}, []string{keyLearningRate}})
-	}
-	for _, p := range plan {
+	for _, p := range m.meta.roles() {
 		name := m.meta.Signatures[p.role]
 		sig := sigs[name]
 		c := &call{name: name, feedSpecs: p.feeds, fetchNames: p.fetches}
