@@ -155,7 +155,7 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	}
 	for _, t := range append(append([]TensorSpec{}, m.Inputs...), m.Targets...) {
 		if _, ok := t.ExampleShape(); !ok {
-			return nil, fmt.Errorf("%s: tensor %q has shape %s with unknown dimensions beyond the batch; sagefit needs a fixed shape per example", dir, t.Name, shapeString(t.Shape))
+			return nil, fmt.Errorf("%s: tensor %q has shape %s with unknown dimensions beyond the batch; sagefit needs a fixed shape per example", dir, t.Name, t.ShapeString())
 		}
 		if _, err := ParseDType(t.DType); err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: %v", dir, t.Name, err)
@@ -235,9 +235,10 @@ func (m *Metadata) checkSignatures(sigs map[string]signature) error {
 	return nil
 }
 
-func shapeString(shape []*int64) string {
-	parts := make([]string, len(shape))
-	for i, d := range shape {
+// ShapeString writes the shape as Python does, "(None, 10)".
+func (t TensorSpec) ShapeString() string {
+	parts := make([]string, len(t.Shape))
+	for i, d := range t.Shape {
 		if d == nil {
 			parts[i] = "None"
 		} else {

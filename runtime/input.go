@@ -122,7 +122,7 @@ func checkFits(a *data.Array, spec model.TensorSpec) error {
 	want, _ := spec.ExampleShape()
 	got := a.RowShape()
 	if !sameIgnoringOnes(got, want) {
-		return fmt.Errorf("%s has examples of shape %s but model %s %q takes examples of shape %s", a.Path(), intShape(got), kindOf(spec), spec.Name, int64Shape(want))
+		return fmt.Errorf("%s has examples of shape %s but model %s %q takes examples of shape %s", a.Path(), shapeOf(got), kindOf(spec), spec.Name, shapeOf(want))
 	}
 	return nil
 }
@@ -157,15 +157,8 @@ func sameIgnoringOnes(got []int, want []int64) bool {
 	return true
 }
 
-func intShape(s []int) string {
-	parts := make([]string, len(s))
-	for i, d := range s {
-		parts[i] = fmt.Sprint(d)
-	}
-	return "(" + strings.Join(parts, ", ") + ")"
-}
-
-func int64Shape(s []int64) string {
+// shapeOf writes a shape as "(4096)" or "(28, 28, 1)".
+func shapeOf[T int | int64](s []T) string {
 	parts := make([]string, len(s))
 	for i, d := range s {
 		parts[i] = fmt.Sprint(d)

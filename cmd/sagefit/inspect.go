@@ -44,10 +44,10 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "training SavedModel %s\n", m.Dir())
 	fmt.Fprintf(stdout, "  contract       %s v%d (TensorFlow %s, Keras %s)\n", meta.Format, meta.ContractVersion, meta.TensorFlowVersion, meta.KerasVersion)
 	for _, t := range meta.Inputs {
-		fmt.Fprintf(stdout, "  input          %-20s %-8s %s\n", t.Name, t.DType, shape(t.Shape))
+		fmt.Fprintf(stdout, "  input          %-20s %-8s %s\n", t.Name, t.DType, t.ShapeString())
 	}
 	for _, t := range meta.Targets {
-		fmt.Fprintf(stdout, "  target         %-20s %-8s %s\n", t.Name, t.DType, shape(t.Shape))
+		fmt.Fprintf(stdout, "  target         %-20s %-8s %s\n", t.Name, t.DType, t.ShapeString())
 	}
 	fmt.Fprintf(stdout, "  outputs        %s\n", strings.Join(meta.Outputs, ", "))
 	fmt.Fprintf(stdout, "  metrics        %s\n", strings.Join(meta.Metrics, ", "))
@@ -64,16 +64,4 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  signature      %-20s %s\n", r, meta.Signatures[r])
 	}
 	return 0
-}
-
-func shape(s []*int64) string {
-	parts := make([]string, len(s))
-	for i, d := range s {
-		if d == nil {
-			parts[i] = "None"
-		} else {
-			parts[i] = fmt.Sprint(*d)
-		}
-	}
-	return "(" + strings.Join(parts, ", ") + ")"
 }
