@@ -25,8 +25,8 @@ import (
 // message is a fixed 48-byte header plus raw little-endian floats, which
 // protobuf would copy into a bytes field and back for no gain, and skipping
 // protoc keeps the build to `go build`. frameCodec hands the payload to gRPC
-// as is (no copy on send) and copies it once on receive into a buffer the
-// Group then owns.
+// as is (no copy on send) and copies it once on receive into a pooled
+// buffer the Group then owns.
 const (
 	serviceName = "sagefit.distributed.v1.Ring"
 	linkMethod  = "/" + serviceName + "/Link"
@@ -63,7 +63,10 @@ func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if len(m.Payload) == 0 {
 		return mem.BufferSlice{hdr}, nil
 	}
-	return mem.BufferSlice{hdr, mem.SliceBuffer(m.Payload)}, nil
+	// The transport owns the payload (see Message): grpc-go releases it
+	// once it has written it.
+	p := m.Payload
+	return mem.BufferSlice{hdr, mem.NewBuffer(&p, payloadPool{})}, nil
 }
 
 func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -71,9 +74,22 @@ func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return fmt.Errorf("frame codec cannot unmarshal into %T", v)
 	}
-	b := make([]byte, data.Len()) // fresh, so 8-byte aligned: payload at offset 48 can be viewed as floats
-	data.CopyTo(b)
-	return decodeFrame(b, m)
+	r := data.Reader()
+	defer r.Close()
+	var hdr [headerSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return errBadFrame
+	}
+	if err := decodeFrame(hdr[:], m); err != nil {
+		return err
+	}
+	if n := r.Remaining(); n > 0 {
+		m.Payload = allocPayload(n) // 8-byte aligned: can be viewed as floats
+		if _, err := io.ReadFull(r, m.Payload); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // grpcTuning holds the transport knobs; zero values take the defaults

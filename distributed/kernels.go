@@ -154,7 +154,7 @@ func f16ToF32(h uint16) float32 {
 // generic over it so float32 (raw or fp16) and float64 share one algorithm.
 type wireCodec[T float32 | float64] interface {
 	enc() Encoding
-	// encode returns a fresh payload holding src.
+	// encode returns a new payload (from allocPayload) holding src.
 	encode(src []T) []byte
 	// encodeInto overwrites payload p with src (same element count).
 	encodeInto(p []byte, src []T)
@@ -174,7 +174,7 @@ type f32Raw struct{}
 func (f32Raw) enc() Encoding { return EncFloat32 }
 
 func (f32Raw) encode(src []float32) []byte {
-	p := make([]byte, 4*len(src))
+	p := allocPayload(4 * len(src))
 	f32Raw{}.encodeInto(p, src)
 	return p
 }
@@ -229,7 +229,7 @@ type f32Half struct{}
 func (f32Half) enc() Encoding { return EncFloat16 }
 
 func (f32Half) encode(src []float32) []byte {
-	p := make([]byte, 2*len(src))
+	p := allocPayload(2 * len(src))
 	f32Half{}.encodeInto(p, src)
 	return p
 }
@@ -270,7 +270,7 @@ type f64Raw struct{}
 func (f64Raw) enc() Encoding { return EncFloat64 }
 
 func (f64Raw) encode(src []float64) []byte {
-	p := make([]byte, 8*len(src))
+	p := allocPayload(8 * len(src))
 	f64Raw{}.encodeInto(p, src)
 	return p
 }

@@ -278,6 +278,8 @@ func (m *ringReduce[T]) Step(in Message) ([]Message, error) {
 		m.codec.copyFrom(local, p)
 		if s < n-2 {
 			out = []Message{m.msg(PhaseAllGather, s+1, j, p)}
+		} else {
+			releasePayload(p) // the last hop: nobody needs it any more
 		}
 	}
 	m.pos.Chunk++
@@ -347,7 +349,9 @@ func (m *ringBroadcast) Start() []Message {
 	for j := range m.k {
 		// A copy: the caller may reuse buf once Broadcast returns, while a
 		// transport may still be writing the payload.
-		out[j] = m.msg(j, append([]byte(nil), m.chunk(j)...))
+		p := allocPayload(len(m.chunk(j)))
+		copy(p, m.chunk(j))
+		out[j] = m.msg(j, p)
 	}
 	m.done = true
 	return out
@@ -372,6 +376,8 @@ func (m *ringBroadcast) Step(in Message) ([]Message, error) {
 	var out []Message
 	if m.cfg.next() != m.root {
 		out = []Message{m.msg(m.pos.Chunk, in.Payload)}
+	} else {
+		releasePayload(in.Payload)
 	}
 	m.pos.Chunk++
 	m.done = m.pos.Chunk == m.k
