@@ -242,6 +242,7 @@ const (
 	// Experiments only (unset: the package defaults, which the report uses).
 	envBenchWindow = "SAGEFIT_BENCH_WINDOW" // ring: gRPC stream window in bytes (connection: 4x)
 	envBenchChunk  = "SAGEFIT_BENCH_CHUNK"  // ring: ChunkBytes
+	envBenchData   = "SAGEFIT_BENCH_DATA"   // ring: "grpc" sends chunks on the gRPC streams, not the data lane
 )
 
 // benchStep is one size of the plan: samples timed runs (after one
@@ -342,6 +343,9 @@ func benchRing(ctx context.Context) error {
 			return fmt.Errorf("%s=%q: want bytes, 64 KiB to 1 GiB", envBenchWindow, v)
 		}
 		cfg.tune.streamWindow, cfg.tune.connWindow = int32(w), int32(min(4*w, 1<<30))
+	}
+	if os.Getenv(envBenchData) == "grpc" {
+		cfg.tune.noLane = true
 	}
 	if v := os.Getenv(envBenchChunk); v != "" {
 		if cfg.ChunkBytes, err = strconv.Atoi(v); err != nil {

@@ -63,6 +63,9 @@ func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if len(m.Payload) == 0 {
 		return mem.BufferSlice{hdr}, nil
 	}
+	if m.Borrowed {
+		return mem.BufferSlice{hdr, mem.SliceBuffer(m.Payload)}, nil
+	}
 	// The transport owns the payload (see Message): grpc-go releases it
 	// once it has written it.
 	p := m.Payload
@@ -98,6 +101,7 @@ type grpcTuning struct {
 	streamWindow, connWindow int32 // flow-control windows; both 0 here means the defaults below
 	writeBuf, readBuf        int   // socket-side buffers; 0: defaultIOBuffer
 	queue                    int   // messages buffered per link in our own queues
+	noLane                   bool  // send chunks on the gRPC streams instead of a data lane (lane.go)
 }
 
 // Defaults chosen by BenchmarkGRPCTuning (3 ranks, 64 MiB, loopback, 2
@@ -185,11 +189,19 @@ type grpcTransport struct {
 	lis  net.Listener
 	conn *grpc.ClientConn
 
+	laneLis   net.Listener  // nil when chunks go on the gRPC streams
+	laneConns chan net.Conn // admitted lanes, for the handshake awaiting one
+
 	mu       sync.Mutex
 	out      *link // to next, set once connected
 	in       *link // from prev, set once accepted
 	leaveWhy error // set when this host leaves with a reason (under mu, with closing)
 	inReady  chan struct{}
+	// A handshake with the previous rank is waiting for its lane: no other
+	// may start, and laneToken is the token that handshake gave out.
+	inPending bool
+	laneToken string
+	leaving   chan struct{} // closed when shutdown starts
 
 	// Why rendezvous cannot succeed: the most telling reason so far (a
 	// mismatch or a relayed reason beats a bare connection loss), the
@@ -209,6 +221,7 @@ type grpcTransport struct {
 type link struct {
 	peer   int
 	ch     chan Message
+	lane   net.Conn // the data lane, if any; set before the link is used
 	urgent chan Message // out-link: aborts and waiting notices, sent ahead of data
 	dead   chan struct{}
 	once   sync.Once
@@ -241,6 +254,9 @@ func (l *link) die(err error) {
 		close(l.dead)
 		if l.stop != nil {
 			l.stop()
+		}
+		if l.lane != nil {
+			l.lane.Close() // unblocks the lane's reader or writer
 		}
 	})
 }
@@ -385,6 +401,11 @@ func (t *grpcTransport) dialOptions() []grpc.DialOption {
 // start serves on lis and creates (lazily connecting) the client to next.
 func (t *grpcTransport) start(lis net.Listener) error {
 	t.lis = lis
+	if !t.tune.noLane {
+		if err := t.listenLane(lis); err != nil {
+			return err
+		}
+	}
 	t.srv = grpc.NewServer(t.serverOptions()...)
 	t.srv.RegisterService(&ringServiceDesc, t)
 	t.wg.Add(1)
@@ -497,6 +518,17 @@ func (t *grpcTransport) tryConnect(ctx context.Context) error {
 	if err := t.id.check(remote, t.next); err != nil {
 		return err
 	}
+	var lane net.Conn
+	if remote.Lane != nil {
+		if lane, err = t.dialLane(streamCtx, *remote.Lane); err != nil {
+			return err
+		}
+		defer func() {
+			if !ok {
+				lane.Close()
+			}
+		}()
+	}
 	mu.Lock()
 	settled = true
 	mu.Unlock()
@@ -506,6 +538,7 @@ func (t *grpcTransport) tryConnect(ctx context.Context) error {
 	ok = true
 	l := newLink(t.next, t.tune.queue)
 	l.stop = stop
+	l.lane = lane
 	t.mu.Lock()
 	t.out = l
 	t.mu.Unlock()
@@ -519,6 +552,24 @@ func (t *grpcTransport) tryConnect(ctx context.Context) error {
 func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 	defer t.wg.Done()
 	send := func(m Message) bool {
+		if l.lane != nil && m.Kind != kindAbort && m.Kind != kindWaiting {
+			err := writeLaneFrame(l.lane, &m)
+			if err == nil {
+				if !m.Borrowed {
+					releasePayload(m.Payload) // written: the socket has its bytes
+				}
+				return true
+			}
+			// A receiver that left may have said why on the stream: give
+			// watchLoop a moment to deliver that instead of a bare error.
+			select {
+			case <-l.finished:
+			case <-l.dead:
+			case <-time.After(time.Second):
+			}
+			l.die(fmt.Errorf("send failed: %w", err))
+			return false
+		}
 		err := stream.SendMsg(&m)
 		if err == nil {
 			return true
@@ -566,6 +617,9 @@ func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 			for {
 				m, ok := pop()
 				if !ok {
+					if tc, isTCP := l.lane.(*net.TCPConn); isTCP {
+						tc.CloseWrite() // after the data, so the receiver reads it all
+					}
 					stream.CloseSend()
 					return
 				}
@@ -756,16 +810,66 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 		t.mu.Unlock()
 		return status.Errorf(codes.AlreadyExists, "rank %d is already connected; links are not re-established", t.prev)
 	}
-	t.in = l
+	if t.inPending {
+		t.mu.Unlock()
+		return status.Errorf(codes.Unavailable, "rank %d is finishing another handshake", t.prev)
+	}
+	reply := t.id
+	if t.laneLis != nil {
+		// The link exists once its lane does; until then a failed attempt
+		// leaves nothing behind and the sender simply tries again.
+		t.inPending = true
+		reply.Lane = t.offerLane()
+	} else {
+		t.in = l
+	}
 	t.mu.Unlock()
-	if err := stream.SendMsg(t.id.message(t.prev)); err != nil {
+	if err := stream.SendMsg(reply.message(t.prev)); err != nil {
+		if reply.Lane != nil {
+			t.mu.Lock()
+			t.inPending, t.laneToken = false, ""
+			t.mu.Unlock()
+			return err
+		}
 		l.die(fmt.Errorf("handshake reply failed: %w", err))
 		t.postFatal(t.prev, l.err)
 		close(t.inReady)
 		return err
 	}
+	if reply.Lane != nil {
+		lane, err := t.awaitLane(ctx)
+		t.mu.Lock()
+		t.inPending, t.laneToken = false, ""
+		if err == nil && t.closing.Load() {
+			lane.Close()
+			err = ErrClosed
+		}
+		if err != nil {
+			why := t.leaveWhy
+			t.mu.Unlock()
+			if why != nil { // left meanwhile: the sender still gets the reason
+				t.markKnows(t.rankOf(remote.Host))
+				return reasonStatus(t.rank, why)
+			}
+			return status.Errorf(codes.Unavailable, "rank %d: %v", t.rank, err)
+		}
+		l.lane = lane
+		t.in = l
+		t.mu.Unlock()
+	}
 	close(t.inReady)
 
+	laneDone := make(chan struct{})
+	if l.lane == nil {
+		close(laneDone)
+	} else {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			defer close(laneDone)
+			t.readLane(ctx, l, max(4<<20, t.chunkBytes+1024))
+		}()
+	}
 	readerDone := make(chan struct{})
 	t.wg.Add(1)
 	go func() {
@@ -776,6 +880,13 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 			if err := stream.RecvMsg(&m); err != nil {
 				switch {
 				case err == io.EOF:
+					// A sender closes its lane before the stream: let the
+					// lane's reader deliver everything first.
+					select {
+					case <-laneDone:
+					case <-l.dead:
+					case <-ctx.Done():
+					}
 					l.die(errors.New("the sender closed the link"))
 				case status.Code(err) == codes.Canceled && t.ctx.Err() == nil:
 					// How grpc-go reports a client connection that broke.
@@ -897,6 +1008,7 @@ func (t *grpcTransport) shutdown(reason error) {
 	t.leaveWhy = reason
 	in, out := t.in, t.out
 	t.mu.Unlock()
+	close(t.leaving)
 	if out != nil {
 		if reason != nil {
 			select { // ahead of anything queued
@@ -953,6 +1065,9 @@ func (t *grpcTransport) shutdown(reason error) {
 		}
 	} else if t.lis != nil {
 		t.lis.Close()
+	}
+	if t.laneLis != nil {
+		t.laneLis.Close()
 	}
 	if t.conn != nil {
 		t.conn.Close()

@@ -33,7 +33,7 @@ const EnvHostAddrs = "SAGEFIT_HOST_ADDRS"
 
 // protocolVersion changes whenever the wire format does; hosts running
 // different sagefit builds then fail the handshake with a clear error.
-const protocolVersion = 2
+const protocolVersion = 3
 
 // Config tells Join who is in the job and how to reach them.
 type Config struct {
@@ -190,7 +190,7 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 		addrs: addrs, tune: tune, chunkBytes: cfg.ChunkBytes, logf: cfg.Logf,
 		allow: newAllowList(addrs), ctx: tctx, cancel: tcancel,
 		inReady: make(chan struct{}), fatal: make(chan struct{}, 1), knows: make([]atomic.Bool, n),
-		stopped: make(chan struct{}),
+		stopped: make(chan struct{}), leaving: make(chan struct{}),
 	}
 	selfHost, _, _ := net.SplitHostPort(addrs[rank])
 	if ip, err := netip.ParseAddr(selfHost); err == nil && ip.IsLoopback() {
@@ -355,6 +355,8 @@ type hello struct {
 	Rank        int      `json:"rank"`
 	Host        string   `json:"host"`
 	Fingerprint string   `json:"fingerprint"`
+	// Lane, in a handshake reply, offers the data lane (lane.go).
+	Lane *laneOffer `json:"lane,omitempty"`
 	// Leave, when set, makes this hello a farewell: the host is not
 	// joining and says why (see grpcTransport.leave).
 	Leave *leaveNote `json:"leave,omitempty"`

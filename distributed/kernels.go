@@ -28,6 +28,18 @@ func f32View(b []byte) []float32 {
 	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
 }
 
+// bytesView returns s's memory as bytes (little-endian hosts only: that is
+// the wire form), or nil.
+func bytesView[T float32 | float64](s []T) []byte {
+	if !hostLittleEndian {
+		return nil
+	}
+	if len(s) == 0 {
+		return []byte{}
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(s[0])))
+}
+
 func f64View(b []byte) []float64 {
 	if !hostLittleEndian || len(b)%8 != 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%8 != 0 {
 		return nil
@@ -156,6 +168,9 @@ type wireCodec[T float32 | float64] interface {
 	enc() Encoding
 	// encode returns a new payload (from allocPayload) holding src.
 	encode(src []T) []byte
+	// view returns src's memory as its wire bytes, or nil where the wire
+	// form differs (fp16, big-endian hosts).
+	view(src []T) []byte
 	// encodeInto overwrites payload p with src (same element count).
 	encodeInto(p []byte, src []T)
 	// addInto makes p hold p + local: the partial sum forwarded to the next rank.
@@ -172,6 +187,8 @@ type wireCodec[T float32 | float64] interface {
 type f32Raw struct{}
 
 func (f32Raw) enc() Encoding { return EncFloat32 }
+
+func (f32Raw) view(src []float32) []byte { return bytesView(src) }
 
 func (f32Raw) encode(src []float32) []byte {
 	p := allocPayload(4 * len(src))
@@ -228,6 +245,8 @@ type f32Half struct{}
 
 func (f32Half) enc() Encoding { return EncFloat16 }
 
+func (f32Half) view([]float32) []byte { return nil }
+
 func (f32Half) encode(src []float32) []byte {
 	p := allocPayload(2 * len(src))
 	f32Half{}.encodeInto(p, src)
@@ -268,6 +287,8 @@ func (f32Half) quantize(local []float32) {
 type f64Raw struct{}
 
 func (f64Raw) enc() Encoding { return EncFloat64 }
+
+func (f64Raw) view(src []float64) []byte { return bytesView(src) }
 
 func (f64Raw) encode(src []float64) []byte {
 	p := allocPayload(8 * len(src))

@@ -201,6 +201,11 @@ func (t *memTransport) Send(ctx context.Context, to int, m Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if m.Borrowed { // in-memory, the receiver would otherwise write into the sender's buffer
+		p := allocPayload(len(m.Payload))
+		copy(p, m.Payload)
+		m.Payload, m.Borrowed = p, false
+	}
 	t.nw.links[t.rank][to].send(m)
 	return nil
 }

@@ -110,8 +110,13 @@ func (e Encoding) elemSize() int {
 // receiver can drop duplicates and restore order.
 //
 // Ownership: Send takes ownership of Payload (the sender must not modify it
-// afterwards; a transport may still be writing it after Send returns), and
-// Recv hands ownership to the caller, which may modify it in place.
+// afterwards; a transport may still be writing it after Send returns, and
+// recycles it once written), and Recv hands ownership to the caller, which
+// may modify it in place. A Borrowed payload is the exception: it views
+// the caller's own buffer, so a transport must neither keep nor recycle
+// it, and must hand the receiver a copy if it does not put the bytes on a
+// wire. The ring borrows only where the collective cannot finish before
+// the bytes have reached the next rank (see ringReduce.Start).
 type Message struct {
 	From, To int    // ranks
 	Op       uint64 // collective number within the group, 1-based; the same on every rank
@@ -123,6 +128,7 @@ type Message struct {
 	Seq      uint64 // per-link sequence number, 1-based, set by the link layer
 	Size     uint64 // elements (bytes for broadcast) in the whole collective, for length checks
 	Payload  []byte
+	Borrowed bool // Payload views the sender's buffer (not on the wire)
 }
 
 func (m Message) String() string {

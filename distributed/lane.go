@@ -1,0 +1,239 @@
+package distributed
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+)
+
+// The data lane. gRPC carries the rendezvous, the handshake, aborts, the
+// stream status that says why a host left, and the liveness of each link
+// (keepalive); the collectives' chunks travel beside it on one plain TCP
+// connection per link, opened right after the handshake with a one-time
+// token the handshake reply hands out.
+//
+// Why: on loopback a chunk sent through grpc-go is copied into HTTP/2
+// frames, out of the read buffer into pooled frame buffers and from those
+// into one payload, and those copies, not the network, bound the ring at
+// about a quarter of what plain TCP moves (distributed/BENCHMARKS.md). On
+// the lane a payload goes to the socket with one writev and comes off it
+// straight into the buffer the ring sums into. A lane is owned by its
+// link: whatever ends the link closes the lane, and a lane that breaks
+// ends the link.
+//
+// Wire: the client writes laneMagic and the token, then frames of an
+// 8-byte prefix (laneFrameMagic, payload length, both uint32 little-endian),
+// the 48-byte message header and the payload.
+const (
+	laneMagic      = "SGFLANE1"
+	laneTokenBytes = 16
+	laneFrameMagic = 0x4c464753 // "SGFL"
+	lanePrefix     = 8
+	laneWait       = 10 * time.Second // for the lane to follow its handshake
+	laneReadBuf    = 64 << 10
+)
+
+// laneOffer travels in the handshake reply: where to open the lane and the
+// token that proves the connection belongs to this handshake.
+type laneOffer struct {
+	Port  int    `json:"port"`
+	Token string `json:"token"`
+}
+
+// Lanes detect a dead peer like the gRPC connections do: keepalive probes
+// after 2 s of silence (every second, 3 unanswered end it) and, through
+// tcpUserTimeout, data left unacknowledged for 5 s fails the connection.
+var laneKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 2 * time.Second, Interval: time.Second, Count: 3}
+
+const laneUserTimeout = 5 * time.Second
+
+// listenLane opens the lane listener on the gRPC listener's address, any
+// port. It is announced in each handshake reply, so no second well-known
+// port has to be agreed on.
+func (t *grpcTransport) listenLane(grpcLis net.Listener) error {
+	host := ""
+	if a, ok := grpcLis.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		host = a.IP.String()
+	}
+	lc := net.ListenConfig{KeepAliveConfig: laneKeepAlive, Control: setUserTimeout(laneUserTimeout)}
+	lis, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return fmt.Errorf("data lane listener: %w", err)
+	}
+	t.laneLis = lis
+	t.laneConns = make(chan net.Conn, 1)
+	t.wg.Add(1)
+	go t.acceptLanes()
+	return nil
+}
+
+func (t *grpcTransport) acceptLanes() {
+	defer t.wg.Done()
+	for {
+		conn, err := t.laneLis.Accept()
+		if err != nil {
+			return // closed by shutdown
+		}
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			stop := context.AfterFunc(t.ctx, func() { conn.Close() })
+			defer stop()
+			if !t.admitLane(conn) {
+				conn.Close()
+			}
+		}()
+	}
+}
+
+// admitLane checks a lane connection's address and token and hands it to
+// the handshake waiting for it.
+func (t *grpcTransport) admitLane(conn net.Conn) bool {
+	if !t.allow.allows(t.ctx, conn.RemoteAddr()) {
+		t.logf("distributed: rank %d: refused data connection from %s: not an address of any host in job %q", t.rank, conn.RemoteAddr(), t.id.Job)
+		return false
+	}
+	var pre [len(laneMagic) + laneTokenBytes]byte
+	conn.SetReadDeadline(time.Now().Add(laneWait))
+	if _, err := io.ReadFull(conn, pre[:]); err != nil || string(pre[:len(laneMagic)]) != laneMagic {
+		return false
+	}
+	conn.SetReadDeadline(time.Time{})
+	t.mu.Lock()
+	ok := t.laneToken != "" && hex.EncodeToString(pre[len(laneMagic):]) == t.laneToken
+	if ok {
+		t.laneToken = "" // one use
+	}
+	t.mu.Unlock()
+	if !ok {
+		t.logf("distributed: rank %d: refused data connection from %s: no handshake gave out its token", t.rank, conn.RemoteAddr())
+		return false
+	}
+	select {
+	case t.laneConns <- conn:
+		return true
+	default:
+		return false
+	}
+}
+
+// offerLane makes the offer for the handshake in progress (t.mu held).
+func (t *grpcTransport) offerLane() *laneOffer {
+	var tok [laneTokenBytes]byte
+	rand.Read(tok[:])
+	t.laneToken = hex.EncodeToString(tok[:])
+	return &laneOffer{Port: t.laneLis.Addr().(*net.TCPAddr).Port, Token: t.laneToken}
+}
+
+// awaitLane waits for the client of the handshake just answered to open
+// its lane.
+func (t *grpcTransport) awaitLane(ctx context.Context) (net.Conn, error) {
+	timer := time.NewTimer(laneWait)
+	defer timer.Stop()
+	select {
+	case conn := <-t.laneConns:
+		return conn, nil
+	case <-timer.C:
+		return nil, fmt.Errorf("no data connection within %v of the handshake", laneWait)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.leaving:
+		return nil, ErrClosed
+	}
+}
+
+// dialLane opens the lane the next rank offered, at its host's address.
+func (t *grpcTransport) dialLane(ctx context.Context, offer laneOffer) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(t.addrs[t.next])
+	if err != nil {
+		return nil, err
+	}
+	tok, err := hex.DecodeString(offer.Token)
+	if err != nil || len(tok) != laneTokenBytes {
+		return nil, errors.New("bad data lane token in the handshake reply")
+	}
+	d := net.Dialer{KeepAliveConfig: laneKeepAlive, Control: setUserTimeout(laneUserTimeout)}
+	if t.localIP != nil {
+		d.LocalAddr = &net.TCPAddr{IP: t.localIP}
+	}
+	ctx, cancel := context.WithTimeout(ctx, laneWait)
+	defer cancel()
+	addr := net.JoinHostPort(host, strconv.Itoa(offer.Port))
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("data connection to %s: %w", addr, err)
+	}
+	conn.SetWriteDeadline(time.Now().Add(laneWait))
+	_, err = conn.Write(append([]byte(laneMagic), tok...))
+	conn.SetWriteDeadline(time.Time{})
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("data connection to %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// writeLaneFrame writes m with one writev; the payload is not copied.
+func writeLaneFrame(conn net.Conn, m *Message) error {
+	var hdr [lanePrefix + headerSize]byte
+	binary.LittleEndian.PutUint32(hdr[0:], laneFrameMagic)
+	binary.LittleEndian.PutUint32(hdr[4:], uint32(len(m.Payload)))
+	m.appendHeader(hdr[:lanePrefix])
+	bufs := net.Buffers{hdr[:], m.Payload}
+	_, err := bufs.WriteTo(conn)
+	return err
+}
+
+// readLane moves frames from an in-link's lane into its queue until the
+// lane ends; each payload is read straight into a pooled buffer.
+func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int) {
+	r := bufio.NewReaderSize(l.lane, laneReadBuf)
+	var hdr [lanePrefix + headerSize]byte
+	for {
+		var m Message
+		err := func() error {
+			if _, err := io.ReadFull(r, hdr[:]); err != nil {
+				return err
+			}
+			n := int(binary.LittleEndian.Uint32(hdr[4:]))
+			if binary.LittleEndian.Uint32(hdr[0:]) != laneFrameMagic || decodeFrame(hdr[lanePrefix:], &m) != nil {
+				return errBadFrame
+			}
+			if n > maxPayload {
+				return fmt.Errorf("a frame of %d bytes, more than the %d a chunk can be", n, maxPayload)
+			}
+			if n > 0 {
+				m.Payload = allocPayload(n)
+				if _, err := io.ReadFull(r, m.Payload); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err == io.EOF {
+			// An orderly close: the sender ends its stream right after, and
+			// an abort it sent on the stream must not lose the race to this.
+			return
+		}
+		if err != nil {
+			l.die(fmt.Errorf("connection lost (the sender crashed or the network failed): %w", err))
+			t.postFatal(t.prev, l.err)
+			return
+		}
+		select {
+		case l.ch <- m:
+		case <-l.dead:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
