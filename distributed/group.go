@@ -94,9 +94,32 @@ type Group struct {
 
 	dups, ooo, ops atomic.Uint64
 
+	placeMu sync.Mutex
+	placing placer // the collective in progress, if its machine can place payloads
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
+}
+
+// flusher is implemented by transports that may still be reading a
+// Borrowed payload after Send returns: flush returns once every message
+// sent to `to` so far has been handed to the operating system.
+type flusher interface {
+	flush(ctx context.Context, to int) error
+}
+
+// placingTransport is implemented by transports that can read a payload
+// straight into the buffer of the collective in progress: the Group gives
+// them its place function.
+type placingTransport interface {
+	setPlacement(place func(h *Message, n int) []byte)
+}
+
+// placer is implemented by machines that know, from a header alone, where
+// a payload belongs in the caller's buffer.
+type placer interface {
+	place(h *Message, n int) []byte
 }
 
 type inbound struct {
@@ -127,6 +150,9 @@ func NewGroup(tr Transport, rank, world int, opts ...Option) (*Group, error) {
 		sendSeq: make([]uint64, world), in: make([]inbound, world)}
 	for i := range g.in {
 		g.in[i] = inbound{next: 1, held: map[uint64]Message{}}
+	}
+	if pt, ok := tr.(placingTransport); ok {
+		pt.setPlacement(g.place)
 	}
 	return g, nil
 }
@@ -189,6 +215,23 @@ func (g *Group) Close() error {
 	return g.closeErr
 }
 
+// place tells a placing transport where an incoming payload goes: a chunk
+// of the caller's buffer when the message belongs to the collective in
+// progress and its machine can say, else nil (the transport allocates).
+// The transport fills the chunk before the message reaches the machine,
+// and the machine reads or writes that chunk only when the message
+// arrives, so nothing else touches it meanwhile. After a failed collective
+// a read in flight may still land in the buffer (its contents are
+// undefined then anyway) until the Group is closed.
+func (g *Group) place(h *Message, n int) []byte {
+	g.placeMu.Lock()
+	defer g.placeMu.Unlock()
+	if g.placing == nil {
+		return nil
+	}
+	return g.placing.place(h, n)
+}
+
 func (g *Group) peerName(rank int) string {
 	if rank >= 0 && rank < len(g.o.peerNames) {
 		return g.o.peerNames[rank]
@@ -225,6 +268,16 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 	if m.Done() && len(out) == 0 {
 		return nil
 	}
+	if pl, ok := m.(placer); ok {
+		g.placeMu.Lock()
+		g.placing = pl
+		g.placeMu.Unlock()
+		defer func() {
+			g.placeMu.Lock()
+			g.placing = nil
+			g.placeMu.Unlock()
+		}()
+	}
 	start := time.Now()
 	// runCtx lives until the collective ends or fails: the sender uses it,
 	// so notices keep flowing while a timed-out rank decides whom to blame.
@@ -236,7 +289,8 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 
 	q := newMsgQueue()
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- g.sendLoop(runCtx, cancel, q, desc) }()
+	var borrowed atomic.Bool
+	go func() { sendErr <- g.sendLoop(runCtx, cancel, q, desc, &borrowed) }()
 	for _, msg := range out {
 		q.push(msg)
 	}
@@ -279,6 +333,15 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 	if err := <-sendErr; err != nil && failure == nil {
 		failure = err
 	}
+	if failure == nil && borrowed.Load() {
+		// The transport may still be writing views of the caller's buffer.
+		if f, ok := g.tr.(flusher); ok {
+			next := (g.rank + 1) % g.world
+			if err := f.flush(opCtx, next); err != nil {
+				failure = &PeerError{Rank: next, Peer: g.peerName(next), Op: desc, At: "the end", Err: fmt.Errorf("send: %w", err)}
+			}
+		}
+	}
 	if failure == nil {
 		return nil
 	}
@@ -286,7 +349,7 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 	return failure
 }
 
-func (g *Group) sendLoop(ctx context.Context, cancel context.CancelCauseFunc, q *msgQueue, desc string) error {
+func (g *Group) sendLoop(ctx context.Context, cancel context.CancelCauseFunc, q *msgQueue, desc string, borrowed *atomic.Bool) error {
 	for {
 		msg, ok := q.pop(ctx)
 		if !ok {
@@ -300,6 +363,9 @@ func (g *Group) sendLoop(ctx context.Context, cancel context.CancelCauseFunc, q 
 		}
 		g.sendSeq[msg.To]++
 		msg.Seq = g.sendSeq[msg.To]
+		if msg.Borrowed {
+			borrowed.Store(true)
+		}
 		if err := g.tr.Send(ctx, msg.To, msg); err != nil {
 			if ctx.Err() != nil {
 				return nil // the receive side reports why the op ended

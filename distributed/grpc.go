@@ -191,6 +191,7 @@ type grpcTransport struct {
 
 	laneLis   net.Listener  // nil when chunks go on the gRPC streams
 	laneConns chan net.Conn // admitted lanes, for the handshake awaiting one
+	placement atomic.Pointer[func(h *Message, n int) []byte] // the Group's, for lane readers
 
 	mu       sync.Mutex
 	out      *link // to next, set once connected
@@ -552,6 +553,10 @@ func (t *grpcTransport) tryConnect(ctx context.Context) error {
 func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 	defer t.wg.Done()
 	send := func(m Message) bool {
+		if m.flushed != nil { // everything queued before it is written
+			close(m.flushed)
+			return true
+		}
 		if l.lane != nil && m.Kind != kindAbort && m.Kind != kindWaiting {
 			err := writeLaneFrame(l.lane, &m)
 			if err == nil {
@@ -569,6 +574,11 @@ func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 			}
 			l.die(fmt.Errorf("send failed: %w", err))
 			return false
+		}
+		if m.Borrowed { // grpc-go writes later, from its own goroutine
+			p := allocPayload(len(m.Payload))
+			copy(p, m.Payload)
+			m.Payload, m.Borrowed = p, false
 		}
 		err := stream.SendMsg(&m)
 		if err == nil {
@@ -702,6 +712,38 @@ func (t *grpcTransport) Send(ctx context.Context, to int, m Message) error {
 	case <-t.ctx.Done():
 		return ErrClosed
 	}
+}
+
+// flush returns once the out-link's writer has handed every message queued
+// so far to the socket (or to grpc-go, as a copy), so Borrowed payloads
+// are no longer read.
+func (t *grpcTransport) flush(ctx context.Context, to int) error {
+	t.mu.Lock()
+	l := t.out
+	t.mu.Unlock()
+	if to != t.next || l == nil {
+		return fmt.Errorf("no link from rank %d to rank %d", t.rank, to)
+	}
+	done := make(chan struct{})
+	select {
+	case l.ch <- Message{flushed: done}:
+	case <-l.dead:
+		return l.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-l.dead:
+		return l.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *grpcTransport) setPlacement(place func(h *Message, n int) []byte) {
+	t.placement.Store(&place)
 }
 
 func (t *grpcTransport) Recv(ctx context.Context, from int) (Message, error) {

@@ -193,7 +193,8 @@ func writeLaneFrame(conn net.Conn, m *Message) error {
 }
 
 // readLane moves frames from an in-link's lane into its queue until the
-// lane ends; each payload is read straight into a pooled buffer.
+// lane ends. Each payload is read straight into where the Group's
+// placement says it belongs, or else into a pooled buffer.
 func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int) {
 	r := bufio.NewReaderSize(l.lane, laneReadBuf)
 	var hdr [lanePrefix + headerSize]byte
@@ -210,11 +211,20 @@ func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int) {
 			if n > maxPayload {
 				return fmt.Errorf("a frame of %d bytes, more than the %d a chunk can be", n, maxPayload)
 			}
-			if n > 0 {
+			if n == 0 {
+				return nil
+			}
+			if place := t.placement.Load(); place != nil {
+				m.Payload = (*place)(&m, n) // straight into the caller's buffer
+			}
+			if m.Payload == nil {
 				m.Payload = allocPayload(n)
-				if _, err := io.ReadFull(r, m.Payload); err != nil {
-					return err
+			}
+			if _, err := io.ReadFull(r, m.Payload); err != nil {
+				if err == io.EOF {
+					return io.ErrUnexpectedEOF // a frame cut short is no orderly close
 				}
+				return err
 			}
 			return nil
 		}()

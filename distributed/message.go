@@ -113,10 +113,11 @@ func (e Encoding) elemSize() int {
 // afterwards; a transport may still be writing it after Send returns, and
 // recycles it once written), and Recv hands ownership to the caller, which
 // may modify it in place. A Borrowed payload is the exception: it views
-// the caller's own buffer, so a transport must neither keep nor recycle
-// it, and must hand the receiver a copy if it does not put the bytes on a
-// wire. The ring borrows only where the collective cannot finish before
-// the bytes have reached the next rank (see ringReduce.Start).
+// the caller's own buffer, valid only until the collective returns, so a
+// transport must never recycle it and must either copy it before Send
+// returns or implement flusher (the Group flushes before the op returns).
+// A transport may also receive a payload straight into the caller's buffer
+// where the Group's placement says so (see Group.place).
 type Message struct {
 	From, To int    // ranks
 	Op       uint64 // collective number within the group, 1-based; the same on every rank
@@ -129,6 +130,8 @@ type Message struct {
 	Size     uint64 // elements (bytes for broadcast) in the whole collective, for length checks
 	Payload  []byte
 	Borrowed bool // Payload views the sender's buffer (not on the wire)
+
+	flushed chan struct{} // a transport's flush marker (no payload), closed once reached
 }
 
 func (m Message) String() string {

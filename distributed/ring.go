@@ -218,25 +218,58 @@ func (m *ringReduce[T]) msg(phase Phase, step, chunk int, p []byte) Message {
 	}
 }
 
+// minBorrow is the smallest chunk sent as a view of the caller's buffer:
+// below it a copy costs less than the transport's flush at the end of the
+// op (see Message.Borrowed).
+const minBorrow = 16 << 10
+
+// send makes the message carrying local, the values this rank holds for a
+// chunk. Where the codec allows (raw floats on a little-endian host) and
+// the chunk is large, the payload is a view of buf: no copy (the Group
+// makes the transport finish with it before the op returns). Otherwise
+// local is encoded into p, the payload just received for this chunk, or a
+// new buffer.
+func (m *ringReduce[T]) send(phase Phase, step, chunk int, local []T, p []byte) Message {
+	if v := m.codec.view(local); v != nil && (len(v) >= minBorrow || aliases(p, v)) {
+		if p != nil && !aliases(p, v) {
+			releasePayload(p)
+		}
+		msg := m.msg(phase, step, chunk, v)
+		msg.Borrowed = true
+		return msg
+	}
+	if p == nil {
+		return m.msg(phase, step, chunk, m.codec.encode(local))
+	}
+	m.codec.encodeInto(p, local)
+	return m.msg(phase, step, chunk, p)
+}
+
+// place returns where the payload of an all-gather message (only its
+// header is read so far) can be received straight into: the chunk of buf
+// it overwrites, as wire bytes; nil where it cannot (another op, phase or
+// shape, or a codec whose wire form differs). See Group.place for why this
+// is safe.
+func (m *ringReduce[T]) place(h *Message, n int) []byte {
+	if h.Op != m.cfg.Op || h.Kind != m.kind || h.Phase != PhaseAllGather || h.Enc != m.codec.enc() ||
+		h.Size != uint64(len(m.buf)) || int(h.Step) >= m.cfg.World-1 || int(h.Chunk) >= m.k {
+		return nil
+	}
+	v := m.codec.view(m.chunk(m.cfg.Rank-int(h.Step), int(h.Chunk)))
+	if v == nil || len(v) != n {
+		return nil
+	}
+	return v
+}
+
 func (m *ringReduce[T]) Start() []Message {
 	if m.cfg.World == 1 {
 		m.done = true // sum and mean of one value are the value itself
 		return nil
 	}
-	// This rank's own segment goes out as a view of buf where the codec
-	// allows (raw floats on a little-endian host), saving a copy of 1/n of
-	// the buffer. Safe because the op cannot finish before those bytes have
-	// reached the next rank: segment r's final value, which this rank
-	// receives in the all-gather, includes them.
 	out := make([]Message, m.k)
 	for j := range m.k {
-		c := m.chunk(m.cfg.Rank, j)
-		if v := m.codec.view(c); v != nil {
-			out[j] = m.msg(PhaseReduceScatter, 0, j, v)
-			out[j].Borrowed = true
-		} else {
-			out[j] = m.msg(PhaseReduceScatter, 0, j, m.codec.encode(c))
-		}
+		out[j] = m.send(PhaseReduceScatter, 0, j, m.chunk(m.cfg.Rank, j), nil)
 	}
 	return out
 }
@@ -283,13 +316,20 @@ func (m *ringReduce[T]) Step(in Message) ([]Message, error) {
 			}
 		}
 		m.codec.quantize(local)
-		m.codec.encodeInto(p, local)
-		out = []Message{m.msg(PhaseAllGather, 0, j, p)}
+		out = []Message{m.send(PhaseAllGather, 0, j, local, p)}
 	default: // all-gather
-		m.codec.copyFrom(local, p)
-		if s < n-2 {
-			out = []Message{m.msg(PhaseAllGather, s+1, j, p)}
+		placed := false
+		if v := m.codec.view(local); v != nil && aliases(p, v) {
+			placed = true // the transport received it into buf already
 		} else {
+			m.codec.copyFrom(local, p)
+		}
+		switch {
+		case s < n-2 && placed:
+			out = []Message{m.send(PhaseAllGather, s+1, j, local, nil)}
+		case s < n-2:
+			out = []Message{m.msg(PhaseAllGather, s+1, j, p)} // forward what came, as is
+		case !placed:
 			releasePayload(p) // the last hop: nobody needs it any more
 		}
 	}
