@@ -454,3 +454,89 @@ func TestGroupSilentPeerNamedByAll(t *testing.T) {
 		})
 	}
 }
+
+// lateWriter is a transport whose writer lags: it hands each message to the
+// in-memory network only after a delay, reading a Borrowed payload then,
+// as a socket writer that is behind would. It implements flusher.
+type lateWriter struct {
+	Transport
+	q       chan lateItem
+	pending sync.WaitGroup
+}
+
+type lateItem struct {
+	to int
+	m  Message
+}
+
+func newLateWriter(tr Transport, delay time.Duration) *lateWriter {
+	w := &lateWriter{Transport: tr, q: make(chan lateItem, 1<<12)}
+	go func() {
+		for it := range w.q {
+			time.Sleep(delay)
+			w.Transport.Send(context.Background(), it.to, it.m) // copies a Borrowed payload now
+			w.pending.Done()
+		}
+	}()
+	return w
+}
+
+func (w *lateWriter) Send(ctx context.Context, to int, m Message) error {
+	w.pending.Add(1)
+	w.q <- lateItem{to, m}
+	return nil
+}
+
+func (w *lateWriter) flush(ctx context.Context, to int) error {
+	done := make(chan struct{})
+	go func() { w.pending.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestGroupFlushesBorrowedPayloads: chunks go out as views of the caller's
+// buffer, so an op must not return while its transport may still read
+// them. Each rank refills its buffer the moment AllReduce returns; a
+// writer lagging behind would then send the new values.
+func TestGroupFlushesBorrowedPayloads(t *testing.T) {
+	const n, size = 3, 3 * 16 << 10 // one 64 KiB chunk per segment: sent as a view
+	nw := NewMemNetwork(n, Faults{})
+	gs := make([]*Group, n)
+	for r := range n {
+		delay := time.Duration(0)
+		if r == 0 {
+			delay = 10 * time.Millisecond // rank 0's writer lags the ring
+		}
+		g, err := NewGroup(newLateWriter(nw.Transport(r), delay), r, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs[r] = g
+		defer g.Close()
+	}
+	bufs := make([][]float32, n)
+	for r := range n {
+		bufs[r] = make([]float32, size)
+	}
+	for round := range 4 {
+		xs := inputs(n, size, uint64(round))
+		want := ringOrderSum(xs, Sum)
+		noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+			copy(bufs[g.Rank()], xs[g.Rank()])
+			err := g.AllReduce(ctx, bufs[g.Rank()], Sum)
+			if err == nil && g.Rank() == 0 {
+				clear(bufs[0]) // at once, as a training step reuses its gradient buffer
+			}
+			return err
+		}))
+		for r := 1; r < n; r++ {
+			if !sameBits(bufs[r], want) {
+				t.Fatalf("round %d: rank %d differs from the fixed-order sum", round, r)
+			}
+		}
+	}
+}

@@ -85,69 +85,106 @@ func expectNoLeak(t *testing.T, before int) {
 	}
 }
 
+// TestGRPCGroup runs every collective over real gRPC on loopback: chunks on
+// the data lane, in small chunks (copied, many per segment) and large ones
+// (sent as views of the buffer), and on the gRPC streams themselves.
 func TestGRPCGroup(t *testing.T) {
-	for _, n := range []int{2, 3} {
-		t.Run(fmt.Sprintf("n=%d", n), func(t *testing.T) {
-			before := runtime.NumGoroutine()
-			cfgs := loopbackConfigs(t, n, "job-a")
-			for r := range cfgs {
-				cfgs[r].ChunkBytes = 4096 // many chunks per segment on mid sizes
-			}
-			gs, errs := joinAll(t, cfgs)
-			noErrors(t, errs)
-			for r, g := range gs {
-				if g.Rank() != r || g.World() != n {
-					t.Fatalf("rank %d: Rank()=%d World()=%d", r, g.Rank(), g.World())
-				}
-			}
-			for _, size := range []int{0, 1, n - 1, 7, 1000, 12345, 300000} {
-				xs := inputs(n, size, 21)
-				want := ringOrderSum(xs, Mean)
-				bufs := make([][]float32, n)
-				for r := range n {
-					bufs[r] = slices.Clone(xs[r])
-				}
-				noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
-					return g.AllReduce(ctx, bufs[g.Rank()], Mean)
-				}))
-				for r := range n {
-					if !sameBits(bufs[r], want) {
-						t.Fatalf("size %d: rank %d differs from the fixed-order mean", size, r)
-					}
-				}
-			}
-			weights := make([][]byte, n)
-			for r := range n {
-				weights[r] = make([]byte, 100000)
-			}
-			for i := range weights[0] {
-				weights[0][i] = byte(i * 13)
-			}
-			noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
-				return g.Broadcast(ctx, weights[g.Rank()], 0)
-			}))
-			for r := range n {
-				if !slices.Equal(weights[r], weights[0]) {
-					t.Fatalf("rank %d: broadcast bytes differ", r)
-				}
-			}
-			metrics := make([][]float64, n)
-			for r := range n {
-				metrics[r] = []float64{float64(r), 1}
-			}
-			noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
-				if err := g.Barrier(ctx); err != nil {
-					return err
-				}
-				return g.AllReduceFloat64(ctx, metrics[g.Rank()])
-			}))
-			if want := []float64{float64(n * (n - 1) / 2), float64(n)}; !slices.Equal(metrics[n-1], want) {
-				t.Fatalf("metrics %v, want %v", metrics[n-1], want)
-			}
-			closeAll(t, gs)
-			expectNoLeak(t, before)
-		})
+	variants := []struct {
+		name   string
+		chunk  int
+		noLane bool
+	}{
+		{"lane, 4 KiB chunks", 4096, false},
+		{"lane, 1 MiB chunks", 0, false},
+		{"gRPC streams, 1 MiB chunks", 0, true},
 	}
+	for _, v := range variants {
+		for _, n := range []int{2, 3} {
+			t.Run(fmt.Sprintf("%s/n=%d", v.name, n), func(t *testing.T) { testGRPCGroup(t, n, v.chunk, v.noLane) })
+		}
+	}
+}
+
+func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, n, "job-a")
+	for r := range cfgs {
+		cfgs[r].ChunkBytes = chunk
+		cfgs[r].tune.noLane = noLane
+	}
+	gs, errs := joinAll(t, cfgs)
+	noErrors(t, errs)
+	for r, g := range gs {
+		if g.Rank() != r || g.World() != n {
+			t.Fatalf("rank %d: Rank()=%d World()=%d", r, g.Rank(), g.World())
+		}
+	}
+	for _, size := range []int{0, 1, n - 1, 7, 1000, 12345, 300000} {
+		xs := inputs(n, size, 21)
+		want := ringOrderSum(xs, Mean)
+		bufs := make([][]float32, n)
+		for r := range n {
+			bufs[r] = slices.Clone(xs[r])
+		}
+		noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+			return g.AllReduce(ctx, bufs[g.Rank()], Mean)
+		}))
+		for r := range n {
+			if !sameBits(bufs[r], want) {
+				t.Fatalf("size %d: rank %d differs from the fixed-order mean", size, r)
+			}
+		}
+	}
+	// Back to back on the same buffers, each refilled the moment the
+	// last op returned: a transport still reading a view of the
+	// buffer after that would send the new values.
+	bufs := make([][]float32, n)
+	for r := range n {
+		bufs[r] = make([]float32, 300000)
+	}
+	for round := range 4 {
+		xs := inputs(n, len(bufs[0]), uint64(100+round))
+		want := ringOrderSum(xs, Sum)
+		noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+			copy(bufs[g.Rank()], xs[g.Rank()])
+			return g.AllReduce(ctx, bufs[g.Rank()], Sum)
+		}))
+		for r := range n {
+			if !sameBits(bufs[r], want) {
+				t.Fatalf("round %d: rank %d differs from the fixed-order sum", round, r)
+			}
+		}
+	}
+	weights := make([][]byte, n)
+	for r := range n {
+		weights[r] = make([]byte, 100000)
+	}
+	for i := range weights[0] {
+		weights[0][i] = byte(i * 13)
+	}
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+		return g.Broadcast(ctx, weights[g.Rank()], 0)
+	}))
+	for r := range n {
+		if !slices.Equal(weights[r], weights[0]) {
+			t.Fatalf("rank %d: broadcast bytes differ", r)
+		}
+	}
+	metrics := make([][]float64, n)
+	for r := range n {
+		metrics[r] = []float64{float64(r), 1}
+	}
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+		if err := g.Barrier(ctx); err != nil {
+			return err
+		}
+		return g.AllReduceFloat64(ctx, metrics[g.Rank()])
+	}))
+	if want := []float64{float64(n * (n - 1) / 2), float64(n)}; !slices.Equal(metrics[n-1], want) {
+		t.Fatalf("metrics %v, want %v", metrics[n-1], want)
+	}
+	closeAll(t, gs)
+	expectNoLeak(t, before)
 }
 
 // TestGRPCLatePeer starts the last host 2 s after the others, with nothing
