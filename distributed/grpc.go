@@ -189,8 +189,8 @@ type grpcTransport struct {
 	lis  net.Listener
 	conn *grpc.ClientConn
 
-	laneLis   net.Listener  // nil when chunks go on the gRPC streams
-	laneConns chan net.Conn // admitted lanes, for the handshake awaiting one
+	laneLis   net.Listener                                   // nil when chunks go on the gRPC streams
+	laneConns chan net.Conn                                  // admitted lanes, for the handshake awaiting one
 	placement atomic.Pointer[func(h *Message, n int) []byte] // the Group's, for lane readers
 
 	mu       sync.Mutex
@@ -222,7 +222,7 @@ type grpcTransport struct {
 type link struct {
 	peer   int
 	ch     chan Message
-	lane   net.Conn // the data lane, if any; set before the link is used
+	lane   net.Conn     // the data lane, if any; set before the link is used
 	urgent chan Message // out-link: aborts and waiting notices, sent ahead of data
 	dead   chan struct{}
 	once   sync.Once

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -324,6 +325,45 @@ func TestGRPCRefusesStrangers(t *testing.T) {
 	noErrors(t, []error{err0, err1})
 	gs := []*Group{g0, g1}
 	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error { return g.Barrier(ctx) }))
+	closeAll(t, gs)
+	expectNoLeak(t, before)
+}
+
+// TestLaneRefusesStrangers: the data lane's port takes only a connection
+// from a host of the job that presents the token its handshake gave out;
+// anything else is closed and the job goes on.
+func TestLaneRefusesStrangers(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 2, "job-lane")
+	gs, errs := joinAll(t, cfgs)
+	noErrors(t, errs)
+	laneAddr := gs[0].tr.(*grpcTransport).laneLis.Addr().String()
+	refused := func(from string, hello []byte) {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+		conn, err := d.Dial("tcp", laneAddr)
+		if err != nil {
+			t.Fatalf("dial the lane port from %s: %v", from, err)
+		}
+		defer conn.Close()
+		conn.Write(hello)
+		conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		if _, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("lane connection from %s with %q: want it closed, got %v", from, hello, err)
+		}
+	}
+	token := append([]byte(laneMagic), make([]byte, laneTokenBytes)...)
+	refused("127.0.0.9", token)                            // not a host of the job
+	refused("127.0.0.2", token)                            // a host of the job, a token nobody gave out
+	refused("127.0.0.2", []byte("GET / HTTP/1.1\r\n\r\n")) // not a lane at all
+	xs := inputs(2, 100000, 3)
+	want := ringOrderSum(xs, Sum)
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error { return g.AllReduce(ctx, xs[g.Rank()], Sum) }))
+	for r := range 2 {
+		if !sameBits(xs[r], want) {
+			t.Fatalf("rank %d: wrong sum after the probes", r)
+		}
+	}
 	closeAll(t, gs)
 	expectNoLeak(t, before)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -103,12 +104,16 @@ func (t *grpcTransport) admitLane(conn net.Conn) bool {
 	}
 	var pre [len(laneMagic) + laneTokenBytes]byte
 	conn.SetReadDeadline(time.Now().Add(laneWait))
-	if _, err := io.ReadFull(conn, pre[:]); err != nil || string(pre[:len(laneMagic)]) != laneMagic {
+	magic, token := pre[:len(laneMagic)], pre[len(laneMagic):]
+	if _, err := io.ReadFull(conn, magic); err != nil || string(magic) != laneMagic {
+		return false // not a lane: closed at once
+	}
+	if _, err := io.ReadFull(conn, token); err != nil {
 		return false
 	}
 	conn.SetReadDeadline(time.Time{})
 	t.mu.Lock()
-	ok := t.laneToken != "" && hex.EncodeToString(pre[len(laneMagic):]) == t.laneToken
+	ok := t.laneToken != "" && subtle.ConstantTimeCompare([]byte(hex.EncodeToString(token)), []byte(t.laneToken)) == 1
 	if ok {
 		t.laneToken = "" // one use
 	}

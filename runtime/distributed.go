@@ -29,6 +29,7 @@ func joinGRPC(ctx context.Context, j *Job, fingerprint string, hostAddrs string,
 		OpTimeout:      j.PeerTimeout,
 		ChunkBytes:     j.ChunkBytes,
 		Compression:    compression,
+		DataOverGRPC:   j.DataOverGRPC,
 		Logf: func(format string, args ...any) {
 			fmt.Fprintf(log, "sagefit: "+format+"\n", args...)
 		},

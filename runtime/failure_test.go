@@ -92,6 +92,9 @@ func TestBadInputs(t *testing.T) {
 		{"negative batch size", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"batch_size": "-4"}`), 0o644)
 		}, `(?i)hyperparameter "batch_size" must be at least 1`},
+		{"unknown all-reduce transport", func(t *testing.T, base, fx string) {
+			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_allreduce_transport": "rdma"}`), 0o644)
+		}, `hyperparameter "sagefit_allreduce_transport" must be "lane" .* or "grpc" .*, got "rdma"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -35,11 +35,12 @@ const (
 	HPConnectTimeout  = "sagefit_connect_timeout"
 	HPAllReduceChunk  = "sagefit_allreduce_chunk_bytes"
 	HPCompressFP16    = "sagefit_fp16_allreduce"
-	HPPipeTensors     = "sagefit_pipe_tensors" // JSON list: the tensor of each array of a Pipe mode stream, in order
-	HPPipeTimeout     = "sagefit_pipe_timeout" // wait for an epoch's FIFO / stalled writer
-	HPCheckpoint      = "checkpoint"           // checkpoint every epoch; default: when checkpointconfig.json exists
-	HPCheckpointSteps = "checkpoint_steps"     // also every N steps
-	HPCheckpointKeep  = "checkpoint_keep"      // newest K kept
+	HPRingTransport   = "sagefit_allreduce_transport" // "lane" (default) or "grpc"
+	HPPipeTensors     = "sagefit_pipe_tensors"        // JSON list: the tensor of each array of a Pipe mode stream, in order
+	HPPipeTimeout     = "sagefit_pipe_timeout"        // wait for an epoch's FIFO / stalled writer
+	HPCheckpoint      = "checkpoint"                  // checkpoint every epoch; default: when checkpointconfig.json exists
+	HPCheckpointSteps = "checkpoint_steps"            // also every N steps
+	HPCheckpointKeep  = "checkpoint_keep"             // newest K kept
 	defaultModelChan  = "model"
 	defaultValChannel = "validation"
 )
@@ -76,6 +77,7 @@ type Job struct {
 	ConnectTimeout time.Duration
 	ChunkBytes     int
 	CompressFP16   bool
+	DataOverGRPC   bool // gradient chunks on the gRPC streams, not the data lanes
 }
 
 // OutputModelDir is where rank 0 writes the trained SavedModel, in TF
@@ -159,6 +161,13 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 		if len(list) == 0 || len(j.PipeTensors) != len(list) {
 			return nil, fmt.Errorf("hyperparameter %q must be a JSON list of tensor names, e.g. [\"train\", \"labels\"]", HPPipeTensors)
 		}
+	}
+	switch tr := env.String(HPRingTransport, "lane"); tr {
+	case "lane":
+	case "grpc":
+		j.DataOverGRPC = true
+	default:
+		return nil, fmt.Errorf("hyperparameter %q must be \"lane\" (plain TCP beside gRPC, the fast default) or \"grpc\" (gradient chunks on the gRPC streams too), got %q", HPRingTransport, tr)
 	}
 	j.CheckpointDir = env.CheckpointDir
 	j.ModelVersion = env.String(HPModelVersion, "1")

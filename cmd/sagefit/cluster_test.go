@@ -22,6 +22,13 @@ import (
 // wrote the model.
 func runLocal(t *testing.T, fx string, hosts int, hps ...string) string {
 	t.Helper()
+	out, _ := runLocalLog(t, fx, hosts, hps...)
+	return out
+}
+
+// runLocalLog is runLocal that also returns what the hosts logged.
+func runLocalLog(t *testing.T, fx string, hosts int, hps ...string) (string, string) {
+	t.Helper()
 	out := t.TempDir()
 	args := []string{"local", "--hosts", fmt.Sprint(hosts), "--model", filepath.Join(fx, "model"),
 		"--channel", "training=" + filepath.Join(fx, "train"), "--output", out}
@@ -35,9 +42,9 @@ func runLocal(t *testing.T, fx string, hosts int, hps ...string) string {
 		t.Fatalf("sagefit %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	if hosts > 1 {
-		return filepath.Join(out, "algo-1")
+		return filepath.Join(out, "algo-1"), stderr.String()
 	}
-	return out
+	return out, stderr.String()
 }
 
 func history(t *testing.T, base string) map[string][]float64 {
@@ -92,10 +99,18 @@ func near(a, b float64) bool {
 // tolerance. Metrics cover every host's data.
 func TestHostsEqualOneBigBatch(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "500", "--no-fit", "--no-validation")
-	for _, c := range []struct{ hosts, batch int }{{2, 16}, {3, 10}} {
-		t.Run(fmt.Sprintf("%d hosts", c.hosts), func(t *testing.T) {
+	for _, c := range []struct {
+		hosts, batch int
+		transport    string
+	}{{2, 16, "lane"}, {3, 10, "lane"}, {2, 16, "grpc"}} {
+		t.Run(fmt.Sprintf("%d hosts, %s", c.hosts, c.transport), func(t *testing.T) {
 			one := runLocal(t, fx, 1, "epochs=3", "shuffle=false", fmt.Sprintf("batch_size=%d", c.hosts*c.batch))
-			many := runLocal(t, fx, c.hosts, "epochs=3", "shuffle=false", fmt.Sprintf("batch_size=%d", c.batch))
+			many, log := runLocalLog(t, fx, c.hosts, "epochs=3", "shuffle=false", fmt.Sprintf("batch_size=%d", c.batch),
+				"sagefit_allreduce_transport="+c.transport)
+			path := map[string]string{"lane": "chunks on a data lane", "grpc": "chunks on the gRPC streams"}[c.transport]
+			if strings.Count(log, path) != c.hosts {
+				t.Errorf("want every host to log %q:\n%s", path, log)
+			}
 			h1, hn := history(t, one), history(t, many)
 			for k, want := range h1 {
 				for e := range want {
