@@ -94,7 +94,7 @@ func TestBadInputs(t *testing.T) {
 		}, `(?i)hyperparameter "batch_size" must be at least 1`},
 		{"unknown all-reduce transport", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_allreduce_transport": "rdma"}`), 0o644)
-		}, `hyperparameter "sagefit_allreduce_transport" must be "lane" .* or "grpc" .*, got "rdma"`},
+		}, `(?i)hyperparameter "sagefit_allreduce_transport" must be "lane" .* or "grpc" .*, got "rdma"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
