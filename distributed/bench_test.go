@@ -378,7 +378,11 @@ func benchRing(ctx context.Context) error {
 				perOp = append(perOp, time.Since(start).Seconds()/float64(st.ops))
 			}
 		}
-		printJSON(map[string]any{"impl": "sagefit", "rank": g.Rank(), "n": n, "bytes": st.bytes,
+		impl := "sagefit"
+		if cfg.tune.noLane {
+			impl = "sagefit-grpc"
+		}
+		printJSON(map[string]any{"impl": impl, "rank": g.Rank(), "n": n, "bytes": st.bytes,
 			"ops": st.ops, "sample_s": perOp})
 	}
 	return g.Barrier(ctx)

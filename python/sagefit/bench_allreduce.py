@@ -14,7 +14,9 @@ measures in turn, and ``--rounds`` times over, interleaved:
   traffic of a ring all-reduce; its rate per link is the most a ring's
   busbw can reach on this machine;
 - sagefit: the same binary joining the ring with ``distributed.Join`` over
-  real gRPC and timing ``Group.AllReduce`` (Sum, float32);
+  real gRPC and timing ``Group.AllReduce`` (Sum, float32), with the chunks
+  on the data lanes (the default) and, unless ``--no-grpc-data``, again
+  with them on the gRPC streams (``sagefit_allreduce_transport=grpc``);
 - TensorFlow: n workers under ``MultiWorkerMirroredStrategy`` with
   ``CommunicationImplementation.RING``, timing
   ``get_replica_context().all_reduce(SUM, t)`` inside ``strategy.run`` in a
@@ -245,8 +247,11 @@ def pump(helper, ips, seconds, namespaces=None):
 RING_ENV = {}  # experiments: SAGEFIT_BENCH_WINDOW, SAGEFIT_BENCH_CHUNK
 
 
-def sagefit_ring(helper, ips, plan, namespaces=None):
-    return go_ranks(helper, "ring", ips, {"SAGEFIT_BENCH_PLAN": plan_str(plan), **RING_ENV}, namespaces)
+def sagefit_ring(helper, ips, plan, namespaces=None, data="lane"):
+    extra = {"SAGEFIT_BENCH_PLAN": plan_str(plan), **RING_ENV}
+    if data == "grpc":  # chunks on the gRPC streams (sagefit_allreduce_transport=grpc)
+        extra["SAGEFIT_BENCH_DATA"] = "grpc"
+    return go_ranks(helper, "ring", ips, extra, namespaces)
 
 
 def tensorflow_ring(ips, plan):
@@ -444,7 +449,7 @@ def report(res, meta):
         f"grpc-go {meta.get('grpc-go', '?')}, TensorFlow {meta.get('tf_version', '?')} (CPU wheel). "
         f"Load average before the run: {meta['load_before']}; "
         f"{busy_summary(meta.get('busy_before', []))} (each waited up to 20 s for quiet). "
-        f"{meta['rounds']} round(s), interleaved (TCP pump, sagefit, TensorFlow for each n in turn); "
+        f"{meta['rounds']} round(s), interleaved (TCP pump, sagefit, sagefit on gRPC streams, TensorFlow for each n in turn); "
         f"{meta['minutes']:.1f} minutes in all.")
     L.append("")
     L.append(
@@ -454,7 +459,9 @@ def report(res, meta):
         "per size, the median over timed runs of the slowest rank (runs of back-to-back ops "
         "for small sizes, each after a barrier; one warm-up run first). "
         "**sagefit**: the `distributed` test binary re-executed as each host, joined with "
-        "`distributed.Join` over real gRPC, timing `Group.AllReduce`. **TensorFlow**: "
+        "`distributed.Join` over real gRPC, timing `Group.AllReduce` with its default transport "
+        "(chunks on a plain TCP data lane beside each gRPC link); the series with the chunks on "
+        "the gRPC streams themselves ran beside it. **TensorFlow**: "
         "`MultiWorkerMirroredStrategy` with `CommunicationImplementation.RING`, "
         "`get_replica_context().all_reduce(SUM, t)` in `strategy.run` inside a `tf.function` "
         "(TensorFlow's default threads). **raw TCP**: the same binary as a plain TCP pump, "
@@ -478,14 +485,22 @@ def report(res, meta):
         cells += [fmt(get("loopback", "tcp", n)), "", ""]
     L.append("| raw TCP, per link | " + " | ".join(cells) + " |")
     L.append("")
-    L.append("sagefit busbw as a share of raw TCP on the same machine:")
+    L.append("sagefit busbw as a share of raw TCP on the same machine (in brackets: with the chunks "
+             "on the gRPC streams, `sagefit_allreduce_transport=grpc`, busbw and share):")
     L.append("")
     L.append("| size | " + " | ".join(f"n={n}" for n in ranks) + " |")
     L.append("|---|" + "---|" * len(ranks))
     for b in sizes:
         if b >= MiB:
-            L.append(f"| {size_name(b)} | " + " | ".join(
-                pct(get("loopback", "sagefit", n, b), get("loopback", "tcp", n)) for n in ranks) + " |")
+            cells = []
+            for n in ranks:
+                tcp = get("loopback", "tcp", n)
+                cell = pct(get("loopback", "sagefit", n, b), tcp)
+                g = get("loopback", "sagefit-grpc", n, b)
+                if g:
+                    cell += f" ({fmt(g)}, {pct(g, tcp)})"
+                cells.append(cell)
+            L.append(f"| {size_name(b)} | " + " | ".join(cells) + " |")
     L.append("")
 
     # targets
@@ -608,6 +623,8 @@ def main():
     p.add_argument("--rate", default="1gbit")
     p.add_argument("--window", type=int, help="experiments: gRPC stream window in bytes for sagefit")
     p.add_argument("--chunk", type=int, help="experiments: sagefit ChunkBytes")
+    p.add_argument("--no-grpc-data", action="store_true",
+                   help="skip the series with chunks on the gRPC streams (sagefit_allreduce_transport=grpc)")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: redo the markdown and plot from OUT/results.json")
     p.add_argument("--tf-worker", type=int, help=argparse.SUPPRESS)
@@ -668,6 +685,10 @@ def main():
             busy.append(wait_quiet(log))
             S.add("loopback", sagefit_ring(a.helper, ips, plan))
             log(f"round {rnd} n={n}: sagefit done")
+            if not a.no_grpc_data:
+                busy.append(wait_quiet(log))
+                S.add("loopback", sagefit_ring(a.helper, ips, plan, data="grpc"))
+                log(f"round {rnd} n={n}: sagefit (chunks on gRPC streams) done")
             if not a.no_tensorflow:
                 busy.append(wait_quiet(log))
                 recs = tensorflow_ring(ips, plan)

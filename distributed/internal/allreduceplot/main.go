@@ -26,7 +26,7 @@ import (
 
 type result struct {
 	Setting string  `json:"setting"` // "loopback" or "netns"
-	Impl    string  `json:"impl"`    // "sagefit", "tensorflow" or "tcp" (bytes 0)
+	Impl    string  `json:"impl"`    // "sagefit", "sagefit-grpc", "tensorflow" or "tcp" (bytes 0)
 	N       int     `json:"n"`
 	Bytes   int     `json:"bytes"`
 	BusBW   float64 `json:"busbw_MBps"`
@@ -43,6 +43,7 @@ type results struct {
 var (
 	colSagefit = color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}
 	colTF      = color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}
+	colGRPC    = color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
 	colBound   = color.RGBA{R: 0x55, G: 0x55, B: 0x55, A: 0xff}
 	colN       = []color.Color{
 		color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
@@ -213,14 +214,17 @@ func loopbackPanel(rs []result, n int) (*plot.Plot, error) {
 	if err := level(p, 0.7*tcp, lo, hi, "70% of raw TCP", []vg.Length{vg.Points(2), vg.Points(3)}); err != nil {
 		return nil, err
 	}
-	if err := curve(p, rs, "loopback", "sagefit", n, "sagefit gRPC ring", colSagefit, false); err != nil {
+	if err := curve(p, rs, "loopback", "sagefit", n, "sagefit ring (data lane)", colSagefit, false); err != nil {
+		return nil, err
+	}
+	if err := curve(p, rs, "loopback", "sagefit-grpc", n, "sagefit ring (gRPC streams)", colGRPC, true); err != nil {
 		return nil, err
 	}
 	if err := curve(p, rs, "loopback", "tensorflow", n, "TensorFlow MWMS RING", colTF, true); err != nil {
 		return nil, err
 	}
-	p.Legend.Top, p.Legend.Left = false, false // curves rise to the right: the bottom right is free
-	p.Y.Max = math.Max(p.Y.Max, tcp*1.6)
+	p.Legend.Top, p.Legend.Left = true, true // above the raw TCP line, which every curve stays below
+	p.Y.Max = math.Max(p.Y.Max, tcp*4)
 	return p, nil
 }
 
