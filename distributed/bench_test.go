@@ -69,16 +69,25 @@ func runAllReduce(b *testing.B, gs []*Group, bytes int) {
 	reportBusBW(b, bytes, n, time.Since(start))
 }
 
+// BenchmarkGRPCAllReduce: the ring joined over gRPC with its chunks on the
+// data lanes (the default) and on the gRPC streams (DataOverGRPC).
 func BenchmarkGRPCAllReduce(b *testing.B) {
-	for _, n := range []int{2, 3, 4} {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			gs, errs := joinAll(b, loopbackConfigs(b, n, "bench"))
-			noErrors(b, errs)
-			defer closeAll(b, gs)
-			for _, size := range benchSizes() {
-				b.Run("size="+sizeName(size), func(b *testing.B) { runAllReduce(b, gs, size) })
-			}
-		})
+	for _, data := range []string{"lane", "grpc"} {
+		for _, n := range []int{2, 3, 4} {
+			b.Run(fmt.Sprintf("data=%s/n=%d", data, n), func(b *testing.B) {
+				cfgs := loopbackConfigs(b, n, "bench")
+				for r := range cfgs {
+					cfgs[r].DataOverGRPC = data == "grpc"
+					cfgs[r].Logf = nil
+				}
+				gs, errs := joinAll(b, cfgs)
+				noErrors(b, errs)
+				defer closeAll(b, gs)
+				for _, size := range benchSizes() {
+					b.Run("size="+sizeName(size), func(b *testing.B) { runAllReduce(b, gs, size) })
+				}
+			})
+		}
 	}
 }
 
@@ -95,10 +104,11 @@ func BenchmarkMemAllReduce(b *testing.B) {
 	}
 }
 
-// BenchmarkGRPCTuning measures the transport knobs on one size large enough
-// to be bandwidth-bound: flow-control windows (grpc-go's BDP auto-tuning
-// versus fixed windows, which turn auto-tuning off), socket I/O buffer
-// sizes, and chunk size.
+// BenchmarkGRPCTuning measures the gRPC stream knobs, with the chunks on
+// the streams (no data lane), on one size large enough to be
+// bandwidth-bound: flow-control windows (grpc-go's BDP auto-tuning versus
+// fixed windows, which turn auto-tuning off), socket I/O buffer sizes, and
+// chunk size.
 func BenchmarkGRPCTuning(b *testing.B) {
 	const n, size = 3, 64 << 20
 	cases := []struct {
@@ -126,6 +136,7 @@ func BenchmarkGRPCTuning(b *testing.B) {
 			cfgs := loopbackConfigs(b, n, "tune")
 			for r := range cfgs {
 				cfgs[r].tune = tc.tune
+				cfgs[r].tune.noLane = true
 				cfgs[r].ChunkBytes = tc.chunk
 				cfgs[r].Logf = nil
 			}

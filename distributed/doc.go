@@ -18,7 +18,21 @@
 // model); and a bound on every collective.
 //
 // Transports: MemNetwork (in-process, with seeded fault injection, for
-// tests) and gRPC (Join), one stream per ring neighbour.
+// tests) and gRPC (Join), one stream per ring neighbour. The gRPC stream
+// carries the handshake, aborts, the status a leaving host ends it with and
+// the link's liveness (keepalive); the chunks themselves travel on a data
+// lane beside it, one plain TCP connection per link opened right after the
+// handshake with a one-time token the handshake hands out (lane.go), unless
+// Config.DataOverGRPC puts them on the stream too. The lane exists because
+// grpc-go's HTTP/2 framing and buffer copies, not the network, bounded the
+// ring at about a quarter of raw TCP on loopback.
+//
+// No copies on the lane: a payload goes to the socket with one writev; the
+// ring sends its own and its finished chunks as views of the caller's
+// buffer (Message.Borrowed; the Group flushes the transport before an op
+// returns), and an all-gather payload is read from the socket straight
+// into the chunk of the caller's buffer it overwrites (Group.place).
+// Payload buffers that are needed are pooled (payloads.go).
 //
 // # Algorithms
 //
@@ -67,9 +81,8 @@
 // job is meant to stop and write its failure reason.
 //
 // Measurements (BENCHMARKS.md beside this file, and the repository's
-// BENCHMARKS.md): with every rank its own process on a 2-core machine the
-// gRPC ring reaches 0.3-0.7 GB/s bus bandwidth at 16-256 MiB (1.4-3.3x
-// TensorFlow's RING all-reduce, about a quarter of a raw TCP pump: the rest
-// goes to gRPC framing and copies); the core over an in-memory transport
-// does 3.7-5 GB/s; over a 1 Gbit/s link it reaches 92% of the link.
+// BENCHMARKS.md, every rank its own process on a 2-core machine): see the
+// allreduce section there for the ring on lanes and on gRPC streams against
+// TensorFlow's RING all-reduce and a raw TCP pump; over a 1 Gbit/s link the
+// ring reaches 92% of the link.
 package distributed
