@@ -568,9 +568,11 @@ def report(res, meta):
         "the other, never at once, but other work on the machine (the busy share above) "
         "competed with each of them.")
     L.append(
-        "- Raw TCP is a loose bound: the pump only moves bytes (two kernel copies), while a ring "
-        "all-reduce also frames, copies and sums them in user space on the same cores. Where "
-        "sagefit's CPU goes: distributed/BENCHMARKS.md.")
+        "- Raw TCP is a loose bound: the pump only moves bytes, cycling one 1 MiB buffer that stays "
+        "in cache, while a ring all-reduce also sums them, on the same cores, and sends and receives "
+        "them from and into a buffer the size of the all-reduce (on the data lane with no copy in "
+        "user space; on the gRPC streams through HTTP/2 framing and buffer copies). Where sagefit's "
+        "CPU goes: distributed/BENCHMARKS.md.")
     L.append(
         "- torch.distributed (gloo) was not run: torch from PyPI is a 539 MB wheel that pulls "
         "about 2.4 GB of CUDA libraries (nvidia-cudnn-cu13, nvidia-cublas, triton, ...), some "
