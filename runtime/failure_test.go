@@ -92,6 +92,9 @@ func TestBadInputs(t *testing.T) {
 		{"negative batch size", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"batch_size": "-4"}`), 0o644)
 		}, `(?i)hyperparameter "batch_size" must be at least 1`},
+		{"processes per host not a number", func(t *testing.T, base, fx string) {
+			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_processes_per_host": "many"}`), 0o644)
+		}, `(?i)hyperparameter "sagefit_processes_per_host" must be "auto" \(one process per GPU\) or a whole number of at least 1, got "many"`},
 		{"unknown all-reduce transport", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_allreduce_transport": "rdma"}`), 0o644)
 		}, `(?i)hyperparameter "sagefit_allreduce_transport" must be "lane" .* or "grpc" .*, got "rdma"`},

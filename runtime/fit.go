@@ -89,8 +89,8 @@ func (f *fitter) batchOptions(c *channelData) data.BatchOptions {
 	if o.Prefetch == 0 {
 		o.Prefetch = -1 // the data package's "none"
 	}
-	if c.sharded {
-		o.Rank, o.World = 0, 1
+	if c.sharded { // this host's files, shared by its processes
+		o.Rank, o.World = f.job.Env.LocalRank, max(1, f.job.Env.LocalWorkers)
 	}
 	return o
 }

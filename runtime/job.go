@@ -162,6 +162,9 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 			return nil, fmt.Errorf("hyperparameter %q must be a JSON list of tensor names, e.g. [\"train\", \"labels\"]", HPPipeTensors)
 		}
 	}
+	if _, err := processesPerHost(env); err != nil {
+		return nil, err
+	}
 	switch tr := env.String(HPRingTransport, "lane"); tr {
 	case "lane":
 	case "grpc":

@@ -28,7 +28,10 @@ type Options struct {
 	Stdout   io.Writer
 	Stderr   io.Writer
 	Terminal bool // stdout is a terminal: draw progress bars
-
+	// Exec re-runs this program as one more training process of this
+	// host (argv, e.g. [/usr/local/bin/sagefit train]); empty: never more
+	// than one process (see HPProcessesPerHost).
+	Exec []string
 }
 
 // Result says where a finished run put its outputs.
@@ -66,6 +69,19 @@ func Main(ctx context.Context, o Options) (code int) {
 		}
 	}()
 	o.Base = base
+	if len(o.Exec) > 0 && lookupEnv(o.Environ, sagemaker.EnvWorker) == "" {
+		env, err := sagemaker.Load(base, o.Environ)
+		if err != nil {
+			return fail(o.Stderr, paths, err)
+		}
+		p, err := workersPerHost(env, o.Stderr)
+		if err != nil {
+			return fail(o.Stderr, paths, err)
+		}
+		if p > 1 {
+			return launch(ctx, o, env, p)
+		}
+	}
 	if _, err := Train(ctx, o); err != nil {
 		return fail(o.Stderr, paths, err)
 	}

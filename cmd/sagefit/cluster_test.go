@@ -132,6 +132,43 @@ func TestHostsEqualOneBigBatch(t *testing.T) {
 	}
 }
 
+// TestProcessesPerHost: with sagefit_processes_per_host (one per GPU on
+// GPU hosts; forced here on CPU) each host runs several training processes
+// joined in one ring, and P processes on each of N hosts with batch B train
+// like one process with batch N*P*B.
+func TestProcessesPerHost(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "400", "--no-fit", "--no-validation")
+	one := runLocal(t, fx, 1, "epochs=2", "shuffle=false", "batch_size=32")
+	for _, c := range []struct{ hosts, procs, batch int }{{1, 2, 16}, {2, 2, 8}} {
+		t.Run(fmt.Sprintf("%d hosts x %d processes", c.hosts, c.procs), func(t *testing.T) {
+			many, log := runLocalLog(t, fx, c.hosts, "epochs=2", "shuffle=false", fmt.Sprintf("batch_size=%d", c.batch),
+				fmt.Sprintf("sagefit_processes_per_host=%d", c.procs))
+			if got := strings.Count(log, fmt.Sprintf("runs %d training processes", c.procs)); got != c.hosts {
+				t.Errorf("%d hosts said they run %d processes, want %d:\n%s", got, c.procs, c.hosts, log)
+			}
+			if want := fmt.Sprintf("rank %d of %d", c.hosts*c.procs-1, c.hosts*c.procs); !strings.Contains(log, want) {
+				t.Errorf("no process says %q:\n%s", want, log)
+			}
+			h1, hn := history(t, one), history(t, many)
+			for k, want := range h1 {
+				for e := range want {
+					if e >= len(hn[k]) || !near(hn[k][e], want[e]) {
+						t.Fatalf("%s epoch %d: %v, one process %v", k, e+1, hn[k], want)
+					}
+				}
+			}
+			w1, wn := weights(t, one), weights(t, many)
+			for i := range w1 {
+				for j := range w1[i] {
+					if !near(float64(wn[i][j]), float64(w1[i][j])) {
+						t.Fatalf("weight %d[%d]: %v, one process %v", i, j, wn[i][j], w1[i][j])
+					}
+				}
+			}
+		})
+	}
+}
+
 // host is one `sagefit train` process of a hand-made job.
 type host struct {
 	name   string

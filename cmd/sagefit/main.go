@@ -61,12 +61,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 func train(stdout, stderr io.Writer, base string) int {
 	ctx, stop := sagemaker.NotifyStop(context.Background())
 	defer stop()
+	var exec []string
+	if self, err := os.Executable(); err == nil {
+		exec = []string{self, "train"} // one more training process for another GPU
+	}
 	return runtime.Main(ctx, runtime.Options{
 		Base:     base,
 		Environ:  os.Environ(),
 		Stdout:   stdout,
 		Stderr:   stderr,
 		Terminal: isTerminal(stdout),
+		Exec:     exec,
 	})
 }
 

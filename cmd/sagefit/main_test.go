@@ -97,6 +97,8 @@ func TestTrainAsSageMakerRunsIt(t *testing.T) {
 	}
 }
 
+// TestLocalBadDataFailsClearly: one process, and two on the host (every
+// one fails; the first reason is the one kept).
 func TestLocalBadDataFailsClearly(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
 	data := t.TempDir()
@@ -104,8 +106,15 @@ func TestLocalBadDataFailsClearly(t *testing.T) {
 	os.WriteFile(filepath.Join(data, "train.npy"), b[:len(b)/2], 0o644)
 	b, _ = os.ReadFile(filepath.Join(fx, "train", "labels.npy"))
 	os.WriteFile(filepath.Join(data, "labels.npy"), b, 0o644)
+	for _, procs := range []string{"1", "2"} {
+		t.Run(procs+" processes", func(t *testing.T) { testLocalBadData(t, fx, data, procs) })
+	}
+}
+
+func testLocalBadData(t *testing.T, fx, data, procs string) {
 	out := t.TempDir()
-	cmd := exec.Command(binary, "local", "--model", filepath.Join(fx, "model"), "--channel", "training="+data, "--hp", "epochs=1", "--output", out)
+	cmd := exec.Command(binary, "local", "--model", filepath.Join(fx, "model"), "--channel", "training="+data, "--hp", "epochs=1",
+		"--hp", "sagefit_processes_per_host="+procs, "--output", out)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
@@ -116,7 +125,7 @@ func TestLocalBadDataFailsClearly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(reason), "train.npy: file is truncated") {
+	if !strings.Contains(string(reason), "train.npy: file is truncated") || strings.Count(string(reason), "\n") != 1 {
 		t.Errorf("failure file: %q", reason)
 	}
 	noTrace(t, stderr.String())

@@ -64,6 +64,14 @@ type Env struct {
 	Hosts            []string // in the order resourceconfig.json gives them
 	CurrentHost      string
 	Rank             int // index of CurrentHost in Hosts; rank 0 writes the model
+
+	// Several training processes per host (one per GPU, see EnvWorker):
+	// Hosts, CurrentHost and Rank then name ring members, Host is the
+	// machine, LocalRank this process's index on it of LocalWorkers (1 and
+	// 0 for a single process).
+	Host         string
+	LocalRank    int
+	LocalWorkers int
 	NetworkInterface string
 	InstanceType     string
 	InstanceGroup    string // current_group_name
@@ -146,7 +154,7 @@ func Load(base string, environ []string) (*Env, error) {
 		raw:             map[string]string{},
 		JobName:         "local",
 	}
-	steps := []func([]string) error{e.loadHosts, e.loadHyperparameters, e.loadChannels, e.loadDirs, e.loadMachine}
+	steps := []func([]string) error{e.loadHosts, e.loadWorker, e.loadHyperparameters, e.loadChannels, e.loadDirs, e.loadMachine}
 	for _, step := range steps {
 		if err := step(environ); err != nil {
 			return nil, err
