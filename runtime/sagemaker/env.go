@@ -61,17 +61,17 @@ type InstanceGroup struct {
 type Env struct {
 	Paths Paths
 
-	Hosts            []string // in the order resourceconfig.json gives them
-	CurrentHost      string
-	Rank             int // index of CurrentHost in Hosts; rank 0 writes the model
+	Hosts       []string // in the order resourceconfig.json gives them
+	CurrentHost string
+	Rank        int // index of CurrentHost in Hosts; rank 0 writes the model
 
 	// Several training processes per host (one per GPU, see EnvWorker):
 	// Hosts, CurrentHost and Rank then name ring members, Host is the
 	// machine, LocalRank this process's index on it of LocalWorkers (1 and
 	// 0 for a single process).
-	Host         string
-	LocalRank    int
-	LocalWorkers int
+	Host             string
+	LocalRank        int
+	LocalWorkers     int
 	NetworkInterface string
 	InstanceType     string
 	InstanceGroup    string // current_group_name
