@@ -47,6 +47,29 @@ func onAll(t testing.TB, gs []*Group, fn func(ctx context.Context, g *Group) err
 	return errs
 }
 
+// allReduceCopies all-reduces a copy of each rank's xs and returns them.
+func allReduceCopies(t testing.TB, gs []*Group, xs [][]float32, op ReduceOp) [][]float32 {
+	t.Helper()
+	bufs := make([][]float32, len(xs))
+	for r := range xs {
+		bufs[r] = slices.Clone(xs[r])
+	}
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+		return g.AllReduce(ctx, bufs[g.Rank()], op)
+	}))
+	return bufs
+}
+
+// expectAll fails the test unless every rank's buffer holds want's bits.
+func expectAll(t testing.TB, bufs [][]float32, want []float32, what string) {
+	t.Helper()
+	for r := range bufs {
+		if !sameBits(bufs[r], want) {
+			t.Fatalf("%s: rank %d differs from the fixed-order result", what, r)
+		}
+	}
+}
+
 func noErrors(t testing.TB, errs []error) {
 	t.Helper()
 	for r, err := range errs {
@@ -67,18 +90,8 @@ func TestGroupAllReduce(t *testing.T) {
 					ref, abs := float64Reference(xs, op)
 					gs, _ := memGroups(t, n, Faults{}, WithChunkBytes(64))
 					for iter := range 2 { // the same group twice: sequence numbers carry on
-						bufs := make([][]float32, n)
-						for r := range n {
-							bufs[r] = slices.Clone(xs[r])
-						}
-						noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
-							return g.AllReduce(ctx, bufs[g.Rank()], op)
-						}))
-						for r := range n {
-							if !sameBits(bufs[r], want) {
-								t.Fatalf("iter %d: rank %d is not bit-identical to the fixed-order sum", iter, r)
-							}
-						}
+						bufs := allReduceCopies(t, gs, xs, op)
+						expectAll(t, bufs, want, fmt.Sprintf("iter %d", iter))
 						checkClose(t, bufs[0], ref, abs, float64(n)*0x1p-23)
 					}
 				})
@@ -533,10 +546,6 @@ func TestGroupFlushesBorrowedPayloads(t *testing.T) {
 			}
 			return err
 		}))
-		for r := 1; r < n; r++ {
-			if !sameBits(bufs[r], want) {
-				t.Fatalf("round %d: rank %d differs from the fixed-order sum", round, r)
-			}
-		}
+		expectAll(t, bufs[1:], want, fmt.Sprintf("round %d (ranks from 1)", round))
 	}
 }

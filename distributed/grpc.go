@@ -249,6 +249,19 @@ func newLink(peer, queue int) *link {
 		up: make(chan Message, 1), leave: make(chan error, 1), served: make(chan struct{})}
 }
 
+// deliver queues an in-link message for Recv; false once the link or
+// ctx has ended.
+func (l *link) deliver(ctx context.Context, m Message) bool {
+	select {
+	case l.ch <- m:
+		return true
+	case <-l.dead:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
 func (l *link) die(err error) {
 	l.once.Do(func() {
 		l.err = err
@@ -943,11 +956,7 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 				t.markKnows(t.prev)
 				t.postFatal(t.prev, decodeAbort(m))
 			}
-			select {
-			case l.ch <- m:
-			case <-l.dead:
-				return
-			case <-ctx.Done():
+			if !l.deliver(ctx, m) {
 				return
 			}
 		}

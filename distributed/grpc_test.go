@@ -123,18 +123,7 @@ func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
 	for _, size := range []int{0, 1, n - 1, 7, 1000, 12345, 300000} {
 		xs := inputs(n, size, 21)
 		want := ringOrderSum(xs, Mean)
-		bufs := make([][]float32, n)
-		for r := range n {
-			bufs[r] = slices.Clone(xs[r])
-		}
-		noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
-			return g.AllReduce(ctx, bufs[g.Rank()], Mean)
-		}))
-		for r := range n {
-			if !sameBits(bufs[r], want) {
-				t.Fatalf("size %d: rank %d differs from the fixed-order mean", size, r)
-			}
-		}
+		expectAll(t, allReduceCopies(t, gs, xs, Mean), want, fmt.Sprintf("size %d", size))
 	}
 	// Back to back on the same buffers, each refilled the moment the
 	// last op returned: a transport still reading a view of the
@@ -150,11 +139,7 @@ func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
 			copy(bufs[g.Rank()], xs[g.Rank()])
 			return g.AllReduce(ctx, bufs[g.Rank()], Sum)
 		}))
-		for r := range n {
-			if !sameBits(bufs[r], want) {
-				t.Fatalf("round %d: rank %d differs from the fixed-order sum", round, r)
-			}
-		}
+		expectAll(t, bufs, want, fmt.Sprintf("round %d", round))
 	}
 	weights := make([][]byte, n)
 	for r := range n {
@@ -359,11 +344,7 @@ func TestLaneRefusesStrangers(t *testing.T) {
 	xs := inputs(2, 100000, 3)
 	want := ringOrderSum(xs, Sum)
 	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error { return g.AllReduce(ctx, xs[g.Rank()], Sum) }))
-	for r := range 2 {
-		if !sameBits(xs[r], want) {
-			t.Fatalf("rank %d: wrong sum after the probes", r)
-		}
-	}
+	expectAll(t, xs, want, "after the probes")
 	closeAll(t, gs)
 	expectNoLeak(t, before)
 }

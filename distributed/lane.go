@@ -243,11 +243,7 @@ func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int) {
 			t.postFatal(t.prev, l.err)
 			return
 		}
-		select {
-		case l.ch <- m:
-		case <-l.dead:
-			return
-		case <-ctx.Done():
+		if !l.deliver(ctx, m) {
 			return
 		}
 	}

@@ -154,20 +154,29 @@ func TestInspect(t *testing.T) {
 }
 
 // TestSIGTERMStopsCleanly: SageMaker's stop and spot interruption send
-// SIGTERM; the job ends with a clear reason and a non-zero exit, not a trace.
+// SIGTERM; the job ends with a clear reason and a non-zero exit, not a trace,
+// with one training process and with two on the host (the launcher passes
+// the signal on and ends when both have stopped after the same step).
 func TestSIGTERMStopsCleanly(t *testing.T) {
-	base := seedJob(t, map[string]string{"epochs": "100000"})
-	cmd := exec.Command(binary, "train")
-	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
-	_, stderr := stopAfter(t, cmd, "Epoch 1/")
-	if code := cmd.ProcessState.ExitCode(); code == 0 {
-		t.Errorf("exit code 0 after SIGTERM")
+	for _, procs := range []string{"1", "2"} {
+		t.Run(procs+" processes", func(t *testing.T) {
+			base := seedJob(t, map[string]string{"epochs": "100000", "sagefit_processes_per_host": procs})
+			cmd := exec.Command(binary, "train")
+			cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+			_, stderr := stopAfter(t, cmd, "Epoch 1/")
+			if code := cmd.ProcessState.ExitCode(); code == 0 {
+				t.Errorf("exit code 0 after SIGTERM")
+			}
+			reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+			if !strings.Contains(string(reason), "stopped by SIGTERM") {
+				t.Errorf("failure file %q", reason)
+			}
+			if procs == "2" && strings.Count(stderr, "stopped by SIGTERM") < 2 {
+				t.Errorf("want both processes to report the stop:\n%s", stderr)
+			}
+			noTrace(t, stderr)
+		})
 	}
-	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
-	if !strings.Contains(string(reason), "stopped by SIGTERM") {
-		t.Errorf("failure file %q", reason)
-	}
-	noTrace(t, stderr)
 }
 
 // waitForOutput polls buf until it holds s; false if limit passes first.
