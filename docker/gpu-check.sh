@@ -4,8 +4,10 @@
 # Trains the seed MLP and the small CNN with `sagefit local`, checks with
 # log_device_placement=true that the train step was placed on GPU:0, and
 # measures examples/s on the GPU against the same binary with the GPUs hidden
-# (CUDA_VISIBLE_DEVICES=""), from output/data/timing.json. Prints a section
-# to paste into BENCHMARKS.md (and writes it to WORK/gpu-check.md).
+# (CUDA_VISIBLE_DEVICES=""), from output/data/timing.json; on a machine with
+# several GPUs, also one process per GPU (sagefit_processes_per_host=auto)
+# against one process on one GPU. Prints a section to paste into
+# BENCHMARKS.md (and writes it to WORK/gpu-check.md).
 #
 #   docker/gpu-check.sh                      bin/sagefit of the set-up (`make build`)
 #   docker/gpu-check.sh --image sagefit:gpu  the binary inside the GPU image (docker run --gpus all)
@@ -13,22 +15,25 @@
 #                                            expecting CPU:0 (checks the script, measures nothing)
 #
 # Options: --epochs N (default 4; the first, which includes tracing, is not
-# averaged), --batches "32 256" (batch sizes), --keep (keep WORK).
+# averaged), --batches "32 256" (batch sizes), --processes N (processes for
+# the one-per-GPU run; default: the GPU count, the run skipped below 2),
+# --keep (keep WORK).
 # The fixtures are made with the set-up's Python (.venv). Without a CUDA 12
 # and cuDNN >= 9.3 on the machine, TensorFlow cannot use the GPU outside the
 # image: see docker/README.md ("GPU check").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-image="" dry=0 epochs=4 batches="32 256" keep=0
+image="" dry=0 epochs=4 batches="32 256" keep=0 procs=
 while [ $# -gt 0 ]; do
   case "$1" in
     --image) image=$2; shift 2 ;;
     --dry-run-on-cpu) dry=1; shift ;;
     --epochs) epochs=$2; shift 2 ;;
     --batches) batches=$2; shift 2 ;;
+    --processes) procs=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -102,7 +107,7 @@ echo "== placement: the train step on $device (log_device_placement=true)"
 for m in seed cnn; do
   log=$work/placement-$m.log
   TF_CPP_MIN_LOG_LEVEL=0 sagefit 1 local --model "$work/$m/model" --channel "training=$work/$m/train" \
-    --hp epochs=1 --hp log_device_placement=true --output "$work/place-$m" > "$log" 2>&1 ||
+    --hp epochs=1 --hp log_device_placement=true --hp sagefit_processes_per_host=1 --output "$work/place-$m" > "$log" 2>&1 ||
     { echo "gpu-check: $m: sagefit failed, see $log" >&2; tail -20 "$log" >&2; exit 1; }
   # TensorFlow prints each placement to stdout as "node: (Op): device" (and
   # logs it once more to stderr, prefixed, which these patterns skip).
@@ -131,7 +136,8 @@ for m in seed cnn; do
       on_gpu=1
       [ "$dev" = cpu ] && on_gpu=0
       TF_CPP_MIN_LOG_LEVEL=2 sagefit "$on_gpu" local --model "$work/$m/model" --channel "training=$work/$m/train" \
-        --hp epochs="$epochs" --hp batch_size="$b" --output "$work/$m-$b-$dev" > "$work/$m-$b-$dev.log" 2>&1 ||
+        --hp epochs="$epochs" --hp batch_size="$b" --hp sagefit_processes_per_host=1 \
+        --output "$work/$m-$b-$dev" > "$work/$m-$b-$dev.log" 2>&1 ||
         { echo "gpu-check: $m batch $b on $dev failed, see $work/$m-$b-$dev.log" >&2; exit 1; }
     done
     g=$(rate "$work/$m-$b-gpu") c=$(rate "$work/$m-$b-cpu")
@@ -142,6 +148,26 @@ for m in seed cnn; do
     echo "${rows[-1]}"
   done
 done
+
+multi=()
+procs=${procs:-$gpus}
+if [ "$procs" -ge 2 ]; then
+  echo "== $procs processes, one per GPU, against one process on one GPU, same batch per process"
+  b=${batches##* }
+  for m in seed cnn; do
+    log=$work/$m-$b-all.log
+    TF_CPP_MIN_LOG_LEVEL=2 sagefit 1 local --model "$work/$m/model" --channel "training=$work/$m/train" \
+      --hp epochs="$epochs" --hp batch_size="$b" --hp sagefit_processes_per_host="$procs" \
+      --output "$work/$m-$b-all" > "$log" 2>&1 ||
+      { echo "gpu-check: $m on all GPUs failed, see $log" >&2; exit 1; }
+    grep -q "runs $procs training processes" "$log" ||
+      { echo "gpu-check: $m: the host did not run one process per GPU, see $log" >&2; exit 1; }
+    a=$(rate "$work/$m-$b-all") g=$(rate "$work/$m-$b-gpu")
+    multi+=("$(printf '| %s | %s | %s | %s | %s |' "$m" "$b" "$("$py" -c "print(f'{int(\"$g\"):,}')")" \
+      "$("$py" -c "print(f'{int(\"$a\"):,}')")" "$("$py" -c "print(f'{$a / $g:.2f}x')")")")
+    echo "${multi[-1]}"
+  done
+fi
 
 gpu_name="none (dry run on the CPU)"
 if [ "$gpus" != 0 ]; then
@@ -168,4 +194,12 @@ where="bin/sagefit of the set-up"
   echo "| model | batch | examples/epoch | epochs | CPU ex/s | GPU ex/s | GPU / CPU |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  if [ "${#multi[@]}" -gt 0 ]; then
+    echo
+    echo "One process per GPU (\`sagefit_processes_per_host\`, $procs processes, batch per process):"
+    echo
+    echo "| model | batch | 1 process ex/s | $procs processes ex/s | speed-up |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${multi[@]}"
+  fi
 } | tee "$work/gpu-check.md"

@@ -59,15 +59,34 @@ func processesPerHost(env *sagemaker.Env) (int, error) {
 	return p, nil
 }
 
+// visibleGPUs lists the GPUs this host's processes may use: those
+// CUDA_VISIBLE_DEVICES names where it is set (set but empty hides them
+// all), else 0..numGPUs-1.
+func visibleGPUs(environ []string, numGPUs int) []string {
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "CUDA_VISIBLE_DEVICES="); ok {
+			if strings.TrimSpace(v) == "" {
+				return nil
+			}
+			return strings.Split(v, ",")
+		}
+	}
+	var devs []string
+	for i := range numGPUs {
+		devs = append(devs, strconv.Itoa(i))
+	}
+	return devs
+}
+
 // workersPerHost is how many training processes this host runs.
-func workersPerHost(env *sagemaker.Env, log io.Writer) (int, error) {
+func workersPerHost(env *sagemaker.Env, environ []string, log io.Writer) (int, error) {
 	p, err := processesPerHost(env)
 	if err != nil {
 		return 0, err
 	}
 	auto := p == 0
 	if auto {
-		p = max(1, env.NumGPUs)
+		p = max(1, len(visibleGPUs(environ, env.NumGPUs)))
 	}
 	if p == 1 {
 		return 1, nil
@@ -79,7 +98,7 @@ func workersPerHost(env *sagemaker.Env, log io.Writer) (int, error) {
 		if !auto {
 			return 0, fmt.Errorf("channel %q is in Pipe mode, which feeds one process per host, but hyperparameter %q asks for %d; use File or FastFile mode, or one process", name, HPProcessesPerHost, p)
 		}
-		fmt.Fprintf(log, "sagefit: channel %q is in Pipe mode, which feeds one process per host: training with one process, on 1 of this host's %d GPUs (File or FastFile mode would use them all)\n", name, env.NumGPUs)
+		fmt.Fprintf(log, "sagefit: channel %q is in Pipe mode, which feeds one process per host: training with one process, on 1 of this host's %d GPUs (File or FastFile mode would use them all)\n", name, p)
 		return 1, nil
 	}
 	return p, nil
@@ -115,18 +134,12 @@ func memberAddrs(env *sagemaker.Env, environ []string, p int) (string, error) {
 	return strings.Join(out, ","), nil
 }
 
-// workerDevices returns the GPU each worker sees, or nil on a host without
-// GPUs: the entries of CUDA_VISIBLE_DEVICES where it is set, else 0..n-1.
+// workerDevices returns the GPU each worker sees, or nil where none is
+// visible (the workers then run on the CPU).
 func workerDevices(environ []string, numGPUs, p int) []string {
-	if numGPUs == 0 {
+	devs := visibleGPUs(environ, numGPUs)
+	if len(devs) == 0 {
 		return nil
-	}
-	devs := strings.Split(lookupEnv(environ, "CUDA_VISIBLE_DEVICES"), ",")
-	if devs[0] == "" {
-		devs = nil
-		for i := range numGPUs {
-			devs = append(devs, strconv.Itoa(i))
-		}
 	}
 	out := make([]string, p)
 	for k := range p {

@@ -74,7 +74,7 @@ func Main(ctx context.Context, o Options) (code int) {
 		if err != nil {
 			return fail(o.Stderr, paths, err)
 		}
-		p, err := workersPerHost(env, o.Stderr)
+		p, err := workersPerHost(env, o.Environ, o.Stderr)
 		if err != nil {
 			return fail(o.Stderr, paths, err)
 		}
