@@ -339,6 +339,9 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 			next := (g.rank + 1) % g.world
 			if err := f.flush(opCtx, next); err != nil {
 				failure = &PeerError{Rank: next, Peer: g.peerName(next), Op: desc, At: "the end", Err: fmt.Errorf("send: %w", err)}
+				if ctx.Err() != nil { // the caller gave up, not the peer
+					failure = fmt.Errorf("distributed: %s: %w", desc, context.Cause(ctx))
+				}
 			}
 		}
 	}

@@ -63,7 +63,9 @@ func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if len(m.Payload) == 0 {
 		return mem.BufferSlice{hdr}, nil
 	}
-	if m.Borrowed {
+	if m.Borrowed || !m.Kind.isData() {
+		// Not ours to recycle: a view of the caller's buffer, or a control
+		// payload that may go out on more than one link (an abort).
 		return mem.BufferSlice{hdr, mem.SliceBuffer(m.Payload)}, nil
 	}
 	// The transport owns the payload (see Message): grpc-go releases it
@@ -508,7 +510,9 @@ func (t *grpcTransport) tryConnect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := stream.SendMsg(t.id.message(t.next)); err != nil && err != io.EOF {
+	h := t.id
+	h.NoLane = t.laneLis == nil // chunks on the stream: a lane offer would wait in vain
+	if err := stream.SendMsg(h.message(t.next)); err != nil && err != io.EOF {
 		return err // io.EOF: the server ended the stream; RecvMsg has its status
 	}
 	var ack Message
@@ -570,10 +574,10 @@ func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 			close(m.flushed)
 			return true
 		}
-		if l.lane != nil && m.Kind != kindAbort && m.Kind != kindWaiting {
+		if l.lane != nil && m.Kind.isData() {
 			err := writeLaneFrame(l.lane, &m)
 			if err == nil {
-				if !m.Borrowed {
+				if !m.Borrowed && m.Kind.isData() {
 					releasePayload(m.Payload) // written: the socket has its bytes
 				}
 				return true
@@ -870,7 +874,7 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 		return status.Errorf(codes.Unavailable, "rank %d is finishing another handshake", t.prev)
 	}
 	reply := t.id
-	if t.laneLis != nil {
+	if t.laneLis != nil && !remote.NoLane {
 		// The link exists once its lane does; until then a failed attempt
 		// leaves nothing behind and the sender simply tries again.
 		t.inPending = true
@@ -882,7 +886,7 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 	if err := stream.SendMsg(reply.message(t.prev)); err != nil {
 		if reply.Lane != nil {
 			t.mu.Lock()
-			t.inPending, t.laneToken = false, ""
+			t.endLaneWait()
 			t.mu.Unlock()
 			return err
 		}
@@ -894,7 +898,7 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 	if reply.Lane != nil {
 		lane, err := t.awaitLane(ctx)
 		t.mu.Lock()
-		t.inPending, t.laneToken = false, ""
+		t.endLaneWait()
 		if err == nil && t.closing.Load() {
 			lane.Close()
 			err = ErrClosed
@@ -914,6 +918,7 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 	}
 	close(t.inReady)
 
+	readerDone := make(chan struct{})
 	laneDone := make(chan struct{})
 	if l.lane == nil {
 		close(laneDone)
@@ -922,10 +927,9 @@ func (t *grpcTransport) serveLink(stream grpc.ServerStream) error {
 		go func() {
 			defer t.wg.Done()
 			defer close(laneDone)
-			t.readLane(ctx, l, max(4<<20, t.chunkBytes+1024))
+			t.readLane(ctx, l, max(4<<20, t.chunkBytes+1024), readerDone)
 		}()
 	}
-	readerDone := make(chan struct{})
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()

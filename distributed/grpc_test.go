@@ -314,6 +314,28 @@ func TestGRPCRefusesStrangers(t *testing.T) {
 	expectNoLeak(t, before)
 }
 
+// TestLaneLateReceiver: a rank that starts a collective seconds after its
+// predecessor (a checkpoint, an evaluation) leaves the predecessor's lane
+// writes blocked on a full window; the link must wait, not fail, up to the
+// op timeout.
+func TestLaneLateReceiver(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 2, "job-late-op")
+	gs, errs := joinAll(t, cfgs)
+	noErrors(t, errs)
+	xs := inputs(2, 12<<20, 5) // 48 MiB: far more than the queues and socket buffers hold
+	want := ringOrderSum(xs, Sum)
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+		if g.Rank() == 1 {
+			time.Sleep(7 * time.Second)
+		}
+		return g.AllReduce(ctx, xs[g.Rank()], Sum)
+	}))
+	expectAll(t, xs, want, "late receiver")
+	closeAll(t, gs)
+	expectNoLeak(t, before)
+}
+
 // TestLaneRefusesStrangers: the data lane's port takes only a connection
 // from a host of the job that presents the token its handshake gave out;
 // anything else is closed and the job goes on.

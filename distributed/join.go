@@ -365,8 +365,10 @@ type hello struct {
 	Rank        int      `json:"rank"`
 	Host        string   `json:"host"`
 	Fingerprint string   `json:"fingerprint"`
-	// Lane, in a handshake reply, offers the data lane (lane.go).
-	Lane *laneOffer `json:"lane,omitempty"`
+	// Lane, in a handshake reply, offers the data lane (lane.go); NoLane,
+	// from the connecting side, says it sends chunks on the stream.
+	Lane   *laneOffer `json:"lane,omitempty"`
+	NoLane bool       `json:"no_lane,omitempty"`
 	// Leave, when set, makes this hello a farewell: the host is not
 	// joining and says why (see grpcTransport.leave).
 	Leave *leaveNote `json:"leave,omitempty"`

@@ -49,12 +49,13 @@ type laneOffer struct {
 	Token string `json:"token"`
 }
 
-// Lanes detect a dead peer like the gRPC connections do: keepalive probes
-// after 2 s of silence (every second, 3 unanswered end it) and, through
-// tcpUserTimeout, data left unacknowledged for 5 s fails the connection.
+// An idle lane probes its peer after 2 s of silence (every second, 3
+// unanswered end it). No TCP_USER_TIMEOUT: since Linux 5.11 it also aborts
+// a connection whose receiver keeps a zero window, which a healthy rank
+// that starts a collective a few seconds after its predecessor does. A
+// writer blocked on a peer that is gone is freed when the link's gRPC
+// stream fails its keepalive (die closes the lane), or by the op timeout.
 var laneKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 2 * time.Second, Interval: time.Second, Count: 3}
-
-const laneUserTimeout = 5 * time.Second
 
 // listenLane opens the lane listener on the gRPC listener's address, any
 // port. It is announced in each handshake reply, so no second well-known
@@ -64,7 +65,7 @@ func (t *grpcTransport) listenLane(grpcLis net.Listener) error {
 	if a, ok := grpcLis.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
 		host = a.IP.String()
 	}
-	lc := net.ListenConfig{KeepAliveConfig: laneKeepAlive, Control: setUserTimeout(laneUserTimeout)}
+	lc := net.ListenConfig{KeepAliveConfig: laneKeepAlive}
 	lis, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return fmt.Errorf("data lane listener: %w", err)
@@ -113,20 +114,24 @@ func (t *grpcTransport) admitLane(conn net.Conn) bool {
 	}
 	conn.SetReadDeadline(time.Time{})
 	t.mu.Lock()
-	ok := t.laneToken != "" && subtle.ConstantTimeCompare([]byte(hex.EncodeToString(token)), []byte(t.laneToken)) == 1
-	if ok {
-		t.laneToken = "" // one use
-	}
-	t.mu.Unlock()
-	if !ok {
+	defer t.mu.Unlock()
+	if t.laneToken == "" || subtle.ConstantTimeCompare([]byte(hex.EncodeToString(token)), []byte(t.laneToken)) != 1 {
 		t.logf("distributed: rank %d: refused data connection from %s: no handshake gave out its token", t.rank, conn.RemoteAddr())
 		return false
 	}
+	t.laneToken = "" // one use; handed over under t.mu, so endLaneWait finds it if its handshake gave up meanwhile
+	t.laneConns <- conn // room for one: a token admits one connection
+	return true
+}
+
+// endLaneWait ends a handshake's wait for its lane (t.mu held): the token
+// is void, and a lane admitted after the wait gave up is closed.
+func (t *grpcTransport) endLaneWait() {
+	t.inPending, t.laneToken = false, ""
 	select {
-	case t.laneConns <- conn:
-		return true
+	case conn := <-t.laneConns:
+		conn.Close()
 	default:
-		return false
 	}
 }
 
@@ -165,7 +170,7 @@ func (t *grpcTransport) dialLane(ctx context.Context, offer laneOffer) (net.Conn
 	if err != nil || len(tok) != laneTokenBytes {
 		return nil, errors.New("bad data lane token in the handshake reply")
 	}
-	d := net.Dialer{KeepAliveConfig: laneKeepAlive, Control: setUserTimeout(laneUserTimeout)}
+	d := net.Dialer{KeepAliveConfig: laneKeepAlive}
 	if t.localIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: t.localIP}
 	}
@@ -192,16 +197,15 @@ func writeLaneFrame(conn net.Conn, m *Message) error {
 	binary.LittleEndian.PutUint32(hdr[0:], laneFrameMagic)
 	binary.LittleEndian.PutUint32(hdr[4:], uint32(len(m.Payload)))
 	m.appendHeader(hdr[:lanePrefix])
-	bufs := net.Buffers{hdr[:], m.Payload}
-	_, err := bufs.WriteTo(conn)
-	return err
+	return writeFrame(conn, hdr[:], m.Payload)
 }
 
 // readLane moves frames from an in-link's lane into its queue until the
 // lane ends. Each payload is read straight into where the Group's
 // placement says it belongs, or else into a pooled buffer.
-func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int) {
+func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int, streamDone <-chan struct{}) {
 	r := bufio.NewReaderSize(l.lane, laneReadBuf)
+	protocol := func(err error) error { return &laneProtocolError{err} }
 	var hdr [lanePrefix + headerSize]byte
 	for {
 		var m Message
@@ -211,10 +215,10 @@ func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int) {
 			}
 			n := int(binary.LittleEndian.Uint32(hdr[4:]))
 			if binary.LittleEndian.Uint32(hdr[0:]) != laneFrameMagic || decodeFrame(hdr[lanePrefix:], &m) != nil {
-				return errBadFrame
+				return protocol(errBadFrame)
 			}
 			if n > maxPayload {
-				return fmt.Errorf("a frame of %d bytes, more than the %d a chunk can be", n, maxPayload)
+				return protocol(fmt.Errorf("a frame of %d bytes, more than the %d a chunk can be (every host must run the same sagefit build and settings)", n, maxPayload))
 			}
 			if n == 0 {
 				return nil
@@ -239,7 +243,18 @@ func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int) {
 			return
 		}
 		if err != nil {
-			l.die(fmt.Errorf("connection lost (the sender crashed or the network failed): %w", err))
+			var pe *laneProtocolError
+			if errors.As(err, &pe) {
+				l.die(fmt.Errorf("data lane: %w", pe.err))
+			} else {
+				// A sender that leaves says why on the stream first (an
+				// abort): let that reach the queue before the link dies.
+				select {
+				case <-streamDone:
+				case <-time.After(time.Second):
+				}
+				l.die(fmt.Errorf("connection lost (the sender crashed or the network failed): %w", err))
+			}
 			t.postFatal(t.prev, l.err)
 			return
 		}
@@ -248,3 +263,9 @@ func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int) {
 		}
 	}
 }
+
+// laneProtocolError is a lane frame that breaks the protocol, as opposed
+// to a connection that broke.
+type laneProtocolError struct{ err error }
+
+func (e *laneProtocolError) Error() string { return e.err.Error() }

@@ -21,6 +21,13 @@ const (
 	kindWaiting                          // a rank tells its successor whom it is stuck waiting on (suspect relay)
 )
 
+// isData reports whether messages of kind k belong to a collective (they
+// travel on a link's data lane, and their payloads are recycled once
+// written) rather than to the control traffic.
+func (k Kind) isData() bool {
+	return k == KindAllReduce || k == KindAllReduceFloat64 || k == KindBroadcast || k == KindBarrier
+}
+
 func (k Kind) String() string {
 	switch k {
 	case KindAllReduce:
@@ -115,7 +122,9 @@ func (e Encoding) elemSize() int {
 // may modify it in place. A Borrowed payload is the exception: it views
 // the caller's own buffer, valid only until the collective returns, so a
 // transport must never recycle it and must either copy it before Send
-// returns or implement flusher (the Group flushes before the op returns).
+// returns or implement flusher (the Group flushes before a successful op
+// returns; after a failed one a transport may still be writing it until
+// the Group is closed).
 // A transport may also receive a payload straight into the caller's buffer
 // where the Group's placement says so (see Group.place).
 type Message struct {

@@ -251,7 +251,7 @@ func (m *ringReduce[T]) send(phase Phase, step, chunk int, local []T, p []byte) 
 // shape, or a codec whose wire form differs). See Group.place for why this
 // is safe.
 func (m *ringReduce[T]) place(h *Message, n int) []byte {
-	if h.Op != m.cfg.Op || h.Kind != m.kind || h.Phase != PhaseAllGather || h.Enc != m.codec.enc() ||
+	if h.From != m.cfg.prev() || h.To != m.cfg.Rank || h.Op != m.cfg.Op || h.Kind != m.kind || h.Phase != PhaseAllGather || h.Enc != m.codec.enc() ||
 		h.Size != uint64(len(m.buf)) || int(h.Step) >= m.cfg.World-1 || int(h.Chunk) >= m.k {
 		return nil
 	}
