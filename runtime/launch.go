@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -148,53 +149,137 @@ func workerDevices(environ []string, numGPUs, p int) []string {
 	return out
 }
 
-// launch runs p workers of this host's part of the job and waits for them.
-// A stop (ctx) is passed on to every worker.
-func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
-	paths := sagemaker.Paths{Base: o.Base}
-	addrs, err := memberAddrs(env, o.Environ, p)
-	if err != nil {
-		return fail(o.Stderr, paths, err)
+// Inherited by the workers from their launcher: the listening socket of
+// the worker's ring member, and where the worker writes its failure reason
+// (the launcher picks the job's).
+const (
+	envListenFD    = "SAGEFIT_LISTEN_FD"
+	envFailureFile = "SAGEFIT_FAILURE_FILE"
+)
+
+// memberListeners binds the listening sockets of this host's members, for
+// the workers to inherit: a port in use fails here, in one clear sentence,
+// and a job of one host takes free loopback ports. It returns every
+// member's address (SAGEFIT_HOST_ADDRS) and this host's sockets.
+func memberListeners(env *sagemaker.Env, environ []string, p int) (string, []*os.File, error) {
+	var files []*os.File
+	bind := func(addr string) (string, error) {
+		host, port, _ := net.SplitHostPort(addr)
+		if _, err := netip.ParseAddr(host); err != nil {
+			addr = ":" + port // a host name: listen on every interface, as Join does
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return "", fmt.Errorf("training process %d of this host: %w", len(files), err)
+		}
+		defer l.Close()
+		f, err := l.(*net.TCPListener).File()
+		if err != nil {
+			return "", err
+		}
+		files = append(files, f)
+		return l.Addr().String(), nil
 	}
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	if len(env.Hosts) == 1 && lookupEnv(environ, distributed.EnvHostAddrs) == "" {
+		var out []string
+		for k := range p {
+			addr, err := bind("127.0.0.1:0")
+			if err != nil {
+				closeAll()
+				return "", nil, err
+			}
+			out = append(out, sagemaker.WorkerName(env.CurrentHost, k)+"="+addr)
+		}
+		return strings.Join(out, ","), files, nil
+	}
+	addrs, err := memberAddrs(env, environ, p)
+	if err != nil {
+		return "", nil, err
+	}
+	parsed, err := distributed.ParseHostAddrs(addrs)
+	if err != nil {
+		return "", nil, err
+	}
+	for k := range p {
+		if _, err := bind(parsed[sagemaker.WorkerName(env.CurrentHost, k)]); err != nil {
+			closeAll()
+			return "", nil, err
+		}
+	}
+	return addrs, files, nil
+}
+
+// launch runs p workers of this host's part of the job and waits for them.
+// A stop (ctx) is passed on to every worker, once; the job's failure
+// reason is picked from the workers' (see jobReason).
+func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
+	failure := sagemaker.Paths{Base: o.Base}.FailureFile()
+	addrs, listeners, err := memberListeners(env, o.Environ, p)
+	if err != nil {
+		return fail(o.Stderr, failure, err)
+	}
+	defer func() {
+		for _, f := range listeners {
+			f.Close()
+		}
+	}()
+	reasons, err := os.MkdirTemp("", "sagefit-workers-")
+	if err != nil {
+		return fail(o.Stderr, failure, err)
+	}
+	defer os.RemoveAll(reasons)
+	reasonFile := func(k int) string { return fmt.Sprintf("%s/failure-%d", reasons, k) }
 	devices := workerDevices(o.Environ, env.NumGPUs, p)
 	var outMu sync.Mutex // whole lines from all workers
-	var copies sync.WaitGroup
 	cmds := make([]*exec.Cmd, p)
+	copies := make([]sync.WaitGroup, p)
 	for k := range p {
 		cmd := exec.Command(o.Exec[0], o.Exec[1:]...)
 		cmd.Env = append(slices.Clone(o.Environ),
 			sagemaker.EnvWorker+"="+fmt.Sprintf("%d/%d", k, p),
 			distributed.EnvHostAddrs+"="+addrs,
 			"SAGEMAKER_BASE_DIR="+o.Base,
-			"SM_NUM_CPUS="+strconv.Itoa(max(1, env.NumCPUs/p)))
+			"SM_NUM_CPUS="+strconv.Itoa(max(1, env.NumCPUs/p)),
+			envListenFD+"=3",
+			envFailureFile+"="+reasonFile(k))
 		if devices != nil {
 			cmd.Env = append(cmd.Env, "CUDA_VISIBLE_DEVICES="+devices[k], "SM_NUM_GPUS=1")
 		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // never outlive the launcher
+		cmd.ExtraFiles = []*os.File{listeners[k]}
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Pdeathsig: syscall.SIGTERM, // never outlive the launcher
+			Setpgid:   true,            // a terminal's Ctrl-C reaches the launcher only, which passes one SIGTERM on
+		}
 		if k == 0 {
 			// Worker 0's lines are the host's log as with one process
 			// (metric_definitions read them).
 			cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
 		} else {
-			po, _ := cmd.StdoutPipe()
+			// The others' epoch lines would count every metric again: only
+			// their logs are kept, marked.
+			cmd.Stdout = io.Discard
 			pe, _ := cmd.StderrPipe()
-			for _, r := range []io.Reader{po, pe} {
-				copies.Go(func() {
-					sc := bufio.NewScanner(r)
-					sc.Buffer(make([]byte, 64<<10), 1<<20)
-					for sc.Scan() {
-						outMu.Lock()
-						fmt.Fprintf(o.Stderr, "[worker %d] %s\n", k, sc.Text())
-						outMu.Unlock()
-					}
-				})
-			}
+			copies[k].Go(func() {
+				sc := bufio.NewScanner(pe)
+				sc.Buffer(make([]byte, 64<<10), 1<<20)
+				for sc.Scan() {
+					outMu.Lock()
+					fmt.Fprintf(o.Stderr, "[worker %d] %s\n", k, sc.Text())
+					outMu.Unlock()
+				}
+				io.Copy(io.Discard, pe) // a line too long: drain, never block the worker
+			})
 		}
 		if err := cmd.Start(); err != nil {
 			for _, c := range cmds[:k] {
 				c.Process.Kill()
 			}
-			return fail(o.Stderr, paths, fmt.Errorf("start training process %d of %d: %w", k+1, p, err))
+			return fail(o.Stderr, failure, fmt.Errorf("start training process %d of %d: %w", k, p, err))
 		}
 		cmds[k] = cmd
 	}
@@ -210,48 +295,77 @@ func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
 	}
 	exits := make(chan exit, p)
 	for k, cmd := range cmds {
-		go func() { exits <- exit{k, cmd.Wait()} }()
+		go func() {
+			copies[k].Wait() // all its output read before Wait closes the pipe
+			exits <- exit{k, cmd.Wait()}
+		}()
 	}
-	signalAll := func(sig os.Signal) {
-		for _, c := range cmds {
-			c.Process.Signal(sig)
+	running := make([]bool, p)
+	signalled := make([]bool, p)
+	for k := range running {
+		running[k] = true
+	}
+	signal := func(sig syscall.Signal) {
+		for k, c := range cmds {
+			if running[k] && (sig == syscall.SIGKILL || !signalled[k]) {
+				signalled[k] = true
+				c.Process.Signal(sig)
+			}
 		}
 	}
 	var failed []exit
 	var failTimer, killTimer <-chan time.Time
-	stopping := ctx.Done()
+	stopping, stopped := ctx.Done(), false
 	for left := p; left > 0; {
 		select {
 		case e := <-exits:
 			left--
+			running[e.k] = false
 			if e.err != nil {
 				failed = append(failed, e)
-				if failTimer == nil && left > 0 {
+				fmt.Fprintf(o.Stderr, "sagefit: worker %d (%s) exited: %v\n", e.k, sagemaker.WorkerName(env.CurrentHost, e.k), e.err)
+				if failTimer == nil && !stopped && left > 0 {
 					failTimer = time.After(workerFailGrace)
 				}
 			}
 		case <-stopping: // SIGTERM: every worker stops after the same step
-			stopping = nil
-			signalAll(syscall.SIGTERM)
+			stopping, stopped, failTimer = nil, true, nil
+			signal(syscall.SIGTERM)
 		case <-failTimer:
 			failTimer = nil
-			fmt.Fprintf(o.Stderr, "sagefit: training process %d failed; stopping the others on this host\n", failed[0].k+1)
-			signalAll(syscall.SIGTERM)
+			fmt.Fprintf(o.Stderr, "sagefit: worker %d failed; stopping this host's other training processes\n", failed[0].k)
+			signal(syscall.SIGTERM)
 			killTimer = time.After(workerStopGrace)
 		case <-killTimer:
 			killTimer = nil
-			signalAll(syscall.SIGKILL)
+			signal(syscall.SIGKILL)
 		}
 	}
-	copies.Wait()
 	if len(failed) == 0 {
 		return 0
 	}
-	// A worker that failed wrote the reason; one that was killed did not.
-	if _, err := os.Stat(paths.FailureFile()); err != nil {
-		e := failed[0]
-		return fail(o.Stderr, paths, fmt.Errorf("training process %d of %d on host %s (%s) ended without a reason: %v",
-			e.k+1, p, env.CurrentHost, sagemaker.WorkerName(env.CurrentHost, e.k), e.err))
+	reason := jobReason(failed[0].k, failed[0].err, stopped, reasonFile, env.CurrentHost, p)
+	if werr := sagemaker.WriteFailure(failure, reason); werr != nil {
+		fmt.Fprintf(o.Stderr, "sagefit: could not write the failure file: %v\n", werr)
 	}
 	return 1
+}
+
+// jobReason picks the host's failure reason from its workers': after a
+// stop, worker 0's (rank 0 of the host writes the checkpoint, and its
+// reason says where); otherwise the first worker to fail, in its own words,
+// or, if it left none (killed, by the OOM killer say), how it ended.
+func jobReason(first int, firstErr error, stopped bool, reasonFile func(int) string, host string, p int) string {
+	read := func(k int) string {
+		b, _ := os.ReadFile(reasonFile(k))
+		return strings.TrimSpace(string(b))
+	}
+	if r := read(0); stopped && r != "" {
+		return r
+	}
+	if r := read(first); r != "" {
+		return r
+	}
+	return Reason(fmt.Errorf("training process %d of %d on host %s (%s) ended without a reason: %v",
+		first, p, host, sagemaker.WorkerName(host, first), firstErr))
 }

@@ -59,39 +59,43 @@ func Main(ctx context.Context, o Options) (code int) {
 		base = sagemaker.DefaultBase(o.Environ)
 	}
 	paths := sagemaker.Paths{Base: base}
+	failure := paths.FailureFile()
+	if f := lookupEnv(o.Environ, envFailureFile); f != "" {
+		failure = f // a worker: its launcher picks the host's reason
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			stack := debug.Stack()
 			crash := filepath.Join(paths.OutputDataDir(), "sagefit-crash.txt")
 			_ = os.MkdirAll(filepath.Dir(crash), 0o755)
 			_ = os.WriteFile(crash, fmt.Appendf(nil, "%v\n\n%s", r, stack), 0o644)
-			code = fail(o.Stderr, paths, fmt.Errorf("internal error in sagefit: %v (details in %s)", r, crash))
+			code = fail(o.Stderr, failure, fmt.Errorf("internal error in sagefit: %v (details in %s)", r, crash))
 		}
 	}()
 	o.Base = base
 	if len(o.Exec) > 0 && lookupEnv(o.Environ, sagemaker.EnvWorker) == "" {
 		env, err := sagemaker.Load(base, o.Environ)
 		if err != nil {
-			return fail(o.Stderr, paths, err)
+			return fail(o.Stderr, failure, err)
 		}
 		p, err := workersPerHost(env, o.Environ, o.Stderr)
 		if err != nil {
-			return fail(o.Stderr, paths, err)
+			return fail(o.Stderr, failure, err)
 		}
 		if p > 1 {
 			return launch(ctx, o, env, p)
 		}
 	}
 	if _, err := Train(ctx, o); err != nil {
-		return fail(o.Stderr, paths, err)
+		return fail(o.Stderr, failure, err)
 	}
 	return 0
 }
 
-func fail(stderr io.Writer, paths sagemaker.Paths, err error) int {
+func fail(stderr io.Writer, failure string, err error) int {
 	reason := Reason(err)
 	fmt.Fprintf(stderr, "sagefit: %s\n", reason)
-	if werr := sagemaker.WriteFailure(paths.FailureFile(), reason); werr != nil {
+	if werr := sagemaker.WriteFailure(failure, reason); werr != nil {
 		fmt.Fprintf(stderr, "sagefit: could not write the failure file: %v\n", werr)
 	}
 	return 1
@@ -189,7 +193,7 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 	var group Group
 	if len(env.Hosts) > 1 {
 		hostAddrs := lookupEnv(o.Environ, distributed.EnvHostAddrs)
-		if group, err = joinGRPC(ctx, job, meta.Fingerprint, hostAddrs, o.Stderr); err != nil {
+		if group, err = joinGRPC(ctx, job, meta.Fingerprint, hostAddrs, lookupEnv(o.Environ, envListenFD), o.Stderr); err != nil {
 			return nil, err
 		}
 		defer group.Close()

@@ -2,9 +2,12 @@ package main_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -160,7 +163,7 @@ func TestInspect(t *testing.T) {
 func TestSIGTERMStopsCleanly(t *testing.T) {
 	for _, procs := range []string{"1", "2"} {
 		t.Run(procs+" processes", func(t *testing.T) {
-			base := seedJob(t, map[string]string{"epochs": "100000", "sagefit_processes_per_host": procs})
+			base := seedJob(t, map[string]string{"epochs": "100000", "sagefit_processes_per_host": procs, "checkpoint": "true"})
 			cmd := exec.Command(binary, "train")
 			cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
 			_, stderr := stopAfter(t, cmd, "Epoch 1/")
@@ -168,7 +171,8 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 				t.Errorf("exit code 0 after SIGTERM")
 			}
 			reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
-			if !strings.Contains(string(reason), "stopped by SIGTERM") {
+			// Rank 0 wrote the checkpoint; its reason, which says where, is the job's.
+			if !strings.Contains(string(reason), "stopped by SIGTERM") || !strings.Contains(string(reason), "checkpoint written to") {
 				t.Errorf("failure file %q", reason)
 			}
 			if procs == "2" && strings.Count(stderr, "stopped by SIGTERM") < 2 {
@@ -267,4 +271,68 @@ func TestPeriodicCheckpoints(t *testing.T) {
 	if strings.Join(names, " ") != "ckpt-000003-000000001 ckpt-000003-000000004" {
 		t.Errorf("checkpoints kept: %v", names)
 	}
+}
+
+// TestKilledWorkerIsNamed: one of a host's two training processes is killed
+// (as the OOM killer would); its sibling's ring fails, and the job's reason
+// names the process that died first, not the sibling's lost connection.
+func TestKilledWorkerIsNamed(t *testing.T) {
+	base := seedJob(t, map[string]string{"epochs": "100000", "sagefit_processes_per_host": "2"})
+	cmd := exec.Command(binary, "train")
+	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+	var so, se lockedBuffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	if !waitForOutput(&so, "Epoch 1/", 90*time.Second) {
+		t.Fatalf("no epoch line within 90 s:\n%s", se.String())
+	}
+	worker := workerPID(t, cmd.Process.Pid, "SAGEFIT_WORKER=1/2")
+	if err := syscall.Kill(worker, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("the host did not end within 90 s of losing a training process:\n%s", se.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+	if !strings.Contains(string(reason), "raining process 1 of 2") || !strings.Contains(string(reason), "killed") {
+		t.Errorf("failure file %q does not name the killed process", reason)
+	}
+	noTrace(t, se.String())
+}
+
+// workerPID finds the child of parent whose environment holds marker.
+func workerPID(t *testing.T, parent int, marker string) int {
+	t.Helper()
+	dirs, err := filepath.Glob("/proc/[0-9]*/status")
+	if err != nil || len(dirs) == 0 {
+		t.Skipf("no /proc here: %v", err)
+	}
+	want := fmt.Sprintf("PPid:\t%d\n", parent)
+	for _, status := range dirs {
+		b, _ := os.ReadFile(status)
+		if !strings.Contains(string(b), want) {
+			continue
+		}
+		dir := filepath.Dir(status)
+		env, _ := os.ReadFile(filepath.Join(dir, "environ"))
+		if slices.Contains(strings.Split(string(env), "\x00"), marker) {
+			pid, _ := strconv.Atoi(filepath.Base(dir))
+			return pid
+		}
+	}
+	t.Fatalf("no child of %d with %s", parent, marker)
+	return 0
 }
