@@ -276,7 +276,7 @@ func writeTiming(path string, t timing) error {
 func resumeVariables(m *model.Model, ck *loadedCheckpoint, job *Job, hosts int) error {
 	st := ck.state
 	if st.Step > 0 && (st.BatchSize != job.BatchSize || st.Hosts != hosts || st.Seed != job.Seed || st.Shuffle != job.Shuffle) {
-		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %d hosts, seed %d, shuffle %v, but this job has batch_size %d, %d hosts, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",
+		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %d training processes (hosts x processes per host), seed %d, shuffle %v, but this job has batch_size %d, %d training processes, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",
 			ck.path, st.BatchSize, st.Hosts, st.Seed, st.Shuffle, job.BatchSize, hosts, job.Seed, job.Shuffle)
 	}
 	vars, err := splitVariables(m, ck.vars)
