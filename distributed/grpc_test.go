@@ -61,6 +61,20 @@ func joinAll(t testing.TB, cfgs []Config) ([]*Group, []error) {
 	return gs, errs
 }
 
+// joinLoopback joins n ranks on loopback; closing them, and checking that
+// no goroutine is left, is the test's cleanup.
+func joinLoopback(t *testing.T, n int, job string) []*Group {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	gs, errs := joinAll(t, loopbackConfigs(t, n, job))
+	noErrors(t, errs)
+	t.Cleanup(func() {
+		closeAll(t, gs)
+		expectNoLeak(t, before)
+	})
+	return gs
+}
+
 func closeAll(t testing.TB, gs []*Group) {
 	for _, g := range gs {
 		if g != nil {
@@ -319,10 +333,7 @@ func TestGRPCRefusesStrangers(t *testing.T) {
 // writes blocked on a full window; the link must wait, not fail, up to the
 // op timeout.
 func TestLaneLateReceiver(t *testing.T) {
-	before := runtime.NumGoroutine()
-	cfgs := loopbackConfigs(t, 2, "job-late-op")
-	gs, errs := joinAll(t, cfgs)
-	noErrors(t, errs)
+	gs := joinLoopback(t, 2, "job-late-op")
 	xs := inputs(2, 12<<20, 5) // 48 MiB: far more than the queues and socket buffers hold
 	want := ringOrderSum(xs, Sum)
 	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
@@ -332,18 +343,13 @@ func TestLaneLateReceiver(t *testing.T) {
 		return g.AllReduce(ctx, xs[g.Rank()], Sum)
 	}))
 	expectAll(t, xs, want, "late receiver")
-	closeAll(t, gs)
-	expectNoLeak(t, before)
 }
 
 // TestLaneRefusesStrangers: the data lane's port takes only a connection
 // from a host of the job that presents the token its handshake gave out;
 // anything else is closed and the job goes on.
 func TestLaneRefusesStrangers(t *testing.T) {
-	before := runtime.NumGoroutine()
-	cfgs := loopbackConfigs(t, 2, "job-lane")
-	gs, errs := joinAll(t, cfgs)
-	noErrors(t, errs)
+	gs := joinLoopback(t, 2, "job-lane")
 	laneAddr := gs[0].tr.(*grpcTransport).laneLis.Addr().String()
 	refused := func(from string, hello []byte) {
 		t.Helper()
@@ -367,8 +373,6 @@ func TestLaneRefusesStrangers(t *testing.T) {
 	want := ringOrderSum(xs, Sum)
 	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error { return g.AllReduce(ctx, xs[g.Rank()], Sum) }))
 	expectAll(t, xs, want, "after the probes")
-	closeAll(t, gs)
-	expectNoLeak(t, before)
 }
 
 // TestGRPCPeerClosedMidway: after a peer leaves, the survivor's next

@@ -119,9 +119,16 @@ func (t *grpcTransport) admitLane(conn net.Conn) bool {
 		t.logf("distributed: rank %d: refused data connection from %s: no handshake gave out its token", t.rank, conn.RemoteAddr())
 		return false
 	}
-	t.laneToken = "" // one use; handed over under t.mu, so endLaneWait finds it if its handshake gave up meanwhile
-	t.laneConns <- conn // room for one: a token admits one connection
-	return true
+	// One use; handed over under t.mu, so endLaneWait finds it if its
+	// handshake gave up meanwhile. The channel holds one: a token admits
+	// one connection, and endLaneWait empties it before the next token.
+	t.laneToken = ""
+	select {
+	case t.laneConns <- conn:
+		return true
+	default:
+		return false
+	}
 }
 
 // endLaneWait ends a handshake's wait for its lane (t.mu held): the token

@@ -201,18 +201,7 @@ func waitForOutput(buf *lockedBuffer, s string, limit time.Duration) bool {
 // command's output; cmd.ProcessState holds how it ended.
 func stopAfter(t *testing.T, cmd *exec.Cmd, line string) (stdout, stderr string) {
 	t.Helper()
-	var so, se lockedBuffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	if !waitForOutput(&so, line, 90*time.Second) {
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("no %q line within 90 s:\n%s\n%s", line, so.String(), se.String())
-	}
+	so, se, done := startUntil(t, cmd, line)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +213,26 @@ func stopAfter(t *testing.T, cmd *exec.Cmd, line string) (stdout, stderr string)
 		t.Fatalf("%s did not stop within 60 s of SIGTERM:\n%s", cmd.Path, se.String())
 	}
 	return so.String(), se.String()
+}
+
+// startUntil starts cmd and waits until its stdout holds line (training
+// is under way); done closes when cmd has exited. It fails the test if the
+// line does not come within 90 s.
+func startUntil(t *testing.T, cmd *exec.Cmd, line string) (so, se *lockedBuffer, done chan struct{}) {
+	t.Helper()
+	so, se = &lockedBuffer{}, &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = so, se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	if !waitForOutput(so, line, 90*time.Second) {
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("no %q line within 90 s:\n%s\n%s", line, so.String(), se.String())
+	}
+	return so, se, done
 }
 
 // lockedBuffer is written by exec's copying goroutine while the test reads.
@@ -280,20 +289,11 @@ func TestKilledWorkerIsNamed(t *testing.T) {
 	base := seedJob(t, map[string]string{"epochs": "100000", "sagefit_processes_per_host": "2"})
 	cmd := exec.Command(binary, "train")
 	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
-	var so, se lockedBuffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	_, se, done := startUntil(t, cmd, "Epoch 1/")
 	defer func() {
 		cmd.Process.Kill()
 		<-done
 	}()
-	if !waitForOutput(&so, "Epoch 1/", 90*time.Second) {
-		t.Fatalf("no epoch line within 90 s:\n%s", se.String())
-	}
 	worker := workerPID(t, cmd.Process.Pid, "SAGEFIT_WORKER=1/2")
 	if err := syscall.Kill(worker, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
