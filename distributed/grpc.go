@@ -577,7 +577,7 @@ func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 		if l.lane != nil && m.Kind.isData() {
 			err := writeLaneFrame(l.lane, &m)
 			if err == nil {
-				if !m.Borrowed && m.Kind.isData() {
+				if !m.Borrowed {
 					releasePayload(m.Payload) // written: the socket has its bytes
 				}
 				return true
@@ -592,11 +592,7 @@ func (t *grpcTransport) writeLoop(l *link, stream grpc.ClientStream) {
 			l.die(fmt.Errorf("send failed: %w", err))
 			return false
 		}
-		if m.Borrowed { // grpc-go writes later, from its own goroutine
-			p := allocPayload(len(m.Payload))
-			copy(p, m.Payload)
-			m.Payload, m.Borrowed = p, false
-		}
+		m.own() // grpc-go writes later, from its own goroutine
 		err := stream.SendMsg(&m)
 		if err == nil {
 			return true

@@ -201,11 +201,7 @@ func (t *memTransport) Send(ctx context.Context, to int, m Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if m.Borrowed { // in-memory, the receiver would otherwise write into the sender's buffer
-		p := allocPayload(len(m.Payload))
-		copy(p, m.Payload)
-		m.Payload, m.Borrowed = p, false
-	}
+	m.own() // in memory, the receiver would otherwise write into the sender's buffer
 	t.nw.links[t.rank][to].send(m)
 	return nil
 }

@@ -21,6 +21,16 @@ const (
 	kindWaiting                          // a rank tells its successor whom it is stuck waiting on (suspect relay)
 )
 
+// own replaces a Borrowed payload with a copy in a pooled buffer, for a
+// transport that does not put the bytes on the wire before Send returns.
+func (m *Message) own() {
+	if m.Borrowed {
+		p := allocPayload(len(m.Payload))
+		copy(p, m.Payload)
+		m.Payload, m.Borrowed = p, false
+	}
+}
+
 // isData reports whether messages of kind k belong to a collective (they
 // travel on a link's data lane, and their payloads are recycled once
 // written) rather than to the control traffic.
