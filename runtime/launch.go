@@ -64,13 +64,11 @@ func processesPerHost(env *sagemaker.Env) (int, error) {
 // CUDA_VISIBLE_DEVICES names where it is set (set but empty hides them
 // all), else 0..numGPUs-1.
 func visibleGPUs(environ []string, numGPUs int) []string {
-	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, "CUDA_VISIBLE_DEVICES="); ok {
-			if strings.TrimSpace(v) == "" {
-				return nil
-			}
-			return strings.Split(v, ",")
+	if v, ok := lookupEnvOK(environ, "CUDA_VISIBLE_DEVICES"); ok {
+		if strings.TrimSpace(v) == "" {
+			return nil
 		}
+		return strings.Split(v, ",")
 	}
 	var devs []string
 	for i := range numGPUs {
@@ -105,34 +103,39 @@ func workersPerHost(env *sagemaker.Env, environ []string, log io.Writer) (int, e
 	return p, nil
 }
 
-// memberAddrs gives every ring member its address: member k of a host
-// listens on the host's address with the port plus k. A job of one host
-// keeps its ring on loopback (its name need not resolve, as in local runs).
-func memberAddrs(env *sagemaker.Env, environ []string, p int) (string, error) {
-	given, err := distributed.ParseHostAddrs(lookupEnv(environ, distributed.EnvHostAddrs))
+// memberAddrs gives every ring member its address, host-major (member
+// k of host h at index h*p+k): member k of a host listens on the host's
+// address (SAGEFIT_HOST_ADDRS, else its name) with the port plus k. A job
+// of one host with no addresses given keeps its ring on free loopback
+// ports ("127.0.0.1:0", bound by memberListeners).
+func memberAddrs(env *sagemaker.Env, environ []string, p int) ([]string, error) {
+	raw := lookupEnv(environ, distributed.EnvHostAddrs)
+	given, err := distributed.ParseHostAddrs(raw)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", distributed.EnvHostAddrs, err)
+		return nil, fmt.Errorf("%s: %w", distributed.EnvHostAddrs, err)
 	}
 	var out []string
 	for _, h := range env.Hosts {
+		if len(env.Hosts) == 1 && raw == "" {
+			for range p {
+				out = append(out, "127.0.0.1:0")
+			}
+			break
+		}
 		addr, ok := given[h]
-		switch {
-		case ok:
-		case len(env.Hosts) == 1:
-			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(distributed.DefaultPort))
-		default:
+		if !ok {
 			addr = net.JoinHostPort(h, strconv.Itoa(distributed.DefaultPort))
 		}
 		host, port, _ := net.SplitHostPort(addr)
 		base, err := strconv.Atoi(port)
 		if err != nil || base+p-1 > 65535 {
-			return "", fmt.Errorf("%s: port of host %s (%q) leaves no room for %d processes", distributed.EnvHostAddrs, h, port, p)
+			return nil, fmt.Errorf("%s: port of host %s (%q) leaves no room for %d processes", distributed.EnvHostAddrs, h, port, p)
 		}
 		for k := range p {
-			out = append(out, sagemaker.WorkerName(h, k)+"="+net.JoinHostPort(host, strconv.Itoa(base+k)))
+			out = append(out, net.JoinHostPort(host, strconv.Itoa(base+k)))
 		}
 	}
-	return strings.Join(out, ","), nil
+	return out, nil
 }
 
 // workerDevices returns the GPU each worker sees, or nil where none is
@@ -159,59 +162,53 @@ const (
 
 // memberListeners binds the listening sockets of this host's members, for
 // the workers to inherit: a port in use fails here, in one clear sentence,
-// and a job of one host takes free loopback ports. It returns every
-// member's address (SAGEFIT_HOST_ADDRS) and this host's sockets.
+// and a free port (":0") is known before any worker starts. It returns
+// every member's address, as SAGEFIT_HOST_ADDRS, and this host's sockets.
 func memberListeners(env *sagemaker.Env, environ []string, p int) (string, []*os.File, error) {
-	var files []*os.File
-	bind := func(addr string) (string, error) {
-		host, port, _ := net.SplitHostPort(addr)
-		if _, err := netip.ParseAddr(host); err != nil {
-			addr = ":" + port // a host name: listen on every interface, as Join does
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return "", fmt.Errorf("training process %d of this host: %w", len(files), err)
-		}
-		defer l.Close()
-		f, err := l.(*net.TCPListener).File()
-		if err != nil {
-			return "", err
-		}
-		files = append(files, f)
-		return l.Addr().String(), nil
-	}
-	closeAll := func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}
-	if len(env.Hosts) == 1 && lookupEnv(environ, distributed.EnvHostAddrs) == "" {
-		var out []string
-		for k := range p {
-			addr, err := bind("127.0.0.1:0")
-			if err != nil {
-				closeAll()
-				return "", nil, err
-			}
-			out = append(out, sagemaker.WorkerName(env.CurrentHost, k)+"="+addr)
-		}
-		return strings.Join(out, ","), files, nil
-	}
 	addrs, err := memberAddrs(env, environ, p)
 	if err != nil {
 		return "", nil, err
 	}
-	parsed, err := distributed.ParseHostAddrs(addrs)
-	if err != nil {
-		return "", nil, err
-	}
+	var files []*os.File
 	for k := range p {
-		if _, err := bind(parsed[sagemaker.WorkerName(env.CurrentHost, k)]); err != nil {
-			closeAll()
-			return "", nil, err
+		i := env.Rank*p + k
+		addr := addrs[i]
+		host, port, _ := net.SplitHostPort(addr)
+		if _, err := netip.ParseAddr(host); err != nil {
+			addr = ":" + port // a host name: listen on every interface, as Join does
+		}
+		f, bound, err := listenFile(addr)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return "", nil, fmt.Errorf("training process %d of this host: %w", k, err)
+		}
+		files = append(files, f)
+		if port == "0" {
+			addrs[i] = bound
 		}
 	}
-	return addrs, files, nil
+	named := make([]string, len(addrs))
+	for i, a := range addrs {
+		named[i] = sagemaker.WorkerName(env.Hosts[i/p], i%p) + "=" + a
+	}
+	return strings.Join(named, ","), files, nil
+}
+
+// listenFile listens on addr and returns the socket as a file to hand to a
+// child process, with the address it got.
+func listenFile(addr string) (*os.File, string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		return nil, "", err
+	}
+	return f, l.Addr().String(), nil
 }
 
 // launch runs p workers of this host's part of the job and waits for them.

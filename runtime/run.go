@@ -73,11 +73,11 @@ func Main(ctx context.Context, o Options) (code int) {
 		}
 	}()
 	o.Base = base
+	env, err := sagemaker.Load(base, o.Environ)
+	if err != nil {
+		return fail(o.Stderr, failure, err)
+	}
 	if len(o.Exec) > 0 && lookupEnv(o.Environ, sagemaker.EnvWorker) == "" {
-		env, err := sagemaker.Load(base, o.Environ)
-		if err != nil {
-			return fail(o.Stderr, failure, err)
-		}
 		p, err := workersPerHost(env, o.Environ, o.Stderr)
 		if err != nil {
 			return fail(o.Stderr, failure, err)
@@ -86,7 +86,7 @@ func Main(ctx context.Context, o Options) (code int) {
 			return launch(ctx, o, env, p)
 		}
 	}
-	if _, err := Train(ctx, o); err != nil {
+	if _, err := train(ctx, o, env); err != nil {
 		return fail(o.Stderr, failure, err)
 	}
 	return 0
@@ -138,6 +138,11 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return train(ctx, o, env)
+}
+
+// train runs one host's (or one worker's) part of the job env describes.
+func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) {
 	job, err := NewJob(env)
 	if err != nil {
 		return nil, err
@@ -254,12 +259,18 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 }
 
 func lookupEnv(environ []string, key string) string {
+	v, _ := lookupEnvOK(environ, key)
+	return v
+}
+
+// lookupEnvOK also says whether key is set at all (it may be set empty).
+func lookupEnvOK(environ []string, key string) (string, bool) {
 	for _, kv := range environ {
 		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
-			return v
+			return v, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // writeTiming records how long each epoch took, so benchmark harnesses can
