@@ -250,6 +250,7 @@ const (
 	envBenchPlan  = "SAGEFIT_BENCH_PLAN"     // ring: "bytes:ops:samples,..." (see benchPlan)
 	envBenchStart = "SAGEFIT_BENCH_START_NS" // pump: Unix time in ns at which every rank starts sending
 	envBenchSecs  = "SAGEFIT_BENCH_SECONDS"  // pump: seconds measured, after 0.3 s of ramp-up
+	envBenchSpan  = "SAGEFIT_BENCH_SPAN"     // pump: bytes of the buffer each side cycles through (default 1 MiB)
 	// Experiments only (unset: the package defaults, which the report uses).
 	envBenchWindow = "SAGEFIT_BENCH_WINDOW" // ring: gRPC stream window in bytes (connection: 4x)
 	envBenchChunk  = "SAGEFIT_BENCH_CHUNK"  // ring: ChunkBytes
@@ -402,7 +403,11 @@ func benchRing(ctx context.Context) error {
 // benchPump is the raw TCP bound: every rank streams 1 MiB writes to the
 // next rank over one plain TCP connection while receiving from the
 // previous one (the traffic pattern of a ring all-reduce), and reports the
-// rate it received at once all links are busy.
+// rate it received at once all links are busy. The writes come from, and
+// the reads go to, successive 1 MiB blocks of a buffer of SAGEFIT_BENCH_SPAN
+// bytes: 1 MiB (the default) stays in cache, as iperf3's buffer does; the
+// size of an all-reduce is what moving that buffer costs the same kernel
+// (what iperf3 -l SIZE would measure).
 func benchPump(ctx context.Context) error {
 	hosts, addrs, err := benchHosts()
 	if err != nil {
@@ -420,6 +425,12 @@ func benchPump(ctx context.Context) error {
 	secs, err := strconv.ParseFloat(os.Getenv(envBenchSecs), 64)
 	if err != nil || secs <= 0 {
 		return fmt.Errorf("%s=%q: want seconds", envBenchSecs, os.Getenv(envBenchSecs))
+	}
+	span := 1 << 20
+	if v := os.Getenv(envBenchSpan); v != "" {
+		if span, err = strconv.Atoi(v); err != nil || span < 1<<20 || span%(1<<20) != 0 {
+			return fmt.Errorf("%s=%q: want a whole number of MiB", envBenchSpan, v)
+		}
 	}
 	lis, err := net.Listen("tcp", addrs[hosts[rank]])
 	if err != nil {
@@ -468,27 +479,28 @@ func benchPump(ctx context.Context) error {
 	time.Sleep(time.Until(start))
 	sendErr := make(chan error, 1)
 	go func() {
-		buf := make([]byte, 1<<20)
-		for time.Now().Before(stop) {
-			if _, err := out.Write(buf); err != nil {
+		buf := make([]byte, span)
+		for off := 0; time.Now().Before(stop); off = (off + 1<<20) % span {
+			if _, err := out.Write(buf[off : off+1<<20]); err != nil {
 				sendErr <- err
 				return
 			}
 		}
 		sendErr <- out.(*net.TCPConn).CloseWrite()
 	}()
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, span)
 	var total, b1 int64
 	var at1, at2 time.Time
 	for {
-		k, err := in.Read(buf)
+		off := int(total % int64(span))
+		k, err := in.Read(buf[off:min(off+1<<20, span)])
 		total += int64(k)
 		now := time.Now()
 		if at1.IsZero() && !now.Before(t1) {
 			b1, at1 = total, now
 		}
 		if at2.IsZero() && !now.Before(t2) {
-			printJSON(map[string]any{"impl": "tcp", "rank": rank, "n": n,
+			printJSON(map[string]any{"impl": "tcp", "rank": rank, "n": n, "span": span,
 				"MBps": float64(total-b1) / now.Sub(at1).Seconds() / 1e6})
 			at2 = now
 		}

@@ -37,11 +37,14 @@
 // # Algorithms
 //
 // All-reduce is the bandwidth-optimal ring: reduce-scatter then all-gather
-// over n segments, each cut into chunks of at most ChunkBytes, forwarded as
-// soon as reduced so the ring is pipelined. Each rank sends 2(n-1)/n of the
-// buffer whatever n is. The reduction order is fixed (segment i is summed
-// starting from rank i round the ring, finished once by its owner and copied
-// to the others), so every rank ends bit-identical and runs repeat exactly.
+// over pieces of the buffer one after the other, each piece cut into n
+// segments of two chunks of at most ChunkBytes, every chunk forwarded as
+// soon as it is reduced so the ring is pipelined. Each rank sends 2(n-1)/n
+// of the buffer whatever n is, and a piece's memory is still in cache when
+// its all-gather writes it. The reduction order is fixed (segment i of a
+// piece is summed starting from rank i round the ring, finished once by its
+// owner and copied to the others), so every rank ends bit-identical and
+// runs repeat exactly.
 // Mean divides once, at the owner. FP16 compression (opt-in) halves the
 // bytes and stays deterministic. Broadcast pipelines chunks along the ring
 // from the root; Barrier passes a token n-1 times round the ring.

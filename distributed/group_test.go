@@ -86,7 +86,7 @@ func TestGroupAllReduce(t *testing.T) {
 			for _, op := range []ReduceOp{Sum, Mean} {
 				t.Run(fmt.Sprintf("n=%d/size=%d/%v", n, size, op), func(t *testing.T) {
 					xs := inputs(n, size, 11)
-					want := ringOrderSum(xs, op)
+					want := ringOrderSum(xs, op, 64)
 					ref, abs := float64Reference(xs, op)
 					gs, _ := memGroups(t, n, Faults{}, WithChunkBytes(64))
 					for iter := range 2 { // the same group twice: sequence numbers carry on
@@ -107,7 +107,7 @@ func TestGroupAllReduceFaults(t *testing.T) {
 	for _, n := range []int{2, 3, 5} {
 		for _, size := range []int{3, 257, 5000} {
 			xs := inputs(n, size, 5)
-			want := ringOrderSum(xs, Sum)
+			want := ringOrderSum(xs, Sum, 32)
 			for seed := uint64(1); seed <= 4; seed++ {
 				t.Run(fmt.Sprintf("n=%d/size=%d/seed=%d", n, size, seed), func(t *testing.T) {
 					f := Faults{Seed: seed, Duplicate: 0.2, Reorder: 0.2, MaxDelay: 200 * time.Microsecond}
@@ -537,7 +537,7 @@ func TestGroupFlushesBorrowedPayloads(t *testing.T) {
 	}
 	for round := range 4 {
 		xs := inputs(n, size, uint64(round))
-		want := ringOrderSum(xs, Sum)
+		want := ringOrderSum(xs, Sum, 0)
 		noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
 			copy(bufs[g.Rank()], xs[g.Rank()])
 			err := g.AllReduce(ctx, bufs[g.Rank()], Sum)

@@ -136,7 +136,7 @@ func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
 	}
 	for _, size := range []int{0, 1, n - 1, 7, 1000, 12345, 300000} {
 		xs := inputs(n, size, 21)
-		want := ringOrderSum(xs, Mean)
+		want := ringOrderSum(xs, Mean, chunk)
 		expectAll(t, allReduceCopies(t, gs, xs, Mean), want, fmt.Sprintf("size %d", size))
 	}
 	// Back to back on the same buffers, each refilled the moment the
@@ -148,7 +148,7 @@ func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
 	}
 	for round := range 4 {
 		xs := inputs(n, len(bufs[0]), uint64(100+round))
-		want := ringOrderSum(xs, Sum)
+		want := ringOrderSum(xs, Sum, chunk)
 		noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
 			copy(bufs[g.Rank()], xs[g.Rank()])
 			return g.AllReduce(ctx, bufs[g.Rank()], Sum)
@@ -335,7 +335,7 @@ func TestGRPCRefusesStrangers(t *testing.T) {
 func TestLaneLateReceiver(t *testing.T) {
 	gs := joinLoopback(t, 2, "job-late-op")
 	xs := inputs(2, 12<<20, 5) // 48 MiB: far more than the queues and socket buffers hold
-	want := ringOrderSum(xs, Sum)
+	want := ringOrderSum(xs, Sum, 0)
 	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
 		if g.Rank() == 1 {
 			time.Sleep(7 * time.Second)
@@ -370,7 +370,7 @@ func TestLaneRefusesStrangers(t *testing.T) {
 	refused("127.0.0.2", token)                            // a host of the job, a token nobody gave out
 	refused("127.0.0.2", []byte("GET / HTTP/1.1\r\n\r\n")) // not a lane at all
 	xs := inputs(2, 100000, 3)
-	want := ringOrderSum(xs, Sum)
+	want := ringOrderSum(xs, Sum, 0)
 	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error { return g.AllReduce(ctx, xs[g.Rank()], Sum) }))
 	expectAll(t, xs, want, "after the probes")
 }

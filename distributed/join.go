@@ -31,9 +31,10 @@ const DefaultConnectTimeout = 15 * time.Minute
 // package itself reads no environment.
 const EnvHostAddrs = "SAGEFIT_HOST_ADDRS"
 
-// protocolVersion changes whenever the wire format does; hosts running
+// protocolVersion changes whenever the wire format or the order of a
+// collective's messages does (4: all-reduce in pieces); hosts running
 // different sagefit builds then fail the handshake with a clear error.
-const protocolVersion = 3
+const protocolVersion = 4
 
 // Config tells Join who is in the job and how to reach them.
 type Config struct {

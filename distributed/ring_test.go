@@ -24,21 +24,32 @@ func inputs(world, size int, seed uint64) [][]float32 {
 	return xs
 }
 
-// ringOrderSum is the documented reduction order: element in segment i is
-// ((x_i + x_{i+1}) + ...) + x_{i-1}, accumulated in float32.
-func ringOrderSum(xs [][]float32, op ReduceOp) []float32 {
+// ringOrderSum is the documented reduction order for chunks of chunkBytes
+// (<= 0: the default): the buffer is cut into pieces of up to 2 chunks per
+// segment, each piece into n segments, and an element in segment i of its
+// piece is summed starting from rank i round the ring.
+func ringOrderSum(xs [][]float32, op ReduceOp, chunkBytes int) []float32 {
 	n, L := len(xs), len(xs[0])
+	if chunkBytes <= 0 {
+		chunkBytes = DefaultChunkBytes
+	}
+	chunkElems := max(1, chunkBytes/4)
+	chunksPerSeg := max(1, ((L+n-1)/n+chunkElems-1)/chunkElems)
+	pieces := (chunksPerSeg + 1) / 2
 	out := make([]float32, L)
-	for seg := range n {
-		for e := seg * L / n; e < (seg+1)*L/n; e++ {
-			s := xs[seg][e]
-			for t := 1; t < n; t++ {
-				s += xs[(seg+t)%n][e]
+	for p := range pieces {
+		lo, hi := p*L/pieces, (p+1)*L/pieces
+		for seg := range n {
+			for e := lo + seg*(hi-lo)/n; e < lo+(seg+1)*(hi-lo)/n; e++ {
+				s := xs[seg][e]
+				for t := 1; t < n; t++ {
+					s += xs[(seg+t)%n][e]
+				}
+				if op == Mean {
+					s /= float32(n)
+				}
+				out[e] = s
 			}
-			if op == Mean {
-				s /= float32(n)
-			}
-			out[e] = s
 		}
 	}
 	return out
@@ -131,7 +142,7 @@ func TestRingAllReduceMachine(t *testing.T) {
 				for _, op := range []ReduceOp{Sum, Mean} {
 					name := fmt.Sprintf("n=%d/size=%d/chunk=%d/%v", n, size, cb, op)
 					xs := inputs(n, size, 1)
-					want := ringOrderSum(xs, op)
+					want := ringOrderSum(xs, op, cb)
 					ref, abs := float64Reference(xs, op)
 					var first []float32
 					for run := range 2 { // two schedules, same bits

@@ -26,7 +26,7 @@ import (
 
 type result struct {
 	Setting string  `json:"setting"` // "loopback" or "netns"
-	Impl    string  `json:"impl"`    // "sagefit", "sagefit-grpc", "tensorflow" or "tcp" (bytes 0)
+	Impl    string  `json:"impl"`    // "sagefit", "sagefit-grpc", "tensorflow", "tcp" (bytes 0: 1 MiB buffer) or "tcp-sized" (buffers of bytes)
 	N       int     `json:"n"`
 	Bytes   int     `json:"bytes"`
 	BusBW   float64 `json:"busbw_MBps"`
@@ -212,6 +212,9 @@ func loopbackPanel(rs []result, n int) (*plot.Plot, error) {
 		return nil, err
 	}
 	if err := level(p, 0.7*tcp, lo, hi, "70% of raw TCP", []vg.Length{vg.Points(2), vg.Points(3)}); err != nil {
+		return nil, err
+	}
+	if err := curve(p, rs, "loopback", "tcp-sized", n, "raw TCP moving buffers of the size", colBound, true); err != nil {
 		return nil, err
 	}
 	if err := curve(p, rs, "loopback", "sagefit", n, "sagefit ring (data lane)", colSagefit, false); err != nil {
