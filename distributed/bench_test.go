@@ -407,7 +407,7 @@ func benchRing(ctx context.Context) error {
 // the reads go to, successive 1 MiB blocks of a buffer of SAGEFIT_BENCH_SPAN
 // bytes: 1 MiB (the default) stays in cache, as iperf3's buffer does; the
 // size of an all-reduce is what moving that buffer costs the same kernel
-// (what iperf3 -l SIZE would measure).
+// (iperf3 caps its buffer at 1 MiB, so it cannot measure that).
 func benchPump(ctx context.Context) error {
 	hosts, addrs, err := benchHosts()
 	if err != nil {

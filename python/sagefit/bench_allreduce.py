@@ -13,9 +13,9 @@ measures in turn, and ``--rounds`` times over, interleaved:
   rank streaming to the next while receiving from the previous one, the
   traffic of a ring all-reduce; its rate per link is the most a ring's
   busbw can reach on this machine. Once cycling one 1 MiB buffer (in cache,
-  as iperf3's default buffer is), and once per size from 4 MiB moving
-  buffers of that size (what sending and receiving an all-reduce's buffer
-  costs the same kernel, as ``iperf3 -l SIZE`` would);
+  as iperf3's buffer is), and once per size from 4 MiB moving buffers of
+  that size (what sending and receiving an all-reduce's buffer costs the
+  same kernel; iperf3 caps its buffer at 1 MiB);
 - sagefit: the same binary joining the ring with ``distributed.Join`` over
   real gRPC and timing ``Group.AllReduce`` (Sum, float32), with the chunks
   on the data lanes (the default) and, unless ``--no-grpc-data``, again
@@ -477,10 +477,10 @@ def report(res, meta):
         "every rank writing 1 MiB blocks to the next while reading 1 MiB blocks from the previous one "
         "(the traffic of a ring all-reduce), the mean rate per link with all links busy: "
         "the most busbw can be on this machine; measured two ways: cycling one 1 MiB buffer, "
-        "which stays in cache (as iperf3's default 128 KiB buffer does), and, per size, moving "
-        "buffers of that size (successive 1 MiB blocks of it; what `iperf3 -l SIZE` measures), "
-        "which is what sending and receiving an all-reduce's buffer costs the same kernel: "
-        "its bytes must come from and go to memory.")
+        "which stays in cache (as iperf3's buffer, at most 1 MiB, does), and, per size, moving "
+        "buffers of that size (successive 1 MiB blocks of it), which is what sending and "
+        "receiving an all-reduce's buffer costs the same kernel: its bytes must come from and "
+        "go to memory.")
     L.append("")
     L.append("![busbw against size](docs/allreduce.png)")
     L.append("")
