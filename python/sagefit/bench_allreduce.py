@@ -501,31 +501,25 @@ def report(res, meta):
     L.append("sagefit busbw as a share of raw TCP on the same machine: of the pump cycling a 1 MiB "
              "buffer / of the pump moving buffers of the size (that pump's busbw in brackets):")
     L.append("")
-    L.append("| size | " + " | ".join(f"n={n}" for n in ranks) + " |")
-    L.append("|---|" + "---|" * len(ranks))
-    for b in sizes:
-        if b >= MiB:
-            cells = []
-            for n in ranks:
-                s, sized = get("loopback", "sagefit", n, b), get("loopback", "tcp-sized", n, b)
-                cells.append(f"{pct(s, get('loopback', 'tcp', n))} / {pct(s, sized)} ({fmt(sized)})")
-            L.append(f"| {size_name(b)} | " + " | ".join(cells) + " |")
-    L.append("")
-    if any(r["impl"] == "sagefit-grpc" for r in rows):
-        L.append("With the chunks on the gRPC streams (`sagefit_allreduce_transport=grpc`): busbw and "
-                 "share of the 1 MiB-buffer pump / of the pump moving buffers of the size:")
-        L.append("")
+    def size_table(cell):
+        """One row per size from 1 MiB, one cell(n, b) per n."""
         L.append("| size | " + " | ".join(f"n={n}" for n in ranks) + " |")
         L.append("|---|" + "---|" * len(ranks))
         for b in sizes:
             if b >= MiB:
-                cells = []
-                for n in ranks:
-                    g = get("loopback", "sagefit-grpc", n, b)
-                    cells.append(f"{fmt(g)}: {pct(g, get('loopback', 'tcp', n))} / "
-                                 f"{pct(g, get('loopback', 'tcp-sized', n, b))}")
-                L.append(f"| {size_name(b)} | " + " | ".join(cells) + " |")
+                L.append(f"| {size_name(b)} | " + " | ".join(cell(n, b) for n in ranks) + " |")
         L.append("")
+
+    def shares(impl, n, b):
+        s = get("loopback", impl, n, b)
+        return f"{pct(s, get('loopback', 'tcp', n))} / {pct(s, get('loopback', 'tcp-sized', n, b))}"
+
+    size_table(lambda n, b: f"{shares('sagefit', n, b)} ({fmt(get('loopback', 'tcp-sized', n, b))})")
+    if any(r["impl"] == "sagefit-grpc" for r in rows):
+        L.append("With the chunks on the gRPC streams (`sagefit_allreduce_transport=grpc`): busbw and "
+                 "share of the 1 MiB-buffer pump / of the pump moving buffers of the size:")
+        L.append("")
+        size_table(lambda n, b: f"{fmt(get('loopback', 'sagefit-grpc', n, b))}: {shares('sagefit-grpc', n, b)}")
 
     # targets
     def verdict(ok):
