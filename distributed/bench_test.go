@@ -245,9 +245,9 @@ func BenchmarkAdd(b *testing.B) {
 // stdout; the driver takes, per sample, the slowest rank and then the
 // median over samples.
 const (
-	envBenchMode  = "SAGEFIT_BENCH_HELPER"   // "ring" or "pump"
+	envBenchMode  = "SAGEFIT_BENCH_HELPER"   // "ring", "bare" or "pump"
 	envBenchSelf  = "SAGEFIT_BENCH_SELF"     // this host, one of the names in SAGEFIT_HOST_ADDRS
-	envBenchPlan  = "SAGEFIT_BENCH_PLAN"     // ring: "bytes:ops:samples,..." (see benchPlan)
+	envBenchPlan  = "SAGEFIT_BENCH_PLAN"     // ring, bare: "bytes:ops:samples,..." (see benchPlan)
 	envBenchStart = "SAGEFIT_BENCH_START_NS" // pump: Unix time in ns at which every rank starts sending
 	envBenchSecs  = "SAGEFIT_BENCH_SECONDS"  // pump: seconds measured, after 0.3 s of ramp-up
 	envBenchSpan  = "SAGEFIT_BENCH_SPAN"     // pump: bytes of the buffer each side cycles through (default 1 MiB)
@@ -321,10 +321,12 @@ func TestBenchAllReduceHelper(t *testing.T) {
 	switch mode {
 	case "ring":
 		err = benchRing(ctx)
+	case "bare":
+		err = benchBareRing(ctx)
 	case "pump":
 		err = benchPump(ctx)
 	default:
-		err = fmt.Errorf("%s=%q: want ring or pump", envBenchMode, mode)
+		err = fmt.Errorf("%s=%q: want ring, bare or pump", envBenchMode, mode)
 	}
 	if err != nil {
 		fmt.Println("error:", err)
@@ -371,24 +373,10 @@ func benchRing(ctx context.Context) error {
 	defer g.Close()
 	n := g.World()
 	for _, st := range plan {
-		buf := make([]float32, st.bytes/4)
-		for i := range buf {
-			buf[i] = 1 // sums grow and may saturate to +Inf: no slower on x86 (only subnormals are)
-		}
-		perOp := make([]float64, 0, st.samples)
-		for s := -1; s < st.samples; s++ { // s = -1: warm-up
-			if err := g.Barrier(ctx); err != nil {
-				return err
-			}
-			start := time.Now()
-			for range st.ops {
-				if err := g.AllReduce(ctx, buf, Sum); err != nil {
-					return err
-				}
-			}
-			if s >= 0 {
-				perOp = append(perOp, time.Since(start).Seconds()/float64(st.ops))
-			}
+		perOp, err := timeStep(st, func() error { return g.Barrier(ctx) },
+			func(buf []float32) error { return g.AllReduce(ctx, buf, Sum) })
+		if err != nil {
+			return err
 		}
 		impl := "sagefit"
 		if cfg.tune.noLane {
@@ -400,6 +388,32 @@ func benchRing(ctx context.Context) error {
 	return g.Barrier(ctx)
 }
 
+// timeStep times one size of the plan: a warm-up run, then st.samples
+// runs of st.ops back-to-back all-reduces of one buffer, each run after a
+// barrier. It returns the seconds per op of each timed run.
+func timeStep(st benchStep, barrier func() error, allReduce func([]float32) error) ([]float64, error) {
+	buf := make([]float32, st.bytes/4)
+	for i := range buf {
+		buf[i] = 1 // sums grow and may saturate to +Inf: no slower on x86 (only subnormals are)
+	}
+	perOp := make([]float64, 0, st.samples)
+	for s := -1; s < st.samples; s++ { // s = -1: warm-up
+		if err := barrier(); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		for range st.ops {
+			if err := allReduce(buf); err != nil {
+				return nil, err
+			}
+		}
+		if s >= 0 {
+			perOp = append(perOp, time.Since(start).Seconds()/float64(st.ops))
+		}
+	}
+	return perOp, nil
+}
+
 // benchPump is the raw TCP bound: every rank streams 1 MiB writes to the
 // next rank over one plain TCP connection while receiving from the
 // previous one (the traffic pattern of a ring all-reduce), and reports the
@@ -409,15 +423,12 @@ func benchRing(ctx context.Context) error {
 // size of an all-reduce is what moving that buffer costs the same kernel
 // (iperf3 caps its buffer at 1 MiB, so it cannot measure that).
 func benchPump(ctx context.Context) error {
-	hosts, addrs, err := benchHosts()
+	rank, n, in, out, err := benchRingConns(ctx)
 	if err != nil {
 		return err
 	}
-	rank := slices.Index(hosts, os.Getenv(envBenchSelf))
-	if rank < 0 {
-		return fmt.Errorf("%s=%q is not in %v", envBenchSelf, os.Getenv(envBenchSelf), hosts)
-	}
-	n := len(hosts)
+	defer in.Close()
+	defer out.Close()
 	startNS, err := strconv.ParseInt(os.Getenv(envBenchStart), 10, 64)
 	if err != nil {
 		return fmt.Errorf("%s: %v", envBenchStart, err)
@@ -432,45 +443,6 @@ func benchPump(ctx context.Context) error {
 			return fmt.Errorf("%s=%q: want a whole number of MiB", envBenchSpan, v)
 		}
 	}
-	lis, err := net.Listen("tcp", addrs[hosts[rank]])
-	if err != nil {
-		return err
-	}
-	defer lis.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := lis.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	var out net.Conn
-	for try := 0; ; try++ { // the next rank may not listen yet
-		var d net.Dialer
-		dctx, dcancel := context.WithTimeout(ctx, time.Second)
-		out, err = d.DialContext(dctx, "tcp", addrs[hosts[(rank+1)%n]])
-		dcancel()
-		if err == nil {
-			break
-		}
-		if try == 100 {
-			return fmt.Errorf("connect to %s: %v", hosts[(rank+1)%n], err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	defer out.Close()
-	var in net.Conn
-	select {
-	case in = <-accepted:
-		if in == nil {
-			return errors.New("accept failed")
-		}
-	case <-time.After(30 * time.Second):
-		return errors.New("the previous rank never connected")
-	}
-	defer in.Close()
 
 	start := time.Unix(0, startNS)
 	t1 := start.Add(300 * time.Millisecond)
@@ -515,6 +487,60 @@ func benchPump(ctx context.Context) error {
 		return errors.New("the previous rank stopped sending before the measurement ended")
 	}
 	return <-sendErr
+}
+
+// benchRingConns connects this helper to its ring neighbours with one
+// plain TCP connection each way: in from the previous rank, out to the next.
+func benchRingConns(ctx context.Context) (rank, n int, in, out net.Conn, err error) {
+	hosts, addrs, err := benchHosts()
+	if err != nil {
+		return 0, 0, nil, nil, err
+	}
+	rank = slices.Index(hosts, os.Getenv(envBenchSelf))
+	if rank < 0 {
+		return 0, 0, nil, nil, fmt.Errorf("%s=%q is not in %v", envBenchSelf, os.Getenv(envBenchSelf), hosts)
+	}
+	n = len(hosts)
+	lis, err := net.Listen("tcp", addrs[hosts[rank]])
+	if err != nil {
+		return 0, 0, nil, nil, err
+	}
+	defer lis.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	for try := 0; ; try++ { // the next rank may not listen yet
+		var d net.Dialer
+		dctx, dcancel := context.WithTimeout(ctx, time.Second)
+		out, err = d.DialContext(dctx, "tcp", addrs[hosts[(rank+1)%n]])
+		dcancel()
+		if err == nil {
+			break
+		}
+		if try == 100 {
+			return 0, 0, nil, nil, fmt.Errorf("connect to %s: %v", hosts[(rank+1)%n], err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case in = <-accepted:
+		if in == nil {
+			err = errors.New("accept failed")
+		}
+	case <-time.After(30 * time.Second):
+		err = errors.New("the previous rank never connected")
+	}
+	if err != nil {
+		out.Close()
+		return 0, 0, nil, nil, err
+	}
+	return rank, n, in, out, nil
 }
 
 func TestBenchPlan(t *testing.T) {

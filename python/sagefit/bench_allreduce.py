@@ -20,6 +20,9 @@ measures in turn, and ``--rounds`` times over, interleaved:
   real gRPC and timing ``Group.AllReduce`` (Sum, float32), with the chunks
   on the data lanes (the default) and, unless ``--no-grpc-data``, again
   with them on the gRPC streams (``sagefit_allreduce_transport=grpc``);
+- the bare ring: the same binary running sagefit's ring all-reduce (same
+  pieces, chunks and order of sums) on plain TCP with nothing but reads,
+  sums and writes, the floor for any ring all-reduce on this machine;
 - TensorFlow: n workers under ``MultiWorkerMirroredStrategy`` with
   ``CommunicationImplementation.RING``, timing
   ``get_replica_context().all_reduce(SUM, t)`` inside ``strategy.run`` in a
@@ -259,6 +262,11 @@ def sagefit_ring(helper, ips, plan, namespaces=None, data="lane"):
     return go_ranks(helper, "ring", ips, extra, namespaces)
 
 
+def bare_ring(helper, ips, plan):
+    """The floor for any ring here: sagefit's layout, nothing but reads, sums and writes."""
+    return go_ranks(helper, "bare", ips, {"SAGEFIT_BENCH_PLAN": plan_str(plan)})
+
+
 def tensorflow_ring(ips, plan):
     workers = [f"{ip}:{free_port(ip)}" for ip in ips]
     plan_json = json.dumps(plan)
@@ -458,7 +466,7 @@ def report(res, meta):
         f"grpc-go {meta.get('grpc-go', '?')}, TensorFlow {meta.get('tf_version', '?')} (CPU wheel). "
         f"Load average before the run: {meta['load_before']}; "
         f"{busy_summary(meta.get('busy_before', []))} (each waited up to 20 s for quiet). "
-        f"{meta['rounds']} round(s), interleaved (TCP pump, sagefit, sagefit on gRPC streams, TensorFlow for each n in turn); "
+        f"{meta['rounds']} round(s), interleaved (TCP pump, sagefit, bare ring, sagefit on gRPC streams, TensorFlow for each n in turn); "
         f"{meta['minutes']:.1f} minutes in all.")
     L.append("")
     L.append(
@@ -470,7 +478,11 @@ def report(res, meta):
         "**sagefit**: the `distributed` test binary re-executed as each host, joined with "
         "`distributed.Join` over real gRPC, timing `Group.AllReduce` with its default transport "
         "(chunks on a plain TCP data lane beside each gRPC link); the series with the chunks on "
-        "the gRPC streams themselves ran beside it. **TensorFlow**: "
+        "the gRPC streams themselves ran beside it. **bare ring**: the same binary running the ring "
+        "all-reduce with sagefit's pieces, chunks and order of sums (bit-identical results) on one plain "
+        "TCP connection per link and nothing else: one goroutine reads a chunk, sums it and queues it "
+        "on, another writes; no frames, sequence numbers, liveness or fault handling, so it is the "
+        "floor for any ring all-reduce on this machine. **TensorFlow**: "
         "`MultiWorkerMirroredStrategy` with `CommunicationImplementation.RING`, "
         "`get_replica_context().all_reduce(SUM, t)` in `strategy.run` inside a `tf.function` "
         "(TensorFlow's default threads). **raw TCP**: the same binary as a plain TCP pump, "
@@ -515,6 +527,12 @@ def report(res, meta):
         return f"{pct(s, get('loopback', 'tcp', n))} / {pct(s, get('loopback', 'tcp-sized', n, b))}"
 
     size_table(lambda n, b: f"{shares('sagefit', n, b)} ({fmt(get('loopback', 'tcp-sized', n, b))})")
+    if any(r["impl"] == "bare-ring" for r in rows):
+        L.append("The bare ring, the floor for any ring here: its busbw, its share of the 1 MiB-buffer pump "
+                 "/ of the pump moving buffers of the size, and sagefit's busbw as a share of it:")
+        L.append("")
+        size_table(lambda n, b: f"{fmt(get('loopback', 'bare-ring', n, b))}: {shares('bare-ring', n, b)}; "
+                                f"sagefit {pct(get('loopback', 'sagefit', n, b), get('loopback', 'bare-ring', n, b))}")
     if any(r["impl"] == "sagefit-grpc" for r in rows):
         L.append("With the chunks on the gRPC streams (`sagefit_allreduce_transport=grpc`): busbw and "
                  "share of the 1 MiB-buffer pump / of the pump moving buffers of the size:")
@@ -525,7 +543,7 @@ def report(res, meta):
     def verdict(ok):
         return "met" if ok else "**missed**"
 
-    peer_fail, tcp_fail, cached_fail, shares = [], [], [], []
+    peer_fail, tcp_fail, cached_fail, bare_fail, shares = [], [], [], [], []
     for n in ranks:
         for b in sizes:
             s, t = get("loopback", "sagefit", n, b), get("loopback", "tensorflow", n, b)
@@ -538,6 +556,9 @@ def report(res, meta):
                     tcp_fail.append(f"n={n} {size_name(b)} ({100 * s / sized:.0f}%)")
             if b >= 16 * MiB and s and c and s < 0.7 * c:
                 cached_fail.append(f"n={n} {size_name(b)} ({100 * s / c:.0f}%)")
+            bare = get("loopback", "bare-ring", n, b)
+            if b >= 16 * MiB and bare and c and bare < 0.7 * c:
+                bare_fail.append(f"n={n} {size_name(b)} ({100 * bare / c:.0f}%)")
     L.append("| target | result |")
     L.append("|---|---|")
     L.append(f"| at or above TensorFlow at every size from 1 MiB | {verdict(not peer_fail)}"
@@ -546,8 +567,12 @@ def report(res, meta):
     L.append(f"| at least 70% of raw TCP busbw from 16 MiB (the pump moving buffers of the size) | "
              f"{verdict(shares and not tcp_fail)}{span if not tcp_fail else ''}"
              + (": " + ", ".join(tcp_fail) if tcp_fail else "") + " |")
+    bare_note = ""
+    if any(r["impl"] == "bare-ring" for r in rows):
+        bare_note = ("; the bare ring falls short of it too at " + ", ".join(bare_fail) if bare_fail
+                     else "; the bare ring reaches it everywhere")
     L.append(f"| the same against the pump cycling a 1 MiB buffer in cache | {verdict(not cached_fail)}"
-             + (": " + ", ".join(cached_fail) if cached_fail else "") + " |")
+             + (": " + ", ".join(cached_fail) if cached_fail else "") + bare_note + " |")
     ns_rows = [r for r in rows if r["setting"] == "netns"]
     if ns_rows:
         bound = meta["rate_Bps"] / 1e6
@@ -590,7 +615,7 @@ def report(res, meta):
     L.append(
         "- On this machine every rank, of every implementation, shares the same 2 cores: all "
         "loopback numbers are CPU-bound, not network-bound (raw TCP per link falls as n grows "
-        "because the links share the cores). sagefit, TensorFlow and the pump ran one after "
+        "because the links share the cores). sagefit, the bare ring, TensorFlow and the pump ran one after "
         "the other, never at once, but other work on the machine (the busy share above) "
         "competed with each of them.")
     L.append(
@@ -601,6 +626,8 @@ def report(res, meta):
         + ", ".join(f"{pct(get('loopback', 'tcp', n) - get('loopback', 'tcp-sized', n, 64 * MiB), get('loopback', 'tcp-sized', n, 64 * MiB))} (n={n})"
                     for n in ranks if get("loopback", "tcp", n) and get("loopback", "tcp-sized", n, 64 * MiB))
         + " more than the same pump moving 64 MiB buffers, which no all-reduce of 64 MiB can avoid. "
+        "The bare ring measures what the sums and the ring's order leave of either bound; sagefit's "
+        "share of it is what its framing, sequencing, liveness and fault handling cost. "
         "Where sagefit's CPU goes: distributed/BENCHMARKS.md.")
     L.append(
         "- torch.distributed (gloo) was not run: torch from PyPI is a 539 MB wheel that pulls "
@@ -722,6 +749,9 @@ def main():
             busy.append(wait_quiet(log))
             S.add("loopback", sagefit_ring(a.helper, ips, plan))
             log(f"round {rnd} n={n}: sagefit done")
+            busy.append(wait_quiet(log))
+            S.add("loopback", bare_ring(a.helper, ips, plan))
+            log(f"round {rnd} n={n}: bare ring done")
             if not a.no_grpc_data:
                 busy.append(wait_quiet(log))
                 S.add("loopback", sagefit_ring(a.helper, ips, plan, data="grpc"))

@@ -26,7 +26,7 @@ import (
 
 type result struct {
 	Setting string  `json:"setting"` // "loopback" or "netns"
-	Impl    string  `json:"impl"`    // "sagefit", "sagefit-grpc", "tensorflow", "tcp" (bytes 0: 1 MiB buffer) or "tcp-sized" (buffers of bytes)
+	Impl    string  `json:"impl"`    // "sagefit", "sagefit-grpc", "bare-ring", "tensorflow", "tcp" (bytes 0: 1 MiB buffer) or "tcp-sized" (buffers of bytes)
 	N       int     `json:"n"`
 	Bytes   int     `json:"bytes"`
 	BusBW   float64 `json:"busbw_MBps"`
@@ -45,6 +45,7 @@ var (
 	colTF      = color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}
 	colGRPC    = color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
 	colBound   = color.RGBA{R: 0x55, G: 0x55, B: 0x55, A: 0xff}
+	colBare    = color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}
 	colN       = []color.Color{
 		color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 		color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
@@ -215,6 +216,9 @@ func loopbackPanel(rs []result, n int) (*plot.Plot, error) {
 		return nil, err
 	}
 	if err := curve(p, rs, "loopback", "tcp-sized", n, "raw TCP moving buffers of the size", colBound, true); err != nil {
+		return nil, err
+	}
+	if err := curve(p, rs, "loopback", "bare-ring", n, "bare ring (reads, sums, writes only)", colBare, true); err != nil {
 		return nil, err
 	}
 	if err := curve(p, rs, "loopback", "sagefit", n, "sagefit ring (data lane)", colSagefit, false); err != nil {
