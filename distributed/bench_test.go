@@ -152,6 +152,28 @@ func BenchmarkGRPCTuning(b *testing.B) {
 // loopback arranged as a ring, every one streaming 1 MiB writes at once (as
 // every link does during a ring all-reduce). Its link-MB/s is the ceiling
 // for busbw-MB/s at the same n on this machine.
+// loopbackPair returns both ends of one TCP connection on ip.
+func loopbackPair(ip string) (w, r net.Conn, err error) {
+	lis, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer lis.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := lis.Accept()
+		accepted <- c
+	}()
+	if w, err = net.Dial("tcp", lis.Addr().String()); err != nil {
+		return nil, nil, err
+	}
+	if r = <-accepted; r == nil {
+		w.Close()
+		return nil, nil, errors.New("accept failed")
+	}
+	return w, r, nil
+}
+
 func BenchmarkTCPPump(b *testing.B) {
 	for _, n := range []int{1, 2, 3, 4} {
 		b.Run(fmt.Sprintf("links=%d", n), func(b *testing.B) {
@@ -159,21 +181,11 @@ func BenchmarkTCPPump(b *testing.B) {
 			type pair struct{ w, r net.Conn }
 			pairs := make([]pair, n)
 			for i := range pairs {
-				lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", i+1))
+				w, r, err := loopbackPair(fmt.Sprintf("127.0.0.%d", i+1))
 				if err != nil {
 					b.Skip(err)
 				}
-				accepted := make(chan net.Conn, 1)
-				go func() {
-					c, _ := lis.Accept()
-					accepted <- c
-				}()
-				w, err := net.Dial("tcp", lis.Addr().String())
-				if err != nil {
-					b.Fatal(err)
-				}
-				pairs[i] = pair{w: w, r: <-accepted}
-				lis.Close()
+				pairs[i] = pair{w: w, r: r}
 			}
 			defer func() {
 				for _, p := range pairs {
