@@ -10,8 +10,8 @@ import (
 	"testing"
 )
 
-// benchBareRing times the floor any ring all-reduce reaches on this
-// machine: the same pieces, chunks and reduction order as sagefit's ring
+// benchBareRing times a yardstick for what a ring all-reduce can reach on
+// this machine: the same pieces, chunks and reduction order as sagefit's ring
 // (ringReduce's own layout), on one plain TCP connection per link, with
 // nothing but reads, sums and writes: one goroutine reads a chunk, sums it
 // and queues it on, another writes. No frames, sequence numbers, liveness,
@@ -123,7 +123,7 @@ func bareAllReduce(rank, n, chunkBytes int, buf []float32, in io.Reader, out io.
 }
 
 // The bare ring must compute what sagefit's ring does, bit for bit, or it
-// is no floor for it.
+// is no yardstick for it.
 func TestBareRingSumsLikeTheRing(t *testing.T) {
 	for _, n := range []int{2, 3} {
 		const L, chunkBytes = 10_007, 4 << 10 // pieces of uneven chunks

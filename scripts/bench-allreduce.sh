@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Gradient all-reduce bus bandwidth: sagefit's gRPC ring against TensorFlow's
 # CollectiveAllReduce (MultiWorkerMirroredStrategy, RING), a bare ring (the
-# floor for any ring here) and the raw TCP bound, n = 2, 3, 4 ranks as separate processes on loopback, plus (as root,
+# yardstick for any ring here) and the raw TCP bound, n = 2, 3, 4 ranks as
+# separate processes on loopback, plus (as root,
 # with iproute2) a run between network namespaces over 1 Gbit/s links shaped
 # with tc. Updates the allreduce section of BENCHMARKS.md and
 # docs/allreduce.png; raw results in .bench/allreduce/results.json.

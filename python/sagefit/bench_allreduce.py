@@ -22,7 +22,8 @@ measures in turn, and ``--rounds`` times over, interleaved:
   with them on the gRPC streams (``sagefit_allreduce_transport=grpc``);
 - the bare ring: the same binary running sagefit's ring all-reduce (same
   pieces, chunks and order of sums) on plain TCP with nothing but reads,
-  sums and writes, the floor for any ring all-reduce on this machine;
+  sums and writes: a yardstick for what a ring all-reduce can reach on
+  this machine;
 - TensorFlow: n workers under ``MultiWorkerMirroredStrategy`` with
   ``CommunicationImplementation.RING``, timing
   ``get_replica_context().all_reduce(SUM, t)`` inside ``strategy.run`` in a
@@ -263,7 +264,7 @@ def sagefit_ring(helper, ips, plan, namespaces=None, data="lane"):
 
 
 def bare_ring(helper, ips, plan):
-    """The floor for any ring here: sagefit's layout, nothing but reads, sums and writes."""
+    """sagefit's ring layout with nothing but reads, sums and writes: a yardstick for any ring here."""
     return go_ranks(helper, "bare", ips, {"SAGEFIT_BENCH_PLAN": plan_str(plan)})
 
 
@@ -481,8 +482,8 @@ def report(res, meta):
         "the gRPC streams themselves ran beside it. **bare ring**: the same binary running the ring "
         "all-reduce with sagefit's pieces, chunks and order of sums (bit-identical results) on one plain "
         "TCP connection per link and nothing else: one goroutine reads a chunk, sums it and queues it "
-        "on, another writes; no frames, sequence numbers, liveness or fault handling, so it is the "
-        "floor for any ring all-reduce on this machine. **TensorFlow**: "
+        "on, another writes; no frames, sequence numbers, liveness or fault handling, so it is a "
+        "yardstick for what a ring all-reduce can reach on this machine. **TensorFlow**: "
         "`MultiWorkerMirroredStrategy` with `CommunicationImplementation.RING`, "
         "`get_replica_context().all_reduce(SUM, t)` in `strategy.run` inside a `tf.function` "
         "(TensorFlow's default threads). **raw TCP**: the same binary as a plain TCP pump, "
@@ -528,7 +529,7 @@ def report(res, meta):
 
     size_table(lambda n, b: f"{shares('sagefit', n, b)} ({fmt(get('loopback', 'tcp-sized', n, b))})")
     if any(r["impl"] == "bare-ring" for r in rows):
-        L.append("The bare ring, the floor for any ring here: its busbw, its share of the 1 MiB-buffer pump "
+        L.append("The bare ring, a yardstick for what a ring can reach here: its busbw, its share of the 1 MiB-buffer pump "
                  "/ of the pump moving buffers of the size, and sagefit's busbw as a share of it:")
         L.append("")
         size_table(lambda n, b: f"{fmt(get('loopback', 'bare-ring', n, b))}: {shares('bare-ring', n, b)}; "
