@@ -528,7 +528,8 @@ def report(res, meta):
         return f"{pct(s, get('loopback', 'tcp', n))} / {pct(s, get('loopback', 'tcp-sized', n, b))}"
 
     size_table(lambda n, b: f"{shares('sagefit', n, b)} ({fmt(get('loopback', 'tcp-sized', n, b))})")
-    if any(r["impl"] == "bare-ring" for r in rows):
+    has_bare = any(r["impl"] == "bare-ring" for r in rows)
+    if has_bare:
         L.append("The bare ring, a yardstick for what a ring can reach here: its busbw, its share of the 1 MiB-buffer pump "
                  "/ of the pump moving buffers of the size, and sagefit's busbw as a share of it:")
         L.append("")
@@ -569,7 +570,7 @@ def report(res, meta):
              f"{verdict(shares and not tcp_fail)}{span if not tcp_fail else ''}"
              + (": " + ", ".join(tcp_fail) if tcp_fail else "") + " |")
     bare_note = ""
-    if any(r["impl"] == "bare-ring" for r in rows):
+    if has_bare:
         bare_note = ("; the bare ring falls short of it too at " + ", ".join(bare_fail) if bare_fail
                      else "; the bare ring reaches it everywhere")
     L.append(f"| the same against the pump cycling a 1 MiB buffer in cache | {verdict(not cached_fail)}"
