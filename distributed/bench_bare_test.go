@@ -62,8 +62,7 @@ func bareBarrier(n int, in io.Reader, out io.Writer) error {
 // bareAllReduce sums buf over the ring in sagefit's order: per piece, the
 // reduce-scatter's chunks are read into scratch and added into buf, the
 // all-gather's straight into buf, and every chunk but the last hop's is
-// written on; the next piece starts after this rank's last send of the
-// current one, as in ringReduce.Step.
+// written on; the next piece starts where ringReduce.Step starts it.
 func bareAllReduce(rank, n, chunkBytes int, buf []float32, in io.Reader, out io.Writer, scratch []byte) (err error) {
 	m, err := newRingReduce(RingConfig{Rank: rank, World: n, Op: 1, ChunkBytes: chunkBytes}, KindAllReduce, buf, Sum, wireCodec[float32](f32Raw{}), "")
 	if err != nil {
@@ -112,8 +111,11 @@ func bareAllReduce(rank, n, chunkBytes int, buf []float32, in io.Reader, out io.
 						sends <- c
 					}
 				}
-				lastSend := (n == 2 && s == 0) || (n > 2 && s == 2*n-4)
-				if lastSend && (j+1)%m.g == 0 && j+1 < m.k {
+				phase, step := PhaseReduceScatter, s
+				if s >= n-1 {
+					phase, step = PhaseAllGather, s-(n-1)
+				}
+				if m.startsNextPiece(phase, step, j) {
 					startPiece(j + 1)
 				}
 			}

@@ -239,6 +239,17 @@ func (m *ringReduce[T]) startPiece(j int) []Message {
 	return out
 }
 
+// startsNextPiece reports whether taking in the message at (phase, step,
+// chunk j) makes this rank send its last message of a piece: then the next
+// piece's first chunks follow it on the link. That is the reduce-scatter's
+// message for n = 2 and the all-gather's step n-3 otherwise, at the
+// piece's last chunk.
+func (m *ringReduce[T]) startsNextPiece(phase Phase, step, j int) bool {
+	n := m.cfg.World
+	last := (n == 2 && phase == PhaseReduceScatter) || (n > 2 && phase == PhaseAllGather && step == n-3)
+	return last && (j+1)%m.g == 0 && j+1 < m.k
+}
+
 func (m *ringReduce[T]) msg(phase Phase, step, chunk int, p []byte) Message {
 	return Message{
 		From: m.cfg.Rank, To: m.cfg.next(), Op: m.cfg.Op, Kind: m.kind,
@@ -358,10 +369,7 @@ func (m *ringReduce[T]) Step(in Message) ([]Message, error) {
 			releasePayload(p) // the last hop: nobody needs it any more
 		}
 	}
-	// The last message this rank sends for a piece goes out now: the next
-	// piece's first chunks follow it on the link.
-	lastSend := (n == 2 && m.pos.Phase == PhaseReduceScatter) || (n > 2 && m.pos.Phase == PhaseAllGather && s == n-3)
-	if lastSend && (j+1)%m.g == 0 && j+1 < m.k {
+	if m.startsNextPiece(m.pos.Phase, s, j) {
 		out = append(out, m.startPiece(j+1)...)
 	}
 	m.pos.Chunk++
