@@ -5,21 +5,18 @@ import (
 	"math"
 	"unsafe"
 
+	"github.com/sagefit/sagefit/internal/float16"
 	"gonum.org/v1/gonum/blas/blas32"
 )
 
-// hostLittleEndian is true on every platform SageMaker runs (amd64, arm64).
-// The wire is little-endian, so on such hosts a payload can be viewed as
-// floats in place; other hosts take the copying fallback.
-var hostLittleEndian = func() bool {
-	x := uint16(1)
-	return *(*byte)(unsafe.Pointer(&x)) == 1
-}()
+// The wire is little-endian, so on little-endian hosts
+// (float16.HostLittleEndian: every platform SageMaker runs) a payload can
+// be viewed as floats in place; other hosts take the copying fallback.
 
 // f32View returns b as []float32 without copying, or nil when that is not
 // possible (odd length, misaligned, big-endian host).
 func f32View(b []byte) []float32 {
-	if !hostLittleEndian || len(b)%4 != 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
+	if !float16.HostLittleEndian || len(b)%4 != 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
 		return nil
 	}
 	if len(b) == 0 {
@@ -31,7 +28,7 @@ func f32View(b []byte) []float32 {
 // bytesView returns s's memory as bytes (little-endian hosts only: that is
 // the wire form), or nil.
 func bytesView[T float32 | float64](s []T) []byte {
-	if !hostLittleEndian {
+	if !float16.HostLittleEndian {
 		return nil
 	}
 	if len(s) == 0 {
@@ -46,7 +43,7 @@ func aliases(a, b []byte) bool {
 }
 
 func f64View(b []byte) []float64 {
-	if !hostLittleEndian || len(b)%8 != 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%8 != 0 {
+	if !float16.HostLittleEndian || len(b)%8 != 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%8 != 0 {
 		return nil
 	}
 	if len(b) == 0 {
@@ -103,68 +100,6 @@ func addF64(dst, src []float64) {
 	for i := range dst {
 		dst[i] += src[i]
 	}
-}
-
-// f32ToF16 converts to IEEE binary16 with round-to-nearest-even; values
-// beyond ±65504 become ±Inf, which is why fp16 wire compression is opt-in.
-func f32ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23) & 0xff
-	mant := b & 0x7fffff
-	if exp == 0xff {
-		if mant != 0 {
-			return sign | 0x7e00 // NaN stays NaN
-		}
-		return sign | 0x7c00
-	}
-	e := exp - 127 + 15
-	if e >= 0x1f {
-		return sign | 0x7c00
-	}
-	if e <= 0 {
-		if exp == 0 {
-			return sign // float32 subnormals are far below the fp16 range
-		}
-		shift := uint(14 - e)
-		if shift > 24 {
-			return sign
-		}
-		m := mant | 0x800000
-		h := m >> shift
-		rem := m & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || (rem == half && h&1 == 1) {
-			h++
-		}
-		return sign | uint16(h)
-	}
-	h := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-		h++ // may carry into the exponent, up to Inf: still correct
-	}
-	return sign | uint16(h)
-}
-
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch exp {
-	case 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case 0:
-		if mant == 0 {
-			return math.Float32frombits(sign)
-		}
-		v := float32(mant) * (1.0 / (1 << 24)) // exact
-		if sign != 0 {
-			v = -v
-		}
-		return v
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
 }
 
 // wireCodec moves one element type on and off the wire. The ring machine is
@@ -245,7 +180,9 @@ func (f32Raw) copyFrom(local []float32, p []byte) {
 func (f32Raw) quantize([]float32) {}
 
 // f32Half sends float32 values as binary16: half the bytes, ~3 significant
-// digits. Sums are still accumulated in float32 on every hop.
+// digits. Sums are still accumulated in float32 on every hop. Narrowing
+// rounds to nearest, ties to even, and values beyond ±65504 become ±Inf
+// (float16.FromFloat32), which is why fp16 wire compression is opt-in.
 type f32Half struct{}
 
 func (f32Half) enc() Encoding { return EncFloat16 }
@@ -260,32 +197,32 @@ func (f32Half) encode(src []float32) []byte {
 
 func (f32Half) encodeInto(p []byte, src []float32) {
 	for i, x := range src {
-		binary.LittleEndian.PutUint16(p[2*i:], f32ToF16(x))
+		binary.LittleEndian.PutUint16(p[2*i:], float16.FromFloat32(x))
 	}
 }
 
 func (f32Half) addInto(p []byte, local []float32) {
 	for i, x := range local {
-		y := f16ToF32(binary.LittleEndian.Uint16(p[2*i:]))
-		binary.LittleEndian.PutUint16(p[2*i:], f32ToF16(y+x))
+		y := float16.ToFloat32(binary.LittleEndian.Uint16(p[2*i:]))
+		binary.LittleEndian.PutUint16(p[2*i:], float16.FromFloat32(y+x))
 	}
 }
 
 func (f32Half) addFrom(local []float32, p []byte) {
 	for i := range local {
-		local[i] += f16ToF32(binary.LittleEndian.Uint16(p[2*i:]))
+		local[i] += float16.ToFloat32(binary.LittleEndian.Uint16(p[2*i:]))
 	}
 }
 
 func (f32Half) copyFrom(local []float32, p []byte) {
 	for i := range local {
-		local[i] = f16ToF32(binary.LittleEndian.Uint16(p[2*i:]))
+		local[i] = float16.ToFloat32(binary.LittleEndian.Uint16(p[2*i:]))
 	}
 }
 
 func (f32Half) quantize(local []float32) {
 	for i, x := range local {
-		local[i] = f16ToF32(f32ToF16(x))
+		local[i] = float16.ToFloat32(float16.FromFloat32(x))
 	}
 }
 
