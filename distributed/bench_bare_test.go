@@ -1,48 +1,22 @@
 package distributed
 
 import (
-	"context"
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"slices"
 	"testing"
 )
 
-// benchBareRing times a yardstick for what a ring all-reduce can reach on
-// this machine: the same pieces, chunks and reduction order as sagefit's ring
+// The bare ring: a yardstick for what a ring all-reduce can reach on this
+// machine, run by the bench helper's "bare" mode (bench_helper_test.go).
+// It has the same pieces, chunks and reduction order as sagefit's ring
 // (ringReduce's own layout), on one plain TCP connection per link, with
 // nothing but reads, sums and writes: one goroutine reads a chunk, sums it
 // and queues it on, another writes. No frames, sequence numbers, liveness,
 // placement or fault handling: what sagefit's ring costs beyond this is
 // the price of those. A benchmark reference only; it has no failure
 // handling at all.
-func benchBareRing(ctx context.Context) error {
-	plan, err := benchPlan(os.Getenv(envBenchPlan))
-	if err != nil {
-		return err
-	}
-	rank, n, in, out, err := benchRingConns(ctx)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	defer out.Close()
-	barrier := func() error { return bareBarrier(n, in, out) }
-	scratch := make([]byte, DefaultChunkBytes)
-	for _, st := range plan {
-		perOp, err := timeStep(st, barrier, func(buf []float32) error {
-			return bareAllReduce(rank, n, DefaultChunkBytes, buf, in, out, scratch)
-		})
-		if err != nil {
-			return err
-		}
-		printJSON(map[string]any{"impl": "bare-ring", "rank": rank, "n": n, "bytes": st.bytes,
-			"ops": st.ops, "sample_s": perOp})
-	}
-	return barrier()
-}
 
 // bareBarrier passes a byte round the ring n-1 times: every rank has then
 // heard, through its predecessors, from every other.

@@ -16,14 +16,76 @@ import (
 // Implementations may drop, duplicate or reorder messages (the Group's link
 // layer copes with the last two and turns the first into a timeout); they
 // must be safe for one concurrent Send and Recv per peer.
+//
+// A transport may also implement the optional hooks below (Flusher,
+// Placer, UpstreamAborter); the Group finds them by type assertion on the
+// Transport it was given, so a wrapper hides them unless it implements
+// them too.
 type Transport interface {
-	// Send hands m to the peer `to`; it takes ownership of m.Payload and
-	// returns once the message is queued or ctx is done.
+	// Send hands m to the peer `to`; it takes ownership of m.Payload (see
+	// Message) and returns once the message is queued or ctx is done.
 	Send(ctx context.Context, to int, m Message) error
 	// Recv returns the next message from `from`, and ownership of its payload.
 	Recv(ctx context.Context, from int) (Message, error)
 	// Close releases the transport; further calls fail. Idempotent.
 	Close() error
+}
+
+// Flusher is implemented by a transport that may still read a Borrowed
+// payload after Send returns (a socket writer that sends views of the
+// caller's buffer without copying them).
+//
+// When: after a collective that sent at least one Borrowed message has
+// succeeded, and before it returns, the Group calls Flush once for its
+// successor (rank+1), the only peer the ring sends to, with the
+// collective's remaining time in ctx.
+//
+// Guarantee: Flush returns nil only once every message Send accepted for
+// `to` before the call has been handed to the operating system (or
+// copied), so that no Borrowed payload among them is read any more: the
+// caller may then overwrite its buffer. An error (the link broke, ctx
+// ended) fails the collective and the Group. A transport that copies
+// Borrowed payloads before Send returns (Message.Own) needs no Flusher.
+type Flusher interface {
+	Flush(ctx context.Context, to int) error
+}
+
+// Placer is implemented by a transport that can read a payload straight
+// into the caller's buffer instead of into a buffer of its own: the
+// all-gather's chunks then cost no copy after the socket read.
+//
+// When: NewGroup calls SetPlacement once, before any collective, with the
+// Group's placement function. The transport may call place from any
+// goroutine, at any time until the Group is closed, with the header of an
+// incoming message (Payload still nil) and its payload's length n. place
+// returns nil (the transport allocates with AllocPayload, as usual) or an
+// n-byte chunk of the buffer of the collective in progress.
+//
+// Guarantee: a transport given a chunk reads the payload into all of it,
+// then delivers the message through Recv with that very slice as its
+// Payload, in its place in the link's order, and writes to it no more. The
+// machine recognises its own chunk when the message arrives (no copy,
+// nothing to release), and reads or writes that chunk only then, so
+// nothing else touches it meanwhile. After a failed collective a read in flight may still land in
+// the caller's buffer (whose contents are undefined then anyway) until the
+// Group is closed.
+type Placer interface {
+	SetPlacement(place func(h *Message, n int) []byte)
+}
+
+// UpstreamAborter is implemented by a transport that can also carry an
+// abort to the previous rank, against the data direction (the gRPC
+// transport does, on the reverse direction of the previous rank's link).
+//
+// When: a Group that fails calls AbortUpstream once, with the abort it
+// sends its predecessor (see NewAbort), unless the news came from there.
+//
+// Guarantee: fire and forget. AbortUpstream must not block; the transport
+// delivers the abort if it can, and the predecessor's Send on that link
+// then fails with an *AbortError naming the lost rank, so that rank blames
+// the lost peer, not this one for going away.
+type UpstreamAborter interface {
+	AbortUpstream(m Message)
 }
 
 // DefaultOpTimeout bounds one collective: a peer that stays silent this long
@@ -83,7 +145,6 @@ type Group struct {
 	rank, world int
 	tr          Transport
 	o           options
-	extraClose  func() error
 
 	mu      sync.Mutex // serialises collectives and guards what follows
 	op      uint64
@@ -95,30 +156,16 @@ type Group struct {
 	dups, ooo, ops atomic.Uint64
 
 	placeMu sync.Mutex
-	placing placer // the collective in progress, if its machine can place payloads
+	placing chunkPlacer // the collective in progress, if its machine can place payloads
 
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
 }
 
-// flusher is implemented by transports that may still be reading a
-// Borrowed payload after Send returns: flush returns once every message
-// sent to `to` so far has been handed to the operating system.
-type flusher interface {
-	flush(ctx context.Context, to int) error
-}
-
-// placingTransport is implemented by transports that can read a payload
-// straight into the buffer of the collective in progress: the Group gives
-// them its place function.
-type placingTransport interface {
-	setPlacement(place func(h *Message, n int) []byte)
-}
-
-// placer is implemented by machines that know, from a header alone, where
-// a payload belongs in the caller's buffer.
-type placer interface {
+// chunkPlacer is implemented by machines that know, from a header alone,
+// where a payload belongs in the caller's buffer.
+type chunkPlacer interface {
 	place(h *Message, n int) []byte
 }
 
@@ -151,8 +198,8 @@ func NewGroup(tr Transport, rank, world int, opts ...Option) (*Group, error) {
 	for i := range g.in {
 		g.in[i] = inbound{next: 1, held: map[uint64]Message{}}
 	}
-	if pt, ok := tr.(placingTransport); ok {
-		pt.setPlacement(g.place)
+	if pt, ok := tr.(Placer); ok {
+		pt.SetPlacement(g.place)
 	}
 	return g, nil
 }
@@ -162,6 +209,19 @@ func (g *Group) Rank() int { return g.rank }
 
 // World is the number of hosts.
 func (g *Group) World() int { return g.world }
+
+// SetOpTimeout changes the bound of the collectives that start from now on
+// (see WithOpTimeout; d <= 0 means DefaultOpTimeout). It waits for a
+// collective in progress to end. Join uses it to give the barrier that
+// ends rendezvous what is left of the connect timeout.
+func (g *Group) SetOpTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultOpTimeout
+	}
+	g.mu.Lock()
+	g.o.opTimeout = d
+	g.mu.Unlock()
+}
 
 // Stats returns link-layer counters.
 func (g *Group) Stats() Stats {
@@ -207,22 +267,15 @@ func (g *Group) Close() error {
 		if g.tr != nil {
 			errs = append(errs, g.tr.Close())
 		}
-		if g.extraClose != nil {
-			errs = append(errs, g.extraClose())
-		}
 		g.closeErr = errors.Join(errs...)
 	})
 	return g.closeErr
 }
 
-// place tells a placing transport where an incoming payload goes: a chunk
+// place tells a Placer transport where an incoming payload goes: a chunk
 // of the caller's buffer when the message belongs to the collective in
 // progress and its machine can say, else nil (the transport allocates).
-// The transport fills the chunk before the message reaches the machine,
-// and the machine reads or writes that chunk only when the message
-// arrives, so nothing else touches it meanwhile. After a failed collective
-// a read in flight may still land in the buffer (its contents are
-// undefined then anyway) until the Group is closed.
+// See Placer for what the transport guarantees in return.
 func (g *Group) place(h *Message, n int) []byte {
 	g.placeMu.Lock()
 	defer g.placeMu.Unlock()
@@ -268,7 +321,7 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 	if m.Done() && len(out) == 0 {
 		return nil
 	}
-	if pl, ok := m.(placer); ok {
+	if pl, ok := m.(chunkPlacer); ok {
 		g.placeMu.Lock()
 		g.placing = pl
 		g.placeMu.Unlock()
@@ -313,7 +366,7 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 			}
 			break
 		}
-		if in.Kind == kindAbort {
+		if in.Kind == KindAbort {
 			failure = g.abortFailure(desc, want, in)
 			break
 		}
@@ -335,9 +388,9 @@ func (g *Group) run(ctx context.Context, kind Kind, build func(RingConfig) (Mach
 	}
 	if failure == nil && borrowed.Load() {
 		// The transport may still be writing views of the caller's buffer.
-		if f, ok := g.tr.(flusher); ok {
+		if f, ok := g.tr.(Flusher); ok {
 			next := (g.rank + 1) % g.world
-			if err := f.flush(opCtx, next); err != nil {
+			if err := f.Flush(opCtx, next); err != nil {
 				failure = &PeerError{Rank: next, Peer: g.peerName(next), Op: desc, At: "the end", Err: fmt.Errorf("send: %w", err)}
 				if ctx.Err() != nil { // the caller gave up, not the peer
 					failure = fmt.Errorf("distributed: %s: %w", desc, context.Cause(ctx))
@@ -358,7 +411,7 @@ func (g *Group) sendLoop(ctx context.Context, cancel context.CancelCauseFunc, q 
 		if !ok {
 			return nil // queue drained, or the op already failed
 		}
-		if msg.Kind == kindWaiting {
+		if msg.Kind == KindWaiting {
 			// A hint, outside the sequence: losing one costs nothing, and a
 			// successor that has already finished may be gone.
 			_ = g.tr.Send(ctx, msg.To, msg)
@@ -376,9 +429,9 @@ func (g *Group) sendLoop(ctx context.Context, cancel context.CancelCauseFunc, q 
 			perr := &PeerError{Rank: msg.To, Peer: g.peerName(msg.To), Op: desc,
 				At:  Position{Phase: msg.Phase, Step: int(msg.Step), Chunk: int(msg.Chunk)}.String(),
 				Err: fmt.Errorf("send: %w", err)}
-			var ae *abortErr
-			if errors.As(err, &ae) && ae.lost >= 0 && ae.lost < g.world {
-				perr.Rank, perr.Peer, perr.Err = ae.lost, g.peerName(ae.lost), ae.rf
+			var ae *AbortError
+			if errors.As(err, &ae) && ae.Lost >= 0 && ae.Lost < g.world {
+				perr.Rank, perr.Peer, perr.Err = ae.Lost, g.peerName(ae.Lost), ae.Report
 			}
 			cancel(perr)
 			return perr
@@ -487,7 +540,7 @@ func (g *Group) notify(q *msgQueue, ws *waitState, now time.Time) {
 	binary.LittleEndian.PutUint32(p[4:], uint32(int32(by)))
 	binary.LittleEndian.PutUint32(p[8:], uint32(min(silent.Milliseconds(), math.MaxUint32)))
 	next := (g.rank + 1) % g.world
-	q.push(Message{From: g.rank, To: next, Op: g.op, Kind: kindWaiting, Enc: EncBytes, Payload: p})
+	q.push(Message{From: g.rank, To: next, Op: g.op, Kind: KindWaiting, Enc: EncBytes, Payload: p})
 }
 
 // observe takes in a waiting notice from the peer waited on. Its op does
@@ -535,13 +588,13 @@ func (g *Group) recv(ctx context.Context, ws *waitState, q *msgQueue) (Message, 
 			}
 			return Message{}, err
 		}
-		if m.Kind == kindWaiting {
+		if m.Kind == KindWaiting {
 			g.observe(q, ws, m, now)
 			continue
 		}
 		ws.lastHeard = now
 		switch {
-		case m.Kind == kindAbort:
+		case m.Kind == KindAbort:
 			return m, nil
 		case m.Seq == l.next:
 			l.next++
@@ -609,9 +662,9 @@ func (g *Group) verdict(ctx context.Context, ws *waitState, q *msgQueue, desc st
 			g.notify(q, ws, now)
 		case err != nil:
 			return g.recvFailure(ctx, ctx, desc, want, start, err)
-		case m.Kind == kindWaiting:
+		case m.Kind == KindWaiting:
 			g.observe(q, ws, m, now)
-		case m.Kind == kindAbort:
+		case m.Kind == KindAbort:
 			return g.abortFailure(desc, want, m)
 		default: // data, too late for this op: the predecessor is alive
 			ws.lastHeard, ws.waitSince, ws.head = now, now, -1
@@ -654,6 +707,16 @@ func (g *Group) recvFailure(opCtx, parent context.Context, desc string, want Pos
 	return &PeerError{Rank: want.From, Peer: g.peerName(want.From), Op: desc, At: want.String(), Err: err}
 }
 
+// NewAbort returns the abort frame that tells rank `to` the group failed:
+// lost is the rank to blame, why what the rank that detected the failure
+// reported. The Group sends one round the ring when it fails; a transport
+// sends them for its own failures (a host that gives up joining, or
+// leaves, tells its neighbours why) in the same form, so every rank reads
+// them alike (ParseAbort).
+func NewAbort(from, to, lost int, why *RemoteFailure) Message {
+	return Message{From: from, To: to, Kind: KindAbort, Payload: abortPayload(lost, why.ReportedBy, why.Mismatch, why.Text)}
+}
+
 // Abort frames carry the lost peer, the detecting rank, whether the cause
 // was a disagreement rather than a failure, and the detecting rank's text.
 func abortPayload(lost, origin int, mismatch bool, text string) []byte {
@@ -666,9 +729,10 @@ func abortPayload(lost, origin int, mismatch bool, text string) []byte {
 	return append(b, text...)
 }
 
-// parseAbort reads an abort frame: the lost rank (def if the frame has
-// none) and the detecting rank's report.
-func parseAbort(m Message, def int) (lost int, rf *RemoteFailure) {
+// ParseAbort reads an abort frame (Kind KindAbort): the lost rank (def if
+// the frame names none) and the report of the rank that detected the
+// failure.
+func ParseAbort(m Message, def int) (lost int, rf *RemoteFailure) {
 	lost, rf = def, &RemoteFailure{ReportedBy: m.From, Text: "group aborted"}
 	if len(m.Payload) >= 12 {
 		lost = int(int32(binary.LittleEndian.Uint32(m.Payload)))
@@ -679,31 +743,27 @@ func parseAbort(m Message, def int) (lost int, rf *RemoteFailure) {
 	return lost, rf
 }
 
-// abortErr is how a transport reports an abort that came against the data
-// direction, from the rank this one sends to (see upstreamAborter): Send
-// then fails with it, and the error names the lost rank, not the sender.
-type abortErr struct {
-	lost int
-	rf   *RemoteFailure
+// AbortError is how a transport reports an abort that came against the
+// data direction, from the rank this one sends to (see UpstreamAborter):
+// Send fails with it, and the Group's error then names the lost rank, not
+// the successor that passed the news on.
+type AbortError struct {
+	Lost   int            // the rank to blame
+	Report *RemoteFailure // what the rank that detected the failure said
 }
 
-func (e *abortErr) Error() string {
-	if e.lost == e.rf.ReportedBy {
-		return e.rf.Error()
+func (e *AbortError) Error() string {
+	if e.Lost == e.Report.ReportedBy {
+		return e.Report.Error()
 	}
-	return fmt.Sprintf("rank %d lost, %s", e.lost, e.rf.Error())
+	return fmt.Sprintf("rank %d lost, %s", e.Lost, e.Report.Error())
 }
-func (e *abortErr) Unwrap() error { return e.rf }
 
-// upstreamAborter is implemented by transports that can also carry an abort
-// to the previous rank, against the data direction (the gRPC transport, on
-// the reverse direction of the previous rank's stream). Fire and forget.
-type upstreamAborter interface {
-	abortUpstream(m Message)
-}
+// Unwrap exposes the report (a *RemoteFailure).
+func (e *AbortError) Unwrap() error { return e.Report }
 
 func (g *Group) abortFailure(desc string, want Position, m Message) error {
-	lost, rf := parseAbort(m, want.From)
+	lost, rf := ParseAbort(m, want.From)
 	return &PeerError{Rank: lost, Peer: g.peerName(lost), Op: desc, At: want.String(), Err: rf}
 }
 
@@ -736,8 +796,8 @@ func (g *Group) fail(err error) {
 	// blame us.
 	next, prev := (g.rank+1)%g.world, (g.rank+g.world-1)%g.world
 	payload := abortPayload(lost, origin, mismatch, text)
-	if up, ok := g.tr.(upstreamAborter); ok && prev != origin && prev != next {
-		up.abortUpstream(Message{From: g.rank, To: prev, Op: g.op, Kind: kindAbort, Payload: payload})
+	if up, ok := g.tr.(UpstreamAborter); ok && prev != origin && prev != next {
+		up.AbortUpstream(Message{From: g.rank, To: prev, Op: g.op, Kind: KindAbort, Payload: payload})
 	}
 	if next == origin {
 		return
@@ -748,7 +808,7 @@ func (g *Group) fail(err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	g.sendSeq[next]++
-	_ = g.tr.Send(ctx, next, Message{From: g.rank, To: next, Op: g.op, Kind: kindAbort,
+	_ = g.tr.Send(ctx, next, Message{From: g.rank, To: next, Op: g.op, Kind: KindAbort,
 		Seq: g.sendSeq[next], Payload: payload})
 }
 

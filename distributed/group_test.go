@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sagefit/sagefit/distributed/internal/ringtest"
 )
 
 // memGroups makes one Group per rank over a fresh MemNetwork.
@@ -32,51 +34,27 @@ func memGroups(t testing.TB, n int, f Faults, opts ...Option) ([]*Group, *MemNet
 	return gs, nw
 }
 
-// onAll runs fn on every rank at once and returns each rank's error. The
-// test context bounds every wait, so a bug shows up as a failure, not a hang.
+// The shared drivers (internal/ringtest), for this package's groups.
 func onAll(t testing.TB, gs []*Group, fn func(ctx context.Context, g *Group) error) []error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	errs := make([]error, len(gs))
-	var wg sync.WaitGroup
-	for r, g := range gs {
-		wg.Go(func() { errs[r] = fn(ctx, g) })
-	}
-	wg.Wait()
-	return errs
+	return ringtest.OnAll(t, gs, fn)
 }
 
-// allReduceCopies all-reduces a copy of each rank's xs and returns them.
 func allReduceCopies(t testing.TB, gs []*Group, xs [][]float32, op ReduceOp) [][]float32 {
 	t.Helper()
-	bufs := make([][]float32, len(xs))
-	for r := range xs {
-		bufs[r] = slices.Clone(xs[r])
-	}
-	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
-		return g.AllReduce(ctx, bufs[g.Rank()], op)
-	}))
-	return bufs
+	return ringtest.AllReduceCopies(t, gs, xs, func(ctx context.Context, g *Group, buf []float32) error {
+		return g.AllReduce(ctx, buf, op)
+	})
 }
 
-// expectAll fails the test unless every rank's buffer holds want's bits.
 func expectAll(t testing.TB, bufs [][]float32, want []float32, what string) {
 	t.Helper()
-	for r := range bufs {
-		if !sameBits(bufs[r], want) {
-			t.Fatalf("%s: rank %d differs from the fixed-order result", what, r)
-		}
-	}
+	ringtest.ExpectAll(t, bufs, want, what)
 }
 
 func noErrors(t testing.TB, errs []error) {
 	t.Helper()
-	for r, err := range errs {
-		if err != nil {
-			t.Fatalf("rank %d: %v", r, err)
-		}
-	}
+	ringtest.NoErrors(t, errs)
 }
 
 func TestGroupAllReduce(t *testing.T) {
@@ -385,7 +363,7 @@ type freezeAfter struct {
 }
 
 func (f *freezeAfter) Send(ctx context.Context, to int, m Message) error {
-	if m.Kind != kindWaiting && f.sends.Add(1) > f.after || f.frozen.Load() {
+	if m.Kind != KindWaiting && f.sends.Add(1) > f.after || f.frozen.Load() {
 		f.frozen.Store(true)
 		return nil
 	}
@@ -470,7 +448,7 @@ func TestGroupSilentPeerNamedByAll(t *testing.T) {
 
 // lateWriter is a transport whose writer lags: it hands each message to the
 // in-memory network only after a delay, reading a Borrowed payload then,
-// as a socket writer that is behind would. It implements flusher.
+// as a socket writer that is behind would. It implements Flusher.
 type lateWriter struct {
 	Transport
 	q       chan lateItem
@@ -500,7 +478,7 @@ func (w *lateWriter) Send(ctx context.Context, to int, m Message) error {
 	return nil
 }
 
-func (w *lateWriter) flush(ctx context.Context, to int) error {
+func (w *lateWriter) Flush(ctx context.Context, to int) error {
 	done := make(chan struct{})
 	go func() { w.pending.Wait(); close(done) }()
 	select {

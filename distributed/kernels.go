@@ -106,7 +106,7 @@ func addF64(dst, src []float64) {
 // generic over it so float32 (raw or fp16) and float64 share one algorithm.
 type wireCodec[T float32 | float64] interface {
 	enc() Encoding
-	// encode returns a new payload (from allocPayload) holding src.
+	// encode returns a new payload (from AllocPayload) holding src.
 	encode(src []T) []byte
 	// view returns src's memory as its wire bytes, or nil where the wire
 	// form differs (fp16, big-endian hosts).
@@ -131,7 +131,7 @@ func (f32Raw) enc() Encoding { return EncFloat32 }
 func (f32Raw) view(src []float32) []byte { return bytesView(src) }
 
 func (f32Raw) encode(src []float32) []byte {
-	p := allocPayload(4 * len(src))
+	p := AllocPayload(4 * len(src))
 	f32Raw{}.encodeInto(p, src)
 	return p
 }
@@ -190,7 +190,7 @@ func (f32Half) enc() Encoding { return EncFloat16 }
 func (f32Half) view([]float32) []byte { return nil }
 
 func (f32Half) encode(src []float32) []byte {
-	p := allocPayload(2 * len(src))
+	p := AllocPayload(2 * len(src))
 	f32Half{}.encodeInto(p, src)
 	return p
 }
@@ -233,7 +233,7 @@ func (f64Raw) enc() Encoding { return EncFloat64 }
 func (f64Raw) view(src []float64) []byte { return bytesView(src) }
 
 func (f64Raw) encode(src []float64) []byte {
-	p := allocPayload(8 * len(src))
+	p := AllocPayload(8 * len(src))
 	f64Raw{}.encodeInto(p, src)
 	return p
 }

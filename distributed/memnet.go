@@ -201,7 +201,7 @@ func (t *memTransport) Send(ctx context.Context, to int, m Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	m.own() // in memory, the receiver would otherwise write into the sender's buffer
+	m.Own() // in memory, the receiver would otherwise write into the sender's buffer
 	t.nw.links[t.rank][to].send(m)
 	return nil
 }

@@ -1,10 +1,6 @@
 package distributed
 
-import (
-	"encoding/binary"
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // Kind names the collective a message belongs to. Receivers check it so that
 // two ranks that call different collectives at the same point fail with a
@@ -16,25 +12,37 @@ const (
 	KindAllReduceFloat64                 // float64 all-reduce (metric state)
 	KindBroadcast                        // bytes from a root to all
 	KindBarrier                          // no payload
-	kindAbort                            // a rank tells its successor the group failed
-	kindHello                            // rendezvous handshake (gRPC transport only)
-	kindWaiting                          // a rank tells its successor whom it is stuck waiting on (suspect relay)
+
+	// Control kinds. The Group sends and takes in KindAbort and
+	// KindWaiting itself; a transport sees them in Send and must deliver
+	// them as it does data (it may put them ahead of queued data, and may
+	// drop a KindWaiting it has no room for: it is a hint the next one
+	// replaces). KindHello the core never sends: it is a transport's
+	// handshake, numbered here so that no kind of the core can take its
+	// value on the wire.
+	KindAbort   // a rank tells a neighbour the group failed (see NewAbort)
+	KindHello   // rendezvous handshake (a transport's, never the core's)
+	KindWaiting // a rank tells its successor whom it is stuck waiting on (suspect relay)
 )
 
-// own replaces a Borrowed payload with a copy in a pooled buffer, for a
-// transport that does not put the bytes on the wire before Send returns.
-func (m *Message) own() {
+// Own replaces a Borrowed payload with a copy in a pooled buffer, for a
+// transport that does not put the bytes on the wire before Send returns
+// (or before Flusher.Flush returns). The copy is the transport's to
+// release (ReleasePayload) once written.
+func (m *Message) Own() {
 	if m.Borrowed {
-		p := allocPayload(len(m.Payload))
+		p := AllocPayload(len(m.Payload))
 		copy(p, m.Payload)
 		m.Payload, m.Borrowed = p, false
 	}
 }
 
-// isData reports whether messages of kind k belong to a collective (they
-// travel on a link's data lane, and their payloads are recycled once
-// written) rather than to the control traffic.
-func (k Kind) isData() bool {
+// IsData reports whether messages of kind k belong to a collective (a
+// transport may send them on a separate data path, and recycles their
+// payloads once written, see Message) rather than to the control traffic,
+// whose payloads it must leave alone (an abort's may go out on more than
+// one link).
+func (k Kind) IsData() bool {
 	return k == KindAllReduce || k == KindAllReduceFloat64 || k == KindBroadcast || k == KindBarrier
 }
 
@@ -48,11 +56,11 @@ func (k Kind) String() string {
 		return "broadcast"
 	case KindBarrier:
 		return "barrier"
-	case kindAbort:
+	case KindAbort:
 		return "abort"
-	case kindHello:
+	case KindHello:
 		return "hello"
-	case kindWaiting:
+	case KindWaiting:
 		return "waiting"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
@@ -128,15 +136,16 @@ func (e Encoding) elemSize() int {
 //
 // Ownership: Send takes ownership of Payload (the sender must not modify it
 // afterwards; a transport may still be writing it after Send returns, and
-// recycles it once written), and Recv hands ownership to the caller, which
-// may modify it in place. A Borrowed payload is the exception: it views
-// the caller's own buffer, valid only until the collective returns, so a
-// transport must never recycle it and must either copy it before Send
-// returns or implement flusher (the Group flushes before a successful op
-// returns; after a failed one a transport may still be writing it until
-// the Group is closed).
+// recycles it with ReleasePayload once written, for a data kind: see
+// Kind.IsData), and Recv hands ownership to the caller, which may modify it
+// in place. A Borrowed payload is the exception: it views the caller's own
+// buffer, valid only until the collective returns, so a transport must
+// never recycle it and must either copy it before Send returns (Own) or
+// implement Flusher (the Group flushes before a successful op returns;
+// after a failed one a transport may still be writing it until the Group
+// is closed).
 // A transport may also receive a payload straight into the caller's buffer
-// where the Group's placement says so (see Group.place).
+// where the Group's placement says so (see Placer).
 type Message struct {
 	From, To int    // ranks
 	Op       uint64 // collective number within the group, 1-based; the same on every rank
@@ -149,61 +158,9 @@ type Message struct {
 	Size     uint64 // elements (bytes for broadcast) in the whole collective, for length checks
 	Payload  []byte
 	Borrowed bool // Payload views the sender's buffer (not on the wire)
-
-	flushed chan struct{} // a transport's flush marker (no payload), closed once reached
 }
 
 func (m Message) String() string {
 	return fmt.Sprintf("%s #%d %s step %d chunk %d seq %d from rank %d to %d (%d %s bytes)",
 		m.Kind, m.Op, m.Phase, m.Step, m.Chunk, m.Seq, m.From, m.To, len(m.Payload), m.Enc)
-}
-
-// Wire header: fixed 48 bytes, a multiple of 8 so a payload that follows it in
-// a freshly allocated buffer stays 8-byte aligned and can be viewed as
-// []float32 / []float64 without copying.
-const (
-	headerSize  = 48
-	headerMagic = 0x31464753 // "SGF1" little-endian; rejects stray clients early
-)
-
-// appendHeader encodes m's header (not its payload).
-func (m *Message) appendHeader(b []byte) []byte {
-	var h [headerSize]byte
-	binary.LittleEndian.PutUint32(h[0:], headerMagic)
-	h[4] = byte(m.Kind)
-	h[5] = byte(m.Phase)
-	h[6] = byte(m.Enc)
-	binary.LittleEndian.PutUint32(h[8:], uint32(int32(m.From)))
-	binary.LittleEndian.PutUint32(h[12:], uint32(int32(m.To)))
-	binary.LittleEndian.PutUint32(h[16:], m.Step)
-	binary.LittleEndian.PutUint32(h[20:], m.Chunk)
-	binary.LittleEndian.PutUint64(h[24:], m.Op)
-	binary.LittleEndian.PutUint64(h[32:], m.Seq)
-	binary.LittleEndian.PutUint64(h[40:], m.Size)
-	return append(b, h[:]...)
-}
-
-var errBadFrame = errors.New("not a sagefit frame")
-
-// decodeFrame parses header and payload; the payload aliases b.
-func decodeFrame(b []byte, m *Message) error {
-	if len(b) < headerSize || binary.LittleEndian.Uint32(b) != headerMagic {
-		return errBadFrame
-	}
-	*m = Message{
-		Kind:  Kind(b[4]),
-		Phase: Phase(b[5]),
-		Enc:   Encoding(b[6]),
-		From:  int(int32(binary.LittleEndian.Uint32(b[8:]))),
-		To:    int(int32(binary.LittleEndian.Uint32(b[12:]))),
-		Step:  binary.LittleEndian.Uint32(b[16:]),
-		Chunk: binary.LittleEndian.Uint32(b[20:]),
-		Op:    binary.LittleEndian.Uint64(b[24:]),
-		Seq:   binary.LittleEndian.Uint64(b[32:]),
-		Size:  binary.LittleEndian.Uint64(b[40:]),
-	}
-	if len(b) > headerSize {
-		m.Payload = b[headerSize:]
-	}
-	return nil
 }

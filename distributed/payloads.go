@@ -11,19 +11,22 @@ import (
 // 16% of a rank's CPU at 64 MiB. Send hands a payload's ownership to the
 // transport and Recv hands it to the caller (see Message), so whoever ends
 // a payload's life (a transport that has written it, a ring step that has
-// consumed it) releases it here.
+// consumed it) releases it here, and a transport takes the payloads it
+// receives from here too: the core and its transports share one pool.
 //
-// grpc-go's mem pools are not used: they zero every buffer they hand out,
-// and a payload is always overwritten in full before anyone reads it.
+// Pools that zero every buffer they hand out (grpc-go's) are not used: a
+// payload is always overwritten in full before anyone reads it.
 // Buffers are pooled by power-of-two capacity; small ones are left to the
 // garbage collector.
 const minPooledPayload = 4 << 10
 
 var payloadPools [64]sync.Pool // index: log2 of the capacity
 
-// allocPayload returns an n-byte buffer whose contents are undefined.
-// Its start is 8-byte aligned, so it can be viewed as floats.
-func allocPayload(n int) []byte {
+// AllocPayload returns an n-byte buffer whose contents are undefined, for
+// a payload (a transport receiving one that the Group's placement did not
+// claim, see Placer). Its start is 8-byte aligned, so the ring can view it
+// as floats in place.
+func AllocPayload(n int) []byte {
 	if n < minPooledPayload {
 		return make([]byte, n)
 	}
@@ -34,10 +37,12 @@ func allocPayload(n int) []byte {
 	return make([]byte, n, 1<<class)
 }
 
-// releasePayload recycles b. The caller must own b and keep no reference
-// to it. Buffers that allocPayload did not make (their capacity is not a
-// pooled power of two) are left to the garbage collector.
-func releasePayload(b []byte) {
+// ReleasePayload recycles b: a transport calls it once it has written a
+// data payload it owns (see Message). The caller must own b and keep no
+// reference to it. Buffers that AllocPayload did not make (their capacity
+// is not a pooled power of two) are left to the garbage collector, so
+// releasing any owned payload is safe.
+func ReleasePayload(b []byte) {
 	c := cap(b)
 	if c < minPooledPayload || c&(c-1) != 0 {
 		return
@@ -45,13 +50,3 @@ func releasePayload(b []byte) {
 	b = b[:0]
 	payloadPools[bits.Len(uint(c))-1].Put(&b)
 }
-
-// payloadPool lets grpc-go release a payload it has finished writing.
-type payloadPool struct{}
-
-func (payloadPool) Get(n int) *[]byte {
-	b := allocPayload(n)
-	return &b
-}
-
-func (payloadPool) Put(b *[]byte) { releasePayload(*b) }

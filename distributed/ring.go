@@ -272,7 +272,7 @@ const minBorrow = 16 << 10
 func (m *ringReduce[T]) send(phase Phase, step, chunk int, local []T, p []byte) Message {
 	if v := m.codec.view(local); v != nil && (len(v) >= minBorrow || aliases(p, v)) {
 		if p != nil && !aliases(p, v) {
-			releasePayload(p)
+			ReleasePayload(p)
 		}
 		msg := m.msg(phase, step, chunk, v)
 		msg.Borrowed = true
@@ -288,8 +288,8 @@ func (m *ringReduce[T]) send(phase Phase, step, chunk int, local []T, p []byte) 
 // place returns where the payload of an all-gather message (only its
 // header is read so far) can be received straight into: the chunk of buf
 // it overwrites, as wire bytes; nil where it cannot (another op, phase or
-// shape, or a codec whose wire form differs). See Group.place for why this
-// is safe.
+// shape, or a codec whose wire form differs). See Placer for why this is
+// safe.
 func (m *ringReduce[T]) place(h *Message, n int) []byte {
 	if h.From != m.cfg.prev() || h.To != m.cfg.Rank || h.Op != m.cfg.Op || h.Kind != m.kind || h.Phase != PhaseAllGather || h.Enc != m.codec.enc() ||
 		h.Size != uint64(len(m.buf)) || int(h.Step) >= m.cfg.World-1 || int(h.Chunk) >= m.k {
@@ -366,7 +366,7 @@ func (m *ringReduce[T]) Step(in Message) ([]Message, error) {
 		case s < n-2:
 			out = []Message{m.msg(PhaseAllGather, s+1, j, p)} // forward what came, as is
 		case !placed:
-			releasePayload(p) // the last hop: nobody needs it any more
+			ReleasePayload(p) // the last hop: nobody needs it any more
 		}
 	}
 	if m.startsNextPiece(m.pos.Phase, s, j) {
@@ -441,7 +441,7 @@ func (m *ringBroadcast) Start() []Message {
 	for j := range m.k {
 		// A copy: the caller may reuse buf once Broadcast returns, while a
 		// transport may still be writing the payload.
-		p := allocPayload(len(m.chunk(j)))
+		p := AllocPayload(len(m.chunk(j)))
 		copy(p, m.chunk(j))
 		out[j] = m.msg(j, p)
 	}
@@ -469,7 +469,7 @@ func (m *ringBroadcast) Step(in Message) ([]Message, error) {
 	if m.cfg.next() != m.root {
 		out = []Message{m.msg(m.pos.Chunk, in.Payload)}
 	} else {
-		releasePayload(in.Payload)
+		ReleasePayload(in.Payload)
 	}
 	m.pos.Chunk++
 	m.done = m.pos.Chunk == m.k

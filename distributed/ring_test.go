@@ -9,52 +9,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sagefit/sagefit/distributed/internal/ringtest"
 	"github.com/sagefit/sagefit/internal/float16"
 )
 
-// inputs returns world deterministic pseudo-random vectors of length size
-// with mixed magnitudes and signs, so rounding order matters.
-func inputs(world, size int, seed uint64) [][]float32 {
-	rng := rand.New(rand.NewPCG(seed, uint64(world*1000003+size)))
-	xs := make([][]float32, world)
-	for r := range xs {
-		xs[r] = make([]float32, size)
-		for i := range xs[r] {
-			xs[r][i] = float32((rng.Float64()*2 - 1) * math.Pow(10, float64(rng.IntN(7)-3)))
-		}
-	}
-	return xs
-}
+func inputs(world, size int, seed uint64) [][]float32 { return ringtest.Inputs(world, size, seed) }
 
-// ringOrderSum is the documented reduction order for chunks of chunkBytes
-// (<= 0: the default): the buffer is cut into pieces of up to 2 chunks per
-// segment, each piece into n segments, and an element in segment i of its
-// piece is summed starting from rank i round the ring.
+// ringOrderSum is the documented reduction order (ringtest.OrderSum) for
+// chunks of chunkBytes (<= 0: the default).
 func ringOrderSum(xs [][]float32, op ReduceOp, chunkBytes int) []float32 {
-	n, L := len(xs), len(xs[0])
 	if chunkBytes <= 0 {
 		chunkBytes = DefaultChunkBytes
 	}
-	chunkElems := max(1, chunkBytes/4)
-	chunksPerSeg := max(1, ((L+n-1)/n+chunkElems-1)/chunkElems)
-	pieces := (chunksPerSeg + 1) / 2
-	out := make([]float32, L)
-	for p := range pieces {
-		lo, hi := p*L/pieces, (p+1)*L/pieces
-		for seg := range n {
-			for e := lo + seg*(hi-lo)/n; e < lo+(seg+1)*(hi-lo)/n; e++ {
-				s := xs[seg][e]
-				for t := 1; t < n; t++ {
-					s += xs[(seg+t)%n][e]
-				}
-				if op == Mean {
-					s /= float32(n)
-				}
-				out[e] = s
-			}
-		}
-	}
-	return out
+	return ringtest.OrderSum(xs, op == Mean, chunkBytes)
 }
 
 // float64Reference is the exact-ish answer the float32 result is checked against.
@@ -86,9 +53,7 @@ func checkClose(t *testing.T, got []float32, ref, abs []float64, relTol float64)
 	}
 }
 
-func sameBits(a, b []float32) bool {
-	return slices.EqualFunc(a, b, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
-}
+func sameBits(a, b []float32) bool { return ringtest.SameBits(a, b) }
 
 // simulate drives one machine per rank in a single goroutine with no
 // transport at all: per-link FIFOs, and a seeded scheduler that picks which

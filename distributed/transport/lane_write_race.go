@@ -1,6 +1,6 @@
 //go:build race
 
-package distributed
+package transport
 
 import "net"
 

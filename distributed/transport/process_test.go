@@ -1,4 +1,4 @@
-package distributed
+package transport
 
 import (
 	"bufio"
@@ -13,11 +13,20 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sagefit/sagefit/distributed"
 )
 
 // Helper-process pattern: the test binary re-executes itself with
 // -test.run=^TestHelperProcess$ and these variables, and the child acts as
 // one host of a job, reporting on stdout.
+//
+// envHostAddrs gives the children each other's addresses, as a launcher
+// does for local multi-host runs. runtime/launch owns the name (it defines
+// every SAGEFIT_* variable); this package reads no environment, only its
+// tests do.
+const envHostAddrs = "SAGEFIT_HOST_ADDRS"
+
 const (
 	envHelper     = "SAGEFIT_DIST_HELPER"
 	envHelperSelf = "SAGEFIT_DIST_HELPER_SELF"
@@ -33,7 +42,7 @@ func TestHelperProcess(t *testing.T) {
 	if os.Getenv(envHelper) != "1" {
 		t.Skip("helper process for TestProcessKillMidAllReduce; runs only when re-executed")
 	}
-	addrs, err := ParseHostAddrs(os.Getenv(EnvHostAddrs))
+	addrs, err := ParseHostAddrs(os.Getenv(envHostAddrs))
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(2)
@@ -62,7 +71,7 @@ func TestHelperProcess(t *testing.T) {
 			buf[i] = float32(g.Rank() + 1)
 		}
 		fmt.Println("begin", op)
-		if err := g.AllReduce(ctx, buf, Sum); err != nil {
+		if err := g.AllReduce(ctx, buf, distributed.Sum); err != nil {
 			fmt.Println("error:", err)
 			g.Close()
 			os.Exit(3)
@@ -143,7 +152,7 @@ func testProcessLoss(t *testing.T, sig syscall.Signal, opTimeout time.Duration, 
 			envHelperJob+"=job-kill",
 			envHelperSize+"=2000000", // 8 MB: an op lasts long enough to be killed inside it
 			envHelperOpTO+"="+opTimeout.String(),
-			EnvHostAddrs+"="+strings.Join(pairs, ","),
+			envHostAddrs+"="+strings.Join(pairs, ","),
 		)
 		cmd.Stderr = os.Stderr
 		cmd.WaitDelay = 5 * time.Second

@@ -1,4 +1,4 @@
-package distributed
+package transport
 
 import (
 	"bufio"
@@ -13,6 +13,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/sagefit/sagefit/distributed"
 )
 
 // The data lane. gRPC carries the rendezvous, the handshake, aborts, the
@@ -71,7 +73,7 @@ func (t *grpcTransport) listenLane(grpcLis net.Listener) error {
 		return fmt.Errorf("data lane listener: %w", err)
 	}
 	t.laneLis = lis
-	t.laneConns = make(chan net.Conn, 1)
+	t.rv.laneConns = make(chan net.Conn, 1)
 	t.wg.Add(1)
 	go t.acceptLanes()
 	return nil
@@ -113,41 +115,42 @@ func (t *grpcTransport) admitLane(conn net.Conn) bool {
 		return false
 	}
 	conn.SetReadDeadline(time.Time{})
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.laneToken == "" || subtle.ConstantTimeCompare([]byte(hex.EncodeToString(token)), []byte(t.laneToken)) != 1 {
+	rv := &t.rv
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if rv.laneToken == "" || subtle.ConstantTimeCompare([]byte(hex.EncodeToString(token)), []byte(rv.laneToken)) != 1 {
 		t.logf("distributed: rank %d: refused data connection from %s: no handshake gave out its token", t.rank, conn.RemoteAddr())
 		return false
 	}
-	// One use; handed over under t.mu, so endLaneWait finds it if its
+	// One use; handed over under rv.mu, so endLaneWait finds it if its
 	// handshake gave up meanwhile. The channel holds one: a token admits
 	// one connection, and endLaneWait empties it before the next token.
-	t.laneToken = ""
+	rv.laneToken = ""
 	select {
-	case t.laneConns <- conn:
+	case rv.laneConns <- conn:
 		return true
 	default:
 		return false
 	}
 }
 
-// endLaneWait ends a handshake's wait for its lane (t.mu held): the token
+// endLaneWait ends a handshake's wait for its lane (rv.mu held): the token
 // is void, and a lane admitted after the wait gave up is closed.
-func (t *grpcTransport) endLaneWait() {
-	t.inPending, t.laneToken = false, ""
+func (rv *rendezvous) endLaneWait() {
+	rv.inPending, rv.laneToken = false, ""
 	select {
-	case conn := <-t.laneConns:
+	case conn := <-rv.laneConns:
 		conn.Close()
 	default:
 	}
 }
 
-// offerLane makes the offer for the handshake in progress (t.mu held).
+// offerLane makes the offer for the handshake in progress (rv.mu held).
 func (t *grpcTransport) offerLane() *laneOffer {
 	var tok [laneTokenBytes]byte
 	rand.Read(tok[:])
-	t.laneToken = hex.EncodeToString(tok[:])
-	return &laneOffer{Port: t.laneLis.Addr().(*net.TCPAddr).Port, Token: t.laneToken}
+	t.rv.laneToken = hex.EncodeToString(tok[:])
+	return &laneOffer{Port: t.laneLis.Addr().(*net.TCPAddr).Port, Token: t.rv.laneToken}
 }
 
 // awaitLane waits for the client of the handshake just answered to open
@@ -156,14 +159,14 @@ func (t *grpcTransport) awaitLane(ctx context.Context) (net.Conn, error) {
 	timer := time.NewTimer(laneWait)
 	defer timer.Stop()
 	select {
-	case conn := <-t.laneConns:
+	case conn := <-t.rv.laneConns:
 		return conn, nil
 	case <-timer.C:
 		return nil, fmt.Errorf("no data connection within %v of the handshake", laneWait)
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	case <-t.leaving:
-		return nil, ErrClosed
+	case <-t.rv.leaving:
+		return nil, distributed.ErrClosed
 	}
 }
 
@@ -199,23 +202,23 @@ func (t *grpcTransport) dialLane(ctx context.Context, offer laneOffer) (net.Conn
 }
 
 // writeLaneFrame writes m with one writev; the payload is not copied.
-func writeLaneFrame(conn net.Conn, m *Message) error {
+func writeLaneFrame(conn net.Conn, m *distributed.Message) error {
 	var hdr [lanePrefix + headerSize]byte
 	binary.LittleEndian.PutUint32(hdr[0:], laneFrameMagic)
 	binary.LittleEndian.PutUint32(hdr[4:], uint32(len(m.Payload)))
-	m.appendHeader(hdr[:lanePrefix])
+	appendHeader(hdr[:lanePrefix], m)
 	return writeFrame(conn, hdr[:], m.Payload)
 }
 
 // readLane moves frames from an in-link's lane into its queue until the
 // lane ends. Each payload is read straight into where the Group's
 // placement says it belongs, or else into a pooled buffer.
-func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int, streamDone <-chan struct{}) {
+func (t *grpcTransport) readLane(ctx context.Context, l *inLink, maxPayload int, streamDone <-chan struct{}) {
 	r := bufio.NewReaderSize(l.lane, laneReadBuf)
 	protocol := func(err error) error { return &laneProtocolError{err} }
 	var hdr [lanePrefix + headerSize]byte
 	for {
-		var m Message
+		var m distributed.Message
 		err := func() error {
 			if _, err := io.ReadFull(r, hdr[:]); err != nil {
 				return err
@@ -230,11 +233,11 @@ func (t *grpcTransport) readLane(ctx context.Context, l *link, maxPayload int, s
 			if n == 0 {
 				return nil
 			}
-			if place := t.placement.Load(); place != nil {
+			if place := t.data.placement.Load(); place != nil {
 				m.Payload = (*place)(&m, n) // straight into the caller's buffer
 			}
 			if m.Payload == nil {
-				m.Payload = allocPayload(n)
+				m.Payload = distributed.AllocPayload(n)
 			}
 			if _, err := io.ReadFull(r, m.Payload); err != nil {
 				if err == io.EOF {

@@ -1,4 +1,4 @@
-package distributed
+package transport
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sagefit/sagefit/distributed"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -47,35 +48,43 @@ func loopbackConfigs(t testing.TB, n int, job string) []Config {
 }
 
 // joinAll joins every config concurrently.
-func joinAll(t testing.TB, cfgs []Config) ([]*Group, []error) {
+func joinAll(t testing.TB, cfgs []Config) ([]*distributed.Group, []error) {
+	t.Helper()
+	gs, _, errs := joinAllTransports(t, cfgs)
+	return gs, errs
+}
+
+// joinAllTransports is joinAll that also returns each rank's transport.
+func joinAllTransports(t testing.TB, cfgs []Config) ([]*distributed.Group, []*grpcTransport, []error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	gs := make([]*Group, len(cfgs))
+	gs := make([]*distributed.Group, len(cfgs))
+	trs := make([]*grpcTransport, len(cfgs))
 	errs := make([]error, len(cfgs))
 	var wg sync.WaitGroup
 	for r := range cfgs {
-		wg.Go(func() { gs[r], errs[r] = Join(ctx, cfgs[r]) })
+		wg.Go(func() { gs[r], trs[r], errs[r] = join(ctx, cfgs[r]) })
 	}
 	wg.Wait()
-	return gs, errs
+	return gs, trs, errs
 }
 
 // joinLoopback joins n ranks on loopback; closing them, and checking that
 // no goroutine is left, is the test's cleanup.
-func joinLoopback(t *testing.T, n int, job string) []*Group {
+func joinLoopback(t *testing.T, n int, job string) ([]*distributed.Group, []*grpcTransport) {
 	t.Helper()
 	before := runtime.NumGoroutine()
-	gs, errs := joinAll(t, loopbackConfigs(t, n, job))
+	gs, trs, errs := joinAllTransports(t, loopbackConfigs(t, n, job))
 	noErrors(t, errs)
 	t.Cleanup(func() {
 		closeAll(t, gs)
 		expectNoLeak(t, before)
 	})
-	return gs
+	return gs, trs
 }
 
-func closeAll(t testing.TB, gs []*Group) {
+func closeAll(t testing.TB, gs []*distributed.Group) {
 	for _, g := range gs {
 		if g != nil {
 			if err := errors.Join(g.Close(), g.Close()); err != nil {
@@ -136,8 +145,8 @@ func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
 	}
 	for _, size := range []int{0, 1, n - 1, 7, 1000, 12345, 300000} {
 		xs := inputs(n, size, 21)
-		want := ringOrderSum(xs, Mean, chunk)
-		expectAll(t, allReduceCopies(t, gs, xs, Mean), want, fmt.Sprintf("size %d", size))
+		want := ringOrderSum(xs, distributed.Mean, chunk)
+		expectAll(t, allReduceCopies(t, gs, xs, distributed.Mean), want, fmt.Sprintf("size %d", size))
 	}
 	// Back to back on the same buffers, each refilled the moment the
 	// last op returned: a transport still reading a view of the
@@ -148,10 +157,10 @@ func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
 	}
 	for round := range 4 {
 		xs := inputs(n, len(bufs[0]), uint64(100+round))
-		want := ringOrderSum(xs, Sum, chunk)
-		noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+		want := ringOrderSum(xs, distributed.Sum, chunk)
+		noErrors(t, onAll(t, gs, func(ctx context.Context, g *distributed.Group) error {
 			copy(bufs[g.Rank()], xs[g.Rank()])
-			return g.AllReduce(ctx, bufs[g.Rank()], Sum)
+			return g.AllReduce(ctx, bufs[g.Rank()], distributed.Sum)
 		}))
 		expectAll(t, bufs, want, fmt.Sprintf("round %d", round))
 	}
@@ -162,7 +171,7 @@ func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
 	for i := range weights[0] {
 		weights[0][i] = byte(i * 13)
 	}
-	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *distributed.Group) error {
 		return g.Broadcast(ctx, weights[g.Rank()], 0)
 	}))
 	for r := range n {
@@ -174,7 +183,7 @@ func testGRPCGroup(t *testing.T, n, chunk int, noLane bool) {
 	for r := range n {
 		metrics[r] = []float64{float64(r), 1}
 	}
-	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *distributed.Group) error {
 		if err := g.Barrier(ctx); err != nil {
 			return err
 		}
@@ -197,7 +206,7 @@ func TestGRPCLatePeer(t *testing.T) {
 	cfgs[2].Listener = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	gs := make([]*Group, 3)
+	gs := make([]*distributed.Group, 3)
 	errs := make([]error, 3)
 	var wg sync.WaitGroup
 	for r := range 3 {
@@ -213,8 +222,8 @@ func TestGRPCLatePeer(t *testing.T) {
 	}
 	wg.Wait()
 	noErrors(t, errs)
-	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
-		return g.AllReduce(ctx, []float32{1, 2, 3, 4}, Sum)
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *distributed.Group) error {
+		return g.AllReduce(ctx, []float32{1, 2, 3, 4}, distributed.Sum)
 	}))
 	closeAll(t, gs)
 	expectNoLeak(t, before)
@@ -232,7 +241,7 @@ func TestGRPCFingerprintMismatch(t *testing.T) {
 		gs, errs := joinAll(t, cfgs)
 		closeAll(t, gs)
 		for r, err := range errs {
-			var mm *MismatchError
+			var mm *distributed.MismatchError
 			if err == nil || !errors.As(err, &mm) {
 				t.Fatalf("n=%d rank %d: want a fingerprint mismatch, got %v", n, r, err)
 			}
@@ -297,14 +306,14 @@ func TestGRPCRefusesStrangers(t *testing.T) {
 		if err := stream.SendMsg(h.message(0)); err != nil && err != io.EOF { // EOF: the status comes from RecvMsg
 			return err
 		}
-		var ack Message
+		var ack distributed.Message
 		return stream.RecvMsg(&ack)
 	}
 
 	// Serve rank 0 alone first: Join blocks until rank 1 arrives.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var g0 *Group
+	var g0 *distributed.Group
 	var err0 error
 	done := make(chan struct{})
 	go func() { g0, err0 = Join(ctx, cfgs[0]); close(done) }()
@@ -322,8 +331,8 @@ func TestGRPCRefusesStrangers(t *testing.T) {
 	g1, err1 := Join(ctx, cfgs[1])
 	<-done
 	noErrors(t, []error{err0, err1})
-	gs := []*Group{g0, g1}
-	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error { return g.Barrier(ctx) }))
+	gs := []*distributed.Group{g0, g1}
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *distributed.Group) error { return g.Barrier(ctx) }))
 	closeAll(t, gs)
 	expectNoLeak(t, before)
 }
@@ -333,14 +342,14 @@ func TestGRPCRefusesStrangers(t *testing.T) {
 // writes blocked on a full window; the link must wait, not fail, up to the
 // op timeout.
 func TestLaneLateReceiver(t *testing.T) {
-	gs := joinLoopback(t, 2, "job-late-op")
+	gs, _ := joinLoopback(t, 2, "job-late-op")
 	xs := inputs(2, 12<<20, 5) // 48 MiB: far more than the queues and socket buffers hold
-	want := ringOrderSum(xs, Sum, 0)
-	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error {
+	want := ringOrderSum(xs, distributed.Sum, 0)
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *distributed.Group) error {
 		if g.Rank() == 1 {
 			time.Sleep(7 * time.Second)
 		}
-		return g.AllReduce(ctx, xs[g.Rank()], Sum)
+		return g.AllReduce(ctx, xs[g.Rank()], distributed.Sum)
 	}))
 	expectAll(t, xs, want, "late receiver")
 }
@@ -349,8 +358,8 @@ func TestLaneLateReceiver(t *testing.T) {
 // from a host of the job that presents the token its handshake gave out;
 // anything else is closed and the job goes on.
 func TestLaneRefusesStrangers(t *testing.T) {
-	gs := joinLoopback(t, 2, "job-lane")
-	laneAddr := gs[0].tr.(*grpcTransport).laneLis.Addr().String()
+	gs, trs := joinLoopback(t, 2, "job-lane")
+	laneAddr := trs[0].laneLis.Addr().String()
 	refused := func(from string, hello []byte) {
 		t.Helper()
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
@@ -370,8 +379,10 @@ func TestLaneRefusesStrangers(t *testing.T) {
 	refused("127.0.0.2", token)                            // a host of the job, a token nobody gave out
 	refused("127.0.0.2", []byte("GET / HTTP/1.1\r\n\r\n")) // not a lane at all
 	xs := inputs(2, 100000, 3)
-	want := ringOrderSum(xs, Sum, 0)
-	noErrors(t, onAll(t, gs, func(ctx context.Context, g *Group) error { return g.AllReduce(ctx, xs[g.Rank()], Sum) }))
+	want := ringOrderSum(xs, distributed.Sum, 0)
+	noErrors(t, onAll(t, gs, func(ctx context.Context, g *distributed.Group) error {
+		return g.AllReduce(ctx, xs[g.Rank()], distributed.Sum)
+	}))
 	expectAll(t, xs, want, "after the probes")
 }
 
@@ -386,12 +397,12 @@ func TestGRPCPeerClosedMidway(t *testing.T) {
 	gs, errs := joinAll(t, cfgs)
 	noErrors(t, errs)
 	gs[1].Close()
-	errs = onAll(t, []*Group{gs[0], gs[2]}, func(ctx context.Context, g *Group) error {
-		return g.AllReduce(ctx, make([]float32, 1000), Sum)
+	errs = onAll(t, []*distributed.Group{gs[0], gs[2]}, func(ctx context.Context, g *distributed.Group) error {
+		return g.AllReduce(ctx, make([]float32, 1000), distributed.Sum)
 	})
 	for i, r := range []int{0, 2} {
 		err := errs[i]
-		var pe *PeerError
+		var pe *distributed.PeerError
 		if !errors.As(err, &pe) || pe.Rank != 1 || !strings.Contains(err.Error(), "algo-2 at "+cfgs[1].Addrs["algo-2"]) {
 			t.Fatalf("rank %d: want an error naming rank 1 and its address, got %v", r, err)
 		}
@@ -407,7 +418,7 @@ func TestJoinSingleHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := []float32{3}
-	if err := g.AllReduce(context.Background(), buf, Mean); err != nil || buf[0] != 3 || g.World() != 1 {
+	if err := g.AllReduce(context.Background(), buf, distributed.Mean); err != nil || buf[0] != 3 || g.World() != 1 {
 		t.Fatal(err, buf)
 	}
 	g.Close()
@@ -476,7 +487,7 @@ func TestGRPCJoinWaitsForRelayedReason(t *testing.T) {
 	var err1 error
 	done := make(chan struct{})
 	go func() {
-		var g *Group
+		var g *distributed.Group
 		g, err1 = Join(ctx, cfgs[1])
 		if g != nil {
 			g.Close()
@@ -499,7 +510,7 @@ func TestGRPCJoinWaitsForRelayedReason(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ack Message
+	var ack distributed.Message
 	if err := stream.SendMsg(id.message(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +525,7 @@ func TestGRPCJoinWaitsForRelayedReason(t *testing.T) {
 		t.Fatalf("farewell: %v", err)
 	}
 	<-done
-	var mm *MismatchError
+	var mm *distributed.MismatchError
 	if !errors.As(err1, &mm) || !strings.Contains(err1.Error(), text) {
 		t.Fatalf("rank 1: want the relayed mismatch, got %v", err1)
 	}
@@ -530,16 +541,11 @@ func TestGRPCJoinWaitsForRelayedReason(t *testing.T) {
 func TestGRPCFailureTravelsUpstream(t *testing.T) {
 	before := runtime.NumGoroutine()
 	cfgs := loopbackConfigs(t, 3, "job-up")
-	gs, errs := joinAll(t, cfgs)
+	gs, trs, errs := joinAllTransports(t, cfgs)
 	noErrors(t, errs)
 	defer closeAll(t, gs)
-	tr := func(r int) *grpcTransport { return gs[r].tr.(*grpcTransport) }
-	outDead := func(r int) bool {
-		t := tr(r)
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.out.isDead()
-	}
+	tr := func(r int) *grpcTransport { return trs[r] }
+	outDead := func(r int) bool { return tr(r).data.out.Load().isDead() }
 	waitFor := func(what string, cond func() bool) {
 		deadline := time.Now().Add(20 * time.Second)
 		for !cond() {
@@ -554,15 +560,15 @@ func TestGRPCFailureTravelsUpstream(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err0 := gs[0].AllReduce(ctx, make([]float32, 100), Sum)
-	var pe *PeerError
+	err0 := gs[0].AllReduce(ctx, make([]float32, 100), distributed.Sum)
+	var pe *distributed.PeerError
 	if !errors.As(err0, &pe) || pe.Rank != 1 {
 		t.Fatalf("rank 0: want an error naming rank 1, got %v", err0)
 	}
 	gs[0].Close()
 	waitFor("rank 2 hears from rank 0", func() bool { return outDead(2) })
 
-	err2 := gs[2].AllReduce(ctx, make([]float32, 100), Sum)
+	err2 := gs[2].AllReduce(ctx, make([]float32, 100), distributed.Sum)
 	want := "rank 1 (algo-2 at " + cfgs[1].Addrs["algo-2"] + ")"
 	if !errors.As(err2, &pe) || pe.Rank != 1 || !strings.Contains(err2.Error(), want) {
 		t.Fatalf("rank 2: want an error naming %s, got %v", want, err2)

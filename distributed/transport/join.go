@@ -1,4 +1,4 @@
-package distributed
+package transport
 
 import (
 	"context"
@@ -11,8 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/sagefit/sagefit/distributed"
 )
 
 // DefaultPort is where a host listens when Config.Addrs does not say.
@@ -21,15 +22,6 @@ const DefaultPort = 7001
 // DefaultConnectTimeout bounds Join: SageMaker starts hosts within minutes
 // of each other, and their names may take a while to resolve.
 const DefaultConnectTimeout = 15 * time.Minute
-
-// EnvHostAddrs is the variable a launcher may set for local multi-host runs
-// where host names do not resolve (e.g. several "hosts" on one machine):
-//
-//	SAGEFIT_HOST_ADDRS="algo-1=127.0.0.1:7001,algo-2=127.0.0.2:7001"
-//
-// Parse it with ParseHostAddrs and pass the result as Config.Addrs. The
-// package itself reads no environment.
-const EnvHostAddrs = "SAGEFIT_HOST_ADDRS"
 
 // protocolVersion changes whenever the wire format or the order of a
 // collective's messages does (4: all-reduce in pieces); hosts running
@@ -49,14 +41,19 @@ type Config struct {
 	// every host must have the same one.
 	Fingerprint string
 
-	ConnectTimeout time.Duration // default DefaultConnectTimeout
-	OpTimeout      time.Duration // per collective; default DefaultOpTimeout
-	ChunkBytes     int           // default DefaultChunkBytes
-	Compression    Compression   // default NoCompression
+	ConnectTimeout time.Duration           // default DefaultConnectTimeout
+	OpTimeout      time.Duration           // per collective; default distributed.DefaultOpTimeout
+	ChunkBytes     int                     // default distributed.DefaultChunkBytes
+	Compression    distributed.Compression // default distributed.NoCompression
 	// DataOverGRPC sends the collectives' chunks on the gRPC streams
 	// instead of a data lane (lane.go) beside each: for networks that
 	// pass only the gRPC port. About 2.5x slower on loopback.
 	DataOverGRPC bool
+	// StreamWindow, for experiments, fixes the gRPC flow-control window of
+	// each link's stream in bytes (64 KiB to 1 GiB; the connection's is 4
+	// times as large, at most 1 GiB). 0, the default, takes what
+	// BenchmarkGRPCTuning chose: 1 MiB, or ChunkBytes if larger.
+	StreamWindow int
 
 	// Listener, if set, is served instead of listening on Self's address
 	// (tests, or a port bound earlier). Join takes ownership.
@@ -67,8 +64,12 @@ type Config struct {
 	tune grpcTuning // benchmarks only
 }
 
-// ParseHostAddrs parses "host=addr,host=addr" (see EnvHostAddrs). Spaces
-// around items are ignored; an empty string gives an empty map.
+// ParseHostAddrs parses a list of host addresses, "host=addr,host=addr"
+// (for local multi-host runs where host names do not resolve, such as
+// several "hosts" on one machine: "algo-1=127.0.0.1:7001,algo-2=127.0.0.2:7001"),
+// into Config.Addrs. Spaces around items are ignored; an empty string
+// gives an empty map. Where the list comes from (the launcher's
+// environment) is the caller's business; errors do not name it.
 func ParseHostAddrs(s string) (map[string]string, error) {
 	out := map[string]string{}
 	for item := range strings.SplitSeq(s, ",") {
@@ -79,13 +80,13 @@ func ParseHostAddrs(s string) (map[string]string, error) {
 		host, addr, ok := strings.Cut(item, "=")
 		host, addr = strings.TrimSpace(host), strings.TrimSpace(addr)
 		if !ok || host == "" || addr == "" {
-			return nil, fmt.Errorf("%s: %q is not host=address", EnvHostAddrs, item)
+			return nil, fmt.Errorf("%q is not host=address", item)
 		}
 		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-			return nil, fmt.Errorf("%s: address %q of host %s is not host:port", EnvHostAddrs, addr, host)
+			return nil, fmt.Errorf("address %q of host %s is not host:port", addr, host)
 		}
 		if _, dup := out[host]; dup {
-			return nil, fmt.Errorf("%s: host %s given twice", EnvHostAddrs, host)
+			return nil, fmt.Errorf("host %s given twice", host)
 		}
 		out[host] = addr
 	}
@@ -122,10 +123,13 @@ func (c *Config) validate() (rank int, err error) {
 		c.ConnectTimeout = DefaultConnectTimeout
 	}
 	if c.OpTimeout <= 0 {
-		c.OpTimeout = DefaultOpTimeout
+		c.OpTimeout = distributed.DefaultOpTimeout
 	}
 	if c.ChunkBytes <= 0 {
-		c.ChunkBytes = DefaultChunkBytes
+		c.ChunkBytes = distributed.DefaultChunkBytes
+	}
+	if c.StreamWindow != 0 && (c.StreamWindow < 64<<10 || c.StreamWindow > 1<<30) {
+		return 0, fmt.Errorf("distributed: Config.StreamWindow %d is outside 64 KiB to 1 GiB", c.StreamWindow)
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -150,10 +154,17 @@ func (c *Config) addr(host string) string {
 // The handshake compares job name, host list, rank and model fingerprint. A
 // different job is refused as a stranger; any other difference fails Join on
 // both hosts with one sentence naming both sides.
-func Join(ctx context.Context, cfg Config) (*Group, error) {
+func Join(ctx context.Context, cfg Config) (*distributed.Group, error) {
+	g, _, err := join(ctx, cfg)
+	return g, err
+}
+
+// join is Join that also returns the transport (nil for a single host),
+// for tests.
+func join(ctx context.Context, cfg Config) (*distributed.Group, *grpcTransport, error) {
 	rank, err := cfg.validate()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	n := len(cfg.Hosts)
 	addrs := make([]string, n)
@@ -162,13 +173,14 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 		addrs[i] = cfg.addr(h)
 		names[i] = h + " at " + addrs[i]
 	}
-	gopts := []Option{WithChunkBytes(cfg.ChunkBytes), WithCompression(cfg.Compression),
-		WithOpTimeout(cfg.OpTimeout), WithPeerNames(names), WithLogf(cfg.Logf)}
+	gopts := []distributed.Option{distributed.WithChunkBytes(cfg.ChunkBytes), distributed.WithCompression(cfg.Compression),
+		distributed.WithOpTimeout(cfg.OpTimeout), distributed.WithPeerNames(names), distributed.WithLogf(cfg.Logf)}
 	if n == 1 {
 		if cfg.Listener != nil {
 			cfg.Listener.Close()
 		}
-		return NewGroup(nil, 0, 1, gopts...)
+		g, err := distributed.NewGroup(nil, 0, 1, gopts...)
+		return g, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
@@ -185,18 +197,25 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 		tune.queue = defaultQueue
 	}
 	if tune.streamWindow == 0 && tune.connWindow == 0 {
-		tune.streamWindow = int32(max(defaultStreamWindow, cfg.ChunkBytes))
-		tune.connWindow = 4 * tune.streamWindow
+		if w := cfg.StreamWindow; w > 0 {
+			tune.streamWindow, tune.connWindow = int32(w), int32(min(4*w, 1<<30))
+		} else {
+			tune.streamWindow = int32(max(defaultStreamWindow, cfg.ChunkBytes))
+			tune.connWindow = 4 * tune.streamWindow
+		}
 	}
 	tctx, tcancel := context.WithCancel(context.Background())
 	t := &grpcTransport{
-		id: hello{Proto: protocolVersion, Job: cfg.JobName, Hosts: cfg.Hosts, Rank: rank,
-			Host: cfg.Self, Fingerprint: cfg.Fingerprint},
-		rank: rank, world: n, next: (rank + 1) % n, prev: (rank + n - 1) % n,
-		addrs: addrs, tune: tune, chunkBytes: cfg.ChunkBytes, logf: cfg.Logf,
-		allow: newAllowList(addrs), ctx: tctx, cancel: tcancel,
-		inReady: make(chan struct{}), fatal: make(chan struct{}, 1), knows: make([]atomic.Bool, n),
-		stopped: make(chan struct{}), leaving: make(chan struct{}),
+		node: node{
+			id: hello{Proto: protocolVersion, Job: cfg.JobName, Hosts: cfg.Hosts, Rank: rank,
+				Host: cfg.Self, Fingerprint: cfg.Fingerprint},
+			rank: rank, world: n, next: (rank + 1) % n, prev: (rank + n - 1) % n,
+			addrs: addrs, tune: tune, chunkBytes: cfg.ChunkBytes, logf: cfg.Logf,
+			allow: newAllowList(addrs),
+		},
+		rv:   newRendezvous(n),
+		data: dataPath{inReady: make(chan struct{})},
+		ctx:  tctx, cancel: tcancel,
 	}
 	selfHost, _, _ := net.SplitHostPort(addrs[rank])
 	if ip, err := netip.ParseAddr(selfHost); err == nil && ip.IsLoopback() {
@@ -209,19 +228,19 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 		lis, err = listen(addrs[rank])
 		if err != nil {
 			t.Close()
-			return nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
+			return nil, nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
 		}
 	}
 	if err := t.start(lis); err != nil {
 		t.Close()
-		return nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
+		return nil, nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
 	}
 	// fail leaves with a reason both neighbours receive, so a host that
 	// cannot join takes the others down with the same sentence instead of
 	// leaving them waiting out the connect timeout.
 	leaveWith := func(err error) {
-		var mm *MismatchError
-		var rf *RemoteFailure
+		var mm *distributed.MismatchError
+		var rf *distributed.RemoteFailure
 		switch {
 		case errors.As(err, &rf):
 			t.leave(rf)
@@ -231,22 +250,22 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 			t.leave(fmt.Errorf("host %s gave up joining: %v", cfg.Self, err))
 		}
 	}
-	fail := func(peer int, err error) (*Group, error) {
+	fail := func(peer int, err error) (*distributed.Group, *grpcTransport, error) {
 		leaveWith(err)
-		var mm *MismatchError
+		var mm *distributed.MismatchError
 		if errors.As(err, &mm) {
-			return nil, &joinMismatch{job: cfg.JobName, text: mm.Text, cause: err}
+			return nil, nil, &joinMismatch{job: cfg.JobName, text: mm.Text, cause: err}
 		}
-		var rf *RemoteFailure
+		var rf *distributed.RemoteFailure
 		if errors.As(err, &rf) && rf.ReportedBy >= 0 && rf.ReportedBy < n {
 			peer = rf.ReportedBy
 		}
-		return nil, fmt.Errorf("distributed: join %s: rank %d (%s): %w", cfg.JobName, peer, names[peer], err)
+		return nil, nil, fmt.Errorf("distributed: join %s: rank %d (%s): %w", cfg.JobName, peer, names[peer], err)
 	}
 
 	outDone := make(chan error, 1)
 	go func() { outDone <- t.connectNext(ctx) }()
-	inDone := t.inReady
+	inDone := t.data.inReady
 	for outDone != nil || inDone != nil {
 		select {
 		case err := <-outDone:
@@ -256,8 +275,8 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 			outDone = nil
 		case <-inDone:
 			inDone = nil
-		case <-t.fatal:
-			peer, err := t.fatalReason()
+		case <-t.rv.fatal:
+			peer, err := t.rv.fatalReason()
 			if !isReason(err) {
 				// A bare connection loss: a neighbour that gives up joining
 				// sends its reason, possibly a moment after its stream
@@ -267,8 +286,8 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 			wait:
 				for !isReason(err) {
 					select {
-					case <-t.fatal:
-						peer, err = t.fatalReason()
+					case <-t.rv.fatal:
+						peer, err = t.rv.fatalReason()
 					case e := <-outDone:
 						outDone = nil
 						if isReason(e) {
@@ -284,7 +303,7 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 			}
 			// Let a handshake in flight finish so the next host gets our
 			// reason over the new link rather than a cut stream.
-			t.stopConnecting()
+			t.rv.stopConnecting()
 			if outDone != nil {
 				timer := time.AfterFunc(leaveGrace, cancel)
 				<-outDone
@@ -301,34 +320,34 @@ func Join(ctx context.Context, cfg Config) (*Group, error) {
 		}
 	}
 
-	g, err := NewGroup(t, rank, n, gopts...)
+	g, err := distributed.NewGroup(t, rank, n, gopts...)
 	if err != nil {
 		t.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	// The first barrier may wait for far hosts still connecting: give it
 	// what is left of the connect timeout rather than one op's timeout.
 	if dl, ok := ctx.Deadline(); ok {
-		g.o.opTimeout = time.Until(dl)
+		g.SetOpTimeout(time.Until(dl))
 	}
 	err = g.Barrier(ctx)
-	g.o.opTimeout = cfg.OpTimeout
+	g.SetOpTimeout(cfg.OpTimeout)
 	if err != nil {
 		leaveWith(err) // pass the reason on both ways, as fail does
 		g.Close()
-		var mm *MismatchError
+		var mm *distributed.MismatchError
 		if errors.As(err, &mm) {
-			return nil, &joinMismatch{job: cfg.JobName, text: mm.Text, cause: err}
+			return nil, nil, &joinMismatch{job: cfg.JobName, text: mm.Text, cause: err}
 		}
-		return nil, fmt.Errorf("distributed: join %s: %w", cfg.JobName, err)
+		return nil, nil, fmt.Errorf("distributed: join %s: %w", cfg.JobName, err)
 	}
-	t.joined.Store(true)
+	t.rv.joined.Store(true)
 	path := "a data lane (plain TCP) beside each gRPC link"
 	if t.laneLis == nil {
 		path = "the gRPC streams"
 	}
 	cfg.Logf("distributed: rank %d of %d joined job %s; collectives send chunks on %s", rank, n, cfg.JobName, path)
-	return g, nil
+	return g, t, nil
 }
 
 // joinMismatch is how Join reports a disagreement between hosts, whichever
@@ -358,6 +377,10 @@ func listen(addr string) (net.Listener, error) {
 	return net.Listen("tcp", addr)
 }
 
+func mismatchf(format string, args ...any) error {
+	return &distributed.MismatchError{Text: fmt.Sprintf(format, args...)}
+}
+
 // hello is the handshake both ends send.
 type hello struct {
 	Proto       int      `json:"proto"`
@@ -382,18 +405,18 @@ type leaveNote struct {
 	Text     string `json:"text"`
 }
 
-func (n *leaveNote) failure() *RemoteFailure {
-	return &RemoteFailure{ReportedBy: n.Origin, Text: n.Text, Mismatch: n.Mismatch}
+func (n *leaveNote) failure() *distributed.RemoteFailure {
+	return &distributed.RemoteFailure{ReportedBy: n.Origin, Text: n.Text, Mismatch: n.Mismatch}
 }
 
-func (h hello) message(to int) *Message {
+func (h hello) message(to int) *distributed.Message {
 	b, _ := json.Marshal(h)
-	return &Message{From: h.Rank, To: to, Kind: kindHello, Enc: EncBytes, Payload: b}
+	return &distributed.Message{From: h.Rank, To: to, Kind: distributed.KindHello, Enc: distributed.EncBytes, Payload: b}
 }
 
-func parseHello(m Message) (hello, error) {
+func parseHello(m distributed.Message) (hello, error) {
 	var h hello
-	if m.Kind != kindHello {
+	if m.Kind != distributed.KindHello {
 		return h, fmt.Errorf("expected a handshake, got %s", m.Kind)
 	}
 	if err := json.Unmarshal(m.Payload, &h); err != nil {
