@@ -1,6 +1,19 @@
-// Package distributed is sagefit's data-parallel communication: collectives
-// over the hosts of one training job, with no knowledge of models or
-// SageMaker.
+// Package distributed is sagefit's data-parallel communication core: the
+// collective algorithms over the hosts of one training job, with no
+// knowledge of models or SageMaker, and no network.
+//
+// # What it owns, what it must not import
+//
+// It owns the algorithms (ring.go), the Group that drives them over a
+// Transport (group.go), the message and its ownership rules (message.go,
+// payloads.go), the reduction kernels (kernels.go), the errors every
+// failure surfaces as (errors.go) and an in-memory network with seeded
+// fault injection for tests (memnet.go). It is pure and deterministic: it
+// must not import network, process or system-call code (net, net/...,
+// google.golang.org/grpc..., os/exec, syscall; TestCoreImportsNoNetwork
+// enforces it), read the environment, or know about models or SageMaker.
+// The network is package transport (distributed/transport): gRPC links, a
+// TCP data lane beside each, and Join, which returns a Group.
 //
 // # Layers
 //
@@ -18,21 +31,28 @@
 // model); and a bound on every collective.
 //
 // Transports: MemNetwork (in-process, with seeded fault injection, for
-// tests) and gRPC (Join), one stream per ring neighbour. The gRPC stream
-// carries the handshake, aborts, the status a leaving host ends it with and
-// the link's liveness (keepalive); the chunks themselves travel on a data
-// lane beside it, one plain TCP connection per link opened right after the
-// handshake with a one-time token the handshake hands out (lane.go), unless
-// Config.DataOverGRPC puts them on the stream too. The lane exists because
-// grpc-go's HTTP/2 framing and buffer copies, not the network, bounded the
-// ring at about a quarter of raw TCP on loopback.
+// tests) and package transport (gRPC, with a data lane per link).
 //
-// No copies on the lane: a payload goes to the socket with one writev; the
-// ring sends its own and its finished chunks as views of the caller's
-// buffer (Message.Borrowed; the Group flushes the transport before an op
-// returns), and an all-gather payload is read from the socket straight
-// into the chunk of the caller's buffer it overwrites (Group.place).
-// Payload buffers that are needed are pooled (payloads.go).
+// # Hooks for a transport
+//
+// Transport is all a network must offer. A transport may offer more, as
+// optional interfaces the Group finds by type assertion, each with its
+// contract stated where it is declared:
+//
+//   - Flusher: the zero-copy send path. The ring sends its own and its
+//     finished chunks as views of the caller's buffer (Message.Borrowed);
+//     a transport that writes them to the socket after Send returns, with
+//     no copy, is flushed by the Group before a collective returns.
+//   - Placer: the zero-copy receive path. An all-gather payload is read
+//     from the socket straight into the chunk of the caller's buffer it
+//     overwrites, where the Group's placement says so.
+//   - UpstreamAborter: an abort that travels against the data direction,
+//     to the previous rank.
+//
+// What a transport needs besides (the control kinds, abort frames,
+// AbortError, the payload pool, Message.Own) is exported for it and
+// documented as such. Payload buffers are pooled (payloads.go), shared by
+// the core and its transports.
 //
 // # Algorithms
 //
@@ -46,42 +66,26 @@
 // owner and copied to the others), so every rank ends bit-identical and
 // runs repeat exactly.
 // Mean divides once, at the owner. FP16 compression (opt-in) halves the
-// bytes and stays deterministic. Broadcast pipelines chunks along the ring
-// from the root; Barrier passes a token n-1 times round the ring.
-//
-// # Rendezvous
-//
-// Join listens, connects to the next host (retrying with capped exponential
-// backoff until ConnectTimeout, as SageMaker hosts boot at different times
-// and names resolve late), accepts the previous host after checking its IP
-// against the job's hosts and its identity (job, host list, rank, model
-// fingerprint), and runs a barrier so the whole ring is up before it
-// returns. A mismatch fails Join on every host with one sentence naming both
-// sides. A host that gives up joining hands its reason to both neighbours
-// and waits (up to 5 s) for each to acknowledge before it closes anything:
-// on the link when there is one (the neighbour ends the stream once it has
-// read the reason), else as a farewell on a stream of its own; a host that
-// connects meanwhile is answered with it. Neighbours pass it on, so it
-// travels round the ring both ways. A host that sees a neighbour's
-// connection drop during rendezvous waits (about 6 s) for such a reason
-// before it reports the bare connection loss. For local multi-host runs,
-// EnvHostAddrs/ParseHostAddrs map host names to loopback addresses.
+// bytes and stays deterministic (package internal/float16 converts).
+// Broadcast pipelines chunks along the ring from the root; Barrier passes
+// a token n-1 times round the ring.
 //
 // # Failure model
 //
-// A peer that crashes resets its connections: neighbours fail at once and
-// the news travels round the ring (abort frames go ahead of queued data). A
-// peer that goes silent (stopped, hung, cut off) is noticed by the
-// receiving side's keepalive (about 5 s) or by OpTimeout, whichever comes
-// first. With a short OpTimeout every rank may time out, each waiting on
-// its predecessor; so a rank that has waited a while sends its successor a
-// "waiting" notice naming the head of the chain of waiting ranks (its
-// predecessor if that one has been silent for a third of OpTimeout, 0.2-5
-// s; else the head its predecessor named). A rank whose timer fires names
-// that head, not its live predecessor, waiting up to about two silences
-// more for one to emerge. Every such error is a *PeerError naming rank,
-// host, address, collective and step. A Group that failed stays failed: the
-// job is meant to stop and write its failure reason.
+// A transport reports a peer that crashes as a failed Send or Recv, and
+// the news travels round the ring (abort frames, which transports put
+// ahead of queued data). A peer that goes silent (stopped, hung, cut off)
+// is noticed by the transport's own liveness checks, if it has any, or by
+// OpTimeout, whichever comes first. With a short OpTimeout every rank may
+// time out, each waiting on its predecessor; so a rank that has waited a
+// while sends its successor a "waiting" notice naming the head of the
+// chain of waiting ranks (its predecessor if that one has been silent for
+// a third of OpTimeout, 0.2-5 s; else the head its predecessor named). A
+// rank whose timer fires names that head, not its live predecessor,
+// waiting up to about two silences more for one to emerge. Every such
+// error is a *PeerError naming rank, host, address, collective and step.
+// A Group that failed stays failed: the job is meant to stop and write its
+// failure reason.
 //
 // Measurements (BENCHMARKS.md beside this file, and the repository's
 // BENCHMARKS.md, every rank its own process on a 2-core machine): see the
