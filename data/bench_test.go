@@ -176,7 +176,7 @@ func BenchmarkEpoch(b *testing.B) {
 		dtype    DType         // what the model wants for x
 		work     time.Duration // simulated train step per batch
 	}{
-		{"batch=32/prefetch=none", -1, 32, Float32, 0},
+		{"batch=32/prefetch=none", 0, 32, Float32, 0},
 		{"batch=32/prefetch=2", 2, 32, Float32, 0},
 		{"batch=256/prefetch=2", 2, 256, Float32, 0},
 		// A consumer that works as long as a batch takes to assemble

@@ -3,10 +3,12 @@ package data
 import (
 	"encoding/binary"
 	"math"
+
+	"github.com/sagefit/sagefit/internal/float16"
 )
 
 // nativeBigEndian is the byte order of this machine, for numpy's '=' order.
-var nativeBigEndian = binary.NativeEndian.Uint16([]byte{0, 1}) == 1
+var nativeBigEndian = !float16.HostLittleEndian
 
 // convChunk is how many elements a converter decodes into its buffer
 // before encoding them. Decoding and encoding are each one tight loop with
@@ -32,6 +34,7 @@ type converter struct {
 	n        int // elements buffered
 	f        [convChunk]float64
 	i        [convChunk]int64
+	swapped  [convChunk * 8]byte // a big-endian chunk in little-endian order
 }
 
 func (c *converter) init(dst []byte, dt DType, st DType, big bool) {
@@ -45,10 +48,15 @@ func (c *converter) push(src []byte, n int) {
 	ss := c.st.Size()
 	for n > 0 {
 		m := min(convChunk-c.n, n)
+		part := src[:m*ss]
+		if c.big && ss > 1 {
+			part = c.swapped[:m*ss]
+			swapCopy(part, src[:m*ss], ss)
+		}
 		if c.useFloat {
-			decodeFloat(c.f[c.n:c.n+m], src, c.st, c.big)
+			decode(c.f[c.n:c.n+m], part, c.st)
 		} else {
-			decodeInt(c.i[c.n:c.n+m], src, c.st, c.big)
+			decode(c.i[c.n:c.n+m], part, c.st)
 		}
 		c.n += m
 		n -= m
@@ -108,177 +116,68 @@ func swapCopy(dst, src []byte, size int) {
 	}
 }
 
-func decodeFloat(out []float64, src []byte, st DType, big bool) {
+// decode widens n little-endian elements of dtype st into out (float64
+// when a float is involved, int64 otherwise; see converter). The loops
+// read bytes through binary.LittleEndian directly, which the compiler turns
+// into plain loads; big-endian sources are swapped into order first
+// (converter.push), so there is one decoder, not one per byte order.
+func decode[T float64 | int64](out []T, src []byte, st DType) {
+	le := binary.LittleEndian
 	switch st {
 	case Bool:
 		for i := range out {
-			out[i] = float64(b2u(src[i]))
+			out[i] = T(b2u(src[i]))
 		}
 	case Int8:
 		for i := range out {
-			out[i] = float64(int8(src[i]))
+			out[i] = T(int8(src[i]))
 		}
 	case Uint8:
 		for i := range out {
-			out[i] = float64(src[i])
+			out[i] = T(src[i])
 		}
-	}
-	if st.Size() == 1 {
-		return
-	}
-	// Little-endian is the hot case: give it loops the compiler turns into
-	// plain loads instead of calls through the binary.ByteOrder interface.
-	if !big {
-		le := binary.LittleEndian
-		switch st {
-		case Int16:
-			for i := range out {
-				out[i] = float64(int16(le.Uint16(src[2*i:])))
-			}
-		case Uint16:
-			for i := range out {
-				out[i] = float64(le.Uint16(src[2*i:]))
-			}
-		case Float16:
-			for i := range out {
-				out[i] = float64(f16ToF32(le.Uint16(src[2*i:])))
-			}
-		case Int32:
-			for i := range out {
-				out[i] = float64(int32(le.Uint32(src[4*i:])))
-			}
-		case Uint32:
-			for i := range out {
-				out[i] = float64(le.Uint32(src[4*i:]))
-			}
-		case Float32:
-			for i := range out {
-				out[i] = float64(math.Float32frombits(le.Uint32(src[4*i:])))
-			}
-		case Int64:
-			for i := range out {
-				out[i] = float64(int64(le.Uint64(src[8*i:])))
-			}
-		case Uint64:
-			for i := range out {
-				out[i] = float64(le.Uint64(src[8*i:]))
-			}
-		case Float64:
-			for i := range out {
-				out[i] = math.Float64frombits(le.Uint64(src[8*i:]))
-			}
-		}
-		return
-	}
-	be := binary.BigEndian
-	switch st {
 	case Int16:
 		for i := range out {
-			out[i] = float64(int16(be.Uint16(src[2*i:])))
+			out[i] = T(int16(le.Uint16(src[2*i:])))
 		}
 	case Uint16:
 		for i := range out {
-			out[i] = float64(be.Uint16(src[2*i:]))
+			out[i] = T(le.Uint16(src[2*i:]))
 		}
 	case Float16:
 		for i := range out {
-			out[i] = float64(f16ToF32(be.Uint16(src[2*i:])))
+			out[i] = T(float16.ToFloat32(le.Uint16(src[2*i:])))
 		}
 	case Int32:
 		for i := range out {
-			out[i] = float64(int32(be.Uint32(src[4*i:])))
+			out[i] = T(int32(le.Uint32(src[4*i:])))
 		}
 	case Uint32:
 		for i := range out {
-			out[i] = float64(be.Uint32(src[4*i:]))
+			out[i] = T(le.Uint32(src[4*i:]))
 		}
 	case Float32:
 		for i := range out {
-			out[i] = float64(math.Float32frombits(be.Uint32(src[4*i:])))
+			out[i] = T(math.Float32frombits(le.Uint32(src[4*i:])))
 		}
 	case Int64:
 		for i := range out {
-			out[i] = float64(int64(be.Uint64(src[8*i:])))
+			out[i] = T(int64(le.Uint64(src[8*i:])))
 		}
 	case Uint64:
-		for i := range out {
-			out[i] = float64(be.Uint64(src[8*i:]))
+		var zero T
+		if _, isFloat := any(zero).(float64); isFloat {
+			for i := range out {
+				out[i] = T(le.Uint64(src[8*i:]))
+			}
+		} else { // uint64 to an integer keeps its bit pattern
+			for i := range out {
+				out[i] = T(int64(le.Uint64(src[8*i:])))
+			}
 		}
 	case Float64:
 		for i := range out {
-			out[i] = math.Float64frombits(be.Uint64(src[8*i:]))
-		}
-	}
-}
-
-func decodeInt(out []int64, src []byte, st DType, big bool) {
-	switch st {
-	case Bool:
-		for i := range out {
-			out[i] = int64(b2u(src[i]))
-		}
-	case Int8:
-		for i := range out {
-			out[i] = int64(int8(src[i]))
-		}
-	case Uint8:
-		for i := range out {
-			out[i] = int64(src[i])
-		}
-	}
-	if st.Size() == 1 {
-		return
-	}
-	// Concrete byte orders, not a binary.ByteOrder variable: a call
-	// through the interface would make src escape and cost a call per
-	// element.
-	if !big {
-		le := binary.LittleEndian
-		switch st {
-		case Int16:
-			for i := range out {
-				out[i] = int64(int16(le.Uint16(src[2*i:])))
-			}
-		case Uint16:
-			for i := range out {
-				out[i] = int64(le.Uint16(src[2*i:]))
-			}
-		case Int32:
-			for i := range out {
-				out[i] = int64(int32(le.Uint32(src[4*i:])))
-			}
-		case Uint32:
-			for i := range out {
-				out[i] = int64(le.Uint32(src[4*i:]))
-			}
-		case Int64, Uint64:
-			for i := range out {
-				out[i] = int64(le.Uint64(src[8*i:]))
-			}
-		}
-		return
-	}
-	be := binary.BigEndian
-	switch st {
-	case Int16:
-		for i := range out {
-			out[i] = int64(int16(be.Uint16(src[2*i:])))
-		}
-	case Uint16:
-		for i := range out {
-			out[i] = int64(be.Uint16(src[2*i:]))
-		}
-	case Int32:
-		for i := range out {
-			out[i] = int64(int32(be.Uint32(src[4*i:])))
-		}
-	case Uint32:
-		for i := range out {
-			out[i] = int64(be.Uint32(src[4*i:]))
-		}
-	case Int64, Uint64:
-		for i := range out {
-			out[i] = int64(be.Uint64(src[8*i:]))
+			out[i] = T(math.Float64frombits(le.Uint64(src[8*i:])))
 		}
 	}
 }
@@ -380,28 +279,6 @@ func b2u[T byte | bool](v T) byte {
 		return 1
 	}
 	return 0
-}
-
-// f16ToF32 widens an IEEE 754 half to float32 exactly.
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f: // inf or NaN, keep the payload
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp != 0:
-		return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
-	case mant == 0:
-		return math.Float32frombits(sign)
-	}
-	// Subnormal half: normalise into a float32 exponent.
-	e := uint32(113)
-	for mant&0x400 == 0 {
-		mant <<= 1
-		e--
-	}
-	return math.Float32frombits(sign | e<<23 | (mant&0x3ff)<<13)
 }
 
 // f64ToF16 rounds a float64 to the nearest half, ties to even, in one step

@@ -1,6 +1,8 @@
 package data
 
 import (
+	"github.com/sagefit/sagefit/internal/float16"
+
 	"encoding/binary"
 	"math"
 	"testing"
@@ -12,7 +14,7 @@ import (
 func TestFloat16Exhaustive(t *testing.T) {
 	for h := range uint32(1 << 16) {
 		h := uint16(h)
-		f := f16ToF32(h)
+		f := float16.ToFloat32(h)
 		if math.IsNaN(float64(f)) {
 			if h&0x7c00 != 0x7c00 || h&0x3ff == 0 {
 				t.Fatalf("half %#04x widened to NaN", h)
@@ -30,7 +32,7 @@ func TestFloat16Exhaustive(t *testing.T) {
 		if mag >= 0x7bff {
 			continue
 		}
-		a, b := float64(f), float64(f16ToF32(h+1))
+		a, b := float64(f), float64(float16.ToFloat32(h+1))
 		mid := (a + b) / 2 // exact in float64
 		even := h
 		if h&1 == 1 {

@@ -30,7 +30,13 @@ type Dataset struct {
 	sources map[string]rowSource
 	n       int
 	owned   []*Array // opened by OpenChannel or OpenPipeEpoch, closed by Close
+	unused  []string // channel files (or .npz members) that feed no tensor
 }
+
+// Unused lists the channel's .npy files and .npz members that OpenChannel
+// mapped to no tensor, so the caller can name them: data the user put in
+// the channel is never dropped without a word.
+func (d *Dataset) Unused() []string { return append([]string(nil), d.unused...) }
 
 // NewDataset checks that every array has the same number of rows and
 // returns the dataset over them. The arrays stay owned by the caller.
@@ -139,6 +145,15 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 	for _, a := range opened {
 		d.owned = append(d.owned, a)
 	}
+	used := map[string]bool{}
+	for _, path := range mapping {
+		used[path] = true
+	}
+	for _, e := range scan.entries {
+		if !used[e] {
+			d.unused = append(d.unused, e)
+		}
+	}
 	return d, nil
 }
 
@@ -195,16 +210,16 @@ func (d *Dataset) DType(name string) DType {
 	return s.DType()
 }
 
-// BatchOptions configure one epoch of batches. Zero values take Keras
-// fit's defaults.
+// BatchOptions configure one epoch of batches. There are no defaults here:
+// the job's settings (runtime/job) hold them, where they are read.
 type BatchOptions struct {
-	BatchSize int  // rows per rank per step; 0 means 32
+	BatchSize int  // rows per rank per step, at least 1
 	Shuffle   bool // a fresh permutation each epoch, from (Seed, epoch); Keras fit defaults to true, so callers should too
 	Seed      int64
 	Rank      int // this host's index in [0, World)
 	World     int // number of hosts; 0 means 1
 	// Prefetch is how many assembled batches may wait ahead of the
-	// consumer; 0 means 2, negative means none (hand-off on demand).
+	// consumer; 0: none (each batch is assembled on demand).
 	Prefetch int
 	// StartStep is the first step to yield, to resume mid-epoch from a
 	// checkpoint; the steps before it are skipped without reading rows.
@@ -215,25 +230,18 @@ type BatchOptions struct {
 }
 
 func (o BatchOptions) withDefaults() BatchOptions {
-	if o.BatchSize == 0 {
-		o.BatchSize = 32
-	}
 	if o.World == 0 {
 		o.World = 1
-	}
-	if o.Prefetch == 0 {
-		o.Prefetch = 2
-	}
-	if o.Prefetch < 0 {
-		o.Prefetch = 0
 	}
 	return o
 }
 
 func (d *Dataset) check(o BatchOptions) error {
 	switch {
-	case o.BatchSize < 0:
-		return fmt.Errorf("batch size %d is negative", o.BatchSize)
+	case o.BatchSize < 1:
+		return fmt.Errorf("batch size %d is not positive", o.BatchSize)
+	case o.Prefetch < 0:
+		return fmt.Errorf("prefetch %d is negative", o.Prefetch)
 	case o.World < 1:
 		return fmt.Errorf("world size %d is not positive", o.World)
 	case o.Rank < 0 || o.Rank >= o.World:

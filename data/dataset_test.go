@@ -232,7 +232,7 @@ func TestEpochConvertsDTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it := d.Epoch(context.Background(), 0, BatchOptions{DTypes: map[string]DType{"x": Float64}})
+	it := d.Epoch(context.Background(), 0, BatchOptions{BatchSize: 32, DTypes: map[string]DType{"x": Float64}})
 	defer it.Close()
 	var rows []int
 	for {
@@ -253,7 +253,7 @@ func TestEpochConvertsDTypes(t *testing.T) {
 		b.Release()
 	}
 	if !reflect.DeepEqual(rows, allRows(70)) || it.StepsPerEpoch() != 3 {
-		t.Fatalf("rows %v over %d steps, want 0..69 in order over 3 (default batch 32)", rows, it.StepsPerEpoch())
+		t.Fatalf("rows %v over %d steps, want 0..69 in order over 3 (batch 32)", rows, it.StepsPerEpoch())
 	}
 }
 
@@ -264,10 +264,12 @@ func TestEpochErrors(t *testing.T) {
 		o    BatchOptions
 		want string
 	}{
-		{"rank past world", BatchOptions{Rank: 2, World: 2}, "rank 2 is outside [0, 2)"},
-		{"negative batch", BatchOptions{BatchSize: -1}, "batch size -1 is negative"},
-		{"negative world", BatchOptions{World: -1}, "world size -1"},
-		{"unknown dtype tensor", BatchOptions{DTypes: map[string]DType{"y": Float32}}, `dtype given for "y"`},
+		{"rank past world", BatchOptions{BatchSize: 32, Rank: 2, World: 2}, "rank 2 is outside [0, 2)"},
+		{"negative batch", BatchOptions{BatchSize: -1}, "batch size -1 is not positive"},
+		{"no batch size", BatchOptions{}, "batch size 0 is not positive"},
+		{"negative prefetch", BatchOptions{BatchSize: 4, Prefetch: -1}, "prefetch -1 is negative"},
+		{"negative world", BatchOptions{BatchSize: 32, World: -1}, "world size -1"},
+		{"unknown dtype tensor", BatchOptions{BatchSize: 32, DTypes: map[string]DType{"y": Float32}}, `dtype given for "y"`},
 	} {
 		it := d.Epoch(context.Background(), 0, tt.o)
 		_, err := it.Next(context.Background())
@@ -277,14 +279,14 @@ func TestEpochErrors(t *testing.T) {
 		it.Close()
 	}
 	huge, _ := newDataset(map[string]rowSource{"x": idSource{n: 0, per: 1 << 59}})
-	it := huge.Epoch(context.Background(), 0, BatchOptions{})
+	it := huge.Epoch(context.Background(), 0, BatchOptions{BatchSize: 32, Prefetch: 2})
 	if _, err := it.Next(context.Background()); err == nil || !strings.Contains(err.Error(), "too large to hold in memory") {
 		t.Errorf("huge rows: err = %v, want a too-large error", err)
 	}
 	it.Close()
 	boom := errors.New("disk on fire")
 	bad, _ := newDataset(map[string]rowSource{"x": idSource{n: 10, per: 2, fail: boom}})
-	it = bad.Epoch(context.Background(), 4, BatchOptions{})
+	it = bad.Epoch(context.Background(), 4, BatchOptions{BatchSize: 32, Prefetch: 2})
 	defer it.Close()
 	if _, err := it.Next(context.Background()); !errors.Is(err, boom) || !strings.Contains(err.Error(), "epoch 4 step 0") {
 		t.Errorf("gather failure: err = %v, want it wrapped with the epoch and step", err)
@@ -296,7 +298,7 @@ func TestEpochErrors(t *testing.T) {
 
 func TestEpochEmptyDataset(t *testing.T) {
 	d, _ := newDataset(map[string]rowSource{"x": idSource{n: 0, per: 2}})
-	it := d.Epoch(context.Background(), 0, BatchOptions{})
+	it := d.Epoch(context.Background(), 0, BatchOptions{BatchSize: 32, Prefetch: 2})
 	defer it.Close()
 	if _, err := it.Next(context.Background()); err != io.EOF || it.StepsPerEpoch() != 0 {
 		t.Fatalf("empty dataset: err = %v, steps %d; want io.EOF and 0", err, it.StepsPerEpoch())
@@ -340,12 +342,12 @@ func TestEpochCancelStopsProducer(t *testing.T) {
 	}
 
 	// Close without reading anything, with a producer blocked on a full queue.
-	it = d.Epoch(context.Background(), 1, BatchOptions{BatchSize: 4, Prefetch: -1})
+	it = d.Epoch(context.Background(), 1, BatchOptions{BatchSize: 4, Prefetch: 0})
 	it.Close()
 	waitGoroutines(t, base)
 
 	// A Next whose own context ends gives up without ending the epoch.
-	it = d.Epoch(context.Background(), 2, BatchOptions{BatchSize: 4})
+	it = d.Epoch(context.Background(), 2, BatchOptions{BatchSize: 4, Prefetch: 2})
 	defer it.Close()
 	dead, stop := context.WithCancel(context.Background())
 	stop()
@@ -409,7 +411,7 @@ func TestOpenChannel(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	it := d.Epoch(context.Background(), 0, BatchOptions{})
+	it := d.Epoch(context.Background(), 0, BatchOptions{BatchSize: 32, Prefetch: 2})
 	defer it.Close()
 	if _, err := it.Next(context.Background()); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Errorf("epoch after Close: err = %v, want a closed-array error", err)

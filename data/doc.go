@@ -40,8 +40,8 @@
 //     so that each rank takes a contiguous part of every global batch, and
 //     assembled ahead by a goroutine into reused buffers.
 //
-// Pipe mode: SageMaker streams each epoch through a FIFO, PipePath(dir,
-// channel, epoch). OpenPipeEpoch waits for it (bounded by its context and
+// Pipe mode: SageMaker streams each epoch through a FIFO (its name is the
+// SageMaker contract's, runtime/sagemaker's Paths.PipeFIFO). OpenPipeEpoch waits for it (bounded by its context and
 // options, never blocked in open or read beyond them), reads the .npy
 // arrays it carries back to back, spools each to a file and maps it, so an
 // epoch larger than memory works and shuffles like a File-mode channel;

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"github.com/sagefit/sagefit/internal/float16"
 	"io"
 	"math"
 	"os"
@@ -122,7 +123,7 @@ func checkElems(t *testing.T, what string, got []byte, dt DType, want []num) {
 			var f float64
 			switch dt {
 			case Float16:
-				f = float64(f16ToF32(le.Uint16(b)))
+				f = float64(float16.ToFloat32(le.Uint16(b)))
 			case Float32:
 				f = float64(math.Float32frombits(le.Uint32(b)))
 			case Float64:
@@ -405,11 +406,11 @@ func TestGather(t *testing.T) {
 			}
 			var f64 [convChunk]float64
 			for i, r := range rows {
-				decodeFloat(f64[:3], dst[i*3*dt.Size():], dt, false)
+				decode(f64[:3], dst[i*3*dt.Size():], dt)
 				for e := range 3 {
 					want := float64(float32(r*1000 + e))
 					if dt == Float16 {
-						want = float64(f16ToF32(f64ToF16(want)))
+						want = float64(float16.ToFloat32(f64ToF16(want)))
 					}
 					if f64[e] != want {
 						t.Fatalf("rows %v as %v: element (%d, %d) = %v, want %v", rows, dt, i, e, f64[e], want)

@@ -7,18 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 )
-
-// PipePath is the FIFO through which SageMaker streams a Pipe-mode
-// channel's data for one epoch (counted from 0): <dataDir>/<channel>_<epoch>,
-// dataDir being /opt/ml/input/data.
-func PipePath(dataDir, channel string, epoch int) string {
-	return filepath.Join(dataDir, channel+"_"+strconv.Itoa(epoch))
-}
 
 // PipeOptions configure OpenPipeEpoch.
 type PipeOptions struct {

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/distributed/transport"
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/runtime/report"
 )
@@ -258,13 +258,13 @@ var rules = []rule{
 		return nil
 	}},
 	{"ring port exposed", func(img *image) error {
-		want := strconv.Itoa(distributed.DefaultPort)
+		want := strconv.Itoa(transport.DefaultPort)
 		for _, in := range img.final.Instructions {
 			if in.Cmd == "EXPOSE" && slices.ContainsFunc(in.Args, func(p string) bool { return strings.TrimSuffix(p, "/tcp") == want }) {
 				return nil
 			}
 		}
-		return fmt.Errorf("no EXPOSE %s (distributed.DefaultPort)", want)
+		return fmt.Errorf("no EXPOSE %s (transport.DefaultPort)", want)
 	}},
 	{"build and run stages share a distribution release", func(img *image) error {
 		if img.build == nil {

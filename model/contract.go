@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -164,17 +163,17 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	return &m, nil
 }
 
-// roleTensors is what one role's signature is fed and returns, in the
-// order the model feeds and fetches them.
-type roleTensors struct {
-	role    string
-	feeds   []TensorSpec
-	fetches []string
+// RoleTensors is what one role's signature is fed and returns, in the
+// order a session feeds and fetches them.
+type RoleTensors struct {
+	Role    string
+	Feeds   []TensorSpec
+	Fetches []string // output keys
 }
 
-// roles lists every role of the contract with its tensors; checkSignatures
-// and the model's calls are both built from it.
-func (m *Metadata) roles() []roleTensors {
+// Roles lists every role of the contract with its tensors; a session checks
+// the graph's signatures against it and builds its calls from it.
+func (m *Metadata) Roles() []RoleTensors {
 	step := append(append([]TensorSpec{}, m.Inputs...), m.Targets...)
 	var varKeys []string
 	var varFeeds []TensorSpec
@@ -183,7 +182,7 @@ func (m *Metadata) roles() []roleTensors {
 		varFeeds = append(varFeeds, TensorSpec{Name: v.Name, Key: v.Key, DType: v.DType})
 	}
 	scalar := func(key, dtype string) []TensorSpec { return []TensorSpec{{Name: key, Key: key, DType: dtype}} }
-	roles := []roleTensors{
+	roles := []RoleTensors{
 		{RoleServing, m.Inputs, m.Outputs},
 		{RoleTrainStep, step, m.Metrics},
 		{RoleComputeGradients, step, append([]string{keyGradients}, m.Metrics...)},
@@ -198,41 +197,9 @@ func (m *Metadata) roles() []roleTensors {
 		{RoleGetLearningRate, nil, []string{keyLearningRate}},
 	}
 	if m.LearningRateAssignable {
-		roles = append(roles, roleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})
+		roles = append(roles, RoleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})
 	}
 	return roles
-}
-
-// checkSignatures verifies that every role's signature exists in the graph's
-// MetaGraphDef with the tensors the contract says it has.
-func (m *Metadata) checkSignatures(sigs map[string]signature) error {
-	var problems []string
-	for _, r := range m.roles() {
-		name := m.Signatures[r.role]
-		if name == "" {
-			continue
-		}
-		sig, ok := sigs[name]
-		if !ok {
-			problems = append(problems, fmt.Sprintf("signature %s (%s) is missing", name, r.role))
-			continue
-		}
-		for _, f := range r.feeds {
-			if _, ok := sig.inputs[f.Key]; !ok {
-				problems = append(problems, fmt.Sprintf("signature %s has no input %q", name, f.Key))
-			}
-		}
-		for _, k := range r.fetches {
-			if _, ok := sig.outputs[k]; !ok {
-				problems = append(problems, fmt.Sprintf("signature %s has no output %q", name, k))
-			}
-		}
-	}
-	if len(problems) > 0 {
-		sort.Strings(problems)
-		return fmt.Errorf("%w: %s", ErrNotTrainingModel, strings.Join(problems, "; "))
-	}
-	return nil
 }
 
 // ShapeString writes the shape as Python does, "(None, 10)".

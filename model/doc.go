@@ -1,16 +1,14 @@
-// Package model loads a sagefit training SavedModel through libtensorflow's C
-// API and runs its contract: Keras's fused train step, compute-gradients and
-// apply-gradients for data-parallel training, the test step, metric reset,
-// results and state, variable read and assign, the learning rate, and
-// serving. It also writes the trained variables as a new servable SavedModel.
+// Package model is the training contract between sagefit's Python exporter
+// and the Go runtime, in plain Go: the metadata a training SavedModel
+// carries (assets.extra/sagefit.json: inputs, targets, variables, gradient
+// order, metrics, the signature of every role), the dtypes, and the values
+// that cross a session's boundary (Batch, Metric, Tensor, Variable).
 //
-// It is the only package of sagefit that uses cgo. It knows nothing of
-// SageMaker. The contract is written by the Python exporter
-// (python/sagefit/export.py) into assets.extra/sagefit.json and checked on
-// Load, with an error that names what is missing.
+// It holds no cgo and imports nothing of sagefit, so the fit loop, the data
+// readers and their tests build and run without libtensorflow. The session
+// that runs the contract through libtensorflow is package model/tf, the only
+// cgo code of sagefit.
 //
-// Protocol buffers come from github.com/galeone/tensorflow/tensorflow/go;
-// sessions are run through a small cgo layer of our own (capi.go) because
-// those bindings free tensors only through finalizers, and the step loop must
-// release its tensors at once to keep resident memory flat.
+// The names mirror python/sagefit/contract.py; change both together and bump
+// ContractVersion when a role changes.
 package model

@@ -95,6 +95,9 @@ func TestBadInputs(t *testing.T) {
 		{"processes per host not a number", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_processes_per_host": "many"}`), 0o644)
 		}, `(?i)hyperparameter "sagefit_processes_per_host" must be "auto" \(one process per GPU\) or a whole number of at least 1, got "many"`},
+		{"unknown hyperparameter", func(t *testing.T, base, fx string) {
+			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"epoch": "5", "batchsize": "8"}`), 0o644)
+		}, `(?i)hyperparameters "batchsize" \(did you mean "batch_size"\?\) and "epoch" \(did you mean "epochs"\?\) are not ones sagefit reads`},
 		{"unknown all-reduce transport", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_allreduce_transport": "rdma"}`), 0o644)
 		}, `(?i)hyperparameter "sagefit_allreduce_transport" must be "lane" .* or "grpc" .*, got "rdma"`},

@@ -14,6 +14,7 @@ import (
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
@@ -83,7 +84,7 @@ func TestKerasParity(t *testing.T) {
 				}
 			}
 
-			trained, err := model.Load(res.ModelDir, model.Config{})
+			trained, err := tf.Load(res.ModelDir, tf.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +126,7 @@ func TestKerasParity(t *testing.T) {
 }
 
 // predict runs serving_default on the first n rows of a channel.
-func predict(t *testing.T, m *model.Model, channel string, n int) []float32 {
+func predict(t *testing.T, m *tf.Model, channel string, n int) []float32 {
 	t.Helper()
 	files, err := data.ListChannel(channel)
 	if err != nil {
@@ -170,6 +171,64 @@ func predict(t *testing.T, m *model.Model, channel string, n int) []float32 {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// TestFitArgumentsParity: fit's own arguments, given as hyperparameters,
+// train as model.fit does with them: steps_per_epoch going on across
+// epochs, initial_epoch, validation_freq and validation_steps, and
+// validation_split taking the last training rows.
+func TestFitArgumentsParity(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		fitArgs string
+		hps     map[string]string
+		noVal   bool
+	}{
+		{"steps_initial_freq", `{"steps_per_epoch": 5, "initial_epoch": 1, "validation_freq": 2, "validation_steps": 3}`,
+			map[string]string{"steps_per_epoch": "5", "initial_epoch": "1", "validation_freq": "2", "validation_steps": "3"}, false},
+		{"validation_split", `{"validation_split": 0.2}`, map[string]string{"validation_split": "0.2"}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := fixture.Make(t, "seed", "--epochs", "4", "--rows", "200", "--fit-args", c.fitArgs)
+			ref := fixture.ReadReference(t, fx)
+			hps := map[string]string{"epochs": "4", "shuffle": "false", "batch_size": "32"}
+			for k, v := range c.hps {
+				hps[k] = v
+			}
+			channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
+			if !c.noVal {
+				channels["validation"] = filepath.Join(fx, "validation")
+			}
+			base := localJob(t, fx, hps, channels)
+			var stdout, stderr bytes.Buffer
+			res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
+			if err != nil {
+				t.Fatalf("train: %v\n%s", err, stderr.String())
+			}
+			raw, err := os.ReadFile(res.HistoryPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string][]float64
+			if err := json.Unmarshal(raw, &got); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(ref.History) {
+				t.Errorf("history keys %v, Keras has %v", keys(got), keys(ref.History))
+			}
+			for k, want := range ref.History {
+				if len(got[k]) != len(want) {
+					t.Errorf("%s: %d epochs, Keras has %d", k, len(got[k]), len(want))
+					continue
+				}
+				for e := range want {
+					if !close(got[k][e], want[e]) {
+						t.Errorf("epoch %d %s = %.9g, Keras %.9g", e+1, k, got[k][e], want[e])
+					}
+				}
+			}
+		})
+	}
 }
 
 // TestTrainedModelServesInPython loads the SavedModel that sagefit wrote with

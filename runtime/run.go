@@ -2,21 +2,21 @@ package runtime
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"runtime/debug"
-	"strings"
-	"unicode"
 
 	"github.com/sagefit/sagefit/data"
-	"github.com/sagefit/sagefit/distributed"
-	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/model/tf"
+	"github.com/sagefit/sagefit/runtime/checkpoint"
+	"github.com/sagefit/sagefit/runtime/fit"
+	"github.com/sagefit/sagefit/runtime/input"
+	"github.com/sagefit/sagefit/runtime/job"
+	"github.com/sagefit/sagefit/runtime/launch"
 	"github.com/sagefit/sagefit/runtime/report"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
@@ -30,7 +30,7 @@ type Options struct {
 	Terminal bool // stdout is a terminal: draw progress bars
 	// Exec re-runs this program as one more training process of this
 	// host (argv, e.g. [/usr/local/bin/sagefit train]); empty: never more
-	// than one process (see HPProcessesPerHost).
+	// than one process (see job.HPProcessesPerHost).
 	Exec []string
 }
 
@@ -54,13 +54,12 @@ func Main(ctx context.Context, o Options) (code int) {
 	if o.Stderr == nil {
 		o.Stderr = os.Stderr
 	}
-	base := o.Base
-	if base == "" {
-		base = sagemaker.DefaultBase(o.Environ)
+	if o.Base == "" {
+		o.Base = sagemaker.DefaultBase(o.Environ)
 	}
-	paths := sagemaker.Paths{Base: base}
+	paths := sagemaker.Paths{Base: o.Base}
 	failure := paths.FailureFile()
-	if f := lookupEnv(o.Environ, envFailureFile); f != "" {
+	if f, _ := sagemaker.LookupEnv(o.Environ, launch.EnvFailureFile); f != "" {
 		failure = f // a worker: its launcher picks the host's reason
 	}
 	defer func() {
@@ -72,18 +71,21 @@ func Main(ctx context.Context, o Options) (code int) {
 			code = fail(o.Stderr, failure, fmt.Errorf("internal error in sagefit: %v (details in %s)", r, crash))
 		}
 	}()
-	o.Base = base
-	env, err := sagemaker.Load(base, o.Environ)
+	env, err := loadEnv(o)
 	if err != nil {
 		return fail(o.Stderr, failure, err)
 	}
-	if len(o.Exec) > 0 && lookupEnv(o.Environ, sagemaker.EnvWorker) == "" {
-		p, err := workersPerHost(env, o.Environ, o.Stderr)
+	if len(o.Exec) > 0 && !launch.IsWorker(o.Environ) {
+		p, err := launch.WorkersPerHost(env, o.Environ, o.Stderr)
 		if err != nil {
 			return fail(o.Stderr, failure, err)
 		}
 		if p > 1 {
-			return launch(ctx, o, env, p)
+			spec := launch.Spec{Exec: o.Exec, Base: o.Base, Environ: o.Environ, Stdout: o.Stdout, Stderr: o.Stderr}
+			if err := launch.Processes(ctx, spec, env, p); err != nil {
+				return fail(o.Stderr, failure, err)
+			}
+			return 0
 		}
 	}
 	if _, err := train(ctx, o, env); err != nil {
@@ -93,7 +95,7 @@ func Main(ctx context.Context, o Options) (code int) {
 }
 
 func fail(stderr io.Writer, failure string, err error) int {
-	reason := Reason(err)
+	reason := sagemaker.Reason(err)
 	fmt.Fprintf(stderr, "sagefit: %s\n", reason)
 	if werr := sagemaker.WriteFailure(failure, reason); werr != nil {
 		fmt.Fprintf(stderr, "sagefit: could not write the failure file: %v\n", werr)
@@ -101,35 +103,9 @@ func fail(stderr io.Writer, failure string, err error) int {
 	return 1
 }
 
-// Reason turns an error into the one sentence a user reads as the job's
-// FailureReason.
-func Reason(err error) string {
-	var stopped *StoppedError
-	var stop *sagemaker.StopError
-	if errors.As(err, &stopped) {
-		msg := stopped.Error()
-		return strings.ToUpper(msg[:1]) + msg[1:] + "."
-	}
-	if errors.As(err, &stop) {
-		return "Training stopped: " + stop.Error() + "."
-	}
-	msg := strings.TrimSpace(err.Error())
-	if msg == "" {
-		return "Training failed."
-	}
-	// Capitalise a leading word, not a leading path or quoted name.
-	if word, _, _ := strings.Cut(msg, " "); strings.IndexFunc(word, func(r rune) bool { return !unicode.IsLetter(r) }) < 0 {
-		msg = strings.ToUpper(msg[:1]) + msg[1:]
-	}
-	if !strings.HasSuffix(msg, ".") {
-		msg += "."
-	}
-	return msg
-}
-
-// Train runs one host's part of the job described by the SageMaker
-// environment under o.Base.
-func Train(ctx context.Context, o Options) (*Result, error) {
+// loadEnv reads the job under o.Base, as this process's worker view when
+// a host's launcher started it, and checks the processes-per-host setting.
+func loadEnv(o Options) (*sagemaker.Env, error) {
 	base := o.Base
 	if base == "" {
 		base = sagemaker.DefaultBase(o.Environ)
@@ -138,22 +114,40 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return train(ctx, o, env)
+	if err := launch.WorkerView(env, o.Environ); err != nil {
+		return nil, err
+	}
+	if _, err := launch.ProcessesPerHost(env); err != nil {
+		return nil, err
+	}
+	return env, nil
 }
 
-// train runs one host's (or one worker's) part of the job env describes.
-func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) {
-	job, err := NewJob(env)
+// Train runs one host's part of the job described by the SageMaker
+// environment under o.Base.
+func Train(ctx context.Context, o Options) (*Result, error) {
+	env, err := loadEnv(o)
 	if err != nil {
 		return nil, err
 	}
-	if job.Session.IntraOpThreads == 0 && env.NumCPUs > 0 {
-		job.Session.IntraOpThreads = env.NumCPUs
+	return train(ctx, o, env)
+}
+
+// train runs one host's (or one worker's) part of the job env describes:
+// load the model, resume, open the channels, join the other processes, run
+// the fit loop, and (rank 0) write the model and outputs.
+func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) {
+	j, err := job.New(env)
+	if err != nil {
+		return nil, err
 	}
-	if job.Session.IntraOpThreads == 0 {
-		job.Session.IntraOpThreads = goruntime.NumCPU()
+	if j.Session.IntraOpThreads == 0 && env.NumCPUs > 0 {
+		j.Session.IntraOpThreads = env.NumCPUs
 	}
-	m, err := model.Load(job.ModelDir, job.Session)
+	if j.Session.IntraOpThreads == 0 {
+		j.Session.IntraOpThreads = goruntime.NumCPU()
+	}
+	m, err := tf.Load(j.ModelDir, j.Session)
 	if err != nil {
 		return nil, err
 	}
@@ -162,80 +156,73 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	// Rank 0 resumes from the newest good checkpoint (SageMaker puts them
 	// back in the checkpoint dir of a restarted job); the others get its
 	// weights and position below.
-	var ck *loadedCheckpoint
+	var ck *checkpoint.Loaded
 	if env.Rank == 0 {
-		if ck, err = latestCheckpoint(job.CheckpointDir, meta.Fingerprint, o.Stderr); err != nil {
+		if ck, err = checkpoint.Latest(j.CheckpointDir, meta.Fingerprint, o.Stderr); err != nil {
 			return nil, err
 		}
 		if ck != nil {
-			if err := resumeVariables(m, ck, job, len(env.Hosts)); err != nil {
+			if err := fit.Resume(m, ck, j, len(env.Hosts)); err != nil {
 				return nil, err
 			}
-			fmt.Fprintf(o.Stderr, "sagefit: resuming from %s (epoch %d, step %d)\n", ck.path, ck.state.Epoch, ck.state.Step)
+			fmt.Fprintf(o.Stderr, "sagefit: resuming from %s (epoch %d, step %d)\n", ck.Path, ck.State.Epoch, ck.State.Step)
 		}
 	}
-	if job.LearningRate > 0 && ck == nil {
-		if err := m.SetLearningRate(job.LearningRate); err != nil {
-			return nil, fmt.Errorf("hyperparameter %q: %w", HPLearningRate, err)
+	if j.LearningRate > 0 && ck == nil {
+		if err := m.SetLearningRate(j.LearningRate); err != nil {
+			return nil, fmt.Errorf("hyperparameter %q: %w", job.HPLearningRate, err)
 		}
 	}
 	// Pipe mode streams are spooled to the job's storage volume, not /tmp.
-	pipeOpts := data.PipeOptions{SpoolDir: filepath.Join(env.Paths.InputDir(), "sagefit-spool"), OpenTimeout: job.PipeTimeout, IdleTimeout: job.PipeTimeout}
-	dataDir := env.Paths.DataDir()
-	train, err := openChannel(job.TrainChannel, dataDir, meta, job.TensorFiles, job.PipeTensors, pipeOpts)
+	inOpts := input.Options{Files: j.TensorFiles, PipeTensors: j.PipeTensors, Pipe: data.PipeOptions{
+		SpoolDir: filepath.Join(env.Paths.InputDir(), "sagefit-spool"), OpenTimeout: j.PipeTimeout, IdleTimeout: j.PipeTimeout}}
+	train, err := input.Open(j.TrainChannel, env.Paths, meta, inOpts)
 	if err != nil {
 		return nil, err
 	}
-	defer train.close()
-	var val *channelData
-	if job.ValChannel != nil {
-		if val, err = openChannel(*job.ValChannel, dataDir, meta, job.TensorFiles, job.PipeTensors, pipeOpts); err != nil {
+	defer train.Close()
+	var val *input.Channel
+	switch {
+	case j.ValChannel != nil:
+		if val, err = input.Open(*j.ValChannel, env.Paths, meta, inOpts); err != nil {
 			return nil, err
 		}
-		defer val.close()
+		defer val.Close()
+	case j.ValidationSplit > 0:
+		if train, val, err = train.SplitValidation(j.ValidationSplit); err != nil {
+			return nil, err
+		}
 	}
 
-	var group Group
+	var group fit.Group
 	if len(env.Hosts) > 1 {
-		hostAddrs := lookupEnv(o.Environ, distributed.EnvHostAddrs)
-		if group, err = joinGRPC(ctx, job, meta.Fingerprint, hostAddrs, lookupEnv(o.Environ, envListenFD), o.Stderr); err != nil {
+		hostAddrs, _ := sagemaker.LookupEnv(o.Environ, launch.EnvHostAddrs)
+		listenFD, _ := sagemaker.LookupEnv(o.Environ, launch.EnvListenFD)
+		if group, err = joinGRPC(ctx, j, meta.Fingerprint, hostAddrs, listenFD, o.Stderr); err != nil {
 			return nil, err
 		}
 		defer group.Close()
-		if err := broadcastVariables(ctx, m, group); err != nil {
+		if err := fit.BroadcastVariables(ctx, m, group); err != nil {
 			return nil, err
 		}
 	}
-	from, err := resumeFrom(ctx, ck, group, meta.MetricStateSize)
+	from, err := fit.AgreeResumePoint(ctx, ck, group, meta.MetricStateSize)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %d examples, batch %d, %d epochs\n",
-		env.CurrentHost, env.Rank, len(env.Hosts), job.ModelDir, job.TrainChannel.Name, train.examples(), job.BatchSize, job.Epochs)
+		env.CurrentHost, env.Rank, len(env.Hosts), j.ModelDir, j.TrainChannel.Name, train.Examples(), j.BatchSize, j.Epochs)
 
-	// A stop request (SIGTERM) ends training after the current step, with a
-	// checkpoint; it does not cancel the step itself, nor the collectives
-	// that bring the other hosts to the same stop.
-	stop, requestStop := context.WithCancelCause(ctx)
-	defer requestStop(nil)
-	f := &fitter{job: job, model: m, group: group, train: train, val: val, out: o.Stdout, log: o.Stderr,
-		terminal: o.Terminal, stop: stop, requestStop: requestStop}
-	hist, err := f.run(context.WithoutCancel(ctx), from)
+	loop := &fit.Loop{Job: j, Model: m, Group: group, Train: train, Val: val, Out: o.Stdout, Log: o.Stderr, Terminal: o.Terminal}
+	hist, err := loop.Run(ctx, from)
 	if err != nil {
-		var stopped *StoppedError
-		if errors.As(err, &stopped) {
-			return nil, err
-		}
-		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-			return nil, fmt.Errorf("%w (%v)", cause, err)
-		}
 		return nil, err
 	}
 	res := &Result{History: hist}
 	if env.Rank != 0 {
 		return res, nil
 	}
-	res.ModelDir = job.OutputModelDir()
+	res.ModelDir = j.OutputModelDir()
 	if err := m.Save(res.ModelDir); err != nil {
 		return nil, err
 	}
@@ -247,7 +234,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		return nil, err
 	}
 	res.TimingPath = filepath.Join(env.OutputDataDir, "timing.json")
-	if err := writeTiming(res.TimingPath, f.timing); err != nil {
+	if err := writeTiming(res.TimingPath, loop.Timing()); err != nil {
 		return nil, err
 	}
 	res.PlotPath = filepath.Join(env.OutputDataDir, "loss.png")
@@ -258,118 +245,12 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	return res, nil
 }
 
-func lookupEnv(environ []string, key string) string {
-	v, _ := lookupEnvOK(environ, key)
-	return v
-}
-
-// lookupEnvOK also says whether key is set at all (it may be set empty).
-func lookupEnvOK(environ []string, key string) (string, bool) {
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
-			return v, true
-		}
-	}
-	return "", false
-}
-
 // writeTiming records how long each epoch took, so benchmark harnesses can
 // compare throughput without scraping logs.
-func writeTiming(path string, t timing) error {
+func writeTiming(path string, t fit.Timing) error {
 	raw, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(path, raw, 0o644)
-}
-
-// resumeVariables checks a checkpoint fits this job and loads its weights.
-func resumeVariables(m *model.Model, ck *loadedCheckpoint, job *Job, hosts int) error {
-	st := ck.state
-	if st.Step > 0 && (st.BatchSize != job.BatchSize || st.Hosts != hosts || st.Seed != job.Seed || st.Shuffle != job.Shuffle) {
-		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %d training processes (hosts x processes per host), seed %d, shuffle %v, but this job has batch_size %d, %d training processes, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",
-			ck.path, st.BatchSize, st.Hosts, st.Seed, st.Shuffle, job.BatchSize, hosts, job.Seed, job.Shuffle)
-	}
-	vars, err := splitVariables(m, ck.vars)
-	if err != nil {
-		return fmt.Errorf("checkpoint %s: %w", ck.path, err)
-	}
-	if err := m.AssignVariables(vars); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", ck.path, err)
-	}
-	return nil
-}
-
-// resumeFrom tells every host where training starts: rank 0 decided (from
-// its checkpoint, if any) and broadcasts it. Rank 0 carries the summed
-// metric state of a resumed epoch; the others start theirs at zero.
-func resumeFrom(ctx context.Context, ck *loadedCheckpoint, g Group, stateSize int) (resumePoint, error) {
-	type header struct {
-		Epoch, Step int
-		State       []float64
-		History     *report.History
-	}
-	h := header{Epoch: 1}
-	if ck != nil {
-		h = header{Epoch: ck.state.Epoch, Step: ck.state.Step, State: ck.state.MetricState, History: ck.hist}
-	}
-	if g != nil {
-		raw, err := json.Marshal(h)
-		if err != nil {
-			return resumePoint{}, err
-		}
-		size := make([]byte, 8)
-		binary.LittleEndian.PutUint64(size, uint64(len(raw)))
-		if err := g.Broadcast(ctx, size, 0); err != nil {
-			return resumePoint{}, fmt.Errorf("broadcast resume point: %w", err)
-		}
-		if g.Rank() != 0 {
-			raw = make([]byte, binary.LittleEndian.Uint64(size))
-		}
-		if err := g.Broadcast(ctx, raw, 0); err != nil {
-			return resumePoint{}, fmt.Errorf("broadcast resume point: %w", err)
-		}
-		if g.Rank() != 0 {
-			h = header{}
-			if err := json.Unmarshal(raw, &h); err != nil {
-				return resumePoint{}, fmt.Errorf("resume point from rank 0: %w", err)
-			}
-			if h.Step > 0 {
-				h.State = make([]float64, stateSize)
-			}
-		}
-	}
-	if h.Step > 0 && len(h.State) != stateSize {
-		return resumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d", len(h.State), stateSize)
-	}
-	return resumePoint{epoch: h.Epoch, step: h.Step, metricState: h.State, history: h.History}, nil
-}
-
-// broadcastVariables makes every host start from rank 0's weights and
-// optimizer state.
-func broadcastVariables(ctx context.Context, m *model.Model, g Group) error {
-	vars, err := m.ReadVariables()
-	if err != nil {
-		return err
-	}
-	var size int
-	for _, v := range vars {
-		size += len(v.Data)
-	}
-	// One buffer, one broadcast: the ring pipelines it in chunks.
-	buf := make([]byte, 0, size)
-	for _, v := range vars {
-		buf = append(buf, v.Data...)
-	}
-	if err := g.Broadcast(ctx, buf, 0); err != nil {
-		return fmt.Errorf("broadcast initial weights from host rank 0: %w", err)
-	}
-	if g.Rank() == 0 {
-		return nil
-	}
-	for i := range vars {
-		n := len(vars[i].Data)
-		vars[i].Data, buf = buf[:n:n], buf[n:]
-	}
-	return m.AssignVariables(vars)
 }

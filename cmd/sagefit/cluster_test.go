@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/internal/fixture"
-	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
@@ -62,7 +62,7 @@ func history(t *testing.T, base string) map[string][]float64 {
 
 func weights(t *testing.T, base string) [][]float32 {
 	t.Helper()
-	m, err := model.Load(filepath.Join(base, "model", "1"), model.Config{})
+	m, err := tf.Load(filepath.Join(base, "model", "1"), tf.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/model/tf"
 )
 
 // inspect loads a training SavedModel through libtensorflow, checks its
@@ -24,7 +24,7 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "usage: sagefit inspect [--json] SAVEDMODEL\n")
 		return 2
 	}
-	m, err := model.Load(fs.Arg(0), model.Config{})
+	m, err := tf.Load(fs.Arg(0), tf.Config{})
 	if err != nil {
 		fmt.Fprintf(stderr, "sagefit inspect: %v\n", err)
 		return 1

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/internal/s3sync"
+	"github.com/sagefit/sagefit/runtime/launch"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
@@ -113,7 +114,12 @@ func local(args []string, stdout, stderr io.Writer) int {
 	}
 	run := func() int {
 		if *hosts > 1 {
-			return cluster(*hosts, base, spec, stdout, stderr)
+			self, err := os.Executable()
+			if err != nil {
+				fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+				return 1
+			}
+			return launch.Hosts(*hosts, base, spec, []string{self, "train"}, stdout, stderr)
 		}
 		if err := sagemaker.WriteLocal(base, spec); err != nil {
 			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
@@ -144,10 +150,6 @@ func (p s3Plan) empty() bool { return len(p.channels) == 0 && p.output == nil &&
 // jobNameRE is what SageMaker accepts as a training job name.
 var jobNameRE = regexp.MustCompile(`^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$`)
 
-// channelNameRE is what SageMaker accepts as a channel name (checked
-// before a download makes a folder of that name).
-var channelNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
 // planS3 reads the s3:// URLs among the flags.
 func planS3(channels map[string]string, output, checkpoint, jobName string) (s3Plan, error) {
 	p := s3Plan{channels: map[string]s3sync.URL{}, jobName: jobName}
@@ -155,8 +157,8 @@ func planS3(channels map[string]string, output, checkpoint, jobName string) (s3P
 		if !s3sync.IsURL(src) {
 			continue
 		}
-		if !channelNameRE.MatchString(name) || name == "." || name == ".." {
-			return p, fmt.Errorf("channel name %q is not valid: use 1 to 64 letters, digits, '.', '-' or '_'", name)
+		if err := sagemaker.CheckChannelName(name); err != nil { // before a download makes a folder of that name
+			return p, err
 		}
 		u, err := s3sync.Parse(src)
 		if err != nil {

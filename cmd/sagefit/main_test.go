@@ -156,6 +156,35 @@ func TestInspect(t *testing.T) {
 	}
 }
 
+// TestQuietByDefault: TensorFlow's C++ INFO lines stay out of sagefit's
+// output unless the user asks for them with TF_CPP_MIN_LOG_LEVEL.
+func TestQuietByDefault(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	run := func(level string) string {
+		cmd := exec.Command(binary, "inspect", filepath.Join(fx, "model"))
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "TF_CPP_MIN_LOG_LEVEL=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		if level != "" {
+			cmd.Env = append(cmd.Env, "TF_CPP_MIN_LOG_LEVEL="+level)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("inspect: %v\n%s", err, stderr.String())
+		}
+		return stderr.String()
+	}
+	if got := run(""); strings.Contains(got, "loader.cc") || strings.Contains(got, "reader.cc") || strings.Contains(got, "cpu_feature_guard") {
+		t.Errorf("inspect printed TensorFlow's INFO lines by default:\n%s", got)
+	}
+	if got := run("0"); !strings.Contains(got, "loader.cc") {
+		t.Errorf("with TF_CPP_MIN_LOG_LEVEL=0 inspect printed no loader.cc line (the test would not see them):\n%s", got)
+	}
+}
+
 // TestSIGTERMStopsCleanly: SageMaker's stop and spot interruption send
 // SIGTERM; the job ends with a clear reason and a non-zero exit, not a trace,
 // with one training process and with two on the host (the launcher passes

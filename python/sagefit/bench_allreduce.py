@@ -16,7 +16,7 @@ measures in turn, and ``--rounds`` times over, interleaved:
   as iperf3's buffer is), and once per size from 4 MiB moving buffers of
   that size (what sending and receiving an all-reduce's buffer costs the
   same kernel; iperf3 caps its buffer at 1 MiB);
-- sagefit: the same binary joining the ring with ``distributed.Join`` over
+- sagefit: the same binary joining the ring with ``transport.Join`` over
   real gRPC and timing ``Group.AllReduce`` (Sum, float32), with the chunks
   on the data lanes (the default) and, unless ``--no-grpc-data``, again
   with them on the gRPC streams (``sagefit_allreduce_transport=grpc``);
@@ -477,7 +477,7 @@ def report(res, meta):
         "per size, the median over timed runs of the slowest rank (runs of back-to-back ops "
         "for small sizes, each after a barrier; one warm-up run first). "
         "**sagefit**: the `distributed` test binary re-executed as each host, joined with "
-        "`distributed.Join` over real gRPC, timing `Group.AllReduce` with its default transport "
+        "`transport.Join` (package distributed/transport) over real gRPC, timing `Group.AllReduce` with its default transport "
         "(chunks on a plain TCP data lane beside each gRPC link); the series with the chunks on "
         "the gRPC streams themselves ran beside it. **bare ring**: the same binary running the ring "
         "all-reduce with sagefit's pieces, chunks and order of sums (bit-identical results) on one plain "

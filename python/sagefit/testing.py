@@ -174,7 +174,7 @@ def _fit_targets(targets):
 
 
 def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
-         seed=1, fit=True):
+         seed=1, fit=True, fit_args=None):
     """Write the fixture for ``family`` under ``out`` and return the reference."""
     import sagefit
 
@@ -201,6 +201,8 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
     ref = {"family": family, "epochs": epochs, "batch_size": batch_size,
            "rows": rows, "metadata_fingerprint": meta["fingerprint"]}
     if fit:
+        fit_args = dict(fit_args or {})
+        use_val = validation and "validation_split" not in fit_args
         hist = model.fit(
             _fit_inputs(model, inputs),
             _fit_targets(targets),
@@ -208,7 +210,8 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
             batch_size=batch_size,
             shuffle=False,
             verbose=0,
-            validation_data=(_fit_inputs(model, vin), _fit_targets(vtg)) if validation else None,
+            validation_data=(_fit_inputs(model, vin), _fit_targets(vtg)) if use_val else None,
+            **fit_args,
         )
         ref["history"] = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         ref["weights"] = [w.astype(np.float64).ravel().tolist() for w in model.get_weights()]
@@ -230,9 +233,11 @@ def main():
     p.add_argument("--no-validation", action="store_true")
     p.add_argument("--no-fit", action="store_true")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--fit-args", default="{}",
+                   help="JSON object of further model.fit arguments (steps_per_epoch, ...)")
     a = p.parse_args()
     make(a.family, a.out, a.epochs, a.batch_size, a.rows, not a.no_validation,
-         a.seed, not a.no_fit)
+         a.seed, not a.no_fit, json.loads(a.fit_args))
 
 
 if __name__ == "__main__":

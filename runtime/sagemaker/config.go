@@ -124,14 +124,17 @@ func typeWord(t reflect.Type) string {
 	return "something else"
 }
 
-// lookup returns the value of key in environ ("KEY=value" strings); the last
-// one wins, as in the process environment.
+// lookup returns the value of key in environ, or "" (see LookupEnv).
 func lookup(environ []string, key string) string {
-	v, _ := lookupOK(environ, key)
+	v, _ := LookupEnv(environ, key)
 	return v
 }
 
-func lookupOK(environ []string, key string) (string, bool) {
+// LookupEnv returns the value of key in environ ("KEY=value" strings) and
+// whether it is set at all. Where a key is set twice the last one wins, as
+// os/exec's Cmd.Env decides: a launcher appends its overrides to the
+// environment it passes on. Every lookup of sagefit's goes through here.
+func LookupEnv(environ []string, key string) (string, bool) {
 	for i := len(environ) - 1; i >= 0; i-- {
 		k, v, ok := cutEnv(environ[i])
 		if ok && k == key {

@@ -17,7 +17,7 @@
 //	checkpoints/                        synced with S3 while the job runs
 //
 // [Load] reads it into an [Env]; SM_* variables that are set win over the
-// files, and [Env.Exported] gives them to processes we start. Typed
+// files. Typed
 // hyperparameter accessors ([Env.Int], [Env.Float], [Env.Bool],
 // [Env.String], [Env.Duration], [Env.StringMap]) turn a wrong value into one
 // sentence:

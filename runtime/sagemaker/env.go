@@ -65,7 +65,8 @@ type Env struct {
 	CurrentHost string
 	Rank        int // index of CurrentHost in Hosts; rank 0 writes the model
 
-	// Several training processes per host (one per GPU, see EnvWorker):
+	// Several training processes per host (one per GPU; package
+	// runtime/launch fills these in for its workers):
 	// Hosts, CurrentHost and Rank then name ring members, Host is the
 	// machine, LocalRank this process's index on it of LocalWorkers (1 and
 	// 0 for a single process).
@@ -97,7 +98,7 @@ type Env struct {
 	CheckpointS3URI string // checkpointconfig.json's S3Uri; empty without checkpoint config
 
 	// raw holds each hyperparameter (and framework setting) as it was
-	// given, before decoding, for error messages and Exported.
+	// given, before decoding, for error messages.
 	raw map[string]string
 }
 
@@ -154,12 +155,13 @@ func Load(base string, environ []string) (*Env, error) {
 		raw:             map[string]string{},
 		JobName:         "local",
 	}
-	steps := []func([]string) error{e.loadHosts, e.loadWorker, e.loadHyperparameters, e.loadChannels, e.loadDirs, e.loadMachine}
+	steps := []func([]string) error{e.loadHosts, e.loadHyperparameters, e.loadChannels, e.loadDirs, e.loadMachine}
 	for _, step := range steps {
 		if err := step(environ); err != nil {
 			return nil, err
 		}
 	}
+	e.Host, e.LocalWorkers = e.CurrentHost, 1
 	return e, nil
 }
 
@@ -177,7 +179,7 @@ func (e *Env) loadHosts(environ []string) error {
 		return &ConfigError{Source: source, Msg: "lists no hosts"}
 	}
 	knowsCurrent := true
-	if v, ok := lookupOK(environ, "SM_HOSTS"); ok {
+	if v, ok := LookupEnv(environ, "SM_HOSTS"); ok {
 		knowsCurrent = found
 		rc.Hosts = nil
 		if err := decodeJSON("SM_HOSTS", []byte(v), &rc.Hosts); err != nil {
@@ -188,7 +190,7 @@ func (e *Env) loadHosts(environ []string) error {
 		}
 		source = "SM_HOSTS"
 	}
-	if v, ok := lookupOK(environ, "SM_CURRENT_HOST"); ok {
+	if v, ok := LookupEnv(environ, "SM_CURRENT_HOST"); ok {
 		rc.CurrentHost = v
 		knowsCurrent = true
 	}
@@ -294,7 +296,7 @@ func (e *Env) loadChannels(environ []string) error {
 			e.Channels[name] = defaultChannel(name, e.Paths.Channel(name))
 		}
 	}
-	if v, ok := lookupOK(environ, "SM_CHANNELS"); ok {
+	if v, ok := LookupEnv(environ, "SM_CHANNELS"); ok {
 		var names []string
 		if err := decodeJSON("SM_CHANNELS", []byte(v), &names); err != nil {
 			return err
@@ -384,7 +386,7 @@ func (e *Env) loadMachine(environ []string) error {
 // count reads a non-negative integer variable, or asks detect when it is
 // not set.
 func count(environ []string, key string, detect func() int) (int, error) {
-	v, ok := lookupOK(environ, key)
+	v, ok := LookupEnv(environ, key)
 	if !ok || v == "" {
 		return detect(), nil
 	}

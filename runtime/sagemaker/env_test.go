@@ -404,3 +404,24 @@ func TestCountGPUs(t *testing.T) {
 		t.Errorf("countGPUs with nothing = %d, want 0", got)
 	}
 }
+
+// One rule for every lookup of sagefit's: where a key is set twice the last
+// one wins (os/exec's Cmd.Env keeps the last too), set-but-empty is set, and
+// a key is matched whole.
+func TestLookupEnvLastWins(t *testing.T) {
+	environ := []string{"SM_HOSTS=first", "SAGEFIT_WORKER=0/2", "SM_HOSTS=last", "EMPTY=", "SM_HOSTS_X=other"}
+	for _, c := range []struct {
+		key   string
+		want  string
+		isSet bool
+	}{
+		{"SM_HOSTS", "last", true},
+		{"SAGEFIT_WORKER", "0/2", true},
+		{"EMPTY", "", true},
+		{"SM_HOST", "", false},
+	} {
+		if v, ok := LookupEnv(environ, c.key); v != c.want || ok != c.isSet {
+			t.Errorf("LookupEnv(%s) = %q, %v; want %q, %v", c.key, v, ok, c.want, c.isSet)
+		}
+	}
+}

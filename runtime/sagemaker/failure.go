@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
 )
 
 // FailureLimit is how many characters of the failure file SageMaker shows as
@@ -43,4 +44,32 @@ func WriteFailure(path, reason string) error {
 		return fmt.Errorf("write failure file: %w", err)
 	}
 	return nil
+}
+
+// Reason turns an error into the one sentence a user reads as the job's
+// FailureReason: a leading word capitalised (not a leading path or quoted
+// name), a full stop at the end. An error in the chain that states its own
+// reason (a FailureReason() string method: training that stopped cleanly
+// after a step) is taken as it says; else a stop by signal reads "Training
+// stopped: stopped by SIGTERM.".
+func Reason(err error) string {
+	var own interface{ FailureReason() string }
+	var sig *StopSignal
+	msg := strings.TrimSpace(err.Error())
+	switch {
+	case errors.As(err, &own):
+		msg = own.FailureReason()
+	case errors.As(err, &sig):
+		return "Training stopped: " + sig.Error() + "."
+	}
+	if msg == "" {
+		return "Training failed."
+	}
+	if word, _, _ := strings.Cut(msg, " "); strings.IndexFunc(word, func(r rune) bool { return !unicode.IsLetter(r) }) < 0 {
+		msg = strings.ToUpper(msg[:1]) + msg[1:]
+	}
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
 }

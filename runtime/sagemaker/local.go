@@ -33,6 +33,16 @@ type LocalSpec struct {
 // channelName is what SageMaker accepts as a channel name.
 var channelName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
+// CheckChannelName refuses a channel name SageMaker would not accept (and
+// "." or "..", which would name a folder above the channel's), in one
+// sentence.
+func CheckChannelName(name string) error {
+	if !channelName.MatchString(name) || name == "." || name == ".." {
+		return fmt.Errorf("channel name %q is not valid: use 1 to 64 letters, digits, '.', '-' or '_'", name)
+	}
+	return nil
+}
+
 // WriteLocal lays out base as SageMaker would for spec: the three config
 // files of input/config in SageMaker's shapes, a link input/data/<name> for
 // each channel, and the empty folders model, output and output/data. It
@@ -57,8 +67,8 @@ func WriteLocal(base string, spec LocalSpec) error {
 
 	channels := map[string]channelConfig{}
 	for name := range spec.Channels {
-		if !channelName.MatchString(name) || name == "." || name == ".." {
-			return fmt.Errorf("channel name %q is not valid: use 1 to 64 letters, digits, '.', '-' or '_'", name)
+		if err := CheckChannelName(name); err != nil {
+			return err
 		}
 		cc := channelConfig{
 			ContentType:        spec.ContentTypes[name],

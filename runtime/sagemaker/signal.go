@@ -7,12 +7,14 @@ import (
 	"syscall"
 )
 
-// StopError is the cause of a context that [NotifyStop] cancelled.
-type StopError struct {
+// StopSignal is the cause of a context that [NotifyStop] cancelled: the
+// signal that asked the job to stop. (Training that then stopped cleanly
+// after a step ends with the fit loop's fit.Interrupted.)
+type StopSignal struct {
 	Signal os.Signal
 }
 
-func (e *StopError) Error() string { return "stopped by " + signalName(e.Signal) }
+func (e *StopSignal) Error() string { return "stopped by " + signalName(e.Signal) }
 
 func signalName(s os.Signal) string {
 	switch s {
@@ -27,7 +29,7 @@ func signalName(s os.Signal) string {
 // NotifyStop returns a copy of ctx that is cancelled when the process gets
 // SIGTERM (SageMaker's stop request and spot interruption; SIGKILL follows
 // 120 seconds later) or SIGINT. context.Cause of the returned context is
-// then a [*StopError], whose message reads "stopped by SIGTERM".
+// then a [*StopSignal], whose message reads "stopped by SIGTERM".
 //
 // After the first signal the handler is removed, so a second Ctrl-C ends
 // the process at once. Call stop to remove it sooner and release the
@@ -40,7 +42,7 @@ func NotifyStop(ctx context.Context) (_ context.Context, stop func()) {
 		defer signal.Stop(ch)
 		select {
 		case s := <-ch:
-			cancel(&StopError{Signal: s})
+			cancel(&StopSignal{Signal: s})
 		case <-ctx.Done():
 		}
 	}()

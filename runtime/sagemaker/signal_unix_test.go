@@ -35,9 +35,9 @@ func TestNotifyStop(t *testing.T) {
 				t.Fatal("context not cancelled 10 s after the signal")
 			}
 			cause := context.Cause(ctx)
-			var stopErr *StopError
+			var stopErr *StopSignal
 			if !errors.As(cause, &stopErr) || stopErr.Signal != tt.sig {
-				t.Fatalf("cause %v (%T), want a StopError for %v", cause, cause, tt.sig)
+				t.Fatalf("cause %v (%T), want a StopSignal for %v", cause, cause, tt.sig)
 			}
 			if cause.Error() != tt.want {
 				t.Errorf("cause = %q, want %q", cause, tt.want)

@@ -1,4 +1,4 @@
-package model_test
+package tf_test
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/model/tf"
 )
 
 func TestMain(m *testing.M) {
@@ -25,9 +26,9 @@ func seedFixture(t testing.TB) string {
 	return fixture.Make(t, "seed", "--rows", "256", "--no-fit", "--no-validation")
 }
 
-func load(t testing.TB, dir string) *model.Model {
+func load(t testing.TB, dir string) *tf.Model {
 	t.Helper()
-	m, err := model.Load(dir, model.Config{IntraOpThreads: 1, InterOpThreads: 1})
+	m, err := tf.Load(dir, tf.Config{IntraOpThreads: 1, InterOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func batch(t testing.TB, fx string, lo, hi int) model.Batch {
 }
 
 // named keys a batch by the model's input and target names.
-func named(m *model.Model, b model.Batch) model.Batch {
+func named(m *tf.Model, b model.Batch) model.Batch {
 	meta := m.Meta()
 	return model.Batch{Rows: b.Rows, Tensors: map[string][]byte{
 		meta.Inputs[0].Name:  b.Tensors["x"],
@@ -122,7 +123,7 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 			c.edit(meta)
 			raw, _ = json.Marshal(meta)
 			os.WriteFile(path, raw, 0o644)
-			_, err := model.Load(dir, model.Config{})
+			_, err := tf.Load(dir, tf.Config{})
 			if err == nil || !strings.Contains(err.Error(), c.expect) {
 				t.Fatalf("Load error %v, want one containing %q", err, c.expect)
 			}
@@ -254,7 +255,7 @@ func TestVariablesMetricsAndSave(t *testing.T) {
 	}
 }
 
-func mustRead(t *testing.T, m *model.Model) []model.Variable {
+func mustRead(t *testing.T, m *tf.Model) []model.Variable {
 	v, err := m.ReadVariables()
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package runtime
+package checkpoint
 
 import (
 	"bytes"
@@ -24,14 +24,14 @@ func TestCheckpointsKeepNewestAndSkipCorrupt(t *testing.T) {
 	hist.Append([]report.Metric{{Name: "loss", Value: 0.5}})
 	var paths []string
 	for i, pos := range [][2]int{{1, 10}, {1, 20}, {2, 0}, {2, 5}} {
-		st := ckptState{Version: checkpointVersion, Fingerprint: "fp", Epoch: pos[0], Step: pos[1], MetricState: []float64{1, 2}}
-		p, err := writeCheckpoint(dir, st, fakeVars(byte(i)), hist, 3)
+		st := State{Fingerprint: "fp", Epoch: pos[0], Step: pos[1], MetricState: []float64{1, 2}}
+		p, err := Write(dir, st, fakeVars(byte(i)), hist, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
 		paths = append(paths, p)
 	}
-	all, _ := listCheckpoints(dir)
+	all, _ := list(dir)
 	if len(all) != 3 || all[0] != paths[3] || all[2] != paths[1] {
 		t.Fatalf("kept %v, want the newest three, newest first", all)
 	}
@@ -40,17 +40,17 @@ func TestCheckpointsKeepNewestAndSkipCorrupt(t *testing.T) {
 	}
 
 	var warn bytes.Buffer
-	c, err := latestCheckpoint(dir, "fp", &warn)
-	if err != nil || c.path != paths[3] || c.state.Step != 5 || c.hist.Values("loss")[0] != 0.5 {
+	c, err := Latest(dir, "fp", &warn)
+	if err != nil || c.Path != paths[3] || c.State.Step != 5 || c.History.Values("loss")[0] != 0.5 {
 		t.Fatalf("latest = %+v, %v", c, err)
 	}
 
 	// A partial write of the newest: its variables do not match the checksum.
-	os.WriteFile(filepath.Join(paths[3], checkpointVars), []byte("short"), 0o644)
+	os.WriteFile(filepath.Join(paths[3], varsFile), []byte("short"), 0o644)
 	// A torn state file in the next one.
-	os.WriteFile(filepath.Join(paths[2], checkpointState), []byte(`{"version": 1, "fing`), 0o644)
-	c, err = latestCheckpoint(dir, "fp", &warn)
-	if err != nil || c == nil || c.path != paths[1] {
+	os.WriteFile(filepath.Join(paths[2], stateFile), []byte(`{"version": 1, "fing`), 0o644)
+	c, err = Latest(dir, "fp", &warn)
+	if err != nil || c == nil || c.Path != paths[1] {
 		t.Fatalf("after corruption latest = %v, %v; want %s", c, err, paths[1])
 	}
 	for _, want := range []string{"does not match its checksum", "not valid JSON"} {
@@ -58,15 +58,15 @@ func TestCheckpointsKeepNewestAndSkipCorrupt(t *testing.T) {
 			t.Errorf("no warning %q in %q", want, warn.String())
 		}
 	}
-	if !bytes.Equal(c.vars, append(bytes.Repeat([]byte{1}, 8), bytes.Repeat([]byte{2}, 8)...)) {
-		t.Errorf("variables read back %v", c.vars)
+	if !bytes.Equal(c.Vars, append(bytes.Repeat([]byte{1}, 8), bytes.Repeat([]byte{2}, 8)...)) {
+		t.Errorf("variables read back %v", c.Vars)
 	}
 
 	// Another model's checkpoints are not resumed.
-	if c, _ := latestCheckpoint(dir, "other", &bytes.Buffer{}); c != nil {
-		t.Errorf("resumed a checkpoint of another model: %s", c.path)
+	if c, _ := Latest(dir, "other", &bytes.Buffer{}); c != nil {
+		t.Errorf("resumed a checkpoint of another model: %s", c.Path)
 	}
-	if c, err := latestCheckpoint(filepath.Join(dir, "none"), "fp", &warn); c != nil || err != nil {
+	if c, err := Latest(filepath.Join(dir, "none"), "fp", &warn); c != nil || err != nil {
 		t.Errorf("missing dir: %v, %v", c, err)
 	}
 }

@@ -1,4 +1,4 @@
-package model
+package tf
 
 // This file is the whole cgo surface of sagefit: loading a SavedModel into a
 // TF_Session and running it with tensors whose lifetime we own. The galeone Go
@@ -9,6 +9,36 @@ package model
 /*
 #include <stdlib.h>
 #include <string.h>
+
+// TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, in its own static
+// initializers, and would log a dozen INFO lines (reader.cc, loader.cc,
+// cpu_feature_guard.cc, ...) into every run. A function in the executable's
+// .preinit_array runs before any shared library's initializer; when the
+// user has not set the level, it runs the program again with level 2
+// (INFO and warnings off, errors on), before TensorFlow has done anything.
+// (setenv here would not last: the C library resets the environment when
+// it initializes, after this.) Device placement, when asked for, still
+// prints: TensorFlow writes it to stdout with printf as well.
+#include <unistd.h>
+static void sagefit_quiet_tensorflow(int argc, char **argv, char **envp) {
+	static const char key[] = "TF_CPP_MIN_LOG_LEVEL=";
+	int n = 0;
+	(void)argc;
+	for (char **e = envp; e && *e; e++, n++) {
+		if (strncmp(*e, key, sizeof key - 1) == 0) {
+			return; // the user's level, kept
+		}
+	}
+	char *env[n + 2];
+	for (int i = 0; i < n; i++) {
+		env[i] = envp[i];
+	}
+	env[n] = "TF_CPP_MIN_LOG_LEVEL=2";
+	env[n + 1] = NULL;
+	execve("/proc/self/exe", argv, env); // returns only if it failed: go on, not quiet
+}
+__attribute__((section(".preinit_array"), used))
+static void (*sagefit_preinit)(int, char **, char **) = sagefit_quiet_tensorflow;
 #include "tensorflow/c/c_api.h"
 #include "tensorflow/c/tf_tstring.h"
 
@@ -29,6 +59,8 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
+
+	"github.com/sagefit/sagefit/model"
 )
 
 // tfVersion is the version of the linked libtensorflow.
@@ -126,14 +158,14 @@ func (s *session) resolve(name string) (endpoint, error) {
 // hostTensor is input data on the Go side: its bytes are copied once into a
 // TF-owned buffer at run time.
 type hostTensor struct {
-	dtype DType
+	dtype model.DType
 	shape []int64
 	data  []byte
 }
 
 // result is a fetched output, copied out of TensorFlow's buffer.
 type result struct {
-	dtype DType
+	dtype model.DType
 	shape []int64
 	data  []byte
 }
@@ -185,13 +217,13 @@ func (s *session) run(feeds []endpoint, inputs []hostTensor, fetches []endpoint,
 	res := make([]result, nOut)
 	for i := range cOut {
 		t := cOut[i]
-		r := result{dtype: DType(C.TF_TensorType(t))}
+		r := result{dtype: model.DType(C.TF_TensorType(t))}
 		nd := int(C.TF_NumDims(t))
 		r.shape = make([]int64, nd)
 		for d := 0; d < nd; d++ {
 			r.shape[d] = int64(C.TF_Dim(t, C.int(d)))
 		}
-		if r.dtype == String {
+		if r.dtype == model.String {
 			return nil, fmt.Errorf("fetch %s: string outputs are not supported", fetches[i].name)
 		}
 		n := int(C.TF_TensorByteSize(t))
@@ -242,7 +274,7 @@ func first[T any](s []T) *T {
 }
 
 func newCTensor(h hostTensor) (*C.TF_Tensor, error) {
-	if h.dtype == String {
+	if h.dtype == model.String {
 		return nil, errors.New("string inputs are not supported")
 	}
 	size := h.dtype.Size()

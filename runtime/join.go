@@ -9,22 +9,26 @@ import (
 	"strconv"
 
 	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/distributed/transport"
+	"github.com/sagefit/sagefit/runtime/fit"
+	"github.com/sagefit/sagefit/runtime/job"
+	"github.com/sagefit/sagefit/runtime/launch"
 )
 
 // joinGRPC forms the job's ring over gRPC: it waits for late hosts (up to
 // the connect timeout) and checks every host loaded the same model.
 // listenFD, when set, is the inherited socket this process listens on (a
-// worker of a host's launcher, see launch.go).
-func joinGRPC(ctx context.Context, j *Job, fingerprint, hostAddrs, listenFD string, log io.Writer) (Group, error) {
-	addrs, err := distributed.ParseHostAddrs(hostAddrs)
+// worker of a host's launcher).
+func joinGRPC(ctx context.Context, j *job.Job, fingerprint, hostAddrs, listenFD string, log io.Writer) (fit.Group, error) {
+	addrs, err := transport.ParseHostAddrs(hostAddrs)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", distributed.EnvHostAddrs, err)
+		return nil, fmt.Errorf("%s: %w", launch.EnvHostAddrs, err)
 	}
 	var lis net.Listener
 	if listenFD != "" {
 		fd, err := strconv.Atoi(listenFD)
 		if err != nil {
-			return nil, fmt.Errorf("%s=%q: not a file descriptor", envListenFD, listenFD)
+			return nil, fmt.Errorf("%s=%q: not a file descriptor", launch.EnvListenFD, listenFD)
 		}
 		f := os.NewFile(uintptr(fd), "ring listener")
 		lis, err = net.FileListener(f)
@@ -37,7 +41,7 @@ func joinGRPC(ctx context.Context, j *Job, fingerprint, hostAddrs, listenFD stri
 	if j.CompressFP16 {
 		compression = distributed.FP16
 	}
-	g, err := distributed.Join(ctx, distributed.Config{
+	g, err := transport.Join(ctx, transport.Config{
 		JobName:        j.Env.JobName,
 		Hosts:          j.Env.Hosts,
 		Self:           j.Env.CurrentHost,

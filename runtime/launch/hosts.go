@@ -1,4 +1,4 @@
-package main
+package launch
 
 import (
 	"bufio"
@@ -6,22 +6,23 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
+	osexec "os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 
-	"github.com/sagefit/sagefit/distributed"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
-// cluster simulates a SageMaker job of n hosts on this machine: hosts
-// algo-1..algo-n, each a `sagefit train` process with its own base dir
-// (<base>/algo-i) and config files, reachable at 127.0.0.<i> (Linux routes
-// all of 127.0.0.0/8 to loopback), all on one free port.
-func cluster(n int, base string, spec sagemaker.LocalSpec, stdout, stderr io.Writer) int {
+// Hosts simulates a SageMaker job of n hosts on this machine (`sagefit
+// local --hosts n`): hosts algo-1..algo-n, each a `sagefit train` process
+// with its own base dir (<base>/algo-i) and config files, reachable at
+// 127.0.0.<i> (Linux routes all of 127.0.0.0/8 to loopback), all on one
+// free port. exec starts one host's `sagefit train`. It returns the exit
+// code: 0 when every host succeeded.
+func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, stderr io.Writer) int {
 	hosts := make([]string, n)
 	for i := range hosts {
 		hosts[i] = fmt.Sprintf("algo-%d", i+1)
@@ -35,14 +36,9 @@ func cluster(n int, base string, spec sagemaker.LocalSpec, stdout, stderr io.Wri
 	for i, h := range hosts {
 		addrs = append(addrs, fmt.Sprintf("%s=127.0.0.%d:%d", h, i+1, port))
 	}
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
-		return 1
-	}
 	var out sync.Mutex // one line at a time from all hosts
 	var wg sync.WaitGroup
-	cmds := make([]*exec.Cmd, n)
+	cmds := make([]*osexec.Cmd, n)
 	for i, h := range hosts {
 		hostBase := filepath.Join(base, h)
 		s := spec
@@ -51,10 +47,10 @@ func cluster(n int, base string, spec sagemaker.LocalSpec, stdout, stderr io.Wri
 			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
 			return 1
 		}
-		cmd := exec.Command(self, "train")
+		cmd := osexec.Command(exec[0], exec[1:]...)
 		cmd.Env = append(os.Environ(),
 			"SAGEMAKER_BASE_DIR="+hostBase,
-			distributed.EnvHostAddrs+"="+strings.Join(addrs, ","))
+			EnvHostAddrs+"="+strings.Join(addrs, ","))
 		// SIGTERM to the launcher reaches every host, as SageMaker's stop does.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		po, _ := cmd.StdoutPipe()

@@ -1,9 +1,11 @@
-package runtime
+package job
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -14,11 +16,17 @@ import (
 // Hyperparameters sagefit reads (all optional). Names follow Keras's fit
 // arguments where one exists.
 const (
-	HPEpochs          = "epochs"
-	HPBatchSize       = "batch_size"
-	HPShuffle         = "shuffle"
-	HPSeed            = "seed"
-	HPLearningRate    = "learning_rate"
+	HPEpochs       = "epochs"
+	HPBatchSize    = "batch_size"
+	HPShuffle      = "shuffle"
+	HPSeed         = "seed"
+	HPLearningRate = "learning_rate"
+	// fit's own arguments, each as model.fit defines it.
+	HPStepsPerEpoch   = "steps_per_epoch"       // batches per epoch; the next epoch goes on where this one stopped
+	HPValSteps        = "validation_steps"      // validation batches per evaluation, from the first
+	HPValFreq         = "validation_freq"       // validate every N epochs, or at the epochs of a JSON list
+	HPInitialEpoch    = "initial_epoch"         // epochs already trained (0-based): training runs initial_epoch+1..epochs
+	HPValSplit        = "validation_split"      // the last fraction of the training rows validates instead
 	HPModelPath       = "sagefit_model"         // a training SavedModel path, instead of the model channel
 	HPModelChannel    = "sagefit_model_channel" // default "model"
 	HPTrainChannel    = "sagefit_train_channel" // default "training", else "train"
@@ -41,8 +49,12 @@ const (
 	HPCheckpoint      = "checkpoint"                  // checkpoint every epoch; default: when checkpointconfig.json exists
 	HPCheckpointSteps = "checkpoint_steps"            // also every N steps
 	HPCheckpointKeep  = "checkpoint_keep"             // newest K kept
-	defaultModelChan  = "model"
-	defaultValChannel = "validation"
+	// HPProcessesPerHost sets how many training processes a host runs:
+	// "auto" (the default) runs one per visible GPU, a number runs that
+	// many (read by runtime/launch).
+	HPProcessesPerHost = "sagefit_processes_per_host"
+	defaultModelChan   = "model"
+	defaultValChannel  = "validation"
 )
 
 // Job is everything the fit loop needs, resolved from the SageMaker
@@ -56,17 +68,31 @@ type Job struct {
 	TensorFiles  map[string]string
 
 	Epochs       int
+	InitialEpoch int // epochs run from InitialEpoch+1 (1-based) to Epochs
 	BatchSize    int
-	Shuffle      bool
-	Seed         int64
-	Prefetch     int
-	LearningRate float64 // 0: keep the exported one
-	ModelVersion string
+	// StepsPerEpoch > 0 caps an epoch's batches; the next epoch goes on
+	// where it stopped, a new pass over the data starting when one ends
+	// (as Keras's epoch iterator does).
+	StepsPerEpoch int
+	// ValidationSteps > 0 caps each validation at its first batches.
+	ValidationSteps int
+	// ValidationFreq validates after every ValidationFreq-th epoch, or,
+	// when ValidationEpochs is set, after those (1-based) epochs.
+	ValidationFreq   int
+	ValidationEpochs []int
+	// ValidationSplit in (0, 1): the last fraction of the training rows
+	// (before shuffling) is the validation data.
+	ValidationSplit float64
+	Shuffle         bool
+	Seed            int64
+	Prefetch        int
+	LearningRate    float64 // 0: keep the exported one
+	ModelVersion    string
 
 	PipeTensors []string
 	PipeTimeout time.Duration
 
-	Session model.Config
+	Session model.SessionConfig
 
 	CheckpointDir    string
 	CheckpointEpochs bool
@@ -84,8 +110,12 @@ type Job struct {
 // Serving's layout (<model dir>/<version>/saved_model.pb).
 func (j *Job) OutputModelDir() string { return filepath.Join(j.Env.ModelDir, j.ModelVersion) }
 
-// NewJob reads the job's settings from env.
-func NewJob(env *sagemaker.Env) (*Job, error) {
+// New reads the job's settings from env. A hyperparameter sagefit does not
+// read is refused (see CheckKnown): a typo must not train something else.
+func New(env *sagemaker.Env) (*Job, error) {
+	if err := CheckKnown(env); err != nil {
+		return nil, err
+	}
 	j := &Job{Env: env}
 	var err error
 	ints := []struct {
@@ -102,12 +132,15 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 		{HPAllReduceChunk, 1 << 20, &j.ChunkBytes, 4},
 		{HPCheckpointSteps, 0, &j.CheckpointSteps, 0},
 		{HPCheckpointKeep, 3, &j.CheckpointKeep, 1},
+		{HPInitialEpoch, 0, &j.InitialEpoch, 0},
+		{HPStepsPerEpoch, 0, &j.StepsPerEpoch, 1},
+		{HPValSteps, 0, &j.ValidationSteps, 1},
 	}
 	for _, p := range ints {
 		if *p.dst, err = env.Int(p.name, p.def); err != nil {
 			return nil, err
 		}
-		if *p.dst < p.min {
+		if _, set := env.Hyperparameters[p.name]; set && *p.dst < p.min {
 			return nil, fmt.Errorf("hyperparameter %q must be at least %d, got %d", p.name, p.min, *p.dst)
 		}
 	}
@@ -136,6 +169,18 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 	if j.LearningRate, err = env.Float(HPLearningRate, 0); err != nil {
 		return nil, err
 	}
+	if j.ValidationSplit, err = env.Float(HPValSplit, 0); err != nil {
+		return nil, err
+	}
+	if j.ValidationSplit < 0 || j.ValidationSplit >= 1 {
+		return nil, fmt.Errorf("hyperparameter %q must be a fraction of the training rows in [0, 1), got %v", HPValSplit, j.ValidationSplit)
+	}
+	if j.ValidationFreq, j.ValidationEpochs, err = validationFreq(env); err != nil {
+		return nil, err
+	}
+	if j.InitialEpoch >= j.Epochs {
+		return nil, fmt.Errorf("hyperparameter %q is %d, so of %d epochs none would train; it counts the epochs already trained and must be less than %q", HPInitialEpoch, j.InitialEpoch, j.Epochs, HPEpochs)
+	}
 	if j.LearningRate < 0 {
 		return nil, fmt.Errorf("hyperparameter %q must be positive, got %v", HPLearningRate, j.LearningRate)
 	}
@@ -162,9 +207,6 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 			return nil, fmt.Errorf("hyperparameter %q must be a JSON list of tensor names, e.g. [\"train\", \"labels\"]", HPPipeTensors)
 		}
 	}
-	if _, err := processesPerHost(env); err != nil {
-		return nil, err
-	}
 	switch tr := env.String(HPRingTransport, "lane"); tr {
 	case "lane":
 	case "grpc":
@@ -189,7 +231,67 @@ func NewJob(env *sagemaker.Env) (*Job, error) {
 	} else if valName != defaultValChannel {
 		return nil, fmt.Errorf("hyperparameter %q names channel %q, but the job has channels %v", HPValChannel, valName, env.ChannelNames())
 	}
+	if err := j.checkFitArguments(); err != nil {
+		return nil, err
+	}
 	return j, nil
+}
+
+// Validates reports whether training validates after epoch (1-based).
+func (j *Job) Validates(epoch int) bool {
+	if len(j.ValidationEpochs) > 0 {
+		return slices.Contains(j.ValidationEpochs, epoch)
+	}
+	return j.ValidationFreq <= 1 || epoch%j.ValidationFreq == 0 // the zero Job validates every epoch
+}
+
+// checkFitArguments refuses combinations that model.fit would silently
+// ignore or that sagefit cannot honour, each in one sentence.
+func (j *Job) checkFitArguments() error {
+	hasVal := j.ValChannel != nil || j.ValidationSplit > 0
+	_, freqSet := j.Env.Hyperparameters[HPValFreq]
+	switch {
+	case j.ValidationSplit > 0 && j.ValChannel != nil:
+		return fmt.Errorf("hyperparameter %q asks to validate on the last training rows, but the job also has the validation channel %q, which model.fit would use instead; give one of them", HPValSplit, j.ValChannel.Name)
+	case j.ValidationSplit > 0 && j.TrainChannel.InputMode == sagemaker.Pipe:
+		return fmt.Errorf("hyperparameter %q needs the training rows ahead of time, but channel %q streams them in Pipe mode; use File or FastFile mode, or a validation channel", HPValSplit, j.TrainChannel.Name)
+	case j.StepsPerEpoch > 0 && j.TrainChannel.InputMode == sagemaker.Pipe:
+		return fmt.Errorf("hyperparameter %q goes on with the next epoch where the last one stopped, but channel %q streams each epoch anew in Pipe mode; use File or FastFile mode", HPStepsPerEpoch, j.TrainChannel.Name)
+	case !hasVal && j.ValidationSteps > 0:
+		return fmt.Errorf("hyperparameter %q is set, but the job has no validation data (a %q channel or hyperparameter %q)", HPValSteps, defaultValChannel, HPValSplit)
+	case !hasVal && freqSet:
+		return fmt.Errorf("hyperparameter %q is set, but the job has no validation data (a %q channel or hyperparameter %q)", HPValFreq, defaultValChannel, HPValSplit)
+	}
+	return nil
+}
+
+// validationFreq reads HPValFreq: a whole number of epochs (default 1) or a
+// JSON list of 1-based epochs, as model.fit takes it.
+func validationFreq(env *sagemaker.Env) (int, []int, error) {
+	v, ok := env.Hyperparameters[HPValFreq]
+	if !ok {
+		return 1, nil, nil
+	}
+	bad := fmt.Errorf("hyperparameter %q must be a whole number of epochs of at least 1, or a JSON list of epochs such as [1, 5, 10]", HPValFreq)
+	if list, isList := v.([]any); isList {
+		var epochs []int
+		for _, item := range list {
+			f, isNum := item.(float64)
+			if !isNum || f != math.Trunc(f) || f < 1 {
+				return 0, nil, bad
+			}
+			epochs = append(epochs, int(f))
+		}
+		if len(epochs) == 0 {
+			return 0, nil, bad
+		}
+		return 1, epochs, nil
+	}
+	n, err := env.Int(HPValFreq, 1)
+	if err != nil || n < 1 {
+		return 0, nil, bad
+	}
+	return n, nil, nil
 }
 
 // modelDir finds the training SavedModel: a hyperparameter naming a path

@@ -1,4 +1,4 @@
-package model
+package tf
 
 import (
 	"encoding/binary"
@@ -9,26 +9,15 @@ import (
 
 	corepb "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sagefit/sagefit/model"
 )
 
-// Config is the TensorFlow session configuration.
-type Config struct {
-	// IntraOpThreads and InterOpThreads size TensorFlow's thread pools; 0
-	// lets TensorFlow pick (one per core).
-	IntraOpThreads int
-	InterOpThreads int
-	// GPUMemoryGrowth allocates GPU memory as needed instead of all at once.
-	GPUMemoryGrowth bool
-	// SoftPlacement lets ops without a GPU kernel fall back to the CPU.
-	SoftPlacement bool
-	// VisibleGPUs restricts the GPUs this process uses ("0", "0,1"); empty
-	// means all.
-	VisibleGPUs string
-	// LogPlacement logs the device every op is placed on.
-	LogPlacement bool
-}
+// Config is the TensorFlow session configuration (model.SessionConfig:
+// plain Go, so a job's settings carry it without linking libtensorflow).
+type Config = model.SessionConfig
 
-func (c Config) proto() ([]byte, error) {
+func configProto(c Config) ([]byte, error) {
 	cp := &corepb.ConfigProto{
 		IntraOpParallelismThreads: int32(c.IntraOpThreads),
 		InterOpParallelismThreads: int32(c.InterOpThreads),
@@ -42,50 +31,12 @@ func (c Config) proto() ([]byte, error) {
 	return proto.Marshal(cp)
 }
 
-// Metric is one named metric value, in the order Keras reports them.
-type Metric struct {
-	Name  string
-	Value float64
-}
-
-// Tensor is a dense tensor in host memory (little-endian, C order).
-type Tensor struct {
-	DType DType
-	Shape []int64
-	Data  []byte
-}
-
-// Float32s views the tensor's data as float32 values (copying).
-func (t Tensor) Float32s() ([]float32, error) {
-	if t.DType != Float32 {
-		return nil, fmt.Errorf("tensor is %s, not float32", t.DType)
-	}
-	out := make([]float32, len(t.Data)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
-	}
-	return out, nil
-}
-
-// Batch is one step's data: for every input and target (by its name in the
-// contract) the bytes of Rows examples in the contract's dtype, C order.
-type Batch struct {
-	Rows    int
-	Tensors map[string][]byte
-}
-
-// signature is a SignatureDef with its tensor names.
-type signature struct {
-	inputs  map[string]string
-	outputs map[string]string
-}
-
 // call is one signature resolved against the graph: what to feed, in order,
 // and what to fetch, in order.
 type call struct {
 	name       string
 	feeds      []endpoint
-	feedSpecs  []TensorSpec
+	feedSpecs  []model.TensorSpec
 	fetches    []endpoint
 	fetchNames []string
 }
@@ -93,7 +44,7 @@ type call struct {
 // Model is a loaded training SavedModel.
 type Model struct {
 	dir   string
-	meta  *Metadata
+	meta  *model.Metadata
 	sess  *session
 	calls map[string]*call
 	saver *corepb.SaverDef
@@ -102,11 +53,11 @@ type Model struct {
 // Load loads the training SavedModel in dir and checks it against the
 // contract; the error names whatever is missing.
 func Load(dir string, cfg Config) (*Model, error) {
-	meta, err := ReadMetadata(dir)
+	meta, err := model.ReadMetadata(dir)
 	if err != nil {
 		return nil, err
 	}
-	config, err := cfg.proto()
+	config, err := configProto(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("session config: %w", err)
 	}
@@ -138,7 +89,7 @@ func (m *Model) prepare(metaGraph []byte) error {
 		}
 		sigs[name] = s
 	}
-	if err := m.meta.checkSignatures(sigs); err != nil {
+	if err := checkSignatures(m.meta, sigs); err != nil {
 		return err
 	}
 	m.saver = mg.GetSaverDef()
@@ -146,31 +97,31 @@ func (m *Model) prepare(metaGraph []byte) error {
 		return errors.New("the MetaGraphDef has no saver_def, so trained variables could not be saved")
 	}
 
-	for _, p := range m.meta.roles() {
-		name := m.meta.Signatures[p.role]
+	for _, p := range m.meta.Roles() {
+		name := m.meta.Signatures[p.Role]
 		sig := sigs[name]
-		c := &call{name: name, feedSpecs: p.feeds, fetchNames: p.fetches}
-		for _, f := range p.feeds {
+		c := &call{name: name, feedSpecs: p.Feeds, fetchNames: p.Fetches}
+		for _, f := range p.Feeds {
 			e, err := m.sess.resolve(sig.inputs[f.Key])
 			if err != nil {
 				return fmt.Errorf("signature %s input %s: %w", name, f.Key, err)
 			}
 			c.feeds = append(c.feeds, e)
 		}
-		for _, k := range p.fetches {
+		for _, k := range p.Fetches {
 			e, err := m.sess.resolve(sig.outputs[k])
 			if err != nil {
 				return fmt.Errorf("signature %s output %s: %w", name, k, err)
 			}
 			c.fetches = append(c.fetches, e)
 		}
-		m.calls[p.role] = c
+		m.calls[p.Role] = c
 	}
 	return nil
 }
 
 // Meta is the contract metadata.
-func (m *Model) Meta() *Metadata { return m.meta }
+func (m *Model) Meta() *model.Metadata { return m.meta }
 
 // Dir is the directory the model was loaded from.
 func (m *Model) Dir() string { return m.dir }
@@ -179,14 +130,14 @@ func (m *Model) Dir() string { return m.dir }
 func (m *Model) Close() error { return m.sess.close() }
 
 // batchFeeds turns a batch into input tensors in the call's feed order.
-func (m *Model) batchFeeds(c *call, b Batch) ([]hostTensor, error) {
+func (m *Model) batchFeeds(c *call, b model.Batch) ([]hostTensor, error) {
 	feeds := make([]hostTensor, len(c.feedSpecs))
 	for i, spec := range c.feedSpecs {
 		data, ok := b.Tensors[spec.Name]
 		if !ok {
 			return nil, fmt.Errorf("batch has no data for %q", spec.Name)
 		}
-		dt, err := ParseDType(spec.DType)
+		dt, err := model.ParseDType(spec.DType)
 		if err != nil {
 			return nil, err
 		}
@@ -214,29 +165,29 @@ func (m *Model) run(role string, feeds []hostTensor, into [][]byte) ([]result, e
 
 func scalar(r result) (float64, error) {
 	switch {
-	case r.dtype == Float32 && len(r.data) == 4:
+	case r.dtype == model.Float32 && len(r.data) == 4:
 		return float64(math.Float32frombits(binary.LittleEndian.Uint32(r.data))), nil
-	case r.dtype == Float64 && len(r.data) == 8:
+	case r.dtype == model.Float64 && len(r.data) == 8:
 		return math.Float64frombits(binary.LittleEndian.Uint64(r.data)), nil
-	case r.dtype == Int64 && len(r.data) == 8:
+	case r.dtype == model.Int64 && len(r.data) == 8:
 		return float64(int64(binary.LittleEndian.Uint64(r.data))), nil
 	}
 	return 0, fmt.Errorf("expected a scalar, got %s %v", r.dtype, r.shape)
 }
 
-func (m *Model) metrics(res []result) ([]Metric, error) {
-	out := make([]Metric, len(m.meta.Metrics))
+func (m *Model) metrics(res []result) ([]model.Metric, error) {
+	out := make([]model.Metric, len(m.meta.Metrics))
 	for i, name := range m.meta.Metrics {
 		v, err := scalar(res[i])
 		if err != nil {
 			return nil, fmt.Errorf("metric %s: %w", name, err)
 		}
-		out[i] = Metric{Name: name, Value: v}
+		out[i] = model.Metric{Name: name, Value: v}
 	}
 	return out, nil
 }
 
-func (m *Model) stepCall(role string, b Batch) ([]Metric, error) {
+func (m *Model) stepCall(role string, b model.Batch) ([]model.Metric, error) {
 	feeds, err := m.batchFeeds(m.calls[role], b)
 	if err != nil {
 		return nil, err
@@ -251,25 +202,29 @@ func (m *Model) stepCall(role string, b Batch) ([]Metric, error) {
 // TrainStep runs Keras's own train step on one batch (single host): forward,
 // loss, optimizer update and metric update, exactly as model.fit does. It
 // returns the running metrics of the epoch so far.
-func (m *Model) TrainStep(b Batch) ([]Metric, error) { return m.stepCall(RoleTrainStep, b) }
+func (m *Model) TrainStep(b model.Batch) ([]model.Metric, error) {
+	return m.stepCall(model.RoleTrainStep, b)
+}
 
 // TestStep runs Keras's test step (loss and metrics, no update).
-func (m *Model) TestStep(b Batch) ([]Metric, error) { return m.stepCall(RoleTestStep, b) }
+func (m *Model) TestStep(b model.Batch) ([]model.Metric, error) {
+	return m.stepCall(model.RoleTestStep, b)
+}
 
 // ComputeGradients runs the train step without applying the update: the
 // metrics are updated, and the fused gradient of all trainable variables (in
 // the contract's order) is written into grads, which must have
 // Meta().GradientSize elements.
-func (m *Model) ComputeGradients(b Batch, grads []float32) ([]Metric, error) {
+func (m *Model) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric, error) {
 	if len(grads) != m.meta.GradientSize {
 		return nil, fmt.Errorf("gradient buffer has %d elements, want %d", len(grads), m.meta.GradientSize)
 	}
-	c := m.calls[RoleComputeGradients]
+	c := m.calls[model.RoleComputeGradients]
 	feeds, err := m.batchFeeds(c, b)
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.run(RoleComputeGradients, feeds, [][]byte{float32Bytes(grads)})
+	res, err := m.run(model.RoleComputeGradients, feeds, [][]byte{float32Bytes(grads)})
 	if err != nil {
 		return nil, err
 	}
@@ -284,19 +239,19 @@ func (m *Model) ApplyGradients(grads []float32) error {
 	if len(grads) != m.meta.GradientSize {
 		return fmt.Errorf("gradient buffer has %d elements, want %d", len(grads), m.meta.GradientSize)
 	}
-	_, err := m.run(RoleApplyGradients, []hostTensor{{dtype: Float32, shape: []int64{int64(len(grads))}, data: float32Bytes(grads)}}, nil)
+	_, err := m.run(model.RoleApplyGradients, []hostTensor{{dtype: model.Float32, shape: []int64{int64(len(grads))}, data: float32Bytes(grads)}}, nil)
 	return err
 }
 
 // ResetMetrics resets every metric, as model.fit does at each epoch start.
 func (m *Model) ResetMetrics() error {
-	_, err := m.run(RoleResetMetrics, nil, nil)
+	_, err := m.run(model.RoleResetMetrics, nil, nil)
 	return err
 }
 
 // MetricResults returns the metrics accumulated since the last reset.
-func (m *Model) MetricResults() ([]Metric, error) {
-	res, err := m.run(RoleMetricResults, nil, nil)
+func (m *Model) MetricResults() ([]model.Metric, error) {
+	res, err := m.run(model.RoleMetricResults, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +261,7 @@ func (m *Model) MetricResults() ([]Metric, error) {
 // MetricState returns every metric variable, flattened to float64, so hosts
 // can sum them.
 func (m *Model) MetricState() ([]float64, error) {
-	res, err := m.run(RoleMetricState, nil, nil)
+	res, err := m.run(model.RoleMetricState, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -326,38 +281,32 @@ func (m *Model) AssignMetricState(state []float64) error {
 	for i, v := range state {
 		binary.LittleEndian.PutUint64(data[8*i:], math.Float64bits(v))
 	}
-	_, err := m.run(RoleAssignMetricState, []hostTensor{{dtype: Float64, shape: []int64{int64(len(state))}, data: data}}, nil)
+	_, err := m.run(model.RoleAssignMetricState, []hostTensor{{dtype: model.Float64, shape: []int64{int64(len(state))}, data: data}}, nil)
 	return err
 }
 
-// Variable is a model or optimizer variable's value.
-type Variable struct {
-	Spec VariableSpec
-	Tensor
-}
-
 // ReadVariables returns every model and optimizer variable, in contract order.
-func (m *Model) ReadVariables() ([]Variable, error) {
-	res, err := m.run(RoleReadVariables, nil, nil)
+func (m *Model) ReadVariables() ([]model.Variable, error) {
+	res, err := m.run(model.RoleReadVariables, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Variable, len(res))
+	out := make([]model.Variable, len(res))
 	for i, r := range res {
-		out[i] = Variable{Spec: m.meta.Variables[i], Tensor: Tensor{DType: r.dtype, Shape: r.shape, Data: r.data}}
+		out[i] = model.Variable{Spec: m.meta.Variables[i], Tensor: model.Tensor{DType: r.dtype, Shape: r.shape, Data: r.data}}
 	}
 	return out, nil
 }
 
 // AssignVariables sets every model and optimizer variable.
-func (m *Model) AssignVariables(vars []Variable) error {
+func (m *Model) AssignVariables(vars []model.Variable) error {
 	if len(vars) != len(m.meta.Variables) {
 		return fmt.Errorf("got %d variables, the model has %d", len(vars), len(m.meta.Variables))
 	}
 	feeds := make([]hostTensor, len(vars))
 	for i, v := range vars {
 		spec := m.meta.Variables[i]
-		dt, err := ParseDType(spec.DType)
+		dt, err := model.ParseDType(spec.DType)
 		if err != nil {
 			return err
 		}
@@ -366,13 +315,13 @@ func (m *Model) AssignVariables(vars []Variable) error {
 		}
 		feeds[i] = hostTensor{dtype: dt, shape: spec.Shape, data: v.Data}
 	}
-	_, err := m.run(RoleAssignVariables, feeds, nil)
+	_, err := m.run(model.RoleAssignVariables, feeds, nil)
 	return err
 }
 
 // LearningRate is the optimizer's current learning rate.
 func (m *Model) LearningRate() (float64, error) {
-	res, err := m.run(RoleGetLearningRate, nil, nil)
+	res, err := m.run(model.RoleGetLearningRate, nil, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -387,25 +336,25 @@ func (m *Model) SetLearningRate(lr float64) error {
 	}
 	data := make([]byte, 4)
 	binary.LittleEndian.PutUint32(data, math.Float32bits(float32(lr)))
-	_, err := m.run(RoleSetLearningRate, []hostTensor{{dtype: Float32, data: data}}, nil)
+	_, err := m.run(model.RoleSetLearningRate, []hostTensor{{dtype: model.Float32, data: data}}, nil)
 	return err
 }
 
 // Predict runs serving_default on a batch of inputs and returns the outputs
 // by name.
-func (m *Model) Predict(b Batch) (map[string]Tensor, error) {
-	c := m.calls[RoleServing]
+func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
+	c := m.calls[model.RoleServing]
 	feeds, err := m.batchFeeds(c, b)
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.run(RoleServing, feeds, nil)
+	res, err := m.run(model.RoleServing, feeds, nil)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]Tensor{}
+	out := map[string]model.Tensor{}
 	for i, name := range c.fetchNames {
-		out[name] = Tensor{DType: res[i].dtype, Shape: res[i].shape, Data: res[i].data}
+		out[name] = model.Tensor{DType: res[i].dtype, Shape: res[i].shape, Data: res[i].data}
 	}
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package runtime
+package checkpoint
 
 import (
 	"crypto/sha256"
@@ -22,14 +22,15 @@ import (
 // history so far, and variables.bin's SHA-256). It is written under a
 // temporary name, synced and renamed, so a reader sees all of it or none.
 const (
-	checkpointPrefix  = "ckpt-"
-	checkpointVars    = "variables.bin"
-	checkpointState   = "state.json"
-	checkpointVersion = 1
+	prefix    = "ckpt-"
+	varsFile  = "variables.bin"
+	stateFile = "state.json"
+	// Version is the format of state.json and variables.bin.
+	Version = 1
 )
 
-// checkpointState is state.json.
-type ckptState struct {
+// State is state.json: where training stood.
+type State struct {
 	Version     int       `json:"version"`
 	Fingerprint string    `json:"fingerprint"`
 	Epoch       int       `json:"epoch"` // 1-based epoch under way
@@ -47,23 +48,25 @@ type ckptState struct {
 	VariablesLen int64           `json:"variables_bytes"`
 }
 
-func checkpointName(epoch, step int) string {
-	return fmt.Sprintf("%s%06d-%09d", checkpointPrefix, epoch, step)
+func name(epoch, step int) string {
+	return fmt.Sprintf("%s%06d-%09d", prefix, epoch, step)
 }
 
-// writeCheckpoint writes one checkpoint into dir and keeps the newest keep.
-func writeCheckpoint(dir string, st ckptState, vars []model.Variable, hist *report.History, keep int) (string, error) {
+// Write writes one checkpoint into dir, keeps the newest keep, and returns
+// its path. Version and the variables' checksum are filled in.
+func Write(dir string, st State, vars []model.Variable, hist *report.History, keep int) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("checkpoint dir: %w", err)
 	}
-	name := checkpointName(st.Epoch, st.Step)
+	st.Version = Version
+	name := name(st.Epoch, st.Step)
 	tmp, err := os.MkdirTemp(dir, ".tmp-"+name+"-")
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 
-	f, err := os.Create(filepath.Join(tmp, checkpointVars))
+	f, err := os.Create(filepath.Join(tmp, varsFile))
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
@@ -88,7 +91,7 @@ func writeCheckpoint(dir string, st ckptState, vars []model.Variable, hist *repo
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
-	sf, err := os.Create(filepath.Join(tmp, checkpointState))
+	sf, err := os.Create(filepath.Join(tmp, stateFile))
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
@@ -112,7 +115,7 @@ func writeCheckpoint(dir string, st ckptState, vars []model.Variable, hist *repo
 	if err := syncPath(dir); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
-	if err := pruneCheckpoints(dir, keep); err != nil {
+	if err := prune(dir, keep); err != nil {
 		return "", err
 	}
 	return final, nil
@@ -136,7 +139,7 @@ func syncPath(dir string) error {
 }
 
 // listCheckpoints returns the checkpoint folders in dir, newest first.
-func listCheckpoints(dir string) ([]string, error) {
+func list(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -146,7 +149,7 @@ func listCheckpoints(dir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if e.IsDir() && strings.HasPrefix(e.Name(), checkpointPrefix) {
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
 			names = append(names, e.Name())
 		}
 	}
@@ -158,11 +161,11 @@ func listCheckpoints(dir string) ([]string, error) {
 	return names, nil
 }
 
-func pruneCheckpoints(dir string, keep int) error {
+func prune(dir string, keep int) error {
 	if keep <= 0 {
 		return nil
 	}
-	all, err := listCheckpoints(dir)
+	all, err := list(dir)
 	if err != nil {
 		return err
 	}
@@ -174,37 +177,37 @@ func pruneCheckpoints(dir string, keep int) error {
 	return nil
 }
 
-// loadedCheckpoint is a checkpoint read back and verified.
-type loadedCheckpoint struct {
-	path  string
-	state ckptState
-	vars  []byte
-	hist  *report.History
+// Loaded is a checkpoint read back and verified.
+type Loaded struct {
+	Path    string
+	State   State
+	Vars    []byte // every variable's bytes, in contract order
+	History *report.History
 }
 
 // readCheckpoint reads and verifies one checkpoint folder.
-func readCheckpoint(path, fingerprint string) (*loadedCheckpoint, error) {
-	raw, err := os.ReadFile(filepath.Join(path, checkpointState))
+func read(path, fingerprint string) (*Loaded, error) {
+	raw, err := os.ReadFile(filepath.Join(path, stateFile))
 	if err != nil {
 		return nil, err
 	}
-	var st ckptState
+	var st State
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, fmt.Errorf("%s is not valid JSON: %v", checkpointState, err)
+		return nil, fmt.Errorf("%s is not valid JSON: %v", stateFile, err)
 	}
-	if st.Version != checkpointVersion {
-		return nil, fmt.Errorf("checkpoint format %d, want %d", st.Version, checkpointVersion)
+	if st.Version != Version {
+		return nil, fmt.Errorf("checkpoint format %d, want %d", st.Version, Version)
 	}
 	if st.Fingerprint != fingerprint {
 		return nil, fmt.Errorf("it was written for another model (fingerprint %.8s…, this model %.8s…)", st.Fingerprint, fingerprint)
 	}
-	vars, err := os.ReadFile(filepath.Join(path, checkpointVars))
+	vars, err := os.ReadFile(filepath.Join(path, varsFile))
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(vars)
 	if int64(len(vars)) != st.VariablesLen || hex.EncodeToString(sum[:]) != st.VariablesSHA {
-		return nil, fmt.Errorf("%s does not match its checksum (partial or corrupt)", checkpointVars)
+		return nil, fmt.Errorf("%s does not match its checksum (partial or corrupt)", varsFile)
 	}
 	hist := &report.History{}
 	if len(st.History) > 0 && string(st.History) != "null" {
@@ -212,41 +215,23 @@ func readCheckpoint(path, fingerprint string) (*loadedCheckpoint, error) {
 			return nil, fmt.Errorf("history: %v", err)
 		}
 	}
-	return &loadedCheckpoint{path: path, state: st, vars: vars, hist: hist}, nil
+	return &Loaded{Path: path, State: st, Vars: vars, History: hist}, nil
 }
 
-// latestCheckpoint returns the newest checkpoint that verifies, warning
-// about each newer one that does not; nil when there is none.
-func latestCheckpoint(dir, fingerprint string, warn io.Writer) (*loadedCheckpoint, error) {
-	all, err := listCheckpoints(dir)
+// Latest returns the newest checkpoint in dir that verifies for the model
+// with this fingerprint, warning about each newer one that does not; nil
+// when there is none.
+func Latest(dir, fingerprint string, warn io.Writer) (*Loaded, error) {
+	all, err := list(dir)
 	if err != nil {
 		return nil, err
 	}
 	for _, path := range all {
-		c, err := readCheckpoint(path, fingerprint)
+		c, err := read(path, fingerprint)
 		if err == nil {
 			return c, nil
 		}
 		fmt.Fprintf(warn, "sagefit: warning: skipping checkpoint %s: %v\n", path, err)
 	}
 	return nil, nil
-}
-
-// splitVariables lays checkpoint bytes over the model's variables.
-func splitVariables(m *model.Model, raw []byte) ([]model.Variable, error) {
-	vars, err := m.ReadVariables()
-	if err != nil {
-		return nil, err
-	}
-	for i := range vars {
-		n := len(vars[i].Data)
-		if len(raw) < n {
-			return nil, errors.New("checkpoint holds fewer variable bytes than the model has")
-		}
-		vars[i].Data, raw = raw[:n:n], raw[n:]
-	}
-	if len(raw) != 0 {
-		return nil, errors.New("checkpoint holds more variable bytes than the model has")
-	}
-	return vars, nil
 }

@@ -1,8 +1,9 @@
-package runtime
+package launch
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,16 +17,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/distributed/transport"
+	"github.com/sagefit/sagefit/runtime/job"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
-// HPProcessesPerHost sets how many training processes a host runs: "auto"
-// (the default) runs one per visible GPU, a number runs that many.
-const HPProcessesPerHost = "sagefit_processes_per_host"
-
 // A host with several GPUs runs one training process per GPU, each joining
-// the ring as a member of its own (sagemaker.EnvWorker), rather than one
+// the ring as a member of its own (EnvWorker), rather than one
 // process driving every GPU: the graph a SavedModel carries is built for one
 // device, so driving several from one session would mean rewriting it into
 // towers; one process per GPU reuses the one-device step, the ring and the
@@ -47,15 +45,15 @@ const (
 	workerStopGrace = 30 * time.Second
 )
 
-// processesPerHost reads HPProcessesPerHost: 0 for "auto".
-func processesPerHost(env *sagemaker.Env) (int, error) {
-	v := env.String(HPProcessesPerHost, "auto")
+// ProcessesPerHost reads and checks job.HPProcessesPerHost: 0 for "auto".
+func ProcessesPerHost(env *sagemaker.Env) (int, error) {
+	v := env.String(job.HPProcessesPerHost, "auto")
 	if v == "auto" {
 		return 0, nil
 	}
 	p, err := strconv.Atoi(v)
 	if err != nil || p < 1 {
-		return 0, fmt.Errorf("hyperparameter %q must be \"auto\" (one process per GPU) or a whole number of at least 1, got %q", HPProcessesPerHost, v)
+		return 0, fmt.Errorf("hyperparameter %q must be \"auto\" (one process per GPU) or a whole number of at least 1, got %q", job.HPProcessesPerHost, v)
 	}
 	return p, nil
 }
@@ -64,7 +62,7 @@ func processesPerHost(env *sagemaker.Env) (int, error) {
 // CUDA_VISIBLE_DEVICES names where it is set (set but empty hides them
 // all), else 0..numGPUs-1.
 func visibleGPUs(environ []string, numGPUs int) []string {
-	if v, ok := lookupEnvOK(environ, "CUDA_VISIBLE_DEVICES"); ok {
+	if v, ok := sagemaker.LookupEnv(environ, "CUDA_VISIBLE_DEVICES"); ok {
 		if strings.TrimSpace(v) == "" {
 			return nil
 		}
@@ -77,9 +75,9 @@ func visibleGPUs(environ []string, numGPUs int) []string {
 	return devs
 }
 
-// workersPerHost is how many training processes this host runs.
-func workersPerHost(env *sagemaker.Env, environ []string, log io.Writer) (int, error) {
-	p, err := processesPerHost(env)
+// WorkersPerHost is how many training processes this host runs.
+func WorkersPerHost(env *sagemaker.Env, environ []string, log io.Writer) (int, error) {
+	p, err := ProcessesPerHost(env)
 	if err != nil {
 		return 0, err
 	}
@@ -95,7 +93,7 @@ func workersPerHost(env *sagemaker.Env, environ []string, log io.Writer) (int, e
 			continue
 		}
 		if !auto {
-			return 0, fmt.Errorf("channel %q is in Pipe mode, which feeds one process per host, but hyperparameter %q asks for %d; use File or FastFile mode, or one process", name, HPProcessesPerHost, p)
+			return 0, fmt.Errorf("channel %q is in Pipe mode, which feeds one process per host, but hyperparameter %q asks for %d; use File or FastFile mode, or one process", name, job.HPProcessesPerHost, p)
 		}
 		fmt.Fprintf(log, "sagefit: channel %q is in Pipe mode, which feeds one process per host: training with one process, on 1 of this host's %d GPUs (File or FastFile mode would use them all)\n", name, p)
 		return 1, nil
@@ -109,10 +107,10 @@ func workersPerHost(env *sagemaker.Env, environ []string, log io.Writer) (int, e
 // of one host with no addresses given keeps its ring on free loopback
 // ports ("127.0.0.1:0", bound by memberListeners).
 func memberAddrs(env *sagemaker.Env, environ []string, p int) ([]string, error) {
-	raw := lookupEnv(environ, distributed.EnvHostAddrs)
-	given, err := distributed.ParseHostAddrs(raw)
+	raw, _ := sagemaker.LookupEnv(environ, EnvHostAddrs)
+	given, err := transport.ParseHostAddrs(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", distributed.EnvHostAddrs, err)
+		return nil, fmt.Errorf("%s: %w", EnvHostAddrs, err)
 	}
 	var out []string
 	for _, h := range env.Hosts {
@@ -124,12 +122,12 @@ func memberAddrs(env *sagemaker.Env, environ []string, p int) ([]string, error) 
 		}
 		addr, ok := given[h]
 		if !ok {
-			addr = net.JoinHostPort(h, strconv.Itoa(distributed.DefaultPort))
+			addr = net.JoinHostPort(h, strconv.Itoa(transport.DefaultPort))
 		}
 		host, port, _ := net.SplitHostPort(addr)
 		base, err := strconv.Atoi(port)
 		if err != nil || base+p-1 > 65535 {
-			return nil, fmt.Errorf("%s: port of host %s (%q) leaves no room for %d processes", distributed.EnvHostAddrs, h, port, p)
+			return nil, fmt.Errorf("%s: port of host %s (%q) leaves no room for %d processes", EnvHostAddrs, h, port, p)
 		}
 		for k := range p {
 			out = append(out, net.JoinHostPort(host, strconv.Itoa(base+k)))
@@ -151,14 +149,6 @@ func workerDevices(environ []string, numGPUs, p int) []string {
 	}
 	return out
 }
-
-// Inherited by the workers from their launcher: the listening socket of
-// the worker's ring member, and where the worker writes its failure reason
-// (the launcher picks the job's).
-const (
-	envListenFD    = "SAGEFIT_LISTEN_FD"
-	envFailureFile = "SAGEFIT_FAILURE_FILE"
-)
 
 // memberListeners binds the listening sockets of this host's members, for
 // the workers to inherit: a port in use fails here, in one clear sentence,
@@ -191,7 +181,7 @@ func memberListeners(env *sagemaker.Env, environ []string, p int) (string, []*os
 	}
 	named := make([]string, len(addrs))
 	for i, a := range addrs {
-		named[i] = sagemaker.WorkerName(env.Hosts[i/p], i%p) + "=" + a
+		named[i] = WorkerName(env.Hosts[i/p], i%p) + "=" + a
 	}
 	return strings.Join(named, ","), files, nil
 }
@@ -211,14 +201,25 @@ func listenFile(addr string) (*os.File, string, error) {
 	return f, l.Addr().String(), nil
 }
 
-// launch runs p workers of this host's part of the job and waits for them.
-// A stop (ctx) is passed on to every worker, once; the job's failure
-// reason is picked from the workers' (see jobReason).
-func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
-	failure := sagemaker.Paths{Base: o.Base}.FailureFile()
+// Spec is what the launcher needs to start this host's workers.
+type Spec struct {
+	// Exec runs one more training process of this host (argv, e.g.
+	// [/usr/local/bin/sagefit train]).
+	Exec    []string
+	Base    string   // the host's SageMaker base dir, shared by its workers
+	Environ []string // passed on, with the launcher's variables appended
+	Stdout  io.Writer
+	Stderr  io.Writer
+}
+
+// Processes runs p workers of this host's part of the job and waits for
+// them. A stop (ctx) is passed on to every worker, once. It returns nil
+// when every worker succeeded, else an error whose text is the host's
+// failure reason, picked from the workers' (see jobReason).
+func Processes(ctx context.Context, o Spec, env *sagemaker.Env, p int) error {
 	addrs, listeners, err := memberListeners(env, o.Environ, p)
 	if err != nil {
-		return fail(o.Stderr, failure, err)
+		return err
 	}
 	defer func() {
 		for _, f := range listeners {
@@ -227,7 +228,7 @@ func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
 	}()
 	reasons, err := os.MkdirTemp("", "sagefit-workers-")
 	if err != nil {
-		return fail(o.Stderr, failure, err)
+		return err
 	}
 	defer os.RemoveAll(reasons)
 	reasonFile := func(k int) string { return fmt.Sprintf("%s/failure-%d", reasons, k) }
@@ -238,12 +239,12 @@ func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
 	for k := range p {
 		cmd := exec.Command(o.Exec[0], o.Exec[1:]...)
 		cmd.Env = append(slices.Clone(o.Environ),
-			sagemaker.EnvWorker+"="+fmt.Sprintf("%d/%d", k, p),
-			distributed.EnvHostAddrs+"="+addrs,
+			EnvWorker+"="+fmt.Sprintf("%d/%d", k, p),
+			EnvHostAddrs+"="+addrs,
 			"SAGEMAKER_BASE_DIR="+o.Base,
 			"SM_NUM_CPUS="+strconv.Itoa(max(1, env.NumCPUs/p)),
-			envListenFD+"=3",
-			envFailureFile+"="+reasonFile(k))
+			EnvListenFD+"=3",
+			EnvFailureFile+"="+reasonFile(k))
 		if devices != nil {
 			cmd.Env = append(cmd.Env, "CUDA_VISIBLE_DEVICES="+devices[k], "SM_NUM_GPUS=1")
 		}
@@ -276,7 +277,7 @@ func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
 			for _, c := range cmds[:k] {
 				c.Process.Kill()
 			}
-			return fail(o.Stderr, failure, fmt.Errorf("start training process %d of %d: %w", k, p, err))
+			return fmt.Errorf("start training process %d of %d: %w", k, p, err)
 		}
 		cmds[k] = cmd
 	}
@@ -320,7 +321,7 @@ func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
 			running[e.k] = false
 			if e.err != nil {
 				failed = append(failed, e)
-				fmt.Fprintf(o.Stderr, "sagefit: worker %d (%s) exited: %v\n", e.k, sagemaker.WorkerName(env.CurrentHost, e.k), e.err)
+				fmt.Fprintf(o.Stderr, "sagefit: worker %d (%s) exited: %v\n", e.k, WorkerName(env.CurrentHost, e.k), e.err)
 				if failTimer == nil && !stopped && left > 0 {
 					failTimer = time.After(workerFailGrace)
 				}
@@ -339,13 +340,9 @@ func launch(ctx context.Context, o Options, env *sagemaker.Env, p int) int {
 		}
 	}
 	if len(failed) == 0 {
-		return 0
+		return nil
 	}
-	reason := jobReason(failed[0].k, failed[0].err, stopped, reasonFile, env.CurrentHost, p)
-	if werr := sagemaker.WriteFailure(failure, reason); werr != nil {
-		fmt.Fprintf(o.Stderr, "sagefit: could not write the failure file: %v\n", werr)
-	}
-	return 1
+	return errors.New(jobReason(failed[0].k, failed[0].err, stopped, reasonFile, env.CurrentHost, p))
 }
 
 // jobReason picks the host's failure reason from its workers': after a
@@ -363,6 +360,6 @@ func jobReason(first int, firstErr error, stopped bool, reasonFile func(int) str
 	if r := read(first); r != "" {
 		return r
 	}
-	return Reason(fmt.Errorf("training process %d of %d on host %s (%s) ended without a reason: %v",
-		first, p, host, sagemaker.WorkerName(host, first), firstErr))
+	return sagemaker.Reason(fmt.Errorf("training process %d of %d on host %s (%s) ended without a reason: %v",
+		first, p, host, WorkerName(host, first), firstErr))
 }

@@ -1,4 +1,4 @@
-package model
+package tf
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/sagefit/sagefit/model"
 )
 
 // Save writes the current variables as a new SavedModel in dir: the graph and
@@ -44,7 +46,7 @@ func (m *Model) Save(dir string) error {
 	if err := copyFile(filepath.Join(m.dir, "saved_model.pb"), filepath.Join(tmp, "saved_model.pb")); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
-	for _, sub := range []string{"assets", ExtraDir} {
+	for _, sub := range []string{"assets", model.ExtraDir} {
 		if err := copyTree(filepath.Join(m.dir, sub), filepath.Join(tmp, sub)); err != nil {
 			return fmt.Errorf("save model: %w", err)
 		}

@@ -1,0 +1,82 @@
+package model
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Metric is one named metric value, in the order Keras reports them.
+type Metric struct {
+	Name  string
+	Value float64
+}
+
+// Tensor is a dense tensor in host memory (little-endian, C order).
+type Tensor struct {
+	DType DType
+	Shape []int64
+	Data  []byte
+}
+
+// Float32s views the tensor's data as float32 values (copying).
+func (t Tensor) Float32s() ([]float32, error) {
+	if t.DType != Float32 {
+		return nil, fmt.Errorf("tensor is %s, not float32", t.DType)
+	}
+	out := make([]float32, len(t.Data)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+	}
+	return out, nil
+}
+
+// Batch is one step's data: for every input and target (by its name in the
+// contract) the bytes of Rows examples in the contract's dtype, C order.
+type Batch struct {
+	Rows    int
+	Tensors map[string][]byte
+}
+
+// Variable is a model or optimizer variable's value.
+type Variable struct {
+	Spec VariableSpec
+	Tensor
+}
+
+// SessionConfig is the TensorFlow session configuration (package model/tf
+// turns it into a ConfigProto).
+type SessionConfig struct {
+	// IntraOpThreads and InterOpThreads size TensorFlow's thread pools; 0
+	// lets TensorFlow pick (one per core).
+	IntraOpThreads int
+	InterOpThreads int
+	// GPUMemoryGrowth allocates GPU memory as needed instead of all at once.
+	GPUMemoryGrowth bool
+	// SoftPlacement lets ops without a GPU kernel fall back to the CPU.
+	SoftPlacement bool
+	// VisibleGPUs restricts the GPUs this process uses ("0", "0,1"); empty
+	// means all.
+	VisibleGPUs string
+	// LogPlacement logs the device every op is placed on.
+	LogPlacement bool
+}
+
+// SplitVariables lays raw variable bytes (a checkpoint's Vars, or a broadcast
+// buffer) over the model's variables, taking specs, dtypes and shapes from
+// like (the model's current variables, which it reuses).
+func SplitVariables(like []Variable, raw []byte) ([]Variable, error) {
+	vars := like
+	for i := range vars {
+		n := len(vars[i].Data)
+		if len(raw) < n {
+			return nil, errors.New("it holds fewer variable bytes than the model has")
+		}
+		vars[i].Data, raw = raw[:n:n], raw[n:]
+	}
+	if len(raw) != 0 {
+		return nil, errors.New("it holds more variable bytes than the model has")
+	}
+	return vars, nil
+}

@@ -1,0 +1,238 @@
+package fit_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/sagefit/sagefit/model"
+)
+
+// linear is a pure-Go stand-in for a loaded training SavedModel: a linear
+// regression y = x·w + b with a mean squared error, plain SGD, and one
+// metric, "loss", kept as Keras keeps it (a sum of per-batch losses weighted
+// by rows, and a row count). Its gradients are deterministic, so the loop's
+// arithmetic across ranks can be checked against one process.
+type linear struct {
+	meta *model.Metadata
+	lr   float64
+
+	mu         sync.Mutex
+	w          []float32 // features weights, then the bias
+	iterations int64
+	lossSum    float64 // metric state
+	rows       float64
+
+	// Counters and hooks for the tests.
+	steps    int               // train steps that saw rows (TrainStep or ComputeGradients)
+	onStep   func(step int)    // called after each such step, with steps
+	failStep int               // the step that fails (0: none)
+	testRows int               // rows seen by TestStep
+	firstX   []float32         // x[0] of the first row of each train step's batch
+	applied  func(g []float32) // sees every applied gradient
+}
+
+const features = 3
+
+func spec(name, key string, shape ...int64) model.TensorSpec {
+	dims := []*int64{nil}
+	for i := range shape {
+		dims = append(dims, &shape[i])
+	}
+	return model.TensorSpec{Name: name, Key: key, DType: "float32", Shape: dims}
+}
+
+func newLinear() *linear {
+	meta := &model.Metadata{
+		Inputs:          []model.TensorSpec{spec("x", "x", features)},
+		Targets:         []model.TensorSpec{spec("y", "target_y", 1)},
+		Metrics:         []string{"loss"},
+		GradientSize:    features + 1,
+		MetricStateSize: 2,
+		Fingerprint:     "linear-fake",
+		Variables: []model.VariableSpec{
+			{Name: "w", Shape: []int64{features + 1}, DType: "float32", Trainable: true},
+			{Name: "iterations", DType: "int64"},
+		},
+	}
+	m := &linear{meta: meta, lr: 0.05, w: make([]float32, features+1)}
+	for i := range m.w {
+		m.w[i] = 0.1 * float32(i+1) // the same start on every rank
+	}
+	return m
+}
+
+func (m *linear) Meta() *model.Metadata { return m.meta }
+
+func f32s(b []byte) []float32 {
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
+
+// gradient is the mean gradient of the batch's squared error, and its
+// mean loss, both accumulated in float64 in row order.
+func (m *linear) gradient(b model.Batch) (grad []float64, loss float64) {
+	x, y := f32s(b.Tensors["x"]), f32s(b.Tensors["y"])
+	grad = make([]float64, features+1)
+	for r := range b.Rows {
+		pred := float64(m.w[features])
+		for k := range features {
+			pred += float64(x[r*features+k]) * float64(m.w[k])
+		}
+		d := pred - float64(y[r])
+		loss += d * d
+		for k := range features {
+			grad[k] += 2 * d * float64(x[r*features+k])
+		}
+		grad[features] += 2 * d
+	}
+	n := float64(b.Rows)
+	for k := range grad {
+		grad[k] /= n
+	}
+	return grad, loss / n
+}
+
+func (m *linear) step(b model.Batch) ([]float64, error) {
+	m.steps++
+	if b.Rows > 0 {
+		m.firstX = append(m.firstX, f32s(b.Tensors["x"][:4])[0])
+	}
+	if m.failStep > 0 && m.steps == m.failStep {
+		return nil, errors.New("the fake model failed on purpose")
+	}
+	grad, loss := m.gradient(b)
+	m.lossSum += loss * float64(b.Rows)
+	m.rows += float64(b.Rows)
+	if m.onStep != nil {
+		m.onStep(m.steps)
+	}
+	return grad, nil
+}
+
+func (m *linear) results() []model.Metric {
+	return []model.Metric{{Name: "loss", Value: m.lossSum / max(m.rows, 1)}}
+}
+
+func (m *linear) TrainStep(b model.Batch) ([]model.Metric, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	grad, err := m.step(b)
+	if err != nil {
+		return nil, err
+	}
+	g := make([]float32, len(grad))
+	for i := range grad {
+		g[i] = float32(grad[i])
+	}
+	m.apply(g)
+	return m.results(), nil
+}
+
+func (m *linear) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(grads) != m.meta.GradientSize {
+		return nil, fmt.Errorf("gradient buffer has %d elements, want %d", len(grads), m.meta.GradientSize)
+	}
+	grad, err := m.step(b)
+	if err != nil {
+		return nil, err
+	}
+	for i := range grad {
+		grads[i] = float32(grad[i])
+	}
+	return m.results(), nil
+}
+
+func (m *linear) ApplyGradients(grads []float32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.apply(grads)
+	return nil
+}
+
+func (m *linear) apply(g []float32) {
+	if m.applied != nil {
+		m.applied(g)
+	}
+	for i := range m.w {
+		m.w[i] -= float32(m.lr) * g[i]
+	}
+	m.iterations++
+}
+
+func (m *linear) TestStep(b model.Batch) ([]model.Metric, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, loss := m.gradient(b)
+	m.lossSum += loss * float64(b.Rows)
+	m.rows += float64(b.Rows)
+	m.testRows += b.Rows
+	return m.results(), nil
+}
+
+func (m *linear) ResetMetrics() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lossSum, m.rows = 0, 0
+	return nil
+}
+
+func (m *linear) MetricResults() ([]model.Metric, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.results(), nil
+}
+
+func (m *linear) MetricState() ([]float64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return []float64{m.lossSum, m.rows}, nil
+}
+
+func (m *linear) AssignMetricState(state []float64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(state) != 2 {
+		return fmt.Errorf("metric state has %d values, want 2", len(state))
+	}
+	m.lossSum, m.rows = state[0], state[1]
+	return nil
+}
+
+func (m *linear) ReadVariables() ([]model.Variable, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := make([]byte, 4*len(m.w))
+	for i, v := range m.w {
+		binary.LittleEndian.PutUint32(w[4*i:], math.Float32bits(v))
+	}
+	it := binary.LittleEndian.AppendUint64(nil, uint64(m.iterations))
+	return []model.Variable{
+		{Spec: m.meta.Variables[0], Tensor: model.Tensor{DType: model.Float32, Shape: []int64{int64(len(m.w))}, Data: w}},
+		{Spec: m.meta.Variables[1], Tensor: model.Tensor{DType: model.Int64, Data: it}},
+	}, nil
+}
+
+func (m *linear) AssignVariables(vars []model.Variable) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(vars) != 2 || len(vars[0].Data) != 4*len(m.w) || len(vars[1].Data) != 8 {
+		return errors.New("variables do not fit the fake model")
+	}
+	copy(m.w, f32s(vars[0].Data))
+	m.iterations = int64(binary.LittleEndian.Uint64(vars[1].Data))
+	return nil
+}
+
+func (m *linear) weights() []float32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]float32(nil), m.w...)
+}

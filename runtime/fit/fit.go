@@ -1,0 +1,455 @@
+package fit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/checkpoint"
+	"github.com/sagefit/sagefit/runtime/input"
+	"github.com/sagefit/sagefit/runtime/job"
+	"github.com/sagefit/sagefit/runtime/report"
+)
+
+// Loop runs model.fit's loop over one process's share of the data. Set
+// its fields, then call Run once.
+type Loop struct {
+	Job      *job.Job
+	Model    Model
+	Group    Group // nil for one process
+	Train    *input.Channel
+	Val      *input.Channel // nil: no validation
+	Out      io.Writer      // epoch lines (stdout)
+	Log      io.Writer      // progress notes (stderr)
+	Terminal bool           // progress bars only on a terminal
+
+	grads  []float32 // fused gradient, the batch's row count, the stop flag
+	timing Timing
+
+	hist        *report.History         // epochs finished, for checkpoints
+	globalStep  int                     // train steps since epoch 1 step 0
+	stop        context.Context         // done once a stop is requested
+	requestStop context.CancelCauseFunc // stops this host when another asked
+}
+
+// Timing is what timing.json holds.
+type Timing struct {
+	Hosts         int       `json:"hosts"`
+	BatchSize     int       `json:"batch_size"`
+	StepsPerEpoch int       `json:"steps_per_epoch"`
+	Examples      int       `json:"examples"` // training rows of one epoch, all hosts
+	EpochSeconds  []float64 `json:"epoch_seconds"`
+	// InputSeconds is, per epoch, how long training steps waited for their
+	// batch: near zero when prefetch keeps up.
+	InputSeconds []float64 `json:"input_wait_seconds"`
+}
+
+func (f *Loop) world() int {
+	if f.Group == nil {
+		return 1
+	}
+	return f.Group.World()
+}
+
+func (f *Loop) rank() int {
+	if f.Group == nil {
+		return 0
+	}
+	return f.Group.Rank()
+}
+
+func (f *Loop) batchOptions(c *input.Channel) data.BatchOptions {
+	o := data.BatchOptions{
+		BatchSize: f.Job.BatchSize,
+		Shuffle:   f.Job.Shuffle && c == f.Train, // Keras never shuffles validation data
+		Seed:      f.Job.Seed,
+		Prefetch:  f.Job.Prefetch,
+		DTypes:    c.DTypes,
+		Rank:      f.rank(),
+		World:     f.world(),
+	}
+	if c.Sharded { // this host's files, shared by its processes
+		o.Rank, o.World = f.Job.Env.LocalRank, max(1, f.Job.Env.LocalWorkers)
+	}
+	return o
+}
+
+// ResumePoint is where training starts: epoch 1 step 0, or a checkpoint's.
+type ResumePoint struct {
+	Epoch, Step int
+	MetricState []float64 // this process's share of the epoch's metric state; nil at step 0
+	History     *report.History
+}
+
+// Interrupted is returned when a stop was requested (SIGTERM: a stop or a
+// spot interruption) and training stopped cleanly after a step on every
+// process, with a checkpoint.
+type Interrupted struct {
+	Cause      error
+	Epoch      int
+	Step       int
+	Checkpoint string // empty on ranks other than 0
+}
+
+func (e *Interrupted) Error() string {
+	msg := fmt.Sprintf("training stopped (%v) at epoch %d step %d", e.Cause, e.Epoch, e.Step)
+	if e.Checkpoint != "" {
+		msg += "; checkpoint written to " + e.Checkpoint + ", from which a job with the same checkpoint location resumes"
+	}
+	return msg
+}
+
+func (e *Interrupted) Unwrap() error { return e.Cause }
+
+// FailureReason is the job's failure sentence: the stop, where, and the
+// checkpoint to resume from (sagemaker.Reason takes it as it is).
+func (e *Interrupted) FailureReason() string { return e.Error() }
+
+// Run trains from the resume point through the job's last epoch and returns
+// the history. A stop request (ctx cancelled: SIGTERM) ends training after
+// the current step, with a checkpoint, as an *Interrupted error; it does not
+// cancel the step itself, nor the collectives that bring the other
+// processes to the same stop.
+func (f *Loop) Run(ctx context.Context, from ResumePoint) (*report.History, error) {
+	f.stop, f.requestStop = context.WithCancelCause(ctx)
+	defer f.requestStop(nil)
+	hist, err := f.run(context.WithoutCancel(ctx), from)
+	if err == nil {
+		return hist, nil
+	}
+	var stopped *Interrupted
+	if errors.As(err, &stopped) {
+		return hist, err
+	}
+	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+		return hist, fmt.Errorf("%w (%v)", cause, err)
+	}
+	return hist, err
+}
+
+// Timing is how long each epoch took and how long steps waited for input.
+func (f *Loop) Timing() Timing { return f.timing }
+
+// run trains from the resume point through the job's last epoch and returns
+// the history.
+func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, error) {
+	hist := from.History
+	if hist == nil {
+		hist = &report.History{}
+	}
+	f.hist = hist
+	f.timing = Timing{Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples()}
+	if f.Group != nil {
+		// Gradient, then the batch's row count, then the stop flag.
+		f.grads = make([]float32, f.Model.Meta().GradientSize+2)
+	}
+	if from.Epoch <= f.Job.InitialEpoch {
+		from = ResumePoint{Epoch: f.Job.InitialEpoch + 1, History: hist}
+	}
+	for epoch := from.Epoch; epoch <= f.Job.Epochs; epoch++ {
+		start := time.Now()
+		startStep := 0
+		if epoch == from.Epoch && from.Step > 0 {
+			startStep = from.Step
+			if err := f.Model.AssignMetricState(from.MetricState); err != nil {
+				return hist, fmt.Errorf("resume epoch %d: %w", epoch, err)
+			}
+		}
+		steps, err := f.pass(ctx, epoch, f.Train, f.trainStep, startStep)
+		if err != nil {
+			return hist, err
+		}
+		logs, err := f.epochMetrics(ctx)
+		if err != nil {
+			return hist, fmt.Errorf("epoch %d: metrics: %w", epoch, err)
+		}
+		if f.Val != nil && f.Job.Validates(epoch) {
+			if _, err := f.pass(ctx, epoch, f.Val, f.testStep, 0); err != nil {
+				return hist, err
+			}
+			vlogs, err := f.epochMetrics(ctx)
+			if err != nil {
+				return hist, fmt.Errorf("epoch %d: validation metrics: %w", epoch, err)
+			}
+			for _, m := range vlogs {
+				logs = append(logs, model.Metric{Name: "val_" + m.Name, Value: m.Value})
+			}
+		}
+		f.timing.EpochSeconds = append(f.timing.EpochSeconds, time.Since(start).Seconds())
+		f.timing.StepsPerEpoch = steps
+		rl := toReport(logs)
+		hist.Append(rl)
+		fmt.Fprintln(f.Out, report.EpochLine(epoch, f.Job.Epochs, steps, time.Since(start), rl))
+		if f.Job.CheckpointEpochs && epoch < f.Job.Epochs {
+			if _, err := f.checkpoint(ctx, epoch+1, 0, steps); err != nil {
+				return hist, err
+			}
+		}
+	}
+	return hist, nil
+}
+
+// stepFunc runs one step; stop reports that every host agreed to stop
+// after it.
+type stepFunc func(context.Context, model.Batch) (logs []model.Metric, stop bool, err error)
+
+// pass runs one epoch's steps over a channel from startStep, after
+// resetting the metrics as Keras does at the start of fit's epoch and of
+// evaluate (a resumed epoch keeps the metric state it was given).
+func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepFunc, startStep int) (int, error) {
+	if startStep == 0 {
+		if err := f.Model.ResetMetrics(); err != nil {
+			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+		}
+	}
+	opts := f.batchOptions(c)
+	ds, done, err := c.Epoch(ctx, epoch-1)
+	if err != nil {
+		return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+	}
+	defer done()
+	full := ds.StepsPerEpoch(opts) // the batches of one pass over the data
+	if c.Sharded && f.Group != nil {
+		// Hosts hold different files: all run the longest host's steps, the
+		// others joining the ring with empty batches, so none waits forever.
+		var err error
+		if full, err = f.agreeSteps(ctx, full); err != nil {
+			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+		}
+	}
+	dataEpoch, first, steps := epoch-1, 0, full
+	switch {
+	case c == f.Train && f.Job.StepsPerEpoch > 0:
+		var pass int
+		pass, first, steps = cursor(f.Job.InitialEpoch+1, epoch, full, f.Job.StepsPerEpoch)
+		dataEpoch = f.Job.InitialEpoch + pass
+	case c != f.Train && f.Job.ValidationSteps > 0:
+		steps = min(full, f.Job.ValidationSteps) // every evaluation starts at the first batch
+	}
+	opts.StartStep = first + startStep
+	it := ds.Epoch(ctx, dataEpoch, opts)
+	defer it.Close()
+	var progress *report.Progress
+	if c == f.Train {
+		progress = report.NewProgress(f.Out, steps, f.Terminal)
+		defer progress.Done()
+	}
+	exhausted := false
+	var waited time.Duration
+	if c == f.Train {
+		defer func() { f.timing.InputSeconds = append(f.timing.InputSeconds, waited.Seconds()) }()
+	}
+	for n := startStep; n < steps; n++ {
+		var b *data.Batch
+		if !exhausted {
+			var err error
+			t0 := time.Now()
+			b, err = it.Next(ctx)
+			waited += time.Since(t0)
+			if errors.Is(err, io.EOF) {
+				exhausted, b = true, nil
+			} else if err != nil {
+				return n, fmt.Errorf("epoch %d: channel %q: %w", epoch, c.Name, err)
+			}
+		}
+		mb := model.Batch{}
+		if b != nil {
+			mb = model.Batch{Rows: b.Rows, Tensors: b.Tensors}
+		}
+		logs, stop, err := step(ctx, mb)
+		if b != nil {
+			b.Release()
+		}
+		if err != nil {
+			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
+		}
+		if progress != nil && logs != nil {
+			progress.Step(toReport(logs))
+		}
+		if c != f.Train {
+			continue
+		}
+		f.globalStep++
+		if stop {
+			path, err := f.checkpoint(ctx, epoch, n+1, steps)
+			if err != nil {
+				return n, err
+			}
+			return n, &Interrupted{Cause: context.Cause(f.stop), Epoch: epoch, Step: n + 1, Checkpoint: path}
+		}
+		if k := f.Job.CheckpointSteps; k > 0 && f.globalStep%k == 0 && n+1 < steps {
+			if _, err := f.checkpoint(ctx, epoch, n+1, steps); err != nil {
+				return n, err
+			}
+		}
+	}
+	return steps, nil
+}
+
+// cursor is where epoch (1-based) starts when every epoch takes at most
+// perEpoch of a pass's full batches, going on where the last one stopped
+// and starting a new pass (a new shuffle) when one is used up, as Keras's
+// epoch iterator does with steps_per_epoch; first is training's first
+// epoch. It returns the pass (0 for the first), the pass's batch the epoch
+// starts at, and the epoch's steps (fewer than perEpoch where the pass
+// runs out first).
+func cursor(first, epoch, full, perEpoch int) (pass, start, steps int) {
+	if full <= 0 {
+		return 0, 0, 0
+	}
+	for e := first; ; e++ {
+		steps = min(perEpoch, full-start)
+		if e == epoch {
+			return pass, start, steps
+		}
+		if start += steps; start >= full {
+			pass, start = pass+1, 0
+		}
+	}
+}
+
+// checkpoint writes where training stands; every host takes part (the
+// metric state is summed over hosts) and rank 0 writes. It returns the
+// checkpoint's path on rank 0.
+func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, error) {
+	var state []float64
+	if step > 0 {
+		var err error
+		if state, err = f.summedMetricState(ctx); err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
+	}
+	if f.rank() != 0 {
+		return "", nil
+	}
+	vars, err := f.Model.ReadVariables()
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	path, err := checkpoint.Write(f.Job.CheckpointDir, checkpoint.State{
+		Fingerprint: f.Model.Meta().Fingerprint,
+		Epoch:       epoch, Step: step, Steps: steps, GlobalStep: f.globalStep,
+		Seed: f.Job.Seed, Shuffle: f.Job.Shuffle, BatchSize: f.Job.BatchSize, Hosts: f.world(),
+		MetricState: state,
+	}, vars, f.hist, f.Job.CheckpointKeep)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(f.Log, "sagefit: checkpoint %s\n", path)
+	return path, nil
+}
+
+// agreeSteps returns the largest step count of any host.
+func (f *Loop) agreeSteps(ctx context.Context, mine int) (int, error) {
+	counts := make([]float64, f.world())
+	counts[f.rank()] = float64(mine)
+	if err := f.Group.AllReduceFloat64(ctx, counts); err != nil {
+		return 0, fmt.Errorf("agree on steps per epoch: %w", err)
+	}
+	most := 0
+	for _, c := range counts {
+		most = max(most, int(c))
+	}
+	return most, nil
+}
+
+// trainStep is Keras's fused train step on one host; with several hosts it
+// computes this host's gradient, sums it with the others' weighted by their
+// row counts, and applies the mean, so N hosts with batch B train as one
+// host with batch N*B.
+//
+// A stop request (SIGTERM on any host) rides in the same buffer, so every
+// host stops after the same step and the checkpoint is consistent.
+func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bool, error) {
+	stopping := f.stop.Err() != nil
+	if f.Group == nil {
+		logs, err := f.Model.TrainStep(b)
+		return logs, stopping, err
+	}
+	n := len(f.grads) - 2
+	var logs []model.Metric
+	if b.Rows > 0 {
+		var err error
+		if logs, err = f.Model.ComputeGradients(b, f.grads[:n]); err != nil {
+			return nil, false, err
+		}
+		scale(f.grads[:n], float32(b.Rows))
+	} else {
+		clear(f.grads[:n]) // an empty share of the last batch still joins the ring
+	}
+	f.grads[n] = float32(b.Rows)
+	f.grads[n+1] = 0
+	if stopping {
+		f.grads[n+1] = 1
+	}
+	if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
+		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
+	}
+	stop := f.grads[n+1] > 0
+	if stop && !stopping {
+		f.requestStop(errors.New("another host of the job was stopped"))
+	}
+	total := f.grads[n]
+	if total == 0 {
+		return logs, stop, nil
+	}
+	scale(f.grads[:n], 1/total)
+	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
+}
+
+func (f *Loop) testStep(_ context.Context, b model.Batch) ([]model.Metric, bool, error) {
+	if b.Rows == 0 {
+		return nil, false, nil
+	}
+	logs, err := f.Model.TestStep(b)
+	return logs, false, err
+}
+
+// epochMetrics reads the metrics; with several hosts it first sums every
+// host's metric state (totals and counts), so the result covers all data.
+func (f *Loop) epochMetrics(ctx context.Context) ([]model.Metric, error) {
+	if f.Group != nil {
+		state, err := f.summedMetricState(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := f.Model.AssignMetricState(state); err != nil {
+			return nil, err
+		}
+	}
+	return f.Model.MetricResults()
+}
+
+// summedMetricState is the metric state (totals and counts) summed over
+// all hosts; every host must call it at the same point.
+func (f *Loop) summedMetricState(ctx context.Context) ([]float64, error) {
+	state, err := f.Model.MetricState()
+	if err != nil {
+		return nil, err
+	}
+	if f.Group != nil {
+		if err := f.Group.AllReduceFloat64(ctx, state); err != nil {
+			return nil, fmt.Errorf("all-reduce metric state: %w", err)
+		}
+	}
+	return state, nil
+}
+
+func scale(v []float32, a float32) {
+	blas32.Scal(a, blas32.Vector{N: len(v), Inc: 1, Data: v})
+}
+
+func toReport(logs []model.Metric) []report.Metric {
+	out := make([]report.Metric, len(logs))
+	for i, m := range logs {
+		out[i] = report.Metric{Name: m.Name, Value: m.Value}
+	}
+	return out
+}

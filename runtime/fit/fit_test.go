@@ -1,0 +1,440 @@
+package fit_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/runtime/checkpoint"
+	"github.com/sagefit/sagefit/runtime/fit"
+	"github.com/sagefit/sagefit/runtime/input"
+	"github.com/sagefit/sagefit/runtime/job"
+	"github.com/sagefit/sagefit/runtime/report"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+// These tests run the fit loop as a unit: a pure-Go model with
+// deterministic gradients (fake_test.go), real .npy channels read by the
+// data package, and the in-memory network of the ring core, so each runs in
+// well under a second. The multi-process tests in cmd/sagefit are the
+// end-to-end layer above them.
+
+// writeChannel writes x.npy (rows x 3) and y.npy (rows x 1) into dir: rows
+// of a noisy linear function, from offset so that shards differ.
+func writeChannel(t *testing.T, dir string, rows, offset int) {
+	t.Helper()
+	x := make([]byte, 0, rows*features*4)
+	y := make([]byte, 0, rows*4)
+	for r := offset; r < offset+rows; r++ {
+		var target float64 = 0.3
+		for k := range features {
+			v := math.Sin(float64(r*features+k) * 0.7)
+			target += v * []float64{1, -2, 0.5}[k]
+			x = binary.LittleEndian.AppendUint32(x, math.Float32bits(float32(v)))
+		}
+		target += 0.05 * math.Cos(float64(r))
+		y = binary.LittleEndian.AppendUint32(y, math.Float32bits(float32(target)))
+	}
+	if err := data.WriteNPY(filepath.Join(dir, "x.npy"), data.Float32, []int{rows, features}, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := data.WriteNPY(filepath.Join(dir, "y.npy"), data.Float32, []int{rows, 1}, y); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openChannel(t *testing.T, dir string, sharded bool) *input.Channel {
+	t.Helper()
+	c := sagemaker.Channel{Name: "training", Dir: dir, InputMode: sagemaker.File, Distribution: sagemaker.FullyReplicated}
+	if sharded {
+		c.Distribution = sagemaker.ShardedByS3Key
+	}
+	ch, err := input.Open(c, sagemaker.Paths{Base: t.TempDir()}, newLinear().Meta(), input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ch.Close)
+	return ch
+}
+
+func newJob(epochs, batch int, ckptDir string) *job.Job {
+	return &job.Job{
+		Env:    &sagemaker.Env{LocalWorkers: 1},
+		Epochs: epochs, BatchSize: batch, Shuffle: true, Seed: 7, Prefetch: 2,
+		CheckpointDir: ckptDir, CheckpointKeep: 3,
+	}
+}
+
+// rank is one training process of a test job.
+type rank struct {
+	job   *job.Job
+	model *linear
+	train *input.Channel
+	val   *input.Channel
+	ctx   context.Context // cancelled: a stop request (SIGTERM) for this rank
+	ck    *checkpoint.Loaded
+
+	hist   *report.History
+	err    error
+	timing fit.Timing
+	out    bytes.Buffer
+}
+
+// runRanks runs every rank's loop as runtime.train wires it (broadcast of
+// rank 0's weights, the agreed resume point, the loop, then the group
+// closed) over the in-memory network, and waits for all of them.
+func runRanks(t *testing.T, ranks []*rank) {
+	t.Helper()
+	world := len(ranks)
+	nw := distributed.NewMemNetwork(world, distributed.Faults{})
+	var wg sync.WaitGroup
+	for i, r := range ranks {
+		if r.ctx == nil {
+			r.ctx = context.Background()
+		}
+		wg.Go(func() {
+			var g fit.Group
+			if world > 1 {
+				dg, err := distributed.NewGroup(nw.Transport(i), i, world, distributed.WithOpTimeout(5*time.Second))
+				if err != nil {
+					r.err = err
+					return
+				}
+				defer dg.Close()
+				g = dg
+				if r.err = fit.BroadcastVariables(context.Background(), r.model, g); r.err != nil {
+					return
+				}
+			}
+			from, err := fit.AgreeResumePoint(context.Background(), r.ck, g, r.model.Meta().MetricStateSize)
+			if err != nil {
+				r.err = err
+				return
+			}
+			loop := &fit.Loop{Job: r.job, Model: r.model, Group: g, Train: r.train, Val: r.val, Out: &r.out, Log: &r.out}
+			r.hist, r.err = loop.Run(r.ctx, from)
+			r.timing = loop.Timing()
+		})
+	}
+	wg.Wait()
+}
+
+func closeTo(a, b, tol float64) bool { return math.Abs(a-b) <= tol*max(1, math.Abs(a), math.Abs(b)) }
+
+func sameWeights(t *testing.T, what string, got, want []float32, tol float64) {
+	t.Helper()
+	for i := range want {
+		if !closeTo(float64(got[i]), float64(want[i]), tol) {
+			t.Fatalf("%s: weight %d = %v, want %v (all: %v vs %v)", what, i, got[i], want[i], got, want)
+		}
+	}
+}
+
+// N ranks with batch B train as one rank with batch N·B: the row-weighted
+// gradient sum, and the epoch metrics summed over ranks (training and
+// validation), cover the global batch.
+func TestRanksTrainLikeOneBigBatch(t *testing.T) {
+	trainDir, valDir := t.TempDir(), t.TempDir()
+	writeChannel(t, trainDir, 100, 0) // 100 rows: the last global batch is short and uneven
+	writeChannel(t, valDir, 30, 1000)
+
+	one := &rank{job: newJob(3, 24, ""), model: newLinear(), train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
+	runRanks(t, []*rank{one})
+	if one.err != nil {
+		t.Fatal(one.err)
+	}
+	for _, world := range []int{2, 3} {
+		ranks := make([]*rank, world)
+		for i := range ranks {
+			ranks[i] = &rank{job: newJob(3, 24/world, ""), model: newLinear(), train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
+		}
+		ranks[1].model.w[0] = 42 // overwritten by rank 0's weights before training
+		runRanks(t, ranks)
+		for i, r := range ranks {
+			if r.err != nil {
+				t.Fatalf("world %d rank %d: %v", world, i, r.err)
+			}
+			sameWeights(t, "world "+string(rune('0'+world)), r.model.weights(), one.model.weights(), 1e-5)
+			for _, key := range []string{"loss", "val_loss"} {
+				got, want := r.hist.Values(key), one.hist.Values(key)
+				if len(got) != 3 || len(want) != 3 {
+					t.Fatalf("world %d rank %d: %s has %d epochs, want 3", world, i, key, len(got))
+				}
+				for e := range want {
+					if !closeTo(got[e], want[e], 1e-5) {
+						t.Errorf("world %d rank %d epoch %d: %s = %v, want %v", world, i, e+1, key, got[e], want[e])
+					}
+				}
+			}
+			if want := 3 * 30 / world; r.model.testRows != want { // 30 rows split evenly, 3 epochs
+				t.Errorf("world %d rank %d validated %d rows, want its share %d", world, i, r.model.testRows, want)
+			}
+			if r.timing.StepsPerEpoch != 5 || r.timing.Examples != 100 || r.timing.Hosts != world {
+				t.Errorf("world %d rank %d timing %+v", world, i, r.timing)
+			}
+		}
+		if !strings.Contains(ranks[0].out.String(), "Epoch 3/3") {
+			t.Errorf("no epoch line on rank 0: %q", ranks[0].out.String())
+		}
+	}
+}
+
+// ShardedByS3Key: each rank reads all of its own files, however many rows
+// they hold; every rank runs the longest shard's steps (the others join
+// the ring with empty batches) and the epoch's metrics cover every row.
+func TestUnevenShardsAgreeOnSteps(t *testing.T) {
+	sizes := []int{40, 17, 0}
+	ranks := make([]*rank, len(sizes))
+	var rows float64
+	for i, n := range sizes {
+		dir := t.TempDir()
+		if n == 0 {
+			n = 1 // a shard of one row: its rank is idle from step 2 on
+		}
+		writeChannel(t, dir, n, 100*i)
+		rows += float64(n)
+		ranks[i] = &rank{job: newJob(2, 8, ""), model: newLinear(), train: openChannel(t, dir, true)}
+	}
+	var applies [3]int
+	for i, r := range ranks {
+		r.model.applied = func([]float32) { applies[i]++ }
+	}
+	runRanks(t, ranks)
+	for i, r := range ranks {
+		if r.err != nil {
+			t.Fatalf("rank %d: %v", i, r.err)
+		}
+		if r.timing.StepsPerEpoch != 5 { // ceil(40 / 8)
+			t.Errorf("rank %d ran %d steps per epoch, want the longest shard's 5", i, r.timing.StepsPerEpoch)
+		}
+		if applies[i] != 10 {
+			t.Errorf("rank %d applied %d updates in 2 epochs, want 10", i, applies[i])
+		}
+		if i > 0 {
+			sameWeights(t, "rank vs rank 0", r.model.weights(), ranks[0].model.weights(), 0)
+		}
+	}
+	// Rows seen by the metric: the loss metric's count is every shard's rows.
+	state, _ := ranks[0].model.MetricState()
+	if state[1] != rows {
+		t.Errorf("rank 0's epoch metric counts %v rows, want all shards' %v", state[1], rows)
+	}
+}
+
+// A stop request (SIGTERM) on any one rank stops every rank after the same
+// step; rank 0 writes a checkpoint and says where, and a job started from
+// it ends exactly like one never stopped.
+func TestStopThenResumeMidEpoch(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 96, 0)
+	for _, world := range []int{1, 2} {
+		ckpt := t.TempDir()
+		newRanks := func() []*rank {
+			rs := make([]*rank, world)
+			for i := range rs {
+				rs[i] = &rank{job: newJob(3, 16/world, ckpt), model: newLinear(), train: openChannel(t, dir, false)}
+			}
+			return rs
+		}
+		whole := newRanks()
+		runRanks(t, whole)
+		if whole[0].err != nil {
+			t.Fatal(whole[0].err)
+		}
+
+		stopped := newRanks()
+		stopper := stopped[world-1] // the last rank gets the SIGTERM
+		ctx, stop := context.WithCancelCause(context.Background())
+		stopper.ctx = ctx
+		stopper.model.onStep = func(step int) {
+			if step == 8 { // during epoch 2 step 2 of 6: seen before the next step
+				stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+			}
+		}
+		runRanks(t, stopped)
+		for i, r := range stopped {
+			var in *fit.Interrupted
+			if !errors.As(r.err, &in) {
+				t.Fatalf("world %d rank %d: %v, want *fit.Interrupted", world, i, r.err)
+			}
+			if in.Epoch != 2 || in.Step != 3 {
+				t.Errorf("world %d rank %d stopped at epoch %d step %d, want epoch 2 step 3 on every rank", world, i, in.Epoch, in.Step)
+			}
+			if (i == 0) != (in.Checkpoint != "") {
+				t.Errorf("world %d rank %d: checkpoint %q (rank 0 alone writes one)", world, i, in.Checkpoint)
+			}
+			if i == 0 && !strings.Contains(sagemaker.Reason(r.err), "checkpoint written to "+in.Checkpoint) {
+				t.Errorf("reason %q does not name the checkpoint", sagemaker.Reason(r.err))
+			}
+		}
+
+		resumed := newRanks()
+		ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+		if err != nil || ck == nil || ck.State.Epoch != 2 || ck.State.Step != 3 {
+			t.Fatalf("world %d: latest checkpoint %+v, %v", world, ck, err)
+		}
+		if err := fit.Resume(resumed[0].model, ck, resumed[0].job, world); err != nil {
+			t.Fatal(err)
+		}
+		resumed[0].ck = ck
+		runRanks(t, resumed)
+		for i, r := range resumed {
+			if r.err != nil {
+				t.Fatalf("world %d rank %d resumed: %v", world, i, r.err)
+			}
+			sameWeights(t, "resumed", r.model.weights(), whole[0].model.weights(), 0)
+			got, want := r.hist.Values("loss"), whole[0].hist.Values("loss")
+			if len(got) != len(want) {
+				t.Fatalf("world %d rank %d: history %v, want %v", world, i, got, want)
+			}
+			for e := range want {
+				if got[e] != want[e] {
+					t.Errorf("world %d rank %d epoch %d: loss %v, want %v (bit for bit)", world, i, e+1, got[e], want[e])
+				}
+			}
+		}
+	}
+}
+
+// A checkpoint from a mid-epoch stop resumes only with the same batch
+// size and process count: the order of rows depends on them.
+func TestResumeRefusesOtherSettingsMidEpoch(t *testing.T) {
+	ck := &checkpoint.Loaded{Path: "ckpt-000002-000000002", State: checkpoint.State{Epoch: 2, Step: 2, BatchSize: 8, Hosts: 2, Seed: 7, Shuffle: true}}
+	err := fit.Resume(newLinear(), ck, newJob(3, 16, ""), 1)
+	if err == nil || !strings.Contains(err.Error(), "resuming mid-epoch needs the same settings") {
+		t.Fatalf("resume with batch 16 on 1 process: %v", err)
+	}
+}
+
+// A rank that fails ends the others: they get a peer error naming it,
+// bounded by the collective's timeout, and never hang.
+func TestFailedRankEndsTheOthers(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 64, 0)
+	ranks := make([]*rank, 3)
+	for i := range ranks {
+		ranks[i] = &rank{job: newJob(2, 4, ""), model: newLinear(), train: openChannel(t, dir, false)}
+	}
+	ranks[1].model.failStep = 3
+	done := make(chan struct{})
+	go func() { runRanks(t, ranks); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the other ranks still run a minute after rank 1 failed")
+	}
+	if ranks[1].err == nil || !strings.Contains(ranks[1].err.Error(), "failed on purpose") || !strings.Contains(ranks[1].err.Error(), "epoch 1 step 3") {
+		t.Errorf("rank 1: %v, want its own failure at epoch 1 step 3", ranks[1].err)
+	}
+	for _, i := range []int{0, 2} {
+		var pe *distributed.PeerError
+		if !errors.As(ranks[i].err, &pe) {
+			t.Errorf("rank %d: %v, want a *distributed.PeerError", i, ranks[i].err)
+		}
+	}
+}
+
+// firstX is x[0] of row r as writeChannel writes it.
+func firstX(r int) float32 { return float32(math.Sin(float64(r*features) * 0.7)) }
+
+// steps_per_epoch: an epoch takes at most that many batches and the next
+// one goes on where it stopped; when a pass over the data runs out, the
+// epoch ends early and the next starts a new pass (Keras's epoch iterator).
+func TestStepsPerEpochGoesOn(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 50, 0) // 5 batches of 10
+	r := &rank{job: newJob(4, 10, ""), model: newLinear(), train: openChannel(t, dir, false)}
+	r.job.Shuffle = false
+	r.job.StepsPerEpoch = 3
+	runRanks(t, []*rank{r})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	var want []float32
+	for _, row := range []int{0, 10, 20, 30, 40, 0, 10, 20, 30, 40} { // epochs of 3, 2, 3, 2 steps
+		want = append(want, firstX(row))
+	}
+	if !slices.Equal(r.model.firstX, want) {
+		t.Errorf("batches start at x %v, want %v", r.model.firstX, want)
+	}
+	if !strings.Contains(r.out.String(), "Epoch 2/4 - 2/2") || !strings.Contains(r.out.String(), "Epoch 3/4 - 3/3") {
+		t.Errorf("epoch lines do not show 3 then 2 steps:\n%s", r.out.String())
+	}
+
+	// A stop mid-epoch resumes at the same place in the pass.
+	ckpt := t.TempDir()
+	whole := &rank{job: newJob(4, 10, ckpt), model: newLinear(), train: openChannel(t, dir, false)}
+	whole.job.StepsPerEpoch = 3
+	runRanks(t, []*rank{whole})
+	stopped := &rank{job: newJob(4, 10, ckpt), model: newLinear(), train: openChannel(t, dir, false)}
+	stopped.job.StepsPerEpoch = 3
+	ctx, stop := context.WithCancelCause(context.Background())
+	stopped.ctx = ctx
+	stopped.model.onStep = func(step int) {
+		if step == 6 { // epoch 3 step 1
+			stop(errors.New("test stop"))
+		}
+	}
+	runRanks(t, []*rank{stopped})
+	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+	if err != nil || ck == nil {
+		t.Fatalf("no checkpoint after the stop: %v (%v)", err, stopped.err)
+	}
+	resumed := &rank{job: newJob(4, 10, ckpt), model: newLinear(), train: openChannel(t, dir, false), ck: ck}
+	resumed.job.StepsPerEpoch = 3
+	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
+		t.Fatal(err)
+	}
+	runRanks(t, []*rank{resumed})
+	if resumed.err != nil {
+		t.Fatal(resumed.err)
+	}
+	sameWeights(t, "resumed with steps_per_epoch", resumed.model.weights(), whole.model.weights(), 0)
+}
+
+// initial_epoch: the epochs already trained are skipped (numbered on from
+// there, not in the history); validation_freq and validation_steps choose
+// when and how much to validate, each evaluation from the first batch.
+func TestInitialEpochAndValidationChoices(t *testing.T) {
+	trainDir, valDir := t.TempDir(), t.TempDir()
+	writeChannel(t, trainDir, 40, 0)
+	writeChannel(t, valDir, 40, 500) // 4 batches of 10
+	r := &rank{job: newJob(6, 10, ""), model: newLinear(), train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
+	r.job.InitialEpoch = 2
+	r.job.ValidationEpochs = []int{3, 6}
+	r.job.ValidationSteps = 3
+	runRanks(t, []*rank{r})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if n := len(r.hist.Values("loss")); n != 4 {
+		t.Errorf("history has %d epochs, want 4 (epochs 3 to 6)", n)
+	}
+	if n := len(r.hist.Values("val_loss")); n != 2 {
+		t.Errorf("history has %d validations, want 2 (after epochs 3 and 6)", n)
+	}
+	if r.model.testRows != 2*30 {
+		t.Errorf("validated %d rows, want 2 x 3 batches of 10", r.model.testRows)
+	}
+	if strings.Contains(r.out.String(), "Epoch 2/6") || !strings.Contains(r.out.String(), "Epoch 3/6") {
+		t.Errorf("epoch lines do not start at epoch 3:\n%s", r.out.String())
+	}
+
+	every := &rank{job: newJob(4, 10, ""), model: newLinear(), train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
+	every.job.ValidationFreq = 2
+	runRanks(t, []*rank{every})
+	if n := len(every.hist.Values("val_loss")); every.err != nil || n != 2 {
+		t.Errorf("validation_freq 2 over 4 epochs: %d validations (%v), want 2", n, every.err)
+	}
+}

@@ -1,0 +1,46 @@
+package fit
+
+import (
+	"context"
+
+	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/model"
+)
+
+// Model is what the loop needs of a loaded training SavedModel; package
+// model/tf's *Model implements it through libtensorflow, and the loop's
+// tests use a small pure-Go model.
+type Model interface {
+	Meta() *model.Metadata
+	// TrainStep is Keras's fused train step (one process): update and
+	// running metrics.
+	TrainStep(b model.Batch) ([]model.Metric, error)
+	TestStep(b model.Batch) ([]model.Metric, error)
+	// ComputeGradients runs the train step without the update, writing
+	// the fused gradient (Meta().GradientSize values) into grads.
+	ComputeGradients(b model.Batch, grads []float32) ([]model.Metric, error)
+	ApplyGradients(grads []float32) error
+	ResetMetrics() error
+	MetricResults() ([]model.Metric, error)
+	// MetricState is every metric variable flattened, so processes can
+	// sum them; AssignMetricState sets them back.
+	MetricState() ([]float64, error)
+	AssignMetricState(state []float64) error
+	ReadVariables() ([]model.Variable, error)
+	AssignVariables(vars []model.Variable) error
+}
+
+// Group is the set of the job's training processes;
+// *distributed.Group implements it. A nil Group is one process.
+type Group interface {
+	Rank() int
+	World() int
+	// AllReduce combines buf over all processes, in place; every process
+	// ends with bit-identical values.
+	AllReduce(ctx context.Context, buf []float32, op distributed.ReduceOp) error
+	// AllReduceFloat64 sums small float64 vectors (metric state).
+	AllReduceFloat64(ctx context.Context, buf []float64) error
+	// Broadcast overwrites buf on every process with root's buf.
+	Broadcast(ctx context.Context, buf []byte, root int) error
+	Close() error
+}

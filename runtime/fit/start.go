@@ -1,0 +1,110 @@
+package fit
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/checkpoint"
+	"github.com/sagefit/sagefit/runtime/job"
+	"github.com/sagefit/sagefit/runtime/report"
+)
+
+// Resume checks that a checkpoint fits this job and loads its weights
+// and optimizer state into m. processes is the job's count of training
+// processes (hosts x processes per host).
+func Resume(m Model, ck *checkpoint.Loaded, j *job.Job, processes int) error {
+	st := ck.State
+	if st.Step > 0 && (st.BatchSize != j.BatchSize || st.Hosts != processes || st.Seed != j.Seed || st.Shuffle != j.Shuffle) {
+		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %d training processes (hosts x processes per host), seed %d, shuffle %v, but this job has batch_size %d, %d training processes, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",
+			ck.Path, st.BatchSize, st.Hosts, st.Seed, st.Shuffle, j.BatchSize, processes, j.Seed, j.Shuffle)
+	}
+	like, err := m.ReadVariables()
+	if err != nil {
+		return err
+	}
+	vars, err := model.SplitVariables(like, ck.Vars)
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", ck.Path, err)
+	}
+	if err := m.AssignVariables(vars); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", ck.Path, err)
+	}
+	return nil
+}
+
+// AgreeResumePoint tells every process where training starts: rank 0
+// decided (from its checkpoint ck, if any) and broadcasts it. Rank 0
+// carries the summed metric state of a resumed epoch; the others start
+// theirs at zero.
+func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, stateSize int) (ResumePoint, error) {
+	type header struct {
+		Epoch, Step int
+		State       []float64
+		History     *report.History
+	}
+	h := header{Epoch: 1}
+	if ck != nil {
+		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, State: ck.State.MetricState, History: ck.History}
+	}
+	if g != nil {
+		raw, err := json.Marshal(h)
+		if err != nil {
+			return ResumePoint{}, err
+		}
+		size := make([]byte, 8)
+		binary.LittleEndian.PutUint64(size, uint64(len(raw)))
+		if err := g.Broadcast(ctx, size, 0); err != nil {
+			return ResumePoint{}, fmt.Errorf("broadcast resume point: %w", err)
+		}
+		if g.Rank() != 0 {
+			raw = make([]byte, binary.LittleEndian.Uint64(size))
+		}
+		if err := g.Broadcast(ctx, raw, 0); err != nil {
+			return ResumePoint{}, fmt.Errorf("broadcast resume point: %w", err)
+		}
+		if g.Rank() != 0 {
+			h = header{}
+			if err := json.Unmarshal(raw, &h); err != nil {
+				return ResumePoint{}, fmt.Errorf("resume point from rank 0: %w", err)
+			}
+			if h.Step > 0 {
+				h.State = make([]float64, stateSize)
+			}
+		}
+	}
+	if h.Step > 0 && len(h.State) != stateSize {
+		return ResumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d", len(h.State), stateSize)
+	}
+	return ResumePoint{Epoch: h.Epoch, Step: h.Step, MetricState: h.State, History: h.History}, nil
+}
+
+// BroadcastVariables makes every process start from rank 0's weights and
+// optimizer state.
+func BroadcastVariables(ctx context.Context, m Model, g Group) error {
+	vars, err := m.ReadVariables()
+	if err != nil {
+		return err
+	}
+	var size int
+	for _, v := range vars {
+		size += len(v.Data)
+	}
+	// One buffer, one broadcast: the ring pipelines it in chunks.
+	buf := make([]byte, 0, size)
+	for _, v := range vars {
+		buf = append(buf, v.Data...)
+	}
+	if err := g.Broadcast(ctx, buf, 0); err != nil {
+		return fmt.Errorf("broadcast initial weights from host rank 0: %w", err)
+	}
+	if g.Rank() == 0 {
+		return nil
+	}
+	if vars, err = model.SplitVariables(vars, buf); err != nil {
+		return fmt.Errorf("weights from rank 0: %w", err)
+	}
+	return m.AssignVariables(vars)
+}

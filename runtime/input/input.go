@@ -1,0 +1,240 @@
+package input
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/job"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+// Channel is a channel opened for the model: its dataset (or, in Pipe
+// mode, how to open each epoch's) and the dtype each tensor is converted to
+// on the way in.
+type Channel struct {
+	Name string
+	ds   *data.Dataset // nil in Pipe mode
+	// Sharded channels arrive already split per host (ShardedByS3Key):
+	// each host reads all it got instead of taking its share of the rows.
+	Sharded bool
+	// DTypes is the dtype the model takes for each tensor, by name.
+	DTypes map[string]data.DType
+	specs  []model.TensorSpec
+	close  func()
+
+	// Pipe mode: epoch e's FIFO (fifo(e)) carries one .npy array per
+	// tensor of pipeNames, in that order.
+	pipe      bool
+	fifo      func(epoch int) string
+	pipeNames []string
+	pipeOpts  data.PipeOptions
+}
+
+// Close releases the channel's files.
+func (c *Channel) Close() { c.close() }
+
+// Epoch returns the dataset of an epoch (0-based) and a func to call when
+// done with it.
+func (c *Channel) Epoch(ctx context.Context, epoch int) (*data.Dataset, func(), error) {
+	if !c.pipe {
+		return c.ds, func() {}, nil
+	}
+	if err := os.MkdirAll(c.pipeOpts.SpoolDir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("pipe spool dir: %w", err)
+	}
+	fifo := c.fifo(epoch)
+	ds, err := data.OpenPipeEpoch(ctx, fifo, c.pipeNames, c.pipeOpts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
+	}
+	for _, spec := range c.specs {
+		if err := CheckFits(ds.Array(spec.Name), spec); err != nil {
+			ds.Close()
+			return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
+		}
+	}
+	return ds, func() { ds.Close() }, nil
+}
+
+// Examples is the channel's row count, or -1 when it streams (Pipe mode).
+func (c *Channel) Examples() int {
+	if c.ds == nil {
+		return -1
+	}
+	return c.ds.Len()
+}
+
+// Options say how a channel's files map to the model's tensors.
+type Options struct {
+	// Files maps a model input or target name to a file of the channel
+	// (hyperparameter sagefit_inputs); others are found by name.
+	Files map[string]string
+	// PipeTensors names the tensor of each array of a Pipe mode stream,
+	// in order (hyperparameter sagefit_pipe_tensors); empty: the inputs,
+	// then the targets.
+	PipeTensors []string
+	Pipe        data.PipeOptions
+	// Warn receives a warning line for each channel file that feeds no
+	// tensor of the model; nil: os.Stderr.
+	Warn io.Writer
+}
+
+// Open maps a channel's files to the model's inputs and targets and checks
+// every file against the tensor it feeds. FastFile files are fetched on
+// read; memory-mapping them reads them lazily, page by page, as that mode
+// intends. paths places a Pipe mode channel's FIFOs.
+func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Options) (*Channel, error) {
+	pipeNames := o.PipeTensors
+	specs := append(append([]model.TensorSpec{}, meta.Inputs...), meta.Targets...)
+	var inputs, targets []string
+	for _, t := range meta.Inputs {
+		inputs = append(inputs, t.Name)
+	}
+	for _, t := range meta.Targets {
+		targets = append(targets, t.Name)
+	}
+	dtypes := map[string]data.DType{}
+	for _, spec := range specs {
+		dt, err := data.ParseDType(spec.DType)
+		if err != nil {
+			return nil, fmt.Errorf("model tensor %q: %w", spec.Name, err)
+		}
+		dtypes[spec.Name] = dt
+	}
+	cd := &Channel{Name: c.Name, DTypes: dtypes, specs: specs,
+		Sharded: c.Distribution == sagemaker.ShardedByS3Key, close: func() {}}
+	if c.InputMode == sagemaker.Pipe {
+		if len(pipeNames) == 0 {
+			pipeNames = append(inputs, targets...)
+		}
+		if len(pipeNames) != len(specs) {
+			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q lists %d tensors, the model has %d inputs and targets (%s)",
+				c.Name, job.HPPipeTensors, len(pipeNames), len(specs), strings.Join(append(inputs, targets...), ", "))
+		}
+		cd.pipe, cd.pipeNames, cd.pipeOpts = true, pipeNames, o.Pipe
+		cd.fifo = func(epoch int) string { return paths.PipeFIFO(c.Name, epoch) }
+		return cd, nil
+	}
+	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, data.WithContentType(c.ContentType))
+	if err != nil {
+		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
+	}
+	for _, spec := range specs {
+		if err := CheckFits(ds.Array(spec.Name), spec); err != nil {
+			ds.Close()
+			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
+		}
+	}
+	if unused := ds.Unused(); len(unused) > 0 {
+		warn := o.Warn
+		if warn == nil {
+			warn = os.Stderr
+		}
+		for _, f := range unused {
+			fmt.Fprintf(warn, "sagefit: warning: channel %q: %s feeds no input or target of the model (inputs %s; targets %s) and is not used; remove it, or name it in hyperparameter %q\n",
+				c.Name, relName(c.Dir, f), strings.Join(inputs, ", "), strings.Join(targets, ", "), job.HPTensorFiles)
+		}
+	}
+	cd.ds, cd.close = ds, func() { ds.Close() }
+	return cd, nil
+}
+
+// CheckFits accepts a file whose examples have the tensor's shape, allowing
+// only dimensions of size 1 to differ (labels saved as (N,) feed a (None, 1)
+// target, as Keras accepts).
+func CheckFits(a *data.Array, spec model.TensorSpec) error {
+	shape := a.Shape()
+	if len(shape) == 0 {
+		return fmt.Errorf("%s holds a single value (a 0-d array); it needs one row per example", a.Path())
+	}
+	want, _ := spec.ExampleShape()
+	got := a.RowShape()
+	if !sameIgnoringOnes(got, want) {
+		return fmt.Errorf("%s has examples of shape %s but model %s %q takes examples of shape %s", a.Path(), shapeOf(got), kindOf(spec), spec.Name, shapeOf(want))
+	}
+	return nil
+}
+
+func kindOf(spec model.TensorSpec) string {
+	if strings.HasPrefix(spec.Key, "target_") {
+		return "target"
+	}
+	return "input"
+}
+
+func sameIgnoringOnes(got []int, want []int64) bool {
+	var g, w []int64
+	for _, d := range got {
+		if d != 1 {
+			g = append(g, int64(d))
+		}
+	}
+	for _, d := range want {
+		if d != 1 {
+			w = append(w, d)
+		}
+	}
+	if len(g) != len(w) {
+		return false
+	}
+	for i := range g {
+		if g[i] != w[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// shapeOf writes a shape as "(4096)" or "(28, 28, 1)".
+func shapeOf[T int | int64](s []T) string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = fmt.Sprint(d)
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// relName is path relative to the channel's folder, as the user laid it out.
+func relName(dir, path string) string {
+	if rel, err := filepath.Rel(dir, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return path
+}
+
+// SplitValidation splits the channel as model.fit's validation_split does:
+// the last fraction of the rows (before any shuffling) validates, the rest
+// trains. Both parts share c's files: close c, after both are done.
+func (c *Channel) SplitValidation(fraction float64) (train, val *Channel, err error) {
+	if c.ds == nil {
+		return nil, nil, fmt.Errorf("channel %q streams in Pipe mode: it has no rows to split ahead of time", c.Name)
+	}
+	n := c.ds.Len()
+	at := int(math.Floor(float64(n) * (1 - fraction)))
+	if at == 0 || at == n {
+		return nil, nil, fmt.Errorf("channel %q has %d rows, too few to split into training and validation rows with hyperparameter %q = %v", c.Name, n, job.HPValSplit, fraction)
+	}
+	part := func(lo, hi int) (*Channel, error) {
+		ds, err := c.ds.Rows(lo, hi)
+		if err != nil {
+			return nil, err
+		}
+		p := *c
+		p.ds, p.close = ds, func() {}
+		return &p, nil
+	}
+	if train, err = part(0, at); err != nil {
+		return nil, nil, err
+	}
+	if val, err = part(at, n); err != nil {
+		return nil, nil, err
+	}
+	return train, val, nil
+}

@@ -1,0 +1,73 @@
+package input_test
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/input"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
+)
+
+func spec(name, key string, shape ...int64) model.TensorSpec {
+	dims := []*int64{nil}
+	for i := range shape {
+		dims = append(dims, &shape[i])
+	}
+	return model.TensorSpec{Name: name, Key: key, DType: "float32", Shape: dims}
+}
+
+func writeNPY(t *testing.T, path string, rows, cols int) {
+	t.Helper()
+	shape := []int{rows, cols}
+	if err := data.WriteNPY(path, data.Float32, shape, make([]byte, rows*cols*4)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var meta = &model.Metadata{
+	Inputs:  []model.TensorSpec{spec("x", "x", 3)},
+	Targets: []model.TensorSpec{spec("y", "target_y", 1)},
+}
+
+// A file in the channel that feeds nothing is named in a warning, with its
+// path relative to the channel; the files that feed the model are not.
+func TestUnusedFilesAreNamed(t *testing.T) {
+	dir := t.TempDir()
+	writeNPY(t, filepath.Join(dir, "x.npy"), 8, 3)
+	writeNPY(t, filepath.Join(dir, "y.npy"), 8, 1)
+	writeNPY(t, filepath.Join(dir, "sample_weight.npy"), 8, 1)
+	var warn bytes.Buffer
+	ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir, InputMode: sagemaker.File}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &warn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if ch.Examples() != 8 {
+		t.Errorf("examples %d, want 8", ch.Examples())
+	}
+	got := warn.String()
+	if !strings.Contains(got, `channel "training": sample_weight.npy feeds no input or target of the model (inputs x; targets y)`) {
+		t.Errorf("warning %q does not name sample_weight.npy", got)
+	}
+	if strings.Contains(got, "x.npy") || strings.Contains(got, " y.npy") || strings.Count(got, "\n") != 1 {
+		t.Errorf("warning names more than the unused file: %q", got)
+	}
+}
+
+// A file whose examples do not have the tensor's shape is refused in one
+// sentence naming both; dimensions of size 1 may differ, as Keras allows.
+func TestShapesAreChecked(t *testing.T) {
+	dir := t.TempDir()
+	writeNPY(t, filepath.Join(dir, "x.npy"), 8, 4)
+	if err := data.WriteNPY(filepath.Join(dir, "y.npy"), data.Float32, []int{8}, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}})
+	if err == nil || !strings.Contains(err.Error(), "x.npy has examples of shape (4) but model input \"x\" takes examples of shape (3)") {
+		t.Fatalf("err = %v", err)
+	}
+}
