@@ -91,7 +91,14 @@ type VariableSpec struct {
 	DType     string  `json:"dtype"`
 	Kind      string  `json:"kind,omitempty"`
 	Trainable bool    `json:"trainable,omitempty"`
+	// Aggregation "mean": with several hosts, the variable is averaged over
+	// them before it is read (validation, checkpoints, the saved model):
+	// BatchNormalization's moving statistics (see python/sagefit/export.py).
+	Aggregation string `json:"aggregation,omitempty"`
 }
+
+// AggregationMean marks a variable that hosts average.
+const AggregationMean = "mean"
 
 // Metadata is the contract file written by the exporter.
 type Metadata struct {
@@ -112,6 +119,22 @@ type Metadata struct {
 	LearningRateAssignable bool              `json:"learning_rate_assignable"`
 	Optimizer              string            `json:"optimizer"`
 	Fingerprint            string            `json:"fingerprint"`
+	// SynchronizedBatchNorm names the BatchNormalization(synchronized=True)
+	// layers, whose batch statistics would need an all-reduce inside the
+	// step.
+	SynchronizedBatchNorm []string `json:"synchronized_batch_norm,omitempty"`
+}
+
+// Averaged lists the indices (in Variables) of the variables that hosts
+// average.
+func (m *Metadata) Averaged() []int {
+	var out []int
+	for i, v := range m.Variables {
+		if v.Aggregation == AggregationMean {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // ErrNotTrainingModel marks a SavedModel without the sagefit contract.

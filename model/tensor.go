@@ -1,9 +1,12 @@
 package model
 
 import (
+	"unsafe"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/sagefit/sagefit/internal/float16"
 	"math"
 )
 
@@ -30,6 +33,39 @@ func (t Tensor) Float32s() ([]float32, error) {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
 	}
 	return out, nil
+}
+
+// Float32View is the tensor's data as float32 values, without copying
+// where the host is little-endian and the bytes are aligned (else a copy).
+func (t Tensor) Float32View() []float32 {
+	if f := float32View(t.Data); f != nil {
+		return f
+	}
+	f, _ := t.Float32s()
+	return f
+}
+
+// Float32Bytes is the little-endian bytes of f: a view where the host is
+// little-endian, else a copy.
+func Float32Bytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	if float16.HostLittleEndian {
+		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(f))), 4*len(f))
+	}
+	b := make([]byte, 4*len(f))
+	for i, v := range f {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return b
+}
+
+func float32View(b []byte) []float32 {
+	if !float16.HostLittleEndian || len(b)%4 != 0 || len(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 != 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/4)
 }
 
 // Batch is one step's data: for every input and target (by its name in the

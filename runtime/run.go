@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/model/tf"
@@ -153,6 +154,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	}
 	defer m.Close()
 	meta := m.Meta()
+	if len(env.Hosts) > 1 && len(meta.SynchronizedBatchNorm) > 0 {
+		return nil, fmt.Errorf("layer %s uses BatchNormalization(synchronized=True), whose batch statistics would need an all-reduce inside every step, which sagefit does not do; on %d training processes each would normalize with its own share of the batch only: export the model with synchronized=False (sagefit averages the moving statistics over hosts) or train on one host",
+			strings.Join(meta.SynchronizedBatchNorm, ", "), len(env.Hosts))
+	}
 	// Rank 0 resumes from the newest good checkpoint (SageMaker puts them
 	// back in the checkpoint dir of a restarted job); the others get its
 	// weights and position below.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"unsafe"
 
 	corepb "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
 	"google.golang.org/protobuf/proto"
@@ -224,7 +223,7 @@ func (m *Model) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.run(model.RoleComputeGradients, feeds, [][]byte{float32Bytes(grads)})
+	res, err := m.run(model.RoleComputeGradients, feeds, [][]byte{model.Float32Bytes(grads)})
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +238,7 @@ func (m *Model) ApplyGradients(grads []float32) error {
 	if len(grads) != m.meta.GradientSize {
 		return fmt.Errorf("gradient buffer has %d elements, want %d", len(grads), m.meta.GradientSize)
 	}
-	_, err := m.run(model.RoleApplyGradients, []hostTensor{{dtype: model.Float32, shape: []int64{int64(len(grads))}, data: float32Bytes(grads)}}, nil)
+	_, err := m.run(model.RoleApplyGradients, []hostTensor{{dtype: model.Float32, shape: []int64{int64(len(grads))}, data: model.Float32Bytes(grads)}}, nil)
 	return err
 }
 
@@ -357,12 +356,4 @@ func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
 		out[name] = model.Tensor{DType: res[i].dtype, Shape: res[i].shape, Data: res[i].data}
 	}
 	return out, nil
-}
-
-// float32Bytes views a float32 slice as its bytes (little-endian hosts).
-func float32Bytes(f []float32) []byte {
-	if len(f) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
 }

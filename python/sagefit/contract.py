@@ -30,6 +30,10 @@ STATE = "state"
 OK = "ok"
 LEARNING_RATE = "learning_rate"
 
+# A variable's "aggregation" in the metadata: hosts average it before it is
+# read (validation, checkpoints, the saved model).
+MEAN = "mean"
+
 
 def signature_names(learning_rate_assignable):
     roles = {

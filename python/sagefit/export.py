@@ -382,6 +382,7 @@ def export(
     else:
         archive.write_out(export_dir, verbose=False)
 
+    assigned = _assigned_by(_endpoint(archive, contract.TRAIN_STEP), state_vars)
     variables = [
         {
             "name": _var_name(v),
@@ -393,6 +394,9 @@ def export(
         }
         for i, (k, v) in enumerate(zip(var_keys, state_vars))
     ]
+    for i, (desc, v) in enumerate(zip(variables, state_vars)):
+        if i < len(model.variables) and _averaged_over_hosts(v, desc, assigned[i]):
+            desc["aggregation"] = contract.MEAN
     grads = [
         {"name": _var_name(v), "shape": [int(d) for d in v.shape], "dtype": "float32"}
         for v in trainable
@@ -415,6 +419,11 @@ def export(
         "metric_state_size": state_size,
         "learning_rate_assignable": lr_var is not None,
         "optimizer": type(optimizer).__name__,
+        "synchronized_batch_norm": [
+            layer.name for layer in _layers(model)
+            if "BatchNormalization" in type(layer).__name__
+            and getattr(layer, "synchronized", False)
+        ],
     }
     meta["fingerprint"] = fingerprint(meta)
     extra = os.path.join(export_dir, contract.EXTRA_DIR)
@@ -451,6 +460,64 @@ def _num_elements(v):
 
 def _same_var(v, vs):
     return any(v is w for w in vs)
+
+
+def _layers(model):
+    """Every layer of the model, nested ones included."""
+    if hasattr(model, "_flatten_layers"):
+        return [layer for layer in model._flatten_layers(include_self=False)]
+    return list(model.layers)
+
+
+def _endpoint(archive, name):
+    """The tf.function an ExportArchive made of an endpoint (Keras 3 keeps it
+    on its trackable, tf-keras on the archive)."""
+    fn = getattr(getattr(archive, "_tf_trackable", None), name, None)
+    return fn if fn is not None else getattr(archive, name)
+
+
+def _handle(v):
+    value = getattr(v, "value", None)
+    if value is not None and not callable(value) and hasattr(value, "handle"):
+        return value.handle  # Keras 3: the tf.Variable inside
+    return v.handle
+
+
+def _assigned_by(fn, variables):
+    """For each variable, whether the traced function assigns it.
+
+    Reads the function's graph: an Assign*VariableOp whose resource is the
+    placeholder the variable's handle was captured as. Assignments inside
+    nested function calls are not seen (Keras's train steps trace layer
+    updates inline)."""
+    graph = fn.get_concrete_function().graph
+    written = set()
+    for op in graph.get_operations():
+        if op.type in ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"):
+            written.add(op.inputs[0].ref())
+    captured = {}
+    for external, internal in graph.captures:
+        captured[id(external)] = internal
+    out = []
+    for v in variables:
+        ph = captured.get(id(_handle(v)))
+        out.append(ph is not None and ph.ref() in written)
+    return out
+
+
+def _averaged_over_hosts(v, desc, assigned):
+    """Whether hosts average this variable before it is read (validation,
+    checkpoints, the saved model), as MirroredStrategy reads tf-keras's
+    BatchNormalization statistics: a non-trainable float model variable
+    that the train step updates, unless its own aggregation says otherwise
+    (sum, or the first replica's: counters). Keras 3 marks BatchNormalization
+    statistics "none", and MirroredStrategy then keeps one copy per replica
+    and reads replica 0's; averaging gives the statistics of all hosts' data
+    (the mean of the replicas' moving averages, as tf-keras reads them)."""
+    if desc["trainable"] or not assigned or not desc["dtype"].startswith(("float", "bfloat")):
+        return False
+    aggregation = str(getattr(v, "aggregation", "none")).lower()
+    return not ("sum" in aggregation or "first" in aggregation)
 
 
 def _traced(fn):

@@ -152,6 +152,52 @@ def small_cnn_data(rows, rng):
     return {"train": x}, {"labels": y}
 
 
+def mobilenet_v2():
+    """keras.applications.MobileNetV2 on 32x32 images, 10 classes, untrained:
+    52 BatchNormalization layers."""
+    keras = _keras()
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def mobilenet_v2_data(rows, rng):
+    x = rng.random((rows, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, rows).astype(np.int64)
+    return {"train": x}, {"labels": y}
+
+
+def batch_norm():
+    """BatchNormalization then a linear head: moving statistics to check."""
+    keras = _keras()
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.BatchNormalization(), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    return model
+
+
+def batch_norm_synchronized():
+    """batch_norm with BatchNormalization(synchronized=True)."""
+    keras = _keras()
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.BatchNormalization(synchronized=True),
+         keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    return model
+
+
+def batch_norm_data(rows, rng):
+    """Blocks of 16 rows alternating between two distributions, around 0 and
+    around 10: with batch 16 per host and shuffle off, host 0 of 2 sees only
+    the first and host 1 only the second."""
+    x = rng.normal(size=(rows, 4)).astype(np.float32)
+    x[(np.arange(rows) // 16) % 2 == 1] += 10
+    y = (0.1 * x.sum(axis=1, keepdims=True) + rng.normal(size=(rows, 1))).astype(np.float32)
+    return {"train": x}, {"labels": y}
+
+
 # family -> (build and compile the model, make rows of data)
 FAMILIES = {
     "seed": (seed_mlp, seed_data),
@@ -160,6 +206,9 @@ FAMILIES = {
     "multiclass": (multiclass, multiclass_data),
     "two_inputs": (two_inputs, two_inputs_data),
     "cnn": (small_cnn, small_cnn_data),
+    "batch_norm": (batch_norm, batch_norm_data),
+    "mobilenet_v2": (mobilenet_v2, mobilenet_v2_data),
+    "batch_norm_synchronized": (batch_norm_synchronized, batch_norm_data),
 }
 
 

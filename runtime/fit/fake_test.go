@@ -21,6 +21,7 @@ type linear struct {
 
 	mu         sync.Mutex
 	w          []float32 // features weights, then the bias
+	moving     []float32 // moving mean of x, as BatchNormalization keeps one (averaged over hosts)
 	iterations int64
 	lossSum    float64 // metric state
 	rows       float64
@@ -54,10 +55,11 @@ func newLinear() *linear {
 		Fingerprint:     "linear-fake",
 		Variables: []model.VariableSpec{
 			{Name: "w", Shape: []int64{features + 1}, DType: "float32", Trainable: true},
+			{Name: "moving_mean", Shape: []int64{features}, DType: "float32", Aggregation: model.AggregationMean},
 			{Name: "iterations", DType: "int64"},
 		},
 	}
-	m := &linear{meta: meta, lr: 0.05, w: make([]float32, features+1)}
+	m := &linear{meta: meta, lr: 0.05, w: make([]float32, features+1), moving: make([]float32, features)}
 	for i := range m.w {
 		m.w[i] = 0.1 * float32(i+1) // the same start on every rank
 	}
@@ -109,6 +111,14 @@ func (m *linear) step(b model.Batch) ([]float64, error) {
 	grad, loss := m.gradient(b)
 	m.lossSum += loss * float64(b.Rows)
 	m.rows += float64(b.Rows)
+	x := f32s(b.Tensors["x"])
+	for k := range features {
+		var mean float64
+		for r := range b.Rows {
+			mean += float64(x[r*features+k])
+		}
+		m.moving[k] = 0.9*m.moving[k] + 0.1*float32(mean/float64(b.Rows))
+	}
 	if m.onStep != nil {
 		m.onStep(m.steps)
 	}
@@ -214,21 +224,30 @@ func (m *linear) ReadVariables() ([]model.Variable, error) {
 		binary.LittleEndian.PutUint32(w[4*i:], math.Float32bits(v))
 	}
 	it := binary.LittleEndian.AppendUint64(nil, uint64(m.iterations))
+	mv := append([]byte(nil), model.Float32Bytes(m.moving)...)
 	return []model.Variable{
 		{Spec: m.meta.Variables[0], Tensor: model.Tensor{DType: model.Float32, Shape: []int64{int64(len(m.w))}, Data: w}},
-		{Spec: m.meta.Variables[1], Tensor: model.Tensor{DType: model.Int64, Data: it}},
+		{Spec: m.meta.Variables[1], Tensor: model.Tensor{DType: model.Float32, Shape: []int64{features}, Data: mv}},
+		{Spec: m.meta.Variables[2], Tensor: model.Tensor{DType: model.Int64, Data: it}},
 	}, nil
 }
 
 func (m *linear) AssignVariables(vars []model.Variable) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(vars) != 2 || len(vars[0].Data) != 4*len(m.w) || len(vars[1].Data) != 8 {
+	if len(vars) != 3 || len(vars[0].Data) != 4*len(m.w) || len(vars[1].Data) != 4*features || len(vars[2].Data) != 8 {
 		return errors.New("variables do not fit the fake model")
 	}
 	copy(m.w, f32s(vars[0].Data))
-	m.iterations = int64(binary.LittleEndian.Uint64(vars[1].Data))
+	copy(m.moving, f32s(vars[1].Data))
+	m.iterations = int64(binary.LittleEndian.Uint64(vars[2].Data))
 	return nil
+}
+
+func (m *linear) movingMean() []float32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]float32(nil), m.moving...)
 }
 
 func (m *linear) weights() []float32 {

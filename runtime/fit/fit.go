@@ -35,6 +35,7 @@ type Loop struct {
 
 	hist        *report.History         // epochs finished, for checkpoints
 	globalStep  int                     // train steps since epoch 1 step 0
+	averagedAt  int                     // globalStep when the averaged state was last averaged (-1: never)
 	stop        context.Context         // done once a stop is requested
 	requestStop context.CancelCauseFunc // stops this host when another asked
 }
@@ -49,6 +50,11 @@ type Timing struct {
 	// InputSeconds is, per epoch, how long training steps waited for their
 	// batch: near zero when prefetch keeps up.
 	InputSeconds []float64 `json:"input_wait_seconds"`
+	// AverageSeconds is, per averaging (before validation, checkpoints and
+	// the save), the time spent averaging non-trainable state
+	// (BatchNormalization statistics) over processes; the first includes
+	// TensorFlow's one-time set-up of the read and assign functions.
+	AverageSeconds []float64 `json:"state_average_seconds,omitempty"`
 }
 
 func (f *Loop) world() int {
@@ -150,6 +156,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		// Gradient, then the batch's row count, then the stop flag.
 		f.grads = make([]float32, f.Model.Meta().GradientSize+2)
 	}
+	f.averagedAt = -1
 	if from.Epoch <= f.Job.InitialEpoch {
 		from = ResumePoint{Epoch: f.Job.InitialEpoch + 1, History: hist}
 	}
@@ -171,6 +178,11 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			return hist, fmt.Errorf("epoch %d: metrics: %w", epoch, err)
 		}
 		if f.Val != nil && f.Job.Validates(epoch) {
+			// Validation reads the statistics of all hosts' data, as
+			// MirroredStrategy's evaluation does.
+			if err := f.averageState(ctx); err != nil {
+				return hist, fmt.Errorf("epoch %d: %w", epoch, err)
+			}
 			if _, err := f.pass(ctx, epoch, f.Val, f.testStep, 0); err != nil {
 				return hist, err
 			}
@@ -193,7 +205,54 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			}
 		}
 	}
+	// The model rank 0 saves holds the statistics of all hosts' data.
+	if err := f.averageState(ctx); err != nil {
+		return hist, err
+	}
 	return hist, nil
+}
+
+// averageState averages, over every process, the variables the contract
+// marks for it (BatchNormalization's moving statistics): each process's
+// moving averages follow its own share of every batch, and their mean is
+// the moving average of the whole batches' statistics. Every process
+// calls it at the same point; it does nothing on one process, or when
+// nothing was trained since the last time.
+func (f *Loop) averageState(ctx context.Context) error {
+	idx := f.Model.Meta().Averaged()
+	if f.Group == nil || len(idx) == 0 || f.averagedAt == f.globalStep {
+		return nil
+	}
+	start := time.Now()
+	vars, err := f.Model.ReadVariables()
+	if err != nil {
+		return fmt.Errorf("average state over hosts: %w", err)
+	}
+	var n int
+	for _, i := range idx {
+		if vars[i].DType != model.Float32 {
+			return fmt.Errorf("average state over hosts: variable %s is %s; sagefit averages float32 state", vars[i].Spec.Name, vars[i].DType)
+		}
+		n += len(vars[i].Data) / 4
+	}
+	buf := make([]float32, 0, n)
+	for _, i := range idx {
+		buf = append(buf, vars[i].Float32View()...)
+	}
+	if err := f.Group.AllReduce(ctx, buf, distributed.Mean); err != nil {
+		return fmt.Errorf("average state over hosts: %w", err)
+	}
+	for _, i := range idx {
+		k := len(vars[i].Data) / 4
+		vars[i].Data = model.Float32Bytes(buf[:k:k])
+		buf = buf[k:]
+	}
+	if err := f.Model.AssignVariables(vars); err != nil {
+		return fmt.Errorf("average state over hosts: %w", err)
+	}
+	f.averagedAt = f.globalStep
+	f.timing.AverageSeconds = append(f.timing.AverageSeconds, time.Since(start).Seconds())
+	return nil
 }
 
 // stepFunc runs one step; stop reports that every host agreed to stop
@@ -319,6 +378,9 @@ func cursor(first, epoch, full, perEpoch int) (pass, start, steps int) {
 // metric state is summed over hosts) and rank 0 writes. It returns the
 // checkpoint's path on rank 0.
 func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, error) {
+	if err := f.averageState(ctx); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
 	var state []float64
 	if step > 0 {
 		var err error

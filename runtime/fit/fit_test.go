@@ -438,3 +438,34 @@ func TestInitialEpochAndValidationChoices(t *testing.T) {
 		t.Errorf("validation_freq 2 over 4 epochs: %d validations (%v), want 2", n, every.err)
 	}
 }
+
+// Non-trainable state marked for averaging (BatchNormalization's moving
+// statistics) describes all ranks' data: with equal shares, the mean of the
+// ranks' moving averages is the moving average one process with the whole
+// batches keeps. Ranks see different rows here (each its part of every
+// global batch), so without the averaging each rank would keep its own.
+func TestMovingStatisticsAveragedOverRanks(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 96, 0) // 96 rows: every global batch is whole, shares are equal
+	one := &rank{job: newJob(2, 24, ""), model: newLinear(), train: openChannel(t, dir, false)}
+	runRanks(t, []*rank{one})
+	if one.err != nil {
+		t.Fatal(one.err)
+	}
+	for _, world := range []int{2, 3} {
+		ranks := make([]*rank, world)
+		for i := range ranks {
+			ranks[i] = &rank{job: newJob(2, 24/world, ""), model: newLinear(), train: openChannel(t, dir, false)}
+		}
+		runRanks(t, ranks)
+		for i, r := range ranks {
+			if r.err != nil {
+				t.Fatalf("world %d rank %d: %v", world, i, r.err)
+			}
+			sameWeights(t, "moving mean", r.model.movingMean(), one.model.movingMean(), 1e-5)
+			if len(r.timing.AverageSeconds) == 0 {
+				t.Errorf("world %d rank %d: no time spent averaging", world, i)
+			}
+		}
+	}
+}

@@ -1,0 +1,153 @@
+package main_test
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/model/tf"
+)
+
+// movingStats reads BatchNormalization's moving mean and variance from the
+// model a job saved.
+func movingStats(t *testing.T, base string) (mean, variance []float32) {
+	t.Helper()
+	m, err := tf.Load(filepath.Join(base, "model", "1"), tf.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vars, err := m.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vars {
+		f, _ := v.Float32s()
+		switch {
+		case strings.HasSuffix(v.Spec.Name, "moving_mean"):
+			mean = f
+		case strings.HasSuffix(v.Spec.Name, "moving_variance"):
+			variance = f
+		}
+	}
+	if mean == nil || variance == nil {
+		t.Fatal("the saved model has no moving statistics")
+	}
+	return mean, variance
+}
+
+// perHostVariance is the mean over hosts of the moving variance each host
+// would keep from its own share of every global batch alone (shuffle off,
+// momentum 0.99, biased batch variance, as Keras computes it), in float64.
+func perHostVariance(t *testing.T, fx string, hosts, batch, epochs int) []float64 {
+	t.Helper()
+	a, err := data.Open(filepath.Join(fx, "train", "train.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	x, err := a.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const f = 4
+	rows := len(x) / f
+	out := make([]float64, f)
+	for h := range hosts {
+		v := []float64{1, 1, 1, 1}
+		for range epochs {
+			for start := 0; start+hosts*batch <= rows; start += hosts * batch {
+				lo := start + h*batch
+				for k := range f {
+					var s, s2 float64
+					for r := lo; r < lo+batch; r++ {
+						s += float64(x[r*f+k])
+					}
+					mean := s / float64(batch)
+					for r := lo; r < lo+batch; r++ {
+						d := float64(x[r*f+k]) - mean
+						s2 += d * d
+					}
+					v[k] = 0.99*v[k] + 0.01*s2/float64(batch)
+				}
+			}
+		}
+		for k := range f {
+			out[k] += v[k] / float64(hosts)
+		}
+	}
+	return out
+}
+
+// TestBatchNormStatisticsCoverAllHosts: with each host seeing its own
+// distribution (host 0 rows around 0, host 1 around 10), the saved moving
+// mean is that of one host training on the whole batches, and the moving
+// variance the mean of the hosts' own, as MirroredStrategy reads tf-keras's
+// statistics; not host 0's alone. Through a checkpoint too.
+func TestBatchNormStatisticsCoverAllHosts(t *testing.T) {
+	const batch, epochs = 16, 2
+	fx := fixture.Make(t, "batch_norm", "--rows", "480", "--no-fit", "--no-validation")
+	for _, hosts := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d hosts", hosts), func(t *testing.T) {
+			one := runLocal(t, fx, 1, fmt.Sprint("epochs=", epochs), "shuffle=false", fmt.Sprint("batch_size=", hosts*batch))
+			many := runLocal(t, fx, hosts, fmt.Sprint("epochs=", epochs), "shuffle=false", fmt.Sprint("batch_size=", batch))
+			m1, _ := movingStats(t, one)
+			mn, vn := movingStats(t, many)
+			want := perHostVariance(t, fx, hosts, batch, epochs)
+			for k := range m1 {
+				if !near(float64(mn[k]), float64(m1[k])) {
+					t.Errorf("moving_mean[%d] = %v on %d hosts, %v on one host with batch %d", k, mn[k], hosts, m1[k], hosts*batch)
+				}
+				if !near(float64(vn[k]), want[k]) {
+					t.Errorf("moving_variance[%d] = %v on %d hosts, want the hosts' mean %v", k, vn[k], hosts, want[k])
+				}
+			}
+			if mn[0] < m1[0]/2 {
+				t.Errorf("moving_mean %v: host 0's share alone (rows around 0), not all hosts'", mn)
+			}
+		})
+	}
+
+	// A job stopped at an epoch's end and resumed from its checkpoint ends
+	// with the statistics of one that ran through.
+	whole := runLocal(t, fx, 2, "epochs=3", "shuffle=false", "batch_size=16")
+	out := t.TempDir()
+	local := func(epochs int) {
+		args := []string{"local", "--hosts", "2", "--model", filepath.Join(fx, "model"), "--channel", "training=" + filepath.Join(fx, "train"),
+			"--output", out, "--hp", fmt.Sprint("epochs=", epochs), "--hp", "shuffle=false", "--hp", "batch_size=16", "--hp", "checkpoint=true"}
+		if b, err := exec.Command(binary, args...).CombinedOutput(); err != nil {
+			t.Fatalf("sagefit %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+	}
+	local(2) // leaves the checkpoint written after epoch 1
+	local(3) // resumes at epoch 2
+	mw, vw := movingStats(t, whole)
+	mr, vr := movingStats(t, filepath.Join(out, "algo-1"))
+	for k := range mw {
+		if !near(float64(mr[k]), float64(mw[k])) || !near(float64(vr[k]), float64(vw[k])) {
+			t.Errorf("after resume moving stats [%d] = %v, %v; uninterrupted %v, %v", k, mr[k], vr[k], mw[k], vw[k])
+		}
+	}
+}
+
+// TestSynchronizedBatchNormRefusedOnHosts: BatchNormalization(synchronized=
+// True) would need the batch statistics all-reduced inside the step; a
+// multi-host job refuses it in one sentence instead of training something
+// else, and one host trains it (its batch is the global batch).
+func TestSynchronizedBatchNormRefusedOnHosts(t *testing.T) {
+	fx := fixture.Make(t, "batch_norm_synchronized", "--rows", "64", "--no-fit", "--no-validation")
+	runLocal(t, fx, 1, "epochs=1")
+	out := t.TempDir()
+	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", out)
+	b, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a 2-host job with synchronized BatchNormalization trained:\n%s", b)
+	}
+	if !strings.Contains(string(b), "synchronized=True") || !strings.Contains(string(b), "batch_normalization") {
+		t.Errorf("the failure does not name the layer and the setting:\n%s", b)
+	}
+}
