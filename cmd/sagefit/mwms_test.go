@@ -1,0 +1,159 @@
+package main_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/model/tf"
+)
+
+// mwmsResult is what python -m sagefit.mwms_compare writes.
+type mwmsResult struct {
+	Replicas       int                             `json:"num_replicas_in_sync"`
+	History        map[string][]float64            `json:"history"`
+	MovingMean     []float64                       `json:"moving_mean"`
+	MovingVariance []float64                       `json:"moving_variance"`
+	Variables      map[string][]float64            `json:"variables"`
+	Local          map[string]map[string][]float64 `json:"local"`
+	Seconds        float64                         `json:"seconds"`
+}
+
+// within1e4 compares relatively: |a-b| <= 1e-4 * max(|a|, |b|), with a
+// floor of 1e-7 for values that are zero up to float32 rounding.
+func within1e4(a, b float64) bool {
+	d := math.Abs(a - b)
+	if m := max(math.Abs(a), math.Abs(b)); m > 0 {
+		worstRel = max(worstRel, d/m)
+	}
+	return d <= max(1e-4*max(math.Abs(a), math.Abs(b)), 1e-7)
+}
+
+// worstRel is the largest relative difference within1e4 has seen.
+var worstRel float64
+
+// TestBatchNormMatchesMultiWorkerMirrored: sagefit on 2 hosts with batch 16
+// trains a BatchNormalization model as TensorFlow's own
+// MultiWorkerMirroredStrategy does with 2 workers (tf-keras, one CPU replica
+// each) fed the same rows per step from the same initial weights: the same
+// loss every epoch and the same final moving statistics (the mean over the
+// replicas, as the strategy reads tf-keras's SyncOnRead MEAN variables),
+// within 1e-4 relative; the other weights too.
+func TestBatchNormMatchesMultiWorkerMirrored(t *testing.T) {
+	const hosts, batch, epochs = 2, 16, 2
+	fx := fixture.Make(t, fixture.LegacyKeras+"batch_norm", "--rows", "480", "--no-fit", "--no-validation")
+	base := runLocal(t, fx, hosts, fmt.Sprint("epochs=", epochs), "shuffle=false", fmt.Sprint("batch_size=", batch))
+
+	out := filepath.Join(t.TempDir(), "mwms.json")
+	cmd := exec.Command(fixture.Python(t), "-m", "sagefit.mwms_compare", "--fixture", fx,
+		"--workers", fmt.Sprint(hosts), "--batch", fmt.Sprint(batch), "--epochs", fmt.Sprint(epochs), "--out", out)
+	cmd.Env = os.Environ()
+	if os.Getenv("TF_CPP_MIN_LOG_LEVEL") == "" {
+		cmd.Env = append(cmd.Env, "TF_CPP_MIN_LOG_LEVEL=2")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && exit.ExitCode() == 3 { // the module's "no cluster on loopback"
+			t.Skipf("TensorFlow cannot start MultiWorkerMirroredStrategy workers on loopback here:\n%s", b)
+		}
+		t.Fatalf("python -m sagefit.mwms_compare: %v\n%s", err, b)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mw mwmsResult
+	if err := json.Unmarshal(raw, &mw); err != nil {
+		t.Fatal(err)
+	}
+	if mw.Replicas != hosts {
+		t.Fatalf("MWMS ran %d replicas in sync, want %d", mw.Replicas, hosts)
+	}
+	t.Logf("MWMS took %.1f s", mw.Seconds)
+
+	// History: tf-keras's loss metric keeps its total and count in SyncOnRead
+	// SUM variables and result() reads them summed over the replicas (a
+	// merge_call); sagefit sums the metric state over hosts. Both report the
+	// mean loss over every row of the epoch.
+	h := history(t, base)
+	if len(mw.History) == 0 {
+		t.Fatal("MWMS reported no history")
+	}
+	for k, want := range mw.History {
+		got := h[k]
+		if len(got) != len(want) {
+			t.Errorf("%s: sagefit %v, MWMS %v", k, got, want)
+			continue
+		}
+		for e := range want {
+			t.Logf("%s epoch %d: sagefit %.8g, MWMS %.8g", k, e+1, got[e], want[e])
+			if !within1e4(got[e], want[e]) {
+				t.Errorf("%s epoch %d: sagefit %v, MWMS %v", k, e+1, got[e], want[e])
+			}
+		}
+	}
+
+	// Final moving statistics, and every other model variable, by name.
+	mean, variance := movingStats(t, base)
+	for k := range mw.MovingMean {
+		t.Logf("[%d] moving_mean sagefit %.7g MWMS %.7g; moving_variance sagefit %.7g MWMS %.7g",
+			k, mean[k], mw.MovingMean[k], variance[k], mw.MovingVariance[k])
+		if !within1e4(float64(mean[k]), mw.MovingMean[k]) {
+			t.Errorf("moving_mean[%d]: sagefit %v, MWMS %v", k, mean[k], mw.MovingMean[k])
+		}
+		if !within1e4(float64(variance[k]), mw.MovingVariance[k]) {
+			t.Errorf("moving_variance[%d]: sagefit %v, MWMS %v", k, variance[k], mw.MovingVariance[k])
+		}
+	}
+	m, err := tf.Load(filepath.Join(base, "model", "1"), tf.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vars, err := m.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, v := range vars {
+		if v.Spec.Kind != "model" {
+			continue
+		}
+		want, ok := mw.Variables[v.Spec.Name]
+		if !ok {
+			t.Errorf("MWMS has no variable %s", v.Spec.Name)
+			continue
+		}
+		seen++
+		got, err := v.Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if i >= len(got) || !within1e4(float64(got[i]), want[i]) {
+				t.Errorf("%s: sagefit %v, MWMS %v", v.Spec.Name, got, want)
+				break
+			}
+		}
+	}
+	if seen != len(mw.Variables) {
+		t.Errorf("sagefit's model has %d of MWMS's %d variables", seen, len(mw.Variables))
+	}
+
+	// The comparison can tell: worker 0's own replica copy (rows around 0
+	// only) is far from the statistics read over both workers.
+	if w0 := mw.Local["0"]["batch_normalization/moving_mean"]; len(w0) == 0 || math.Abs(w0[0]-mw.MovingMean[0]) < 0.1 {
+		t.Errorf("worker 0's own moving_mean %v is not apart from the mean over workers %v", w0, mw.MovingMean)
+	}
+	t.Logf("largest relative difference, sagefit against MWMS: %.3g", worstRel)
+	if t.Failed() {
+		t.Logf("MWMS result:\n%s", strings.TrimSpace(string(raw)))
+	}
+}
