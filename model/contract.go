@@ -123,6 +123,15 @@ type Metadata struct {
 	// layers, whose batch statistics would need an all-reduce inside the
 	// step.
 	SynchronizedBatchNorm []string `json:"synchronized_batch_norm,omitempty"`
+	// Callbacks are the Keras callbacks given to sagefit.export, in order.
+	Callbacks []CallbackSpec `json:"callbacks,omitempty"`
+}
+
+// CallbackSpec is one Keras callback: its class and the arguments that
+// change what it does (runtime/callbacks reads them).
+type CallbackSpec struct {
+	Class  string          `json:"class"`
+	Config json.RawMessage `json:"config"`
 }
 
 // Averaged lists the indices (in Variables) of the variables that hosts

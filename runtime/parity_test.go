@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/sagefit/sagefit/data"
@@ -228,6 +229,97 @@ func TestFitArgumentsParity(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCallbacksParity: the Keras callbacks a model is exported with run in
+// the Go loop as model.fit runs them: EarlyStopping with
+// restore_best_weights stops at the same epoch and restores the same
+// weights, ReduceLROnPlateau lowers the rate at the same epochs and logs
+// learning_rate, CSVLogger writes the same file byte for byte, and
+// TensorBoard the same scalars at the same steps (read with TensorBoard's
+// own reader).
+func TestCallbacksParity(t *testing.T) {
+	callbacks := `[["EarlyStopping", {"monitor": "val_loss", "patience": 2, "min_delta": 0.002, "restore_best_weights": true}],` +
+		` ["ReduceLROnPlateau", {"monitor": "loss", "patience": 1, "factor": 0.5, "min_delta": 0.01}],` +
+		` ["CSVLogger", {"filename": "log.csv"}], ["TensorBoard", {"log_dir": "tb", "update_freq": 3}], ["TerminateOnNaN", {}]]`
+	fx := fixture.Make(t, "seed", "--epochs", "12", "--rows", "300", "--callbacks", callbacks)
+	ref := fixture.ReadReference(t, fx)
+	if n := len(ref.History["loss"]); n >= 12 {
+		t.Fatalf("Keras ran all %d epochs: the fixture no longer stops early, so the test would prove nothing", n)
+	}
+	base := localJob(t, fx, map[string]string{"epochs": "12", "shuffle": "false", "batch_size": "32"}, nil)
+	var stdout, stderr bytes.Buffer
+	res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
+	if err != nil {
+		t.Fatalf("train: %v\n%s", err, stderr.String())
+	}
+	raw, err := os.ReadFile(res.HistoryPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string][]float64
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(ref.History) {
+		t.Errorf("history keys %v, Keras has %v", keys(got), keys(ref.History))
+	}
+	for k, want := range ref.History {
+		if len(got[k]) != len(want) {
+			t.Errorf("%s: %d epochs, Keras has %d", k, len(got[k]), len(want))
+			continue
+		}
+		for e := range want {
+			if !close(got[k][e], want[e]) {
+				t.Errorf("epoch %d %s = %.9g, Keras %.9g", e+1, k, got[k][e], want[e])
+			}
+		}
+	}
+
+	trained, err := tf.Load(res.ModelDir, tf.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trained.Close()
+	vars, err := trained.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range ref.Weights { // the restored best epoch's weights
+		f, err := vars[i].Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range w {
+			if !close(float64(f[j]), w[j]) {
+				t.Fatalf("variable %s[%d] = %.9g, Keras %.9g", vars[i].Spec.Name, j, f[j], w[j])
+			}
+		}
+	}
+
+	kcsv, err := os.ReadFile(filepath.Join(fx, "keras", "log.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scsv, err := os.ReadFile(filepath.Join(base, "output", "data", "log.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(kcsv, scsv) {
+		t.Errorf("CSVLogger files differ:\nKeras:\n%q\nsagefit:\n%q", kcsv, scsv)
+	}
+
+	events := func(dir string) string {
+		out, err := exec.Command(fixture.Python(t), "-m", "sagefit.events", dir).Output()
+		if err != nil {
+			t.Fatalf("read events in %s: %v", dir, err)
+		}
+		return string(out)
+	}
+	kev, sev := events(filepath.Join(fx, "keras", "tb")), events(filepath.Join(base, "output", "tensorboard"))
+	if kev != sev || !strings.Contains(sev, "train/epoch_loss") || !strings.Contains(sev, "train/batch_loss") {
+		t.Errorf("TensorBoard scalars differ:\nKeras:   %s\nsagefit: %s", kev, sev)
 	}
 }
 

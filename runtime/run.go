@@ -13,6 +13,7 @@ import (
 
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/model/tf"
+	"github.com/sagefit/sagefit/runtime/callbacks"
 	"github.com/sagefit/sagefit/runtime/checkpoint"
 	"github.com/sagefit/sagefit/runtime/fit"
 	"github.com/sagefit/sagefit/runtime/input"
@@ -218,7 +219,13 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %d examples, batch %d, %d epochs\n",
 		env.CurrentHost, env.Rank, len(env.Hosts), j.ModelDir, j.TrainChannel.Name, train.Examples(), j.BatchSize, j.Epochs)
 
-	loop := &fit.Loop{Job: j, Model: m, Group: group, Train: train, Val: val, Out: o.Stdout, Log: o.Stderr, Terminal: o.Terminal}
+	cbs, err := callbacks.New(meta.Callbacks, callbacks.Options{
+		OutputDataDir: env.OutputDataDir, TensorBoardDir: env.Paths.TensorBoardDir(),
+		Writer: env.Rank == 0, Host: env.CurrentHost, Log: o.Stderr})
+	if err != nil {
+		return nil, err
+	}
+	loop := &fit.Loop{Job: j, Model: m, Group: group, Train: train, Val: val, Out: o.Stdout, Log: o.Stderr, Terminal: o.Terminal, Callbacks: cbs}
 	hist, err := loop.Run(ctx, from)
 	if err != nil {
 		return nil, err

@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 
+import numpy as np
+
 from sagefit import contract
 
 
@@ -133,6 +135,7 @@ def export(
     target_shapes=None,
     target_dtypes=None,
     overwrite=False,
+    callbacks=None,
 ):
     """Write ``model`` (compiled, built) as a sagefit training SavedModel.
 
@@ -145,6 +148,10 @@ def export(
       target_dtypes: optional per-output dtypes of the targets (default
         float32; losses cast labels themselves).
       overwrite: replace ``export_dir`` if it exists.
+      callbacks: the Keras callbacks you would give ``model.fit``; sagefit
+        runs EarlyStopping, ReduceLROnPlateau, TerminateOnNaN, CSVLogger,
+        ModelCheckpoint(save_best_only=True) and TensorBoard with Keras's
+        semantics and refuses any other (see the README).
 
     Returns the metadata dict written to ``assets.extra/sagefit.json``.
     """
@@ -196,6 +203,8 @@ def export(
         return tensors[0] if len(descs) == 1 else list(tensors)
 
     _build(model, in_descs, tgt_descs, pack)
+    # After the build: "auto" modes read the compiled metrics' directions.
+    callback_specs = [_callback_spec(cb, model) for cb in (callbacks or [])]
 
     trainable = list(model.trainable_variables)
     for v in trainable:
@@ -419,6 +428,7 @@ def export(
         "metric_state_size": state_size,
         "learning_rate_assignable": lr_var is not None,
         "optimizer": type(optimizer).__name__,
+        "callbacks": callback_specs,
         "synchronized_batch_norm": [
             layer.name for layer in _layers(model)
             if "BatchNormalization" in type(layer).__name__
@@ -460,6 +470,99 @@ def _num_elements(v):
 
 def _same_var(v, vs):
     return any(v is w for w in vs)
+
+
+_CALLBACK_ADVICE = (
+    "sagefit runs EarlyStopping, ReduceLROnPlateau, TerminateOnNaN, CSVLogger, "
+    "ModelCheckpoint(save_best_only=True) and TensorBoard; for a learning-rate "
+    "schedule give the optimizer a keras.optimizers.schedules schedule instead"
+)
+
+
+def _monitor_mode(cb, model):
+    """"min" or "max": how Keras decides an improvement of cb's monitor."""
+    import numpy as np
+
+    mode = getattr(cb, "mode", "auto")
+    if mode in ("min", "max"):
+        return mode
+    if hasattr(cb, "_set_monitor_op"):  # Keras 3: from the metric's direction
+        cb.set_model(model)
+        if getattr(cb, "monitor_op", None) is None:
+            try:
+                cb._set_monitor_op()
+            except ValueError as e:
+                raise ExportError(f"{type(cb).__name__}: {e}") from e
+        op = cb.monitor_op
+        name = getattr(op, "__name__", "")
+        if op is np.less or name == "less":
+            return "min"
+        if op is np.greater or name == "greater":
+            return "max"
+    # tf-keras: "acc" in the name means higher is better, as it decides.
+    monitor = getattr(cb, "monitor", "")
+    return "max" if ("acc" in monitor or monitor.startswith("fmeasure")) else "min"
+
+
+def _callback_spec(cb, model):
+    """What the Go loop needs of one callback: its class and every argument
+    that changes what it does, with "auto" modes resolved."""
+    name = type(cb).__name__
+    if name == "EarlyStopping":
+        config = {
+            "monitor": cb.monitor, "mode": _monitor_mode(cb, model),
+            "min_delta": abs(float(cb.min_delta)), "patience": int(cb.patience),
+            "baseline": None if cb.baseline is None else float(cb.baseline),
+            "restore_best_weights": bool(cb.restore_best_weights),
+            "start_from_epoch": int(getattr(cb, "start_from_epoch", 0)),
+        }
+    elif name == "ReduceLROnPlateau":
+        if float(cb.factor) >= 1.0:
+            raise ExportError(f"ReduceLROnPlateau factor {cb.factor} must be below 1")
+        config = {
+            "monitor": cb.monitor, "mode": _monitor_mode(cb, model),
+            "factor": float(cb.factor), "patience": int(cb.patience),
+            "min_delta": abs(float(cb.min_delta)), "cooldown": int(cb.cooldown),
+            "min_lr": float(cb.min_lr),
+        }
+    elif name == "TerminateOnNaN":
+        config = {"raise_error": bool(getattr(cb, "raise_error", False))}
+    elif name == "CSVLogger":
+        config = {"filename": os.path.basename(str(cb.filename)), "separator": cb.sep,
+                  "append": bool(cb.append)}
+    elif name == "ModelCheckpoint":
+        if not cb.save_best_only:
+            raise ExportError(
+                "ModelCheckpoint without save_best_only=True would write the model "
+                "every epoch; sagefit writes the trained model to /opt/ml/model and "
+                "checkpoints with the hyperparameters checkpoint and checkpoint_steps: "
+                "remove it, or pass save_best_only=True to serve the best epoch's model"
+            )
+        if cb.save_freq != "epoch":
+            raise ExportError(
+                f"ModelCheckpoint save_freq={cb.save_freq!r}: sagefit judges the best "
+                "model at the end of each epoch; use save_freq=\"epoch\""
+            )
+        best = getattr(cb, "best", None)
+        config = {
+            "monitor": cb.monitor, "mode": _monitor_mode(cb, model),
+            "initial_value_threshold": None if best is None or not np.isfinite(best) else float(best),
+            "filepath": str(cb.filepath), "save_weights_only": bool(cb.save_weights_only),
+        }
+    elif name == "TensorBoard":
+        if getattr(cb, "histogram_freq", 0) or getattr(cb, "embeddings_freq", 0) or getattr(cb, "write_images", False):
+            raise ExportError(
+                "TensorBoard with histogram_freq, write_images or embeddings_freq: "
+                "sagefit writes scalar summaries only (every epoch, and every "
+                "update_freq batches); set those to their defaults"
+            )
+        freq = cb.update_freq
+        if freq == "batch":
+            freq = 1
+        config = {"log_dir": str(cb.log_dir), "update_freq": freq}
+    else:
+        raise ExportError(f"callback {name} cannot run without Python: {_CALLBACK_ADVICE}")
+    return {"class": name, "config": config}
 
 
 def _layers(model):

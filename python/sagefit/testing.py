@@ -222,8 +222,23 @@ def _fit_targets(targets):
     return next(iter(targets.values())) if len(targets) == 1 else list(targets.values())
 
 
+def _callbacks(spec, out):
+    """Keras callbacks from [[class, kwargs], ...]; files they write go under
+    out/keras (CSVLogger's filename and TensorBoard's log_dir are joined to
+    it)."""
+    keras = _keras()
+    made = []
+    for name, kwargs in spec or []:
+        kwargs = dict(kwargs)
+        for key in ("filename", "log_dir", "filepath"):
+            if key in kwargs:
+                kwargs[key] = os.path.join(out, "keras", kwargs[key])
+        made.append(getattr(keras.callbacks, name)(**kwargs))
+    return made
+
+
 def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
-         seed=1, fit=True, fit_args=None):
+         seed=1, fit=True, fit_args=None, callbacks=None):
     """Write the fixture for ``family`` under ``out`` and return the reference."""
     import sagefit
 
@@ -234,7 +249,8 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
     model = build()
     inputs, targets = data(rows, rng)
     os.makedirs(out, exist_ok=True)
-    meta = sagefit.export(model, os.path.join(out, "model"), overwrite=True)
+    cbs = _callbacks(callbacks, out)
+    meta = sagefit.export(model, os.path.join(out, "model"), overwrite=True, callbacks=cbs)
 
     val_rows = max(rows // 4, 1)
     vrng = np.random.default_rng(seed + 1)
@@ -260,6 +276,7 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
             shuffle=False,
             verbose=0,
             validation_data=(_fit_inputs(model, vin), _fit_targets(vtg)) if use_val else None,
+            callbacks=cbs,
             **fit_args,
         )
         ref["history"] = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
@@ -284,9 +301,11 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fit-args", default="{}",
                    help="JSON object of further model.fit arguments (steps_per_epoch, ...)")
+    p.add_argument("--callbacks", default="[]",
+                   help='JSON list of [class, kwargs] Keras callbacks, e.g. [["EarlyStopping", {"patience": 2}]]')
     a = p.parse_args()
     make(a.family, a.out, a.epochs, a.batch_size, a.rows, not a.no_validation,
-         a.seed, not a.no_fit, json.loads(a.fit_args))
+         a.seed, not a.no_fit, json.loads(a.fit_args), json.loads(a.callbacks))
 
 
 if __name__ == "__main__":

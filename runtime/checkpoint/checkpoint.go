@@ -24,6 +24,7 @@ import (
 const (
 	prefix    = "ckpt-"
 	varsFile  = "variables.bin"
+	bestFile  = "best.bin"
 	stateFile = "state.json"
 	// Version is the format of state.json and variables.bin.
 	Version = 1
@@ -46,6 +47,11 @@ type State struct {
 	History      json.RawMessage `json:"history"`
 	VariablesSHA string          `json:"variables_sha256"`
 	VariablesLen int64           `json:"variables_bytes"`
+	// Callbacks is the Keras callbacks' state (runtime/callbacks); the
+	// weights they keep for the end are best.bin.
+	Callbacks json.RawMessage `json:"callbacks,omitempty"`
+	BestSHA   string          `json:"best_sha256,omitempty"`
+	BestLen   int64           `json:"best_bytes,omitempty"`
 }
 
 func name(epoch, step int) string {
@@ -53,8 +59,9 @@ func name(epoch, step int) string {
 }
 
 // Write writes one checkpoint into dir, keeps the newest keep, and returns
-// its path. Version and the variables' checksum are filled in.
-func Write(dir string, st State, vars []model.Variable, hist *report.History, keep int) (string, error) {
+// its path. Version and the checksums are filled in. best, when not nil,
+// is the weights the callbacks keep for the end.
+func Write(dir string, st State, vars []model.Variable, best []byte, hist *report.History, keep int) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("checkpoint dir: %w", err)
 	}
@@ -66,24 +73,18 @@ func Write(dir string, st State, vars []model.Variable, hist *report.History, ke
 	}
 	defer os.RemoveAll(tmp)
 
-	f, err := os.Create(filepath.Join(tmp, varsFile))
-	if err != nil {
-		return "", fmt.Errorf("checkpoint: %w", err)
+	chunks := make([][]byte, len(vars))
+	for i, v := range vars {
+		chunks[i] = v.Data
 	}
-	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	for _, v := range vars {
-		n, err := w.Write(v.Data)
-		st.VariablesLen += int64(n)
-		if err != nil {
-			f.Close()
-			return "", fmt.Errorf("checkpoint: write variables: %w", err)
+	if st.VariablesLen, st.VariablesSHA, err = writeBlob(filepath.Join(tmp, varsFile), chunks); err != nil {
+		return "", fmt.Errorf("checkpoint: write variables: %w", err)
+	}
+	if best != nil {
+		if st.BestLen, st.BestSHA, err = writeBlob(filepath.Join(tmp, bestFile), [][]byte{best}); err != nil {
+			return "", fmt.Errorf("checkpoint: write kept weights: %w", err)
 		}
 	}
-	if err := syncClose(f); err != nil {
-		return "", fmt.Errorf("checkpoint: %w", err)
-	}
-	st.VariablesSHA = hex.EncodeToString(h.Sum(nil))
 	if st.History, err = json.Marshal(hist); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
@@ -119,6 +120,43 @@ func Write(dir string, st State, vars []model.Variable, hist *report.History, ke
 		return "", err
 	}
 	return final, nil
+}
+
+// writeBlob writes chunks to path, synced, and returns its length and
+// SHA-256.
+func writeBlob(path string, chunks [][]byte) (int64, string, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, "", err
+	}
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	var n int64
+	for _, c := range chunks {
+		k, err := w.Write(c)
+		n += int64(k)
+		if err != nil {
+			f.Close()
+			return 0, "", err
+		}
+	}
+	if err := syncClose(f); err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// readBlob reads path and checks it against its length and SHA-256.
+func readBlob(path string, n int64, sha string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	if int64(len(b)) != n || hex.EncodeToString(sum[:]) != sha {
+		return nil, fmt.Errorf("%s does not match its checksum (partial or corrupt)", filepath.Base(path))
+	}
+	return b, nil
 }
 
 func syncClose(f *os.File) error {
@@ -182,6 +220,7 @@ type Loaded struct {
 	Path    string
 	State   State
 	Vars    []byte // every variable's bytes, in contract order
+	Best    []byte // the weights the callbacks keep for the end, or nil
 	History *report.History
 }
 
@@ -201,13 +240,15 @@ func read(path, fingerprint string) (*Loaded, error) {
 	if st.Fingerprint != fingerprint {
 		return nil, fmt.Errorf("it was written for another model (fingerprint %.8s…, this model %.8s…)", st.Fingerprint, fingerprint)
 	}
-	vars, err := os.ReadFile(filepath.Join(path, varsFile))
+	vars, err := readBlob(filepath.Join(path, varsFile), st.VariablesLen, st.VariablesSHA)
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(vars)
-	if int64(len(vars)) != st.VariablesLen || hex.EncodeToString(sum[:]) != st.VariablesSHA {
-		return nil, fmt.Errorf("%s does not match its checksum (partial or corrupt)", varsFile)
+	var best []byte
+	if st.BestSHA != "" {
+		if best, err = readBlob(filepath.Join(path, bestFile), st.BestLen, st.BestSHA); err != nil {
+			return nil, err
+		}
 	}
 	hist := &report.History{}
 	if len(st.History) > 0 && string(st.History) != "null" {
@@ -215,7 +256,7 @@ func read(path, fingerprint string) (*Loaded, error) {
 			return nil, fmt.Errorf("history: %v", err)
 		}
 	}
-	return &Loaded{Path: path, State: st, Vars: vars, History: hist}, nil
+	return &Loaded{Path: path, State: st, Vars: vars, Best: best, History: hist}, nil
 }
 
 // Latest returns the newest checkpoint in dir that verifies for the model

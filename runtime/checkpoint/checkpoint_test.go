@@ -25,7 +25,7 @@ func TestCheckpointsKeepNewestAndSkipCorrupt(t *testing.T) {
 	var paths []string
 	for i, pos := range [][2]int{{1, 10}, {1, 20}, {2, 0}, {2, 5}} {
 		st := State{Fingerprint: "fp", Epoch: pos[0], Step: pos[1], MetricState: []float64{1, 2}}
-		p, err := Write(dir, st, fakeVars(byte(i)), hist, 3)
+		p, err := Write(dir, st, fakeVars(byte(i)), nil, hist, 3)
 		if err != nil {
 			t.Fatal(err)
 		}

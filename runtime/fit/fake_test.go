@@ -57,9 +57,10 @@ func newLinear() *linear {
 			{Name: "w", Shape: []int64{features + 1}, DType: "float32", Trainable: true},
 			{Name: "moving_mean", Shape: []int64{features}, DType: "float32", Aggregation: model.AggregationMean},
 			{Name: "iterations", DType: "int64"},
+			{Name: "learning_rate", DType: "float32", Kind: "optimizer"},
 		},
 	}
-	m := &linear{meta: meta, lr: 0.05, w: make([]float32, features+1), moving: make([]float32, features)}
+	m := &linear{meta: meta, lr: float64(float32(0.05)), w: make([]float32, features+1), moving: make([]float32, features)}
 	for i := range m.w {
 		m.w[i] = 0.1 * float32(i+1) // the same start on every rank
 	}
@@ -225,19 +226,22 @@ func (m *linear) ReadVariables() ([]model.Variable, error) {
 	}
 	it := binary.LittleEndian.AppendUint64(nil, uint64(m.iterations))
 	mv := append([]byte(nil), model.Float32Bytes(m.moving)...)
+	lr := append([]byte(nil), model.Float32Bytes([]float32{float32(m.lr)})...)
 	return []model.Variable{
 		{Spec: m.meta.Variables[0], Tensor: model.Tensor{DType: model.Float32, Shape: []int64{int64(len(m.w))}, Data: w}},
 		{Spec: m.meta.Variables[1], Tensor: model.Tensor{DType: model.Float32, Shape: []int64{features}, Data: mv}},
 		{Spec: m.meta.Variables[2], Tensor: model.Tensor{DType: model.Int64, Data: it}},
+		{Spec: m.meta.Variables[3], Tensor: model.Tensor{DType: model.Float32, Data: lr}},
 	}, nil
 }
 
 func (m *linear) AssignVariables(vars []model.Variable) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(vars) != 3 || len(vars[0].Data) != 4*len(m.w) || len(vars[1].Data) != 4*features || len(vars[2].Data) != 8 {
+	if len(vars) != 4 || len(vars[0].Data) != 4*len(m.w) || len(vars[1].Data) != 4*features || len(vars[2].Data) != 8 || len(vars[3].Data) != 4 {
 		return errors.New("variables do not fit the fake model")
 	}
+	m.lr = float64(f32s(vars[3].Data)[0])
 	copy(m.w, f32s(vars[0].Data))
 	copy(m.moving, f32s(vars[1].Data))
 	m.iterations = int64(binary.LittleEndian.Uint64(vars[2].Data))
@@ -248,6 +252,19 @@ func (m *linear) movingMean() []float32 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]float32(nil), m.moving...)
+}
+
+func (m *linear) LearningRate() (float64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return float64(float32(m.lr)), nil
+}
+
+func (m *linear) SetLearningRate(lr float64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lr = float64(float32(lr))
+	return nil
 }
 
 func (m *linear) weights() []float32 {

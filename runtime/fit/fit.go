@@ -2,6 +2,7 @@ package fit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/distributed"
 	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/callbacks"
 	"github.com/sagefit/sagefit/runtime/checkpoint"
 	"github.com/sagefit/sagefit/runtime/input"
 	"github.com/sagefit/sagefit/runtime/job"
@@ -29,6 +31,8 @@ type Loop struct {
 	Out      io.Writer      // epoch lines (stdout)
 	Log      io.Writer      // progress notes (stderr)
 	Terminal bool           // progress bars only on a terminal
+	// Callbacks are the model's Keras callbacks; nil: none.
+	Callbacks *callbacks.Set
 
 	grads  []float32 // fused gradient, the batch's row count, the stop flag
 	timing Timing
@@ -36,6 +40,7 @@ type Loop struct {
 	hist        *report.History         // epochs finished, for checkpoints
 	globalStep  int                     // train steps since epoch 1 step 0
 	averagedAt  int                     // globalStep when the averaged state was last averaged (-1: never)
+	terminate   bool                    // a callback ended training after this batch (TerminateOnNaN)
 	stop        context.Context         // done once a stop is requested
 	requestStop context.CancelCauseFunc // stops this host when another asked
 }
@@ -92,6 +97,10 @@ type ResumePoint struct {
 	Epoch, Step int
 	MetricState []float64 // this process's share of the epoch's metric state; nil at step 0
 	History     *report.History
+	// Callbacks is the callbacks' state (every process); Best the weights
+	// they keep for the end (rank 0's, from its checkpoint).
+	Callbacks json.RawMessage
+	Best      []byte
 }
 
 // Interrupted is returned when a stop was requested (SIGTERM: a stop or a
@@ -153,10 +162,14 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 	f.hist = hist
 	f.timing = Timing{Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples()}
 	if f.Group != nil {
-		// Gradient, then the batch's row count, then the stop flag.
-		f.grads = make([]float32, f.Model.Meta().GradientSize+2)
+		// Gradient, then the batch's row count, the stop flag (SIGTERM) and
+		// the end flag (a callback ends training, TerminateOnNaN).
+		f.grads = make([]float32, f.Model.Meta().GradientSize+3)
 	}
-	f.averagedAt = -1
+	f.averagedAt, f.terminate = -1, false
+	if err := f.startCallbacks(from); err != nil {
+		return hist, err
+	}
 	if from.Epoch <= f.Job.InitialEpoch {
 		from = ResumePoint{Epoch: f.Job.InitialEpoch + 1, History: hist}
 	}
@@ -183,26 +196,49 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			if err := f.averageState(ctx); err != nil {
 				return hist, fmt.Errorf("epoch %d: %w", epoch, err)
 			}
-			if _, err := f.pass(ctx, epoch, f.Val, f.testStep, 0); err != nil {
+			valSteps, err := f.pass(ctx, epoch, f.Val, f.testStep, 0)
+			if err != nil {
 				return hist, err
 			}
 			vlogs, err := f.epochMetrics(ctx)
 			if err != nil {
 				return hist, fmt.Errorf("epoch %d: validation metrics: %w", epoch, err)
 			}
+			if f.Callbacks != nil {
+				if err := f.Callbacks.TestEnd(vlogs, valSteps, f.globalStep); err != nil {
+					return hist, fmt.Errorf("epoch %d: %w", epoch, err)
+				}
+			}
 			for _, m := range vlogs {
 				logs = append(logs, model.Metric{Name: "val_" + m.Name, Value: m.Value})
 			}
+		}
+		stopTraining := f.terminate
+		if f.Callbacks != nil {
+			cl := callbacks.Logs(logs)
+			st, err := f.Callbacks.EpochEnd(epoch-1, &cl, f.Model)
+			if err != nil {
+				return hist, fmt.Errorf("epoch %d: %w", epoch, err)
+			}
+			logs, stopTraining = cl, stopTraining || st
 		}
 		f.timing.EpochSeconds = append(f.timing.EpochSeconds, time.Since(start).Seconds())
 		f.timing.StepsPerEpoch = steps
 		rl := toReport(logs)
 		hist.Append(rl)
 		fmt.Fprintln(f.Out, report.EpochLine(epoch, f.Job.Epochs, steps, time.Since(start), rl))
+		if stopTraining {
+			break // as Keras's fit: stop_training ends it after the epoch
+		}
 		if f.Job.CheckpointEpochs && epoch < f.Job.Epochs {
 			if _, err := f.checkpoint(ctx, epoch+1, 0, steps); err != nil {
 				return hist, err
 			}
+		}
+	}
+	if f.Callbacks != nil {
+		if err := f.Callbacks.TrainEnd(f.Model); err != nil {
+			return hist, err
 		}
 	}
 	// The model rank 0 saves holds the statistics of all hosts' data.
@@ -343,6 +379,9 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 			}
 			return n, &Interrupted{Cause: context.Cause(f.stop), Epoch: epoch, Step: n + 1, Checkpoint: path}
 		}
+		if f.terminate {
+			return n + 1, nil // a callback ended training: the epoch ends here, its logs cover the steps run
+		}
 		if k := f.Job.CheckpointSteps; k > 0 && f.globalStep%k == 0 && n+1 < steps {
 			if _, err := f.checkpoint(ctx, epoch, n+1, steps); err != nil {
 				return n, err
@@ -395,12 +434,24 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, 
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
+	var cbState json.RawMessage
+	var best []byte
+	if f.Callbacks != nil {
+		st, kept, err := f.Callbacks.Snapshot()
+		if err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
+		if cbState, err = json.Marshal(st); err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
+		best = kept
+	}
 	path, err := checkpoint.Write(f.Job.CheckpointDir, checkpoint.State{
 		Fingerprint: f.Model.Meta().Fingerprint,
 		Epoch:       epoch, Step: step, Steps: steps, GlobalStep: f.globalStep,
 		Seed: f.Job.Seed, Shuffle: f.Job.Shuffle, BatchSize: f.Job.BatchSize, Hosts: f.world(),
-		MetricState: state,
-	}, vars, f.hist, f.Job.CheckpointKeep)
+		MetricState: state, Callbacks: cbState,
+	}, vars, best, f.hist, f.Job.CheckpointKeep)
 	if err != nil {
 		return "", err
 	}
@@ -433,27 +484,39 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	stopping := f.stop.Err() != nil
 	if f.Group == nil {
 		logs, err := f.Model.TrainStep(b)
+		if err != nil {
+			return nil, false, err
+		}
+		f.terminate, err = f.batchEnd(logs)
 		return logs, stopping, err
 	}
-	n := len(f.grads) - 2
+	n := len(f.grads) - 3
 	var logs []model.Metric
+	var ending bool
 	if b.Rows > 0 {
 		var err error
 		if logs, err = f.Model.ComputeGradients(b, f.grads[:n]); err != nil {
 			return nil, false, err
 		}
 		scale(f.grads[:n], float32(b.Rows))
+		if ending, err = f.batchEnd(logs); err != nil {
+			return nil, false, err
+		}
 	} else {
 		clear(f.grads[:n]) // an empty share of the last batch still joins the ring
 	}
 	f.grads[n] = float32(b.Rows)
-	f.grads[n+1] = 0
+	f.grads[n+1], f.grads[n+2] = 0, 0
 	if stopping {
 		f.grads[n+1] = 1
+	}
+	if ending {
+		f.grads[n+2] = 1
 	}
 	if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
 		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
 	}
+	f.terminate = f.grads[n+2] > 0 // a callback on any process ends every process's training after this step
 	stop := f.grads[n+1] > 0
 	if stop && !stopping {
 		f.requestStop(errors.New("another host of the job was stopped"))
@@ -464,6 +527,34 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	}
 	scale(f.grads[:n], 1/total)
 	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
+}
+
+// batchEnd runs the callbacks that watch every train batch on this
+// process's running metrics (the batch being globalStep+1).
+func (f *Loop) batchEnd(logs []model.Metric) (bool, error) {
+	if f.Callbacks == nil || logs == nil || !f.Callbacks.WatchesBatches() {
+		return false, nil
+	}
+	return f.Callbacks.BatchEnd(f.globalStep+1, callbacks.Logs(logs))
+}
+
+// startCallbacks starts the callbacks, with their state where training
+// resumes from a checkpoint.
+func (f *Loop) startCallbacks(from ResumePoint) error {
+	if f.Callbacks == nil {
+		return nil
+	}
+	if err := f.Callbacks.TrainBegin(); err != nil {
+		return err
+	}
+	if len(from.Callbacks) == 0 || string(from.Callbacks) == "null" { // no checkpoint, or one without callbacks
+		return nil
+	}
+	var st callbacks.State
+	if err := json.Unmarshal(from.Callbacks, &st); err != nil {
+		return fmt.Errorf("callback state from the checkpoint: %w", err)
+	}
+	return f.Callbacks.Restore(st, from.Best, f.Model)
 }
 
 func (f *Loop) testStep(_ context.Context, b model.Batch) ([]model.Metric, bool, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"math"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/callbacks"
 	"github.com/sagefit/sagefit/runtime/checkpoint"
 	"github.com/sagefit/sagefit/runtime/fit"
 	"github.com/sagefit/sagefit/runtime/input"
@@ -84,6 +87,7 @@ type rank struct {
 	val   *input.Channel
 	ctx   context.Context // cancelled: a stop request (SIGTERM) for this rank
 	ck    *checkpoint.Loaded
+	cbs   *callbacks.Set
 
 	hist   *report.History
 	err    error
@@ -122,7 +126,7 @@ func runRanks(t *testing.T, ranks []*rank) {
 				r.err = err
 				return
 			}
-			loop := &fit.Loop{Job: r.job, Model: r.model, Group: g, Train: r.train, Val: r.val, Out: &r.out, Log: &r.out}
+			loop := &fit.Loop{Job: r.job, Model: r.model, Group: g, Train: r.train, Val: r.val, Out: &r.out, Log: &r.out, Callbacks: r.cbs}
 			r.hist, r.err = loop.Run(r.ctx, from)
 			r.timing = loop.Timing()
 		})
@@ -468,4 +472,85 @@ func TestMovingStatisticsAveragedOverRanks(t *testing.T) {
 			}
 		}
 	}
+}
+
+// callbackSet builds Keras callbacks from the contract's JSON, as the
+// exporter writes them.
+func callbackSet(t *testing.T, rankOf int, specs string) *callbacks.Set {
+	t.Helper()
+	var list []model.CallbackSpec
+	if err := json.Unmarshal([]byte(specs), &list); err != nil {
+		t.Fatal(err)
+	}
+	s, err := callbacks.New(list, callbacks.Options{Writer: rankOf == 0, OutputDataDir: t.TempDir(), TensorBoardDir: t.TempDir(), Log: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const plateauCallbacks = `[
+ {"class": "ReduceLROnPlateau", "config": {"monitor": "loss", "mode": "min", "factor": 0.5, "patience": 1, "min_delta": 0.05, "cooldown": 1, "min_lr": 0}},
+ {"class": "EarlyStopping", "config": {"monitor": "loss", "mode": "min", "min_delta": 0.02, "patience": 2, "restore_best_weights": true, "start_from_epoch": 0}}]`
+
+// Callbacks decide on the epoch logs, which cover every rank's data, so
+// every rank lowers the rate and stops at the same epoch; a job stopped
+// mid-epoch and resumed from its checkpoint ends exactly like one that ran
+// through (wait and cooldown counters, the best value and the kept weights
+// travel in the checkpoint).
+func TestCallbacksAgreeAcrossRanksAndResume(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 96, 0)
+	var stoppedAt []int
+	for _, world := range []int{1, 2} {
+		ranks := make([]*rank, world)
+		for i := range ranks {
+			ranks[i] = &rank{job: newJob(30, 16/world, ""), model: newLinear(), train: openChannel(t, dir, false)}
+			ranks[i].cbs = callbackSet(t, i, plateauCallbacks)
+		}
+		runRanks(t, ranks)
+		for i, r := range ranks {
+			if r.err != nil {
+				t.Fatalf("world %d rank %d: %v (rank %d: %v)", world, i, r.err, world-1, ranks[world-1].err)
+			}
+			stoppedAt = append(stoppedAt, len(r.hist.Values("loss")))
+			if lr := r.hist.Values("learning_rate"); len(lr) == 0 || lr[len(lr)-1] >= lr[0] {
+				t.Errorf("world %d rank %d: learning_rate %v never lowered", world, i, lr)
+			}
+		}
+	}
+	for _, n := range stoppedAt {
+		if n != stoppedAt[0] || n >= 30 {
+			t.Fatalf("epochs run per rank %v: every rank and world must stop early at the same epoch", stoppedAt)
+		}
+	}
+
+	ckpt := t.TempDir()
+	whole := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), cbs: callbackSet(t, 0, plateauCallbacks)}
+	runRanks(t, []*rank{whole})
+	stopped := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), cbs: callbackSet(t, 0, plateauCallbacks)}
+	ctx, stop := context.WithCancelCause(context.Background())
+	stopped.ctx = ctx
+	stopped.model.onStep = func(step int) {
+		if step == 15 { // epoch 3 of 6-step epochs
+			stop(errors.New("test stop"))
+		}
+	}
+	runRanks(t, []*rank{stopped})
+	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+	if err != nil || ck == nil || len(ck.State.Callbacks) == 0 {
+		t.Fatalf("checkpoint %+v, %v: no callback state", ck, err)
+	}
+	resumed := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), ck: ck, cbs: callbackSet(t, 0, plateauCallbacks)}
+	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
+		t.Fatal(err)
+	}
+	runRanks(t, []*rank{resumed})
+	if resumed.err != nil {
+		t.Fatal(resumed.err)
+	}
+	if a, b := resumed.hist.Values("learning_rate"), whole.hist.Values("learning_rate"); !slices.Equal(a, b) {
+		t.Errorf("learning_rate after resume %v, uninterrupted %v", a, b)
+	}
+	sameWeights(t, "restored best weights after resume", resumed.model.weights(), whole.model.weights(), 0)
 }

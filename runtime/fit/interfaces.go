@@ -28,6 +28,9 @@ type Model interface {
 	AssignMetricState(state []float64) error
 	ReadVariables() ([]model.Variable, error)
 	AssignVariables(vars []model.Variable) error
+	// LearningRate and SetLearningRate serve ReduceLROnPlateau.
+	LearningRate() (float64, error)
+	SetLearningRate(lr float64) error
 }
 
 // Group is the set of the job's training processes;

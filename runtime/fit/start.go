@@ -44,10 +44,13 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 		Epoch, Step int
 		State       []float64
 		History     *report.History
+		Callbacks   json.RawMessage
 	}
 	h := header{Epoch: 1}
+	var best []byte
 	if ck != nil {
-		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, State: ck.State.MetricState, History: ck.History}
+		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, State: ck.State.MetricState, History: ck.History, Callbacks: ck.State.Callbacks}
+		best = ck.Best
 	}
 	if g != nil {
 		raw, err := json.Marshal(h)
@@ -78,7 +81,7 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 	if h.Step > 0 && len(h.State) != stateSize {
 		return ResumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d", len(h.State), stateSize)
 	}
-	return ResumePoint{Epoch: h.Epoch, Step: h.Step, MetricState: h.State, History: h.History}, nil
+	return ResumePoint{Epoch: h.Epoch, Step: h.Step, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best}, nil
 }
 
 // BroadcastVariables makes every process start from rank 0's weights and

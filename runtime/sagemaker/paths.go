@@ -55,6 +55,10 @@ func (p Paths) ModelDir() string { return filepath.Join(p.Base, "model") }
 // OutputDir is <base>/output, which holds the failure file.
 func (p Paths) OutputDir() string { return filepath.Join(p.Base, "output") }
 
+// TensorBoardDir is <base>/output/tensorboard, the default LocalPath of
+// SageMaker's TensorBoardOutputConfig, from where it uploads event files.
+func (p Paths) TensorBoardDir() string { return filepath.Join(p.Base, "output", "tensorboard") }
+
 // OutputDataDir is <base>/output/data, for extra artifacts (output.tar.gz).
 func (p Paths) OutputDataDir() string { return filepath.Join(p.Base, "output", "data") }
 

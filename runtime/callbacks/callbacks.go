@@ -1,0 +1,314 @@
+package callbacks
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+
+	"github.com/sagefit/sagefit/model"
+)
+
+// Model is what the callbacks need of the model: its weights (to keep and
+// restore the best ones) and its learning rate.
+type Model interface {
+	ReadVariables() ([]model.Variable, error)
+	AssignVariables(vars []model.Variable) error
+	LearningRate() (float64, error)
+	SetLearningRate(lr float64) error
+}
+
+// Options say where callbacks write and who writes.
+type Options struct {
+	OutputDataDir  string    // CSVLogger's files
+	TensorBoardDir string    // TensorBoard's event files (train/, validation/)
+	Writer         bool      // this process writes files (rank 0 of the job)
+	Host           string    // names the event files, as TensorFlow does
+	Log            io.Writer // notes and warnings
+}
+
+// Logs are an epoch's (or a batch's) metrics in Keras's order; callbacks
+// may add to them (ReduceLROnPlateau adds "learning_rate", as Keras does).
+type Logs []model.Metric
+
+// Get returns the value of name.
+func (l Logs) Get(name string) (float64, bool) {
+	i := slices.IndexFunc(l, func(m model.Metric) bool { return m.Name == name })
+	if i < 0 {
+		return 0, false
+	}
+	return l[i].Value, true
+}
+
+func (l *Logs) set(name string, v float64) {
+	if i := slices.IndexFunc(*l, func(m model.Metric) bool { return m.Name == name }); i >= 0 {
+		(*l)[i].Value = v
+		return
+	}
+	*l = append(*l, model.Metric{Name: name, Value: v})
+}
+
+func (l Logs) names() []string {
+	out := make([]string, len(l))
+	for i, m := range l {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// callback is one Keras callback. Epochs are 0-based, as Keras counts them.
+type callback interface {
+	trainBegin() error
+	// epochEnd may add to logs and asks training to stop by returning true.
+	epochEnd(epoch int, logs *Logs, m Model) (stop bool, err error)
+	trainEnd(m Model) error
+	// state and restore carry the callback's counters through a checkpoint.
+	state() any
+	restore(raw json.RawMessage) error
+}
+
+// batchWatcher is a callback that looks at every train batch.
+type batchWatcher interface {
+	// batchEnd sees this process's running metrics after global batch
+	// step (1-based); true ends training after this batch.
+	batchEnd(step int, logs Logs) (stop bool, err error)
+}
+
+// testWatcher is a callback that looks at the end of each validation.
+type testWatcher interface {
+	testEnd(logs Logs, batches, iterations int) error
+}
+
+// Set runs the callbacks of a model's contract in the order they were
+// given, as Keras's CallbackList does.
+type Set struct {
+	list []callback
+	// Best holds the weights a callback keeps for the end (EarlyStopping's
+	// restore_best_weights, ModelCheckpoint's best model); nil when none.
+	best *bestWeights
+}
+
+// New builds the callbacks of specs. A callback sagefit cannot run, or an
+// argument it cannot honour, is an error; an argument that does not apply
+// (a file path sagefit chooses) is named in a note on o.Log.
+func New(specs []model.CallbackSpec, o Options) (*Set, error) {
+	s := &Set{}
+	for _, spec := range specs {
+		var cb callback
+		var err error
+		switch spec.Class {
+		case "EarlyStopping":
+			cb, err = newEarlyStopping(spec.Config, s)
+		case "ReduceLROnPlateau":
+			cb, err = newReduceLR(spec.Config)
+		case "TerminateOnNaN":
+			cb, err = newTerminateOnNaN(spec.Config)
+		case "CSVLogger":
+			cb, err = newCSVLogger(spec.Config, o)
+		case "ModelCheckpoint":
+			cb, err = newModelCheckpoint(spec.Config, o, s)
+		case "TensorBoard":
+			cb, err = newTensorBoard(spec.Config, o)
+		default:
+			err = errors.New("sagefit does not run it; export the model again with the callbacks sagefit runs (see the README)")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("callback %s: %w", spec.Class, err)
+		}
+		s.list = append(s.list, cb)
+	}
+	return s, nil
+}
+
+// Empty reports whether there are no callbacks.
+func (s *Set) Empty() bool { return s == nil || len(s.list) == 0 }
+
+// TrainBegin runs at the start of training (also of a resumed one).
+func (s *Set) TrainBegin() error {
+	for _, cb := range s.list {
+		if err := cb.trainBegin(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WatchesBatches reports whether any callback looks at every batch.
+func (s *Set) WatchesBatches() bool {
+	for _, cb := range s.list {
+		if _, ok := cb.(batchWatcher); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// BatchEnd runs after global train batch step (1-based) with this process's
+// running metrics; true asks training to end after this batch.
+func (s *Set) BatchEnd(step int, logs Logs) (bool, error) {
+	stop := false
+	for _, cb := range s.list {
+		if w, ok := cb.(batchWatcher); ok {
+			st, err := w.batchEnd(step, logs)
+			if err != nil {
+				return false, err
+			}
+			stop = stop || st
+		}
+	}
+	return stop, nil
+}
+
+// TestEnd runs after a validation of batches batches, with its metrics
+// (names without "val_") and the train steps run so far.
+func (s *Set) TestEnd(logs Logs, batches, iterations int) error {
+	for _, cb := range s.list {
+		if w, ok := cb.(testWatcher); ok {
+			if err := w.testEnd(logs, batches, iterations); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// EpochEnd runs at the end of epoch (0-based) with the epoch's logs (every
+// process's data, so every process decides alike); true ends training.
+func (s *Set) EpochEnd(epoch int, logs *Logs, m Model) (bool, error) {
+	stop := false
+	for _, cb := range s.list {
+		st, err := cb.epochEnd(epoch, logs, m)
+		if err != nil {
+			return false, err
+		}
+		stop = stop || st
+	}
+	return stop, nil
+}
+
+// TrainEnd runs once training is over, before the model is saved.
+func (s *Set) TrainEnd(m Model) error {
+	for _, cb := range s.list {
+		if err := cb.trainEnd(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// State is every callback's counters and the kept weights, for a
+// checkpoint.
+type State struct {
+	Callbacks []json.RawMessage `json:"callbacks"`
+	// BestEpoch and BestOf name the weights kept for the end; the bytes
+	// travel beside the checkpoint's variables.
+	BestOf []string `json:"best_of,omitempty"`
+}
+
+// Snapshot returns the callbacks' state and the bytes of kept weights (nil
+// when none).
+func (s *Set) Snapshot() (State, []byte, error) {
+	var st State
+	for _, cb := range s.list {
+		raw, err := json.Marshal(cb.state())
+		if err != nil {
+			return st, nil, err
+		}
+		st.Callbacks = append(st.Callbacks, raw)
+	}
+	var best []byte
+	if s.best != nil && s.best.vars != nil {
+		for _, v := range s.best.vars {
+			best = append(best, v.Data...)
+		}
+	}
+	return st, best, nil
+}
+
+// Restore puts back what Snapshot returned; m gives the shapes of the kept
+// weights.
+func (s *Set) Restore(st State, best []byte, m Model) error {
+	if len(st.Callbacks) != len(s.list) {
+		return fmt.Errorf("the checkpoint holds the state of %d callbacks, the model has %d", len(st.Callbacks), len(s.list))
+	}
+	for i, cb := range s.list {
+		if err := cb.restore(st.Callbacks[i]); err != nil {
+			return fmt.Errorf("callback state: %w", err)
+		}
+	}
+	if len(best) > 0 && s.best != nil {
+		like, err := m.ReadVariables()
+		if err != nil {
+			return err
+		}
+		if s.best.vars, err = model.SplitVariables(like, best); err != nil {
+			return fmt.Errorf("kept weights: %w", err)
+		}
+	}
+	return nil
+}
+
+// bestWeights are weights kept for the end of training, shared by the
+// callbacks that keep some (the last to keep them wins, as with Keras's
+// set_weights calls in on_train_end order).
+type bestWeights struct {
+	vars []model.Variable
+}
+
+func (b *bestWeights) keep(m Model) error {
+	vars, err := m.ReadVariables()
+	if err != nil {
+		return err
+	}
+	for i := range vars { // ReadVariables' buffers are ours; copy anyway so later reads never alias
+		vars[i].Data = slices.Clone(vars[i].Data)
+	}
+	b.vars = vars
+	return nil
+}
+
+// monitor decides improvements of a monitored metric as Keras's
+// MonitorCallback does: current + min_delta < best in "min" mode,
+// current - min_delta > best in "max" mode; no best yet is an improvement.
+// Keras compares with keras.ops on Python floats, that is in float32 after
+// the subtraction in float64; so does this.
+type monitor struct {
+	Name     string  `json:"monitor"`
+	Mode     string  `json:"mode"`
+	MinDelta float64 `json:"min_delta"`
+}
+
+func (m monitor) check() error {
+	if m.Name == "" {
+		return errors.New("no monitor")
+	}
+	if m.Mode != "min" && m.Mode != "max" {
+		return fmt.Errorf("mode %q is neither min nor max", m.Mode)
+	}
+	return nil
+}
+
+func (m monitor) improves(current float64, best *float64) bool {
+	if best == nil {
+		return true
+	}
+	if m.Mode == "min" {
+		return float32(current+m.MinDelta) < float32(*best)
+	}
+	return float32(current-m.MinDelta) > float32(*best)
+}
+
+// value reads the monitored metric; a missing one is named once in a
+// warning, as Keras warns.
+func (m monitor) value(logs Logs, who string, log io.Writer, warned *bool) (float64, bool) {
+	v, ok := logs.Get(m.Name)
+	if !ok && !*warned && log != nil {
+		fmt.Fprintf(log, "sagefit: warning: %s watches %q, which the epoch logs do not have (they have %v)\n", who, m.Name, logs.names())
+		*warned = true
+	}
+	return v, ok
+}
+
+func isNaNOrInf(v float64) bool { return math.IsNaN(v) || math.IsInf(v, 0) }

@@ -1,0 +1,295 @@
+package callbacks
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+)
+
+func decode(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("its configuration in the model's contract: %w", err)
+	}
+	return nil
+}
+
+// earlyStopping is keras.callbacks.EarlyStopping.
+type earlyStopping struct {
+	monitor
+	Patience           int      `json:"patience"`
+	Baseline           *float64 `json:"baseline"`
+	RestoreBestWeights bool     `json:"restore_best_weights"`
+	StartFromEpoch     int      `json:"start_from_epoch"`
+
+	st struct {
+		Wait        int      `json:"wait"`
+		StoppedAt   int      `json:"stopped_epoch"`
+		Best        *float64 `json:"best"`
+		BestEpoch   int      `json:"best_epoch"`
+		HaveWeights bool     `json:"have_weights"`
+	}
+	kept   *bestWeights
+	set    *Set
+	warned bool
+}
+
+func newEarlyStopping(raw json.RawMessage, s *Set) (*earlyStopping, error) {
+	e := &earlyStopping{set: s}
+	if err := decode(raw, e); err != nil {
+		return nil, err
+	}
+	if err := e.monitor.check(); err != nil {
+		return nil, err
+	}
+	if e.RestoreBestWeights {
+		if s.best == nil {
+			s.best = &bestWeights{}
+		}
+		e.kept = s.best
+	}
+	return e, nil
+}
+
+func (e *earlyStopping) trainBegin() error { return nil }
+
+func (e *earlyStopping) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
+	current, ok := e.value(*logs, "EarlyStopping", nil, &e.warned)
+	if !ok || epoch < e.StartFromEpoch {
+		return false, nil
+	}
+	if e.RestoreBestWeights && !e.st.HaveWeights {
+		if err := e.kept.keep(m); err != nil {
+			return false, err
+		}
+		e.st.HaveWeights, e.st.BestEpoch = true, epoch
+	}
+	e.st.Wait++
+	if e.improves(current, e.st.Best) {
+		e.st.Best, e.st.BestEpoch = &current, epoch
+		if e.RestoreBestWeights {
+			if err := e.kept.keep(m); err != nil {
+				return false, err
+			}
+		}
+		if e.Baseline == nil || e.improves(current, e.Baseline) {
+			e.st.Wait = 0
+		}
+		return false, nil
+	}
+	if e.st.Wait >= e.Patience && epoch > 0 {
+		e.st.StoppedAt = epoch
+		return true, nil
+	}
+	return false, nil
+}
+
+func (e *earlyStopping) trainEnd(m Model) error {
+	if e.RestoreBestWeights && e.st.HaveWeights && e.kept.vars != nil {
+		return m.AssignVariables(e.kept.vars)
+	}
+	return nil
+}
+
+func (e *earlyStopping) state() any { return e.st }
+
+func (e *earlyStopping) restore(raw json.RawMessage) error { return json.Unmarshal(raw, &e.st) }
+
+// reduceLR is keras.callbacks.ReduceLROnPlateau.
+type reduceLR struct {
+	monitor
+	Factor   float64 `json:"factor"`
+	Patience int     `json:"patience"`
+	Cooldown int     `json:"cooldown"`
+	MinLR    float64 `json:"min_lr"`
+
+	st struct {
+		Best     *float64 `json:"best"`
+		Wait     int      `json:"wait"`
+		Cooldown int      `json:"cooldown_counter"`
+	}
+	warned bool
+}
+
+func newReduceLR(raw json.RawMessage) (*reduceLR, error) {
+	r := &reduceLR{}
+	if err := decode(raw, r); err != nil {
+		return nil, err
+	}
+	if err := r.monitor.check(); err != nil {
+		return nil, err
+	}
+	if r.Factor >= 1 {
+		return nil, fmt.Errorf("factor %v must be below 1", r.Factor)
+	}
+	return r, nil
+}
+
+func (r *reduceLR) trainBegin() error { return nil }
+
+func (r *reduceLR) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
+	lr, err := m.LearningRate()
+	if err != nil {
+		return false, err
+	}
+	logs.set("learning_rate", lr) // Keras logs the rate in force during the epoch
+	current, ok := r.value(*logs, "ReduceLROnPlateau", nil, &r.warned)
+	if !ok {
+		return false, nil
+	}
+	inCooldown := r.st.Cooldown > 0
+	if inCooldown {
+		r.st.Cooldown--
+		r.st.Wait = 0
+	}
+	if r.improves(current, r.st.Best) {
+		r.st.Best, r.st.Wait = &current, 0
+		return false, nil
+	}
+	if r.st.Cooldown > 0 {
+		return false, nil // still cooling down
+	}
+	r.st.Wait++
+	if r.st.Wait < r.Patience {
+		return false, nil
+	}
+	if lr > float64(float32(r.MinLR)) {
+		if err := m.SetLearningRate(max(lr*r.Factor, r.MinLR)); err != nil {
+			return false, fmt.Errorf("ReduceLROnPlateau: %w", err)
+		}
+		r.st.Cooldown, r.st.Wait = r.Cooldown, 0
+	}
+	return false, nil
+}
+
+func (r *reduceLR) trainEnd(Model) error { return nil }
+
+func (r *reduceLR) state() any { return r.st }
+
+func (r *reduceLR) restore(raw json.RawMessage) error { return json.Unmarshal(raw, &r.st) }
+
+// terminateOnNaN is keras.callbacks.TerminateOnNaN.
+type terminateOnNaN struct {
+	RaiseError bool `json:"raise_error"`
+}
+
+func newTerminateOnNaN(raw json.RawMessage) (*terminateOnNaN, error) {
+	t := &terminateOnNaN{}
+	return t, decode(raw, t)
+}
+
+func (t *terminateOnNaN) batchEnd(step int, logs Logs) (bool, error) {
+	loss, ok := logs.Get("loss")
+	if !ok || !isNaNOrInf(loss) {
+		return false, nil
+	}
+	if t.RaiseError {
+		return false, fmt.Errorf("TerminateOnNaN: the loss is %v at batch %d (raise_error=True)", loss, step)
+	}
+	return true, nil
+}
+
+func (t *terminateOnNaN) trainBegin() error                        { return nil }
+func (t *terminateOnNaN) epochEnd(int, *Logs, Model) (bool, error) { return false, nil }
+func (t *terminateOnNaN) trainEnd(Model) error                     { return nil }
+func (t *terminateOnNaN) state() any                               { return struct{}{} }
+func (t *terminateOnNaN) restore(json.RawMessage) error            { return nil }
+
+// modelCheckpoint is keras.callbacks.ModelCheckpoint(save_best_only=True):
+// the best epoch's weights become the saved model.
+type modelCheckpoint struct {
+	monitor
+	InitialValueThreshold *float64 `json:"initial_value_threshold"`
+	Filepath              string   `json:"filepath"`
+	SaveWeightsOnly       bool     `json:"save_weights_only"`
+
+	st struct {
+		Best     *float64 `json:"best"`
+		HaveBest bool     `json:"have_best"`
+	}
+	kept   *bestWeights
+	warned bool
+}
+
+func newModelCheckpoint(raw json.RawMessage, o Options, s *Set) (*modelCheckpoint, error) {
+	c := &modelCheckpoint{}
+	if err := decode(raw, c); err != nil {
+		return nil, err
+	}
+	if err := c.monitor.check(); err != nil {
+		return nil, err
+	}
+	if s.best == nil {
+		s.best = &bestWeights{}
+	}
+	c.kept = s.best
+	c.st.Best = c.InitialValueThreshold
+	if o.Writer && o.Log != nil {
+		fmt.Fprintf(o.Log, "sagefit: note: ModelCheckpoint(save_best_only=True): the model of the epoch with the best %s is the one written to the model dir; its filepath %q%s does not apply\n",
+			c.Name, c.Filepath, map[bool]string{true: " and save_weights_only", false: ""}[c.SaveWeightsOnly])
+	}
+	return c, nil
+}
+
+func (c *modelCheckpoint) trainBegin() error { return nil }
+
+func (c *modelCheckpoint) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
+	current, ok := c.value(*logs, "ModelCheckpoint", nil, &c.warned)
+	if !ok || !c.improves(current, c.st.Best) {
+		return false, nil
+	}
+	c.st.Best, c.st.HaveBest = &current, true
+	return false, c.kept.keep(m)
+}
+
+func (c *modelCheckpoint) trainEnd(m Model) error {
+	if c.st.HaveBest && c.kept.vars != nil {
+		return m.AssignVariables(c.kept.vars)
+	}
+	return nil
+}
+
+func (c *modelCheckpoint) state() any { return c.st }
+
+func (c *modelCheckpoint) restore(raw json.RawMessage) error { return json.Unmarshal(raw, &c.st) }
+
+// noWrite is a callback that does nothing: a file-writing callback on a
+// process other than the job's writer.
+type noWrite struct{}
+
+func (noWrite) trainBegin() error                        { return nil }
+func (noWrite) epochEnd(int, *Logs, Model) (bool, error) { return false, nil }
+func (noWrite) trainEnd(Model) error                     { return nil }
+func (noWrite) state() any                               { return struct{}{} }
+func (noWrite) restore(json.RawMessage) error            { return nil }
+
+// pyRepr formats v as Python's repr of a float does (what Keras's
+// CSVLogger writes through the csv module).
+func pyRepr(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "nan"
+	case math.IsInf(v, 1):
+		return "inf"
+	case math.IsInf(v, -1):
+		return "-inf"
+	}
+	if v == 0 {
+		if math.Signbit(v) {
+			return "-0.0"
+		}
+		return "0.0"
+	}
+	exp := math.Floor(math.Log10(math.Abs(v)))
+	// Python switches to exponent notation below 1e-4 and from 1e16.
+	if exp < -4 || exp >= 16 {
+		return pyExp(v)
+	}
+	s := formatShortest(v)
+	if !containsAny(s, ".e") {
+		s += ".0"
+	}
+	return s
+}
