@@ -116,3 +116,40 @@ def test_tf_keras_model_exports(tmp_path):
     assert meta["targets"][0]["shape"] == [None]
     assert meta["gradient_size"] == 4 * 2 + 2
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_callbacks_recorded_with_modes_resolved(tmp_path):
+    model = _seed_model()
+    cbs = [
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=3),
+        keras.callbacks.ReduceLROnPlateau(monitor="loss"),
+        keras.callbacks.CSVLogger("/somewhere/log.csv", separator=";"),
+    ]
+    meta = sagefit.export(model, str(tmp_path / "m"), callbacks=cbs)
+    classes = [c["class"] for c in meta["callbacks"]]
+    assert classes == ["EarlyStopping", "ReduceLROnPlateau", "CSVLogger"]
+    assert meta["callbacks"][0]["config"]["mode"] == "max"  # accuracy goes up
+    assert meta["callbacks"][1]["config"]["mode"] == "min"
+    assert meta["callbacks"][2]["config"] == {"filename": "log.csv", "separator": ";", "append": False}
+
+
+@pytest.mark.parametrize(
+    "callback, words",
+    [
+        (lambda: keras.callbacks.LambdaCallback(), "LambdaCallback cannot run without Python"),
+        (lambda: keras.callbacks.LearningRateScheduler(lambda e, lr: lr), "keras.optimizers.schedules"),
+        (lambda: keras.callbacks.ModelCheckpoint("/x/m.keras"), "save_best_only=True"),
+        (lambda: keras.callbacks.TensorBoard("/x/tb", histogram_freq=1), "scalar summaries only"),
+    ],
+)
+def test_callbacks_sagefit_cannot_run_are_refused(tmp_path, callback, words):
+    with pytest.raises(sagefit.ExportError, match=words.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        sagefit.export(_seed_model(), str(tmp_path / "m"), callbacks=[callback()])
+
+
+def test_batch_norm_statistics_marked_for_averaging(tmp_path):
+    build, _ = FAMILIES["batch_norm"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    averaged = [v["name"] for v in meta["variables"] if v.get("aggregation") == contract.MEAN]
+    assert sorted(n.rsplit("/", 1)[-1] for n in averaged) == ["moving_mean", "moving_variance"]
+    assert meta["synchronized_batch_norm"] == []
