@@ -43,6 +43,54 @@ func localJob(t *testing.T, fx string, hps map[string]string, channels map[strin
 	return base
 }
 
+// sameHistory checks the history.json at path against Keras's History:
+// the same keys, epochs and values (within close).
+func sameHistory(t *testing.T, path string, want map[string][]float64) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string][]float64
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Errorf("history keys %v, Keras has %v", keys(got), keys(want))
+	}
+	for k, w := range want {
+		if len(got[k]) != len(w) {
+			t.Errorf("%s: %d epochs, Keras has %d", k, len(got[k]), len(w))
+			continue
+		}
+		for e := range w {
+			if !close(got[k][e], w[e]) {
+				t.Errorf("epoch %d %s = %.9g, Keras %.9g", e+1, k, got[k][e], w[e])
+			}
+		}
+	}
+}
+
+// sameWeights checks the first variables (the model's, in Keras's
+// get_weights order) against Keras's weights.
+func sameWeights(t *testing.T, vars []model.Variable, want [][]float64) {
+	t.Helper()
+	for i, w := range want {
+		f, err := vars[i].Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(f) != len(w) {
+			t.Fatalf("variable %s has %d values, Keras weight %d has %d", vars[i].Spec.Name, len(f), i, len(w))
+		}
+		for j := range w {
+			if !close(float64(f[j]), w[j]) {
+				t.Fatalf("variable %s[%d] = %.9g, Keras %.9g", vars[i].Spec.Name, j, f[j], w[j])
+			}
+		}
+	}
+}
+
 // TestKerasParity trains each model family through the SageMaker contract
 // and checks every epoch's metrics, the final weights and the predictions
 // against Keras model.fit from the same initial weights on the same batches.
@@ -62,28 +110,7 @@ func TestKerasParity(t *testing.T) {
 				t.Fatalf("train: %v\n%s", err, stderr.String())
 			}
 
-			var got map[string][]float64
-			raw, err := os.ReadFile(res.HistoryPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := json.Unmarshal(raw, &got); err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != len(ref.History) {
-				t.Errorf("history keys %v, Keras has %v", keys(got), keys(ref.History))
-			}
-			for k, want := range ref.History {
-				if len(got[k]) != len(want) {
-					t.Errorf("%s: %d epochs, Keras has %d", k, len(got[k]), len(want))
-					continue
-				}
-				for e := range want {
-					if !close(got[k][e], want[e]) {
-						t.Errorf("epoch %d %s = %.9g, Keras %.9g", e+1, k, got[k][e], want[e])
-					}
-				}
-			}
+			sameHistory(t, res.HistoryPath, ref.History)
 
 			trained, err := tf.Load(res.ModelDir, tf.Config{})
 			if err != nil {
@@ -94,20 +121,7 @@ func TestKerasParity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i, w := range ref.Weights {
-				f, err := vars[i].Float32s()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(f) != len(w) {
-					t.Fatalf("variable %s has %d values, Keras weight %d has %d", vars[i].Spec.Name, len(f), i, len(w))
-				}
-				for j := range w {
-					if !close(float64(f[j]), w[j]) {
-						t.Fatalf("variable %s[%d] = %.9g, Keras %.9g", vars[i].Spec.Name, j, f[j], w[j])
-					}
-				}
-			}
+			sameWeights(t, vars, ref.Weights)
 
 			pred := predict(t, trained, filepath.Join(fx, "train"), 16)
 			if len(pred) != len(ref.Predictions) {
@@ -206,28 +220,7 @@ func TestFitArgumentsParity(t *testing.T) {
 			if err != nil {
 				t.Fatalf("train: %v\n%s", err, stderr.String())
 			}
-			raw, err := os.ReadFile(res.HistoryPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got map[string][]float64
-			if err := json.Unmarshal(raw, &got); err != nil {
-				t.Fatal(err)
-			}
-			if len(got) != len(ref.History) {
-				t.Errorf("history keys %v, Keras has %v", keys(got), keys(ref.History))
-			}
-			for k, want := range ref.History {
-				if len(got[k]) != len(want) {
-					t.Errorf("%s: %d epochs, Keras has %d", k, len(got[k]), len(want))
-					continue
-				}
-				for e := range want {
-					if !close(got[k][e], want[e]) {
-						t.Errorf("epoch %d %s = %.9g, Keras %.9g", e+1, k, got[k][e], want[e])
-					}
-				}
-			}
+			sameHistory(t, res.HistoryPath, ref.History)
 		})
 	}
 }
@@ -254,28 +247,7 @@ func TestCallbacksParity(t *testing.T) {
 	if err != nil {
 		t.Fatalf("train: %v\n%s", err, stderr.String())
 	}
-	raw, err := os.ReadFile(res.HistoryPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got map[string][]float64
-	if err := json.Unmarshal(raw, &got); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != len(ref.History) {
-		t.Errorf("history keys %v, Keras has %v", keys(got), keys(ref.History))
-	}
-	for k, want := range ref.History {
-		if len(got[k]) != len(want) {
-			t.Errorf("%s: %d epochs, Keras has %d", k, len(got[k]), len(want))
-			continue
-		}
-		for e := range want {
-			if !close(got[k][e], want[e]) {
-				t.Errorf("epoch %d %s = %.9g, Keras %.9g", e+1, k, got[k][e], want[e])
-			}
-		}
-	}
+	sameHistory(t, res.HistoryPath, ref.History)
 
 	trained, err := tf.Load(res.ModelDir, tf.Config{})
 	if err != nil {
@@ -286,17 +258,7 @@ func TestCallbacksParity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, w := range ref.Weights { // the restored best epoch's weights
-		f, err := vars[i].Float32s()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for j := range w {
-			if !close(float64(f[j]), w[j]) {
-				t.Fatalf("variable %s[%d] = %.9g, Keras %.9g", vars[i].Spec.Name, j, f[j], w[j])
-			}
-		}
-	}
+	sameWeights(t, vars, ref.Weights) // the restored best epoch's weights
 
 	kcsv, err := os.ReadFile(filepath.Join(fx, "keras", "log.csv"))
 	if err != nil {

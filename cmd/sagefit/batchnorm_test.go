@@ -9,23 +9,13 @@ import (
 
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/internal/fixture"
-	"github.com/sagefit/sagefit/model/tf"
 )
 
 // movingStats reads BatchNormalization's moving mean and variance from the
 // model a job saved.
 func movingStats(t *testing.T, base string) (mean, variance []float32) {
 	t.Helper()
-	m, err := tf.Load(filepath.Join(base, "model", "1"), tf.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	vars, err := m.ReadVariables()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range vars {
+	for _, v := range savedVariables(t, base) {
 		f, _ := v.Float32s()
 		switch {
 		case strings.HasSuffix(v.Spec.Name, "moving_mean"):

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
@@ -60,7 +61,8 @@ func history(t *testing.T, base string) map[string][]float64 {
 	return h
 }
 
-func weights(t *testing.T, base string) [][]float32 {
+// savedVariables reads every variable of the model a job saved.
+func savedVariables(t *testing.T, base string) []model.Variable {
 	t.Helper()
 	m, err := tf.Load(filepath.Join(base, "model", "1"), tf.Config{})
 	if err != nil {
@@ -71,8 +73,13 @@ func weights(t *testing.T, base string) [][]float32 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return vars
+}
+
+func weights(t *testing.T, base string) [][]float32 {
+	t.Helper()
 	var out [][]float32
-	for _, v := range vars {
+	for _, v := range savedVariables(t, base) {
 		if v.Spec.Kind != "model" {
 			continue
 		}

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/sagefit/sagefit/internal/fixture"
-	"github.com/sagefit/sagefit/model/tf"
 )
 
 // mwmsResult is what python -m sagefit.mwms_compare writes.
@@ -112,17 +111,8 @@ func TestBatchNormMatchesMultiWorkerMirrored(t *testing.T) {
 			t.Errorf("moving_variance[%d]: sagefit %v, MWMS %v", k, variance[k], mw.MovingVariance[k])
 		}
 	}
-	m, err := tf.Load(filepath.Join(base, "model", "1"), tf.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	vars, err := m.ReadVariables()
-	if err != nil {
-		t.Fatal(err)
-	}
 	seen := 0
-	for _, v := range vars {
+	for _, v := range savedVariables(t, base) {
 		if v.Spec.Kind != "model" {
 			continue
 		}
