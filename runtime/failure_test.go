@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +15,7 @@ import (
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/runtime"
+	"github.com/sagefit/sagefit/runtime/launch"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
@@ -43,17 +46,18 @@ func float32NPY(t *testing.T, path string, rows, cols int) {
 	}
 }
 
-// TestBadInputs: every bad config, data or model ends in one clear sentence
-// in the failure file, a non-zero exit, and no Go panic trace.
-func TestBadInputs(t *testing.T) {
-	fx := fixture.Make(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
-	cases := []struct {
-		name string
-		// break changes the job laid out in base; fx is a private copy of
-		// the fixture.
-		breakJob func(t *testing.T, base, fx string)
-		reason   string // regexp the failure file must match
-	}{
+// badInput is a job broken one way, and the failure it must end in.
+type badInput struct {
+	name string
+	// breakJob changes the job laid out in base; fx is a private copy of
+	// the fixture.
+	breakJob func(t *testing.T, base, fx string)
+	reason   string // regexp the failure file must match
+}
+
+// badInputs is the table of TestBadInputs and TestBadInputsManyHosts.
+func badInputs() []badInput {
+	return []badInput{
 		{"missing training channel", func(t *testing.T, base, fx string) {
 			os.Remove(filepath.Join(base, "input", "data", "training"))
 			os.Remove(filepath.Join(base, "input", "config", "inputdataconfig.json"))
@@ -102,38 +106,127 @@ func TestBadInputs(t *testing.T) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_allreduce_transport": "rdma"}`), 0o644)
 		}, `(?i)hyperparameter "sagefit_allreduce_transport" must be "lane" .* or "grpc" .*, got "rdma"`},
 	}
-	for _, c := range cases {
+}
+
+// TestBadInputs: every bad config, data or model ends in one clear sentence
+// in the failure file, a non-zero exit, and no Go panic trace.
+func TestBadInputs(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
+	for _, c := range badInputs() {
 		t.Run(c.name, func(t *testing.T) {
 			own := t.TempDir()
 			fixture.CopyTree(t, fx, own)
 			base := localJob(t, own, map[string]string{"epochs": "1"}, nil)
 			c.breakJob(t, base, own)
-			var stdout, stderr bytes.Buffer
-			code := runtime.Main(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
-			if code == 0 {
-				t.Fatalf("exit code 0 for a broken job; output:\n%s", stderr.String())
-			}
-			reason, err := os.ReadFile(filepath.Join(base, "output", "failure"))
-			if err != nil {
-				t.Fatalf("no failure file: %v", err)
-			}
-			t.Logf("failure: %s", reason)
-			if !regexp.MustCompile(c.reason).Match(reason) {
-				t.Errorf("failure file says %q, want a match for %q", reason, c.reason)
-			}
-			if strings.Count(strings.TrimSpace(string(reason)), "\n") > 0 {
-				t.Errorf("failure reason is more than one line: %q", reason)
-			}
-			if len(reason) > sagemaker.FailureLimit {
-				t.Errorf("failure reason is %d bytes, over SageMaker's %d", len(reason), sagemaker.FailureLimit)
-			}
-			for _, trace := range []string{"goroutine ", "panic:", ".go:"} {
-				if strings.Contains(stderr.String(), trace) || strings.Contains(string(reason), trace) {
-					t.Errorf("output carries a Go trace (%q):\n%s", trace, stderr.String())
-				}
-			}
+			failsWith(t, runtime.Options{Base: base}, c.reason, sagemaker.FailureLimit)
 		})
 	}
+}
+
+// manyHosts is the host count of the many-host tests: from about 120 on,
+// a sentence that named every host would fill SageMaker's 1024 characters.
+const manyHosts = 500
+
+// manyHostJob lays out a job of manyHosts hosts (algo-1 … algo-500, this
+// one algo-1) on the fixture copy fx.
+func manyHostJob(t *testing.T, fx string, hps map[string]string) string {
+	t.Helper()
+	hosts := make([]string, manyHosts)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("algo-%d", i+1)
+	}
+	base := t.TempDir()
+	channels := map[string]string{
+		"model":      filepath.Join(fx, "model"),
+		"training":   filepath.Join(fx, "train"),
+		"validation": filepath.Join(fx, "validation"),
+	}
+	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Hosts: hosts, CurrentHost: "algo-1", Channels: channels, Hyperparameters: hps}); err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
+// TestBadInputsManyHosts (issue 16): every case of the bad-inputs table,
+// in a job of 500 hosts, says its cause inside the 1024 characters
+// SageMaker shows, and the whole reason fits them.
+func TestBadInputsManyHosts(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
+	for _, c := range badInputs() {
+		t.Run(c.name, func(t *testing.T) {
+			own := t.TempDir()
+			fixture.CopyTree(t, fx, own)
+			// A case that got as far as joining would wait for the other
+			// 499 hosts: not for long.
+			base := manyHostJob(t, own, map[string]string{"epochs": "1", "sagefit_connect_timeout": "2s"})
+			c.breakJob(t, base, own)
+			failsWith(t, runtime.Options{Base: base}, c.reason, sagemaker.FailureLimit)
+		})
+	}
+}
+
+// TestJoinFailureManyHosts (issue 16): a host of a 500-host job whose
+// neighbours never come fails with the cause in the first 200 characters
+// of a sentence shorter than 1024, not with the host list.
+func TestJoinFailureManyHosts(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
+	base := manyHostJob(t, fx, map[string]string{"epochs": "1", "sagefit_connect_timeout": "1s"})
+	// This host listens on a port of its own; its neighbours' addresses
+	// are loopback ports where nobody listens.
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Skipf("loopback unusable here: %v", err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	addrs := fmt.Sprintf("algo-1=%s,algo-2=%s,algo-%d=%s", free(), free(), manyHosts, free())
+	o := runtime.Options{Base: base, Environ: []string{launch.EnvHostAddrs + "=" + addrs}}
+	reason := failsWith(t, o, `(?i)rank 1 \(algo-2 at [0-9.:]+\): no handshake within the connect timeout`, 200)
+	if len(reason) >= sagemaker.FailureLimit {
+		t.Errorf("failure reason is %d bytes, not under %d", len(reason), sagemaker.FailureLimit)
+	}
+	if strings.Contains(reason, "algo-250") {
+		t.Errorf("failure reason lists the hosts: %q", reason)
+	}
+}
+
+// failsWith runs the job o describes, checks it fails with one sentence
+// in the failure file that matches cause within its first causeWithin
+// characters and fits SageMaker's FailureLimit, without a Go trace, and
+// returns the sentence.
+func failsWith(t *testing.T, o runtime.Options, cause string, causeWithin int) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	o.Stdout, o.Stderr = &stdout, &stderr
+	code := runtime.Main(context.Background(), o)
+	if code == 0 {
+		t.Fatalf("exit code 0 for a broken job; output:\n%s", stderr.String())
+	}
+	raw, err := os.ReadFile(filepath.Join(o.Base, "output", "failure"))
+	if err != nil {
+		t.Fatalf("no failure file: %v", err)
+	}
+	reason := string(raw)
+	t.Logf("failure: %s", reason)
+	if loc := regexp.MustCompile(cause).FindStringIndex(reason); loc == nil {
+		t.Errorf("failure file says %q, want a match for %q", reason, cause)
+	} else if loc[1] > causeWithin {
+		t.Errorf("the cause %q ends at character %d of the failure reason, past %d: %q", cause, loc[1], causeWithin, reason)
+	}
+	if strings.Count(strings.TrimSpace(reason), "\n") > 0 {
+		t.Errorf("failure reason is more than one line: %q", reason)
+	}
+	if len(reason) > sagemaker.FailureLimit {
+		t.Errorf("failure reason is %d bytes, over SageMaker's %d", len(reason), sagemaker.FailureLimit)
+	}
+	for _, trace := range []string{"goroutine ", "panic:", ".go:"} {
+		if strings.Contains(stderr.String(), trace) || strings.Contains(reason, trace) {
+			t.Errorf("output carries a Go trace (%q):\n%s", trace, stderr.String())
+		}
+	}
+	return reason
 }
 
 // TestExistingFailureFileIsKept: SageMaker shows the first failure; a later

@@ -58,7 +58,11 @@ func joinGRPC(ctx context.Context, j *job.Job, fingerprint, hostAddrs, listenFD 
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("join hosts %v: %w", j.Env.Hosts, err)
+		// Not the host list: with hundreds of hosts it would fill the 1024
+		// characters SageMaker shows before the cause. The transport's
+		// sentence names the host it concerns, abbreviates any list, and
+		// logs the full one.
+		return nil, fmt.Errorf("join the job's %d hosts: %w", len(j.Env.Hosts), err)
 	}
 	return g, nil
 }

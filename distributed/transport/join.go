@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/distributed"
+	"github.com/sagefit/sagefit/internal/hostlist"
 )
 
 // DefaultPort is where a host listens when Config.Addrs does not say.
@@ -100,20 +101,25 @@ func (c *Config) validate() (rank int, err error) {
 	if len(c.Hosts) == 0 {
 		return 0, errors.New("distributed: Config.Hosts is empty")
 	}
+	// Sentences name the host list abbreviated (hostlist.Short), the cause
+	// first; join logs the full list.
 	seen := map[string]bool{}
-	for _, h := range c.Hosts {
-		if h == "" || seen[h] {
-			return 0, fmt.Errorf("distributed: host list %v has an empty or repeated name", c.Hosts)
+	for i, h := range c.Hosts {
+		if h == "" {
+			return 0, fmt.Errorf("distributed: host %d of the host list %s has an empty name", i+1, hostlist.Short(c.Hosts))
+		}
+		if seen[h] {
+			return 0, fmt.Errorf("distributed: host %q is repeated in the host list %s", h, hostlist.Short(c.Hosts))
 		}
 		seen[h] = true
 	}
 	rank = slices.Index(c.Hosts, c.Self)
 	if rank < 0 {
-		return 0, fmt.Errorf("distributed: this host %q is not in the host list %v", c.Self, c.Hosts)
+		return 0, fmt.Errorf("distributed: this host %q is not in the host list %s", c.Self, hostlist.Short(c.Hosts))
 	}
 	for h := range c.Addrs {
 		if !seen[h] {
-			return 0, fmt.Errorf("distributed: address given for %q, which is not in the host list %v", h, c.Hosts)
+			return 0, fmt.Errorf("distributed: address given for %q, which is not in the host list %s", h, hostlist.Short(c.Hosts))
 		}
 	}
 	if c.Port == 0 {
@@ -164,9 +170,17 @@ func Join(ctx context.Context, cfg Config) (*distributed.Group, error) {
 func join(ctx context.Context, cfg Config) (*distributed.Group, *grpcTransport, error) {
 	rank, err := cfg.validate()
 	if err != nil {
+		if cfg.Logf != nil && len(cfg.Hosts) > hostlist.Whole {
+			cfg.Logf("distributed: the host list in full: %s", strings.Join(cfg.Hosts, " "))
+		}
 		return nil, nil, err
 	}
 	n := len(cfg.Hosts)
+	if n > 1 {
+		// Sentences name long host lists abbreviated: the full list is here.
+		cfg.Logf("distributed: %s joins job %s as rank %d of %d; hosts in rank order: %s",
+			cfg.Self, cfg.JobName, rank, n, strings.Join(cfg.Hosts, " "))
+	}
 	addrs := make([]string, n)
 	names := make([]string, n)
 	for i, h := range cfg.Hosts {
@@ -445,8 +459,10 @@ func (h hello) check(r hello, wantRank int) error {
 	case r.Job != h.Job:
 		return mismatchf("host %s belongs to job %q but %s to job %q", r.Host, r.Job, h.Host, h.Job)
 	case !slices.Equal(r.Hosts, h.Hosts):
-		return mismatchf("host %s sees %d hosts %v but %s sees %d hosts %v; every host must get the same host list",
-			r.Host, len(r.Hosts), r.Hosts, h.Host, len(h.Hosts), h.Hosts)
+		// The difference first: two lists of 500 hosts, abbreviated, may
+		// read alike. Both lists in full are in the log (node.checkHello).
+		return mismatchf("hosts %s and %s were given different host lists (%s); every host must get the same host list: %s has %s, %s has %s",
+			r.Host, h.Host, hostsDiff(r.Host, r.Hosts, h.Host, h.Hosts), r.Host, hostlist.Short(r.Hosts), h.Host, hostlist.Short(h.Hosts))
 	case r.Rank != wantRank || r.Rank < 0 || r.Rank >= len(h.Hosts) || h.Hosts[r.Rank] != r.Host:
 		return mismatchf("host %s claims rank %d but %s expected %s (rank %d) there", r.Host, r.Rank, h.Host, h.Hosts[wantRank], wantRank)
 	case r.Fingerprint != h.Fingerprint:
@@ -454,6 +470,21 @@ func (h hello) check(r hello, wantRank int) error {
 			r.Host, shortFP(r.Fingerprint), h.Host, shortFP(h.Fingerprint))
 	}
 	return nil
+}
+
+// hostsDiff says where host lists a (of host an) and b (of bn) first
+// differ, in a few words whatever their length.
+func hostsDiff(an string, a []string, bn string, b []string) string {
+	if len(a) != len(b) {
+		return fmt.Sprintf("%d hosts on %s, %d on %s", len(a), an, len(b), bn)
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return fmt.Sprintf("rank %d is %s on %s but %s on %s", i,
+				hostlist.Name(a[i]), an, hostlist.Name(b[i]), bn)
+		}
+	}
+	return "the same hosts" // not reached: check calls it only for lists that differ
 }
 
 // allowList is the set of IPs the job's hosts resolve to. Unknown addresses

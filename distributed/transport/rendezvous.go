@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,17 @@ func decodeAbort(m distributed.Message) error {
 
 func (n *node) rankOf(host string) int { return slices.Index(n.id.Hosts, host) }
 
+// checkHello is hello.check (want: the peer's rank) that also logs both
+// host lists in full when they differ: the sentence abbreviates them.
+func (n *node) checkHello(r hello, want int) error {
+	err := n.id.check(r, want)
+	if err != nil && !slices.Equal(r.Hosts, n.id.Hosts) {
+		n.logf("distributed: rank %d: host %s has %d hosts: %s", n.rank, r.Host, len(r.Hosts), strings.Join(r.Hosts, " "))
+		n.logf("distributed: rank %d: this host (%s) has %d hosts: %s", n.rank, n.id.Host, len(n.id.Hosts), strings.Join(n.id.Hosts, " "))
+	}
+	return err
+}
+
 // connectNext opens the stream to the next rank and shakes hands, retrying
 // with capped exponential backoff until ctx ends: peers boot in any order
 // and their names may not resolve at first. A mismatch is returned at once.
@@ -241,7 +253,7 @@ func (t *grpcTransport) tryConnect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := t.id.check(remote, t.next); err != nil {
+	if err := t.checkHello(remote, t.next); err != nil {
 		return err
 	}
 	var lane net.Conn
@@ -323,7 +335,7 @@ func (t *grpcTransport) acceptLink(stream grpc.ServerStream, l *inLink) (linked 
 		t.postFatal(t.prev, remote.Leave.failure())
 		return false, nil
 	}
-	if err := t.id.check(remote, t.prev); err != nil {
+	if err := t.checkHello(remote, t.prev); err != nil {
 		t.rv.markKnows(t.rankOf(remote.Host))
 		t.postFatal(t.prev, err)
 		return false, status.Error(codes.FailedPrecondition, err.Error())
