@@ -423,7 +423,7 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, 
 	var state []float64
 	if step > 0 {
 		var err error
-		if state, err = f.summedMetricState(ctx); err != nil {
+		if state, err = f.gatheredMetricState(ctx); err != nil {
 			return "", fmt.Errorf("checkpoint: %w", err)
 		}
 	}
@@ -578,6 +578,24 @@ func (f *Loop) epochMetrics(ctx context.Context) ([]model.Metric, error) {
 		}
 	}
 	return f.Model.MetricResults()
+}
+
+// gatheredMetricState is every process's metric state, rank after rank,
+// on every process (a sum of vectors each process fills its slot of).
+func (f *Loop) gatheredMetricState(ctx context.Context) ([]float64, error) {
+	state, err := f.Model.MetricState()
+	if err != nil {
+		return nil, err
+	}
+	if f.Group == nil {
+		return state, nil
+	}
+	all := make([]float64, f.world()*len(state))
+	copy(all[f.rank()*len(state):], state)
+	if err := f.Group.AllReduceFloat64(ctx, all); err != nil {
+		return nil, fmt.Errorf("gather metric state: %w", err)
+	}
+	return all, nil
 }
 
 // summedMetricState is the metric state (totals and counts) summed over

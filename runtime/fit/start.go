@@ -36,9 +36,8 @@ func Resume(m Model, ck *checkpoint.Loaded, j *job.Job, processes int) error {
 }
 
 // AgreeResumePoint tells every process where training starts: rank 0
-// decided (from its checkpoint ck, if any) and broadcasts it. Rank 0
-// carries the summed metric state of a resumed epoch; the others start
-// theirs at zero.
+// decided (from its checkpoint ck, if any) and broadcasts it, with every
+// process's metric state of a resumed epoch.
 func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, stateSize int) (ResumePoint, error) {
 	type header struct {
 		Epoch, Step int
@@ -73,13 +72,28 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 			if err := json.Unmarshal(raw, &h); err != nil {
 				return ResumePoint{}, fmt.Errorf("resume point from rank 0: %w", err)
 			}
-			if h.Step > 0 {
-				h.State = make([]float64, stateSize)
-			}
 		}
 	}
-	if h.Step > 0 && len(h.State) != stateSize {
-		return ResumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d", len(h.State), stateSize)
+	if h.Step > 0 {
+		// A checkpoint holds every process's own metric state, one after
+		// the other, so each goes on accumulating exactly where it stopped
+		// (float32 metric variables round differently if one process took
+		// the sum). An older one holds the sum: rank 0 takes it, the others
+		// start at zero.
+		rank, world := 0, 1
+		if g != nil {
+			rank, world = g.Rank(), g.World()
+		}
+		switch len(h.State) {
+		case world * stateSize:
+			h.State = h.State[rank*stateSize : (rank+1)*stateSize]
+		case stateSize:
+			if rank != 0 {
+				h.State = make([]float64, stateSize)
+			}
+		default:
+			return ResumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d per process for %d processes", len(h.State), stateSize, world)
+		}
 	}
 	return ResumePoint{Epoch: h.Epoch, Step: h.Step, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best}, nil
 }
