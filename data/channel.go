@@ -62,24 +62,24 @@ func scanChannel(dir string, declaredCSV bool) (channelScan, error) {
 		switch {
 		case ext == ".npy", ext == ".npz":
 			if declaredCSV {
-				return s, fmt.Errorf("channel %s has ContentType text/csv but holds the numpy file %s; give numpy files their own channel, or drop the ContentType", dir, f)
+				return s, fmt.Errorf("channel %s has ContentType text/csv but holds the numpy file %s; give numpy files their own channel, or drop the ContentType", dir, displayName(dir, f))
 			}
 			numpy = append(numpy, f)
 		case ext == ".csv", declaredCSV && (ext == "" || ext == ".txt"):
 			s.csv = append(s.csv, f)
 		case ext == "":
-			return s, fmt.Errorf("channel file %s has no extension; %s (files without one only with the channel's ContentType set to text/csv)", f, supportedFormats)
+			return s, fmt.Errorf("channel file %s has no extension; %s (files without one only with the channel's ContentType set to text/csv)", displayName(dir, f), supportedFormats)
 		default:
-			return s, fmt.Errorf("channel file %s: %s files are not supported; %s", f, ext, supportedFormats)
+			return s, fmt.Errorf("channel file %s: %s files are not supported; %s", displayName(dir, f), ext, supportedFormats)
 		}
 	}
 	if len(s.csv) > 0 && len(numpy) > 0 {
 		return s, fmt.Errorf("channel %s mixes CSV files %s with numpy files %s; keep one format per channel",
-			dir, fileList(s.csv), fileList(numpy))
+			dir, fileList(dir, s.csv), fileList(dir, numpy))
 	}
 	for _, f := range numpy {
 		if strings.EqualFold(filepath.Ext(f), ".npz") {
-			members, err := listNPZ(f)
+			members, err := listNPZ(f, displayName(dir, f))
 			if err != nil {
 				return s, err
 			}
@@ -157,6 +157,11 @@ var (
 // A file claimed by one rule is not offered to a later rule. Files that
 // feed no tensor are ignored.
 func MapTensors(files []string, inputs, targets []string, overrides map[string]string) (map[string]string, error) {
+	return mapTensors("", files, inputs, targets, overrides)
+}
+
+// mapTensors is MapTensors naming files relative to the channel's root.
+func mapTensors(root string, files []string, inputs, targets []string, overrides map[string]string) (map[string]string, error) {
 	var csvFiles []string
 	for _, f := range files {
 		if strings.EqualFold(filepath.Ext(f), ".csv") {
@@ -164,7 +169,7 @@ func MapTensors(files []string, inputs, targets []string, overrides map[string]s
 		}
 	}
 	if len(csvFiles) > 0 {
-		return nil, fmt.Errorf("channel files %s are CSV, which feeds a model by column (the label first), not by file name; open CSV channels with OpenChannel", fileList(csvFiles))
+		return nil, fmt.Errorf("channel files %s are CSV, which feeds a model by column (the label first), not by file name; open CSV channels with OpenChannel", fileList(root, csvFiles))
 	}
 	byBase := map[string][]string{}
 	for _, f := range files {
@@ -190,9 +195,9 @@ func MapTensors(files []string, inputs, targets []string, overrides map[string]s
 		if !isTensor[k] {
 			return nil, fmt.Errorf("file override for %q names no model tensor; the model's inputs are %q and targets %q", k, inputs, targets)
 		}
-		f, err := matchOverride(files, byBase, overrides[k])
+		f, err := matchOverride(root, files, byBase, overrides[k])
 		if err != nil {
-			return nil, fmt.Errorf("file override for %q: %v in channel files %s", k, err, fileList(files))
+			return nil, fmt.Errorf("file override for %q: %v in channel files %s", k, err, fileList(root, files))
 		}
 		out[k] = f
 		claimed[f] = true
@@ -211,13 +216,13 @@ func MapTensors(files []string, inputs, targets []string, overrides map[string]s
 				claimed[c[0]] = true
 			}
 		default:
-			return nil, fmt.Errorf("model tensor %q matches several channel files %s; keep one or set an override", t, fileList(c))
+			return nil, fmt.Errorf("model tensor %q matches several channel files %s; keep one or set an override", t, fileList(root, c))
 		}
 	}
-	if err := mapAlias(out, claimed, byBase, inputs, inputAliases); err != nil {
+	if err := mapAlias(root, out, claimed, byBase, inputs, inputAliases); err != nil {
 		return nil, err
 	}
-	if err := mapAlias(out, claimed, byBase, targets, targetAliases); err != nil {
+	if err := mapAlias(root, out, claimed, byBase, targets, targetAliases); err != nil {
 		return nil, err
 	}
 	// Overrides come from the sagefit_inputs hyperparameter (a JSON map of
@@ -237,7 +242,7 @@ func MapTensors(files []string, inputs, targets []string, overrides map[string]s
 					hint = " or " + aliases[0] + ".npy"
 				}
 				return nil, fmt.Errorf("no file for model %s %q in channel files %s; name it %s.npy%s or set hyperparameter %s",
-					group.role, t, fileList(files), t, hint, group.hp)
+					group.role, t, fileList(root, files), t, hint, group.hp)
 			}
 		}
 	}
@@ -245,7 +250,7 @@ func MapTensors(files []string, inputs, targets []string, overrides map[string]s
 }
 
 // mapAlias maps the only tensor of a role to its conventional file name.
-func mapAlias(out map[string]string, claimed map[string]bool, byBase map[string][]string, tensors, aliases []string) error {
+func mapAlias(root string, out map[string]string, claimed map[string]bool, byBase map[string][]string, tensors, aliases []string) error {
 	if len(tensors) != 1 {
 		return nil
 	}
@@ -269,10 +274,10 @@ func mapAlias(out map[string]string, claimed map[string]bool, byBase map[string]
 		claimed[found[0]] = true
 		return nil
 	}
-	return fmt.Errorf("model tensor %q could come from any of the channel files %s; rename all but one or set an override", t, fileList(found))
+	return fmt.Errorf("model tensor %q could come from any of the channel files %s; rename all but one or set an override", t, fileList(root, found))
 }
 
-func matchOverride(files []string, byBase map[string][]string, want string) (string, error) {
+func matchOverride(root string, files []string, byBase map[string][]string, want string) (string, error) {
 	if strings.ContainsRune(want, '/') || strings.ContainsRune(want, filepath.Separator) {
 		clean := filepath.Clean(want)
 		var found []string
@@ -298,7 +303,7 @@ func matchOverride(files []string, byBase map[string][]string, want string) (str
 	case 1:
 		return c[0], nil
 	}
-	return "", fmt.Errorf("%q matches several files %s; give a path", want, fileList(c))
+	return "", fmt.Errorf("%q matches several files %s; give a path", want, fileList(root, c))
 }
 
 // baseName is a file's name without directory and .npy extension.
@@ -310,20 +315,27 @@ func baseName(p string) string {
 	return b
 }
 
-// fileList formats files for an error message: [a.npy labels.npy], with
-// .npz members as [data.npz/train.npy].
-func fileList(files []string) string {
+// fileList formats files for an error message: [a.npy part-2/labels.npy],
+// with .npz members as [data.npz:train.npy] (see displayName).
+func fileList(root string, files []string) string {
 	names := make([]string, len(files))
 	for i, f := range files {
-		names[i] = displayName(f)
+		names[i] = displayName(root, f)
 	}
 	return "[" + strings.Join(names, " ") + "]"
 }
 
-// displayName is a file's base name, or "data.npz/train.npy" for a member.
-func displayName(f string) string {
+// displayName names a channel file for a person: its path relative to the
+// channel's root, so two train.npy in different folders read apart (root
+// "": its base name), and a .npz member as "data.npz:train.npy".
+func displayName(root, f string) string {
 	if dir := filepath.Dir(f); strings.EqualFold(filepath.Ext(dir), ".npz") {
-		return filepath.Base(dir) + "/" + filepath.Base(f)
+		return memberName(displayName(root, dir), filepath.Base(f))
+	}
+	if root != "" {
+		if rel, err := filepath.Rel(root, f); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			return rel
+		}
 	}
 	return filepath.Base(f)
 }
@@ -333,6 +345,14 @@ type ChannelOption func(*channelOptions)
 
 type channelOptions struct {
 	contentType string
+	spool       string
+}
+
+// WithSpoolDir names the folder deflated .npz members are inflated into
+// (the job's storage volume in SageMaker, as Pipe mode spools); default
+// os.TempDir().
+func WithSpoolDir(dir string) ChannelOption {
+	return func(o *channelOptions) { o.spool = dir }
 }
 
 // WithContentType gives OpenChannel the channel's ContentType from

@@ -31,19 +31,34 @@ import (
 // are not allowed), a row whose column count differs from the first row's,
 // a file with only one column.
 func OpenCSV(paths ...string) (label, features *Array, err error) {
+	return openCSV(func(p string) string { return p }, paths...)
+}
+
+// openCSV is OpenCSV naming files with name in errors. CSV is parsed into
+// memory, so it first checks the files fit: at most half the memory this
+// process may still use (the cgroup's limit or what the machine has
+// available), counting the text's bytes, which bounds the parsed cells.
+func openCSV(name func(string) string, paths ...string) (label, features *Array, err error) {
 	if len(paths) == 0 {
 		return nil, nil, errors.New("OpenCSV: no files given")
 	}
-	p := csvParser{}
+	var total int64
+	for _, path := range paths {
+		if fi, err := os.Stat(path); err == nil {
+			total += fi.Size()
+		}
+	}
+	if avail, ok := availableMemory(); ok && total > avail/2 {
+		return nil, nil, fmt.Errorf("%s: the CSV data is %s, more than the %s (half the memory available) sagefit parses CSV into; save it as .npy files (np.save), which are memory-mapped and train in bounded memory",
+			csvDesc(name, paths), byteSize(total), byteSize(avail/2))
+	}
+	p := csvParser{name: name}
 	for _, path := range paths {
 		if err := p.file(path); err != nil {
 			return nil, nil, err
 		}
 	}
-	desc := paths[0]
-	if len(paths) > 1 {
-		desc = fmt.Sprintf("%s (and %d more CSV files)", paths[0], len(paths)-1)
-	}
+	desc := csvDesc(name, paths)
 	if p.rows == 0 {
 		if len(paths) == 1 {
 			return nil, nil, fmt.Errorf("%s: CSV file holds no rows", desc)
@@ -57,9 +72,18 @@ func OpenCSV(paths ...string) (label, features *Array, err error) {
 	return label, features, nil
 }
 
+// csvDesc names CSV files: the first, and how many more.
+func csvDesc(name func(string) string, paths []string) string {
+	if len(paths) > 1 {
+		return fmt.Sprintf("%s (and %d more CSV files)", name(paths[0]), len(paths)-1)
+	}
+	return name(paths[0])
+}
+
 // csvParser accumulates the rows of several CSV files as little-endian
 // float32 bytes.
 type csvParser struct {
+	name            func(string) string // how errors name a file
 	rows, cols      int
 	colsFrom        string // "a.csv line 1": where the column count was set
 	label, features []byte
@@ -69,6 +93,7 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
 func (p *csvParser) file(path string) error {
 	f, err := os.Open(path)
+	shown := p.name(path)
 	if err != nil {
 		return err
 	}
@@ -90,9 +115,9 @@ func (p *csvParser) file(path string) error {
 		if err != nil {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
-				return fmt.Errorf("%s line %d column %d: %v", path, pe.Line, pe.Column, pe.Err)
+				return fmt.Errorf("%s line %d column %d: %v", shown, pe.Line, pe.Column, pe.Err)
 			}
-			return fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", shown, err)
 		}
 		line, _ := r.FieldPos(0)
 		// Cells first: a header row or a binary file is better told as
@@ -104,7 +129,7 @@ func (p *csvParser) file(path string) error {
 				if first {
 					hint = " (text/csv channels have no header row; remove it)"
 				}
-				return fmt.Errorf("%s line %d column %d: %v%s", path, line, i+1, err, hint)
+				return fmt.Errorf("%s line %d column %d: %v%s", shown, line, i+1, err, hint)
 			}
 			if i == 0 {
 				p.label = binary.LittleEndian.AppendUint32(p.label, math.Float32bits(v))
@@ -114,12 +139,12 @@ func (p *csvParser) file(path string) error {
 		}
 		switch {
 		case p.cols == 0 && len(rec) < 2:
-			return fmt.Errorf("%s line %d has 1 column; a CSV channel needs the label in the first column and at least one feature after it", path, line)
+			return fmt.Errorf("%s line %d has 1 column; a CSV channel needs the label in the first column and at least one feature after it", shown, line)
 		case p.cols == 0:
-			p.cols, p.colsFrom = len(rec), fmt.Sprintf("%s line %d", path, line)
+			p.cols, p.colsFrom = len(rec), fmt.Sprintf("%s line %d", shown, line)
 		case len(rec) != p.cols:
 			return fmt.Errorf("%s line %d has %d columns but %s has %d; every row needs the label and the same number of features",
-				path, line, len(rec), p.colsFrom, p.cols)
+				shown, line, len(rec), p.colsFrom, p.cols)
 		}
 		p.rows++
 		first = false

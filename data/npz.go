@@ -25,22 +25,33 @@ const zipMagic = "PK\x03\x04"
 // a stored zip entry is one contiguous run of bytes, at the offset its
 // local header gives, so a large uncompressed archive opens instantly and
 // is never read whole. Their CRC is not checked, since that would read
-// everything. Deflated members (np.savez_compressed) are decompressed once,
-// into memory, with the CRC checked; data larger than memory belongs in
-// np.savez or .npy files. The caller closes the arrays.
+// everything. Deflated members (np.savez_compressed) are opened from their
+// .npy header alone (decompressing a few hundred bytes), so shapes, dtypes
+// and row counts are checked before any data is inflated; a member whose
+// inflated size disagrees with its header is refused. Their data is
+// inflated on first use, into a file in the spool folder (SpoolDir below;
+// the job's volume for a channel, see WithSpoolDir) that is then
+// memory-mapped and unlinked, with the CRC checked, so a member larger than
+// memory trains in bounded memory. The caller closes the arrays.
 func OpenNPZ(path string) (map[string]*Array, error) {
-	f, zr, err := openZip(path)
+	return openNPZ(path, path, "")
+}
+
+// openNPZ is OpenNPZ naming the archive name in errors and spooling
+// deflated members in spool ("" for os.TempDir()).
+func openNPZ(path, name, spool string) (map[string]*Array, error) {
+	f, zr, err := openZip(path, name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close() // mappings outlive the descriptor
-	members, err := npzMembers(path, zr)
+	members, err := npzMembers(name, zr)
 	if err != nil {
 		return nil, err
 	}
 	out := make(map[string]*Array, len(members))
 	for _, zf := range members {
-		a, err := openZipMember(f, path, zf)
+		a, err := openZipMember(f, name, zf, spool)
 		if err != nil {
 			for _, a := range out {
 				a.Close()
@@ -52,8 +63,9 @@ func OpenNPZ(path string) (map[string]*Array, error) {
 	return out, nil
 }
 
-// openZip opens a .npz file and reads its central directory.
-func openZip(path string) (*os.File, *zip.Reader, error) {
+// openZip opens a .npz file and reads its central directory; name is how
+// errors name it.
+func openZip(path, name string) (*os.File, *zip.Reader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -65,28 +77,32 @@ func openZip(path string) (*os.File, *zip.Reader, error) {
 	}
 	if fi.IsDir() {
 		f.Close()
-		return nil, nil, fmt.Errorf("%s: is a directory, not a .npz file", path)
+		return nil, nil, fmt.Errorf("%s: is a directory, not a .npz file", name)
 	}
 	zr, err := zip.NewReader(f, fi.Size())
 	if err != nil {
 		f.Close()
 		if errors.Is(err, zip.ErrFormat) {
-			return nil, nil, fmt.Errorf("%s: not a .npz file (not a zip archive, or a truncated one)", path)
+			return nil, nil, fmt.Errorf("%s: not a .npz file (not a zip archive, or a truncated one)", name)
 		}
-		return nil, nil, fmt.Errorf("%s: read zip directory: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: read zip directory: %w", name, err)
 	}
 	return f, zr, nil
 }
 
 // npzMembers returns the archive's arrays in archive order, refusing
-// members that are not .npy files and duplicate names (np.load would
-// silently keep one of them).
+// members that are not .npy files, duplicate names (np.load would
+// silently keep one of them), and names that are paths (np.savez writes
+// plain names; "../x.npy" or "/etc/x.npy" would be named as another file).
 func npzMembers(path string, zr *zip.Reader) ([]*zip.File, error) {
 	var out []*zip.File
 	seen := map[string]bool{}
 	for _, zf := range zr.File {
 		if strings.HasSuffix(zf.Name, "/") {
 			continue // a directory entry
+		}
+		if strings.ContainsAny(zf.Name, `/\`) || strings.Contains(zf.Name, "..") || filepath.IsAbs(zf.Name) {
+			return nil, fmt.Errorf("%s: member %q is a path, not an array name; np.savez names members after its keywords (train.npy), so the archive was not written by numpy", path, zf.Name)
 		}
 		if !strings.HasSuffix(zf.Name, ".npy") {
 			return nil, fmt.Errorf("%s: member %q is not a .npy array; a .npz file holds only arrays (np.savez)", path, zf.Name)
@@ -103,19 +119,25 @@ func npzMembers(path string, zr *zip.Reader) ([]*zip.File, error) {
 // memberKey is the array name of a member: its name without ".npy".
 func memberKey(name string) string { return strings.TrimSuffix(name, ".npy") }
 
-// memberPath is how a member is named in listings and errors.
+// memberPath is how a member is listed: as a path below its archive, so
+// Open takes it like a file.
 func memberPath(archive, member string) string {
 	return archive + string(filepath.Separator) + filepath.FromSlash(member)
 }
 
-// listNPZ returns the member paths of a .npz file, sorted.
-func listNPZ(path string) ([]string, error) {
-	f, zr, err := openZip(path)
+// memberName is how errors name a member: "data.npz:train.npy", the
+// archive as the caller names it.
+func memberName(archive, member string) string { return archive + ":" + member }
+
+// listNPZ returns the member paths of a .npz file, sorted; name is how
+// errors name the archive.
+func listNPZ(path, name string) ([]string, error) {
+	f, zr, err := openZip(path, name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	members, err := npzMembers(path, zr)
+	members, err := npzMembers(name, zr)
 	if err != nil {
 		return nil, err
 	}
@@ -150,29 +172,34 @@ func splitMemberPath(p string) (archive, member string, ok bool) {
 // openMember opens one member of an archive by name ("train.npy"; the
 // ".npy" may be left out).
 func openMember(archive, member string) (*Array, error) {
-	f, zr, err := openZip(archive)
+	return openMemberNamed(archive, archive, member, "")
+}
+
+func openMemberNamed(archive, name, member, spool string) (*Array, error) {
+	f, zr, err := openZip(archive, name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	members, err := npzMembers(archive, zr)
+	members, err := npzMembers(name, zr)
 	if err != nil {
 		return nil, err
 	}
 	var names []string
 	for _, zf := range members {
 		if zf.Name == member || zf.Name == member+".npy" {
-			return openZipMember(f, archive, zf)
+			return openZipMember(f, name, zf, spool)
 		}
 		names = append(names, memberKey(zf.Name))
 	}
 	return nil, fmt.Errorf("%s: no such array in %s, which holds %q: %w",
-		memberPath(archive, member), filepath.Base(archive), names, fs.ErrNotExist)
+		memberName(name, member), filepath.Base(archive), names, fs.ErrNotExist)
 }
 
-// openZipMember opens one .npy member of an open archive.
-func openZipMember(f *os.File, archive string, zf *zip.File) (*Array, error) {
-	path := memberPath(archive, zf.Name)
+// openZipMember opens one .npy member of an open archive; archive is the
+// archive's name in errors.
+func openZipMember(f *os.File, archive string, zf *zip.File, spool string) (*Array, error) {
+	path := memberName(archive, zf.Name)
 	if zf.Flags&0x1 != 0 {
 		return nil, fmt.Errorf("%s: the member is encrypted", path)
 	}
@@ -197,38 +224,111 @@ func openZipMember(f *os.File, archive string, zf *zip.File) (*Array, error) {
 		}
 		return openNPY(f, path, off, size)
 	case zip.Deflate:
-		return inflateMember(path, zf)
+		return deflatedMember(f.Name(), path, zf, spool)
 	}
 	return nil, fmt.Errorf("%s: compression method %d is not supported; numpy writes stored (np.savez) or deflated (np.savez_compressed) members",
 		path, zf.Method)
 }
 
-// inflateMember decompresses a deflated member into memory.
-func inflateMember(path string, zf *zip.File) (*Array, error) {
+// deflatedMember opens a deflated member of the archive at archivePath
+// from its header alone; its data is inflated to a spool file on first use
+// (see OpenNPZ), from the archive opened again then.
+func deflatedMember(archivePath, path string, zf *zip.File, spool string) (*Array, error) {
 	rc, err := zf.Open()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	defer rc.Close()
 	h, err := ParseHeader(rc)
+	rc.Close()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: member is empty, not a .npy array", path)
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	dataLen := h.DataLen()
-	if have := int64(zf.UncompressedSize64) - int64(h.HeaderLen); have < dataLen {
-		return nil, fmt.Errorf("%s: member is truncated: header says shape %s %s = %d bytes of data but only %d follow",
-			path, shapeString(h.Shape), h.DType, dataLen, max(have, 0))
+	want := int64(h.HeaderLen) + h.DataLen()
+	if got := int64(zf.UncompressedSize64); got < want {
+		return nil, fmt.Errorf("%s: member is truncated: header says shape %s %s = %d bytes of data but the member inflates to only %d in all",
+			path, shapeString(h.Shape), h.DType, h.DataLen(), got)
+	} else if got > want {
+		return nil, fmt.Errorf("%s: member inflates to %d bytes but its header describes %d (shape %s %s); the archive was not written by numpy",
+			path, got, want, shapeString(h.Shape), h.DType)
 	}
-	buf := make([]byte, dataLen)
-	if _, err := io.ReadFull(rc, buf); err != nil {
-		return nil, fmt.Errorf("%s: decompress: %w", path, err)
+	a := newArray(path, h)
+	member := zf.Name
+	a.load = func() error {
+		f, zr, err := openZip(archivePath, path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		for _, zf := range zr.File {
+			if zf.Name == member {
+				return a.inflate(zf, spool)
+			}
+		}
+		return fmt.Errorf("%s: the member is gone from the archive", path)
 	}
-	// Read to the end so the zip reader checks the CRC.
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return nil, fmt.Errorf("%s: decompress: %w", path, err)
+	return a, nil
+}
+
+// inflate decompresses the member's data into a spool file and maps it.
+func (a *Array) inflate(zf *zip.File, spool string) error {
+	if spool == "" {
+		spool = os.TempDir()
 	}
-	return newMemArray(path, h, buf), nil
+	size := int64(a.hdr.HeaderLen) + a.hdr.DataLen()
+	if err := os.MkdirAll(spool, 0o755); err != nil {
+		return fmt.Errorf("%s: spool folder: %w", a.path, err)
+	}
+	if free, ok := freeBytes(spool); ok && free < size {
+		return fmt.Errorf("%s: the member inflates to %s but %s has only %s free; store it uncompressed (np.savez or .npy), or give the job a larger volume",
+			a.path, byteSize(size), spool, byteSize(free))
+	}
+	rc, err := zf.Open()
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.path, err)
+	}
+	defer rc.Close()
+	sf, err := os.CreateTemp(spool, "sagefit-npz-*.npy")
+	if err != nil {
+		return fmt.Errorf("%s: spool: %w", a.path, err)
+	}
+	defer os.Remove(sf.Name()) // the mapping keeps the data; the name can go
+	n, err := io.Copy(sf, io.LimitReader(rc, size))
+	if err == nil && n < size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil { // read to the end: the zip reader checks the CRC there
+		var one [1]byte
+		if k, rerr := rc.Read(one[:]); k > 0 {
+			err = fmt.Errorf("the member inflates to more than its header's %d bytes", size)
+		} else if rerr != nil && rerr != io.EOF {
+			err = rerr
+		}
+	}
+	if err != nil {
+		sf.Close()
+		return fmt.Errorf("%s: inflate: %w", a.path, err)
+	}
+	if a.hdr.DataLen() > 0 {
+		m, d, err := mapFile(sf, int64(a.hdr.HeaderLen), int(a.hdr.DataLen()))
+		if err != nil {
+			sf.Close()
+			return fmt.Errorf("%s: map the inflated member: %w", a.path, err)
+		}
+		a.mapping, a.data = m, d[:a.hdr.DataLen()]
+	}
+	return sf.Close()
+}
+
+// byteSize writes n bytes for a person: "10.0 GiB".
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

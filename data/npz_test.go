@@ -51,8 +51,8 @@ func TestOpenNPZ(t *testing.T) {
 				if !ok {
 					t.Fatalf("expected.json has no %s", name)
 				}
-				if a.Path() != filepath.Join(path, key+".npy") {
-					t.Errorf("Path = %q, want %q", a.Path(), filepath.Join(path, key+".npy"))
+				if a.Path() != path+":"+key+".npy" {
+					t.Errorf("Path = %q, want %q", a.Path(), path+":"+key+".npy")
 				}
 				if !reflect.DeepEqual(a.Shape(), fx.Shape) || a.DType().String() != fx.DType || a.Header().Fortran != fx.Fortran {
 					t.Errorf("%s: shape %v %v fortran %v, numpy says %v %s %v", name, a.Shape(), a.DType(), a.Header().Fortran, fx.Shape, fx.DType, fx.Fortran)
@@ -198,11 +198,10 @@ func TestNPZErrors(t *testing.T) {
 		{"not a zip", notZip, "not_zip.npz: not a .npz file (not a zip archive, or a truncated one)"},
 		{"damaged directory", cut, "cut.npz: not a .npz file"},
 		{"member not an array", extra, `extra.npz: member "readme.txt" is not a .npy array`},
-		{"unknown compression", bzip, "bzip2.npz/x.npy: compression method 12 is not supported"},
-		{"bad crc", badCRC, "bad_crc.npz/labels.npy: decompress: zip: checksum error"},
-		{"encrypted", encrypted, "encrypted.npz/x.npy: the member is encrypted"},
-		{"data past the end", gone, "gone.npz/x.npy: the archive is truncated: the member needs 1048576 bytes but only"},
-		{"stored member truncated", short, "short.npz/train.npy: file is truncated: header says shape (5, 3) float32 = 60 bytes of data but only 52 follow"},
+		{"unknown compression", bzip, "bzip2.npz:x.npy: compression method 12 is not supported"},
+		{"encrypted", encrypted, "encrypted.npz:x.npy: the member is encrypted"},
+		{"data past the end", gone, "gone.npz:x.npy: the archive is truncated: the member needs 1048576 bytes but only"},
+		{"stored member truncated", short, "short.npz:train.npy: file is truncated: header says shape (5, 3) float32 = 60 bytes of data but only 52 follow"},
 		{"missing", filepath.Join(dir, "missing.npz"), "no such file"},
 		{"directory", dir, "is a directory"},
 	} {
@@ -216,6 +215,20 @@ func TestNPZErrors(t *testing.T) {
 			}
 		})
 	}
+	// A deflated member is checked from its header when opened and
+	// inflated (its CRC checked) on first use.
+	arrays, err := OpenNPZ(badCRC)
+	if err != nil {
+		t.Fatalf("open %s: %v", badCRC, err)
+	}
+	defer func() {
+		for _, a := range arrays {
+			a.Close()
+		}
+	}()
+	if _, err := arrays["labels"].Float32s(); err == nil || !strings.Contains(err.Error(), "bad_crc.npz:labels.npy: inflate: zip: checksum error") {
+		t.Errorf("bad CRC on first use: err = %v", err)
+	}
 }
 
 // TestOpenMemberPath: Open takes "<archive>.npz/<member>.npy", the path
@@ -228,7 +241,7 @@ func TestOpenMemberPath(t *testing.T) {
 		{path: "testdata/savez.npz/labels.npy"},
 		{path: "testdata/savez_compressed.npz/labels.npy"},
 		{path: "testdata/savez.npz/labels"},
-		{path: "testdata/savez.npz/nope.npy", want: `testdata/savez.npz/nope.npy: no such array in savez.npz, which holds ["train" "labels" "cube"]`, notExist: true},
+		{path: "testdata/savez.npz/nope.npy", want: `testdata/savez.npz:nope.npy: no such array in savez.npz, which holds ["train" "labels" "cube"]`, notExist: true},
 		{path: "testdata/savez.npz", want: "testdata/savez.npz: is a zip archive (.npz), not a .npy file; open it with OpenNPZ"},
 		{path: "testdata/missing.npz/x.npy", want: "no such file", notExist: true},
 	} {
@@ -238,7 +251,7 @@ func TestOpenMemberPath(t *testing.T) {
 				t.Errorf("Open(%s): %v", tt.path, err)
 				continue
 			}
-			if a.Len() != 5 || a.DType() != Int64 || a.Path() != tt.path && a.Path() != tt.path+".npy" {
+			if want := strings.Replace(strings.TrimSuffix(tt.path, ".npy"), ".npz/", ".npz:", 1) + ".npy"; a.Len() != 5 || a.DType() != Int64 || a.Path() != want {
 				t.Errorf("Open(%s): Len %d %v path %s", tt.path, a.Len(), a.DType(), a.Path())
 			}
 			a.Close()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -99,6 +100,15 @@ func badInputs() []badInput {
 		{"processes per host not a number", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_processes_per_host": "many"}`), 0o644)
 		}, `(?i)hyperparameter "sagefit_processes_per_host" must be "auto" \(one process per GPU\) or a whole number of at least 1, got "many"`},
+		{"current host not among the hosts", func(t *testing.T, base, fx string) {
+			path := filepath.Join(base, "input", "config", "resourceconfig.json")
+			var rc map[string]any
+			raw, _ := os.ReadFile(path)
+			json.Unmarshal(raw, &rc)
+			rc["current_host"] = "algo-9999"
+			raw, _ = json.Marshal(rc)
+			os.WriteFile(path, raw, 0o644)
+		}, `(?i)current host "algo-9999" is not in hosts \[algo-1`},
 		{"unknown hyperparameter", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"epoch": "5", "batchsize": "8"}`), 0o644)
 		}, `(?i)hyperparameters "batchsize" \(did you mean "batch_size"\?\) and "epoch" \(did you mean "epochs"\?\) are not ones sagefit reads`},

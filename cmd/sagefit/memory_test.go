@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -166,4 +167,105 @@ func tail(b []byte) string {
 		s = s[len(s)-3000:]
 	}
 	return s
+}
+
+// writeDeflatedNPZ writes a .npz whose only member, name.npy, is a deflated
+// float32 array of the given shape holding a repeating pattern (so it
+// compresses fast), through Python's zipfile as np.savez_compressed would
+// lay it out, without holding it in memory.
+func writeDeflatedNPZ(t *testing.T, path, name string, rows, cols int) {
+	t.Helper()
+	script := `
+import sys, zipfile, numpy as np
+path, name, rows, cols = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+header = np.lib.format.header_data_from_array_1_0(np.zeros((0, cols), np.float32))
+header["shape"] = (rows, cols)
+with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+    with z.open(name + ".npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        block = np.tile(np.arange(1, 1 + cols, dtype=np.float32), (16384, 1)).tobytes()
+        left = rows * cols * 4
+        while left > 0:
+            f.write(block[:min(len(block), left)])
+            left -= len(block)
+`
+	if out, err := exec.Command(fixture.Python(t), "-c", script, path, name, strconv.Itoa(rows), strconv.Itoa(cols)).CombinedOutput(); err != nil {
+		t.Fatalf("write %s: %v\n%s", path, err, out)
+	}
+}
+
+// TestCompressedLargerThanMemory: a deflated .npz member several times
+// larger than the training process's memory limit trains: it is inflated
+// to the job's volume and memory-mapped, never into the heap.
+func TestCompressedLargerThanMemory(t *testing.T) {
+	const limit = 256 << 20
+	procs, peak := memoryCgroup(t, limit)
+	fx := fixture.Make(t, "wide", "--rows", "64", "--no-fit", "--no-validation")
+	channel := t.TempDir()
+	rows := 50_000 // 4096 float32 each: 781 MiB inflated, 3x the limit
+	writeDeflatedNPZ(t, filepath.Join(channel, "data.npz"), "train", rows, 4096)
+	if err := data.WriteNPY(filepath.Join(channel, "labels.npy"), data.Float32, []int{rows}, make([]byte, rows*4)); err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
+		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": channel},
+		Hyperparameters: map[string]string{"epochs": "1", "batch_size": "256", "shuffle": "true"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$2" train`, "sh", procs, binary)
+	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("training on a %d MiB compressed member under a %d MiB limit failed: %v\n%s", rows*4096*4>>20, limit>>20, err, tail(out))
+	}
+	p := peak()
+	t.Logf("member %d MiB inflated, limit %d MiB, peak memory of the training process's cgroup %d MiB", rows*4096*4>>20, limit>>20, p>>20)
+	if p > limit+(1<<20) {
+		t.Errorf("peak %d MiB over the %d MiB limit", p>>20, limit>>20)
+	}
+	if !strings.Contains(string(out), "Epoch 1/1 - 196/196") {
+		t.Errorf("did not train through the whole member:\n%s", tail(out))
+	}
+	if spool, _ := os.ReadDir(filepath.Join(base, "input", "sagefit-spool")); len(spool) != 0 {
+		t.Errorf("inflated members left behind in the spool folder: %v", spool)
+	}
+}
+
+// TestCompressedBombEndsInASentence: a 10 GB deflated member (a few MB of
+// zip) beside labels of another row count fails from the two headers alone,
+// in one sentence, without inflating anything (peak resident memory well
+// under 1 GiB), as the hostile-input probe found it did not.
+func TestCompressedBombEndsInASentence(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "64", "--no-fit", "--no-validation")
+	channel := t.TempDir()
+	writeDeflatedNPZ(t, filepath.Join(channel, "bomb.npz"), "train", 268_435_456, 10) // 10 GiB inflated
+	if err := data.WriteNPY(filepath.Join(channel, "labels.npy"), data.Float32, []int{20000}, make([]byte, 20000*4)); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(filepath.Join(channel, "bomb.npz"))
+	base := t.TempDir()
+	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
+		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": channel},
+		Hyperparameters: map[string]string{"epochs": "1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "train")
+	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a 10 GiB member beside 20000 labels trained:\n%s", tail(out))
+	}
+	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+	t.Logf("zip %d MiB; peak RSS %d MiB; failure: %s", st.Size()>>20, rss>>20, reason)
+	if !strings.Contains(string(reason), "bomb.npz:train.npy has 268435456") || !strings.Contains(string(reason), "labels.npy has 20000 rows") {
+		t.Errorf("failure %q does not name the member and the row counts", reason)
+	}
+	if rss > 1<<30 {
+		t.Errorf("peak RSS %d MiB: the member was inflated before the headers were checked", rss>>20)
+	}
 }

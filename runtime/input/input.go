@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/sagefit/sagefit/data"
@@ -80,7 +79,7 @@ type Options struct {
 	// in order (hyperparameter sagefit_pipe_tensors); empty: the inputs,
 	// then the targets.
 	PipeTensors []string
-	Pipe        data.PipeOptions
+	Pipe        data.PipeOptions // its SpoolDir also takes inflated .npz members
 	// Warn receives a warning line for each channel file that feeds no
 	// tensor of the model; nil: os.Stderr.
 	Warn io.Writer
@@ -122,7 +121,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		cd.fifo = func(epoch int) string { return paths.PipeFIFO(c.Name, epoch) }
 		return cd, nil
 	}
-	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, data.WithContentType(c.ContentType))
+	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir))
 	if err != nil {
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 	}
@@ -132,14 +131,14 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 		}
 	}
-	if unused := ds.Unused(); len(unused) > 0 {
+	if unused := ds.Unused(); len(unused) > 0 { // named as data names them: relative to the channel
 		warn := o.Warn
 		if warn == nil {
 			warn = os.Stderr
 		}
 		for _, f := range unused {
 			fmt.Fprintf(warn, "sagefit: warning: channel %q: %s feeds no input or target of the model (inputs %s; targets %s) and is not used; remove it, or name it in hyperparameter %q\n",
-				c.Name, relName(c.Dir, f), strings.Join(inputs, ", "), strings.Join(targets, ", "), job.HPTensorFiles)
+				c.Name, f, strings.Join(inputs, ", "), strings.Join(targets, ", "), job.HPTensorFiles)
 		}
 	}
 	cd.ds, cd.close = ds, func() { ds.Close() }
@@ -199,14 +198,6 @@ func shapeOf[T int | int64](s []T) string {
 		parts[i] = fmt.Sprint(d)
 	}
 	return "(" + strings.Join(parts, ", ") + ")"
-}
-
-// relName is path relative to the channel's folder, as the user laid it out.
-func relName(dir, path string) string {
-	if rel, err := filepath.Rel(dir, path); err == nil && !strings.HasPrefix(rel, "..") {
-		return rel
-	}
-	return path
 }
 
 // SplitValidation splits the channel as model.fit's validation_split does:

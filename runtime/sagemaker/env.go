@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"github.com/sagefit/sagefit/internal/hostlist"
 	"maps"
 	"os"
 	"path/filepath"
@@ -208,7 +209,7 @@ func (e *Env) loadHosts(environ []string) error {
 	}
 	rank := slices.Index(rc.Hosts, rc.CurrentHost)
 	if rank < 0 {
-		return fmt.Errorf("current host %q is not in hosts %v", rc.CurrentHost, rc.Hosts)
+		return fmt.Errorf("current host %q is not in hosts %s", rc.CurrentHost, hostlist.Short(rc.Hosts))
 	}
 	e.Hosts, e.CurrentHost, e.Rank = rc.Hosts, rc.CurrentHost, rank
 	e.NetworkInterface = cmp.Or(rc.NetworkInterfaceName, "eth0")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sagefit/sagefit/internal/hostlist"
 	"io/fs"
 	"maps"
 	"os"
@@ -61,7 +62,7 @@ func WriteLocal(base string, spec LocalSpec) error {
 	}
 	current := cmp.Or(spec.CurrentHost, hosts[0])
 	if !slices.Contains(hosts, current) {
-		return fmt.Errorf("current host %q is not in hosts %v", current, hosts)
+		return fmt.Errorf("current host %q is not in hosts %s", current, hostlist.Short(hosts))
 	}
 	instanceType := cmp.Or(spec.InstanceType, "local")
 
