@@ -9,8 +9,8 @@ import (
 
 // availableMemory is what this process may still allocate: the memory
 // cgroup's limit less its usage where one is set (a container's), else the
-// kernel's MemAvailable.
-func availableMemory() (int64, bool) {
+// kernel's MemAvailable. A variable, so tests can set a small machine.
+var availableMemory = func() (int64, bool) {
 	avail, ok := memAvailable()
 	if limit, err := readInt("/sys/fs/cgroup/memory.max"); err == nil {
 		if used, err := readInt("/sys/fs/cgroup/memory.current"); err == nil && limit > used {

@@ -52,3 +52,25 @@ func TestNPZMemberPathsRefused(t *testing.T) {
 		}
 	}
 }
+
+// CSV is parsed into memory, so a channel larger than half the memory
+// available is refused in one sentence before it is read.
+func TestCSVBoundedByMemory(t *testing.T) {
+	dir := t.TempDir()
+	row := "1,0.5,0.25,0.125\n"
+	if err := os.WriteFile(filepath.Join(dir, "part-0.csv"), []byte(strings.Repeat(row, 1000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer func(f func() (int64, bool)) { availableMemory = f }(availableMemory)
+	availableMemory = func() (int64, bool) { return 20000, true } // a 20 kB machine
+	_, err := OpenChannel(dir, []string{"x"}, []string{"y"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "part-0.csv: the CSV data is 17000 bytes, more than the 10000 bytes (half the memory available)") {
+		t.Fatalf("err = %v", err)
+	}
+	availableMemory = func() (int64, bool) { return 1 << 30, true }
+	ds, err := OpenChannel(dir, []string{"x"}, []string{"y"}, nil)
+	if err != nil {
+		t.Fatalf("a CSV channel within the bound: %v", err)
+	}
+	ds.Close()
+}
