@@ -25,8 +25,11 @@ $(STAMP): python/requirements.txt python/pyproject.toml scripts/install-libtenso
 build: setup
 	$(GO) build -o bin/sagefit ./cmd/sagefit
 
+# Everything but the session (model/tf) and what wires it in builds without
+# libtensorflow: checked with cgo off.
 vet: setup
 	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) build $$($(GO) list ./... | grep -v -e '/model/tf$$' -e '/sagefit/runtime$$' -e '/cmd/sagefit$$')
 
 test: build vet lint-docker test-go test-python
 
