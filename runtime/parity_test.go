@@ -99,6 +99,9 @@ func TestKerasParity(t *testing.T) {
 	for _, f := range families {
 		families = append(families, fixture.LegacyKeras+f)
 	}
+	// Heads with their own losses (a sparse one beside a 2-unit regression):
+	// each target's shape comes from its own loss.
+	families = append(families, "two_heads")
 	for _, family := range families {
 		t.Run(family, func(t *testing.T) {
 			fx := fixture.Make(t, family, "--epochs", "3", "--rows", "500")

@@ -85,15 +85,25 @@ def _tensor_desc(name, key, shape, dtype):
     }
 
 
-def _loss_is_sparse(model):
-    loss = getattr(model, "loss", None)
-    names = []
-    for item in loss.values() if isinstance(loss, dict) else (
-        loss if isinstance(loss, (list, tuple)) else [loss]
-    ):
-        names.append(item if isinstance(item, str) else type(item).__name__)
-        names.append(getattr(item, "__name__", ""))
+def _is_sparse_loss(loss):
+    """Whether a loss (a name, a function or a Loss object) takes integer
+    class labels, so its target has no class axis."""
+    names = [loss if isinstance(loss, str) else type(loss).__name__,
+             getattr(loss, "__name__", ""), getattr(loss, "name", "")]
     return any("sparse" in str(n).lower() for n in names)
+
+
+def _sparse_outputs(model, out_names):
+    """For each output, whether its own loss is sparse: compile's loss may
+    be one for all outputs, a list in output order, or a dict by name."""
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, dict):
+        return [_is_sparse_loss(loss.get(n)) if loss.get(n) is not None else False for n in out_names]
+    if isinstance(loss, (list, tuple)):
+        if len(loss) == len(out_names):
+            return [_is_sparse_loss(item) for item in loss]
+        return [any(_is_sparse_loss(item) for item in loss)] * len(out_names)
+    return [_is_sparse_loss(loss)] * len(out_names)
 
 
 def _input_tensors(model):
@@ -144,7 +154,7 @@ def export(
       export_dir: the directory to create.
       target_shapes: optional per-output shapes of one example's target
         (without the batch dimension); defaults to the output's shape, or ()
-        for sparse categorical losses.
+        for an output whose own loss is sparse (integer class labels).
       target_dtypes: optional per-output dtypes of the targets (default
         float32; losses cast labels themselves).
       overwrite: replace ``export_dir`` if it exists.
@@ -173,13 +183,13 @@ def export(
         shape = tuple(t.shape)
         in_descs.append(_tensor_desc(name, _spec_name(name, taken), shape, t.dtype))
 
-    sparse = _loss_is_sparse(model)
+    sparse = _sparse_outputs(model, out_names)
     tgt_descs = []
     for i, name in enumerate(out_names):
         out_shape = tuple(model.outputs[i].shape)
         if target_shapes is not None:
             shape = (None,) + tuple(_per_output(target_shapes, i, name))
-        elif sparse:
+        elif sparse[i]:
             shape = (None,)
         else:
             shape = out_shape
