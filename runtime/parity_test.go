@@ -102,6 +102,9 @@ func TestKerasParity(t *testing.T) {
 	// Heads with their own losses (a sparse one beside a 2-unit regression):
 	// each target's shape comes from its own loss.
 	families = append(families, "two_heads")
+	// The Keras 3 guide's custom train step (optimizer.apply, compute_loss,
+	// metrics updated in the step), and one that updates only the last layer.
+	families = append(families, "custom_step", "custom_step_partial")
 	for _, family := range families {
 		t.Run(family, func(t *testing.T) {
 			fx := fixture.Make(t, family, "--epochs", "3", "--rows", "500")

@@ -232,7 +232,6 @@ def export(
         v for v in opt_vars if not _same_var(v, model.variables)
     ]
     metric_vars = _metric_variables(model)
-    grad_size = int(sum(_num_elements(v) for v in trainable))
 
     def to_dense(g, v):
         if g is None:
@@ -245,9 +244,14 @@ def export(
         return tf.reshape(tf.cast(g, tf.float32), [-1])
 
     def metric_dict(logs):
+        # A custom step returning {m.name: m.result() for m in self.metrics}
+        # nests the compiled metrics' dict; Keras's logs flatten it.
         out = {}
         for k, v in logs.items():
-            out[str(k)] = tf.cast(tf.convert_to_tensor(v), tf.float32)
+            if isinstance(v, dict):
+                out.update(metric_dict(v))
+            else:
+                out[str(k)] = tf.cast(tf.convert_to_tensor(v), tf.float32)
         return out
 
     archive = keras.export.ExportArchive()
@@ -258,28 +262,40 @@ def export(
         y = pack(args[n_in:], tgt_descs)
         return metric_dict(model.train_step((x, y)))
 
+    # The variables the step hands the optimizer, in the order it hands
+    # them (all trainable variables for Keras's own step; a custom step may
+    # update fewer): known once compute_gradients is traced.
+    applied = []
+
     # The same step with the optimizer call intercepted: the gradients Keras
     # would apply are returned, fused into one buffer, and nothing is applied.
+    # Keras's own step calls optimizer.apply_gradients(zip(grads, vars)); the
+    # Keras 3 guide's custom step calls optimizer.apply(grads, vars).
     def compute_gradients(*args):
         x = pack(args[:n_in], in_descs)
         y = pack(args[n_in:], tgt_descs)
-        captured = []
+        captured, calls = [], []
 
-        def capture(grads_and_vars, *a, **k):
+        def capture_pairs(grads_and_vars, *a, **k):
+            calls.append("apply_gradients")
             captured.extend(grads_and_vars)
             return tf.constant(0, tf.int64)
 
-        optimizer.apply_gradients = capture  # shadows the method while tracing
+        def capture_apply(grads, trainable_variables=None, *a, **k):
+            calls.append("apply")
+            tvars = model.trainable_variables if trainable_variables is None else trainable_variables
+            captured.extend(zip(grads, tvars))
+            return tf.constant(0, tf.int64)
+
+        # Shadow the methods while tracing.
+        optimizer.apply_gradients, optimizer.apply = capture_pairs, capture_apply
         try:
             logs = model.train_step((x, y))
         finally:
             del optimizer.apply_gradients
-        if len(captured) != len(trainable):
-            raise ExportError(
-                "the model's train_step did not call optimizer.apply_gradients "
-                "once with every trainable variable; custom train steps are "
-                "not supported"
-            )
+            del optimizer.apply
+        _check_applied(calls, captured, trainable)
+        applied[:] = [v for _, v in captured]
         flat = tf.concat([to_dense(g, v) for g, v in captured], axis=0)
         out = metric_dict(logs)
         out[contract.GRADIENTS] = flat
@@ -287,11 +303,11 @@ def export(
 
     def apply_gradients(flat):
         grads, offset = [], 0
-        for v in trainable:
+        for v in applied:
             n = _num_elements(v)
             grads.append(tf.reshape(flat[offset : offset + n], v.shape))
             offset += n
-        optimizer.apply_gradients(zip(grads, trainable))
+        optimizer.apply_gradients(zip(grads, applied))
         return {contract.ITERATIONS: tf.identity(optimizer.iterations)}
 
     def test_step(*args):
@@ -361,6 +377,8 @@ def export(
     archive.add_endpoint(
         contract.COMPUTE_GRADIENTS, compute_gradients, in_specs + tgt_specs
     )
+    _endpoint(archive, contract.COMPUTE_GRADIENTS).get_concrete_function()  # fills applied
+    grad_size = int(sum(_num_elements(v) for v in applied))
     archive.add_endpoint(
         contract.APPLY_GRADIENTS,
         apply_gradients,
@@ -418,7 +436,7 @@ def export(
             desc["aggregation"] = contract.MEAN
     grads = [
         {"name": _var_name(v), "shape": [int(d) for d in v.shape], "dtype": "float32"}
-        for v in trainable
+        for v in applied
     ]
     metrics = list(model.get_metrics_result().keys())
     meta = {
@@ -573,6 +591,33 @@ def _callback_spec(cb, model):
     else:
         raise ExportError(f"callback {name} cannot run without Python: {_CALLBACK_ADVICE}")
     return {"class": name, "config": config}
+
+
+def _check_applied(calls, captured, trainable):
+    """Refuses, naming the line of the step at fault, a train step whose
+    gradients sagefit cannot take as one all-reduced buffer per step."""
+    if not calls:
+        raise ExportError(
+            "the model's train_step never hands gradients to its optimizer; sagefit "
+            "takes them from the line `self.optimizer.apply(grads, self.trainable_variables)` "
+            "(or `self.optimizer.apply_gradients(zip(grads, variables))`), so the step needs one"
+        )
+    if len(calls) > 1:
+        raise ExportError(
+            f"the model's train_step calls the optimizer {len(calls)} times in one step "
+            f"({', '.join('optimizer.' + c for c in calls)}); sagefit all-reduces one set of "
+            "gradients per step: hand them all to one `self.optimizer.apply(grads, variables)` call"
+        )
+    seen = []
+    for _, v in captured:
+        if any(v is w for w in seen):
+            raise ExportError(f"the model's train_step hands the optimizer variable {_var_name(v)} twice")
+        if not any(v is t for t in trainable):
+            raise ExportError(
+                f"the model's train_step hands the optimizer variable {_var_name(v)}, which is "
+                "not a trainable variable of the model"
+            )
+        seen.append(v)
 
 
 def _layers(model):

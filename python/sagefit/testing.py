@@ -148,6 +148,46 @@ def two_heads_data(rows, rng):
     return {"x": x}, {"kind": kind, "price": price}
 
 
+def _custom_step_model(update_last_only):
+    """The Keras 3 guide's custom train_step ("Customizing what happens in
+    fit()"): compute_loss, optimizer.apply, metrics updated in the step;
+    with update_last_only, a step that leaves the first layer alone."""
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class CustomModel(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(y=y, y_pred=y_pred)
+            variables = self.trainable_variables[2:] if update_last_only else self.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            self.optimizer.apply(gradients, variables)
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss)
+                else:
+                    metric.update_state(y, y_pred)
+            return {m.name: m.result() for m in self.metrics}
+
+    inputs = keras.Input((10,))
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(h)
+    model = CustomModel(inputs, outputs)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def custom_step():
+    return _custom_step_model(False)
+
+
+def custom_step_partial():
+    return _custom_step_model(True)
+
+
 def small_cnn():
     """A compute-heavier model for benchmarks: a small CNN on 28x28 images."""
     keras = _keras()
@@ -232,6 +272,8 @@ FAMILIES = {
     "two_inputs": (two_inputs, two_inputs_data),
     "cnn": (small_cnn, small_cnn_data),
     "two_heads": (two_heads, two_heads_data),
+    "custom_step": (custom_step, seed_data),
+    "custom_step_partial": (custom_step_partial, seed_data),
     "batch_norm": (batch_norm, batch_norm_data),
     "mobilenet_v2": (mobilenet_v2, mobilenet_v2_data),
     "batch_norm_synchronized": (batch_norm_synchronized, batch_norm_data),

@@ -153,3 +153,42 @@ def test_batch_norm_statistics_marked_for_averaging(tmp_path):
     averaged = [v["name"] for v in meta["variables"] if v.get("aggregation") == contract.MEAN]
     assert sorted(n.rsplit("/", 1)[-1] for n in averaged) == ["moving_mean", "moving_variance"]
     assert meta["synchronized_batch_norm"] == []
+
+
+def _step_model(step):
+    class M(keras.Model):
+        def train_step(self, data):
+            return step(self, data)
+
+    inputs = keras.Input((10,))
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(4)(inputs))
+    model = M(inputs, outputs)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+
+
+def test_custom_steps_sagefit_cannot_take_are_refused_naming_the_line(tmp_path):
+    def no_update(self, data):
+        x, y = data
+        return {"loss": self.compute_loss(y=y, y_pred=self(x, training=True))}
+
+    def two_updates(self, data):
+        x, y = data
+        with tf.GradientTape(persistent=True) as tape:
+            loss = self.compute_loss(y=y, y_pred=self(x, training=True))
+        first, second = self.trainable_variables[:2], self.trainable_variables[2:]
+        self.optimizer.apply(tape.gradient(loss, first), first)
+        self.optimizer.apply(tape.gradient(loss, second), second)
+        return {"loss": loss}
+
+    with pytest.raises(sagefit.ExportError, match=r"never hands gradients to its optimizer.*self\.optimizer\.apply\(grads"):
+        sagefit.export(_step_model(no_update), str(tmp_path / "a"))
+    with pytest.raises(sagefit.ExportError, match=r"calls the optimizer 2 times in one step"):
+        sagefit.export(_step_model(two_updates), str(tmp_path / "b"))
+
+
+def test_custom_step_updating_some_variables_records_them(tmp_path):
+    build, _ = FAMILIES["custom_step_partial"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    assert [g["name"].rsplit("/", 1)[-1] for g in meta["gradients"]] == ["kernel", "bias"]
+    assert meta["gradient_size"] == 16 + 1
