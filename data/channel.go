@@ -157,11 +157,13 @@ var (
 // A file claimed by one rule is not offered to a later rule. Files that
 // feed no tensor are ignored.
 func MapTensors(files []string, inputs, targets []string, overrides map[string]string) (map[string]string, error) {
-	return mapTensors("", files, inputs, targets, overrides)
+	return mapTensors("", files, inputs, targets, nil, overrides)
 }
 
-// mapTensors is MapTensors naming files relative to the channel's root.
-func mapTensors(root string, files []string, inputs, targets []string, overrides map[string]string) (map[string]string, error) {
+// mapTensors is MapTensors naming files relative to the channel's root,
+// with optional tensors (a sample weight) mapped where a file has their
+// name (or an override names one) and left out otherwise.
+func mapTensors(root string, files []string, inputs, targets, optional []string, overrides map[string]string) (map[string]string, error) {
 	var csvFiles []string
 	for _, f := range files {
 		if strings.EqualFold(filepath.Ext(f), ".csv") {
@@ -183,6 +185,9 @@ func mapTensors(root string, files []string, inputs, targets []string, overrides
 	for _, t := range targets {
 		isTensor[t] = true
 	}
+	for _, t := range optional {
+		isTensor[t] = true
+	}
 	// Report unknown overrides in a stable order.
 	var keys []string
 	for k := range overrides {
@@ -202,9 +207,9 @@ func mapTensors(root string, files []string, inputs, targets []string, overrides
 		out[k] = f
 		claimed[f] = true
 	}
-	// Exact names next, for inputs and targets alike, so that aliases
-	// below only see files no tensor asked for by name.
-	for _, t := range append(append([]string{}, inputs...), targets...) {
+	// Exact names next, for inputs, targets and optional tensors alike, so
+	// that aliases below only see files no tensor asked for by name.
+	for _, t := range append(append(append([]string{}, inputs...), targets...), optional...) {
 		if _, done := out[t]; done {
 			continue
 		}
@@ -346,6 +351,13 @@ type ChannelOption func(*channelOptions)
 type channelOptions struct {
 	contentType string
 	spool       string
+	optional    []string
+}
+
+// WithOptional names tensors a channel may hold (a file of that name, or
+// an override) but need not: a sample weight.
+func WithOptional(names ...string) ChannelOption {
+	return func(o *channelOptions) { o.optional = append(o.optional, names...) }
 }
 
 // WithSpoolDir names the folder deflated .npz members are inflated into

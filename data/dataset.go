@@ -111,7 +111,7 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 		d.owned = []*Array{features, label}
 		return d, nil
 	}
-	mapping, err := mapTensors(dir, scan.entries, inputs, targets, overrides)
+	mapping, err := mapTensors(dir, scan.entries, inputs, targets, o.optional, overrides)
 	if err != nil {
 		return nil, err
 	}

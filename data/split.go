@@ -1,6 +1,11 @@
 package data
 
-import "fmt"
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sort"
+)
 
 // rowRange is rows [lo, lo+n) of a source, as a source of its own.
 type rowRange struct {
@@ -34,4 +39,41 @@ func (d *Dataset) Rows(lo, hi int) (*Dataset, error) {
 		part.sources[name] = rowRange{rowSource: s, lo: lo, n: hi - lo}
 	}
 	return part, nil
+}
+
+// NewFloat32Array is an array of one float32 value per row held in memory
+// (a per-row weight computed from other data); name is how errors name it.
+func NewFloat32Array(name string, values []float32) *Array {
+	b := make([]byte, 4*len(values))
+	for i, v := range values {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return newMemArray(name, Header{DType: Float32, Shape: []int{len(values)}}, b)
+}
+
+// Add makes a a tensor of d, named name; it must have d's row count. d
+// does not take a over: its caller keeps closing it.
+func (d *Dataset) Add(name string, a *Array) error {
+	if _, ok := d.sources[name]; ok {
+		return fmt.Errorf("the dataset already has a tensor %q", name)
+	}
+	if a.Len() != d.n {
+		return fmt.Errorf("%s has %d rows but the channel has %d", a.Path(), a.Len(), d.n)
+	}
+	d.sources[name] = a
+	d.names = append(d.names, name)
+	sort.Strings(d.names)
+	return nil
+}
+
+// Without is d without the tensor name (a view sharing d's files).
+func (d *Dataset) Without(name string) *Dataset {
+	part := &Dataset{n: d.n, sources: make(map[string]rowSource, len(d.sources))}
+	for _, k := range d.names {
+		if k != name {
+			part.names = append(part.names, k)
+			part.sources[k] = d.sources[k]
+		}
+	}
+	return part
 }

@@ -39,7 +39,34 @@ const (
 	RoleAssignVariables   = "assign_variables"
 	RoleGetLearningRate   = "get_learning_rate"
 	RoleSetLearningRate   = "set_learning_rate"
+	// The step roles with a per-row sample weight after the targets; a
+	// model exported before they existed has none, and trains unweighted.
+	RoleTrainStepWeighted        = "train_step_weighted"
+	RoleComputeGradientsWeighted = "compute_gradients_weighted"
+	RoleTestStepWeighted         = "test_step_weighted"
 )
+
+// SampleWeight is the name of the per-row weight tensor in a Batch (and of
+// its file in a channel, sample_weight.npy).
+const SampleWeight = "sample_weight"
+
+// Weighted is the role of step role with a sample weight.
+func Weighted(role string) string {
+	switch role {
+	case RoleTrainStep:
+		return RoleTrainStepWeighted
+	case RoleComputeGradients:
+		return RoleComputeGradientsWeighted
+	case RoleTestStep:
+		return RoleTestStepWeighted
+	}
+	return ""
+}
+
+// HasSampleWeights reports whether the model's steps take sample weights.
+func (m *Metadata) HasSampleWeights() bool {
+	return m.Signatures[RoleTrainStepWeighted] != "" && m.Signatures[RoleComputeGradientsWeighted] != "" && m.Signatures[RoleTestStepWeighted] != ""
+}
 
 var requiredRoles = []string{
 	RoleServing, RoleTrainStep, RoleComputeGradients, RoleApplyGradients,
@@ -230,6 +257,13 @@ func (m *Metadata) Roles() []RoleTensors {
 	}
 	if m.LearningRateAssignable {
 		roles = append(roles, RoleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})
+	}
+	if m.HasSampleWeights() {
+		weighted := append(append([]TensorSpec{}, step...), TensorSpec{Name: SampleWeight, Key: SampleWeight, DType: "float32", Shape: []*int64{nil}})
+		roles = append(roles,
+			RoleTensors{RoleTrainStepWeighted, weighted, m.Metrics},
+			RoleTensors{RoleComputeGradientsWeighted, weighted, append([]string{keyGradients}, m.Metrics...)},
+			RoleTensors{RoleTestStepWeighted, weighted, m.Metrics})
 	}
 	return roles
 }

@@ -291,6 +291,51 @@ func TestCallbacksParity(t *testing.T) {
 	}
 }
 
+// TestSampleAndClassWeightsParity: a sample_weight.npy in the training and
+// validation channels weighs the loss and weighted metrics as
+// fit(sample_weight=..., validation_data=(x, y, w)) does, and the
+// class_weight hyperparameter as fit(class_weight=...), the validation rows
+// unweighted.
+func TestSampleAndClassWeightsParity(t *testing.T) {
+	for _, c := range []struct {
+		name, family string
+		flags        []string
+		hps          map[string]string
+	}{
+		{"sample_weight", "seed_weighted", []string{"--sample-weight"}, nil},
+		{"class_weight", "multiclass", []string{"--class-weight", `{"0": 1.0, "1": 3.0, "2": 0.5}`}, map[string]string{"class_weight": `{"0": 1.0, "1": 3.0, "2": 0.5}`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := fixture.Make(t, c.family, append([]string{"--epochs", "3", "--rows", "300"}, c.flags...)...)
+			ref := fixture.ReadReference(t, fx)
+			hps := map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}
+			for k, v := range c.hps {
+				hps[k] = v
+			}
+			base := localJob(t, fx, hps, nil)
+			var stdout, stderr bytes.Buffer
+			res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
+			if err != nil {
+				t.Fatalf("train: %v\n%s", err, stderr.String())
+			}
+			if strings.Contains(stderr.String(), "sample_weight.npy feeds no input") {
+				t.Errorf("sample_weight.npy was left unused:\n%s", stderr.String())
+			}
+			sameHistory(t, res.HistoryPath, ref.History)
+			trained, err := tf.Load(res.ModelDir, tf.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer trained.Close()
+			vars, err := trained.ReadVariables()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameWeights(t, vars, ref.Weights)
+		})
+	}
+}
+
 // TestTrainedModelServesInPython loads the SavedModel that sagefit wrote with
 // Python's tf.saved_model.load and checks serving_default predicts what the
 // equally trained Keras model predicts.

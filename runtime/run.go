@@ -182,7 +182,9 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	// Pipe mode streams are spooled to the job's storage volume, not /tmp.
 	inOpts := input.Options{Files: j.TensorFiles, PipeTensors: j.PipeTensors, Pipe: data.PipeOptions{
 		SpoolDir: filepath.Join(env.Paths.InputDir(), "sagefit-spool"), OpenTimeout: j.PipeTimeout, IdleTimeout: j.PipeTimeout}}
-	train, err := input.Open(j.TrainChannel, env.Paths, meta, inOpts)
+	trainOpts := inOpts
+	trainOpts.ClassWeight = j.ClassWeight // class_weight weighs the training rows only, as in Keras
+	train, err := input.Open(j.TrainChannel, env.Paths, meta, trainOpts)
 	if err != nil {
 		return nil, err
 	}

@@ -186,7 +186,23 @@ func (m *Model) metrics(res []result) ([]model.Metric, error) {
 	return out, nil
 }
 
+// roleFor is the step role for a batch: the weighted one when the batch
+// carries sample weights.
+func (m *Model) roleFor(role string, b model.Batch) (string, error) {
+	if _, ok := b.Tensors[model.SampleWeight]; !ok {
+		return role, nil
+	}
+	if !m.meta.HasSampleWeights() {
+		return "", fmt.Errorf("the batch has sample weights but the model was exported without weighted steps; export it again with this sagefit")
+	}
+	return model.Weighted(role), nil
+}
+
 func (m *Model) stepCall(role string, b model.Batch) ([]model.Metric, error) {
+	role, err := m.roleFor(role, b)
+	if err != nil {
+		return nil, err
+	}
 	feeds, err := m.batchFeeds(m.calls[role], b)
 	if err != nil {
 		return nil, err
@@ -218,12 +234,16 @@ func (m *Model) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric
 	if len(grads) != m.meta.GradientSize {
 		return nil, fmt.Errorf("gradient buffer has %d elements, want %d", len(grads), m.meta.GradientSize)
 	}
-	c := m.calls[model.RoleComputeGradients]
+	role, err := m.roleFor(model.RoleComputeGradients, b)
+	if err != nil {
+		return nil, err
+	}
+	c := m.calls[role]
 	feeds, err := m.batchFeeds(c, b)
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.run(model.RoleComputeGradients, feeds, [][]byte{model.Float32Bytes(grads)})
+	res, err := m.run(role, feeds, [][]byte{model.Float32Bytes(grads)})
 	if err != nil {
 		return nil, err
 	}

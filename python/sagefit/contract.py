@@ -22,6 +22,11 @@ READ_VARIABLES = "sagefit_read_variables"
 ASSIGN_VARIABLES = "sagefit_assign_variables"
 GET_LEARNING_RATE = "sagefit_get_learning_rate"
 SET_LEARNING_RATE = "sagefit_set_learning_rate"
+# The step signatures again with a per-row sample weight after the targets
+# (fit's sample_weight, or class_weight turned into one).
+TRAIN_STEP_WEIGHTED = "sagefit_train_step_weighted"
+COMPUTE_GRADIENTS_WEIGHTED = "sagefit_compute_gradients_weighted"
+TEST_STEP_WEIGHTED = "sagefit_test_step_weighted"
 
 # Tensor keys inside signatures.
 GRADIENTS = "gradients"
@@ -29,6 +34,7 @@ ITERATIONS = "iterations"
 STATE = "state"
 OK = "ok"
 LEARNING_RATE = "learning_rate"
+SAMPLE_WEIGHT = "sample_weight"
 
 # A variable's "aggregation" in the metadata: hosts average it before it is
 # read (validation, checkpoints, the saved model).
@@ -52,4 +58,7 @@ def signature_names(learning_rate_assignable):
     }
     if learning_rate_assignable:
         roles["set_learning_rate"] = SET_LEARNING_RATE
+    roles["train_step_weighted"] = TRAIN_STEP_WEIGHTED
+    roles["compute_gradients_weighted"] = COMPUTE_GRADIENTS_WEIGHTED
+    roles["test_step_weighted"] = TEST_STEP_WEIGHTED
     return roles

@@ -257,10 +257,18 @@ def export(
     archive = keras.export.ExportArchive()
 
     # Keras's own train step: loss, optimizer update and metrics as in fit.
-    def train_step(*args):
+    n_tgt = len(tgt_descs)
+
+    def step_data(args):
+        """(x, y) or, with a sample weight after the targets, (x, y, w)."""
         x = pack(args[:n_in], in_descs)
-        y = pack(args[n_in:], tgt_descs)
-        return metric_dict(model.train_step((x, y)))
+        y = pack(args[n_in : n_in + n_tgt], tgt_descs)
+        if len(args) > n_in + n_tgt:
+            return (x, y, args[n_in + n_tgt])
+        return (x, y)
+
+    def train_step(*args):
+        return metric_dict(model.train_step(step_data(args)))
 
     # The variables the step hands the optimizer, in the order it hands
     # them (all trainable variables for Keras's own step; a custom step may
@@ -272,8 +280,6 @@ def export(
     # Keras's own step calls optimizer.apply_gradients(zip(grads, vars)); the
     # Keras 3 guide's custom step calls optimizer.apply(grads, vars).
     def compute_gradients(*args):
-        x = pack(args[:n_in], in_descs)
-        y = pack(args[n_in:], tgt_descs)
         captured, calls = [], []
 
         def capture_pairs(grads_and_vars, *a, **k):
@@ -290,7 +296,7 @@ def export(
         # Shadow the methods while tracing.
         optimizer.apply_gradients, optimizer.apply = capture_pairs, capture_apply
         try:
-            logs = model.train_step((x, y))
+            logs = model.train_step(step_data(args))
         finally:
             del optimizer.apply_gradients
             del optimizer.apply
@@ -311,9 +317,7 @@ def export(
         return {contract.ITERATIONS: tf.identity(optimizer.iterations)}
 
     def test_step(*args):
-        x = pack(args[:n_in], in_descs)
-        y = pack(args[n_in:], tgt_descs)
-        return metric_dict(model.test_step((x, y)))
+        return metric_dict(model.test_step(step_data(args)))
 
     @tf.function(input_signature=[], autograph=False)
     def reset_metrics():
@@ -385,6 +389,12 @@ def export(
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
     )
     archive.add_endpoint(contract.TEST_STEP, test_step, in_specs + tgt_specs)
+    weight_spec = [tf.TensorSpec([None], tf.float32, name=contract.SAMPLE_WEIGHT)]
+    archive.add_endpoint(contract.TRAIN_STEP_WEIGHTED, train_step, in_specs + tgt_specs + weight_spec)
+    archive.add_endpoint(
+        contract.COMPUTE_GRADIENTS_WEIGHTED, compute_gradients, in_specs + tgt_specs + weight_spec
+    )
+    archive.add_endpoint(contract.TEST_STEP_WEIGHTED, test_step, in_specs + tgt_specs + weight_spec)
     archive.add_endpoint(contract.RESET_METRICS, _traced(reset_metrics))
     archive.add_endpoint(contract.METRIC_RESULTS, _traced(metric_results))
     archive.add_endpoint(contract.METRIC_STATE, _traced(metric_state))

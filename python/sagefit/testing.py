@@ -43,6 +43,14 @@ def seed_mlp():
     return model
 
 
+def seed_weighted():
+    """The seed model with accuracy among the weighted_metrics too."""
+    model = seed_mlp()
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"],
+                  weighted_metrics=["accuracy"])
+    return model
+
+
 def seed_wide():
     """The seed model with 32 hidden units: same data, another fingerprint."""
     keras = _keras()
@@ -267,6 +275,7 @@ def batch_norm_data(rows, rng):
 FAMILIES = {
     "seed": (seed_mlp, seed_data),
     "seed_wide": (seed_wide, seed_data),
+    "seed_weighted": (seed_weighted, seed_data),
     "wide": (wide, wide_data),
     "multiclass": (multiclass, multiclass_data),
     "two_inputs": (two_inputs, two_inputs_data),
@@ -306,7 +315,8 @@ def _callbacks(spec, out):
 
 
 def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
-         seed=1, fit=True, fit_args=None, callbacks=None):
+         seed=1, fit=True, fit_args=None, callbacks=None, sample_weight=False,
+         class_weight=None):
     """Write the fixture for ``family`` under ``out`` and return the reference."""
     import sagefit
 
@@ -323,6 +333,10 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
     val_rows = max(rows // 4, 1)
     vrng = np.random.default_rng(seed + 1)
     vin, vtg = data(val_rows, vrng)
+    weights = {}
+    if sample_weight:  # one weight per row, in sample_weight.npy beside the data
+        weights = {"train": np.random.default_rng(seed + 2).uniform(0.1, 3.0, rows).astype(np.float32),
+                   "validation": np.random.default_rng(seed + 3).uniform(0.1, 3.0, val_rows).astype(np.float32)}
     for channel, (xs, ys) in {"train": (inputs, targets), "validation": (vin, vtg)}.items():
         if channel == "validation" and not validation:
             continue
@@ -330,12 +344,21 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
         os.makedirs(d, exist_ok=True)
         for name, arr in {**xs, **ys}.items():
             np.save(os.path.join(d, name + ".npy"), arr)
+        if channel in weights:
+            np.save(os.path.join(d, "sample_weight.npy"), weights[channel])
 
     ref = {"family": family, "epochs": epochs, "batch_size": batch_size,
            "rows": rows, "metadata_fingerprint": meta["fingerprint"]}
     if fit:
         fit_args = dict(fit_args or {})
         use_val = validation and "validation_split" not in fit_args
+        if sample_weight:
+            fit_args["sample_weight"] = weights["train"]
+        if class_weight:
+            fit_args["class_weight"] = {int(k): v for k, v in class_weight.items()}
+        val_data = (_fit_inputs(model, vin), _fit_targets(vtg))
+        if sample_weight:
+            val_data += (weights["validation"],)
         hist = model.fit(
             _fit_inputs(model, inputs),
             _fit_targets(targets),
@@ -343,7 +366,7 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
             batch_size=batch_size,
             shuffle=False,
             verbose=0,
-            validation_data=(_fit_inputs(model, vin), _fit_targets(vtg)) if use_val else None,
+            validation_data=val_data if use_val else None,
             callbacks=cbs,
             **fit_args,
         )
@@ -373,11 +396,15 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fit-args", default="{}",
                    help="JSON object of further model.fit arguments (steps_per_epoch, ...)")
+    p.add_argument("--sample-weight", action="store_true",
+                   help="write sample_weight.npy into the channels and fit with them")
+    p.add_argument("--class-weight", default="{}", help='JSON class_weight for fit, e.g. {"0": 1, "1": 5}')
     p.add_argument("--callbacks", default="[]",
                    help='JSON list of [class, kwargs] Keras callbacks, e.g. [["EarlyStopping", {"patience": 2}]]')
     a = p.parse_args()
     make(a.family, a.out, a.epochs, a.batch_size, a.rows, not a.no_validation,
-         a.seed, not a.no_fit, json.loads(a.fit_args), json.loads(a.callbacks))
+         a.seed, not a.no_fit, json.loads(a.fit_args), json.loads(a.callbacks),
+         a.sample_weight, json.loads(a.class_weight))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@ package input
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"strings"
@@ -34,6 +36,8 @@ type Channel struct {
 	fifo      func(epoch int) string
 	pipeNames []string
 	pipeOpts  data.PipeOptions
+
+	classWeighted bool // the sample weights came from class_weight (training rows only)
 }
 
 // Close releases the channel's files.
@@ -83,6 +87,9 @@ type Options struct {
 	// Warn receives a warning line for each channel file that feeds no
 	// tensor of the model; nil: os.Stderr.
 	Warn io.Writer
+	// ClassWeight weighs each row by its label's class (fit's
+	// class_weight); the training channel only.
+	ClassWeight map[int]float64
 }
 
 // Open maps a channel's files to the model's inputs and targets and checks
@@ -121,7 +128,11 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		cd.fifo = func(epoch int) string { return paths.PipeFIFO(c.Name, epoch) }
 		return cd, nil
 	}
-	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir))
+	chOpts := []data.ChannelOption{data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir)}
+	if meta.HasSampleWeights() {
+		chOpts = append(chOpts, data.WithOptional(model.SampleWeight))
+	}
+	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 	}
@@ -141,6 +152,11 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 				c.Name, f, strings.Join(inputs, ", "), strings.Join(targets, ", "), job.HPTensorFiles)
 		}
 	}
+	if err := sampleWeights(ds, meta, o.ClassWeight, dtypes); err != nil {
+		ds.Close()
+		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
+	}
+	cd.classWeighted = len(o.ClassWeight) > 0
 	cd.ds, cd.close = ds, func() { ds.Close() }
 	return cd, nil
 }
@@ -227,5 +243,82 @@ func (c *Channel) SplitValidation(fraction float64) (train, val *Channel, err er
 	if val, err = part(at, n); err != nil {
 		return nil, nil, err
 	}
+	if c.classWeighted { // Keras weighs the training rows by class, not the validation rows
+		val.ds = val.ds.Without(model.SampleWeight)
+		val.DTypes = maps.Clone(c.DTypes)
+		delete(val.DTypes, model.SampleWeight)
+	}
 	return train, val, nil
+}
+
+// sampleWeights checks a channel's sample_weight file, or makes one from
+// class weights, as model.fit does with sample_weight and class_weight.
+func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]float64, dtypes map[string]data.DType) error {
+	weights := ds.Array(model.SampleWeight)
+	if weights != nil {
+		if err := CheckFits(weights, model.TensorSpec{Name: model.SampleWeight, Key: model.SampleWeight, Shape: []*int64{nil}}); err != nil {
+			return fmt.Errorf("%w (one weight per row)", err)
+		}
+		dtypes[model.SampleWeight] = data.Float32
+	}
+	if len(classWeight) == 0 {
+		return nil
+	}
+	switch {
+	case !meta.HasSampleWeights():
+		return fmt.Errorf("hyperparameter %q needs a model exported with sample-weighted steps; export it again with this sagefit", job.HPClassWeight)
+	case len(meta.Targets) != 1:
+		return fmt.Errorf("hyperparameter %q is only supported for models with a single output, as in Keras; this model has %d", job.HPClassWeight, len(meta.Targets))
+	case weights != nil:
+		return fmt.Errorf("hyperparameter %q and %s cannot both weigh the rows, as in Keras; keep one", job.HPClassWeight, weights.Path())
+	}
+	labels := ds.Array(meta.Targets[0].Name)
+	w, err := classWeights(labels, classWeight)
+	if err != nil {
+		return err
+	}
+	dtypes[model.SampleWeight] = data.Float32
+	return ds.Add(model.SampleWeight, data.NewFloat32Array(fmt.Sprintf("class weights of %s", labels.Path()), w))
+}
+
+// classWeights is each row's weight by its label's class, as Keras's
+// class_weight_to_sample_weights computes it: the label rounded (half to
+// even) as an integer, or the argmax of a one-hot row; a class not named
+// weighs 1. Labels are read a block of rows at a time.
+func classWeights(labels *data.Array, classWeight map[int]float64) ([]float32, error) {
+	n, per := labels.Len(), labels.RowElems()
+	out := make([]float32, n)
+	const block = 4096
+	buf := make([]byte, block*per*8)
+	rows := make([]int, 0, block)
+	for lo := 0; lo < n; lo += block {
+		rows = rows[:0]
+		for r := lo; r < min(n, lo+block); r++ {
+			rows = append(rows, r)
+		}
+		b := buf[:len(rows)*per*8]
+		if err := labels.Gather(b, data.Float64, rows); err != nil {
+			return nil, err
+		}
+		for i := range rows {
+			row := b[i*per*8 : (i+1)*per*8]
+			class := 0
+			if per == 1 {
+				class = int(int32(math.RoundToEven(math.Float64frombits(binary.LittleEndian.Uint64(row)))))
+			} else {
+				best := math.Inf(-1)
+				for k := range per {
+					if v := math.Float64frombits(binary.LittleEndian.Uint64(row[8*k:])); v > best {
+						best, class = v, k
+					}
+				}
+			}
+			w, ok := classWeight[class]
+			if !ok {
+				w = 1
+			}
+			out[lo+i] = float32(w)
+		}
+	}
+	return out, nil
 }

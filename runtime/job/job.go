@@ -27,6 +27,7 @@ const (
 	HPValFreq         = "validation_freq"       // validate every N epochs, or at the epochs of a JSON list
 	HPInitialEpoch    = "initial_epoch"         // epochs already trained (0-based): training runs initial_epoch+1..epochs
 	HPValSplit        = "validation_split"      // the last fraction of the training rows validates instead
+	HPClassWeight     = "class_weight"          // JSON object: class index -> weight of its training rows
 	HPModelPath       = "sagefit_model"         // a training SavedModel path, instead of the model channel
 	HPModelChannel    = "sagefit_model_channel" // default "model"
 	HPTrainChannel    = "sagefit_train_channel" // default "training", else "train"
@@ -83,11 +84,14 @@ type Job struct {
 	// ValidationSplit in (0, 1): the last fraction of the training rows
 	// (before shuffling) is the validation data.
 	ValidationSplit float64
-	Shuffle         bool
-	Seed            int64
-	Prefetch        int
-	LearningRate    float64 // 0: keep the exported one
-	ModelVersion    string
+	// ClassWeight weighs each training row by its class (fit's
+	// class_weight); classes not named weigh 1.
+	ClassWeight  map[int]float64
+	Shuffle      bool
+	Seed         int64
+	Prefetch     int
+	LearningRate float64 // 0: keep the exported one
+	ModelVersion string
 
 	PipeTensors []string
 	PipeTimeout time.Duration
@@ -178,6 +182,9 @@ func New(env *sagemaker.Env) (*Job, error) {
 	if j.ValidationFreq, j.ValidationEpochs, err = validationFreq(env); err != nil {
 		return nil, err
 	}
+	if j.ClassWeight, err = classWeight(env); err != nil {
+		return nil, err
+	}
 	if j.InitialEpoch >= j.Epochs {
 		return nil, fmt.Errorf("hyperparameter %q is %d, so of %d epochs none would train; it counts the epochs already trained and must be less than %q", HPInitialEpoch, j.InitialEpoch, j.Epochs, HPEpochs)
 	}
@@ -263,6 +270,30 @@ func (j *Job) checkFitArguments() error {
 		return fmt.Errorf("hyperparameter %q is set, but the job has no validation data (a %q channel or hyperparameter %q)", HPValFreq, defaultValChannel, HPValSplit)
 	}
 	return nil
+}
+
+// classWeight reads HPClassWeight: a JSON object of class index to weight,
+// {"0": 1, "1": 5}, as fit's class_weight dict.
+func classWeight(env *sagemaker.Env) (map[int]float64, error) {
+	v, ok := env.Hyperparameters[HPClassWeight]
+	if !ok {
+		return nil, nil
+	}
+	bad := fmt.Errorf("hyperparameter %q must be a JSON object of class index to weight, such as {\"0\": 1, \"1\": 5}", HPClassWeight)
+	obj, isObj := v.(map[string]any)
+	if !isObj || len(obj) == 0 {
+		return nil, bad
+	}
+	out := make(map[int]float64, len(obj))
+	for k, w := range obj {
+		class, err := strconv.Atoi(k)
+		f, isNum := w.(float64)
+		if err != nil || class < 0 || !isNum || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, bad
+		}
+		out[class] = f
+	}
+	return out, nil
 }
 
 // validationFreq reads HPValFreq: a whole number of epochs (default 1) or a

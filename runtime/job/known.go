@@ -11,7 +11,7 @@ import (
 // known is every hyperparameter sagefit reads.
 var known = []string{
 	HPEpochs, HPBatchSize, HPShuffle, HPSeed, HPLearningRate,
-	HPStepsPerEpoch, HPValSteps, HPValFreq, HPInitialEpoch, HPValSplit,
+	HPStepsPerEpoch, HPValSteps, HPValFreq, HPInitialEpoch, HPValSplit, HPClassWeight,
 	HPModelPath, HPModelChannel, HPTrainChannel, HPValChannel, HPTensorFiles, HPModelVersion,
 	HPIntraOpThreads, HPInterOpThreads, HPGPUMemGrowth, HPSoftPlacement, HPLogPlacement, HPPrefetch,
 	HPPeerTimeout, HPConnectTimeout, HPAllReduceChunk, HPCompressFP16, HPRingTransport,
