@@ -41,7 +41,7 @@ SAMPLE_WEIGHT = "sample_weight"
 MEAN = "mean"
 
 
-def signature_names(learning_rate_assignable):
+def signature_names(learning_rate_assignable, sample_weighted=True):
     roles = {
         "serving": SERVING,
         "train_step": TRAIN_STEP,
@@ -58,7 +58,8 @@ def signature_names(learning_rate_assignable):
     }
     if learning_rate_assignable:
         roles["set_learning_rate"] = SET_LEARNING_RATE
-    roles["train_step_weighted"] = TRAIN_STEP_WEIGHTED
-    roles["compute_gradients_weighted"] = COMPUTE_GRADIENTS_WEIGHTED
-    roles["test_step_weighted"] = TEST_STEP_WEIGHTED
+    if sample_weighted:
+        roles["train_step_weighted"] = TRAIN_STEP_WEIGHTED
+        roles["compute_gradients_weighted"] = COMPUTE_GRADIENTS_WEIGHTED
+        roles["test_step_weighted"] = TEST_STEP_WEIGHTED
     return roles

@@ -390,11 +390,13 @@ def export(
     )
     archive.add_endpoint(contract.TEST_STEP, test_step, in_specs + tgt_specs)
     weight_spec = [tf.TensorSpec([None], tf.float32, name=contract.SAMPLE_WEIGHT)]
-    archive.add_endpoint(contract.TRAIN_STEP_WEIGHTED, train_step, in_specs + tgt_specs + weight_spec)
-    archive.add_endpoint(
-        contract.COMPUTE_GRADIENTS_WEIGHTED, compute_gradients, in_specs + tgt_specs + weight_spec
-    )
-    archive.add_endpoint(contract.TEST_STEP_WEIGHTED, test_step, in_specs + tgt_specs + weight_spec)
+    weighted = _takes_sample_weights(model, train_step, test_step, in_specs + tgt_specs + weight_spec)
+    if weighted:
+        archive.add_endpoint(contract.TRAIN_STEP_WEIGHTED, train_step, in_specs + tgt_specs + weight_spec)
+        archive.add_endpoint(
+            contract.COMPUTE_GRADIENTS_WEIGHTED, compute_gradients, in_specs + tgt_specs + weight_spec
+        )
+        archive.add_endpoint(contract.TEST_STEP_WEIGHTED, test_step, in_specs + tgt_specs + weight_spec)
     archive.add_endpoint(contract.RESET_METRICS, _traced(reset_metrics))
     archive.add_endpoint(contract.METRIC_RESULTS, _traced(metric_results))
     archive.add_endpoint(contract.METRIC_STATE, _traced(metric_state))
@@ -458,7 +460,7 @@ def export(
         "inputs": in_descs,
         "targets": tgt_descs,
         "outputs": out_names,
-        "signatures": contract.signature_names(lr_var is not None),
+        "signatures": contract.signature_names(lr_var is not None, weighted),
         "gradients": grads,
         "gradient_size": grad_size,
         "variables": variables,
@@ -601,6 +603,24 @@ def _callback_spec(cb, model):
     else:
         raise ExportError(f"callback {name} cannot run without Python: {_CALLBACK_ADVICE}")
     return {"class": name, "config": config}
+
+
+def _takes_sample_weights(model, train_step, test_step, specs):
+    """Whether the model's steps take (x, y, sample_weight): Keras's own do;
+    a custom step that unpacks `x, y = data` does not, and its model then
+    trains without sample weights (a sample_weight.npy is refused)."""
+    import tensorflow as tf
+
+    keras = _keras_for(model)
+    own = type(model).train_step is keras.Model.train_step and type(model).test_step is keras.Model.test_step
+    if own:
+        return True
+    try:
+        tf.function(train_step, input_signature=specs, autograph=False).get_concrete_function()
+        tf.function(test_step, input_signature=specs, autograph=False).get_concrete_function()
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _check_applied(calls, captured, trainable):

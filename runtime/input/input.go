@@ -128,10 +128,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		cd.fifo = func(epoch int) string { return paths.PipeFIFO(c.Name, epoch) }
 		return cd, nil
 	}
-	chOpts := []data.ChannelOption{data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir)}
-	if meta.HasSampleWeights() {
-		chOpts = append(chOpts, data.WithOptional(model.SampleWeight))
-	}
+	chOpts := []data.ChannelOption{data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir), data.WithOptional(model.SampleWeight)}
 	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
@@ -255,6 +252,9 @@ func (c *Channel) SplitValidation(fraction float64) (train, val *Channel, err er
 // class weights, as model.fit does with sample_weight and class_weight.
 func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]float64, dtypes map[string]data.DType) error {
 	weights := ds.Array(model.SampleWeight)
+	if weights != nil && !meta.HasSampleWeights() {
+		return fmt.Errorf("%s would weigh the rows, but the model's steps take no sample weights (a custom train_step that unpacks `x, y = data`, or an export by an older sagefit); unpack `x, y, sample_weight = data` in the step and export again, or remove the file", weights.Path())
+	}
 	if weights != nil {
 		if err := CheckFits(weights, model.TensorSpec{Name: model.SampleWeight, Key: model.SampleWeight, Shape: []*int64{nil}}); err != nil {
 			return fmt.Errorf("%w (one weight per row)", err)

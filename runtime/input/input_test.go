@@ -39,7 +39,7 @@ func TestUnusedFilesAreNamed(t *testing.T) {
 	dir := t.TempDir()
 	writeNPY(t, filepath.Join(dir, "x.npy"), 8, 3)
 	writeNPY(t, filepath.Join(dir, "y.npy"), 8, 1)
-	writeNPY(t, filepath.Join(dir, "sample_weight.npy"), 8, 1)
+	writeNPY(t, filepath.Join(dir, "extra.npy"), 8, 1)
 	var warn bytes.Buffer
 	ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir, InputMode: sagemaker.File}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &warn})
 	if err != nil {
@@ -50,8 +50,8 @@ func TestUnusedFilesAreNamed(t *testing.T) {
 		t.Errorf("examples %d, want 8", ch.Examples())
 	}
 	got := warn.String()
-	if !strings.Contains(got, `channel "training": sample_weight.npy feeds no input or target of the model (inputs x; targets y)`) {
-		t.Errorf("warning %q does not name sample_weight.npy", got)
+	if !strings.Contains(got, `channel "training": extra.npy feeds no input or target of the model (inputs x; targets y)`) {
+		t.Errorf("warning %q does not name extra.npy", got)
 	}
 	if strings.Contains(got, "x.npy") || strings.Contains(got, " y.npy") || strings.Count(got, "\n") != 1 {
 		t.Errorf("warning names more than the unused file: %q", got)
@@ -69,5 +69,37 @@ func TestShapesAreChecked(t *testing.T) {
 	_, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}})
 	if err == nil || !strings.Contains(err.Error(), "x.npy has examples of shape (4) but model input \"x\" takes examples of shape (3)") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Row weights are refused, in one sentence, where Keras refuses them or
+// the model cannot take them.
+func TestWeightsRefused(t *testing.T) {
+	weighted := *meta
+	weighted.Signatures = map[string]string{model.RoleTrainStepWeighted: "a", model.RoleComputeGradientsWeighted: "b", model.RoleTestStepWeighted: "c"}
+	twoOut := weighted
+	twoOut.Targets = append([]model.TensorSpec{spec("z", "target_z", 1)}, meta.Targets...)
+	for _, c := range []struct {
+		name        string
+		meta        *model.Metadata
+		file        bool
+		classWeight map[int]float64
+		want        string
+	}{
+		{"file for a model without weighted steps", meta, true, nil, "sample_weight.npy would weigh the rows, but the model's steps take no sample weights"},
+		{"class_weight beside the file", &weighted, true, map[int]float64{0: 2}, `hyperparameter "class_weight" and sample_weight.npy cannot both weigh the rows`},
+		{"class_weight with two outputs", &twoOut, false, map[int]float64{0: 2}, `hyperparameter "class_weight" is only supported for models with a single output`},
+	} {
+		dir := t.TempDir()
+		writeNPY(t, filepath.Join(dir, "x.npy"), 8, 3)
+		writeNPY(t, filepath.Join(dir, "y.npy"), 8, 1)
+		writeNPY(t, filepath.Join(dir, "z.npy"), 8, 1)
+		if c.file {
+			writeNPY(t, filepath.Join(dir, "sample_weight.npy"), 8, 1)
+		}
+		_, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, c.meta, input.Options{Warn: &bytes.Buffer{}, ClassWeight: c.classWeight})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.name, err, c.want)
+		}
 	}
 }
