@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
@@ -71,24 +72,63 @@ func sameHistory(t *testing.T, path string, want map[string][]float64) {
 	}
 }
 
-// sameWeights checks the first variables (the model's, in Keras's
-// get_weights order) against Keras's weights.
-func sameWeights(t *testing.T, vars []model.Variable, want [][]float64) {
+// sameWeights checks the model's variables against Keras's get_weights,
+// matched by name (Keras's order of model.weights is not the contract's
+// where seed generators and counters are involved).
+func sameWeights(t *testing.T, vars []model.Variable, want [][]float64, names []string) {
 	t.Helper()
+	byName := map[string]model.Variable{}
+	for _, v := range vars {
+		byName[v.Spec.Name] = v
+	}
 	for i, w := range want {
-		f, err := vars[i].Float32s()
-		if err != nil {
-			t.Fatal(err)
+		v, ok := byName[names[i]]
+		if !ok {
+			t.Fatalf("the trained model has no variable %s (Keras weight %d)", names[i], i)
 		}
+		f := values(t, v)
 		if len(f) != len(w) {
-			t.Fatalf("variable %s has %d values, Keras weight %d has %d", vars[i].Spec.Name, len(f), i, len(w))
+			t.Fatalf("variable %s has %d values, Keras's has %d", v.Spec.Name, len(f), len(w))
 		}
 		for j := range w {
-			if !close(float64(f[j]), w[j]) {
-				t.Fatalf("variable %s[%d] = %.9g, Keras %.9g", vars[i].Spec.Name, j, f[j], w[j])
+			if !close(f[j], w[j]) {
+				t.Fatalf("variable %s[%d] = %.9g, Keras %.9g", v.Spec.Name, j, f[j], w[j])
 			}
 		}
 	}
+}
+
+// values reads a variable's elements as float64, whatever its dtype (Keras's
+// get_weights also lists counters and seed state).
+func values(t *testing.T, v model.Variable) []float64 {
+	t.Helper()
+	switch v.DType {
+	case model.Float32:
+		f, _ := v.Float32s()
+		out := make([]float64, len(f))
+		for i, x := range f {
+			out[i] = float64(x)
+		}
+		return out
+	case model.Int64:
+		out := make([]float64, len(v.Data)/8)
+		for i := range out {
+			out[i] = float64(int64(binary.LittleEndian.Uint64(v.Data[8*i:])))
+		}
+		return out
+	case model.Uint32, model.Int32:
+		out := make([]float64, len(v.Data)/4)
+		for i := range out {
+			if v.DType == model.Int32 {
+				out[i] = float64(int32(binary.LittleEndian.Uint32(v.Data[4*i:])))
+			} else {
+				out[i] = float64(binary.LittleEndian.Uint32(v.Data[4*i:]))
+			}
+		}
+		return out
+	}
+	t.Fatalf("variable %s is %s", v.Spec.Name, v.DType)
+	return nil
 }
 
 // TestKerasParity trains each model family through the SageMaker contract
@@ -105,6 +145,10 @@ func TestKerasParity(t *testing.T) {
 	// The Keras 3 guide's custom train step (optimizer.apply, compute_loss,
 	// metrics updated in the step), and one that updates only the last layer.
 	families = append(families, "custom_step", "custom_step_partial")
+	// Layers with their own ways: Dropout's seed state, an Embedding's
+	// sparse gradients, recurrent layers, an adapted Normalization, mixed
+	// precision, convolutions (the model zoo with the families above).
+	families = append(families, "dropout", "embedding", "lstm", "gru", "normalized", "mixed_bfloat16", "cnn")
 	for _, family := range families {
 		t.Run(family, func(t *testing.T) {
 			fx := fixture.Make(t, family, "--epochs", "3", "--rows", "500")
@@ -127,7 +171,7 @@ func TestKerasParity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sameWeights(t, vars, ref.Weights)
+			sameWeights(t, vars, ref.Weights, ref.WeightNames)
 
 			pred := predict(t, trained, filepath.Join(fx, "train"), 16)
 			if len(pred) != len(ref.Predictions) {
@@ -176,8 +220,12 @@ func predict(t *testing.T, m *tf.Model, channel string, n int) []float32 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		buf := make([]byte, n*a.RowElems()*4)
-		if err := a.Gather(buf, data.Float32, rows); err != nil {
+		dt, err := data.ParseDType(in.DType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, n*a.RowElems()*dt.Size())
+		if err := a.Gather(buf, dt, rows); err != nil {
 			t.Fatal(err)
 		}
 		a.Close()
@@ -264,7 +312,7 @@ func TestCallbacksParity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameWeights(t, vars, ref.Weights) // the restored best epoch's weights
+	sameWeights(t, vars, ref.Weights, ref.WeightNames) // the restored best epoch's weights
 
 	kcsv, err := os.ReadFile(filepath.Join(fx, "keras", "log.csv"))
 	if err != nil {
@@ -331,7 +379,7 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sameWeights(t, vars, ref.Weights)
+			sameWeights(t, vars, ref.Weights, ref.WeightNames)
 		})
 	}
 }

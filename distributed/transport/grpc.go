@@ -140,10 +140,11 @@ type grpcTransport struct {
 
 	// Sockets, shared: start opens them before rendezvous begins, the
 	// links that rendezvous sets up run on them, shutdown closes them.
-	srv     *grpc.Server
-	lis     net.Listener
-	conn    *grpc.ClientConn // to the next rank: its link, and a farewell to it
-	laneLis net.Listener     // nil when chunks go on the gRPC streams
+	srv      *grpc.Server
+	accepted *trackingListener // what srv serves: the sockets it accepted, for shutdown
+	lis      net.Listener
+	conn     *grpc.ClientConn // to the next rank: its link, and a farewell to it
+	laneLis  net.Listener     // nil when chunks go on the gRPC streams
 }
 
 // node is who this rank is and how it reaches its neighbours. Join fills
@@ -325,10 +326,11 @@ func (t *grpcTransport) start(lis net.Listener) error {
 	}
 	t.srv = grpc.NewServer(t.serverOptions()...)
 	t.srv.RegisterService(&ringServiceDesc, t)
+	t.accepted = &trackingListener{Listener: lis, conns: map[net.Conn]struct{}{}}
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		if err := t.srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := t.srv.Serve(t.accepted); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			t.logf("distributed: rank %d: serve %s: %v", t.rank, lis.Addr(), err)
 		}
 	}()
@@ -787,6 +789,10 @@ func (t *grpcTransport) shutdown(reason error) {
 		select {
 		case <-stopped:
 		case <-time.After(closeGrace):
+			// A connection still in its HTTP/2 handshake (a stranger that
+			// connected and said nothing) would hold Stop until grpc-go's
+			// 120 s handshake limit: close every accepted socket first.
+			t.accepted.closeAll()
 			t.srv.Stop()
 			<-stopped
 		}
@@ -800,4 +806,52 @@ func (t *grpcTransport) shutdown(reason error) {
 		t.conn.Close()
 	}
 	t.wg.Wait()
+}
+
+// trackingListener remembers the connections it accepted until they are
+// closed, so shutdown can close those grpc-go still waits on.
+type trackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[tc] = struct{}{}
+	l.mu.Unlock()
+	return tc, nil
+}
+
+// closeAll closes every accepted connection still open.
+func (l *trackingListener) closeAll() {
+	l.mu.Lock()
+	conns := make([]net.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *trackingListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
 }

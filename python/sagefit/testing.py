@@ -196,6 +196,95 @@ def custom_step_partial():
     return _custom_step_model(True)
 
 
+def dropout_mlp():
+    """Dropout between dense layers: the step draws its masks from Keras's
+    seed generator state, exported with the model."""
+    keras = _keras()
+    model = keras.Sequential([
+        keras.Input((10,)),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dropout(0.3),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def embedding():
+    """An Embedding of integer ids, pooled: sparse gradients made dense."""
+    keras = _keras()
+    model = keras.Sequential([
+        keras.Input((8,), dtype="int32"),
+        keras.layers.Embedding(50, 4),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def embedding_data(rows, rng):
+    ids = rng.integers(0, 50, (rows, 8)).astype(np.int32)
+    y = (ids.sum(axis=1) > 200).astype(np.float32)
+    return {"train": ids}, {"labels": y}
+
+
+def _recurrent(layer):
+    keras = _keras()
+    model = keras.Sequential([
+        keras.Input((6, 3)),
+        getattr(keras.layers, layer)(8),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=keras.optimizers.RMSprop(0.01), loss="mse", metrics=["mae"])
+    return model
+
+
+def lstm():
+    """An LSTM over 6 steps of 3 features."""
+    return _recurrent("LSTM")
+
+
+def gru():
+    """A GRU over 6 steps of 3 features."""
+    return _recurrent("GRU")
+
+
+def sequence_data(rows, rng):
+    x = rng.normal(size=(rows, 6, 3)).astype(np.float32)
+    y = x[:, :, 0].sum(axis=1, keepdims=True).astype(np.float32)
+    return {"train": x}, {"labels": y}
+
+
+def normalized():
+    """An adapted Normalization layer in front: its mean and variance are
+    non-trainable state that training leaves alone."""
+    keras = _keras()
+    norm = keras.layers.Normalization()
+    norm.adapt(np.random.default_rng(9).normal(3.0, 2.0, size=(256, 10)).astype(np.float32))
+    model = keras.Sequential([keras.Input((10,)), norm, keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def mixed_bfloat16():
+    """The seed model under the mixed_bfloat16 policy: bfloat16 compute,
+    float32 variables."""
+    keras = _keras()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = keras.Sequential([
+            keras.Input((10,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid", dtype="float32"),
+        ])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def small_cnn():
     """A compute-heavier model for benchmarks: a small CNN on 28x28 images."""
     keras = _keras()
@@ -281,6 +370,12 @@ FAMILIES = {
     "two_inputs": (two_inputs, two_inputs_data),
     "cnn": (small_cnn, small_cnn_data),
     "two_heads": (two_heads, two_heads_data),
+    "dropout": (dropout_mlp, seed_data),
+    "embedding": (embedding, embedding_data),
+    "lstm": (lstm, sequence_data),
+    "gru": (gru, sequence_data),
+    "normalized": (normalized, seed_data),
+    "mixed_bfloat16": (mixed_bfloat16, seed_data),
     "custom_step": (custom_step, seed_data),
     "custom_step_partial": (custom_step_partial, seed_data),
     "batch_norm": (batch_norm, batch_norm_data),
@@ -372,6 +467,7 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
         )
         ref["history"] = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         ref["weights"] = [w.astype(np.float64).ravel().tolist() for w in model.get_weights()]
+        ref["weight_names"] = [getattr(v, "path", None) or v.name.removesuffix(":0") for v in model.weights]
         probe = {k: v[:16] for k, v in inputs.items()}
         pred = model.predict(_fit_inputs(model, probe), verbose=0)
         if isinstance(pred, dict):  # the first output's, as the Go test reads it
