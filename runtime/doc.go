@@ -14,6 +14,7 @@
 //
 //	runtime            the wiring: Main, Train
 //	runtime/fit        the fit loop, behind small Model and Group interfaces
+//	runtime/callbacks  Keras's callbacks (EarlyStopping, TensorBoard, ...) in the loop
 //	runtime/job        hyperparameters and the job's settings
 //	runtime/input      a channel's files mapped onto the model's tensors
 //	runtime/checkpoint the checkpoint format

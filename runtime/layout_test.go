@@ -19,6 +19,7 @@ func TestLayout(t *testing.T) {
 	}{
 		{"runtime/fit", []string{"model/tf", "distributed/transport", "runtime/launch"}},
 		{"runtime/job", []string{"model/tf", "runtime/fit", "runtime/launch"}},
+		{"runtime/callbacks", []string{"model/tf", "runtime/fit", "distributed"}},
 		{"runtime/input", []string{"model/tf", "runtime/fit"}},
 		{"runtime/checkpoint", []string{"model/tf", "runtime/fit", "distributed"}},
 		{"runtime/launch", []string{"model/tf", "runtime/fit"}},

@@ -141,3 +141,29 @@ func TestSynchronizedBatchNormRefusedOnHosts(t *testing.T) {
 		t.Errorf("the failure does not name the layer and the setting:\n%s", b)
 	}
 }
+
+// TestSampleWeightsOnHosts: with a sample_weight.npy, N hosts with batch B
+// train as one host with batch N·B (the weighted loss is a mean over each
+// batch's rows, so the row-weighted gradient sum stays exact).
+func TestSampleWeightsOnHosts(t *testing.T) {
+	fx := fixture.Make(t, "seed_weighted", "--rows", "320", "--no-fit", "--no-validation", "--sample-weight")
+	one := runLocal(t, fx, 1, "epochs=2", "shuffle=false", "batch_size=32")
+	two := runLocal(t, fx, 2, "epochs=2", "shuffle=false", "batch_size=16")
+	h1, h2 := history(t, one), history(t, two)
+	for k, want := range h1 {
+		for e := range want {
+			if e >= len(h2[k]) || !near(h2[k][e], want[e]) {
+				t.Errorf("%s epoch %d: 2 hosts %v, one host %v", k, e+1, h2[k], want)
+				break
+			}
+		}
+	}
+	w1, w2 := weights(t, one), weights(t, two)
+	for i := range w1 {
+		for j := range w1[i] {
+			if !near(float64(w2[i][j]), float64(w1[i][j])) {
+				t.Fatalf("weight %d[%d]: 2 hosts %v, one host %v", i, j, w2[i][j], w1[i][j])
+			}
+		}
+	}
+}
