@@ -17,28 +17,96 @@ package tf
 // user has not set the level, it runs the program again with level 2
 // (INFO and warnings off, errors on), before TensorFlow has done anything.
 // (setenv here would not last: the C library resets the environment when
-// it initializes, after this.) Device placement, when asked for, still
-// prints: TensorFlow writes it to stdout with printf as well.
+// it initializes, after this.) A few lines are logged by the libraries'
+// own initializers whatever the level (oneDNN's notice, "no CUDA
+// drivers"): in the program run again, stderr goes to a memory file until
+// Go's init (sagefit_replay_stderr), which passes on every line but the
+// INFO records. Device placement, when asked for, still prints: TensorFlow
+// writes it to stdout with printf as well.
 #include <unistd.h>
+#include <sys/syscall.h>
+static int sagefit_saved_stderr = -1, sagefit_captured_stderr = -1;
 static void sagefit_quiet_tensorflow(int argc, char **argv, char **envp) {
-	static const char key[] = "TF_CPP_MIN_LOG_LEVEL=";
-	int n = 0;
+	static const char key[] = "TF_CPP_MIN_LOG_LEVEL=", quiet[] = "SAGEFIT_TF_QUIET=1";
+	int n = 0, ours = 0, level = 0;
 	(void)argc;
 	for (char **e = envp; e && *e; e++, n++) {
-		if (strncmp(*e, key, sizeof key - 1) == 0) {
-			return; // the user's level, kept
+		if (strcmp(*e, quiet) == 0) {
+			ours = 1;
+		} else if (strncmp(*e, key, sizeof key - 1) == 0) {
+			level = 1;
 		}
 	}
-	char *env[n + 2];
+	if (level && !ours) {
+		return; // the user's level, kept, and nothing held back
+	}
+	if (level) { // run again by the code below: hold stderr until Go's init
+		int fd = (int)syscall(SYS_memfd_create, "sagefit-stderr", 0);
+		int saved = fd >= 0 ? dup(2) : -1;
+		if (saved >= 0 && dup2(fd, 2) >= 0) {
+			sagefit_saved_stderr = saved;
+			sagefit_captured_stderr = fd;
+		}
+		return;
+	}
+	char *env[n + 3];
 	for (int i = 0; i < n; i++) {
 		env[i] = envp[i];
 	}
 	env[n] = "TF_CPP_MIN_LOG_LEVEL=2";
-	env[n + 1] = NULL;
+	env[n + 1] = (char *)quiet;
+	env[n + 2] = NULL;
 	execve("/proc/self/exe", argv, env); // returns only if it failed: go on, not quiet
 }
 __attribute__((section(".preinit_array"), used))
 static void (*sagefit_preinit)(int, char **, char **) = sagefit_quiet_tensorflow;
+
+// is_info_record says whether a line starts an absl INFO record
+// ("I0000 00:00:..."), or is absl's banner about logging before its
+// initialization.
+static int is_info_record(const char *l, size_t n) {
+	static const char banner[] = "WARNING: All log messages before absl::InitializeLog() is called";
+	if (n >= sizeof banner - 1 && strncmp(l, banner, sizeof banner - 1) == 0) return 1;
+	return n > 5 && l[0] == 'I' && l[1] >= '0' && l[1] <= '9' && l[5] == ' ';
+}
+
+static int is_record(const char *l, size_t n) {
+	return n > 5 && strchr("IWEF", l[0]) && l[1] >= '0' && l[1] <= '9' && l[5] == ' ';
+}
+
+// sagefit_replay_stderr puts stderr back and writes what the libraries'
+// initializers logged, but for the INFO records (and the lines that
+// continue them).
+static void sagefit_replay_stderr(void) {
+	if (sagefit_captured_stderr < 0) return;
+	dup2(sagefit_saved_stderr, 2);
+	close(sagefit_saved_stderr);
+	off_t size = lseek(sagefit_captured_stderr, 0, SEEK_END);
+	if (size > 0 && size <= (1 << 20)) {
+		char *buf = malloc((size_t)size);
+		if (buf && pread(sagefit_captured_stderr, buf, (size_t)size, 0) == size) {
+			int dropping = 0;
+			for (char *l = buf, *end = buf + size; l < end;) {
+				char *nl = memchr(l, '\n', (size_t)(end - l));
+				size_t n = nl ? (size_t)(nl - l) + 1 : (size_t)(end - l);
+				if (is_info_record(l, n)) dropping = 1;
+				else if (is_record(l, n)) dropping = 0;
+				if (!dropping && write(2, l, n) < 0) break;
+				l += n;
+			}
+		}
+		free(buf);
+	} else if (size > (1 << 20)) { // too much to sift: pass it all on
+		char chunk[65536];
+		ssize_t k;
+		lseek(sagefit_captured_stderr, 0, SEEK_SET);
+		while ((k = read(sagefit_captured_stderr, chunk, sizeof chunk)) > 0) {
+			if (write(2, chunk, (size_t)k) < 0) break;
+		}
+	}
+	close(sagefit_captured_stderr);
+	sagefit_captured_stderr = -1;
+}
 #include "tensorflow/c/c_api.h"
 #include "tensorflow/c/tf_tstring.h"
 
@@ -62,6 +130,11 @@ import (
 
 	"github.com/sagefit/sagefit/model"
 )
+
+// Stderr held back while the libraries initialized (see the preinit
+// function above) is passed on, INFO records left out, before anything
+// else of the program runs.
+func init() { C.sagefit_replay_stderr() }
 
 // tfVersion is the version of the linked libtensorflow.
 func tfVersion() string { return C.GoString(C.TF_Version()) }
