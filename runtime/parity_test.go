@@ -44,6 +44,33 @@ func localJob(t *testing.T, fx string, hps map[string]string, channels map[strin
 	return base
 }
 
+// trainJob trains the job laid out in base, as a training process would,
+// and returns where its outputs went and what it printed.
+func trainJob(t *testing.T, base string) (*runtime.Result, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
+	if err != nil {
+		t.Fatalf("train: %v\n%s", err, stderr.String())
+	}
+	return res, &stdout, &stderr
+}
+
+// savedVars reads every variable of the SavedModel in dir.
+func savedVars(t *testing.T, dir string) []model.Variable {
+	t.Helper()
+	m, err := tf.Load(dir, tf.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vars, err := m.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vars
+}
+
 // sameHistory checks the history.json at path against Keras's History:
 // the same keys, epochs and values (within close).
 func sameHistory(t *testing.T, path string, want map[string][]float64) {
@@ -154,25 +181,17 @@ func TestKerasParity(t *testing.T) {
 			fx := fixture.Make(t, family, "--epochs", "3", "--rows", "500")
 			ref := fixture.ReadReference(t, fx)
 			base := localJob(t, fx, map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}, nil)
-			var stdout, stderr bytes.Buffer
-			res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
-			if err != nil {
-				t.Fatalf("train: %v\n%s", err, stderr.String())
-			}
+			res, stdout, _ := trainJob(t, base)
 
 			sameHistory(t, res.HistoryPath, ref.History)
+
+			sameWeights(t, savedVars(t, res.ModelDir), ref.Weights, ref.WeightNames)
 
 			trained, err := tf.Load(res.ModelDir, tf.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer trained.Close()
-			vars, err := trained.ReadVariables()
-			if err != nil {
-				t.Fatal(err)
-			}
-			sameWeights(t, vars, ref.Weights, ref.WeightNames)
-
 			pred := predict(t, trained, filepath.Join(fx, "train"), 16)
 			if len(pred) != len(ref.Predictions) {
 				t.Fatalf("%d predictions, Keras made %d", len(pred), len(ref.Predictions))
@@ -269,11 +288,7 @@ func TestFitArgumentsParity(t *testing.T) {
 				channels["validation"] = filepath.Join(fx, "validation")
 			}
 			base := localJob(t, fx, hps, channels)
-			var stdout, stderr bytes.Buffer
-			res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
-			if err != nil {
-				t.Fatalf("train: %v\n%s", err, stderr.String())
-			}
+			res, _, _ := trainJob(t, base)
 			sameHistory(t, res.HistoryPath, ref.History)
 		})
 	}
@@ -296,22 +311,10 @@ func TestCallbacksParity(t *testing.T) {
 		t.Fatalf("Keras ran all %d epochs: the fixture no longer stops early, so the test would prove nothing", n)
 	}
 	base := localJob(t, fx, map[string]string{"epochs": "12", "shuffle": "false", "batch_size": "32"}, nil)
-	var stdout, stderr bytes.Buffer
-	res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
-	if err != nil {
-		t.Fatalf("train: %v\n%s", err, stderr.String())
-	}
+	res, _, _ := trainJob(t, base)
 	sameHistory(t, res.HistoryPath, ref.History)
 
-	trained, err := tf.Load(res.ModelDir, tf.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer trained.Close()
-	vars, err := trained.ReadVariables()
-	if err != nil {
-		t.Fatal(err)
-	}
+	vars := savedVars(t, res.ModelDir)
 	sameWeights(t, vars, ref.Weights, ref.WeightNames) // the restored best epoch's weights
 
 	kcsv, err := os.ReadFile(filepath.Join(fx, "keras", "log.csv"))
@@ -361,24 +364,12 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 				hps[k] = v
 			}
 			base := localJob(t, fx, hps, nil)
-			var stdout, stderr bytes.Buffer
-			res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &stdout, Stderr: &stderr})
-			if err != nil {
-				t.Fatalf("train: %v\n%s", err, stderr.String())
-			}
+			res, _, stderr := trainJob(t, base)
 			if strings.Contains(stderr.String(), "sample_weight.npy feeds no input") {
 				t.Errorf("sample_weight.npy was left unused:\n%s", stderr.String())
 			}
 			sameHistory(t, res.HistoryPath, ref.History)
-			trained, err := tf.Load(res.ModelDir, tf.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer trained.Close()
-			vars, err := trained.ReadVariables()
-			if err != nil {
-				t.Fatal(err)
-			}
+			vars := savedVars(t, res.ModelDir)
 			sameWeights(t, vars, ref.Weights, ref.WeightNames)
 		})
 	}

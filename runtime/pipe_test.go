@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,64 +13,90 @@ import (
 	"testing"
 
 	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/runtime"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
 // TestPipeModeTrainsLikeFileMode: a Pipe mode channel, fed epoch by epoch
 // through real FIFOs by separate writer processes, trains exactly like the
-// same data in File mode.
+// same data in File mode; with sample weights too (sagefit_pipe_tensors
+// naming the stream's sample_weight).
 func TestPipeModeTrainsLikeFileMode(t *testing.T) {
-	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
-	hps := map[string]string{"epochs": "3", "shuffle": "true", "seed": "4"}
-	channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
-
-	fileBase := t.TempDir()
-	if err := sagemaker.WriteLocal(fileBase, sagemaker.LocalSpec{Channels: channels, Hyperparameters: hps}); err != nil {
-		t.Fatal(err)
-	}
-	fileRes, err := runtime.Train(context.Background(), runtime.Options{Base: fileBase, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	pipeBase := t.TempDir()
-	err = sagemaker.WriteLocal(pipeBase, sagemaker.LocalSpec{Channels: channels, Hyperparameters: hps,
-		InputModes: map[string]string{"training": "Pipe"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var writers []*exec.Cmd
-	for epoch := 0; epoch < 3; epoch++ {
-		fifo := filepath.Join(pipeBase, "input", "data", fmt.Sprintf("training_%d", epoch))
-		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	for _, c := range []struct {
+		name, family string
+		flags, files []string
+		hps          map[string]string
+	}{
 		// Inputs, then targets: the default order of a Pipe mode stream.
-		w := exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
-			filepath.Join(fx, "train", "train.npy"), filepath.Join(fx, "train", "labels.npy"), fifo)
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		writers = append(writers, w)
-	}
-	var stderr bytes.Buffer
-	pipeRes, err := runtime.Train(context.Background(), runtime.Options{Base: pipeBase, Stdout: &bytes.Buffer{}, Stderr: &stderr})
-	if err != nil {
-		t.Fatalf("pipe mode: %v\n%s", err, stderr.String())
-	}
-	for _, w := range writers {
-		if err := w.Wait(); err != nil {
-			t.Errorf("writer: %v", err)
-		}
-	}
-	for _, name := range fileRes.History.Names() {
-		if got, want := pipeRes.History.Values(name), fileRes.History.Values(name); !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: pipe mode %v, file mode %v", name, got, want)
-		}
-	}
-	if entries, _ := os.ReadDir(filepath.Join(pipeBase, "input", "sagefit-spool")); len(entries) != 0 {
-		t.Errorf("spool files left behind: %v", entries)
+		{"default order", "seed", nil, []string{"train.npy", "labels.npy"}, nil},
+		{"sample weights", "seed_weighted", []string{"--sample-weight"}, []string{"sample_weight.npy", "train.npy", "labels.npy"},
+			map[string]string{"sagefit_pipe_tensors": `["sample_weight", "%s", "%s"]`}}, // the model's input and target
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := fixture.Make(t, c.family, append([]string{"--rows", "300", "--no-fit", "--no-validation"}, c.flags...)...)
+			hps := map[string]string{"epochs": "3", "shuffle": "true", "seed": "4"}
+			channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
+
+			fileBase := t.TempDir()
+			if err := sagemaker.WriteLocal(fileBase, sagemaker.LocalSpec{Channels: channels, Hyperparameters: hps}); err != nil {
+				t.Fatal(err)
+			}
+			fileRes, err := runtime.Train(context.Background(), runtime.Options{Base: fileBase, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			pipeHPs := maps.Clone(hps)
+			maps.Copy(pipeHPs, c.hps)
+			if names, ok := pipeHPs["sagefit_pipe_tensors"]; ok {
+				meta, err := model.ReadMetadata(filepath.Join(fx, "model"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				pipeHPs["sagefit_pipe_tensors"] = fmt.Sprintf(names, meta.Inputs[0].Name, meta.Targets[0].Name)
+			}
+			pipeBase := t.TempDir()
+			err = sagemaker.WriteLocal(pipeBase, sagemaker.LocalSpec{Channels: channels, Hyperparameters: pipeHPs,
+				InputModes: map[string]string{"training": "Pipe"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var writers []*exec.Cmd
+			for epoch := 0; epoch < 3; epoch++ {
+				fifo := filepath.Join(pipeBase, "input", "data", fmt.Sprintf("training_%d", epoch))
+				if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args := []string{"-c", `f="$1"; shift; cat "$@" > "$f"`, "sh", fifo}
+				for _, f := range c.files {
+					args = append(args, filepath.Join(fx, "train", f))
+				}
+				w := exec.Command("/bin/sh", args...)
+				if err := w.Start(); err != nil {
+					t.Fatal(err)
+				}
+				writers = append(writers, w)
+			}
+			var stderr bytes.Buffer
+			pipeRes, err := runtime.Train(context.Background(), runtime.Options{Base: pipeBase, Stdout: &bytes.Buffer{}, Stderr: &stderr})
+			if err != nil {
+				t.Fatalf("pipe mode: %v\n%s", err, stderr.String())
+			}
+			for _, w := range writers {
+				if err := w.Wait(); err != nil {
+					t.Errorf("writer: %v", err)
+				}
+			}
+			for _, name := range fileRes.History.Names() {
+				if got, want := pipeRes.History.Values(name), fileRes.History.Values(name); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s: pipe mode %v, file mode %v", name, got, want)
+				}
+			}
+			if entries, _ := os.ReadDir(filepath.Join(pipeBase, "input", "sagefit-spool")); len(entries) != 0 {
+				t.Errorf("spool files left behind: %v", entries)
+			}
+		})
 	}
 }
 

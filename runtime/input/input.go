@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/sagefit/sagefit/data"
@@ -38,6 +39,9 @@ type Channel struct {
 	pipeOpts  data.PipeOptions
 
 	classWeighted bool // the sample weights came from class_weight (training rows only)
+	// Pipe mode: what each epoch's stream is checked and weighted with.
+	meta        *model.Metadata
+	classWeight map[int]float64
 }
 
 // Close releases the channel's files.
@@ -63,7 +67,32 @@ func (c *Channel) Epoch(ctx context.Context, epoch int) (*data.Dataset, func(), 
 			return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
 		}
 	}
+	if err := sampleWeights(ds, c.meta, c.classWeight, c.DTypes); err != nil {
+		ds.Close()
+		return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
+	}
 	return ds, func() { ds.Close() }, nil
+}
+
+// checkPipeNames accepts the tensor names of a Pipe mode stream: every
+// input and target once, and a sample weight where the model takes one.
+func checkPipeNames(names, tensors []string, weighted bool) error {
+	for _, t := range tensors {
+		if !slices.Contains(names, t) {
+			return fmt.Errorf("hyperparameter %q lists %q but not the model's %q; the model has inputs and targets %s", job.HPPipeTensors, names, t, strings.Join(tensors, ", "))
+		}
+	}
+	for i, n := range names {
+		switch {
+		case slices.Contains(names[:i], n):
+			return fmt.Errorf("hyperparameter %q lists %q twice", job.HPPipeTensors, n)
+		case n == model.SampleWeight && weighted, slices.Contains(tensors, n):
+		default:
+			return fmt.Errorf("hyperparameter %q lists %q, which is no input or target of the model (%s)%s", job.HPPipeTensors, n, strings.Join(tensors, ", "),
+				map[bool]string{true: " nor its sample weight", false: ""}[weighted])
+		}
+	}
+	return nil
 }
 
 // Examples is the channel's row count, or -1 when it streams (Pipe mode).
@@ -120,11 +149,17 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		if len(pipeNames) == 0 {
 			pipeNames = append(inputs, targets...)
 		}
-		if len(pipeNames) != len(specs) {
-			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q lists %d tensors, the model has %d inputs and targets (%s)",
-				c.Name, job.HPPipeTensors, len(pipeNames), len(specs), strings.Join(append(inputs, targets...), ", "))
+		if err := checkPipeNames(pipeNames, append(inputs, targets...), meta.HasSampleWeights()); err != nil {
+			return nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
+		}
+		if slices.Contains(pipeNames, model.SampleWeight) {
+			dtypes[model.SampleWeight] = data.Float32
+		}
+		if len(o.ClassWeight) > 0 && slices.Contains(pipeNames, model.SampleWeight) {
+			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q and the stream's %s cannot both weigh the rows, as in Keras; keep one", c.Name, job.HPClassWeight, model.SampleWeight)
 		}
 		cd.pipe, cd.pipeNames, cd.pipeOpts = true, pipeNames, o.Pipe
+		cd.meta, cd.classWeight = meta, o.ClassWeight
 		cd.fifo = func(epoch int) string { return paths.PipeFIFO(c.Name, epoch) }
 		return cd, nil
 	}

@@ -103,3 +103,32 @@ func TestWeightsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A Pipe mode stream's tensor names are checked when the channel opens:
+// every input and target once, a sample weight only where the model takes
+// one, nothing else.
+func TestPipeTensorNamesChecked(t *testing.T) {
+	weighted := *meta
+	weighted.Signatures = map[string]string{model.RoleTrainStepWeighted: "a", model.RoleComputeGradientsWeighted: "b", model.RoleTestStepWeighted: "c"}
+	for _, c := range []struct {
+		meta  *model.Metadata
+		names []string
+		want  string // "" when accepted
+	}{
+		{meta, nil, ""},
+		{meta, []string{"y", "x"}, ""},
+		{&weighted, []string{"x", "y", "sample_weight"}, ""},
+		{meta, []string{"x", "y", "sample_weight"}, `lists "sample_weight", which is no input or target of the model (x, y)`},
+		{meta, []string{"x"}, `but not the model's "y"`},
+		{meta, []string{"x", "y", "x"}, `lists "x" twice`},
+		{&weighted, []string{"x", "y", "labels"}, `lists "labels", which is no input or target of the model (x, y) nor its sample weight`},
+	} {
+		_, err := input.Open(sagemaker.Channel{Name: "training", InputMode: sagemaker.Pipe}, sagemaker.Paths{Base: t.TempDir()}, c.meta, input.Options{PipeTensors: c.names})
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%q refused: %v", c.names, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%q: err = %v, want %q", c.names, err, c.want)
+		}
+	}
+}
