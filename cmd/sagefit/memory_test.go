@@ -131,17 +131,7 @@ func TestLargerThanMemory(t *testing.T) {
 	}
 	st, _ := os.Stat(filepath.Join(channel, "train.npy"))
 
-	base := t.TempDir()
-	err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
-		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": channel},
-		Hyperparameters: map[string]string{"epochs": "1", "batch_size": "256", "shuffle": "true"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$2" train`, "sh", procs, binary)
-	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
-	out, err := cmd.CombinedOutput()
+	_, out, err := trainInCgroup(t, procs, fx, channel)
 	if err != nil {
 		t.Fatalf("training under a %d MiB limit on a %d MiB file failed: %v\n%s", limit>>20, st.Size()>>20, err, tail(out))
 	}
@@ -159,6 +149,25 @@ func TestLargerThanMemory(t *testing.T) {
 	if !strings.Contains(string(out), "Epoch 1/1 - 391/391") {
 		t.Errorf("did not train through the whole file:\n%s", tail(out))
 	}
+}
+
+// trainInCgroup trains one epoch (batch 256, shuffled) of the fixture's
+// model on channel with the training process in the cgroup whose
+// cgroup.procs is procs; it returns the job's base dir and the output.
+func trainInCgroup(t *testing.T, procs, fx, channel string) (string, []byte, error) {
+	t.Helper()
+	base := t.TempDir()
+	err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
+		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": channel},
+		Hyperparameters: map[string]string{"epochs": "1", "batch_size": "256", "shuffle": "true"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$2" train`, "sh", procs, binary)
+	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+	out, err := cmd.CombinedOutput()
+	return base, out, err
 }
 
 func tail(b []byte) string {
@@ -207,17 +216,7 @@ func TestCompressedLargerThanMemory(t *testing.T) {
 	if err := data.WriteNPY(filepath.Join(channel, "labels.npy"), data.Float32, []int{rows}, make([]byte, rows*4)); err != nil {
 		t.Fatal(err)
 	}
-	base := t.TempDir()
-	err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
-		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": channel},
-		Hyperparameters: map[string]string{"epochs": "1", "batch_size": "256", "shuffle": "true"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$2" train`, "sh", procs, binary)
-	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
-	out, err := cmd.CombinedOutput()
+	base, out, err := trainInCgroup(t, procs, fx, channel)
 	if err != nil {
 		t.Fatalf("training on a %d MiB compressed member under a %d MiB limit failed: %v\n%s", rows*4096*4>>20, limit>>20, err, tail(out))
 	}

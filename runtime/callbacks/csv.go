@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -121,14 +122,31 @@ func (c *csvLogger) trainEnd(Model) error { return nil }
 func (c *csvLogger) state() any                    { return struct{}{} }
 func (c *csvLogger) restore(json.RawMessage) error { return nil }
 
-// formatShortest is the shortest decimal that reads back as v, in
-// positional notation (the 'r' repr Python uses for 1e-4 <= |v| < 1e16).
-func formatShortest(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
-
-// pyExp is Python's exponent form of a float: 1e-05, 1.5e+16.
-func pyExp(v float64) string {
-	s := strconv.FormatFloat(v, 'e', -1, 64) // "1e-05", "1.5e+16"
+// pyRepr formats v as Python's repr of a float does (what Keras's
+// CSVLogger writes through the csv module).
+func pyRepr(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "nan"
+	case math.IsInf(v, 1):
+		return "inf"
+	case math.IsInf(v, -1):
+		return "-inf"
+	}
+	if v == 0 {
+		if math.Signbit(v) {
+			return "-0.0"
+		}
+		return "0.0"
+	}
+	exp := math.Floor(math.Log10(math.Abs(v)))
+	// Python switches to exponent notation below 1e-4 and from 1e16.
+	if exp < -4 || exp >= 16 {
+		return strconv.FormatFloat(v, 'e', -1, 64) // "1e-05", "1.5e+16", as Python writes them
+	}
+	s := strconv.FormatFloat(v, 'f', -1, 64) // the shortest decimal that reads back as v
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
 	return s
 }
-
-func containsAny(s, chars string) bool { return strings.ContainsAny(s, chars) }

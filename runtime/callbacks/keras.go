@@ -3,7 +3,6 @@ package callbacks
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 )
 
 func decode(raw json.RawMessage, v any) error {
@@ -264,32 +263,3 @@ func (noWrite) epochEnd(int, *Logs, Model) (bool, error) { return false, nil }
 func (noWrite) trainEnd(Model) error                     { return nil }
 func (noWrite) state() any                               { return struct{}{} }
 func (noWrite) restore(json.RawMessage) error            { return nil }
-
-// pyRepr formats v as Python's repr of a float does (what Keras's
-// CSVLogger writes through the csv module).
-func pyRepr(v float64) string {
-	switch {
-	case math.IsNaN(v):
-		return "nan"
-	case math.IsInf(v, 1):
-		return "inf"
-	case math.IsInf(v, -1):
-		return "-inf"
-	}
-	if v == 0 {
-		if math.Signbit(v) {
-			return "-0.0"
-		}
-		return "0.0"
-	}
-	exp := math.Floor(math.Log10(math.Abs(v)))
-	// Python switches to exponent notation below 1e-4 and from 1e16.
-	if exp < -4 || exp >= 16 {
-		return pyExp(v)
-	}
-	s := formatShortest(v)
-	if !containsAny(s, ".e") {
-		s += ".0"
-	}
-	return s
-}

@@ -38,8 +38,9 @@ type Channel struct {
 	pipeNames []string
 	pipeOpts  data.PipeOptions
 
-	classWeighted bool // the sample weights came from class_weight (training rows only)
-	// Pipe mode: what each epoch's stream is checked and weighted with.
+	// classWeight weighs the training rows by class (also each epoch's
+	// Pipe stream, checked against meta); the validation part of a split
+	// is not weighted by it.
 	meta        *model.Metadata
 	classWeight map[int]float64
 }
@@ -143,7 +144,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		}
 		dtypes[spec.Name] = dt
 	}
-	cd := &Channel{Name: c.Name, DTypes: dtypes, specs: specs,
+	cd := &Channel{Name: c.Name, DTypes: dtypes, specs: specs, meta: meta, classWeight: o.ClassWeight,
 		Sharded: c.Distribution == sagemaker.ShardedByS3Key, close: func() {}}
 	if c.InputMode == sagemaker.Pipe {
 		if len(pipeNames) == 0 {
@@ -159,7 +160,6 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q and the stream's %s cannot both weigh the rows, as in Keras; keep one", c.Name, job.HPClassWeight, model.SampleWeight)
 		}
 		cd.pipe, cd.pipeNames, cd.pipeOpts = true, pipeNames, o.Pipe
-		cd.meta, cd.classWeight = meta, o.ClassWeight
 		cd.fifo = func(epoch int) string { return paths.PipeFIFO(c.Name, epoch) }
 		return cd, nil
 	}
@@ -188,7 +188,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		ds.Close()
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 	}
-	cd.classWeighted = len(o.ClassWeight) > 0
+
 	cd.ds, cd.close = ds, func() { ds.Close() }
 	return cd, nil
 }
@@ -275,10 +275,11 @@ func (c *Channel) SplitValidation(fraction float64) (train, val *Channel, err er
 	if val, err = part(at, n); err != nil {
 		return nil, nil, err
 	}
-	if c.classWeighted { // Keras weighs the training rows by class, not the validation rows
+	if len(c.classWeight) > 0 { // Keras weighs the training rows by class, not the validation rows
 		val.ds = val.ds.Without(model.SampleWeight)
 		val.DTypes = maps.Clone(c.DTypes)
 		delete(val.DTypes, model.SampleWeight)
+		val.classWeight = nil
 	}
 	return train, val, nil
 }
