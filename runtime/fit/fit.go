@@ -36,6 +36,7 @@ type Loop struct {
 
 	grads  []float32 // fused gradient, the batch's row count, the stop flag
 	timing Timing
+	clock  clock // the steps' times, for timing
 
 	hist        *report.History         // epochs finished, for checkpoints
 	globalStep  int                     // train steps since epoch 1 step 0
@@ -43,23 +44,6 @@ type Loop struct {
 	terminate   bool                    // a callback ended training after this batch (TerminateOnNaN)
 	stop        context.Context         // done once a stop is requested
 	requestStop context.CancelCauseFunc // stops this host when another asked
-}
-
-// Timing is what timing.json holds.
-type Timing struct {
-	Hosts         int       `json:"hosts"`
-	BatchSize     int       `json:"batch_size"`
-	StepsPerEpoch int       `json:"steps_per_epoch"`
-	Examples      int       `json:"examples"` // training rows of one epoch, all hosts
-	EpochSeconds  []float64 `json:"epoch_seconds"`
-	// InputSeconds is, per epoch, how long training steps waited for their
-	// batch: near zero when prefetch keeps up.
-	InputSeconds []float64 `json:"input_wait_seconds"`
-	// AverageSeconds is, per averaging (before validation, checkpoints and
-	// the save), the time spent averaging non-trainable state
-	// (BatchNormalization statistics) over processes; the first includes
-	// TensorFlow's one-time set-up of the read and assign functions.
-	AverageSeconds []float64 `json:"state_average_seconds,omitempty"`
 }
 
 func (f *Loop) world() int {
@@ -160,7 +144,8 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		hist = &report.History{}
 	}
 	f.hist = hist
-	f.timing = Timing{Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples()}
+	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples()}
+	f.clock = newClock()
 	if f.Group != nil {
 		// Gradient, then the batch's row count, the stop flag (SIGTERM) and
 		// the end flag (a callback ends training, TerminateOnNaN).
@@ -222,7 +207,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			}
 			logs, stopTraining = cl, stopTraining || st
 		}
-		f.timing.EpochSeconds = append(f.timing.EpochSeconds, time.Since(start).Seconds())
+		f.clock.endEpoch(&f.timing, epoch, time.Since(start))
 		f.timing.StepsPerEpoch = steps
 		rl := toReport(logs)
 		hist.Append(rl)
@@ -337,17 +322,12 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		defer progress.Done()
 	}
 	exhausted := false
-	var waited time.Duration
-	if c == f.Train {
-		defer func() { f.timing.InputSeconds = append(f.timing.InputSeconds, waited.Seconds()) }()
-	}
 	for n := startStep; n < steps; n++ {
+		asked := time.Now()
 		var b *data.Batch
 		if !exhausted {
 			var err error
-			t0 := time.Now()
 			b, err = it.Next(ctx)
-			waited += time.Since(t0)
 			if errors.Is(err, io.EOF) {
 				exhausted, b = true, nil
 			} else if err != nil {
@@ -358,6 +338,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		if b != nil {
 			mb = model.Batch{Rows: b.Rows, Tensors: b.Tensors}
 		}
+		got := time.Now()
 		logs, stop, err := step(ctx, mb)
 		if b != nil {
 			b.Release()
@@ -371,6 +352,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		if c != f.Train {
 			continue
 		}
+		f.clock.step(asked, got, time.Now())
 		f.globalStep++
 		if stop {
 			path, err := f.checkpoint(ctx, epoch, n+1, steps)
@@ -487,6 +469,7 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		if err != nil {
 			return nil, false, err
 		}
+		f.clock.stepRows = b.Rows
 		f.terminate, err = f.batchEnd(logs)
 		return logs, stopping, err
 	}
@@ -513,9 +496,12 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	if ending {
 		f.grads[n+2] = 1
 	}
+	t := time.Now()
 	if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
 		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
 	}
+	f.clock.allReduced(time.Since(t))
+	f.clock.stepRows = int(f.grads[n])
 	f.terminate = f.grads[n+2] > 0 // a callback on any process ends every process's training after this step
 	stop := f.grads[n+1] > 0
 	if stop && !stopping {
