@@ -352,6 +352,14 @@ type channelOptions struct {
 	contentType string
 	spool       string
 	optional    []string
+	csvText     bool
+}
+
+// WithCSVText reads a CSV channel's feature columns as text, for a model
+// whose input takes strings (StringLookup, TextVectorization, ...); the
+// label column stays numeric.
+func WithCSVText() ChannelOption {
+	return func(o *channelOptions) { o.csvText = true }
 }
 
 // WithOptional names tensors a channel may hold (a file of that name, or

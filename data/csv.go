@@ -31,14 +31,16 @@ import (
 // are not allowed), a row whose column count differs from the first row's,
 // a file with only one column.
 func OpenCSV(paths ...string) (label, features *Array, err error) {
-	return openCSV(func(p string) string { return p }, paths...)
+	return openCSV(func(p string) string { return p }, false, paths...)
 }
 
-// openCSV is OpenCSV naming files with name in errors. CSV is parsed into
+// openCSV is OpenCSV naming files with name in errors; with text, the
+// feature cells are kept as text (a string array as wide as the widest
+// cell's UTF-8 bytes) for a model whose input takes strings. CSV is parsed into
 // memory, so it first checks the files fit: at most half the memory this
 // process may still use (the cgroup's limit or what the machine has
 // available), counting the text's bytes, which bounds the parsed cells.
-func openCSV(name func(string) string, paths ...string) (label, features *Array, err error) {
+func openCSV(name func(string) string, text bool, paths ...string) (label, features *Array, err error) {
 	if len(paths) == 0 {
 		return nil, nil, errors.New("OpenCSV: no files given")
 	}
@@ -52,7 +54,7 @@ func openCSV(name func(string) string, paths ...string) (label, features *Array,
 		return nil, nil, fmt.Errorf("%s: the CSV data is %s, more than the %s (half the memory available) sagefit parses CSV into; save it as .npy files (np.save), which are memory-mapped and train in bounded memory",
 			csvDesc(name, paths), byteSize(total), byteSize(avail/2))
 	}
-	p := csvParser{name: name}
+	p := csvParser{name: name, text: text}
 	for _, path := range paths {
 		if err := p.file(path); err != nil {
 			return nil, nil, err
@@ -67,8 +69,18 @@ func openCSV(name func(string) string, paths ...string) (label, features *Array,
 	}
 	label = newMemArray(desc+" column 1 (label)",
 		Header{DType: Float32, Shape: []int{p.rows}}, p.label)
-	features = newMemArray(fmt.Sprintf("%s columns 2-%d (features)", desc, p.cols),
-		Header{DType: Float32, Shape: []int{p.rows, p.cols - 1}}, p.features)
+	fh := Header{DType: Float32, Shape: []int{p.rows, p.cols - 1}}
+	if text {
+		fh.DType, fh.Width = String, 1
+		for _, c := range p.texts {
+			fh.Width = max(fh.Width, len(c))
+		}
+		p.features = make([]byte, len(p.texts)*fh.Width)
+		for i, c := range p.texts {
+			copy(p.features[i*fh.Width:], c)
+		}
+	}
+	features = newMemArray(fmt.Sprintf("%s columns 2-%d (features)", desc, p.cols), fh, p.features)
 	return label, features, nil
 }
 
@@ -87,6 +99,8 @@ type csvParser struct {
 	rows, cols      int
 	colsFrom        string // "a.csv line 1": where the column count was set
 	label, features []byte
+	text            bool     // feature cells are text, kept in texts
+	texts           []string // the feature cells, row after row, when text
 }
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
@@ -123,6 +137,10 @@ func (p *csvParser) file(path string) error {
 		// Cells first: a header row or a binary file is better told as
 		// "not a number" than by its column count.
 		for i, cell := range rec {
+			if p.text && i > 0 {
+				p.texts = append(p.texts, cell)
+				continue
+			}
 			v, err := parseCell(cell)
 			if err != nil {
 				hint := ""

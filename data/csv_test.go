@@ -1,10 +1,12 @@
 package data
 
 import (
+	"encoding/binary"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -139,4 +141,42 @@ func sameFloats(a, b []float32) bool {
 		}
 	}
 	return true
+}
+
+// TestCSVTextFeatures reads the feature columns as text for a string
+// input: cells as written (quotes removed), NUL-padded to the widest.
+func TestCSVTextFeatures(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "train.csv")
+	if err := os.WriteFile(path, []byte("1,red,\"big, round\"\n0,,h\u00e9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	label, features, err := openCSV(func(p string) string { return p }, true, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer label.Close()
+	defer features.Close()
+	if features.DType() != String || features.TextWidth() != len("big, round") {
+		t.Fatalf("features %s of width %d, want text of width %d", features.Header(), features.TextWidth(), len("big, round"))
+	}
+	w := features.TextWidth()
+	dst := make([]byte, 2*2*w)
+	if err := features.Gather(dst, String, []int{1, 0}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for e := 0; e < 4; e++ {
+		got = append(got, strings.TrimRight(string(dst[e*w:(e+1)*w]), "\x00"))
+	}
+	if want := []string{"", "h\u00e9", "red", "big, round"}; !slices.Equal(got, want) {
+		t.Errorf("cells %q, want %q", got, want)
+	}
+	lv := make([]byte, 8)
+	if err := label.Gather(lv, Float32, []int{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if l := []float32{math.Float32frombits(binary.LittleEndian.Uint32(lv)), math.Float32frombits(binary.LittleEndian.Uint32(lv[4:]))}; l[0] != 1 || l[1] != 0 {
+		t.Errorf("labels %v, want [1 0]", l)
+	}
 }

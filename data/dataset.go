@@ -24,6 +24,15 @@ type rowSource interface {
 	Gather(dst []byte, dstType DType, rows []int) error
 }
 
+// itemSizeAs is the bytes of one element of s gathered as dt: text is as
+// wide as its source's elements (Array.TextWidth).
+func itemSizeAs(s rowSource, dt DType) int {
+	if a, ok := s.(*Array); ok && dt == String {
+		return a.TextWidth()
+	}
+	return dt.Size()
+}
+
 // Dataset is a set of named tensors with one row per example each.
 type Dataset struct {
 	names   []string // sorted, for deterministic iteration and errors
@@ -100,7 +109,7 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 		if err := csvTensors(dir, inputs, targets, overrides); err != nil {
 			return nil, err
 		}
-		label, features, err := openCSV(func(p string) string { return displayName(dir, p) }, scan.csv...)
+		label, features, err := openCSV(func(p string) string { return displayName(dir, p) }, o.csvText, scan.csv...)
 		if err != nil {
 			return nil, err
 		}
@@ -260,7 +269,7 @@ func (d *Dataset) check(o BatchOptions) error {
 		if dt == Invalid {
 			dt = s.DType()
 		}
-		size := uint64(o.BatchSize) * uint64(dt.Size())
+		size := uint64(o.BatchSize) * uint64(itemSizeAs(s, dt))
 		for _, x := range s.RowShape() {
 			hi, lo := bits.Mul64(size, uint64(x))
 			if hi != 0 || lo > 1<<47 {
@@ -469,7 +478,7 @@ func (it *EpochIterator) buffer(d *Dataset, o BatchOptions, dtypes map[string]DT
 		for _, x := range s.RowShape() {
 			elems *= x
 		}
-		bb.full[name] = make([]byte, o.BatchSize*elems*dtypes[name].Size())
+		bb.full[name] = make([]byte, o.BatchSize*elems*itemSizeAs(s, dtypes[name]))
 	}
 	bb.b.Release = func() {
 		if !bb.released.CompareAndSwap(false, true) {

@@ -2,6 +2,7 @@ package data
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -24,6 +25,11 @@ const (
 	Float16
 	Float32
 	Float64
+	// String is text: numpy's fixed-width bytes ('S') or unicode ('U')
+	// elements in a file (Header.Width says how wide), and in a batch
+	// NUL-padded UTF-8 elements of one width per tensor (see
+	// Array.TextWidth). Numbers and text do not convert into each other.
+	String
 )
 
 var dtypeInfo = [...]struct {
@@ -44,9 +50,11 @@ var dtypeInfo = [...]struct {
 	Float16: {"float16", "f2", 2},
 	Float32: {"float32", "f4", 4},
 	Float64: {"float64", "f8", 8},
+	String:  {"string", "", 0},
 }
 
-// Size is the number of bytes of one element (0 for Invalid).
+// Size is the number of bytes of one element (0 for Invalid and String,
+// whose width is the array's: Header.ItemSize).
 func (d DType) Size() int {
 	if int(d) >= len(dtypeInfo) {
 		return 0
@@ -93,6 +101,8 @@ func ParseDType(name string) (DType, error) {
 		return Float64, nil
 	case "?", "bool_":
 		return Bool, nil
+	case "string", "str", "bytes":
+		return String, nil
 	}
 	for d := Bool; d <= Float64; d++ {
 		if n == dtypeInfo[d].name || n == dtypeInfo[d].code {
@@ -102,9 +112,31 @@ func ParseDType(name string) (DType, error) {
 	return Invalid, fmt.Errorf("unknown dtype %q; want one of bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float16, float32, float64", name)
 }
 
-// parseDescr decodes a numpy typestr such as "<f4" or "|b1". The error is a
+// parseDescr decodes a numpy typestr such as "<f4", "|b1", "|S12" or
+// "<U5" into h's DType, BigEndian, Width and Unicode. The error is a
 // sentence fragment that the caller prefixes with the file name.
-func parseDescr(descr string) (dt DType, bigEndian bool, err error) {
+func parseDescr(h *Header, descr string) error {
+	dt, big, err := parseNumericDescr(descr)
+	if err == nil {
+		h.DType, h.BigEndian = dt, big
+		return nil
+	}
+	code := strings.TrimLeft(descr, "<>|=")
+	if len(code) < 1 || (code[0] != 'S' && code[0] != 'U' && code[0] != 'a') {
+		return err
+	}
+	w, werr := strconv.Atoi(code[1:])
+	if werr != nil || w < 1 || w > 1<<28 {
+		return fmt.Errorf("dtype '%s' has no positive width; save text with np.save(path, np.asarray(texts, dtype=str))", descr)
+	}
+	h.DType, h.Width, h.Unicode = String, w, code[0] == 'U'
+	h.BigEndian = h.Unicode && (descr[0] == '>' || (descr[0] == '=' && nativeBigEndian))
+	return nil
+}
+
+// parseNumericDescr decodes a numeric typestr; text types are an error
+// here (parseDescr takes them).
+func parseNumericDescr(descr string) (dt DType, bigEndian bool, err error) {
 	if len(descr) < 2 {
 		return Invalid, false, fmt.Errorf("dtype %q is not a numpy type string", descr)
 	}
@@ -133,9 +165,9 @@ func parseDescr(descr string) (dt DType, bigEndian bool, err error) {
 	}
 	switch code[0] {
 	case 'O':
-		return Invalid, false, fmt.Errorf("dtype object ('%s') is not supported; save a numeric array (np.save with allow_pickle=False)", descr)
+		return Invalid, false, fmt.Errorf("dtype object ('%s') holds pickled Python objects, which sagefit never unpickles; save numbers as a numeric array and text as a fixed-width string array (np.save(path, np.asarray(texts, dtype=str)), allow_pickle=False)", descr)
 	case 'U', 'S', 'a':
-		return Invalid, false, fmt.Errorf("dtype string ('%s') is not supported; encode text as numbers before saving", descr)
+		return Invalid, false, fmt.Errorf("dtype '%s' is text", descr)
 	case 'V':
 		return Invalid, false, fmt.Errorf("dtype void ('%s') is not supported; save a numeric array", descr)
 	case 'c':

@@ -33,6 +33,36 @@ type Header struct {
 	Fortran   bool  // elements are stored in column-major order
 	Shape     []int // empty for a 0-d array
 	HeaderLen int   // bytes before the data: magic, version, length field and dict
+	// Width is, for String, the characters of one element: bytes for
+	// numpy's 'S' dtype, UTF-32 code units for 'U' (Unicode).
+	Width   int
+	Unicode bool
+}
+
+// ItemSize is the bytes of one element in the file.
+func (h Header) ItemSize() int {
+	switch {
+	case h.DType != String:
+		return h.DType.Size()
+	case h.Unicode:
+		return 4 * h.Width
+	}
+	return h.Width
+}
+
+// Descr is numpy's type string for the header's dtype, e.g. "<f4", "<U5".
+func (h Header) Descr() string {
+	if h.DType != String {
+		return h.DType.typestr(h.BigEndian)
+	}
+	if h.Unicode {
+		order := "<"
+		if h.BigEndian {
+			order = ">"
+		}
+		return order + "U" + strconv.Itoa(h.Width)
+	}
+	return "|S" + strconv.Itoa(h.Width)
 }
 
 // Elems is the number of elements (1 for a 0-d array).
@@ -45,10 +75,13 @@ func (h Header) Elems() int {
 }
 
 // DataLen is the number of data bytes that follow the header.
-func (h Header) DataLen() int64 { return int64(h.Elems()) * int64(h.DType.Size()) }
+func (h Header) DataLen() int64 { return int64(h.Elems()) * int64(h.ItemSize()) }
 
 // String describes the array the way the error messages do: "shape (1000, 10) float32".
 func (h Header) String() string {
+	if h.DType == String {
+		return "shape " + shapeString(h.Shape) + " text (" + h.Descr() + ")"
+	}
 	return "shape " + shapeString(h.Shape) + " " + h.DType.String()
 }
 
@@ -159,11 +192,9 @@ func parseDict(src []byte) (Header, error) {
 			seen[0] = true
 			switch descr := kv.val.(type) {
 			case string:
-				dt, big, err := parseDescr(descr)
-				if err != nil {
+				if err := parseDescr(&h, descr); err != nil {
 					return Header{}, err
 				}
-				h.DType, h.BigEndian = dt, big
 			case pyList:
 				return Header{}, errors.New("structured dtypes (record arrays) are not supported; save one plain numeric array per tensor")
 			default:
@@ -206,7 +237,7 @@ func parseDict(src []byte) (Header, error) {
 	// The data size, and so every partial product such as a row's size,
 	// must fit an int: it becomes a slice length. Zero dimensions are
 	// skipped so that (0, huge) cannot hide an overflowing row size.
-	total := uint64(h.DType.Size())
+	total := uint64(h.ItemSize())
 	for _, d := range h.Shape {
 		if d == 0 {
 			continue
@@ -229,7 +260,7 @@ func encodeHeader(h Header) []byte {
 	if h.Fortran {
 		fortran = "True"
 	}
-	dict := "{'descr': '" + h.DType.typestr(h.BigEndian) + "', 'fortran_order': " + fortran +
+	dict := "{'descr': '" + h.Descr() + "', 'fortran_order': " + fortran +
 		", 'shape': " + shapeString(h.Shape) + ", }"
 	if len(h.Shape) > 0 {
 		growth := h.Shape[0]

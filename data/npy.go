@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"unicode/utf8"
 )
 
 // Array is a memory-mapped .npy file. Rows (slices along the first axis)
@@ -128,7 +129,7 @@ func newArray(path string, h Header) *Array {
 	for _, d := range h.Shape[min(1, len(h.Shape)):] {
 		a.rowElems *= d
 	}
-	a.rowBytes = a.rowElems * h.DType.Size()
+	a.rowBytes = a.rowElems * h.ItemSize()
 	if h.Fortran && len(h.Shape) >= 2 {
 		a.fidx = fortranIndex(h.Shape)
 	}
@@ -213,6 +214,27 @@ func (a *Array) RowShape() []int {
 // RowElems is the number of elements in one row (1 for a 1-D array).
 func (a *Array) RowElems() int { return a.rowElems }
 
+// TextWidth is the bytes of one text element as Gather writes it: NUL-padded
+// UTF-8, 4 bytes for each of a unicode ('U') element's characters, the
+// element's width for bytes ('S'). Zero for numeric arrays.
+func (a *Array) TextWidth() int {
+	if a.hdr.DType != String {
+		return 0
+	}
+	if a.hdr.Unicode {
+		return 4 * a.hdr.Width
+	}
+	return a.hdr.Width
+}
+
+// itemSizeAs is the bytes Gather writes per element as dt.
+func (a *Array) itemSizeAs(dt DType) int {
+	if dt == String {
+		return a.TextWidth()
+	}
+	return dt.Size()
+}
+
 // DType is the element type stored in the file.
 func (a *Array) DType() DType { return a.hdr.DType }
 
@@ -266,7 +288,10 @@ func (a *Array) Gather(dst []byte, dstType DType, rows []int) (err error) {
 	if !dstType.Valid() {
 		return fmt.Errorf("%s: gather into invalid dtype %v", a.path, dstType)
 	}
-	dstRow := a.rowElems * dstType.Size()
+	if (dstType == String) != (a.hdr.DType == String) {
+		return fmt.Errorf("%s: holds %s, which cannot be gathered as %s", a.path, a.hdr, dstType)
+	}
+	dstRow := a.rowElems * a.itemSizeAs(dstType)
 	if want := len(rows) * dstRow; len(dst) != want {
 		return fmt.Errorf("%s: gather of %d rows of %s as %s needs %d bytes but dst has %d",
 			a.path, len(rows), shapeString(a.hdr.Shape[1:]), dstType, want, len(dst))
@@ -283,6 +308,18 @@ func (a *Array) Gather(dst []byte, dstType DType, rows []int) (err error) {
 	st, big := a.hdr.DType, a.hdr.BigEndian
 	rb := a.rowBytes
 	same := st == dstType && (!big || st.Size() == 1)
+	if st == String {
+		if a.fidx != nil {
+			return fmt.Errorf("%s: text arrays in Fortran order are not supported; save it in C order (np.save(path, np.ascontiguousarray(a)))", a.path)
+		}
+		same = !a.hdr.Unicode
+		if !same {
+			for i, r := range rows {
+				utf32To8(dst[i*dstRow:(i+1)*dstRow], a.data[r*rb:(r+1)*rb], a.hdr.Width, big)
+			}
+			return nil
+		}
+	}
 	switch {
 	case a.fidx == nil && same:
 		// Copy runs of consecutive rows at once: an unshuffled epoch
@@ -429,4 +466,28 @@ func WriteNPY(path string, dtype DType, shape []int, data []byte) error {
 		return err
 	}
 	return f.Close()
+}
+
+// utf32To8 writes n-character UTF-32 elements of src as NUL-padded UTF-8
+// elements of 4n bytes each into dst. numpy pads short strings with NUL
+// code points, which end an element here as they do in numpy; a code
+// point that is not a valid character becomes U+FFFD.
+func utf32To8(dst, src []byte, n int, bigEndian bool) {
+	w := 4 * n
+	for e := 0; e+w <= len(dst) && e+w <= len(src); e += w {
+		out := dst[e : e : e+w]
+		for c := 0; c < n; c++ {
+			var r uint32
+			if bigEndian {
+				r = binary.BigEndian.Uint32(src[e+4*c:])
+			} else {
+				r = binary.LittleEndian.Uint32(src[e+4*c:])
+			}
+			if r == 0 {
+				break
+			}
+			out = utf8.AppendRune(out, rune(r))
+		}
+		clear(dst[e+len(out) : e+w])
+	}
 }

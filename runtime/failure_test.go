@@ -23,14 +23,19 @@ import (
 // objectNPY is what np.save writes for an object array (allow_pickle=True):
 // a valid header with descr '|O'.
 func objectNPY(t *testing.T, path string) {
-	header := "{'descr': '|O', 'fortran_order': False, 'shape': (3,), }"
+	headerNPY(t, path, "{'descr': '|O', 'fortran_order': False, 'shape': (3,), }", []byte("\x80\x04garbage-pickle"))
+}
+
+// headerNPY writes a .npy file of the given header dict and data bytes.
+func headerNPY(t *testing.T, path, header string, data []byte) {
+	t.Helper()
 	pad := 64 - (10+len(header)+1)%64
 	header += strings.Repeat(" ", pad) + "\n"
 	var b bytes.Buffer
 	b.WriteString("\x93NUMPY\x01\x00")
 	binary.Write(&b, binary.LittleEndian, uint16(len(header)))
 	b.WriteString(header)
-	b.WriteString("\x80\x04garbage-pickle")
+	b.Write(data)
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +85,10 @@ func badInputs() []badInput {
 		}, `train\.npy.*truncated`},
 		{"object dtype npy", func(t *testing.T, base, fx string) {
 			objectNPY(t, filepath.Join(fx, "train", "labels.npy"))
-		}, `labels\.npy.*object`},
+		}, `labels\.npy: dtype object .* never unpickles; save numbers as a numeric array and text as a fixed-width string array`},
+		{"text for a numeric input", func(t *testing.T, base, fx string) {
+			headerNPY(t, filepath.Join(fx, "train", "train.npy"), "{'descr': '<U2', 'fortran_order': False, 'shape': (64, 10), }", make([]byte, 64*10*8))
+		}, `train\.npy holds text \(<U2\) but model input .* takes float32 numbers`},
 		{"row counts differ", func(t *testing.T, base, fx string) {
 			float32NPY(t, filepath.Join(fx, "train", "labels.npy"), 63, 0)
 		}, `64 rows but .*63|63 rows but .*64`},

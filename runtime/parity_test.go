@@ -176,9 +176,19 @@ func TestKerasParity(t *testing.T) {
 	// sparse gradients, recurrent layers, an adapted Normalization, mixed
 	// precision, convolutions (the model zoo with the families above).
 	families = append(families, "dropout", "embedding", "lstm", "gru", "normalized", "mixed_bfloat16", "cnn")
+	// Text and categorical strings: lookup tables exported with the model,
+	// bytes ('S') and unicode ('U') files, a string input beside an int64 one.
+	families = append(families, "string_lookup", "text_vectorization", "categorical")
+	// A keras.applications model: MobileNetV2 (52 BatchNormalization layers),
+	// on fewer rows, as it is the slowest to export and train here.
+	families = append(families, "mobilenet_v2")
 	for _, family := range families {
 		t.Run(family, func(t *testing.T) {
-			fx := fixture.Make(t, family, "--epochs", "3", "--rows", "500")
+			rows := "500"
+			if family == "mobilenet_v2" {
+				rows = "64"
+			}
+			fx := fixture.Make(t, family, "--epochs", "3", "--rows", rows)
 			ref := fixture.ReadReference(t, fx)
 			base := localJob(t, fx, map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}, nil)
 			res, stdout, _ := trainJob(t, base)
@@ -243,7 +253,11 @@ func predict(t *testing.T, m *tf.Model, channel string, n int) []float32 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		buf := make([]byte, n*a.RowElems()*dt.Size())
+		size := dt.Size()
+		if dt == data.String {
+			size = a.TextWidth()
+		}
+		buf := make([]byte, n*a.RowElems()*size)
 		if err := a.Gather(buf, dt, rows); err != nil {
 			t.Fatal(err)
 		}
@@ -430,4 +444,28 @@ func keys(m map[string][]float64) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestTextCSVChannel trains string_lookup from a text/csv training channel
+// (label first, the colour after it, as text) and gets Keras's numbers: a
+// CSV channel's feature columns feed a string input as text.
+func TestTextCSVChannel(t *testing.T) {
+	fx := fixture.Make(t, "string_lookup", "--epochs", "2", "--rows", "200")
+	ref := fixture.ReadReference(t, fx)
+	csvDir := t.TempDir()
+	script := `import csv, sys, numpy as np
+x = np.load(sys.argv[1] + "/train.npy"); y = np.load(sys.argv[1] + "/labels.npy")
+with open(sys.argv[2] + "/train.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    for label, color in zip(y, x[:, 0]):
+        w.writerow([int(label), color.decode()])
+`
+	if out, err := exec.Command(fixture.Python(t), "-c", script, filepath.Join(fx, "train"), csvDir).CombinedOutput(); err != nil {
+		t.Fatalf("write CSV: %v\n%s", err, out)
+	}
+	base := localJob(t, fx, map[string]string{"epochs": "2", "shuffle": "false", "batch_size": "32"}, map[string]string{
+		"model": filepath.Join(fx, "model"), "training": csvDir, "validation": filepath.Join(fx, "validation"),
+	})
+	res, _, _ := trainJob(t, base)
+	sameHistory(t, res.HistoryPath, ref.History)
 }

@@ -110,6 +110,24 @@ static void sagefit_replay_stderr(void) {
 #include "tensorflow/c/c_api.h"
 #include "tensorflow/c/tf_tstring.h"
 
+// sagefit_string_tensor makes a string tensor of n elements from data, n
+// NUL-padded elements of width bytes each: element i is its bytes up to the
+// trailing NULs (numpy's rule for 'S' and 'U' arrays). TF_TString keeps
+// short strings inline and copies longer ones once.
+static TF_Tensor* sagefit_string_tensor(const int64_t* dims, int ndims, const char* data, size_t n, size_t width) {
+	TF_Tensor* t = TF_AllocateTensor(TF_STRING, dims, ndims, n * sizeof(TF_TString));
+	if (t == NULL) return NULL;
+	TF_TString* ts = (TF_TString*)TF_TensorData(t);
+	for (size_t i = 0; i < n; i++) {
+		const char* e = data + i * width;
+		size_t len = width;
+		while (len > 0 && e[len - 1] == 0) len--;
+		TF_StringInit(&ts[i]);
+		TF_StringCopy(&ts[i], e, len);
+	}
+	return t;
+}
+
 static TF_Tensor* sagefit_string_scalar(const char* s, size_t n) {
 	TF_Tensor* t = TF_AllocateTensor(TF_STRING, NULL, 0, sizeof(TF_TString));
 	TF_TString* ts = (TF_TString*)TF_TensorData(t);
@@ -347,23 +365,35 @@ func first[T any](s []T) *T {
 }
 
 func newCTensor(h hostTensor) (*C.TF_Tensor, error) {
+	n := 1
+	for _, d := range h.shape {
+		n *= int(d)
+	}
+	dims := make([]C.int64_t, len(h.shape))
+	for i, d := range h.shape {
+		dims[i] = C.int64_t(d)
+	}
 	if h.dtype == model.String {
-		return nil, errors.New("string inputs are not supported")
+		// Text arrives as n NUL-padded UTF-8 elements of one width.
+		width := 0
+		if n > 0 {
+			width = len(h.data) / n
+		}
+		if width*n != len(h.data) {
+			return nil, fmt.Errorf("%d bytes of text do not split into %d elements of one width", len(h.data), n)
+		}
+		t := C.sagefit_string_tensor(first(dims), C.int(len(dims)), (*C.char)(unsafe.Pointer(unsafe.SliceData(h.data))), C.size_t(n), C.size_t(width))
+		if t == nil {
+			return nil, errors.New("TF_AllocateTensor failed")
+		}
+		return t, nil
 	}
 	size := h.dtype.Size()
 	if size == 0 {
 		return nil, fmt.Errorf("unsupported dtype %s", h.dtype)
 	}
-	n := 1
-	for _, d := range h.shape {
-		n *= int(d)
-	}
 	if n*size != len(h.data) {
 		return nil, fmt.Errorf("shape %v of %s needs %d bytes, got %d", h.shape, h.dtype, n*size, len(h.data))
-	}
-	dims := make([]C.int64_t, len(h.shape))
-	for i, d := range h.shape {
-		dims[i] = C.int64_t(d)
 	}
 	t := C.TF_AllocateTensor(C.TF_DataType(h.dtype), first(dims), C.int(len(dims)), C.size_t(len(h.data)))
 	if t == nil {

@@ -142,7 +142,7 @@ func (m *Model) batchFeeds(c *call, b model.Batch) ([]hostTensor, error) {
 		}
 		ex, _ := spec.ExampleShape()
 		shape := append([]int64{int64(b.Rows)}, ex...)
-		if want := int64(b.Rows) * spec.ExampleElems() * int64(dt.Size()); int64(len(data)) != want {
+		if want := int64(b.Rows) * spec.ExampleElems() * int64(dt.Size()); dt != model.String && int64(len(data)) != want {
 			return nil, fmt.Errorf("%q: batch of %d rows has %d bytes, want %d (%s, example shape %v)", spec.Name, b.Rows, len(data), want, dt, ex)
 		}
 		feeds[i] = hostTensor{dtype: dt, shape: shape, data: data}

@@ -255,6 +255,9 @@ def export(
         return out
 
     archive = keras.export.ExportArchive()
+    # Variables are tracked through the endpoints; lookup tables
+    # (StringLookup, TextVectorization, ...) only through the model.
+    archive.track(model)
 
     # Keras's own train step: loss, optimizer update and metrics as in fit.
     n_tgt = len(tgt_descs)
@@ -731,6 +734,10 @@ def _build(model, in_descs, tgt_descs, pack):
 
     def zeros(d):
         shape = [1 if s is None else s for s in d["shape"]]
+        if d["dtype"] == "string":
+            import tensorflow as tf
+
+            return tf.fill(shape, "")  # numpy has no dtype Keras reads as string
         return np.zeros(shape, dtype=d["dtype"])
 
     x = pack([zeros(d) for d in in_descs], in_descs)

@@ -361,6 +361,82 @@ def batch_norm_data(rows, rng):
 
 
 # family -> (build and compile the model, make rows of data)
+_COLORS = ["red", "green", "blue", "yellow", "purple"]
+_WORDS = ["the", "café", "naïve", "fast", "slow", "dog", "cat", "sees", "runs", "über", "a", "big"]
+
+
+def string_lookup():
+    """A StringLookup of colour names (one-hot, an OOV bucket) into a small
+    MLP: a lookup table tracked with the model, bytes ('S') input files."""
+    keras = _keras()
+    model = keras.Sequential([
+        keras.Input((1,), dtype="string"),
+        keras.layers.StringLookup(vocabulary=_COLORS[:4], output_mode="one_hot"),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def string_lookup_data(rows, rng):
+    idx = rng.integers(0, len(_COLORS), rows)
+    x = np.array([_COLORS[i].encode() for i in idx], dtype="S6").reshape(rows, 1)
+    y = (idx % 2 == 0).astype(np.float32)
+    return {"train": x}, {"labels": y}
+
+
+def text_vectorization():
+    """TextVectorization (adapted vocabulary, sequences of 6 tokens) into an
+    Embedding: sentences as unicode ('U') files with non-ASCII words."""
+    keras = _keras()
+    vec = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=6)
+    vec.adapt(_sentences(200, np.random.default_rng(7)))
+    model = keras.Sequential([
+        keras.Input((1,), dtype="string"),
+        vec,
+        keras.layers.Embedding(20, 4),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _sentences(rows, rng):
+    lengths = rng.integers(1, 9, rows)
+    return np.array([" ".join(_WORDS[j] for j in rng.integers(0, len(_WORDS), n)) for n in lengths])
+
+
+def text_vectorization_data(rows, rng):
+    x = _sentences(rows, rng)
+    y = np.array([("café" in s) or ("über" in s) for s in x], dtype=np.float32)
+    return {"train": x.reshape(rows, 1)}, {"labels": y}
+
+
+def categorical():
+    """IntegerLookup of an int64 code beside Hashing of a string, one-hot,
+    concatenated: two lookup-style inputs of two dtypes."""
+    keras = _keras()
+    code = keras.Input((1,), dtype="int64", name="code")
+    color = keras.Input((1,), dtype="string", name="color")
+    a = keras.layers.IntegerLookup(vocabulary=[3, 7, 11, 19], output_mode="one_hot")(code)
+    b = keras.layers.Hashing(num_bins=8, output_mode="one_hot")(color)
+    h = keras.layers.Concatenate()([a, b])
+    h = keras.layers.Dense(8, activation="relu")(h)
+    out = keras.layers.Dense(1, activation="sigmoid")(h)
+    model = keras.Model([code, color], out)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def categorical_data(rows, rng):
+    code = rng.choice([3, 7, 11, 19, 23], rows).astype(np.int64).reshape(rows, 1)
+    color = np.array(rng.choice(_COLORS, rows), dtype="<U6").reshape(rows, 1)
+    y = ((code[:, 0] > 10) ^ (color[:, 0] == "red")).astype(np.float32)
+    return {"code": code, "color": color}, {"labels": y}
+
+
 FAMILIES = {
     "seed": (seed_mlp, seed_data),
     "seed_wide": (seed_wide, seed_data),
@@ -381,13 +457,24 @@ FAMILIES = {
     "batch_norm": (batch_norm, batch_norm_data),
     "mobilenet_v2": (mobilenet_v2, mobilenet_v2_data),
     "batch_norm_synchronized": (batch_norm_synchronized, batch_norm_data),
+    "string_lookup": (string_lookup, string_lookup_data),
+    "text_vectorization": (text_vectorization, text_vectorization_data),
+    "categorical": (categorical, categorical_data),
 }
 
 
 def _fit_inputs(model, inputs):
+    # Keras takes text as string tensors, not numpy's 'S' or 'U' arrays.
+    inputs = {k: _text_tensor(v) if v.dtype.kind in "SU" else v for k, v in inputs.items()}
     if len(inputs) == 1:
         return next(iter(inputs.values()))
     return [inputs[t._keras_history[0].name] for t in model.inputs]
+
+
+def _text_tensor(a):
+    import tensorflow as tf
+
+    return tf.constant(a)
 
 
 def _fit_targets(targets):

@@ -164,6 +164,9 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		return cd, nil
 	}
 	chOpts := []data.ChannelOption{data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir), data.WithOptional(model.SampleWeight)}
+	if len(meta.Inputs) == 1 && dtypes[meta.Inputs[0].Name] == data.String {
+		chOpts = append(chOpts, data.WithCSVText()) // a CSV channel's features are its text
+	}
 	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
@@ -200,6 +203,12 @@ func CheckFits(a *data.Array, spec model.TensorSpec) error {
 	shape := a.Shape()
 	if len(shape) == 0 {
 		return fmt.Errorf("%s holds a single value (a 0-d array); it needs one row per example", a.Path())
+	}
+	if text := a.DType() == data.String; text != (spec.DType == "string") {
+		if text {
+			return fmt.Errorf("%s holds text (%s) but model %s %q takes %s numbers; save numbers, or give the model a string input (StringLookup, TextVectorization)", a.Path(), a.Header().Descr(), kindOf(spec), spec.Name, spec.DType)
+		}
+		return fmt.Errorf("%s holds %s numbers but model %s %q takes text; save the text as a string array (np.save(path, np.asarray(texts, dtype=str)))", a.Path(), a.DType(), kindOf(spec), spec.Name)
 	}
 	want, _ := spec.ExampleShape()
 	got := a.RowShape()
@@ -292,7 +301,7 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 		return fmt.Errorf("%s would weigh the rows, but the model's steps take no sample weights (a custom train_step that unpacks `x, y = data`, or an export by an older sagefit); unpack `x, y, sample_weight = data` in the step and export again, or remove the file", weights.Path())
 	}
 	if weights != nil {
-		if err := CheckFits(weights, model.TensorSpec{Name: model.SampleWeight, Key: model.SampleWeight, Shape: []*int64{nil}}); err != nil {
+		if err := CheckFits(weights, model.TensorSpec{Name: model.SampleWeight, Key: model.SampleWeight, DType: "float32", Shape: []*int64{nil}}); err != nil {
 			return fmt.Errorf("%w (one weight per row)", err)
 		}
 		dtypes[model.SampleWeight] = data.Float32

@@ -2,6 +2,8 @@ package input_test
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -132,3 +134,63 @@ func TestPipeTensorNamesChecked(t *testing.T) {
 		}
 	}
 }
+
+// writeTextNPY writes rows of width-byte text as numpy's np.save writes an
+// 'S' array (the header padded to 64 bytes).
+func writeTextNPY(t *testing.T, path string, width int, rows ...string) {
+	t.Helper()
+	dict := fmt.Sprintf("{'descr': '|S%d', 'fortran_order': False, 'shape': (%d, 1), }", width, len(rows))
+	pad := 64 - (10+len(dict)+1)%64
+	hdr := dict + strings.Repeat(" ", pad) + "\n"
+	buf := append([]byte("\x93NUMPY\x01\x00"), byte(len(hdr)), byte(len(hdr)>>8))
+	buf = append(buf, hdr...)
+	for _, r := range rows {
+		buf = append(buf, (r + strings.Repeat("\x00", width))[:width]...)
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Text and numbers do not feed each other: each way is refused in one
+// sentence saying what to save; text feeds a string input.
+func TestTextAndNumbersAreChecked(t *testing.T) {
+	text := &model.Metadata{
+		Inputs:  []model.TensorSpec{{Name: "x", Key: "x", DType: "string", Shape: []*int64{nil, ptr(1)}}},
+		Targets: meta.Targets,
+	}
+	for _, c := range []struct {
+		name string
+		meta *model.Metadata
+		text bool
+		want string
+	}{
+		{"text into numbers", meta, true, `x.npy holds text (|S5) but model input "x" takes float32 numbers`},
+		{"numbers into text", text, false, `x.npy holds float32 numbers but model input "x" takes text; save the text as a string array`},
+		{"text into text", text, true, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if c.text {
+				writeTextNPY(t, filepath.Join(dir, "x.npy"), 5, "red", "green", "blue")
+			} else {
+				writeNPY(t, filepath.Join(dir, "x.npy"), 3, 1)
+			}
+			writeNPY(t, filepath.Join(dir, "y.npy"), 3, 1)
+			if c.want == "" {
+				ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, c.meta, input.Options{Warn: &bytes.Buffer{}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ch.Close()
+				return
+			}
+			_, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, c.meta, input.Options{Warn: &bytes.Buffer{}})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
+}
+
+func ptr(n int64) *int64 { return &n }
