@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/sagefit/sagefit/distributed"
 	"github.com/sagefit/sagefit/distributed/transport"
@@ -14,6 +15,14 @@ import (
 	"github.com/sagefit/sagefit/runtime/job"
 	"github.com/sagefit/sagefit/runtime/launch"
 )
+
+// finalWait bounds the final barrier: a host other than rank 0 that has
+// finished (or failed) stays until rank 0 has written the model and the
+// outputs and closed its end, so that SageMaker's local mode, which stops
+// every container when the first one exits, and anything else that reads a
+// host's exit as the job's end, never cuts rank 0 short. Rank 0 failing or
+// gone ends the wait at once; the bound only covers a rank 0 that hangs.
+const finalWait = 30 * time.Minute
 
 // joinGRPC forms the job's ring over gRPC: it waits for late hosts (up to
 // the connect timeout) and checks every host loaded the same model.
@@ -53,6 +62,7 @@ func joinGRPC(ctx context.Context, j *job.Job, fingerprint, hostAddrs, listenFD 
 		Compression:    compression,
 		DataOverGRPC:   j.DataOverGRPC,
 		Listener:       lis,
+		FinalWait:      finalWait,
 		Logf: func(format string, args ...any) {
 			fmt.Fprintf(log, "sagefit: "+format+"\n", args...)
 		},

@@ -160,6 +160,7 @@ type node struct {
 	logf        func(string, ...any)
 	allow       *allowList // the job's addresses: handshakes and lane connections are checked against it (it locks itself)
 	localIP     net.IP     // bind outgoing connections here (loopback runs only)
+	finalWait   time.Duration
 }
 
 // dataPath is the half of the transport the Group's messages use: the
@@ -806,6 +807,9 @@ func (t *grpcTransport) shutdown(reason error) {
 		t.conn.Close()
 	}
 	t.wg.Wait()
+	if reason == nil && t.rank != 0 && t.finalWait > 0 && t.rv.joined.Load() {
+		t.awaitRank0()
+	}
 }
 
 // trackingListener remembers the connections it accepted until they are

@@ -56,6 +56,15 @@ type Config struct {
 	// BenchmarkGRPCTuning chose: 1 MiB, or ChunkBytes if larger.
 	StreamWindow int
 
+	// FinalWait, when positive, is the final barrier: Close on every rank
+	// but 0, once it has left the ring, waits until rank 0 closes its
+	// transport too (or is gone), at most FinalWait. Rank 0 writes the
+	// job's model and outputs after the last collective, and a host that
+	// exits before that can cost the job its model (SageMaker's local mode
+	// stops every host's container when the first one exits). 0: Close
+	// returns at once. See final.go.
+	FinalWait time.Duration
+
 	// Listener, if set, is served instead of listening on Self's address
 	// (tests, or a port bound earlier). Join takes ownership.
 	Listener net.Listener
@@ -225,7 +234,7 @@ func join(ctx context.Context, cfg Config) (*distributed.Group, *grpcTransport, 
 				Host: cfg.Self, Fingerprint: cfg.Fingerprint},
 			rank: rank, world: n, next: (rank + 1) % n, prev: (rank + n - 1) % n,
 			addrs: addrs, tune: tune, chunkBytes: cfg.ChunkBytes, logf: cfg.Logf,
-			allow: newAllowList(addrs),
+			allow: newAllowList(addrs), finalWait: cfg.FinalWait,
 		},
 		rv:   newRendezvous(n),
 		data: dataPath{inReady: make(chan struct{})},
@@ -410,6 +419,9 @@ type hello struct {
 	// Leave, when set, makes this hello a farewell: the host is not
 	// joining and says why (see grpcTransport.leave).
 	Leave *leaveNote `json:"leave,omitempty"`
+	// Linger, sent to rank 0 by a host that has left the ring, asks for
+	// the end of the stream when rank 0 closes (the final barrier, final.go).
+	Linger bool `json:"linger,omitempty"`
 }
 
 // leaveNote is why a host gives up joining, as its neighbours relay it.

@@ -335,6 +335,9 @@ func (t *grpcTransport) acceptLink(stream grpc.ServerStream, l *inLink) (linked 
 		t.postFatal(t.prev, remote.Leave.failure())
 		return false, nil
 	}
+	if remote.Linger {
+		return false, t.serveLinger(ctx, remote)
+	}
 	if err := t.checkHello(remote, t.prev); err != nil {
 		t.rv.markKnows(t.rankOf(remote.Host))
 		t.postFatal(t.prev, err)

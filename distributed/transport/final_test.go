@@ -1,0 +1,113 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sagefit/sagefit/distributed"
+)
+
+// closeTimes closes the groups of ranks concurrently and reports, per rank,
+// when its Close returned.
+func closeTimes(gs []*distributed.Group, ranks ...int) (wait func() map[int]time.Time) {
+	var mu sync.Mutex
+	done := map[int]time.Time{}
+	var wg sync.WaitGroup
+	for _, r := range ranks {
+		wg.Go(func() {
+			gs[r].Close()
+			mu.Lock()
+			done[r] = time.Now()
+			mu.Unlock()
+		})
+	}
+	return func() map[int]time.Time { wg.Wait(); return done }
+}
+
+// TestFinalBarrier: with FinalWait set, a rank other than 0 that closes
+// stays until rank 0 has closed (the job's model is written by then); rank
+// 0 gone ends the wait at once; FinalWait bounds it; without it Close
+// returns at once.
+func TestFinalBarrier(t *testing.T) {
+	const hold = 1500 * time.Millisecond
+	for _, c := range []struct {
+		name      string
+		finalWait time.Duration
+		rank0     string // "holds": closes hold after the others; "gone": closes first
+		// the others' Close returns within [min, max] of their start
+		min, max time.Duration
+	}{
+		{"ranks wait for rank 0", 30 * time.Second, "holds", hold, hold + 3*time.Second},
+		{"rank 0 gone", 30 * time.Second, "gone", 0, 2 * time.Second},
+		{"bounded by FinalWait", 500 * time.Millisecond, "holds", 500 * time.Millisecond, hold},
+		{"no final barrier", 0, "holds", 0, time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			cfgs := loopbackConfigs(t, 3, "job-final")
+			for r := range cfgs {
+				cfgs[r].FinalWait = c.finalWait
+			}
+			gs, errs := joinAll(t, cfgs)
+			noErrors(t, errs)
+			noErrors(t, onAll(t, gs, func(ctx context.Context, g *distributed.Group) error {
+				return g.AllReduce(ctx, make([]float32, 1000), distributed.Sum)
+			}))
+			if c.rank0 == "gone" {
+				gs[0].Close()
+			}
+			start := time.Now()
+			others := closeTimes(gs, 1, 2)
+			if c.rank0 == "holds" {
+				time.Sleep(hold) // rank 0 writing the model
+				gs[0].Close()
+			}
+			for r, at := range others() {
+				if d := at.Sub(start); d < c.min || d > c.max {
+					t.Errorf("rank %d closed after %v, want between %v and %v", r, d.Round(time.Millisecond), c.min, c.max)
+				}
+			}
+			closeAll(t, gs)
+			expectNoLeak(t, before)
+		})
+	}
+}
+
+// TestFinalBarrierKeepsFailuresFast: a rank that fails mid-job and closes
+// leaves the ring before it waits, so the others' collective fails at once
+// (not after the op timeout), rank 0 closes, and that ends the wait.
+func TestFinalBarrierKeepsFailuresFast(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 3, "job-final-fail")
+	for r := range cfgs {
+		cfgs[r].FinalWait = 30 * time.Second
+		cfgs[r].OpTimeout = 20 * time.Second
+	}
+	gs, errs := joinAll(t, cfgs)
+	noErrors(t, errs)
+	start := time.Now()
+	failed := closeTimes(gs, 2) // rank 2 fails on its own and closes
+	errs = onAll(t, gs[:2], func(ctx context.Context, g *distributed.Group) error {
+		err := g.AllReduce(ctx, make([]float32, 1000), distributed.Sum)
+		g.Close() // as the runtime does when a collective fails
+		return err
+	})
+	for r, err := range errs {
+		var pe *distributed.PeerError
+		if !errors.As(err, &pe) {
+			t.Errorf("rank %d: want a PeerError after rank 2 left, got %v", r, err)
+		}
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the others failed after %v; the op timeout is %v", d, cfgs[0].OpTimeout)
+	}
+	if d := failed()[2].Sub(start); d > 10*time.Second {
+		t.Errorf("rank 2 waited %v for rank 0, which had failed", d)
+	}
+	closeAll(t, gs)
+	expectNoLeak(t, before)
+}
