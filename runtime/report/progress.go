@@ -19,9 +19,16 @@ func IsTerminal(w io.Writer) bool {
 // Progress is the progress bar of one epoch, with the latest metrics after
 // it. It draws only on a terminal; elsewhere (CloudWatch, a file) its
 // methods do nothing, so that logs hold the epoch lines alone, as do those
-// of a nil *Progress.
+// of a nil *Progress. On a terminal the bar ends its line when the epoch
+// does (as Keras's Progbar), so the epoch line after it stands on a line of
+// its own whatever the terminal: one narrower than the bar, or a TTY whose
+// output is read back as log lines (SageMaker's local mode gives each
+// container one), where a bar cleared with carriage returns would leave the
+// epoch line behind it on the same line.
 type Progress struct {
-	bar *progressbar.ProgressBar // nil when not drawing
+	bar   *progressbar.ProgressBar // nil when not drawing
+	w     io.Writer
+	drawn bool // the bar is on the line
 }
 
 // NewProgress starts the bar of an epoch of steps steps (0 or less: not
@@ -42,10 +49,9 @@ func NewProgress(w io.Writer, steps int, isTerminal bool) *Progress {
 		progressbar.OptionShowIts(),
 		progressbar.OptionShowDescriptionAtLineEnd(),
 		progressbar.OptionThrottle(50*time.Millisecond), // Keras's Progbar interval
-		progressbar.OptionClearOnFinish(),               // the epoch line takes its place
 		progressbar.OptionSetSpinnerChangeInterval(0),   // draw on Step only: no goroutine
 	)
-	return &Progress{bar: bar}
+	return &Progress{bar: bar, w: w}
 }
 
 // Step records one finished step and shows logs, the metrics so far this
@@ -60,12 +66,19 @@ func (p *Progress) Step(logs []Metric) {
 	}
 	p.bar.Describe(strings.Join(parts, " - "))
 	_ = p.bar.Add(1) // errors only past the last step; a bar is no reason to stop
+	p.drawn = true
 }
 
-// Done clears the bar from the line, ready for the epoch line.
+// Done ends the bar's line (the bar stays as it last was, like Keras's), so
+// that what is written next, the epoch line, starts a line of its own. It
+// writes nothing when the bar never drew.
 func (p *Progress) Done() {
 	if p == nil || p.bar == nil {
 		return
 	}
-	_ = p.bar.Finish()
+	_ = p.bar.Exit() // no more drawing
+	if p.drawn {
+		_, _ = io.WriteString(p.w, "\n")
+		p.drawn = false
+	}
 }

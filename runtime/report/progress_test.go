@@ -44,10 +44,10 @@ func TestProgress(t *testing.T) {
 			if !strings.Contains(got, "accuracy: 0.5000 - loss: 0.6931") {
 				t.Errorf("bar %q does not show the metrics", got)
 			}
-			// The bar is cleared at the end, so the epoch line starts at
-			// the beginning of a clean line.
-			if !strings.HasSuffix(got, "\r") || strings.Contains(got, "\n") {
-				t.Errorf("bar %q does not end with its line cleared", got)
+			// The bar ends its line, once, so the epoch line written next
+			// stands on a line of its own.
+			if !strings.HasSuffix(got, "\n") || strings.Count(got, "\n") != 1 {
+				t.Errorf("bar %q does not end with one newline", got)
 			}
 		})
 	}
