@@ -47,7 +47,9 @@ const (
 )
 
 // SampleWeight is the name of the per-row weight tensor in a Batch (and of
-// its file in a channel, sample_weight.npy).
+// its file in a channel, sample_weight.npy), which weighs every output; a
+// model with several outputs also takes sample_weight_<output> per output
+// (Metadata.PerOutputWeights).
 const SampleWeight = "sample_weight"
 
 // Weighted is the role of step role with a sample weight.
@@ -152,6 +154,31 @@ type Metadata struct {
 	SynchronizedBatchNorm []string `json:"synchronized_batch_norm,omitempty"`
 	// Callbacks are the Keras callbacks given to sagefit.export, in order.
 	Callbacks []CallbackSpec `json:"callbacks,omitempty"`
+	// SampleWeights are the weighted steps' weight feeds after the
+	// targets: one sample_weight, or for a model with several outputs one
+	// sample_weight_<output> per output. Empty in exports that predate
+	// them (one sample_weight).
+	SampleWeights []TensorSpec `json:"sample_weights,omitempty"`
+}
+
+// WeightSpecs are the weighted steps' weight feeds (see SampleWeights).
+func (m *Metadata) WeightSpecs() []TensorSpec {
+	if len(m.SampleWeights) > 0 {
+		return m.SampleWeights
+	}
+	return []TensorSpec{{Name: SampleWeight, Key: SampleWeight, DType: "float32", Shape: []*int64{nil}}}
+}
+
+// PerOutputWeights are the names of the per-output weight tensors
+// (sample_weight_<output>), or nil for a model that takes one weight.
+func (m *Metadata) PerOutputWeights() []string {
+	var out []string
+	for _, w := range m.WeightSpecs() {
+		if w.Name != SampleWeight {
+			out = append(out, w.Name)
+		}
+	}
+	return out
 }
 
 // CallbackSpec is one Keras callback: its class and the arguments that
@@ -259,7 +286,7 @@ func (m *Metadata) Roles() []RoleTensors {
 		roles = append(roles, RoleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})
 	}
 	if m.HasSampleWeights() {
-		weighted := append(append([]TensorSpec{}, step...), TensorSpec{Name: SampleWeight, Key: SampleWeight, DType: "float32", Shape: []*int64{nil}})
+		weighted := append(append([]TensorSpec{}, step...), m.WeightSpecs()...)
 		roles = append(roles,
 			RoleTensors{RoleTrainStepWeighted, weighted, m.Metrics},
 			RoleTensors{RoleComputeGradientsWeighted, weighted, append([]string{keyGradients}, m.Metrics...)},

@@ -368,6 +368,10 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 		hps          map[string]string
 	}{
 		{"sample_weight", "seed_weighted", []string{"--sample-weight"}, nil},
+		// Two outputs: one file weighs both, or one file per output, as fit
+		// takes one array or a list of them.
+		{"sample_weight_all_outputs", "two_heads_weighted", []string{"--sample-weight"}, nil},
+		{"sample_weight_per_output", "two_heads_weighted", []string{"--sample-weight", "per-output"}, nil},
 		{"class_weight", "multiclass", []string{"--class-weight", `{"0": 1.0, "1": 3.0, "2": 0.5}`}, map[string]string{"class_weight": `{"0": 1.0, "1": 3.0, "2": 0.5}`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -379,7 +383,7 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 			}
 			base := localJob(t, fx, hps, nil)
 			res, _, stderr := trainJob(t, base)
-			if strings.Contains(stderr.String(), "sample_weight.npy feeds no input") {
+			if strings.Contains(stderr.String(), "feeds no input") {
 				t.Errorf("sample_weight.npy was left unused:\n%s", stderr.String())
 			}
 			sameHistory(t, res.HistoryPath, ref.History)

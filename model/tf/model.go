@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"math"
 
 	corepb "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
@@ -133,6 +134,9 @@ func (m *Model) batchFeeds(c *call, b model.Batch) ([]hostTensor, error) {
 	feeds := make([]hostTensor, len(c.feedSpecs))
 	for i, spec := range c.feedSpecs {
 		data, ok := b.Tensors[spec.Name]
+		if !ok && strings.HasPrefix(spec.Name, model.SampleWeight+"_") {
+			data, ok = b.Tensors[model.SampleWeight] // one weight for every output
+		}
 		if !ok {
 			return nil, fmt.Errorf("batch has no data for %q", spec.Name)
 		}
@@ -189,7 +193,11 @@ func (m *Model) metrics(res []result) ([]model.Metric, error) {
 // roleFor is the step role for a batch: the weighted one when the batch
 // carries sample weights.
 func (m *Model) roleFor(role string, b model.Batch) (string, error) {
-	if _, ok := b.Tensors[model.SampleWeight]; !ok {
+	weighted := b.Tensors[model.SampleWeight] != nil
+	for _, name := range m.meta.PerOutputWeights() {
+		weighted = weighted || b.Tensors[name] != nil
+	}
+	if !weighted {
 		return role, nil
 	}
 	if !m.meta.HasSampleWeights() {

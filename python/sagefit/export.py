@@ -266,8 +266,11 @@ def export(
         """(x, y) or, with a sample weight after the targets, (x, y, w)."""
         x = pack(args[:n_in], in_descs)
         y = pack(args[n_in : n_in + n_tgt], tgt_descs)
-        if len(args) > n_in + n_tgt:
-            return (x, y, args[n_in + n_tgt])
+        w = args[n_in + n_tgt :]
+        if len(w) > 1:  # one per output, in y's structure, as fit takes them
+            return (x, y, list(w))
+        if w:
+            return (x, y, w[0])
         return (x, y)
 
     def train_step(*args):
@@ -392,7 +395,19 @@ def export(
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
     )
     archive.add_endpoint(contract.TEST_STEP, test_step, in_specs + tgt_specs)
-    weight_spec = [tf.TensorSpec([None], tf.float32, name=contract.SAMPLE_WEIGHT)]
+    # One weight per row; a model with several outputs takes one per output
+    # (sample_weight_<output>), which a single file fills alike (as fit
+    # applies one array to every output).
+    weight_descs = [{"name": contract.SAMPLE_WEIGHT, "key": contract.SAMPLE_WEIGHT}]
+    if n_tgt > 1:
+        weight_descs = [
+            {"name": f"{contract.SAMPLE_WEIGHT}_{d['name']}", "output": d["name"],
+             "key": _spec_name(f"{contract.SAMPLE_WEIGHT}_{d['name']}", taken)}
+            for d in tgt_descs
+        ]
+    for d in weight_descs:
+        d.update(dtype="float32", shape=[None])
+    weight_spec = [tf.TensorSpec([None], tf.float32, name=d["key"]) for d in weight_descs]
     weighted = _takes_sample_weights(model, train_step, test_step, in_specs + tgt_specs + weight_spec)
     if weighted:
         archive.add_endpoint(contract.TRAIN_STEP_WEIGHTED, train_step, in_specs + tgt_specs + weight_spec)
@@ -464,6 +479,7 @@ def export(
         "targets": tgt_descs,
         "outputs": out_names,
         "signatures": contract.signature_names(lr_var is not None, weighted),
+        "sample_weights": weight_descs if weighted else [],
         "gradients": grads,
         "gradient_size": grad_size,
         "variables": variables,

@@ -149,6 +149,19 @@ def two_heads():
     return model
 
 
+def two_heads_weighted():
+    """two_heads with a weighted metric on each head."""
+    model = two_heads()
+    keras = _keras()
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss={"kind": "sparse_categorical_crossentropy", "price": "mse"},
+        loss_weights={"kind": 1.0, "price": 0.5},
+        weighted_metrics={"kind": ["accuracy"], "price": ["mae"]},
+    )
+    return model
+
+
 def two_heads_data(rows, rng):
     x = rng.normal(size=(rows, 6)).astype(np.float32)
     kind = np.argmax(x[:, :3], axis=1).astype(np.int64)
@@ -446,6 +459,7 @@ FAMILIES = {
     "two_inputs": (two_inputs, two_inputs_data),
     "cnn": (small_cnn, small_cnn_data),
     "two_heads": (two_heads, two_heads_data),
+    "two_heads_weighted": (two_heads_weighted, two_heads_data),
     "dropout": (dropout_mlp, seed_data),
     "embedding": (embedding, embedding_data),
     "lstm": (lstm, sequence_data),
@@ -519,6 +533,10 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
     if sample_weight:  # one weight per row, in sample_weight.npy beside the data
         weights = {"train": np.random.default_rng(seed + 2).uniform(0.1, 3.0, rows).astype(np.float32),
                    "validation": np.random.default_rng(seed + 3).uniform(0.1, 3.0, val_rows).astype(np.float32)}
+    if sample_weight == "per-output":  # sample_weight_<output>.npy, one per output
+        weights = {ch: [np.random.default_rng(seed + 4 + 2 * i + k).uniform(0.1, 3.0, n).astype(np.float32)
+                        for i in range(len(targets))]
+                   for k, (ch, n) in enumerate({"train": rows, "validation": val_rows}.items())}
     for channel, (xs, ys) in {"train": (inputs, targets), "validation": (vin, vtg)}.items():
         if channel == "validation" and not validation:
             continue
@@ -526,7 +544,10 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
         os.makedirs(d, exist_ok=True)
         for name, arr in {**xs, **ys}.items():
             np.save(os.path.join(d, name + ".npy"), arr)
-        if channel in weights:
+        if channel in weights and sample_weight == "per-output":
+            for name, w in zip(targets, weights[channel]):
+                np.save(os.path.join(d, f"sample_weight_{name}.npy"), w)
+        elif channel in weights:
             np.save(os.path.join(d, "sample_weight.npy"), weights[channel])
 
     ref = {"family": family, "epochs": epochs, "batch_size": batch_size,
@@ -579,8 +600,9 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fit-args", default="{}",
                    help="JSON object of further model.fit arguments (steps_per_epoch, ...)")
-    p.add_argument("--sample-weight", action="store_true",
-                   help="write sample_weight.npy into the channels and fit with them")
+    p.add_argument("--sample-weight", nargs="?", const=True, default=False, choices=[True, "per-output"],
+                   help="write sample_weight.npy into the channels and fit with them; "
+                        "'per-output': sample_weight_<output>.npy for each output")
     p.add_argument("--class-weight", default="{}", help='JSON class_weight for fit, e.g. {"0": 1, "1": 5}')
     p.add_argument("--callbacks", default="[]",
                    help='JSON list of [class, kwargs] Keras callbacks, e.g. [["EarlyStopping", {"patience": 2}]]')

@@ -77,7 +77,7 @@ func (c *Channel) Epoch(ctx context.Context, epoch int) (*data.Dataset, func(), 
 
 // checkPipeNames accepts the tensor names of a Pipe mode stream: every
 // input and target once, and a sample weight where the model takes one.
-func checkPipeNames(names, tensors []string, weighted bool) error {
+func checkPipeNames(names, tensors, weights []string) error {
 	for _, t := range tensors {
 		if !slices.Contains(names, t) {
 			return fmt.Errorf("hyperparameter %q lists %q but not the model's %q; the model has inputs and targets %s", job.HPPipeTensors, names, t, strings.Join(tensors, ", "))
@@ -87,11 +87,44 @@ func checkPipeNames(names, tensors []string, weighted bool) error {
 		switch {
 		case slices.Contains(names[:i], n):
 			return fmt.Errorf("hyperparameter %q lists %q twice", job.HPPipeTensors, n)
-		case n == model.SampleWeight && weighted, slices.Contains(tensors, n):
+		case slices.Contains(weights, n), slices.Contains(tensors, n):
 		default:
 			return fmt.Errorf("hyperparameter %q lists %q, which is no input or target of the model (%s)%s", job.HPPipeTensors, n, strings.Join(tensors, ", "),
-				map[bool]string{true: " nor its sample weight", false: ""}[weighted])
+				map[bool]string{true: " nor a sample weight (" + strings.Join(weights, ", ") + ")", false: ""}[len(weights) > 0])
 		}
+	}
+	return nil
+}
+
+// weightNames are the weight tensors the model's steps take: sample_weight
+// (for every output) and, with several outputs, sample_weight_<output>.
+func weightNames(meta *model.Metadata) []string {
+	if !meta.HasSampleWeights() {
+		return nil
+	}
+	return append([]string{model.SampleWeight}, meta.PerOutputWeights()...)
+}
+
+// checkWeightSet accepts, among the tensors a channel or stream (where)
+// holds, one sample_weight for every output, or one weight per output,
+// as fit takes sample_weight: an array, or one per output.
+func checkWeightSet(have []string, meta *model.Metadata, where string) error {
+	per := meta.PerOutputWeights()
+	var given, missing []string
+	for _, n := range per {
+		if slices.Contains(have, n) {
+			given = append(given, n)
+		} else {
+			missing = append(missing, n)
+		}
+	}
+	switch {
+	case len(given) == 0:
+		return nil
+	case slices.Contains(have, model.SampleWeight):
+		return fmt.Errorf("%s has %s for every output and per-output weights %s; keep one or the other", where, model.SampleWeight, strings.Join(given, ", "))
+	case len(missing) > 0:
+		return fmt.Errorf("%s weighs outputs by %s but has no %s; give every output its weights, or one %s for all", where, strings.Join(given, ", "), strings.Join(missing, ", "), model.SampleWeight)
 	}
 	return nil
 }
@@ -150,20 +183,26 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		if len(pipeNames) == 0 {
 			pipeNames = append(inputs, targets...)
 		}
-		if err := checkPipeNames(pipeNames, append(inputs, targets...), meta.HasSampleWeights()); err != nil {
+		if err := checkPipeNames(pipeNames, append(inputs, targets...), weightNames(meta)); err != nil {
 			return nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
 		}
-		if slices.Contains(pipeNames, model.SampleWeight) {
-			dtypes[model.SampleWeight] = data.Float32
+		if err := checkWeightSet(pipeNames, meta, "the stream"); err != nil {
+			return nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
 		}
-		if len(o.ClassWeight) > 0 && slices.Contains(pipeNames, model.SampleWeight) {
+		weighted := false
+		for _, n := range weightNames(meta) {
+			if slices.Contains(pipeNames, n) {
+				dtypes[n], weighted = data.Float32, true
+			}
+		}
+		if len(o.ClassWeight) > 0 && weighted {
 			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q and the stream's %s cannot both weigh the rows, as in Keras; keep one", c.Name, job.HPClassWeight, model.SampleWeight)
 		}
 		cd.pipe, cd.pipeNames, cd.pipeOpts = true, pipeNames, o.Pipe
 		cd.fifo = func(epoch int) string { return paths.PipeFIFO(c.Name, epoch) }
 		return cd, nil
 	}
-	chOpts := []data.ChannelOption{data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir), data.WithOptional(model.SampleWeight)}
+	chOpts := []data.ChannelOption{data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir), data.WithOptional(append([]string{model.SampleWeight}, meta.PerOutputWeights()...)...)}
 	if len(meta.Inputs) == 1 && dtypes[meta.Inputs[0].Name] == data.String {
 		chOpts = append(chOpts, data.WithCSVText()) // a CSV channel's features are its text
 	}
@@ -300,11 +339,21 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	if weights != nil && !meta.HasSampleWeights() {
 		return fmt.Errorf("%s would weigh the rows, but the model's steps take no sample weights (a custom train_step that unpacks `x, y = data`, or an export by an older sagefit); unpack `x, y, sample_weight = data` in the step and export again, or remove the file", weights.Path())
 	}
-	if weights != nil {
-		if err := CheckFits(weights, model.TensorSpec{Name: model.SampleWeight, Key: model.SampleWeight, DType: "float32", Shape: []*int64{nil}}); err != nil {
+	var have []string
+	for _, name := range append([]string{model.SampleWeight}, meta.PerOutputWeights()...) {
+		if ds.Array(name) != nil {
+			have = append(have, name)
+		}
+	}
+	if err := checkWeightSet(have, meta, "the channel"); err != nil {
+		return err
+	}
+	for _, name := range have {
+		if err := CheckFits(ds.Array(name), model.TensorSpec{Name: name, Key: name, DType: "float32", Shape: []*int64{nil}}); err != nil {
 			return fmt.Errorf("%w (one weight per row)", err)
 		}
-		dtypes[model.SampleWeight] = data.Float32
+		dtypes[name] = data.Float32
+		weights = ds.Array(name)
 	}
 	if len(classWeight) == 0 {
 		return nil

@@ -123,7 +123,7 @@ func TestPipeTensorNamesChecked(t *testing.T) {
 		{meta, []string{"x", "y", "sample_weight"}, `lists "sample_weight", which is no input or target of the model (x, y)`},
 		{meta, []string{"x"}, `but not the model's "y"`},
 		{meta, []string{"x", "y", "x"}, `lists "x" twice`},
-		{&weighted, []string{"x", "y", "labels"}, `lists "labels", which is no input or target of the model (x, y) nor its sample weight`},
+		{&weighted, []string{"x", "y", "labels"}, `lists "labels", which is no input or target of the model (x, y) nor a sample weight (sample_weight)`},
 	} {
 		_, err := input.Open(sagemaker.Channel{Name: "training", InputMode: sagemaker.Pipe}, sagemaker.Paths{Base: t.TempDir()}, c.meta, input.Options{PipeTensors: c.names})
 		switch {
@@ -194,3 +194,57 @@ func TestTextAndNumbersAreChecked(t *testing.T) {
 }
 
 func ptr(n int64) *int64 { return &n }
+
+// A model with two outputs takes one sample_weight.npy for both or one
+// sample_weight_<output>.npy each: a partial or mixed set is refused.
+func TestPerOutputWeightSets(t *testing.T) {
+	two := &model.Metadata{
+		Inputs:  meta.Inputs,
+		Targets: []model.TensorSpec{spec("a", "target_a", 1), spec("b", "target_b", 1)},
+		Signatures: map[string]string{model.RoleTrainStepWeighted: "t", model.RoleComputeGradientsWeighted: "c", model.RoleTestStepWeighted: "e"},
+		SampleWeights: []model.TensorSpec{
+			{Name: "sample_weight_a", Key: "sample_weight_a", DType: "float32", Shape: []*int64{nil}},
+			{Name: "sample_weight_b", Key: "sample_weight_b", DType: "float32", Shape: []*int64{nil}},
+		},
+	}
+	for _, c := range []struct {
+		files []string
+		want  string
+	}{
+		{[]string{"sample_weight"}, ""},
+		{[]string{"sample_weight_a", "sample_weight_b"}, ""},
+		{[]string{"sample_weight_a"}, "the channel weighs outputs by sample_weight_a but has no sample_weight_b; give every output its weights, or one sample_weight for all"},
+		{[]string{"sample_weight", "sample_weight_b"}, "the channel has sample_weight for every output and per-output weights sample_weight_b; keep one or the other"},
+	} {
+		t.Run(strings.Join(c.files, "+"), func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range append([]string{"x", "a", "b"}, c.files...) {
+				cols := 1
+				if f == "x" {
+					cols = 3
+				}
+				writeNPY(t, filepath.Join(dir, f+".npy"), 8, cols)
+			}
+			var warn bytes.Buffer
+			ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, two, input.Options{Warn: &warn})
+			if c.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ch.Close()
+				for _, f := range c.files {
+					if ch.DTypes[f] != data.Float32 {
+						t.Errorf("%s is not fed (dtypes %v)", f, ch.DTypes)
+					}
+				}
+				if warn.Len() > 0 {
+					t.Errorf("warned: %s", warn.String())
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+		})
+	}
+}
