@@ -58,6 +58,9 @@ func local(args []string, stdout, stderr io.Writer) int {
 	checkpoint := fs.String("checkpoint", "", "s3://bucket/prefix, SageMaker's checkpoint_s3_uri: downloaded into <base>/checkpoints before training, new and changed checkpoints uploaded after it (also after a failure or stop)")
 	s3Endpoint := fs.String("s3-endpoint", "", "endpoint URL of an S3-compatible store (path-style requests); default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS")
 	s3Cache := fs.String("s3-cache", "", "folder that s3:// channels are downloaded into, one folder each (default <base>/.s3); when reused, only changed objects are fetched")
+	image := fs.String("image", "", "run the job in this training image (docker run IMAGE train), one container per host on a network of the job's own, /opt/ml mounted from each host's base dir; the image must be on the Docker engine already (nothing is pulled)")
+	gpus := fs.String("gpus", "", "with --image: the GPUs each container gets (docker run --gpus): all, a count, or device=0,1")
+	dockerCLI := fs.String("docker", "docker", "with --image: the docker client to run")
 	channels := pairs{}
 	hps := pairs{}
 	modes := pairs{}
@@ -69,6 +72,10 @@ func local(args []string, stdout, stderr io.Writer) int {
 	}
 	if *hosts < 1 {
 		fmt.Fprintf(stderr, "sagefit local: --hosts must be at least 1\n")
+		return 2
+	}
+	if *image == "" && *gpus != "" {
+		fmt.Fprintf(stderr, "sagefit local: --gpus needs --image (without an image, sagefit uses the GPUs it finds)\n")
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -113,6 +120,9 @@ func local(args []string, stdout, stderr io.Writer) int {
 		InstanceType:    *instance,
 	}
 	run := func() int {
+		if *image != "" {
+			return launch.Containers(*hosts, base, spec, launch.Image{Docker: *dockerCLI, Image: *image, GPUs: *gpus}, stdout, stderr)
+		}
 		if *hosts > 1 {
 			self, err := os.Executable()
 			if err != nil {

@@ -1,7 +1,6 @@
 package launch
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -64,16 +63,7 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 			r io.Reader
 			w io.Writer
 		}{{po, stdout}, {pe, stderr}} {
-			wg.Add(1)
-			go func(r io.Reader, w io.Writer, h string) {
-				defer wg.Done()
-				sc := bufio.NewScanner(r)
-				for sc.Scan() {
-					out.Lock()
-					fmt.Fprintf(w, "[%s] %s\n", h, sc.Text())
-					out.Unlock()
-				}
-			}(p.r, p.w, h)
+			wg.Go(func() { prefixLines(p.r, p.w, h, &out) })
 		}
 	}
 	fmt.Fprintf(stderr, "sagefit local: %d hosts %s, base dirs under %s\n", n, strings.Join(addrs, " "), base)
