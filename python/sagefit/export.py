@@ -382,19 +382,22 @@ def export(
         tf.TensorSpec(d["shape"], d["dtype"], name=d["key"]) for d in in_descs
     ]
     # serving_default first: ExportArchive aliases the first endpoint too.
-    archive.add_endpoint(contract.SERVING, serve, serving_specs)
-    archive.add_endpoint(contract.TRAIN_STEP, train_step, in_specs + tgt_specs)
-    archive.add_endpoint(
-        contract.COMPUTE_GRADIENTS, compute_gradients, in_specs + tgt_specs
-    )
-    _endpoint(archive, contract.COMPUTE_GRADIENTS).get_concrete_function()  # fills applied
+    def add(*args):
+        with _saving():  # a traced function's traces are listed as it is added
+            return archive.add_endpoint(*args)
+
+    add(contract.SERVING, serve, serving_specs)
+    add(contract.TRAIN_STEP, train_step, in_specs + tgt_specs)
+    add(contract.COMPUTE_GRADIENTS, compute_gradients, in_specs + tgt_specs)
+    with _saving():  # fills applied
+        _endpoint(archive, contract.COMPUTE_GRADIENTS).get_concrete_function()
     grad_size = int(sum(_num_elements(v) for v in applied))
-    archive.add_endpoint(
+    add(
         contract.APPLY_GRADIENTS,
         apply_gradients,
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
     )
-    archive.add_endpoint(contract.TEST_STEP, test_step, in_specs + tgt_specs)
+    add(contract.TEST_STEP, test_step, in_specs + tgt_specs)
     # One weight per row; a model with several outputs takes one per output
     # (sample_weight_<output>), which a single file fills alike (as fit
     # applies one array to every output).
@@ -410,22 +413,20 @@ def export(
     weight_spec = [tf.TensorSpec([None], tf.float32, name=d["key"]) for d in weight_descs]
     weighted = _takes_sample_weights(model, train_step, test_step, in_specs + tgt_specs + weight_spec)
     if weighted:
-        archive.add_endpoint(contract.TRAIN_STEP_WEIGHTED, train_step, in_specs + tgt_specs + weight_spec)
-        archive.add_endpoint(
-            contract.COMPUTE_GRADIENTS_WEIGHTED, compute_gradients, in_specs + tgt_specs + weight_spec
-        )
-        archive.add_endpoint(contract.TEST_STEP_WEIGHTED, test_step, in_specs + tgt_specs + weight_spec)
-    archive.add_endpoint(contract.RESET_METRICS, _traced(reset_metrics))
-    archive.add_endpoint(contract.METRIC_RESULTS, _traced(metric_results))
-    archive.add_endpoint(contract.METRIC_STATE, _traced(metric_state))
+        add(contract.TRAIN_STEP_WEIGHTED, train_step, in_specs + tgt_specs + weight_spec)
+        add(contract.COMPUTE_GRADIENTS_WEIGHTED, compute_gradients, in_specs + tgt_specs + weight_spec)
+        add(contract.TEST_STEP_WEIGHTED, test_step, in_specs + tgt_specs + weight_spec)
+    add(contract.RESET_METRICS, _traced(reset_metrics))
+    add(contract.METRIC_RESULTS, _traced(metric_results))
+    add(contract.METRIC_STATE, _traced(metric_state))
     state_size = int(sum(_num_elements(v) for v in metric_vars))
-    archive.add_endpoint(
+    add(
         contract.ASSIGN_METRIC_STATE,
         assign_metric_state,
         [tf.TensorSpec([state_size], tf.float64, name=contract.STATE)],
     )
-    archive.add_endpoint(contract.READ_VARIABLES, _traced(read_variables))
-    archive.add_endpoint(
+    add(contract.READ_VARIABLES, _traced(read_variables))
+    add(
         contract.ASSIGN_VARIABLES,
         assign_variables,
         [
@@ -433,21 +434,14 @@ def export(
             for k, v in zip(var_keys, state_vars)
         ],
     )
-    archive.add_endpoint(contract.GET_LEARNING_RATE, _traced(get_learning_rate))
+    add(contract.GET_LEARNING_RATE, _traced(get_learning_rate))
     if lr_var is not None:
-        archive.add_endpoint(
+        add(
             contract.SET_LEARNING_RATE,
             set_learning_rate,
             [tf.TensorSpec([], tf.float32, name=contract.LEARNING_RATE)],
         )
-    if _is_legacy_keras(model):
-        import contextlib
-        import io
-
-        with contextlib.redirect_stdout(io.StringIO()):  # tf-keras prints every endpoint
-            archive.write_out(export_dir)
-    else:
-        archive.write_out(export_dir, verbose=False)
+    _write_out(archive, export_dir)
 
     assigned = _assigned_by(_endpoint(archive, contract.TRAIN_STEP), state_vars)
     variables = [
@@ -676,13 +670,6 @@ def _layers(model):
     return list(model.layers)
 
 
-def _endpoint(archive, name):
-    """The tf.function an ExportArchive made of an endpoint (Keras 3 keeps it
-    on its trackable, tf-keras on the archive)."""
-    fn = getattr(getattr(archive, "_tf_trackable", None), name, None)
-    return fn if fn is not None else getattr(archive, name)
-
-
 def _handle(v):
     value = getattr(v, "value", None)
     if value is not None and not callable(value) and hasattr(value, "handle"):
@@ -697,7 +684,8 @@ def _assigned_by(fn, variables):
     placeholder the variable's handle was captured as. Assignments inside
     nested function calls are not seen (Keras's train steps trace layer
     updates inline)."""
-    graph = fn.get_concrete_function().graph
+    with _saving():  # the trace the SavedModel holds
+        graph = fn.get_concrete_function().graph
     written = set()
     for op in graph.get_operations():
         if op.type in ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"):
@@ -727,9 +715,48 @@ def _averaged_over_hosts(v, desc, assigned):
     return not ("sum" in aggregation or "first" in aggregation)
 
 
+def _saving():
+    """A SaveContext with the options the SavedModel is written with.
+
+    A tf.function's trace cache is keyed by the save options' variable
+    policy, so a function traced outside a SaveContext is traced again by
+    tf.saved_model.save: every train step twice, seconds each for a large
+    model. sagefit traces endpoints only under this context."""
+    import tensorflow as tf
+    from tensorflow.python.saved_model import save_context
+
+    return save_context.save_context(tf.saved_model.SaveOptions())
+
+
 def _traced(fn):
-    fn.get_concrete_function()
+    with _saving():
+        fn.get_concrete_function()
     return fn
+
+
+def _write_out(archive, export_dir):
+    """ExportArchive.write_out, with the archive's own lookups of the
+    endpoints' traces (to list their variables and signatures) made under
+    _saving, so that they and tf.saved_model.save's find one trace each.
+    The archive's internals (the same in Keras 3 and tf-keras) are used
+    where they exist; otherwise its write_out, tracing twice."""
+    import tensorflow as tf
+
+    if not (hasattr(archive, "_filter_and_track_resources") and hasattr(archive, "_get_concrete_fn")):
+        archive.write_out(export_dir)
+        return
+    with _saving():
+        archive._filter_and_track_resources()
+        signatures = {name: archive._get_concrete_fn(name) for name in archive._endpoint_names}
+    trackable = getattr(archive, "_tf_trackable", archive)
+    tf.saved_model.save(trackable, export_dir, options=tf.saved_model.SaveOptions(), signatures=signatures)
+
+
+def _endpoint(archive, name):
+    """The tf.function an ExportArchive made of an endpoint (Keras 3 keeps it
+    on its trackable, tf-keras on the archive)."""
+    fn = getattr(getattr(archive, "_tf_trackable", None), name, None)
+    return fn if fn is not None else getattr(archive, name)
 
 
 def _learning_rate_variable(optimizer):
