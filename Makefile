@@ -14,7 +14,7 @@ export CGO_LDFLAGS := -L$(LIB) -l:libtensorflow_cc.so.2 -l:libtensorflow_framewo
 export SAGEFIT_PYTHON := $(CURDIR)/$(PY)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup build test test-go test-python demo bench bench-allreduce clean vet env lint-docker
+.PHONY: setup build test test-go test-python demo bench bench-allreduce clean vet env lint-docker test-images
 
 setup: $(STAMP)
 
@@ -41,6 +41,13 @@ test-python: setup
 
 lint-docker: setup
 	docker/lint.sh $(PY)
+
+# The training images, built and run for real (as root): installs Debian's
+# Docker engine when missing, starts dockerd if none runs (and stops it),
+# builds sagefit:cpu and sagefit:gpu without pulling, runs the image tests
+# (docker/README.md). About 15 minutes on a fresh machine, 2 cores.
+test-images: setup
+	scripts/test-images.sh $(PYTHON)
 
 demo: build
 	scripts/demo.sh

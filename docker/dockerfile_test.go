@@ -23,7 +23,9 @@ import (
 // instruction is one Dockerfile instruction.
 type instruction struct {
 	Cmd   string            // upper case: FROM, RUN, COPY, ENV, ...
-	Flags map[string]string // leading --name=value flags ("--link" gives "link": "")
+	Flags map[string]string // leading --name=value flags ("--link" gives "link": ""); the last of a repeated one
+	// Mounts are the values of every --mount flag of a RUN, in order.
+	Mounts []string
 	Rest  string            // the text after the command and its flags, lines joined
 	JSON  bool              // Rest is a JSON array of strings (exec form)
 	Args  []string          // the JSON array, or the whitespace-separated words of Rest
@@ -176,6 +178,9 @@ func parseInstruction(text string, line int) (instruction, error) {
 			flag, after, _ := strings.Cut(rest, " ")
 			k, v, _ := strings.Cut(strings.TrimPrefix(flag, "--"), "=")
 			in.Flags[strings.ToLower(k)] = v
+			if strings.ToLower(k) == "mount" {
+				in.Mounts = append(in.Mounts, v)
+			}
 			rest = strings.TrimSpace(after)
 		}
 	}
@@ -399,6 +404,19 @@ func (df *dockerfile) stage(ref string) *stage {
 	return nil
 }
 
+// baseImage is the image stage s is built on, through the stages it
+// starts from.
+func (df *dockerfile) baseImage(s *stage) string {
+	for seen := 0; seen <= len(df.Stages); seen++ {
+		parent := df.stage(s.Base)
+		if parent == nil || parent.Index >= s.Index {
+			return s.Base
+		}
+		s = parent
+	}
+	return s.Base
+}
+
 // walk runs fn for each instruction of stage s with the stage's state before
 // that instruction, and returns the state after the last one. A stage built
 // on an earlier stage starts from that stage's state; one built on an image
@@ -514,6 +532,7 @@ func TestParseInstructions(t *testing.T) {
 		"\n" +
 		" && echo done\n" +
 		"COPY --from=other --chmod=0755 a b /dst/\n" +
+		"RUN --mount=type=secret,id=x --mount=type=tmpfs,target=/t true\n" +
 		"ENV A=1 B=\"two words\" C=${A}x D='$A' E=\\$A\n" +
 		"ENV LEGACY value with spaces\n" +
 		"WORKDIR src\n" +
@@ -535,6 +554,9 @@ func TestParseInstructions(t *testing.T) {
 	}
 	if c := s0[1]; c.Flags["from"] != "other" || c.Flags["chmod"] != "0755" || !slices.Equal(c.Args, []string{"a", "b", "/dst/"}) {
 		t.Errorf("COPY: %+v", c)
+	}
+	if r := s0[2]; !slices.Equal(r.Mounts, []string{"type=secret,id=x", "type=tmpfs,target=/t"}) || r.Rest != "true" {
+		t.Errorf("RUN with two mounts: %+v", r)
 	}
 	st, err := df.walk(df.Stages[0], nil)
 	if err != nil {

@@ -10,7 +10,9 @@
 # BENCHMARKS.md (and writes it to WORK/gpu-check.md).
 #
 #   docker/gpu-check.sh                      bin/sagefit of the set-up (`make build`)
-#   docker/gpu-check.sh --image sagefit:gpu  the binary inside the GPU image (docker run --gpus all)
+#   docker/gpu-check.sh --image sagefit:gpu  the binary inside the GPU image (docker run --gpus all),
+#                                            as docker/build-images.sh gpu builds it: never pulled;
+#                                            its check-gpu-libs runs first
 #   docker/gpu-check.sh --dry-run-on-cpu     the whole procedure on a machine without a GPU,
 #                                            expecting CPU:0 (checks the script, measures nothing)
 #
@@ -50,6 +52,15 @@ if [ -z "$image" ] && [ ! -x bin/sagefit ]; then
   echo "gpu-check: no bin/sagefit; run \`make build\` first" >&2
   exit 1
 fi
+docker=${DOCKER:-docker}
+if [ -n "$image" ]; then
+  if ! "$docker" image inspect "$image" > /dev/null 2>&1; then
+    echo "gpu-check: no image $image on this machine's Docker engine; build it with docker/build-images.sh gpu (nothing is pulled)" >&2
+    exit 1
+  fi
+  echo "== check-gpu-libs in $image"
+  "$docker" run --rm --pull=never --network none --entrypoint check-gpu-libs "$image"
+fi
 
 gpus=0
 if command -v nvidia-smi > /dev/null; then
@@ -79,7 +90,7 @@ sagefit() {
   if [ -n "$image" ]; then
     local gpu_flags=()
     [ "$on_gpu" = 1 ] && gpu_flags=(--gpus all)
-    docker run --rm "${gpu_flags[@]}" -v "$work:$work" -e TF_CPP_MIN_LOG_LEVEL \
+    "$docker" run --rm --pull=never "${gpu_flags[@]}" -v "$work:$work" -e TF_CPP_MIN_LOG_LEVEL \
       --entrypoint /opt/sagefit/bin/sagefit "$image" "$@"
   elif [ "$on_gpu" = 1 ]; then
     bin/sagefit "$@"

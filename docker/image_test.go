@@ -2,10 +2,12 @@ package docker
 
 import (
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -270,9 +272,48 @@ var rules = []rule{
 		if img.build == nil {
 			return fmt.Errorf("no build stage")
 		}
-		b, r := release(img.build.Base), release(img.final.Base)
+		bi, ri := img.df.baseImage(img.build), img.df.baseImage(img.final)
+		b, r := release(bi), release(ri)
 		if b == "" || b != r {
-			return fmt.Errorf("the binary is built on %s (%q) and runs on %s (%q): build on the glibc it runs with", img.build.Base, b, img.final.Base, r)
+			return fmt.Errorf("the binary is built on %s (%q) and runs on %s (%q): build on the glibc it runs with", bi, b, ri, r)
+		}
+		return nil
+	}},
+	{"every stage starts from the local Debian base", func(img *image) error {
+		// docker/base-image.sh makes these where no registry can be
+		// reached; any other image would have to be pulled.
+		for _, st := range img.df.Stages {
+			if b := img.df.baseImage(st); !slices.Contains(localBases, b) {
+				return fmt.Errorf("stage %q starts from %s, which would be pulled; start from one of %q (docker/base-image.sh makes them offline)", cmp.Or(st.Name, fmt.Sprint(st.Index)), b, localBases)
+			}
+			for _, in := range st.Instructions {
+				if from := in.Flags["from"]; (in.Cmd == "COPY" || in.Cmd == "ADD") && from != "" && img.df.stage(from) == nil {
+					return fmt.Errorf("line %d: COPY --from=%s copies from an image, which would be pulled", in.Line, from)
+				}
+			}
+		}
+		return nil
+	}},
+	{"extra CA certificates only as a build secret", func(img *image) error {
+		for _, st := range img.df.Stages {
+			for _, in := range st.Instructions {
+				if in.Cmd == "RUN" && strings.Contains(in.Rest, "with-extra-ca") {
+					if !slices.Contains(in.Mounts, "type=secret,id=extra-ca") {
+						return fmt.Errorf("line %d: with-extra-ca without the secret mount --mount=type=secret,id=extra-ca", in.Line)
+					}
+				}
+				if (in.Cmd == "COPY" || in.Cmd == "ADD") && caFileRE.MatchString(in.Rest) {
+					return fmt.Errorf("line %d: %s %s copies certificates into a layer; hand them in as the build secret extra-ca", in.Line, in.Cmd, in.Rest)
+				}
+				if in.Cmd == "ENV" && caFileRE.MatchString(in.Rest) {
+					return fmt.Errorf("line %d: ENV %s points at certificates in the image", in.Line, in.Rest)
+				}
+			}
+		}
+		for _, in := range img.final.Instructions {
+			if in.Cmd == "RUN" && slices.ContainsFunc(in.Mounts, func(m string) bool { return strings.HasPrefix(m, "type=secret") }) {
+				return fmt.Errorf("line %d: the run stage mounts a secret; only build stages download", in.Line)
+			}
 		}
 		return nil
 	}},
@@ -314,6 +355,7 @@ func TestImageRulesCatchViolations(t *testing.T) {
 	}
 	orig := string(raw)
 	const ep = `ENTRYPOINT ["/opt/sagefit/bin/sagefit"]`
+	const runStage = "FROM debian:bookworm-slim\nCOPY --from=build"
 	for _, c := range []struct {
 		rule, old, new string
 	}{
@@ -325,7 +367,7 @@ func TestImageRulesCatchViolations(t *testing.T) {
 		{"ENTRYPOINT runs the binary the run stage copies", "/src/bin/sagefit /opt/sagefit/bin/sagefit", "/src/sagefit /opt/sagefit/bin/sagefit"},
 		{"ENTRYPOINT runs the binary the run stage copies", "ln -s sagefit /opt/sagefit/bin/train", "true"},
 		{"ENTRYPOINT runs the binary the run stage copies", "ENV PATH=/opt/sagefit/bin:$PATH", "ENV LANG=C.UTF-8"},
-		{"runs " + installScript, "RUN scripts/install-libtensorflow.sh python3 /opt/sagefit/venv /opt/sagefit/lib", "RUN python3 -m pip install tensorflow-cpu"},
+		{"runs " + installScript, "with-extra-ca scripts/install-libtensorflow.sh python3 /opt/sagefit/venv /opt/sagefit/lib", "python3 -m pip install tensorflow-cpu"},
 		{"runs " + installScript, "COPY python/ python/", "COPY python/requirements.txt python/"},
 		{"runs " + installScript, "VENV=/opt/sagefit/venv LIB=/opt/sagefit/lib", "VENV=/opt/sagefit/venv LIB=/usr/lib/tf"},
 		{"runs " + installScript, "COPY --from=build /out/lib/ /opt/sagefit/lib/", "COPY --from=build /out/lib/ /usr/lib/"},
@@ -333,10 +375,16 @@ func TestImageRulesCatchViolations(t *testing.T) {
 		{"nothing under /opt/ml", "EXPOSE 7001", "VOLUME /opt/ml/checkpoints\nEXPOSE 7001"},
 		{"SageMaker's variables left to SageMaker", "ENV PATH=/opt/sagefit/bin:$PATH", "ENV PATH=/opt/sagefit/bin:$PATH SM_NUM_GPUS=1"},
 		{"SageMaker's variables left to SageMaker", "ENV PATH=/opt/sagefit/bin:$PATH", "ENV PATH=/opt/sagefit/bin:$PATH SAGEMAKER_BASE_DIR=/data"},
-		{"multi-stage with a slim run stage", "FROM debian:bookworm-slim", "FROM build"},
+		{"multi-stage with a slim run stage", runStage, "FROM build\nCOPY --from=build"},
 		{"multi-stage with a slim run stage", "RUN ln -s", "RUN python3 -m pip install numpy && ln -s"},
 		{"ring port exposed", "EXPOSE 7001", "EXPOSE 8080"},
-		{"build and run stages share a distribution release", "FROM debian:bookworm-slim", "FROM ubuntu:24.04"},
+		{"build and run stages share a distribution release", runStage, "FROM debian:trixie-slim\nCOPY --from=build"},
+		{"every stage starts from the local Debian base", "FROM debian:bookworm-slim AS tools", "FROM golang:1.26-bookworm AS tools"},
+		{"every stage starts from the local Debian base", "COPY docker/go-toolchain.sh /usr/local/bin/go-toolchain", "COPY --from=golang:1.26-bookworm /usr/local/go /usr/local/go"},
+		{"extra CA certificates only as a build secret", "RUN --mount=type=secret,id=extra-ca --mount=type=tmpfs,target=/run/ca \\\n    with-extra-ca go mod download", "RUN with-extra-ca go mod download"},
+		{"extra CA certificates only as a build secret", "COPY docker/with-extra-ca.sh /usr/local/bin/with-extra-ca", "COPY docker/with-extra-ca.sh /usr/local/bin/with-extra-ca\nCOPY extra-ca.pem /usr/local/share/ca-certificates/extra.crt"},
+		{"extra CA certificates only as a build secret", "ENV PIP_NO_CACHE_DIR=1", "ENV SSL_CERT_FILE=/etc/ssl/extra.pem PIP_NO_CACHE_DIR=1"},
+		{"extra CA certificates only as a build secret", "RUN ln -s sagefit", "RUN --mount=type=secret,id=extra-ca ln -s sagefit"},
 	} {
 		t.Run(c.rule+"/"+c.new, func(t *testing.T) {
 			src := strings.Replace(orig, c.old, c.new, 1)
@@ -356,6 +404,12 @@ func TestImageRulesCatchViolations(t *testing.T) {
 	}
 }
 
+// localBases are the images docker/base-image.sh makes offline.
+var localBases = []string{"debian:bookworm", "debian:bookworm-slim"}
+
+// caFileRE finds certificate files and folders named in an instruction.
+var caFileRE = regexp.MustCompile(`\.(crt|pem)\b|ca-certificates|/certs\b|SSL_CERT_FILE|PIP_CERT|REQUESTS_CA_BUNDLE`)
+
 var releaseRE = regexp.MustCompile(`(bookworm|bullseye|trixie|jammy|noble|ubuntu\d\d\.\d\d)`)
 
 // release is the distribution release an image tag names ("bookworm",
@@ -374,11 +428,13 @@ func TestImagesAgree(t *testing.T) {
 	}
 }
 
-// TestGPUImageMatchesTheWheel ties the GPU base image to the CUDA build of
-// the TensorFlow wheel the set-up installs: same CUDA major version, no
-// older minor version, and a cuDNN runtime image. It also checks that the
-// set-up's libtensorflow is that CUDA build, since the GPU image builds from
-// the same requirements.
+// TestGPUImageMatchesTheWheel ties the GPU image's CUDA libraries to the
+// CUDA build of the TensorFlow wheel the set-up installs: the pinned NVIDIA
+// wheels are CUDA major version as the build, no older minor, and cuDNN
+// its major version; the loader finds them through ld.so.conf.d (no
+// LD_LIBRARY_PATH, no Python); the run stage runs check-gpu-libs. It also
+// checks that the set-up's libtensorflow is that CUDA build, since the GPU
+// image builds from the same requirements.
 func TestGPUImageMatchesTheWheel(t *testing.T) {
 	info := buildInfo(t)
 	if info["is_cuda_build"] != "True" {
@@ -388,31 +444,74 @@ func TestGPUImageMatchesTheWheel(t *testing.T) {
 	if m == nil {
 		t.Fatalf("build_info cuda_version %q", info["cuda_version"])
 	}
+	pins := cudaPins(t)
+	rt := regexp.MustCompile(`^(\d+)\.(\d+)`).FindStringSubmatch(pins["nvidia-cuda-runtime-cu12"])
+	if rt == nil {
+		t.Fatalf("docker/cuda-requirements.txt pins no nvidia-cuda-runtime-cu12 (%v)", pins)
+	}
+	if atoi(t, rt[1]) != atoi(t, m[1]) || atoi(t, rt[2]) < atoi(t, m[2]) {
+		t.Errorf("the CUDA runtime is pinned at %s; TensorFlow %s was built with CUDA %s (same major, no older minor)", pins["nvidia-cuda-runtime-cu12"], info["tf_version"], info["cuda_version"])
+	}
+	if cudnn := pins["nvidia-cudnn-cu12"]; !strings.HasPrefix(cudnn, strings.SplitN(info["cudnn_version"], ".", 2)[0]+".") {
+		t.Errorf("cuDNN is pinned at %s; TensorFlow was built with cuDNN %s", cudnn, info["cudnn_version"])
+	}
 	gpu := loadImage(t, "Dockerfile.gpu")
-	tag := regexp.MustCompile(`^nvidia/cuda:(\d+)\.(\d+)\.\d+-cudnn-runtime-ubuntu\d\d\.\d\d$`).FindStringSubmatch(gpu.final.Base)
-	if tag == nil {
-		t.Fatalf("the GPU image's base %q is not an nvidia/cuda X.Y.Z-cudnn-runtime-ubuntuNN.NN image", gpu.final.Base)
+	if !slices.ContainsFunc(gpu.copies, func(c copyOp) bool { return strings.HasPrefix(c.Target, "/etc/ld.so.conf.d/") }) {
+		t.Error("the GPU run stage puts nothing in /etc/ld.so.conf.d: the loader would not find the CUDA libraries without LD_LIBRARY_PATH")
 	}
-	major, minor := atoi(t, m[1]), atoi(t, m[2])
-	if tmaj, tmin := atoi(t, tag[1]), atoi(t, tag[2]); tmaj != major || tmin < minor {
-		t.Errorf("base %s has CUDA %d.%d; TensorFlow %s was built with CUDA %s (same major, no older minor)", gpu.final.Base, tmaj, tmin, info["tf_version"], info["cuda_version"])
+	if v, ok := lookupEnv(gpu.env, "LD_LIBRARY_PATH"); ok {
+		t.Errorf("ENV LD_LIBRARY_PATH=%s: the loader's cache (ld.so.conf.d) finds the libraries for any process", v)
 	}
-	if !strings.HasPrefix(info["cudnn_version"], "9") {
-		t.Errorf("TensorFlow was built with cuDNN %s; docker/check-gpu-libs.sh checks for libcudnn.so.9", info["cudnn_version"])
-	}
-	var checks []string
+	var checks, ldconfig bool
 	for _, in := range gpu.final.Instructions {
-		if in.Cmd == "RUN" && strings.Contains(in.Rest, "check-gpu-libs") {
-			checks = append(checks, in.Rest)
+		if in.Cmd == "RUN" {
+			checks = checks || strings.Contains(in.Rest, "check-gpu-libs")
+			ldconfig = ldconfig || regexp.MustCompile(`\bldconfig\b`).MatchString(in.Rest)
 		}
 	}
-	if len(checks) == 0 {
+	if !ldconfig {
+		t.Error("the GPU run stage does not run ldconfig after adding the CUDA libraries' folders")
+	}
+	if !checks {
 		t.Error("the GPU run stage does not run check-gpu-libs: a missing CUDA library would make TensorFlow train on the CPU without failing")
 	}
 	if !slices.ContainsFunc(gpu.build.Instructions, func(in instruction) bool {
 		return in.Cmd == "RUN" && strings.Contains(in.Rest, "is_cuda_build")
 	}) {
 		t.Error("the GPU build stage does not check that libtensorflow is the CUDA build")
+	}
+}
+
+// TestBuildStagesShared: Dockerfile.gpu's tools and build stages begin
+// with Dockerfile.cpu's, instruction for instruction, so building the GPU
+// image after the CPU one reuses its layers (TensorFlow's wheel, the Go
+// modules, the binary).
+func TestBuildStagesShared(t *testing.T) {
+	cpu, gpu := loadImage(t, "Dockerfile.cpu"), loadImage(t, "Dockerfile.gpu")
+	for _, name := range []string{"tools", "build"} {
+		c, g := cpu.df.stage(name), gpu.df.stage(name)
+		if c == nil || g == nil {
+			t.Fatalf("stage %q missing (cpu %v, gpu %v)", name, c != nil, g != nil)
+		}
+		if c.Base != g.Base || len(g.Instructions) < len(c.Instructions) {
+			t.Fatalf("stage %q: cpu FROM %s (%d instructions), gpu FROM %s (%d)", name, c.Base, len(c.Instructions), g.Base, len(g.Instructions))
+		}
+		for i, in := range c.Instructions {
+			if gi := g.Instructions[i]; gi.Cmd != in.Cmd || gi.Rest != in.Rest || !slices.Equal(gi.Mounts, in.Mounts) || !maps.Equal(gi.Flags, in.Flags) {
+				t.Errorf("stage %q instruction %d: cpu line %d %s %s, gpu line %d %s %s", name, i+1, in.Line, in.Cmd, in.Rest, gi.Line, gi.Cmd, gi.Rest)
+				break
+			}
+		}
+	}
+	raw := func(name string) string {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return regexp.MustCompile(`(?m)^#.*\n`).ReplaceAllString(string(b), "")
+	}
+	if a, b := raw("Dockerfile.cpu.dockerignore"), raw("Dockerfile.gpu.dockerignore"); a != b {
+		t.Errorf("the two .dockerignore files differ, so COPY . . differs:\n%s\n%s", a, b)
 	}
 }
 

