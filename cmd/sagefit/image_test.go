@@ -219,9 +219,12 @@ exit 0
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A relative --output is mounted by its absolute path (docker run -v
+	// would take a relative one for a volume's name).
 	out := t.TempDir()
 	cmd := exec.Command(binary, "local", "--image", "sagefit:cpu", "--docker", fake, "--hosts", "2", "--gpus", "all",
-		"--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", out)
+		"--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", "job")
+	cmd.Dir = out
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, b)
 	}
@@ -244,7 +247,7 @@ exit 0
 		host := fmt.Sprintf("algo-%d", i+1)
 		for _, want := range []string{
 			"--pull=never", "--network " + network, "--hostname " + host, "--network-alias " + host, "--gpus all",
-			"-v " + filepath.Join(out, host) + ":/opt/ml ",
+			"-v " + filepath.Join(out, "job", host) + ":/opt/ml ",
 			"-v " + filepath.Join(fx, "model") + ":/opt/ml/input/data/model:ro",
 			"-v " + filepath.Join(fx, "train") + ":/opt/ml/input/data/training:ro",
 		} {
@@ -256,7 +259,7 @@ exit 0
 			t.Errorf("docker %s\ndoes not end with IMAGE train", r)
 		}
 		// The channels are folders to mount on, not links to this machine's.
-		if fi, err := os.Lstat(filepath.Join(out, host, "input", "data", "training")); err != nil || !fi.IsDir() {
+		if fi, err := os.Lstat(filepath.Join(out, "job", host, "input", "data", "training")); err != nil || !fi.IsDir() {
 			t.Errorf("%s's input/data/training is not a folder: %v", host, err)
 		}
 	}

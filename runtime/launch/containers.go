@@ -58,6 +58,11 @@ func Containers(n int, base string, spec sagemaker.LocalSpec, img Image, stdout,
 	if docker == "" {
 		docker = "docker"
 	}
+	// docker run -v takes a relative path for a volume's name.
+	base, err := filepath.Abs(base)
+	if err != nil {
+		return fail("%v", err)
+	}
 	if out, err := osexec.Command(docker, "image", "inspect", "--format", "{{.Id}}", img.Image).CombinedOutput(); err != nil {
 		return fail("image %s: not on this machine's Docker engine (%s); build it (make images) or pull it first: sagefit never pulls",
 			img.Image, firstLine(out, err))
