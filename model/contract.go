@@ -71,11 +71,21 @@ func (m *Metadata) HasSampleWeights() bool {
 }
 
 var requiredRoles = []string{
-	RoleServing, RoleTrainStep, RoleComputeGradients, RoleApplyGradients,
-	RoleTestStep, RoleResetMetrics, RoleMetricResults, RoleMetricState,
-	RoleAssignMetricState, RoleReadVariables, RoleAssignVariables,
-	RoleGetLearningRate,
+	RoleServing, RoleApplyGradients, RoleResetMetrics, RoleMetricResults,
+	RoleMetricState, RoleAssignMetricState, RoleReadVariables,
+	RoleAssignVariables, RoleGetLearningRate,
 }
+
+// stepRoles are required in one form at least: unweighted, or weighted
+// (which a batch without weights runs with weights of one: Keras's numbers
+// are the same to the bit, as sample_weight=ones gives in fit).
+var stepRoles = []string{RoleTrainStep, RoleComputeGradients, RoleTestStep}
+
+// RoleTrainSteps runs several train steps in one call: every step tensor
+// stacked, [steps, rows, ...], the steps run in order in an in-graph loop;
+// the metrics are the last step's. It takes the weighted step's feeds when
+// the model has them (Metadata.TrainStepsWeighted).
+const RoleTrainSteps = "train_steps"
 
 // TensorSpec describes one input or target: its name in the Keras model, its
 // key in the signatures, dtype and shape (nil entries are unknown dims; the
@@ -232,6 +242,11 @@ func ReadMetadata(dir string) (*Metadata, error) {
 			missing = append(missing, role)
 		}
 	}
+	for _, role := range stepRoles {
+		if m.Signatures[role] == "" && m.Signatures[Weighted(role)] == "" {
+			missing = append(missing, role)
+		}
+	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%s is %w: its metadata names no signature for %s", dir, ErrNotTrainingModel, strings.Join(missing, ", "))
 	}
@@ -270,10 +285,7 @@ func (m *Metadata) Roles() []RoleTensors {
 	scalar := func(key, dtype string) []TensorSpec { return []TensorSpec{{Name: key, Key: key, DType: dtype}} }
 	roles := []RoleTensors{
 		{RoleServing, m.Inputs, m.Outputs},
-		{RoleTrainStep, step, m.Metrics},
-		{RoleComputeGradients, step, append([]string{keyGradients}, m.Metrics...)},
 		{RoleApplyGradients, scalar(keyGradients, "float32"), []string{keyIterations}},
-		{RoleTestStep, step, m.Metrics},
 		{RoleResetMetrics, nil, []string{keyOK}},
 		{RoleMetricResults, nil, m.Metrics},
 		{RoleMetricState, nil, []string{keyState}},
@@ -281,6 +293,22 @@ func (m *Metadata) Roles() []RoleTensors {
 		{RoleReadVariables, nil, varKeys},
 		{RoleAssignVariables, varFeeds, []string{keyOK}},
 		{RoleGetLearningRate, nil, []string{keyLearningRate}},
+	}
+	for _, r := range []RoleTensors{
+		{RoleTrainStep, step, m.Metrics},
+		{RoleComputeGradients, step, append([]string{keyGradients}, m.Metrics...)},
+		{RoleTestStep, step, m.Metrics},
+	} {
+		if m.Signatures[r.Role] != "" {
+			roles = append(roles, r)
+		}
+	}
+	if m.Signatures[RoleTrainSteps] != "" {
+		feeds := step
+		if m.HasSampleWeights() {
+			feeds = append(append([]TensorSpec{}, step...), m.WeightSpecs()...)
+		}
+		roles = append(roles, RoleTensors{RoleTrainSteps, feeds, m.Metrics})
 	}
 	if m.LearningRateAssignable {
 		roles = append(roles, RoleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -472,4 +473,37 @@ with open(sys.argv[2] + "/train.csv", "w", newline="") as f:
 	})
 	res, _, _ := trainJob(t, base)
 	sameHistory(t, res.HistoryPath, ref.History)
+}
+
+// TestStepsPerExecutionParity runs K train steps per session call
+// (steps_per_execution, the batches stacked, an in-graph loop) and gets
+// the numbers of one step per call, Keras's fit, to the bit: blocks of 4
+// with the epoch's short last batch in a block of its own, weights, a
+// dropout seed, an adapted text vocabulary and a checkpoint_steps
+// boundary that cuts blocks.
+func TestStepsPerExecutionParity(t *testing.T) {
+	for _, c := range []struct {
+		family string
+		flags  []string
+		hps    map[string]string
+	}{
+		{"seed", nil, map[string]string{"steps_per_execution": "4"}},
+		{"dropout", nil, map[string]string{"steps_per_execution": "3", "checkpoint_steps": "5"}},
+		{"two_heads_weighted", []string{"--sample-weight", "per-output"}, map[string]string{"steps_per_execution": "4"}},
+		{"text_vectorization", nil, map[string]string{"steps_per_execution": "auto"}},
+		// jit_compile=True: every step and the whole K-step loop XLA-compiled,
+		// against Keras's own jit_compile=True fit.
+		{"seed_xla", nil, map[string]string{"steps_per_execution": "1"}},
+		{"seed_xla", nil, map[string]string{"steps_per_execution": "4"}},
+	} {
+		t.Run(c.family+"/"+c.hps["steps_per_execution"], func(t *testing.T) {
+			fx := fixture.Make(t, c.family, append([]string{"--epochs", "3", "--rows", "500"}, c.flags...)...)
+			ref := fixture.ReadReference(t, fx)
+			hps := map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}
+			maps.Copy(hps, c.hps)
+			res, _, _ := trainJob(t, localJob(t, fx, hps, nil))
+			sameHistory(t, res.HistoryPath, ref.History)
+			sameWeights(t, savedVars(t, res.ModelDir), ref.Weights, ref.WeightNames)
+		})
+	}
 }

@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"math"
+	"slices"
+	"strings"
 
 	corepb "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
 	"google.golang.org/protobuf/proto"
@@ -48,6 +49,9 @@ type Model struct {
 	sess  *session
 	calls map[string]*call
 	saver *corepb.SaverDef
+	// onesBuf holds the weights fed to a weighted-only step for a batch
+	// without weights.
+	onesBuf []byte
 }
 
 // Load loads the training SavedModel in dir and checks it against the
@@ -130,12 +134,26 @@ func (m *Model) Dir() string { return m.dir }
 func (m *Model) Close() error { return m.sess.close() }
 
 // batchFeeds turns a batch into input tensors in the call's feed order.
-func (m *Model) batchFeeds(c *call, b model.Batch) ([]hostTensor, error) {
+// With steps > 1 (train_steps) the batch's rows are steps equal batches
+// stacked: every tensor is fed as [steps, rows/steps, ...]. A weight the
+// batch lacks (a step exported in its weighted form only) is fed as ones.
+func (m *Model) batchFeeds(c *call, b model.Batch, steps int) ([]hostTensor, error) {
+	lead := []int64{int64(b.Rows)}
+	if steps > 1 {
+		if b.Rows%steps != 0 {
+			return nil, fmt.Errorf("%d rows do not stack into %d equal steps", b.Rows, steps)
+		}
+		lead = []int64{int64(steps), int64(b.Rows / steps)}
+	}
 	feeds := make([]hostTensor, len(c.feedSpecs))
 	for i, spec := range c.feedSpecs {
 		data, ok := b.Tensors[spec.Name]
-		if !ok && strings.HasPrefix(spec.Name, model.SampleWeight+"_") {
+		weight := spec.Name == model.SampleWeight || strings.HasPrefix(spec.Name, model.SampleWeight+"_")
+		if !ok && weight && spec.Name != model.SampleWeight {
 			data, ok = b.Tensors[model.SampleWeight] // one weight for every output
+		}
+		if !ok && weight {
+			data, ok = m.ones(b.Rows), true
 		}
 		if !ok {
 			return nil, fmt.Errorf("batch has no data for %q", spec.Name)
@@ -145,13 +163,21 @@ func (m *Model) batchFeeds(c *call, b model.Batch) ([]hostTensor, error) {
 			return nil, err
 		}
 		ex, _ := spec.ExampleShape()
-		shape := append([]int64{int64(b.Rows)}, ex...)
+		shape := append(append([]int64{}, lead...), ex...)
 		if want := int64(b.Rows) * spec.ExampleElems() * int64(dt.Size()); dt != model.String && int64(len(data)) != want {
 			return nil, fmt.Errorf("%q: batch of %d rows has %d bytes, want %d (%s, example shape %v)", spec.Name, b.Rows, len(data), want, dt, ex)
 		}
 		feeds[i] = hostTensor{dtype: dt, shape: shape, data: data}
 	}
 	return feeds, nil
+}
+
+// ones is n float32 ones, the weights of a batch that has none.
+func (m *Model) ones(n int) []byte {
+	if len(m.onesBuf) < 4*n {
+		m.onesBuf = model.Float32Bytes(slices.Repeat([]float32{1}, n))
+	}
+	return m.onesBuf[:4*n]
 }
 
 func (m *Model) run(role string, feeds []hostTensor, into [][]byte) ([]result, error) {
@@ -198,6 +224,9 @@ func (m *Model) roleFor(role string, b model.Batch) (string, error) {
 		weighted = weighted || b.Tensors[name] != nil
 	}
 	if !weighted {
+		if m.calls[role] == nil && m.calls[model.Weighted(role)] != nil {
+			return model.Weighted(role), nil // exported weighted only: weights of one
+		}
 		return role, nil
 	}
 	if !m.meta.HasSampleWeights() {
@@ -211,7 +240,7 @@ func (m *Model) stepCall(role string, b model.Batch) ([]model.Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	feeds, err := m.batchFeeds(m.calls[role], b)
+	feeds, err := m.batchFeeds(m.calls[role], b, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +257,31 @@ func (m *Model) stepCall(role string, b model.Batch) ([]model.Metric, error) {
 func (m *Model) TrainStep(b model.Batch) ([]model.Metric, error) {
 	return m.stepCall(model.RoleTrainStep, b)
 }
+
+// TrainSteps runs steps train steps in one call (train_steps): b holds
+// steps batches of equal rows, stacked. The result is bit for bit that of
+// steps TrainStep calls, the metrics those after the last.
+func (m *Model) TrainSteps(b model.Batch, steps int) ([]model.Metric, error) {
+	if steps == 1 {
+		return m.TrainStep(b)
+	}
+	c := m.calls[model.RoleTrainSteps]
+	if c == nil {
+		return nil, errors.New("the model has no train_steps signature; export it again with this sagefit")
+	}
+	feeds, err := m.batchFeeds(c, b, steps)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.run(model.RoleTrainSteps, feeds, nil)
+	if err != nil {
+		return nil, err
+	}
+	return m.metrics(res)
+}
+
+// MultiStep reports whether the model runs several steps per call.
+func (m *Model) MultiStep() bool { return m.calls[model.RoleTrainSteps] != nil }
 
 // TestStep runs Keras's test step (loss and metrics, no update).
 func (m *Model) TestStep(b model.Batch) ([]model.Metric, error) {
@@ -247,7 +301,7 @@ func (m *Model) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric
 		return nil, err
 	}
 	c := m.calls[role]
-	feeds, err := m.batchFeeds(c, b)
+	feeds, err := m.batchFeeds(c, b, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +425,7 @@ func (m *Model) SetLearningRate(lr float64) error {
 // by name.
 func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
 	c := m.calls[model.RoleServing]
-	feeds, err := m.batchFeeds(c, b)
+	feeds, err := m.batchFeeds(c, b, 1)
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,9 @@ SET_LEARNING_RATE = "sagefit_set_learning_rate"
 TRAIN_STEP_WEIGHTED = "sagefit_train_step_weighted"
 COMPUTE_GRADIENTS_WEIGHTED = "sagefit_compute_gradients_weighted"
 TEST_STEP_WEIGHTED = "sagefit_test_step_weighted"
+# Several train steps in one call: the step tensors stacked, [steps, rows, ...]
+# (with the weights when the steps take them).
+TRAIN_STEPS = "sagefit_train_steps"
 
 # Tensor keys inside signatures.
 GRADIENTS = "gradients"
@@ -41,13 +44,13 @@ SAMPLE_WEIGHT = "sample_weight"
 MEAN = "mean"
 
 
-def signature_names(learning_rate_assignable, sample_weighted=True):
+def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=True):
+    """The roles and their signatures. A model whose steps take sample
+    weights has them in the weighted form only (the runtime feeds ones to a
+    batch without)."""
     roles = {
         "serving": SERVING,
-        "train_step": TRAIN_STEP,
-        "compute_gradients": COMPUTE_GRADIENTS,
         "apply_gradients": APPLY_GRADIENTS,
-        "test_step": TEST_STEP,
         "reset_metrics": RESET_METRICS,
         "metric_results": METRIC_RESULTS,
         "metric_state": METRIC_STATE,
@@ -62,4 +65,10 @@ def signature_names(learning_rate_assignable, sample_weighted=True):
         roles["train_step_weighted"] = TRAIN_STEP_WEIGHTED
         roles["compute_gradients_weighted"] = COMPUTE_GRADIENTS_WEIGHTED
         roles["test_step_weighted"] = TEST_STEP_WEIGHTED
+    else:
+        roles["train_step"] = TRAIN_STEP
+        roles["compute_gradients"] = COMPUTE_GRADIENTS
+        roles["test_step"] = TEST_STEP
+    if train_steps:
+        roles["train_steps"] = TRAIN_STEPS
     return roles

@@ -254,10 +254,23 @@ def export(
                 out[str(k)] = tf.cast(tf.convert_to_tensor(v), tf.float32)
         return out
 
+    # jit_compile=True: fit runs the train step XLA-compiled; so does each
+    # step signature here (train_steps' whole loop as one program).
+    jit = getattr(model, "jit_compile", False) is True
+
+    def xla(fn):
+        if not jit:
+            return fn
+        compiled = tf.function(fn, jit_compile=True, autograph=False)
+        return lambda *args: compiled(*args)
+
     archive = keras.export.ExportArchive()
-    # Variables are tracked through the endpoints; lookup tables
-    # (StringLookup, TextVectorization, ...) only through the model.
-    archive.track(model)
+    # Variables are tracked through the endpoints, lookup tables
+    # (StringLookup, IntegerLookup, TextVectorization's) only when given.
+    # Not the whole model: its variables would be saved twice, and a
+    # Python loader would serve with the second, untrained, copies.
+    for table in _lookup_tables(model):
+        archive.track(table)
 
     # Keras's own train step: loss, optimizer update and metrics as in fit.
     n_tgt = len(tgt_descs)
@@ -387,17 +400,6 @@ def export(
             return archive.add_endpoint(*args)
 
     add(contract.SERVING, serve, serving_specs)
-    add(contract.TRAIN_STEP, train_step, in_specs + tgt_specs)
-    add(contract.COMPUTE_GRADIENTS, compute_gradients, in_specs + tgt_specs)
-    with _saving():  # fills applied
-        _endpoint(archive, contract.COMPUTE_GRADIENTS).get_concrete_function()
-    grad_size = int(sum(_num_elements(v) for v in applied))
-    add(
-        contract.APPLY_GRADIENTS,
-        apply_gradients,
-        [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
-    )
-    add(contract.TEST_STEP, test_step, in_specs + tgt_specs)
     # One weight per row; a model with several outputs takes one per output
     # (sample_weight_<output>), which a single file fills alike (as fit
     # applies one array to every output).
@@ -412,10 +414,36 @@ def export(
         d.update(dtype="float32", shape=[None])
     weight_spec = [tf.TensorSpec([None], tf.float32, name=d["key"]) for d in weight_descs]
     weighted = _takes_sample_weights(model, train_step, test_step, in_specs + tgt_specs + weight_spec)
-    if weighted:
-        add(contract.TRAIN_STEP_WEIGHTED, train_step, in_specs + tgt_specs + weight_spec)
-        add(contract.COMPUTE_GRADIENTS_WEIGHTED, compute_gradients, in_specs + tgt_specs + weight_spec)
-        add(contract.TEST_STEP_WEIGHTED, test_step, in_specs + tgt_specs + weight_spec)
+    # A model whose steps take weights has them in their weighted form only:
+    # the runtime feeds weights of one to a batch without, which gives
+    # fit's numbers to the bit (what fit(sample_weight=ones) gives), and
+    # each step is traced once.
+    step_specs = in_specs + tgt_specs + (weight_spec if weighted else [])
+    names = (
+        (contract.TRAIN_STEP_WEIGHTED, contract.COMPUTE_GRADIENTS_WEIGHTED, contract.TEST_STEP_WEIGHTED)
+        if weighted else (contract.TRAIN_STEP, contract.COMPUTE_GRADIENTS, contract.TEST_STEP)
+    )
+    add(names[0], xla(train_step), step_specs)
+    add(names[1], xla(compute_gradients), step_specs)
+    with _saving():  # fills applied
+        _endpoint(archive, names[1]).get_concrete_function()
+    grad_size = int(sum(_num_elements(v) for v in applied))
+    add(
+        contract.APPLY_GRADIENTS,
+        xla(apply_gradients),
+        [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
+    )
+    add(names[2], xla(test_step), step_specs)
+    # Several steps per call, where the step's logs are the model's metrics
+    # (a custom step may log something else: one step per call then).
+    metric_names = list(model.get_metrics_result().keys())
+    with _saving():
+        logged = _endpoint(archive, names[0]).get_concrete_function().structured_outputs
+    train_steps = None
+    if set(metric_names) <= set(logged):
+        train_steps = _train_steps(model, step_data, metric_dict, metric_names)
+        stacked = [tf.TensorSpec([None] + list(sp.shape), sp.dtype, name=sp.name) for sp in step_specs]
+        add(contract.TRAIN_STEPS, xla(train_steps), stacked)
     add(contract.RESET_METRICS, _traced(reset_metrics))
     add(contract.METRIC_RESULTS, _traced(metric_results))
     add(contract.METRIC_STATE, _traced(metric_state))
@@ -443,7 +471,7 @@ def export(
         )
     _write_out(archive, export_dir)
 
-    assigned = _assigned_by(_endpoint(archive, contract.TRAIN_STEP), state_vars)
+    assigned = _assigned_by(_endpoint(archive, names[0]), state_vars)
     variables = [
         {
             "name": _var_name(v),
@@ -472,7 +500,8 @@ def export(
         "inputs": in_descs,
         "targets": tgt_descs,
         "outputs": out_names,
-        "signatures": contract.signature_names(lr_var is not None, weighted),
+        "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None),
+        "jit_compile": jit,
         "sample_weights": weight_descs if weighted else [],
         "gradients": grads,
         "gradient_size": grad_size,
@@ -713,6 +742,39 @@ def _averaged_over_hosts(v, desc, assigned):
         return False
     aggregation = str(getattr(v, "aggregation", "none")).lower()
     return not ("sum" in aggregation or "first" in aggregation)
+
+
+def _train_steps(model, step_data, metric_dict, metric_names):
+    """train_steps: the train step run once for each leading slice of the
+    stacked step tensors, in order, in one in-graph loop (no step starts
+    before the last one's updates); it returns the last step's metrics."""
+    import tensorflow as tf
+
+    def train_steps(*stacked):
+        def body(i, logs):
+            out = metric_dict(model.train_step(step_data([t[i] for t in stacked])))
+            return i + 1, {n: out[n] for n in metric_names}
+
+        init = {n: tf.zeros([], tf.float32) for n in metric_names}
+        steps = tf.shape(stacked[0])[0]
+        _, logs = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), init), parallel_iterations=1)
+        return logs
+
+    return train_steps
+
+
+def _lookup_tables(model):
+    """The TensorFlow lookup tables of the model's layers (Keras's
+    StringLookup and IntegerLookup keep one; TextVectorization holds such a
+    layer)."""
+    import tensorflow as tf
+
+    tables = []
+    for layer in _layers(model):
+        table = getattr(layer, "lookup_table", None)
+        if isinstance(table, tf.__internal__.tracking.Trackable) and not any(table is t for t in tables):
+            tables.append(table)
+    return tables
 
 
 def _saving():

@@ -43,6 +43,21 @@ def seed_mlp():
     return model
 
 
+def seed_xla():
+    """The seed model compiled with jit_compile=True: fit runs the train
+    step XLA-compiled, and so does sagefit."""
+    model = seed_mlp()
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"], jit_compile=True)
+    return model
+
+
+def cnn_xla():
+    """The small CNN compiled with jit_compile=True."""
+    model = small_cnn()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=True)
+    return model
+
+
 def seed_weighted():
     """The seed model with accuracy among the weighted_metrics too."""
     model = seed_mlp()
@@ -454,6 +469,8 @@ FAMILIES = {
     "seed": (seed_mlp, seed_data),
     "seed_wide": (seed_wide, seed_data),
     "seed_weighted": (seed_weighted, seed_data),
+    "seed_xla": (seed_xla, seed_data),
+    "cnn_xla": (cnn_xla, small_cnn_data),
     "wide": (wide, wide_data),
     "multiclass": (multiclass, multiclass_data),
     "two_inputs": (two_inputs, two_inputs_data),

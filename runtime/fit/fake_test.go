@@ -33,6 +33,7 @@ type linear struct {
 	testRows int               // rows seen by TestStep
 	firstX   []float32         // x[0] of the first row of each train step's batch
 	applied  func(g []float32) // sees every applied gradient
+	blocks   int               // TrainSteps calls of more than one step
 }
 
 const features = 3
@@ -271,4 +272,30 @@ func (m *linear) weights() []float32 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]float32(nil), m.w...)
+}
+
+// multiLinear runs linear's steps several per call (fit.MultiStepper), as
+// the train_steps signature does: the stacked batch split into its steps.
+type multiLinear struct{ *linear }
+
+func (m *multiLinear) MultiStep() bool { return true }
+
+func (m *multiLinear) TrainSteps(b model.Batch, steps int) ([]model.Metric, error) {
+	if steps > 1 {
+		m.blocks++
+	}
+	rows := b.Rows / steps
+	var logs []model.Metric
+	for s := range steps {
+		one := model.Batch{Rows: rows, Tensors: map[string][]byte{}}
+		for name, t := range b.Tensors {
+			per := len(t) / steps
+			one.Tensors[name] = t[s*per : (s+1)*per]
+		}
+		var err error
+		if logs, err = m.TrainStep(one); err != nil {
+			return nil, err
+		}
+	}
+	return logs, nil
 }

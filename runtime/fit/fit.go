@@ -42,6 +42,9 @@ type Loop struct {
 	globalStep  int                     // train steps since epoch 1 step 0
 	averagedAt  int                     // globalStep when the averaged state was last averaged (-1: never)
 	terminate   bool                    // a callback ended training after this batch (TerminateOnNaN)
+	autoK       int                     // steps per call chosen by "auto" (0: not yet)
+	probe       []time.Duration         // train step times, for "auto"
+	stacked     map[string][]byte       // per tensor, the stacked batches of a block
 	stop        context.Context         // done once a stop is requested
 	requestStop context.CancelCauseFunc // stops this host when another asked
 }
@@ -321,6 +324,9 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		progress = report.NewProgress(f.Out, steps, f.Terminal)
 		defer progress.Done()
 	}
+	if block := f.perCall(c); block > 1 {
+		return f.trainBlocks(ctx, epoch, it, progress, startStep, steps, block)
+	}
 	exhausted := false
 	for n := startStep; n < steps; n++ {
 		asked := time.Now()
@@ -368,6 +374,12 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 			if _, err := f.checkpoint(ctx, epoch, n+1, steps); err != nil {
 				return n, err
 			}
+		}
+		if c == f.Train && f.autoK == 0 && f.globalStep > 1 && len(f.probe) < autoProbeSteps {
+			f.probe = append(f.probe, time.Since(got))
+		}
+		if block := f.perCall(c); block > 1 && n+1 < steps { // "auto" has chosen: the rest in blocks
+			return f.trainBlocks(ctx, epoch, it, progress, n+1, steps, block)
 		}
 	}
 	return steps, nil

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"path/filepath"
 	"slices"
@@ -88,6 +89,8 @@ type rank struct {
 	ctx   context.Context // cancelled: a stop request (SIGTERM) for this rank
 	ck    *checkpoint.Loaded
 	cbs   *callbacks.Set
+	// multi runs the model as a MultiStepper (steps_per_execution).
+	multi bool
 
 	hist   *report.History
 	err    error
@@ -126,7 +129,11 @@ func runRanks(t *testing.T, ranks []*rank) {
 				r.err = err
 				return
 			}
-			loop := &fit.Loop{Job: r.job, Model: r.model, Group: g, Train: r.train, Val: r.val, Out: &r.out, Log: &r.out, Callbacks: r.cbs}
+			var m fit.Model = r.model
+			if r.multi {
+				m = &multiLinear{r.model}
+			}
+			loop := &fit.Loop{Job: r.job, Model: m, Group: g, Train: r.train, Val: r.val, Out: &r.out, Log: &r.out, Callbacks: r.cbs}
 			r.hist, r.err = loop.Run(r.ctx, from)
 			r.timing = loop.Timing()
 		})
@@ -553,4 +560,72 @@ func TestCallbacksAgreeAcrossRanksAndResume(t *testing.T) {
 		t.Errorf("learning_rate after resume %v, uninterrupted %v", a, b)
 	}
 	sameWeights(t, "restored best weights after resume", resumed.model.weights(), whole.model.weights(), 0)
+}
+
+// K train steps per call (steps_per_execution) train exactly as one step
+// per call, stopping and resuming at block ends: blocks of 3 over epochs of
+// 7 steps whose last batch is short, a SIGTERM during a block, a
+// checkpoint_steps boundary that cuts blocks, and "auto".
+func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0) // 7 steps of 16: the last has 4 rows
+	run := func(k int, ckpt string, tune func(*rank)) *rank {
+		r := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), multi: true}
+		r.job.StepsPerExecution = k
+		if tune != nil {
+			tune(r)
+		}
+		runRanks(t, []*rank{r})
+		return r
+	}
+	one := run(1, t.TempDir(), nil)
+	if one.err != nil {
+		t.Fatal(one.err)
+	}
+	same := func(what string, r *rank) {
+		t.Helper()
+		sameWeights(t, what, r.model.weights(), one.model.weights(), 0)
+		if got, want := r.hist.Values("loss"), one.hist.Values("loss"); !slices.Equal(got, want) {
+			t.Errorf("%s: losses %v, want %v (bit for bit)", what, got, want)
+		}
+	}
+	for _, k := range []int{3, 0} {
+		r := run(k, t.TempDir(), func(r *rank) { r.job.CheckpointSteps = 5 })
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		same(fmt.Sprintf("steps_per_execution %d", k), r)
+		if r.model.blocks == 0 {
+			t.Errorf("steps_per_execution %d: no call ran several steps", k)
+		}
+	}
+
+	ckpt := t.TempDir()
+	ctx, stop := context.WithCancelCause(context.Background())
+	stopped := run(3, ckpt, func(r *rank) {
+		r.ctx = ctx
+		r.model.onStep = func(step int) {
+			if step == 8 { // epoch 2's first block, steps 1-3
+				stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+			}
+		}
+	})
+	var in *fit.Interrupted
+	if !errors.As(stopped.err, &in) || in.Epoch != 2 || in.Step != 3 {
+		t.Fatalf("stopped with %v, want *fit.Interrupted at epoch 2 step 3 (the block's end)", stopped.err)
+	}
+	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+	if err != nil || ck == nil {
+		t.Fatalf("latest checkpoint %+v, %v", ck, err)
+	}
+	resumed := run(3, ckpt, func(r *rank) {
+		if err := fit.Resume(r.model, ck, r.job, 1); err != nil {
+			t.Fatal(err)
+		}
+		r.ck = ck
+	})
+	if resumed.err != nil {
+		t.Fatal(resumed.err)
+	}
+	same("resumed", resumed)
 }

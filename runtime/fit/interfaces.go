@@ -33,6 +33,16 @@ type Model interface {
 	SetLearningRate(lr float64) error
 }
 
+// MultiStepper is a Model that runs several train steps in one call
+// (steps_per_execution); *tf.Model is one when its export has train_steps.
+type MultiStepper interface {
+	MultiStep() bool
+	// TrainSteps runs steps train steps on b, steps batches of equal rows
+	// stacked, with the numbers of as many TrainStep calls; the metrics are
+	// those after the last.
+	TrainSteps(b model.Batch, steps int) ([]model.Metric, error)
+}
+
 // Group is the set of the job's training processes;
 // *distributed.Group implements it. A nil Group is one process.
 type Group interface {

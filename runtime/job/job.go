@@ -28,6 +28,7 @@ const (
 	HPInitialEpoch    = "initial_epoch"         // epochs already trained (0-based): training runs initial_epoch+1..epochs
 	HPValSplit        = "validation_split"      // the last fraction of the training rows validates instead
 	HPClassWeight     = "class_weight"          // JSON object: class index -> weight of its training rows
+	HPStepsPerExec    = "steps_per_execution"   // train steps per session call (one process), or "auto"
 	HPModelPath       = "sagefit_model"         // a training SavedModel path, instead of the model channel
 	HPModelChannel    = "sagefit_model_channel" // default "model"
 	HPTrainChannel    = "sagefit_train_channel" // default "training", else "train"
@@ -71,6 +72,10 @@ type Job struct {
 	Epochs       int
 	InitialEpoch int // epochs run from InitialEpoch+1 (1-based) to Epochs
 	BatchSize    int
+	// StepsPerExecution is the train steps one process runs per session
+	// call (compile's steps_per_execution); 0 is "auto", chosen from the
+	// first steps' times.
+	StepsPerExecution int
 	// StepsPerEpoch > 0 caps an epoch's batches; the next epoch goes on
 	// where it stopped, a new pass over the data starting when one ends
 	// (as Keras's epoch iterator does).
@@ -146,6 +151,11 @@ func New(env *sagemaker.Env) (*Job, error) {
 		}
 		if _, set := env.Hyperparameters[p.name]; set && *p.dst < p.min {
 			return nil, fmt.Errorf("hyperparameter %q must be at least %d, got %d", p.name, p.min, *p.dst)
+		}
+	}
+	if raw, ok := env.Hyperparameters[HPStepsPerExec]; ok && raw != "auto" {
+		if j.StepsPerExecution, err = env.Int(HPStepsPerExec, 0); err != nil || j.StepsPerExecution < 1 {
+			return nil, fmt.Errorf("hyperparameter %q must be \"auto\" or an integer of at least 1, got %q", HPStepsPerExec, raw)
 		}
 	}
 	seed, err := env.Int(HPSeed, 0)

@@ -11,7 +11,7 @@ import (
 // known is every hyperparameter sagefit reads.
 var known = []string{
 	HPEpochs, HPBatchSize, HPShuffle, HPSeed, HPLearningRate,
-	HPStepsPerEpoch, HPValSteps, HPValFreq, HPInitialEpoch, HPValSplit, HPClassWeight,
+	HPStepsPerEpoch, HPValSteps, HPValFreq, HPInitialEpoch, HPValSplit, HPClassWeight, HPStepsPerExec,
 	HPModelPath, HPModelChannel, HPTrainChannel, HPValChannel, HPTensorFiles, HPModelVersion,
 	HPIntraOpThreads, HPInterOpThreads, HPGPUMemGrowth, HPSoftPlacement, HPLogPlacement, HPPrefetch,
 	HPPeerTimeout, HPConnectTimeout, HPAllReduceChunk, HPCompressFP16, HPRingTransport,
@@ -29,6 +29,9 @@ var sageMakerOwn = []string{"model_dir", "_tuning_objective_metric"}
 // SageMaker's own, in one sentence that names each with the closest known
 // name where one is close.
 func CheckKnown(env *sagemaker.Env) error {
+	if _, ok := env.Hyperparameters["jit_compile"]; ok {
+		return fmt.Errorf("hyperparameter \"jit_compile\" cannot change a model already exported: XLA is chosen where Keras chooses it, at compile; compile the model with jit_compile=True and export it again (it then trains XLA-compiled), and remove the hyperparameter")
+	}
 	var unknown []string
 	for name := range env.Hyperparameters {
 		if !slices.Contains(known, name) && !slices.Contains(sageMakerOwn, name) {

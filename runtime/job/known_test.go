@@ -33,6 +33,7 @@ func TestUnknownHyperparametersAreRefused(t *testing.T) {
 		{map[string]string{"epoch": "5"}, `hyperparameter "epoch" (did you mean "epochs"?) is not one sagefit reads`},
 		{map[string]string{"epoch": "5", "batchsize": "8"}, `hyperparameters "batchsize" (did you mean "batch_size"?) and "epoch" (did you mean "epochs"?) are not ones sagefit reads`},
 		{map[string]string{"Learning_Rate": "0.1"}, `"Learning_Rate" (did you mean "learning_rate"?)`},
+		{map[string]string{"jit_compile": "true"}, `compile the model with jit_compile=True and export it again`},
 		{map[string]string{"dropout_rate_of_my_model": "0.5"}, `hyperparameter "dropout_rate_of_my_model" is not one sagefit reads, so`},
 	} {
 		err := job.CheckKnown(load(t, c.hps))

@@ -1,0 +1,182 @@
+package fit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/model"
+	"github.com/sagefit/sagefit/runtime/callbacks"
+	"github.com/sagefit/sagefit/runtime/report"
+)
+
+// Steps per call (steps_per_execution): one process runs K train steps in
+// one session call, K batches stacked, as Keras's compile(steps_per_execution=K)
+// runs K steps in one tf.function call; the numbers are those of K calls.
+// Several processes all-reduce every step's gradients, so they run one step
+// per call. Callbacks that watch batches, checkpoints, stop requests and
+// the epoch's end are honoured at block ends: a block never crosses a
+// checkpoint_steps boundary or the epoch's last step.
+
+// autoProbeSteps are the steps timed, after the first (which traces and
+// warms up), to choose K when steps_per_execution is "auto".
+const autoProbeSteps = 8
+
+// perCall is the train steps per call for channel c's pass: 1 for
+// validation, for several processes and for a model without train_steps;
+// else the job's steps_per_execution, or, for "auto" (0), 1 until the
+// probe has timed steps and then autoSteps of their median.
+func (f *Loop) perCall(c any) int {
+	if c != f.Train || f.Group != nil {
+		return 1
+	}
+	ms, ok := f.Model.(MultiStepper)
+	if !ok || !ms.MultiStep() {
+		return 1
+	}
+	if f.Job.StepsPerExecution > 0 {
+		return f.Job.StepsPerExecution
+	}
+	if f.autoK == 0 && len(f.probe) >= autoProbeSteps {
+		f.autoK = autoSteps(f.probe)
+	}
+	return max(f.autoK, 1)
+}
+
+// autoSteps chooses K from the step times: enough steps that one call
+// takes about 2 ms, where the per-call cost (feeding, fetching, the
+// session's dispatch; tens of microseconds) is lost in the noise, at most
+// 64, a power of two.
+func autoSteps(times []time.Duration) int {
+	s := slices.Clone(times)
+	slices.Sort(s)
+	median := s[len(s)/2]
+	k := 1
+	for k < 64 && time.Duration(k)*median < 2*time.Millisecond {
+		k *= 2
+	}
+	return k
+}
+
+// trainBlocks runs the train pass's steps [start, steps) in blocks of up
+// to block steps, one call each.
+func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterator, progress *report.Progress, start, steps, block int) (int, error) {
+	ms := f.Model.(MultiStepper)
+	var pending *data.Batch // a batch read but not stacked: its rows differ
+	for n := start; n < steps; {
+		k := min(block, steps-n)
+		if cs := f.Job.CheckpointSteps; cs > 0 {
+			k = min(k, cs-f.globalStep%cs)
+		}
+		asked := time.Now()
+		var bs []*data.Batch
+		for len(bs) < k {
+			b := pending
+			pending = nil
+			if b == nil {
+				var err error
+				if b, err = it.Next(ctx); errors.Is(err, io.EOF) {
+					break
+				} else if err != nil {
+					release(bs)
+					return n, fmt.Errorf("epoch %d: channel %q: %w", epoch, f.Train.Name, err)
+				}
+			}
+			if len(bs) > 0 && b.Rows != bs[0].Rows { // the short last batch: a block of its own
+				pending = b
+				break
+			}
+			bs = append(bs, b)
+		}
+		if len(bs) == 0 {
+			return n, fmt.Errorf("epoch %d: channel %q ended after %d of %d steps", epoch, f.Train.Name, n, steps)
+		}
+		got := time.Now()
+		mb := f.stack(bs)
+		logs, err := ms.TrainSteps(mb, len(bs))
+		release(bs)
+		if err != nil {
+			return n, fmt.Errorf("epoch %d steps %d-%d: %w", epoch, n+1, n+len(bs), err)
+		}
+		done := time.Now()
+		// Timing sees the block's steps as equal parts of it.
+		per := done.Sub(got) / time.Duration(len(bs))
+		for j := range bs {
+			f.clock.stepRows = mb.Rows / len(bs)
+			wait := time.Duration(0)
+			if j == 0 {
+				wait = got.Sub(asked)
+			}
+			t := got.Add(per * time.Duration(j))
+			f.clock.step(t.Add(-wait), t, t.Add(per))
+			if progress != nil {
+				progress.Step(toReport(logs))
+			}
+		}
+		f.globalStep += len(bs)
+		n += len(bs)
+		if f.terminate, err = f.blockEnd(logs); err != nil {
+			return n, err
+		}
+		if f.stop.Err() != nil {
+			path, err := f.checkpoint(ctx, epoch, n, steps)
+			if err != nil {
+				return n, err
+			}
+			return n, &Interrupted{Cause: context.Cause(f.stop), Epoch: epoch, Step: n, Checkpoint: path}
+		}
+		if f.terminate {
+			return n, nil
+		}
+		if cs := f.Job.CheckpointSteps; cs > 0 && f.globalStep%cs == 0 && n < steps {
+			if _, err := f.checkpoint(ctx, epoch, n, steps); err != nil {
+				return n, err
+			}
+		}
+	}
+	if pending != nil {
+		pending.Release()
+	}
+	return steps, nil
+}
+
+// blockEnd runs the callbacks that watch train batches once per block, on
+// its last batch, as Keras calls on_train_batch_end once per execution.
+func (f *Loop) blockEnd(logs []model.Metric) (bool, error) {
+	if f.Callbacks == nil || logs == nil || !f.Callbacks.WatchesBatches() {
+		return false, nil
+	}
+	return f.Callbacks.BatchEnd(f.globalStep, callbacks.Logs(logs))
+}
+
+// stack lays batches of equal rows one after another, per tensor, in
+// buffers the loop keeps: one copy of each batch, what an in-graph loop
+// over steps needs (a single batch is used as it is).
+func (f *Loop) stack(bs []*data.Batch) model.Batch {
+	if len(bs) == 1 {
+		return model.Batch{Rows: bs[0].Rows, Tensors: bs[0].Tensors}
+	}
+	if f.stacked == nil {
+		f.stacked = map[string][]byte{}
+	}
+	out := model.Batch{Rows: bs[0].Rows * len(bs), Tensors: make(map[string][]byte, len(bs[0].Tensors))}
+	for name := range bs[0].Tensors {
+		buf := f.stacked[name][:0]
+		for _, b := range bs {
+			buf = append(buf, b.Tensors[name]...)
+		}
+		f.stacked[name] = buf
+		out.Tensors[name] = buf
+	}
+	return out
+}
+
+func release(bs []*data.Batch) {
+	for _, b := range bs {
+		b.Release()
+	}
+}
