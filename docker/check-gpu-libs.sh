@@ -53,7 +53,7 @@ for n in $names; do
     Nvshmem | stub:nvshmem) say "NVSHMEM ($n): optional (XLA with --xla_gpu_experimental_enable_nvshmem), not installed"; continue ;;
     stub:ptx_compiler) say "libnvptxcompiler ($n): linked into TensorFlow or not used; XLA falls back to ptxas on PATH"; continue ;;
     stub:gpu_collectives) say "gpu_collectives ($n): not a library"; continue ;;
-    Hip | Hipfft | Hipblaslt | Hipsparse | Miopen | Rocblas | Rocrand | Rocsolver | Roctracer) continue ;; # ROCm
+    Hip | Hipfft | Hipblaslt | Hipsparse | Miopen | Rocblas | Rocrand | Rocsolver | Roctracer) say "ROCm ($n): AMD GPUs only, not installed"; continue ;;
     *)
       say "TensorFlow loads $n, which this script does not know: add it to docker/check-gpu-libs.sh" >&2
       exit 1

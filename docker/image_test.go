@@ -628,8 +628,7 @@ func buildRoot(t *testing.T, img *image) string {
 }
 
 // systemLibs are the libraries of the run stages' base images (libc6,
-// libstdc++6, libgcc-s1: in debian:bookworm-slim and in the Ubuntu 22.04
-// that nvidia/cuda builds on).
+// libstdc++6, libgcc-s1: in debian:bookworm-slim, both images' base).
 var systemLibs = []string{"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1",
 	"ld-linux-x86-64.so.2", "libstdc++.so.6", "libgcc_s.so.1"}
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/internal/s3sync/s3test"
 )
 
 // cpuImage is the CPU training image `make test-images` built (named in
@@ -121,6 +122,44 @@ func abs(x float64) float64 {
 		return -x
 	}
 	return x
+}
+
+// TestLocalImageS3: with --image, s3:// channels, output and checkpoints
+// work as they do without: downloaded on this machine before the job,
+// mounted into the containers, model.tar.gz and output.tar.gz uploaded after
+// it, checkpoints synced from the host base dir's checkpoints/ (the
+// container's /opt/ml/checkpoints).
+func TestLocalImageS3(t *testing.T) {
+	docker, image := cpuImage(t)
+	srv := s3test.Start(t)
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	srv.CreateBucket(t, "data")
+	srv.CreateBucket(t, "results")
+	putDir(t, srv, filepath.Join(fx, "model"), "data", "seed/model")
+	putDir(t, srv, filepath.Join(fx, "train"), "data", "seed/train")
+	stdout, stderr, code := runLocalS3(t, srv.Env(), "--image", image, "--docker", docker,
+		"--model", "s3://data/seed/model", "--channel", "training=s3://data/seed/train",
+		"--hp", "epochs=2", "--output", "s3://results/runs",
+		"--checkpoint", "s3://results/ckpt", "--job-name", "image-job-1")
+	if code != 0 {
+		t.Fatalf("exit code %d\n%s", code, stderr)
+	}
+	if !strings.Contains(stdout, "Epoch 2/2 - 7/7 - ") {
+		t.Errorf("stdout lacks the epoch lines:\n%s", stdout)
+	}
+	keys := srv.Keys(t, "results", "runs/")
+	if want := []string{"runs/image-job-1/output/model.tar.gz", "runs/image-job-1/output/output.tar.gz"}; !slices.Equal(keys, want) {
+		t.Fatalf("keys %v, want %v\n%s", keys, want, stderr)
+	}
+	if model := untarNames(t, srv.Get(t, "results", keys[0])); !slices.Contains(model, "1/saved_model.pb") {
+		t.Errorf("model.tar.gz lacks 1/saved_model.pb: %v", model)
+	}
+	if ck := srv.Keys(t, "results", "ckpt/"); len(ck) == 0 {
+		t.Errorf("no checkpoints uploaded to s3://results/ckpt\n%s", stderr)
+	}
+	if l := leftovers(t, docker); l != "" {
+		t.Errorf("left behind: %s", l)
+	}
 }
 
 // TestLocalImageExitStatus: a job that fails in the image ends `sagefit
