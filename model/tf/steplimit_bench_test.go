@@ -3,34 +3,44 @@ package tf
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/model"
 )
 
-// The graph's own limit against sagefit's step path, one batch made once:
+// BenchmarkStepLimit measures the graph's own limit against sagefit's step
+// call, on one batch made once:
 //
-//	go test ./model/tf -run '^$' -bench 'StepLimit|TrainStepCall'
+//	go test ./model/tf -run '^$' -bench StepLimit -benchtime 2000x
 //
-// BenchmarkStepLimit runs the train_step signature back to back from C
-// on input tensors made once (stepLoop); BenchmarkTrainStepCall runs
-// Model.TrainStep on a Go batch made once, as the fit loop calls it (input
-// tensors made and filled, outputs copied and read as metrics, every
-// call). The fit loop's own time per step (timing.json) adds the data
-// pipeline and the loop's bookkeeping; make bench (python/sagefit/bench.py)
-// runs the three side by side on the same model, batch and threads.
+// Four ways of running the train_step signature take turns, 25 steps each,
+// so a busy machine slows them alike; b.N steps each:
 //
-// By default they use the seed model at batch 32 on 2 threads; a harness
-// points them elsewhere with
+//	limit  back to back in one call into C on input tensors made once,
+//	       fetching only the signature's outputs: the graph's own cost
+//	cgo    one call from Go into C per step, the same tensors
+//	fresh  as cgo, the input tensors made and filled anew each step
+//	call   Model.TrainStep, as the fit loop calls it (tensors made and
+//	       filled, outputs copied and read as metrics)
+//
+// Each reports its mean (<arm>-ns/step) and median (<arm>-p50-ns) step.
+// The fit loop's own time per step (timing.json) adds the data pipeline and
+// the loop's bookkeeping; make bench (python/sagefit/bench.py) runs both on
+// the same model, batch and threads.
+//
+// By default it uses the seed model at batch 32 on 2 threads; a harness
+// points it elsewhere with
 //
 //	SAGEFIT_STEPLIMIT_MODEL    a training SavedModel (sagefit.export)
 //	SAGEFIT_STEPLIMIT_DATA     its channel folder: train.npy (or <input>.npy), labels.npy (or <target>.npy)
 //	SAGEFIT_STEPLIMIT_BATCH    rows per step (default 32)
 //	SAGEFIT_STEPLIMIT_THREADS  intra- and inter-op threads (default 2)
-
 func BenchmarkStepLimit(b *testing.B) {
 	m, batch := stepLimitSetup(b)
 	l, err := m.newStepLoop(model.RoleTrainStep, batch)
@@ -38,34 +48,73 @@ func BenchmarkStepLimit(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.close()
-	if err := l.run(stepLimitWarmup); err != nil {
-		b.Fatal(err)
+	const chunk = 25
+	ns := make([]int64, chunk)
+	arms := []struct {
+		name string
+		run  func(n int, times []int64) error
+	}{
+		{"limit", func(n int, times []int64) error { return l.run(n, times) }},
+		{"cgo", func(n int, times []int64) error {
+			return timeEach(n, times, func() error { return l.run(1, nil) })
+		}},
+		{"fresh", func(n int, times []int64) error {
+			return timeEach(n, times, func() error {
+				if err := l.refill(); err != nil {
+					return err
+				}
+				return l.run(1, nil)
+			})
+		}},
+		{"call", func(n int, times []int64) error {
+			return timeEach(n, times, func() error { _, err := m.TrainStep(batch); return err })
+		}},
 	}
+	// The first run of a signature prepares its function (graph
+	// optimization, kernels); a few more let the pools settle. (testing
+	// runs a benchmark with b.N = 1 first: once is enough.)
+	if !loaded.warm {
+		for _, a := range arms {
+			if err := a.run(chunk, ns); err != nil {
+				b.Fatal(err)
+			}
+		}
+		loaded.warm = true
+	}
+	times := make([][]int64, len(arms))
 	b.ResetTimer()
-	if err := l.run(b.N); err != nil {
-		b.Fatal(err)
+	for done := 0; done < b.N; done += chunk {
+		n := min(chunk, b.N-done)
+		for i, a := range arms {
+			if err := a.run(n, ns); err != nil {
+				b.Fatal(err)
+			}
+			times[i] = append(times[i], ns[:n]...)
+		}
+	}
+	b.StopTimer()
+	for i, a := range arms {
+		var sum int64
+		for _, t := range times[i] {
+			sum += t
+		}
+		slices.Sort(times[i])
+		b.ReportMetric(float64(sum)/float64(len(times[i])), a.name+"-ns/step")
+		b.ReportMetric(float64(times[i][(len(times[i])-1)/2]), a.name+"-p50-ns")
 	}
 }
 
-func BenchmarkTrainStepCall(b *testing.B) {
-	m, batch := stepLimitSetup(b)
-	for range stepLimitWarmup {
-		if _, err := m.TrainStep(batch); err != nil {
-			b.Fatal(err)
+// timeEach runs step n times, writing each run's nanoseconds into times.
+func timeEach(n int, times []int64, step func() error) error {
+	for i := range n {
+		t := time.Now()
+		if err := step(); err != nil {
+			return err
 		}
+		times[i] = int64(time.Since(t))
 	}
-	b.ResetTimer()
-	for range b.N {
-		if _, err := m.TrainStep(batch); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return nil
 }
-
-// stepLimitWarmup steps run untimed first: the first run of a signature
-// prepares its function (graph optimization, kernels), and a few more let
-// the thread pools and allocator settle.
-const stepLimitWarmup = 20
 
 func envInt(b *testing.B, key string, def int) int {
 	s := os.Getenv(key)
@@ -79,14 +128,27 @@ func envInt(b *testing.B, key string, def int) int {
 	return n
 }
 
+// loaded keeps the model and batch across the benchmark's runs (testing
+// runs it once with b.N = 1 first).
+var loaded struct {
+	sync.Mutex
+	m     *Model
+	batch model.Batch
+	warm  bool
+}
+
 // stepLimitSetup loads the model and reads its first batch of rows.
 func stepLimitSetup(b *testing.B) (*Model, model.Batch) {
 	b.Helper()
+	loaded.Lock()
+	defer loaded.Unlock()
+	if loaded.m != nil {
+		return loaded.m, loaded.batch
+	}
 	dir, channel := os.Getenv("SAGEFIT_STEPLIMIT_MODEL"), os.Getenv("SAGEFIT_STEPLIMIT_DATA")
 	if dir == "" {
 		fx := fixture.Make(b, "seed", "--rows", "256", "--no-fit", "--no-validation")
 		dir, channel = filepath.Join(fx, "model"), filepath.Join(fx, "train")
-		b.Cleanup(fixture.Cleanup)
 	}
 	rows := envInt(b, "SAGEFIT_STEPLIMIT_BATCH", 32)
 	threads := envInt(b, "SAGEFIT_STEPLIMIT_THREADS", 2)
@@ -95,7 +157,6 @@ func stepLimitSetup(b *testing.B) (*Model, model.Batch) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { m.Close() })
 	meta := m.Meta()
 	batch := model.Batch{Rows: rows, Tensors: map[string][]byte{}}
 	specs := append(append([]model.TensorSpec{}, meta.Inputs...), meta.Targets...)
@@ -129,5 +190,6 @@ func stepLimitSetup(b *testing.B) (*Model, model.Batch) {
 		a.Close()
 		batch.Tensors[spec.Name] = buf
 	}
+	loaded.m, loaded.batch = m, batch
 	return m, batch
 }
