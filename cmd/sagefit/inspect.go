@@ -5,14 +5,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 
 	"github.com/sagefit/sagefit/model/tf"
+	"github.com/sagefit/sagefit/runtime/fit"
 )
 
 // inspect loads a training SavedModel through libtensorflow, checks its
-// contract and prints it.
+// contract and prints it; given a job's timing.json, it prints that as
+// tables instead.
 func inspect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -21,8 +24,11 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprint(stderr, "usage: sagefit inspect [--json] SAVEDMODEL\n")
+		fmt.Fprint(stderr, "usage: sagefit inspect [--json] SAVEDMODEL|timing.json\n")
 		return 2
+	}
+	if st, err := os.Stat(fs.Arg(0)); err == nil && !st.IsDir() && strings.HasSuffix(fs.Arg(0), ".json") {
+		return inspectTiming(fs.Arg(0), stdout, stderr)
 	}
 	m, err := tf.Load(fs.Arg(0), tf.Config{})
 	if err != nil {
@@ -64,4 +70,56 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  signature      %-20s %s\n", r, meta.Signatures[r])
 	}
 	return 0
+}
+
+// inspectTiming prints a timing.json (fit.Timing) as a reader would want
+// it: start-up, then a row per epoch and the totals.
+func inspectTiming(path string, stdout, stderr io.Writer) int {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "sagefit inspect: %v\n", err)
+		return 1
+	}
+	var t fit.Timing
+	if err := json.Unmarshal(raw, &t); err != nil {
+		fmt.Fprintf(stderr, "sagefit inspect: %s: %v\n", path, err)
+		return 1
+	}
+	if t.Version != fit.TimingVersion {
+		fmt.Fprintf(stderr, "sagefit inspect: %s is timing.json version %d; this sagefit reads version %d\n", path, t.Version, fit.TimingVersion)
+		return 1
+	}
+	fmt.Fprintf(stdout, "timing %s (version %d): %d training process(es), batch %d, %d steps in the last epoch\n",
+		path, t.Version, t.Hosts, t.BatchSize, t.StepsPerEpoch)
+	s := t.Startup
+	fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the first step: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, first step %.2f s\n",
+		s.ToFirstStepSeconds+s.FirstStepSeconds, s.LibrariesSeconds, s.ModelLoadSeconds,
+		s.ToFirstStepSeconds-s.LibrariesSeconds-s.ModelLoadSeconds, s.FirstStepSeconds)
+	fmt.Fprintf(stdout, "  %-16s %9s %7s %12s %10s %10s %10s %10s %7s %7s\n",
+		"", "seconds", "steps", "examples/s", "step mean", "p50", "p90", "p99", "input", "allred")
+	row := func(name string, sp fit.Span) {
+		d := sp.StepSeconds
+		fmt.Fprintf(stdout, "  %-16s %9.2f %7d %12.0f %10s %10s %10s %10s %6.1f%% %6.1f%%\n",
+			name, sp.Seconds, sp.Steps, sp.ExamplesPerSecond, dur(d.Mean), dur(d.P50), dur(d.P90), dur(d.P99),
+			100*sp.InputWaitShare, 100*sp.AllReduceShare)
+	}
+	for _, e := range t.Epochs {
+		row(fmt.Sprintf("epoch %d", e.Epoch), e.Span)
+	}
+	row("overall", t.Overall)
+	if t.AfterFirstEpoch != nil {
+		row("after epoch 1", *t.AfterFirstEpoch)
+	}
+	return 0
+}
+
+// dur prints seconds with a unit that suits them.
+func dur(s float64) string {
+	switch {
+	case s >= 1:
+		return fmt.Sprintf("%.2fs", s)
+	case s >= 1e-3:
+		return fmt.Sprintf("%.2fms", s*1e3)
+	}
+	return fmt.Sprintf("%.1fµs", s*1e6)
 }

@@ -1,0 +1,60 @@
+package main_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sagefit/sagefit/runtime/fit"
+)
+
+// A real job's timing.json: the schema's version, start-up in order
+// (process start, Go's init, the model loaded, the first step ended, all
+// within the run as this test saw it), one entry per epoch; and `sagefit
+// inspect` prints it. No timed assertions: only order and sums.
+func TestTimingJSON(t *testing.T) {
+	base := seedJob(t, map[string]string{"epochs": "2", "batch_size": "50"})
+	before := time.Now()
+	cmd := exec.Command(binary, "train")
+	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	after := time.Now()
+	path := filepath.Join(base, "output", "data", "timing.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tm fit.Timing
+	if err := json.Unmarshal(raw, &tm); err != nil {
+		t.Fatal(err)
+	}
+	if tm.Version != 1 || tm.Hosts != 1 || tm.BatchSize != 50 || tm.StepsPerEpoch != 4 || tm.Examples != 200 || len(tm.Epochs) != 2 || tm.AfterFirstEpoch == nil {
+		t.Fatalf("timing.json: %s", raw)
+	}
+	s := tm.Startup
+	unix := func(f float64) time.Time { return time.Unix(0, int64(f*1e9)) }
+	// The kernel's start time has 10 ms ticks: allow that much before the test's clock.
+	if unix(s.ProcessStartUnix).Before(before.Add(-20*time.Millisecond)) || unix(s.FirstStepEndUnix).After(after) ||
+		!(s.LibrariesSeconds > 0 && s.ModelLoadSeconds > 0 && s.LibrariesSeconds+s.ModelLoadSeconds < s.ToFirstStepSeconds && s.FirstStepSeconds > 0) {
+		t.Errorf("start-up out of order (test ran %v..%v): %+v", before, after, s)
+	}
+	if e := tm.Epochs[1]; e.Steps != 4 || e.Examples != 200 || e.StepSeconds.P50 <= 0 || e.StepSeconds.P50 > e.StepSeconds.Max {
+		t.Errorf("epoch 2: %+v", e)
+	}
+
+	out, err := exec.Command(binary, "inspect", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("inspect timing.json: %v\n%s", err, out)
+	}
+	for _, want := range []string{"(version 1): 1 training process(es), batch 50", "start-up ", "epoch 2 ", "after epoch 1 ", "examples/s"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("inspect timing.json lacks %q:\n%s", want, out)
+		}
+	}
+}
