@@ -87,6 +87,12 @@ var stepRoles = []string{RoleTrainStep, RoleComputeGradients, RoleTestStep}
 // the model has them (Metadata.TrainStepsWeighted).
 const RoleTrainSteps = "train_steps"
 
+// RoleApplyComputeGradients applies a fused gradient and then computes the
+// next batch's (apply_gradients then compute_gradients, in its weighted
+// form when the model has one) in one call: the gradient first, then the
+// step's tensors.
+const RoleApplyComputeGradients = "apply_compute_gradients"
+
 // TensorSpec describes one input or target: its name in the Keras model, its
 // key in the signatures, dtype and shape (nil entries are unknown dims; the
 // first is the batch).
@@ -303,12 +309,16 @@ func (m *Metadata) Roles() []RoleTensors {
 			roles = append(roles, r)
 		}
 	}
+	weightedStep := step
+	if m.HasSampleWeights() {
+		weightedStep = append(append([]TensorSpec{}, step...), m.WeightSpecs()...)
+	}
 	if m.Signatures[RoleTrainSteps] != "" {
-		feeds := step
-		if m.HasSampleWeights() {
-			feeds = append(append([]TensorSpec{}, step...), m.WeightSpecs()...)
-		}
-		roles = append(roles, RoleTensors{RoleTrainSteps, feeds, m.Metrics})
+		roles = append(roles, RoleTensors{RoleTrainSteps, weightedStep, m.Metrics})
+	}
+	if m.Signatures[RoleApplyComputeGradients] != "" {
+		feeds := append(scalar(keyGradients, "float32"), weightedStep...)
+		roles = append(roles, RoleTensors{RoleApplyComputeGradients, feeds, append([]string{keyGradients}, m.Metrics...)})
 	}
 	if m.LearningRateAssignable {
 		roles = append(roles, RoleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})

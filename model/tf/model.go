@@ -280,6 +280,38 @@ func (m *Model) TrainSteps(b model.Batch, steps int) ([]model.Metric, error) {
 	return m.metrics(res)
 }
 
+// ApplyThenComputeGradients applies grads (a fused, averaged gradient) and
+// then computes b's, writing it into grads, in one call
+// (apply_compute_gradients): the numbers of ApplyGradients then
+// ComputeGradients.
+func (m *Model) ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error) {
+	if len(grads) != m.meta.GradientSize {
+		return nil, fmt.Errorf("gradient buffer has %d elements, want %d", len(grads), m.meta.GradientSize)
+	}
+	c := m.calls[model.RoleApplyComputeGradients]
+	if c == nil {
+		return nil, errors.New("the model has no apply_compute_gradients signature; export it again with this sagefit")
+	}
+	step := *c
+	step.feedSpecs = c.feedSpecs[1:]
+	feeds, err := m.batchFeeds(&step, b, 1)
+	if err != nil {
+		return nil, err
+	}
+	g := hostTensor{dtype: model.Float32, shape: []int64{int64(len(grads))}, data: model.Float32Bytes(grads)}
+	res, err := m.run(model.RoleApplyComputeGradients, append([]hostTensor{g}, feeds...), [][]byte{model.Float32Bytes(grads)})
+	if err != nil {
+		return nil, err
+	}
+	if len(res[0].data) != 4*len(grads) {
+		return nil, fmt.Errorf("%s returned %d gradient bytes, want %d", c.name, len(res[0].data), 4*len(grads))
+	}
+	return m.metrics(res[1:])
+}
+
+// FusedApply reports whether the model applies and computes in one call.
+func (m *Model) FusedApply() bool { return m.calls[model.RoleApplyComputeGradients] != nil }
+
 // MultiStep reports whether the model runs several steps per call.
 func (m *Model) MultiStep() bool { return m.calls[model.RoleTrainSteps] != nil }
 

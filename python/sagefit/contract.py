@@ -30,6 +30,9 @@ TEST_STEP_WEIGHTED = "sagefit_test_step_weighted"
 # Several train steps in one call: the step tensors stacked, [steps, rows, ...]
 # (with the weights when the steps take them).
 TRAIN_STEPS = "sagefit_train_steps"
+# apply_gradients then compute_gradients (its weighted form when the steps
+# take weights) in one call.
+APPLY_COMPUTE_GRADIENTS = "sagefit_apply_compute_gradients"
 
 # Tensor keys inside signatures.
 GRADIENTS = "gradients"
@@ -71,4 +74,5 @@ def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=
         roles["test_step"] = TEST_STEP
     if train_steps:
         roles["train_steps"] = TRAIN_STEPS
+    roles["apply_compute_gradients"] = APPLY_COMPUTE_GRADIENTS
     return roles

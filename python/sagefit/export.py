@@ -434,6 +434,20 @@ def export(
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
     )
     add(names[2], xla(test_step), step_specs)
+
+    # Several hosts: the averaged gradient of step t applied and step t+1's
+    # gradient computed in one call (the update first: its writes are
+    # ordered before the step's reads), so a step costs one call and the
+    # all-reduce.
+    def apply_compute_gradients(flat, *args):
+        apply_gradients(flat)
+        return compute_gradients(*args)
+
+    add(
+        contract.APPLY_COMPUTE_GRADIENTS,
+        xla(apply_compute_gradients),
+        [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)] + step_specs,
+    )
     # Several steps per call, where the step's logs are the model's metrics
     # (a custom step may log something else: one step per call then).
     metric_names = list(model.get_metrics_result().keys())

@@ -29,7 +29,8 @@ const autoProbeSteps = 8
 // perCall is the train steps per call for channel c's pass: 1 for
 // validation, for several processes and for a model without train_steps;
 // else the job's steps_per_execution, or, for "auto" (0), 1 until the
-// probe has timed steps and then autoSteps of their median.
+// probe has timed steps and then autoSteps of their median (1 while a
+// callback watches every batch: blocks would move its batches).
 func (f *Loop) perCall(c any) int {
 	if c != f.Train || f.Group != nil {
 		return 1
@@ -40,6 +41,9 @@ func (f *Loop) perCall(c any) int {
 	}
 	if f.Job.StepsPerExecution > 0 {
 		return f.Job.StepsPerExecution
+	}
+	if f.Callbacks != nil && f.Callbacks.WatchesBatches() {
+		return 1 // "auto" keeps every batch's callbacks where the user put them
 	}
 	if f.autoK == 0 && len(f.probe) >= autoProbeSteps {
 		f.autoK = autoSteps(f.probe)

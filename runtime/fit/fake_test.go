@@ -34,6 +34,8 @@ type linear struct {
 	firstX   []float32         // x[0] of the first row of each train step's batch
 	applied  func(g []float32) // sees every applied gradient
 	blocks   int               // TrainSteps calls of more than one step
+	fused      bool            // apply and compute in one call (FusedApplier)
+	fusedCalls int             // ApplyThenComputeGradients calls
 }
 
 const features = 3
@@ -167,6 +169,18 @@ func (m *linear) ApplyGradients(grads []float32) error {
 	defer m.mu.Unlock()
 	m.apply(grads)
 	return nil
+}
+
+// FusedApply: linear applies and computes in one call when fused is set,
+// as an export with apply_compute_gradients does.
+func (m *linear) FusedApply() bool { return m.fused }
+
+func (m *linear) ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error) {
+	m.fusedCalls++
+	if err := m.ApplyGradients(grads); err != nil {
+		return nil, err
+	}
+	return m.ComputeGradients(b, grads)
 }
 
 func (m *linear) apply(g []float32) {

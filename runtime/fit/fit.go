@@ -38,15 +38,16 @@ type Loop struct {
 	timing Timing
 	clock  clock // the steps' times, for timing
 
-	hist        *report.History         // epochs finished, for checkpoints
-	globalStep  int                     // train steps since epoch 1 step 0
-	averagedAt  int                     // globalStep when the averaged state was last averaged (-1: never)
-	terminate   bool                    // a callback ended training after this batch (TerminateOnNaN)
-	autoK       int                     // steps per call chosen by "auto" (0: not yet)
-	probe       []time.Duration         // train step times, for "auto"
-	stacked     map[string][]byte       // per tensor, the stacked batches of a block
-	stop        context.Context         // done once a stop is requested
-	requestStop context.CancelCauseFunc // stops this host when another asked
+	hist         *report.History         // epochs finished, for checkpoints
+	globalStep   int                     // train steps since epoch 1 step 0
+	averagedAt   int                     // globalStep when the averaged state was last averaged (-1: never)
+	terminate    bool                    // a callback ended training after this batch (TerminateOnNaN)
+	pendingApply bool                    // grads holds an averaged gradient not yet applied (FusedApplier)
+	autoK        int                     // steps per call chosen by "auto" (0: not yet)
+	probe        []time.Duration         // train step times, for "auto"
+	stacked      map[string][]byte       // per tensor, the stacked batches of a block
+	stop         context.Context         // done once a stop is requested
+	requestStop  context.CancelCauseFunc // stops this host when another asked
 }
 
 func (f *Loop) world() int {
@@ -154,7 +155,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		// the end flag (a callback ends training, TerminateOnNaN).
 		f.grads = make([]float32, f.Model.Meta().GradientSize+3)
 	}
-	f.averagedAt, f.terminate = -1, false
+	f.averagedAt, f.terminate, f.pendingApply = -1, false, false
 	if err := f.startCallbacks(from); err != nil {
 		return hist, err
 	}
@@ -171,6 +172,9 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			}
 		}
 		steps, err := f.pass(ctx, epoch, f.Train, f.trainStep, startStep)
+		if err == nil {
+			err = f.flushApply()
+		}
 		if err != nil {
 			return hist, err
 		}
@@ -411,6 +415,9 @@ func cursor(first, epoch, full, perEpoch int) (pass, start, steps int) {
 // metric state is summed over hosts) and rank 0 writes. It returns the
 // checkpoint's path on rank 0.
 func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, error) {
+	if err := f.flushApply(); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
 	if err := f.averageState(ctx); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
@@ -490,7 +497,13 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	var ending bool
 	if b.Rows > 0 {
 		var err error
-		if logs, err = f.Model.ComputeGradients(b, f.grads[:n]); err != nil {
+		if f.pendingApply {
+			logs, err = f.Model.(FusedApplier).ApplyThenComputeGradients(f.grads[:n], b)
+			f.pendingApply = false
+		} else {
+			logs, err = f.Model.ComputeGradients(b, f.grads[:n])
+		}
+		if err != nil {
 			return nil, false, err
 		}
 		scale(f.grads[:n], float32(b.Rows))
@@ -498,6 +511,9 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 			return nil, false, err
 		}
 	} else {
+		if err := f.flushApply(); err != nil {
+			return nil, false, err
+		}
 		clear(f.grads[:n]) // an empty share of the last batch still joins the ring
 	}
 	f.grads[n] = float32(b.Rows)
@@ -524,7 +540,22 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		return logs, stop, nil
 	}
 	scale(f.grads[:n], 1/total)
+	if fa, ok := f.Model.(FusedApplier); ok && fa.FusedApply() {
+		f.pendingApply = true // applied with the next step's computation, or by flushApply
+		return logs, stop, nil
+	}
 	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
+}
+
+// flushApply applies the last step's averaged gradient if it waits for the
+// next step: before anything reads the variables (the epoch's end, a
+// checkpoint) or a step without rows.
+func (f *Loop) flushApply() error {
+	if !f.pendingApply {
+		return nil
+	}
+	f.pendingApply = false
+	return f.Model.ApplyGradients(f.grads[:len(f.grads)-3])
 }
 
 // batchEnd runs the callbacks that watch every train batch on this

@@ -629,3 +629,37 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 	}
 	same("resumed", resumed)
 }
+
+// Several ranks apply step t's averaged gradient with step t+1's
+// computation in one call, and train as they do with a call each: the
+// same weights and losses to the bit, through a stop and resume and the
+// uneven shards' empty steps.
+func TestFusedApplyTrainsAsSeparateCalls(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0)
+	run := func(fused bool) []*rank {
+		rs := make([]*rank, 2)
+		for i := range rs {
+			rs[i] = &rank{job: newJob(3, 8, t.TempDir()), model: newLinear(), train: openChannel(t, dir, false)}
+			rs[i].model.fused = fused
+			rs[i].job.CheckpointSteps = 4
+		}
+		runRanks(t, rs)
+		for i, r := range rs {
+			if r.err != nil {
+				t.Fatalf("fused %v rank %d: %v", fused, i, r.err)
+			}
+		}
+		return rs
+	}
+	separate, fused := run(false), run(true)
+	for i := range fused {
+		if fused[i].model.fusedCalls == 0 {
+			t.Errorf("rank %d never applied and computed in one call", i)
+		}
+		sameWeights(t, fmt.Sprintf("rank %d", i), fused[i].model.weights(), separate[i].model.weights(), 0)
+		if got, want := fused[i].hist.Values("loss"), separate[i].hist.Values("loss"); !slices.Equal(got, want) {
+			t.Errorf("rank %d: losses %v, want %v", i, got, want)
+		}
+	}
+}

@@ -43,6 +43,17 @@ type MultiStepper interface {
 	TrainSteps(b model.Batch, steps int) ([]model.Metric, error)
 }
 
+// FusedApplier is a Model that applies one step's gradient and computes
+// the next batch's in one call (several processes: a step is then one call
+// and the all-reduce); *tf.Model is one when its export has
+// apply_compute_gradients.
+type FusedApplier interface {
+	FusedApply() bool
+	// ApplyThenComputeGradients applies grads, then writes b's gradient
+	// into grads: the numbers of ApplyGradients then ComputeGradients.
+	ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error)
+}
+
 // Group is the set of the job's training processes;
 // *distributed.Group implements it. A nil Group is one process.
 type Group interface {
