@@ -27,15 +27,15 @@ type linear struct {
 	rows       float64
 
 	// Counters and hooks for the tests.
-	steps    int               // train steps that saw rows (TrainStep or ComputeGradients)
-	onStep   func(step int)    // called after each such step, with steps
-	failStep int               // the step that fails (0: none)
-	testRows int               // rows seen by TestStep
-	firstX   []float32         // x[0] of the first row of each train step's batch
-	applied  func(g []float32) // sees every applied gradient
-	blocks   int               // TrainSteps calls of more than one step
-	fused      bool            // apply and compute in one call (FusedApplier)
-	fusedCalls int             // ApplyThenComputeGradients calls
+	steps      int               // train steps that saw rows (TrainStep or ComputeGradients)
+	onStep     func(step int)    // called after each such step, with steps
+	failStep   int               // the step that fails (0: none)
+	testRows   int               // rows seen by TestStep
+	firstX     []float32         // x[0] of the first row of each train step's batch
+	applied    func(g []float32) // sees every applied gradient
+	blocks     int               // TrainSteps calls of more than one step
+	fused      bool              // apply and compute in one call (FusedApplier)
+	fusedCalls int               // ApplyThenComputeGradients calls
 }
 
 const features = 3

@@ -83,6 +83,9 @@ func (f *Loop) batchOptions(c *input.Channel) data.BatchOptions {
 // ResumePoint is where training starts: epoch 1 step 0, or a checkpoint's.
 type ResumePoint struct {
 	Epoch, Step int
+	// GlobalStep is the train steps run before it (checkpoint_steps'
+	// cadence and the batch numbers callbacks see go on from it).
+	GlobalStep  int
 	MetricState []float64 // this process's share of the epoch's metric state; nil at step 0
 	History     *report.History
 	// Callbacks is the callbacks' state (every process); Best the weights
@@ -156,6 +159,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		f.grads = make([]float32, f.Model.Meta().GradientSize+3)
 	}
 	f.averagedAt, f.terminate, f.pendingApply = -1, false, false
+	f.globalStep = from.GlobalStep
 	if err := f.startCallbacks(from); err != nil {
 		return hist, err
 	}

@@ -663,3 +663,37 @@ func TestFusedApplyTrainsAsSeparateCalls(t *testing.T) {
 		}
 	}
 }
+
+// A resumed job goes on counting steps where the stopped one was, so
+// checkpoint_steps keeps its cadence over the whole job.
+func TestResumeKeepsStepCadence(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch, 21 in all
+	ckpt := t.TempDir()
+	ctx, stop := context.WithCancelCause(context.Background())
+	r := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), ctx: ctx}
+	r.job.CheckpointSteps = 5
+	r.model.onStep = func(step int) {
+		if step == 8 {
+			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+		}
+	}
+	runRanks(t, []*rank{r})
+	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+	if err != nil || ck == nil || ck.State.GlobalStep != 9 {
+		t.Fatalf("stopped: latest checkpoint %+v, %v; want one after step 9 (the stop is seen before it)", ck, err)
+	}
+	resumed := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), ck: ck}
+	resumed.job.CheckpointSteps = 5
+	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
+		t.Fatal(err)
+	}
+	runRanks(t, []*rank{resumed})
+	if resumed.err != nil {
+		t.Fatal(resumed.err)
+	}
+	last, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+	if err != nil || last == nil || last.State.GlobalStep != 20 {
+		t.Fatalf("resumed: latest checkpoint %+v, %v; want the one at step 20 (every 5 steps of the job)", last, err)
+	}
+}
