@@ -146,33 +146,22 @@ def two_inputs_data(rows, rng):
     return {"a": xa, "b": xb}, {"price": y}
 
 
-def two_heads():
+def two_heads(weighted=False):
     """Two outputs with their own losses: a sparse classifier head and a
-    2-unit regression head, with loss_weights."""
+    2-unit regression head, with loss_weights; with weighted, a weighted
+    metric on each head."""
     keras = _keras()
     x = keras.Input((6,), name="x")
     h = keras.layers.Dense(16, activation="relu")(x)
     kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
     price = keras.layers.Dense(2, name="price")(h)
     model = keras.Model(x, [kind, price])
+    metrics = {"weighted_metrics": {"kind": ["accuracy"], "price": ["mae"]}} if weighted else {"metrics": {"kind": ["accuracy"]}}
     model.compile(
         optimizer=keras.optimizers.Adam(0.01),
         loss={"kind": "sparse_categorical_crossentropy", "price": "mse"},
         loss_weights={"kind": 1.0, "price": 0.5},
-        metrics={"kind": ["accuracy"]},
-    )
-    return model
-
-
-def two_heads_weighted():
-    """two_heads with a weighted metric on each head."""
-    model = two_heads()
-    keras = _keras()
-    model.compile(
-        optimizer=keras.optimizers.Adam(0.01),
-        loss={"kind": "sparse_categorical_crossentropy", "price": "mse"},
-        loss_weights={"kind": 1.0, "price": 0.5},
-        weighted_metrics={"kind": ["accuracy"], "price": ["mae"]},
+        **metrics,
     )
     return model
 
@@ -476,7 +465,7 @@ FAMILIES = {
     "two_inputs": (two_inputs, two_inputs_data),
     "cnn": (small_cnn, small_cnn_data),
     "two_heads": (two_heads, two_heads_data),
-    "two_heads_weighted": (two_heads_weighted, two_heads_data),
+    "two_heads_weighted": (lambda: two_heads(weighted=True), two_heads_data),
     "dropout": (dropout_mlp, seed_data),
     "embedding": (embedding, embedding_data),
     "lstm": (lstm, sequence_data),
