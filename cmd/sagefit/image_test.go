@@ -236,6 +236,8 @@ func TestLocalImageExitStatus(t *testing.T) {
 	}
 }
 
+var hostnameRE = regexp.MustCompile(`--hostname \S+`)
+
 // TestLocalImageDockerRuns: what `sagefit local --image` asks of docker,
 // with a stand-in client that records its arguments: no pull, one
 // container per host on the job's own network with host names algo-1..N,
@@ -282,6 +284,10 @@ exit 0
 	if network == "" || len(runs) != 2 || calls[len(calls)-1] != "network rm "+network {
 		t.Fatalf("docker calls:\n%s", raw)
 	}
+	// The stand-in clients write their lines in whatever order they run.
+	slices.SortFunc(runs, func(a, b string) int {
+		return strings.Compare(hostnameRE.FindString(a), hostnameRE.FindString(b))
+	})
 	for i, r := range runs {
 		host := fmt.Sprintf("algo-%d", i+1)
 		for _, want := range []string{
