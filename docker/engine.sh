@@ -15,7 +15,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 state=${SAGEFIT_ENGINE_STATE:-$root/.cache/docker-engine}
-packages=(docker.io containerd runc docker-compose debootstrap iptables)
+engine_packages=(docker.io containerd runc iptables)
+tool_packages=(docker-compose debootstrap)
 
 say() { echo "docker/engine.sh: $*" >&2; }
 
@@ -29,7 +30,7 @@ client() {
 
 missing_packages() {
   local p missing=()
-  for p in "${packages[@]}"; do
+  for p in "$@"; do
     if ! dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
       missing+=("$p")
     fi
@@ -37,9 +38,10 @@ missing_packages() {
   echo "${missing[@]}"
 }
 
+# install installs the packages named that are missing.
 install() {
   local missing
-  missing=$(missing_packages)
+  missing=$(missing_packages "$@")
   [ -z "$missing" ] && return 0
   if [ "$(id -u)" != 0 ]; then
     say "missing packages: $missing; run as root, or install them: apt-get install $missing"
@@ -71,7 +73,15 @@ mtu() {
 
 start() {
   mkdir -p "$state"
-  install
+  if answers; then
+    # An engine of its own (Docker CE, ...): only the tools, where missing.
+    local tools=()
+    command -v debootstrap > /dev/null || tools+=(debootstrap)
+    command -v docker-compose > /dev/null || "$(client)" compose version > /dev/null 2>&1 || tools+=(docker-compose)
+    [ ${#tools[@]} -eq 0 ] || install "${tools[@]}"
+  else
+    install "${engine_packages[@]}" "${tool_packages[@]}"
+  fi
   if answers; then
     say "using the running engine ($("$(client)" version --format '{{.Server.Version}}'))"
     client
