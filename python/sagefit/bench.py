@@ -67,14 +67,12 @@ LABELS = {
 }
 # sagefit columns: name -> hyperparameters it trains with; the hyperparameter
 # jit_compile=true instead exports the model compiled with jit_compile=True
-# (how sagefit is told to train XLA-compiled). "sagefit K=1", one step per
-# session call, is what the overhead table sets against the graph limit.
+# (how sagefit is told to train XLA-compiled).
 SAGEFIT_VARIANTS = {
     "sagefit": {},
     "sagefit K=1": {"steps_per_execution": "1"},
     "sagefit XLA": {"jit_compile": "true"},
 }
-PER_STEP_VARIANT = "sagefit K=1"
 # rows whose sagefit run is repeated with prefetch off
 PREFETCH_ROWS = ("seed-32", "cnn")
 STEPS_PER_EXECUTION = (8, 32, 128)
@@ -350,10 +348,12 @@ def main():
     p.add_argument("--startup-families", default=",".join(STARTUP_FAMILIES),
                    help="families timed from process start to first step ('' for none)")
     p.add_argument("--startup-rounds", type=int, default=3)
+    p.add_argument("--overhead-repeats", type=int, default=2,
+                   help="per row and round, how many times the loop and the graph limit are timed back to back")
     p.add_argument("--sagefit-variant", action="append", default=[], metavar="NAME:HP=V[,HP=V]",
                    help="one more sagefit column, trained with these hyperparameters")
     p.add_argument("--quick", action="store_true",
-                   help="one round, steps_per_execution 32 only, one start-up round")
+                   help="one round, steps_per_execution 32 only, one start-up round, one overhead timing")
     p.add_argument("--work", help="keep fixtures here and reuse them (default: a temporary folder)")
     p.add_argument("--render", metavar="RESULTS_JSON", help="only write the tables of an earlier run's results.json")
     p.add_argument("--keras-worker", help=argparse.SUPPRESS)
@@ -373,7 +373,7 @@ def main():
         write_tables(res, list(res["rows"]), a.markdown)
         return
     if a.quick:
-        a.rounds, a.spe, a.startup_rounds = 1, "32", 1
+        a.rounds, a.spe, a.startup_rounds, a.overhead_repeats = 1, "32", 1, 1
 
     variants = dict(SAGEFIT_VARIANTS)
     for v in a.sagefit_variant:
@@ -390,7 +390,8 @@ def main():
 
     res = {"rows": {}, "startup": {}, "machine": machine(), "tensorflow": version("tensorflow"),
            "threads": a.threads, "rounds": a.rounds, "startup_rounds": a.startup_rounds, "ks": ks,
-           "variants": variants, "per_step_variant": PER_STEP_VARIANT if PER_STEP_VARIANT in variants else "sagefit",
+           "overhead_repeats": a.overhead_repeats,
+           "variants": variants,
            "load_before": load(), "loads": []}
     with tempfile.TemporaryDirectory(prefix="sagefit-bench-") as tmp:
         work = a.work or tmp
@@ -439,11 +440,28 @@ def main():
                         hps = {k: v for k, v in variants[what].items() if k != "jit_compile"}
                         t = run_sagefit(a.sagefit, fixture(fam, nrows, jit(what)), job, s_epochs, batch, a.threads, hps)
                         entry["sagefit"].setdefault(what, []).append(t)
-                        if what == res["per_step_variant"] and a.steplimit:
-                            step_s = t["after_first_epoch"]["seconds"] / t["after_first_epoch"]["steps"]
-                            steps = int(min(max(0.5 / step_s, 20), 5000))  # about 2 s for the 4 arms
-                            log(f"round {r + 1} {row}: step limit, {steps} steps per arm")
-                            entry["steplimit"].append(run_steplimit(a.steplimit, fx, batch, a.threads, steps))
+                if a.steplimit:
+                    # The overhead per step: the fit loop at one step per call
+                    # against the graph limit, back to back, a.overhead_repeats
+                    # times; and the loop with the batch hand-off taken away
+                    # (prefetch beyond an epoch: the producer never waits, so
+                    # no step wakes it), to measure what the hand-off costs.
+                    k1 = {"steps_per_execution": "1"}
+                    for rep in range(a.overhead_repeats):
+                        got = {}
+                        order = ["loop", "limit", "no_handoff"]
+                        turn = (r * a.overhead_repeats + rep) % len(order)
+                        for what in order[turn:] + order[:turn]:
+                            log(f"round {r + 1} {row}: overhead {rep + 1}: {what}")
+                            if what == "loop":
+                                got[what] = run_sagefit(a.sagefit, fx, job, s_epochs, batch, a.threads, k1)
+                            elif what == "no_handoff":
+                                got[what] = run_sagefit(a.sagefit, fx, job, s_epochs, batch, a.threads,
+                                                        {**k1, "prefetch": str(nrows // batch + 2)})
+                            else:
+                                steps = steplimit_steps(entry)
+                                got[what] = run_steplimit(a.steplimit, fx, batch, a.threads, steps)
+                        entry["steplimit"].append(got)
 
         if startup_fams:
             for fam in startup_fams:  # warm the page cache: one untimed run of each
@@ -479,6 +497,14 @@ def write_tables(res, rows, markdown):
             body = _replace_block(body, *MARKERS[name], text)
         with open(markdown, "w") as f:
             f.write(body)
+
+
+def steplimit_steps(entry):
+    """Steps per arm of the step-limit benchmark: about half a second each,
+    from the row's sagefit runs so far."""
+    ts = [t for v in entry["sagefit"].values() for t in v]
+    step_s = min(t["after_first_epoch"]["seconds"] / t["after_first_epoch"]["steps"] for t in ts) if ts else 1e-3
+    return int(min(max(0.5 / step_s, 20), 5000))
 
 
 def startup_rows(fam, rows):
@@ -586,36 +612,43 @@ def render(res, rows):
 
     step_rows = [r for r in rows if res["rows"][r]["steplimit"]]
     if step_rows:
-        st = ["Same runs, µs per step, medians over rounds; mean / median step. **graph limit**: the exported "
-              "train_step run back to back from C on input tensors made once, fetching only its outputs; "
-              "**TrainStep call**: `Model.TrainStep` on one batch made once, as the fit loop calls it (both from "
-              "`BenchmarkStepLimit` in model/tf, which runs them in turns of 25 steps with two steps between: "
-              "one call from Go per step, then with the input tensors made anew); **sagefit**: the fit loop, "
-              "wall time per step over the epochs after the first / median step (timing.json: "
-              "`after_first_epoch.seconds / steps`, `step_seconds.p50`), with the share of the steps spent "
-              "waiting for input; trained as the column " + f"**{res.get('per_step_variant', 'sagefit')}** above "
-              "(one step per session call, the graph limit's own unit). **Overhead**: sagefit over the graph limit, "
-              "mean and median.", "",
+        n = len(res["rows"][step_rows[0]]["steplimit"])
+        st = ["Same run, µs per step, mean / median step, medians over "
+              f"{n} timings per row (each round times the three below back to back, "
+              f"{res.get('overhead_repeats', 1)} times, in turns). **graph limit**: the exported train_step run back to back "
+              "from C on input tensors made once, fetching only its outputs; beside it, from the same benchmark "
+              "(`BenchmarkStepLimit` in model/tf, four ways in turns of 25 steps): one call from Go per step, then "
+              "with the input tensors made anew each step, then **TrainStep call**: `Model.TrainStep` on one batch "
+              "made once, as the fit loop calls it. **sagefit**: the fit loop at one step per session call "
+              "(`steps_per_execution=1`, the graph limit's unit), wall time per step over the epochs after the "
+              "first / median step (timing.json `after_first_epoch`: `seconds / steps`, `step_seconds.p50`), and "
+              "its input-wait share. **no hand-off**: the same with prefetch deeper than an epoch, so the producer "
+              "goroutine never waits and no step wakes it: a measurement of what handing each batch over costs, "
+              "not a setting (it holds an epoch of batches). **Overhead**: sagefit over the graph limit.", "",
               "| model | batch | graph limit | one Go call per step | + tensors made per step | TrainStep call | "
-              "sagefit | input wait | **overhead per step (mean)** | overhead (median) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "sagefit | input wait | no hand-off | **overhead per step** (mean) | overhead (median) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
         verdicts = []
         for row in step_rows:
             fam, batch, _, _, _ = CASES[row]
-            e = res["rows"][row]
-            arm = {a: (med([s[a]["mean_ns"] / 1e3 for s in e["steplimit"]]),
-                       med([s[a]["p50_ns"] / 1e3 for s in e["steplimit"]])) for a in ARMS}
-            ts = e["sagefit"][res.get("per_step_variant", "sagefit")]
-            loop = (med([per_step_us(t) for t in ts]), med([t["after_first_epoch"]["step_seconds"]["p50"] * 1e6 for t in ts]))
-            wait = med([t["after_first_epoch"]["input_wait_share"] * 100 for t in ts])
+            e = res["rows"][row]["steplimit"]
+            arm = {a: (med([g["limit"][a]["mean_ns"] / 1e3 for g in e]),
+                       med([g["limit"][a]["p50_ns"] / 1e3 for g in e])) for a in ARMS}
+
+            def loop(key):
+                return (med([per_step_us(g[key]) for g in e]),
+                        med([g[key]["after_first_epoch"]["step_seconds"]["p50"] * 1e6 for g in e]))
+
+            lp, nh = loop("loop"), loop("no_handoff")
+            wait = med([g["loop"]["after_first_epoch"]["input_wait_share"] * 100 for g in e])
             lim = arm["limit"]
-            over = (loop[0] - lim[0], loop[1] - lim[1])
+            over = (lp[0] - lim[0], lp[1] - lim[1])
 
             def pair(x):
                 return f"{x[0]:,.1f} / {x[1]:,.1f}"
 
             st.append(f"| {LABELS[fam]} | {batch} | {pair(lim)} | {pair(arm['cgo'])} | {pair(arm['fresh'])} | "
-                      f"{pair(arm['call'])} | {pair(loop)} | {wait:.1f}% | "
+                      f"{pair(arm['call'])} | {pair(lp)} | {wait:.1f}% | {pair(nh)} | "
                       f"**{over[0]:,.1f} µs ({100 * over[0] / lim[0]:.1f}%)** | "
                       f"{over[1]:,.1f} µs ({100 * over[1] / lim[1]:.1f}%) |")
             verdicts.append(f"{LABELS[fam]} batch {batch} {100 * over[0] / lim[0]:.1f}% "
