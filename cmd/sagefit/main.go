@@ -27,7 +27,8 @@ const usage = `usage:
   sagefit train
   sagefit local --model DIR|s3://... --channel NAME=DIR|s3://... [--channel ...] [--hp KEY=VALUE ...]
                 [--output DIR|s3://...] [--checkpoint s3://...] [--hosts N]
-  sagefit inspect [--json] SAVEDMODEL
+                [--image IMAGE [--gpus all|N|device=...] [--docker CLI]]
+  sagefit inspect [--json] SAVEDMODEL|TIMING.json
 `
 
 func main() {

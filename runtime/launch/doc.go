@@ -7,7 +7,9 @@
 //     on once, the host's failure reason picked from the workers';
 //   - WorkerView: a worker's view of the job (ranks host-major);
 //   - Hosts: `sagefit local --hosts N`, N hosts as processes on
-//     127.0.0.1..N with their own base dirs.
+//     127.0.0.1..N with their own base dirs;
+//   - Containers: `sagefit local --image IMAGE`, one container of the
+//     training image per host on a network of the job's own (algo-1..N).
 //
 // It must not import a session or the fit loop.
 package launch
