@@ -438,14 +438,17 @@ def export(
     # Several hosts: the averaged gradient of step t applied and step t+1's
     # gradient computed in one call (the update first: its writes are
     # ordered before the step's reads), so a step costs one call and the
-    # all-reduce.
+    # all-reduce. It calls the two traced endpoints rather than tracing the
+    # step again (seconds for a large model, and its graph saved twice).
+    apply_fn, compute_fn = _endpoint(archive, contract.APPLY_GRADIENTS), _endpoint(archive, names[1])
+
     def apply_compute_gradients(flat, *args):
-        apply_gradients(flat)
-        return compute_gradients(*args)
+        apply_fn(flat)
+        return compute_fn(*args)
 
     add(
         contract.APPLY_COMPUTE_GRADIENTS,
-        xla(apply_compute_gradients),
+        apply_compute_gradients,
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)] + step_specs,
     )
     # Several steps per call, where the step's logs are the model's metrics
@@ -455,7 +458,7 @@ def export(
         logged = _endpoint(archive, names[0]).get_concrete_function().structured_outputs
     train_steps = None
     if set(metric_names) <= set(logged):
-        train_steps = _train_steps(model, step_data, metric_dict, metric_names)
+        train_steps = _train_steps(_endpoint(archive, names[0]), metric_names)
         stacked = [tf.TensorSpec([None] + list(sp.shape), sp.dtype, name=sp.name) for sp in step_specs]
         add(contract.TRAIN_STEPS, xla(train_steps), stacked)
     add(contract.RESET_METRICS, _traced(reset_metrics))
@@ -724,15 +727,12 @@ def _assigned_by(fn, variables):
     """For each variable, whether the traced function assigns it.
 
     Reads the function's graph: an Assign*VariableOp whose resource is the
-    placeholder the variable's handle was captured as. Assignments inside
-    nested function calls are not seen (Keras's train steps trace layer
-    updates inline)."""
+    placeholder the variable's handle was captured as, directly or through
+    the calls of nested functions (a jit_compile=True step is one call of
+    its compiled function)."""
     with _saving():  # the trace the SavedModel holds
         graph = fn.get_concrete_function().graph
-    written = set()
-    for op in graph.get_operations():
-        if op.type in ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"):
-            written.add(op.inputs[0].ref())
+    written = _written_resources(graph)
     captured = {}
     for external, internal in graph.captures:
         captured[id(external)] = internal
@@ -741,6 +741,26 @@ def _assigned_by(fn, variables):
         ph = captured.get(id(_handle(v)))
         out.append(ph is not None and ph.ref() in written)
     return out
+
+
+def _written_resources(graph):
+    """The graph's tensors (refs) that name a resource some op assigns, in
+    this graph or in a function it calls (mapped back through the call's
+    inputs)."""
+    written = set()
+    for op in graph.get_operations():
+        if op.type in ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"):
+            written.add(op.inputs[0].ref())
+        elif op.type in ("StatefulPartitionedCall", "PartitionedCall"):
+            called = graph._functions.get(op.get_attr("f").name)
+            body = getattr(called, "graph", None)
+            if body is None:
+                continue
+            inner = _written_resources(body)
+            for outer_t, inner_t in zip(op.inputs, body.inputs):
+                if inner_t.ref() in inner:
+                    written.add(outer_t.ref())
+    return written
 
 
 def _averaged_over_hosts(v, desc, assigned):
@@ -758,15 +778,16 @@ def _averaged_over_hosts(v, desc, assigned):
     return not ("sum" in aggregation or "first" in aggregation)
 
 
-def _train_steps(model, step_data, metric_dict, metric_names):
-    """train_steps: the train step run once for each leading slice of the
-    stacked step tensors, in order, in one in-graph loop (no step starts
-    before the last one's updates); it returns the last step's metrics."""
+def _train_steps(train_step, metric_names):
+    """train_steps: the traced train step (a call, not a second trace) run
+    once for each leading slice of the stacked step tensors, in order, in
+    one in-graph loop (no step starts before the last one's updates); it
+    returns the last step's metrics."""
     import tensorflow as tf
 
     def train_steps(*stacked):
         def body(i, logs):
-            out = metric_dict(model.train_step(step_data([t[i] for t in stacked])))
+            out = train_step(*[t[i] for t in stacked])
             return i + 1, {n: out[n] for n in metric_names}
 
         init = {n: tf.zeros([], tf.float32) for n in metric_names}

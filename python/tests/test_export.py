@@ -147,9 +147,16 @@ def test_callbacks_sagefit_cannot_run_are_refused(tmp_path, callback, words):
         sagefit.export(_seed_model(), str(tmp_path / "m"), callbacks=[callback()])
 
 
-def test_batch_norm_statistics_marked_for_averaging(tmp_path):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_batch_norm_statistics_marked_for_averaging(tmp_path, jit_compile):
+    # With jit_compile=True the step's updates sit inside the call of its
+    # compiled function: still found.
     build, _ = FAMILIES["batch_norm"]
-    meta = sagefit.export(build(), str(tmp_path / "m"))
+    model = build()
+    if jit_compile:
+        model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=True)
+    meta = sagefit.export(model, str(tmp_path / "m"))
+    assert meta["jit_compile"] is jit_compile
     averaged = [v["name"] for v in meta["variables"] if v.get("aggregation") == contract.MEAN]
     assert sorted(n.rsplit("/", 1)[-1] for n in averaged) == ["moving_mean", "moving_variance"]
     assert meta["synchronized_batch_norm"] == []
