@@ -553,6 +553,17 @@ def startup_sagefit(binary, fixture, work, batch, threads):
 # ---------------------------------------------------------------- tables
 
 
+def describe(hps):
+    """A sagefit variant's settings in words."""
+    words = []
+    if str(hps.get("jit_compile", "")).lower() == "true":
+        words.append("the model exported compiled with jit_compile=True (XLA)")
+    words += [f"{k}={v}" for k, v in hps.items() if k != "jit_compile"]
+    if "steps_per_execution" not in hps:
+        words.append("steps_per_execution=auto (the default)")
+    return ", ".join(words)
+
+
 def per_step_us(t):
     """sagefit's wall time per step over the epochs after the first, µs."""
     s = t["after_first_epoch"]
@@ -577,9 +588,7 @@ def render(res, rows):
                  + "). **steps_per_execution**: the best of K = " + ", ".join(map(str, ks))
                  + "; **both**: jit_compile=True with the K that was best without it (K in brackets). "
                  "The best Keras variant of each row in bold. "
-                 + "; ".join(f"**{v}**: " + (", ".join(f"{k}={x}" for k, x in hp.items()) or "its defaults (steps_per_execution=auto)")
-                             for v, hp in variants.items())
-                 + " (jit_compile=true: the model exported compiled with jit_compile=True).", "",
+                 + "; ".join(f"**{v}**: {describe(hp)}" for v, hp in variants.items()) + ".", "",
                  "| model | batch | Keras default | Keras steps_per_execution | Keras jit_compile | Keras both | "
                  + " | ".join(variants) + " | " + " | ".join(f"{v} / best Keras" for v in variants)
                  + " | sagefit / Keras default |",
@@ -658,7 +667,7 @@ def render(res, rows):
 
     pre = [r for r in rows if res["rows"][r]["prefetch_off"]]
     if pre:
-        pt = ["Same runs, sagefit with input prefetch on (2 batches, the default) and off: wall time per step "
+        pt = ["Same runs, sagefit (steps_per_execution=auto) with input prefetch on (2 batches, the default) and off: wall time per step "
               "over the epochs after the first and the share of the steps' time spent waiting for the batch "
               "(timing.json `after_first_epoch`), medians over rounds.", "",
               "| model | batch | prefetch | µs per step | input wait share |", "|---|---|---|---|---|"]
