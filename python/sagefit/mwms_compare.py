@@ -188,7 +188,27 @@ def free_port():
 
 
 class NoCluster(RuntimeError):
-    pass
+    """No worker got through the first collective: TensorFlow can't form
+    a cluster on loopback here."""
+
+
+class Formation(RuntimeError):
+    """A worker failed before every worker got through the first collective
+    (seen once in CI: "Socket closed" from the peer's gRPC server while the
+    cluster formed); a new cluster on fresh ports is worth a try."""
+
+
+def run_cluster(a, attempts=3):
+    """run_workers, started again on fresh ports when the cluster fails to
+    form; what fails after that is reported as it is."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return run_workers(a)
+        except (NoCluster, Formation) as e:
+            if attempt == attempts:
+                raise
+            print(f"MWMS cluster did not form (attempt {attempt} of {attempts}), "
+                  f"starting again on fresh ports: {e}", file=sys.stderr)
 
 
 def run_workers(a):
@@ -231,10 +251,10 @@ def run_workers(a):
                    else f"exited {procs[r].returncode}")
             tail = " | ".join([l for l in text(errs[r]).splitlines() if l.strip()][-8:])
             msg = f"MWMS worker {r} {why}: {tail} (logs in {logs})"
-            imported = all(IMPORTED in s for s in stdouts)
-            ready = any(READY in s for s in stdouts)
-            if imported and not ready:
+            if all(IMPORTED in s for s in stdouts) and not any(READY in s for s in stdouts):
                 raise NoCluster(msg)
+            if not all(READY in s for s in stdouts):
+                raise Formation(msg)
             raise RuntimeError(msg)
         results = [json.loads(l[len("RESULT "):]) for s in stdouts
                    for l in s.splitlines() if l.startswith("RESULT ")]
@@ -277,7 +297,7 @@ def main():
     shards(len(x), a.workers, a.batch)  # refuses partial global batches before starting anything
     t0 = time.monotonic()
     try:
-        results = run_workers(a)
+        results = run_cluster(a)
     except NoCluster as e:
         print(f"TensorFlow could not start MultiWorkerMirroredStrategy workers on loopback: {e}",
               file=sys.stderr)

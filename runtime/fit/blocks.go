@@ -131,7 +131,7 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 			if err != nil {
 				return n, err
 			}
-			return n, &Interrupted{Cause: context.Cause(f.stop), Epoch: epoch, Step: n, Checkpoint: path}
+			return n, &Interrupted{Cause: f.stopCause(), Epoch: epoch, Step: n, Checkpoint: path}
 		}
 		if f.terminate {
 			return n, nil

@@ -46,7 +46,8 @@ type Loop struct {
 	autoK        int                     // steps per call chosen by "auto" (0: not yet)
 	probe        []time.Duration         // train step times, for "auto"
 	stacked      map[string][]byte       // per tensor, the stacked batches of a block
-	stop         context.Context         // done once a stop is requested
+	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
+	stop         context.Context         // done once a stop is requested, here or on another host
 	requestStop  context.CancelCauseFunc // stops this host when another asked
 }
 
@@ -124,6 +125,7 @@ func (e *Interrupted) FailureReason() string { return e.Error() }
 // cancel the step itself, nor the collectives that bring the other
 // processes to the same stop.
 func (f *Loop) Run(ctx context.Context, from ResumePoint) (*report.History, error) {
+	f.signals = ctx
 	f.stop, f.requestStop = context.WithCancelCause(ctx)
 	defer f.requestStop(nil)
 	hist, err := f.run(context.WithoutCancel(ctx), from)
@@ -373,7 +375,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 			if err != nil {
 				return n, err
 			}
-			return n, &Interrupted{Cause: context.Cause(f.stop), Epoch: epoch, Step: n + 1, Checkpoint: path}
+			return n, &Interrupted{Cause: f.stopCause(), Epoch: epoch, Step: n + 1, Checkpoint: path}
 		}
 		if f.terminate {
 			return n + 1, nil // a callback ended training: the epoch ends here, its logs cover the steps run
@@ -549,6 +551,16 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		return logs, stop, nil
 	}
 	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
+}
+
+// stopCause says why training stops: this process's own signal when it got
+// one, even if another host's stop flag reached it first (SageMaker signals
+// every host at about the same time), else the other host's stop.
+func (f *Loop) stopCause() error {
+	if cause := context.Cause(f.signals); cause != nil {
+		return cause
+	}
+	return context.Cause(f.stop)
 }
 
 // flushApply applies the last step's averaged gradient if it waits for the
