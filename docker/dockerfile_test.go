@@ -26,10 +26,10 @@ type instruction struct {
 	Flags map[string]string // leading --name=value flags ("--link" gives "link": ""); the last of a repeated one
 	// Mounts are the values of every --mount flag of a RUN, in order.
 	Mounts []string
-	Rest  string            // the text after the command and its flags, lines joined
-	JSON  bool              // Rest is a JSON array of strings (exec form)
-	Args  []string          // the JSON array, or the whitespace-separated words of Rest
-	Line  int               // first line, counted from 1
+	Rest   string   // the text after the command and its flags, lines joined
+	JSON   bool     // Rest is a JSON array of strings (exec form)
+	Args   []string // the JSON array, or the whitespace-separated words of Rest
+	Line   int      // first line, counted from 1
 }
 
 // stage is one FROM and the instructions after it.

@@ -564,7 +564,7 @@ func TestSageMakerSDKLocalMode(t *testing.T) {
 			for _, c := range cs {
 				for _, m := range c.Mounts {
 					if m.Destination == "/opt/ml/model" && rank0Name.MatchString(c.Name) {
-						written = latestMtime(t, m.Source)
+						written = fixture.LatestWrite(t, m.Source)
 						t.Cleanup(func() { removeSDKRoot(m.Source) })
 					}
 				}
@@ -726,25 +726,6 @@ print(json.dumps({"max_abs_diff": float(np.max(np.abs(outs[0] - outs[1])))}))
 		t.Fatalf("python said %q: %v", out, err)
 	}
 	return r.MaxAbsDiff
-}
-
-// latestMtime is the latest modification time of the files under dir.
-func latestMtime(t *testing.T, dir string) time.Time {
-	t.Helper()
-	var latest time.Time
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if info, err := d.Info(); err == nil && !d.IsDir() && info.ModTime().After(latest) {
-			latest = info.ModTime()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return latest
 }
 
 // removeSDKRoot removes the temporary folder local mode left behind (the

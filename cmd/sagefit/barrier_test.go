@@ -28,27 +28,6 @@ func wideModel(t *testing.T) string {
 	return dir
 }
 
-// latestWrite is when the last file under the dirs was written.
-func latestWrite(t *testing.T, dirs ...string) time.Time {
-	t.Helper()
-	var latest time.Time
-	for _, dir := range dirs {
-		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if info, err := d.Info(); err == nil && !d.IsDir() && info.ModTime().After(latest) {
-				latest = info.ModTime()
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return latest
-}
-
 // exitWatch notes when processes whose environment holds marker end, by
 // looking at /proc every few milliseconds (the launcher starts them; the
 // test only sees the launcher).
@@ -148,7 +127,7 @@ func TestNoHostLeavesBeforeTheModel(t *testing.T) {
 			t.Fatalf("sagefit local: %v\n%s", err, stderr.String())
 		}
 		rank0 := filepath.Join(out, "algo-1")
-		written := latestWrite(t, filepath.Join(rank0, "model"), filepath.Join(rank0, "output", "data"))
+		written := fixture.LatestWrite(t, filepath.Join(rank0, "model"), filepath.Join(rank0, "output", "data"))
 		if left.IsZero() {
 			t.Fatalf("never saw algo-2's process:\n%s", stderr.String())
 		}
@@ -172,7 +151,7 @@ func TestNoHostLeavesBeforeTheModel(t *testing.T) {
 			}
 		}
 		wg.Wait()
-		written := latestWrite(t, filepath.Join(hosts[0].base, "model"), filepath.Join(hosts[0].base, "output", "data"))
+		written := fixture.LatestWrite(t, filepath.Join(hosts[0].base, "model"), filepath.Join(hosts[0].base, "output", "data"))
 		if ended[1].Before(written) {
 			t.Errorf("algo-2 exited %v before algo-1 had written the model and outputs", written.Sub(ended[1]))
 		}

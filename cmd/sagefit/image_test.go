@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,19 +50,6 @@ func leftovers(t *testing.T, docker string) string {
 	return strings.Join(out, " ")
 }
 
-func historyOf(t *testing.T, base string) map[string][]float64 {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(base, "output", "data", "history.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h map[string][]float64
-	if err := json.Unmarshal(raw, &h); err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
 // TestLocalImage: `sagefit local --image` runs the same job as `sagefit
 // local`, in the CPU image, on 1 and 2 hosts: the same history, the model
 // where `sagefit local` puts it, /opt/ml laid out per host, nothing left
@@ -101,7 +87,7 @@ func TestLocalImage(t *testing.T) {
 					t.Errorf("missing %s: %v", f, err)
 				}
 			}
-			got, want := historyOf(t, inImage), historyOf(t, plain)
+			got, want := history(t, inImage), history(t, plain)
 			for k, w := range want {
 				for e := range w {
 					if e >= len(got[k]) || abs(got[k][e]-w[e]) > 1e-5 {
