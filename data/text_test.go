@@ -97,4 +97,3 @@ print(json.dumps(want))
 		})
 	}
 }
-

@@ -1,7 +1,6 @@
 package callbacks
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +25,14 @@ type csvLogger struct {
 	path   string
 	keys   []string
 	header bool
+	text   strings.Builder // what this job wrote to the file: carried through checkpoints
+}
+
+// csvState is what a checkpoint keeps of a CSVLogger, so that a resumed job's
+// file reads as an uninterrupted one's: the columns and the text written.
+type csvState struct {
+	Keys []string `json:"keys,omitempty"`
+	Text string   `json:"text,omitempty"`
 }
 
 func newCSVLogger(raw json.RawMessage, o Options) (callback, error) {
@@ -52,6 +59,7 @@ func newCSVLogger(raw json.RawMessage, o Options) (callback, error) {
 
 func (c *csvLogger) trainBegin() error {
 	c.keys, c.header = nil, true
+	c.text.Reset()
 	if c.Append {
 		if info, err := os.Stat(c.path); err == nil && info.Size() > 0 {
 			c.header = false
@@ -77,13 +85,9 @@ func (c *csvLogger) epochEnd(epoch int, logs *Logs, _ Model) (bool, error) {
 			}
 		}
 	}
-	f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return false, fmt.Errorf("CSVLogger: %w", err)
-	}
-	w := bufio.NewWriter(f)
+	var rows strings.Builder
 	if c.header {
-		w.WriteString(c.row(append([]string{"epoch"}, c.keys...)))
+		rows.WriteString(c.row(append([]string{"epoch"}, c.keys...)))
 		c.header = false
 	}
 	cells := []string{strconv.Itoa(epoch)}
@@ -94,12 +98,12 @@ func (c *csvLogger) epochEnd(epoch int, logs *Logs, _ Model) (bool, error) {
 			cells = append(cells, "NA")
 		}
 	}
-	w.WriteString(c.row(cells))
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return false, fmt.Errorf("CSVLogger: %w", err)
+	rows.WriteString(c.row(cells))
+	if err := c.write(os.O_APPEND, rows.String()); err != nil {
+		return false, err
 	}
-	return false, f.Close()
+	c.text.WriteString(rows.String())
+	return false, nil
 }
 
 // row joins cells as Python's csv module does with the excel dialect:
@@ -117,10 +121,52 @@ func (c *csvLogger) row(cells []string) string {
 
 func (c *csvLogger) trainEnd(Model) error { return nil }
 
-// A resumed job's file starts anew with the epochs trained after the
-// resume (as a new fit call with the same CSVLogger writes a new file).
-func (c *csvLogger) state() any                    { return struct{}{} }
-func (c *csvLogger) restore(json.RawMessage) error { return nil }
+func (c *csvLogger) state() any { return csvState{Keys: c.keys, Text: c.text.String()} }
+
+// restore puts back the rows written before the checkpoint (a resumed job
+// runs in a fresh container, whose output folder is empty), so the file
+// ends as an uninterrupted job's. With append, a file that already ends with
+// them (a local run resumed into the same output folder) is left as it is.
+// Checkpoints from before this state was kept hold none: the file then
+// starts with the epochs trained after the resume.
+func (c *csvLogger) restore(raw json.RawMessage) error {
+	var st csvState
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return err
+	}
+	if st.Text == "" {
+		return nil
+	}
+	c.keys = st.Keys
+	c.text.Reset()
+	c.text.WriteString(st.Text)
+	if !c.Append {
+		c.header = false
+		return c.write(os.O_TRUNC, st.Text)
+	}
+	had, err := os.ReadFile(c.path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("CSVLogger: %w", err)
+	}
+	c.header = false
+	if strings.HasSuffix(string(had), st.Text) {
+		return nil
+	}
+	return c.write(os.O_APPEND, st.Text)
+}
+
+// write writes text to the file, truncated or appended to (flag).
+func (c *csvLogger) write(flag int, text string) error {
+	f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_CREATE|flag, 0o644)
+	if err != nil {
+		return fmt.Errorf("CSVLogger: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return fmt.Errorf("CSVLogger: %w", err)
+	}
+	return f.Close()
+}
 
 // pyRepr formats v as Python's repr of a float does (what Keras's
 // CSVLogger writes through the csv module).

@@ -1,8 +1,14 @@
 package callbacks
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/sagefit/sagefit/model"
 )
 
 // Floats are written as Python's repr writes them (CSVLogger's cells).
@@ -19,4 +25,89 @@ func TestPyRepr(t *testing.T) {
 			t.Errorf("pyRepr(%v) = %q, want %q", c.v, got, c.want)
 		}
 	}
+}
+
+// A job resumed from a checkpoint, in a fresh output folder (a new
+// container) or in the same one (a local run, with append), ends with the
+// CSV file an uninterrupted job writes.
+func TestCSVLoggerResumes(t *testing.T) {
+	logs := func(epoch int) *Logs {
+		return &Logs{{Name: "loss", Value: 1 / float64(epoch+1)}, {Name: "val_loss", Value: 2 / float64(epoch+1)}}
+	}
+	start := func(dir string, appendTo bool) *Set {
+		t.Helper()
+		spec := model.CallbackSpec{Class: "CSVLogger", Config: json.RawMessage(fmt.Sprintf(`{"filename": "log.csv", "append": %v}`, appendTo))}
+		s, err := New([]model.CallbackSpec{spec}, Options{OutputDataDir: dir, Writer: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.TrainBegin(); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	epochs := func(s *Set, from, to int) {
+		t.Helper()
+		for e := from; e < to; e++ {
+			if _, err := s.EpochEnd(e, logs(e), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	read := func(dir string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, "log.csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	whole := t.TempDir()
+	epochs(start(whole, false), 0, 3)
+	want := read(whole)
+	if want != "epoch,loss,val_loss\r\n0,1.0,2.0\r\n1,0.5,1.0\r\n2,0.3333333333333333,0.6666666666666666\r\n" {
+		t.Fatalf("uninterrupted file %q", want)
+	}
+	for _, c := range []struct {
+		name     string
+		appendTo bool
+		same     bool
+	}{{"fresh folder", false, false}, {"fresh folder, append", true, false}, {"same folder", false, true}, {"same folder, append", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			first := t.TempDir()
+			s := start(first, c.appendTo)
+			epochs(s, 0, 2)
+			st, _, err := s.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err = roundTrip(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			second := t.TempDir()
+			if c.same {
+				second = first
+			}
+			resumed := start(second, c.appendTo)
+			if err := resumed.Restore(st, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			epochs(resumed, 2, 3)
+			if got := read(second); got != want {
+				t.Errorf("resumed file %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// roundTrip passes st through JSON, as a checkpoint does.
+func roundTrip(st State) (State, error) {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return st, err
+	}
+	var back State
+	return back, json.Unmarshal(raw, &back)
 }

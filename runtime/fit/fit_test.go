@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -485,11 +486,17 @@ func TestMovingStatisticsAveragedOverRanks(t *testing.T) {
 // exporter writes them.
 func callbackSet(t *testing.T, rankOf int, specs string) *callbacks.Set {
 	t.Helper()
+	return callbackSetIn(t, rankOf, specs, t.TempDir())
+}
+
+// callbackSetIn is callbackSet with CSVLogger's files in outputData.
+func callbackSetIn(t *testing.T, rankOf int, specs, outputData string) *callbacks.Set {
+	t.Helper()
 	var list []model.CallbackSpec
 	if err := json.Unmarshal([]byte(specs), &list); err != nil {
 		t.Fatal(err)
 	}
-	s, err := callbacks.New(list, callbacks.Options{Writer: rankOf == 0, OutputDataDir: t.TempDir(), TensorBoardDir: t.TempDir(), Log: &bytes.Buffer{}})
+	s, err := callbacks.New(list, callbacks.Options{Writer: rankOf == 0, OutputDataDir: outputData, TensorBoardDir: t.TempDir(), Log: &bytes.Buffer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +511,8 @@ const plateauCallbacks = `[
 // every rank lowers the rate and stops at the same epoch; a job stopped
 // mid-epoch and resumed from its checkpoint ends exactly like one that ran
 // through (wait and cooldown counters, the best value and the kept weights
-// travel in the checkpoint).
+// travel in the checkpoint; CSVLogger's file, written in a fresh output
+// folder after the resume as in a new container, holds every epoch).
 func TestCallbacksAgreeAcrossRanksAndResume(t *testing.T) {
 	dir := t.TempDir()
 	writeChannel(t, dir, 96, 0)
@@ -532,10 +540,12 @@ func TestCallbacksAgreeAcrossRanksAndResume(t *testing.T) {
 		}
 	}
 
+	withCSV := strings.TrimSuffix(plateauCallbacks, "]") + `, {"class": "CSVLogger", "config": {"filename": "log.csv", "separator": ",", "append": false}}]`
+	wholeOut, stoppedOut, resumedOut := t.TempDir(), t.TempDir(), t.TempDir()
 	ckpt := t.TempDir()
-	whole := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), cbs: callbackSet(t, 0, plateauCallbacks)}
+	whole := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), cbs: callbackSetIn(t, 0, withCSV, wholeOut)}
 	runRanks(t, []*rank{whole})
-	stopped := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), cbs: callbackSet(t, 0, plateauCallbacks)}
+	stopped := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), cbs: callbackSetIn(t, 0, withCSV, stoppedOut)}
 	ctx, stop := context.WithCancelCause(context.Background())
 	stopped.ctx = ctx
 	stopped.model.onStep = func(step int) {
@@ -548,7 +558,7 @@ func TestCallbacksAgreeAcrossRanksAndResume(t *testing.T) {
 	if err != nil || ck == nil || len(ck.State.Callbacks) == 0 {
 		t.Fatalf("checkpoint %+v, %v: no callback state", ck, err)
 	}
-	resumed := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), ck: ck, cbs: callbackSet(t, 0, plateauCallbacks)}
+	resumed := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), ck: ck, cbs: callbackSetIn(t, 0, withCSV, resumedOut)}
 	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -560,6 +570,11 @@ func TestCallbacksAgreeAcrossRanksAndResume(t *testing.T) {
 		t.Errorf("learning_rate after resume %v, uninterrupted %v", a, b)
 	}
 	sameWeights(t, "restored best weights after resume", resumed.model.weights(), whole.model.weights(), 0)
+	csvA, errA := os.ReadFile(filepath.Join(wholeOut, "log.csv"))
+	csvB, errB := os.ReadFile(filepath.Join(resumedOut, "log.csv"))
+	if errA != nil || errB != nil || !bytes.Equal(csvA, csvB) || bytes.Count(csvA, []byte("\n")) != len(whole.hist.Values("loss"))+1 {
+		t.Errorf("CSVLogger after resume (%v, %v):\n%s\nuninterrupted:\n%s", errB, errA, csvB, csvA)
+	}
 }
 
 // K train steps per call (steps_per_execution) train exactly as one step

@@ -199,8 +199,8 @@ func ptr(n int64) *int64 { return &n }
 // sample_weight_<output>.npy each: a partial or mixed set is refused.
 func TestPerOutputWeightSets(t *testing.T) {
 	two := &model.Metadata{
-		Inputs:  meta.Inputs,
-		Targets: []model.TensorSpec{spec("a", "target_a", 1), spec("b", "target_b", 1)},
+		Inputs:     meta.Inputs,
+		Targets:    []model.TensorSpec{spec("a", "target_a", 1), spec("b", "target_b", 1)},
 		Signatures: map[string]string{model.RoleTrainStepWeighted: "t", model.RoleComputeGradientsWeighted: "c", model.RoleTestStepWeighted: "e"},
 		SampleWeights: []model.TensorSpec{
 			{Name: "sample_weight_a", Key: "sample_weight_a", DType: "float32", Shape: []*int64{nil}},
