@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -21,7 +22,7 @@ import (
 // TestPipeModeTrainsLikeFileMode: a Pipe mode channel, fed epoch by epoch
 // through real FIFOs by separate writer processes, trains exactly like the
 // same data in File mode; with sample weights too (sagefit_pipe_tensors
-// naming the stream's sample_weight).
+// naming the stream's sample_weight), one for every output or one per output.
 func TestPipeModeTrainsLikeFileMode(t *testing.T) {
 	for _, c := range []struct {
 		name, family string
@@ -32,6 +33,9 @@ func TestPipeModeTrainsLikeFileMode(t *testing.T) {
 		{"default order", "seed", nil, []string{"train.npy", "labels.npy"}, nil},
 		{"sample weights", "seed_weighted", []string{"--sample-weight"}, []string{"sample_weight.npy", "train.npy", "labels.npy"},
 			map[string]string{"sagefit_pipe_tensors": `["sample_weight", "%s", "%s"]`}}, // the model's input and target
+		{"sample weights per output", "two_heads_weighted", []string{"--sample-weight", "per-output"},
+			[]string{"x.npy", "kind.npy", "price.npy", "sample_weight_kind.npy", "sample_weight_price.npy"},
+			map[string]string{"sagefit_pipe_tensors": `["x", "kind", "price", "sample_weight_kind", "sample_weight_price"]`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fx := fixture.Make(t, c.family, append([]string{"--rows", "300", "--no-fit", "--no-validation"}, c.flags...)...)
@@ -49,7 +53,7 @@ func TestPipeModeTrainsLikeFileMode(t *testing.T) {
 
 			pipeHPs := maps.Clone(hps)
 			maps.Copy(pipeHPs, c.hps)
-			if names, ok := pipeHPs["sagefit_pipe_tensors"]; ok {
+			if names, ok := pipeHPs["sagefit_pipe_tensors"]; ok && strings.Contains(names, "%s") {
 				meta, err := model.ReadMetadata(filepath.Join(fx, "model"))
 				if err != nil {
 					t.Fatal(err)
