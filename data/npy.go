@@ -310,7 +310,8 @@ func (a *Array) Gather(dst []byte, dstType DType, rows []int) (err error) {
 	same := st == dstType && (!big || st.Size() == 1)
 	if st == String {
 		if a.fidx != nil {
-			return fmt.Errorf("%s: text arrays in Fortran order are not supported; save it in C order (np.save(path, np.ascontiguousarray(a)))", a.path)
+			a.gatherFortranText(dst, rows, dstRow)
+			return nil
 		}
 		same = !a.hdr.Unicode
 		if !same {
@@ -364,6 +365,25 @@ func (a *Array) Gather(dst []byte, dstType DType, rows []int) (err error) {
 		c.flush()
 	}
 	return nil
+}
+
+// gatherFortranText gathers rows of a column-major text array element by
+// element (an element is Width bytes, or 4*Width for unicode, and keeps that
+// size in dst), unicode turned into UTF-8 as in C order.
+func (a *Array) gatherFortranText(dst []byte, rows []int, dstRow int) {
+	size := a.hdr.ItemSize()
+	for i, r := range rows {
+		row := dst[i*dstRow : (i+1)*dstRow]
+		for e, off := range a.fidx {
+			src := a.data[(r+off)*size : (r+off+1)*size]
+			out := row[e*size : (e+1)*size]
+			if a.hdr.Unicode {
+				utf32To8(out, src, a.hdr.Width, a.hdr.BigEndian)
+			} else {
+				copy(out, src)
+			}
+		}
+	}
 }
 
 // fortranElems copies n elements of row r of a column-major array,

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
 // TestTextMatchesNumpy writes text arrays with numpy ('S' bytes, 'U'
-// unicode in both byte orders, a 2-D one, an .npz member) and checks that
+// unicode in both byte orders, 2-D and 3-D ones in C and Fortran order, an
+// .npz member) and checks that
 // Gather yields, per element, exactly the UTF-8 bytes Python's own
 // str.encode gives (numpy strips trailing NULs the same way), NUL-padded to
 // TextWidth.
@@ -25,7 +27,16 @@ arrays = {
     "unicode.npy": np.array(["h\u00e9llo", "", "\u65e5\u672c", "\U0001F600!"], dtype="<U5"),
     "unicode_be.npy": np.array(["ab", "\u00df", "c", "d"], dtype=">U2"),
     "grid.npy": np.array([["a", "bb"], ["ccc", ""], ["d", "e"], ["f", "g"]], dtype="<U3"),
+    # Fortran order (column-major in the file): np.save keeps it for an
+    # F-contiguous array.
+    "cube_fortran.npy": np.asfortranarray(np.array(
+        [[[f"{r}{c}{k}é"[:3] for k in range(3)] for c in range(2)] for r in range(4)], dtype="<U3")),
+    "bytes_fortran.npy": np.asfortranarray(np.array([[b"a", b"bb", b""], [b"cccc", b"d", b"e"],
+                                                     [b"f", b"g", b"h"], [b"i", b"j", b"kk"]], dtype="S4")),
+    "unicode_be_fortran.npy": np.asfortranarray(np.array([["ab", "\u00df"], ["c", ""], ["d", "e"], ["f", "g"]], dtype=">U2")),
 }
+for name, a in arrays.items():
+    assert ("fortran" in name) == (a.ndim > 1 and not a.flags.c_contiguous), name
 want = {}
 for name, a in arrays.items():
     np.save(os.path.join(d, name), a, allow_pickle=False)
@@ -69,6 +80,9 @@ print(json.dumps(want))
 			a := open(name)
 			if a.DType() != String {
 				t.Fatalf("dtype %s, want string", a.DType())
+			}
+			if fortran := strings.Contains(name, "fortran"); a.Header().Fortran != fortran {
+				t.Fatalf("header's fortran_order %v, want %v", a.Header().Fortran, fortran)
 			}
 			w := a.TextWidth()
 			rows := []int{3, 0, 2, 1} // out of order: the gather, not the file's layout
