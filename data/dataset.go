@@ -454,16 +454,21 @@ func (d *Dataset) dtypes(o BatchOptions) map[string]DType {
 	return dtypes
 }
 
+// rowBytes is the size of one row of the named tensor gathered as dt.
+func (d *Dataset) rowBytes(name string, dt DType) int {
+	s := d.sources[name]
+	elems := 1
+	for _, x := range s.RowShape() {
+		elems *= x
+	}
+	return elems * itemSizeAs(s, dt)
+}
+
 // batchBytes is the size of a full batch's tensors.
 func (d *Dataset) batchBytes(o BatchOptions, dtypes map[string]DType) int {
 	n := 0
 	for _, name := range d.names {
-		s := d.sources[name]
-		elems := 1
-		for _, x := range s.RowShape() {
-			elems *= x
-		}
-		n += o.BatchSize * elems * itemSizeAs(s, dtypes[name])
+		n += o.BatchSize * d.rowBytes(name, dtypes[name])
 	}
 	return n
 }
@@ -553,12 +558,7 @@ func (it *EpochIterator) buffer(d *Dataset, o BatchOptions, dtypes map[string]DT
 	}
 	bb.b.Tensors = make(map[string][]byte, len(d.names))
 	for _, name := range d.names {
-		s := d.sources[name]
-		elems := 1
-		for _, x := range s.RowShape() {
-			elems *= x
-		}
-		bb.full[name] = make([]byte, o.BatchSize*elems*itemSizeAs(s, dtypes[name]))
+		bb.full[name] = make([]byte, o.BatchSize*d.rowBytes(name, dtypes[name]))
 	}
 	bb.b.Release = func() {
 		if !bb.released.CompareAndSwap(false, true) {

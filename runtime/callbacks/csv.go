@@ -137,18 +137,16 @@ func (c *csvLogger) restore(raw json.RawMessage) error {
 	if st.Text == "" {
 		return nil
 	}
-	c.keys = st.Keys
+	c.keys, c.header = st.Keys, false
 	c.text.Reset()
 	c.text.WriteString(st.Text)
 	if !c.Append {
-		c.header = false
 		return c.write(os.O_TRUNC, st.Text)
 	}
 	had, err := os.ReadFile(c.path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("CSVLogger: %w", err)
 	}
-	c.header = false
 	if strings.HasSuffix(string(had), st.Text) {
 		return nil
 	}
