@@ -57,6 +57,7 @@ import numpy as np  # noqa: E402
 
 IMPORTED = "MWMS_TF_IMPORTED"  # a worker has TensorFlow loaded
 READY = "MWMS_READY"  # a worker has joined the cluster (first collective done)
+DONE = "MWMS_DONE"  # a worker has printed its whole result and waits to be stopped
 EXIT_NO_CLUSTER = 3
 
 
@@ -173,8 +174,15 @@ def worker(a):
     }
     strategy.experimental_local_results(barrier())[0].numpy()  # every worker done reading
     print("RESULT " + json.dumps(res), flush=True)
-    # TensorFlow's gRPC server can hold a clean exit long after the peers are
-    # gone: the result is out, leave now.
+    print(DONE, flush=True)
+    # Stay up until the driver has every worker's result: a worker that
+    # leaves takes its gRPC server with it while a peer may still be
+    # receiving the last chunk of the barrier's all-reduce from it (CI saw
+    # "Socket closed" there). The driver kills the workers; if the driver is
+    # gone, stdin closes and the worker leaves by itself. os._exit because
+    # TensorFlow's gRPC server can hold a clean exit long after the peers
+    # are gone.
+    sys.stdin.read()
     os._exit(0)
 
 
@@ -229,24 +237,27 @@ def run_workers(a):
             err = open(os.path.join(logs, f"worker{r}.err"), "w+")
             outs.append(out)
             errs.append(err)
-            procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=err,
-                                          start_new_session=True))
-        deadline = time.monotonic() + a.timeout
-        while any(p.poll() is None for p in procs):
-            failed = [r for r, p in enumerate(procs) if p.returncode not in (None, 0)]
-            if failed or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+            procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=out,
+                                          stderr=err, start_new_session=True))
 
         def text(f):
             f.flush()
             f.seek(0)
             return f.read()
 
-        stdouts = [text(o) for o in outs]
-        bad = [r for r, p in enumerate(procs) if p.returncode != 0]
+        # Every worker stays up once done (see worker), so the wait is for
+        # every DONE line, a failed worker or the deadline.
+        deadline = time.monotonic() + a.timeout
+        while True:
+            stdouts = [text(o) for o in outs]
+            done = [DONE in s for s in stdouts]
+            failed = [r for r, p in enumerate(procs) if p.poll() is not None and not done[r]]
+            if all(done) or failed or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        bad = [r for r in range(a.workers) if not done[r]]
         if bad:
-            r = bad[0]
+            r = next((r for r in bad if procs[r].returncode is not None), bad[0])
             why = (f"still running after {a.timeout} s" if procs[r].returncode is None
                    else f"exited {procs[r].returncode}")
             tail = " | ".join([l for l in text(errs[r]).splitlines() if l.strip()][-8:])
@@ -270,6 +281,7 @@ def run_workers(a):
                 except ProcessLookupError:
                     pass
                 p.wait()
+            p.stdin.close()
         for f in outs + errs:
             f.close()
         if ok:
