@@ -480,7 +480,8 @@ with open(sys.argv[2] + "/train.csv", "w", newline="") as f:
 // the numbers of one step per call, Keras's fit, to the bit: blocks of 4
 // with the epoch's short last batch in a block of its own, weights, a
 // dropout seed, an adapted text vocabulary and a checkpoint_steps
-// boundary that cuts blocks.
+// boundary that cuts blocks; the loop with the step traced into it and
+// calling the traced step.
 func TestStepsPerExecutionParity(t *testing.T) {
 	for _, c := range []struct {
 		family string
@@ -495,8 +496,16 @@ func TestStepsPerExecutionParity(t *testing.T) {
 		// against Keras's own jit_compile=True fit.
 		{"seed_xla", nil, map[string]string{"steps_per_execution": "1"}},
 		{"seed_xla", nil, map[string]string{"steps_per_execution": "4"}},
+		// The loop calling the traced train step, as exported for a large
+		// model (MobileNetV2's size), plain and XLA-compiled.
+		{"dropout", []string{"--loop-calls-step"}, map[string]string{"steps_per_execution": "3", "checkpoint_steps": "5"}},
+		{"seed_xla", []string{"--loop-calls-step"}, map[string]string{"steps_per_execution": "4"}},
 	} {
-		t.Run(c.family+"/"+c.hps["steps_per_execution"], func(t *testing.T) {
+		name := c.family + "/" + c.hps["steps_per_execution"]
+		if len(c.flags) > 0 {
+			name += "/" + strings.TrimLeft(c.flags[0], "-")
+		}
+		t.Run(name, func(t *testing.T) {
 			fx := fixture.Make(t, c.family, append([]string{"--epochs", "3", "--rows", "500"}, c.flags...)...)
 			ref := fixture.ReadReference(t, fx)
 			hps := map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}

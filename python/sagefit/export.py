@@ -458,7 +458,10 @@ def export(
         logged = _endpoint(archive, names[0]).get_concrete_function().structured_outputs
     train_steps = None
     if set(metric_names) <= set(logged):
-        train_steps = _train_steps(model, step_data, metric_dict, metric_names)
+        traced_step = None
+        if _graph_ops(_endpoint(archive, names[0])) >= LOOP_CALLS_STEP_OPS:
+            traced_step = _endpoint(archive, names[0])
+        train_steps = _train_steps(model, step_data, metric_dict, metric_names, traced_step)
         stacked = [tf.TensorSpec([None] + list(sp.shape), sp.dtype, name=sp.name) for sp in step_specs]
         add(contract.TRAIN_STEPS, xla(train_steps), stacked)
     add(contract.RESET_METRICS, _traced(reset_metrics))
@@ -778,19 +781,40 @@ def _averaged_over_hosts(v, desc, assigned):
     return not ("sum" in aggregation or "first" in aggregation)
 
 
-def _train_steps(model, step_data, metric_dict, metric_names):
+# A train step graph of at least this many operations (its functions'
+# included) is called from train_steps' loop instead of traced into it
+# again. Tracing costs about linearly in the operations (seconds for
+# MobileNetV2's 20-odd thousand); the call costs each iteration a few
+# microseconds (the seed MLP's few hundred-op step at K=32: 4% slower), lost
+# in a step of this size. The testing module lowers it to test the call.
+LOOP_CALLS_STEP_OPS = 5000
+
+
+def _graph_ops(fn):
+    """Operations in the traced graph of fn and of the functions it calls."""
+    with _saving():
+        gdef = fn.get_concrete_function().graph.as_graph_def()
+    return len(gdef.node) + sum(len(f.node_def) for f in gdef.library.function)
+
+
+def _train_steps(model, step_data, metric_dict, metric_names, traced_step=None):
     """train_steps: the train step run once for each leading slice of the
     stacked step tensors, in order, in one in-graph loop (no step starts
     before the last one's updates); it returns the last step's metrics.
 
-    The step is traced again inside the loop: calling the traced train_step
-    endpoint from the loop's body would save that trace, but each iteration
-    then pays a function call (measured: the seed MLP at K=32 11% slower)."""
+    The step is traced again inside the loop unless traced_step (the
+    train_step endpoint) is given: a large step is called instead (see
+    LOOP_CALLS_STEP_OPS)."""
     import tensorflow as tf
+
+    def step(tensors):
+        if traced_step is not None:
+            return traced_step(*tensors)
+        return metric_dict(model.train_step(step_data(tensors)))
 
     def train_steps(*stacked):
         def body(i, logs):
-            out = metric_dict(model.train_step(step_data([t[i] for t in stacked])))
+            out = step([t[i] for t in stacked])
             return i + 1, {n: out[n] for n in metric_names}
 
         init = {n: tf.zeros([], tf.float32) for n in metric_names}

@@ -12,6 +12,7 @@ writes, under OUT:
 import argparse
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -612,7 +613,12 @@ def main():
     p.add_argument("--class-weight", default="{}", help='JSON class_weight for fit, e.g. {"0": 1, "1": 5}')
     p.add_argument("--callbacks", default="[]",
                    help='JSON list of [class, kwargs] Keras callbacks, e.g. [["EarlyStopping", {"patience": 2}]]')
+    p.add_argument("--loop-calls-step", action="store_true",
+                   help="export train_steps' loop calling the traced train step, as for a large "
+                        "model (LOOP_CALLS_STEP_OPS), whatever the model's size")
     a = p.parse_args()
+    if a.loop_calls_step:
+        sys.modules["sagefit.export"].LOOP_CALLS_STEP_OPS = 0
     make(a.family, a.out, a.epochs, a.batch_size, a.rows, not a.no_validation,
          a.seed, not a.no_fit, json.loads(a.fit_args), json.loads(a.callbacks),
          a.sample_weight, json.loads(a.class_weight))

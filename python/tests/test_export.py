@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -199,3 +200,16 @@ def test_custom_step_updating_some_variables_records_them(tmp_path):
     meta = sagefit.export(build(), str(tmp_path / "m"))
     assert [g["name"].rsplit("/", 1)[-1] for g in meta["gradients"]] == ["kernel", "bias"]
     assert meta["gradient_size"] == 16 + 1
+
+
+def test_large_step_is_called_from_the_k_step_loop_not_saved_twice(tmp_path, monkeypatch):
+    # A train step of LOOP_CALLS_STEP_OPS operations or more is called from
+    # train_steps' loop, not traced into it again: the SavedModel holds the
+    # step's graph once. Lowered here so that the seed model counts as large.
+    export_module = sys.modules["sagefit.export"]
+    size = {}
+    for threshold in (10**9, 0):
+        monkeypatch.setattr(export_module, "LOOP_CALLS_STEP_OPS", threshold)
+        sagefit.export(_seed_model(), str(tmp_path / str(threshold)))
+        size[threshold] = os.path.getsize(tmp_path / str(threshold) / "saved_model.pb")
+    assert size[0] < 0.9 * size[10**9], size
