@@ -46,21 +46,35 @@ func (f *Loop) perCall(c any) int {
 		return 1 // "auto" keeps every batch's callbacks where the user put them
 	}
 	if f.autoK == 0 && len(f.probe) >= autoProbeSteps {
-		f.autoK = autoSteps(f.probe)
+		call := callTime
+		if f.Model.Meta().JITCompile {
+			call = xlaCallTime
+		}
+		f.autoK = autoSteps(f.probe, call)
 	}
 	return max(f.autoK, 1)
 }
 
-// autoSteps chooses K from the step times: enough steps that one call
-// takes about 2 ms, where the per-call cost (feeding, fetching, the
-// session's dispatch; tens of microseconds) is lost in the noise, at most
-// 64, a power of two.
-func autoSteps(times []time.Duration) int {
+// callTime and xlaCallTime are how long "auto" makes one train_steps call:
+// long enough that the per-call cost is about 1% of it. A plain call
+// costs tens of microseconds (feeding, fetching, the session's dispatch).
+// An XLA-compiled call costs more, growing with the model's state (the
+// compiled program's launch and its variable buffers): about 0.5 ms for
+// the Embedding 100k x 32 bench model, whose 4.6 ms XLA step at K=1 took
+// 4.1 ms at K=128 (BENCHMARKS.md).
+const (
+	callTime    = 2 * time.Millisecond
+	xlaCallTime = 50 * time.Millisecond
+)
+
+// autoSteps chooses K from the step times: the power of two, at most 64,
+// that makes one call take about call.
+func autoSteps(times []time.Duration, call time.Duration) int {
 	s := slices.Clone(times)
 	slices.Sort(s)
 	median := s[len(s)/2]
 	k := 1
-	for k < 64 && time.Duration(k)*median < 2*time.Millisecond {
+	for k < 64 && time.Duration(k)*median < call {
 		k *= 2
 	}
 	return k
