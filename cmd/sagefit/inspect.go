@@ -89,8 +89,8 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sagefit inspect: %s is timing.json version %d; this sagefit reads version %d\n", path, t.Version, fit.TimingVersion)
 		return 1
 	}
-	fmt.Fprintf(stdout, "timing %s (version %d): %d training process(es), batch %d, %d steps in the last epoch\n",
-		path, t.Version, t.Hosts, t.BatchSize, t.StepsPerEpoch)
+	fmt.Fprintf(stdout, "timing %s (version %d): %d training process(es), batch %d, %d steps in the last epoch, %d per call\n",
+		path, t.Version, t.Hosts, t.BatchSize, t.StepsPerEpoch, t.StepsPerCall)
 	s := t.Startup
 	fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the first step: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, first step %.2f s\n",
 		s.ToFirstStepSeconds+s.FirstStepSeconds, s.LibrariesSeconds, s.ModelLoadSeconds,

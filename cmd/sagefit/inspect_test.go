@@ -14,7 +14,8 @@ import (
 
 // A real job's timing.json: the schema's version, start-up in order
 // (process start, Go's init, the model loaded, the first step ended, all
-// within the run as this test saw it), one entry per epoch; and `sagefit
+// within the run as this test saw it), one entry per epoch, one step per
+// call (auto still probing after 8 steps); and `sagefit
 // inspect` prints it. No timed assertions: only order and sums.
 func TestTimingJSON(t *testing.T) {
 	base := seedJob(t, map[string]string{"epochs": "2", "batch_size": "50"})
@@ -34,7 +35,7 @@ func TestTimingJSON(t *testing.T) {
 	if err := json.Unmarshal(raw, &tm); err != nil {
 		t.Fatal(err)
 	}
-	if tm.Version != 1 || tm.Hosts != 1 || tm.BatchSize != 50 || tm.StepsPerEpoch != 4 || tm.Examples != 200 || len(tm.Epochs) != 2 || tm.AfterFirstEpoch == nil {
+	if tm.Version != 1 || tm.Hosts != 1 || tm.BatchSize != 50 || tm.StepsPerEpoch != 4 || tm.StepsPerCall != 1 || tm.Examples != 200 || len(tm.Epochs) != 2 || tm.AfterFirstEpoch == nil {
 		t.Fatalf("timing.json: %s", raw)
 	}
 	s := tm.Startup
@@ -52,7 +53,7 @@ func TestTimingJSON(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inspect timing.json: %v\n%s", err, out)
 	}
-	for _, want := range []string{"(version 1): 1 training process(es), batch 50", "start-up ", "epoch 2 ", "after epoch 1 ", "examples/s"} {
+	for _, want := range []string{"(version 1): 1 training process(es), batch 50, 4 steps in the last epoch, 1 per call", "start-up ", "epoch 2 ", "after epoch 1 ", "examples/s"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("inspect timing.json lacks %q:\n%s", want, out)
 		}

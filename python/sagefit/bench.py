@@ -606,10 +606,14 @@ def render(res, rows):
             def cell(name):
                 return f"**{kr[name]:,.0f}**" if kr[name] == best else f"{kr[name]:,.0f}"
 
+            def sf_cell(v):  # with the steps per call each run took (timing.json's steps_per_call)
+                ks = sorted({t["steps_per_call"] for t in e["sagefit"][v] if t.get("steps_per_call")})
+                return f"{sf[v]:,.0f}" + (f" (K={'/'.join(map(str, ks))})" if ks else "")
+
             table.append(
                 f"| {LABELS[fam]} | {batch} | {cell('default')} | {cell(best_spe)} (K={best_spe[3:]}) | "
                 f"{cell('jit')} | {cell('both')} (K={both_k}) | "
-                + " | ".join(f"{sf[v]:,.0f}" for v in variants) + " | "
+                + " | ".join(sf_cell(v) for v in variants) + " | "
                 + " | ".join(f"**{sf[v] / best:.2f}x**" for v in variants)
                 + f" | {sf['sagefit'] / kr['default']:.2f}x |")
             goal = 2.0 if row == "seed-32" else 1.2

@@ -222,6 +222,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		}
 		f.clock.endEpoch(&f.timing, epoch, time.Since(start))
 		f.timing.StepsPerEpoch = steps
+		f.timing.StepsPerCall = f.perCall(f.Train)
 		rl := toReport(logs)
 		hist.Append(rl)
 		fmt.Fprintln(f.Out, report.EpochLine(epoch, f.Job.Epochs, steps, time.Since(start), rl))

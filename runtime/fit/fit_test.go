@@ -613,6 +613,11 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 		if r.model.blocks == 0 {
 			t.Errorf("steps_per_execution %d: no call ran several steps", k)
 		}
+		// timing.json names the K taken: the one asked for, or auto's
+		// power of two (the fake's steps take microseconds: well over 1).
+		if got := r.timing.StepsPerCall; (k > 0 && got != k) || (k == 0 && (got < 2 || got > 64 || got&(got-1) != 0)) {
+			t.Errorf("steps_per_execution %d: timing says %d steps per call", k, got)
+		}
 	}
 
 	ckpt := t.TempDir()

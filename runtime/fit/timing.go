@@ -20,6 +20,10 @@ type Timing struct {
 	Hosts         int `json:"hosts"`   // training processes (hosts x processes per host)
 	BatchSize     int `json:"batch_size"`
 	StepsPerEpoch int `json:"steps_per_epoch"` // of the last epoch
+	// StepsPerCall is the train steps per session call at the last
+	// epoch's end: steps_per_execution, or what "auto" chose (1 while it
+	// still probes, and for several processes).
+	StepsPerCall int `json:"steps_per_call"`
 	// Examples is the training rows of one pass over the data, all hosts.
 	Examples int `json:"examples"`
 

@@ -38,7 +38,7 @@ func checkTiming(t *testing.T, tm fit.Timing, world int, before, after time.Time
 	if tm.Version != fit.TimingVersion || fit.TimingVersion != 1 {
 		t.Errorf("version %d, want %d (1)", tm.Version, fit.TimingVersion)
 	}
-	if tm.Hosts != world || tm.BatchSize != 24/world || tm.StepsPerEpoch != 5 || tm.Examples != 100 {
+	if tm.Hosts != world || tm.BatchSize != 24/world || tm.StepsPerEpoch != 5 || tm.StepsPerCall != 1 || tm.Examples != 100 {
 		t.Errorf("header %+v", tm)
 	}
 	if len(tm.Epochs) != 3 || len(tm.EpochSeconds) != 3 || len(tm.InputSeconds) != 3 {
@@ -87,7 +87,7 @@ func checkTiming(t *testing.T, tm fit.Timing, world int, before, after time.Time
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	hasKeys(t, "timing.json", doc, "version", "hosts", "batch_size", "steps_per_epoch", "examples", "startup", "epochs", "overall", "after_first_epoch", "epoch_seconds", "input_wait_seconds")
+	hasKeys(t, "timing.json", doc, "version", "hosts", "batch_size", "steps_per_epoch", "steps_per_call", "examples", "startup", "epochs", "overall", "after_first_epoch", "epoch_seconds", "input_wait_seconds")
 	hasKeys(t, "startup", doc["startup"].(map[string]any), "process_start_unix", "libraries_seconds", "model_load_seconds", "to_first_step_seconds", "first_step_seconds", "first_step_end_unix")
 	epoch := doc["epochs"].([]any)[0].(map[string]any)
 	spanKeys := []string{"seconds", "steps", "examples", "examples_per_second", "step_seconds", "input_wait_seconds", "input_wait_share", "allreduce_seconds", "allreduce_share"}
