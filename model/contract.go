@@ -164,9 +164,6 @@ type Metadata struct {
 	LearningRateAssignable bool              `json:"learning_rate_assignable"`
 	Optimizer              string            `json:"optimizer"`
 	Fingerprint            string            `json:"fingerprint"`
-	// JITCompile: the model was compiled with jit_compile=True, so every
-	// step signature (and train_steps' whole loop) is one XLA program.
-	JITCompile bool `json:"jit_compile,omitempty"`
 	// SynchronizedBatchNorm names the BatchNormalization(synchronized=True)
 	// layers, whose batch statistics would need an all-reduce inside the
 	// step.

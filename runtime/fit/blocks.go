@@ -46,26 +46,20 @@ func (f *Loop) perCall(c any) int {
 		return 1 // "auto" keeps every batch's callbacks where the user put them
 	}
 	if f.autoK == 0 && len(f.probe) >= autoProbeSteps {
-		call := callTime
-		if f.Model.Meta().JITCompile {
-			call = xlaCallTime
-		}
-		f.autoK = autoSteps(f.probe, call)
+		f.autoK = autoSteps(f.probe, callTime)
 	}
 	return max(f.autoK, 1)
 }
 
-// callTime and xlaCallTime are how long "auto" makes one train_steps call:
-// long enough that the per-call cost is about 1% of it. A plain call
-// costs tens of microseconds (feeding, fetching, the session's dispatch).
-// An XLA-compiled call costs more, growing with the model's state (the
-// compiled program's launch and its variable buffers): about 0.5 ms for
-// the Embedding 100k x 32 bench model, whose 4.6 ms XLA step at K=1 took
-// 4.1 ms at K=128 (BENCHMARKS.md).
-const (
-	callTime    = 2 * time.Millisecond
-	xlaCallTime = 50 * time.Millisecond
-)
+// callTime is how long "auto" makes one train_steps call. A call costs
+// more than its feeds and fetches: between calls TensorFlow's pool threads
+// park and have to be woken, an XLA program's launch handles the model's
+// state buffers, and the in-graph loop runs its steps back to back.
+// Measured per model (BENCHMARKS.md), examples/s against calls of about
+// 2 ms: seed MLP K=64 against 16 +6%, LSTM K=64 against 4 +8%, CNN K=8
+// against 1 +5%, Embedding XLA K=16 against 1 +15%. 50 ms keeps stops,
+// checkpoints and batch callbacks (which act at a call's end) prompt.
+const callTime = 50 * time.Millisecond
 
 // autoSteps chooses K from the step times: the power of two, at most 64,
 // that makes one call take about call.
