@@ -47,13 +47,13 @@ import datetime
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 
+from sagefit._procs import kill_groups
 from sagefit.bench import machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -197,13 +197,7 @@ def run_ranks(cmds, what, timeout=RUN_TIMEOUT):
                                        + " | ".join(lines[-6:]))
         return outs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait()
+        kill_groups(procs)
         for e in errs:
             e.close()
 

@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +53,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from sagefit._procs import kill_groups  # noqa: E402
 
 IMPORTED = "MWMS_TF_IMPORTED"  # a worker has TensorFlow loaded
 READY = "MWMS_READY"  # a worker has joined the cluster (first collective done)
@@ -274,13 +275,8 @@ def run_workers(a):
         ok = True
         return sorted(results, key=lambda res: res["worker"])
     finally:
+        kill_groups(procs)
         for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait()
             p.stdin.close()
         for f in outs + errs:
             f.close()

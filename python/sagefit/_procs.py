@@ -1,0 +1,18 @@
+"""Process helpers shared by the tools that run a job's workers as local
+processes (mwms_compare, bench_allreduce)."""
+
+import os
+import signal
+
+
+def kill_groups(procs):
+    """SIGKILL the process group of every process still running (each was
+    started with start_new_session=True, so a worker's own children go
+    too), and reap it."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
