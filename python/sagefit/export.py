@@ -784,7 +784,7 @@ def _averaged_over_hosts(v, desc, assigned):
 # A train step graph of at least this many operations (its functions'
 # included) is called from train_steps' loop instead of traced into it
 # again. Tracing costs about linearly in the operations (seconds for
-# MobileNetV2's 20-odd thousand); the call costs each iteration a few
+# MobileNetV2's 11,500); the call costs each iteration a few
 # microseconds (the seed MLP's few hundred-op step at K=32: 4% slower), lost
 # in a step of this size. The testing module lowers it to test the call.
 LOOP_CALLS_STEP_OPS = 5000

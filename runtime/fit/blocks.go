@@ -57,12 +57,13 @@ func (f *Loop) perCall(c any) int {
 // state buffers, and the in-graph loop runs its steps back to back.
 // Measured per model (BENCHMARKS.md), examples/s against calls of about
 // 2 ms: seed MLP K=64 against 16 +6%, LSTM K=64 against 4 +8%, CNN K=8
-// against 1 +5%, Embedding XLA K=16 against 1 +15%. 50 ms keeps stops,
-// checkpoints and batch callbacks (which act at a call's end) prompt.
+// against 1 +5%, Embedding XLA K=16 against 1 +15%. 50 ms keeps stops
+// and checkpoints (which wait for a call's end) prompt and the progress
+// bar moving.
 const callTime = 50 * time.Millisecond
 
-// autoSteps chooses K from the step times: the power of two, at most 64,
-// that makes one call take about call.
+// autoSteps chooses K from the step times: the smallest power of two, at
+// most 64, whose call of that many median steps lasts call or longer.
 func autoSteps(times []time.Duration, call time.Duration) int {
 	s := slices.Clone(times)
 	slices.Sort(s)
