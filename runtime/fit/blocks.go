@@ -23,14 +23,19 @@ import (
 // checkpoint_steps boundary or the epoch's last step.
 
 // autoProbeSteps are the steps timed, after the first (which traces and
-// warms up), to choose K when steps_per_execution is "auto".
-const autoProbeSteps = 8
+// warms up), to choose K when steps_per_execution is "auto"; then
+// autoTrialBlocks blocks are timed to check that K is faster per step.
+const (
+	autoProbeSteps  = 8
+	autoTrialBlocks = 3
+)
 
 // perCall is the train steps per call for channel c's pass: 1 for
 // validation, for several processes and for a model without train_steps;
 // else the job's steps_per_execution, or, for "auto" (0), 1 until the
-// probe has timed steps and then autoSteps of their median (1 while a
-// callback watches every batch: blocks would move its batches).
+// probe has timed steps and then autoSteps of their median, unless its
+// trial (tryBlock) found blocks slower (1 while a callback watches every
+// batch: blocks would move its batches).
 func (f *Loop) perCall(c any) int {
 	if c != f.Train || f.Group != nil {
 		return 1
@@ -62,14 +67,44 @@ func (f *Loop) perCall(c any) int {
 // bar moving.
 const callTime = 50 * time.Millisecond
 
+// tryBlock times a block of "auto"'s K (per: its time per step) and, once
+// autoTrialBlocks are timed, keeps K, or goes back to one step per call if
+// K's steps are more than a quarter slower than the probe's single steps
+// (a margin for the noise of a few timings: what it is for is far off).
+// Some graphs run worse in the in-graph loop: measured here, the small CNN
+// compiled with XLA took 82 ms per step at K=8 against 10 ms at K=1.
+func (f *Loop) tryBlock(steps int, per time.Duration) {
+	if f.trialDone || f.Job.StepsPerExecution > 0 || steps < 2 {
+		return
+	}
+	// The first block of each size is not counted: it traces or compiles
+	// train_steps for that size (an epoch's end or a checkpoint can cut a
+	// block short of K).
+	if !slices.Contains(f.trialSizes, steps) {
+		f.trialSizes = append(f.trialSizes, steps)
+		return
+	}
+	if f.trial = append(f.trial, per); len(f.trial) < autoTrialBlocks {
+		return
+	}
+	f.trialDone = true
+	if median(f.trial) > median(f.probe)*5/4 {
+		f.autoK = 1
+	}
+}
+
+func median(times []time.Duration) time.Duration {
+	s := slices.Clone(times)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
 // autoSteps chooses K from the step times: the smallest power of two, at
 // most 64, whose call of that many median steps lasts call or longer.
 func autoSteps(times []time.Duration, call time.Duration) int {
-	s := slices.Clone(times)
-	slices.Sort(s)
-	median := s[len(s)/2]
+	m := median(times)
 	k := 1
-	for k < 64 && time.Duration(k)*median < call {
+	for k < 64 && time.Duration(k)*m < call {
 		k *= 2
 	}
 	return k
@@ -81,6 +116,9 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 	ms := f.Model.(MultiStepper)
 	var pending *data.Batch // a batch read but not stacked: its rows differ
 	for n := start; n < steps; {
+		if f.Job.StepsPerExecution == 0 {
+			block = f.perCall(f.Train) // "auto" may go back to 1 after its trial
+		}
 		k := min(block, steps-n)
 		if cs := f.Job.CheckpointSteps; cs > 0 {
 			k = min(k, cs-f.globalStep%cs)
@@ -118,6 +156,7 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 		done := time.Now()
 		// Timing sees the block's steps as equal parts of it.
 		per := done.Sub(got) / time.Duration(len(bs))
+		f.tryBlock(len(bs), per)
 		for j := range bs {
 			f.clock.stepRows = mb.Rows / len(bs)
 			wait := time.Duration(0)

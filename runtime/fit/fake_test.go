@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/sagefit/sagefit/model"
 )
@@ -36,6 +37,9 @@ type linear struct {
 	blocks     int               // TrainSteps calls of more than one step
 	fused      bool              // apply and compute in one call (FusedApplier)
 	fusedCalls int               // ApplyThenComputeGradients calls
+	// What a train call costs, slept: callCost per TrainStep or TrainSteps
+	// call, blockStepCost more per step of a TrainSteps call of several.
+	callCost, blockStepCost time.Duration
 }
 
 const features = 3
@@ -134,6 +138,11 @@ func (m *linear) results() []model.Metric {
 }
 
 func (m *linear) TrainStep(b model.Batch) ([]model.Metric, error) {
+	time.Sleep(m.callCost)
+	return m.trainStep(b)
+}
+
+func (m *linear) trainStep(b model.Batch) ([]model.Metric, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	grad, err := m.step(b)
@@ -297,7 +306,9 @@ func (m *multiLinear) MultiStep() bool { return true }
 func (m *multiLinear) TrainSteps(b model.Batch, steps int) ([]model.Metric, error) {
 	if steps > 1 {
 		m.blocks++
+		time.Sleep(m.blockStepCost * time.Duration(steps))
 	}
+	time.Sleep(m.callCost)
 	rows := b.Rows / steps
 	var logs []model.Metric
 	for s := range steps {
@@ -307,7 +318,7 @@ func (m *multiLinear) TrainSteps(b model.Batch, steps int) ([]model.Metric, erro
 			one.Tensors[name] = t[s*per : (s+1)*per]
 		}
 		var err error
-		if logs, err = m.TrainStep(one); err != nil {
+		if logs, err = m.trainStep(one); err != nil {
 			return nil, err
 		}
 	}

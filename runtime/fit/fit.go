@@ -45,6 +45,9 @@ type Loop struct {
 	pendingApply bool                    // grads holds an averaged gradient not yet applied (FusedApplier)
 	autoK        int                     // steps per call chosen by "auto" (0: not yet)
 	probe        []time.Duration         // train step times, for "auto"
+	trial        []time.Duration         // per-step times of blocks, while "auto" tries autoK
+	trialSizes   []int                   // block sizes "auto"'s trial has seen
+	trialDone    bool                    // "auto" has kept autoK or gone back to 1
 	stacked      map[string][]byte       // per tensor, the stacked batches of a block
 	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
 	stop         context.Context         // done once a stop is requested, here or on another host

@@ -605,7 +605,9 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 		}
 	}
 	for _, k := range []int{3, 0} {
-		r := run(k, t.TempDir(), func(r *rank) { r.job.CheckpointSteps = 5 })
+		// A call costs 2 ms, so K steps per call are plainly faster per step
+		// and "auto" keeps the K it picks.
+		r := run(k, t.TempDir(), func(r *rank) { r.job.CheckpointSteps = 5; r.model.callCost = 2 * time.Millisecond })
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
@@ -648,6 +650,39 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 		t.Fatal(resumed.err)
 	}
 	same("resumed", resumed)
+}
+
+// "auto" times blocks of the K it picked and goes back to one step per
+// call when they are slower per step (some graphs run worse in the
+// in-graph loop, such as convolutions compiled with XLA), with the numbers
+// unchanged.
+func TestAutoGoesBackToOneStepPerCallWhenBlocksAreSlower(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0) // 7 steps of 16: the last has 4 rows
+	run := func(k int, slowBlocks bool) *rank {
+		r := &rank{job: newJob(8, 16, ""), model: newLinear(), train: openChannel(t, dir, false), multi: true}
+		r.job.StepsPerExecution = k
+		r.model.callCost = time.Millisecond
+		if slowBlocks {
+			r.model.blockStepCost = 3 * time.Millisecond // a step in a block: 3 ms, against 1 ms alone
+		}
+		runRanks(t, []*rank{r})
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r
+	}
+	one, auto := run(1, false), run(0, true)
+	if got := auto.timing.StepsPerCall; got != 1 {
+		t.Errorf("auto with slower blocks: %d steps per call at the end, want 1", got)
+	}
+	if auto.model.blocks == 0 {
+		t.Error("auto never tried a block of several steps")
+	}
+	sameWeights(t, "auto", auto.model.weights(), one.model.weights(), 0)
+	if got, want := auto.hist.Values("loss"), one.hist.Values("loss"); !slices.Equal(got, want) {
+		t.Errorf("losses %v, want %v (bit for bit)", got, want)
+	}
 }
 
 // Several ranks apply step t's averaged gradient with step t+1's
