@@ -52,6 +52,9 @@ func (f *Loop) perCall(c any) int {
 	}
 	if f.autoK == 0 && len(f.probe) >= autoProbeSteps {
 		f.autoK = autoSteps(f.probe, callTime)
+		for f.autoK > 1 && f.autoK*f.batchBytes > blockBytes {
+			f.autoK /= 2
+		}
 	}
 	return max(f.autoK, 1)
 }
@@ -66,6 +69,12 @@ func (f *Loop) perCall(c any) int {
 // and checkpoints (which wait for a call's end) prompt and the progress
 // bar moving.
 const callTime = 50 * time.Millisecond
+
+// blockBytes bounds "auto"'s blocks: K batches are stacked into one buffer
+// and copied into the session's input tensors, so K is halved until K
+// batches fit in 16 MiB (a job under a tight memory limit trains on 4 MiB
+// batches in tests; a batch that large has steps long enough anyway).
+var blockBytes = 16 << 20
 
 // tryBlock times a block of "auto"'s K (per: its time per step) and, once
 // autoTrialBlocks are timed, keeps K, or goes back to one step per call if

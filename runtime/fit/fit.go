@@ -47,6 +47,7 @@ type Loop struct {
 	probe        []time.Duration         // train step times, for "auto"
 	trial        []time.Duration         // per-step times of blocks, while "auto" tries autoK
 	trialSizes   []int                   // block sizes "auto"'s trial has seen
+	batchBytes   int                     // bytes of a training batch, all tensors (for "auto")
 	trialDone    bool                    // "auto" has kept autoK or gone back to 1
 	stacked      map[string][]byte       // per tensor, the stacked batches of a block
 	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
@@ -357,6 +358,11 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		mb := model.Batch{}
 		if b != nil {
 			mb = model.Batch{Rows: b.Rows, Tensors: b.Tensors}
+			if c == f.Train && f.batchBytes == 0 {
+				for _, t := range b.Tensors {
+					f.batchBytes += len(t)
+				}
+			}
 		}
 		got := time.Now()
 		logs, stop, err := step(ctx, mb)

@@ -685,6 +685,24 @@ func TestAutoGoesBackToOneStepPerCallWhenBlocksAreSlower(t *testing.T) {
 	}
 }
 
+// "auto" stacks no more than its byte bound: K is halved until K batches
+// fit (here 1 KiB: 4 batches of 16 rows of 16 bytes), whatever the step
+// time asks for.
+func TestAutoBlocksStayWithinTheirByteBound(t *testing.T) {
+	defer fit.SetBlockBytes(1 << 10)()
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0)
+	r := &rank{job: newJob(3, 16, ""), model: newLinear(), train: openChannel(t, dir, false), multi: true}
+	r.model.callCost = 2 * time.Millisecond // alone, auto would take 16 or 32
+	runRanks(t, []*rank{r})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got := r.timing.StepsPerCall; got != 4 {
+		t.Errorf("auto took %d steps per call, want 4 (1 KiB of 256-byte batches)", got)
+	}
+}
+
 // Several ranks apply step t's averaged gradient with step t+1's
 // computation in one call, and train as they do with a call each: the
 // same weights and losses to the bit, through a stop and resume and the
