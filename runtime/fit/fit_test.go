@@ -99,6 +99,19 @@ type rank struct {
 	out    bytes.Buffer
 }
 
+// runResumed runs one rank resumed from its checkpoint r.ck, as
+// runtime.train does, and fails the test if it fails.
+func runResumed(t *testing.T, r *rank) {
+	t.Helper()
+	if err := fit.Resume(r.model, r.ck, r.job, 1); err != nil {
+		t.Fatal(err)
+	}
+	runRanks(t, []*rank{r})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+}
+
 // runRanks runs every rank's loop as runtime.train wires it (broadcast of
 // rank 0's weights, the agreed resume point, the loop, then the group
 // closed) over the in-memory network, and waits for all of them.
@@ -405,13 +418,7 @@ func TestStepsPerEpochGoesOn(t *testing.T) {
 	}
 	resumed := &rank{job: newJob(4, 10, ckpt), model: newLinear(), train: openChannel(t, dir, false), ck: ck}
 	resumed.job.StepsPerEpoch = 3
-	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
-		t.Fatal(err)
-	}
-	runRanks(t, []*rank{resumed})
-	if resumed.err != nil {
-		t.Fatal(resumed.err)
-	}
+	runResumed(t, resumed)
 	sameWeights(t, "resumed with steps_per_epoch", resumed.model.weights(), whole.model.weights(), 0)
 }
 
@@ -559,13 +566,7 @@ func TestCallbacksAgreeAcrossRanksAndResume(t *testing.T) {
 		t.Fatalf("checkpoint %+v, %v: no callback state", ck, err)
 	}
 	resumed := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), ck: ck, cbs: callbackSetIn(t, 0, withCSV, resumedOut)}
-	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
-		t.Fatal(err)
-	}
-	runRanks(t, []*rank{resumed})
-	if resumed.err != nil {
-		t.Fatal(resumed.err)
-	}
+	runResumed(t, resumed)
 	if a, b := resumed.hist.Values("learning_rate"), whole.hist.Values("learning_rate"); !slices.Equal(a, b) {
 		t.Errorf("learning_rate after resume %v, uninterrupted %v", a, b)
 	}
@@ -758,13 +759,7 @@ func TestResumeKeepsStepCadence(t *testing.T) {
 	}
 	resumed := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), ck: ck}
 	resumed.job.CheckpointSteps = 5
-	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
-		t.Fatal(err)
-	}
-	runRanks(t, []*rank{resumed})
-	if resumed.err != nil {
-		t.Fatal(resumed.err)
-	}
+	runResumed(t, resumed)
 	last, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
 	if err != nil || last == nil || last.State.GlobalStep != 20 {
 		t.Fatalf("resumed: latest checkpoint %+v, %v; want the one at step 20 (every 5 steps of the job)", last, err)
