@@ -50,13 +50,49 @@ func (f *Loop) perCall(c any) int {
 	if f.Callbacks != nil && f.Callbacks.WatchesBatches() {
 		return 1 // "auto" keeps every batch's callbacks where the user put them
 	}
-	if f.autoK == 0 && len(f.probe) >= autoProbeSteps {
-		f.autoK = autoSteps(f.probe, callTime)
-		for f.autoK > 1 && f.autoK*f.batchBytes > blockBytes {
-			f.autoK /= 2
+	a := &f.auto
+	if a.k == 0 && !a.probing() {
+		a.k = autoSteps(a.probe, callTime)
+		for a.k > 1 && a.k*a.batchBytes > blockBytes {
+			a.k /= 2
 		}
 	}
-	return max(f.autoK, 1)
+	return max(a.k, 1)
+}
+
+// autoState is what steps_per_execution "auto" learns as the job trains:
+// single steps timed (the probe), the K chosen from them, then blocks of
+// K timed (the trial) until K is kept or given up for 1.
+type autoState struct {
+	k          int             // steps per call chosen (0: not yet)
+	probe      []time.Duration // single train steps' times
+	batchBytes int             // the largest probed batch, all tensors
+	trial      []time.Duration // per-step times of blocks while K is tried
+	trialSizes []int           // block sizes the trial has seen
+	trialDone  bool            // K kept, or gone back to 1
+}
+
+// probing reports whether the probe still times single steps.
+func (a *autoState) probing() bool { return a.k == 0 && len(a.probe) < autoProbeSteps }
+
+// probeStep records a single train step that took d on a batch of size
+// bytes, while the probe runs (the first step, which traces and warms up,
+// is not given).
+func (a *autoState) probeStep(d time.Duration, size int) {
+	if !a.probing() {
+		return
+	}
+	a.probe = append(a.probe, d)
+	a.batchBytes = max(a.batchBytes, size)
+}
+
+// batchBytes is the size of b's tensors.
+func batchBytes(b model.Batch) int {
+	n := 0
+	for _, t := range b.Tensors {
+		n += len(t)
+	}
+	return n
 }
 
 // callTime is how long "auto" makes one train_steps call. A call costs
@@ -83,22 +119,23 @@ var blockBytes = 16 << 20
 // Some graphs run worse in the in-graph loop: measured here, the small CNN
 // compiled with XLA took 82 ms per step at K=8 against 10 ms at K=1.
 func (f *Loop) tryBlock(steps int, per time.Duration) {
-	if f.trialDone || f.Job.StepsPerExecution > 0 || steps < 2 {
+	a := &f.auto
+	if a.trialDone || f.Job.StepsPerExecution > 0 || steps < 2 {
 		return
 	}
 	// The first block of each size is not counted: it traces or compiles
 	// train_steps for that size (an epoch's end or a checkpoint can cut a
 	// block short of K).
-	if !slices.Contains(f.trialSizes, steps) {
-		f.trialSizes = append(f.trialSizes, steps)
+	if !slices.Contains(a.trialSizes, steps) {
+		a.trialSizes = append(a.trialSizes, steps)
 		return
 	}
-	if f.trial = append(f.trial, per); len(f.trial) < autoTrialBlocks {
+	if a.trial = append(a.trial, per); len(a.trial) < autoTrialBlocks {
 		return
 	}
-	f.trialDone = true
-	if median(f.trial) > median(f.probe)*5/4 {
-		f.autoK = 1
+	a.trialDone = true
+	if median(a.trial) > median(a.probe)*5/4 {
+		a.k = 1
 	}
 }
 
@@ -120,15 +157,13 @@ func autoSteps(times []time.Duration, call time.Duration) int {
 }
 
 // trainBlocks runs the train pass's steps [start, steps) in blocks of up
-// to block steps, one call each.
-func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterator, progress *report.Progress, start, steps, block int) (int, error) {
+// to perCall steps, one call each ("auto" may go back to 1 after its
+// trial).
+func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterator, progress *report.Progress, start, steps int) (int, error) {
 	ms := f.Model.(MultiStepper)
 	var pending *data.Batch // a batch read but not stacked: its rows differ
 	for n := start; n < steps; {
-		if f.Job.StepsPerExecution == 0 {
-			block = f.perCall(f.Train) // "auto" may go back to 1 after its trial
-		}
-		k := min(block, steps-n)
+		k := min(f.perCall(f.Train), steps-n)
 		if cs := f.Job.CheckpointSteps; cs > 0 {
 			k = min(k, cs-f.globalStep%cs)
 		}

@@ -43,12 +43,7 @@ type Loop struct {
 	averagedAt   int                     // globalStep when the averaged state was last averaged (-1: never)
 	terminate    bool                    // a callback ended training after this batch (TerminateOnNaN)
 	pendingApply bool                    // grads holds an averaged gradient not yet applied (FusedApplier)
-	autoK        int                     // steps per call chosen by "auto" (0: not yet)
-	probe        []time.Duration         // train step times, for "auto"
-	trial        []time.Duration         // per-step times of blocks, while "auto" tries autoK
-	trialSizes   []int                   // block sizes "auto"'s trial has seen
-	batchBytes   int                     // bytes of a training batch, all tensors (for "auto")
-	trialDone    bool                    // "auto" has kept autoK or gone back to 1
+	auto         autoState               // what steps_per_execution "auto" has learnt
 	stacked      map[string][]byte       // per tensor, the stacked batches of a block
 	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
 	stop         context.Context         // done once a stop is requested, here or on another host
@@ -339,8 +334,8 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		progress = report.NewProgress(f.Out, steps, f.Terminal)
 		defer progress.Done()
 	}
-	if block := f.perCall(c); block > 1 {
-		return f.trainBlocks(ctx, epoch, it, progress, startStep, steps, block)
+	if f.perCall(c) > 1 {
+		return f.trainBlocks(ctx, epoch, it, progress, startStep, steps)
 	}
 	exhausted := false
 	for n := startStep; n < steps; n++ {
@@ -358,11 +353,10 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		mb := model.Batch{}
 		if b != nil {
 			mb = model.Batch{Rows: b.Rows, Tensors: b.Tensors}
-			if c == f.Train && f.batchBytes == 0 {
-				for _, t := range b.Tensors {
-					f.batchBytes += len(t)
-				}
-			}
+		}
+		size := 0
+		if c == f.Train && f.auto.probing() {
+			size = batchBytes(mb) // now: the step releases b's buffers
 		}
 		got := time.Now()
 		logs, stop, err := step(ctx, mb)
@@ -395,11 +389,11 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 				return n, err
 			}
 		}
-		if c == f.Train && f.autoK == 0 && f.globalStep > 1 && len(f.probe) < autoProbeSteps {
-			f.probe = append(f.probe, time.Since(got))
+		if c == f.Train && f.globalStep > 1 {
+			f.auto.probeStep(time.Since(got), size)
 		}
-		if block := f.perCall(c); block > 1 && n+1 < steps { // "auto" has chosen: the rest in blocks
-			return f.trainBlocks(ctx, epoch, it, progress, n+1, steps, block)
+		if f.perCall(c) > 1 && n+1 < steps { // "auto" has chosen: the rest in blocks
+			return f.trainBlocks(ctx, epoch, it, progress, n+1, steps)
 		}
 	}
 	return steps, nil
