@@ -454,14 +454,14 @@ def export(
     # Several steps per call, where the step's logs are the model's metrics
     # (a custom step may log something else: one step per call then).
     metric_names = list(model.get_metrics_result().keys())
+    train_step_fn = _endpoint(archive, names[0])
     with _saving():
-        logged = _endpoint(archive, names[0]).get_concrete_function().structured_outputs
+        traced = train_step_fn.get_concrete_function()
     train_steps = None
-    if set(metric_names) <= set(logged):
-        traced_step = None
-        if _graph_ops(_endpoint(archive, names[0])) >= LOOP_CALLS_STEP_OPS:
-            traced_step = _endpoint(archive, names[0])
-        train_steps = _train_steps(model, step_data, metric_dict, metric_names, traced_step)
+    if set(metric_names) <= set(traced.structured_outputs):
+        large = _graph_ops(traced.graph) >= LOOP_CALLS_STEP_OPS
+        train_steps = _train_steps(model, step_data, metric_dict, metric_names,
+                                   train_step_fn if large else None)
         stacked = [tf.TensorSpec([None] + list(sp.shape), sp.dtype, name=sp.name) for sp in step_specs]
         add(contract.TRAIN_STEPS, xla(train_steps), stacked)
     add(contract.RESET_METRICS, _traced(reset_metrics))
@@ -790,10 +790,9 @@ def _averaged_over_hosts(v, desc, assigned):
 LOOP_CALLS_STEP_OPS = 5000
 
 
-def _graph_ops(fn):
-    """Operations in the traced graph of fn and of the functions it calls."""
-    with _saving():
-        gdef = fn.get_concrete_function().graph.as_graph_def()
+def _graph_ops(graph):
+    """Operations in a traced graph and in the functions it calls."""
+    gdef = graph.as_graph_def()
     return len(gdef.node) + sum(len(f.node_def) for f in gdef.library.function)
 
 
