@@ -481,7 +481,7 @@ with open(sys.argv[2] + "/train.csv", "w", newline="") as f:
 // with the epoch's short last batch in a block of its own, weights, a
 // dropout seed, an adapted text vocabulary and a checkpoint_steps
 // boundary that cuts blocks; the loop with the step traced into it and
-// calling the traced step.
+// calling the traced step (built from its gradients and update).
 func TestStepsPerExecutionParity(t *testing.T) {
 	for _, c := range []struct {
 		family string
@@ -496,8 +496,9 @@ func TestStepsPerExecutionParity(t *testing.T) {
 		// against Keras's own jit_compile=True fit.
 		{"seed_xla", nil, map[string]string{"steps_per_execution": "1"}},
 		{"seed_xla", nil, map[string]string{"steps_per_execution": "4"}},
-		// The loop calling the traced train step, as exported for a large
-		// model (MobileNetV2's size), plain and XLA-compiled.
+		// The step as exported for a large model (MobileNetV2's size): built
+		// from its traced gradients and update, the loop calling it; plain
+		// and XLA-compiled.
 		{"dropout", []string{"--loop-calls-step"}, map[string]string{"steps_per_execution": "3", "checkpoint_steps": "5"}},
 		{"seed_xla", []string{"--loop-calls-step"}, map[string]string{"steps_per_execution": "4"}},
 	} {

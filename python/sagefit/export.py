@@ -233,12 +233,7 @@ def export(
     ]
     metric_vars = _metric_variables(model)
 
-    def to_dense(g, v):
-        if g is None:
-            raise ExportError(
-                f"variable {_var_name(v)} gets no gradient from the loss; "
-                "freeze it (trainable=False) or connect it"
-            )
+    def to_dense(g):
         if isinstance(g, tf.IndexedSlices):
             g = tf.convert_to_tensor(g)
         return tf.reshape(tf.cast(g, tf.float32), [-1])
@@ -291,14 +286,17 @@ def export(
 
     # The variables the step hands the optimizer, in the order it hands
     # them (all trainable variables for Keras's own step; a custom step may
-    # update fewer): known once compute_gradients is traced.
+    # update fewer): known once the step's gradients are traced.
     applied = []
 
-    # The same step with the optimizer call intercepted: the gradients Keras
-    # would apply are returned, fused into one buffer, and nothing is applied.
-    # Keras's own step calls optimizer.apply_gradients(zip(grads, vars)); the
-    # Keras 3 guide's custom step calls optimizer.apply(grads, vars).
-    def compute_gradients(*args):
+    # The step with the optimizer call intercepted: its logs and the
+    # gradients Keras would apply, as Keras hands them (IndexedSlices stay
+    # sparse); nothing is applied. Keras's own step calls
+    # optimizer.apply_gradients(zip(grads, vars)); the Keras 3 guide's
+    # custom step calls optimizer.apply(grads, vars). Traced once, called by
+    # compute_gradients and, for a large model, by the train step.
+    @tf.function(autograph=False)
+    def step_gradients(*args):
         captured, calls = [], []
 
         def capture_pairs(grads_and_vars, *a, **k):
@@ -321,9 +319,38 @@ def export(
             del optimizer.apply
         _check_applied(calls, captured, trainable)
         applied[:] = [v for _, v in captured]
-        flat = tf.concat([to_dense(g, v) for g, v in captured], axis=0)
-        out = metric_dict(logs)
-        out[contract.GRADIENTS] = flat
+        for g, v in captured:
+            if g is None:
+                raise ExportError(
+                    f"variable {_var_name(v)} gets no gradient from the loss; "
+                    "freeze it (trainable=False) or connect it"
+                )
+        return metric_dict(logs), [g for g, _ in captured]
+
+    # The optimizer's update with those gradients, as the step makes it.
+    @tf.function(autograph=False)
+    def apply_update(grads):
+        optimizer.apply_gradients(zip(grads, applied))
+        return tf.identity(optimizer.iterations)
+
+    # Keras's own step, as the two traced parts in its order (the update
+    # after the gradients, as their variables order them; the step's
+    # metrics read its predictions only): for a large model, it saves
+    # tracing Keras's step a second time (seconds for MobileNetV2; nested
+    # calls are inlined when TensorFlow instantiates the step, so the graph
+    # that runs is the same). A custom step may read variables after its
+    # update: it is traced whole.
+    def train_step_from_parts(*args):
+        logs, grads = step_gradients(*args)
+        apply_update(grads)
+        return logs
+
+    # compute_gradients: the gradients fused into one buffer, for the
+    # all-reduce.
+    def compute_gradients(*args):
+        logs, grads = step_gradients(*args)
+        out = dict(logs)
+        out[contract.GRADIENTS] = tf.concat([to_dense(g) for g in grads], axis=0)
         return out
 
     def apply_gradients(flat):
@@ -332,8 +359,7 @@ def export(
             n = _num_elements(v)
             grads.append(tf.reshape(flat[offset : offset + n], v.shape))
             offset += n
-        optimizer.apply_gradients(zip(grads, applied))
-        return {contract.ITERATIONS: tf.identity(optimizer.iterations)}
+        return {contract.ITERATIONS: apply_update(grads)}
 
     def test_step(*args):
         return metric_dict(model.test_step(step_data(args)))
@@ -423,10 +449,15 @@ def export(
         (contract.TRAIN_STEP_WEIGHTED, contract.COMPUTE_GRADIENTS_WEIGHTED, contract.TEST_STEP_WEIGHTED)
         if weighted else (contract.TRAIN_STEP, contract.COMPUTE_GRADIENTS, contract.TEST_STEP)
     )
-    add(names[0], xla(train_step), step_specs)
     add(names[1], xla(compute_gradients), step_specs)
     with _saving():  # fills applied
-        _endpoint(archive, names[1]).get_concrete_function()
+        gradients_trace = _endpoint(archive, names[1]).get_concrete_function()
+    # A large step (see LOOP_CALLS_STEP_OPS) is not traced again where a
+    # traced one can be called: Keras's own step is built from the traced
+    # gradients and update, and train_steps' loop calls the train step.
+    large = _graph_ops(gradients_trace.graph) >= LOOP_CALLS_STEP_OPS
+    own_step = type(model).train_step is keras.Model.train_step
+    add(names[0], xla(train_step_from_parts if large and own_step else train_step), step_specs)
     grad_size = int(sum(_num_elements(v) for v in applied))
     add(
         contract.APPLY_GRADIENTS,
@@ -459,7 +490,6 @@ def export(
         traced = train_step_fn.get_concrete_function()
     train_steps = None
     if set(metric_names) <= set(traced.structured_outputs):
-        large = _graph_ops(traced.graph) >= LOOP_CALLS_STEP_OPS
         train_steps = _train_steps(model, step_data, metric_dict, metric_names,
                                    train_step_fn if large else None)
         stacked = [tf.TensorSpec([None] + list(sp.shape), sp.dtype, name=sp.name) for sp in step_specs]
@@ -781,12 +811,14 @@ def _averaged_over_hosts(v, desc, assigned):
     return not ("sum" in aggregation or "first" in aggregation)
 
 
-# A train step graph of at least this many operations (its functions'
-# included) is called from train_steps' loop instead of traced into it
-# again. Tracing costs about linearly in the operations (seconds for
-# MobileNetV2's 11,500); the call costs each iteration a few
-# microseconds (the seed MLP's few hundred-op step at K=32: 4% slower), lost
-# in a step of this size. The testing module lowers it to test the call.
+# A step of at least this many operations (its gradients' trace, functions
+# included) is traced once: Keras's own train step is built from the traced
+# gradients and optimizer update, and train_steps' loop calls the train
+# step instead of tracing it into its body. Tracing costs about linearly in
+# the operations (seconds for MobileNetV2's 11,500); the loop's call costs
+# each iteration a few microseconds (the seed MLP's few hundred-op step at
+# K=32: 4% slower), lost in a step of this size. The testing module lowers
+# it to test those paths.
 LOOP_CALLS_STEP_OPS = 5000
 
 

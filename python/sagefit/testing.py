@@ -614,8 +614,9 @@ def main():
     p.add_argument("--callbacks", default="[]",
                    help='JSON list of [class, kwargs] Keras callbacks, e.g. [["EarlyStopping", {"patience": 2}]]')
     p.add_argument("--loop-calls-step", action="store_true",
-                   help="export train_steps' loop calling the traced train step, as for a large "
-                        "model (LOOP_CALLS_STEP_OPS), whatever the model's size")
+                   help="export the step as for a large model (LOOP_CALLS_STEP_OPS), whatever the "
+                        "model's size: Keras's step built from its traced gradients and update, "
+                        "train_steps' loop calling it")
     a = p.parse_args()
     if a.loop_calls_step:
         sys.modules["sagefit.export"].LOOP_CALLS_STEP_OPS = 0
