@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corepb "github.com/galeone/tensorflow/tensorflow/go/core/protobuf/for_core_protos_go_proto"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sagefit/sagefit/model"
@@ -28,9 +29,23 @@ func configProto(c Config) ([]byte, error) {
 			AllowGrowth:       c.GPUMemoryGrowth,
 			VisibleDeviceList: c.VisibleGPUs,
 		},
+		GraphOptions: &corepb.GraphOptions{RewriteOptions: &corepb.RewriterConfig{}},
 	}
+	// Grappler's MLIR hook (TFG) runs, in this TensorFlow, a pipeline that
+	// only sorts the graph and prepares its attributes for export: no
+	// rewrite, yet it converts the whole graph to MLIR and back each time
+	// the session prepares a new set of feeds and fetches (the restore at
+	// load, each signature's first run): a sixth of MobileNetV2's load.
+	// Off, as RewriterConfig.disable_tfg_optimizer (field 32, newer than
+	// the Go protos we build with).
+	cp.GraphOptions.RewriteOptions.ProtoReflect().SetUnknown(
+		protowire.AppendVarint(protowire.AppendTag(nil, disableTFGOptimizerField, protowire.VarintType), 1))
 	return proto.Marshal(cp)
 }
+
+// disableTFGOptimizerField is RewriterConfig.disable_tfg_optimizer's field
+// number in tensorflow/core/protobuf/rewriter_config.proto.
+const disableTFGOptimizerField = 32
 
 // call is one signature resolved against the graph: what to feed, in order,
 // and what to fetch, in order.
