@@ -97,6 +97,10 @@ type SessionConfig struct {
 	VisibleGPUs string
 	// LogPlacement logs the device every op is placed on.
 	LogPlacement bool
+	// NoGPUs keeps TensorFlow from looking for GPUs: on a machine without
+	// NVIDIA's driver, looking only logs an error line (cuInit, 303) into a
+	// run that is fine.
+	NoGPUs bool
 }
 
 // SplitVariables lays raw variable bytes (a checkpoint's Vars, or a broadcast

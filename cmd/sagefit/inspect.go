@@ -30,7 +30,7 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	if st, err := os.Stat(fs.Arg(0)); err == nil && !st.IsDir() && strings.HasSuffix(fs.Arg(0), ".json") {
 		return inspectTiming(fs.Arg(0), stdout, stderr)
 	}
-	m, err := tf.Load(fs.Arg(0), tf.Config{})
+	m, err := tf.Load(fs.Arg(0), tf.Config{NoGPUs: true}) // inspecting needs no GPU
 	if err != nil {
 		fmt.Fprintf(stderr, "sagefit inspect: %v\n", err)
 		return 1

@@ -157,11 +157,17 @@ func TestInspect(t *testing.T) {
 }
 
 // TestQuietByDefault: TensorFlow's C++ INFO lines stay out of sagefit's
-// output unless the user asks for them with TF_CPP_MIN_LOG_LEVEL.
+// output unless the user asks for them with TF_CPP_MIN_LOG_LEVEL, and on a
+// host without GPUs neither inspect nor a training run has TensorFlow look
+// for one (which logs an error line, cuInit 303, where NVIDIA's driver is
+// missing).
 func TestQuietByDefault(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
-	run := func(level string) string {
-		cmd := exec.Command(binary, "inspect", filepath.Join(fx, "model"))
+	run := func(level string, args ...string) string {
+		if len(args) == 0 {
+			args = []string{"inspect", filepath.Join(fx, "model")}
+		}
+		cmd := exec.Command(binary, args...)
 		for _, kv := range os.Environ() {
 			if !strings.HasPrefix(kv, "TF_CPP_MIN_LOG_LEVEL=") {
 				cmd.Env = append(cmd.Env, kv)
@@ -182,6 +188,16 @@ func TestQuietByDefault(t *testing.T) {
 	}
 	if got := run("0"); !strings.Contains(got, "loader.cc") {
 		t.Errorf("with TF_CPP_MIN_LOG_LEVEL=0 inspect printed no loader.cc line (the test would not see them):\n%s", got)
+	}
+	if _, err := os.Stat("/dev/nvidia0"); err == nil {
+		return // a GPU host: TensorFlow looks for its GPUs, and finds them
+	}
+	train := []string{"local", "--channel", "model=" + filepath.Join(fx, "model"), "--channel", "training=" + filepath.Join(fx, "train"),
+		"--hp", "epochs=1", "--output", t.TempDir()}
+	for _, args := range [][]string{nil, train} {
+		if got := run("", args...); strings.Contains(got, "cuInit") || strings.Contains(got, "E0000") {
+			t.Errorf("%v on a host without GPUs printed TensorFlow's error lines:\n%s", args, got)
+		}
 	}
 }
 

@@ -31,6 +31,9 @@ func configProto(c Config) ([]byte, error) {
 		},
 		GraphOptions: &corepb.GraphOptions{RewriteOptions: &corepb.RewriterConfig{}},
 	}
+	if c.NoGPUs {
+		cp.DeviceCount = map[string]int32{"GPU": 0}
+	}
 	// Grappler's MLIR hook (TFG) runs, in this TensorFlow, a pipeline that
 	// only sorts the graph and prepares its attributes for export: no
 	// rewrite, yet it converts the whole graph to MLIR and back each time
