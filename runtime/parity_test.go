@@ -499,8 +499,8 @@ func TestStepsPerExecutionParity(t *testing.T) {
 		// The step as exported for a large model (MobileNetV2's size): built
 		// from its traced gradients and update, the loop calling it; plain
 		// and XLA-compiled.
-		{"dropout", []string{"--loop-calls-step"}, map[string]string{"steps_per_execution": "3", "checkpoint_steps": "5"}},
-		{"seed_xla", []string{"--loop-calls-step"}, map[string]string{"steps_per_execution": "4"}},
+		{"dropout", []string{"--large-step"}, map[string]string{"steps_per_execution": "3", "checkpoint_steps": "5"}},
+		{"seed_xla", []string{"--large-step"}, map[string]string{"steps_per_execution": "4"}},
 	} {
 		name := c.family + "/" + c.hps["steps_per_execution"]
 		if len(c.flags) > 0 {

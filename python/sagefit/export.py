@@ -452,10 +452,10 @@ def export(
     add(names[1], xla(compute_gradients), step_specs)
     with _saving():  # fills applied
         gradients_trace = _endpoint(archive, names[1]).get_concrete_function()
-    # A large step (see LOOP_CALLS_STEP_OPS) is not traced again where a
+    # A large step (see LARGE_STEP_OPS) is not traced again where a
     # traced one can be called: Keras's own step is built from the traced
     # gradients and update, and train_steps' loop calls the train step.
-    large = _graph_ops(gradients_trace.graph) >= LOOP_CALLS_STEP_OPS
+    large = _graph_ops(gradients_trace.graph) >= LARGE_STEP_OPS
     own_step = type(model).train_step is keras.Model.train_step
     add(names[0], xla(train_step_from_parts if large and own_step else train_step), step_specs)
     grad_size = int(sum(_num_elements(v) for v in applied))
@@ -819,7 +819,7 @@ def _averaged_over_hosts(v, desc, assigned):
 # each iteration a few microseconds (the seed MLP's few hundred-op step at
 # K=32: 4% slower), lost in a step of this size. The testing module lowers
 # it to test those paths.
-LOOP_CALLS_STEP_OPS = 5000
+LARGE_STEP_OPS = 5000
 
 
 def _graph_ops(graph):
@@ -835,7 +835,7 @@ def _train_steps(model, step_data, metric_dict, metric_names, traced_step=None):
 
     The step is traced again inside the loop unless traced_step (the
     train_step endpoint) is given: a large step is called instead (see
-    LOOP_CALLS_STEP_OPS)."""
+    LARGE_STEP_OPS)."""
     import tensorflow as tf
 
     def step(tensors):

@@ -613,13 +613,13 @@ def main():
     p.add_argument("--class-weight", default="{}", help='JSON class_weight for fit, e.g. {"0": 1, "1": 5}')
     p.add_argument("--callbacks", default="[]",
                    help='JSON list of [class, kwargs] Keras callbacks, e.g. [["EarlyStopping", {"patience": 2}]]')
-    p.add_argument("--loop-calls-step", action="store_true",
-                   help="export the step as for a large model (LOOP_CALLS_STEP_OPS), whatever the "
+    p.add_argument("--large-step", action="store_true",
+                   help="export the step as for a large model (LARGE_STEP_OPS), whatever the "
                         "model's size: Keras's step built from its traced gradients and update, "
                         "train_steps' loop calling it")
     a = p.parse_args()
-    if a.loop_calls_step:
-        sys.modules["sagefit.export"].LOOP_CALLS_STEP_OPS = 0
+    if a.large_step:
+        sys.modules["sagefit.export"].LARGE_STEP_OPS = 0
     make(a.family, a.out, a.epochs, a.batch_size, a.rows, not a.no_validation,
          a.seed, not a.no_fit, json.loads(a.fit_args), json.loads(a.callbacks),
          a.sample_weight, json.loads(a.class_weight))

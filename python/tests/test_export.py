@@ -220,14 +220,14 @@ def _matmuls_by_function(export_dir):
 
 
 def test_large_step_is_traced_once_and_called(tmp_path, monkeypatch):
-    # A train step of LOOP_CALLS_STEP_OPS operations or more is traced once:
+    # A train step of LARGE_STEP_OPS operations or more is traced once:
     # Keras's own step is built from the traced gradients (which
     # compute_gradients returns) and optimizer update, and train_steps'
     # loop calls it. Lowered here so that the seed model counts as large.
     export_module = sys.modules["sagefit.export"]
     size, matmuls = {}, {}
     for threshold in (10**9, 0):
-        monkeypatch.setattr(export_module, "LOOP_CALLS_STEP_OPS", threshold)
+        monkeypatch.setattr(export_module, "LARGE_STEP_OPS", threshold)
         sagefit.export(_seed_model(), str(tmp_path / str(threshold)))
         size[threshold] = os.path.getsize(tmp_path / str(threshold) / "saved_model.pb")
         matmuls[threshold] = _matmuls_by_function(tmp_path / str(threshold))
@@ -241,7 +241,7 @@ def test_custom_step_is_traced_whole_however_large(tmp_path, monkeypatch):
     # A custom train step may read variables after its update, which the
     # step built from its gradients and update would not see: it is traced
     # whole, as fit runs it.
-    monkeypatch.setattr(sys.modules["sagefit.export"], "LOOP_CALLS_STEP_OPS", 0)
+    monkeypatch.setattr(sys.modules["sagefit.export"], "LARGE_STEP_OPS", 0)
     build, _ = FAMILIES["custom_step"]
     sagefit.export(build(), str(tmp_path / "m"))
     matmuls = _matmuls_by_function(tmp_path / "m")
