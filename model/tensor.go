@@ -85,7 +85,8 @@ type Variable struct {
 // turns it into a ConfigProto).
 type SessionConfig struct {
 	// IntraOpThreads and InterOpThreads size TensorFlow's thread pools; 0
-	// lets TensorFlow pick (one per core).
+	// lets TensorFlow pick (one per core). A negative InterOpThreads runs
+	// every op in the calling thread (TensorFlow's meaning).
 	IntraOpThreads int
 	InterOpThreads int
 	// GPUMemoryGrowth allocates GPU memory as needed instead of all at once.

@@ -501,8 +501,16 @@ func TestStepsPerExecutionParity(t *testing.T) {
 		// and XLA-compiled.
 		{"dropout", []string{"--large-step"}, map[string]string{"steps_per_execution": "3", "checkpoint_steps": "5"}},
 		{"seed_xla", []string{"--large-step"}, map[string]string{"steps_per_execution": "4"}},
+		// Every op in the calling thread (the default times it against the
+		// pool in its first steps): the same numbers, one step per call and
+		// in the K-step loop.
+		{"cnn", nil, map[string]string{"steps_per_execution": "1", "inter_op_threads": "-1"}},
+		{"dropout", nil, map[string]string{"steps_per_execution": "3", "inter_op_threads": "-1"}},
 	} {
 		name := c.family + "/" + c.hps["steps_per_execution"]
+		if c.hps["inter_op_threads"] == "-1" {
+			name += "/calling-thread"
+		}
 		if len(c.flags) > 0 {
 			name += "/" + strings.TrimLeft(c.flags[0], "-")
 		}

@@ -91,6 +91,14 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "timing %s (version %d): %d training process(es), batch %d, %d steps in the last epoch, %d per call\n",
 		path, t.Version, t.Hosts, t.BatchSize, t.StepsPerEpoch, t.StepsPerCall)
+	if in := t.Inline; in != nil {
+		where := "TensorFlow's inter-op pool"
+		if in.CallingThread {
+			where = "the calling thread"
+		}
+		fmt.Fprintf(stdout, "  steps ran their ops in %s (first steps: %s in the pool, %s in the calling thread)\n",
+			where, dur(in.PoolStepSeconds), dur(in.InlineStepSeconds))
+	}
 	s := t.Startup
 	fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the first step: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, first step %.2f s\n",
 		s.ToFirstStepSeconds+s.FirstStepSeconds, s.LibrariesSeconds, s.ModelLoadSeconds,

@@ -110,6 +110,14 @@ static void sagefit_replay_stderr(void) {
 #include "tensorflow/c/c_api.h"
 #include "tensorflow/c/tf_tstring.h"
 
+// sagefit_inline_run is RunOptions{inter_op_thread_pool: -1} serialized
+// (field 3, varint -1 as ten bytes): the run executes every op in the
+// calling thread instead of handing them to the inter-op pool.
+static const char sagefit_inline_run_bytes[] = {0x18, (char)0xff, (char)0xff, (char)0xff, (char)0xff,
+	(char)0xff, (char)0xff, (char)0xff, (char)0xff, (char)0xff, 0x01};
+static const TF_Buffer sagefit_inline_run_buffer = {sagefit_inline_run_bytes, sizeof sagefit_inline_run_bytes, NULL};
+static const TF_Buffer* sagefit_inline_run(void) { return &sagefit_inline_run_buffer; }
+
 // sagefit_string_tensor makes a string tensor of n elements from data, n
 // NUL-padded elements of width bytes each: element i is its bytes up to the
 // trailing NULs (numpy's rule for 'S' and 'U' arrays). TF_TString keeps
@@ -171,6 +179,27 @@ type session struct {
 	graph  *C.TF_Graph
 	sess   *C.TF_Session
 	closed bool
+	// inline runs every op of a run in the calling thread (see setInline).
+	inline bool
+}
+
+// setInline makes later runs execute their ops in the calling thread
+// (RunOptions.inter_op_thread_pool -1), or in the inter-op pool again.
+// TensorFlow runs a graph placed on more than one device in the pool
+// whatever this says.
+func (s *session) setInline(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inline = on
+}
+
+// runOptions is the RunOptions buffer of a run: nil for TensorFlow's
+// defaults.
+func (s *session) runOptions() *C.TF_Buffer {
+	if s.inline {
+		return C.sagefit_inline_run()
+	}
+	return nil
 }
 
 // loadSession loads dir with the "serve" tag and returns the session and the
@@ -301,7 +330,7 @@ func (s *session) run(feeds []endpoint, inputs []hostTensor, fetches []endpoint,
 	}
 	status := C.TF_NewStatus()
 	defer C.TF_DeleteStatus(status)
-	C.TF_SessionRun(s.sess, nil, first(cFeeds), first(cIn), C.int(nIn), first(cFetch), first(cOut), C.int(nOut), nil, 0, nil, status)
+	C.TF_SessionRun(s.sess, s.runOptions(), first(cFeeds), first(cIn), C.int(nIn), first(cFetch), first(cOut), C.int(nOut), nil, 0, nil, status)
 	if err := statusErr(status); err != nil {
 		return nil, err
 	}

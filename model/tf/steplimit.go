@@ -12,15 +12,16 @@ package tf
 #include <time.h>
 #include "tensorflow/c/c_api.h"
 
-// sagefit_run_n runs the session n times; with ns, it writes each run's
+// sagefit_run_n runs the session n times (with opts, the session's run
+// options); with ns, it writes each run's
 // nanoseconds there.
-static void sagefit_run_n(TF_Session* s, const TF_Output* feeds, TF_Tensor* const* in, int nIn,
+static void sagefit_run_n(TF_Session* s, const TF_Buffer* opts, const TF_Output* feeds, TF_Tensor* const* in, int nIn,
                           const TF_Output* fetches, TF_Tensor** out, int nOut, long n, int64_t* ns,
                           TF_Status* status) {
 	struct timespec a, b;
 	for (long i = 0; i < n; i++) {
 		if (ns) clock_gettime(CLOCK_MONOTONIC, &a);
-		TF_SessionRun(s, NULL, feeds, in, nIn, fetches, out, nOut, NULL, 0, NULL, status);
+		TF_SessionRun(s, opts, feeds, in, nIn, fetches, out, nOut, NULL, 0, NULL, status);
 		for (int j = 0; j < nOut; j++) {
 			if (out[j]) {
 				TF_DeleteTensor(out[j]);
@@ -122,7 +123,7 @@ func (l *stepLoop) run(n int, ns []int64) error {
 	if ns != nil {
 		times = (*C.int64_t)(&ns[0])
 	}
-	C.sagefit_run_n(l.s.sess, first(l.feeds), first(l.in), C.int(len(l.in)),
+	C.sagefit_run_n(l.s.sess, l.s.runOptions(), first(l.feeds), first(l.in), C.int(len(l.in)),
 		first(l.fetches), first(l.out), C.int(len(l.out)), C.long(n), times, status)
 	if err := statusErr(status); err != nil {
 		return fmt.Errorf("%s: %w", l.name, err)

@@ -19,7 +19,7 @@ import (
 //
 //	go test ./model/tf -run '^$' -bench StepLimit -benchtime 2000x
 //
-// Four ways of running the train_step signature take turns, 25 steps each,
+// Six ways of running the train_step signature take turns, 25 steps each,
 // so a busy machine slows them alike; b.N steps each:
 //
 //	limit  back to back in one call into C on input tensors made once,
@@ -28,6 +28,11 @@ import (
 //	fresh  as cgo, the input tensors made and filled anew each step
 //	call   Model.TrainStep, as the fit loop calls it (tensors made and
 //	       filled, outputs copied and read as metrics)
+//
+// and two more with every op of a run in the calling thread instead of
+// TensorFlow's inter-op pool (Model.SetInline, which the fit loop chooses
+// when its first steps find it faster): inline-limit as limit,
+// inline-call as call.
 //
 // Each reports its mean (<arm>-ns/step) and median (<arm>-p50-ns) step.
 // The fit loop's own time per step (timing.json) adds the data pipeline and
@@ -51,13 +56,14 @@ func BenchmarkStepLimit(b *testing.B) {
 	const chunk = 25
 	ns := make([]int64, chunk)
 	arms := []struct {
-		name string
-		run  func(n int, times []int64) error
+		name   string
+		run    func(n int, times []int64) error
+		inline bool
 	}{
-		{"limit", func(n int, times []int64) error { return l.run(n, times) }},
+		{"limit", func(n int, times []int64) error { return l.run(n, times) }, false},
 		{"cgo", func(n int, times []int64) error {
 			return timeEach(n, times, func() error { return l.run(1, nil) })
-		}},
+		}, false},
 		{"fresh", func(n int, times []int64) error {
 			return timeEach(n, times, func() error {
 				if err := l.refill(); err != nil {
@@ -65,16 +71,21 @@ func BenchmarkStepLimit(b *testing.B) {
 				}
 				return l.run(1, nil)
 			})
-		}},
+		}, false},
 		{"call", func(n int, times []int64) error {
 			return timeEach(n, times, func() error { _, err := m.TrainStep(batch); return err })
-		}},
+		}, false},
+		{"inline-limit", func(n int, times []int64) error { return l.run(n, times) }, true},
+		{"inline-call", func(n int, times []int64) error {
+			return timeEach(n, times, func() error { _, err := m.TrainStep(batch); return err })
+		}, true},
 	}
 	// The first run of a signature prepares its function (graph
 	// optimization, kernels); a few more let the pools settle. (testing
 	// runs a benchmark with b.N = 1 first: once is enough.)
 	if !loaded.warm {
 		for _, a := range arms {
+			m.SetInline(a.inline)
 			if err := a.run(chunk, ns); err != nil {
 				b.Fatal(err)
 			}
@@ -86,6 +97,7 @@ func BenchmarkStepLimit(b *testing.B) {
 	for done := 0; done < b.N; done += chunk {
 		n := min(chunk, b.N-done)
 		for i, a := range arms {
+			m.SetInline(a.inline)
 			if err := a.run(n, ns); err != nil {
 				b.Fatal(err)
 			}

@@ -25,6 +25,8 @@ import (
 // autoProbeSteps are the steps timed, after the first (which traces and
 // warms up), to choose K when steps_per_execution is "auto"; then
 // autoTrialBlocks blocks are timed to check that K is faster per step.
+// (Before its probe, the first train calls time where calls run their ops:
+// inline.go.)
 const (
 	autoProbeSteps  = 8
 	autoTrialBlocks = 3
@@ -68,7 +70,6 @@ type autoState struct {
 	probe      []time.Duration // single train steps' times
 	batchBytes int             // the largest probed batch, all tensors
 	trial      []time.Duration // per-step times of blocks while K is tried
-	trialSizes []int           // block sizes the trial has seen
 	trialDone  bool            // K kept, or gone back to 1
 }
 
@@ -118,16 +119,9 @@ var blockBytes = 16 << 20
 // (a margin for the noise of a few timings: what it is for is far off).
 // Some graphs run worse in the in-graph loop: measured here, the small CNN
 // compiled with XLA took 82 ms per step at K=8 against 10 ms at K=1.
-func (f *Loop) tryBlock(steps int, per time.Duration) {
+func (f *Loop) tryBlock(steps int, per time.Duration, seen bool) {
 	a := &f.auto
-	if a.trialDone || f.Job.StepsPerExecution > 0 || steps < 2 {
-		return
-	}
-	// The first block of each size is not counted: it traces or compiles
-	// train_steps for that size (an epoch's end or a checkpoint can cut a
-	// block short of K).
-	if !slices.Contains(a.trialSizes, steps) {
-		a.trialSizes = append(a.trialSizes, steps)
+	if a.trialDone || f.Job.StepsPerExecution > 0 || steps < 2 || !seen {
 		return
 	}
 	if a.trial = append(a.trial, per); len(a.trial) < autoTrialBlocks {
@@ -137,6 +131,18 @@ func (f *Loop) tryBlock(steps int, per time.Duration) {
 	if median(a.trial) > median(a.probe)*5/4 {
 		a.k = 1
 	}
+}
+
+// blockSeen reports whether a block of steps has run before, and notes
+// that one has now. The first block of each size traces or compiles
+// train_steps for that size (an epoch's end or a checkpoint can cut a block
+// short of K), so its time says nothing of the next ones.
+func (f *Loop) blockSeen(steps int) bool {
+	if slices.Contains(f.blockSizes, steps) {
+		return true
+	}
+	f.blockSizes = append(f.blockSizes, steps)
+	return false
 }
 
 func median(times []time.Duration) time.Duration {
@@ -192,6 +198,7 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 		}
 		got := time.Now()
 		mb := f.stack(bs)
+		f.beforeTrainCall()
 		logs, err := ms.TrainSteps(mb, len(bs))
 		release(bs)
 		if err != nil {
@@ -200,7 +207,9 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 		done := time.Now()
 		// Timing sees the block's steps as equal parts of it.
 		per := done.Sub(got) / time.Duration(len(bs))
-		f.tryBlock(len(bs), per)
+		seen := f.blockSeen(len(bs))
+		f.afterTrainCall(per, seen)
+		f.tryBlock(len(bs), per, seen)
 		for j := range bs {
 			f.clock.stepRows = mb.Rows / len(bs)
 			wait := time.Duration(0)

@@ -324,3 +324,24 @@ func (m *multiLinear) TrainSteps(b model.Batch, steps int) ([]model.Metric, erro
 	}
 	return logs, nil
 }
+
+// inlineLinear is linear with a choice of where its calls run
+// (fit.Inliner): a train step sleeps poolCost in the pool, inlineCost in
+// the calling thread.
+type inlineLinear struct {
+	*linear
+	poolCost, inlineCost time.Duration
+	inline               bool
+	sets                 int // SetInline calls
+}
+
+func (m *inlineLinear) SetInline(on bool) { m.inline, m.sets = on, m.sets+1 }
+
+func (m *inlineLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
+	cost := m.poolCost
+	if m.inline {
+		cost = m.inlineCost
+	}
+	time.Sleep(cost)
+	return m.trainStep(b)
+}

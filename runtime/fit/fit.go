@@ -44,7 +44,9 @@ type Loop struct {
 	terminate    bool                    // a callback ended training after this batch (TerminateOnNaN)
 	pendingApply bool                    // grads holds an averaged gradient not yet applied (FusedApplier)
 	auto         autoState               // what steps_per_execution "auto" has learnt
+	inline       inlineState             // where train calls run their ops (inline.go)
 	stacked      map[string][]byte       // per tensor, the stacked batches of a block
+	blockSizes   []int                   // the sizes of the blocks run so far
 	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
 	stop         context.Context         // done once a stop is requested, here or on another host
 	requestStop  context.CancelCauseFunc // stops this host when another asked
@@ -358,8 +360,12 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		if c == f.Train && f.auto.probing() {
 			size = batchBytes(mb) // now: the step releases b's buffers
 		}
+		if c == f.Train {
+			f.beforeTrainCall()
+		}
 		got := time.Now()
 		logs, stop, err := step(ctx, mb)
+		took := time.Since(got)
 		if b != nil {
 			b.Release()
 		}
@@ -374,6 +380,8 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		}
 		f.clock.step(asked, got, time.Now())
 		f.globalStep++
+		probing := f.inlineProbing() // steps_per_execution "auto" probes after it
+		f.afterTrainCall(took, true)
 		if stop {
 			path, err := f.checkpoint(ctx, epoch, n+1, steps)
 			if err != nil {
@@ -389,8 +397,8 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 				return n, err
 			}
 		}
-		if c == f.Train && f.globalStep > 1 {
-			f.auto.probeStep(time.Since(got), size)
+		if c == f.Train && f.globalStep > 1 && !probing {
+			f.auto.probeStep(took, size)
 		}
 		if f.perCall(c) > 1 && n+1 < steps { // "auto" has chosen: the rest in blocks
 			return f.trainBlocks(ctx, epoch, it, progress, n+1, steps)

@@ -92,6 +92,8 @@ type rank struct {
 	cbs   *callbacks.Set
 	// multi runs the model as a MultiStepper (steps_per_execution).
 	multi bool
+	// inliner, when set, wraps model as an Inliner (where calls run).
+	inliner *inlineLinear
 
 	hist   *report.History
 	err    error
@@ -146,6 +148,10 @@ func runRanks(t *testing.T, ranks []*rank) {
 			var m fit.Model = r.model
 			if r.multi {
 				m = &multiLinear{r.model}
+			}
+			if r.inliner != nil {
+				r.inliner.linear = r.model
+				m = r.inliner
 			}
 			loop := &fit.Loop{Job: r.job, Model: m, Group: g, Train: r.train, Val: r.val, Out: &r.out, Log: &r.out, Callbacks: r.cbs}
 			r.hist, r.err = loop.Run(r.ctx, from)
@@ -683,6 +689,52 @@ func TestAutoGoesBackToOneStepPerCallWhenBlocksAreSlower(t *testing.T) {
 	sameWeights(t, "auto", auto.model.weights(), one.model.weights(), 0)
 	if got, want := auto.hist.Values("loss"), one.hist.Values("loss"); !slices.Equal(got, want) {
 		t.Errorf("losses %v, want %v (bit for bit)", got, want)
+	}
+}
+
+// The first train calls run in TensorFlow's pool and in the calling thread
+// in turns, and the rest where they were faster (here the fake's calls
+// cost 2 ms one way and 0.2 ms the other), with the numbers unchanged;
+// inter_op_threads -1 (every op in the calling thread, always) times
+// nothing.
+func TestCallsRunWhereTheyWereFaster(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch
+	run := func(in *inlineLinear, interOp int) *rank {
+		r := &rank{job: newJob(3, 16, ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in}
+		r.job.Session.InterOpThreads = interOp
+		runRanks(t, []*rank{r})
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r
+	}
+	plain := run(nil, 0)
+	fast, slow := 200*time.Microsecond, 2*time.Millisecond
+	for _, c := range []struct {
+		pool, inline time.Duration
+		want         bool
+	}{{slow, fast, true}, {fast, slow, false}} {
+		in := &inlineLinear{poolCost: c.pool, inlineCost: c.inline}
+		r := run(in, 0)
+		what := fmt.Sprintf("pool %v, calling thread %v", c.pool, c.inline)
+		if r.timing.Inline == nil || r.timing.Inline.CallingThread != c.want || in.inline != c.want {
+			t.Errorf("%s: timing says %+v, the model ends inline=%v; want %v", what, r.timing.Inline, in.inline, c.want)
+		}
+		if in.sets != 13 { // 12 in turns, then the choice
+			t.Errorf("%s: SetInline called %d times, want 13", what, in.sets)
+		}
+		if c.want != strings.Contains(r.out.String(), "in the calling thread") {
+			t.Errorf("%s: the log says %q", what, r.out.String())
+		}
+		sameWeights(t, what, r.model.weights(), plain.model.weights(), 0)
+		if got, want := r.hist.Values("loss"), plain.hist.Values("loss"); !slices.Equal(got, want) {
+			t.Errorf("%s: losses %v, want %v (bit for bit)", what, got, want)
+		}
+	}
+	in := &inlineLinear{poolCost: slow, inlineCost: fast}
+	if r := run(in, -1); in.sets != 0 || r.timing.Inline != nil {
+		t.Errorf("inter_op_threads -1: SetInline called %d times, timing says %+v; want no probe", in.sets, r.timing.Inline)
 	}
 }
 

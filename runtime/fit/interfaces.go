@@ -43,6 +43,13 @@ type MultiStepper interface {
 	TrainSteps(b model.Batch, steps int) ([]model.Metric, error)
 }
 
+// Inliner is a Model whose session calls can run their ops in the calling
+// thread instead of TensorFlow's inter-op pool (inline.go); *tf.Model is
+// one.
+type Inliner interface {
+	SetInline(on bool)
+}
+
 // FusedApplier is a Model that applies one step's gradient and computes
 // the next batch's in one call (several processes: a step is then one call
 // and the all-reduce); *tf.Model is one when its export has

@@ -26,6 +26,10 @@ type Timing struct {
 	StepsPerCall int `json:"steps_per_call"`
 	// Examples is the training rows of one pass over the data, all hosts.
 	Examples int `json:"examples"`
+	// Inline is where train steps run their ops, as the first steps
+	// found (nil: not probed: the job set inter_op_threads to -1, or
+	// training ended first).
+	Inline *InlineTiming `json:"inline,omitempty"`
 
 	Startup Startup `json:"startup"`
 	// Epochs is every epoch this run trained (a resumed run starts at
@@ -46,6 +50,15 @@ type Timing struct {
 	// (BatchNormalization statistics) over processes; the first includes
 	// TensorFlow's one-time set-up of the read and assign functions.
 	AverageSeconds []float64 `json:"state_average_seconds,omitempty"`
+}
+
+// InlineTiming is the probe's finding (inline.go): the median train step
+// in TensorFlow's inter-op pool and in the calling thread, and which the
+// rest of training used (rank 0's).
+type InlineTiming struct {
+	CallingThread     bool    `json:"calling_thread"`
+	PoolStepSeconds   float64 `json:"pool_step_seconds"`
+	InlineStepSeconds float64 `json:"calling_thread_step_seconds"`
 }
 
 // Startup is the time from the process's start to its first finished

@@ -137,7 +137,7 @@ func New(env *sagemaker.Env) (*Job, error) {
 		{HPBatchSize, 32, &j.BatchSize, 1},
 		{HPPrefetch, 2, &j.Prefetch, 0},
 		{HPIntraOpThreads, 0, &j.Session.IntraOpThreads, 0},
-		{HPInterOpThreads, 0, &j.Session.InterOpThreads, 0},
+		{HPInterOpThreads, 0, &j.Session.InterOpThreads, -1},
 		{HPAllReduceChunk, 1 << 20, &j.ChunkBytes, 4},
 		{HPCheckpointSteps, 0, &j.CheckpointSteps, 0},
 		{HPCheckpointKeep, 3, &j.CheckpointKeep, 1},
