@@ -6,6 +6,9 @@
 // gradient, all-reduces it with the others' (weighted by their rows, with
 // the row count and the stop flag riding in the same buffer) and applies
 // the mean, so N processes with batch B train as one with batch N·B.
+// Its first train steps also time where the session runs their ops (the
+// inter-op pool or the calling thread, inline.go) and how many steps one
+// call runs (steps_per_execution "auto", blocks.go), and keep the faster.
 //
 // The loop sees the model and the collective through two small interfaces
 // (Model, Group), so it is pure Go: its tests drive it with a pure-Go model

@@ -2,6 +2,7 @@ package fit
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -10,14 +11,22 @@ import (
 // waking the pool's threads for each op than it gains from running ops
 // side by side (the seed MLP: about 80 µs a step in the calling thread
 // against 140 µs in the pool); convolutions and large updates are faster
-// in the pool (the small CNN and the Embedding model about 15% slower
-// without it). So, unless the job fixed it (inter_op_threads -1: always in
-// the calling thread), the first train calls after the first are timed
-// both ways in turns and the rest run the faster way. The numbers are the
-// same either way: the same kernels run on the same inputs.
-
-// inlineProbeCalls are the train calls timed, half each way.
-const inlineProbeCalls = 12
+// in the pool (the small CNN, MobileNetV2 and the Embedding model 10-15%
+// slower without it). So, unless the job fixed it (inter_op_threads -1:
+// always in the calling thread), train calls after the first few are timed
+// both ways and the rest run the faster way. The numbers are the same
+// either way: the same kernels run on the same inputs.
+//
+// The calls are timed in pairs of one way, pool, calling thread, calling
+// thread, pool and so on, and only the second call of each pair counts:
+// the first of a pair after a switch pays for it (the pool's threads have
+// parked while the calling thread ran), which alternating call by call
+// charged to the pool. Each way is judged by its fastest call: what noise
+// adds (other processes, the runtime) only ever slows a call down.
+const (
+	inlineWarmCalls  = 3  // not timed: the first traces, the next still warm up
+	inlineProbeCalls = 24 // timed: 12 pairs, 6 counted each way
+)
 
 // inlineMargin is how much faster the calling thread must be to be chosen:
 // the pool is TensorFlow's default, and a few timings are noisy.
@@ -25,8 +34,8 @@ const inlineMargin = 0.9
 
 // inlineState is what the probe has learnt.
 type inlineState struct {
-	warm  bool               // the first call (traces, warms up) has run
-	times [2][]time.Duration // per step: [0] in the pool, [1] in the calling thread
+	calls int                // train calls seen, the warm-up's included
+	times [2][]time.Duration // per step, counted calls: [0] in the pool, [1] in the calling thread
 	done  bool
 	on    bool // the calling thread was chosen
 }
@@ -47,50 +56,59 @@ func (f *Loop) inliner() Inliner {
 // ways (steps_per_execution "auto" times its steps after that).
 func (f *Loop) inlineProbing() bool { return f.inliner() != nil }
 
-// beforeTrainCall sets where the next train call runs while the probe
-// times calls: the pool and the calling thread in turns.
-func (f *Loop) beforeTrainCall() {
-	in := f.inliner()
-	if in == nil || !f.inline.warm {
-		return
-	}
-	n := len(f.inline.times[0]) + len(f.inline.times[1])
-	in.SetInline(n%2 == 1)
+// probeCall is the probe's call j (from 0, after the warm-up): whether it
+// runs in the calling thread, and whether its time counts.
+func probeCall(j int) (inline, counted bool) {
+	return (j/2)%2 == 1, j%2 == 1
 }
 
-// afterTrainCall records a train call's time per step (counted: false for
-// a call that traced, the first of its kind) and, once the probe has its
-// calls, chooses.
-func (f *Loop) afterTrainCall(per time.Duration, counted bool) {
+// beforeTrainCall sets where the next train call runs while the probe
+// times calls.
+func (f *Loop) beforeTrainCall() {
+	in := f.inliner()
+	if in == nil || f.inline.calls < inlineWarmCalls {
+		return
+	}
+	on, _ := probeCall(f.inline.calls - inlineWarmCalls)
+	in.SetInline(on)
+}
+
+// afterTrainCall records a train call's time per step (fresh: false for a
+// call that traced, the first of its kind, which is not counted) and, once
+// the probe has its calls, chooses.
+func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 	in := f.inliner()
 	if in == nil {
 		return
 	}
-	if !f.inline.warm {
-		f.inline.warm = true
+	j := f.inline.calls - inlineWarmCalls
+	f.inline.calls++
+	if j < 0 {
 		return
 	}
-	if !counted {
-		return
+	if on, counted := probeCall(j); counted && fresh {
+		w := 0
+		if on {
+			w = 1
+		}
+		f.inline.times[w] = append(f.inline.times[w], per)
 	}
-	n := len(f.inline.times[0]) + len(f.inline.times[1])
-	f.inline.times[n%2] = append(f.inline.times[n%2], per)
-	if n+1 < inlineProbeCalls {
+	if j+1 < inlineProbeCalls || len(f.inline.times[0]) == 0 || len(f.inline.times[1]) == 0 {
 		return
 	}
 	f.inline.done = true
-	pool, inline := median(f.inline.times[0]), median(f.inline.times[1])
+	pool, inline := slices.Min(f.inline.times[0]), slices.Min(f.inline.times[1])
 	f.inline.on = chooseInline(pool, inline)
 	in.SetInline(f.inline.on)
 	f.timing.Inline = &InlineTiming{CallingThread: f.inline.on, PoolStepSeconds: pool.Seconds(), InlineStepSeconds: inline.Seconds()}
 	if f.inline.on {
-		fmt.Fprintf(f.Log, "sagefit: train steps run their ops in the calling thread, not TensorFlow's inter-op pool: %s per step against %s (median of %d each)\n",
+		fmt.Fprintf(f.Log, "sagefit: train steps run their ops in the calling thread, not TensorFlow's inter-op pool: %s per step against %s (the fastest of %d each)\n",
 			round(inline), round(pool), len(f.inline.times[1]))
 	}
 }
 
-// chooseInline says whether steps of median inline in the calling thread
-// beat steps of median pool in the pool by the margin.
+// chooseInline says whether steps of inline in the calling thread beat
+// steps of pool in the pool by the margin.
 func chooseInline(pool, inline time.Duration) bool {
 	return float64(inline) < inlineMargin*float64(pool)
 }

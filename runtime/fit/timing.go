@@ -52,9 +52,9 @@ type Timing struct {
 	AverageSeconds []float64 `json:"state_average_seconds,omitempty"`
 }
 
-// InlineTiming is the probe's finding (inline.go): the median train step
-// in TensorFlow's inter-op pool and in the calling thread, and which the
-// rest of training used (rank 0's).
+// InlineTiming is the probe's finding (inline.go): the fastest train step
+// it timed in TensorFlow's inter-op pool and in the calling thread, and
+// which the rest of training used (rank 0's).
 type InlineTiming struct {
 	CallingThread     bool    `json:"calling_thread"`
 	PoolStepSeconds   float64 `json:"pool_step_seconds"`
