@@ -11,17 +11,17 @@ import (
 // waking the pool's threads for each op than it gains from running ops
 // side by side (the seed MLP: about 80 µs a step in the calling thread
 // against 140 µs in the pool); convolutions and large updates are faster
-// in the pool (the small CNN, MobileNetV2 and the Embedding model 10-15%
-// slower without it). So, unless the job fixed it (inter_op_threads -1:
+// in the pool (the small CNN, MobileNetV2 and the Embedding model up to
+// 17% slower without it). So, unless the job fixed it (inter_op_threads -1:
 // always in the calling thread), train calls after the first few are timed
 // both ways and the rest run the faster way. The numbers are the same
 // either way: the same kernels run on the same inputs.
 //
-// The calls are timed in pairs of one way, pool, calling thread, calling
-// thread, pool and so on, and only the second call of each pair counts:
-// the first of a pair after a switch pays for it (the pool's threads have
-// parked while the calling thread ran), which alternating call by call
-// charged to the pool. Each way is judged by its fastest call: what noise
+// The calls are timed in pairs, one way each, the pairs taking turns (pool,
+// pool, calling thread, calling thread, pool, ...), and only the second
+// call of each pair counts: the first of a pair after a switch pays for it
+// (the pool's threads have parked while the calling thread ran), which
+// alternating call by call charged to the pool. Each way is judged by its fastest call: what noise
 // adds (other processes, the runtime) only ever slows a call down.
 const (
 	inlineWarmCalls  = 3  // not timed: the first traces, the next still warm up
