@@ -253,11 +253,14 @@ def run_sagefit(binary, fixture, work, epochs, batch, threads, hps=None, env=Non
         "--hp", f"epochs={epochs}",
         "--hp", f"batch_size={batch}",
         "--hp", f"intra_op_threads={threads}",
-        "--hp", f"inter_op_threads={threads}",
         "--output", work,
     ]
     for k, v in (hps or {}).items():
         cmd += ["--hp", f"{k}={v}"]
+    # The inter-op pool as big as Keras's, through TensorFlow's own
+    # variable: the hyperparameter would also fix where steps run (the
+    # pool always), where sagefit's default chooses.
+    env = dict(env or os.environ, TF_NUM_INTEROP_THREADS=str(threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-4000:]}")

@@ -695,28 +695,27 @@ func TestAutoGoesBackToOneStepPerCallWhenBlocksAreSlower(t *testing.T) {
 // After a few calls, train calls run in TensorFlow's pool and in the
 // calling thread in turns, and the rest where they were faster (here the
 // fake's calls cost 2 ms one way and 0.2 ms the other), with the numbers
-// unchanged; inter_op_threads -1 (every op in the calling thread, always)
-// times nothing.
+// unchanged; a job that set inter_op_threads times nothing.
 func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 	dir := t.TempDir()
 	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch
-	run := func(in *inlineLinear, interOp int) *rank {
+	run := func(in *inlineLinear, probe bool) *rank {
 		r := &rank{job: newJob(5, 16, ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in}
-		r.job.Session.InterOpThreads = interOp
+		r.job.ProbeInline = probe
 		runRanks(t, []*rank{r})
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
 		return r
 	}
-	plain := run(nil, 0)
+	plain := run(nil, true)
 	fast, slow := 200*time.Microsecond, 2*time.Millisecond
 	for _, c := range []struct {
 		pool, inline time.Duration
 		want         bool
 	}{{slow, fast, true}, {fast, slow, false}} {
 		in := &inlineLinear{poolCost: c.pool, inlineCost: c.inline}
-		r := run(in, 0)
+		r := run(in, true)
 		what := fmt.Sprintf("pool %v, calling thread %v", c.pool, c.inline)
 		if r.timing.Inline == nil || r.timing.Inline.CallingThread != c.want || in.inline != c.want {
 			t.Errorf("%s: timing says %+v, the model ends inline=%v; want %v", what, r.timing.Inline, in.inline, c.want)
@@ -733,8 +732,8 @@ func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 		}
 	}
 	in := &inlineLinear{poolCost: slow, inlineCost: fast}
-	if r := run(in, -1); in.sets != 0 || r.timing.Inline != nil {
-		t.Errorf("inter_op_threads -1: SetInline called %d times, timing says %+v; want no probe", in.sets, r.timing.Inline)
+	if r := run(in, false); in.sets != 0 || r.timing.Inline != nil {
+		t.Errorf("inter_op_threads set: SetInline called %d times, timing says %+v; want no probe", in.sets, r.timing.Inline)
 	}
 }
 

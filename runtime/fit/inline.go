@@ -12,9 +12,9 @@ import (
 // side by side (the seed MLP: about 80 µs a step in the calling thread
 // against 140 µs in the pool); convolutions and large updates are faster
 // in the pool (the small CNN, MobileNetV2 and the Embedding model up to
-// 17% slower without it). So, unless the job fixed it (inter_op_threads -1:
-// always in the calling thread), train calls after the first few are timed
-// both ways and the rest run the faster way. The numbers are the same
+// 17% slower without it). So, unless the job fixed it (inter_op_threads
+// given: N, the pool; -1, always the calling thread), train calls after the
+// first few are timed both ways and the rest run the faster way. The numbers are the same
 // either way: the same kernels run on the same inputs.
 //
 // The calls are timed in pairs, one way each, the pairs taking turns (pool,
@@ -42,7 +42,7 @@ type inlineState struct {
 
 // inliner is the model when the probe still has calls to time, else nil.
 func (f *Loop) inliner() Inliner {
-	if f.inline.done || f.Job.Session.InterOpThreads < 0 {
+	if f.inline.done || !f.Job.ProbeInline {
 		return nil
 	}
 	in, ok := f.Model.(Inliner)

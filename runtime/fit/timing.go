@@ -27,8 +27,8 @@ type Timing struct {
 	// Examples is the training rows of one pass over the data, all hosts.
 	Examples int `json:"examples"`
 	// Inline is where train steps run their ops, as the first steps
-	// found (nil: not probed: the job set inter_op_threads to -1, or
-	// training ended first).
+	// found (nil: not probed: the job set inter_op_threads, or training
+	// ended first).
 	Inline *InlineTiming `json:"inline,omitempty"`
 
 	Startup Startup `json:"startup"`

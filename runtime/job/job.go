@@ -102,6 +102,11 @@ type Job struct {
 	PipeTimeout time.Duration
 
 	Session model.SessionConfig
+	// ProbeInline lets the fit loop time train steps in the inter-op pool
+	// and in the calling thread and keep the faster: inter_op_threads
+	// unset (a count given is the pool the user asked for; -1, the
+	// calling thread).
+	ProbeInline bool
 
 	CheckpointDir    string
 	CheckpointEpochs bool
@@ -153,6 +158,8 @@ func New(env *sagemaker.Env) (*Job, error) {
 			return nil, fmt.Errorf("hyperparameter %q must be at least %d, got %d", p.name, p.min, *p.dst)
 		}
 	}
+	_, interOpSet := env.Hyperparameters[HPInterOpThreads]
+	j.ProbeInline = !interOpSet
 	if raw, ok := env.Hyperparameters[HPStepsPerExec]; ok && raw != "auto" {
 		if j.StepsPerExecution, err = env.Int(HPStepsPerExec, 0); err != nil || j.StepsPerExecution < 1 {
 			return nil, fmt.Errorf("hyperparameter %q must be \"auto\" or an integer of at least 1, got %q", HPStepsPerExec, raw)

@@ -1,6 +1,8 @@
 package job_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -47,4 +49,50 @@ func TestUnknownHyperparametersAreRefused(t *testing.T) {
 	if _, err := job.New(load(t, map[string]string{"epoch": "5"})); err == nil || !strings.Contains(err.Error(), `did you mean "epochs"?`) {
 		t.Errorf("job.New accepted an unknown hyperparameter: %v", err)
 	}
+}
+
+// inter_op_threads left unset lets the fit loop choose between the pool
+// and the calling thread; a count given is the pool asked for, -1 the
+// calling thread (TensorFlow's meaning); below that is refused.
+func TestInterOpThreadsFixWhereStepsRun(t *testing.T) {
+	for _, c := range []struct {
+		hps   map[string]string
+		probe bool
+		pool  int
+	}{
+		{map[string]string{}, true, 0},
+		{map[string]string{"inter_op_threads": "2"}, false, 2},
+		{map[string]string{"inter_op_threads": "0"}, false, 0},
+		{map[string]string{"inter_op_threads": "-1"}, false, -1},
+	} {
+		j, err := job.New(withModelAndData(t, c.hps))
+		if err != nil {
+			t.Fatalf("%v: %v", c.hps, err)
+		}
+		if j.ProbeInline != c.probe || j.Session.InterOpThreads != c.pool {
+			t.Errorf("%v: probe %v, inter-op threads %d; want %v, %d", c.hps, j.ProbeInline, j.Session.InterOpThreads, c.probe, c.pool)
+		}
+	}
+	if _, err := job.New(withModelAndData(t, map[string]string{"inter_op_threads": "-2"})); err == nil || !strings.Contains(err.Error(), "at least -1") {
+		t.Errorf("inter_op_threads -2: %v, want a refusal", err)
+	}
+}
+
+// withModelAndData is a job's environment with hps, a model and a training
+// channel (job.New asks that they exist, not what is in them).
+func withModelAndData(t *testing.T, hps map[string]string) *sagemaker.Env {
+	t.Helper()
+	base, model := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(model, "saved_model.pb"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := sagemaker.LocalSpec{Hyperparameters: hps, Channels: map[string]string{"model": model, "training": t.TempDir()}}
+	if err := sagemaker.WriteLocal(base, spec); err != nil {
+		t.Fatal(err)
+	}
+	env, err := sagemaker.Load(base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
 }
