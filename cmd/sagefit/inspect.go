@@ -97,7 +97,7 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 			where = "the calling thread"
 		}
 		fmt.Fprintf(stdout, "  steps ran their ops in %s (first steps: %s in the pool, %s in the calling thread)\n",
-			where, dur(in.PoolStepSeconds), dur(in.InlineStepSeconds))
+			where, dur(in.PoolStepSeconds), dur(in.CallingThreadStepSeconds))
 	}
 	s := t.Startup
 	fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the first step: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, first step %.2f s\n",

@@ -55,12 +55,16 @@ func BenchmarkStepLimit(b *testing.B) {
 	defer l.close()
 	const chunk = 25
 	ns := make([]int64, chunk)
+	limit := func(n int, times []int64) error { return l.run(n, times) }
+	call := func(n int, times []int64) error {
+		return timeEach(n, times, func() error { _, err := m.TrainStep(batch); return err })
+	}
 	arms := []struct {
 		name   string
 		run    func(n int, times []int64) error
 		inline bool
 	}{
-		{"limit", func(n int, times []int64) error { return l.run(n, times) }, false},
+		{"limit", limit, false},
 		{"cgo", func(n int, times []int64) error {
 			return timeEach(n, times, func() error { return l.run(1, nil) })
 		}, false},
@@ -72,13 +76,9 @@ func BenchmarkStepLimit(b *testing.B) {
 				return l.run(1, nil)
 			})
 		}, false},
-		{"call", func(n int, times []int64) error {
-			return timeEach(n, times, func() error { _, err := m.TrainStep(batch); return err })
-		}, false},
-		{"inline-limit", func(n int, times []int64) error { return l.run(n, times) }, true},
-		{"inline-call", func(n int, times []int64) error {
-			return timeEach(n, times, func() error { _, err := m.TrainStep(batch); return err })
-		}, true},
+		{"call", call, false},
+		{"inline-limit", limit, true},
+		{"inline-call", call, true},
 	}
 	// The first run of a signature prepares its function (graph
 	// optimization, kernels); a few more let the pools settle. (testing

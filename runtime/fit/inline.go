@@ -39,8 +39,7 @@ const inlineMargin = 0.95
 type inlineState struct {
 	calls int                // train calls seen, the warm-up's included
 	times [2][]time.Duration // per step, counted calls: [0] in the pool, [1] in the calling thread
-	done  bool
-	on    bool // the calling thread was chosen
+	done  bool               // chosen: the finding is in the timing (InlineTiming)
 }
 
 // inliner is the model when the probe still has calls to time, else nil.
@@ -101,10 +100,10 @@ func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 	}
 	f.inline.done = true
 	pool, inline := slices.Min(f.inline.times[0]), slices.Min(f.inline.times[1])
-	f.inline.on = chooseInline(pool, inline)
-	in.SetInline(f.inline.on)
-	f.timing.Inline = &InlineTiming{CallingThread: f.inline.on, PoolStepSeconds: pool.Seconds(), InlineStepSeconds: inline.Seconds()}
-	if f.inline.on {
+	on := chooseInline(pool, inline)
+	in.SetInline(on)
+	f.timing.Inline = &InlineTiming{CallingThread: on, PoolStepSeconds: pool.Seconds(), CallingThreadStepSeconds: inline.Seconds()}
+	if on {
 		fmt.Fprintf(f.Log, "sagefit: train steps run their ops in the calling thread, not TensorFlow's inter-op pool: %s per step against %s (the fastest of %d each)\n",
 			round(inline), round(pool), len(f.inline.times[1]))
 	}

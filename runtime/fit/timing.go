@@ -56,9 +56,9 @@ type Timing struct {
 // it timed in TensorFlow's inter-op pool and in the calling thread, and
 // which the rest of training used (rank 0's).
 type InlineTiming struct {
-	CallingThread     bool    `json:"calling_thread"`
-	PoolStepSeconds   float64 `json:"pool_step_seconds"`
-	InlineStepSeconds float64 `json:"calling_thread_step_seconds"`
+	CallingThread            bool    `json:"calling_thread"`
+	PoolStepSeconds          float64 `json:"pool_step_seconds"`
+	CallingThreadStepSeconds float64 `json:"calling_thread_step_seconds"`
 }
 
 // Startup is the time from the process's start to its first finished
