@@ -109,6 +109,7 @@ func (l *stepLoop) refill() error {
 // run runs the step n times back to back in one call into C; with ns
 // (at least n long), it writes each run's nanoseconds there.
 func (l *stepLoop) run(n int, ns []int64) error {
+	l.s.yield() // as every session call does
 	l.s.mu.Lock()
 	defer l.s.mu.Unlock()
 	if l.s.closed {
