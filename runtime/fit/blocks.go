@@ -152,15 +152,27 @@ func median(times []time.Duration) time.Duration {
 }
 
 // autoSteps chooses K from the step times: the smallest power of two, at
-// most 64, whose call of that many median steps lasts call or longer.
+// most 64, whose call of that many median steps lasts call or longer, or 1
+// where that is under minAutoSteps.
 func autoSteps(times []time.Duration, call time.Duration) int {
 	m := median(times)
 	k := 1
 	for k < 64 && time.Duration(k)*m < call {
 		k *= 2
 	}
+	if k < minAutoSteps {
+		return 1
+	}
 	return k
 }
+
+// minAutoSteps is the fewest steps per call "auto" takes other than 1. Two
+// steps per call (steps of 25-50 ms) save one call's cost in two steps, well
+// under 1% of such a step, while the first block of a new size traces
+// train_steps as long as the first step traced train_step: MobileNetV2 at
+// 46 ms per step (intra_op_threads=1 on 2 cores) took K=2 and spent 5.3 s,
+// about 110 of its steps, on its first block, in a run of 96 steps.
+const minAutoSteps = 4
 
 // trainBlocks runs the train pass's steps [start, steps) in blocks of up
 // to perCall steps, one call each ("auto" may go back to 1 after its

@@ -20,6 +20,9 @@ func TestAutoStepsMakesCallsOfTheTargetTime(t *testing.T) {
 		{[]time.Duration{4500 * us}, callTime, 16}, // 8 steps: 36 ms, 16: 72 ms
 		{[]time.Duration{6 * ms}, callTime, 16},
 		{[]time.Duration{80 * ms}, callTime, 1},
+		{[]time.Duration{15 * ms}, callTime, 4},
+		{[]time.Duration{30 * ms}, callTime, 1}, // 2 steps per call save too little
+		{[]time.Duration{1500 * us}, 2 * ms, 1},
 	} {
 		if got := autoSteps(c.steps, c.call); got != c.want {
 			t.Errorf("autoSteps(%v, %v) = %d, want %d", c.steps, c.call, got, c.want)
