@@ -51,6 +51,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from sagefit._procs import kill_groups
@@ -94,6 +95,9 @@ def busbw(nbytes, seconds, n):
 
 
 # ---------------------------------------------------------------- TF peer
+
+
+TF_DONE = "TF_WORKER_DONE"  # a TensorFlow worker has printed all its results and waits to be stopped
 
 
 def tf_worker(index, workers, plan):
@@ -146,9 +150,14 @@ def tf_worker(index, workers, plan):
                           "ops": ops, "sample_s": per_op}), flush=True)
         del x, step
     local(barrier()).numpy()
-    sys.stdout.flush()
-    # TensorFlow's gRPC server and collective health checks can hold a clean
-    # exit for long after the peers are gone: results are out, leave now.
+    print(TF_DONE, flush=True)
+    # Stay up until the driver has every worker's results: a worker that
+    # leaves takes its gRPC server with it while a peer may still be
+    # receiving the last chunk of the final barrier from it (as in
+    # mwms_compare). The driver kills the workers; if it is gone, stdin
+    # closes and the worker leaves by itself. os._exit because TensorFlow's
+    # gRPC server can hold a clean exit long after the peers are gone.
+    sys.stdin.read()
     os._exit(0)
 
 
@@ -164,42 +173,49 @@ def free_port(ip):
 LOG_DIR = None  # where each rank's stderr goes (set by main)
 
 
-def run_ranks(cmds, what, timeout=RUN_TIMEOUT):
-    """Start every (argv, env) at once; return their stdout texts. Any
-    failure, or the timeout, stops all of them and raises naming the rank.
-    Each rank's stderr is kept in LOG_DIR."""
-    procs, errs = [], []
+def run_ranks(cmds, what, timeout=RUN_TIMEOUT, done=None):
+    """Start every (argv, env) at once; return their stdout texts, once each
+    has exited, or, with done, printed a line done (the rank then waits for
+    the others and is stopped here). Any failure, or the timeout, stops all
+    of them and raises naming the rank. Each rank's stderr is kept in
+    LOG_DIR."""
+    procs, outs, errs = [], [], []
     tag = re.sub(r"[^A-Za-z0-9=.-]+", "_", what)
+
+    def text(f):
+        f.flush()
+        f.seek(0)
+        return f.read()
+
     try:
         for r, (argv, env) in enumerate(cmds):
             err = open(os.path.join(LOG_DIR, f"{tag}-rank{r}.log"), "w+")
             errs.append(err)
-            procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=err,
+            out = tempfile.TemporaryFile("w+")
+            outs.append(out)
+            procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err,
                                           text=True, start_new_session=True))
         deadline = time.monotonic() + timeout
-        outs = [None] * len(procs)
-        pending = set(range(len(procs)))
-        while pending:
-            for r in sorted(pending):
-                p = procs[r]
-                try:
-                    out, _ = p.communicate(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{what}: rank {r} still running after {timeout} s")
-                    continue
-                pending.discard(r)
-                outs[r] = out
-                if p.returncode != 0:
-                    errs[r].seek(0)
-                    lines = [l for l in (out + "\n" + errs[r].read()).splitlines() if l.strip()]
-                    raise RuntimeError(f"{what}: rank {r} exited {p.returncode}: "
-                                       + " | ".join(lines[-6:]))
-        return outs
+        while True:
+            exited = [p.poll() is not None for p in procs]
+            texts = [text(o) for o in outs]  # read after the poll: an exited rank's is whole
+            finished = [done in t.splitlines() if done else x for x, t in zip(exited, texts)]
+            for r, p in enumerate(procs):
+                if exited[r] and (p.returncode != 0 or not finished[r]):
+                    lines = [l for l in (texts[r] + "\n" + text(errs[r])).splitlines() if l.strip()]
+                    raise RuntimeError(f"{what}: rank {r} exited {p.returncode}: " + " | ".join(lines[-6:]))
+            if all(finished):
+                return texts
+            if time.monotonic() > deadline:
+                r = finished.index(False)
+                raise RuntimeError(f"{what}: rank {r} still running after {timeout} s")
+            time.sleep(0.1)
     finally:
         kill_groups(procs)
-        for e in errs:
-            e.close()
+        for p in procs:
+            p.stdin.close()
+        for f in outs + errs:
+            f.close()
 
 
 def records(outs):
@@ -270,7 +286,7 @@ def tensorflow_ring(ips, plan):
              rank_env({"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                        "CUDA_VISIBLE_DEVICES": ""}))
             for i in range(len(ips))]
-    return records(run_ranks(cmds, f"tensorflow n={len(ips)}"))
+    return records(run_ranks(cmds, f"tensorflow n={len(ips)}", done=TF_DONE))
 
 
 class Samples:
