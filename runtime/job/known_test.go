@@ -12,8 +12,14 @@ import (
 
 func load(t *testing.T, hps map[string]string) *sagemaker.Env {
 	t.Helper()
+	return loadSpec(t, sagemaker.LocalSpec{Hyperparameters: hps})
+}
+
+// loadSpec writes spec as a local job's /opt/ml and loads it.
+func loadSpec(t *testing.T, spec sagemaker.LocalSpec) *sagemaker.Env {
+	t.Helper()
 	base := t.TempDir()
-	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Hyperparameters: hps}); err != nil {
+	if err := sagemaker.WriteLocal(base, spec); err != nil {
 		t.Fatal(err)
 	}
 	env, err := sagemaker.Load(base, nil)
@@ -82,17 +88,9 @@ func TestInterOpThreadsFixWhereStepsRun(t *testing.T) {
 // channel (job.New asks that they exist, not what is in them).
 func withModelAndData(t *testing.T, hps map[string]string) *sagemaker.Env {
 	t.Helper()
-	base, model := t.TempDir(), t.TempDir()
+	model := t.TempDir()
 	if err := os.WriteFile(filepath.Join(model, "saved_model.pb"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	spec := sagemaker.LocalSpec{Hyperparameters: hps, Channels: map[string]string{"model": model, "training": t.TempDir()}}
-	if err := sagemaker.WriteLocal(base, spec); err != nil {
-		t.Fatal(err)
-	}
-	env, err := sagemaker.Load(base, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env
+	return loadSpec(t, sagemaker.LocalSpec{Hyperparameters: hps, Channels: map[string]string{"model": model, "training": t.TempDir()}})
 }
