@@ -14,15 +14,16 @@ import (
 // in the pool (the small CNN, MobileNetV2 and the Embedding model up to
 // 17% slower without it). So, unless the job fixed it (inter_op_threads
 // given: N, the pool; -1, always the calling thread), train calls after the
-// first few are timed both ways and the rest run the faster way. The numbers are the same
-// either way: the same kernels run on the same inputs.
+// first few are timed both ways and the rest run the faster way. The
+// numbers are the same either way: the same kernels run on the same inputs.
 //
 // The calls are timed in pairs, one way each, the pairs taking turns (pool,
 // pool, calling thread, calling thread, pool, ...), and only the second
 // call of each pair counts: the first of a pair after a switch pays for it
 // (the pool's threads have parked while the calling thread ran), which
-// alternating call by call charged to the pool. Each way is judged by its fastest call: what noise
-// adds (other processes, the runtime) only ever slows a call down.
+// alternating call by call charged to the pool. Each way is judged by its
+// fastest call: what noise adds (other processes, the runtime) only ever
+// slows a call down.
 const (
 	inlineWarmCalls  = 3  // not timed: the first traces, the next still warm up
 	inlineProbeCalls = 24 // timed: 12 pairs, 6 counted each way
