@@ -16,3 +16,11 @@ def kill_groups(procs):
             except ProcessLookupError:
                 pass
             p.wait()
+
+
+def read_all(f):
+    """Everything a worker has written so far to f, a file of ours it
+    writes through its own descriptor."""
+    f.flush()
+    f.seek(0)
+    return f.read()

@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 
-from sagefit._procs import kill_groups
+from sagefit._procs import kill_groups, read_all
 from sagefit.bench import machine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -182,11 +182,6 @@ def run_ranks(cmds, what, timeout=RUN_TIMEOUT, done=None):
     procs, outs, errs = [], [], []
     tag = re.sub(r"[^A-Za-z0-9=.-]+", "_", what)
 
-    def text(f):
-        f.flush()
-        f.seek(0)
-        return f.read()
-
     try:
         for r, (argv, env) in enumerate(cmds):
             err = open(os.path.join(LOG_DIR, f"{tag}-rank{r}.log"), "w+")
@@ -198,11 +193,11 @@ def run_ranks(cmds, what, timeout=RUN_TIMEOUT, done=None):
         deadline = time.monotonic() + timeout
         while True:
             exited = [p.poll() is not None for p in procs]
-            texts = [text(o) for o in outs]  # read after the poll: an exited rank's is whole
+            texts = [read_all(o) for o in outs]  # read after the poll: an exited rank's is whole
             finished = [done in t.splitlines() if done else x for x, t in zip(exited, texts)]
             for r, p in enumerate(procs):
                 if exited[r] and (p.returncode != 0 or not finished[r]):
-                    lines = [l for l in (texts[r] + "\n" + text(errs[r])).splitlines() if l.strip()]
+                    lines = [l for l in (texts[r] + "\n" + read_all(errs[r])).splitlines() if l.strip()]
                     raise RuntimeError(f"{what}: rank {r} exited {p.returncode}: " + " | ".join(lines[-6:]))
             if all(finished):
                 return texts

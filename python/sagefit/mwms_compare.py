@@ -54,7 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from sagefit._procs import kill_groups  # noqa: E402
+from sagefit._procs import kill_groups, read_all  # noqa: E402
 
 IMPORTED = "MWMS_TF_IMPORTED"  # a worker has TensorFlow loaded
 READY = "MWMS_READY"  # a worker has joined the cluster (first collective done)
@@ -241,16 +241,11 @@ def run_workers(a):
             procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=out,
                                           stderr=err, start_new_session=True))
 
-        def text(f):
-            f.flush()
-            f.seek(0)
-            return f.read()
-
         # Every worker stays up once done (see worker), so the wait is for
         # every DONE line, a failed worker or the deadline.
         deadline = time.monotonic() + a.timeout
         while True:
-            stdouts = [text(o) for o in outs]
+            stdouts = [read_all(o) for o in outs]
             done = [DONE in s for s in stdouts]
             failed = [r for r, p in enumerate(procs) if p.poll() is not None and not done[r]]
             if all(done) or failed or time.monotonic() > deadline:
@@ -261,7 +256,7 @@ def run_workers(a):
             r = next((r for r in bad if procs[r].returncode is not None), bad[0])
             why = (f"still running after {a.timeout} s" if procs[r].returncode is None
                    else f"exited {procs[r].returncode}")
-            tail = " | ".join([l for l in text(errs[r]).splitlines() if l.strip()][-8:])
+            tail = " | ".join([l for l in read_all(errs[r]).splitlines() if l.strip()][-8:])
             msg = f"MWMS worker {r} {why}: {tail} (logs in {logs})"
             if all(IMPORTED in s for s in stdouts) and not any(READY in s for s in stdouts):
                 raise NoCluster(msg)
