@@ -136,6 +136,61 @@ static TF_Tensor* sagefit_string_tensor(const int64_t* dims, int ndims, const ch
 	return t;
 }
 
+// sagefit_tensor makes a tensor and fills it with len bytes of data: one
+// call from Go instead of two.
+static TF_Tensor* sagefit_tensor(TF_DataType dt, const int64_t* dims, int ndims, const void* data, size_t len) {
+	TF_Tensor* t = TF_AllocateTensor(dt, dims, ndims, len);
+	if (t != NULL && len > 0) memcpy(TF_TensorData(t), data, len);
+	return t;
+}
+
+// sagefit_fetched describes a fetched tensor to Go without a call per
+// field; dims holds the first SAGEFIT_DIMS of ndims.
+#define SAGEFIT_DIMS 8
+typedef struct {
+	int dtype;
+	int ndims;
+	int64_t dims[SAGEFIT_DIMS];
+	size_t bytes;
+	void* data;
+} sagefit_fetched;
+
+// sagefit_run runs the session, deletes the input tensors and describes
+// every output in desc: a step's whole exchange with TensorFlow but the
+// outputs' deletion in one call from Go (each call costs a transition and
+// the Go side's bookkeeping; a step of the seed MLP made about thirty).
+// It returns the status code.
+static int sagefit_run(TF_Session* s, const TF_Buffer* opts, const TF_Output* feeds, TF_Tensor** in, int nIn,
+                       const TF_Output* fetches, TF_Tensor** out, sagefit_fetched* desc, int nOut, TF_Status* status) {
+	TF_SessionRun(s, opts, feeds, in, nIn, fetches, out, nOut, NULL, 0, NULL, status);
+	for (int i = 0; i < nIn; i++) {
+		TF_DeleteTensor(in[i]);
+		in[i] = NULL;
+	}
+	int code = TF_GetCode(status);
+	if (code != TF_OK) return code;
+	for (int i = 0; i < nOut; i++) {
+		TF_Tensor* t = out[i];
+		sagefit_fetched* d = &desc[i];
+		d->dtype = TF_TensorType(t);
+		d->ndims = TF_NumDims(t);
+		for (int j = 0; j < d->ndims && j < SAGEFIT_DIMS; j++) d->dims[j] = TF_Dim(t, j);
+		d->bytes = TF_TensorByteSize(t);
+		d->data = TF_TensorData(t);
+	}
+	return code;
+}
+
+// sagefit_delete deletes the tensors in ts and clears them.
+static void sagefit_delete(TF_Tensor** ts, int n) {
+	for (int i = 0; i < n; i++) {
+		if (ts[i] != NULL) {
+			TF_DeleteTensor(ts[i]);
+			ts[i] = NULL;
+		}
+	}
+}
+
 static TF_Tensor* sagefit_string_scalar(const char* s, size_t n) {
 	TF_Tensor* t = TF_AllocateTensor(TF_STRING, NULL, 0, sizeof(TF_TString));
 	TF_TString* ts = (TF_TString*)TF_TensorData(t);
@@ -184,6 +239,14 @@ type session struct {
 	closed bool
 	// inline runs every op of a run in the calling thread (see setInline).
 	inline bool
+	// status and buffers are the runs' TF_Status, made once, and the
+	// arrays they pass to C (guarded by mu).
+	status  *C.TF_Status
+	buffers struct {
+		feeds, fetches []C.TF_Output
+		in, out        []*C.TF_Tensor
+		desc           []C.sagefit_fetched
+	}
 	// lastYield is when a caller last passed through Go's scheduler
 	// (nanoseconds since start, see yield).
 	lastYield atomic.Int64
@@ -282,6 +345,10 @@ func (s *session) close() error {
 	err := statusErr(status)
 	C.TF_DeleteSession(s.sess, status)
 	C.TF_DeleteGraph(s.graph)
+	if s.status != nil {
+		C.TF_DeleteStatus(s.status)
+		s.status = nil
+	}
 	return err
 }
 
@@ -339,21 +406,13 @@ func (s *session) run(feeds []endpoint, inputs []hostTensor, fetches []endpoint,
 	}
 	nIn, nOut := len(feeds), len(fetches)
 	// Go slices of C pointers may be handed to C: they hold no Go pointers.
-	cFeeds := make([]C.TF_Output, nIn)
-	cIn := make([]*C.TF_Tensor, nIn)
-	cFetch := make([]C.TF_Output, nOut)
-	cOut := make([]*C.TF_Tensor, nOut)
+	// They are the session's, reused from run to run under its lock.
+	b := &s.buffers
+	cFeeds, cIn := grow(&b.feeds, nIn), grow(&b.in, nIn)
+	cFetch, cOut, desc := grow(&b.fetches, nOut), grow(&b.out, nOut), grow(&b.desc, nOut)
 	defer func() {
-		for _, t := range cIn {
-			if t != nil {
-				C.TF_DeleteTensor(t)
-			}
-		}
-		for _, t := range cOut {
-			if t != nil {
-				C.TF_DeleteTensor(t)
-			}
-		}
+		C.sagefit_delete(first(cIn), C.int(nIn))
+		C.sagefit_delete(first(cOut), C.int(nOut))
 	}()
 	for i, in := range inputs {
 		cFeeds[i] = feeds[i].out
@@ -366,25 +425,27 @@ func (s *session) run(feeds []endpoint, inputs []hostTensor, fetches []endpoint,
 	for i, f := range fetches {
 		cFetch[i] = f.out
 	}
-	status := C.TF_NewStatus()
-	defer C.TF_DeleteStatus(status)
-	C.TF_SessionRun(s.sess, s.runOptions(), first(cFeeds), first(cIn), C.int(nIn), first(cFetch), first(cOut), C.int(nOut), nil, 0, nil, status)
-	if err := statusErr(status); err != nil {
-		return nil, err
+	if s.status == nil {
+		s.status = C.TF_NewStatus()
+	}
+	if C.sagefit_run(s.sess, s.runOptions(), first(cFeeds), first(cIn), C.int(nIn), first(cFetch), first(cOut), first(desc), C.int(nOut), s.status) != C.TF_OK {
+		return nil, errors.New(C.GoString(C.TF_Message(s.status)))
 	}
 	res := make([]result, nOut)
 	for i := range cOut {
-		t := cOut[i]
-		r := result{dtype: model.DType(C.TF_TensorType(t))}
-		nd := int(C.TF_NumDims(t))
-		r.shape = make([]int64, nd)
-		for d := 0; d < nd; d++ {
-			r.shape[d] = int64(C.TF_Dim(t, C.int(d)))
+		d := &desc[i]
+		r := result{dtype: model.DType(d.dtype), shape: make([]int64, int(d.ndims))}
+		for j := range r.shape {
+			if j < C.SAGEFIT_DIMS {
+				r.shape[j] = int64(d.dims[j])
+			} else {
+				r.shape[j] = int64(C.TF_Dim(cOut[i], C.int(j)))
+			}
 		}
 		if r.dtype == model.String {
 			return nil, fmt.Errorf("fetch %s: string outputs are not supported", fetches[i].name)
 		}
-		n := int(C.TF_TensorByteSize(t))
+		n := int(d.bytes)
 		var dst []byte
 		if i < len(into) && cap(into[i]) >= n {
 			dst = into[i][:n]
@@ -392,7 +453,7 @@ func (s *session) run(feeds []endpoint, inputs []hostTensor, fetches []endpoint,
 			dst = make([]byte, n)
 		}
 		if n > 0 {
-			copy(dst, unsafe.Slice((*byte)(C.TF_TensorData(t)), n))
+			copy(dst, unsafe.Slice((*byte)(d.data), n))
 		}
 		r.data = dst
 		res[i] = r
@@ -423,6 +484,16 @@ func (s *session) runSave(filename endpoint, prefix string, save endpoint) error
 	return statusErr(status)
 }
 
+// grow returns (*buf)[:n], cleared, growing *buf when it is shorter.
+func grow[T any](buf *[]T, n int) []T {
+	if cap(*buf) < n {
+		*buf = make([]T, n)
+	}
+	s := (*buf)[:n]
+	clear(s)
+	return s
+}
+
 // first returns a pointer to s[0], or nil for an empty slice.
 func first[T any](s []T) *T {
 	if len(s) == 0 {
@@ -436,10 +507,8 @@ func newCTensor(h hostTensor) (*C.TF_Tensor, error) {
 	for _, d := range h.shape {
 		n *= int(d)
 	}
-	dims := make([]C.int64_t, len(h.shape))
-	for i, d := range h.shape {
-		dims[i] = C.int64_t(d)
-	}
+	// int64_t is int64 (the C API's dims are Go's shape as it is).
+	dims := unsafe.Slice((*C.int64_t)(unsafe.SliceData(h.shape)), len(h.shape))
 	if h.dtype == model.String {
 		// Text arrives as n NUL-padded UTF-8 elements of one width.
 		width := 0
@@ -462,12 +531,9 @@ func newCTensor(h hostTensor) (*C.TF_Tensor, error) {
 	if n*size != len(h.data) {
 		return nil, fmt.Errorf("shape %v of %s needs %d bytes, got %d", h.shape, h.dtype, n*size, len(h.data))
 	}
-	t := C.TF_AllocateTensor(C.TF_DataType(h.dtype), first(dims), C.int(len(dims)), C.size_t(len(h.data)))
+	t := C.sagefit_tensor(C.TF_DataType(h.dtype), first(dims), C.int(len(dims)), unsafe.Pointer(unsafe.SliceData(h.data)), C.size_t(len(h.data)))
 	if t == nil {
 		return nil, errors.New("TF_AllocateTensor failed")
-	}
-	if len(h.data) > 0 {
-		C.memcpy(C.TF_TensorData(t), unsafe.Pointer(&h.data[0]), C.size_t(len(h.data)))
 	}
 	return t, nil
 }

@@ -55,7 +55,7 @@ const disableTFGOptimizerField = 32
 type call struct {
 	name       string
 	feeds      []endpoint
-	feedSpecs  []model.TensorSpec
+	feedPlans  []feedPlan
 	fetches    []endpoint
 	fetchNames []string
 }
@@ -67,6 +67,9 @@ type Model struct {
 	sess  *session
 	calls map[string]*call
 	saver *corepb.SaverDef
+	// outputWeights are the per-output sample weights' names
+	// (Metadata.PerOutputWeights), read once.
+	outputWeights []string
 	// onesBuf holds the weights fed to a weighted-only step for a batch
 	// without weights.
 	onesBuf []byte
@@ -87,7 +90,7 @@ func Load(dir string, cfg Config) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load SavedModel %s with libtensorflow %s: %w", dir, tfVersion(), err)
 	}
-	m := &Model{dir: dir, meta: meta, sess: sess, calls: map[string]*call{}}
+	m := &Model{dir: dir, meta: meta, sess: sess, calls: map[string]*call{}, outputWeights: meta.PerOutputWeights()}
 	if err := m.prepare(metaGraph); err != nil {
 		sess.close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
@@ -122,7 +125,10 @@ func (m *Model) prepare(metaGraph []byte) error {
 	for _, p := range m.meta.Roles() {
 		name := m.meta.Signatures[p.Role]
 		sig := sigs[name]
-		c := &call{name: name, feedSpecs: p.Feeds, fetchNames: p.Fetches}
+		c := &call{name: name, fetchNames: p.Fetches}
+		for _, f := range p.Feeds {
+			c.feedPlans = append(c.feedPlans, planFeed(f))
+		}
 		for _, f := range p.Feeds {
 			e, err := m.sess.resolve(sig.inputs[f.Key])
 			if err != nil {
@@ -151,11 +157,37 @@ func (m *Model) Dir() string { return m.dir }
 // Close releases the session. It is safe to call twice.
 func (m *Model) Close() error { return m.sess.close() }
 
-// batchFeeds turns a batch into input tensors in the call's feed order.
-// With steps > 1 (train_steps) the batch's rows are steps equal batches
+// feedPlan is what feeding one input needs from its spec, worked out once
+// when the model loads instead of at every step.
+type feedPlan struct {
+	name     string
+	dtype    model.DType
+	dtypeErr error
+	example  []int64 // one example's shape (nil when a dim is unknown)
+	elems    int64   // elements of one example
+	weight   bool    // a sample weight (the shared one or an output's)
+	shared   bool    // the shared sample weight itself
+}
+
+func planFeed(spec model.TensorSpec) feedPlan {
+	dt, err := model.ParseDType(spec.DType)
+	ex, _ := spec.ExampleShape()
+	return feedPlan{
+		name:     spec.Name,
+		dtype:    dt,
+		dtypeErr: err,
+		example:  ex,
+		elems:    spec.ExampleElems(),
+		weight:   spec.Name == model.SampleWeight || strings.HasPrefix(spec.Name, model.SampleWeight+"_"),
+		shared:   spec.Name == model.SampleWeight,
+	}
+}
+
+// batchFeeds turns a batch into input tensors in the feeds' order. With
+// steps > 1 (train_steps) the batch's rows are steps equal batches
 // stacked: every tensor is fed as [steps, rows/steps, ...]. A weight the
 // batch lacks (a step exported in its weighted form only) is fed as ones.
-func (m *Model) batchFeeds(c *call, b model.Batch, steps int) ([]hostTensor, error) {
+func (m *Model) batchFeeds(plans []feedPlan, b model.Batch, steps int) ([]hostTensor, error) {
 	lead := []int64{int64(b.Rows)}
 	if steps > 1 {
 		if b.Rows%steps != 0 {
@@ -163,29 +195,34 @@ func (m *Model) batchFeeds(c *call, b model.Batch, steps int) ([]hostTensor, err
 		}
 		lead = []int64{int64(steps), int64(b.Rows / steps)}
 	}
-	feeds := make([]hostTensor, len(c.feedSpecs))
-	for i, spec := range c.feedSpecs {
-		data, ok := b.Tensors[spec.Name]
-		weight := spec.Name == model.SampleWeight || strings.HasPrefix(spec.Name, model.SampleWeight+"_")
-		if !ok && weight && spec.Name != model.SampleWeight {
+	feeds := make([]hostTensor, len(plans))
+	rank := 0
+	for i := range plans {
+		rank += len(lead) + len(plans[i].example)
+	}
+	shapes := make([]int64, 0, rank) // every feed's shape, one after another
+	for i := range plans {
+		p := &plans[i]
+		data, ok := b.Tensors[p.name]
+		if !ok && p.weight && !p.shared {
 			data, ok = b.Tensors[model.SampleWeight] // one weight for every output
 		}
-		if !ok && weight {
+		if !ok && p.weight {
 			data, ok = m.ones(b.Rows), true
 		}
 		if !ok {
-			return nil, fmt.Errorf("batch has no data for %q", spec.Name)
+			return nil, fmt.Errorf("batch has no data for %q", p.name)
 		}
-		dt, err := model.ParseDType(spec.DType)
-		if err != nil {
-			return nil, err
+		if p.dtypeErr != nil {
+			return nil, p.dtypeErr
 		}
-		ex, _ := spec.ExampleShape()
-		shape := append(append([]int64{}, lead...), ex...)
-		if want := int64(b.Rows) * spec.ExampleElems() * int64(dt.Size()); dt != model.String && int64(len(data)) != want {
-			return nil, fmt.Errorf("%q: batch of %d rows has %d bytes, want %d (%s, example shape %v)", spec.Name, b.Rows, len(data), want, dt, ex)
+		start := len(shapes)
+		shapes = append(append(shapes, lead...), p.example...)
+		shape := shapes[start:len(shapes):len(shapes)]
+		if want := int64(b.Rows) * p.elems * int64(p.dtype.Size()); p.dtype != model.String && int64(len(data)) != want {
+			return nil, fmt.Errorf("%q: batch of %d rows has %d bytes, want %d (%s, example shape %v)", p.name, b.Rows, len(data), want, p.dtype, p.example)
 		}
-		feeds[i] = hostTensor{dtype: dt, shape: shape, data: data}
+		feeds[i] = hostTensor{dtype: p.dtype, shape: shape, data: data}
 	}
 	return feeds, nil
 }
@@ -238,7 +275,7 @@ func (m *Model) metrics(res []result) ([]model.Metric, error) {
 // carries sample weights.
 func (m *Model) roleFor(role string, b model.Batch) (string, error) {
 	weighted := b.Tensors[model.SampleWeight] != nil
-	for _, name := range m.meta.PerOutputWeights() {
+	for _, name := range m.outputWeights {
 		weighted = weighted || b.Tensors[name] != nil
 	}
 	if !weighted {
@@ -258,7 +295,7 @@ func (m *Model) stepCall(role string, b model.Batch) ([]model.Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	feeds, err := m.batchFeeds(m.calls[role], b, 1)
+	feeds, err := m.batchFeeds(m.calls[role].feedPlans, b, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +324,7 @@ func (m *Model) TrainSteps(b model.Batch, steps int) ([]model.Metric, error) {
 	if c == nil {
 		return nil, errors.New("the model has no train_steps signature; export it again with this sagefit")
 	}
-	feeds, err := m.batchFeeds(c, b, steps)
+	feeds, err := m.batchFeeds(c.feedPlans, b, steps)
 	if err != nil {
 		return nil, err
 	}
@@ -310,9 +347,7 @@ func (m *Model) ApplyThenComputeGradients(grads []float32, b model.Batch) ([]mod
 	if c == nil {
 		return nil, errors.New("the model has no apply_compute_gradients signature; export it again with this sagefit")
 	}
-	step := *c
-	step.feedSpecs = c.feedSpecs[1:]
-	feeds, err := m.batchFeeds(&step, b, 1)
+	feeds, err := m.batchFeeds(c.feedPlans[1:], b, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +395,7 @@ func (m *Model) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric
 		return nil, err
 	}
 	c := m.calls[role]
-	feeds, err := m.batchFeeds(c, b, 1)
+	feeds, err := m.batchFeeds(c.feedPlans, b, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -484,7 +519,7 @@ func (m *Model) SetLearningRate(lr float64) error {
 // by name.
 func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
 	c := m.calls[model.RoleServing]
-	feeds, err := m.batchFeeds(c, b, 1)
+	feeds, err := m.batchFeeds(c.feedPlans, b, 1)
 	if err != nil {
 		return nil, err
 	}

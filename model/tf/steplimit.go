@@ -71,7 +71,7 @@ func (m *Model) newStepLoop(role string, b model.Batch) (*stepLoop, error) {
 	if c == nil {
 		return nil, fmt.Errorf("the model has no %s signature", role)
 	}
-	feeds, err := m.batchFeeds(c, b, 1)
+	feeds, err := m.batchFeeds(c.feedPlans, b, 1)
 	if err != nil {
 		return nil, err
 	}
