@@ -237,6 +237,9 @@ type session struct {
 	graph  *C.TF_Graph
 	sess   *C.TF_Session
 	closed bool
+	// ownsGraph: close deletes the graph (the loaded session; a sibling
+	// shares it).
+	ownsGraph bool
 	// inline runs every op of a run in the calling thread (see setInline).
 	inline bool
 	// status and buffers are the runs' TF_Status, made once, and the
@@ -329,7 +332,7 @@ func loadSession(dir string, config []byte) (*session, []byte, error) {
 		C.TF_DeleteGraph(graph)
 		return nil, nil, err
 	}
-	return &session{graph: graph, sess: sess}, C.GoBytes(meta.data, C.int(meta.length)), nil
+	return &session{graph: graph, sess: sess, ownsGraph: true}, C.GoBytes(meta.data, C.int(meta.length)), nil
 }
 
 func (s *session) close() error {
@@ -344,7 +347,9 @@ func (s *session) close() error {
 	C.TF_CloseSession(s.sess, status)
 	err := statusErr(status)
 	C.TF_DeleteSession(s.sess, status)
-	C.TF_DeleteGraph(s.graph)
+	if s.ownsGraph {
+		C.TF_DeleteGraph(s.graph)
+	}
 	if s.status != nil {
 		C.TF_DeleteStatus(s.status)
 		s.status = nil
@@ -461,27 +466,72 @@ func (s *session) run(feeds []endpoint, inputs []hostTensor, fetches []endpoint,
 	return res, nil
 }
 
-// runSave feeds the checkpoint prefix to the saver and runs its save op.
-func (s *session) runSave(filename endpoint, prefix string, save endpoint) error {
+// runStrings feeds string scalars (values[i] to feeds[i]) and runs the
+// graph up to fetch and target (either may be nil): the saver's save and
+// restore, and the SavedModel's init op.
+func (s *session) runStrings(feeds []endpoint, values []string, fetch *endpoint, target *C.TF_Operation) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return errors.New("model is closed")
 	}
-	cs := C.CString(prefix)
-	defer C.free(unsafe.Pointer(cs))
-	in := []*C.TF_Tensor{C.sagefit_string_scalar(cs, C.size_t(len(prefix)))}
-	defer C.TF_DeleteTensor(in[0])
-	feeds := []C.TF_Output{filename.out}
-	fetch := []C.TF_Output{save.out}
+	cFeeds := make([]C.TF_Output, len(feeds))
+	in := make([]*C.TF_Tensor, len(feeds))
+	defer C.sagefit_delete(first(in), C.int(len(in)))
+	for i, v := range values {
+		cs := C.CString(v)
+		in[i] = C.sagefit_string_scalar(cs, C.size_t(len(v)))
+		C.free(unsafe.Pointer(cs))
+		cFeeds[i] = feeds[i].out
+	}
+	var cFetch []C.TF_Output
 	out := []*C.TF_Tensor{nil}
+	if fetch != nil {
+		cFetch = []C.TF_Output{fetch.out}
+	}
+	var targets []*C.TF_Operation
+	if target != nil {
+		targets = []*C.TF_Operation{target}
+	}
 	status := C.TF_NewStatus()
 	defer C.TF_DeleteStatus(status)
-	C.TF_SessionRun(s.sess, nil, &feeds[0], &in[0], 1, &fetch[0], &out[0], 1, nil, 0, nil, status)
-	if out[0] != nil {
-		C.TF_DeleteTensor(out[0])
-	}
+	C.TF_SessionRun(s.sess, nil, first(cFeeds), first(in), C.int(len(in)), first(cFetch), first(out), C.int(len(cFetch)),
+		first(targets), C.int(len(targets)), nil, status)
+	C.sagefit_delete(first(out), 1)
 	return statusErr(status)
+}
+
+// operation is the graph's operation name.
+func (s *session) operation(name string) (*C.TF_Operation, error) {
+	cop := C.CString(name)
+	defer C.free(unsafe.Pointer(cop))
+	o := C.TF_GraphOperationByName(s.graph, cop)
+	if o == nil {
+		return nil, fmt.Errorf("graph has no operation %q", name)
+	}
+	return o, nil
+}
+
+// sibling opens another session on s's graph with config (a serialized
+// ConfigProto). Its variables are not set: it has run nothing. s keeps
+// the graph's deletion: TensorFlow defers it until the graph's last
+// session is deleted.
+func (s *session) sibling(config []byte) (*session, error) {
+	status := C.TF_NewStatus()
+	defer C.TF_DeleteStatus(status)
+	opts := C.TF_NewSessionOptions()
+	defer C.TF_DeleteSessionOptions(opts)
+	c := C.CBytes(config)
+	defer C.free(c)
+	C.TF_SetConfig(opts, c, C.size_t(len(config)), status)
+	if err := statusErr(status); err != nil {
+		return nil, fmt.Errorf("session config: %w", err)
+	}
+	sess := C.TF_NewSession(s.graph, opts, status)
+	if err := statusErr(status); err != nil {
+		return nil, err
+	}
+	return &session{graph: s.graph, sess: sess, inline: s.inline}, nil
 }
 
 // grow returns (*buf)[:n], cleared, growing *buf when it is shorter.

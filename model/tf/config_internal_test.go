@@ -13,7 +13,7 @@ import (
 // own ConfigProto: the field set by number is disable_tfg_optimizer, and
 // the rest of the config is intact (NoGPUs: no GPU device).
 func TestSessionConfigTurnsTFGOff(t *testing.T) {
-	raw, err := configProto(Config{IntraOpThreads: 3, NoGPUs: true})
+	raw, err := configProto(Config{IntraOpThreads: 3, NoGPUs: true}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

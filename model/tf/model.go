@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -19,7 +20,17 @@ import (
 // plain Go, so a job's settings carry it without linking libtensorflow).
 type Config = model.SessionConfig
 
-func configProto(c Config) ([]byte, error) {
+// singleThreadedExecutor is TensorFlow's executor that runs a graph's ops
+// one after another in the calling thread, in an order fixed when the
+// graph is prepared (ConfigProto.experimental.executor_type), with less
+// bookkeeping per op than the default executor. It does not run the
+// low-level control flow that in-graph loops are lowered to, nor graphs
+// split over devices.
+const singleThreadedExecutor = "SINGLE_THREADED_EXECUTOR"
+
+// configProto serializes c; executor is TensorFlow's executor type ("" for
+// the default).
+func configProto(c Config, executor string) ([]byte, error) {
 	cp := &corepb.ConfigProto{
 		IntraOpParallelismThreads: int32(c.IntraOpThreads),
 		InterOpParallelismThreads: int32(c.InterOpThreads),
@@ -30,6 +41,9 @@ func configProto(c Config) ([]byte, error) {
 			VisibleDeviceList: c.VisibleGPUs,
 		},
 		GraphOptions: &corepb.GraphOptions{RewriteOptions: &corepb.RewriterConfig{}},
+	}
+	if executor != "" {
+		cp.Experimental = &corepb.ConfigProto_Experimental{ExecutorType: executor}
 	}
 	if c.NoGPUs {
 		cp.DeviceCount = map[string]int32{"GPU": 0}
@@ -45,6 +59,10 @@ func configProto(c Config) ([]byte, error) {
 		protowire.AppendVarint(protowire.AppendTag(nil, disableTFGOptimizerField, protowire.VarintType), 1))
 	return proto.Marshal(cp)
 }
+
+// initOpSignature is the SignatureDef (and its output) that names a TF2
+// SavedModel's init op.
+const initOpSignature = "__saved_model_init_op"
 
 // disableTFGOptimizerField is RewriterConfig.disable_tfg_optimizer's field
 // number in tensorflow/core/protobuf/rewriter_config.proto.
@@ -67,6 +85,19 @@ type Model struct {
 	sess  *session
 	calls map[string]*call
 	saver *corepb.SaverDef
+	// initOp and assets are what loading ran after the saver's restore:
+	// the SavedModel's init op (may be empty) and its asset files, by the
+	// tensor fed each file's path.
+	initOp string
+	assets map[string]string
+	// cfg is the session configuration the model was loaded with.
+	cfg Config
+	// xla: some of the graph's functions are XLA-compiled (Keras's
+	// jit_compile).
+	xla bool
+	// singleThreaded is set once the model runs on TensorFlow's
+	// single-threaded executor (TrainStepSingleThreaded).
+	singleThreaded bool
 	// outputWeights are the per-output sample weights' names
 	// (Metadata.PerOutputWeights), read once.
 	outputWeights []string
@@ -82,7 +113,7 @@ func Load(dir string, cfg Config) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	config, err := configProto(cfg)
+	config, err := configProto(cfg, "")
 	if err != nil {
 		return nil, fmt.Errorf("session config: %w", err)
 	}
@@ -90,7 +121,7 @@ func Load(dir string, cfg Config) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load SavedModel %s with libtensorflow %s: %w", dir, tfVersion(), err)
 	}
-	m := &Model{dir: dir, meta: meta, sess: sess, calls: map[string]*call{}, outputWeights: meta.PerOutputWeights()}
+	m := &Model{dir: dir, meta: meta, sess: sess, calls: map[string]*call{}, outputWeights: meta.PerOutputWeights(), cfg: cfg}
 	if err := m.prepare(metaGraph); err != nil {
 		sess.close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
@@ -116,6 +147,16 @@ func (m *Model) prepare(metaGraph []byte) error {
 	}
 	if err := checkSignatures(m.meta, sigs); err != nil {
 		return err
+	}
+	if init, ok := sigs[initOpSignature]; ok {
+		m.initOp, _, _ = strings.Cut(init.outputs[initOpSignature], ":")
+	}
+	m.assets = map[string]string{}
+	for _, a := range mg.GetAssetFileDef() {
+		m.assets[a.GetTensorInfo().GetName()] = a.GetFilename()
+	}
+	for _, f := range mg.GetGraphDef().GetLibrary().GetFunction() {
+		m.xla = m.xla || f.GetAttr()["_XlaMustCompile"].GetB()
 	}
 	m.saver = mg.GetSaverDef()
 	if m.saver.GetFilenameTensorName() == "" || m.saver.GetSaveTensorName() == "" {
@@ -319,6 +360,11 @@ func (m *Model) TrainStep(b model.Batch) ([]model.Metric, error) {
 func (m *Model) TrainSteps(b model.Batch, steps int) ([]model.Metric, error) {
 	if steps == 1 {
 		return m.TrainStep(b)
+	}
+	if m.singleThreaded {
+		// Measured: the in-graph loop, run this way, does not give the
+		// numbers of single steps.
+		return nil, errors.New("train_steps is not run on the single-threaded executor: one step per call")
 	}
 	c := m.calls[model.RoleTrainSteps]
 	if c == nil {
@@ -532,4 +578,127 @@ func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
 		out[name] = model.Tensor{DType: res[i].dtype, Shape: res[i].shape, Data: res[i].data}
 	}
 	return out, nil
+}
+
+// CanRunSingleThreaded reports whether TrainStepSingleThreaded may move the
+// model: not where its steps are XLA-compiled (an XLA program already runs
+// as one op; steps_per_execution's in-graph loop is where it gains).
+func (m *Model) CanRunSingleThreaded() bool { return !m.xla }
+
+// TrainStepSingleThreaded runs b's train step on a new session of the same
+// graph whose executor is TensorFlow's single-threaded one, with this
+// session's variables and metric state, and, when the step runs there,
+// keeps that session for every later call and closes this one. Where the
+// graph's steps are many small ops, their ops already run in the calling
+// thread (SetInline), and the job runs one step per call, the
+// single-threaded executor runs the same kernels on the same inputs in
+// less time: measured on 2 cores, the seed MLP's train step 71 against
+// 86 µs, the LSTM's 354 against 546 µs. Its numbers are those of the
+// default executor, bit for bit, for a step per call; not for train_steps'
+// in-graph loop, which TrainSteps then refuses.
+//
+// stayed says why the model stayed on its session (the step then ran
+// there, and err is that step's): making the new session failed, or the
+// step failed on it (an op that executor does not run).
+func (m *Model) TrainStepSingleThreaded(b model.Batch) (logs []model.Metric, stayed, err error) {
+	if m.singleThreaded {
+		logs, err = m.TrainStep(b)
+		return logs, nil, err
+	}
+	next, stayed := m.singleThreadedSession()
+	if stayed != nil {
+		logs, err = m.TrainStep(b)
+		return logs, stayed, err
+	}
+	prev := m.sess
+	m.sess = next
+	logs, err = m.TrainStep(b)
+	if err != nil {
+		m.sess = prev
+		next.close()
+		stayed = fmt.Errorf("its first step failed: %w", err)
+		logs, err = m.TrainStep(b)
+		return logs, stayed, err
+	}
+	m.singleThreaded = true
+	prev.close()
+	return logs, nil, nil
+}
+
+// singleThreadedSession is a new session of the model's graph on the
+// single-threaded executor, set up as loading set up this one (the
+// saver's restore, the init op), then given this session's variables and
+// metric state.
+func (m *Model) singleThreadedSession() (*session, error) {
+	vars, err := m.ReadVariables()
+	if err != nil {
+		return nil, err
+	}
+	state, err := m.MetricState()
+	if err != nil {
+		return nil, err
+	}
+	config, err := configProto(m.cfg, singleThreadedExecutor)
+	if err != nil {
+		return nil, err
+	}
+	next, err := m.sess.sibling(config)
+	if err != nil {
+		return nil, fmt.Errorf("new session: %w", err)
+	}
+	prev := m.sess
+	m.sess = next // the methods below run on it
+	defer func() { m.sess = prev }()
+	if err := m.restoreAndInit(next); err != nil {
+		next.close()
+		return nil, err
+	}
+	if err := m.AssignVariables(vars); err != nil {
+		next.close()
+		return nil, err
+	}
+	if err := m.AssignMetricState(state); err != nil {
+		next.close()
+		return nil, err
+	}
+	return next, nil
+}
+
+// restoreAndInit runs on s what loading the SavedModel ran: the saver's
+// restore from the model's variables, then its init op, each fed the
+// asset files' paths.
+func (m *Model) restoreAndInit(s *session) error {
+	var feeds []endpoint
+	var values []string
+	for tensor, file := range m.assets {
+		e, err := s.resolve(tensor)
+		if err != nil {
+			return fmt.Errorf("asset %s: %w", file, err)
+		}
+		feeds = append(feeds, e)
+		values = append(values, filepath.Join(m.dir, "assets", file))
+	}
+	filename, err := s.resolve(m.saver.GetFilenameTensorName())
+	if err != nil {
+		return fmt.Errorf("saver filename tensor: %w", err)
+	}
+	restore, err := s.operation(m.saver.GetRestoreOpName())
+	if err != nil {
+		return fmt.Errorf("saver restore: %w", err)
+	}
+	prefix := filepath.Join(m.dir, "variables", "variables")
+	if err := s.runStrings(append([]endpoint{filename}, feeds...), append([]string{prefix}, values...), nil, restore); err != nil {
+		return fmt.Errorf("restore variables: %w", err)
+	}
+	if m.initOp == "" {
+		return nil
+	}
+	init, err := s.operation(m.initOp)
+	if err != nil {
+		return fmt.Errorf("init op: %w", err)
+	}
+	if err := s.runStrings(feeds, values, nil, init); err != nil {
+		return fmt.Errorf("init op: %w", err)
+	}
+	return nil
 }

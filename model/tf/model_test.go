@@ -165,6 +165,64 @@ func TestComputeApplyEqualsTrainStep(t *testing.T) {
 	}
 }
 
+// The single-threaded executor trains on with the numbers of the session
+// the model was loaded into, bit for bit: the seed MLP, and a model with
+// dropout, whose random state is a variable that moves with the others.
+func TestSingleThreadedExecutorKeepsTheNumbers(t *testing.T) {
+	for _, family := range []string{"seed", "dropout"} {
+		t.Run(family, func(t *testing.T) {
+			fx := fixture.Make(t, family, "--rows", "256", "--no-fit", "--no-validation")
+			stay, move := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))
+			for step := 0; step < 6; step++ {
+				b := batch(t, fx, step*32, step*32+32)
+				sm, err := stay.TrainStep(named(stay, b))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var mm []model.Metric
+				if step == 3 {
+					var stayed error
+					mm, stayed, err = move.TrainStepSingleThreaded(named(move, b))
+					if stayed != nil {
+						t.Fatalf("stayed on its session: %v", stayed)
+					}
+				} else {
+					mm, err = move.TrainStep(named(move, b))
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range sm {
+					if sm[i] != mm[i] {
+						t.Errorf("step %d %s: %v, after the move %v", step, sm[i].Name, sm[i].Value, mm[i].Value)
+					}
+				}
+			}
+			sv, mv := mustRead(t, stay), mustRead(t, move)
+			for i := range sv {
+				if !bytes.Equal(sv[i].Data, mv[i].Data) {
+					t.Errorf("variable %s differs after 6 steps", sv[i].Spec.Name)
+				}
+			}
+			two := batch(t, fx, 0, 64)
+			if _, err := move.TrainSteps(named(move, two), 2); err == nil {
+				t.Error("train_steps ran on the single-threaded executor")
+			}
+			// The moved model still saves (the graph outlives the first session).
+			out := filepath.Join(t.TempDir(), "saved")
+			if err := move.Save(out); err != nil {
+				t.Fatal(err)
+			}
+			saved := load(t, out)
+			for i, v := range mustRead(t, saved) {
+				if !bytes.Equal(v.Data, mv[i].Data) {
+					t.Errorf("saved variable %s differs", v.Spec.Name)
+				}
+			}
+		})
+	}
+}
+
 func TestVariablesMetricsAndSave(t *testing.T) {
 	fx := seedFixture(t)
 	m := load(t, filepath.Join(fx, "model"))

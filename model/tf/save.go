@@ -40,7 +40,7 @@ func (m *Model) Save(dir string) error {
 	if err := os.Mkdir(filepath.Join(tmp, "variables"), 0o755); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
-	if err := m.sess.runSave(filename, filepath.Join(tmp, "variables", "variables"), save); err != nil {
+	if err := m.sess.runStrings([]endpoint{filename}, []string{filepath.Join(tmp, "variables", "variables")}, &save, nil); err != nil {
 		return fmt.Errorf("save model: write variables: %w", err)
 	}
 	if err := copyFile(filepath.Join(m.dir, "saved_model.pb"), filepath.Join(tmp, "saved_model.pb")); err != nil {

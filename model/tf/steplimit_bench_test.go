@@ -32,7 +32,10 @@ import (
 // and two more with every op of a run in the calling thread instead of
 // TensorFlow's inter-op pool (Model.SetInline, which the fit loop chooses
 // when its first steps find it faster): inline-limit as limit,
-// inline-call as call.
+// inline-call as call; and two on a second session of the model on
+// TensorFlow's single-threaded executor (Model.TrainStepSingleThreaded,
+// where the fit loop may move next): single-limit as limit, single-call
+// as call.
 //
 // Each reports its mean (<arm>-ns/step) and median (<arm>-p50-ns) step.
 // The fit loop's own time per step (timing.json) adds the data pipeline and
@@ -53,6 +56,12 @@ func BenchmarkStepLimit(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.close()
+	single := loaded.single
+	sl, err := single.newStepLoop(model.RoleTrainStep, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sl.close()
 	const chunk = 25
 	ns := make([]int64, chunk)
 	limit := func(n int, times []int64) error { return l.run(n, times) }
@@ -79,6 +88,10 @@ func BenchmarkStepLimit(b *testing.B) {
 		{"call", call, false},
 		{"inline-limit", limit, true},
 		{"inline-call", call, true},
+		{"single-limit", func(n int, times []int64) error { return sl.run(n, times) }, true},
+		{"single-call", func(n int, times []int64) error {
+			return timeEach(n, times, func() error { _, err := single.TrainStep(batch); return err })
+		}, true},
 	}
 	// The first run of a signature prepares its function (graph
 	// optimization, kernels); a few more let the pools settle. (testing
@@ -144,9 +157,10 @@ func envInt(b *testing.B, key string, def int) int {
 // runs it once with b.N = 1 first).
 var loaded struct {
 	sync.Mutex
-	m     *Model
-	batch model.Batch
-	warm  bool
+	m      *Model
+	single *Model // the same, moved to the single-threaded executor
+	batch  model.Batch
+	warm   bool
 }
 
 // stepLimitSetup loads the model and reads its first batch of rows.
@@ -202,6 +216,13 @@ func stepLimitSetup(b *testing.B) (*Model, model.Batch) {
 		a.Close()
 		batch.Tensors[spec.Name] = buf
 	}
-	loaded.m, loaded.batch = m, batch
+	single, err := Load(dir, Config{IntraOpThreads: threads, InterOpThreads: threads, GPUMemoryGrowth: true, SoftPlacement: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, stayed, err := single.TrainStepSingleThreaded(batch); err != nil || stayed != nil {
+		b.Fatalf("move to the single-threaded executor: %v %v", stayed, err)
+	}
+	loaded.m, loaded.single, loaded.batch = m, single, batch
 	return m, batch
 }
