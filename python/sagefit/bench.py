@@ -72,6 +72,7 @@ SAGEFIT_VARIANTS = {
     "sagefit": {},
     "sagefit K=1": {"steps_per_execution": "1"},
     "sagefit XLA": {"jit_compile": "true"},
+    "sagefit single-threaded": {"executor": "single_threaded"},
 }
 # rows whose sagefit run is repeated with prefetch off
 PREFETCH_ROWS = ("seed-32", "cnn")
@@ -268,13 +269,14 @@ def run_sagefit(binary, fixture, work, epochs, batch, threads, hps=None, env=Non
         return json.load(f)
 
 
-ARMS = ("limit", "cgo", "fresh", "call", "inline-limit", "inline-call")
+ARMS = ("limit", "cgo", "fresh", "call", "inline-limit", "inline-call", "single-limit", "single-call")
 
 
 def run_steplimit(binary, fixture, batch, threads, steps):
     """BenchmarkStepLimit (model/tf) on fixture: per arm (limit, cgo, fresh,
-    call, and limit and call with every op in the calling thread), the mean
-    and median ns per step."""
+    call, limit and call with every op in the calling thread, and on
+    TensorFlow's single-threaded executor), the mean and median ns per
+    step."""
     env = dict(os.environ,
                SAGEFIT_STEPLIMIT_MODEL=os.path.join(fixture, "model"),
                SAGEFIT_STEPLIMIT_DATA=os.path.join(fixture, "train"),
@@ -449,16 +451,20 @@ def main():
                     # against the graph limit, back to back, a.overhead_repeats
                     # times; and the loop with the batch hand-off taken away
                     # (prefetch beyond an epoch: the producer never waits, so
-                    # no step wakes it), to measure what the hand-off costs.
+                    # no step wakes it), to measure what the hand-off costs;
+                    # and the loop on the single-threaded executor.
                     k1 = {"steps_per_execution": "1"}
                     for rep in range(a.overhead_repeats):
                         got = {}
-                        order = ["loop", "limit", "no_handoff"]
+                        order = ["loop", "limit", "no_handoff", "loop_single"]
                         turn = (r * a.overhead_repeats + rep) % len(order)
                         for what in order[turn:] + order[:turn]:
                             log(f"round {r + 1} {row}: overhead {rep + 1}: {what}")
                             if what == "loop":
                                 got[what] = run_sagefit(a.sagefit, fx, job, s_epochs, batch, a.threads, k1)
+                            elif what == "loop_single":
+                                got[what] = run_sagefit(a.sagefit, fx, job, s_epochs, batch, a.threads,
+                                                        {"executor": "single_threaded"})
                             elif what == "no_handoff":
                                 got[what] = run_sagefit(a.sagefit, fx, job, s_epochs, batch, a.threads,
                                                         {**k1, "prefetch": str(nrows // batch + 2)})
@@ -681,6 +687,30 @@ def render(res, rows):
             verdicts.append(f"{LABELS[fam]} batch {batch} {100 * over[0] / lim[0]:.1f}% "
                             + ("(met)" if over[0] <= 0.05 * lim[0] else "(**missed**)"))
         st += ["", "Target: overhead at most 5% of the faster graph limit (mean): " + "; ".join(verdicts) + "."]
+        single = [r for r in step_rows if "single-limit" in res["rows"][r]["steplimit"][0]["limit"]
+                  and "loop_single" in res["rows"][r]["steplimit"][0]]
+        if single:
+            st += ["", "The same on TensorFlow's single-threaded executor (the `executor` hyperparameter): **graph limit** "
+                   "and **TrainStep call** as above on a second session of the model moved there "
+                   "(`Model.TrainStepSingleThreaded`), **sagefit** the fit loop with `executor=single_threaded`, "
+                   "**overhead** over that graph limit, and the loop against the default executor's loop above.", "",
+                   "| model | batch | graph limit | TrainStep call | sagefit | **overhead per step** (mean) | overhead (median) "
+                   "| sagefit, against the default executor's loop (median step) |",
+                   "|---|---|---|---|---|---|---|---|"]
+            for row in single:
+                fam, batch, _, _, _ = CASES[row]
+                e = res["rows"][row]["steplimit"]
+                lim = (med([g["limit"]["single-limit"]["mean_ns"] / 1e3 for g in e]),
+                       med([g["limit"]["single-limit"]["p50_ns"] / 1e3 for g in e]))
+                call = (med([g["limit"]["single-call"]["mean_ns"] / 1e3 for g in e]),
+                        med([g["limit"]["single-call"]["p50_ns"] / 1e3 for g in e]))
+                sl = (med([per_step_us(g["loop_single"]) for g in e]),
+                      med([g["loop_single"]["after_first_epoch"]["step_seconds"]["p50"] * 1e6 for g in e]))
+                dl = med([g["loop"]["after_first_epoch"]["step_seconds"]["p50"] * 1e6 for g in e])
+                over = (sl[0] - lim[0], sl[1] - lim[1])
+                st.append(f"| {LABELS[fam]} | {batch} | {lim[0]:,.1f} / {lim[1]:,.1f} | {call[0]:,.1f} / {call[1]:,.1f} | "
+                          f"{sl[0]:,.1f} / {sl[1]:,.1f} | **{over[0]:,.1f} µs ({100 * over[0] / lim[0]:.1f}%)** | "
+                          f"{over[1]:,.1f} µs ({100 * over[1] / lim[1]:.1f}%) | {dl / sl[1]:.2f}x |")
         out["steplimit"] = "\n".join(st)
 
     pre = [r for r in rows if res["rows"][r]["prefetch_off"]]

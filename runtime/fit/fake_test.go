@@ -345,3 +345,36 @@ func (m *inlineLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
 	time.Sleep(cost)
 	return m.trainStep(b)
 }
+
+// movingLinear is inlineLinear that can move to TensorFlow's
+// single-threaded executor (fit.SingleThreader); a moved step sleeps
+// movedCost.
+type movingLinear struct {
+	*inlineLinear
+	xla       bool  // CanRunSingleThreaded false
+	stay      error // the move fails with this
+	moves     int   // TrainStepSingleThreaded calls
+	moved     bool
+	movedCost time.Duration
+}
+
+func (m *movingLinear) CanRunSingleThreaded() bool { return !m.xla }
+
+func (m *movingLinear) TrainStepSingleThreaded(b model.Batch) ([]model.Metric, error, error) {
+	m.moves++
+	if m.stay != nil {
+		logs, err := m.TrainStep(b)
+		return logs, m.stay, err
+	}
+	m.moved = true
+	logs, err := m.TrainStep(b)
+	return logs, nil, err
+}
+
+func (m *movingLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
+	if m.moved {
+		time.Sleep(m.movedCost)
+		return m.trainStep(b)
+	}
+	return m.inlineLinear.TrainStep(b)
+}

@@ -45,6 +45,7 @@ type Loop struct {
 	pendingApply bool                    // grads holds an averaged gradient not yet applied (FusedApplier)
 	auto         autoState               // what steps_per_execution "auto" has learnt
 	inline       inlineState             // where train calls run their ops (inline.go)
+	single       singleState             // whether train steps move to the single-threaded executor (single.go)
 	stacked      map[string][]byte       // per tensor, the stacked batches of a block
 	blockSizes   []int                   // the sizes of the blocks run so far
 	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
@@ -154,7 +155,8 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		hist = &report.History{}
 	}
 	f.hist = hist
-	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples()}
+	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples(), Executor: job.ExecutorDefault}
+	f.startSingleThreaded()
 	f.clock = newClock()
 	if f.Group != nil {
 		// Gradient, then the batch's row count, the stop flag (SIGTERM) and
@@ -382,6 +384,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		f.globalStep++
 		probing := f.inlineProbing() // steps_per_execution "auto" probes after it
 		f.afterTrainCall(took, true)
+		f.considerSingleThreaded(f.trainStepsLeft(epoch, steps, n+1))
 		if stop {
 			path, err := f.checkpoint(ctx, epoch, n+1, steps)
 			if err != nil {
@@ -502,7 +505,7 @@ func (f *Loop) agreeSteps(ctx context.Context, mine int) (int, error) {
 func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bool, error) {
 	stopping := f.stop.Err() != nil
 	if f.Group == nil {
-		logs, err := f.Model.TrainStep(b)
+		logs, err := f.trainOne(b)
 		if err != nil {
 			return nil, false, err
 		}

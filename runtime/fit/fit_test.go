@@ -92,8 +92,10 @@ type rank struct {
 	cbs   *callbacks.Set
 	// multi runs the model as a MultiStepper (steps_per_execution).
 	multi bool
-	// inliner, when set, wraps model as an Inliner (where calls run).
+	// inliner, when set, wraps model as an Inliner (where calls run);
+	// mover, when set too, wraps that as a SingleThreader.
 	inliner *inlineLinear
+	mover   *movingLinear
 
 	hist   *report.History
 	err    error
@@ -152,6 +154,10 @@ func runRanks(t *testing.T, ranks []*rank) {
 			if r.inliner != nil {
 				r.inliner.linear = r.model
 				m = r.inliner
+			}
+			if r.mover != nil {
+				r.mover.inlineLinear = r.inliner
+				m = r.mover
 			}
 			loop := &fit.Loop{Job: r.job, Model: m, Group: g, Train: r.train, Val: r.val, Out: &r.out, Log: &r.out, Callbacks: r.cbs}
 			r.hist, r.err = loop.Run(r.ctx, from)
@@ -734,6 +740,72 @@ func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 	in := &inlineLinear{poolCost: slow, inlineCost: fast}
 	if r := run(in, false); in.sets != 0 || r.timing.Inline != nil {
 		t.Errorf("inter_op_threads set: SetInline called %d times, timing says %+v; want no probe", in.sets, r.timing.Inline)
+	}
+}
+
+// Train steps move to the single-threaded executor: "auto" once the probe
+// chose the calling thread and the steps left outlast twenty first steps,
+// "single_threaded" at the first step (no probe), "default" never; a model
+// that cannot move, or whose move fails, stays, named in a warning; the
+// numbers are the same wherever steps run.
+func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch: 100 epochs leave about 670 steps after the probe, 5 about 8
+	fast, slow := 200*time.Microsecond, 2*time.Millisecond
+	run := func(epochs int, executor string, m *movingLinear, world int) []*rank {
+		ranks := make([]*rank, world)
+		for i := range ranks {
+			in := &inlineLinear{poolCost: slow, inlineCost: fast}
+			r := &rank{job: newJob(epochs, 16/world, ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in}
+			r.job.ProbeInline, r.job.Executor = true, executor
+			if i == 0 {
+				r.mover = m
+			}
+			ranks[i] = r
+		}
+		runRanks(t, ranks)
+		for _, r := range ranks {
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+		}
+		return ranks
+	}
+	plain := run(100, job.ExecutorDefault, nil, 1)[0]
+	for _, c := range []struct {
+		name     string
+		epochs   int
+		executor string
+		m        *movingLinear
+		world    int
+		moves    int    // TrainStepSingleThreaded calls
+		moved    bool   // timing says single_threaded
+		log      string // in the log
+	}{
+		{"auto, many steps left", 100, job.ExecutorAuto, &movingLinear{}, 1, 1, true, "single-threaded executor (moved in"},
+		{"auto, few steps left", 5, job.ExecutorAuto, &movingLinear{}, 1, 0, false, ""},
+		{"single_threaded, few steps", 5, job.ExecutorSingleThreaded, &movingLinear{}, 1, 1, true, "single-threaded executor (moved in"},
+		{"default", 100, job.ExecutorDefault, &movingLinear{}, 1, 0, false, ""},
+		{"XLA", 100, job.ExecutorSingleThreaded, &movingLinear{xla: true}, 1, 0, false, "stay on TensorFlow's default executor: the model's steps are XLA-compiled"},
+		{"the move fails", 100, job.ExecutorAuto, &movingLinear{stay: errors.New("its first step failed: boom")}, 1, 1, false, "stay on TensorFlow's default executor: its first step failed: boom"},
+		{"two processes", 100, job.ExecutorSingleThreaded, &movingLinear{}, 2, 0, false, "the job trains in 2 processes"},
+	} {
+		r := run(c.epochs, c.executor, c.m, c.world)[0]
+		if c.m.moves != c.moves || (r.timing.Executor == job.ExecutorSingleThreaded) != c.moved {
+			t.Errorf("%s: %d moves, timing's executor %q; want %d moves, moved %v", c.name, c.m.moves, r.timing.Executor, c.moves, c.moved)
+		}
+		if c.moved && r.timing.ExecutorMoveSeconds <= 0 {
+			t.Errorf("%s: timing's executor_move_seconds is %v", c.name, r.timing.ExecutorMoveSeconds)
+		}
+		if log := r.out.String(); (c.log == "") == strings.Contains(log, "executor") || !strings.Contains(log, c.log) {
+			t.Errorf("%s: the log says %q, want %q", c.name, log, c.log)
+		}
+		if c.executor == job.ExecutorSingleThreaded && r.inliner.sets != 0 && c.world == 1 && !c.m.xla {
+			t.Errorf("%s: the probe ran (%d SetInline calls)", c.name, r.inliner.sets)
+		}
+		if c.epochs == 100 && c.world == 1 {
+			sameWeights(t, c.name, r.model.weights(), plain.model.weights(), 0)
+		}
 	}
 }
 

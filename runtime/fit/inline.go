@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/sagefit/sagefit/runtime/job"
 )
 
 // Where a session call runs its ops (Inliner): in TensorFlow's inter-op
@@ -45,8 +47,8 @@ type inlineState struct {
 
 // inliner is the model when the probe still has calls to time, else nil.
 func (f *Loop) inliner() Inliner {
-	if f.inline.done || !f.Job.ProbeInline {
-		return nil
+	if f.inline.done || !f.Job.ProbeInline || f.Job.Executor == job.ExecutorSingleThreaded {
+		return nil // single_threaded: every op runs in the calling thread anyway (single.go)
 	}
 	in, ok := f.Model.(Inliner)
 	if !ok {

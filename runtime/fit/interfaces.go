@@ -50,6 +50,18 @@ type Inliner interface {
 	SetInline(on bool)
 }
 
+// SingleThreader is a Model that can move its session to TensorFlow's
+// single-threaded executor (single.go); *tf.Model is one.
+type SingleThreader interface {
+	// CanRunSingleThreaded: false where the move cannot gain (XLA).
+	CanRunSingleThreaded() bool
+	// TrainStepSingleThreaded runs b's train step on a session of that
+	// executor with the model's state, and keeps it from then on if the
+	// step runs there; stayed says why it did not (the step then ran on
+	// the model's session, err is that step's).
+	TrainStepSingleThreaded(b model.Batch) (logs []model.Metric, stayed, err error)
+}
+
 // FusedApplier is a Model that applies one step's gradient and computes
 // the next batch's in one call (several processes: a step is then one call
 // and the all-reduce); *tf.Model is one when its export has

@@ -30,6 +30,11 @@ type Timing struct {
 	// found (nil: not probed: the job set inter_op_threads, or training
 	// ended first).
 	Inline *InlineTiming `json:"inline,omitempty"`
+	// Executor is the TensorFlow executor train steps ended on: "default",
+	// or "single_threaded" after the move (single.go), which took
+	// ExecutorMoveSeconds (the move and the first step there).
+	Executor            string  `json:"executor"`
+	ExecutorMoveSeconds float64 `json:"executor_move_seconds,omitempty"`
 
 	Startup Startup `json:"startup"`
 	// Epochs is every epoch this run trained (a resumed run starts at

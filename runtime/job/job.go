@@ -37,6 +37,7 @@ const (
 	HPModelVersion    = "sagefit_model_version"
 	HPIntraOpThreads  = "intra_op_threads"
 	HPInterOpThreads  = "inter_op_threads"
+	HPExecutor        = "executor" // TensorFlow's executor of train steps: "auto", "default" or "single_threaded"
 	HPGPUMemGrowth    = "gpu_memory_growth"
 	HPSoftPlacement   = "soft_placement"
 	HPLogPlacement    = "log_device_placement"
@@ -57,6 +58,18 @@ const (
 	HPProcessesPerHost = "sagefit_processes_per_host"
 	defaultModelChan   = "model"
 	defaultValChannel  = "validation"
+)
+
+// The values of the executor hyperparameter.
+const (
+	// ExecutorAuto moves one process's train steps to TensorFlow's
+	// single-threaded executor when its first steps ran faster in the
+	// calling thread and the steps left are worth the move.
+	ExecutorAuto = "auto"
+	// ExecutorDefault keeps TensorFlow's default executor.
+	ExecutorDefault = "default"
+	// ExecutorSingleThreaded moves from the first train step.
+	ExecutorSingleThreaded = "single_threaded"
 )
 
 // Job is everything the fit loop needs, resolved from the SageMaker
@@ -107,6 +120,9 @@ type Job struct {
 	// unset (a count given is the pool the user asked for; -1, the
 	// calling thread).
 	ProbeInline bool
+	// Executor is where one process's train steps run (runtime/fit,
+	// single.go): ExecutorAuto, ExecutorDefault or ExecutorSingleThreaded.
+	Executor string
 
 	CheckpointDir    string
 	CheckpointEpochs bool
@@ -164,6 +180,13 @@ func New(env *sagemaker.Env) (*Job, error) {
 		if j.StepsPerExecution, err = env.Int(HPStepsPerExec, 0); err != nil || j.StepsPerExecution < 1 {
 			return nil, fmt.Errorf("hyperparameter %q must be \"auto\" or an integer of at least 1, got %q", HPStepsPerExec, raw)
 		}
+	}
+	j.Executor = env.String(HPExecutor, ExecutorAuto)
+	if !slices.Contains([]string{ExecutorAuto, ExecutorDefault, ExecutorSingleThreaded}, j.Executor) {
+		return nil, fmt.Errorf("hyperparameter %q must be %q, %q or %q, got %q", HPExecutor, ExecutorAuto, ExecutorDefault, ExecutorSingleThreaded, j.Executor)
+	}
+	if j.Executor == ExecutorSingleThreaded && j.StepsPerExecution > 1 {
+		return nil, fmt.Errorf("hyperparameter %q %q runs one train step per session call, so %q cannot be %d: leave it out or set it to 1", HPExecutor, ExecutorSingleThreaded, HPStepsPerExec, j.StepsPerExecution)
 	}
 	seed, err := env.Int(HPSeed, 0)
 	if err != nil {
