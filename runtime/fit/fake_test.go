@@ -347,15 +347,14 @@ func (m *inlineLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
 }
 
 // movingLinear is inlineLinear that can move to TensorFlow's
-// single-threaded executor (fit.SingleThreader); a moved step sleeps
-// movedCost.
+// single-threaded executor (fit.SingleThreader); a moved step does not
+// sleep.
 type movingLinear struct {
 	*inlineLinear
-	xla       bool  // CanRunSingleThreaded false
-	stay      error // the move fails with this
-	moves     int   // TrainStepSingleThreaded calls
-	moved     bool
-	movedCost time.Duration
+	xla   bool  // CanRunSingleThreaded false
+	stay  error // the move fails with this
+	moves int   // TrainStepSingleThreaded calls
+	moved bool
 }
 
 func (m *movingLinear) CanRunSingleThreaded() bool { return !m.xla }
@@ -373,7 +372,6 @@ func (m *movingLinear) TrainStepSingleThreaded(b model.Batch) ([]model.Metric, e
 
 func (m *movingLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
 	if m.moved {
-		time.Sleep(m.movedCost)
 		return m.trainStep(b)
 	}
 	return m.inlineLinear.TrainStep(b)
