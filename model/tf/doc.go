@@ -12,5 +12,7 @@
 // Protocol buffers come from github.com/galeone/tensorflow/tensorflow/go;
 // sessions are run through a small cgo layer of our own (capi.go) because
 // those bindings free tensors only through finalizers, and the step loop must
-// release its tensors at once to keep resident memory flat.
+// release its tensors at once to keep resident memory flat. A model can move
+// to a second session of its graph on TensorFlow's single-threaded executor
+// (TrainStepSingleThreaded), its state handed over.
 package tf

@@ -8,7 +8,10 @@
 // the mean, so N processes with batch B train as one with batch N·B.
 // Its first train steps also time where the session runs their ops (the
 // inter-op pool or the calling thread, inline.go) and how many steps one
-// call runs (steps_per_execution "auto", blocks.go), and keep the faster.
+// call runs (steps_per_execution "auto", blocks.go), and keep the faster;
+// where the calling thread wins, one process's steps may then move to
+// TensorFlow's single-threaded executor (the executor hyperparameter,
+// single.go).
 //
 // The loop sees the model and the collective through two small interfaces
 // (Model, Group), so it is pure Go: its tests drive it with a pure-Go model
