@@ -123,6 +123,12 @@ func badInputs() []badInput {
 		{"unknown all-reduce transport", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"sagefit_allreduce_transport": "rdma"}`), 0o644)
 		}, `(?i)hyperparameter "sagefit_allreduce_transport" must be "lane" .* or "grpc" .*, got "rdma"`},
+		{"unknown executor", func(t *testing.T, base, fx string) {
+			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"executor": "fast"}`), 0o644)
+		}, `(?i)hyperparameter "executor" must be "auto", "default" or "single_threaded", got "fast"`},
+		{"single-threaded executor with steps per call", func(t *testing.T, base, fx string) {
+			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"executor": "single_threaded", "steps_per_execution": "8"}`), 0o644)
+		}, `(?i)hyperparameter "executor" "single_threaded" runs one train step per session call, so "steps_per_execution" cannot be 8`},
 	}
 }
 
