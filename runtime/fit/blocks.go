@@ -218,13 +218,7 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 		got := time.Now()
 		mb := f.stack(bs)
 		f.beforeTrainCall()
-		var logs []model.Metric
-		var err error
-		if len(bs) == 1 {
-			logs, err = f.trainOne(mb)
-		} else {
-			logs, err = ms.TrainSteps(mb, len(bs))
-		}
+		logs, err := ms.TrainSteps(mb, len(bs))
 		release(bs)
 		if err != nil {
 			return n, fmt.Errorf("epoch %d steps %d-%d: %w", epoch, n+1, n+len(bs), err)

@@ -99,7 +99,8 @@ func (f *Loop) considerSingleThreaded(left int) {
 }
 
 // trainOne runs one train step of one process: the move's step when it is
-// due.
+// due. Blocks (trainBlocks) never carry a move: a job that moves runs one
+// step per call from the move on.
 func (f *Loop) trainOne(b model.Batch) ([]model.Metric, error) {
 	if !f.single.move {
 		return f.Model.TrainStep(b)
