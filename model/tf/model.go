@@ -605,63 +605,60 @@ func (m *Model) TrainStepSingleThreaded(b model.Batch) (logs []model.Metric, sta
 		logs, err = m.TrainStep(b)
 		return logs, nil, err
 	}
-	next, stayed := m.singleThreadedSession()
-	if stayed != nil {
-		logs, err = m.TrainStep(b)
-		return logs, stayed, err
-	}
 	prev := m.sess
-	m.sess = next
-	logs, err = m.TrainStep(b)
-	if err != nil {
-		m.sess = prev
-		next.close()
+	if stayed = m.moveToSingleThreaded(); stayed == nil {
+		if logs, err = m.TrainStep(b); err == nil {
+			m.singleThreaded = true
+			prev.close()
+			return logs, nil, nil
+		}
 		stayed = fmt.Errorf("its first step failed: %w", err)
-		logs, err = m.TrainStep(b)
-		return logs, stayed, err
+		m.sess.close()
+		m.sess = prev
 	}
-	m.singleThreaded = true
-	prev.close()
-	return logs, nil, nil
+	logs, err = m.TrainStep(b)
+	return logs, stayed, err
 }
 
-// singleThreadedSession is a new session of the model's graph on the
-// single-threaded executor, set up as loading set up this one (the
-// saver's restore, the init op), then given this session's variables and
-// metric state.
-func (m *Model) singleThreadedSession() (*session, error) {
+// moveToSingleThreaded makes the model's session a new one of its graph on
+// the single-threaded executor, set up as loading set up the old one (the
+// saver's restore, the init op), then given the old one's variables and
+// metric state. On an error the model keeps its old session, which it has
+// not touched.
+func (m *Model) moveToSingleThreaded() error {
 	vars, err := m.ReadVariables()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	state, err := m.MetricState()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	config, err := configProto(m.cfg, singleThreadedExecutor)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	next, err := m.sess.sibling(config)
 	if err != nil {
-		return nil, fmt.Errorf("new session: %w", err)
+		return fmt.Errorf("new session: %w", err)
 	}
 	prev := m.sess
 	m.sess = next // the methods below run on it
-	defer func() { m.sess = prev }()
-	if err := m.restoreAndInit(next); err != nil {
+	back := func(err error) error {
 		next.close()
-		return nil, err
+		m.sess = prev
+		return err
+	}
+	if err := m.restoreAndInit(next); err != nil {
+		return back(err)
 	}
 	if err := m.AssignVariables(vars); err != nil {
-		next.close()
-		return nil, err
+		return back(err)
 	}
 	if err := m.AssignMetricState(state); err != nil {
-		next.close()
-		return nil, err
+		return back(err)
 	}
-	return next, nil
+	return nil
 }
 
 // restoreAndInit runs on s what loading the SavedModel ran: the saver's
