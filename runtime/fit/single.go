@@ -52,9 +52,15 @@ func (f *Loop) startSingleThreaded() {
 			fmt.Fprintf(f.Log, "sagefit: warning: hyperparameter %q %q: train steps stay on TensorFlow's default executor: %s\n", job.HPExecutor, job.ExecutorSingleThreaded, why)
 			return
 		}
-		f.single.move = true
-		f.auto.k, f.auto.trialDone = 1, true // "auto": one step per call
+		f.moveNextStep()
 	}
+}
+
+// moveNextStep has the next train step move; steps_per_execution "auto"
+// then keeps one step per call (a moved model runs no in-graph loop).
+func (f *Loop) moveNextStep() {
+	f.single.move = true
+	f.auto.k, f.auto.trialDone = 1, true
 }
 
 // cannotMove says why train steps cannot move, or "".
@@ -94,8 +100,7 @@ func (f *Loop) considerSingleThreaded(left int) {
 	if time.Duration(left)*step < moveWorth*first {
 		return
 	}
-	s.move = true
-	f.auto.k, f.auto.trialDone = 1, true
+	f.moveNextStep()
 }
 
 // trainOne runs one train step of one process: the move's step when it is
