@@ -139,6 +139,33 @@ func TestHostsEqualOneBigBatch(t *testing.T) {
 	}
 }
 
+// TestHostsOnTheSingleThreadedExecutor: every host of a job moves its
+// train calls to TensorFlow's single-threaded executor (the gradient and
+// the fused apply) and the job trains as on the default executor, bit for
+// bit: the seed MLP and an LSTM on two hosts.
+func TestHostsOnTheSingleThreadedExecutor(t *testing.T) {
+	for _, family := range []string{"seed", "lstm"} {
+		t.Run(family, func(t *testing.T) {
+			fx := fixture.Make(t, family, "--rows", "256", "--no-fit", "--no-validation")
+			hps := []string{"epochs=2", "batch_size=16"}
+			def := runLocal(t, fx, 2, append(hps, "executor=default")...)
+			moved, log := runLocalLog(t, fx, 2, append(hps, "executor=single_threaded")...)
+			if n := strings.Count(log, "train steps run on TensorFlow's single-threaded executor"); n != 2 {
+				t.Errorf("%d hosts say they moved, want 2:\n%s", n, log)
+			}
+			if hd, hm := history(t, def), history(t, moved); fmt.Sprint(hd) != fmt.Sprint(hm) {
+				t.Errorf("history on the default executor %v, on the single-threaded one %v", hd, hm)
+			}
+			vd, vm := savedVariables(t, def), savedVariables(t, moved)
+			for i := range vd {
+				if !bytes.Equal(vd[i].Data, vm[i].Data) {
+					t.Errorf("variable %s differs", vd[i].Spec.Name)
+				}
+			}
+		})
+	}
+}
+
 // TestProcessesPerHost: with sagefit_processes_per_host (one per GPU on
 // GPU hosts; forced here on CPU) each host runs several training processes
 // joined in one ring, and P processes on each of N hosts with batch B train

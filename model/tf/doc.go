@@ -14,5 +14,5 @@
 // those bindings free tensors only through finalizers, and the step loop must
 // release its tensors at once to keep resident memory flat. A model can move
 // to a second session of its graph on TensorFlow's single-threaded executor
-// (TrainStepSingleThreaded), its state handed over.
+// (MoveSingleThreaded), its state handed over.
 package tf

@@ -96,7 +96,7 @@ type Model struct {
 	// jit_compile).
 	xla bool
 	// singleThreaded is set once the model runs on TensorFlow's
-	// single-threaded executor (TrainStepSingleThreaded).
+	// single-threaded executor (MoveSingleThreaded).
 	singleThreaded bool
 	// outputWeights are the per-output sample weights' names
 	// (Metadata.PerOutputWeights), read once.
@@ -580,44 +580,44 @@ func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
 	return out, nil
 }
 
-// CanRunSingleThreaded reports whether TrainStepSingleThreaded may move the
+// CanRunSingleThreaded reports whether MoveSingleThreaded may move the
 // model: not where its steps are XLA-compiled (an XLA program already runs
 // as one op; steps_per_execution's in-graph loop is where it gains).
 func (m *Model) CanRunSingleThreaded() bool { return !m.xla }
 
-// TrainStepSingleThreaded runs b's train step on a new session of the same
-// graph whose executor is TensorFlow's single-threaded one, with this
-// session's variables and metric state, and, when the step runs there,
-// keeps that session for every later call and closes this one. Where the
-// graph's steps are many small ops, their ops already run in the calling
-// thread (SetInline), and the job runs one step per call, the
-// single-threaded executor runs the same kernels on the same inputs in
-// less time: measured on 2 cores, the seed MLP's train step 71 against
-// 86 µs, the LSTM's 354 against 546 µs. Its numbers are those of the
-// default executor, bit for bit, for a step per call; not for train_steps'
-// in-graph loop, which TrainSteps then refuses.
+// MoveSingleThreaded moves the model to a new session of the same graph
+// whose executor is TensorFlow's single-threaded one, with this session's
+// variables and metric state, runs first (a call of the model's: a train
+// step, or a gradient) there, and, when it succeeds, keeps that session for
+// every later call and closes this one. Where the graph's steps are many
+// small ops, their ops already run in the calling thread (SetInline), and
+// the job runs one step per call, the single-threaded executor runs the
+// same kernels on the same inputs in less time: measured on 2 cores, the
+// seed MLP's train step 71 against 86 µs, the LSTM's 354 against 546 µs.
+// Its numbers are those of the default executor, bit for bit, for a step
+// or a gradient per call; not for train_steps' in-graph loop, which
+// TrainSteps then refuses.
 //
-// stayed says why the model stayed on its session (the step then ran
-// there, and err is that step's): making the new session failed, or the
-// step failed on it (an op that executor does not run).
-func (m *Model) TrainStepSingleThreaded(b model.Batch) (logs []model.Metric, stayed, err error) {
+// stayed says why the model stayed on its session: making the new session
+// failed, or first failed on it (an op that executor does not run). first
+// then runs again on the model's session, untouched by the failed try, so
+// it must not depend on what its failed run wrote; err is that run's.
+func (m *Model) MoveSingleThreaded(first func() error) (stayed, err error) {
 	if m.singleThreaded {
-		logs, err = m.TrainStep(b)
-		return logs, nil, err
+		return nil, first()
 	}
 	prev := m.sess
 	if stayed = m.moveToSingleThreaded(); stayed == nil {
-		if logs, err = m.TrainStep(b); err == nil {
+		if err = first(); err == nil {
 			m.singleThreaded = true
 			prev.close()
-			return logs, nil, nil
+			return nil, nil
 		}
 		stayed = fmt.Errorf("its first step failed: %w", err)
 		m.sess.close()
 		m.sess = prev
 	}
-	logs, err = m.TrainStep(b)
-	return logs, stayed, err
+	return stayed, first()
 }
 
 // moveToSingleThreaded makes the model's session a new one of its graph on

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -182,7 +183,7 @@ func TestSingleThreadedExecutorKeepsTheNumbers(t *testing.T) {
 				var mm []model.Metric
 				if step == 3 {
 					var stayed error
-					mm, stayed, err = move.TrainStepSingleThreaded(named(move, b))
+					stayed, err = move.MoveSingleThreaded(func() (err error) { mm, err = move.TrainStep(named(move, b)); return err })
 					if stayed != nil {
 						t.Fatalf("stayed on its session: %v", stayed)
 					}
@@ -217,6 +218,78 @@ func TestSingleThreadedExecutorKeepsTheNumbers(t *testing.T) {
 			for i, v := range mustRead(t, saved) {
 				if !bytes.Equal(v.Data, mv[i].Data) {
 					t.Errorf("saved variable %s differs", v.Spec.Name)
+				}
+			}
+		})
+	}
+}
+
+// Several processes move too: the gradient path (compute, apply, and the
+// apply fused with the next gradient) gives the default executor's
+// gradients and variables bit for bit after the move, on the seed MLP and
+// an LSTM.
+func TestSingleThreadedExecutorKeepsTheGradients(t *testing.T) {
+	for _, family := range []string{"seed", "lstm"} {
+		t.Run(family, func(t *testing.T) {
+			fx := fixture.Make(t, family, "--rows", "256", "--no-fit", "--no-validation")
+			stay, move := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))
+			if !move.FusedApply() {
+				t.Fatal("the export has no apply_compute_gradients")
+			}
+			n := stay.Meta().GradientSize
+			sg, mg := make([]float32, n), make([]float32, n)
+			for step := 0; step < 6; step++ {
+				b := batch(t, fx, step*32, step*32+32)
+				var sm, mm []model.Metric
+				var err error
+				switch {
+				case step == 0:
+					sm, err = stay.ComputeGradients(named(stay, b), sg)
+					if err == nil {
+						mm, err = move.ComputeGradients(named(move, b), mg)
+					}
+				case step == 3: // the move: the last gradient applied, then the new one computed there
+					if err = stay.ApplyGradients(sg); err == nil {
+						sm, err = stay.ComputeGradients(named(stay, b), sg)
+					}
+					if err == nil {
+						err = move.ApplyGradients(mg)
+					}
+					if err == nil {
+						var stayed error
+						stayed, err = move.MoveSingleThreaded(func() (err error) { mm, err = move.ComputeGradients(named(move, b), mg); return err })
+						if stayed != nil {
+							t.Fatalf("stayed on its session: %v", stayed)
+						}
+					}
+				default:
+					sm, err = stay.ApplyThenComputeGradients(sg, named(stay, b))
+					if err == nil {
+						mm, err = move.ApplyThenComputeGradients(mg, named(move, b))
+					}
+				}
+				if err != nil {
+					t.Fatalf("step %d: %v", step, err)
+				}
+				for i := range sm {
+					if sm[i] != mm[i] {
+						t.Errorf("step %d %s: %v, after the move %v", step, sm[i].Name, sm[i].Value, mm[i].Value)
+					}
+				}
+				if !slices.Equal(sg, mg) {
+					t.Errorf("step %d: the gradients differ", step)
+				}
+			}
+			if err := stay.ApplyGradients(sg); err != nil {
+				t.Fatal(err)
+			}
+			if err := move.ApplyGradients(mg); err != nil {
+				t.Fatal(err)
+			}
+			sv, mv := mustRead(t, stay), mustRead(t, move)
+			for i := range sv {
+				if !bytes.Equal(sv[i].Data, mv[i].Data) {
+					t.Errorf("variable %s differs after 6 steps", sv[i].Spec.Name)
 				}
 			}
 		})

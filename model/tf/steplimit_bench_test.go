@@ -33,7 +33,7 @@ import (
 // TensorFlow's inter-op pool (Model.SetInline, which the fit loop chooses
 // when its first steps find it faster): inline-limit as limit,
 // inline-call as call; and two on a second session of the model on
-// TensorFlow's single-threaded executor (Model.TrainStepSingleThreaded,
+// TensorFlow's single-threaded executor (Model.MoveSingleThreaded,
 // where the fit loop may move next): single-limit as limit, single-call
 // as call.
 //
@@ -220,7 +220,7 @@ func stepLimitSetup(b *testing.B) (*Model, model.Batch) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, stayed, err := single.TrainStepSingleThreaded(batch); err != nil || stayed != nil {
+	if stayed, err := single.MoveSingleThreaded(func() error { _, err := single.TrainStep(batch); return err }); err != nil || stayed != nil {
 		b.Fatalf("move to the single-threaded executor: %v %v", stayed, err)
 	}
 	loaded.m, loaded.single, loaded.batch = m, single, batch

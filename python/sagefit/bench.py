@@ -696,7 +696,7 @@ def render(res, rows):
         if single:
             st += ["", "The same on TensorFlow's single-threaded executor (the `executor` hyperparameter): **graph limit** "
                    "and **TrainStep call** as above on a second session of the model moved there "
-                   "(`Model.TrainStepSingleThreaded`), **sagefit** the fit loop with `executor=single_threaded`, "
+                   "(`Model.MoveSingleThreaded`), **sagefit** the fit loop with `executor=single_threaded`, "
                    "**overhead** over that graph limit, and the loop against the default executor's loop above.", "",
                    "| model | batch | graph limit | TrainStep call | sagefit | **overhead per step** (mean) | overhead (median) "
                    "| sagefit, against the default executor's loop (median step) |",

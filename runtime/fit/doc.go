@@ -9,9 +9,8 @@
 // Its first train steps also time where the session runs their ops (the
 // inter-op pool or the calling thread, inline.go) and how many steps one
 // call runs (steps_per_execution "auto", blocks.go), and keep the faster;
-// where the calling thread wins, one process's steps may then move to
-// TensorFlow's single-threaded executor (the executor hyperparameter,
-// single.go).
+// where the calling thread wins, the steps may then move to TensorFlow's
+// single-threaded executor (the executor hyperparameter, single.go).
 //
 // The loop sees the model and the collective through two small interfaces
 // (Model, Group), so it is pure Go: its tests drive it with a pure-Go model

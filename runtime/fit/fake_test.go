@@ -338,12 +338,22 @@ type inlineLinear struct {
 func (m *inlineLinear) SetInline(on bool) { m.inline, m.sets = on, m.sets+1 }
 
 func (m *inlineLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
+	m.sleep()
+	return m.trainStep(b)
+}
+
+// ComputeGradients is linear's, after the same sleep (several processes).
+func (m *inlineLinear) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric, error) {
+	m.sleep()
+	return m.linear.ComputeGradients(b, grads)
+}
+
+func (m *inlineLinear) sleep() {
 	cost := m.poolCost
 	if m.inline {
 		cost = m.inlineCost
 	}
 	time.Sleep(cost)
-	return m.trainStep(b)
 }
 
 // movingLinear is inlineLinear that can move to TensorFlow's
@@ -353,21 +363,19 @@ type movingLinear struct {
 	*inlineLinear
 	xla   bool  // CanRunSingleThreaded false
 	stay  error // the move fails with this
-	moves int   // TrainStepSingleThreaded calls
+	moves int   // MoveSingleThreaded calls
 	moved bool
 }
 
 func (m *movingLinear) CanRunSingleThreaded() bool { return !m.xla }
 
-func (m *movingLinear) TrainStepSingleThreaded(b model.Batch) ([]model.Metric, error, error) {
+func (m *movingLinear) MoveSingleThreaded(first func() error) (error, error) {
 	m.moves++
 	if m.stay != nil {
-		logs, err := m.TrainStep(b)
-		return logs, m.stay, err
+		return m.stay, first()
 	}
 	m.moved = true
-	logs, err := m.TrainStep(b)
-	return logs, nil, err
+	return nil, first()
 }
 
 func (m *movingLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
@@ -375,4 +383,11 @@ func (m *movingLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
 		return m.trainStep(b)
 	}
 	return m.inlineLinear.TrainStep(b)
+}
+
+func (m *movingLinear) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric, error) {
+	if m.moved {
+		return m.linear.ComputeGradients(b, grads)
+	}
+	return m.inlineLinear.ComputeGradients(b, grads)
 }

@@ -384,7 +384,9 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		f.globalStep++
 		probing := f.inlineProbing() // steps_per_execution "auto" probes after it
 		f.afterTrainCall(took, true)
-		f.considerSingleThreaded(f.trainStepsLeft(epoch, steps, n+1))
+		if err := f.considerSingleThreaded(ctx, f.trainStepsLeft(epoch, steps, n+1)); err != nil {
+			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
+		}
 		if stop {
 			path, err := f.checkpoint(ctx, epoch, n+1, steps)
 			if err != nil {
@@ -505,7 +507,13 @@ func (f *Loop) agreeSteps(ctx context.Context, mine int) (int, error) {
 func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bool, error) {
 	stopping := f.stop.Err() != nil
 	if f.Group == nil {
-		logs, err := f.trainOne(b)
+		var logs []model.Metric
+		var err error
+		if f.single.move {
+			logs, err = f.moveWith(func() ([]model.Metric, error) { return f.Model.TrainStep(b) })
+		} else {
+			logs, err = f.Model.TrainStep(b)
+		}
 		if err != nil {
 			return nil, false, err
 		}
@@ -518,10 +526,17 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	var ending bool
 	if b.Rows > 0 {
 		var err error
-		if f.pendingApply {
+		switch {
+		case f.single.move:
+			// The move's first call may run twice (single.go): a gradient,
+			// which reads no buffer it writes, from applied variables.
+			if err = f.flushApply(); err == nil {
+				logs, err = f.moveWith(func() ([]model.Metric, error) { return f.Model.ComputeGradients(b, f.grads[:n]) })
+			}
+		case f.pendingApply:
 			logs, err = f.Model.(FusedApplier).ApplyThenComputeGradients(f.grads[:n], b)
 			f.pendingApply = false
-		} else {
+		default:
 			logs, err = f.Model.ComputeGradients(b, f.grads[:n])
 		}
 		if err != nil {

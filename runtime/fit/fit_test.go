@@ -746,21 +746,22 @@ func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 // Train steps move to the single-threaded executor: "auto" once the probe
 // chose the calling thread and the steps left outlast twenty first steps,
 // "single_threaded" at the first step (no probe), "default" never; a model
-// that cannot move, or whose move fails, stays, named in a warning; the
-// numbers are the same wherever steps run.
+// that cannot move, or whose move fails, stays, named in a warning. The
+// processes of a job of two move too (their first call there a gradient),
+// under "auto" both or neither. The numbers are the same wherever steps
+// run.
 func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 	dir := t.TempDir()
 	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch: 100 epochs leave about 670 steps after the probe, 5 about 8
 	fast, slow := 200*time.Microsecond, 2*time.Millisecond
-	run := func(epochs int, executor string, m *movingLinear, world int) []*rank {
-		ranks := make([]*rank, world)
+	// run runs a job of one process per mover; a nil mover is a model that
+	// cannot move.
+	run := func(epochs int, executor string, movers ...*movingLinear) []*rank {
+		ranks := make([]*rank, len(movers))
 		for i := range ranks {
 			in := &inlineLinear{poolCost: slow, inlineCost: fast}
-			r := &rank{job: newJob(epochs, 16/world, ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in}
+			r := &rank{job: newJob(epochs, 16/len(movers), ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in, mover: movers[i]}
 			r.job.ProbeInline, r.job.Executor = true, executor
-			if i == 0 {
-				r.mover = m
-			}
 			ranks[i] = r
 		}
 		runRanks(t, ranks)
@@ -771,40 +772,48 @@ func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 		}
 		return ranks
 	}
-	plain := run(100, job.ExecutorDefault, nil, 1)[0]
+	plain := map[int]*rank{1: run(100, job.ExecutorDefault, nil)[0], 2: run(100, job.ExecutorDefault, nil, nil)[0]}
 	for _, c := range []struct {
 		name     string
 		epochs   int
 		executor string
-		m        *movingLinear
-		world    int
-		moves    int    // TrainStepSingleThreaded calls
+		movers   []*movingLinear
+		moves    int    // MoveSingleThreaded calls, each process that can move
 		moved    bool   // timing says single_threaded
-		log      string // in the log
+		log      string // in the first process's log
 	}{
-		{"auto, many steps left", 100, job.ExecutorAuto, &movingLinear{}, 1, 1, true, "single-threaded executor (moved in"},
-		{"auto, few steps left", 5, job.ExecutorAuto, &movingLinear{}, 1, 0, false, ""},
-		{"single_threaded, few steps", 5, job.ExecutorSingleThreaded, &movingLinear{}, 1, 1, true, "single-threaded executor (moved in"},
-		{"default", 100, job.ExecutorDefault, &movingLinear{}, 1, 0, false, ""},
-		{"XLA", 100, job.ExecutorSingleThreaded, &movingLinear{xla: true}, 1, 0, false, "stay on TensorFlow's default executor: the model's steps are XLA-compiled"},
-		{"the move fails", 100, job.ExecutorAuto, &movingLinear{stay: errors.New("its first step failed: boom")}, 1, 1, false, "stay on TensorFlow's default executor: its first step failed: boom"},
-		{"two processes", 100, job.ExecutorSingleThreaded, &movingLinear{}, 2, 0, false, "the job trains in 2 processes"},
+		{"auto, many steps left", 100, job.ExecutorAuto, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in"},
+		{"auto, few steps left", 5, job.ExecutorAuto, []*movingLinear{{}}, 0, false, ""},
+		{"single_threaded, few steps", 5, job.ExecutorSingleThreaded, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in"},
+		{"default", 100, job.ExecutorDefault, []*movingLinear{{}}, 0, false, ""},
+		{"XLA", 100, job.ExecutorSingleThreaded, []*movingLinear{{xla: true}}, 0, false, "stay on TensorFlow's default executor: the model's steps are XLA-compiled"},
+		{"the move fails", 100, job.ExecutorAuto, []*movingLinear{{stay: errors.New("its first step failed: boom")}}, 1, false, "stay on TensorFlow's default executor: its first step failed: boom"},
+		{"single_threaded, two processes", 100, job.ExecutorSingleThreaded, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in"},
+		{"auto, two processes", 100, job.ExecutorAuto, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in"},
+		{"auto, two processes, one cannot move", 100, job.ExecutorAuto, []*movingLinear{{}, nil}, 0, false, ""},
 	} {
-		r := run(c.epochs, c.executor, c.m, c.world)[0]
-		if c.m.moves != c.moves || (r.timing.Executor == job.ExecutorSingleThreaded) != c.moved {
-			t.Errorf("%s: %d moves, timing's executor %q; want %d moves, moved %v", c.name, c.m.moves, r.timing.Executor, c.moves, c.moved)
+		ranks := run(c.epochs, c.executor, c.movers...)
+		for i, r := range ranks {
+			m := c.movers[i]
+			if m == nil {
+				continue
+			}
+			if m.moves != c.moves || (r.timing.Executor == job.ExecutorSingleThreaded) != c.moved {
+				t.Errorf("%s, process %d: %d moves, timing's executor %q; want %d moves, moved %v", c.name, i, m.moves, r.timing.Executor, c.moves, c.moved)
+			}
+			if c.moved && r.timing.ExecutorMoveSeconds <= 0 {
+				t.Errorf("%s, process %d: timing's executor_move_seconds is %v", c.name, i, r.timing.ExecutorMoveSeconds)
+			}
 		}
-		if c.moved && r.timing.ExecutorMoveSeconds <= 0 {
-			t.Errorf("%s: timing's executor_move_seconds is %v", c.name, r.timing.ExecutorMoveSeconds)
-		}
+		r := ranks[0]
 		if log := r.out.String(); (c.log == "") == strings.Contains(log, "executor") || !strings.Contains(log, c.log) {
 			t.Errorf("%s: the log says %q, want %q", c.name, log, c.log)
 		}
-		if c.executor == job.ExecutorSingleThreaded && r.inliner.sets != 0 && c.world == 1 && !c.m.xla {
+		if c.executor == job.ExecutorSingleThreaded && r.inliner.sets != 0 && !c.movers[0].xla {
 			t.Errorf("%s: the probe ran (%d SetInline calls)", c.name, r.inliner.sets)
 		}
-		if c.epochs == 100 && c.world == 1 {
-			sameWeights(t, c.name, r.model.weights(), plain.model.weights(), 0)
+		if c.epochs == 100 {
+			sameWeights(t, c.name, r.model.weights(), plain[len(ranks)].model.weights(), 0)
 		}
 	}
 }

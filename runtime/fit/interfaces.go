@@ -55,11 +55,12 @@ type Inliner interface {
 type SingleThreader interface {
 	// CanRunSingleThreaded: false where the move cannot gain (XLA).
 	CanRunSingleThreaded() bool
-	// TrainStepSingleThreaded runs b's train step on a session of that
-	// executor with the model's state, and keeps it from then on if the
-	// step runs there; stayed says why it did not (the step then ran on
-	// the model's session, err is that step's).
-	TrainStepSingleThreaded(b model.Batch) (logs []model.Metric, stayed, err error)
+	// MoveSingleThreaded moves the model, with its state, to a session of
+	// that executor, runs first (a train step or a gradient) there, and
+	// keeps that session from then on if first succeeds; stayed says why
+	// it did not (first then ran again on the model's session, and err is
+	// that run's).
+	MoveSingleThreaded(first func() error) (stayed, err error)
 }
 
 // FusedApplier is a Model that applies one step's gradient and computes

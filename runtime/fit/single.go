@@ -1,6 +1,7 @@
 package fit
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -19,11 +20,12 @@ import (
 // pool). And not with steps_per_execution above 1: its in-graph loop, run
 // by that executor, does not give the numbers of single steps.
 //
-// "auto" (the default) moves one process's train steps there once the
-// probe (inline.go) has chosen the calling thread, when the steps left are
-// worth the move (moveWorth). "single_threaded" moves at the first train
-// step, "default" never. Several processes stay on the default executor
-// (named in a warning when the job asked for the move).
+// "auto" (the default) moves a process's train calls there once the probe
+// (inline.go) has chosen the calling thread, when the steps left are worth
+// the move (moveWorth). "single_threaded" moves at the first train step,
+// "default" never. Each process of a job of several decides for itself
+// (the numbers are the same either way); its first call there is a
+// gradient, the last one applied before (trainStep).
 
 // moveWorth is how many times the job's first step the calling-thread
 // steps left must last for "auto" to move. The move opens a session on
@@ -67,8 +69,6 @@ func (f *Loop) moveNextStep() {
 func (f *Loop) cannotMove() string {
 	st, ok := f.Model.(SingleThreader)
 	switch {
-	case f.Group != nil:
-		return fmt.Sprintf("the job trains in %d processes (the move is made for one)", f.world())
 	case !ok:
 		return "the model cannot run on it"
 	case !st.CanRunSingleThreaded():
@@ -84,35 +84,57 @@ func (f *Loop) cannotMove() string {
 // left. steps_per_execution "auto" then keeps one step per call: measured,
 // the moved steps beat the in-graph loop's (the seed MLP's K=64 was level
 // with single steps on the default executor, 15% slower than the moved
-// ones).
-func (f *Loop) considerSingleThreaded(left int) {
+// ones). Processes of one job decide together, every one at the same step
+// (the probe's last): the ring runs at its slowest process's pace, so all
+// move or none does.
+func (f *Loop) considerSingleThreaded(ctx context.Context, left int) error {
 	s := &f.single
 	if s.considered || f.inlineProbing() || f.timing.Inline == nil {
-		return
+		return nil
 	}
 	s.considered = true
+	move := f.worthMoving(left)
+	if f.Group != nil {
+		votes := []float64{0}
+		if move {
+			votes[0] = 1
+		}
+		if err := f.Group.AllReduceFloat64(ctx, votes); err != nil {
+			return fmt.Errorf("agree on the executor: %w", err)
+		}
+		move = int(votes[0]) == f.world()
+	}
+	if move {
+		f.moveNextStep()
+	}
+	return nil
+}
+
+// worthMoving says whether this process gains from the move, with left
+// train steps to go: it chose the calling thread, it can move, and the
+// steps left outlast moveWorth first steps.
+func (f *Loop) worthMoving(left int) bool {
 	in := f.timing.Inline
 	if !in.CallingThread || f.cannotMove() != "" {
-		return
+		return false
 	}
 	step := time.Duration(in.CallingThreadStepSeconds * float64(time.Second))
 	first := time.Duration(f.clock.startup.FirstStepSeconds * float64(time.Second))
-	if time.Duration(left)*step < moveWorth*first {
-		return
-	}
-	f.moveNextStep()
+	return time.Duration(left)*step >= moveWorth*first
 }
 
-// trainOne runs one train step of one process: the move's step when it is
-// due. Blocks (trainBlocks) never carry a move: a job that moves runs one
-// step per call from the move on.
-func (f *Loop) trainOne(b model.Batch) ([]model.Metric, error) {
-	if !f.single.move {
-		return f.Model.TrainStep(b)
-	}
+// moveWith moves the model and runs call, the process's next train call,
+// as its first call there (a train step; with several processes a
+// gradient). Blocks (trainBlocks) never carry a move: a job that moves runs
+// one step per call from the move on.
+func (f *Loop) moveWith(call func() ([]model.Metric, error)) ([]model.Metric, error) {
 	f.single.move = false
 	t := time.Now()
-	logs, stayed, err := f.Model.(SingleThreader).TrainStepSingleThreaded(b)
+	var logs []model.Metric
+	stayed, err := f.Model.(SingleThreader).MoveSingleThreaded(func() (err error) {
+		logs, err = call()
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -62,9 +62,10 @@ const (
 
 // The values of the executor hyperparameter.
 const (
-	// ExecutorAuto moves one process's train steps to TensorFlow's
-	// single-threaded executor when its first steps ran faster in the
-	// calling thread and the steps left are worth the move.
+	// ExecutorAuto moves the train steps to TensorFlow's single-threaded
+	// executor when the first steps ran faster in the calling thread and
+	// the steps left are worth the move (every process of the job, or
+	// none).
 	ExecutorAuto = "auto"
 	// ExecutorDefault keeps TensorFlow's default executor.
 	ExecutorDefault = "default"
@@ -120,7 +121,7 @@ type Job struct {
 	// unset (a count given is the pool the user asked for; -1, the
 	// calling thread).
 	ProbeInline bool
-	// Executor is where one process's train steps run (runtime/fit,
+	// Executor is where the train steps run (runtime/fit,
 	// single.go): ExecutorAuto, ExecutorDefault or ExecutorSingleThreaded.
 	Executor string
 
