@@ -382,9 +382,9 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		}
 		f.clock.step(asked, got, time.Now())
 		f.globalStep++
-		probing := f.inlineProbing() // steps_per_execution "auto" probes after it
+		probing := f.inlineProbing() || f.executorPending() // steps_per_execution "auto" probes after them
 		f.afterTrainCall(took, true)
-		if err := f.considerSingleThreaded(ctx, f.trainStepsLeft(epoch, steps, n+1)); err != nil {
+		if err := f.considerSingleThreaded(ctx, f.trainStepsLeft(epoch, steps, n+1), took); err != nil {
 			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
 		}
 		if stop {

@@ -748,20 +748,24 @@ func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 // "single_threaded" at the first step (no probe), "default" never; a model
 // that cannot move, or whose move fails, stays, named in a warning. The
 // processes of a job of two move too (their first call there a gradient),
-// under "auto" both or neither. The numbers are the same wherever steps
-// run.
+// under "auto" both or neither; where the job fixed the calling thread
+// (inter_op_threads -1, no probe) "auto" times the steps itself. The
+// numbers are the same wherever steps run.
 func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 	dir := t.TempDir()
 	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch: 100 epochs leave about 670 steps after the probe, 5 about 8
 	fast, slow := 200*time.Microsecond, 2*time.Millisecond
 	// run runs a job of one process per mover; a nil mover is a model that
-	// cannot move.
-	run := func(epochs int, executor string, movers ...*movingLinear) []*rank {
+	// cannot move. fixed: inter_op_threads -1.
+	run := func(epochs int, executor string, fixed bool, movers ...*movingLinear) []*rank {
 		ranks := make([]*rank, len(movers))
 		for i := range ranks {
 			in := &inlineLinear{poolCost: slow, inlineCost: fast}
 			r := &rank{job: newJob(epochs, 16/len(movers), ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in, mover: movers[i]}
-			r.job.ProbeInline, r.job.Executor = true, executor
+			r.job.ProbeInline, r.job.Executor = !fixed, executor
+			if fixed {
+				r.job.Session.InterOpThreads = -1
+			}
 			ranks[i] = r
 		}
 		runRanks(t, ranks)
@@ -772,27 +776,30 @@ func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 		}
 		return ranks
 	}
-	plain := map[int]*rank{1: run(100, job.ExecutorDefault, nil)[0], 2: run(100, job.ExecutorDefault, nil, nil)[0]}
+	plain := map[int]*rank{1: run(100, job.ExecutorDefault, false, nil)[0], 2: run(100, job.ExecutorDefault, false, nil, nil)[0]}
 	for _, c := range []struct {
 		name     string
 		epochs   int
 		executor string
+		fixed    bool // inter_op_threads -1
 		movers   []*movingLinear
 		moves    int    // MoveSingleThreaded calls, each process that can move
 		moved    bool   // timing says single_threaded
 		log      string // in the first process's log
 	}{
-		{"auto, many steps left", 100, job.ExecutorAuto, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in"},
-		{"auto, few steps left", 5, job.ExecutorAuto, []*movingLinear{{}}, 0, false, ""},
-		{"single_threaded, few steps", 5, job.ExecutorSingleThreaded, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in"},
-		{"default", 100, job.ExecutorDefault, []*movingLinear{{}}, 0, false, ""},
-		{"XLA", 100, job.ExecutorSingleThreaded, []*movingLinear{{xla: true}}, 0, false, "stay on TensorFlow's default executor: the model's steps are XLA-compiled"},
-		{"the move fails", 100, job.ExecutorAuto, []*movingLinear{{stay: errors.New("its first step failed: boom")}}, 1, false, "stay on TensorFlow's default executor: its first step failed: boom"},
-		{"single_threaded, two processes", 100, job.ExecutorSingleThreaded, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in"},
-		{"auto, two processes", 100, job.ExecutorAuto, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in"},
-		{"auto, two processes, one cannot move", 100, job.ExecutorAuto, []*movingLinear{{}, nil}, 0, false, ""},
+		{"auto, many steps left", 100, job.ExecutorAuto, false, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in"},
+		{"auto, few steps left", 5, job.ExecutorAuto, false, []*movingLinear{{}}, 0, false, ""},
+		{"single_threaded, few steps", 5, job.ExecutorSingleThreaded, false, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in"},
+		{"default", 100, job.ExecutorDefault, false, []*movingLinear{{}}, 0, false, ""},
+		{"XLA", 100, job.ExecutorSingleThreaded, false, []*movingLinear{{xla: true}}, 0, false, "stay on TensorFlow's default executor: the model's steps are XLA-compiled"},
+		{"the move fails", 100, job.ExecutorAuto, false, []*movingLinear{{stay: errors.New("its first step failed: boom")}}, 1, false, "stay on TensorFlow's default executor: its first step failed: boom"},
+		{"single_threaded, two processes", 100, job.ExecutorSingleThreaded, false, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in"},
+		{"auto, two processes", 100, job.ExecutorAuto, false, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in"},
+		{"auto, two processes, one cannot move", 100, job.ExecutorAuto, false, []*movingLinear{{}, nil}, 0, false, ""},
+		{"auto, calling thread fixed", 100, job.ExecutorAuto, true, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in"},
+		{"auto, calling thread fixed, few steps left", 5, job.ExecutorAuto, true, []*movingLinear{{}}, 0, false, ""},
 	} {
-		ranks := run(c.epochs, c.executor, c.movers...)
+		ranks := run(c.epochs, c.executor, c.fixed, c.movers...)
 		for i, r := range ranks {
 			m := c.movers[i]
 			if m == nil {

@@ -39,6 +39,10 @@ const moveWorth = 20
 type singleState struct {
 	considered bool // decided, one way or the other
 	move       bool // the next train step moves
+	// With the calling thread fixed (timesOwnCalls): train calls seen, and
+	// the fastest step of those the probe would have counted.
+	calls   int
+	fastest time.Duration
 }
 
 // startSingleThreaded decides, as training starts, what "single_threaded"
@@ -81,19 +85,34 @@ func (f *Loop) cannotMove() string {
 
 // considerSingleThreaded decides for "auto", once the probe has chosen,
 // whether the next train step moves; left is the train steps the job has
-// left. steps_per_execution "auto" then keeps one step per call: measured,
-// the moved steps beat the in-graph loop's (the seed MLP's K=64 was level
-// with single steps on the default executor, 15% slower than the moved
-// ones). Processes of one job decide together, every one at the same step
-// (the probe's last): the ring runs at its slowest process's pace, so all
-// move or none does.
-func (f *Loop) considerSingleThreaded(ctx context.Context, left int) error {
+// left, took the last train call's time per step. steps_per_execution
+// "auto" then keeps one step per call: measured, the moved steps beat the
+// in-graph loop's (the seed MLP's K=64 was level with single steps on the
+// default executor, 15% slower than the moved ones). Processes of one job
+// decide together, every one at the same step (the probe's last): the ring
+// runs at its slowest process's pace, so all move or none does.
+func (f *Loop) considerSingleThreaded(ctx context.Context, left int, took time.Duration) error {
 	s := &f.single
-	if s.considered || f.inlineProbing() || f.timing.Inline == nil {
+	if s.considered {
 		return nil
 	}
+	var step time.Duration // a train step in the calling thread; 0: the pool won
+	switch {
+	case f.timesOwnCalls():
+		if s.calls++; s.calls > inlineWarmCalls && (s.fastest == 0 || took < s.fastest) {
+			s.fastest = took
+		}
+		if s.calls < inlineWarmCalls+inlineProbeCalls {
+			return nil
+		}
+		step = s.fastest
+	case f.inlineProbing() || f.timing.Inline == nil:
+		return nil
+	case f.timing.Inline.CallingThread:
+		step = time.Duration(f.timing.Inline.CallingThreadStepSeconds * float64(time.Second))
+	}
 	s.considered = true
-	move := f.worthMoving(left)
+	move := f.worthMoving(left, step)
 	if f.Group != nil {
 		votes := []float64{0}
 		if move {
@@ -110,15 +129,25 @@ func (f *Loop) considerSingleThreaded(ctx context.Context, left int) error {
 	return nil
 }
 
-// worthMoving says whether this process gains from the move, with left
-// train steps to go: it chose the calling thread, it can move, and the
-// steps left outlast moveWorth first steps.
-func (f *Loop) worthMoving(left int) bool {
-	in := f.timing.Inline
-	if !in.CallingThread || f.cannotMove() != "" {
+// timesOwnCalls: "auto" where the job fixed the calling thread
+// (inter_op_threads -1), so no probe times the train calls: it times as
+// many itself, judging by the fastest as the probe does.
+func (f *Loop) timesOwnCalls() bool {
+	return f.Job.Executor == job.ExecutorAuto && !f.Job.ProbeInline && f.Job.Session.InterOpThreads == -1
+}
+
+// executorPending: "auto" is still timing calls to decide the move;
+// steps_per_execution "auto" times its blocks after it.
+func (f *Loop) executorPending() bool { return f.timesOwnCalls() && !f.single.considered }
+
+// worthMoving says whether this process gains from the move, its steps
+// taking step in the calling thread (0: the pool won), with left train
+// steps to go: it can move, and the steps left outlast moveWorth first
+// steps.
+func (f *Loop) worthMoving(left int, step time.Duration) bool {
+	if step <= 0 || f.cannotMove() != "" {
 		return false
 	}
-	step := time.Duration(in.CallingThreadStepSeconds * float64(time.Second))
 	first := time.Duration(f.clock.startup.FirstStepSeconds * float64(time.Second))
 	return time.Duration(left)*step >= moveWorth*first
 }
