@@ -20,12 +20,13 @@ import (
 // pool). And not with steps_per_execution above 1: its in-graph loop, run
 // by that executor, does not give the numbers of single steps.
 //
-// "auto" (the default) moves a process's train calls there once the probe
-// (inline.go) has chosen the calling thread, when the steps left are worth
-// the move (moveWorth). "single_threaded" moves at the first train step,
-// "default" never. Each process of a job of several decides for itself
-// (the numbers are the same either way); its first call there is a
-// gradient, the last one applied before (trainStep).
+// "auto" (the default) moves the train calls there once the probe
+// (inline.go) has chosen the calling thread, or where the job fixed the
+// calling thread after timing as many calls itself, when the steps left
+// are worth the move (moveWorth). "single_threaded" moves at the first
+// train step, "default" never. In a job of several processes each moves
+// its own session, its first call there a gradient after the last apply
+// (trainStep); under "auto" they decide together (considerSingleThreaded).
 
 // moveWorth is how many times the job's first step the calling-thread
 // steps left must last for "auto" to move. The move opens a session on
