@@ -613,7 +613,7 @@ func (m *Model) MoveSingleThreaded(first func() error) (stayed, err error) {
 			prev.close()
 			return nil, nil
 		}
-		stayed = fmt.Errorf("its first step failed: %w", err)
+		stayed = fmt.Errorf("its first call failed: %w", err)
 		m.sess.close()
 		m.sess = prev
 	}

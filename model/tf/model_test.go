@@ -248,10 +248,8 @@ func TestSingleThreadedExecutorKeepsTheGradients(t *testing.T) {
 					if err == nil {
 						mm, err = move.ComputeGradients(named(move, b), mg)
 					}
-				case step == 3: // the move: the last gradient applied, then the new one computed there
-					if err = stay.ApplyGradients(sg); err == nil {
-						sm, err = stay.ComputeGradients(named(stay, b), sg)
-					}
+				case step == 3: // the move: the last gradient applied, then the new one computed there; stay fuses them
+					sm, err = stay.ApplyThenComputeGradients(sg, named(stay, b))
 					if err == nil {
 						err = move.ApplyGradients(mg)
 					}

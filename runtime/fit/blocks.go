@@ -25,8 +25,9 @@ import (
 // autoProbeSteps are the steps timed, after the first (which traces and
 // warms up), to choose K when steps_per_execution is "auto"; then
 // autoTrialBlocks blocks are timed to check that K is faster per step.
-// (Before its probe, the first train calls time where calls run their ops:
-// inline.go.)
+// (Before its probe, the first train calls time where calls run their ops,
+// inline.go, or, with the calling thread fixed, whether to move to the
+// single-threaded executor, single.go.)
 const (
 	autoProbeSteps  = 8
 	autoTrialBlocks = 3

@@ -348,6 +348,12 @@ func (m *inlineLinear) ComputeGradients(b model.Batch, grads []float32) ([]model
 	return m.linear.ComputeGradients(b, grads)
 }
 
+// ApplyThenComputeGradients is linear's, after the same sleep.
+func (m *inlineLinear) ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error) {
+	m.sleep()
+	return m.linear.ApplyThenComputeGradients(grads, b)
+}
+
 func (m *inlineLinear) sleep() {
 	cost := m.poolCost
 	if m.inline {
@@ -390,4 +396,11 @@ func (m *movingLinear) ComputeGradients(b model.Batch, grads []float32) ([]model
 		return m.linear.ComputeGradients(b, grads)
 	}
 	return m.inlineLinear.ComputeGradients(b, grads)
+}
+
+func (m *movingLinear) ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error) {
+	if m.moved {
+		return m.linear.ApplyThenComputeGradients(grads, b)
+	}
+	return m.inlineLinear.ApplyThenComputeGradients(grads, b)
 }

@@ -747,8 +747,9 @@ func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 // chose the calling thread and the steps left outlast twenty first steps,
 // "single_threaded" at the first step (no probe), "default" never; a model
 // that cannot move, or whose move fails, stays, named in a warning. The
-// processes of a job of two move too (their first call there a gradient),
-// under "auto" both or neither; where the job fixed the calling thread
+// processes of a job of two (applying each step's gradient with the next
+// one's computation) move too, their first call there a gradient after the
+// pending apply, under "auto" both or neither; where the job fixed the calling thread
 // (inter_op_threads -1, no probe) "auto" times the steps itself. The
 // numbers are the same wherever steps run.
 func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
@@ -762,6 +763,7 @@ func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 		for i := range ranks {
 			in := &inlineLinear{poolCost: slow, inlineCost: fast}
 			r := &rank{job: newJob(epochs, 16/len(movers), ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in, mover: movers[i]}
+			r.model.fused = len(movers) > 1
 			r.job.ProbeInline, r.job.Executor = !fixed, executor
 			if fixed {
 				r.job.Session.InterOpThreads = -1
@@ -792,7 +794,7 @@ func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 		{"single_threaded, few steps", 5, job.ExecutorSingleThreaded, false, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in"},
 		{"default", 100, job.ExecutorDefault, false, []*movingLinear{{}}, 0, false, ""},
 		{"XLA", 100, job.ExecutorSingleThreaded, false, []*movingLinear{{xla: true}}, 0, false, "stay on TensorFlow's default executor: the model's steps are XLA-compiled"},
-		{"the move fails", 100, job.ExecutorAuto, false, []*movingLinear{{stay: errors.New("its first step failed: boom")}}, 1, false, "stay on TensorFlow's default executor: its first step failed: boom"},
+		{"the move fails", 100, job.ExecutorAuto, false, []*movingLinear{{stay: errors.New("its first call failed: boom")}}, 1, false, "stay on TensorFlow's default executor: its first call failed: boom"},
 		{"single_threaded, two processes", 100, job.ExecutorSingleThreaded, false, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in"},
 		{"auto, two processes", 100, job.ExecutorAuto, false, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in"},
 		{"auto, two processes, one cannot move", 100, job.ExecutorAuto, false, []*movingLinear{{}, nil}, 0, false, ""},
@@ -820,7 +822,11 @@ func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 			t.Errorf("%s: the probe ran (%d SetInline calls)", c.name, r.inliner.sets)
 		}
 		if c.epochs == 100 {
-			sameWeights(t, c.name, r.model.weights(), plain[len(ranks)].model.weights(), 0)
+			want := plain[len(ranks)]
+			if got, want := r.hist.Values("loss"), want.hist.Values("loss"); !slices.Equal(got, want) {
+				t.Errorf("%s: loss per epoch %v, on the default executor %v", c.name, got, want)
+			}
+			sameWeights(t, c.name, r.model.weights(), want.model.weights(), 0)
 		}
 	}
 }

@@ -41,7 +41,8 @@ type singleState struct {
 	considered bool // decided, one way or the other
 	move       bool // the next train step moves
 	// With the calling thread fixed (timesOwnCalls): train calls seen, and
-	// the fastest step of those the probe would have counted.
+	// the fastest step of those after the warm-up (as many as the probe
+	// times, each counted: no switch to pay for).
 	calls   int
 	fastest time.Duration
 }
@@ -51,6 +52,13 @@ type singleState struct {
 func (f *Loop) startSingleThreaded() {
 	f.single = singleState{}
 	switch f.Job.Executor {
+	case job.ExecutorAuto:
+		// Decided now where nothing will be timed (inter_op_threads N) or,
+		// one process, nothing can move: steps_per_execution "auto" then
+		// waits for nothing. Several processes vote even so (all do).
+		if !f.Job.ProbeInline && f.Job.Session.InterOpThreads != -1 || f.Group == nil && f.cannotMove() != "" {
+			f.single.considered = true
+		}
 	case job.ExecutorDefault:
 		f.single.considered = true
 	case job.ExecutorSingleThreaded:
