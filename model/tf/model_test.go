@@ -294,6 +294,37 @@ func TestSingleThreadedExecutorKeepsTheGradients(t *testing.T) {
 	}
 }
 
+// Runs keep their input tensors for the feed's next run and fill them
+// again: every run computes on its own batch, whatever ran before (another
+// batch, another row count). Two models predict the same batches in
+// opposite orders; a stale input would make them differ.
+func TestEveryRunSeesItsOwnInputs(t *testing.T) {
+	fx := seedFixture(t)
+	fwd, rev := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))
+	spans := [][2]int{{0, 32}, {32, 64}, {64, 72}, {72, 104}, {104, 105}}
+	predict := func(m *tf.Model, i int) []byte {
+		b := named(m, batch(t, fx, spans[i][0], spans[i][1]))
+		delete(b.Tensors, m.Meta().Targets[0].Name)
+		p, err := m.Predict(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p[m.Meta().Outputs[0]].Data
+	}
+	got := make([][]byte, len(spans))
+	for i := range spans {
+		got[i] = predict(fwd, i)
+	}
+	for i := len(spans) - 1; i >= 0; i-- {
+		if want := predict(rev, i); !bytes.Equal(got[i], want) {
+			t.Errorf("rows %v predict differently in the batches' order and in the opposite one", spans[i])
+		}
+	}
+	if bytes.Equal(got[0], got[1][:len(got[0])]) {
+		t.Fatal("two batches predict the same: the check above cannot tell")
+	}
+}
+
 func TestVariablesMetricsAndSave(t *testing.T) {
 	fx := seedFixture(t)
 	m := load(t, filepath.Join(fx, "model"))
