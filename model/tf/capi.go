@@ -280,6 +280,7 @@ type keptTensor struct {
 	data  unsafe.Pointer
 	dtype model.DType
 	shape []int64
+	bytes int
 }
 
 // yieldEvery bounds how long the goroutine that makes session calls back to
@@ -501,13 +502,13 @@ func (s *session) run(feeds []endpoint, inputs []hostTensor, fetches []endpoint,
 }
 
 // input is the tensor that feeds h to feed: the one its last run gave back,
-// filled with h, where it has h's dtype and shape (and lent says which);
-// else a new one. The run owns it until keep.
+// filled with h, where it has h's dtype, shape and size (and lent says
+// which); else a new one, which checks h. The run owns it until keep.
 func (s *session) input(feed C.TF_Output, h hostTensor, lent *keptTensor) (*C.TF_Tensor, error) {
 	*lent = keptTensor{}
 	if k, ok := s.kept[feed]; ok {
 		delete(s.kept, feed)
-		if k.dtype == h.dtype && slices.Equal(k.shape, h.shape) {
+		if k.dtype == h.dtype && slices.Equal(k.shape, h.shape) && len(h.data) == k.bytes {
 			copy(unsafe.Slice((*byte)(k.data), len(h.data)), h.data)
 			*lent = k
 			return k.t, nil
@@ -527,7 +528,7 @@ func (s *session) keep(feeds []C.TF_Output, in []*C.TF_Tensor, inputs []hostTens
 		}
 		k := lent[i]
 		if k.t != t {
-			k = keptTensor{t: t, data: C.TF_TensorData(t), dtype: inputs[i].dtype, shape: slices.Clone(inputs[i].shape)}
+			k = keptTensor{t: t, data: C.TF_TensorData(t), dtype: inputs[i].dtype, shape: slices.Clone(inputs[i].shape), bytes: len(inputs[i].data)}
 		}
 		if s.kept == nil {
 			s.kept = map[C.TF_Output]keptTensor{}
