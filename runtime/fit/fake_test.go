@@ -363,14 +363,13 @@ func (m *inlineLinear) sleep() {
 }
 
 // movingLinear is inlineLinear that can move to TensorFlow's
-// single-threaded executor (fit.SingleThreader); a moved step does not
-// sleep.
+// single-threaded executor (fit.SingleThreader); once moved, its calls do
+// not sleep.
 type movingLinear struct {
 	*inlineLinear
 	xla   bool  // CanRunSingleThreaded false
 	stay  error // the move fails with this
 	moves int   // MoveSingleThreaded calls
-	moved bool
 }
 
 func (m *movingLinear) CanRunSingleThreaded() bool { return !m.xla }
@@ -380,27 +379,6 @@ func (m *movingLinear) MoveSingleThreaded(first func() error) (error, error) {
 	if m.stay != nil {
 		return m.stay, first()
 	}
-	m.moved = true
+	m.poolCost, m.inlineCost = 0, 0
 	return nil, first()
-}
-
-func (m *movingLinear) TrainStep(b model.Batch) ([]model.Metric, error) {
-	if m.moved {
-		return m.trainStep(b)
-	}
-	return m.inlineLinear.TrainStep(b)
-}
-
-func (m *movingLinear) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric, error) {
-	if m.moved {
-		return m.linear.ComputeGradients(b, grads)
-	}
-	return m.inlineLinear.ComputeGradients(b, grads)
-}
-
-func (m *movingLinear) ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error) {
-	if m.moved {
-		return m.linear.ApplyThenComputeGradients(grads, b)
-	}
-	return m.inlineLinear.ApplyThenComputeGradients(grads, b)
 }
