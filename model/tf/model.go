@@ -614,10 +614,15 @@ func (m *Model) MoveSingleThreaded(first func() error) (stayed, err error) {
 			return nil, nil
 		}
 		stayed = fmt.Errorf("its first call failed: %w", err)
-		m.sess.close()
-		m.sess = prev
+		m.returnTo(prev)
 	}
 	return stayed, first()
+}
+
+// returnTo closes the model's session and makes prev its session again.
+func (m *Model) returnTo(prev *session) {
+	m.sess.close()
+	m.sess = prev
 }
 
 // moveToSingleThreaded makes the model's session a new one of its graph on
@@ -645,8 +650,7 @@ func (m *Model) moveToSingleThreaded() error {
 	prev := m.sess
 	m.sess = next // the methods below run on it
 	back := func(err error) error {
-		next.close()
-		m.sess = prev
+		m.returnTo(prev)
 		return err
 	}
 	if err := m.restoreAndInit(next); err != nil {
