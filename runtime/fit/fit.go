@@ -155,7 +155,8 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		hist = &report.History{}
 	}
 	f.hist = hist
-	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples(), Executor: job.ExecutorDefault}
+	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples(), Executor: job.ExecutorDefault,
+		ThreadSpinning: !f.Job.Session.NoThreadSpinning}
 	f.startSingleThreaded()
 	f.clock = newClock()
 	if f.Group != nil {
