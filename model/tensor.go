@@ -102,11 +102,6 @@ type SessionConfig struct {
 	// NVIDIA's driver, looking only logs an error line (cuInit, 303) into a
 	// run that is fine.
 	NoGPUs bool
-	// NoThreadSpinning makes TensorFlow's pool threads sleep as soon as
-	// they run out of work instead of spinning for more first
-	// (ConfigProto.experimental.disable_thread_spinning). The pools are
-	// the process's: the first session made decides.
-	NoThreadSpinning bool
 }
 
 // SplitVariables lays raw variable bytes (a checkpoint's Vars, or a broadcast

@@ -126,9 +126,6 @@ func badInputs() []badInput {
 		{"unknown executor", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"executor": "fast"}`), 0o644)
 		}, `(?i)hyperparameter "executor" must be "auto", "default" or "single_threaded", got "fast"`},
-		{"unknown thread spinning", func(t *testing.T, base, fx string) {
-			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"thread_spinning": "sometimes"}`), 0o644)
-		}, `(?i)hyperparameter "thread_spinning" must be "auto", "on" or "off", got "sometimes"`},
 		{"single-threaded executor with steps per call", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"executor": "single_threaded", "steps_per_execution": "8"}`), 0o644)
 		}, `(?i)hyperparameter "executor" "single_threaded" runs one train step per session call, so "steps_per_execution" cannot be 8`},

@@ -153,7 +153,6 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	// No GPU on this host (SM_NUM_GPUS, else /dev/nvidia*, else nvidia-smi):
 	// TensorFlow is not asked to look for one.
 	j.Session.NoGPUs = env.NumGPUs == 0
-	j.ResolveSpinning()
 	loadStart := time.Now()
 	m, err := tf.Load(j.ModelDir, j.Session)
 	if err != nil {

@@ -42,8 +42,8 @@ func configProto(c Config, executor string) ([]byte, error) {
 		},
 		GraphOptions: &corepb.GraphOptions{RewriteOptions: &corepb.RewriterConfig{}},
 	}
-	if executor != "" || c.NoThreadSpinning {
-		cp.Experimental = &corepb.ConfigProto_Experimental{ExecutorType: executor, DisableThreadSpinning: c.NoThreadSpinning}
+	if executor != "" {
+		cp.Experimental = &corepb.ConfigProto_Experimental{ExecutorType: executor}
 	}
 	if c.NoGPUs {
 		cp.DeviceCount = map[string]int32{"GPU": 0}

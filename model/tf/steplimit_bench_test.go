@@ -178,10 +178,8 @@ func stepLimitSetup(b *testing.B) (*Model, model.Batch) {
 	}
 	rows := envInt(b, "SAGEFIT_STEPLIMIT_BATCH", 32)
 	threads := envInt(b, "SAGEFIT_STEPLIMIT_THREADS", 2)
-	// The session options a job on a CPU host gets by default (runtime/job),
-	// threads set.
-	cfg := Config{IntraOpThreads: threads, InterOpThreads: threads, GPUMemoryGrowth: true, SoftPlacement: true, NoThreadSpinning: true}
-	m, err := Load(dir, cfg)
+	// The session options a job gets by default (runtime/job), threads set.
+	m, err := Load(dir, Config{IntraOpThreads: threads, InterOpThreads: threads, GPUMemoryGrowth: true, SoftPlacement: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -218,7 +216,7 @@ func stepLimitSetup(b *testing.B) (*Model, model.Batch) {
 		a.Close()
 		batch.Tensors[spec.Name] = buf
 	}
-	single, err := Load(dir, cfg)
+	single, err := Load(dir, Config{IntraOpThreads: threads, InterOpThreads: threads, GPUMemoryGrowth: true, SoftPlacement: true})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -155,8 +155,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		hist = &report.History{}
 	}
 	f.hist = hist
-	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples(), Executor: job.ExecutorDefault,
-		ThreadSpinning: !f.Job.Session.NoThreadSpinning}
+	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples(), Executor: job.ExecutorDefault}
 	f.startSingleThreaded()
 	f.clock = newClock()
 	if f.Group != nil {

@@ -35,9 +35,6 @@ type Timing struct {
 	// ExecutorMoveSeconds (the move and the first step there).
 	Executor            string  `json:"executor"`
 	ExecutorMoveSeconds float64 `json:"executor_move_seconds,omitempty"`
-	// ThreadSpinning: TensorFlow's idle pool threads spun for work
-	// (job.ResolveSpinning).
-	ThreadSpinning bool `json:"thread_spinning"`
 
 	Startup Startup `json:"startup"`
 	// Epochs is every epoch this run trained (a resumed run starts at

@@ -37,8 +37,7 @@ const (
 	HPModelVersion    = "sagefit_model_version"
 	HPIntraOpThreads  = "intra_op_threads"
 	HPInterOpThreads  = "inter_op_threads"
-	HPExecutor        = "executor"        // TensorFlow's executor of train steps: "auto", "default" or "single_threaded"
-	HPThreadSpinning  = "thread_spinning" // "auto", "on" or "off": TensorFlow's idle pool threads spin for work
+	HPExecutor        = "executor" // TensorFlow's executor of train steps: "auto", "default" or "single_threaded"
 	HPGPUMemGrowth    = "gpu_memory_growth"
 	HPSoftPlacement   = "soft_placement"
 	HPLogPlacement    = "log_device_placement"
@@ -72,16 +71,6 @@ const (
 	ExecutorDefault = "default"
 	// ExecutorSingleThreaded moves from the first train step.
 	ExecutorSingleThreaded = "single_threaded"
-)
-
-// The values of the thread_spinning hyperparameter.
-const (
-	// SpinningAuto spins where a GPU trains (TensorFlow's default) and not
-	// on CPUs, where a spinning thread takes a core from the threads
-	// that have work (ResolveSpinning).
-	SpinningAuto = "auto"
-	SpinningOn   = "on"
-	SpinningOff  = "off"
 )
 
 // Job is everything the fit loop needs, resolved from the SageMaker
@@ -135,9 +124,6 @@ type Job struct {
 	// Executor is where the train steps run (runtime/fit,
 	// single.go): ExecutorAuto, ExecutorDefault or ExecutorSingleThreaded.
 	Executor string
-	// ThreadSpinning is SpinningAuto, SpinningOn or SpinningOff;
-	// ResolveSpinning sets Session.NoThreadSpinning from it.
-	ThreadSpinning string
 
 	CheckpointDir    string
 	CheckpointEpochs bool
@@ -202,10 +188,6 @@ func New(env *sagemaker.Env) (*Job, error) {
 	}
 	if j.Executor == ExecutorSingleThreaded && j.StepsPerExecution > 1 {
 		return nil, fmt.Errorf("hyperparameter %q %q runs one train step per session call, so %q cannot be %d: leave it out or set it to 1", HPExecutor, ExecutorSingleThreaded, HPStepsPerExec, j.StepsPerExecution)
-	}
-	j.ThreadSpinning = env.String(HPThreadSpinning, SpinningAuto)
-	if !slices.Contains([]string{SpinningAuto, SpinningOn, SpinningOff}, j.ThreadSpinning) {
-		return nil, fmt.Errorf("hyperparameter %q must be %q, %q or %q, got %q", HPThreadSpinning, SpinningAuto, SpinningOn, SpinningOff, j.ThreadSpinning)
 	}
 	seed, err := env.Int(HPSeed, 0)
 	if err != nil {
@@ -301,17 +283,6 @@ func New(env *sagemaker.Env) (*Job, error) {
 		return nil, err
 	}
 	return j, nil
-}
-
-// ResolveSpinning sets Session.NoThreadSpinning from ThreadSpinning, once
-// Session.NoGPUs is known. Under SpinningAuto a CPU job's threads do not
-// spin: TensorFlow's inter-op and intra-op pools (a thread per core each by
-// default) leave one thread each spinning when they run out of work, and
-// on CPUs that thread takes a core from the ops that have work
-// (MobileNetV2 on 2 cores about 1.15x faster without, same numbers;
-// BENCHMARKS.md). With a GPU, TensorFlow's default stays: unmeasured.
-func (j *Job) ResolveSpinning() {
-	j.Session.NoThreadSpinning = j.ThreadSpinning == SpinningOff || j.ThreadSpinning == SpinningAuto && j.Session.NoGPUs
 }
 
 // Validates reports whether training validates after epoch (1-based).

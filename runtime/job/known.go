@@ -13,7 +13,7 @@ var known = []string{
 	HPEpochs, HPBatchSize, HPShuffle, HPSeed, HPLearningRate,
 	HPStepsPerEpoch, HPValSteps, HPValFreq, HPInitialEpoch, HPValSplit, HPClassWeight, HPStepsPerExec,
 	HPModelPath, HPModelChannel, HPTrainChannel, HPValChannel, HPTensorFiles, HPModelVersion,
-	HPIntraOpThreads, HPInterOpThreads, HPExecutor, HPThreadSpinning, HPGPUMemGrowth, HPSoftPlacement, HPLogPlacement, HPPrefetch,
+	HPIntraOpThreads, HPInterOpThreads, HPExecutor, HPGPUMemGrowth, HPSoftPlacement, HPLogPlacement, HPPrefetch,
 	HPPeerTimeout, HPConnectTimeout, HPAllReduceChunk, HPCompressFP16, HPRingTransport,
 	HPPipeTensors, HPPipeTimeout, HPCheckpoint, HPCheckpointSteps, HPCheckpointKeep,
 	HPProcessesPerHost,

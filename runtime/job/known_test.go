@@ -84,35 +84,6 @@ func TestInterOpThreadsFixWhereStepsRun(t *testing.T) {
 	}
 }
 
-// thread_spinning auto keeps TensorFlow's default where a GPU trains and
-// turns spinning off on CPUs; on and off hold either way; anything else
-// is refused.
-func TestThreadSpinning(t *testing.T) {
-	for _, c := range []struct {
-		hps        map[string]string
-		noGPUs     bool
-		noSpinning bool
-	}{
-		{map[string]string{}, true, true},
-		{map[string]string{}, false, false},
-		{map[string]string{"thread_spinning": "on"}, true, false},
-		{map[string]string{"thread_spinning": "off"}, false, true},
-	} {
-		j, err := job.New(withModelAndData(t, c.hps))
-		if err != nil {
-			t.Fatalf("%v: %v", c.hps, err)
-		}
-		j.Session.NoGPUs = c.noGPUs
-		j.ResolveSpinning()
-		if j.Session.NoThreadSpinning != c.noSpinning {
-			t.Errorf("%v, no GPUs %v: NoThreadSpinning %v, want %v", c.hps, c.noGPUs, j.Session.NoThreadSpinning, c.noSpinning)
-		}
-	}
-	if _, err := job.New(withModelAndData(t, map[string]string{"thread_spinning": "fast"})); err == nil || !strings.Contains(err.Error(), `"thread_spinning" must be "auto", "on" or "off", got "fast"`) {
-		t.Errorf("thread_spinning fast: %v, want a refusal", err)
-	}
-}
-
 // withModelAndData is a job's environment with hps, a model and a training
 // channel (job.New asks that they exist, not what is in them).
 func withModelAndData(t *testing.T, hps map[string]string) *sagemaker.Env {
