@@ -99,6 +99,23 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  steps ran their ops in %s (first steps: %s in the pool, %s in the calling thread)\n",
 			where, dur(in.PoolStepSeconds), dur(in.CallingThreadStepSeconds))
 	}
+	if t.Executor != "" {
+		line := fmt.Sprintf("  steps ended on TensorFlow's %s executor", t.Executor)
+		if t.ExecutorMoveSeconds > 0 {
+			line += fmt.Sprintf(" (moved in %s, its first step included)", dur(t.ExecutorMoveSeconds))
+		}
+		if w := t.ExecutorWeighed; w != nil {
+			verdict := "not worth the move"
+			switch {
+			case w.Worth && w.Move:
+				verdict = "worth the move"
+			case w.Worth:
+				verdict = "worth the move here, not on every process"
+			}
+			line += fmt.Sprintf("; auto weighed %d steps left at %s each: %s", w.StepsLeft, dur(w.StepSeconds), verdict)
+		}
+		fmt.Fprintln(stdout, line)
+	}
 	s := t.Startup
 	fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the first step: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, first step %.2f s\n",
 		s.ToFirstStepSeconds+s.FirstStepSeconds, s.LibrariesSeconds, s.ModelLoadSeconds,

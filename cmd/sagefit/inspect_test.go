@@ -53,7 +53,7 @@ func TestTimingJSON(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inspect timing.json: %v\n%s", err, out)
 	}
-	for _, want := range []string{"(version 1): 1 training process(es), batch 50, 4 steps in the last epoch, 1 per call", "start-up ", "epoch 2 ", "after epoch 1 ", "examples/s"} {
+	for _, want := range []string{"(version 1): 1 training process(es), batch 50, 4 steps in the last epoch, 1 per call", "start-up ", "steps ended on TensorFlow's default executor", "epoch 2 ", "after epoch 1 ", "examples/s"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("inspect timing.json lacks %q:\n%s", want, out)
 		}

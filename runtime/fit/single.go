@@ -122,6 +122,11 @@ func (f *Loop) considerSingleThreaded(ctx context.Context, left int, took time.D
 	}
 	s.considered = true
 	move := f.worthMoving(left, step)
+	var weighed *ExecutorWeighing
+	if step > 0 && f.cannotMove() == "" {
+		weighed = &ExecutorWeighing{StepSeconds: step.Seconds(), StepsLeft: left, Worth: move}
+		f.timing.ExecutorWeighed = weighed
+	}
 	if f.Group != nil {
 		votes := []float64{0}
 		if move {
@@ -131,6 +136,9 @@ func (f *Loop) considerSingleThreaded(ctx context.Context, left int, took time.D
 			return fmt.Errorf("agree on the executor: %w", err)
 		}
 		move = int(votes[0]) == f.world()
+	}
+	if weighed != nil {
+		weighed.Move = move
 	}
 	if move {
 		f.moveNextStep()

@@ -35,6 +35,10 @@ type Timing struct {
 	// ExecutorMoveSeconds (the move and the first step there).
 	Executor            string  `json:"executor"`
 	ExecutorMoveSeconds float64 `json:"executor_move_seconds,omitempty"`
+	// ExecutorWeighed is what executor "auto" weighed the move by (nil
+	// where it weighed none: the pool chosen, another executor asked
+	// for, a model that cannot move).
+	ExecutorWeighed *ExecutorWeighing `json:"executor_weighed,omitempty"`
 
 	Startup Startup `json:"startup"`
 	// Epochs is every epoch this run trained (a resumed run starts at
@@ -55,6 +59,22 @@ type Timing struct {
 	// (BatchNormalization statistics) over processes; the first includes
 	// TensorFlow's one-time set-up of the read and assign functions.
 	AverageSeconds []float64 `json:"state_average_seconds,omitempty"`
+}
+
+// ExecutorWeighing is executor "auto"'s move weighed (single.go), by rank
+// 0.
+type ExecutorWeighing struct {
+	// StepSeconds is a train step in the calling thread: the probe's
+	// fastest, or with inter_op_threads -1 the fastest "auto" timed
+	// itself.
+	StepSeconds float64 `json:"step_seconds"`
+	// StepsLeft is about how many train steps the job had left.
+	StepsLeft int `json:"steps_left"`
+	// Worth: the steps left, at StepSeconds each, outlast moveWorth first
+	// steps (Startup.FirstStepSeconds).
+	Worth bool `json:"worth"`
+	// Move: every process found it worth (one process: Worth).
+	Move bool `json:"move"`
 }
 
 // InlineTiming is the probe's finding (inline.go): the fastest train step
