@@ -11,6 +11,7 @@ import (
 
 	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime/fit"
+	"github.com/sagefit/sagefit/runtime/job"
 )
 
 // inspect loads a training SavedModel through libtensorflow, checks its
@@ -107,10 +108,12 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 		if w := t.ExecutorWeighed; w != nil {
 			verdict := "not worth the move"
 			switch {
-			case w.Worth && w.Move:
+			case w.Move && t.Executor == job.ExecutorSingleThreaded:
 				verdict = "worth the move"
+			case w.Move:
+				verdict = "worth the move, which failed (see the job's log)"
 			case w.Worth:
-				verdict = "worth the move here, not on every process"
+				verdict = "worth the move on rank 0, not on every process"
 			}
 			line += fmt.Sprintf("; auto weighed %d steps left at %s each: %s", w.StepsLeft, dur(w.StepSeconds), verdict)
 		}

@@ -59,3 +59,36 @@ func TestTimingJSON(t *testing.T) {
 		}
 	}
 }
+
+// sagefit inspect says what executor "auto" weighed and what came of it:
+// moved, a move that failed, a move one process did not find worth, not
+// worth it.
+func TestInspectSaysWhyStepsDidNotMove(t *testing.T) {
+	for _, c := range []struct {
+		executor string
+		weighed  fit.ExecutorWeighing
+		want     string
+	}{
+		{"single_threaded", fit.ExecutorWeighing{StepSeconds: 80e-6, StepsLeft: 5000, Worth: true, Move: true}, "steps ended on TensorFlow's single_threaded executor; auto weighed 5000 steps left at 80.0µs each: worth the move"},
+		{"default", fit.ExecutorWeighing{StepSeconds: 80e-6, StepsLeft: 5000, Worth: true, Move: true}, "worth the move, which failed (see the job's log)"},
+		{"default", fit.ExecutorWeighing{StepSeconds: 80e-6, StepsLeft: 5000, Worth: true}, "worth the move on rank 0, not on every process"},
+		{"default", fit.ExecutorWeighing{StepSeconds: 80e-6, StepsLeft: 50}, "auto weighed 50 steps left at 80.0µs each: not worth the move"},
+	} {
+		tm := fit.Timing{Version: fit.TimingVersion, Executor: c.executor, ExecutorWeighed: &c.weighed}
+		raw, err := json.Marshal(tm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "timing.json")
+		if err := os.WriteFile(path, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(binary, "inspect", path).CombinedOutput()
+		if err != nil {
+			t.Fatalf("inspect: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), c.want) {
+			t.Errorf("executor %s, weighed %+v: inspect says\n%s\nwant %q", c.executor, c.weighed, out, c.want)
+		}
+	}
+}

@@ -749,9 +749,10 @@ func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 // that cannot move, or whose move fails, stays, named in a warning. The
 // processes of a job of two (applying each step's gradient with the next
 // one's computation) move too, their first call there a gradient after the
-// pending apply, under "auto" both or neither; where the job fixed the calling thread
-// (inter_op_threads -1, no probe) "auto" times the steps itself. The
-// numbers are the same wherever steps run.
+// pending apply, under "auto" both or neither; where the job fixed the
+// calling thread (inter_op_threads -1, no probe) "auto" times the steps
+// itself. timing.json says what "auto" weighed. The numbers are the same
+// wherever steps run.
 func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 	dir := t.TempDir()
 	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch: 100 epochs leave about 670 steps after the probe, 5 about 8
@@ -788,25 +789,40 @@ func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 		moves    int    // MoveSingleThreaded calls, each process that can move
 		moved    bool   // timing says single_threaded
 		log      string // in the first process's log
-		// weighed is timing's executor_weighed: "" none, else its worth
-		// and move ("worth, move", "worth, no move", "not worth").
+		// weighed is timing's executor_weighed where the process can
+		// move: "" none, else "worth W, move M".
 		weighed string
 	}{
-		{"auto, many steps left", 100, job.ExecutorAuto, false, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in", "worth, move"},
-		{"auto, few steps left", 5, job.ExecutorAuto, false, []*movingLinear{{}}, 0, false, "", "not worth"},
+		{"auto, many steps left", 100, job.ExecutorAuto, false, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in", "worth true, move true"},
+		{"auto, few steps left", 5, job.ExecutorAuto, false, []*movingLinear{{}}, 0, false, "", "worth false, move false"},
 		{"single_threaded, few steps", 5, job.ExecutorSingleThreaded, false, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in", ""},
 		{"default", 100, job.ExecutorDefault, false, []*movingLinear{{}}, 0, false, "", ""},
 		{"XLA", 100, job.ExecutorSingleThreaded, false, []*movingLinear{{xla: true}}, 0, false, "stay on TensorFlow's default executor: the model's steps are XLA-compiled", ""},
-		{"the move fails", 100, job.ExecutorAuto, false, []*movingLinear{{stay: errors.New("its first call failed: boom")}}, 1, false, "stay on TensorFlow's default executor: its first call failed: boom", "worth, move"},
+		{"the move fails", 100, job.ExecutorAuto, false, []*movingLinear{{stay: errors.New("its first call failed: boom")}}, 1, false, "stay on TensorFlow's default executor: its first call failed: boom", "worth true, move true"},
 		{"single_threaded, two processes", 100, job.ExecutorSingleThreaded, false, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in", ""},
-		{"auto, two processes", 100, job.ExecutorAuto, false, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in", "worth, move"},
-		{"auto, two processes, one cannot move", 100, job.ExecutorAuto, false, []*movingLinear{{}, nil}, 0, false, "", "worth, no move"},
-		{"auto, calling thread fixed", 100, job.ExecutorAuto, true, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in", "worth, move"},
-		{"auto, calling thread fixed, few steps left", 5, job.ExecutorAuto, true, []*movingLinear{{}}, 0, false, "", "not worth"},
+		{"auto, two processes", 100, job.ExecutorAuto, false, []*movingLinear{{}, {}}, 1, true, "single-threaded executor (moved in", "worth true, move true"},
+		{"auto, two processes, one cannot move", 100, job.ExecutorAuto, false, []*movingLinear{{}, nil}, 0, false, "", "worth true, move false"},
+		{"auto, calling thread fixed", 100, job.ExecutorAuto, true, []*movingLinear{{}}, 1, true, "single-threaded executor (moved in", "worth true, move true"},
+		{"auto, calling thread fixed, few steps left", 5, job.ExecutorAuto, true, []*movingLinear{{}}, 0, false, "", "worth false, move false"},
 	} {
 		ranks := run(c.epochs, c.executor, c.fixed, c.movers...)
 		for i, r := range ranks {
 			m := c.movers[i]
+			weighed := ""
+			if w := r.timing.ExecutorWeighed; w != nil {
+				weighed = fmt.Sprintf("worth %v, move %v", w.Worth, w.Move)
+				offProbe := r.timing.Inline != nil && w.StepSeconds != r.timing.Inline.CallingThreadStepSeconds
+				if w.StepSeconds <= 0 || w.StepsLeft <= 0 || offProbe {
+					t.Errorf("%s, process %d: executor_weighed %+v, inline %+v: want a step time (the probe's calling-thread step where it ran) and steps left", c.name, i, *w, r.timing.Inline)
+				}
+			}
+			want := c.weighed
+			if m == nil {
+				want = "" // a process that cannot move weighs nothing
+			}
+			if weighed != want {
+				t.Errorf("%s, process %d: executor_weighed says %q, want %q", c.name, i, weighed, want)
+			}
 			if m == nil {
 				continue
 			}
@@ -815,17 +831,6 @@ func TestStepsMoveToTheSingleThreadedExecutor(t *testing.T) {
 			}
 			if c.moved && r.timing.ExecutorMoveSeconds <= 0 {
 				t.Errorf("%s, process %d: timing's executor_move_seconds is %v", c.name, i, r.timing.ExecutorMoveSeconds)
-			}
-			weighed := ""
-			if w := r.timing.ExecutorWeighed; w != nil {
-				weighed = map[[2]bool]string{{true, true}: "worth, move", {true, false}: "worth, no move", {false, false}: "not worth"}[[2]bool{w.Worth, w.Move}]
-				offProbe := r.timing.Inline != nil && w.StepSeconds != r.timing.Inline.CallingThreadStepSeconds
-				if w.StepSeconds <= 0 || w.StepsLeft <= 0 || offProbe {
-					t.Errorf("%s, process %d: executor_weighed %+v, inline %+v: want a step time (the probe's calling-thread step where it ran) and steps left", c.name, i, *w, r.timing.Inline)
-				}
-			}
-			if weighed != c.weighed {
-				t.Errorf("%s, process %d: executor_weighed says %q, want %q", c.name, i, weighed, c.weighed)
 			}
 		}
 		r := ranks[0]

@@ -11,16 +11,21 @@ import (
 
 // Every field timing.json can hold is documented in the README's
 // "timing.json" section (the schema harnesses read), by its JSON name or
-// its dotted path (`startup.first_step_seconds`).
+// its path (`startup.first_step_seconds`, `epochs[]`).
 func TestREADMEDocumentsTimingJSON(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, section, ok := strings.Cut(string(readme), "\n#### timing.json\n")
+	if !ok {
+		t.Fatal(`README.md has no "#### timing.json" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n### ")
 	seen := map[reflect.Type]bool{}
 	var walk func(reflect.Type, string)
 	walk = func(ty reflect.Type, path string) {
-		for ty.Kind() == reflect.Pointer || ty.Kind() == reflect.Slice {
+		for ty.Kind() == reflect.Pointer || ty.Kind() == reflect.Slice || ty.Kind() == reflect.Array || ty.Kind() == reflect.Map {
 			ty = ty.Elem()
 		}
 		if ty.Kind() != reflect.Struct || seen[ty] {
@@ -34,12 +39,20 @@ func TestREADMEDocumentsTimingJSON(t *testing.T) {
 				walk(f.Type, path)
 				continue
 			}
-			if name == "" || name == "-" {
+			if name == "-" || !f.IsExported() {
 				continue
 			}
-			doc := string(readme)
-			if !strings.Contains(doc, "`"+name+"`") && !strings.Contains(doc, "`"+path+name+"`") && !strings.Contains(doc, "`"+path+name+".") {
-				t.Errorf("README.md does not document timing.json's %s%s", path, name)
+			if name == "" {
+				name = f.Name // encoding/json's name for an untagged field
+			}
+			documented := false
+			for _, n := range []string{name, path + name} {
+				for _, end := range []string{"`", ".", "[]"} {
+					documented = documented || strings.Contains(section, "`"+n+end)
+				}
+			}
+			if !documented {
+				t.Errorf("README.md's timing.json section does not document %s%s", path, name)
 			}
 			walk(f.Type, path+name+".")
 		}

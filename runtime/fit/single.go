@@ -3,6 +3,7 @@ package fit
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/sagefit/sagefit/model"
@@ -99,7 +100,9 @@ func (f *Loop) cannotMove() string {
 // in-graph loop's (the seed MLP's K=64 was level with single steps on the
 // default executor, 15% slower than the moved ones). Processes of one job
 // decide together, every one at the same step (the probe's last): the ring
-// runs at its slowest process's pace, so all move or none does.
+// runs at its slowest process's pace, so all move or none does. What was
+// weighed goes to timing.json (ExecutorWeighed), so a job that did not
+// move says why.
 func (f *Loop) considerSingleThreaded(ctx context.Context, left int, took time.Duration) error {
 	s := &f.single
 	if s.considered {
@@ -118,7 +121,8 @@ func (f *Loop) considerSingleThreaded(ctx context.Context, left int, took time.D
 	case f.inlineProbing() || f.timing.Inline == nil:
 		return nil
 	case f.timing.Inline.CallingThread:
-		step = time.Duration(f.timing.Inline.CallingThreadStepSeconds * float64(time.Second))
+		// Rounded: truncating can land a nanosecond under the probe's.
+		step = time.Duration(math.Round(f.timing.Inline.CallingThreadStepSeconds * float64(time.Second)))
 	}
 	s.considered = true
 	move := f.worthMoving(left, step)

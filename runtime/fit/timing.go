@@ -36,8 +36,7 @@ type Timing struct {
 	Executor            string  `json:"executor"`
 	ExecutorMoveSeconds float64 `json:"executor_move_seconds,omitempty"`
 	// ExecutorWeighed is what executor "auto" weighed the move by (nil
-	// where it weighed none: the pool chosen, another executor asked
-	// for, a model that cannot move).
+	// where it weighed none: see ExecutorWeighing).
 	ExecutorWeighed *ExecutorWeighing `json:"executor_weighed,omitempty"`
 
 	Startup Startup `json:"startup"`
@@ -61,8 +60,11 @@ type Timing struct {
 	AverageSeconds []float64 `json:"state_average_seconds,omitempty"`
 }
 
-// ExecutorWeighing is executor "auto"'s move weighed (single.go), by rank
-// 0.
+// ExecutorWeighing is what executor "auto" weighed its move by
+// (single.go), rank 0's as all of timing.json. None where nothing was
+// weighed: the pool chosen, another executor asked for, a model that
+// cannot move, inter_op_threads N (nothing timed), steps_per_execution
+// above 1, or training ended before the probe chose.
 type ExecutorWeighing struct {
 	// StepSeconds is a train step in the calling thread: the probe's
 	// fastest, or with inter_op_threads -1 the fastest "auto" timed
@@ -70,10 +72,11 @@ type ExecutorWeighing struct {
 	StepSeconds float64 `json:"step_seconds"`
 	// StepsLeft is about how many train steps the job had left.
 	StepsLeft int `json:"steps_left"`
-	// Worth: the steps left, at StepSeconds each, outlast moveWorth first
-	// steps (Startup.FirstStepSeconds).
+	// Worth: the steps left, at StepSeconds each, last at least moveWorth
+	// first steps (Startup.FirstStepSeconds).
 	Worth bool `json:"worth"`
-	// Move: every process found it worth (one process: Worth).
+	// Move: every process found it worth (one process: Worth), so the
+	// move was tried; Executor says whether it held.
 	Move bool `json:"move"`
 }
 
