@@ -125,12 +125,9 @@ func (f *Loop) considerSingleThreaded(ctx context.Context, left int, took time.D
 		step = time.Duration(math.Round(f.timing.Inline.CallingThreadStepSeconds * float64(time.Second)))
 	}
 	s.considered = true
-	move := f.worthMoving(left, step)
-	var weighed *ExecutorWeighing
-	if step > 0 && f.cannotMove() == "" {
-		weighed = &ExecutorWeighing{StepSeconds: step.Seconds(), StepsLeft: left, Worth: move}
-		f.timing.ExecutorWeighed = weighed
-	}
+	weighed := f.weigh(left, step)
+	f.timing.ExecutorWeighed = weighed
+	move := weighed != nil && weighed.Worth
 	if f.Group != nil {
 		votes := []float64{0}
 		if move {
@@ -161,16 +158,16 @@ func (f *Loop) timesOwnCalls() bool {
 // steps_per_execution "auto" times its blocks after it.
 func (f *Loop) executorPending() bool { return f.timesOwnCalls() && !f.single.considered }
 
-// worthMoving says whether this process gains from the move, its steps
-// taking step in the calling thread (0: the pool won), with left train
-// steps to go: it can move, and the steps left outlast moveWorth first
-// steps.
-func (f *Loop) worthMoving(left int, step time.Duration) bool {
+// weigh weighs this process's move, its steps taking step in the calling
+// thread (0: the pool won), with left train steps to go: nil where there
+// is nothing to weigh (the pool won, the model cannot move), else worth it
+// where the steps left last at least moveWorth first steps.
+func (f *Loop) weigh(left int, step time.Duration) *ExecutorWeighing {
 	if step <= 0 || f.cannotMove() != "" {
-		return false
+		return nil
 	}
 	first := time.Duration(f.clock.startup.FirstStepSeconds * float64(time.Second))
-	return time.Duration(left)*step >= moveWorth*first
+	return &ExecutorWeighing{StepSeconds: step.Seconds(), StepsLeft: left, Worth: time.Duration(left)*step >= moveWorth*first}
 }
 
 // moveWith moves the model and runs call, the process's next train call,
