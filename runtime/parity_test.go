@@ -203,6 +203,16 @@ func TestSingleThreadedExecutorKerasParity(t *testing.T) {
 	}
 }
 
+// A job asked to move whose step the single-threaded executor refuses (TF1's
+// Switch in the graph) says so and trains on where it was: Keras's numbers,
+// the refused first step run once.
+func TestRefusedMoveKeepsKerasNumbers(t *testing.T) {
+	stderr := checkParity(t, "old_style_branch", map[string]string{"executor": "single_threaded"})
+	if !strings.Contains(stderr, "train steps stay on TensorFlow's default executor: its first call failed") || !strings.Contains(stderr, "switch op") {
+		t.Errorf("no warning that the move was refused for the Switch:\n%s", stderr)
+	}
+}
+
 // checkParity trains family's fixture through the SageMaker contract, with
 // hps added to the job's hyperparameters, checks it against Keras, and
 // returns the job's stderr.

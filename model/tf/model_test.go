@@ -224,6 +224,67 @@ func TestSingleThreadedExecutorKeepsTheNumbers(t *testing.T) {
 	}
 }
 
+// A step the single-threaded executor refuses (TF1's Switch and Merge in
+// the graph) fails the move on its first call: the model stays on its
+// session, untouched by the try, and that call runs there once, so the
+// steps, the variables and train_steps' blocks are those of a model that
+// never tried.
+func TestRefusedMoveRunsTheFirstCallOnce(t *testing.T) {
+	fx := fixture.Make(t, "old_style_branch", "--rows", "256", "--no-fit", "--no-validation")
+	stay, move := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))
+	for step := 0; step < 6; step++ {
+		b := batch(t, fx, step*32, step*32+32)
+		sm, err := stay.TrainStep(named(stay, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mm []model.Metric
+		if step == 3 {
+			calls := 0
+			var stayed error
+			stayed, err = move.MoveSingleThreaded(func() (err error) {
+				calls++
+				mm, err = move.TrainStep(named(move, b))
+				return err
+			})
+			if stayed == nil || !strings.Contains(stayed.Error(), "switch op") {
+				t.Fatalf("the move was not refused for the Switch: stayed %v", stayed)
+			}
+			if calls != 2 {
+				t.Fatalf("the first call ran %d times, want 2 (refused there, then run here)", calls)
+			}
+		} else {
+			mm, err = move.TrainStep(named(move, b))
+		}
+		if err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		for i := range sm {
+			if sm[i] != mm[i] {
+				t.Errorf("step %d %s: %v, after the refused move %v", step, sm[i].Name, sm[i].Value, mm[i].Value)
+			}
+		}
+	}
+	two := batch(t, fx, 192, 256)
+	sm, err := stay.TrainSteps(named(stay, two), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mm, err := move.TrainSteps(named(move, two), 2)
+	if err != nil {
+		t.Fatalf("train_steps after the refused move: %v", err)
+	}
+	if !slices.Equal(sm, mm) {
+		t.Errorf("train_steps: %v, after the refused move %v", sm, mm)
+	}
+	sv, mv := mustRead(t, stay), mustRead(t, move)
+	for i := range sv {
+		if !bytes.Equal(sv[i].Data, mv[i].Data) {
+			t.Errorf("variable %s differs after 8 steps", sv[i].Spec.Name)
+		}
+	}
+}
+
 // Several processes move too: the gradient path (compute, apply, and the
 // apply fused with the next gradient) gives the default executor's
 // gradients and variables bit for bit after the move, on the seed MLP and

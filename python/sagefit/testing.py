@@ -81,6 +81,33 @@ def seed_wide():
     return model
 
 
+def old_style_branch():
+    """The seed model behind a layer that passes its input through TF1's
+    Switch and Merge (old-style control flow, a predicate the graph cannot
+    fold): TensorFlow's single-threaded executor refuses such a step, so a
+    move there fails on its first call and training must go on where it
+    was, that call run once."""
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class OldStyleBranch(keras.layers.Layer):
+        def call(self, x):
+            when_false, when_true = tf.raw_ops.Switch(data=x, pred=tf.reduce_all(tf.math.is_finite(x)))
+            return tf.raw_ops.Merge(inputs=[when_false, when_true])[0]
+
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            OldStyleBranch(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def wide():
     """Logistic regression on 4096 features: rows of 16 KiB, so data sets of
     gigabytes have few enough rows to train through in seconds."""
@@ -460,6 +487,7 @@ FAMILIES = {
     "seed_wide": (seed_wide, seed_data),
     "seed_weighted": (seed_weighted, seed_data),
     "seed_xla": (seed_xla, seed_data),
+    "old_style_branch": (old_style_branch, seed_data),
     "cnn_xla": (cnn_xla, small_cnn_data),
     "wide": (wide, wide_data),
     "multiclass": (multiclass, multiclass_data),
