@@ -130,12 +130,14 @@ func (t TensorSpec) ExampleElems() int64 {
 
 // VariableSpec describes a variable in read/assign order.
 type VariableSpec struct {
-	Name      string  `json:"name"`
-	Key       string  `json:"key,omitempty"`
-	Shape     []int64 `json:"shape"`
-	DType     string  `json:"dtype"`
-	Kind      string  `json:"kind,omitempty"`
-	Trainable bool    `json:"trainable,omitempty"`
+	Name  string  `json:"name"`
+	Key   string  `json:"key,omitempty"`
+	Shape []int64 `json:"shape"`
+	DType string  `json:"dtype"`
+	// Kind is whose state it is: "model", "optimizer", or "step" (a
+	// variable a custom train step writes that Keras does not track).
+	Kind      string `json:"kind,omitempty"`
+	Trainable bool   `json:"trainable,omitempty"`
 	// Aggregation "mean": with several hosts, the variable is averaged over
 	// them before it is read (validation, checkpoints, the saved model):
 	// BatchNormalization's moving statistics (see python/sagefit/export.py).

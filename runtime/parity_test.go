@@ -171,8 +171,9 @@ func TestKerasParity(t *testing.T) {
 	// each target's shape comes from its own loss.
 	families = append(families, "two_heads")
 	// The Keras 3 guide's custom train step (optimizer.apply, compute_loss,
-	// metrics updated in the step), and one that updates only the last layer.
-	families = append(families, "custom_step", "custom_step_partial")
+	// metrics updated in the step), one that updates only the last layer,
+	// and one that keeps a count of its own in a tf.Variable.
+	families = append(families, "custom_step", "custom_step_partial", "custom_step_state")
 	// Layers with their own ways: Dropout's seed state, an Embedding's
 	// sparse gradients, recurrent layers, an adapted Normalization, mixed
 	// precision, convolutions (the model zoo with the families above).

@@ -510,11 +510,16 @@ func runStopped(t *testing.T, args []string, out string, hosts int) string {
 
 // TestResumeAfterSIGTERMMatchesUninterrupted: a run stopped by SIGTERM
 // mid-training and started again ends with the same weights and history as
-// a run that was never stopped (shuffle on), on one host and on two.
+// a run that was never stopped (shuffle on), on one host and on two; and a
+// custom train step's own state (a tf.Variable Keras does not track) comes
+// back with the model's.
 func TestResumeAfterSIGTERMMatchesUninterrupted(t *testing.T) {
-	fx := fixture.Make(t, "seed", "--rows", "20000", "--no-fit", "--no-validation")
-	for _, hosts := range []int{1, 2} {
-		t.Run(fmt.Sprintf("%d hosts", hosts), func(t *testing.T) {
+	for _, c := range []struct {
+		family string
+		hosts  int
+	}{{"seed", 1}, {"seed", 2}, {"custom_step_state", 1}} {
+		fx, hosts := fixture.Make(t, c.family, "--rows", "20000", "--no-fit", "--no-validation"), c.hosts
+		t.Run(fmt.Sprintf("%s/%d hosts", c.family, hosts), func(t *testing.T) {
 			args := func(out string) []string {
 				return []string{"local", "--hosts", fmt.Sprint(hosts), "--model", filepath.Join(fx, "model"),
 					"--channel", "training=" + filepath.Join(fx, "train"), "--output", out,

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime/fit"
 	"github.com/sagefit/sagefit/runtime/job"
@@ -60,7 +61,7 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "  metrics        %s\n", strings.Join(meta.Metrics, ", "))
 	fmt.Fprintf(stdout, "  optimizer      %s (learning rate %g, assignable %v)\n", meta.Optimizer, lr, meta.LearningRateAssignable)
 	fmt.Fprintf(stdout, "  gradients      %d floats over %d trainable variables\n", meta.GradientSize, len(meta.Gradients))
-	fmt.Fprintf(stdout, "  variables      %d (model and optimizer)\n", len(meta.Variables))
+	fmt.Fprintf(stdout, "  variables      %d (%s)\n", len(meta.Variables), variableKinds(meta.Variables))
 	fmt.Fprintf(stdout, "  fingerprint    %s\n", meta.Fingerprint)
 	roles := make([]string, 0, len(meta.Signatures))
 	for r := range meta.Signatures {
@@ -150,4 +151,27 @@ func dur(s float64) string {
 		return fmt.Sprintf("%.2fms", s*1e3)
 	}
 	return fmt.Sprintf("%.1fµs", s*1e6)
+}
+
+// variableKinds counts the contract's variables by whose state they are,
+// for example "4 model, 10 optimizer, 1 the train step's own".
+func variableKinds(vars []model.VariableSpec) string {
+	say := map[string]string{"model": "model", "optimizer": "optimizer", "step": "the train step's own", "": "of no kind"}
+	var kinds []string
+	counts := map[string]int{}
+	for _, v := range vars {
+		if counts[v.Kind] == 0 {
+			kinds = append(kinds, v.Kind) // contract order: the model's first
+		}
+		counts[v.Kind]++
+	}
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		name, ok := say[k]
+		if !ok {
+			name = k
+		}
+		parts[i] = fmt.Sprintf("%d %s", counts[k], name)
+	}
+	return strings.Join(parts, ", ")
 }

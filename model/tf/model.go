@@ -506,7 +506,8 @@ func (m *Model) AssignMetricState(state []float64) error {
 	return err
 }
 
-// ReadVariables returns every model and optimizer variable, in contract order.
+// ReadVariables returns every variable of the contract (the model's, the
+// optimizer's, the train step's own), in contract order.
 func (m *Model) ReadVariables() ([]model.Variable, error) {
 	res, err := m.run(model.RoleReadVariables, nil, nil)
 	if err != nil {
@@ -519,7 +520,7 @@ func (m *Model) ReadVariables() ([]model.Variable, error) {
 	return out, nil
 }
 
-// AssignVariables sets every model and optimizer variable.
+// AssignVariables sets every variable of the contract.
 func (m *Model) AssignVariables(vars []model.Variable) error {
 	if len(vars) != len(m.meta.Variables) {
 		return fmt.Errorf("got %d variables, the model has %d", len(vars), len(m.meta.Variables))

@@ -170,7 +170,7 @@ func TestComputeApplyEqualsTrainStep(t *testing.T) {
 // the model was loaded into, bit for bit: the seed MLP, and a model with
 // dropout, whose random state is a variable that moves with the others.
 func TestSingleThreadedExecutorKeepsTheNumbers(t *testing.T) {
-	for _, family := range []string{"seed", "dropout"} {
+	for _, family := range []string{"seed", "dropout", "custom_step_state"} {
 		t.Run(family, func(t *testing.T) {
 			fx := fixture.Make(t, family, "--rows", "256", "--no-fit", "--no-validation")
 			stay, move := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))

@@ -465,6 +465,13 @@ def export(
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
     )
     add(names[2], xla(test_step), step_specs)
+    # State a custom step keeps of its own (a tf.Variable Keras does not
+    # track): read and assigned with the model's, so checkpoints, resumes
+    # and a move to another session carry it.
+    own_state = len(state_vars)
+    state_vars.extend(_written_untracked(
+        [_endpoint(archive, n) for n in names], state_vars + metric_vars))
+    var_keys.extend(f"v{i:04d}" for i in range(len(var_keys), len(state_vars)))
 
     # Several hosts: the averaged gradient of step t applied and step t+1's
     # gradient computed in one call (the update first: its writes are
@@ -528,7 +535,7 @@ def export(
             "key": k,
             "shape": [int(d) for d in v.shape],
             "dtype": _dtype_name(v.dtype),
-            "kind": "model" if i < len(model.variables) else "optimizer",
+            "kind": "model" if i < len(model.variables) else "optimizer" if i < own_state else "step",
             "trainable": any(v is t for t in trainable),
         }
         for i, (k, v) in enumerate(zip(var_keys, state_vars))
@@ -773,6 +780,26 @@ def _assigned_by(fn, variables):
     for v in variables:
         ph = captured.get(id(_handle(v)))
         out.append(ph is not None and ph.ref() in written)
+    return out
+
+
+def _written_untracked(fns, known):
+    """The variables the traced functions assign that are not in known, in
+    the order the functions capture them."""
+    known_handles = {id(_handle(v)) for v in known}
+    out = []
+    for fn in fns:
+        with _saving():  # the trace the SavedModel holds
+            concrete = fn.get_concrete_function()
+        graph = concrete.graph
+        written = _written_resources(graph)
+        captured = {id(external): internal for external, internal in graph.captures}
+        for v in concrete.variables:
+            h = id(_handle(v))
+            ph = captured.get(h)
+            if h not in known_handles and ph is not None and ph.ref() in written:
+                known_handles.add(h)
+                out.append(v)
     return out
 
 

@@ -233,6 +233,43 @@ def _custom_step_model(update_last_only):
     return model
 
 
+def custom_step_state():
+    """A custom train step that keeps state of its own in a tf.Variable
+    Keras does not track (a count of the steps run, which weighs the
+    loss): state a checkpoint, a resume or a move must carry like the
+    model's own."""
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class CountingModel(keras.Model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.steps_seen = tf.Variable(0.0, trainable=False, name="steps_seen")
+
+        def train_step(self, data):
+            x, y = data
+            self.steps_seen.assign_add(1.0)
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(y=y, y_pred=y_pred) * (1.0 + 0.05 * self.steps_seen)
+            gradients = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(gradients, self.trainable_variables)
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss)
+                else:
+                    metric.update_state(y, y_pred)
+            return {m.name: m.result() for m in self.metrics}
+
+    inputs = keras.Input((10,))
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(h)
+    model = CountingModel(inputs, outputs)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def custom_step():
     return _custom_step_model(False)
 
@@ -503,6 +540,7 @@ FAMILIES = {
     "mixed_bfloat16": (mixed_bfloat16, seed_data),
     "custom_step": (custom_step, seed_data),
     "custom_step_partial": (custom_step_partial, seed_data),
+    "custom_step_state": (custom_step_state, seed_data),
     "batch_norm": (batch_norm, batch_norm_data),
     "mobilenet_v2": (mobilenet_v2, mobilenet_v2_data),
     "batch_norm_synchronized": (batch_norm_synchronized, batch_norm_data),

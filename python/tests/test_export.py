@@ -202,6 +202,18 @@ def test_custom_step_updating_some_variables_records_them(tmp_path):
     assert meta["gradient_size"] == 16 + 1
 
 
+def test_custom_step_state_is_read_and_assigned_with_the_variables(tmp_path):
+    # A tf.Variable the step writes that Keras does not track: listed after
+    # the optimizer's, so checkpoints, resumes and a move carry it.
+    build, _ = FAMILIES["custom_step_state"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    step = [v for v in meta["variables"] if v["kind"] == "step"]
+    assert [(v["name"], v["dtype"], v["shape"]) for v in step] == [("steps_seen", "float32", [])]
+    assert meta["variables"][-1] == step[0]
+    seed = sagefit.export(_seed_model(), str(tmp_path / "seed"))
+    assert {v["kind"] for v in seed["variables"]} == {"model", "optimizer"}
+
+
 def _matmuls_by_function(export_dir):
     """The functions of a SavedModel's library that hold MatMul ops, by
     their traced Python function's name."""
