@@ -517,9 +517,9 @@ func TestResumeAfterSIGTERMMatchesUninterrupted(t *testing.T) {
 	for _, c := range []struct {
 		family string
 		hosts  int
-	}{{"seed", 1}, {"seed", 2}, {"custom_step_state", 1}} {
-		fx, hosts := fixture.Make(t, c.family, "--rows", "20000", "--no-fit", "--no-validation"), c.hosts
-		t.Run(fmt.Sprintf("%s/%d hosts", c.family, hosts), func(t *testing.T) {
+	}{{"seed", 1}, {"seed", 2}, {"custom_step_state", 1}, {"custom_step_state", 2}} {
+		t.Run(fmt.Sprintf("%s/%d hosts", c.family, c.hosts), func(t *testing.T) {
+			fx, hosts := fixture.Make(t, c.family, "--rows", "20000", "--no-fit", "--no-validation"), c.hosts
 			args := func(out string) []string {
 				return []string{"local", "--hosts", fmt.Sprint(hosts), "--model", filepath.Join(fx, "model"),
 					"--channel", "training=" + filepath.Join(fx, "train"), "--output", out,

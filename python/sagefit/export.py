@@ -469,7 +469,7 @@ def export(
     # track): read and assigned with the model's, so checkpoints, resumes
     # and a move to another session carry it.
     own_state = len(state_vars)
-    state_vars.extend(_written_untracked(
+    state_vars.extend(_captured_untracked(
         [_endpoint(archive, n) for n in names], state_vars + metric_vars))
     var_keys.extend(f"v{i:04d}" for i in range(len(var_keys), len(state_vars)))
 
@@ -529,19 +529,30 @@ def export(
     _write_out(archive, export_dir)
 
     assigned = _assigned_by(_endpoint(archive, names[0]), state_vars)
+
+    def _kind(i, v):
+        # tf-keras's optimizer keeps its learning rate out of its variables.
+        if i < len(model.variables):
+            return "model"
+        if i < own_state or (lr_var is not None and _handle(v) is _handle(lr_var)):
+            return "optimizer"
+        return "step"
+
     variables = [
         {
             "name": _var_name(v),
             "key": k,
             "shape": [int(d) for d in v.shape],
             "dtype": _dtype_name(v.dtype),
-            "kind": "model" if i < len(model.variables) else "optimizer" if i < own_state else "step",
+            "kind": _kind(i, v),
             "trainable": any(v is t for t in trainable),
         }
         for i, (k, v) in enumerate(zip(var_keys, state_vars))
     ]
     for i, (desc, v) in enumerate(zip(variables, state_vars)):
-        if i < len(model.variables) and _averaged_over_hosts(v, desc, assigned[i]):
+        # A step's own variables follow the rule of the model's (tf-keras
+        # tracks them as the model's).
+        if (i < len(model.variables) or i >= own_state) and _averaged_over_hosts(v, desc, assigned[i]):
             desc["aggregation"] = contract.MEAN
     grads = [
         {"name": _var_name(v), "shape": [int(d) for d in v.shape], "dtype": "float32"}
@@ -783,24 +794,38 @@ def _assigned_by(fn, variables):
     return out
 
 
-def _written_untracked(fns, known):
-    """The variables the traced functions assign that are not in known, in
-    the order the functions capture them."""
+def _captured_untracked(fns, known):
+    """The variables the traced functions capture that are not in known, in
+    the order the functions capture them (the contract's order, which the
+    fingerprint covers, must not change between exports): every one, read
+    or written, as a write may hide where the exporter cannot see it (a
+    branch of tf.cond, a slice assignment), and carrying a variable that
+    never changes costs only its bytes."""
     known_handles = {id(_handle(v)) for v in known}
     out = []
     for fn in fns:
         with _saving():  # the trace the SavedModel holds
             concrete = fn.get_concrete_function()
-        graph = concrete.graph
-        written = _written_resources(graph)
-        captured = {id(external): internal for external, internal in graph.captures}
-        for v in concrete.variables:
-            h = id(_handle(v))
-            ph = captured.get(h)
-            if h not in known_handles and ph is not None and ph.ref() in written:
-                known_handles.add(h)
-                out.append(v)
+        by_handle = {id(_handle(v)): v for v in concrete.variables}
+        for external, _ in concrete.graph.captures:
+            v = by_handle.get(id(external))
+            if v is None or id(external) in known_handles:
+                continue
+            known_handles.add(id(external))
+            if _dtype_name(v.dtype) not in _CARRIED_DTYPES:
+                raise ExportError(
+                    f"the train or test step uses variable {_var_name(v)} of dtype "
+                    f"{_dtype_name(v.dtype)}, which Keras does not track; sagefit carries "
+                    "such a variable through checkpoints as numbers: make it numeric or "
+                    "a constant"
+                )
+            out.append(v)
     return out
+
+
+# The dtypes read_variables and assign_variables carry (model/dtype.go).
+_CARRIED_DTYPES = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32",
+                   "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
 
 
 def _written_resources(graph):

@@ -214,6 +214,38 @@ def test_custom_step_state_is_read_and_assigned_with_the_variables(tmp_path):
     assert {v["kind"] for v in seed["variables"]} == {"model", "optimizer"}
 
 
+def test_every_untracked_variable_a_step_uses_is_carried_in_capture_order(tmp_path):
+    # Written in a tf.cond branch, by a slice assignment, or only read: the
+    # exporter cannot see every write, so it carries all of them, in the
+    # order the step first uses them (the fingerprint covers the order).
+    class Step(keras.Model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.extra = [tf.Variable([0.0, 0.0], name=f"s{i}") for i in range(6)]
+
+        def train_step(self, data):
+            x, y = data
+            s = self.extra
+            tf.cond(tf.reduce_sum(x) > 0, lambda: s[0].assign_add([1.0, 1.0]), lambda: s[0].assign_sub([1.0, 1.0]))
+            s[1][0].assign(2.0)
+            scale = 1.0 + s[2][0] + s[3][1] + s[4][0] + s[5][1]
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(y=y, y_pred=self(x, training=True)) * scale
+            self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+            return {"loss": loss}
+
+    def build():
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((10,))
+        model = Step(inputs, keras.layers.Dense(1)(inputs))
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    for n in range(3):  # an order from the variables' ids would change
+        meta = sagefit.export(build(), str(tmp_path / f"m{n}"))
+        assert [v["name"] for v in meta["variables"] if v["kind"] == "step"] == [f"s{i}" for i in range(6)]
+
+
 def _matmuls_by_function(export_dir):
     """The functions of a SavedModel's library that hold MatMul ops, by
     their traced Python function's name."""

@@ -17,8 +17,9 @@ import (
 )
 
 // A checkpoint is a folder ckpt-<epoch>-<step> under the checkpoint dir:
-// variables.bin (every variable of the contract, raw, in contract order) and state.json (where training stood, the metric state, the
-// history so far, and variables.bin's SHA-256). It is written under a
+// variables.bin (every variable of the contract, raw, in contract order)
+// and state.json (where training stood, the metric state, the history so
+// far, and variables.bin's SHA-256). It is written under a
 // temporary name, synced and renamed, so a reader sees all of it or none.
 const (
 	prefix    = "ckpt-"
