@@ -246,6 +246,27 @@ def test_every_untracked_variable_a_step_uses_is_carried_in_capture_order(tmp_pa
         assert [v["name"] for v in meta["variables"] if v["kind"] == "step"] == [f"s{i}" for i in range(6)]
 
 
+def test_untracked_string_variable_is_refused_naming_it(tmp_path):
+    class Tagged(keras.Model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tag = tf.Variable("run", name="tag")
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(y=y, y_pred=self(x, training=True))
+                loss += 0.0 * tf.cast(tf.strings.length(self.tag), tf.float32)
+            self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+            return {"loss": loss}
+
+    inputs = keras.Input((10,))
+    model = Tagged(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(sagefit.ExportError, match="variable tag of dtype string"):
+        sagefit.export(model, str(tmp_path / "m"))
+
+
 def _matmuls_by_function(export_dir):
     """The functions of a SavedModel's library that hold MatMul ops, by
     their traced Python function's name."""
