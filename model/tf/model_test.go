@@ -167,38 +167,19 @@ func TestComputeApplyEqualsTrainStep(t *testing.T) {
 }
 
 // The single-threaded executor trains on with the numbers of the session
-// the model was loaded into, bit for bit: the seed MLP, and a model with
-// dropout, whose random state is a variable that moves with the others.
+// the model was loaded into, bit for bit: the seed MLP, a model with
+// dropout, whose random state is a variable that moves with the others, and
+// a custom step that counts its steps in a tf.Variable of its own.
 func TestSingleThreadedExecutorKeepsTheNumbers(t *testing.T) {
 	for _, family := range []string{"seed", "dropout", "custom_step_state"} {
 		t.Run(family, func(t *testing.T) {
 			fx := fixture.Make(t, family, "--rows", "256", "--no-fit", "--no-validation")
 			stay, move := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))
-			for step := 0; step < 6; step++ {
-				b := batch(t, fx, step*32, step*32+32)
-				sm, err := stay.TrainStep(named(stay, b))
-				if err != nil {
-					t.Fatal(err)
+			trainBesideAMove(t, fx, stay, move, func(stayed error, _ int) {
+				if stayed != nil {
+					t.Fatalf("stayed on its session: %v", stayed)
 				}
-				var mm []model.Metric
-				if step == 3 {
-					var stayed error
-					stayed, err = move.MoveSingleThreaded(func() (err error) { mm, err = move.TrainStep(named(move, b)); return err })
-					if stayed != nil {
-						t.Fatalf("stayed on its session: %v", stayed)
-					}
-				} else {
-					mm, err = move.TrainStep(named(move, b))
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i := range sm {
-					if sm[i] != mm[i] {
-						t.Errorf("step %d %s: %v, after the move %v", step, sm[i].Name, sm[i].Value, mm[i].Value)
-					}
-				}
-			}
+			})
 			sv, mv := mustRead(t, stay), mustRead(t, move)
 			for i := range sv {
 				if !bytes.Equal(sv[i].Data, mv[i].Data) {
@@ -232,39 +213,14 @@ func TestSingleThreadedExecutorKeepsTheNumbers(t *testing.T) {
 func TestRefusedMoveRunsTheFirstCallOnce(t *testing.T) {
 	fx := fixture.Make(t, "old_style_branch", "--rows", "256", "--no-fit", "--no-validation")
 	stay, move := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))
-	for step := 0; step < 6; step++ {
-		b := batch(t, fx, step*32, step*32+32)
-		sm, err := stay.TrainStep(named(stay, b))
-		if err != nil {
-			t.Fatal(err)
+	trainBesideAMove(t, fx, stay, move, func(stayed error, calls int) {
+		if stayed == nil || !strings.Contains(stayed.Error(), "switch op") {
+			t.Fatalf("the move was not refused for the Switch: stayed %v", stayed)
 		}
-		var mm []model.Metric
-		if step == 3 {
-			calls := 0
-			var stayed error
-			stayed, err = move.MoveSingleThreaded(func() (err error) {
-				calls++
-				mm, err = move.TrainStep(named(move, b))
-				return err
-			})
-			if stayed == nil || !strings.Contains(stayed.Error(), "switch op") {
-				t.Fatalf("the move was not refused for the Switch: stayed %v", stayed)
-			}
-			if calls != 2 {
-				t.Fatalf("the first call ran %d times, want 2 (refused there, then run here)", calls)
-			}
-		} else {
-			mm, err = move.TrainStep(named(move, b))
+		if calls != 2 {
+			t.Fatalf("the first call ran %d times, want 2 (refused there, then run here)", calls)
 		}
-		if err != nil {
-			t.Fatalf("step %d: %v", step, err)
-		}
-		for i := range sm {
-			if sm[i] != mm[i] {
-				t.Errorf("step %d %s: %v, after the refused move %v", step, sm[i].Name, sm[i].Value, mm[i].Value)
-			}
-		}
-	}
+	})
 	two := batch(t, fx, 192, 256)
 	sm, err := stay.TrainSteps(named(stay, two), 2)
 	if err != nil {
@@ -281,6 +237,41 @@ func TestRefusedMoveRunsTheFirstCallOnce(t *testing.T) {
 	for i := range sv {
 		if !bytes.Equal(sv[i].Data, mv[i].Data) {
 			t.Errorf("variable %s differs after 8 steps", sv[i].Spec.Name)
+		}
+	}
+}
+
+// trainBesideAMove trains stay and move on the same six batches of fx, one
+// step per call, move moving to the single-threaded executor at the fourth
+// with that step as its first call there; moved checks what the move said
+// and how many times it ran the call. Every step's metrics must be equal.
+func trainBesideAMove(t *testing.T, fx string, stay, move *tf.Model, moved func(stayed error, calls int)) {
+	t.Helper()
+	for step := 0; step < 6; step++ {
+		b := batch(t, fx, step*32, step*32+32)
+		sm, err := stay.TrainStep(named(stay, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mm []model.Metric
+		if step == 3 {
+			calls := 0
+			stayed, err := move.MoveSingleThreaded(func() (err error) {
+				calls++
+				mm, err = move.TrainStep(named(move, b))
+				return err
+			})
+			if err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			moved(stayed, calls)
+		} else if mm, err = move.TrainStep(named(move, b)); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		for i := range sm {
+			if sm[i] != mm[i] {
+				t.Errorf("step %d %s: %v, beside a move %v", step, sm[i].Name, sm[i].Value, mm[i].Value)
+			}
 		}
 	}
 }

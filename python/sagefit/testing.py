@@ -201,20 +201,32 @@ def two_heads_data(rows, rng):
     return {"x": x}, {"kind": kind, "price": price}
 
 
-def _custom_step_model(update_last_only):
+def _custom_step_model(update_last_only, count_steps=False):
     """The Keras 3 guide's custom train_step ("Customizing what happens in
     fit()"): compute_loss, optimizer.apply, metrics updated in the step;
-    with update_last_only, a step that leaves the first layer alone."""
+    with update_last_only, a step that leaves the first layer alone; with
+    count_steps, a step that keeps state of its own in a tf.Variable Keras
+    does not track (a count of the steps run, which weighs the loss): state
+    a checkpoint, a resume or a move must carry like the model's."""
     import tensorflow as tf
 
     keras = _keras()
 
     class CustomModel(keras.Model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if count_steps:
+                self.steps_seen = tf.Variable(0.0, trainable=False, name="steps_seen")
+
         def train_step(self, data):
             x, y = data
+            if count_steps:
+                self.steps_seen.assign_add(1.0)
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
                 loss = self.compute_loss(y=y, y_pred=y_pred)
+                if count_steps:
+                    loss = loss * (1.0 + 0.05 * self.steps_seen)
             variables = self.trainable_variables[2:] if update_last_only else self.trainable_variables
             gradients = tape.gradient(loss, variables)
             self.optimizer.apply(gradients, variables)
@@ -233,49 +245,16 @@ def _custom_step_model(update_last_only):
     return model
 
 
-def custom_step_state():
-    """A custom train step that keeps state of its own in a tf.Variable
-    Keras does not track (a count of the steps run, which weighs the
-    loss): state a checkpoint, a resume or a move must carry like the
-    model's own."""
-    import tensorflow as tf
-
-    keras = _keras()
-
-    class CountingModel(keras.Model):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.steps_seen = tf.Variable(0.0, trainable=False, name="steps_seen")
-
-        def train_step(self, data):
-            x, y = data
-            self.steps_seen.assign_add(1.0)
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self.compute_loss(y=y, y_pred=y_pred) * (1.0 + 0.05 * self.steps_seen)
-            gradients = tape.gradient(loss, self.trainable_variables)
-            self.optimizer.apply(gradients, self.trainable_variables)
-            for metric in self.metrics:
-                if metric.name == "loss":
-                    metric.update_state(loss)
-                else:
-                    metric.update_state(y, y_pred)
-            return {m.name: m.result() for m in self.metrics}
-
-    inputs = keras.Input((10,))
-    h = keras.layers.Dense(16, activation="relu")(inputs)
-    outputs = keras.layers.Dense(1, activation="sigmoid")(h)
-    model = CountingModel(inputs, outputs)
-    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    return model
-
-
 def custom_step():
     return _custom_step_model(False)
 
 
 def custom_step_partial():
     return _custom_step_model(True)
+
+
+def custom_step_state():
+    return _custom_step_model(False, count_steps=True)
 
 
 def dropout_mlp():
