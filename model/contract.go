@@ -144,6 +144,13 @@ type VariableSpec struct {
 	Aggregation string `json:"aggregation,omitempty"`
 }
 
+// Variable kinds: whose state a variable is.
+const (
+	KindModel     = "model"     // the model's own (Keras's model.variables)
+	KindOptimizer = "optimizer" // the optimizer's
+	KindStep      = "step"      // a custom train step's own, untracked by Keras
+)
+
 // AggregationMean marks a variable that hosts average.
 const AggregationMean = "mean"
 

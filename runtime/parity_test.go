@@ -366,6 +366,9 @@ func TestCallbacksParity(t *testing.T) {
 
 	vars := savedVars(t, res.ModelDir)
 	sameWeights(t, vars, ref.Weights, ref.WeightNames) // the restored best epoch's weights
+	// and the optimizer's as training left them (Keras restores the model's
+	// weights only): the last epoch's slots and the rate ReduceLROnPlateau set.
+	sameWeights(t, vars, ref.OptimizerWeights, ref.OptimizerWeightNames)
 
 	kcsv, err := os.ReadFile(filepath.Join(fx, "keras", "log.csv"))
 	if err != nil {

@@ -156,7 +156,7 @@ func dur(s float64) string {
 // variableKinds counts the contract's variables by whose state they are,
 // for example "4 model, 10 optimizer, 1 the train step's own".
 func variableKinds(vars []model.VariableSpec) string {
-	say := map[string]string{"model": "model", "optimizer": "optimizer", "step": "the train step's own", "": "of no kind"}
+	say := map[string]string{model.KindModel: "model", model.KindOptimizer: "optimizer", model.KindStep: "the train step's own", "": "of no kind"}
 	var kinds []string
 	counts := map[string]int{}
 	for _, v := range vars {

@@ -269,6 +269,26 @@ func (b *bestWeights) keep(m Model) error {
 	return nil
 }
 
+// restoreModelWeights gives the model the kept weights of its own, as
+// Keras's set_weights does, and leaves the optimizer's state and a custom
+// step's own as training left them (ModelCheckpoint's best model, a saved
+// model in Keras, restores them all).
+func (b *bestWeights) restoreModelWeights(m Model) error {
+	vars, err := m.ReadVariables()
+	if err != nil {
+		return err
+	}
+	if len(vars) != len(b.vars) {
+		return fmt.Errorf("kept %d variables, the model has %d", len(b.vars), len(vars))
+	}
+	for i, v := range b.vars {
+		if v.Spec.Kind == model.KindModel || v.Spec.Kind == "" { // "": an export that named no kinds
+			vars[i] = v
+		}
+	}
+	return m.AssignVariables(vars)
+}
+
 // monitor decides improvements of a monitored metric as Keras's
 // MonitorCallback does: current + min_delta < best in "min" mode,
 // current - min_delta > best in "max" mode; no best yet is an improvement.

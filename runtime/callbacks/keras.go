@@ -87,7 +87,7 @@ func (e *earlyStopping) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 
 func (e *earlyStopping) trainEnd(m Model) error {
 	if e.RestoreBestWeights && e.st.HaveWeights && e.kept.vars != nil {
-		return m.AssignVariables(e.kept.vars)
+		return e.kept.restoreModelWeights(m)
 	}
 	return nil
 }
