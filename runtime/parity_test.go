@@ -232,7 +232,12 @@ func checkParity(t *testing.T, family string, hps map[string]string) string {
 
 	sameHistory(t, res.HistoryPath, ref.History)
 
-	sameWeights(t, savedVars(t, res.ModelDir), ref.Weights, ref.WeightNames)
+	vars := savedVars(t, res.ModelDir)
+	sameWeights(t, vars, ref.Weights, ref.WeightNames)
+	if len(ref.OptimizerWeights) == 0 {
+		t.Fatal("the reference holds no optimizer variables")
+	}
+	sameWeights(t, vars, ref.OptimizerWeights, ref.OptimizerWeightNames)
 
 	trained, err := tf.Load(res.ModelDir, tf.Config{})
 	if err != nil {
