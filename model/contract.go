@@ -134,8 +134,7 @@ type VariableSpec struct {
 	Key   string  `json:"key,omitempty"`
 	Shape []int64 `json:"shape"`
 	DType string  `json:"dtype"`
-	// Kind is whose state it is: "model", "optimizer", or "step" (a
-	// variable a custom train step writes that Keras does not track).
+	// Kind is whose state it is: KindModel, KindOptimizer or KindStep.
 	Kind      string `json:"kind,omitempty"`
 	Trainable bool   `json:"trainable,omitempty"`
 	// Aggregation "mean": with several hosts, the variable is averaged over
@@ -148,7 +147,7 @@ type VariableSpec struct {
 const (
 	KindModel     = "model"     // the model's own (Keras's model.variables)
 	KindOptimizer = "optimizer" // the optimizer's
-	KindStep      = "step"      // a custom train step's own, untracked by Keras
+	KindStep      = "step"      // one a custom step uses that Keras does not track
 )
 
 // AggregationMean marks a variable that hosts average.
