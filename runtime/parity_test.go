@@ -100,7 +100,7 @@ func sameHistory(t *testing.T, path string, want map[string][]float64) {
 	}
 }
 
-// sameWeights checks the model's variables against Keras's get_weights,
+// sameWeights checks variables against Keras's (get_weights, or its optimizer's),
 // matched by name (Keras's order of model.weights is not the contract's
 // where seed generators and counters are involved).
 func sameWeights(t *testing.T, vars []model.Variable, want [][]float64, names []string) {
@@ -124,6 +124,18 @@ func sameWeights(t *testing.T, vars []model.Variable, want [][]float64, names []
 			}
 		}
 	}
+}
+
+// sameState checks the variables of the model sagefit saved in dir against
+// Keras's after fit: the model's weights and the optimizer's variables.
+func sameState(t *testing.T, dir string, ref fixture.Reference) {
+	t.Helper()
+	if len(ref.OptimizerWeights) == 0 {
+		t.Fatal("the reference holds no optimizer variables")
+	}
+	vars := savedVars(t, dir)
+	sameWeights(t, vars, ref.Weights, ref.WeightNames)
+	sameWeights(t, vars, ref.OptimizerWeights, ref.OptimizerWeightNames)
 }
 
 // values reads a variable's elements as float64, whatever its dtype (Keras's
@@ -232,12 +244,7 @@ func checkParity(t *testing.T, family string, hps map[string]string) string {
 
 	sameHistory(t, res.HistoryPath, ref.History)
 
-	vars := savedVars(t, res.ModelDir)
-	sameWeights(t, vars, ref.Weights, ref.WeightNames)
-	if len(ref.OptimizerWeights) == 0 {
-		t.Fatal("the reference holds no optimizer variables")
-	}
-	sameWeights(t, vars, ref.OptimizerWeights, ref.OptimizerWeightNames)
+	sameState(t, res.ModelDir, ref)
 
 	trained, err := tf.Load(res.ModelDir, tf.Config{})
 	if err != nil {
@@ -369,11 +376,10 @@ func TestCallbacksParity(t *testing.T) {
 	res, _, _ := trainJob(t, base)
 	sameHistory(t, res.HistoryPath, ref.History)
 
-	vars := savedVars(t, res.ModelDir)
-	sameWeights(t, vars, ref.Weights, ref.WeightNames) // the restored best epoch's weights
-	// and the optimizer's as training left them (Keras restores the model's
-	// weights only): the last epoch's slots and the rate ReduceLROnPlateau set.
-	sameWeights(t, vars, ref.OptimizerWeights, ref.OptimizerWeightNames)
+	// The restored best epoch's weights, and the optimizer's as training
+	// left them (Keras restores the model's weights only): the last epoch's
+	// slots and the rate ReduceLROnPlateau set.
+	sameState(t, res.ModelDir, ref)
 
 	kcsv, err := os.ReadFile(filepath.Join(fx, "keras", "log.csv"))
 	if err != nil {
@@ -431,8 +437,7 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 				t.Errorf("sample_weight.npy was left unused:\n%s", stderr.String())
 			}
 			sameHistory(t, res.HistoryPath, ref.History)
-			vars := savedVars(t, res.ModelDir)
-			sameWeights(t, vars, ref.Weights, ref.WeightNames)
+			sameState(t, res.ModelDir, ref)
 		})
 	}
 }
@@ -564,7 +569,7 @@ func TestStepsPerExecutionParity(t *testing.T) {
 			maps.Copy(hps, c.hps)
 			res, _, _ := trainJob(t, localJob(t, fx, hps, nil))
 			sameHistory(t, res.HistoryPath, ref.History)
-			sameWeights(t, savedVars(t, res.ModelDir), ref.Weights, ref.WeightNames)
+			sameState(t, res.ModelDir, ref)
 		})
 	}
 }
