@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"time"
 
 	"gonum.org/v1/gonum/blas/blas32"
@@ -127,6 +128,18 @@ func (e *Interrupted) FailureReason() string { return e.Error() }
 // cancel the step itself, nor the collectives that bring the other
 // processes to the same stop.
 func (f *Loop) Run(ctx context.Context, from ResumePoint) (*report.History, error) {
+	// The loop keeps one OS thread. TensorFlow runs a step's ops in the
+	// calling thread where that was faster (inter_op_threads), and a
+	// goroutine that waits for its next batch may resume on another thread:
+	// the step then works on another thread's caches (glibc's malloc arenas
+	// and thread caches, oneDNN's and Eigen's thread-locals; which matters
+	// was not isolated). Measured on the seed MLP at one step per call in
+	// the calling thread, 10 alternated pairs of 10-epoch runs: mean step
+	// 91 against 94 µs (faster in 9 of 10); level where no step waits for
+	// input (prefetch beyond the epoch, 4 pairs) and for the small CNN in the
+	// pool (3 pairs).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	f.signals = ctx
 	f.stop, f.requestStop = context.WithCancelCause(ctx)
 	defer f.requestStop(nil)

@@ -434,6 +434,30 @@ func TestStepsPerEpochGoesOn(t *testing.T) {
 	sameWeights(t, "resumed with steps_per_epoch", resumed.model.weights(), whole.model.weights(), 0)
 }
 
+// Every train step of a run is called from one OS thread, however often
+// the loop waits (for a batch, or here in each step's sleep): TensorFlow
+// runs a step's ops in the calling thread.
+func TestStepsKeepOneThread(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 50, 0) // 5 batches of 10
+	r := &rank{job: newJob(4, 10, ""), model: newLinear(), train: openChannel(t, dir, false)}
+	r.model.callCost = 200 * time.Microsecond
+	var threads []int
+	r.model.onStep = func(int) { threads = append(threads, syscall.Gettid()) }
+	runRanks(t, []*rank{r})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(threads) != 20 {
+		t.Fatalf("%d steps, want 20", len(threads))
+	}
+	for i, tid := range threads {
+		if tid != threads[0] {
+			t.Fatalf("step %d ran on thread %d, step 0 on %d", i, tid, threads[0])
+		}
+	}
+}
+
 // initial_epoch: the epochs already trained are skipped (numbered on from
 // there, not in the history); validation_freq and validation_steps choose
 // when and how much to validate, each evaluation from the first batch.
