@@ -143,7 +143,8 @@ type VariableSpec struct {
 	Aggregation string `json:"aggregation,omitempty"`
 }
 
-// Variable kinds: whose state a variable is.
+// Variable kinds: whose state a variable is (python/sagefit/contract.py
+// KIND_*).
 const (
 	KindModel     = "model"     // the model's own (Keras's model.variables)
 	KindOptimizer = "optimizer" // the optimizer's

@@ -46,6 +46,11 @@ SAMPLE_WEIGHT = "sample_weight"
 # read (validation, checkpoints, the saved model).
 MEAN = "mean"
 
+# A variable's "kind" in the metadata: whose state it is.
+KIND_MODEL = "model"  # the model's own (Keras's model.variables)
+KIND_OPTIMIZER = "optimizer"  # the optimizer's
+KIND_STEP = "step"  # one a custom step uses that Keras does not track
+
 
 def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=True):
     """The roles and their signatures. A model whose steps take sample

@@ -533,10 +533,10 @@ def export(
     def _kind(i, v):
         # tf-keras's optimizer keeps its learning rate out of its variables.
         if i < len(model.variables):
-            return "model"
+            return contract.KIND_MODEL
         if i < own_state or (lr_var is not None and _handle(v) is _handle(lr_var)):
-            return "optimizer"
-        return "step"
+            return contract.KIND_OPTIMIZER
+        return contract.KIND_STEP
 
     variables = [
         {

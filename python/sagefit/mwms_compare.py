@@ -54,6 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from sagefit import contract  # noqa: E402
 from sagefit._procs import kill_groups, read_all  # noqa: E402
 
 IMPORTED = "MWMS_TF_IMPORTED"  # a worker has TensorFlow loaded
@@ -84,11 +85,11 @@ def initial_values(model_dir):
     """name -> value of every model variable in the fixture's SavedModel."""
     import tensorflow as tf
 
-    with open(os.path.join(model_dir, "assets.extra", "sagefit.json")) as f:
+    with open(os.path.join(model_dir, contract.EXTRA_DIR, contract.METADATA_FILE)) as f:
         meta = json.load(f)
     read = tf.saved_model.load(model_dir).signatures[meta["signatures"]["read_variables"]]
     values = read()
-    return {v["name"]: values[v["key"]].numpy() for v in meta["variables"] if v["kind"] == "model"}
+    return {v["name"]: values[v["key"]].numpy() for v in meta["variables"] if v["kind"] == contract.KIND_MODEL}
 
 
 def worker(a):
