@@ -51,7 +51,7 @@ func benchFile(b *testing.B, dt DType, fortran bool) string {
 // as a careful user would; unbuffered it makes a syscall per element).
 func BenchmarkLoadAndGather(b *testing.B) {
 	path := benchFile(b, Float32, false)
-	order := epochOrder(benchRows, 1, 0)
+	order := orderRows(benchRows, 1, 0)
 	rowBytes := benchCols * 4
 	report := func(b *testing.B) {
 		b.ReportMetric(float64(benchRows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
@@ -126,7 +126,7 @@ func BenchmarkGather(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer a.Close()
-			order := epochOrder(benchRows, 1, 0)
+			order := orderRows(benchRows, 1, 0)
 			batch := make([]byte, benchBatch*benchCols*tt.dst.Size())
 			i := 0
 			for b.Loop() {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
-	"math/rand/v2"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -40,6 +40,7 @@ type Dataset struct {
 	n       int
 	owned   []*Array // opened by OpenChannel or OpenPipeEpoch, closed by Close
 	unused  []string // channel files (or .npz members) that feed no tensor
+	orders  orders   // shuffled epochs' row orders, the next one made ahead
 }
 
 // Unused names the channel's .npy files and .npz members that OpenChannel
@@ -254,6 +255,8 @@ func (d *Dataset) check(o BatchOptions) error {
 		return fmt.Errorf("world size %d is not positive", o.World)
 	case o.Rank < 0 || o.Rank >= o.World:
 		return fmt.Errorf("rank %d is outside [0, %d)", o.Rank, o.World)
+	case o.Shuffle && d.n > maxShuffledRows:
+		return fmt.Errorf("the channel has %d rows; sagefit shuffles at most %d: split it into channels, or set the hyperparameter shuffle to false", d.n, maxShuffledRows)
 	}
 	for name, dt := range o.DTypes {
 		if _, ok := d.sources[name]; !ok {
@@ -311,38 +314,6 @@ func shardRange(n, step, batch, rank, world int) (lo, hi int) {
 		hi++
 	}
 	return lo, hi
-}
-
-// epochOrder is the epoch's row order: a permutation that depends only on
-// (seed, epoch), so every rank computes the same one without talking. The
-// Fisher-Yates shuffle is written out over PCG's raw output (whose
-// sequence math/rand/v2 guarantees) rather than rand.Perm, whose algorithm
-// is not promised to stay the same across Go releases; a checkpoint resumed
-// by a newer binary then still sees the same order.
-func epochOrder(n int, seed int64, epoch int) []int {
-	perm := make([]int, n)
-	for i := range perm {
-		perm[i] = i
-	}
-	pcg := rand.NewPCG(uint64(seed), uint64(epoch))
-	for i := n - 1; i > 0; i-- {
-		j := int(boundedUint64(pcg, uint64(i+1)))
-		perm[i], perm[j] = perm[j], perm[i]
-	}
-	return perm
-}
-
-// boundedUint64 is a uniform value in [0, n) by Lemire's multiply-and-
-// reject method (no modulo bias).
-func boundedUint64(src *rand.PCG, n uint64) uint64 {
-	hi, lo := bits.Mul64(src.Uint64(), n)
-	if lo < n {
-		thresh := -n % n
-		for lo < thresh {
-			hi, lo = bits.Mul64(src.Uint64(), n)
-		}
-	}
-	return hi
 }
 
 // Batch is one step's rows for this rank. Tensors hold the rows of each
@@ -479,9 +450,9 @@ func (it *EpochIterator) StepsPerEpoch() int { return it.steps }
 func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o BatchOptions, dtypes map[string]DType) {
 	defer close(it.done)
 	defer close(it.out)
-	var order []int
+	var order []uint32
 	if o.Shuffle {
-		order = epochOrder(d.n, o.Seed, epoch)
+		order = d.orders.get(d.n, o.Seed, epoch)
 	}
 	for step := max(o.StartStep, 0); step < it.steps; step++ {
 		if ctx.Err() != nil {
@@ -493,7 +464,7 @@ func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o B
 		bb.rows = bb.rows[:0]
 		for p := lo; p < hi; p++ {
 			if order != nil {
-				bb.rows = append(bb.rows, order[p])
+				bb.rows = append(bb.rows, int(order[p]))
 			} else {
 				bb.rows = append(bb.rows, p)
 			}
@@ -520,18 +491,28 @@ func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o B
 // send queues bb. With a refill run (room set), a full queue makes the
 // producer wait until Next has taken it down to low batches, not just
 // until the next Next.
+//
+// A batch that lands in an empty queue may have a consumer waiting for
+// it: the producer then yields. Go runs the goroutine a send wakes only
+// once the sender blocks or yields, and a producer going on with a refill
+// run kept the first step of every epoch waiting about a millisecond (the
+// seed MLP at batch 256: 0.7-2.4 ms, against about 0.15 ms with the
+// yield).
 func (it *EpochIterator) send(ctx context.Context, bb *batchBuf) error {
+	starved := len(it.out) == 0
 	if it.room == nil {
 		select {
 		case it.out <- bb:
-			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		yieldIf(starved)
+		return nil
 	}
 	for {
 		select {
 		case it.out <- bb:
+			yieldIf(starved)
 			return nil
 		default:
 		}
@@ -540,6 +521,13 @@ func (it *EpochIterator) send(ctx context.Context, bb *batchBuf) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		starved = len(it.out) == 0
+	}
+}
+
+func yieldIf(starved bool) {
+	if starved {
+		runtime.Gosched()
 	}
 }
 

@@ -117,7 +117,7 @@ func TestSharding(t *testing.T) {
 			}
 			order := allRows(tt.n)
 			if shuffle {
-				order = epochOrder(tt.n, 7, 3)
+				order = orderRows(tt.n, 7, 3)
 			}
 			seen := make([]int, tt.n)
 			for s := range wantSteps {
@@ -170,11 +170,52 @@ func TestEpochOrder(t *testing.T) {
 		seen[r] = true
 	}
 	// Pin the algorithm: a change here reshuffles every resumed job.
-	if got, want := epochOrder(10, 42, 0), []int{6, 2, 5, 3, 4, 7, 0, 1, 9, 8}; !reflect.DeepEqual(got, want) {
+	if got, want := epochOrder(10, 42, 0), []uint32{6, 2, 5, 3, 4, 7, 0, 1, 9, 8}; !reflect.DeepEqual(got, want) {
 		t.Errorf("epochOrder(10, 42, 0) = %v, want %v", got, want)
 	}
 	if got := epochOrder(0, 1, 1); len(got) != 0 {
 		t.Errorf("empty order = %v", got)
+	}
+}
+
+// TestOrdersMadeAhead checks that an epoch's batches follow epochOrder
+// whether its order was made ahead (by the epoch before) or when asked,
+// for epochs and seeds in any order, and that asking for epoch e leaves
+// e+1's order under way beside it, except in Pipe mode; rows beyond what
+// 32 bits number are refused, not shuffled.
+func TestOrdersMadeAhead(t *testing.T) {
+	const n = 1000
+	d, err := newDataset(map[string]rowSource{"x": idSource{n: n, per: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []struct {
+		seed  int64
+		epoch int
+	}{{7, 0}, {7, 1}, {7, 2}, {7, 1}, {7, 0}, {8, 1}, {8, 2}, {7, 3}} {
+		o := BatchOptions{BatchSize: n, Shuffle: true, Seed: q.seed}
+		if got := epochRows(t, d, q.epoch, o)[0]; !reflect.DeepEqual(got, orderRows(n, q.seed, q.epoch)) {
+			t.Fatalf("seed %d epoch %d: rows are not epochOrder's", q.seed, q.epoch)
+		}
+		d.orders.mu.Lock()
+		kept := d.orders.kept
+		d.orders.mu.Unlock()
+		if len(kept) != 2 || kept[1].seed != q.seed || kept[1].epoch != q.epoch+1 {
+			t.Fatalf("seed %d epoch %d: %d orders kept, the second not the next epoch's", q.seed, q.epoch, len(kept))
+		}
+	}
+	huge, err := newDataset(map[string]rowSource{"x": idSource{n: maxShuffledRows + 1, per: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := huge.Epoch(context.Background(), 0, BatchOptions{BatchSize: 32, Shuffle: true})
+	defer it.Close()
+	if _, err := it.Next(context.Background()); err == nil || !strings.Contains(err.Error(), "shuffles at most 4294967295") {
+		t.Fatalf("%d rows shuffled: error %v, want a refusal naming the bound", maxShuffledRows+1, err)
+	}
+	pipe := orders{noAhead: true}
+	if got := pipe.get(10, 42, 0); !reflect.DeepEqual(got, epochOrder(10, 42, 0)) || len(pipe.kept) != 1 {
+		t.Fatalf("Pipe mode: order %v, %d kept; want epochOrder's and no other", got, len(pipe.kept))
 	}
 }
 

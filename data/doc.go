@@ -36,9 +36,10 @@
 //     loops, never reflection.
 //   - NewDataset groups a channel's arrays, and Dataset.Epoch yields one
 //     epoch of batches for one rank: shuffled by a permutation that depends
-//     only on (seed, epoch) so every host agrees without talking, sharded
-//     so that each rank takes a contiguous part of every global batch, and
-//     assembled ahead by a goroutine into reused buffers.
+//     only on (seed, epoch) so every host agrees without talking (the
+//     next epoch's made while this one runs), sharded so that each rank
+//     takes a contiguous part of every global batch, and assembled ahead
+//     by a goroutine into reused buffers.
 //
 // Pipe mode: SageMaker streams each epoch through a FIFO (its name is the
 // SageMaker contract's, runtime/sagemaker's Paths.PipeFIFO). OpenPipeEpoch waits for it (bounded by its context and

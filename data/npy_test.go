@@ -163,6 +163,15 @@ func allRows(n int) []int {
 	return rows
 }
 
+// orderRows is an epoch's order as the row indices Gather takes.
+func orderRows(n int, seed int64, epoch int) []int {
+	var rows []int
+	for _, r := range epochOrder(n, seed, epoch) {
+		rows = append(rows, int(r))
+	}
+	return rows
+}
+
 // TestFixtures opens every fixture numpy wrote and compares header, values
 // and every conversion with what numpy itself reads and casts.
 func TestFixtures(t *testing.T) {

@@ -105,6 +105,7 @@ func OpenPipeEpoch(ctx context.Context, fifo string, names []string, opts PipeOp
 		return fail(err)
 	}
 	d.owned = arrays
+	d.orders.noAhead = true // the next epoch comes through its own FIFO
 	return d, nil
 }
 
