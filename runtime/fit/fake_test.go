@@ -333,6 +333,9 @@ type inlineLinear struct {
 	poolCost, inlineCost time.Duration
 	inline               bool
 	sets                 int // SetInline calls
+	// swapAt, when set, swaps the two costs from that call on (calls
+	// counts the calls that slept).
+	swapAt, calls int
 }
 
 func (m *inlineLinear) SetInline(on bool) { m.inline, m.sets = on, m.sets+1 }
@@ -355,6 +358,9 @@ func (m *inlineLinear) ApplyThenComputeGradients(grads []float32, b model.Batch)
 }
 
 func (m *inlineLinear) sleep() {
+	if m.calls++; m.swapAt > 0 && m.calls == m.swapAt {
+		m.poolCost, m.inlineCost = m.inlineCost, m.poolCost
+	}
 	cost := m.poolCost
 	if m.inline {
 		cost = m.inlineCost

@@ -767,6 +767,42 @@ func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 	}
 }
 
+// The probe times both ways again after a while and follows a change:
+// here the calling thread is the faster way until the fake's 60th call,
+// the pool after it, and the job ends in the pool, with the numbers of a
+// job that never switched.
+func TestCallsFollowTheFasterWay(t *testing.T) {
+	defer fit.SetInlineReprobe(30*time.Millisecond, 0)()
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch
+	run := func(in *inlineLinear) *rank {
+		r := &rank{job: newJob(30, 16, ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in}
+		r.job.ProbeInline = in != nil
+		runRanks(t, []*rank{r})
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r
+	}
+	plain := run(nil)
+	in := &inlineLinear{poolCost: 2 * time.Millisecond, inlineCost: 200 * time.Microsecond, swapAt: 60}
+	r := run(in)
+	// The job may end in a probe, so the timing says where steps ran, not
+	// the fake's last call.
+	if got := r.timing.Inline; got == nil || got.CallingThread || got.Probes < 2 || got.Switches < 1 {
+		t.Fatalf("timing says %+v; want the pool, after at least 2 probes and a switch", got)
+	}
+	for _, want := range []string{"in the calling thread, not TensorFlow's inter-op pool", "in TensorFlow's inter-op pool again"} {
+		if !strings.Contains(r.out.String(), want) {
+			t.Errorf("the log %q does not say %q", r.out.String(), want)
+		}
+	}
+	sameWeights(t, "switched", r.model.weights(), plain.model.weights(), 0)
+	if got, want := r.hist.Values("loss"), plain.hist.Values("loss"); !slices.Equal(got, want) {
+		t.Errorf("losses %v, want %v (bit for bit)", got, want)
+	}
+}
+
 // Train steps move to the single-threaded executor: "auto" once the probe
 // chose the calling thread and the steps left outlast twenty first steps,
 // "single_threaded" at the first step (no probe), "default" never; a model

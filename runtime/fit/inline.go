@@ -38,11 +38,29 @@ const (
 // 0.55-0.98, the seed MLP 0.43-0.83 (one XLA run 1.10).
 const inlineMargin = 0.95
 
+// Once chosen, the probe times both ways again after a while, and again
+// after each choice: this VM slows one way or the other for stretches of
+// hundreds of calls (timing the seed MLP's calls both ways for 400 calls,
+// the calling thread's fastest per 48 calls went from 104 to 177 µs and
+// stayed, or from 208 back to 94 µs), so a choice made in such a stretch
+// held for the rest of the job (the pool chosen for the seed MLP in about
+// 1 job in 12 here: its steps 1.7x slower to the end). The wait is at least
+// inlineReprobeMin, and inlineReprobeFactor times the probe's own span,
+// so a probe costs at most about 0.5% of the time it covers: half its
+// calls run the slower way, which at worst takes twice as long.
+var (
+	inlineReprobeMin    = time.Second
+	inlineReprobeFactor = time.Duration(100)
+)
+
 // inlineState is what the probe has learnt.
 type inlineState struct {
-	calls int                // train calls seen, the warm-up's included
-	times [2][]time.Duration // per step, counted calls: [0] in the pool, [1] in the calling thread
-	done  bool               // chosen: the finding is in the timing (InlineTiming)
+	calls  int                // train calls seen since the probe (re)started, the warm-up's included
+	times  [2][]time.Duration // per step, counted calls: [0] in the pool, [1] in the calling thread
+	done   bool               // chosen: the finding is in the timing (InlineTiming)
+	probes int                // choices made
+	since  time.Time          // the first timed call of this probe ended
+	again  time.Time          // when to time both ways again, once chosen
 }
 
 // inliner is the model when the probe still has calls to time, else nil.
@@ -84,12 +102,16 @@ func (f *Loop) beforeTrainCall() {
 func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 	in := f.inliner()
 	if in == nil {
+		f.reprobeWhenDue()
 		return
 	}
 	j := f.inline.calls - inlineWarmCalls
 	f.inline.calls++
 	if j < 0 {
 		return
+	}
+	if j == 0 {
+		f.inline.since = time.Now()
 	}
 	if on, counted := probeCall(j); counted && fresh {
 		w := 0
@@ -102,14 +124,43 @@ func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 		return
 	}
 	f.inline.done = true
+	f.inline.probes++
+	f.inline.again = time.Now().Add(max(inlineReprobeMin, inlineReprobeFactor*time.Since(f.inline.since)))
 	pool, inline := slices.Min(f.inline.times[0]), slices.Min(f.inline.times[1])
 	on := chooseInline(pool, inline)
 	in.SetInline(on)
-	f.timing.Inline = &InlineTiming{CallingThread: on, PoolStepSeconds: pool.Seconds(), CallingThreadStepSeconds: inline.Seconds()}
-	if on {
+	was := f.timing.Inline
+	f.timing.Inline = &InlineTiming{CallingThread: on, PoolStepSeconds: pool.Seconds(), CallingThreadStepSeconds: inline.Seconds(), Probes: f.inline.probes}
+	if was != nil {
+		f.timing.Inline.Switches = was.Switches
+		if was.CallingThread != on {
+			f.timing.Inline.Switches++
+		}
+	}
+	switch {
+	case on && (was == nil || !was.CallingThread):
 		fmt.Fprintf(f.Log, "sagefit: train steps run their ops in the calling thread, not TensorFlow's inter-op pool: %s per step against %s (the fastest of %d each)\n",
 			round(inline), round(pool), len(f.inline.times[1]))
+	case !on && was != nil && was.CallingThread:
+		fmt.Fprintf(f.Log, "sagefit: train steps run their ops in TensorFlow's inter-op pool again: %s per step against %s in the calling thread (the fastest of %d each, timed again)\n",
+			round(pool), round(inline), len(f.inline.times[0]))
 	}
+}
+
+// reprobeWhenDue starts timing both ways again once the last choice is
+// old enough, unless the steps move or have moved to the single-threaded
+// executor (every op in the calling thread), or steps_per_execution
+// "auto" is still timing its own calls. The processes of a job time and
+// choose each on its own: only the first choice is weighed together
+// (single.go), and it is made at the same call on each.
+func (f *Loop) reprobeWhenDue() {
+	if !f.inline.done || time.Now().Before(f.inline.again) || f.single.move || f.timing.Executor == job.ExecutorSingleThreaded {
+		return
+	}
+	if autoTiming := f.Job.StepsPerExecution == 0 && !f.auto.trialDone && (f.auto.probing() || f.perCall(f.Train) > 1); autoTiming {
+		return
+	}
+	f.inline = inlineState{calls: inlineWarmCalls, probes: f.inline.probes} // nothing to trace: no warm-up
 }
 
 // chooseInline says whether steps of inline in the calling thread beat

@@ -80,13 +80,16 @@ type ExecutorWeighing struct {
 	Move bool `json:"move"`
 }
 
-// InlineTiming is the probe's finding (inline.go): the fastest train step
-// it timed in TensorFlow's inter-op pool and in the calling thread, and
-// which the rest of training used (rank 0's).
+// InlineTiming is the probe's last finding (inline.go): the fastest train
+// step it timed in TensorFlow's inter-op pool and in the calling thread,
+// and which training used from there (rank 0's); Probes counts the times
+// it timed both ways, Switches the choices that changed the one before.
 type InlineTiming struct {
 	CallingThread            bool    `json:"calling_thread"`
 	PoolStepSeconds          float64 `json:"pool_step_seconds"`
 	CallingThreadStepSeconds float64 `json:"calling_thread_step_seconds"`
+	Probes                   int     `json:"probes"`
+	Switches                 int     `json:"switches"`
 }
 
 // Startup is the time from the process's start to its first finished
