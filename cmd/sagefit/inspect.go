@@ -98,8 +98,8 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 		if in.CallingThread {
 			where = "the calling thread"
 		}
-		fmt.Fprintf(stdout, "  steps ran their ops in %s (first steps: %s in the pool, %s in the calling thread)\n",
-			where, dur(in.PoolStepSeconds), dur(in.CallingThreadStepSeconds))
+		fmt.Fprintf(stdout, "  steps ended running their ops in %s (timed both ways %d time(s), %d switch(es); the last time: %s in the pool, %s in the calling thread)\n",
+			where, in.Probes, in.Switches, dur(in.PoolStepSeconds), dur(in.CallingThreadStepSeconds))
 	}
 	if t.Executor != "" {
 		line := fmt.Sprintf("  steps ended on TensorFlow's %s executor", t.Executor)

@@ -647,7 +647,7 @@ def render(res, rows):
               "that call in the calling thread. **sagefit**: the fit loop at one step per session call "
               "(`steps_per_execution=1`, the graph limit's unit), wall time per step over the epochs after the "
               "first / median step (timing.json `after_first_epoch`: `seconds / steps`, `step_seconds.p50`), where "
-              "its first steps chose to run the rest (timing.json `inline`; in how many of the runs the calling "
+              "its probe last chose to run the steps (timing.json `inline`; in how many of the runs the calling "
               "thread), and its input-wait share. **no hand-off**: the same with prefetch deeper than an epoch, so "
               "the producer goroutine never waits and no step wakes it: a measurement of what handing each batch "
               "over costs, not a setting (it holds an epoch of batches). **Overhead**: sagefit over the faster "
