@@ -92,3 +92,25 @@ func TestInspectSaysWhyStepsDidNotMove(t *testing.T) {
 		}
 	}
 }
+
+// sagefit inspect says where steps ended running their ops, and how often
+// the probe timed both ways and switched.
+func TestInspectSaysWhereStepsRan(t *testing.T) {
+	tm := fit.Timing{Version: fit.TimingVersion, Inline: &fit.InlineTiming{CallingThread: true, PoolStepSeconds: 150e-6, CallingThreadStepSeconds: 90e-6, Probes: 3, Switches: 1}}
+	raw, err := json.Marshal(tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "timing.json")
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "inspect", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("inspect: %v\n%s", err, out)
+	}
+	want := "steps ended running their ops in the calling thread (timed both ways 3 time(s), 1 switch(es); the last time: 150.0µs in the pool, 90.0µs in the calling thread)"
+	if !strings.Contains(string(out), want) {
+		t.Errorf("inspect says\n%s\nwant %q", out, want)
+	}
+}
