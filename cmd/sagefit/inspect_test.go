@@ -74,20 +74,8 @@ func TestInspectSaysWhyStepsDidNotMove(t *testing.T) {
 		{"default", fit.ExecutorWeighing{StepSeconds: 80e-6, StepsLeft: 5000, Worth: true}, "worth the move on rank 0, not on every process"},
 		{"default", fit.ExecutorWeighing{StepSeconds: 80e-6, StepsLeft: 50}, "auto weighed 50 steps left at 80.0µs each: not worth the move"},
 	} {
-		tm := fit.Timing{Version: fit.TimingVersion, Executor: c.executor, ExecutorWeighed: &c.weighed}
-		raw, err := json.Marshal(tm)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(t.TempDir(), "timing.json")
-		if err := os.WriteFile(path, raw, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command(binary, "inspect", path).CombinedOutput()
-		if err != nil {
-			t.Fatalf("inspect: %v\n%s", err, out)
-		}
-		if !strings.Contains(string(out), c.want) {
+		out := inspectTiming(t, fit.Timing{Version: fit.TimingVersion, Executor: c.executor, ExecutorWeighed: &c.weighed})
+		if !strings.Contains(out, c.want) {
 			t.Errorf("executor %s, weighed %+v: inspect says\n%s\nwant %q", c.executor, c.weighed, out, c.want)
 		}
 	}
@@ -96,7 +84,17 @@ func TestInspectSaysWhyStepsDidNotMove(t *testing.T) {
 // sagefit inspect says where steps ended running their ops, and how often
 // the probe timed both ways and switched.
 func TestInspectSaysWhereStepsRan(t *testing.T) {
-	tm := fit.Timing{Version: fit.TimingVersion, Inline: &fit.InlineTiming{CallingThread: true, PoolStepSeconds: 150e-6, CallingThreadStepSeconds: 90e-6, Probes: 3, Switches: 1}}
+	out := inspectTiming(t, fit.Timing{Version: fit.TimingVersion, Inline: &fit.InlineTiming{CallingThread: true, PoolStepSeconds: 150e-6, CallingThreadStepSeconds: 90e-6, Probes: 3, Switches: 1}})
+	want := "steps ended running their ops in the calling thread (timed both ways 3 time(s), 1 switch(es); the last time: 150.0µs in the pool, 90.0µs in the calling thread)"
+	if !strings.Contains(out, want) {
+		t.Errorf("inspect says\n%s\nwant %q", out, want)
+	}
+}
+
+// inspectTiming writes tm as a timing.json and returns what sagefit
+// inspect says of it.
+func inspectTiming(t *testing.T, tm fit.Timing) string {
+	t.Helper()
 	raw, err := json.Marshal(tm)
 	if err != nil {
 		t.Fatal(err)
@@ -109,8 +107,5 @@ func TestInspectSaysWhereStepsRan(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inspect: %v\n%s", err, out)
 	}
-	want := "steps ended running their ops in the calling thread (timed both ways 3 time(s), 1 switch(es); the last time: 150.0µs in the pool, 90.0µs in the calling thread)"
-	if !strings.Contains(string(out), want) {
-		t.Errorf("inspect says\n%s\nwant %q", out, want)
-	}
+	return string(out)
 }
