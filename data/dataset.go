@@ -255,7 +255,7 @@ func (d *Dataset) check(o BatchOptions) error {
 		return fmt.Errorf("world size %d is not positive", o.World)
 	case o.Rank < 0 || o.Rank >= o.World:
 		return fmt.Errorf("rank %d is outside [0, %d)", o.Rank, o.World)
-	case o.Shuffle && d.n > maxShuffledRows:
+	case o.Shuffle && uint64(d.n) > maxShuffledRows:
 		return fmt.Errorf("the channel has %d rows; sagefit shuffles at most %d: split it into channels, or set the hyperparameter shuffle to false", d.n, maxShuffledRows)
 	}
 	for name, dt := range o.DTypes {
@@ -492,27 +492,30 @@ func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o B
 // producer wait until Next has taken it down to low batches, not just
 // until the next Next.
 //
-// A batch that lands in an empty queue may have a consumer waiting for
-// it: the producer then yields. Go runs the goroutine a send wakes only
-// once the sender blocks or yields, and a producer going on with a refill
-// run kept the first step of every epoch waiting about a millisecond (the
-// seed MLP at batch 256: 0.7-2.4 ms, against about 0.15 ms with the
-// yield).
+// A refill run's batch that lands in an empty queue may have a consumer
+// waiting for it: the producer then yields. Go runs the goroutine a send
+// wakes only once the sender blocks or yields, and a producer going on
+// with its run kept the first step of every epoch waiting about a
+// millisecond (the seed MLP at batch 256: 0.7-2.4 ms, against about
+// 0.15 ms with the yield). Without runs the producer blocks on the next
+// send anyway, and a yield there would cost the producer a hand-off where
+// input is what bounds the steps.
 func (it *EpochIterator) send(ctx context.Context, bb *batchBuf) error {
-	starved := len(it.out) == 0
 	if it.room == nil {
 		select {
 		case it.out <- bb:
+			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		yieldIf(starved)
-		return nil
 	}
 	for {
+		starved := len(it.out) == 0
 		select {
 		case it.out <- bb:
-			yieldIf(starved)
+			if starved {
+				runtime.Gosched()
+			}
 			return nil
 		default:
 		}
@@ -521,13 +524,6 @@ func (it *EpochIterator) send(ctx context.Context, bb *batchBuf) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		starved = len(it.out) == 0
-	}
-}
-
-func yieldIf(starved bool) {
-	if starved {
-		runtime.Gosched()
 	}
 }
 

@@ -204,7 +204,7 @@ func TestOrdersMadeAhead(t *testing.T) {
 			t.Fatalf("seed %d epoch %d: %d orders kept, the second not the next epoch's", q.seed, q.epoch, len(kept))
 		}
 	}
-	huge, err := newDataset(map[string]rowSource{"x": idSource{n: maxShuffledRows + 1, per: 2}})
+	huge, err := newDataset(map[string]rowSource{"x": idSource{n: int(maxShuffledRows + 1), per: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ type orders struct {
 }
 
 // maxShuffledRows is the most rows a shuffled dataset may have.
-const maxShuffledRows = math.MaxUint32
+const maxShuffledRows uint64 = math.MaxUint32
 
 // epochShuffle is one epoch's order, ready once done is closed.
 type epochShuffle struct {

@@ -11,10 +11,11 @@ func SetBlockBytes(n int) (restore func()) {
 }
 
 // SetInlineReprobe sets how long the inline probe waits before timing
-// both ways again (at least min, and factor times its own span), for a
-// test; the returned func puts them back.
-func SetInlineReprobe(min time.Duration, factor int) (restore func()) {
-	oldMin, oldFactor := inlineReprobeMin, inlineReprobeFactor
-	inlineReprobeMin, inlineReprobeFactor = min, time.Duration(factor)
-	return func() { inlineReprobeMin, inlineReprobeFactor = oldMin, oldFactor }
+// both ways again (one process: at least min, and factor times its own
+// span; several: calls train steps), for a test; the returned func puts
+// them back.
+func SetInlineReprobe(min time.Duration, factor, calls int) (restore func()) {
+	oldMin, oldFactor, oldCalls := inlineReprobeMin, inlineReprobeFactor, inlineReprobeCalls
+	inlineReprobeMin, inlineReprobeFactor, inlineReprobeCalls = min, time.Duration(factor), calls
+	return func() { inlineReprobeMin, inlineReprobeFactor, inlineReprobeCalls = oldMin, oldFactor, oldCalls }
 }

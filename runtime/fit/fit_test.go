@@ -770,34 +770,73 @@ func TestCallsRunWhereTheyWereFaster(t *testing.T) {
 // The probe times both ways again after a while and follows a change:
 // here the calling thread is the faster way until the fake's 60th call,
 // the pool after it, and the job ends in the pool, with the numbers of a
-// job that never switched.
+// job that never switched. Two processes time again at the same step (40
+// steps after their first choice), each on its own.
 func TestCallsFollowTheFasterWay(t *testing.T) {
-	defer fit.SetInlineReprobe(30*time.Millisecond, 0)()
+	defer fit.SetInlineReprobe(30*time.Millisecond, 0, 40)()
 	dir := t.TempDir()
-	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch
-	run := func(in *inlineLinear) *rank {
-		r := &rank{job: newJob(30, 16, ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in}
-		r.job.ProbeInline = in != nil
-		runRanks(t, []*rank{r})
-		if r.err != nil {
-			t.Fatal(r.err)
+	writeChannel(t, dir, 100, 0) // 7 global batches of 16 per epoch
+	run := func(hosts int, probe bool) []*rank {
+		ranks := make([]*rank, hosts)
+		for i := range ranks {
+			ranks[i] = &rank{job: newJob(30, 16/hosts, ""), model: newLinear(), train: openChannel(t, dir, false)}
+			if probe {
+				ranks[i].inliner = &inlineLinear{poolCost: 2 * time.Millisecond, inlineCost: 200 * time.Microsecond, swapAt: 60}
+			}
+			ranks[i].job.ProbeInline = probe
 		}
-		return r
+		runRanks(t, ranks)
+		for _, r := range ranks {
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+		}
+		return ranks
 	}
-	plain := run(nil)
-	in := &inlineLinear{poolCost: 2 * time.Millisecond, inlineCost: 200 * time.Microsecond, swapAt: 60}
-	r := run(in)
-	// The job may end in a probe, so the timing says where steps ran, not
-	// the fake's last call.
-	if got := r.timing.Inline; got == nil || got.CallingThread || got.Probes < 2 || got.Switches < 1 {
-		t.Fatalf("timing says %+v; want the pool, after at least 2 probes and a switch", got)
-	}
-	for _, want := range []string{"in the calling thread, not TensorFlow's inter-op pool", "in TensorFlow's inter-op pool again"} {
-		if !strings.Contains(r.out.String(), want) {
-			t.Errorf("the log %q does not say %q", r.out.String(), want)
+	for _, hosts := range []int{1, 2} {
+		plain := run(hosts, false)
+		for i, r := range run(hosts, true) {
+			what := fmt.Sprintf("%d process(es), process %d", hosts, i)
+			// The job may end in a probe, so the timing says where steps
+			// ran, not the fake's last call.
+			if got := r.timing.Inline; got == nil || got.CallingThread || got.Probes < 2 || got.Switches < 1 {
+				t.Fatalf("%s: timing says %+v; want the pool, after at least 2 probes and a switch", what, got)
+			}
+			for _, want := range []string{"in the calling thread, not TensorFlow's inter-op pool", "in TensorFlow's inter-op pool again"} {
+				if !strings.Contains(r.out.String(), want) {
+					t.Errorf("%s: the log %q does not say %q", what, r.out.String(), want)
+				}
+			}
+			sameWeights(t, what, r.model.weights(), plain[i].model.weights(), 0)
+			if got, want := r.hist.Values("loss"), plain[i].hist.Values("loss"); !slices.Equal(got, want) {
+				t.Errorf("%s: losses %v, want %v (bit for bit)", what, got, want)
+			}
 		}
 	}
-	sameWeights(t, "switched", r.model.weights(), plain.model.weights(), 0)
+}
+
+// A job whose first probe found the pool faster, and a later one the
+// calling thread, weighs the move then and moves (one process), with the
+// numbers of a job that never moved.
+func TestMoveWeighedAgainAfterASwitch(t *testing.T) {
+	defer fit.SetInlineReprobe(30*time.Millisecond, 0, 40)()
+	dir := t.TempDir()
+	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch: 100 epochs, 700 steps
+	plain := &rank{job: newJob(100, 16, ""), model: newLinear(), train: openChannel(t, dir, false)}
+	in := &inlineLinear{poolCost: 200 * time.Microsecond, inlineCost: 2 * time.Millisecond, swapAt: 60}
+	mover := &movingLinear{}
+	r := &rank{job: newJob(100, 16, ""), model: newLinear(), train: openChannel(t, dir, false), inliner: in, mover: mover}
+	r.job.ProbeInline, r.job.Executor = true, job.ExecutorAuto
+	runRanks(t, []*rank{plain})
+	runRanks(t, []*rank{r})
+	if plain.err != nil || r.err != nil {
+		t.Fatal(plain.err, r.err)
+	}
+	w := r.timing.ExecutorWeighed
+	if mover.moves != 1 || r.timing.Executor != job.ExecutorSingleThreaded || w == nil || !w.Move || r.timing.Inline == nil || r.timing.Inline.Switches < 1 {
+		t.Fatalf("moves %d, executor %q, weighed %+v, inline %+v; want one move after a switch to the calling thread", mover.moves, r.timing.Executor, w, r.timing.Inline)
+	}
+	sameWeights(t, "moved after a switch", r.model.weights(), plain.model.weights(), 0)
 	if got, want := r.hist.Values("loss"), plain.hist.Values("loss"); !slices.Equal(got, want) {
 		t.Errorf("losses %v, want %v (bit for bit)", got, want)
 	}

@@ -48,19 +48,28 @@ const inlineMargin = 0.95
 // inlineReprobeMin, and inlineReprobeFactor times the probe's own span,
 // so a probe costs at most about 0.5% of the time it covers: half its
 // calls run the slower way, which at worst takes twice as long.
+//
+// Several processes wait inlineReprobeCalls train steps instead, the same
+// on every process: a call's time there includes the all-reduce, which
+// waits for the slowest process, so the processes must time the same way
+// at the same calls, as in the first probe, or each one's timing would be
+// the others' (a process timing the calling thread alone would wait for
+// the others' pool steps, and never find it faster).
 var (
 	inlineReprobeMin    = time.Second
 	inlineReprobeFactor = time.Duration(100)
+	inlineReprobeCalls  = 100 * inlineProbeCalls
 )
 
 // inlineState is what the probe has learnt.
 type inlineState struct {
-	calls  int                // train calls seen since the probe (re)started, the warm-up's included
-	times  [2][]time.Duration // per step, counted calls: [0] in the pool, [1] in the calling thread
-	done   bool               // chosen: the finding is in the timing (InlineTiming)
-	probes int                // choices made
-	since  time.Time          // the first timed call of this probe ended
-	again  time.Time          // when to time both ways again, once chosen
+	calls     int                // train calls seen since the probe (re)started, the warm-up's included
+	times     [2][]time.Duration // per step, counted calls: [0] in the pool, [1] in the calling thread
+	done      bool               // chosen: the finding is in the timing (InlineTiming)
+	probes    int                // choices made
+	since     time.Time          // the first timed call of this probe ended
+	again     time.Time          // when to time both ways again, once chosen (one process)
+	againStep int                // the train step after which to time again (several processes)
 }
 
 // inliner is the model when the probe still has calls to time, else nil.
@@ -126,6 +135,7 @@ func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 	f.inline.done = true
 	f.inline.probes++
 	f.inline.again = time.Now().Add(max(inlineReprobeMin, inlineReprobeFactor*time.Since(f.inline.since)))
+	f.inline.againStep = f.globalStep + inlineReprobeCalls
 	pool, inline := slices.Min(f.inline.times[0]), slices.Min(f.inline.times[1])
 	on := chooseInline(pool, inline)
 	in.SetInline(on)
@@ -136,6 +146,9 @@ func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 		if was.CallingThread != on {
 			f.timing.Inline.Switches++
 		}
+	}
+	if on && was != nil && !was.CallingThread {
+		f.reweighMove()
 	}
 	switch {
 	case on && (was == nil || !was.CallingThread):
@@ -150,11 +163,15 @@ func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 // reprobeWhenDue starts timing both ways again once the last choice is
 // old enough, unless the steps move or have moved to the single-threaded
 // executor (every op in the calling thread), or steps_per_execution
-// "auto" is still timing its own calls. The processes of a job time and
-// choose each on its own: only the first choice is weighed together
-// (single.go), and it is made at the same call on each.
+// "auto" is still timing its own calls. The processes of a job time at
+// the same calls and choose each on its own: only the first choice is
+// weighed together (single.go).
 func (f *Loop) reprobeWhenDue() {
-	if !f.inline.done || time.Now().Before(f.inline.again) || f.single.move || f.timing.Executor == job.ExecutorSingleThreaded {
+	due := time.Now().After(f.inline.again)
+	if f.Group != nil {
+		due = f.globalStep >= f.inline.againStep
+	}
+	if !f.inline.done || !due || f.single.move || f.timing.Executor == job.ExecutorSingleThreaded {
 		return
 	}
 	if autoTiming := f.Job.StepsPerExecution == 0 && !f.auto.trialDone && (f.auto.probing() || f.perCall(f.Train) > 1); autoTiming {

@@ -147,6 +147,18 @@ func (f *Loop) considerSingleThreaded(ctx context.Context, left int, took time.D
 	return nil
 }
 
+// reweighMove has "auto" weigh the move again when a later probe finds
+// the calling thread faster where an earlier one found the pool (which
+// weighs nothing): one process (several weigh together, at the first
+// probe's last step only), one step per call (blocks never carry a move),
+// and no move tried yet.
+func (f *Loop) reweighMove() {
+	tried := f.timing.ExecutorWeighed != nil && f.timing.ExecutorWeighed.Move
+	if f.Group == nil && f.Job.Executor == job.ExecutorAuto && !tried && f.cannotMove() == "" && f.perCall(f.Train) == 1 {
+		f.single.considered = false
+	}
+}
+
 // timesOwnCalls: "auto" where the job fixed the calling thread
 // (inter_op_threads -1), so no probe times the train calls: it times as
 // many itself, judging by the fastest as the probe does.
