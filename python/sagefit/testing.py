@@ -529,11 +529,6 @@ FAMILIES = {
 }
 
 
-def _path(v):
-    """A variable's name as the exporter writes it in the contract."""
-    return getattr(v, "path", None) or v.name.removesuffix(":0")
-
-
 def _fit_inputs(model, inputs):
     # Keras takes text as string tensors, not numpy's 'S' or 'U' arrays.
     inputs = {k: _text_tensor(v) if v.dtype.kind in "SU" else v for k, v in inputs.items()}
@@ -572,6 +567,7 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
          class_weight=None):
     """Write the fixture for ``family`` under ``out`` and return the reference."""
     import sagefit
+    from sagefit.export import _var_name  # names as the contract writes them
 
     keras = _keras()
     keras.utils.set_random_seed(seed)
@@ -632,11 +628,11 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
         )
         ref["history"] = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         ref["weights"] = [w.astype(np.float64).ravel().tolist() for w in model.get_weights()]
-        ref["weight_names"] = [_path(v) for v in model.weights]
+        ref["weight_names"] = [_var_name(v) for v in model.weights]
         opt_vars = model.optimizer.variables
         opt_vars = opt_vars() if callable(opt_vars) else opt_vars
         ref["optimizer_weights"] = [np.asarray(v).astype(np.float64).ravel().tolist() for v in opt_vars]
-        ref["optimizer_weight_names"] = [_path(v) for v in opt_vars]
+        ref["optimizer_weight_names"] = [_var_name(v) for v in opt_vars]
         probe = {k: v[:16] for k, v in inputs.items()}
         pred = model.predict(_fit_inputs(model, probe), verbose=0)
         if isinstance(pred, dict):  # the first output's, as the Go test reads it

@@ -66,7 +66,6 @@ type inlineState struct {
 	calls     int                // train calls seen since the probe (re)started, the warm-up's included
 	times     [2][]time.Duration // per step, counted calls: [0] in the pool, [1] in the calling thread
 	done      bool               // chosen: the finding is in the timing (InlineTiming)
-	probes    int                // choices made
 	since     time.Time          // the first timed call of this probe ended
 	again     time.Time          // when to time both ways again, once chosen (one process)
 	againStep int                // the train step after which to time again (several processes)
@@ -133,16 +132,15 @@ func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 		return
 	}
 	f.inline.done = true
-	f.inline.probes++
 	f.inline.again = time.Now().Add(max(inlineReprobeMin, inlineReprobeFactor*time.Since(f.inline.since)))
 	f.inline.againStep = f.globalStep + inlineReprobeCalls
 	pool, inline := slices.Min(f.inline.times[0]), slices.Min(f.inline.times[1])
 	on := chooseInline(pool, inline)
 	in.SetInline(on)
-	was := f.timing.Inline
-	f.timing.Inline = &InlineTiming{CallingThread: on, PoolStepSeconds: pool.Seconds(), CallingThreadStepSeconds: inline.Seconds(), Probes: f.inline.probes}
+	was := f.timing.Inline // the choice before, nil at the first
+	f.timing.Inline = &InlineTiming{CallingThread: on, PoolStepSeconds: pool.Seconds(), CallingThreadStepSeconds: inline.Seconds(), Probes: 1}
 	if was != nil {
-		f.timing.Inline.Switches = was.Switches
+		f.timing.Inline.Probes, f.timing.Inline.Switches = was.Probes+1, was.Switches
 		if was.CallingThread != on {
 			f.timing.Inline.Switches++
 		}
@@ -167,17 +165,16 @@ func (f *Loop) afterTrainCall(per time.Duration, fresh bool) {
 // the same calls and choose each on its own: only the first choice is
 // weighed together (single.go).
 func (f *Loop) reprobeWhenDue() {
-	due := time.Now().After(f.inline.again)
-	if f.Group != nil {
-		due = f.globalStep >= f.inline.againStep
+	if !f.inline.done || f.single.move || f.timing.Executor == job.ExecutorSingleThreaded {
+		return
 	}
-	if !f.inline.done || !due || f.single.move || f.timing.Executor == job.ExecutorSingleThreaded {
+	if due := f.Group != nil && f.globalStep >= f.inline.againStep || f.Group == nil && time.Now().After(f.inline.again); !due {
 		return
 	}
 	if autoTiming := f.Job.StepsPerExecution == 0 && !f.auto.trialDone && (f.auto.probing() || f.perCall(f.Train) > 1); autoTiming {
 		return
 	}
-	f.inline = inlineState{calls: inlineWarmCalls, probes: f.inline.probes} // nothing to trace: no warm-up
+	f.inline = inlineState{calls: inlineWarmCalls} // nothing to trace: no warm-up
 }
 
 // chooseInline says whether steps of inline in the calling thread beat
