@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/model/tf"
+	"github.com/sagefit/sagefit/runtime/launch"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
@@ -211,6 +211,9 @@ type host struct {
 	stdout lockedBuffer
 	stderr lockedBuffer
 	done   chan struct{}
+	// listener is the host's socket, bound with the others before any
+	// host starts; closed here once the host has it.
+	listener *os.File
 }
 
 // startJob lays out n hosts on 127.0.0.1..n and starts those not in
@@ -229,12 +232,17 @@ func startJob(t *testing.T, modelDirs []string, train string, hps map[string]str
 func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]string, delayed map[int]bool, distribution string) []*host {
 	t.Helper()
 	n := len(modelDirs)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// The hosts started now inherit their sockets; a delayed host binds
+	// its own when it starts, as a late host does.
+	listeners, port, err := launch.HostListeners(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	t.Cleanup(func() {
+		for _, f := range listeners {
+			f.Close()
+		}
+	})
 	var names, addrs []string
 	for i := 0; i < n; i++ {
 		names = append(names, fmt.Sprintf("algo-%d", i+1))
@@ -258,7 +266,10 @@ func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]strin
 		h.cmd = exec.Command(binary, "train")
 		h.cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+h.base, "SAGEFIT_HOST_ADDRS="+strings.Join(addrs, ","))
 		h.cmd.Stdout, h.cmd.Stderr = &h.stdout, &h.stderr
+		h.listener = listeners[i]
 		if !delayed[i] {
+			h.cmd.Env = append(h.cmd.Env, launch.EnvListenFD+"=3")
+			h.cmd.ExtraFiles = []*os.File{h.listener}
 			h.start(t)
 		}
 		hosts = append(hosts, h)
@@ -276,9 +287,13 @@ func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]strin
 
 func (h *host) start(t *testing.T) {
 	t.Helper()
+	if len(h.cmd.ExtraFiles) == 0 {
+		h.listener.Close() // a late host binds its port itself
+	}
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	h.listener.Close() // the host's own now
 	go func() { h.cmd.Wait(); close(h.done) }()
 }
 

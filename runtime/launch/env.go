@@ -13,9 +13,10 @@ const (
 	// "algo-1=127.0.0.1:7001,algo-2=127.0.0.2:7001", for hosts whose names
 	// do not resolve: local multi-host runs, workers of one host.
 	EnvHostAddrs = "SAGEFIT_HOST_ADDRS"
-	// EnvListenFD is the inherited socket a worker's ring member listens
-	// on (bound by the launcher, so a port in use fails before any
-	// worker starts).
+	// EnvListenFD is the inherited socket a process's ring member listens
+	// on, bound by its launcher (a host's, for its workers; `sagefit local
+	// --hosts`, for each host), so a port in use fails before any process
+	// starts and none can be taken meanwhile.
 	EnvListenFD = "SAGEFIT_LISTEN_FD"
 	// EnvFailureFile is where a worker writes its failure reason; the
 	// launcher picks the host's.

@@ -8,6 +8,7 @@ import (
 	osexec "os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,18 +20,25 @@ import (
 // local --hosts n`): hosts algo-1..algo-n, each a `sagefit train` process
 // with its own base dir (<base>/algo-i) and config files, reachable at
 // 127.0.0.<i> (Linux routes all of 127.0.0.0/8 to loopback), all on one
-// free port. exec starts one host's `sagefit train`. It returns the exit
-// code: 0 when every host succeeded.
+// free port. The launcher binds every host's socket before any host starts
+// and hands it over (EnvListenFD), so no other process can take the port in
+// between (tests run many jobs at once). exec starts one host's `sagefit
+// train`. It returns the exit code: 0 when every host succeeded.
 func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, stderr io.Writer) int {
 	hosts := make([]string, n)
 	for i := range hosts {
 		hosts[i] = fmt.Sprintf("algo-%d", i+1)
 	}
-	port, err := freePort()
+	listeners, port, err := HostListeners(n)
 	if err != nil {
 		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
 		return 1
 	}
+	defer func() {
+		for _, f := range listeners {
+			f.Close() // those of hosts that never started (nil: ErrInvalid)
+		}
+	}()
 	var addrs []string
 	for i, h := range hosts {
 		addrs = append(addrs, fmt.Sprintf("%s=127.0.0.%d:%d", h, i+1, port))
@@ -49,7 +57,9 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 		cmd := osexec.Command(exec[0], exec[1:]...)
 		cmd.Env = append(os.Environ(),
 			"SAGEMAKER_BASE_DIR="+hostBase,
-			EnvHostAddrs+"="+strings.Join(addrs, ","))
+			EnvHostAddrs+"="+strings.Join(addrs, ","),
+			EnvListenFD+"=3")
+		cmd.ExtraFiles = []*os.File{listeners[i]}
 		// SIGTERM to the launcher reaches every host, as SageMaker's stop does.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		po, _ := cmd.StdoutPipe()
@@ -59,6 +69,10 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 			return 1
 		}
 		cmds[i] = cmd
+		// The host holds its socket now; a host that dies closes it, so
+		// its peers are refused at once rather than queued on ours.
+		listeners[i].Close()
+		listeners[i] = nil
 		for _, p := range []struct {
 			r io.Reader
 			w io.Writer
@@ -94,11 +108,36 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 	return code
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+// HostListeners binds the sockets of a job of n hosts on this machine,
+// 127.0.0.1..n on one port: a free one on 127.0.0.1, then the same on the
+// other addresses, with a fresh port when one of those is taken (another
+// process's connection from 127.0.0.2 may hold it). Hand each to its
+// host's process (EnvListenFD) and close it there: a port merely probed
+// and let go can be taken before the host binds it.
+func HostListeners(n int) ([]*os.File, int, error) {
+	const tries = 20
+	var last error
+	for range tries {
+		first, addr, err := listenFile("127.0.0.1:0")
+		if err != nil {
+			return nil, 0, fmt.Errorf("find a free port: %w", err)
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		files := []*os.File{first}
+		for i := 2; i <= n && err == nil; i++ {
+			var f *os.File
+			if f, _, err = listenFile(fmt.Sprintf("127.0.0.%d:%s", i, port)); err == nil {
+				files = append(files, f)
+			}
+		}
+		if err == nil {
+			p, _ := strconv.Atoi(port)
+			return files, p, nil
+		}
+		last = err
+		for _, f := range files {
+			f.Close()
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return nil, 0, fmt.Errorf("find a port free on 127.0.0.1 to 127.0.0.%d (%d tries): %w", n, tries, last)
 }

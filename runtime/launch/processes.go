@@ -154,6 +154,9 @@ func workerDevices(environ []string, numGPUs, p int) []string {
 // the workers to inherit: a port in use fails here, in one clear sentence,
 // and a free port (":0") is known before any worker starts. It returns
 // every member's address, as SAGEFIT_HOST_ADDRS, and this host's sockets.
+// Member 0 takes the host's socket where this launcher inherited one
+// (EnvListenFD: `sagefit local --hosts`); the others bind the ports after
+// it.
 func memberListeners(env *sagemaker.Env, environ []string, p int) (string, []*os.File, error) {
 	addrs, err := memberAddrs(env, environ, p)
 	if err != nil {
@@ -167,7 +170,14 @@ func memberListeners(env *sagemaker.Env, environ []string, p int) (string, []*os
 		if _, err := netip.ParseAddr(host); err != nil {
 			addr = ":" + port // a host name: listen on every interface, as Join does
 		}
-		f, bound, err := listenFile(addr)
+		var f *os.File
+		var bound string
+		if k == 0 {
+			f, bound, err = inheritedListener(environ)
+		}
+		if f == nil && err == nil {
+			f, bound, err = listenFile(addr)
+		}
 		if err != nil {
 			for _, f := range files {
 				f.Close()
@@ -184,6 +194,26 @@ func memberListeners(env *sagemaker.Env, environ []string, p int) (string, []*os
 		named[i] = WorkerName(env.Hosts[i/p], i%p) + "=" + a
 	}
 	return strings.Join(named, ","), files, nil
+}
+
+// inheritedListener returns the socket named by EnvListenFD, if any.
+func inheritedListener(environ []string) (*os.File, string, error) {
+	v, ok := sagemaker.LookupEnv(environ, EnvListenFD)
+	if !ok {
+		return nil, "", nil
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, "", fmt.Errorf("%s=%q: not an inherited file descriptor", EnvListenFD, v)
+	}
+	f := os.NewFile(uintptr(fd), "host listener")
+	l, err := net.FileListener(f)
+	if err != nil {
+		f.Close()
+		return nil, "", fmt.Errorf("the host's listener inherited from the launcher: %w", err)
+	}
+	l.Close() // f stays open, for the worker
+	return f, l.Addr().String(), nil
 }
 
 // listenFile listens on addr and returns the socket as a file to hand to a
@@ -223,7 +253,7 @@ func Processes(ctx context.Context, o Spec, env *sagemaker.Env, p int) error {
 	}
 	defer func() {
 		for _, f := range listeners {
-			f.Close()
+			f.Close() // those of workers that never started (nil: ErrInvalid)
 		}
 	}()
 	reasons, err := os.MkdirTemp("", "sagefit-workers-")
@@ -280,6 +310,10 @@ func Processes(ctx context.Context, o Spec, env *sagemaker.Env, p int) error {
 			return fmt.Errorf("start training process %d of %d: %w", k, p, err)
 		}
 		cmds[k] = cmd
+		// The worker holds its socket now; one that dies closes it, so its
+		// peers are refused at once rather than queued on ours.
+		listeners[k].Close()
+		listeners[k] = nil
 	}
 	gpus := "no GPUs"
 	if devices != nil {
