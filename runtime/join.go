@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/sagefit/sagefit/distributed"
@@ -14,6 +12,7 @@ import (
 	"github.com/sagefit/sagefit/runtime/fit"
 	"github.com/sagefit/sagefit/runtime/job"
 	"github.com/sagefit/sagefit/runtime/launch"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
 // finalWait bounds the final barrier: a host other than rank 0 that has
@@ -26,20 +25,21 @@ const finalWait = 30 * time.Minute
 
 // joinGRPC forms the job's ring over gRPC: it waits for late hosts (up to
 // the connect timeout) and checks every host loaded the same model.
-// listenFD, when set, is the inherited socket this process listens on (a
-// worker of a host's launcher).
-func joinGRPC(ctx context.Context, j *job.Job, fingerprint, hostAddrs, listenFD string, log io.Writer) (fit.Group, error) {
+// environ may name the socket this process listens on, bound by its
+// launcher (launch.EnvListenFD: a worker of a host's launcher, a host of
+// `sagefit local --hosts`).
+func joinGRPC(ctx context.Context, j *job.Job, fingerprint string, environ []string, log io.Writer) (fit.Group, error) {
+	hostAddrs, _ := sagemaker.LookupEnv(environ, launch.EnvHostAddrs)
 	addrs, err := transport.ParseHostAddrs(hostAddrs)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", launch.EnvHostAddrs, err)
 	}
 	var lis net.Listener
-	if listenFD != "" {
-		fd, err := strconv.Atoi(listenFD)
-		if err != nil {
-			return nil, fmt.Errorf("%s=%q: not a file descriptor", launch.EnvListenFD, listenFD)
-		}
-		f := os.NewFile(uintptr(fd), "ring listener")
+	f, err := launch.ListenInherited(environ)
+	if err != nil {
+		return nil, err
+	}
+	if f != nil {
 		lis, err = net.FileListener(f)
 		f.Close()
 		if err != nil {

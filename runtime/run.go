@@ -210,9 +210,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 
 	var group fit.Group
 	if len(env.Hosts) > 1 {
-		hostAddrs, _ := sagemaker.LookupEnv(o.Environ, launch.EnvHostAddrs)
-		listenFD, _ := sagemaker.LookupEnv(o.Environ, launch.EnvListenFD)
-		if group, err = joinGRPC(ctx, j, meta.Fingerprint, hostAddrs, listenFD, o.Stderr); err != nil {
+		if group, err = joinGRPC(ctx, j, meta.Fingerprint, o.Environ, o.Stderr); err != nil {
 			return nil, err
 		}
 		defer group.Close()

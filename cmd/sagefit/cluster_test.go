@@ -212,7 +212,7 @@ type host struct {
 	stderr lockedBuffer
 	done   chan struct{}
 	// listener is the host's socket, bound with the others before any
-	// host starts; closed here once the host has it.
+	// host starts (launch.HostSockets); closed here once the host has it.
 	listener *os.File
 }
 
@@ -232,9 +232,9 @@ func startJob(t *testing.T, modelDirs []string, train string, hps map[string]str
 func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]string, delayed map[int]bool, distribution string) []*host {
 	t.Helper()
 	n := len(modelDirs)
-	// The hosts started now inherit their sockets; a delayed host binds
-	// its own when it starts, as a late host does.
-	listeners, port, err := launch.HostListeners(n)
+	// Every host inherits its socket, bound now: a delayed host's port is
+	// held for it, and refuses its peers until the host listens.
+	listeners, port, err := launch.HostSockets(n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,9 +267,9 @@ func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]strin
 		h.cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+h.base, "SAGEFIT_HOST_ADDRS="+strings.Join(addrs, ","))
 		h.cmd.Stdout, h.cmd.Stderr = &h.stdout, &h.stderr
 		h.listener = listeners[i]
+		h.cmd.Env = append(h.cmd.Env, launch.EnvListenFD+"=3")
+		h.cmd.ExtraFiles = []*os.File{h.listener}
 		if !delayed[i] {
-			h.cmd.Env = append(h.cmd.Env, launch.EnvListenFD+"=3")
-			h.cmd.ExtraFiles = []*os.File{h.listener}
 			h.start(t)
 		}
 		hosts = append(hosts, h)
@@ -287,9 +287,6 @@ func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]strin
 
 func (h *host) start(t *testing.T) {
 	t.Helper()
-	if len(h.cmd.ExtraFiles) == 0 {
-		h.listener.Close() // a late host binds its port itself
-	}
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

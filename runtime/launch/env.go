@@ -15,8 +15,9 @@ const (
 	EnvHostAddrs = "SAGEFIT_HOST_ADDRS"
 	// EnvListenFD is the inherited socket a process's ring member listens
 	// on, bound by its launcher (a host's, for its workers; `sagefit local
-	// --hosts`, for each host), so a port in use fails before any process
-	// starts and none can be taken meanwhile.
+	// --hosts`, for each host, not yet listening), so a port in use fails
+	// before any process starts and none can be taken meanwhile
+	// (ListenInherited).
 	EnvListenFD = "SAGEFIT_LISTEN_FD"
 	// EnvFailureFile is where a worker writes its failure reason; the
 	// launcher picks the host's.

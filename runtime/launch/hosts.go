@@ -3,7 +3,7 @@ package launch
 import (
 	"fmt"
 	"io"
-	"net"
+	"net/netip"
 	"os"
 	osexec "os/exec"
 	"os/signal"
@@ -21,15 +21,15 @@ import (
 // with its own base dir (<base>/algo-i) and config files, reachable at
 // 127.0.0.<i> (Linux routes all of 127.0.0.0/8 to loopback), all on one
 // free port. The launcher binds every host's socket before any host starts
-// and hands it over (EnvListenFD), so no other process can take the port in
-// between (tests run many jobs at once). exec starts one host's `sagefit
+// and hands it over (EnvListenFD, HostSockets), so no other process can take
+// the port in between (tests run many jobs at once). exec starts one host's `sagefit
 // train`. It returns the exit code: 0 when every host succeeded.
 func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, stderr io.Writer) int {
 	hosts := make([]string, n)
 	for i := range hosts {
 		hosts[i] = fmt.Sprintf("algo-%d", i+1)
 	}
-	listeners, port, err := HostListeners(n)
+	listeners, port, err := HostSockets(n)
 	if err != nil {
 		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
 		return 1
@@ -108,31 +108,34 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 	return code
 }
 
-// HostListeners binds the sockets of a job of n hosts on this machine,
+// HostSockets binds the sockets of a job of n hosts on this machine,
 // 127.0.0.1..n on one port: a free one on 127.0.0.1, then the same on the
 // other addresses, with a fresh port when one of those is taken (another
-// process's connection from 127.0.0.2 may hold it). Hand each to its
-// host's process (EnvListenFD) and close it there: a port merely probed
-// and let go can be taken before the host binds it.
-func HostListeners(n int) ([]*os.File, int, error) {
+// process's connection from 127.0.0.2 may hold it). They are bound, not
+// listening: the port is the job's, yet a peer that dials a host not up yet
+// is refused, as on SageMaker, rather than queued. Hand each to its host's
+// process (EnvListenFD; ListenInherited listens on it) and close it there:
+// a port merely probed and let go can be taken before the host binds it.
+func HostSockets(n int) ([]*os.File, int, error) {
+	if n > 255 {
+		return nil, 0, fmt.Errorf("%d hosts: at most 255 on one machine (127.0.0.1 to 127.0.0.255)", n)
+	}
 	const tries = 20
 	var last error
 	for range tries {
-		first, addr, err := listenFile("127.0.0.1:0")
+		first, port, err := bindFile(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
 		if err != nil {
 			return nil, 0, fmt.Errorf("find a free port: %w", err)
 		}
-		_, port, _ := net.SplitHostPort(addr)
 		files := []*os.File{first}
 		for i := 2; i <= n && err == nil; i++ {
 			var f *os.File
-			if f, _, err = listenFile(fmt.Sprintf("127.0.0.%d:%s", i, port)); err == nil {
+			if f, _, err = bindFile(netip.AddrFrom4([4]byte{127, 0, 0, byte(i)}), port); err == nil {
 				files = append(files, f)
 			}
 		}
 		if err == nil {
-			p, _ := strconv.Atoi(port)
-			return files, p, nil
+			return files, port, nil
 		}
 		last = err
 		for _, f := range files {
@@ -140,4 +143,46 @@ func HostListeners(n int) ([]*os.File, int, error) {
 		}
 	}
 	return nil, 0, fmt.Errorf("find a port free on 127.0.0.1 to 127.0.0.%d (%d tries): %w", n, tries, last)
+}
+
+// bindFile binds a TCP socket to ip:port (port 0: a free one) without
+// listening on it, and returns it as a file to hand to a child process,
+// with its port.
+func bindFile(ip netip.Addr, port int) (*os.File, int, error) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("socket: %w", err)
+	}
+	// No SO_REUSEADDR, unlike Go's listeners: with it on both sockets,
+	// Linux lets a second socket bind the port while this one does not
+	// listen yet, and listen there first.
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: ip.As4(), Port: port}); err != nil {
+		syscall.Close(fd)
+		return nil, 0, fmt.Errorf("bind %s: %w", netip.AddrPortFrom(ip, uint16(port)), err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		syscall.Close(fd)
+		return nil, 0, fmt.Errorf("bound port: %w", err)
+	}
+	return os.NewFile(uintptr(fd), netip.AddrPortFrom(ip, uint16(port)).String()), sa.(*syscall.SockaddrInet4).Port, nil
+}
+
+// ListenInherited listens on the socket named by EnvListenFD, which its
+// launcher bound (and may not have made listen), and returns it; nil
+// where none is named.
+func ListenInherited(environ []string) (*os.File, error) {
+	v, ok := sagemaker.LookupEnv(environ, EnvListenFD)
+	if !ok {
+		return nil, nil
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("%s=%q: not an inherited file descriptor", EnvListenFD, v)
+	}
+	// Listening again on a listening socket only sets its backlog.
+	if err := syscall.Listen(fd, syscall.SOMAXCONN); err != nil {
+		return nil, fmt.Errorf("listen on the socket inherited from the launcher (%s=%d): %w", EnvListenFD, fd, err)
+	}
+	return os.NewFile(uintptr(fd), "inherited listener"), nil
 }

@@ -1,17 +1,22 @@
 package launch
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"syscall"
 	"testing"
 )
 
-// TestHostListenersHoldThePort: the sockets of a local job's hosts are
-// bound on one port before any host starts, and held: another process
-// asking for that port on any host's address is refused (the CI flake this
-// fixed was a second job taking a port the first had probed and let go).
-func TestHostListenersHoldThePort(t *testing.T) {
-	files, port, err := HostListeners(3)
+// TestHostSocketsHoldThePort: the sockets of a local job's hosts are bound
+// on one port before any host starts, and held: another process asking for
+// that port on any host's address is refused (the CI flake this fixed was a
+// port probed, let go and taken before the host bound it). A peer dialling
+// a host not up yet is refused, not queued; once the host listens on the
+// socket it inherited, the dial connects.
+func TestHostSocketsHoldThePort(t *testing.T) {
+	files, port, err := HostSockets(3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,19 +28,45 @@ func TestHostListenersHoldThePort(t *testing.T) {
 	if len(files) != 3 {
 		t.Fatalf("%d sockets for 3 hosts", len(files))
 	}
-	for i, f := range files {
-		l, err := net.FileListener(f)
-		if err != nil {
-			t.Fatalf("host %d: %v", i+1, err)
-		}
-		want := fmt.Sprintf("127.0.0.%d:%d", i+1, port)
-		if got := l.Addr().String(); got != want {
-			t.Errorf("host %d listens on %s, want %s", i+1, got, want)
-		}
-		l.Close()
-		if l, err := net.Listen("tcp", want); err == nil {
+	for i := range files {
+		addr := fmt.Sprintf("127.0.0.%d:%d", i+1, port)
+		if l, err := net.Listen("tcp", addr); err == nil {
 			l.Close()
-			t.Errorf("%s could be bound again while the launcher holds it", want)
+			t.Errorf("%s could be bound again while the launcher holds it", addr)
 		}
+		if c, err := net.Dial("tcp", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+			if c != nil {
+				c.Close()
+			}
+			t.Errorf("dial %s before its host listens: %v, want connection refused", addr, err)
+		}
+	}
+	// Host 2 starts: it listens on the socket it inherited (here a copy of
+	// the descriptor, which f then owns).
+	fd, err := syscall.Dup(int(files[1].Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ListenInherited([]string{EnvListenFD + "=" + strconv.Itoa(fd)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := fmt.Sprintf("127.0.0.2:%d", port)
+	if got := l.Addr().String(); got != addr {
+		t.Errorf("host 2 listens on %s, want %s", got, addr)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s once its host listens: %v", addr, err)
+	}
+	c.Close()
+	if _, _, err := HostSockets(256); err == nil {
+		t.Error("256 hosts given sockets; 127.0.0.x stops at 255")
 	}
 }

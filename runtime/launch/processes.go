@@ -173,7 +173,7 @@ func memberListeners(env *sagemaker.Env, environ []string, p int) (string, []*os
 		var f *os.File
 		var bound string
 		if k == 0 {
-			f, bound, err = inheritedListener(environ)
+			f, err = ListenInherited(environ)
 		}
 		if f == nil && err == nil {
 			f, bound, err = listenFile(addr)
@@ -194,26 +194,6 @@ func memberListeners(env *sagemaker.Env, environ []string, p int) (string, []*os
 		named[i] = WorkerName(env.Hosts[i/p], i%p) + "=" + a
 	}
 	return strings.Join(named, ","), files, nil
-}
-
-// inheritedListener returns the socket named by EnvListenFD, if any.
-func inheritedListener(environ []string) (*os.File, string, error) {
-	v, ok := sagemaker.LookupEnv(environ, EnvListenFD)
-	if !ok {
-		return nil, "", nil
-	}
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < 3 {
-		return nil, "", fmt.Errorf("%s=%q: not an inherited file descriptor", EnvListenFD, v)
-	}
-	f := os.NewFile(uintptr(fd), "host listener")
-	l, err := net.FileListener(f)
-	if err != nil {
-		f.Close()
-		return nil, "", fmt.Errorf("the host's listener inherited from the launcher: %w", err)
-	}
-	l.Close() // f stays open, for the worker
-	return f, l.Addr().String(), nil
 }
 
 // listenFile listens on addr and returns the socket as a file to hand to a
