@@ -6,11 +6,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/sagefit/sagefit/data"
@@ -195,18 +196,24 @@ func TestBadInputsManyHosts(t *testing.T) {
 func TestJoinFailureManyHosts(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
 	base := manyHostJob(t, fx, map[string]string{"epochs": "1", "sagefit_connect_timeout": "1s"})
-	// This host listens on a port of its own; its neighbours' addresses
-	// are loopback ports where nobody listens.
-	free := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Skipf("loopback unusable here: %v", err)
-		}
-		defer l.Close()
-		return l.Addr().String()
+	// This host listens on a socket of its own, bound for it as a launcher
+	// does; its neighbours' addresses are sockets bound and held where
+	// nobody listens (so no other test can listen there meanwhile).
+	socks, port, err := launch.HostSockets(3)
+	if err != nil {
+		t.Skipf("loopback unusable here: %v", err)
 	}
-	addrs := fmt.Sprintf("algo-1=%s,algo-2=%s,algo-%d=%s", free(), free(), manyHosts, free())
-	o := runtime.Options{Base: base, Environ: []string{launch.EnvHostAddrs + "=" + addrs}}
+	defer func() {
+		for _, f := range socks {
+			f.Close()
+		}
+	}()
+	own, err := syscall.Dup(int(socks[0].Fd())) // the job's to listen on and close
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := fmt.Sprintf("algo-1=127.0.0.1:%d,algo-2=127.0.0.2:%d,algo-%d=127.0.0.3:%d", port, port, manyHosts, port)
+	o := runtime.Options{Base: base, Environ: []string{launch.EnvHostAddrs + "=" + addrs, launch.EnvListenFD + "=" + strconv.Itoa(own)}}
 	reason := failsWith(t, o, `(?i)rank 1 \(algo-2 at [0-9.:]+\): no handshake within the connect timeout`, 200)
 	if len(reason) >= sagemaker.FailureLimit {
 		t.Errorf("failure reason is %d bytes, not under %d", len(reason), sagemaker.FailureLimit)
