@@ -20,10 +20,11 @@ import (
 // local --hosts n`): hosts algo-1..algo-n, each a `sagefit train` process
 // with its own base dir (<base>/algo-i) and config files, reachable at
 // 127.0.0.<i> (Linux routes all of 127.0.0.0/8 to loopback), all on one
-// free port. The launcher binds every host's socket before any host starts
-// and hands it over (EnvListenFD, HostSockets), so no other process can take
-// the port in between (tests run many jobs at once). exec starts one host's `sagefit
-// train`. It returns the exit code: 0 when every host succeeded.
+// free port. The launcher binds every host's socket before any host
+// starts and hands it over (EnvListenFD, HostSockets), so no other process
+// can take the port in between (tests run many jobs at once). exec starts
+// one host's `sagefit train`. It returns the exit code: 0 when every host
+// succeeded.
 func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, stderr io.Writer) int {
 	hosts := make([]string, n)
 	for i := range hosts {
