@@ -777,10 +777,11 @@ def _handle(v):
 def _assigned_by(fn, variables):
     """For each variable, whether the traced function assigns it.
 
-    Reads the function's graph: an Assign*VariableOp whose resource is the
-    placeholder the variable's handle was captured as, directly or through
-    the calls of nested functions (a jit_compile=True step is one call of
-    its compiled function)."""
+    Reads the function's graph: an op that writes a variable (an assign, a
+    slice assignment, a scatter) whose resource is the placeholder the
+    variable's handle was captured as, directly or in the functions it runs
+    (a jit_compile=True step is one call of its compiled function; a
+    tf.cond's branches and a while loop's body are functions too)."""
     with _saving():  # the trace the SavedModel holds
         graph = fn.get_concrete_function().graph
     written = _written_resources(graph)
@@ -798,9 +799,9 @@ def _captured_untracked(fns, known):
     """The variables the traced functions capture that are not in known, in
     the order the functions capture them (the contract's order, which the
     fingerprint covers, must not change between exports): every one, read
-    or written, as a write may hide where the exporter cannot see it (a
-    branch of tf.cond, a slice assignment), and carrying a variable that
-    never changes costs only its bytes."""
+    or written, as a write may hide where the exporter cannot see it (an op
+    outside _WRITE_OPS, a function it cannot read), and carrying a variable
+    that never changes costs only its bytes."""
     known_handles = {id(_handle(v)) for v in known}
     out = []
     for fn in fns:
@@ -828,23 +829,49 @@ _CARRIED_DTYPES = {"float16", "bfloat16", "float32", "float64", "int8", "int16",
                    "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
 
 
+# Ops that write the resource variable that is their first input.
+_WRITE_OPS = frozenset(
+    ["AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "ResourceStridedSliceAssign"]
+    + [f"ResourceScatter{kind}" for kind in ("Add", "Sub", "Mul", "Div", "Min", "Max", "Update")]
+    + [f"ResourceScatterNd{kind}" for kind in ("Add", "Sub", "Update", "Min", "Max")]
+)
+
+# Ops that run functions of the graph: the attributes naming them and the
+# first of the op's inputs that the functions' inputs map to (a branch
+# op's first input is its condition or index).
+_CALLING_OPS = {
+    "StatefulPartitionedCall": (("f",), 0),
+    "PartitionedCall": (("f",), 0),
+    "If": (("then_branch", "else_branch"), 1),
+    "StatelessIf": (("then_branch", "else_branch"), 1),
+    "Case": (("branches",), 1),
+    "StatelessCase": (("branches",), 1),
+    "While": (("cond", "body"), 0),
+    "StatelessWhile": (("cond", "body"), 0),
+}
+
+
 def _written_resources(graph):
     """The graph's tensors (refs) that name a resource some op assigns, in
-    this graph or in a function it calls (mapped back through the call's
-    inputs)."""
+    this graph or in a function it runs (a call, a tf.cond branch, a
+    while loop's body), mapped back through the op's inputs."""
     written = set()
     for op in graph.get_operations():
-        if op.type in ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"):
+        if op.type in _WRITE_OPS:
             written.add(op.inputs[0].ref())
-        elif op.type in ("StatefulPartitionedCall", "PartitionedCall"):
-            called = graph._functions.get(op.get_attr("f").name)
-            body = getattr(called, "graph", None)
-            if body is None:
-                continue
-            inner = _written_resources(body)
-            for outer_t, inner_t in zip(op.inputs, body.inputs):
-                if inner_t.ref() in inner:
-                    written.add(outer_t.ref())
+        if op.type not in _CALLING_OPS:
+            continue
+        attrs, first = _CALLING_OPS[op.type]
+        for attr in attrs:
+            value = op.get_attr(attr)
+            for fn in value if isinstance(value, list) else [value]:
+                body = getattr(graph._functions.get(fn.name), "graph", None)
+                if body is None:
+                    continue
+                inner = _written_resources(body)
+                for outer_t, inner_t in zip(op.inputs[first:], body.inputs):
+                    if inner_t.ref() in inner:
+                        written.add(outer_t.ref())
     return written
 
 

@@ -246,6 +246,35 @@ def test_every_untracked_variable_a_step_uses_is_carried_in_capture_order(tmp_pa
         assert [v["name"] for v in meta["variables"] if v["kind"] == "step"] == [f"s{i}" for i in range(6)]
 
 
+def test_step_writes_in_branches_loops_and_slices_are_averaged(tmp_path):
+    # A float variable the step writes is averaged over hosts before it is
+    # read, wherever the write sits: a tf.cond branch, a while loop's body,
+    # a slice assignment, a scatter. One only read is left alone.
+    class Step(keras.Model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.extra = [tf.Variable([0.0, 0.0], name=f"s{i}") for i in range(5)]
+
+        def train_step(self, data):
+            x, y = data
+            s = self.extra
+            tf.cond(tf.reduce_sum(x) > 0, lambda: s[0].assign_add([1.0, 1.0]), lambda: s[0].read_value())
+            tf.while_loop(lambda i: i < 2, lambda i: (s[1].assign_add([1.0, 0.0]), i + 1)[1], [tf.constant(0)])
+            s[2][0].assign(2.0)
+            s[3].scatter_add(tf.IndexedSlices(tf.constant([1.0]), tf.constant([1])))
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(y=y, y_pred=self(x, training=True)) * (1.0 + s[4][0])
+            self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
+            return {"loss": loss}
+
+    inputs = keras.Input((10,))
+    model = Step(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    meta = sagefit.export(model, str(tmp_path / "m"))
+    averaged = {v["name"] for v in meta["variables"] if v.get("aggregation") == contract.MEAN}
+    assert averaged == {"s0", "s1", "s2", "s3"}
+
+
 def test_untracked_string_variable_is_refused_naming_it(tmp_path):
     class Tagged(keras.Model):
         def __init__(self, *args, **kwargs):
