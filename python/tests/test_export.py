@@ -214,35 +214,42 @@ def test_custom_step_state_is_read_and_assigned_with_the_variables(tmp_path):
     assert {v["kind"] for v in seed["variables"]} == {"model", "optimizer"}
 
 
-def test_every_untracked_variable_a_step_uses_is_carried_in_capture_order(tmp_path):
-    # Written in a tf.cond branch, by a slice assignment, or only read: the
-    # exporter cannot see every write, so it carries all of them, in the
-    # order the step first uses them (the fingerprint covers the order).
+def _state_step_model(n, touch):
+    """A model whose custom train step keeps n float variables Keras does
+    not track (s0, s1, ...): touch(s, x) uses them before the gradient and
+    returns a scale for the loss."""
+
     class Step(keras.Model):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.extra = [tf.Variable([0.0, 0.0], name=f"s{i}") for i in range(6)]
+            self.extra = [tf.Variable([0.0, 0.0], name=f"s{i}") for i in range(n)]
 
         def train_step(self, data):
             x, y = data
-            s = self.extra
-            tf.cond(tf.reduce_sum(x) > 0, lambda: s[0].assign_add([1.0, 1.0]), lambda: s[0].assign_sub([1.0, 1.0]))
-            s[1][0].assign(2.0)
-            scale = 1.0 + s[2][0] + s[3][1] + s[4][0] + s[5][1]
+            scale = touch(self.extra, x)
             with tf.GradientTape() as tape:
                 loss = self.compute_loss(y=y, y_pred=self(x, training=True)) * scale
             self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
             return {"loss": loss}
 
-    def build():
-        keras.utils.set_random_seed(3)
-        inputs = keras.Input((10,))
-        model = Step(inputs, keras.layers.Dense(1)(inputs))
-        model.compile(optimizer="adam", loss="mse")
-        return model
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((10,))
+    model = Step(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def test_every_untracked_variable_a_step_uses_is_carried_in_capture_order(tmp_path):
+    # Written in a tf.cond branch, by a slice assignment, or only read: the
+    # exporter cannot see every write, so it carries all of them, in the
+    # order the step first uses them (the fingerprint covers the order).
+    def touch(s, x):
+        tf.cond(tf.reduce_sum(x) > 0, lambda: s[0].assign_add([1.0, 1.0]), lambda: s[0].assign_sub([1.0, 1.0]))
+        s[1][0].assign(2.0)
+        return 1.0 + s[2][0] + s[3][1] + s[4][0] + s[5][1]
 
     for n in range(3):  # an order from the variables' ids would change
-        meta = sagefit.export(build(), str(tmp_path / f"m{n}"))
+        meta = sagefit.export(_state_step_model(6, touch), str(tmp_path / f"m{n}"))
         assert [v["name"] for v in meta["variables"] if v["kind"] == "step"] == [f"s{i}" for i in range(6)]
 
 
@@ -250,27 +257,14 @@ def test_step_writes_in_branches_loops_and_slices_are_averaged(tmp_path):
     # A float variable the step writes is averaged over hosts before it is
     # read, wherever the write sits: a tf.cond branch, a while loop's body,
     # a slice assignment, a scatter. One only read is left alone.
-    class Step(keras.Model):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.extra = [tf.Variable([0.0, 0.0], name=f"s{i}") for i in range(5)]
+    def touch(s, x):
+        tf.cond(tf.reduce_sum(x) > 0, lambda: s[0].assign_add([1.0, 1.0]), lambda: s[0].read_value())
+        tf.while_loop(lambda i: i < 2, lambda i: (s[1].assign_add([1.0, 0.0]), i + 1)[1], [tf.constant(0)])
+        s[2][0].assign(2.0)
+        s[3].scatter_add(tf.IndexedSlices(tf.constant([1.0]), tf.constant([1])))
+        return 1.0 + s[4][0]
 
-        def train_step(self, data):
-            x, y = data
-            s = self.extra
-            tf.cond(tf.reduce_sum(x) > 0, lambda: s[0].assign_add([1.0, 1.0]), lambda: s[0].read_value())
-            tf.while_loop(lambda i: i < 2, lambda i: (s[1].assign_add([1.0, 0.0]), i + 1)[1], [tf.constant(0)])
-            s[2][0].assign(2.0)
-            s[3].scatter_add(tf.IndexedSlices(tf.constant([1.0]), tf.constant([1])))
-            with tf.GradientTape() as tape:
-                loss = self.compute_loss(y=y, y_pred=self(x, training=True)) * (1.0 + s[4][0])
-            self.optimizer.apply(tape.gradient(loss, self.trainable_variables), self.trainable_variables)
-            return {"loss": loss}
-
-    inputs = keras.Input((10,))
-    model = Step(inputs, keras.layers.Dense(1)(inputs))
-    model.compile(optimizer="adam", loss="mse")
-    meta = sagefit.export(model, str(tmp_path / "m"))
+    meta = sagefit.export(_state_step_model(5, touch), str(tmp_path / "m"))
     averaged = {v["name"] for v in meta["variables"] if v.get("aggregation") == contract.MEAN}
     assert averaged == {"s0", "s1", "s2", "s3"}
 
