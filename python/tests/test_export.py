@@ -253,10 +253,12 @@ def test_every_untracked_variable_a_step_uses_is_carried_in_capture_order(tmp_pa
         assert [v["name"] for v in meta["variables"] if v["kind"] == "step"] == [f"s{i}" for i in range(6)]
 
 
-def test_step_writes_in_branches_loops_and_slices_are_averaged(tmp_path):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_step_writes_in_branches_loops_and_slices_are_averaged(tmp_path, jit_compile):
     # A float variable the step writes is averaged over hosts before it is
     # read, wherever the write sits: a tf.cond branch, a while loop's body,
-    # a slice assignment, a scatter. One only read is left alone.
+    # a slice assignment, a scatter (with XLA, inside the compiled
+    # function's call). One only read is left alone.
     def touch(s, x):
         tf.cond(tf.reduce_sum(x) > 0, lambda: s[0].assign_add([1.0, 1.0]), lambda: s[0].read_value())
         tf.while_loop(lambda i: i < 2, lambda i: (s[1].assign_add([1.0, 0.0]), i + 1)[1], [tf.constant(0)])
@@ -264,7 +266,10 @@ def test_step_writes_in_branches_loops_and_slices_are_averaged(tmp_path):
         s[3].scatter_add(tf.IndexedSlices(tf.constant([1.0]), tf.constant([1])))
         return 1.0 + s[4][0]
 
-    meta = sagefit.export(_state_step_model(5, touch), str(tmp_path / "m"))
+    model = _state_step_model(5, touch)
+    model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=jit_compile)
+    meta = sagefit.export(model, str(tmp_path / "m"))
+    assert meta["jit_compile"] is jit_compile
     averaged = {v["name"] for v in meta["variables"] if v.get("aggregation") == contract.MEAN}
     assert averaged == {"s0", "s1", "s2", "s3"}
 
