@@ -226,6 +226,23 @@ func TestRefusedMoveKeepsKerasNumbers(t *testing.T) {
 	}
 }
 
+// A custom step that keeps its count in a lookup table Keras does not track
+// (a MutableHashTable): exported with the model, it trains to Keras's
+// numbers; the job says what does not carry the table, and asked to move to
+// the single-threaded executor, whose new session would start the table
+// from the saved contents, it stays.
+func TestStepWrittenTableKeepsKerasNumbers(t *testing.T) {
+	stderr := checkParity(t, "custom_step_table", map[string]string{"executor": "single_threaded"})
+	for _, want := range []string{
+		"warning: the train step writes lookup table steps_seen: the model sagefit writes holds its contents, but checkpoints do not",
+		"train steps stay on TensorFlow's default executor: the train step writes lookup table steps_seen, which a move to another session would not carry",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
 // checkParity trains family's fixture through the SageMaker contract, with
 // hps added to the job's hyperparameters, checks it against Keras, and
 // returns the job's stderr.

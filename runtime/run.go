@@ -165,6 +165,14 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		return nil, fmt.Errorf("layer %s uses BatchNormalization(synchronized=True), whose batch statistics would need an all-reduce inside every step, which sagefit does not do; on %d training processes each would normalize with its own share of the batch only: export the model with synchronized=False (sagefit averages the moving statistics over hosts) or train on one host",
 			strings.Join(meta.SynchronizedBatchNorm, ", "), len(env.Hosts))
 	}
+	if len(meta.WrittenTables) > 0 && env.Rank == 0 {
+		shared := ""
+		if len(env.Hosts) > 1 {
+			shared = fmt.Sprintf("; each of the %d training processes writes its own copy and the first one's is saved", len(env.Hosts))
+		}
+		fmt.Fprintf(o.Stderr, "sagefit: warning: the train step writes lookup table %s: the model sagefit writes holds its contents, but checkpoints do not (a resumed job starts it from the exported contents)%s\n",
+			strings.Join(meta.WrittenTables, ", "), shared)
+	}
 	// Rank 0 resumes from the newest good checkpoint (SageMaker puts them
 	// back in the checkpoint dir of a restarted job); the others get its
 	// weights and position below.

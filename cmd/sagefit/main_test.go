@@ -145,6 +145,16 @@ func TestInspect(t *testing.T) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(string(out), "tables ") {
+		t.Errorf("inspect names tables the seed model's step does not write:\n%s", out)
+	}
+	fx = fixture.Make(t, "custom_step_table", "--rows", "200", "--no-fit")
+	if out, err = exec.Command(binary, "inspect", filepath.Join(fx, "model")).Output(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "tables         steps_seen, written by the train step"; !strings.Contains(string(out), want) {
+		t.Errorf("inspect output lacks %q:\n%s", want, out)
+	}
 	cmd := exec.Command(binary, "inspect", t.TempDir())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

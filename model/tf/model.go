@@ -581,10 +581,20 @@ func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
 	return out, nil
 }
 
-// CanRunSingleThreaded reports whether MoveSingleThreaded may move the
-// model: not where its steps are XLA-compiled (an XLA program already runs
-// as one op; steps_per_execution's in-graph loop is where it gains).
-func (m *Model) CanRunSingleThreaded() bool { return !m.xla }
+// CannotRunSingleThreaded says why MoveSingleThreaded may not move the
+// model, or "": not where its steps are XLA-compiled (an XLA program
+// already runs as one op; steps_per_execution's in-graph loop is where it
+// gains), nor where the train step writes a lookup table (the new session
+// would start it from the saved contents: only variables are copied).
+func (m *Model) CannotRunSingleThreaded() string {
+	switch {
+	case m.xla:
+		return "the model's steps are XLA-compiled"
+	case len(m.meta.WrittenTables) > 0:
+		return fmt.Sprintf("the train step writes lookup table %s, which a move to another session would not carry", strings.Join(m.meta.WrittenTables, ", "))
+	}
+	return ""
+}
 
 // MoveSingleThreaded moves the model to a new session of the same graph
 // whose executor is TensorFlow's single-threaded one, with this session's

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 
 import numpy as np
 
@@ -526,9 +527,19 @@ def export(
             set_learning_rate,
             [tf.TensorSpec([], tf.float32, name=contract.LEARNING_RATE)],
         )
+    # Lookup tables the steps use that Keras does not track (a custom step's
+    # own tf.lookup table): tracked, so the SavedModel holds them.
+    tables = _captured_tables([_endpoint(archive, n) for n in getattr(archive, "_endpoint_names", names)])
+    for table in tables:
+        archive.track(table)
     _write_out(archive, export_dir)
 
     assigned = _assigned_by(_endpoint(archive, names[0]), state_vars)
+    written_tables = [
+        _table_name(t) for t, w in zip(tables, _written_by(_endpoint(archive, names[0]), tables, _TABLE_WRITE_OPS)) if w
+    ]
+    if written_tables:
+        warnings.warn(f"sagefit: {_WRITTEN_TABLES_WARNING.format(', '.join(written_tables))}", stacklevel=2)
 
     def _kind(i, v):
         # tf-keras's optimizer keeps its learning rate out of its variables.
@@ -579,6 +590,7 @@ def export(
         "learning_rate_assignable": lr_var is not None,
         "optimizer": type(optimizer).__name__,
         "callbacks": callback_specs,
+        "written_tables": written_tables,
         "synchronized_batch_norm": [
             layer.name for layer in _layers(model)
             if "BatchNormalization" in type(layer).__name__
@@ -775,24 +787,62 @@ def _handle(v):
 
 
 def _assigned_by(fn, variables):
-    """For each variable, whether the traced function assigns it.
+    """For each variable, whether the traced function assigns it: an op
+    that writes a variable (an assign, a slice assignment, a scatter)."""
+    return _written_by(fn, [_handle(v) for v in variables], _WRITE_OPS)
 
-    Reads the function's graph: an op that writes a variable (an assign, a
-    slice assignment, a scatter) whose resource is the placeholder the
-    variable's handle was captured as, directly or in the functions it runs
-    (a jit_compile=True step is one call of its compiled function; a
-    tf.cond's branches and a while loop's body are functions too)."""
+
+def _written_by(fn, resources, ops):
+    """For each resource (a variable's handle, a lookup table), whether the
+    traced function writes it with one of ops.
+
+    Reads the function's graph: such an op whose resource is the
+    placeholder the resource was captured as, directly or in the functions
+    it runs (a jit_compile=True step is one call of its compiled function;
+    a tf.cond's branches and a while loop's body are functions too)."""
     with _saving():  # the trace the SavedModel holds
         graph = fn.get_concrete_function().graph
-    written = _written_resources(graph)
+    written = _written_resources(graph, ops)
     captured = {}
     for external, internal in graph.captures:
         captured[id(external)] = internal
     out = []
-    for v in variables:
-        ph = captured.get(id(_handle(v)))
+    for r in resources:
+        ph = captured.get(id(getattr(r, "resource_handle", r)))
         out.append(ph is not None and ph.ref() in written)
     return out
+
+
+def _captured_tables(fns):
+    """The lookup tables (and other TensorFlow resources that are not
+    variables) the traced functions capture, each once, in capture order."""
+    from tensorflow.saved_model.experimental import TrackableResource
+
+    out = []
+    for fn in fns:
+        with _saving():  # the trace the SavedModel holds
+            graph = fn.get_concrete_function().graph
+        for external, _ in graph.captures:
+            parent = getattr(external, "_parent_trackable", None)
+            resource = parent() if parent is not None else None
+            if isinstance(resource, TrackableResource) and not any(resource is t for t in out):
+                out.append(resource)
+    return out
+
+
+def _table_name(table):
+    return getattr(table, "name", None) or type(table).__name__
+
+
+# What a step that writes a lookup table is told: the model written holds
+# its contents, nothing else carries them (model/contract.go says the same
+# at training time).
+_WRITTEN_TABLES_WARNING = (
+    "the train step writes lookup table {}: the model sagefit writes holds its contents "
+    "(algo-1's on several hosts, where each host writes its own), but checkpoints do not "
+    "(a resumed job starts it from the exported contents) and train steps do not move "
+    "to TensorFlow's single-threaded executor"
+)
 
 
 def _captured_untracked(fns, known):
@@ -836,6 +886,9 @@ _WRITE_OPS = frozenset(
     + [f"ResourceScatterNd{kind}" for kind in ("Add", "Sub", "Update", "Min", "Max")]
 )
 
+# Ops that write the lookup table that is their first input.
+_TABLE_WRITE_OPS = frozenset(["LookupTableInsertV2", "LookupTableRemoveV2", "LookupTableImportV2"])
+
 # Ops that run functions of the graph: the attributes naming them and the
 # first of the op's inputs that the functions' inputs map to (a branch
 # op's first input is its condition or index).
@@ -851,13 +904,13 @@ _CALLING_OPS = {
 }
 
 
-def _written_resources(graph):
-    """The graph's tensors (refs) that name a resource some op assigns, in
-    this graph or in a function it runs (a call, a tf.cond branch, a
+def _written_resources(graph, ops):
+    """The graph's tensors (refs) that name a resource one of ops writes,
+    in this graph or in a function it runs (a call, a tf.cond branch, a
     while loop's body), mapped back through the op's inputs."""
     written = set()
     for op in graph.get_operations():
-        if op.type in _WRITE_OPS:
+        if op.type in ops:
             written.add(op.inputs[0].ref())
         if op.type not in _CALLING_OPS:
             continue
@@ -868,7 +921,7 @@ def _written_resources(graph):
                 body = getattr(graph._functions.get(fn.name), "graph", None)
                 if body is None:
                     continue
-                inner = _written_resources(body)
+                inner = _written_resources(body, ops)
                 for outer_t, inner_t in zip(op.inputs[first:], body.inputs):
                     if inner_t.ref() in inner:
                         written.add(outer_t.ref())

@@ -201,13 +201,14 @@ def two_heads_data(rows, rng):
     return {"x": x}, {"kind": kind, "price": price}
 
 
-def _custom_step_model(update_last_only, count_steps=False):
+def _custom_step_model(update_last_only, count_steps=None):
     """The Keras 3 guide's custom train_step ("Customizing what happens in
     fit()"): compute_loss, optimizer.apply, metrics updated in the step;
     with update_last_only, a step that leaves the first layer alone; with
-    count_steps, a step that keeps state of its own in a tf.Variable Keras
-    does not track (a count of the steps run, which weighs the loss): state
-    a checkpoint, a resume or a move must carry like the model's."""
+    count_steps, a step that keeps state of its own that Keras does not
+    track (a count of the steps run, which weighs the loss), in a
+    tf.Variable ("variable": state a checkpoint, a resume or a move must
+    carry like the model's) or in a tf.lookup MutableHashTable ("table")."""
     import tensorflow as tf
 
     keras = _keras()
@@ -215,18 +216,29 @@ def _custom_step_model(update_last_only, count_steps=False):
     class CustomModel(keras.Model):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            if count_steps:
+            if count_steps == "variable":
                 self.steps_seen = tf.Variable(0.0, trainable=False, name="steps_seen")
+            if count_steps == "table":
+                self.seen = tf.lookup.experimental.MutableHashTable(tf.int32, tf.float32, 0.0, name="steps_seen")
+
+        def count(self):
+            if count_steps == "variable":
+                self.steps_seen.assign_add(1.0)
+                return self.steps_seen  # read in the tape, after the update
+            key = tf.constant([0])
+            seen = tf.reshape(self.seen.lookup(key), [1]) + 1.0
+            self.seen.insert(key, seen)
+            return seen[0]
 
         def train_step(self, data):
             x, y = data
             if count_steps:
-                self.steps_seen.assign_add(1.0)
+                seen = self.count()
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
                 loss = self.compute_loss(y=y, y_pred=y_pred)
                 if count_steps:
-                    loss = loss * (1.0 + 0.05 * self.steps_seen)
+                    loss = loss * (1.0 + 0.05 * seen)
             variables = self.trainable_variables[2:] if update_last_only else self.trainable_variables
             gradients = tape.gradient(loss, variables)
             self.optimizer.apply(gradients, variables)
@@ -254,7 +266,11 @@ def custom_step_partial():
 
 
 def custom_step_state():
-    return _custom_step_model(False, count_steps=True)
+    return _custom_step_model(False, count_steps="variable")
+
+
+def custom_step_table():
+    return _custom_step_model(False, count_steps="table")
 
 
 def dropout_mlp():
@@ -520,6 +536,7 @@ FAMILIES = {
     "custom_step": (custom_step, seed_data),
     "custom_step_partial": (custom_step_partial, seed_data),
     "custom_step_state": (custom_step_state, seed_data),
+    "custom_step_table": (custom_step_table, seed_data),
     "batch_norm": (batch_norm, batch_norm_data),
     "mobilenet_v2": (mobilenet_v2, mobilenet_v2_data),
     "batch_norm_synchronized": (batch_norm_synchronized, batch_norm_data),

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -272,6 +273,29 @@ def test_step_writes_in_branches_loops_and_slices_are_averaged(tmp_path, jit_com
     assert meta["jit_compile"] is jit_compile
     averaged = {v["name"] for v in meta["variables"] if v.get("aggregation") == contract.MEAN}
     assert averaged == {"s0", "s1", "s2", "s3"}
+
+
+def test_step_lookup_tables_are_exported_and_written_ones_named(tmp_path):
+    # A tf.lookup table the step uses that Keras does not track is exported
+    # with the model (TensorFlow refused to save it). One the step writes
+    # is named, with a warning: checkpoints and a move do not carry it.
+    build, _ = FAMILIES["custom_step_table"]
+    with pytest.warns(UserWarning, match=r"the train step writes lookup table steps_seen: .*checkpoints do not"):
+        meta = sagefit.export(build(), str(tmp_path / "written"))
+    assert meta["written_tables"] == ["steps_seen"]
+    assert not [v for v in meta["variables"] if v["kind"] == contract.KIND_STEP]
+
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant([0]), tf.constant([2.0])), 1.0, name="scale")
+
+    def read_only(s, x):
+        return table.lookup(tf.constant(0))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta = sagefit.export(_state_step_model(0, read_only), str(tmp_path / "read"))
+    assert meta["written_tables"] == []
+    assert not [w for w in caught if "lookup table" in str(w.message)]
 
 
 def test_untracked_string_variable_is_refused_naming_it(tmp_path):

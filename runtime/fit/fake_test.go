@@ -373,12 +373,17 @@ func (m *inlineLinear) sleep() {
 // not sleep.
 type movingLinear struct {
 	*inlineLinear
-	xla   bool  // CanRunSingleThreaded false
+	xla   bool  // CannotRunSingleThreaded says so
 	stay  error // the move fails with this
 	moves int   // MoveSingleThreaded calls
 }
 
-func (m *movingLinear) CanRunSingleThreaded() bool { return !m.xla }
+func (m *movingLinear) CannotRunSingleThreaded() string {
+	if m.xla {
+		return "the model's steps are XLA-compiled"
+	}
+	return ""
+}
 
 func (m *movingLinear) MoveSingleThreaded(first func() error) (error, error) {
 	m.moves++

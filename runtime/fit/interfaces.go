@@ -53,8 +53,9 @@ type Inliner interface {
 // SingleThreader is a Model that can move its session to TensorFlow's
 // single-threaded executor (single.go); *tf.Model is one.
 type SingleThreader interface {
-	// CanRunSingleThreaded: false where the move cannot gain (XLA).
-	CanRunSingleThreaded() bool
+	// CannotRunSingleThreaded says why the model may not move (XLA, where
+	// it cannot gain; state a move would not carry), or "".
+	CannotRunSingleThreaded() string
 	// MoveSingleThreaded moves the model, with its state, to a session of
 	// that executor, runs first (a train step or a gradient) there, and
 	// keeps that session from then on if first succeeds; stayed says why

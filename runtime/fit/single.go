@@ -82,12 +82,13 @@ func (f *Loop) moveNextStep() {
 // cannotMove says why train steps cannot move, or "".
 func (f *Loop) cannotMove() string {
 	st, ok := f.Model.(SingleThreader)
-	switch {
-	case !ok:
+	if !ok {
 		return "the model cannot run on it"
-	case !st.CanRunSingleThreaded():
-		return "the model's steps are XLA-compiled"
-	case f.Job.StepsPerExecution > 1:
+	}
+	if why := st.CannotRunSingleThreaded(); why != "" {
+		return why
+	}
+	if f.Job.StepsPerExecution > 1 {
 		return fmt.Sprintf("%q is %d", job.HPStepsPerExec, f.Job.StepsPerExecution)
 	}
 	return ""
