@@ -177,9 +177,10 @@ type Metadata struct {
 	// layers, whose batch statistics would need an all-reduce inside the
 	// step.
 	SynchronizedBatchNorm []string `json:"synchronized_batch_norm,omitempty"`
-	// WrittenTables names the lookup tables the train step writes (a custom
-	// step's own MutableHashTable): the saved model holds their contents,
-	// the variables read and assigned (checkpoints, a move) do not.
+	// WrittenTables names the lookup tables a train or test step writes (a
+	// custom step's own MutableHashTable): the saved model holds their
+	// contents, the variables read and assigned (checkpoints, a move) do
+	// not.
 	WrittenTables []string `json:"written_tables,omitempty"`
 	// Callbacks are the Keras callbacks given to sagefit.export, in order.
 	Callbacks []CallbackSpec `json:"callbacks,omitempty"`

@@ -170,7 +170,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		if len(env.Hosts) > 1 {
 			shared = fmt.Sprintf("; each of the %d training processes writes its own copy and the first one's is saved", len(env.Hosts))
 		}
-		fmt.Fprintf(o.Stderr, "sagefit: warning: the train step writes lookup table %s: the model sagefit writes holds its contents, but checkpoints do not (a resumed job starts it from the exported contents)%s\n",
+		fmt.Fprintf(o.Stderr, "sagefit: warning: the train or test step writes lookup table %s: the model sagefit writes holds its contents after the last step (a callback that puts back the best epoch's weights leaves it as it is), but checkpoints do not carry it (a resumed job starts it from the exported contents)%s\n",
 			strings.Join(meta.WrittenTables, ", "), shared)
 	}
 	// Rank 0 resumes from the newest good checkpoint (SageMaker puts them

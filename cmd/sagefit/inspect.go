@@ -63,7 +63,7 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "  gradients      %d floats over %d trainable variables\n", meta.GradientSize, len(meta.Gradients))
 	fmt.Fprintf(stdout, "  variables      %d (%s)\n", len(meta.Variables), variableKinds(meta.Variables))
 	if len(meta.WrittenTables) > 0 {
-		fmt.Fprintf(stdout, "  tables         %s, written by the train step (in the saved model, not in checkpoints)\n", strings.Join(meta.WrittenTables, ", "))
+		fmt.Fprintf(stdout, "  tables         %s, written by the steps (in the saved model, not in checkpoints)\n", strings.Join(meta.WrittenTables, ", "))
 	}
 	fmt.Fprintf(stdout, "  fingerprint    %s\n", meta.Fingerprint)
 	roles := make([]string, 0, len(meta.Signatures))

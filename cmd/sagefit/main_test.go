@@ -152,7 +152,7 @@ func TestInspect(t *testing.T) {
 	if out, err = exec.Command(binary, "inspect", filepath.Join(fx, "model")).Output(); err != nil {
 		t.Fatal(err)
 	}
-	if want := "tables         steps_seen, written by the train step"; !strings.Contains(string(out), want) {
+	if want := "tables         steps_seen, written by the steps"; !strings.Contains(string(out), want) {
 		t.Errorf("inspect output lacks %q:\n%s", want, out)
 	}
 	cmd := exec.Command(binary, "inspect", t.TempDir())

@@ -584,14 +584,15 @@ func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
 // CannotRunSingleThreaded says why MoveSingleThreaded may not move the
 // model, or "": not where its steps are XLA-compiled (an XLA program
 // already runs as one op; steps_per_execution's in-graph loop is where it
-// gains), nor where the train step writes a lookup table (the new session
-// would start it from the saved contents: only variables are copied).
+// gains), nor where a train or test step writes a lookup table (the new
+// session would start it from the saved contents: only variables are
+// copied).
 func (m *Model) CannotRunSingleThreaded() string {
 	switch {
 	case m.xla:
 		return "the model's steps are XLA-compiled"
 	case len(m.meta.WrittenTables) > 0:
-		return fmt.Sprintf("the train step writes lookup table %s, which a move to another session would not carry", strings.Join(m.meta.WrittenTables, ", "))
+		return fmt.Sprintf("the train or test step writes lookup table %s, which a move to another session would not carry", strings.Join(m.meta.WrittenTables, ", "))
 	}
 	return ""
 }

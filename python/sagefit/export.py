@@ -23,8 +23,9 @@ class ExportError(ValueError):
 
 
 def _is_legacy_keras(model):
-    """True for tf-keras (Keras 2, TF_USE_LEGACY_KERAS=1) models."""
-    return type(model).__module__.startswith("tf_keras")
+    """True for tf-keras (Keras 2, TF_USE_LEGACY_KERAS=1) models, a user's
+    own subclass of tf_keras.Model (defined in __main__, say) included."""
+    return any(c.__module__.startswith("tf_keras") for c in type(model).__mro__)
 
 
 def _keras_for(model):
@@ -532,12 +533,22 @@ def export(
     tables = _captured_tables([_endpoint(archive, n) for n in getattr(archive, "_endpoint_names", names)])
     for table in tables:
         archive.track(table)
-    _write_out(archive, export_dir)
+    try:
+        _write_out(archive, export_dir)
+    except AssertionError as e:  # TensorFlow's word for a capture it cannot save
+        if "'untracked' resource" not in str(e):
+            raise
+        shutil.rmtree(export_dir, ignore_errors=True)
+        raise ExportError(
+            f"the model's steps use a TensorFlow object that a SavedModel cannot hold ({_untracked_object(e)}); "
+            "sagefit exports the variables and tf.lookup tables they use: make the object inside the step, "
+            "or leave it out (a summary writer: sagefit writes TensorBoard logs with the TensorBoard callback)"
+        ) from None
 
     assigned = _assigned_by(_endpoint(archive, names[0]), state_vars)
-    written_tables = [
-        _table_name(t) for t, w in zip(tables, _written_by(_endpoint(archive, names[0]), tables, _TABLE_WRITE_OPS)) if w
-    ]
+    # Written by a train or a test step (validation runs the test step).
+    written = [_written_by(_endpoint(archive, n), tables, _TABLE_WRITE_OPS) for n in names]
+    written_tables = [_table_name(t) for t, *w in zip(tables, *written) if any(w)]
     if written_tables:
         warnings.warn(f"sagefit: {_WRITTEN_TABLES_WARNING.format(', '.join(written_tables))}", stacklevel=2)
 
@@ -830,18 +841,30 @@ def _captured_tables(fns):
     return out
 
 
+def _untracked_object(error):
+    """What TensorFlow's untracked-capture error names: the object holding
+    the captured tensor, else the captured resource's type."""
+    text = str(error)
+    owner = re.search(r"Trackable referencing this tensor = (.*)", text)
+    if owner:
+        return owner.group(1).strip()
+    kind = re.search(r'type="([^"]+)"', text)
+    return f"a resource of type {kind.group(1)}" if kind else "an untracked resource"
+
+
 def _table_name(table):
     return getattr(table, "name", None) or type(table).__name__
 
 
 # What a step that writes a lookup table is told: the model written holds
-# its contents, nothing else carries them (model/contract.go says the same
-# at training time).
+# its contents, nothing else carries them (runtime/run.go says the same at
+# training time).
 _WRITTEN_TABLES_WARNING = (
-    "the train step writes lookup table {}: the model sagefit writes holds its contents "
-    "(algo-1's on several hosts, where each host writes its own), but checkpoints do not "
-    "(a resumed job starts it from the exported contents) and train steps do not move "
-    "to TensorFlow's single-threaded executor"
+    "the train or test step writes lookup table {}: the model sagefit writes holds its "
+    "contents after the last step (the first training process's where several train, each "
+    "writing its own; a callback that puts back the best epoch's weights leaves it as it is), "
+    "but checkpoints do not carry it (a resumed job starts it from the exported contents) and "
+    "steps do not move to TensorFlow's single-threaded executor"
 )
 
 

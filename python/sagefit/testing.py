@@ -273,6 +273,34 @@ def custom_step_table():
     return _custom_step_model(False, count_steps="table")
 
 
+def custom_step_keras2():
+    """A custom train_step as tf-keras (Keras 2) guides write one
+    (compiled_loss, optimizer.apply_gradients, compiled_metrics), its class
+    defined here, outside tf_keras, as in a user's script; build it with
+    tf-keras (the "tf_keras:" fixture prefix)."""
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class Keras2Step(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compiled_loss(y, y_pred)
+            gradients = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+            self.compiled_metrics.update_state(y, y_pred)
+            return {m.name: m.result() for m in self.metrics}
+
+    inputs = keras.Input((10,))
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(h)
+    model = Keras2Step(inputs, outputs)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def dropout_mlp():
     """Dropout between dense layers: the step draws its masks from Keras's
     seed generator state, exported with the model."""
@@ -537,6 +565,7 @@ FAMILIES = {
     "custom_step_partial": (custom_step_partial, seed_data),
     "custom_step_state": (custom_step_state, seed_data),
     "custom_step_table": (custom_step_table, seed_data),
+    "custom_step_keras2": (custom_step_keras2, seed_data),
     "batch_norm": (batch_norm, batch_norm_data),
     "mobilenet_v2": (mobilenet_v2, mobilenet_v2_data),
     "batch_norm_synchronized": (batch_norm_synchronized, batch_norm_data),

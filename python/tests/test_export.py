@@ -280,7 +280,7 @@ def test_step_lookup_tables_are_exported_and_written_ones_named(tmp_path):
     # with the model (TensorFlow refused to save it). One the step writes
     # is named, with a warning: checkpoints and a move do not carry it.
     build, _ = FAMILIES["custom_step_table"]
-    with pytest.warns(UserWarning, match=r"the train step writes lookup table steps_seen: .*checkpoints do not"):
+    with pytest.warns(UserWarning, match=r"the train or test step writes lookup table steps_seen: .*checkpoints do not"):
         meta = sagefit.export(build(), str(tmp_path / "written"))
     assert meta["written_tables"] == ["steps_seen"]
     assert not [v for v in meta["variables"] if v["kind"] == contract.KIND_STEP]
@@ -296,6 +296,53 @@ def test_step_lookup_tables_are_exported_and_written_ones_named(tmp_path):
         meta = sagefit.export(_state_step_model(0, read_only), str(tmp_path / "read"))
     assert meta["written_tables"] == []
     assert not [w for w in caught if "lookup table" in str(w.message)]
+
+
+def test_table_written_by_the_test_step_is_named(tmp_path):
+    # Validation runs the test step: a table it writes is named too.
+    class Counting(keras.Model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.evaluated = tf.lookup.experimental.MutableHashTable(tf.int32, tf.float32, 0.0, name="evaluated")
+
+        def test_step(self, data):
+            self.evaluated.insert(tf.constant([0]), tf.constant([1.0]))
+            return super().test_step(data)
+
+    inputs = keras.Input((10,))
+    model = Counting(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.warns(UserWarning, match="writes lookup table evaluated"):
+        meta = sagefit.export(model, str(tmp_path / "m"))
+    assert meta["written_tables"] == ["evaluated"]
+
+
+def test_object_a_saved_model_cannot_hold_is_refused_in_a_sentence(tmp_path):
+    # A summary writer the step captures: TensorFlow's AssertionError
+    # becomes one sentence naming it, and nothing is left behind.
+    writer = tf.summary.create_file_writer(str(tmp_path / "logs"))
+
+    def summarize(s, x):
+        with writer.as_default():
+            tf.summary.scalar("x", tf.reduce_sum(x), step=0)
+        return 1.0
+
+    with pytest.raises(sagefit.ExportError, match=r"cannot hold \(a resource of type tensorflow::SummaryWriterInterface\)"):
+        sagefit.export(_state_step_model(0, summarize), str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
+
+
+def test_tf_keras_subclass_defined_outside_tf_keras_is_legacy(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed")
+
+    class Custom(tf_keras.Model):  # this module's, as a user's script's
+        def train_step(self, data):
+            return super().train_step(data)
+
+    inputs = tf_keras.Input((4,))
+    model = Custom(inputs, tf_keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    assert sagefit.export(model, str(tmp_path / "m"))["legacy_keras"] is True
 
 
 def test_untracked_string_variable_is_refused_naming_it(tmp_path):
