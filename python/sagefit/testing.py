@@ -201,6 +201,17 @@ def two_heads_data(rows, rng):
     return {"x": x}, {"kind": kind, "price": price}
 
 
+def _seed_shaped(keras, model_class):
+    """The seed MLP's layers as a functional model of model_class (a
+    keras.Model with its own train step), compiled as the seed model is."""
+    inputs = keras.Input((10,))
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(h)
+    model = model_class(inputs, outputs)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def _custom_step_model(update_last_only, count_steps=None):
     """The Keras 3 guide's custom train_step ("Customizing what happens in
     fit()"): compute_loss, optimizer.apply, metrics updated in the step;
@@ -249,12 +260,7 @@ def _custom_step_model(update_last_only, count_steps=None):
                     metric.update_state(y, y_pred)
             return {m.name: m.result() for m in self.metrics}
 
-    inputs = keras.Input((10,))
-    h = keras.layers.Dense(16, activation="relu")(inputs)
-    outputs = keras.layers.Dense(1, activation="sigmoid")(h)
-    model = CustomModel(inputs, outputs)
-    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    return model
+    return _seed_shaped(keras, CustomModel)
 
 
 def custom_step():
@@ -293,12 +299,7 @@ def custom_step_keras2():
             self.compiled_metrics.update_state(y, y_pred)
             return {m.name: m.result() for m in self.metrics}
 
-    inputs = keras.Input((10,))
-    h = keras.layers.Dense(16, activation="relu")(inputs)
-    outputs = keras.layers.Dense(1, activation="sigmoid")(h)
-    model = Keras2Step(inputs, outputs)
-    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    return model
+    return _seed_shaped(keras, Keras2Step)
 
 
 def dropout_mlp():
