@@ -364,6 +364,12 @@ type EpochIterator struct {
 // are reported by the first Next.
 func (d *Dataset) Epoch(ctx context.Context, epoch int, opts BatchOptions) *EpochIterator {
 	o := opts.withDefaults()
+	if o.BatchSize > d.n && d.n > 0 {
+		// A batch larger than the data is the data: the same one step and
+		// the same split between ranks, with buffers sized by the rows
+		// there are rather than by the batch asked for.
+		o.BatchSize = d.n
+	}
 	it := &EpochIterator{done: make(chan struct{})}
 	if err := d.check(o); err != nil {
 		it.err = err

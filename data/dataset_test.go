@@ -526,3 +526,24 @@ func TestEpochStartStep(t *testing.T) {
 		t.Errorf("from step 5: steps %v, want %v; same rows %v", steps, allSteps[5:], reflect.DeepEqual(rest, all[5:]))
 	}
 }
+
+// A batch larger than the data is the data: the same steps and split as a
+// batch of every row, with buffers sized by the rows there are (a batch
+// size of 10^10 asked for a buffer that large and ran out of memory).
+func TestBatchLargerThanTheData(t *testing.T) {
+	d, err := newDataset(map[string]rowSource{"x": idSource{n: 5, per: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, world := range []int{1, 2} {
+		for rank := range world {
+			huge := BatchOptions{BatchSize: 1 << 40, Rank: rank, World: world, Shuffle: true, Seed: 3}
+			all := huge
+			all.BatchSize = 5
+			got, want := epochRows(t, d, 1, huge), epochRows(t, d, 1, all)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("world %d rank %d: batch 2^40 gave %v, a batch of every row %v", world, rank, got, want)
+			}
+		}
+	}
+}

@@ -144,6 +144,11 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
+	if env.Rank == 0 {
+		for _, why := range j.Unused(len(env.Hosts)) { // env.Hosts: every training process
+			fmt.Fprintf(o.Stderr, "sagefit: warning: %s\n", why)
+		}
+	}
 	if j.Session.IntraOpThreads == 0 && env.NumCPUs > 0 {
 		j.Session.IntraOpThreads = env.NumCPUs
 	}
@@ -192,6 +197,9 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		if err := m.SetLearningRate(j.LearningRate); err != nil {
 			return nil, fmt.Errorf("hyperparameter %q: %w", job.HPLearningRate, err)
 		}
+	}
+	if j.LearningRate > 0 && ck != nil {
+		fmt.Fprintf(o.Stderr, "sagefit: warning: hyperparameter %q is not applied: training goes on from the checkpoint with the learning rate it holds (the one this hyperparameter set when the job first started, unless a schedule or callback changed it since)\n", job.HPLearningRate)
 	}
 	// Pipe mode streams are spooled to the job's storage volume, not /tmp.
 	inOpts := input.Options{Files: j.TensorFiles, PipeTensors: j.PipeTensors, Pipe: data.PipeOptions{
@@ -267,7 +275,12 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	}
 	res.PlotPath = filepath.Join(env.OutputDataDir, "loss.png")
 	if err := report.WriteLossPlot(hist, res.PlotPath); err != nil {
-		return nil, err
+		// The model and the history are written; a picture of the history
+		// does not fail the job.
+		fmt.Fprintf(o.Stderr, "sagefit: warning: no loss curve: %v\n", err)
+		res.PlotPath = ""
+		fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s\n", res.ModelDir, res.HistoryPath)
+		return res, nil
 	}
 	fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s, loss curve to %s\n", res.ModelDir, res.HistoryPath, res.PlotPath)
 	return res, nil

@@ -104,7 +104,7 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 		case "ReduceLROnPlateau":
 			cb, err = newReduceLR(spec.Config)
 		case "TerminateOnNaN":
-			cb, err = newTerminateOnNaN(spec.Config)
+			cb, err = newTerminateOnNaN(spec.Config, o.Log)
 		case "CSVLogger":
 			cb, err = newCSVLogger(spec.Config, o)
 		case "ModelCheckpoint":

@@ -3,6 +3,7 @@ package callbacks
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 )
 
 func decode(raw json.RawMessage, v any) error {
@@ -172,10 +173,11 @@ func (r *reduceLR) restore(raw json.RawMessage) error { return json.Unmarshal(ra
 // terminateOnNaN is keras.callbacks.TerminateOnNaN.
 type terminateOnNaN struct {
 	RaiseError bool `json:"raise_error"`
+	log        io.Writer
 }
 
-func newTerminateOnNaN(raw json.RawMessage) (*terminateOnNaN, error) {
-	t := &terminateOnNaN{}
+func newTerminateOnNaN(raw json.RawMessage, log io.Writer) (*terminateOnNaN, error) {
+	t := &terminateOnNaN{log: log}
 	return t, decode(raw, t)
 }
 
@@ -186,6 +188,9 @@ func (t *terminateOnNaN) batchEnd(step int, logs Logs) (bool, error) {
 	}
 	if t.RaiseError {
 		return false, fmt.Errorf("TerminateOnNaN: the loss is %v at batch %d (raise_error=True)", loss, step)
+	}
+	if t.log != nil { // Keras prints the same line
+		fmt.Fprintf(t.log, "TerminateOnNaN: batch %d: invalid loss (%v), terminating training\n", step, loss)
 	}
 	return true, nil
 }

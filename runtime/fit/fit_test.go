@@ -354,6 +354,21 @@ func TestResumeRefusesOtherSettingsMidEpoch(t *testing.T) {
 	}
 }
 
+// A checkpoint that has trained more epochs than the job asks for is
+// refused: before, the job trained nothing and wrote the checkpoint's model
+// as its own, with no word. One that has trained exactly as many is not
+// refused for it (a finished job started again trains nothing).
+func TestResumeRefusesACheckpointPastTheLastEpoch(t *testing.T) {
+	ck := &checkpoint.Loaded{Path: "ckpt-000005-000000000", State: checkpoint.State{Epoch: 5, BatchSize: 8, Hosts: 1}}
+	err := fit.Resume(newLinear(), ck, newJob(2, 8, ""), 1)
+	if err == nil || !strings.Contains(err.Error(), "checkpoint ckpt-000005-000000000 has trained 4 epochs, more than this job's 2") {
+		t.Fatalf("resume 4 trained epochs into a job of 2: %v", err)
+	}
+	if err := fit.Resume(newLinear(), ck, newJob(4, 8, ""), 1); err != nil && strings.Contains(err.Error(), "epochs") {
+		t.Fatalf("resume 4 trained epochs into a job of 4: %v", err) // (this checkpoint holds no variables: that error is not the point)
+	}
+}
+
 // A rank that fails ends the others: they get a peer error naming it,
 // bounded by the collective's timeout, and never hang.
 func TestFailedRankEndsTheOthers(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -215,6 +216,16 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 			ds.Close()
 			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 		}
+	}
+	if ds.Len() == 0 { // model.fit refuses empty data too; training on none would report a loss of 0
+		ds.Close()
+		var files []string
+		for _, spec := range specs {
+			if a := ds.Array(spec.Name); a != nil {
+				files = append(files, filepath.Base(a.Path()))
+			}
+		}
+		return nil, fmt.Errorf("channel %q holds no rows: %s are empty, and model.fit refuses empty data too", c.Name, strings.Join(files, ", "))
 	}
 	if unused := ds.Unused(); len(unused) > 0 { // named as data names them: relative to the channel
 		warn := o.Warn

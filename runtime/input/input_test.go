@@ -248,3 +248,15 @@ func TestPerOutputWeightSets(t *testing.T) {
 		})
 	}
 }
+
+// A channel of empty arrays is refused, as model.fit refuses empty data:
+// before, training ran no step and reported a loss of 0.
+func TestEmptyChannelRefused(t *testing.T) {
+	dir := t.TempDir()
+	writeNPY(t, filepath.Join(dir, "x.npy"), 0, 3)
+	writeNPY(t, filepath.Join(dir, "y.npy"), 0, 1)
+	_, err := input.Open(sagemaker.Channel{Name: "validation", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}})
+	if err == nil || err.Error() != `channel "validation" holds no rows: x.npy, y.npy are empty, and model.fit refuses empty data too` {
+		t.Fatalf("err = %v", err)
+	}
+}

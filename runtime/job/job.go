@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sagefit/sagefit/model"
@@ -58,6 +59,14 @@ const (
 	HPProcessesPerHost = "sagefit_processes_per_host"
 	defaultModelChan   = "model"
 	defaultValChannel  = "validation"
+)
+
+// Upper bounds of hyperparameters whose larger values would crash rather
+// than train: TensorFlow keeps thread counts in an int32 and aborts on a
+// pool it cannot make, and prefetch sizes a queue.
+const (
+	maxThreads  = 4096
+	maxPrefetch = 1 << 20
 )
 
 // The values of the executor hyperparameter.
@@ -150,22 +159,22 @@ func New(env *sagemaker.Env) (*Job, error) {
 	j := &Job{Env: env}
 	var err error
 	ints := []struct {
-		name string
-		def  int
-		dst  *int
-		min  int
+		name     string
+		def      int
+		dst      *int
+		min, max int
 	}{
-		{HPEpochs, 1, &j.Epochs, 1},
-		{HPBatchSize, 32, &j.BatchSize, 1},
-		{HPPrefetch, 2, &j.Prefetch, 0},
-		{HPIntraOpThreads, 0, &j.Session.IntraOpThreads, 0},
-		{HPInterOpThreads, 0, &j.Session.InterOpThreads, -1},
-		{HPAllReduceChunk, 1 << 20, &j.ChunkBytes, 4},
-		{HPCheckpointSteps, 0, &j.CheckpointSteps, 0},
-		{HPCheckpointKeep, 3, &j.CheckpointKeep, 1},
-		{HPInitialEpoch, 0, &j.InitialEpoch, 0},
-		{HPStepsPerEpoch, 0, &j.StepsPerEpoch, 1},
-		{HPValSteps, 0, &j.ValidationSteps, 1},
+		{HPEpochs, 1, &j.Epochs, 1, math.MaxInt},
+		{HPBatchSize, 32, &j.BatchSize, 1, math.MaxInt},
+		{HPPrefetch, 2, &j.Prefetch, 0, maxPrefetch},
+		{HPIntraOpThreads, 0, &j.Session.IntraOpThreads, 0, maxThreads},
+		{HPInterOpThreads, 0, &j.Session.InterOpThreads, -1, maxThreads},
+		{HPAllReduceChunk, 1 << 20, &j.ChunkBytes, 4, math.MaxInt},
+		{HPCheckpointSteps, 0, &j.CheckpointSteps, 0, math.MaxInt},
+		{HPCheckpointKeep, 3, &j.CheckpointKeep, 1, math.MaxInt},
+		{HPInitialEpoch, 0, &j.InitialEpoch, 0, math.MaxInt},
+		{HPStepsPerEpoch, 0, &j.StepsPerEpoch, 1, math.MaxInt},
+		{HPValSteps, 0, &j.ValidationSteps, 1, math.MaxInt},
 	}
 	for _, p := range ints {
 		if *p.dst, err = env.Int(p.name, p.def); err != nil {
@@ -174,12 +183,15 @@ func New(env *sagemaker.Env) (*Job, error) {
 		if _, set := env.Hyperparameters[p.name]; set && *p.dst < p.min {
 			return nil, fmt.Errorf("hyperparameter %q must be at least %d, got %d", p.name, p.min, *p.dst)
 		}
+		if *p.dst > p.max {
+			return nil, fmt.Errorf("hyperparameter %q must be at most %d, got %d", p.name, p.max, *p.dst)
+		}
 	}
 	_, interOpSet := env.Hyperparameters[HPInterOpThreads]
 	j.ProbeInline = !interOpSet
-	if raw, ok := env.Hyperparameters[HPStepsPerExec]; ok && raw != "auto" {
+	if _, ok := env.Hyperparameters[HPStepsPerExec]; ok && env.String(HPStepsPerExec, "") != "auto" {
 		if j.StepsPerExecution, err = env.Int(HPStepsPerExec, 0); err != nil || j.StepsPerExecution < 1 {
-			return nil, fmt.Errorf("hyperparameter %q must be \"auto\" or an integer of at least 1, got %q", HPStepsPerExec, raw)
+			return nil, fmt.Errorf("hyperparameter %q must be \"auto\" or an integer of at least 1, got %q", HPStepsPerExec, env.String(HPStepsPerExec, ""))
 		}
 	}
 	j.Executor = env.String(HPExecutor, ExecutorAuto)
@@ -214,10 +226,13 @@ func New(env *sagemaker.Env) (*Job, error) {
 	if j.LearningRate, err = env.Float(HPLearningRate, 0); err != nil {
 		return nil, err
 	}
+	if _, set := env.Hyperparameters[HPLearningRate]; set && !(j.LearningRate > 0 && j.LearningRate <= math.MaxFloat64) {
+		return nil, fmt.Errorf("hyperparameter %q must be a positive number, got %q", HPLearningRate, env.String(HPLearningRate, ""))
+	}
 	if j.ValidationSplit, err = env.Float(HPValSplit, 0); err != nil {
 		return nil, err
 	}
-	if j.ValidationSplit < 0 || j.ValidationSplit >= 1 {
+	if !(j.ValidationSplit >= 0 && j.ValidationSplit < 1) { // NaN too
 		return nil, fmt.Errorf("hyperparameter %q must be a fraction of the training rows in [0, 1), got %v", HPValSplit, j.ValidationSplit)
 	}
 	if j.ValidationFreq, j.ValidationEpochs, err = validationFreq(env); err != nil {
@@ -229,19 +244,23 @@ func New(env *sagemaker.Env) (*Job, error) {
 	if j.InitialEpoch >= j.Epochs {
 		return nil, fmt.Errorf("hyperparameter %q is %d, so of %d epochs none would train; it counts the epochs already trained and must be less than %q", HPInitialEpoch, j.InitialEpoch, j.Epochs, HPEpochs)
 	}
-	if j.LearningRate < 0 {
-		return nil, fmt.Errorf("hyperparameter %q must be positive, got %v", HPLearningRate, j.LearningRate)
-	}
-	if j.PeerTimeout, err = env.Duration(HPPeerTimeout, 60*time.Second); err != nil {
-		return nil, err
-	}
-	if j.ConnectTimeout, err = env.Duration(HPConnectTimeout, 15*time.Minute); err != nil {
-		return nil, err
+	for _, d := range []struct {
+		name string
+		def  time.Duration
+		dst  *time.Duration
+	}{
+		{HPPeerTimeout, 60 * time.Second, &j.PeerTimeout},
+		{HPConnectTimeout, 15 * time.Minute, &j.ConnectTimeout},
+		{HPPipeTimeout, 10 * time.Minute, &j.PipeTimeout},
+	} {
+		if *d.dst, err = env.Duration(d.name, d.def); err != nil {
+			return nil, err
+		}
+		if *d.dst <= 0 {
+			return nil, fmt.Errorf("hyperparameter %q must be a positive duration, got %q", d.name, env.String(d.name, ""))
+		}
 	}
 	if j.TensorFiles, err = env.StringMap(HPTensorFiles, nil); err != nil {
-		return nil, err
-	}
-	if j.PipeTimeout, err = env.Duration(HPPipeTimeout, 10*time.Minute); err != nil {
 		return nil, err
 	}
 	if v, ok := env.Hyperparameters[HPPipeTensors]; ok {
@@ -265,7 +284,7 @@ func New(env *sagemaker.Env) (*Job, error) {
 	j.CheckpointDir = env.CheckpointDir
 	j.ModelVersion = env.String(HPModelVersion, "1")
 	if _, err := strconv.ParseUint(j.ModelVersion, 10, 64); err != nil {
-		return nil, fmt.Errorf("hyperparameter %q must be a positive whole number (TF Serving's version folder), got %q", HPModelVersion, j.ModelVersion)
+		return nil, fmt.Errorf("hyperparameter %q must be a whole number (TF Serving's version folder), got %q", HPModelVersion, j.ModelVersion)
 	}
 	if j.ModelDir, err = modelDir(env); err != nil {
 		return nil, err
@@ -320,7 +339,7 @@ func classWeight(env *sagemaker.Env) (map[int]float64, error) {
 	if !ok {
 		return nil, nil
 	}
-	bad := fmt.Errorf("hyperparameter %q must be a JSON object of class index to weight, such as {\"0\": 1, \"1\": 5}", HPClassWeight)
+	bad := fmt.Errorf("hyperparameter %q must be a JSON object of class index (a whole number from 0) to weight (a finite number from 0), such as {\"0\": 1, \"1\": 5}, got %q", HPClassWeight, env.String(HPClassWeight, ""))
 	obj, isObj := v.(map[string]any)
 	if !isObj || len(obj) == 0 {
 		return nil, bad
@@ -424,4 +443,51 @@ func trainChannel(env *sagemaker.Env) (sagemaker.Channel, error) {
 		}
 	}
 	return sagemaker.Channel{}, fmt.Errorf("no training data: the job has no \"training\" channel (channels: %v); name the data channel \"training\" or set hyperparameter %q", env.ChannelNames(), HPTrainChannel)
+}
+
+// Unused names, one sentence each, the hyperparameters given that this job
+// will not use as it is set up (world: its training processes), so that
+// none is dropped without a word.
+func (j *Job) Unused(world int) []string {
+	set := func(name string) bool { _, ok := j.Env.Hyperparameters[name]; return ok }
+	var out []string
+	if world > 1 && j.StepsPerExecution > 1 {
+		out = append(out, fmt.Sprintf("hyperparameter %q is %d, but the job's %d training processes all-reduce the gradients of every step, so each runs one step per session call", HPStepsPerExec, j.StepsPerExecution, world))
+	}
+	if world == 1 {
+		var ring []string
+		for _, name := range []string{HPPeerTimeout, HPConnectTimeout, HPAllReduceChunk, HPCompressFP16, HPRingTransport} {
+			if set(name) {
+				ring = append(ring, fmt.Sprintf("%q", name))
+			}
+		}
+		if len(ring) > 0 {
+			out = append(out, fmt.Sprintf("hyperparameters %s tune the all-reduce between training processes, and this job has one", strings.Join(ring, ", ")))
+		}
+	}
+	if !j.Shuffle && set(HPSeed) {
+		out = append(out, fmt.Sprintf("hyperparameter %q orders the shuffle, and %q is false", HPSeed, HPShuffle))
+	}
+	pipe := false
+	for _, c := range j.Env.Channels {
+		pipe = pipe || c.InputMode == sagemaker.Pipe
+	}
+	if !pipe {
+		for _, name := range []string{HPPipeTensors, HPPipeTimeout} {
+			if set(name) {
+				out = append(out, fmt.Sprintf("hyperparameter %q applies to Pipe mode channels, and the job has none", name))
+			}
+		}
+	}
+	if j.ValChannel != nil || j.ValidationSplit > 0 {
+		first, last := j.InitialEpoch+1, j.Epochs
+		validates := j.ValidationFreq <= 1 || last/j.ValidationFreq*j.ValidationFreq >= first
+		if len(j.ValidationEpochs) > 0 {
+			validates = slices.ContainsFunc(j.ValidationEpochs, func(e int) bool { return e >= first && e <= last })
+		}
+		if !validates {
+			out = append(out, fmt.Sprintf("hyperparameter %q validates after no epoch of %d..%d, so the validation data is never used", HPValFreq, j.InitialEpoch+1, j.Epochs))
+		}
+	}
+	return out
 }

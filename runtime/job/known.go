@@ -53,7 +53,11 @@ func CheckKnown(env *sagemaker.Env) error {
 	if len(parts) > 1 {
 		what = "hyperparameters " + strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1] + " are not ones sagefit reads"
 	}
-	return fmt.Errorf("%s, so the job would silently train without them; remove or rename them (the README's hyperparameter table lists every one)", what)
+	it := "it"
+	if len(parts) > 1 {
+		it = "them"
+	}
+	return fmt.Errorf("%s, so the job would silently train without %s; remove or rename %s (the README's hyperparameter table lists every one)", what, it, it)
 }
 
 // closest is the known name nearest to name by edit distance, when it is

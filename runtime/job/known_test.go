@@ -94,3 +94,69 @@ func withModelAndData(t *testing.T, hps map[string]string) *sagemaker.Env {
 	}
 	return loadSpec(t, sagemaker.LocalSpec{Hyperparameters: hps, Channels: map[string]string{"model": model, "training": t.TempDir()}})
 }
+
+// Values a probe with hostile input found crashing the job (TensorFlow
+// aborting on a thread count its int32 wrapped, a queue too large to make)
+// or dropped without a word (a learning rate of 0 or NaN kept the exported
+// one; NaN passed the validation_split bounds) are refused in one sentence
+// that quotes what was given.
+func TestValuesThatWouldCrashOrBeDroppedAreRefused(t *testing.T) {
+	for _, c := range []struct{ hp, value, want string }{
+		{"intra_op_threads", "2147483648", `"intra_op_threads" must be at most 4096, got 2147483648`},
+		{"inter_op_threads", "4294967296", `"inter_op_threads" must be at most 4096`},
+		{"prefetch", "9000000000000000000", `"prefetch" must be at most 1048576`},
+		{"learning_rate", "0", `"learning_rate" must be a positive number, got "0"`},
+		{"learning_rate", "NaN", `"learning_rate" must be a positive number, got "NaN"`},
+		{"learning_rate", "Infinity", `"learning_rate" must be a positive number`},
+		{"validation_split", "NaN", `"validation_split" must be a fraction`},
+		{"steps_per_execution", "0", `"steps_per_execution" must be "auto" or an integer of at least 1, got "0"`},
+		{"steps_per_execution", "true", `got "true"`},
+		{"sagefit_peer_timeout", "0", `"sagefit_peer_timeout" must be a positive duration, got "0"`},
+		{"sagefit_connect_timeout", "-5s", `"sagefit_connect_timeout" must be a positive duration`},
+		{"sagefit_pipe_timeout", "0s", `"sagefit_pipe_timeout" must be a positive duration`},
+		{"class_weight", `{"0": -1}`, `got "{\"0\": -1}"`},
+	} {
+		_, err := job.New(withModelAndData(t, map[string]string{c.hp: c.value}))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s=%s: %v; want an error with %s", c.hp, c.value, err, c.want)
+		}
+	}
+	if _, err := job.New(withModelAndData(t, map[string]string{"intra_op_threads": "4096", "learning_rate": "1e-30"})); err != nil {
+		t.Errorf("the largest thread count and a tiny learning rate: %v", err)
+	}
+	_, err := job.New(withModelAndData(t, map[string]string{"epoch": "3"}))
+	if err == nil || !strings.Contains(err.Error(), "train without it; remove or rename it") {
+		t.Errorf("one unknown hyperparameter: %v; want it named as one", err)
+	}
+}
+
+// A hyperparameter the job will not use as it is set up is named, one
+// sentence each: nothing given is dropped without a word.
+func TestUnusedHyperparametersAreNamed(t *testing.T) {
+	for _, c := range []struct {
+		hps   map[string]string
+		world int
+		want  string // "" : nothing named
+	}{
+		{map[string]string{"steps_per_execution": "8"}, 1, ""},
+		{map[string]string{"steps_per_execution": "8"}, 2, `"steps_per_execution" is 8, but the job's 2 training processes all-reduce`},
+		{map[string]string{"sagefit_peer_timeout": "30s", "sagefit_fp16_allreduce": "true"}, 1, `hyperparameters "sagefit_peer_timeout", "sagefit_fp16_allreduce" tune the all-reduce`},
+		{map[string]string{"sagefit_peer_timeout": "30s"}, 2, ""},
+		{map[string]string{"seed": "3", "shuffle": "false"}, 1, `"seed" orders the shuffle, and "shuffle" is false`},
+		{map[string]string{"seed": "3"}, 1, ""},
+		{map[string]string{"sagefit_pipe_timeout": "5m"}, 1, `"sagefit_pipe_timeout" applies to Pipe mode channels, and the job has none`},
+		{map[string]string{"validation_split": "0.2", "validation_freq": "5", "epochs": "4"}, 1, `"validation_freq" validates after no epoch of 1..4`},
+		{map[string]string{"validation_split": "0.2", "validation_freq": "[1, 9]", "epochs": "6", "initial_epoch": "2"}, 1, `no epoch of 3..6`},
+		{map[string]string{"validation_split": "0.2", "validation_freq": "[5, 9]", "epochs": "9"}, 1, ""},
+		{map[string]string{"validation_split": "0.2", "validation_freq": "3", "epochs": "1000000000000000000"}, 1, ""},
+	} {
+		j, err := job.New(withModelAndData(t, c.hps))
+		if err != nil {
+			t.Fatalf("%v: %v", c.hps, err)
+		}
+		got := strings.Join(j.Unused(c.world), "\n")
+		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+			t.Errorf("%v on %d processes: named %q, want %q", c.hps, c.world, got, c.want)
+		}
+	}
+}

@@ -31,7 +31,14 @@ const (
 // second panel below with those. Validation curves are dashed, in the
 // color of their training curve. Values that are NaN or infinite are left
 // out of the curves.
-func WriteLossPlot(h *History, path string) error {
+func WriteLossPlot(h *History, path string) (err error) {
+	defer func() {
+		// gonum's axes panic on ranges they cannot tick; a picture is not
+		// worth the job.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("plot history: %v", r)
+		}
+	}()
 	var losses, others []string
 	for _, name := range h.Names() {
 		if strings.HasSuffix(name, "loss") {
@@ -132,6 +139,12 @@ func panel(h *History, title string, names []string) (*plot.Plot, error) {
 		p.Legend.Add(name, line, points)
 	}
 	p.X.Min, p.X.Max = 1, max(p.X.Max, 2) // epochs count from 1
+	if span := p.Y.Max - p.Y.Min; !math.IsInf(span, 0) && span <= 1e-9*math.Max(math.Abs(p.Y.Min), math.Abs(p.Y.Max)) {
+		// One value (a single epoch, a flat curve): gonum widens such a
+		// range by ±1, which is lost beyond 2^53 and leaves nothing to tick.
+		pad := math.Max(1, 0.05*math.Max(math.Abs(p.Y.Min), math.Abs(p.Y.Max)))
+		p.Y.Min, p.Y.Max = p.Y.Min-pad, p.Y.Max+pad
+	}
 	// The legend goes to the right corner the curves leave free: the top
 	// for falling losses, the bottom for rising accuracies.
 	p.Legend.Top = rising <= 0

@@ -47,6 +47,18 @@ func TestWriteLossPlot(t *testing.T) {
 			wantHeight: PanelHeight,
 		},
 		{
+			// gonum widens a one-value range by ±1, lost beyond 2^53: it
+			// panicked ("illegal range") and failed a job that had trained.
+			name:       "one huge loss",
+			epochs:     [][]Metric{{{"loss", 2.5e16}, {"accuracy", 0.5}}},
+			wantHeight: 2 * PanelHeight,
+		},
+		{
+			name:       "flat huge loss",
+			epochs:     [][]Metric{{{"loss", -3e18}}, {{"loss", -3e18}}},
+			wantHeight: PanelHeight,
+		},
+		{
 			name:    "empty",
 			wantErr: "plot history: the history has no metrics",
 		},
