@@ -93,15 +93,6 @@ func local(args []string, stdout, stderr io.Writer) int {
 	if plan.jobName != "" {
 		os.Setenv("TRAINING_JOB_NAME", plan.jobName) // read by train and by every host
 	}
-	base := *output
-	if base == "" || plan.output != nil {
-		dir, err := os.MkdirTemp("", "sagefit-local-")
-		if err != nil {
-			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
-			return 1
-		}
-		base = dir
-	}
 	for name, dir := range channels {
 		if _, ok := plan.channels[name]; ok {
 			continue // filled in by the download
@@ -111,7 +102,22 @@ func local(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "sagefit local: channel %s: %v\n", name, err)
 			return 2
 		}
+		// Checked before any base dir is made: a wrong argument leaves
+		// nothing behind that looks like a job.
+		if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+			fmt.Fprintf(stderr, "sagefit local: channel %s: %s is not a folder\n", name, abs)
+			return 2
+		}
 		channels[name] = abs
+	}
+	base := *output
+	if base == "" || plan.output != nil {
+		dir, err := os.MkdirTemp("", "sagefit-local-")
+		if err != nil {
+			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+			return 1
+		}
+		base = dir
 	}
 	spec := sagemaker.LocalSpec{
 		Channels:        channels,

@@ -134,6 +134,32 @@ func testLocalBadData(t *testing.T, fx, data, procs string) {
 	noTrace(t, stderr.String())
 }
 
+// A channel argument that is not a folder is an argument error: said, exit
+// 2, and no base dir left behind (one was made with an output folder and
+// no failure file in it).
+func TestLocalChannelThatIsNoFolder(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "train.npy")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Join(t.TempDir(), "missing"), file} {
+		out := filepath.Join(t.TempDir(), "base")
+		cmd := exec.Command(binary, "local", "--model", t.TempDir(), "--channel", "training="+dir, "--hosts", "2", "--output", out)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); err == nil || code != 2 {
+			t.Errorf("%s: exit code %d (%v), want 2", dir, code, err)
+		}
+		if !strings.Contains(stderr.String(), "sagefit local: channel training: "+dir+" is not a folder") {
+			t.Errorf("%s: stderr %q", dir, stderr.String())
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%s: the base dir was made (%v)", dir, err)
+		}
+	}
+}
+
 func TestInspect(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
 	out, err := exec.Command(binary, "inspect", filepath.Join(fx, "model")).Output()
