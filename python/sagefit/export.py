@@ -677,10 +677,34 @@ def _monitor_mode(cb, model):
     return "max" if ("acc" in monitor or monitor.startswith("fmeasure")) else "min"
 
 
+_RUN_CALLBACKS = ("EarlyStopping", "ReduceLROnPlateau", "TerminateOnNaN", "CSVLogger",
+                  "ModelCheckpoint", "TensorBoard")
+
+
+def _is_keras_own(cls, name):
+    """Whether cls is Keras's (or tf-keras's) callback class of that name
+    itself, not a class of the user's that shares the name or subclasses it:
+    only Keras's own code runs in Go."""
+    import sys
+
+    for modname in ("keras", "tf_keras"):
+        mod = sys.modules.get(modname)
+        own = getattr(getattr(mod, "callbacks", None), name, None)
+        if own is not None and cls is own:
+            return True
+    return False
+
+
 def _callback_spec(cb, model):
     """What the Go loop needs of one callback: its class and every argument
     that changes what it does, with "auto" modes resolved."""
     name = type(cb).__name__
+    if name in _RUN_CALLBACKS and not _is_keras_own(type(cb), name):
+        raise ExportError(
+            f"callback {name} ({type(cb).__module__}.{type(cb).__qualname__}) is not Keras's own "
+            f"{name} but a class of its own, whose code cannot run without Python: pass "
+            f"keras.callbacks.{name}, or leave it out ({_CALLBACK_ADVICE})"
+        )
     if name == "EarlyStopping":
         config = {
             "monitor": cb.monitor, "mode": _monitor_mode(cb, model),

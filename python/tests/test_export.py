@@ -149,6 +149,17 @@ def test_callbacks_sagefit_cannot_run_are_refused(tmp_path, callback, words):
         sagefit.export(_seed_model(), str(tmp_path / "m"), callbacks=[callback()])
 
 
+def test_callback_of_the_users_own_under_a_keras_name_is_refused(tmp_path):
+    # Exported as the built-in one before, its own code dropped.
+    class EarlyStopping(keras.callbacks.EarlyStopping):
+        def on_epoch_end(self, epoch, logs=None):
+            pass
+
+    with pytest.raises(sagefit.ExportError, match=r"callback EarlyStopping \(.*EarlyStopping\) is not Keras's own"):
+        sagefit.export(_seed_model(), str(tmp_path / "m"), callbacks=[EarlyStopping()])
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_batch_norm_statistics_marked_for_averaging(tmp_path, jit_compile):
     # With jit_compile=True the step's updates sit inside the call of its
