@@ -68,7 +68,7 @@ func Main(ctx context.Context, o Options) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
 			stack := debug.Stack()
-			crash := filepath.Join(paths.OutputDataDir(), "sagefit-crash.txt")
+			crash := filepath.Join(paths.OutputDataDir(), crashFile)
 			_ = os.MkdirAll(filepath.Dir(crash), 0o755)
 			_ = os.WriteFile(crash, fmt.Appendf(nil, "%v\n\n%s", r, stack), 0o644)
 			code = fail(o.Stderr, failure, fmt.Errorf("internal error in sagefit: %v (details in %s)", r, crash))
@@ -96,6 +96,14 @@ func Main(ctx context.Context, o Options) (code int) {
 	}
 	return 0
 }
+
+// The files sagefit writes in the job's output data folder.
+const (
+	historyFile = "history.json"
+	timingFile  = "timing.json"
+	plotFile    = "loss.png"
+	crashFile   = "sagefit-crash.txt"
+)
 
 func fail(stderr io.Writer, failure string, err error) int {
 	reason := sagemaker.Reason(err)
@@ -243,7 +251,8 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 
 	cbs, err := callbacks.New(meta.Callbacks, callbacks.Options{
 		OutputDataDir: env.OutputDataDir, TensorBoardDir: env.Paths.TensorBoardDir(),
-		Writer: env.Rank == 0, Host: env.CurrentHost, Log: o.Stderr})
+		Writer: env.Rank == 0, Host: env.CurrentHost, Log: o.Stderr,
+		Taken: []string{historyFile, timingFile, plotFile, crashFile}})
 	if err != nil {
 		return nil, err
 	}
@@ -263,17 +272,17 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	if err := os.MkdirAll(env.OutputDataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("output data dir: %w", err)
 	}
-	res.HistoryPath = filepath.Join(env.OutputDataDir, "history.json")
+	res.HistoryPath = filepath.Join(env.OutputDataDir, historyFile)
 	if err := hist.WriteJSON(res.HistoryPath); err != nil {
 		return nil, err
 	}
-	res.TimingPath = filepath.Join(env.OutputDataDir, "timing.json")
+	res.TimingPath = filepath.Join(env.OutputDataDir, timingFile)
 	timing := loop.Timing()
 	timing.Startup.ModelLoadSeconds = loadTook.Seconds()
 	if err := writeTiming(res.TimingPath, timing); err != nil {
 		return nil, err
 	}
-	res.PlotPath = filepath.Join(env.OutputDataDir, "loss.png")
+	res.PlotPath = filepath.Join(env.OutputDataDir, plotFile)
 	if err := report.WriteLossPlot(hist, res.PlotPath); err != nil {
 		// The model and the history are written; a picture of the history
 		// does not fail the job.

@@ -27,6 +27,9 @@ type Options struct {
 	Writer         bool      // this process writes files (rank 0 of the job)
 	Host           string    // names the event files, as TensorFlow does
 	Log            io.Writer // notes and warnings
+	// Taken are the files sagefit itself writes in OutputDataDir, which a
+	// CSVLogger must not overwrite.
+	Taken []string
 }
 
 // Logs are an epoch's (or a batch's) metrics in Keras's order; callbacks
@@ -107,6 +110,7 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 			cb, err = newTerminateOnNaN(spec.Config, o.Log)
 		case "CSVLogger":
 			cb, err = newCSVLogger(spec.Config, o)
+			o.Taken = append(o.Taken, csvName(spec.Config)) // two loggers of one file would interleave their rows
 		case "ModelCheckpoint":
 			cb, err = newModelCheckpoint(spec.Config, o, s)
 		case "TensorBoard":

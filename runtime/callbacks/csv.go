@@ -35,6 +35,16 @@ type csvState struct {
 	Text string   `json:"text,omitempty"`
 }
 
+// csvName is the file a CSVLogger's config names in the output data folder
+// ("" when it names none).
+func csvName(raw json.RawMessage) string {
+	var c csvLogger
+	if decode(raw, &c) != nil {
+		return ""
+	}
+	return filepath.Base(c.Filename)
+}
+
 func newCSVLogger(raw json.RawMessage, o Options) (callback, error) {
 	c := &csvLogger{Separator: ","}
 	if err := decode(raw, c); err != nil {
@@ -43,6 +53,9 @@ func newCSVLogger(raw json.RawMessage, o Options) (callback, error) {
 	name := filepath.Base(c.Filename)
 	if name == "." || name == "/" || name == "" {
 		return nil, fmt.Errorf("filename %q names no file", c.Filename)
+	}
+	if slices.Contains(o.Taken, name) {
+		return nil, fmt.Errorf("filename %q: %s in the job's output data folder is written by sagefit or by another CSVLogger already; give this one another file name", c.Filename, name)
 	}
 	if len(c.Separator) == 0 {
 		return nil, errors.New("an empty separator")

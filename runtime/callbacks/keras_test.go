@@ -33,3 +33,25 @@ func TestTerminateOnNaNSaysWhy(t *testing.T) {
 		t.Errorf("logged %q", got)
 	}
 }
+
+// A CSVLogger whose file sagefit writes itself, or another CSVLogger does,
+// is refused: it overwrote history.json's place, or two loggers
+// interleaved their rows in one file.
+func TestCSVLoggerFileTaken(t *testing.T) {
+	o := Options{OutputDataDir: t.TempDir(), Writer: true, Taken: []string{"history.json"}}
+	csv := func(name string) model.CallbackSpec {
+		return model.CallbackSpec{Class: "CSVLogger", Config: json.RawMessage(`{"filename": "` + name + `"}`)}
+	}
+	for _, specs := range [][]model.CallbackSpec{
+		{csv("history.json")},
+		{csv("log.csv"), csv("sub/log.csv")},
+	} {
+		_, err := New(specs, o)
+		if err == nil || !strings.Contains(err.Error(), "is written by sagefit or by another CSVLogger already") {
+			t.Errorf("%s: %v", specs, err)
+		}
+	}
+	if _, err := New([]model.CallbackSpec{csv("a.csv"), csv("b.csv")}, o); err != nil {
+		t.Errorf("two loggers of two files: %v", err)
+	}
+}
