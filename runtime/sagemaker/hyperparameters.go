@@ -14,9 +14,22 @@ import (
 // decodeHyperparameter decodes one hyperparameter string the way the
 // sagemaker-training toolkit does (json.loads, and the string itself when
 // that fails). Python's json also reads NaN and ±Infinity; so does this.
+//
+// A JSON object or list given as a string (the text "{\"0\": 1}": a value
+// json.dumps'd once by the user and once more by the SageMaker SDK) is
+// that object or list: no string hyperparameter holds one.
 func decodeHyperparameter(s string) any {
 	var v any
 	if err := json.Unmarshal([]byte(s), &v); err == nil {
+		if inner, ok := v.(string); ok {
+			var structured any
+			if json.Unmarshal([]byte(inner), &structured) == nil {
+				switch structured.(type) {
+				case map[string]any, []any:
+					return structured
+				}
+			}
+		}
 		return v
 	}
 	switch strings.TrimSpace(s) {

@@ -41,6 +41,8 @@ func TestTypedHyperparameters(t *testing.T) {
   "timeout_hm": "\"1h30m\"",
   "timeout_bad": "soon",
   "labels": "{\"a\": \"x\", \"b\": 2, \"c\": [1]}",
+  "labels_twice": "\"{\\\"a\\\": \\\"x\\\"}\"",
+  "brace_text": "\"{not json\"",
   "list": "[1, 2]",
   "optimizer": "adam",
   "empty": ""
@@ -132,6 +134,7 @@ func TestTypedHyperparameters(t *testing.T) {
 		{"epochs_quoted", "", "12"},
 		{"list", "", "[1, 2]"},
 		{"empty", "x", ""},
+		{"brace_text", "", "{not json"},
 		{"missing", "sgd", "sgd"},
 	}
 	for _, tt := range stringCases {
@@ -149,6 +152,8 @@ func TestTypedHyperparameters(t *testing.T) {
 		{"labels", nil, map[string]string{"a": "x", "b": "2", "c": "[1]"}, ""},
 		{"missing", map[string]string{"d": "1"}, map[string]string{"d": "1"}, ""},
 		{"list", nil, nil, `hyperparameter "list" must be a JSON object, got "[1, 2]"`},
+		// json.dumps'd by the user and again by the SageMaker SDK.
+		{"labels_twice", nil, map[string]string{"a": "x"}, ""},
 	}
 	for _, tt := range mapCases {
 		got, err := e.StringMap(tt.name, tt.def)
