@@ -232,7 +232,7 @@ func statusErr(s *C.TF_Status) error {
 	if C.TF_GetCode(s) == C.TF_OK {
 		return nil
 	}
-	return errors.New(C.GoString(C.TF_Message(s)))
+	return tfError(C.GoString(C.TF_Message(s)))
 }
 
 // session is a loaded SavedModel. Runs are serialised: the signatures share
@@ -469,7 +469,7 @@ func (s *session) run(feeds []endpoint, inputs []hostTensor, fetches []endpoint,
 	code := C.sagefit_run(s.sess, s.runOptions(), first(cFeeds), first(cIn), C.int(nIn), first(cFetch), first(cOut), first(desc), C.int(nOut), s.status)
 	s.keep(cFeeds, cIn, inputs, lent)
 	if code != C.TF_OK {
-		return nil, errors.New(C.GoString(C.TF_Message(s.status)))
+		return nil, tfError(C.GoString(C.TF_Message(s.status)))
 	}
 	res := make([]result, nOut)
 	for i := range cOut {
