@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -273,6 +274,9 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	if len(m.Inputs) == 0 || len(m.Targets) == 0 {
 		return nil, fmt.Errorf("%s: the contract lists no inputs or no targets", dir)
 	}
+	if err := m.consistent(); err != nil {
+		return nil, fmt.Errorf("%s: %s does not hold together (%v): it was changed after sagefit.export wrote it; export the model again", dir, MetadataFile, err)
+	}
 	for _, t := range append(append([]TensorSpec{}, m.Inputs...), m.Targets...) {
 		if _, ok := t.ExampleShape(); !ok {
 			return nil, fmt.Errorf("%s: tensor %q has shape %s with unknown dimensions beyond the batch; sagefit needs a fixed shape per example", dir, t.Name, t.ShapeString())
@@ -282,6 +286,49 @@ func ReadMetadata(dir string) (*Metadata, error) {
 		}
 	}
 	return &m, nil
+}
+
+// consistent checks what the exporter always writes together: the
+// gradient's size is its variables' elements, variables and metrics are
+// listed, and each variable has a known dtype, kind and shape.
+func (m *Metadata) consistent() error {
+	if len(m.Variables) == 0 || len(m.Metrics) == 0 || len(m.Gradients) == 0 {
+		return errors.New("it lists no variables, metrics or gradients")
+	}
+	if m.MetricStateSize < 0 {
+		return fmt.Errorf("metric_state_size %d", m.MetricStateSize)
+	}
+	size := int64(0)
+	for _, v := range m.Gradients {
+		size += elems(v.Shape)
+	}
+	if size != int64(m.GradientSize) {
+		return fmt.Errorf("gradient_size %d, where its gradients have %d elements", m.GradientSize, size)
+	}
+	for _, v := range append(append([]VariableSpec{}, m.Variables...), m.Gradients...) {
+		if _, err := ParseDType(v.DType); err != nil {
+			return fmt.Errorf("variable %q: %v", v.Name, err)
+		}
+		if !slices.Contains([]string{"", KindModel, KindOptimizer, KindStep}, v.Kind) {
+			return fmt.Errorf("variable %q of kind %q", v.Name, v.Kind)
+		}
+		if elems(v.Shape) < 0 {
+			return fmt.Errorf("variable %q of shape %v", v.Name, v.Shape)
+		}
+	}
+	return nil
+}
+
+// elems is the element count of a shape, or -1 for a negative dimension.
+func elems(shape []int64) int64 {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return -1
+		}
+		n *= d
+	}
+	return n
 }
 
 // RoleTensors is what one role's signature is fed and returns, in the

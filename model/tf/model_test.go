@@ -111,6 +111,21 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 		{"newer contract", func(meta map[string]any) {
 			meta["contract_version"] = 99
 		}, "contract version 99"},
+		// Edits a hostile-input probe made that loaded and failed later
+		// (at the first step or checkpoint, in TensorFlow's words) or not
+		// at all.
+		{"gradient size edited", func(meta map[string]any) {
+			meta["gradient_size"] = 5
+		}, "does not hold together (gradient_size 5, where its gradients have 193 elements)"},
+		{"no metrics", func(meta map[string]any) {
+			delete(meta, "metrics")
+		}, "it lists no variables, metrics or gradients"},
+		{"no variables", func(meta map[string]any) {
+			delete(meta, "variables")
+		}, "it lists no variables, metrics or gradients"},
+		{"variable dtype edited", func(meta map[string]any) {
+			meta["variables"].([]any)[0].(map[string]any)["dtype"] = "float128"
+		}, "export the model again"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
