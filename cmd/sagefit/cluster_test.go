@@ -342,6 +342,44 @@ func TestLostPeerEndsJob(t *testing.T) {
 	}
 }
 
+// TestStalledHostDoesNotHangTheLauncher: a host stopped mid-training
+// (SIGSTOP: alive at TCP, no progress) fails its peer within the peer
+// timeout, and `sagefit local --hosts` then stops it, as SageMaker stops a
+// failed job's instances, instead of waiting for it forever.
+func TestStalledHostDoesNotHangTheLauncher(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
+	out := t.TempDir()
+	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"),
+		"--channel", "training="+filepath.Join(fx, "train"), "--output", out,
+		"--hp", "epochs=100000", "--hp", "sagefit_peer_timeout=3s")
+	_, se, done := startUntil(t, cmd, "[algo-1] Epoch 2/")
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	stalled := workerPID(t, cmd.Process.Pid, "SAGEMAKER_BASE_DIR="+filepath.Join(out, "algo-2"))
+	if err := syscall.Kill(stalled, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(stalled, syscall.SIGKILL)
+	select {
+	case <-done:
+	case <-time.After(120 * time.Second):
+		t.Fatalf("sagefit local still runs 120 s after algo-2 stalled:\n%s", se.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	reason, _ := os.ReadFile(filepath.Join(out, "algo-1", "output", "failure"))
+	if !strings.Contains(string(reason), "algo-2") {
+		t.Errorf("algo-1's failure %q does not name the stalled algo-2", reason)
+	}
+	if !strings.Contains(se.String(), "algo-2 still running") {
+		t.Errorf("the launcher did not say it stopped algo-2:\n%s", se.String())
+	}
+	noTrace(t, se.String())
+}
+
 // TestLatePeerIsWaitedFor: a host that starts well after the others joins.
 func TestLatePeerIsWaitedFor(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")

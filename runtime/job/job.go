@@ -61,6 +61,9 @@ const (
 	defaultValChannel  = "validation"
 )
 
+// DefaultPeerTimeout is sagefit_peer_timeout's default.
+const DefaultPeerTimeout = 60 * time.Second
+
 // Upper bounds of hyperparameters whose larger values would crash rather
 // than train: TensorFlow keeps thread counts in an int32 and aborts on a
 // pool it cannot make, and prefetch sizes a queue.
@@ -249,7 +252,7 @@ func New(env *sagemaker.Env) (*Job, error) {
 		def  time.Duration
 		dst  *time.Duration
 	}{
-		{HPPeerTimeout, 60 * time.Second, &j.PeerTimeout},
+		{HPPeerTimeout, DefaultPeerTimeout, &j.PeerTimeout},
 		{HPConnectTimeout, 15 * time.Minute, &j.ConnectTimeout},
 		{HPPipeTimeout, 10 * time.Minute, &j.PipeTimeout},
 	} {

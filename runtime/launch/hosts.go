@@ -12,7 +12,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
+	"github.com/sagefit/sagefit/runtime/job"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
@@ -45,14 +47,15 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 		addrs = append(addrs, fmt.Sprintf("%s=127.0.0.%d:%d", h, i+1, port))
 	}
 	var out sync.Mutex // one line at a time from all hosts
-	var wg sync.WaitGroup
 	cmds := make([]*osexec.Cmd, n)
+	copies := make([]sync.WaitGroup, n)
 	for i, h := range hosts {
 		hostBase := filepath.Join(base, h)
 		s := spec
 		s.Hosts, s.CurrentHost = hosts, h
 		if err := sagemaker.WriteLocal(hostBase, s); err != nil {
 			fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+			killAll(cmds)
 			return 1
 		}
 		cmd := osexec.Command(exec[0], exec[1:]...)
@@ -67,6 +70,7 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 		pe, _ := cmd.StderrPipe()
 		if err := cmd.Start(); err != nil {
 			fmt.Fprintf(stderr, "sagefit local: start %s: %v\n", h, err)
+			killAll(cmds)
 			return 1
 		}
 		cmds[i] = cmd
@@ -78,35 +82,112 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 			r io.Reader
 			w io.Writer
 		}{{po, stdout}, {pe, stderr}} {
-			wg.Go(func() { prefixLines(p.r, p.w, h, &out) })
+			copies[i].Go(func() { prefixLines(p.r, p.w, h, &out) })
 		}
 	}
 	fmt.Fprintf(stderr, "sagefit local: %d hosts %s, base dirs under %s\n", n, strings.Join(addrs, " "), base)
+
+	type exit struct {
+		i   int
+		err error
+	}
+	exits := make(chan exit, n)
+	for i, cmd := range cmds {
+		go func() {
+			copies[i].Wait() // all its output read before Wait closes the pipes
+			exits <- exit{i, cmd.Wait()}
+		}()
+	}
 	// A stop of the launcher is a stop of the job: every host gets it and
 	// stops after the same step, writing a checkpoint.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
 	defer signal.Stop(sigs)
-	go func() {
-		for sig := range sigs {
-			for _, cmd := range cmds {
+	running := make([]bool, n)
+	for i := range running {
+		running[i] = true
+	}
+	send := func(sig os.Signal) {
+		for i, cmd := range cmds {
+			if running[i] {
 				cmd.Process.Signal(sig)
 			}
 		}
-	}()
-	wg.Wait()
+	}
+	// A host that fails fails the job, and SageMaker then stops the job's
+	// other instances: its peers see it gone within their peer timeout and
+	// end with their own reason; one that does not (stopped, hung) is
+	// stopped here after that, so the launcher never waits forever.
+	grace := peerTimeout(spec.Hyperparameters) + hostFailMargin
+	var failTimer, killTimer <-chan time.Time
 	code := 0
-	for i, cmd := range cmds {
-		if err := cmd.Wait(); err != nil {
-			reason, _ := os.ReadFile(filepath.Join(base, hosts[i], "output", "failure"))
-			fmt.Fprintf(stderr, "sagefit local: %s failed (%v): %s\n", hosts[i], err, strings.TrimSpace(string(reason)))
-			code = 1
+	for left := n; left > 0; {
+		select {
+		case e := <-exits:
+			left--
+			running[e.i] = false
+			if e.err != nil {
+				reason, _ := os.ReadFile(filepath.Join(base, hosts[e.i], "output", "failure"))
+				fmt.Fprintf(stderr, "sagefit local: %s failed (%v): %s\n", hosts[e.i], e.err, strings.TrimSpace(string(reason)))
+				if code == 0 && left > 0 {
+					failTimer = time.After(grace)
+				}
+				code = 1
+			}
+		case sig := <-sigs:
+			send(sig)
+		case <-failTimer:
+			failTimer = nil
+			var late []string
+			for i, r := range running {
+				if r {
+					late = append(late, hosts[i])
+				}
+			}
+			fmt.Fprintf(stderr, "sagefit local: %s still running %s after a host failed; stopping them, as SageMaker stops a failed job's instances\n", strings.Join(late, ", "), grace)
+			send(syscall.SIGTERM)
+			killTimer = time.After(hostStopGrace)
+		case <-killTimer:
+			killTimer = nil
+			send(syscall.SIGKILL)
 		}
 	}
 	if code == 0 {
 		fmt.Fprintf(stderr, "sagefit local: model written by algo-1 to %s\n", filepath.Join(base, hosts[0], "model"))
 	}
 	return code
+}
+
+// How long `sagefit local --hosts` lets the other hosts of a failed job
+// run: their peer timeout and this margin to notice and write their
+// reason, then hostStopGrace after a SIGTERM before a SIGKILL (a stopped
+// process takes only that).
+const (
+	hostFailMargin = 15 * time.Second
+	hostStopGrace  = 10 * time.Second
+)
+
+// peerTimeout is the job's sagefit_peer_timeout as the hosts read it (Go
+// durations or seconds), or its default.
+func peerTimeout(hps map[string]string) time.Duration {
+	v := strings.Trim(strings.TrimSpace(hps[job.HPPeerTimeout]), `"`)
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && f < 1e9 {
+		return time.Duration(f * float64(time.Second))
+	}
+	return job.DefaultPeerTimeout
+}
+
+// killAll kills the hosts started before a launch failed.
+func killAll(cmds []*osexec.Cmd) {
+	for _, cmd := range cmds {
+		if cmd != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}
 }
 
 // HostSockets binds the sockets of a job of n hosts on this machine,
