@@ -40,6 +40,9 @@ func (p pairs) Set(s string) error {
 	if !ok || k == "" {
 		return fmt.Errorf("want NAME=VALUE, got %q", s)
 	}
+	if old, dup := p[k]; dup {
+		return fmt.Errorf("%s is given twice (%s=%s and %s=%s); give it once", k, k, old, k, v)
+	}
 	p[k] = v
 	return nil
 }
@@ -78,16 +81,28 @@ func local(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sagefit local: --gpus needs --image (without an image, sagefit uses the GPUs it finds)\n")
 		return 2
 	}
+	if *image == "" && *dockerCLI != "docker" {
+		fmt.Fprintf(stderr, "sagefit local: --docker needs --image (without an image, no docker client runs)\n")
+		return 2
+	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "sagefit local: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
 	if *modelDir != "" {
+		if dir, dup := channels["model"]; dup {
+			fmt.Fprintf(stderr, "sagefit local: --model %s and --channel model=%s both name the model channel; give one\n", *modelDir, dir)
+			return 2
+		}
 		channels["model"] = *modelDir
 	}
 	plan, err := planS3(channels, *output, *checkpoint, *jobName)
 	if err != nil {
 		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
+		return 2
+	}
+	if plan.empty() && (*s3Endpoint != "" || *s3Cache != "") {
+		fmt.Fprintf(stderr, "sagefit local: --s3-endpoint and --s3-cache apply to s3:// channels, output or checkpoints, and this run has none\n")
 		return 2
 	}
 	if plan.jobName != "" {

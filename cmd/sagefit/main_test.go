@@ -160,6 +160,40 @@ func TestLocalChannelThatIsNoFolder(t *testing.T) {
 	}
 }
 
+// Flags given twice, or that this run would not use, are refused: the last
+// of two --hp or --channel flags won, --model replaced a --channel model=,
+// and --docker, --s3-endpoint and --s3-cache went unused without an image
+// or an s3:// place.
+func TestLocalFlagsNotDropped(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--hp", "epochs=1", "--hp", "epochs=3"}, "epochs is given twice (epochs=1 and epochs=3)"},
+		{[]string{"--channel", "training=" + dir, "--channel", "training=/x"}, "training is given twice"},
+		{[]string{"--model", dir, "--channel", "model=" + dir}, "both name the model channel"},
+		{[]string{"--docker", "podman"}, "--docker needs --image"},
+		{[]string{"--s3-endpoint", "http://127.0.0.1:9000"}, "--s3-endpoint and --s3-cache apply to s3://"},
+		{[]string{"--s3-cache", dir}, "--s3-endpoint and --s3-cache apply to s3://"},
+	} {
+		out := filepath.Join(t.TempDir(), "base")
+		cmd := exec.Command(binary, append(append([]string{"local"}, c.args...), "--output", out)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if code := cmd.ProcessState.ExitCode(); err == nil || code != 2 {
+			t.Errorf("%v: exit code %d (%v), want 2", c.args, code, err)
+		}
+		if !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: stderr %q, want %q", c.args, stderr.String(), c.want)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%v: the base dir was made (%v)", c.args, err)
+		}
+	}
+}
+
 func TestInspect(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
 	out, err := exec.Command(binary, "inspect", filepath.Join(fx, "model")).Output()
