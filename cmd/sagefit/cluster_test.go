@@ -380,6 +380,42 @@ func TestStalledHostDoesNotHangTheLauncher(t *testing.T) {
 	noTrace(t, se.String())
 }
 
+// TestPausedHostIsWaitedFor: a host frozen (SIGSTOP) for 7 s, less than the
+// peer timeout, and then continued, does not end the job: gRPC's keepalive
+// dropped a peer silent for about 5 s, whatever sagefit_peer_timeout said.
+func TestPausedHostIsWaitedFor(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
+	out := t.TempDir()
+	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"),
+		"--channel", "training="+filepath.Join(fx, "train"), "--output", out,
+		"--hp", "epochs=6", "--hp", "sagefit_peer_timeout=40s")
+	_, se, done := startUntil(t, cmd, "[algo-1] Epoch 2/")
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	paused := workerPID(t, cmd.Process.Pid, "SAGEMAKER_BASE_DIR="+filepath.Join(out, "algo-2"))
+	if err := syscall.Kill(paused, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(7 * time.Second)
+	if err := syscall.Kill(paused, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(180 * time.Second):
+		t.Fatalf("the job did not end within 180 s of the pause:\n%s", se.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		reason, _ := os.ReadFile(filepath.Join(out, "algo-1", "output", "failure"))
+		t.Fatalf("exit code %d after a 7 s pause under a 40 s peer timeout: %s\n%s", code, reason, se.String())
+	}
+	if h := history(t, filepath.Join(out, "algo-1")); len(h["loss"]) != 6 {
+		t.Errorf("history has %d epochs, want 6", len(h["loss"]))
+	}
+}
+
 // TestLatePeerIsWaitedFor: a host that starts well after the others joins.
 func TestLatePeerIsWaitedFor(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")

@@ -78,18 +78,31 @@ const (
 	defaultQueue        = 8
 )
 
-// Keepalive: the receiving side (server) pings an idle client every 2 s and
-// drops it 3 s after a ping goes unanswered, so a silently dead sender is
-// noticed in ~5 s. grpc-go refuses client ping intervals under 10 s, so the
-// sending side pings every 10 s (5 s timeout; with keepalive on, grpc-go also
-// sets TCP_USER_TIMEOUT so unacknowledged data fails a dead link in ~5 s).
-// The server's enforcement policy must allow the client's rate or it would
-// answer with GOAWAY "too_many_pings".
-var (
-	serverKeepalive   = keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 3 * time.Second}
-	serverEnforcement = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
-	clientKeepalive   = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}
+// Keepalive: the receiving side (server) pings an idle client every 2 s,
+// the sending side (client) every 10 s (grpc-go refuses client intervals
+// under 10 s); a ping unanswered for the job's peer timeout (OpTimeout, at
+// least a few seconds) drops the link, and with keepalive on grpc-go sets
+// TCP_USER_TIMEOUT to the client's timeout, so unacknowledged data fails a
+// dead link then too. The timeouts follow the peer timeout rather than a
+// fixed few seconds: a peer silent for less than it (a host paused or
+// frozen for 5 s) must not end the job, which a fixed 3 s did whatever
+// the peer timeout said; a process that is alive answers pings from
+// gRPC's own goroutines however busy its training is. The server's
+// enforcement policy must allow the client's rate or it would answer with
+// GOAWAY "too_many_pings".
+const (
+	serverPingEvery = 2 * time.Second
+	clientPingEvery = 10 * time.Second
+	minPingTimeout  = 3 * time.Second
 )
+
+var serverEnforcement = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+
+// pingTimeout is how long a keepalive ping may go unanswered: the peer
+// timeout, less the ping interval that precedes it.
+func pingTimeout(peerTimeout, every time.Duration) time.Duration {
+	return max(minPingTimeout, peerTimeout-every)
+}
 
 // closeGrace bounds how long Close waits for queued frames to reach the
 // next rank and for the previous rank to be told we are leaving.
@@ -161,6 +174,7 @@ type node struct {
 	allow       *allowList // the job's addresses: handshakes and lane connections are checked against it (it locks itself)
 	localIP     net.IP     // bind outgoing connections here (loopback runs only)
 	finalWait   time.Duration
+	peerTimeout time.Duration // how long a peer may be silent: the keepalive's bound too
 }
 
 // dataPath is the half of the transport the Group's messages use: the
@@ -269,7 +283,7 @@ func (t *grpcTransport) serverOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(frameCodec{}),
 		grpc.MaxRecvMsgSize(max(4<<20, t.chunkBytes+headerSize+1024)),
-		grpc.KeepaliveParams(serverKeepalive),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverPingEvery, Timeout: pingTimeout(t.peerTimeout, serverPingEvery)}),
 		grpc.KeepaliveEnforcementPolicy(serverEnforcement),
 		grpc.WriteBufferSize(t.tune.writeBuf),
 		grpc.ReadBufferSize(t.tune.readBuf),
@@ -298,7 +312,7 @@ func (t *grpcTransport) dialOptions() []grpc.DialOption {
 		}),
 		grpc.WithNoProxy(),
 		grpc.WithDisableRetry(),
-		grpc.WithKeepaliveParams(clientKeepalive),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: clientPingEvery, Timeout: pingTimeout(t.peerTimeout, clientPingEvery), PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
 			MinConnectTimeout: 5 * time.Second,

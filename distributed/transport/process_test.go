@@ -116,21 +116,18 @@ type child struct {
 //
 //   - SIGKILL: the kernel resets its connections; the op timeout is 3 s but
 //     the survivors know at once (the error must not be a timeout).
-//   - SIGSTOP: silent, its sockets stay open. The op timeout is set well
-//     above the receiving side's keepalive (ping after 2 s idle, 3 s to
-//     answer), which must notice the dead sender in about 5 s and relay its
-//     name (again, not a timeout).
-//   - SIGSTOP under a short op timeout (3 s, below keepalive): the
-//     survivors do time out, and the suspect relay must make both name the
-//     stopped rank, not only its successor (rank 0 waits on rank 2, which
-//     is alive and itself waiting on the stopped rank 1).
+//   - SIGSTOP: silent, its sockets stay open. The survivors time out (the
+//     keepalive's bound follows the op timeout, so a peer silent for less
+//     than it is not dropped: cmd/sagefit's TestPausedHostIsWaitedFor), and
+//     the suspect relay must make both name the stopped rank, not only its
+//     successor (rank 0 waits on rank 2, which is alive and itself waiting
+//     on the stopped rank 1).
 func TestProcessKillMidAllReduce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
 	t.Run("SIGKILL", func(t *testing.T) { testProcessLoss(t, syscall.SIGKILL, 3*time.Second, false) })
-	t.Run("SIGSTOP", func(t *testing.T) { testProcessLoss(t, syscall.SIGSTOP, 20*time.Second, false) })
-	t.Run("SIGSTOP op timeout below keepalive", func(t *testing.T) { testProcessLoss(t, syscall.SIGSTOP, 3*time.Second, true) })
+	t.Run("SIGSTOP", func(t *testing.T) { testProcessLoss(t, syscall.SIGSTOP, 3*time.Second, true) })
 }
 
 func testProcessLoss(t *testing.T, sig syscall.Signal, opTimeout time.Duration, timeoutOK bool) {
