@@ -416,6 +416,49 @@ func TestPausedHostIsWaitedFor(t *testing.T) {
 	}
 }
 
+// TestCtrlCStopsHostsOnce: a terminal's Ctrl-C (SIGINT to the launcher's
+// process group) reaches each host once, through the launcher, so every
+// host stops after the same step and rank 0 writes a checkpoint. Hosts in
+// the launcher's group got it twice, and the second ended a host at once,
+// with no checkpoint (in some runs, not all).
+func TestCtrlCStopsHostsOnce(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
+	out := t.TempDir()
+	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"),
+		"--channel", "training="+filepath.Join(fx, "train"), "--output", out,
+		"--hp", "epochs=100000", "--hp", "checkpoint=true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the terminal's group: the launcher leads it
+	_, se, done := startUntil(t, cmd, "[algo-1] Epoch 2/")
+	defer func() {
+		cmd.Process.Kill()
+		<-done
+	}()
+	for _, h := range []string{"algo-1", "algo-2"} {
+		pid := workerPID(t, cmd.Process.Pid, "SAGEMAKER_BASE_DIR="+filepath.Join(out, h))
+		if pgid, _ := syscall.Getpgid(pid); pgid == cmd.Process.Pid {
+			t.Errorf("%s is in the launcher's process group: a terminal's Ctrl-C reaches it twice", h)
+		}
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the job did not stop within 60 s of Ctrl-C:\n%s", se.String())
+	}
+	for _, h := range []string{"algo-1", "algo-2"} {
+		reason, _ := os.ReadFile(filepath.Join(out, h, "output", "failure"))
+		if !strings.Contains(string(reason), "stopped by SIGINT") {
+			t.Errorf("%s's failure %q is not the stop", h, reason)
+		}
+		if h == "algo-1" && !strings.Contains(string(reason), "checkpoint written to") {
+			t.Errorf("algo-1 wrote no checkpoint: %q", reason)
+		}
+	}
+	noTrace(t, se.String())
+}
+
 // TestLatePeerIsWaitedFor: a host that starts well after the others joins.
 func TestLatePeerIsWaitedFor(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")

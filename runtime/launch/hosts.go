@@ -64,8 +64,11 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 			EnvHostAddrs+"="+strings.Join(addrs, ","),
 			EnvListenFD+"=3")
 		cmd.ExtraFiles = []*os.File{listeners[i]}
-		// SIGTERM to the launcher reaches every host, as SageMaker's stop does.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		// SIGTERM to the launcher reaches every host, as SageMaker's stop
+		// does, once: in a process group of its own, a host does not also
+		// get a terminal's Ctrl-C, whose second copy would end it at once,
+		// with no checkpoint.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 		po, _ := cmd.StdoutPipe()
 		pe, _ := cmd.StderrPipe()
 		if err := cmd.Start(); err != nil {
