@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -68,6 +69,12 @@ func joinGRPC(ctx context.Context, j *job.Job, fingerprint string, environ []str
 		},
 	})
 	if err != nil {
+		var stop *sagemaker.StopSignal
+		if errors.As(context.Cause(ctx), &stop) {
+			// SIGTERM while waiting for the others (a stop, a spot
+			// interruption): that is the reason, not the handshake it cut.
+			return nil, fmt.Errorf("while joining the job's %d hosts: %w", len(j.Env.Hosts), stop)
+		}
 		// Not the host list: with hundreds of hosts it would fill the 1024
 		// characters SageMaker shows before the cause. The transport's
 		// sentence names the host it concerns, abbreviates any list, and

@@ -459,6 +459,23 @@ func TestCtrlCStopsHostsOnce(t *testing.T) {
 	noTrace(t, se.String())
 }
 
+// TestSIGTERMWhileJoiningIsAStop: a host stopped (SIGTERM: a stop, a spot
+// interruption) while it waits for the others to join says so; it said
+// "no handshake within the connect timeout: context canceled".
+func TestSIGTERMWhileJoiningIsAStop(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")
+	hosts := startJob(t, seedModels(fx, 2), filepath.Join(fx, "train"), map[string]string{"epochs": "2"}, map[int]bool{1: true})
+	if !waitForOutput(&hosts[0].stderr, "joins job", 60*time.Second) {
+		t.Fatalf("algo-1 never began to join:\n%s", hosts[0].stderr.String())
+	}
+	hosts[0].cmd.Process.Signal(syscall.SIGTERM)
+	code, reason := hosts[0].wait(t, 30*time.Second)
+	if code == 0 || strings.TrimSpace(reason) != "Training stopped: stopped by SIGTERM." {
+		t.Errorf("exit %d, failure %q; want the stop", code, reason)
+	}
+	noTrace(t, hosts[0].stderr.String())
+}
+
 // TestLatePeerIsWaitedFor: a host that starts well after the others joins.
 func TestLatePeerIsWaitedFor(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")

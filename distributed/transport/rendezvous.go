@@ -187,6 +187,9 @@ func (t *grpcTransport) connectNext(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("joining was cancelled: %w (last attempt: %v)", ctx.Err(), lastErr)
+			}
 			return fmt.Errorf("no handshake within the connect timeout: %w (last attempt: %v)", ctx.Err(), lastErr)
 		case <-t.ctx.Done():
 			timer.Stop()
