@@ -212,15 +212,17 @@ func (g *Group) World() int { return g.world }
 
 // SetOpTimeout changes the bound of the collectives that start from now on
 // (see WithOpTimeout; d <= 0 means DefaultOpTimeout). It waits for a
-// collective in progress to end. Join uses it to give the barrier that
-// ends rendezvous what is left of the connect timeout.
-func (g *Group) SetOpTimeout(d time.Duration) {
+// collective in progress to end, and returns the bound it replaces. Join
+// uses it to give the barrier that ends rendezvous what is left of the
+// connect timeout; the fit loop, to wait for a checkpoint's write.
+func (g *Group) SetOpTimeout(d time.Duration) (previous time.Duration) {
 	if d <= 0 {
 		d = DefaultOpTimeout
 	}
 	g.mu.Lock()
-	g.o.opTimeout = d
+	previous, g.o.opTimeout = g.o.opTimeout, d
 	g.mu.Unlock()
+	return previous
 }
 
 // Stats returns link-layer counters.

@@ -40,6 +40,12 @@ type linear struct {
 	// What a train call costs, slept: callCost per TrainStep or TrainSteps
 	// call, blockStepCost more per step of a TrainSteps call of several.
 	callCost, blockStepCost time.Duration
+	// slowRead is slept by the slowReadAt-th ReadVariables (1-based): on
+	// rank 0, the 3rd is the first checkpoint's, after the weights'
+	// broadcast and the state's average; a checkpoint slow to write.
+	slowRead   time.Duration
+	slowReadAt int
+	reads      int
 }
 
 const features = 3
@@ -244,6 +250,9 @@ func (m *linear) AssignMetricState(state []float64) error {
 func (m *linear) ReadVariables() ([]model.Variable, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.reads++; m.reads == m.slowReadAt {
+		time.Sleep(m.slowRead)
+	}
 	w := make([]byte, 4*len(m.w))
 	for i, v := range m.w {
 		binary.LittleEndian.PutUint32(w[4*i:], math.Float32bits(v))

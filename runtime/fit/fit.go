@@ -465,7 +465,7 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, 
 		}
 	}
 	if f.rank() != 0 {
-		return "", nil
+		return "", f.awaitCheckpoint(ctx)
 	}
 	vars, err := f.Model.ReadVariables()
 	if err != nil {
@@ -493,7 +493,33 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, 
 		return "", err
 	}
 	fmt.Fprintf(f.Log, "sagefit: checkpoint %s\n", path)
-	return path, nil
+	return path, f.awaitCheckpoint(ctx)
+}
+
+// checkpointWait bounds how long the other processes wait for rank 0 to
+// write a checkpoint: a large model on slow storage takes longer than the
+// peer timeout, which bounds a silence, not work. A rank 0 that dies or
+// freezes meanwhile is still noticed as before (its connections reset;
+// gRPC's keepalive, which a live process answers however busy).
+const checkpointWait = 30 * time.Minute
+
+// awaitCheckpoint holds every process until rank 0 has written the
+// checkpoint, so that the next step's all-reduce does not count the write
+// against the peer timeout (a 10 s peer timeout and a 15 s write failed the
+// job, each side blaming the other).
+func (f *Loop) awaitCheckpoint(ctx context.Context) error {
+	if f.Group == nil {
+		return nil
+	}
+	if g, ok := f.Group.(interface {
+		SetOpTimeout(time.Duration) time.Duration
+	}); ok {
+		defer g.SetOpTimeout(g.SetOpTimeout(checkpointWait))
+	}
+	if err := f.Group.AllReduceFloat64(ctx, make([]float64, 1)); err != nil {
+		return fmt.Errorf("wait for rank 0 to write the checkpoint: %w", err)
+	}
+	return nil
 }
 
 // agreeSteps returns the largest step count of any host.

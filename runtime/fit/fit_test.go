@@ -369,6 +369,28 @@ func TestResumeRefusesACheckpointPastTheLastEpoch(t *testing.T) {
 	}
 }
 
+// A checkpoint that rank 0 takes longer to write than the peer timeout
+// (5 s here) does not fail the job: the others wait for the write at the
+// checkpoint instead of timing out in the next step's all-reduce.
+func TestSlowCheckpointWriteIsWaitedFor(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 64, 0)
+	ckpt := t.TempDir()
+	ranks := make([]*rank, 2)
+	for i := range ranks {
+		j := newJob(2, 4, ckpt)
+		j.CheckpointEpochs = true
+		ranks[i] = &rank{job: j, model: newLinear(), train: openChannel(t, dir, false)}
+	}
+	ranks[0].model.slowRead, ranks[0].model.slowReadAt = 7*time.Second, 3
+	runRanks(t, ranks)
+	for i, r := range ranks {
+		if r.err != nil {
+			t.Errorf("rank %d: %v", i, r.err)
+		}
+	}
+}
+
 // A rank that fails ends the others: they get a peer error naming it,
 // bounded by the collective's timeout, and never hang.
 func TestFailedRankEndsTheOthers(t *testing.T) {
