@@ -78,6 +78,10 @@ func TestTrainAsSageMakerRunsIt(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			base := seedJob(t, map[string]string{"epochs": "2"})
+			// An earlier run's reason in a base dir used again: gone after
+			// this run's success.
+			os.MkdirAll(filepath.Join(base, "output"), 0o755)
+			os.WriteFile(filepath.Join(base, "output", "failure"), []byte("An earlier run failed.\n"), 0o644)
 			cmd := exec.Command(argv[0], argv[1:]...)
 			cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
 			var stdout, stderr bytes.Buffer

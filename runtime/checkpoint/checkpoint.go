@@ -119,6 +119,13 @@ func Write(dir string, st State, vars []model.Variable, best []byte, hist *repor
 	if err := prune(dir, keep); err != nil {
 		return "", err
 	}
+	// What a killed writer left half-written: only this process writes
+	// here, and SageMaker would upload these with the checkpoints.
+	if stale, _ := filepath.Glob(filepath.Join(dir, ".tmp-ckpt-*")); len(stale) > 0 {
+		for _, p := range stale {
+			os.RemoveAll(p)
+		}
+	}
 	return final, nil
 }
 

@@ -22,6 +22,11 @@ func TestCheckpointsKeepNewestAndSkipCorrupt(t *testing.T) {
 	dir := t.TempDir()
 	hist := &report.History{}
 	hist.Append([]report.Metric{{Name: "loss", Value: 0.5}})
+	// What a writer killed mid-write left behind: removed by the next write
+	// (SageMaker would upload it with the checkpoints).
+	if err := os.MkdirAll(filepath.Join(dir, ".tmp-ckpt-000001-000000003-123", "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var paths []string
 	for i, pos := range [][2]int{{1, 10}, {1, 20}, {2, 0}, {2, 5}} {
 		st := State{Fingerprint: "fp", Epoch: pos[0], Step: pos[1], MetricState: []float64{1, 2}}
