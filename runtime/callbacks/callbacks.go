@@ -121,6 +121,9 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 		if err != nil {
 			return nil, fmt.Errorf("callback %s: %w", spec.Class, err)
 		}
+		if m, ok := cb.(interface{ setLog(io.Writer) }); ok && o.Writer {
+			m.setLog(o.Log) // named once per job, by the process that writes its files
+		}
 		s.list = append(s.list, cb)
 	}
 	return s, nil
@@ -302,7 +305,10 @@ type monitor struct {
 	Name     string  `json:"monitor"`
 	Mode     string  `json:"mode"`
 	MinDelta float64 `json:"min_delta"`
+	log      io.Writer // where a missing metric is named; nil: not named (a process that writes no files)
 }
+
+func (m *monitor) setLog(w io.Writer) { m.log = w }
 
 func (m monitor) check() error {
 	if m.Name == "" {
@@ -326,10 +332,10 @@ func (m monitor) improves(current float64, best *float64) bool {
 
 // value reads the monitored metric; a missing one is named once in a
 // warning, as Keras warns.
-func (m monitor) value(logs Logs, who string, log io.Writer, warned *bool) (float64, bool) {
+func (m monitor) value(logs Logs, who string, warned *bool) (float64, bool) {
 	v, ok := logs.Get(m.Name)
-	if !ok && !*warned && log != nil {
-		fmt.Fprintf(log, "sagefit: warning: %s watches %q, which the epoch logs do not have (they have %v)\n", who, m.Name, logs.names())
+	if !ok && !*warned && m.log != nil {
+		fmt.Fprintf(m.log, "sagefit: warning: %s watches %q, which the epoch logs do not have (they have %v)\n", who, m.Name, logs.names())
 		*warned = true
 	}
 	return v, ok

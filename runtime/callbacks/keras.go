@@ -56,7 +56,7 @@ func newEarlyStopping(raw json.RawMessage, s *Set) (*earlyStopping, error) {
 func (e *earlyStopping) trainBegin() error { return nil }
 
 func (e *earlyStopping) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
-	current, ok := e.value(*logs, "EarlyStopping", nil, &e.warned)
+	current, ok := e.value(*logs, "EarlyStopping", &e.warned)
 	if !ok || epoch < e.StartFromEpoch {
 		return false, nil
 	}
@@ -135,7 +135,7 @@ func (r *reduceLR) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 		return false, err
 	}
 	logs.set("learning_rate", lr) // Keras logs the rate in force during the epoch
-	current, ok := r.value(*logs, "ReduceLROnPlateau", nil, &r.warned)
+	current, ok := r.value(*logs, "ReduceLROnPlateau", &r.warned)
 	if !ok {
 		return false, nil
 	}
@@ -240,7 +240,7 @@ func newModelCheckpoint(raw json.RawMessage, o Options, s *Set) (*modelCheckpoin
 func (c *modelCheckpoint) trainBegin() error { return nil }
 
 func (c *modelCheckpoint) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
-	current, ok := c.value(*logs, "ModelCheckpoint", nil, &c.warned)
+	current, ok := c.value(*logs, "ModelCheckpoint", &c.warned)
 	if !ok || !c.improves(current, c.st.Best) {
 		return false, nil
 	}

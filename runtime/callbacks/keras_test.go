@@ -55,3 +55,37 @@ func TestCSVLoggerFileTaken(t *testing.T) {
 		t.Errorf("two loggers of two files: %v", err)
 	}
 }
+
+// A callback watching a metric the epoch logs lack (val_loss without
+// validation data) is named in a warning, once, as Keras warns; the
+// warning was never written (no writer was handed to it).
+func TestMissingMonitorIsNamed(t *testing.T) {
+	var log bytes.Buffer
+	s, err := New([]model.CallbackSpec{
+		{Class: "EarlyStopping", Config: json.RawMessage(`{"monitor": "val_loss", "mode": "min", "patience": 1}`)},
+		{Class: "ReduceLROnPlateau", Config: json.RawMessage(`{"monitor": "val_loss", "mode": "min", "factor": 0.5, "patience": 1}`)},
+	}, Options{Writer: true, Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for epoch := range 3 {
+		logs := Logs{{Name: "loss", Value: 0.5}}
+		if _, err := s.EpochEnd(epoch, &logs, rate(0.1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, who := range []string{"EarlyStopping", "ReduceLROnPlateau"} {
+		want := "sagefit: warning: " + who + ` watches "val_loss", which the epoch logs do not have (they have [loss`
+		if n := strings.Count(log.String(), want); n != 1 {
+			t.Errorf("%d warnings %q in %q, want 1", n, want, log.String())
+		}
+	}
+}
+
+// rate is a model of a learning rate only (what ReduceLROnPlateau reads).
+type rate float64
+
+func (r rate) ReadVariables() ([]model.Variable, error) { return nil, nil }
+func (r rate) AssignVariables([]model.Variable) error   { return nil }
+func (r rate) LearningRate() (float64, error)           { return float64(r), nil }
+func (r rate) SetLearningRate(float64) error            { return nil }
