@@ -236,8 +236,10 @@ var ErrNotTrainingModel = errors.New("not a sagefit training SavedModel")
 
 // ReadMetadata reads and checks the contract file of the SavedModel in dir.
 func ReadMetadata(dir string) (*Metadata, error) {
-	if _, err := os.Stat(filepath.Join(dir, "saved_model.pb")); err != nil {
+	if fi, err := os.Stat(filepath.Join(dir, "saved_model.pb")); err != nil {
 		return nil, fmt.Errorf("%s has no saved_model.pb: it is not a SavedModel directory", dir)
+	} else if !fi.Mode().IsRegular() || fi.Size() == 0 {
+		return nil, fmt.Errorf("%s: saved_model.pb is empty or not a file; export the model again", dir)
 	}
 	path := filepath.Join(dir, ExtraDir, MetadataFile)
 	raw, err := os.ReadFile(path)
@@ -273,6 +275,11 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	}
 	if len(m.Inputs) == 0 || len(m.Targets) == 0 {
 		return nil, fmt.Errorf("%s: the contract lists no inputs or no targets", dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "variables", "variables.index")); err != nil {
+		// TensorFlow loads such a model without a word and fails at the
+		// first step: "Could not find variable ...".
+		return nil, fmt.Errorf("%s has no variables/variables.index: the SavedModel's variables are missing; copy the whole folder sagefit.export wrote", dir)
 	}
 	if err := m.consistent(); err != nil {
 		return nil, fmt.Errorf("%s: %s does not hold together (%v): it was changed after sagefit.export wrote it; export the model again", dir, MetadataFile, err)

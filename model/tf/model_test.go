@@ -123,6 +123,7 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 		{"no variables", func(meta map[string]any) {
 			delete(meta, "variables")
 		}, "it lists no variables, metrics or gradients"},
+		{"variables folder missing", func(map[string]any) {}, "has no variables/variables.index"},
 		{"variable dtype edited", func(meta map[string]any) {
 			meta["variables"].([]any)[0].(map[string]any)["dtype"] = "float128"
 		}, "export the model again"},
@@ -139,6 +140,9 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 			c.edit(meta)
 			raw, _ = json.Marshal(meta)
 			os.WriteFile(path, raw, 0o644)
+			if c.name == "variables folder missing" {
+				os.RemoveAll(filepath.Join(dir, "variables"))
+			}
 			_, err := tf.Load(dir, tf.Config{})
 			if err == nil || !strings.Contains(err.Error(), c.expect) {
 				t.Fatalf("Load error %v, want one containing %q", err, c.expect)

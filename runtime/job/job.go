@@ -427,6 +427,9 @@ func findSavedModel(dir string) (string, error) {
 	case 1:
 		return found[0], nil
 	case 0:
+		if archives, _ := filepath.Glob(filepath.Join(dir, "*.tar.gz")); len(archives) > 0 {
+			return "", fmt.Errorf("the model channel %s holds %s but no saved_model.pb; sagefit reads the folder sagefit.export wrote, not an archive: unpack it there, or upload the folder", dir, filepath.Base(archives[0]))
+		}
 		return "", fmt.Errorf("the model channel %s holds no saved_model.pb; put the folder written by sagefit.export there", dir)
 	}
 	return "", fmt.Errorf("the model channel %s holds %d SavedModels %v; keep one", dir, len(found), found)

@@ -160,3 +160,16 @@ func TestUnusedHyperparametersAreNamed(t *testing.T) {
 		}
 	}
 }
+
+// A model channel holding an archive (a previous job's model.tar.gz) is
+// told to unpack it, not that it holds no SavedModel.
+func TestModelArchiveIsNamed(t *testing.T) {
+	model := t.TempDir()
+	if err := os.WriteFile(filepath.Join(model, "model.tar.gz"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := job.New(loadSpec(t, sagemaker.LocalSpec{Channels: map[string]string{"model": model, "training": t.TempDir()}}))
+	if err == nil || !strings.Contains(err.Error(), "holds model.tar.gz but no saved_model.pb") || !strings.Contains(err.Error(), "unpack it") {
+		t.Errorf("err = %v", err)
+	}
+}
