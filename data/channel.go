@@ -24,11 +24,14 @@ const supportedFormats = "sagefit reads .npy, .npz and text/csv (.csv) files"
 // level). Ignored: names starting with "." (dotfiles, editors' and
 // SageMaker's metadata), names starting with "_" (_SUCCESS and the other
 // markers Spark and Hadoop leave) and manifest files (*.manifest).
-// Symlinks are followed; dangling ones are ignored.
+// Symlinks are followed.
 //
 // Any other file is an error naming it and the supported formats, as is a
 // channel that mixes CSV files with .npy or .npz files: a channel holds one
-// kind of data, and a stray file is more often a mistake than not.
+// kind of data, and a stray file is more often a mistake than not. So are a
+// dangling symlink and anything two or more folders down: both were
+// skipped without a word, and a sample_weight.npy among them left the
+// rows unweighted.
 func ListChannel(dir string) ([]string, error) {
 	s, err := scanChannel(dir, false)
 	if err != nil {
@@ -113,7 +116,8 @@ func listFiles(dir string, depth int, out *[]string) error {
 		if mode&os.ModeSymlink != 0 {
 			fi, err := os.Stat(p)
 			if err != nil {
-				continue // a dangling link is not data
+				target, _ := os.Readlink(p)
+				return fmt.Errorf("channel file %s is a link to %s, which cannot be read (%v)", p, target, err)
 			}
 			mode = fi.Mode().Type()
 		}
@@ -123,6 +127,8 @@ func listFiles(dir string, depth int, out *[]string) error {
 				if err := listFiles(p, depth-1, out); err != nil {
 					return err
 				}
+			} else if deeper := firstEntry(p); deeper != "" {
+				return fmt.Errorf("channel file %s is two folders down; sagefit reads a channel's files and those of its direct subfolders: move it up", deeper)
 			}
 		case mode.IsRegular():
 			*out = append(*out, p)
@@ -131,6 +137,18 @@ func listFiles(dir string, depth int, out *[]string) error {
 		}
 	}
 	return nil
+}
+
+// firstEntry is the first entry of dir that is not ignored ("" when none,
+// or when dir cannot be read).
+func firstEntry(dir string) string {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !ignoredName(e.Name()) {
+			return filepath.Join(dir, e.Name())
+		}
+	}
+	return ""
 }
 
 // Conventional file names that map to a model's only input or only target

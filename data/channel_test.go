@@ -37,12 +37,11 @@ func makeChannel(t *testing.T, files ...string) string {
 
 func TestListChannel(t *testing.T) {
 	dir := makeChannel(t,
-		"train.npy", "labels.NPY", ".hidden.npy", "sub/part.npy", ".meta/skip.npy", "sub/deeper/too-deep.npy",
+		"train.npy", "labels.NPY", ".hidden.npy", "sub/part.npy", ".meta/skip.npy", "sub/.deeper/skip.npy", "sub/empty/.keep",
 		"_SUCCESS", "_temporary/0/part.parquet", "train.manifest", ".DS_Store", "arch.npz=savez.npz")
 	if err := os.Symlink(filepath.Join(dir, "train.npy"), filepath.Join(dir, "linked.npy")); err != nil {
 		t.Fatal(err)
 	}
-	os.Symlink(filepath.Join(dir, "gone.npy"), filepath.Join(dir, "dangling.npy"))
 	got, err := ListChannel(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +60,18 @@ func TestListChannel(t *testing.T) {
 	empty := t.TempDir()
 	if got, err := ListChannel(empty); err != nil || len(got) != 0 {
 		t.Errorf("empty channel: %v, %v; want no files and no error", got, err)
+	}
+
+	// A dangling link and a file two folders down were skipped without a
+	// word (a sample_weight.npy among them left the rows unweighted).
+	dangling := makeChannel(t, "train.npy")
+	os.Symlink(filepath.Join(dangling, "gone.npy"), filepath.Join(dangling, "sample_weight.npy"))
+	if _, err := ListChannel(dangling); err == nil || !strings.Contains(err.Error(), "sample_weight.npy is a link to "+filepath.Join(dangling, "gone.npy")+", which cannot be read") {
+		t.Errorf("dangling link: err = %v", err)
+	}
+	deep := makeChannel(t, "train.npy", "a/b/sample_weight.npy")
+	if _, err := ListChannel(deep); err == nil || !strings.Contains(err.Error(), filepath.Join(deep, "a", "b", "sample_weight.npy")+" is two folders down") {
+		t.Errorf("two folders down: err = %v", err)
 	}
 }
 
