@@ -156,7 +156,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		return nil, err
 	}
 	if env.Rank == 0 {
-		for _, why := range j.Unused(len(env.Hosts)) { // env.Hosts: every training process
+		for _, why := range append(env.Overrides, j.Unused(len(env.Hosts))...) { // env.Hosts: every training process
 			fmt.Fprintf(o.Stderr, "sagefit: warning: %s\n", why)
 		}
 	}

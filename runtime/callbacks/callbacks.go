@@ -302,9 +302,9 @@ func (b *bestWeights) restoreModelWeights(m Model) error {
 // Keras compares with keras.ops on Python floats, that is in float32 after
 // the subtraction in float64; so does this.
 type monitor struct {
-	Name     string  `json:"monitor"`
-	Mode     string  `json:"mode"`
-	MinDelta float64 `json:"min_delta"`
+	Name     string    `json:"monitor"`
+	Mode     string    `json:"mode"`
+	MinDelta float64   `json:"min_delta"`
 	log      io.Writer // where a missing metric is named; nil: not named (a process that writes no files)
 }
 

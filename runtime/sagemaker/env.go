@@ -4,14 +4,16 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"github.com/sagefit/sagefit/internal/hostlist"
 	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/sagefit/sagefit/internal/hostlist"
 )
 
 // InputMode is how SageMaker delivers a channel (TrainingInputMode).
@@ -87,6 +89,9 @@ type Env struct {
 	// is not JSON, such as "adam", stays a string. Keys starting with
 	// "sagemaker_" are in FrameworkParams instead.
 	Hyperparameters map[string]any
+	// Overrides says, one sentence each, which SM_HP_<NAME> variables
+	// replaced a value hyperparameters.json gives (the job warns of them).
+	Overrides       []string
 	FrameworkParams map[string]any
 
 	NumGPUs int
@@ -242,8 +247,13 @@ func (e *Env) loadHyperparameters(environ []string) error {
 		if !ok || name == "" {
 			continue
 		}
-		e.setHyperparameter(e.knownName(name), v, decodeHyperparameter(v))
+		hp := e.knownName(name)
+		if old, inFile := e.raw[hp]; inFile && old != v {
+			e.Overrides = append(e.Overrides, fmt.Sprintf("environment variable %s=%s overrides hyperparameters.json's %s=%s", k, v, hp, old))
+		}
+		e.setHyperparameter(hp, v, decodeHyperparameter(v))
 	}
+	sort.Strings(e.Overrides)
 	return nil
 }
 

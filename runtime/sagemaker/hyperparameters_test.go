@@ -161,6 +161,19 @@ func TestTypedHyperparameters(t *testing.T) {
 	}
 }
 
+// SM_HP_<NAME> set beside hyperparameters.json wins, and is named when it
+// replaces another value (it did so without a word).
+func TestEnvironmentOverridesAreNamed(t *testing.T) {
+	e := loadHPs(t, `{"epochs": "2", "batch_size": "32"}`, "SM_HP_EPOCHS=3", "SM_HP_BATCH_SIZE=32", "SM_HP_SEED=4")
+	if n, _ := e.Int("epochs", 0); n != 3 {
+		t.Errorf("epochs %d, want the environment's 3", n)
+	}
+	want := []string{`environment variable SM_HP_EPOCHS=3 overrides hyperparameters.json's epochs=2`}
+	if !reflect.DeepEqual(e.Overrides, want) {
+		t.Errorf("overrides %q, want %q", e.Overrides, want)
+	}
+}
+
 func checkTyped(t *testing.T, method, name string, got, want any, err error, wantErr string) {
 	t.Helper()
 	switch {
