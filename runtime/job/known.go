@@ -29,8 +29,8 @@ var sageMakerOwn = []string{"model_dir", "_tuning_objective_metric"}
 // SageMaker's own, in one sentence that names each with the closest known
 // name where one is close.
 func CheckKnown(env *sagemaker.Env) error {
-	if _, ok := env.Hyperparameters["jit_compile"]; ok {
-		return fmt.Errorf("hyperparameter \"jit_compile\" cannot change a model already exported: XLA is chosen where Keras chooses it, at compile; compile the model with jit_compile=True and export it again (it then trains XLA-compiled), and remove the hyperparameter")
+	if name := jitCompileLike(env); name != "" {
+		return fmt.Errorf("hyperparameter %q: jit_compile cannot change a model already exported: XLA is chosen where Keras chooses it, at compile; compile the model with jit_compile=True and export it again (it then trains XLA-compiled), and remove the hyperparameter", name)
 	}
 	var unknown []string
 	for name := range env.Hyperparameters {
@@ -58,6 +58,18 @@ func CheckKnown(env *sagemaker.Env) error {
 		it = "them"
 	}
 	return fmt.Errorf("%s, so the job would silently train without %s; remove or rename %s (the README's hyperparameter table lists every one)", what, it, it)
+}
+
+// jitCompileLike is a hyperparameter given that means jit_compile (that
+// name, in any case, or a typo of it), which an exported model cannot
+// take; "" when none is.
+func jitCompileLike(env *sagemaker.Env) string {
+	for name := range env.Hyperparameters {
+		if editDistance(strings.ToLower(name), "jit_compile") <= 2 && !slices.Contains(known, name) {
+			return name
+		}
+	}
+	return ""
 }
 
 // closest is the known name nearest to name by edit distance, when it is

@@ -42,6 +42,8 @@ func TestUnknownHyperparametersAreRefused(t *testing.T) {
 		{map[string]string{"epoch": "5", "batchsize": "8"}, `hyperparameters "batchsize" (did you mean "batch_size"?) and "epoch" (did you mean "epochs"?) are not ones sagefit reads`},
 		{map[string]string{"Learning_Rate": "0.1"}, `"Learning_Rate" (did you mean "learning_rate"?)`},
 		{map[string]string{"jit_compile": "true"}, `compile the model with jit_compile=True and export it again`},
+		{map[string]string{"JIT_COMPILE": "true"}, `hyperparameter "JIT_COMPILE": jit_compile cannot change a model already exported`},
+		{map[string]string{"jit_compiled": "1"}, `hyperparameter "jit_compiled": jit_compile cannot change`},
 		{map[string]string{"dropout_rate_of_my_model": "0.5"}, `hyperparameter "dropout_rate_of_my_model" is not one sagefit reads, so`},
 	} {
 		err := job.CheckKnown(load(t, c.hps))
