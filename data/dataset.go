@@ -245,6 +245,19 @@ func (o BatchOptions) withDefaults() BatchOptions {
 	return o
 }
 
+// withDefaults is opts with its defaults, and a batch larger than the data
+// taken as the data: the same one step and the same split between ranks,
+// with buffers sized by the rows there are, and no overflow of
+// BatchSize*World (a batch of 10^10 rows asked for a buffer that large, one
+// near 2^63 overflowed into no steps at all).
+func (d *Dataset) withDefaults(opts BatchOptions) BatchOptions {
+	o := opts.withDefaults()
+	if o.BatchSize > d.n && d.n > 0 {
+		o.BatchSize = d.n
+	}
+	return o
+}
+
 func (d *Dataset) check(o BatchOptions) error {
 	switch {
 	case o.BatchSize < 1:
@@ -290,7 +303,7 @@ func (d *Dataset) check(o BatchOptions) error {
 // ceil(N / (BatchSize*World)). The last one may be short (Keras keeps a
 // partial last batch).
 func (d *Dataset) StepsPerEpoch(opts BatchOptions) int {
-	o := opts.withDefaults()
+	o := d.withDefaults(opts)
 	g := o.BatchSize * o.World
 	if g <= 0 {
 		return 0
@@ -363,13 +376,7 @@ type EpochIterator struct {
 // Epoch starts assembling the batches of the given epoch. Invalid options
 // are reported by the first Next.
 func (d *Dataset) Epoch(ctx context.Context, epoch int, opts BatchOptions) *EpochIterator {
-	o := opts.withDefaults()
-	if o.BatchSize > d.n && d.n > 0 {
-		// A batch larger than the data is the data: the same one step and
-		// the same split between ranks, with buffers sized by the rows
-		// there are rather than by the batch asked for.
-		o.BatchSize = d.n
-	}
+	o := d.withDefaults(opts)
 	it := &EpochIterator{done: make(chan struct{})}
 	if err := d.check(o); err != nil {
 		it.err = err

@@ -537,12 +537,15 @@ func TestBatchLargerThanTheData(t *testing.T) {
 	}
 	for _, world := range []int{1, 2} {
 		for rank := range world {
-			huge := BatchOptions{BatchSize: 1 << 40, Rank: rank, World: world, Shuffle: true, Seed: 3}
+			huge := BatchOptions{BatchSize: math.MaxInt64 - 1000, Rank: rank, World: world, Shuffle: true, Seed: 3}
+			if s := d.StepsPerEpoch(huge); s != 1 {
+				t.Errorf("world %d: a batch near 2^63 has %d steps, want 1", world, s)
+			}
 			all := huge
 			all.BatchSize = 5
 			got, want := epochRows(t, d, 1, huge), epochRows(t, d, 1, all)
 			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("world %d rank %d: batch 2^40 gave %v, a batch of every row %v", world, rank, got, want)
+				t.Errorf("world %d rank %d: batch near 2^63 gave %v, a batch of every row %v", world, rank, got, want)
 			}
 		}
 	}

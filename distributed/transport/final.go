@@ -66,10 +66,10 @@ func (t *grpcTransport) awaitRank0() {
 	switch {
 	case ctx.Err() != nil:
 		t.logf("distributed: rank %d: rank 0 (%s) had not finished after %v; leaving anyway", t.rank, t.addrs[0], t.finalWait)
-	case err != nil:
-		// Said however soon: rank 0 may have died writing the model, and
-		// this host's own part of the job went well.
-		t.logf("distributed: rank %d: rank 0 (%s) is gone (%v) after %v; leaving", t.rank, t.addrs[0], err, time.Since(start).Round(time.Millisecond))
+	case err != nil && time.Since(start) > lingerLogAfter:
+		// Not sooner: after a clean stop rank 0 has often closed before
+		// this host dials, which refuses at once and means it is done.
+		t.logf("distributed: rank %d: rank 0 (%s) is gone (%v); leaving", t.rank, t.addrs[0], err)
 	}
 }
 

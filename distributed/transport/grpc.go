@@ -81,9 +81,9 @@ const (
 // Keepalive: the receiving side (server) pings an idle client every 2 s,
 // the sending side (client) every 10 s (grpc-go refuses client intervals
 // under 10 s); a ping unanswered for the job's peer timeout (OpTimeout, at
-// least a few seconds) drops the link, and with keepalive on grpc-go sets
-// TCP_USER_TIMEOUT to the client's timeout, so unacknowledged data fails a
-// dead link then too. The timeouts follow the peer timeout rather than a
+// least 3 s) drops the link, and with keepalive on grpc-go sets
+// TCP_USER_TIMEOUT to the same, so unacknowledged data fails a dead link
+// then too. The timeouts follow the peer timeout rather than a
 // fixed few seconds: a peer silent for less than it (a host paused or
 // frozen for 5 s) must not end the job, which a fixed 3 s did whatever
 // the peer timeout said; a process that is alive answers pings from
@@ -98,10 +98,12 @@ const (
 
 var serverEnforcement = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
 
-// pingTimeout is how long a keepalive ping may go unanswered: the peer
-// timeout, less the ping interval that precedes it.
-func pingTimeout(peerTimeout, every time.Duration) time.Duration {
-	return max(minPingTimeout, peerTimeout-every)
+// pingTimeout is how long a keepalive ping may go unanswered, and, as
+// grpc-go also sets it as TCP_USER_TIMEOUT, how long sent data may: the
+// peer timeout (a link to a frozen peer drops after it and the ping
+// interval, about when the op timeout fires).
+func pingTimeout(peerTimeout time.Duration) time.Duration {
+	return max(minPingTimeout, peerTimeout)
 }
 
 // closeGrace bounds how long Close waits for queued frames to reach the
@@ -283,7 +285,7 @@ func (t *grpcTransport) serverOptions() []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(frameCodec{}),
 		grpc.MaxRecvMsgSize(max(4<<20, t.chunkBytes+headerSize+1024)),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverPingEvery, Timeout: pingTimeout(t.peerTimeout, serverPingEvery)}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: serverPingEvery, Timeout: pingTimeout(t.peerTimeout)}),
 		grpc.KeepaliveEnforcementPolicy(serverEnforcement),
 		grpc.WriteBufferSize(t.tune.writeBuf),
 		grpc.ReadBufferSize(t.tune.readBuf),
@@ -312,7 +314,7 @@ func (t *grpcTransport) dialOptions() []grpc.DialOption {
 		}),
 		grpc.WithNoProxy(),
 		grpc.WithDisableRetry(),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: clientPingEvery, Timeout: pingTimeout(t.peerTimeout, clientPingEvery), PermitWithoutStream: true}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: clientPingEvery, Timeout: pingTimeout(t.peerTimeout), PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
 			MinConnectTimeout: 5 * time.Second,

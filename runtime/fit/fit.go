@@ -514,7 +514,11 @@ func (f *Loop) awaitCheckpoint(ctx context.Context) error {
 	if g, ok := f.Group.(interface {
 		SetOpTimeout(time.Duration) time.Duration
 	}); ok {
-		defer g.SetOpTimeout(g.SetOpTimeout(checkpointWait))
+		peer := g.SetOpTimeout(checkpointWait)
+		if peer > checkpointWait { // a peer timeout raised above it stays
+			g.SetOpTimeout(peer)
+		}
+		defer g.SetOpTimeout(peer)
 	}
 	if err := f.Group.AllReduceFloat64(ctx, make([]float64, 1)); err != nil {
 		return fmt.Errorf("wait for rank 0 to write the checkpoint: %w", err)

@@ -361,8 +361,12 @@ func TestResumeRefusesOtherSettingsMidEpoch(t *testing.T) {
 func TestResumeRefusesACheckpointPastTheLastEpoch(t *testing.T) {
 	ck := &checkpoint.Loaded{Path: "ckpt-000005-000000000", State: checkpoint.State{Epoch: 5, BatchSize: 8, Hosts: 1}}
 	err := fit.Resume(newLinear(), ck, newJob(2, 8, ""), 1)
-	if err == nil || !strings.Contains(err.Error(), "checkpoint ckpt-000005-000000000 has trained 4 epochs, more than this job's 2") {
+	if err == nil || !strings.Contains(err.Error(), "checkpoint ckpt-000005-000000000 has trained 4 epochs, more than this job's 2 epochs") {
 		t.Fatalf("resume 4 trained epochs into a job of 2: %v", err)
+	}
+	mid := &checkpoint.Loaded{Path: "ckpt-000005-000000100", State: checkpoint.State{Epoch: 5, Step: 100, BatchSize: 8, Hosts: 1}}
+	if err := fit.Resume(newLinear(), mid, newJob(4, 8, ""), 1); err == nil || !strings.Contains(err.Error(), "has trained 4 epochs and 100 steps of the next, more than this job's 4 epochs") {
+		t.Errorf("resume part of a 5th epoch into a job of 4: %v", err)
 	}
 	if err := fit.Resume(newLinear(), ck, newJob(4, 8, ""), 1); err != nil && strings.Contains(err.Error(), "epochs") {
 		t.Fatalf("resume 4 trained epochs into a job of 4: %v", err) // (this checkpoint holds no variables: that error is not the point)

@@ -17,9 +17,13 @@ import (
 // processes (hosts x processes per host).
 func Resume(m Model, ck *checkpoint.Loaded, j *job.Job, processes int) error {
 	st := ck.State
-	if trained := st.Epoch - 1; trained > j.Epochs {
-		return fmt.Errorf("checkpoint %s has trained %d epochs, more than this job's %d (hyperparameter %q): its model would be written as this job's; raise %q, or remove the checkpoint",
-			ck.Path, trained, j.Epochs, job.HPEpochs, job.HPEpochs)
+	if trained := st.Epoch - 1; trained > j.Epochs || trained == j.Epochs && st.Step > 0 {
+		done := fmt.Sprintf("%d epochs", trained)
+		if st.Step > 0 {
+			done += fmt.Sprintf(" and %d steps of the next", st.Step)
+		}
+		return fmt.Errorf("checkpoint %s has trained %s, more than this job's %d epochs (hyperparameter %q): its model would be written as this job's; raise %q, or remove the checkpoint",
+			ck.Path, done, j.Epochs, job.HPEpochs, job.HPEpochs)
 	}
 	if st.Step > 0 && (st.BatchSize != j.BatchSize || st.Hosts != processes || st.Seed != j.Seed || st.Shuffle != j.Shuffle) {
 		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %d training processes (hosts x processes per host), seed %d, shuffle %v, but this job has batch_size %d, %d training processes, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",

@@ -217,7 +217,10 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 		}
 	}
-	if ds.Len() == 0 { // model.fit refuses empty data too; training on none would report a loss of 0
+	// model.fit refuses empty data too; training on none reported a loss of
+	// 0. A host's shard of a ShardedByS3Key channel may be empty: the
+	// others' rows train.
+	if ds.Len() == 0 && !cd.Sharded {
 		ds.Close()
 		var files []string
 		for _, spec := range specs {

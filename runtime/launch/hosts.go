@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -48,7 +49,7 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 	}
 	var out sync.Mutex // one line at a time from all hosts
 	cmds := make([]*osexec.Cmd, n)
-	copies := make([]sync.WaitGroup, n)
+	outs := make([][2]*prefixWriter, n)
 	for i, h := range hosts {
 		hostBase := filepath.Join(base, h)
 		s := spec
@@ -69,8 +70,13 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 		// get a terminal's Ctrl-C, whose second copy would end it at once,
 		// with no checkpoint.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
-		po, _ := cmd.StdoutPipe()
-		pe, _ := cmd.StderrPipe()
+		// Output through writers, not pipes read here: exec copies it, and
+		// Wait gives up on what a host's own children still hold open (a
+		// stopped training process of a host killed for hanging) WaitDelay
+		// after the host has exited.
+		outs[i] = [2]*prefixWriter{{w: stdout, prefix: h, mu: &out}, {w: stderr, prefix: h, mu: &out}}
+		cmd.Stdout, cmd.Stderr = outs[i][0], outs[i][1]
+		cmd.WaitDelay = outputWaitDelay
 		if err := cmd.Start(); err != nil {
 			fmt.Fprintf(stderr, "sagefit local: start %s: %v\n", h, err)
 			killAll(cmds)
@@ -81,12 +87,6 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 		// its peers are refused at once rather than queued on ours.
 		listeners[i].Close()
 		listeners[i] = nil
-		for _, p := range []struct {
-			r io.Reader
-			w io.Writer
-		}{{po, stdout}, {pe, stderr}} {
-			copies[i].Go(func() { prefixLines(p.r, p.w, h, &out) })
-		}
 	}
 	fmt.Fprintf(stderr, "sagefit local: %d hosts %s, base dirs under %s\n", n, strings.Join(addrs, " "), base)
 
@@ -97,14 +97,17 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 	exits := make(chan exit, n)
 	for i, cmd := range cmds {
 		go func() {
-			copies[i].Wait() // all its output read before Wait closes the pipes
-			exits <- exit{i, cmd.Wait()}
+			err := cmd.Wait()
+			for _, w := range outs[i] {
+				w.flush()
+			}
+			exits <- exit{i, err}
 		}()
 	}
 	// A stop of the launcher is a stop of the job: every host gets it and
 	// stops after the same step, writing a checkpoint.
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt, syscall.SIGTSTP, syscall.SIGCONT)
 	defer signal.Stop(sigs)
 	running := make([]bool, n)
 	for i := range running {
@@ -138,7 +141,17 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 				code = 1
 			}
 		case sig := <-sigs:
-			send(sig)
+			switch sig {
+			case syscall.SIGTSTP:
+				// A terminal's Ctrl-Z: the hosts, in groups of their own,
+				// pause with the launcher (not one alone, which its peers
+				// would wait out for the peer timeout only), and go on
+				// with it (SIGCONT).
+				send(syscall.SIGSTOP)
+				syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+			default:
+				send(sig)
+			}
 		case <-failTimer:
 			failTimer = nil
 			var late []string
@@ -160,6 +173,44 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 	}
 	return code
 }
+
+// prefixWriter writes a host's output to w a whole line at a time, each
+// marked with the host's name, one writer at a time (mu).
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+	mu     *sync.Mutex
+	buf    []byte // an unfinished line
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
+		}
+		fmt.Fprintf(p.w, "[%s] %s\n", p.prefix, p.buf[:i])
+		p.buf = p.buf[i+1:]
+	}
+	return len(b), nil
+}
+
+// flush writes an unfinished last line.
+func (p *prefixWriter) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) > 0 {
+		fmt.Fprintf(p.w, "[%s] %s\n", p.prefix, p.buf)
+		p.buf = nil
+	}
+}
+
+// outputWaitDelay bounds how long a host's output is waited for after the
+// host has exited.
+const outputWaitDelay = 5 * time.Second
 
 // How long `sagefit local --hosts` lets the other hosts of a failed job
 // run: their peer timeout and this margin to notice and write their

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -248,7 +249,7 @@ func (e *Env) loadHyperparameters(environ []string) error {
 			continue
 		}
 		hp := e.knownName(name)
-		if old, inFile := e.raw[hp]; inFile && old != v {
+		if old, inFile := e.raw[hp]; inFile && !reflect.DeepEqual(decodeHyperparameter(old), decodeHyperparameter(v)) { // the toolkit writes "0.001" for "1e-3"
 			e.Overrides = append(e.Overrides, fmt.Sprintf("environment variable %s=%s overrides hyperparameters.json's %s=%s", k, v, hp, old))
 		}
 		e.setHyperparameter(hp, v, decodeHyperparameter(v))

@@ -164,7 +164,9 @@ func TestTypedHyperparameters(t *testing.T) {
 // SM_HP_<NAME> set beside hyperparameters.json wins, and is named when it
 // replaces another value (it did so without a word).
 func TestEnvironmentOverridesAreNamed(t *testing.T) {
-	e := loadHPs(t, `{"epochs": "2", "batch_size": "32"}`, "SM_HP_EPOCHS=3", "SM_HP_BATCH_SIZE=32", "SM_HP_SEED=4")
+	// The same values in the toolkit's own text are no override.
+	e := loadHPs(t, `{"epochs": "2", "batch_size": "32", "learning_rate": "1e-3", "class_weight": "{\"0\": 1, \"1\": 5}"}`,
+		"SM_HP_EPOCHS=3", "SM_HP_BATCH_SIZE=32", "SM_HP_SEED=4", "SM_HP_LEARNING_RATE=0.001", `SM_HP_CLASS_WEIGHT={"0":1,"1":5}`)
 	if n, _ := e.Int("epochs", 0); n != 3 {
 		t.Errorf("epochs %d, want the environment's 3", n)
 	}
