@@ -65,9 +65,6 @@ func Main(ctx context.Context, o Options) (code int) {
 	if f, _ := sagemaker.LookupEnv(o.Environ, launch.EnvFailureFile); f != "" {
 		failure = f // a worker: its launcher picks the host's reason
 	}
-	// A base dir used again (sagefit local --output): a reason left by an
-	// earlier run must not stand beside this one's success.
-	os.Remove(failure)
 	defer func() {
 		if r := recover(); r != nil {
 			stack := debug.Stack()

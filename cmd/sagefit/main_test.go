@@ -78,10 +78,6 @@ func TestTrainAsSageMakerRunsIt(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			base := seedJob(t, map[string]string{"epochs": "2"})
-			// An earlier run's reason in a base dir used again: gone after
-			// this run's success.
-			os.MkdirAll(filepath.Join(base, "output"), 0o755)
-			os.WriteFile(filepath.Join(base, "output", "failure"), []byte("An earlier run failed.\n"), 0o644)
 			cmd := exec.Command(argv[0], argv[1:]...)
 			cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
 			var stdout, stderr bytes.Buffer
@@ -136,6 +132,22 @@ func testLocalBadData(t *testing.T, fx, data, procs string) {
 		t.Errorf("failure file: %q", reason)
 	}
 	noTrace(t, stderr.String())
+}
+
+// `sagefit local` into a base dir used before: an earlier run's failure
+// file does not stand beside this run's success.
+func TestLocalRerunClearsAnEarlierFailure(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	out := t.TempDir()
+	os.MkdirAll(filepath.Join(out, "output"), 0o755)
+	os.WriteFile(filepath.Join(out, "output", "failure"), []byte("An earlier run failed.\n"), 0o644)
+	cmd := exec.Command(binary, "local", "--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--hp", "epochs=1", "--output", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if _, err := os.Stat(filepath.Join(out, "output", "failure")); err == nil {
+		t.Error("the earlier run's failure file is still there after a good run")
+	}
 }
 
 // A channel argument that is not a folder is an argument error: said, exit
