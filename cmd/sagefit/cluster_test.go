@@ -342,59 +342,92 @@ func TestLostPeerEndsJob(t *testing.T) {
 	}
 }
 
+// launched is a `sagefit local --hosts 2` job under way: its launcher,
+// its output, and its base dir.
+type launched struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	done   chan struct{}
+	out    string
+}
+
+// launchTwoHosts starts `sagefit local --hosts 2` on a seed fixture with
+// hps, in a process group of its own when group (as a terminal starts it),
+// and returns once algo-1 trains its second epoch; the launcher is killed
+// when the test ends.
+func launchTwoHosts(t *testing.T, group bool, hps ...string) *launched {
+	t.Helper()
+	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
+	l := &launched{out: t.TempDir()}
+	args := []string{"local", "--hosts", "2", "--model", filepath.Join(fx, "model"),
+		"--channel", "training=" + filepath.Join(fx, "train"), "--output", l.out}
+	for _, hp := range hps {
+		args = append(args, "--hp", hp)
+	}
+	l.cmd = exec.Command(binary, args...)
+	if group {
+		l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	_, l.stderr, l.done = startUntil(t, l.cmd, "[algo-1] Epoch 2/")
+	t.Cleanup(func() {
+		l.cmd.Process.Kill()
+		<-l.done
+	})
+	return l
+}
+
+// host is the pid of one host's process.
+func (l *launched) host(t *testing.T, name string) int {
+	t.Helper()
+	return workerPID(t, l.cmd.Process.Pid, "SAGEMAKER_BASE_DIR="+filepath.Join(l.out, name))
+}
+
+// wait waits for the launcher to exit, failing the test after limit.
+func (l *launched) wait(t *testing.T, limit time.Duration, after string) {
+	t.Helper()
+	select {
+	case <-l.done:
+	case <-time.After(limit):
+		t.Fatalf("sagefit local still runs %v after %s:\n%s", limit, after, l.stderr.String())
+	}
+}
+
+// failure is a host's failure file.
+func (l *launched) failure(name string) string {
+	b, _ := os.ReadFile(filepath.Join(l.out, name, "output", "failure"))
+	return string(b)
+}
+
 // TestStalledHostDoesNotHangTheLauncher: a host stopped mid-training
 // (SIGSTOP: alive at TCP, no progress) fails its peer within the peer
 // timeout, and `sagefit local --hosts` then stops it, as SageMaker stops a
 // failed job's instances, instead of waiting for it forever.
 func TestStalledHostDoesNotHangTheLauncher(t *testing.T) {
-	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
-	out := t.TempDir()
-	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"),
-		"--channel", "training="+filepath.Join(fx, "train"), "--output", out,
-		"--hp", "epochs=100000", "--hp", "sagefit_peer_timeout=3s")
-	_, se, done := startUntil(t, cmd, "[algo-1] Epoch 2/")
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
-	stalled := workerPID(t, cmd.Process.Pid, "SAGEMAKER_BASE_DIR="+filepath.Join(out, "algo-2"))
+	l := launchTwoHosts(t, false, "epochs=100000", "sagefit_peer_timeout=3s")
+	stalled := l.host(t, "algo-2")
 	if err := syscall.Kill(stalled, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	defer syscall.Kill(stalled, syscall.SIGKILL)
-	select {
-	case <-done:
-	case <-time.After(120 * time.Second):
-		t.Fatalf("sagefit local still runs 120 s after algo-2 stalled:\n%s", se.String())
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 1 {
+	l.wait(t, 120*time.Second, "algo-2 stalled")
+	if code := l.cmd.ProcessState.ExitCode(); code != 1 {
 		t.Errorf("exit code %d, want 1", code)
 	}
-	reason, _ := os.ReadFile(filepath.Join(out, "algo-1", "output", "failure"))
-	if !strings.Contains(string(reason), "algo-2") {
+	if reason := l.failure("algo-1"); !strings.Contains(reason, "algo-2") {
 		t.Errorf("algo-1's failure %q does not name the stalled algo-2", reason)
 	}
-	if !strings.Contains(se.String(), "algo-2 still running") {
-		t.Errorf("the launcher did not say it stopped algo-2:\n%s", se.String())
+	if !strings.Contains(l.stderr.String(), "algo-2 still running") {
+		t.Errorf("the launcher did not say it stopped algo-2:\n%s", l.stderr.String())
 	}
-	noTrace(t, se.String())
+	noTrace(t, l.stderr.String())
 }
 
 // TestPausedHostIsWaitedFor: a host frozen (SIGSTOP) for 7 s, less than the
 // peer timeout, and then continued, does not end the job: gRPC's keepalive
 // dropped a peer silent for about 5 s, whatever sagefit_peer_timeout said.
 func TestPausedHostIsWaitedFor(t *testing.T) {
-	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
-	out := t.TempDir()
-	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"),
-		"--channel", "training="+filepath.Join(fx, "train"), "--output", out,
-		"--hp", "epochs=6", "--hp", "sagefit_peer_timeout=40s")
-	_, se, done := startUntil(t, cmd, "[algo-1] Epoch 2/")
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
-	paused := workerPID(t, cmd.Process.Pid, "SAGEMAKER_BASE_DIR="+filepath.Join(out, "algo-2"))
+	l := launchTwoHosts(t, false, "epochs=6", "sagefit_peer_timeout=40s")
+	paused := l.host(t, "algo-2")
 	if err := syscall.Kill(paused, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -402,16 +435,11 @@ func TestPausedHostIsWaitedFor(t *testing.T) {
 	if err := syscall.Kill(paused, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-done:
-	case <-time.After(180 * time.Second):
-		t.Fatalf("the job did not end within 180 s of the pause:\n%s", se.String())
+	l.wait(t, 180*time.Second, "the pause")
+	if code := l.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after a 7 s pause under a 40 s peer timeout: %s\n%s", code, l.failure("algo-1"), l.stderr.String())
 	}
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		reason, _ := os.ReadFile(filepath.Join(out, "algo-1", "output", "failure"))
-		t.Fatalf("exit code %d after a 7 s pause under a 40 s peer timeout: %s\n%s", code, reason, se.String())
-	}
-	if h := history(t, filepath.Join(out, "algo-1")); len(h["loss"]) != 6 {
+	if h := history(t, filepath.Join(l.out, "algo-1")); len(h["loss"]) != 6 {
 		t.Errorf("history has %d epochs, want 6", len(h["loss"]))
 	}
 }
@@ -422,41 +450,26 @@ func TestPausedHostIsWaitedFor(t *testing.T) {
 // the launcher's group got it twice, and the second ended a host at once,
 // with no checkpoint (in some runs, not all).
 func TestCtrlCStopsHostsOnce(t *testing.T) {
-	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
-	out := t.TempDir()
-	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"),
-		"--channel", "training="+filepath.Join(fx, "train"), "--output", out,
-		"--hp", "epochs=100000", "--hp", "checkpoint=true")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the terminal's group: the launcher leads it
-	_, se, done := startUntil(t, cmd, "[algo-1] Epoch 2/")
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
+	l := launchTwoHosts(t, true, "epochs=100000", "checkpoint=true") // the launcher leads the terminal's group
 	for _, h := range []string{"algo-1", "algo-2"} {
-		pid := workerPID(t, cmd.Process.Pid, "SAGEMAKER_BASE_DIR="+filepath.Join(out, h))
-		if pgid, _ := syscall.Getpgid(pid); pgid == cmd.Process.Pid {
+		if pgid, _ := syscall.Getpgid(l.host(t, h)); pgid == l.cmd.Process.Pid {
 			t.Errorf("%s is in the launcher's process group: a terminal's Ctrl-C reaches it twice", h)
 		}
 	}
-	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+	if err := syscall.Kill(-l.cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the job did not stop within 60 s of Ctrl-C:\n%s", se.String())
-	}
+	l.wait(t, 60*time.Second, "Ctrl-C")
 	for _, h := range []string{"algo-1", "algo-2"} {
-		reason, _ := os.ReadFile(filepath.Join(out, h, "output", "failure"))
-		if !strings.Contains(string(reason), "stopped by SIGINT") {
+		reason := l.failure(h)
+		if !strings.Contains(reason, "stopped by SIGINT") {
 			t.Errorf("%s's failure %q is not the stop", h, reason)
 		}
-		if h == "algo-1" && !strings.Contains(string(reason), "checkpoint written to") {
+		if h == "algo-1" && !strings.Contains(reason, "checkpoint written to") {
 			t.Errorf("algo-1 wrote no checkpoint: %q", reason)
 		}
 	}
-	noTrace(t, se.String())
+	noTrace(t, l.stderr.String())
 }
 
 // TestSIGTERMWhileJoiningIsAStop: a host stopped (SIGTERM: a stop, a spot
