@@ -64,7 +64,8 @@
 // queued data; an abort can also go upstream, on the reverse direction of
 // the previous rank's stream). A peer that goes silent (stopped, hung, cut
 // off) is noticed by the Group's OpTimeout, or by gRPC's keepalive, whose
-// bound follows it (a peer silent for less than OpTimeout is not
-// dropped); an idle lane is probed by TCP keepalive. The suspect relay that names a silent rank when op
-// timeouts fire first is the Group's (package distributed).
+// bound follows it (a peer silent for less than OpTimeout is not dropped);
+// an idle lane is probed by TCP keepalive. The suspect relay that names a
+// silent rank when op timeouts fire first is the Group's (package
+// distributed).
 package transport
