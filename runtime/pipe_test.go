@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/model"
@@ -131,6 +132,88 @@ func TestPipeWriterStoppingEarlyFails(t *testing.T) {
 		t.Errorf("exit %d, failure %q", code, reason)
 	}
 	t.Logf("failure: %s", reason)
+}
+
+// pipeJob lays out a Pipe mode job on the seed fixture with hps, and feeds
+// training_<n> for each n of feeds from a writer process (cut to the rows
+// given, or whole for -1); the writers are waited for when the test ends.
+func pipeJob(t *testing.T, hps map[string]string, feeds map[int]int) string {
+	t.Helper()
+	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
+	base := t.TempDir()
+	err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
+		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")},
+		Hyperparameters: hps, InputModes: map[string]string{"training": "Pipe"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	py := fixture.Python(t)
+	for n, rows := range feeds {
+		fifo := filepath.Join(base, "input", "data", fmt.Sprintf("training_%d", n))
+		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Saved to memory first: numpy writes an array's data to a real
+		// file with tofile, which asks a FIFO for its position and fails.
+		w := exec.Command(py, "-c", `import io, sys, numpy as np
+n = int(sys.argv[3]); x, y = np.load(sys.argv[1]), np.load(sys.argv[2])
+b = io.BytesIO(); np.save(b, x if n < 0 else x[:n]); np.save(b, y if n < 0 else y[:n])
+open(sys.argv[4], "wb").write(b.getvalue())`,
+			filepath.Join(fx, "train", "train.npy"), filepath.Join(fx, "train", "labels.npy"), fmt.Sprint(rows), fifo)
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Process.Kill(); w.Wait() })
+	}
+	return base
+}
+
+// TestPipeFIFOsCountReads: the n-th read of a Pipe channel opens <ch>_n,
+// whatever the epoch: SageMaker makes each FIFO once the one before it has
+// been read. Training from initial_epoch 1 waited for training_1 and never
+// read training_0.
+func TestPipeFIFOsCountReads(t *testing.T) {
+	base := pipeJob(t, map[string]string{"epochs": "3", "initial_epoch": "1", "sagefit_pipe_timeout": "20s"}, map[int]int{0: -1, 1: -1})
+	var stderr bytes.Buffer
+	res, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &stderr})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	if n := len(res.History.Values("loss")); n != 2 {
+		t.Errorf("%d epochs trained, want 2", n)
+	}
+}
+
+// TestPipeEmptyStreamRefused: a stream of 0-row arrays is refused, as a
+// File mode channel of empty arrays is; it trained nothing and exited 0.
+func TestPipeEmptyStreamRefused(t *testing.T) {
+	base := pipeJob(t, map[string]string{"epochs": "1", "sagefit_pipe_timeout": "20s"}, map[int]int{0: 0})
+	code := runtime.Main(context.Background(), runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+	if code == 0 || !strings.Contains(string(reason), "the stream of training_0 holds no rows") {
+		t.Errorf("exit %d, failure %q", code, reason)
+	}
+}
+
+// TestPipeWaitEndsOnStop: SIGTERM while the job waits for its next Pipe
+// stream ends the wait at once; it went on to sagefit_pipe_timeout (10
+// minutes by default), past the time SageMaker gives before its SIGKILL.
+func TestPipeWaitEndsOnStop(t *testing.T) {
+	base := pipeJob(t, map[string]string{"epochs": "1", "sagefit_pipe_timeout": "5m"}, nil)
+	ctx, stop := context.WithCancelCause(context.Background())
+	go func() {
+		time.Sleep(3 * time.Second)
+		stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+	}()
+	start := time.Now()
+	code := runtime.Main(ctx, runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+	if code == 0 || strings.TrimSpace(string(reason)) != "Training stopped: stopped by SIGTERM." {
+		t.Errorf("exit %d, failure %q", code, reason)
+	}
+	if took := time.Since(start); took > 2*time.Minute {
+		t.Errorf("the job ended %v after it started, with a stop at 3 s", took.Round(time.Second))
+	}
 }
 
 // TestFastFileModeTrainsLikeFileMode: FastFile channels are files fetched on

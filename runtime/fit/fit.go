@@ -320,7 +320,14 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		}
 	}
 	opts := f.batchOptions(c)
-	ds, done, err := c.Epoch(ctx, epoch-1)
+	open := ctx
+	if c.Streams() {
+		// Waiting for the next Pipe stream (up to sagefit_pipe_timeout,
+		// 10 minutes by default) must end on a stop: SageMaker kills the
+		// job a while after its SIGTERM.
+		open = f.stop
+	}
+	ds, done, err := c.Epoch(open)
 	if err != nil {
 		return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 	}

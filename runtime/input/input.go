@@ -32,10 +32,15 @@ type Channel struct {
 	specs  []model.TensorSpec
 	close  func()
 
-	// Pipe mode: epoch e's FIFO (fifo(e)) carries one .npy array per
-	// tensor of pipeNames, in that order.
+	// Pipe mode: the n-th read's FIFO (fifo(n), from 0) carries one .npy
+	// array per tensor of pipeNames, in that order. SageMaker makes each
+	// FIFO once the one before it has been read, so they are counted by
+	// reads, not by epoch: a validation channel read every other epoch,
+	// or training that starts at initial_epoch or a checkpoint, reads _0
+	// first.
 	pipe      bool
-	fifo      func(epoch int) string
+	fifo      func(n int) string
+	reads     int
 	pipeNames []string
 	pipeOpts  data.PipeOptions
 
@@ -49,19 +54,25 @@ type Channel struct {
 // Close releases the channel's files.
 func (c *Channel) Close() { c.close() }
 
-// Epoch returns the dataset of an epoch (0-based) and a func to call when
-// done with it.
-func (c *Channel) Epoch(ctx context.Context, epoch int) (*data.Dataset, func(), error) {
+// Epoch returns the dataset of the channel's next pass and a func to call
+// when done with it: its files, or in Pipe mode the next FIFO's stream,
+// read (spooled) before it returns; ctx ends that wait (a stop).
+func (c *Channel) Epoch(ctx context.Context) (*data.Dataset, func(), error) {
 	if !c.pipe {
 		return c.ds, func() {}, nil
 	}
 	if err := os.MkdirAll(c.pipeOpts.SpoolDir, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("pipe spool dir: %w", err)
 	}
-	fifo := c.fifo(epoch)
+	fifo := c.fifo(c.reads)
+	c.reads++
 	ds, err := data.OpenPipeEpoch(ctx, fifo, c.pipeNames, c.pipeOpts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
+	}
+	if ds.Len() == 0 { // as a File mode channel of empty arrays
+		ds.Close()
+		return nil, nil, fmt.Errorf("channel %q (Pipe mode): the stream of %s holds no rows, and model.fit refuses empty data too", c.Name, filepath.Base(fifo))
 	}
 	for _, spec := range c.specs {
 		if err := CheckFits(ds.Array(spec.Name), spec); err != nil {
@@ -129,6 +140,10 @@ func checkWeightSet(have []string, meta *model.Metadata, where string) error {
 	}
 	return nil
 }
+
+// Streams reports whether the channel is read in Pipe mode: a FIFO per
+// pass, whose wait a stop must end.
+func (c *Channel) Streams() bool { return c.pipe }
 
 // Examples is the channel's row count, or -1 when it streams (Pipe mode).
 func (c *Channel) Examples() int {
@@ -200,7 +215,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q and the stream's %s cannot both weigh the rows, as in Keras; keep one", c.Name, job.HPClassWeight, model.SampleWeight)
 		}
 		cd.pipe, cd.pipeNames, cd.pipeOpts = true, pipeNames, o.Pipe
-		cd.fifo = func(epoch int) string { return paths.PipeFIFO(c.Name, epoch) }
+		cd.fifo = func(n int) string { return paths.PipeFIFO(c.Name, n) }
 		return cd, nil
 	}
 	chOpts := []data.ChannelOption{data.WithContentType(c.ContentType), data.WithSpoolDir(o.Pipe.SpoolDir), data.WithOptional(append([]string{model.SampleWeight}, meta.PerOutputWeights()...)...)}

@@ -62,3 +62,16 @@ func TestWriteFailureCannotCreate(t *testing.T) {
 		t.Errorf("WriteFailure under a file = %v, want an error that is not fs.ErrExist", err)
 	}
 }
+
+// Reason makes one sentence: a capital, one closing mark (a question kept
+// as it is: "was it truncated?." was written before).
+func TestReasonEndsOnce(t *testing.T) {
+	for in, want := range map[string]string{
+		"channel \"training\": was it truncated or replaced during training?": "Channel \"training\": was it truncated or replaced during training?",
+		"hyperparameter \"x\" must be set":                                    "Hyperparameter \"x\" must be set.",
+	} {
+		if got := Reason(errors.New(in)); got != want {
+			t.Errorf("Reason(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
