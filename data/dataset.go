@@ -487,7 +487,7 @@ func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o B
 			full := bb.full[name]
 			t := full[:len(full)/o.BatchSize*bb.b.Rows]
 			if err := d.sources[name].Gather(t, dtypes[name], bb.rows); err != nil {
-				it.setErr(fmt.Errorf("epoch %d step %d: %w", epoch, step, err))
+				it.setErr(fmt.Errorf("batch %d: %w", step+1, err)) // the loop names the epoch, counted from 1 as this is
 				return
 			}
 			bb.b.Tensors[name] = t

@@ -329,8 +329,10 @@ func TestEpochErrors(t *testing.T) {
 	bad, _ := newDataset(map[string]rowSource{"x": idSource{n: 10, per: 2, fail: boom}})
 	it = bad.Epoch(context.Background(), 4, BatchOptions{BatchSize: 32, Prefetch: 2})
 	defer it.Close()
-	if _, err := it.Next(context.Background()); !errors.Is(err, boom) || !strings.Contains(err.Error(), "epoch 4 step 0") {
-		t.Errorf("gather failure: err = %v, want it wrapped with the epoch and step", err)
+	// The batch, counted from 1; the caller names the epoch (a 0-based one
+	// here read "Epoch 19: ...: epoch 18 step 714").
+	if _, err := it.Next(context.Background()); !errors.Is(err, boom) || err.Error() != "batch 1: disk on fire" {
+		t.Errorf("gather failure: err = %v, want it wrapped with the batch", err)
 	}
 	if _, err := it.Next(context.Background()); !errors.Is(err, boom) {
 		t.Errorf("second Next: err = %v, want the same error again", err)

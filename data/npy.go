@@ -276,7 +276,7 @@ func (a *Array) Gather(dst []byte, dstType DType, rows []int) (err error) {
 			if _, ok := r.(interface{ Addr() uintptr }); !ok {
 				panic(r)
 			}
-			err = fmt.Errorf("%s: reading the mapped file failed (%v); was it truncated or replaced during training?", a.path, r)
+			err = fmt.Errorf("%s: reading the mapped file failed: the file was cut short or replaced during training", a.path)
 		}
 	}()
 	if a.closed {

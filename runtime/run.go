@@ -246,8 +246,12 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %d examples, batch %d, %d epochs\n",
-		env.CurrentHost, env.Rank, len(env.Hosts), j.ModelDir, j.TrainChannel.Name, train.Examples(), j.BatchSize, j.Epochs)
+	examples := fmt.Sprintf("%d examples", train.Examples())
+	if train.Streams() {
+		examples = "examples streamed each epoch (Pipe mode)"
+	}
+	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %s, batch %d, %d epochs\n",
+		env.CurrentHost, env.Rank, len(env.Hosts), j.ModelDir, j.TrainChannel.Name, examples, j.BatchSize, j.Epochs)
 
 	cbs, err := callbacks.New(meta.Callbacks, callbacks.Options{
 		OutputDataDir: env.OutputDataDir, TensorBoardDir: env.Paths.TensorBoardDir(),
