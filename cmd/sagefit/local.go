@@ -134,16 +134,6 @@ func local(args []string, stdout, stderr io.Writer) int {
 		}
 		base = dir
 	}
-	// A base dir used again: a reason an earlier run left must not stand
-	// beside this run's success (the job itself keeps the first reason it
-	// finds, as SageMaker shows the first failure).
-	if *hosts > 1 || *image != "" {
-		for i := 1; i <= *hosts; i++ {
-			os.Remove(filepath.Join(base, fmt.Sprintf("algo-%d", i), "output", "failure"))
-		}
-	} else {
-		os.Remove(sagemaker.Paths{Base: base}.FailureFile())
-	}
 	spec := sagemaker.LocalSpec{
 		Channels:        channels,
 		Hyperparameters: hps,

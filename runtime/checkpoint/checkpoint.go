@@ -121,10 +121,9 @@ func Write(dir string, st State, vars []model.Variable, best []byte, hist *repor
 	}
 	// What a killed writer left half-written: only this process writes
 	// here, and SageMaker would upload these with the checkpoints.
-	if stale, _ := filepath.Glob(filepath.Join(dir, ".tmp-ckpt-*")); len(stale) > 0 {
-		for _, p := range stale {
-			os.RemoveAll(p)
-		}
+	stale, _ := filepath.Glob(filepath.Join(dir, ".tmp-"+prefix+"*")) // Write's own temporary names
+	for _, p := range stale {
+		os.RemoveAll(p)
 	}
 	return final, nil
 }

@@ -94,8 +94,8 @@ func Containers(n int, base string, spec sagemaker.LocalSpec, img Image, stdout,
 	}()
 
 	var out sync.Mutex // one line at a time from all hosts
-	var wg sync.WaitGroup
 	var cmds []*osexec.Cmd
+	outs := make([][]*prefixWriter, n) // each host's stdout and stderr, with several hosts
 	for i, h := range hosts {
 		cmd := osexec.Command(docker, runArgs(job, h, bases[i], spec, img)...)
 		// The signals are ours to pass on (below), once; a Ctrl-C on the
@@ -104,14 +104,8 @@ func Containers(n int, base string, spec sagemaker.LocalSpec, img Image, stdout,
 		if n == 1 {
 			cmd.Stdout, cmd.Stderr = stdout, stderr
 		} else {
-			po, _ := cmd.StdoutPipe()
-			pe, _ := cmd.StderrPipe()
-			for _, p := range []struct {
-				r io.Reader
-				w io.Writer
-			}{{po, stdout}, {pe, stderr}} {
-				wg.Go(func() { prefixLines(p.r, p.w, h, &out) })
-			}
+			outs[i] = []*prefixWriter{{w: stdout, prefix: h, mu: &out}, {w: stderr, prefix: h, mu: &out}}
+			cmd.Stdout, cmd.Stderr = outs[i][0], outs[i][1]
 		}
 		if err := cmd.Start(); err != nil {
 			for _, c := range cmds {
@@ -129,10 +123,17 @@ func Containers(n int, base string, spec sagemaker.LocalSpec, img Image, stdout,
 	}
 	stop := forwardStops(cmds)
 	defer stop()
-	wg.Wait()
+	// Every host's output first, then the reports.
+	errs := make([]error, len(cmds))
+	for i, cmd := range cmds {
+		errs[i] = cmd.Wait()
+		for _, w := range outs[i] {
+			w.flush()
+		}
+	}
 	code := 0
 	for i, cmd := range cmds {
-		err := cmd.Wait()
+		err := errs[i]
 		c := cmd.ProcessState.ExitCode()
 		if n == 1 {
 			if err != nil && c < 0 {
@@ -246,31 +247,37 @@ func forwardStops(cmds []*osexec.Cmd) func() {
 	}
 }
 
-// prefixLines copies r to w a line at a time, each line after "[host] ".
-func prefixLines(r io.Reader, w io.Writer, host string, mu *sync.Mutex) {
-	buf := make([]byte, 0, 64<<10)
-	chunk := make([]byte, 32<<10)
+// prefixWriter writes a host's output to w a whole line at a time, each
+// marked with the host's name, one writer at a time (mu).
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+	mu     *sync.Mutex
+	buf    []byte // an unfinished line
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
 	for {
-		n, err := r.Read(chunk)
-		buf = append(buf, chunk[:n]...)
-		for {
-			i := bytes.IndexByte(buf, '\n')
-			if i < 0 {
-				break
-			}
-			mu.Lock()
-			fmt.Fprintf(w, "[%s] %s\n", host, buf[:i])
-			mu.Unlock()
-			buf = buf[i+1:]
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
 		}
-		if err != nil {
-			if len(buf) > 0 {
-				mu.Lock()
-				fmt.Fprintf(w, "[%s] %s\n", host, buf)
-				mu.Unlock()
-			}
-			return
-		}
+		fmt.Fprintf(p.w, "[%s] %s\n", p.prefix, p.buf[:i])
+		p.buf = p.buf[i+1:]
+	}
+	return len(b), nil
+}
+
+// flush writes an unfinished last line.
+func (p *prefixWriter) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) > 0 {
+		fmt.Fprintf(p.w, "[%s] %s\n", p.prefix, p.buf)
+		p.buf = nil
 	}
 }
 

@@ -1,7 +1,6 @@
 package launch
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -174,40 +173,6 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 	return code
 }
 
-// prefixWriter writes a host's output to w a whole line at a time, each
-// marked with the host's name, one writer at a time (mu).
-type prefixWriter struct {
-	w      io.Writer
-	prefix string
-	mu     *sync.Mutex
-	buf    []byte // an unfinished line
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.buf = append(p.buf, b...)
-	for {
-		i := bytes.IndexByte(p.buf, '\n')
-		if i < 0 {
-			break
-		}
-		fmt.Fprintf(p.w, "[%s] %s\n", p.prefix, p.buf[:i])
-		p.buf = p.buf[i+1:]
-	}
-	return len(b), nil
-}
-
-// flush writes an unfinished last line.
-func (p *prefixWriter) flush() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.buf) > 0 {
-		fmt.Fprintf(p.w, "[%s] %s\n", p.prefix, p.buf)
-		p.buf = nil
-	}
-}
-
 // outputWaitDelay bounds how long a host's output is waited for after the
 // host has exited.
 const outputWaitDelay = 5 * time.Second
@@ -221,15 +186,11 @@ const (
 	hostStopGrace  = 10 * time.Second
 )
 
-// peerTimeout is the job's sagefit_peer_timeout as the hosts read it (Go
-// durations or seconds), or its default.
+// peerTimeout is the job's sagefit_peer_timeout as the hosts read it, or
+// its default (a value they refuse fails them before any wait matters).
 func peerTimeout(hps map[string]string) time.Duration {
-	v := strings.Trim(strings.TrimSpace(hps[job.HPPeerTimeout]), `"`)
-	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+	if d, ok := sagemaker.DurationText(hps[job.HPPeerTimeout]); ok && d > 0 {
 		return d
-	}
-	if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && f < 1e9 {
-		return time.Duration(f * float64(time.Second))
 	}
 	return job.DefaultPeerTimeout
 }

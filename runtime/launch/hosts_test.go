@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/sagefit/sagefit/runtime/job"
 )
 
 // TestHostSocketsHoldThePort: the sockets of a local job's hosts are bound
@@ -68,5 +71,22 @@ func TestHostSocketsHoldThePort(t *testing.T) {
 	c.Close()
 	if _, _, err := HostSockets(256); err == nil {
 		t.Error("256 hosts given sockets; 127.0.0.x stops at 255")
+	}
+}
+
+// The launcher reads the peer timeout as the hosts read it (the job's own
+// duration parser), so it waits for them as long as they wait for a peer.
+func TestPeerTimeoutReadAsTheHostsReadIt(t *testing.T) {
+	for text, want := range map[string]time.Duration{
+		"30s": 30 * time.Second, "90": 90 * time.Second, `"1m"`: time.Minute, "0.5": 500 * time.Millisecond,
+		"": job.DefaultPeerTimeout, "soon": job.DefaultPeerTimeout, "-5s": job.DefaultPeerTimeout,
+	} {
+		hps := map[string]string{}
+		if text != "" {
+			hps[job.HPPeerTimeout] = text
+		}
+		if got := peerTimeout(hps); got != want {
+			t.Errorf("peerTimeout(%q) = %v, want %v", text, got, want)
+		}
 	}
 }

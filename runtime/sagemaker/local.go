@@ -47,8 +47,10 @@ func CheckChannelName(name string) error {
 // WriteLocal lays out base as SageMaker would for spec: the three config
 // files of input/config in SageMaker's shapes, a link input/data/<name> for
 // each channel, and the empty folders model, output and output/data. It
-// replaces config files and links from an earlier run; it does not remove
-// anything else.
+// replaces config files and links from an earlier run, and removes its
+// failure file (a reason that must not stand beside this run's success;
+// the job itself keeps the first reason it finds, as SageMaker shows the
+// first failure); it does not remove anything else.
 func WriteLocal(base string, spec LocalSpec) error {
 	p := Paths{Base: base}
 	hosts := spec.Hosts
@@ -100,6 +102,9 @@ func WriteLocal(base string, spec LocalSpec) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("local job: %w", err)
 		}
+	}
+	if err := os.Remove(p.FailureFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("local job: %w", err)
 	}
 	files := []struct {
 		name string

@@ -222,3 +222,22 @@ func TestWriteLocalErrors(t *testing.T) {
 func replaceBase(s, base string) string {
 	return filepath.FromSlash(strings.ReplaceAll(s, "{base}", filepath.ToSlash(base)))
 }
+
+// A base dir laid out again loses the failure file an earlier run left
+// (every launcher of sagefit local lays out its hosts' base dirs here).
+func TestWriteLocalClearsAnEarlierFailure(t *testing.T) {
+	base := t.TempDir()
+	p := Paths{Base: base}
+	if err := os.MkdirAll(filepath.Dir(p.FailureFile()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.FailureFile(), []byte("An earlier run failed.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteLocal(base, LocalSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p.FailureFile()); !os.IsNotExist(err) {
+		t.Errorf("the earlier failure file is still there (%v)", err)
+	}
+}
