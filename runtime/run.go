@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -153,7 +154,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		return nil, err
 	}
 	if env.Rank == 0 {
-		for _, why := range append(env.Overrides, j.Unused(len(env.Hosts))...) { // env.Hosts: every training process
+		for _, why := range slices.Concat(env.Overrides, j.Unused(len(env.Hosts))) { // env.Hosts: every training process
 			fmt.Fprintf(o.Stderr, "sagefit: warning: %s\n", why)
 		}
 	}
@@ -287,15 +288,14 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		return nil, err
 	}
 	res.PlotPath = filepath.Join(env.OutputDataDir, plotFile)
+	plot := ", loss curve to " + res.PlotPath
 	if err := report.WriteLossPlot(hist, res.PlotPath); err != nil {
 		// The model and the history are written; a picture of the history
 		// does not fail the job.
 		fmt.Fprintf(o.Stderr, "sagefit: warning: no loss curve: %v\n", err)
-		res.PlotPath = ""
-		fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s\n", res.ModelDir, res.HistoryPath)
-		return res, nil
+		res.PlotPath, plot = "", ""
 	}
-	fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s, loss curve to %s\n", res.ModelDir, res.HistoryPath, res.PlotPath)
+	fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s%s\n", res.ModelDir, res.HistoryPath, plot)
 	return res, nil
 }
 
