@@ -54,7 +54,7 @@ func local(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("local", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modelDir := fs.String("model", "", "training SavedModel written by sagefit.export, a folder or s3://bucket/prefix (becomes the \"model\" channel)")
-	output := fs.String("output", "", "SageMaker base dir to create (model/, output/ land there); or s3://bucket/prefix: upload model.tar.gz and output.tar.gz to <prefix>/<job-name>/output/ as SageMaker does, from a temporary base dir; default: a new temporary folder")
+	output := fs.String("output", "", "SageMaker base dir to create (model/, output/ land there; an earlier run's are emptied first, as every SageMaker job starts with them empty; checkpoints/ stays); or s3://bucket/prefix: upload model.tar.gz and output.tar.gz to <prefix>/<job-name>/output/ as SageMaker does, from a temporary base dir; default: a new temporary folder")
 	instance := fs.String("instance-type", "local", "instance type to report in resourceconfig.json")
 	hosts := fs.Int("hosts", 1, "simulate a job of N hosts: N processes on 127.0.0.1..N, one base dir each under --output")
 	jobName := fs.String("job-name", "", "training job name (TRAINING_JOB_NAME; names the S3 output folder); default with an s3:// --output: sagefit-local-<timestamp>")
@@ -139,6 +139,7 @@ func local(args []string, stdout, stderr io.Writer) int {
 		Hyperparameters: hps,
 		InputModes:      modes,
 		InstanceType:    *instance,
+		Log:             stderr,
 	}
 	run := func() int {
 		if *image != "" {

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/sagefit/sagefit/internal/hostlist"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
+
+	"github.com/sagefit/sagefit/internal/hostlist"
 )
 
 // LocalSpec describes a job for `sagefit local`: what SageMaker would have
@@ -29,6 +32,9 @@ type LocalSpec struct {
 	Distributions   map[string]string // channel -> FullyReplicated (default) or ShardedByS3Key
 	ContentTypes    map[string]string // channel -> ContentType; left out when empty
 	InstanceType    string            // default "local", as the SageMaker SDK's local mode
+	// Log gets a line naming what an earlier run left in model/ and output/
+	// and this layout removed; nil: nothing is said.
+	Log io.Writer
 }
 
 // channelName is what SageMaker accepts as a channel name.
@@ -50,7 +56,10 @@ func CheckChannelName(name string) error {
 // replaces config files and links from an earlier run, and removes its
 // failure file (a reason that must not stand beside this run's success;
 // the job itself keeps the first reason it finds, as SageMaker shows the
-// first failure); it does not remove anything else.
+// first failure). SageMaker starts every job with model and output empty,
+// so WriteLocal empties them in a base dir an earlier run laid out (a model
+// or history left there would read as this run's, beside this run's
+// failure) and refuses files there in one it did not; checkpoints stay.
 func WriteLocal(base string, spec LocalSpec) error {
 	p := Paths{Base: base}
 	hosts := spec.Hosts
@@ -98,6 +107,9 @@ func WriteLocal(base string, spec LocalSpec) error {
 		hps = map[string]string{}
 	}
 
+	if err := clearEarlierRun(p, spec.Channels, spec.Log); err != nil {
+		return err
+	}
 	for _, dir := range []string{p.ConfigDir(), p.DataDir(), p.ModelDir(), p.OutputDataDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("local job: %w", err)
@@ -166,4 +178,69 @@ func linkChannel(link, name, src string) error {
 		return fmt.Errorf("channel %q: %w", name, err)
 	}
 	return nil
+}
+
+// clearEarlierRun empties model and output of a base dir whose config an
+// earlier run wrote, naming what it removed in log. It refuses to when a
+// channel's folder is inside one of them (or holds one: the data would go
+// with them), and when a base dir it did not lay out has files there.
+func clearEarlierRun(p Paths, channels map[string]string, log io.Writer) error {
+	var left []string // entries of model and output, as base-relative paths
+	for _, dir := range []string{p.ModelDir(), p.OutputDir()} {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("local job: %w", err)
+		}
+		for _, e := range entries {
+			if filepath.Join(dir, e.Name()) == p.FailureFile() {
+				continue // removed in any base dir
+			}
+			left = append(left, filepath.Join(filepath.Base(dir), e.Name()))
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(channels)) {
+		for _, dir := range []string{p.ModelDir(), p.OutputDir()} {
+			if overlaps(channels[name], dir) {
+				return fmt.Errorf("channel %q: its folder %s overlaps %s, which a job starts with empty and writes its own results to; copy the data elsewhere or use another base folder", name, channels[name], dir)
+			}
+		}
+	}
+	if _, err := os.Stat(p.config(ResourceConfigFile)); err != nil {
+		return fmt.Errorf("%s already holds %s and is not a base folder of an earlier local run (no %s); use an empty or new base folder", p.Base, strings.Join(left, ", "), p.config(ResourceConfigFile))
+	}
+	for _, rel := range left {
+		if err := os.RemoveAll(filepath.Join(p.Base, rel)); err != nil {
+			return fmt.Errorf("local job: empty the earlier run's %s: %w", rel, err)
+		}
+	}
+	if log != nil {
+		fmt.Fprintf(log, "sagefit local: removed what an earlier run left in %s: %s (a job starts with model and output empty)\n", p.Base, strings.Join(left, ", "))
+	}
+	return nil
+}
+
+// overlaps says whether one of the folders a and b is inside the other (or
+// is the other), links resolved.
+func overlaps(a, b string) bool {
+	inside := func(child, parent string) bool {
+		rel, err := filepath.Rel(parent, child)
+		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	}
+	ra, rb := resolved(a), resolved(b)
+	return inside(ra, rb) || inside(rb, ra)
+}
+
+// resolved is path absolute with its links followed, as far as it exists.
+func resolved(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		return r
+	}
+	return abs
 }

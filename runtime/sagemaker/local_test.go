@@ -241,3 +241,89 @@ func TestWriteLocalClearsAnEarlierFailure(t *testing.T) {
 		t.Errorf("the earlier failure file is still there (%v)", err)
 	}
 }
+
+// A base dir laid out again starts, as every SageMaker job does, with model
+// and output empty: what an earlier run wrote there is removed and named,
+// and the checkpoints stay for a resume.
+func TestWriteLocalEmptiesAnEarlierRunsResults(t *testing.T) {
+	base := t.TempDir()
+	p := Paths{Base: base}
+	if err := WriteLocal(base, LocalSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	earlier := []string{
+		filepath.Join(p.ModelDir(), "1", "saved_model.pb"),
+		filepath.Join(p.OutputDataDir(), "history.json"),
+		filepath.Join(p.TensorBoardDir(), "train", "events"),
+		filepath.Join(p.DefaultCheckpointDir(), "ckpt-1.index"),
+	}
+	for _, f := range earlier {
+		mkdirs(t, filepath.Dir(f))
+		if err := os.WriteFile(f, []byte("earlier"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var log strings.Builder
+	if err := WriteLocal(base, LocalSpec{Log: &log}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range earlier[:3] {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s is still there (%v)", f, err)
+		}
+	}
+	if _, err := os.Stat(earlier[3]); err != nil {
+		t.Errorf("the checkpoint is gone: %v", err)
+	}
+	for _, dir := range []string{p.ModelDir(), p.OutputDataDir()} {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			t.Errorf("%s is not laid out again (%v)", dir, err)
+		}
+	}
+	want := "sagefit local: removed what an earlier run left in " + base + ": " +
+		filepath.Join("model", "1") + ", " + filepath.Join("output", "data") + ", " + filepath.Join("output", "tensorboard") +
+		" (a job starts with model and output empty)\n"
+	if log.String() != want {
+		t.Errorf("log = %q, want %q", log.String(), want)
+	}
+}
+
+// Files in model or output of a folder no local run laid out, or a channel
+// inside what would be emptied, are refused, and nothing is removed.
+func TestWriteLocalKeepsWhatItDidNotWrite(t *testing.T) {
+	t.Run("not a base dir", func(t *testing.T) {
+		base := t.TempDir()
+		mine := filepath.Join(base, "model", "keras.weights.h5")
+		mkdirs(t, filepath.Dir(mine))
+		if err := os.WriteFile(mine, []byte("mine"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := WriteLocal(base, LocalSpec{})
+		want := base + " already holds " + filepath.Join("model", "keras.weights.h5") + " and is not a base folder of an earlier local run (no " +
+			filepath.Join(base, "input", "config", "resourceconfig.json") + "); use an empty or new base folder"
+		if err == nil || err.Error() != want {
+			t.Errorf("WriteLocal error = %v, want %s", err, want)
+		}
+		if _, err := os.Stat(mine); err != nil {
+			t.Errorf("the file is gone: %v", err)
+		}
+	})
+	t.Run("channel inside the model folder", func(t *testing.T) {
+		base := t.TempDir()
+		p := Paths{Base: base}
+		if err := WriteLocal(base, LocalSpec{}); err != nil {
+			t.Fatal(err)
+		}
+		written := filepath.Join(p.ModelDir(), "1")
+		mkdirs(t, written)
+		err := WriteLocal(base, LocalSpec{Channels: map[string]string{"model": written}})
+		want := `channel "model": its folder ` + written + " overlaps " + p.ModelDir() +
+			", which a job starts with empty and writes its own results to; copy the data elsewhere or use another base folder"
+		if err == nil || err.Error() != want {
+			t.Errorf("WriteLocal error = %v, want %s", err, want)
+		}
+		if _, err := os.Stat(written); err != nil {
+			t.Errorf("the channel's folder is gone: %v", err)
+		}
+	})
+}
