@@ -123,7 +123,7 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 	// other instances: its peers see it gone within their peer timeout and
 	// end with their own reason; one that does not (stopped, hung) is
 	// stopped here after that, so the launcher never waits forever.
-	grace := peerTimeout(spec.Hyperparameters) + hostFailMargin
+	grace := peerTimeout(filepath.Join(base, hosts[0]), os.Environ()) + hostFailMargin
 	var failTimer, killTimer <-chan time.Time
 	code := 0
 	for left := n; left > 0; {
@@ -186,10 +186,16 @@ const (
 	hostStopGrace  = 10 * time.Second
 )
 
-// peerTimeout is the job's sagefit_peer_timeout as the hosts read it, or
-// its default (a value they refuse fails them before any wait matters).
-func peerTimeout(hps map[string]string) time.Duration {
-	if d, ok := sagemaker.DurationText(hps[job.HPPeerTimeout]); ok && d > 0 {
+// peerTimeout is the job's sagefit_peer_timeout as a host with this base
+// dir and environment reads it (hyperparameters.json, or an SM_HP_
+// variable the hosts inherit), or its default (a value they refuse fails
+// them before any wait matters).
+func peerTimeout(hostBase string, environ []string) time.Duration {
+	env, err := sagemaker.Load(hostBase, environ)
+	if err != nil {
+		return job.DefaultPeerTimeout
+	}
+	if d, err := env.Duration(job.HPPeerTimeout, job.DefaultPeerTimeout); err == nil && d > 0 {
 		return d
 	}
 	return job.DefaultPeerTimeout

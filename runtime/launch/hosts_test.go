@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/runtime/job"
+	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
 // TestHostSocketsHoldThePort: the sockets of a local job's hosts are bound
@@ -85,8 +86,21 @@ func TestPeerTimeoutReadAsTheHostsReadIt(t *testing.T) {
 		if text != "" {
 			hps[job.HPPeerTimeout] = text
 		}
-		if got := peerTimeout(hps); got != want {
-			t.Errorf("peerTimeout(%q) = %v, want %v", text, got, want)
+		base := t.TempDir()
+		if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Hyperparameters: hps}); err != nil {
+			t.Fatal(err)
 		}
+		if got := peerTimeout(base, nil); got != want {
+			t.Errorf("peerTimeout with %q = %v, want %v", text, got, want)
+		}
+	}
+	// An SM_HP_ variable the hosts inherit wins over hyperparameters.json,
+	// for the launcher as for them.
+	base := t.TempDir()
+	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Hyperparameters: map[string]string{job.HPPeerTimeout: "30s"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := peerTimeout(base, []string{"SM_HP_SAGEFIT_PEER_TIMEOUT=300s"}); got != 300*time.Second {
+		t.Errorf("peerTimeout with SM_HP_SAGEFIT_PEER_TIMEOUT=300s = %v, want 5m0s", got)
 	}
 }

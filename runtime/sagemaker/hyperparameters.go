@@ -186,13 +186,6 @@ func (e *Env) Duration(name string, def time.Duration) (time.Duration, error) {
 	return def, hpError(name, `a duration such as "90s" or a number of seconds`, raw)
 }
 
-// DurationText reads a duration hyperparameter's text as the job reads it
-// (Env.Duration), for a launcher that has the text but no job: false when
-// it is not one.
-func DurationText(text string) (time.Duration, bool) {
-	return duration(decodeHyperparameter(text))
-}
-
 // duration reads a decoded hyperparameter as a duration: a Go duration, or
 // a number of seconds.
 func duration(v any) (time.Duration, bool) {
