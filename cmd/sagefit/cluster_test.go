@@ -472,6 +472,39 @@ func TestCtrlCStopsHostsOnce(t *testing.T) {
 	noTrace(t, l.stderr.String())
 }
 
+// TestKilledHostSupervisorIsNotCalledAStop: a host's supervising process
+// (sagefit_processes_per_host=2) killed mid-training passes its death on to
+// its workers as SIGTERM (Pdeathsig); they stop the job cleanly, and the
+// host's failure file, which the dead supervisor can no longer write, says
+// why instead of reading as a stop someone asked for.
+func TestKilledHostSupervisorIsNotCalledAStop(t *testing.T) {
+	l := launchTwoHosts(t, false, "epochs=100000", "sagefit_processes_per_host=2", "sagefit_peer_timeout=10s")
+	supervisor := l.host(t, "algo-2")
+	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	l.wait(t, 90*time.Second, "algo-2's supervisor was killed")
+	if code := l.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Errorf("exit code 0 after a host's supervisor was killed")
+	}
+	want := fmt.Sprintf("The host's sagefit process (pid %d) ended while its training processes ran, which stops them (SIGTERM): Training stopped (stopped by SIGTERM) at epoch ", supervisor)
+	var reason string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if reason = l.failure("algo-2"); reason != "" {
+			break
+		}
+	}
+	if !strings.HasPrefix(reason, want) {
+		t.Errorf("algo-2's failure %q does not begin %q\n%s", reason, want, l.stderr.String())
+	}
+	// algo-1's workers both stopped; its reason is worker 0's, which names
+	// the checkpoint rank 0 wrote, not worker 1's, which cannot.
+	if reason := l.failure("algo-1"); !strings.Contains(reason, "another host of the job was stopped") || !strings.Contains(reason, "checkpoint written to") {
+		t.Errorf("algo-1's failure %q is not rank 0's stop with its checkpoint", reason)
+	}
+	noTrace(t, l.stderr.String())
+}
+
 // TestSIGTERMWhileJoiningIsAStop: a host stopped (SIGTERM: a stop, a spot
 // interruption) while it waits for the others to join says so; it said
 // "no handshake within the connect timeout: context canceled".

@@ -365,18 +365,20 @@ func Processes(ctx context.Context, o Spec, env *sagemaker.Env, p int) error {
 }
 
 // jobReason picks the host's failure reason from its workers': after a
-// stop, worker 0's (rank 0 of the host writes the checkpoint, and its
-// reason says where); otherwise the first worker to fail, in its own words,
-// or, if it left none (killed, by the OOM killer say), how it ended.
+// stop (this host's, or another's that the first worker to end reports),
+// worker 0's (rank 0 of the host writes the checkpoint, and its reason
+// says where); otherwise the first worker to fail, in its own words, or,
+// if it left none (killed, by the OOM killer say), how it ended.
 func jobReason(first int, firstErr error, stopped bool, reasonFile func(int) string, host string, p int) string {
 	read := func(k int) string {
 		b, _ := os.ReadFile(reasonFile(k))
 		return strings.TrimSpace(string(b))
 	}
-	if r := read(0); stopped && r != "" {
-		return r
+	r := read(first)
+	if r0 := read(0); r0 != "" && (stopped || sagemaker.IsStop(r)) {
+		return r0
 	}
-	if r := read(first); r != "" {
+	if r != "" {
 		return r
 	}
 	return sagemaker.Reason(fmt.Errorf("training process %d of %d on host %s (%s) ended without a reason: %v",

@@ -46,6 +46,15 @@ func WriteFailure(path, reason string) error {
 	return nil
 }
 
+// stopPrefix begins the reason of a job that stopped on request, whether
+// Reason wrote it or the fit loop's own sentence ("training stopped (...)
+// at epoch ...", capitalised).
+const stopPrefix = "Training stopped"
+
+// IsStop says whether a failure reason is a stop (SIGTERM, SIGINT, or
+// another host's), not a failure of its own.
+func IsStop(reason string) bool { return strings.HasPrefix(reason, stopPrefix) }
+
 // Reason turns an error into the one sentence a user reads as the job's
 // FailureReason: a leading word capitalised (not a leading path or quoted
 // name), a full stop at the end. An error in the chain that states its own
@@ -60,7 +69,7 @@ func Reason(err error) string {
 	case errors.As(err, &own):
 		msg = own.FailureReason()
 	case errors.As(err, &sig):
-		return "Training stopped: " + sig.Error() + "."
+		return stopPrefix + ": " + sig.Error() + "."
 	}
 	if msg == "" {
 		return "Training failed."

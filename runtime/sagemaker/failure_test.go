@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -72,6 +73,21 @@ func TestReasonEndsOnce(t *testing.T) {
 	} {
 		if got := Reason(errors.New(in)); got != want {
 			t.Errorf("Reason(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// IsStop tells a stop's reason, as Reason writes it for a signal and for the
+// fit loop's clean stop, from a failure's.
+func TestIsStop(t *testing.T) {
+	for err, want := range map[error]bool{
+		&StopSignal{Signal: syscall.SIGTERM}:                                              true,
+		errors.New("training stopped (stopped by SIGTERM) at epoch 3 step 2"):             true,
+		errors.New("training failed at epoch 3: loss is NaN"):                             false,
+		errors.New("channel \"training\": was it truncated or replaced during training?"): false,
+	} {
+		if got := IsStop(Reason(err)); got != want {
+			t.Errorf("IsStop(%q) = %v, want %v", Reason(err), got, want)
 		}
 	}
 }
