@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"maps"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -190,7 +192,28 @@ type Metadata struct {
 	// sample_weight_<output> per output. Empty in exports that predate
 	// them (one sample_weight).
 	SampleWeights []TensorSpec `json:"sample_weights,omitempty"`
+	// JITCompile says the step functions were exported XLA-compiled
+	// (jit_compile=True); the graph carries it, so nothing reads it but
+	// `sagefit inspect`.
+	JITCompile bool `json:"jit_compile,omitempty"`
+
+	// Unknown names the top-level keys this sagefit does not read (an
+	// export by a newer Python package), for a warning: not dropped in
+	// silence.
+	Unknown []string `json:"-"`
 }
+
+// metadataKeys are the top-level keys Metadata reads.
+var metadataKeys = func() []string {
+	var keys []string
+	t := reflect.TypeFor[Metadata]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}()
 
 // WeightSpecs are the weighted steps' weight feeds (see SampleWeights).
 func (m *Metadata) WeightSpecs() []TensorSpec {
@@ -250,8 +273,16 @@ func ReadMetadata(dir string) (*Metadata, error) {
 		return nil, err
 	}
 	var m Metadata
+	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("%s is not valid JSON: %v", path, err)
+	}
+	if err := json.Unmarshal(raw, &top); err == nil {
+		for _, key := range slices.Sorted(maps.Keys(top)) {
+			if !slices.Contains(metadataKeys, key) {
+				m.Unknown = append(m.Unknown, key)
+			}
+		}
 	}
 	if m.Format != Format {
 		return nil, fmt.Errorf("%s is %w: %s has format %q, want %q", dir, ErrNotTrainingModel, MetadataFile, m.Format, Format)

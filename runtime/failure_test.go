@@ -279,3 +279,37 @@ func TestExistingFailureFileIsKept(t *testing.T) {
 		t.Errorf("failure file overwritten: %q", got)
 	}
 }
+
+// Metadata this sagefit does not read (an export by a newer Python
+// package) trains, with a warning that names it, not in silence.
+func TestUnknownMetadataIsNamed(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "64", "--no-fit", "--no-validation")
+	dir := filepath.Join(t.TempDir(), "model")
+	fixture.CopyTree(t, filepath.Join(fx, "model"), dir)
+	path := filepath.Join(dir, "assets.extra", "sagefit.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		t.Fatal(err)
+	}
+	meta["mixed_precision_policy"] = "mixed_float16"
+	raw, _ = json.Marshal(meta)
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := localJob(t, fx, map[string]string{"epochs": "1"}, map[string]string{"model": dir, "training": filepath.Join(fx, "train")})
+	_, _, stderr := trainJob(t, base)
+	want := "sagefit: warning: " + filepath.Join(base, "input", "data", "model", "assets.extra", "sagefit.json") +
+		" has metadata this sagefit does not read (mixed_precision_policy): the model was exported by a newer sagefit Python package than this image's"
+	if !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+	// What this exporter writes, this runtime reads: no warning.
+	_, _, stderr = trainJob(t, localJob(t, fx, map[string]string{"epochs": "1"}, map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}))
+	if strings.Contains(stderr.String(), "does not read") {
+		t.Errorf("the exporter's own metadata is named as unread:\n%s", stderr)
+	}
+}
