@@ -210,11 +210,19 @@ func (g *Group) Rank() int { return g.rank }
 // World is the number of hosts.
 func (g *Group) World() int { return g.world }
 
+// OpTimeout is the bound of the collectives that start from now on.
+func (g *Group) OpTimeout() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.o.opTimeout
+}
+
 // SetOpTimeout changes the bound of the collectives that start from now on
 // (see WithOpTimeout; d <= 0 means DefaultOpTimeout). It waits for a
 // collective in progress to end, and returns the bound it replaces. Join
 // uses it to give the barrier that ends rendezvous what is left of the
-// connect timeout; the fit loop, to wait for a checkpoint's write.
+// connect timeout; the fit loop, to wait for a checkpoint's write or a
+// late Pipe stream.
 func (g *Group) SetOpTimeout(d time.Duration) (previous time.Duration) {
 	if d <= 0 {
 		d = DefaultOpTimeout

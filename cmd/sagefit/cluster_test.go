@@ -848,3 +848,49 @@ func TestPipeModeOnTwoHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestLatePipeStreamIsWaitedFor: one host's Pipe stream for the second
+// epoch comes 8 s late, past the peer timeout (3 s) but within the pipe
+// timeout: the job waits for it, as one host does. Its peer's first
+// all-reduce of the epoch failed at the peer timeout, blaming the host.
+func TestLatePipeStreamIsWaitedFor(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "2", "batch_size": "16", "sagefit_peer_timeout": "3s", "sagefit_pipe_timeout": "60s"}
+	train := filepath.Join(fx, "train")
+	hosts := startJobWith(t, seedModels(fx, 2), []string{train, train}, hps, map[int]bool{0: true, 1: true}, "")
+	for _, h := range hosts {
+		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
+			Hosts: []string{"algo-1", "algo-2"}, CurrentHost: h.name, Hyperparameters: hps,
+			Channels:   map[string]string{"model": filepath.Join(fx, "model"), "training": train},
+			InputModes: map[string]string{"training": "Pipe"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for epoch := 0; epoch < 2; epoch++ {
+			fifo := filepath.Join(h.base, "input", "data", fmt.Sprintf("training_%d", epoch))
+			if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			delay := "0"
+			if h.name == "algo-2" && epoch == 1 {
+				delay = "8"
+			}
+			w := exec.Command("/bin/sh", "-c", `sleep "$1"; cat "$2" "$3" > "$4"`, "sh", delay,
+				filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
+			if err := w.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { w.Process.Kill(); w.Wait() })
+		}
+		h.start(t)
+	}
+	for _, h := range hosts {
+		if code, reason := h.wait(t, 120*time.Second); code != 0 {
+			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
+		}
+	}
+	if h := history(t, hosts[0].base); len(h["loss"]) != 2 {
+		t.Errorf("history has %d epochs, want 2", len(h["loss"]))
+	}
+}

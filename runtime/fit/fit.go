@@ -332,6 +332,11 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 	}
 	defer done()
+	if c.Streams() && f.Group != nil {
+		if err := f.awaitStreams(ctx); err != nil {
+			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+		}
+	}
 	full := ds.StepsPerEpoch(opts) // the batches of one pass over the data
 	if c.Sharded && f.Group != nil {
 		// Hosts hold different files: all run the longest host's steps, the
@@ -515,20 +520,36 @@ const checkpointWait = 30 * time.Minute
 // against the peer timeout (a 10 s peer timeout and a 15 s write failed the
 // job, each side blaming the other).
 func (f *Loop) awaitCheckpoint(ctx context.Context) error {
+	return f.barrier(ctx, checkpointWait, "wait for rank 0 to write the checkpoint")
+}
+
+// awaitStreams holds every process until each has opened its Pipe stream
+// for this pass, so that a stream late by less than sagefit_pipe_timeout
+// is waited for, as on one host, instead of failing its peers' first
+// all-reduce at the peer timeout; a host whose stream never comes fails at
+// its pipe timeout, naming the stream, before its peers stop waiting.
+func (f *Loop) awaitStreams(ctx context.Context) error {
+	return f.barrier(ctx, f.Job.PipeTimeout+f.Job.PeerTimeout, "wait for every host's Pipe stream")
+}
+
+// barrier is a collective of nothing that every process waits at for at
+// least wait (a longer peer timeout stays): for work one process does
+// while the others have none.
+func (f *Loop) barrier(ctx context.Context, wait time.Duration, what string) error {
 	if f.Group == nil {
 		return nil
 	}
 	if g, ok := f.Group.(interface {
+		OpTimeout() time.Duration
 		SetOpTimeout(time.Duration) time.Duration
 	}); ok {
-		peer := g.SetOpTimeout(checkpointWait)
-		if peer > checkpointWait { // a peer timeout raised above it stays
-			g.SetOpTimeout(peer)
+		if peer := g.OpTimeout(); peer < wait {
+			g.SetOpTimeout(wait)
+			defer g.SetOpTimeout(peer)
 		}
-		defer g.SetOpTimeout(peer)
 	}
 	if err := f.Group.AllReduceFloat64(ctx, make([]float64, 1)); err != nil {
-		return fmt.Errorf("wait for rank 0 to write the checkpoint: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
