@@ -894,3 +894,46 @@ func TestLatePipeStreamIsWaitedFor(t *testing.T) {
 		t.Errorf("history has %d epochs, want 2", len(h["loss"]))
 	}
 }
+
+// TestPipeStreamsOfDifferentRowsRefused: FullyReplicated Pipe streams that
+// hold different rows on the two hosts end the job with a sentence that
+// says so; the hosts failed on "every rank must call the same collectives"
+// once one ran out of steps before the other.
+func TestPipeStreamsOfDifferentRowsRefused(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "1", "batch_size": "16"}
+	train := filepath.Join(fx, "train")
+	hosts := startJobWith(t, seedModels(fx, 2), []string{train, train}, hps, map[int]bool{0: true, 1: true}, "")
+	py := fixture.Python(t)
+	for i, h := range hosts {
+		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
+			Hosts: []string{"algo-1", "algo-2"}, CurrentHost: h.name, Hyperparameters: hps,
+			Channels:   map[string]string{"model": filepath.Join(fx, "model"), "training": train},
+			InputModes: map[string]string{"training": "Pipe"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fifo := filepath.Join(h.base, "input", "data", "training_0")
+		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		w := exec.Command(py, "-c", `import io, sys, numpy as np
+n = int(sys.argv[3]); b = io.BytesIO()
+np.save(b, np.load(sys.argv[1])[:n]); np.save(b, np.load(sys.argv[2])[:n])
+open(sys.argv[4], "wb").write(b.getvalue())`,
+			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fmt.Sprint(300-100*i), fifo)
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Process.Kill(); w.Wait() })
+		h.start(t)
+	}
+	want := `Epoch 1: Pipe channel "training" streamed different rows to the hosts (algo-1 300, algo-2 200): a FullyReplicated channel must send every host the same data`
+	for _, h := range hosts {
+		code, reason := h.wait(t, 60*time.Second)
+		if code == 0 || !strings.HasPrefix(reason, want) {
+			t.Errorf("%s: exit %d, failure %q; want one beginning %q", h.name, code, reason, want)
+		}
+	}
+}

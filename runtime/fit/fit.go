@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"gonum.org/v1/gonum/blas/blas32"
@@ -333,7 +335,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 	}
 	defer done()
 	if c.Streams() && f.Group != nil {
-		if err := f.awaitStreams(ctx); err != nil {
+		if err := f.awaitStreams(ctx, c, ds.Len()); err != nil {
 			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 		}
 	}
@@ -520,7 +522,7 @@ const checkpointWait = 30 * time.Minute
 // against the peer timeout (a 10 s peer timeout and a 15 s write failed the
 // job, each side blaming the other).
 func (f *Loop) awaitCheckpoint(ctx context.Context) error {
-	return f.barrier(ctx, checkpointWait, "wait for rank 0 to write the checkpoint")
+	return f.barrier(ctx, checkpointWait, "wait for rank 0 to write the checkpoint", nil)
 }
 
 // awaitStreams holds every process until each has opened its Pipe stream
@@ -528,14 +530,34 @@ func (f *Loop) awaitCheckpoint(ctx context.Context) error {
 // is waited for, as on one host, instead of failing its peers' first
 // all-reduce at the peer timeout; a host whose stream never comes fails at
 // its pipe timeout, naming the stream, before its peers stop waiting.
-func (f *Loop) awaitStreams(ctx context.Context) error {
-	return f.barrier(ctx, f.Job.PipeTimeout+f.Job.PeerTimeout, "wait for every host's Pipe stream")
+// The hosts' row counts ride along: a FullyReplicated channel's streams
+// must hold the same rows (each host trains its share of them), or the
+// hosts would run different steps and fail on a mismatched collective.
+func (f *Loop) awaitStreams(ctx context.Context, c *input.Channel, rows int) error {
+	counts := make([]float64, f.world())
+	counts[f.rank()] = float64(rows)
+	if err := f.barrier(ctx, f.Job.PipeTimeout+f.Job.PeerTimeout, "wait for every host's Pipe stream", counts); err != nil {
+		return err
+	}
+	if c.Sharded || !slices.ContainsFunc(counts, func(n float64) bool { return n != counts[0] }) {
+		return nil
+	}
+	hosts := make([]string, len(counts))
+	for r, n := range counts {
+		name := fmt.Sprintf("rank %d", r)
+		if f.Job.Env != nil && len(f.Job.Env.Hosts) == len(counts) {
+			name = f.Job.Env.Hosts[r]
+		}
+		hosts[r] = fmt.Sprintf("%s %d", name, int(n))
+	}
+	return fmt.Errorf("Pipe channel %q streamed different rows to the hosts (%s): a FullyReplicated channel must send every host the same data, of which each trains its share; send the same stream to each, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
 }
 
-// barrier is a collective of nothing that every process waits at for at
-// least wait (a longer peer timeout stays): for work one process does
-// while the others have none.
-func (f *Loop) barrier(ctx context.Context, wait time.Duration, what string) error {
+// barrier is a collective that every process waits at for at least wait
+// (a longer peer timeout stays): for work one process does while the
+// others have none. It sums buf over the processes (none: a collective of
+// nothing).
+func (f *Loop) barrier(ctx context.Context, wait time.Duration, what string, buf []float64) error {
 	if f.Group == nil {
 		return nil
 	}
@@ -548,7 +570,10 @@ func (f *Loop) barrier(ctx context.Context, wait time.Duration, what string) err
 			defer g.SetOpTimeout(peer)
 		}
 	}
-	if err := f.Group.AllReduceFloat64(ctx, make([]float64, 1)); err != nil {
+	if buf == nil {
+		buf = make([]float64, 1)
+	}
+	if err := f.Group.AllReduceFloat64(ctx, buf); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
