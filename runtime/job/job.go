@@ -2,6 +2,7 @@ package job
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -91,6 +92,7 @@ type Job struct {
 	Env *sagemaker.Env
 
 	ModelDir     string // the training SavedModel to load
+	ModelChannel string // the channel it came from; empty when HPModelPath named it
 	TrainChannel sagemaker.Channel
 	ValChannel   *sagemaker.Channel // nil: no validation
 	TensorFiles  map[string]string
@@ -289,7 +291,7 @@ func New(env *sagemaker.Env) (*Job, error) {
 	if _, err := strconv.ParseUint(j.ModelVersion, 10, 64); err != nil {
 		return nil, fmt.Errorf("hyperparameter %q must be a whole number (TF Serving's version folder), got %q", HPModelVersion, j.ModelVersion)
 	}
-	if j.ModelDir, err = modelDir(env); err != nil {
+	if j.ModelDir, j.ModelChannel, err = modelDir(env); err != nil {
 		return nil, err
 	}
 	if j.TrainChannel, err = trainChannel(env); err != nil {
@@ -392,19 +394,23 @@ func validationFreq(env *sagemaker.Env) (int, []int, error) {
 // (e.g. baked into the image), else the model channel, where the SavedModel
 // may sit at the top or one folder down (as an unpacked model.tar.gz often
 // leaves it).
-func modelDir(env *sagemaker.Env) (string, error) {
+func modelDir(env *sagemaker.Env) (dir, channel string, err error) {
 	if p := env.String(HPModelPath, ""); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("hyperparameter %q names %s, which does not exist", HPModelPath, p)
+			return "", "", fmt.Errorf("hyperparameter %q names %s, which does not exist", HPModelPath, p)
 		}
-		return p, nil
+		return p, "", nil
 	}
 	name := env.String(HPModelChannel, defaultModelChan)
 	c, ok := env.Channels[name]
 	if !ok {
-		return "", fmt.Errorf("no training SavedModel: the job has no %q channel (channels: %v); add a %q channel holding the output of sagefit.export, or set hyperparameter %q to its path", name, env.ChannelNames(), name, HPModelPath)
+		return "", "", fmt.Errorf("no training SavedModel: the job has no %q channel (channels: %v); add a %q channel holding the output of sagefit.export, or set hyperparameter %q to its path", name, env.ChannelNames(), name, HPModelPath)
 	}
-	return findSavedModel(c.Dir)
+	if c.InputMode == sagemaker.Pipe {
+		return "", "", fmt.Errorf("the model channel %q is in Pipe mode, which streams records through a FIFO; sagefit loads the SavedModel from its files: give the channel File or FastFile mode", name)
+	}
+	dir, err = findSavedModel(c.Dir)
+	return dir, name, err
 }
 
 func findSavedModel(dir string) (string, error) {
@@ -483,6 +489,23 @@ func (j *Job) Unused(world int) []string {
 			if set(name) {
 				out = append(out, fmt.Sprintf("hyperparameter %q applies to Pipe mode channels, and the job has none", name))
 			}
+		}
+	}
+	read := map[string]string{j.TrainChannel.Name: "training data"}
+	if j.ValChannel != nil {
+		read[j.ValChannel.Name] = "validation data"
+	}
+	if j.ModelChannel != "" {
+		read[j.ModelChannel] = "the model"
+	}
+	var reads []string
+	for _, name := range slices.Sorted(maps.Keys(read)) {
+		reads = append(reads, fmt.Sprintf("%q (%s)", name, read[name]))
+	}
+	for _, name := range j.Env.ChannelNames() {
+		if _, ok := read[name]; !ok {
+			out = append(out, fmt.Sprintf("channel %q is not read: this job reads %s (hyperparameters %q and %q choose other channels); sagefit evaluates no test set after training: evaluate the model it writes",
+				name, strings.Join(reads, ", "), HPTrainChannel, HPValChannel))
 		}
 	}
 	if j.ValChannel != nil || j.ValidationSplit > 0 {

@@ -175,3 +175,51 @@ func TestModelArchiveIsNamed(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// A channel the job does not read (a test set for an evaluate after
+// training, a spare) is named, one sentence, with what the job reads.
+func TestUnreadChannelsAreNamed(t *testing.T) {
+	model := t.TempDir()
+	if err := os.WriteFile(filepath.Join(model, "saved_model.pb"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		channels []string
+		hps      map[string]string
+		want     string // "" : nothing named
+	}{
+		{[]string{"training", "validation"}, nil, ""},
+		{[]string{"training", "test"}, nil, `channel "test" is not read: this job reads "model" (the model), "training" (training data) (hyperparameters "sagefit_train_channel" and "sagefit_validation_channel" choose other channels); sagefit evaluates no test set after training: evaluate the model it writes`},
+		{[]string{"train", "training", "validation"}, nil, `channel "train" is not read: this job reads "model" (the model), "training" (training data), "validation" (validation data)`},
+		{[]string{"train", "eval"}, map[string]string{"sagefit_validation_channel": "eval"}, ""},
+	} {
+		channels := map[string]string{"model": model}
+		for _, name := range c.channels {
+			channels[name] = t.TempDir()
+		}
+		j, err := job.New(loadSpec(t, sagemaker.LocalSpec{Hyperparameters: c.hps, Channels: channels}))
+		if err != nil {
+			t.Fatalf("%v: %v", c.channels, err)
+		}
+		got := strings.Join(j.Unused(1), "\n")
+		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
+			t.Errorf("channels %v: named %q, want %q", c.channels, got, c.want)
+		}
+	}
+}
+
+// A model channel in Pipe mode, which SageMaker streams and does not lay
+// out as files, is refused; locally its folder was read and the mode
+// dropped without a word.
+func TestModelChannelInPipeModeRefused(t *testing.T) {
+	model := t.TempDir()
+	if err := os.WriteFile(filepath.Join(model, "saved_model.pb"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := job.New(loadSpec(t, sagemaker.LocalSpec{Channels: map[string]string{"model": model, "training": t.TempDir()},
+		InputModes: map[string]string{"model": "Pipe"}}))
+	want := `the model channel "model" is in Pipe mode, which streams records through a FIFO; sagefit loads the SavedModel from its files: give the channel File or FastFile mode`
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
+	}
+}
