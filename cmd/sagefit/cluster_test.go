@@ -805,38 +805,14 @@ func TestPipeModeOnTwoHosts(t *testing.T) {
 	fileRun := runLocal(t, fx, 2, "epochs=2", "batch_size=16", "seed=3")
 
 	train := filepath.Join(fx, "train")
-	hosts := startJobWith(t, seedModels(fx, 2), []string{train, train}, hps, map[int]bool{0: true, 1: true}, "")
-	var writers []*exec.Cmd
-	for _, h := range hosts {
-		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
-			Hosts: []string{"algo-1", "algo-2"}, CurrentHost: h.name, Hyperparameters: hps,
-			Channels:   map[string]string{"model": filepath.Join(fx, "model"), "training": train},
-			InputModes: map[string]string{"training": "Pipe"},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for epoch := 0; epoch < 2; epoch++ {
-			fifo := filepath.Join(h.base, "input", "data", fmt.Sprintf("training_%d", epoch))
-			if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			w := exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
-				filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
-			if err := w.Start(); err != nil {
-				t.Fatal(err)
-			}
-			writers = append(writers, w)
-		}
-		h.start(t)
-	}
+	hosts := startPipeHosts(t, fx, hps, 2, func(_ *host, _ int, fifo string) *exec.Cmd {
+		return exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
+			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
+	})
 	for _, h := range hosts {
 		if code, reason := h.wait(t, 90*time.Second); code != 0 {
 			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
 		}
-	}
-	for _, w := range writers {
-		w.Wait()
 	}
 	hp, hf := history(t, hosts[0].base), history(t, fileRun)
 	for k, want := range hf {
@@ -857,34 +833,14 @@ func TestLatePipeStreamIsWaitedFor(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
 	hps := map[string]string{"epochs": "2", "batch_size": "16", "sagefit_peer_timeout": "3s", "sagefit_pipe_timeout": "60s"}
 	train := filepath.Join(fx, "train")
-	hosts := startJobWith(t, seedModels(fx, 2), []string{train, train}, hps, map[int]bool{0: true, 1: true}, "")
-	for _, h := range hosts {
-		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
-			Hosts: []string{"algo-1", "algo-2"}, CurrentHost: h.name, Hyperparameters: hps,
-			Channels:   map[string]string{"model": filepath.Join(fx, "model"), "training": train},
-			InputModes: map[string]string{"training": "Pipe"},
-		})
-		if err != nil {
-			t.Fatal(err)
+	hosts := startPipeHosts(t, fx, hps, 2, func(h *host, epoch int, fifo string) *exec.Cmd {
+		delay := "0"
+		if h.name == "algo-2" && epoch == 1 {
+			delay = "8"
 		}
-		for epoch := 0; epoch < 2; epoch++ {
-			fifo := filepath.Join(h.base, "input", "data", fmt.Sprintf("training_%d", epoch))
-			if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			delay := "0"
-			if h.name == "algo-2" && epoch == 1 {
-				delay = "8"
-			}
-			w := exec.Command("/bin/sh", "-c", `sleep "$1"; cat "$2" "$3" > "$4"`, "sh", delay,
-				filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
-			if err := w.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { w.Process.Kill(); w.Wait() })
-		}
-		h.start(t)
-	}
+		return exec.Command("/bin/sh", "-c", `sleep "$1"; cat "$2" "$3" > "$4"`, "sh", delay,
+			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
+	})
 	for _, h := range hosts {
 		if code, reason := h.wait(t, 120*time.Second); code != 0 {
 			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
@@ -903,9 +859,33 @@ func TestPipeStreamsOfDifferentRowsRefused(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
 	hps := map[string]string{"epochs": "1", "batch_size": "16"}
 	train := filepath.Join(fx, "train")
-	hosts := startJobWith(t, seedModels(fx, 2), []string{train, train}, hps, map[int]bool{0: true, 1: true}, "")
 	py := fixture.Python(t)
-	for i, h := range hosts {
+	hosts := startPipeHosts(t, fx, hps, 1, func(h *host, _ int, fifo string) *exec.Cmd {
+		rows := map[string]string{"algo-1": "300", "algo-2": "200"}[h.name]
+		return exec.Command(py, "-c", `import io, sys, numpy as np
+n = int(sys.argv[3]); b = io.BytesIO()
+np.save(b, np.load(sys.argv[1])[:n]); np.save(b, np.load(sys.argv[2])[:n])
+open(sys.argv[4], "wb").write(b.getvalue())`,
+			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), rows, fifo)
+	})
+	want := `Epoch 1: Pipe channel "training" streamed different rows to the hosts (algo-1 300, algo-2 200): a FullyReplicated channel must send every host the same data`
+	for _, h := range hosts {
+		code, reason := h.wait(t, 60*time.Second)
+		if code == 0 || !strings.HasPrefix(reason, want) {
+			t.Errorf("%s: exit %d, failure %q; want one beginning %q", h.name, code, reason, want)
+		}
+	}
+}
+
+// startPipeHosts starts a two-host job on the seed fixture fx whose
+// training channel is in Pipe mode: for each host and each of its first
+// epochs, the FIFO training_<epoch> is fed by the process feed returns
+// (killed, if still running, when the test ends).
+func startPipeHosts(t *testing.T, fx string, hps map[string]string, epochs int, feed func(h *host, epoch int, fifo string) *exec.Cmd) []*host {
+	t.Helper()
+	train := filepath.Join(fx, "train")
+	hosts := startJobWith(t, seedModels(fx, 2), []string{train, train}, hps, map[int]bool{0: true, 1: true}, "")
+	for _, h := range hosts {
 		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
 			Hosts: []string{"algo-1", "algo-2"}, CurrentHost: h.name, Hyperparameters: hps,
 			Channels:   map[string]string{"model": filepath.Join(fx, "model"), "training": train},
@@ -914,26 +894,18 @@ func TestPipeStreamsOfDifferentRowsRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fifo := filepath.Join(h.base, "input", "data", "training_0")
-		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-			t.Fatal(err)
+		for epoch := range epochs {
+			fifo := filepath.Join(h.base, "input", "data", fmt.Sprintf("training_%d", epoch))
+			if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			w := feed(h, epoch, fifo)
+			if err := w.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { w.Process.Kill(); w.Wait() })
 		}
-		w := exec.Command(py, "-c", `import io, sys, numpy as np
-n = int(sys.argv[3]); b = io.BytesIO()
-np.save(b, np.load(sys.argv[1])[:n]); np.save(b, np.load(sys.argv[2])[:n])
-open(sys.argv[4], "wb").write(b.getvalue())`,
-			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fmt.Sprint(300-100*i), fifo)
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { w.Process.Kill(); w.Wait() })
 		h.start(t)
 	}
-	want := `Epoch 1: Pipe channel "training" streamed different rows to the hosts (algo-1 300, algo-2 200): a FullyReplicated channel must send every host the same data`
-	for _, h := range hosts {
-		code, reason := h.wait(t, 60*time.Second)
-		if code == 0 || !strings.HasPrefix(reason, want) {
-			t.Errorf("%s: exit %d, failure %q; want one beginning %q", h.name, code, reason, want)
-		}
-	}
+	return hosts
 }
