@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import warnings
 
 import numpy as np
@@ -166,16 +167,115 @@ def export(
         semantics and refuses any other (see the README).
 
     Returns the metadata dict written to ``assets.extra/sagefit.json``.
+
+    The export is written beside ``export_dir`` and moved into place when it
+    is whole: a refused or failed export leaves what was there as it was.
     """
     import tensorflow as tf
 
-    keras = _keras_for(model)
+    export_dir = os.fspath(export_dir)
     _check_compiled(model)
-    if os.path.exists(export_dir):
-        if not overwrite:
-            raise ExportError(f"{export_dir} exists; pass overwrite=True")
-        shutil.rmtree(export_dir)
+    replaces = _check_export_dir(export_dir, overwrite)
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        # fit takes one callback, or a CallbackList, as well as a list.
+        callbacks = list(getattr(callbacks, "callbacks", [callbacks]))
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    try:
+        staging = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(os.path.abspath(export_dir)) + ".tmp-")
+    except OSError as e:
+        raise ExportError(f"cannot write the export beside {export_dir}: {e.strerror or e}") from None
+    try:
+        written = os.path.join(staging, "model")
+        try:
+            meta = _export(model, written, tf, target_shapes, target_dtypes, callbacks)
+        except ExportError:
+            raise
+        except (ValueError, TypeError, tf.errors.OpError) as e:
+            # TensorFlow's tracing and writing errors run to dozens of lines;
+            # the sentence is their first.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ExportError(f"the model's steps could not be traced or saved: {first}") from None
+        if replaces:
+            shutil.rmtree(export_dir)
+        os.rename(written, export_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
 
+
+# What TensorFlow takes as a root name scope, which a saved variable's
+# name becomes.
+_TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+
+
+def _check_compile_options(model):
+    """Refuses, or names in a warning, what compile() was given that the
+    export cannot carry: nothing is dropped without a word."""
+    optimizer = model.optimizer
+    if getattr(optimizer, "use_ema", False):
+        raise ExportError(
+            f"the optimizer {type(optimizer).__name__} has use_ema=True: Keras's fit ends by copying "
+            "the weights' moving averages into the model (finalize_variable_values), which sagefit "
+            "does not do, so its model would differ from fit's; compile without use_ema"
+        )
+    steps = getattr(model, "steps_per_execution", None)
+    steps = getattr(model, "_steps_per_execution", steps)
+    steps = int(steps.numpy()) if hasattr(steps, "numpy") else steps
+    if isinstance(steps, int) and steps > 1:
+        warnings.warn(
+            f"sagefit: compile(steps_per_execution={steps}) is not carried into the export: sagefit "
+            "chooses its own steps per session call (hyperparameter steps_per_execution, default auto); "
+            "the numbers are the same either way",
+            stacklevel=3,
+        )
+    if getattr(model, "run_eagerly", False) or getattr(model, "_run_eagerly", False):
+        warnings.warn(
+            "sagefit: compile(run_eagerly=True) is not carried into the export: sagefit runs the "
+            "train and test steps as TensorFlow graphs, without Python",
+            stacklevel=3,
+        )
+
+
+def _check_export_dir(export_dir, overwrite):
+    """Refuses a place export cannot write or must not replace; returns
+    whether an earlier export (or an empty folder) is there to replace."""
+    if "://" in export_dir:
+        raise ExportError(
+            f"export_dir {export_dir} is not a local folder: export to one, then upload it "
+            "(aws s3 cp --recursive, or the SageMaker SDK's S3Uploader)"
+        )
+    if not os.path.lexists(export_dir):
+        return False
+    if not overwrite:
+        raise ExportError(f"{export_dir} exists; pass overwrite=True")
+    if not os.path.isdir(export_dir) or os.path.islink(export_dir):
+        raise ExportError(f"{export_dir} is not a folder; overwrite=True replaces an earlier export only")
+    here = os.path.realpath(os.getcwd())
+    target = os.path.realpath(export_dir)
+    if here == target or here.startswith(target + os.sep):
+        raise ExportError(f"{export_dir} is the current folder or holds it; export to a folder of its own")
+    entries = os.listdir(export_dir)
+    if entries and not _is_export(export_dir):
+        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ExportError(
+            f"{export_dir} holds files that are not a sagefit export ({shown}); overwrite=True "
+            "replaces an earlier export only: export to a new or empty folder"
+        )
+    return True
+
+
+def _is_export(path):
+    """Whether path holds a sagefit training SavedModel (its metadata)."""
+    try:
+        with open(os.path.join(path, contract.EXTRA_DIR, contract.METADATA_FILE)) as f:
+            return json.load(f).get("format") == contract.FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
+    """export's work, into export_dir (a path that does not exist yet)."""
+    keras = _keras_for(model)
     inputs = _input_tensors(model)
     out_names = _output_names(model)
     taken = set()
@@ -217,6 +317,14 @@ def export(
     _build(model, in_descs, tgt_descs, pack)
     # After the build: "auto" modes read the compiled metrics' directions.
     callback_specs = [_callback_spec(cb, model) for cb in (callbacks or [])]
+    _check_compile_options(model)
+    for v in _metric_variables(model):
+        if not _TF_NAME.fullmatch(_var_name(v)):
+            raise ExportError(
+                f"metric variable {_var_name(v)!r} cannot be saved: TensorFlow's names take letters, "
+                "digits and _ . - / only; rename the metric "
+                f"{_var_name(v).split('/')[0]!r} (its name= argument)"
+            )
 
     trainable = list(model.trainable_variables)
     for v in trainable:
@@ -752,6 +860,12 @@ def _callback_spec(cb, model):
                 "TensorBoard with histogram_freq, write_images or embeddings_freq: "
                 "sagefit writes scalar summaries only (every epoch, and every "
                 "update_freq batches); set those to their defaults"
+            )
+        if getattr(cb, "_start_batch", 0) or getattr(cb, "_stop_batch", 0) or getattr(cb, "write_steps_per_second", False):
+            raise ExportError(
+                "TensorBoard with profile_batch or write_steps_per_second: sagefit writes "
+                "scalar summaries of the metrics and the learning rate only (its own timing is "
+                "in output/data/timing.json); set those to their defaults"
             )
         freq = cb.update_freq
         if freq == "batch":

@@ -421,3 +421,73 @@ def test_custom_step_is_traced_whole_however_large(tmp_path, monkeypatch):
     sagefit.export(build(), str(tmp_path / "m"))
     matmuls = _matmuls_by_function(tmp_path / "m")
     assert matmuls.get("train_step", 0) > 0 and matmuls.get("step_gradients", 0) > 0, matmuls
+
+
+def test_overwrite_replaces_an_earlier_export_only(tmp_path, monkeypatch):
+    """overwrite=True deleted whatever folder it was given (the current
+    folder too), before the model was even checked."""
+    model = _seed_model()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(sagefit.ExportError, match=r"holds files that are not a sagefit export \(notes.txt\)"):
+        sagefit.export(model, str(mine), overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+    monkeypatch.chdir(mine)
+    with pytest.raises(sagefit.ExportError, match="is the current folder or holds it"):
+        sagefit.export(model, ".", overwrite=True)
+    assert (mine / "notes.txt").exists()
+
+    out = tmp_path / "m"
+    sagefit.export(model, str(out))
+    before = (out / contract.EXTRA_DIR / contract.METADATA_FILE).read_text()
+    # A refused export leaves the earlier one as it was.
+    with pytest.raises(sagefit.ExportError, match="LambdaCallback"):
+        sagefit.export(model, str(out), overwrite=True, callbacks=[keras.callbacks.LambdaCallback()])
+    assert (out / contract.EXTRA_DIR / contract.METADATA_FILE).read_text() == before
+    sagefit.export(model, str(out), overwrite=True)
+    assert (out / "saved_model.pb").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+
+    with pytest.raises(sagefit.ExportError, match="is not a local folder"):
+        sagefit.export(model, "s3://bucket/model")
+
+
+def test_compile_options_the_export_cannot_carry(tmp_path):
+    """use_ema is refused (fit's model ends with the moving averages);
+    steps_per_execution and run_eagerly are named; a metric whose name
+    TensorFlow cannot save is refused in a sentence, not TensorFlow's
+    40-line trace; one callback given alone is taken as fit takes it."""
+    model = _seed_model()
+    model.compile(keras.optimizers.Adam(use_ema=True), "binary_crossentropy")
+    with pytest.raises(sagefit.ExportError, match="use_ema=True: Keras's fit ends by copying"):
+        sagefit.export(model, str(tmp_path / "ema"))
+
+    model.compile("adam", "binary_crossentropy", steps_per_execution=8, run_eagerly=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sagefit.export(model, str(tmp_path / "spe"), callbacks=keras.callbacks.TerminateOnNaN())
+    said = " ".join(str(w.message) for w in caught)
+    assert "compile(steps_per_execution=8) is not carried" in said
+    assert "compile(run_eagerly=True) is not carried" in said
+    meta = json.loads((tmp_path / "spe" / contract.EXTRA_DIR / contract.METADATA_FILE).read_text())
+    assert [c["class"] for c in meta["callbacks"]] == ["TerminateOnNaN"]
+
+    model.compile("adam", "binary_crossentropy", metrics=[keras.metrics.BinaryAccuracy(name="my acc")])
+    with pytest.raises(sagefit.ExportError, match=r"metric variable 'my acc/.*' cannot be saved.*rename the metric 'my acc'"):
+        sagefit.export(model, str(tmp_path / "name"))
+
+    with pytest.raises(sagefit.ExportError, match="profile_batch or write_steps_per_second"):
+        sagefit.export(_seed_model(), str(tmp_path / "tb"), callbacks=[keras.callbacks.TensorBoard(profile_batch=2)])
+
+
+def test_tracing_errors_of_a_built_model_are_one_sentence(tmp_path):
+    """A model fitted once before its export (so already built) met a
+    wrong target shape in TensorFlow's 70-line trace."""
+    model = _seed_model()
+    model.fit(np.zeros((8, 10), np.float32), np.zeros((8, 1), np.float32), verbose=0)
+    with pytest.raises(sagefit.ExportError) as e:
+        sagefit.export(model, str(tmp_path / "m"), target_shapes=[(3,)])
+    assert "\n" not in str(e.value)
+    assert e.value.__suppress_context__ or e.value.__cause__ is not None
