@@ -185,6 +185,10 @@ type Metadata struct {
 	// contents, the variables read and assigned (checkpoints, a move) do
 	// not.
 	WrittenTables []string `json:"written_tables,omitempty"`
+	// LocalOptimizers names the optimizers besides the compiled one that a
+	// custom train step applies itself: with this process's own gradient,
+	// which sagefit does not all-reduce.
+	LocalOptimizers []string `json:"local_optimizers,omitempty"`
 	// Callbacks are the Keras callbacks given to sagefit.export, in order.
 	Callbacks []CallbackSpec `json:"callbacks,omitempty"`
 	// SampleWeights are the weighted steps' weight feeds after the

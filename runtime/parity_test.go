@@ -186,6 +186,9 @@ func TestKerasParity(t *testing.T) {
 	// metrics updated in the step), one that updates only the last layer,
 	// and one that keeps a count of its own in a tf.Variable.
 	families = append(families, "custom_step", "custom_step_partial", "custom_step_state")
+	// A custom step that applies a second optimizer of its own (one host:
+	// a multi-host job refuses it).
+	families = append(families, "custom_step_two_optimizers")
 	// A custom step as tf-keras's guides write it, its class defined
 	// outside tf_keras (as in a user's script).
 	families = append(families, fixture.LegacyKeras+"custom_step_keras2")

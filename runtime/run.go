@@ -207,6 +207,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		return nil, fmt.Errorf("layer %s uses BatchNormalization(synchronized=True), whose batch statistics would need an all-reduce inside every step, which sagefit does not do; on %d training processes each would normalize with its own share of the batch only: export the model with synchronized=False (sagefit averages the moving statistics over hosts) or train on one host",
 			strings.Join(meta.SynchronizedBatchNorm, ", "), len(env.Hosts))
 	}
+	if len(env.Hosts) > 1 && len(meta.LocalOptimizers) > 0 {
+		return nil, fmt.Errorf("the model's train_step applies optimizer %s itself, besides the compiled one: sagefit all-reduces the gradients it hands the compiled optimizer only, so on %d training processes each would update those variables with its own share of the batch and they would drift apart; hand all gradients to self.optimizer, or train on one process",
+			strings.Join(meta.LocalOptimizers, ", "), len(env.Hosts))
+	}
 	if len(meta.Unknown) > 0 && env.Rank == 0 {
 		fmt.Fprintf(o.Stderr, "sagefit: warning: %s has metadata this sagefit does not read (%s): the model was exported by a newer sagefit Python package than this image's, and what it asks for there is not done; use the matching image, or export with this image's version\n",
 			filepath.Join(j.ModelDir, model.ExtraDir, model.MetadataFile), strings.Join(meta.Unknown, ", "))

@@ -167,3 +167,23 @@ func TestSampleWeightsOnHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondOptimizerRefusedOnHosts: a custom train step that applies an
+// optimizer of its own besides the compiled one trains on one host (to
+// Keras's numbers: TestKerasParity), and a multi-host job refuses it in one
+// sentence: its updates would use each host's own gradient, and the hosts'
+// variables drift apart (predictions 0.06 off a one-host job, in silence).
+func TestSecondOptimizerRefusedOnHosts(t *testing.T) {
+	fx := fixture.Make(t, "custom_step_two_optimizers", "--rows", "64", "--no-fit", "--no-validation")
+	runLocal(t, fx, 1, "epochs=1")
+	out := t.TempDir()
+	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", out)
+	b, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a 2-host job with a second optimizer in its step trained:\n%s", b)
+	}
+	want := "The model's train_step applies optimizer head_optimizer itself, besides the compiled one"
+	if !strings.Contains(string(b), want) {
+		t.Errorf("the failure does not say %q:\n%s", want, b)
+	}
+}

@@ -208,6 +208,12 @@ def export(
 _TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
 
 
+def _is_optimizer(obj):
+    """Whether obj is a Keras (or tf-keras) optimizer."""
+    return any(c.__name__ in ("Optimizer", "BaseOptimizer") and c.__module__.split(".")[0] in ("keras", "tf_keras")
+               for c in type(obj).__mro__)
+
+
 def _check_compile_options(model):
     """Refuses, or names in a warning, what compile() was given that the
     export cannot carry: nothing is dropped without a word."""
@@ -405,9 +411,23 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # optimizer.apply_gradients(zip(grads, vars)); the Keras 3 guide's
     # custom step calls optimizer.apply(grads, vars). Traced once, called by
     # compute_gradients and, for a large model, by the train step.
+    # Optimizers of the model's own besides model.optimizer, which a custom
+    # step may apply itself (a GAN's second one): their updates use this
+    # process's gradient, so on several processes their variables would
+    # drift apart. Named in the metadata, for the runtime to refuse that.
+    others = [(n, o) for n, o in vars(model).items()
+              if o is not optimizer and _is_optimizer(o)]
+    local_optimizers = set()
+
     @tf.function(autograph=False)
     def step_gradients(*args):
         captured, calls = [], []
+        for name, other in others:
+            for method in ("apply", "apply_gradients"):
+                def counted(*a, _fn=getattr(other, method), _name=name, **k):
+                    local_optimizers.add(_name)
+                    return _fn(*a, **k)
+                setattr(other, method, counted)
 
         def capture_pairs(grads_and_vars, *a, **k):
             calls.append("apply_gradients")
@@ -427,6 +447,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         finally:
             del optimizer.apply_gradients
             del optimizer.apply
+            for _, other in others:
+                del other.apply, other.apply_gradients
         _check_applied(calls, captured, trainable)
         applied[:] = [v for _, v in captured]
         for g, v in captured:
@@ -710,6 +732,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         "optimizer": type(optimizer).__name__,
         "callbacks": callback_specs,
         "written_tables": written_tables,
+        "local_optimizers": sorted(local_optimizers),
         "synchronized_batch_norm": [
             layer.name for layer in _layers(model)
             if "BatchNormalization" in type(layer).__name__

@@ -279,6 +279,39 @@ def custom_step_table():
     return _custom_step_model(False, count_steps="table")
 
 
+def custom_step_two_optimizers():
+    """A custom train_step that applies a second optimizer of its own to the
+    last layer (as a GAN's step applies two): on one process it trains as
+    fit does; sagefit all-reduces only the compiled optimizer's gradients,
+    so it refuses it on several."""
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class TwoOptimizers(keras.Model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.head_optimizer = keras.optimizers.SGD(0.1)
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(y=y, y_pred=y_pred)
+            variables = self.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            self.optimizer.apply(gradients[:2], variables[:2])
+            self.head_optimizer.apply(gradients[2:], variables[2:])
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss)
+                else:
+                    metric.update_state(y, y_pred)
+            return {m.name: m.result() for m in self.metrics}
+
+    return _seed_shaped(keras, TwoOptimizers)
+
+
 def custom_step_keras2():
     """A custom train_step as tf-keras (Keras 2) guides write one
     (compiled_loss, optimizer.apply_gradients, compiled_metrics), its class
@@ -567,6 +600,7 @@ FAMILIES = {
     "custom_step_state": (custom_step_state, seed_data),
     "custom_step_table": (custom_step_table, seed_data),
     "custom_step_keras2": (custom_step_keras2, seed_data),
+    "custom_step_two_optimizers": (custom_step_two_optimizers, seed_data),
     "batch_norm": (batch_norm, batch_norm_data),
     "mobilenet_v2": (mobilenet_v2, mobilenet_v2_data),
     "batch_norm_synchronized": (batch_norm_synchronized, batch_norm_data),

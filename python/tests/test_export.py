@@ -491,3 +491,14 @@ def test_tracing_errors_of_a_built_model_are_one_sentence(tmp_path):
         sagefit.export(model, str(tmp_path / "m"), target_shapes=[(3,)])
     assert "\n" not in str(e.value)
     assert e.value.__suppress_context__ or e.value.__cause__ is not None
+
+
+def test_second_optimizer_in_a_custom_step_is_named(tmp_path):
+    """A custom step that applies an optimizer of its own besides the
+    compiled one is named in the metadata (the runtime refuses it on
+    several processes); Keras's own step names none."""
+    build, _ = FAMILIES["custom_step_two_optimizers"]
+    meta = sagefit.export(build(), str(tmp_path / "two"))
+    assert meta["local_optimizers"] == ["head_optimizer"]
+    assert len(meta["gradients"]) == 2  # the first layer's: the ones the compiled optimizer gets
+    assert sagefit.export(_seed_model(), str(tmp_path / "seed"))["local_optimizers"] == []
