@@ -96,6 +96,11 @@ const RoleTrainSteps = "train_steps"
 // step's tensors.
 const RoleApplyComputeGradients = "apply_compute_gradients"
 
+// RoleFinalizeVariables is the optimizer's last word on the weights once
+// fit's epochs end (finalize_variable_values: use_ema copies the moving
+// averages into them); exported only for an optimizer that has one.
+const RoleFinalizeVariables = "finalize_variables"
+
 // TensorSpec describes one input or target: its name in the Keras model, its
 // key in the signatures, dtype and shape (nil entries are unknown dims; the
 // first is the batch).
@@ -422,6 +427,9 @@ func (m *Metadata) Roles() []RoleTensors {
 	if m.Signatures[RoleApplyComputeGradients] != "" {
 		feeds := append(scalar(keyGradients, "float32"), weightedStep...)
 		roles = append(roles, RoleTensors{RoleApplyComputeGradients, feeds, append([]string{keyGradients}, m.Metrics...)})
+	}
+	if m.Signatures[RoleFinalizeVariables] != "" {
+		roles = append(roles, RoleTensors{RoleFinalizeVariables, nil, []string{keyOK}})
 	}
 	if m.LearningRateAssignable {
 		roles = append(roles, RoleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})

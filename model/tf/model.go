@@ -470,6 +470,17 @@ func (m *Model) ResetMetrics() error {
 	return err
 }
 
+// FinalizeVariables runs the optimizer's finalize_variable_values, as fit
+// does once its epochs end (use_ema: the moving averages become the
+// weights); nothing for a model exported without it.
+func (m *Model) FinalizeVariables() error {
+	if m.calls[model.RoleFinalizeVariables] == nil {
+		return nil
+	}
+	_, err := m.run(model.RoleFinalizeVariables, nil, nil)
+	return err
+}
+
 // MetricResults returns the metrics accumulated since the last reset.
 func (m *Model) MetricResults() ([]model.Metric, error) {
 	res, err := m.run(model.RoleMetricResults, nil, nil)

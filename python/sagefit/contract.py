@@ -33,6 +33,10 @@ TRAIN_STEPS = "sagefit_train_steps"
 # apply_gradients then compute_gradients (its weighted form when the steps
 # take weights) in one call.
 APPLY_COMPUTE_GRADIENTS = "sagefit_apply_compute_gradients"
+# The optimizer's last word on the weights once fit's epochs end
+# (finalize_variable_values: use_ema copies the moving averages into them);
+# only for an optimizer that has one.
+FINALIZE_VARIABLES = "sagefit_finalize_variables"
 
 # Tensor keys inside signatures.
 GRADIENTS = "gradients"
@@ -52,7 +56,7 @@ KIND_OPTIMIZER = "optimizer"  # the optimizer's
 KIND_STEP = "step"  # one a custom step uses that Keras does not track
 
 
-def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=True):
+def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=True, finalizes=False):
     """The roles and their signatures. A model whose steps take sample
     weights has them in the weighted form only (the runtime feeds ones to a
     batch without)."""
@@ -80,4 +84,6 @@ def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=
     if train_steps:
         roles["train_steps"] = TRAIN_STEPS
     roles["apply_compute_gradients"] = APPLY_COMPUTE_GRADIENTS
+    if finalizes:
+        roles["finalize_variables"] = FINALIZE_VARIABLES
     return roles

@@ -217,13 +217,6 @@ def _is_optimizer(obj):
 def _check_compile_options(model):
     """Refuses, or names in a warning, what compile() was given that the
     export cannot carry: nothing is dropped without a word."""
-    optimizer = model.optimizer
-    if getattr(optimizer, "use_ema", False):
-        raise ExportError(
-            f"the optimizer {type(optimizer).__name__} has use_ema=True: Keras's fit ends by copying "
-            "the weights' moving averages into the model (finalize_variable_values), which sagefit "
-            "does not do, so its model would differ from fit's; compile without use_ema"
-        )
     steps = getattr(model, "steps_per_execution", None)
     steps = getattr(model, "_steps_per_execution", steps)
     steps = int(steps.numpy()) if hasattr(steps, "numpy") else steps
@@ -633,6 +626,17 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
                                    train_step_fn if large else None)
         stacked = [tf.TensorSpec([None] + list(sp.shape), sp.dtype, name=sp.name) for sp in step_specs]
         add(contract.TRAIN_STEPS, xla(train_steps), stacked)
+    # fit ends, once its epochs are run, with the optimizer's
+    # finalize_variable_values (use_ema: the moving averages become the
+    # weights); the runtime calls this where fit calls that.
+    finalizes = bool(getattr(optimizer, "use_ema", False))
+    if finalizes:
+        @tf.function(input_signature=[], autograph=False)
+        def finalize_variables():
+            optimizer.finalize_variable_values(model.trainable_variables)
+            return {contract.OK: tf.constant(1, tf.int32)}
+
+        add(contract.FINALIZE_VARIABLES, _traced(finalize_variables))
     add(contract.RESET_METRICS, _traced(reset_metrics))
     add(contract.METRIC_RESULTS, _traced(metric_results))
     add(contract.METRIC_STATE, _traced(metric_state))
@@ -720,7 +724,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         "inputs": in_descs,
         "targets": tgt_descs,
         "outputs": out_names,
-        "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None),
+        "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None, finalizes),
         "jit_compile": jit,
         "sample_weights": weight_descs if weighted else [],
         "gradients": grads,

@@ -44,6 +44,16 @@ def seed_mlp():
     return model
 
 
+def seed_ema():
+    """The seed model with Adam keeping moving averages of the weights
+    (use_ema=True), which fit copies into the model at its end."""
+    keras = _keras()
+    model = seed_mlp()
+    model.compile(optimizer=keras.optimizers.Adam(use_ema=True, ema_momentum=0.9),
+                  loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def seed_xla():
     """The seed model compiled with jit_compile=True: fit runs the train
     step XLA-compiled, and so does sagefit."""
@@ -581,6 +591,7 @@ FAMILIES = {
     "seed_wide": (seed_wide, seed_data),
     "seed_weighted": (seed_weighted, seed_data),
     "seed_xla": (seed_xla, seed_data),
+    "seed_ema": (seed_ema, seed_data),
     "old_style_branch": (old_style_branch, seed_data),
     "cnn_xla": (cnn_xla, small_cnn_data),
     "wide": (wide, wide_data),

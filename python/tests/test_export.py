@@ -455,14 +455,16 @@ def test_overwrite_replaces_an_earlier_export_only(tmp_path, monkeypatch):
 
 
 def test_compile_options_the_export_cannot_carry(tmp_path):
-    """use_ema is refused (fit's model ends with the moving averages);
-    steps_per_execution and run_eagerly are named; a metric whose name
-    TensorFlow cannot save is refused in a sentence, not TensorFlow's
-    40-line trace; one callback given alone is taken as fit takes it."""
+    """use_ema exports the optimizer's finalize step (fit's model ends with
+    the moving averages: TestKerasParity/seed_ema); steps_per_execution and
+    run_eagerly are named; a metric whose name TensorFlow cannot save is
+    refused in a sentence, not TensorFlow's 40-line trace; one callback
+    given alone is taken as fit takes it."""
     model = _seed_model()
     model.compile(keras.optimizers.Adam(use_ema=True), "binary_crossentropy")
-    with pytest.raises(sagefit.ExportError, match="use_ema=True: Keras's fit ends by copying"):
-        sagefit.export(model, str(tmp_path / "ema"))
+    meta = sagefit.export(model, str(tmp_path / "ema"))
+    assert meta["signatures"]["finalize_variables"] == contract.FINALIZE_VARIABLES
+    assert "finalize_variables" not in sagefit.export(_seed_model(), str(tmp_path / "plain"))["signatures"]
 
     model.compile("adam", "binary_crossentropy", steps_per_execution=8, run_eagerly=True)
     with warnings.catch_warnings(record=True) as caught:

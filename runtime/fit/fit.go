@@ -253,6 +253,14 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			}
 		}
 	}
+	// As fit, before on_train_end (whose EarlyStopping may put the best
+	// epoch's weights back): use_ema's moving averages become the weights,
+	// on every process alike.
+	if fz, ok := f.Model.(Finalizer); ok {
+		if err := fz.FinalizeVariables(); err != nil {
+			return hist, fmt.Errorf("finalize the weights: %w", err)
+		}
+	}
 	if f.Callbacks != nil {
 		if err := f.Callbacks.TrainEnd(f.Model); err != nil {
 			return hist, err

@@ -75,6 +75,12 @@ type FusedApplier interface {
 	ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error)
 }
 
+// Finalizer is a Model whose optimizer has a last word on the weights once
+// the epochs end (Keras's finalize_variable_values); *tf.Model is one.
+type Finalizer interface {
+	FinalizeVariables() error
+}
+
 // Group is the set of the job's training processes;
 // *distributed.Group implements it. A nil Group is one process.
 type Group interface {
