@@ -847,6 +847,7 @@ def _callback_spec(cb, model):
             "baseline": None if cb.baseline is None else float(cb.baseline),
             "restore_best_weights": bool(cb.restore_best_weights),
             "start_from_epoch": int(getattr(cb, "start_from_epoch", 0)),
+            "verbose": int(getattr(cb, "verbose", 0)),
         }
     elif name == "ReduceLROnPlateau":
         if float(cb.factor) >= 1.0:
@@ -856,6 +857,7 @@ def _callback_spec(cb, model):
             "factor": float(cb.factor), "patience": int(cb.patience),
             "min_delta": abs(float(cb.min_delta)), "cooldown": int(cb.cooldown),
             "min_lr": float(cb.min_lr),
+            "verbose": int(getattr(cb, "verbose", 0)),
         }
     elif name == "TerminateOnNaN":
         config = {"raise_error": bool(getattr(cb, "raise_error", False))}

@@ -504,3 +504,11 @@ def test_second_optimizer_in_a_custom_step_is_named(tmp_path):
     assert meta["local_optimizers"] == ["head_optimizer"]
     assert len(meta["gradients"]) == 2  # the first layer's: the ones the compiled optimizer gets
     assert sagefit.export(_seed_model(), str(tmp_path / "seed"))["local_optimizers"] == []
+
+
+def test_callback_verbose_is_carried(tmp_path):
+    """verbose was dropped: an early stop went without Keras's line."""
+    meta = sagefit.export(_seed_model(), str(tmp_path / "m"), callbacks=[
+        keras.callbacks.EarlyStopping(monitor="loss", verbose=1),
+        keras.callbacks.ReduceLROnPlateau(monitor="loss")])
+    assert [c["config"]["verbose"] for c in meta["callbacks"]] == [1, 0]

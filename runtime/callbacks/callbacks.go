@@ -98,14 +98,19 @@ type Set struct {
 // (a file path sagefit chooses) is named in a note on o.Log.
 func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 	s := &Set{}
+	// Keras's verbose lines, once for the job: from the writing process.
+	var said io.Writer
+	if o.Writer {
+		said = o.Log
+	}
 	for _, spec := range specs {
 		var cb callback
 		var err error
 		switch spec.Class {
 		case "EarlyStopping":
-			cb, err = newEarlyStopping(spec.Config, s)
+			cb, err = newEarlyStopping(spec.Config, s, said)
 		case "ReduceLROnPlateau":
-			cb, err = newReduceLR(spec.Config)
+			cb, err = newReduceLR(spec.Config, said)
 		case "TerminateOnNaN":
 			cb, err = newTerminateOnNaN(spec.Config, o.Log)
 		case "CSVLogger":

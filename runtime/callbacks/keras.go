@@ -23,6 +23,7 @@ type earlyStopping struct {
 	Baseline           *float64 `json:"baseline"`
 	RestoreBestWeights bool     `json:"restore_best_weights"`
 	StartFromEpoch     int      `json:"start_from_epoch"`
+	Verbose            int      `json:"verbose"`
 
 	st struct {
 		Wait        int      `json:"wait"`
@@ -34,10 +35,11 @@ type earlyStopping struct {
 	kept   *bestWeights
 	set    *Set
 	warned bool
+	log    io.Writer // Keras's lines with verbose (the writing process's)
 }
 
-func newEarlyStopping(raw json.RawMessage, s *Set) (*earlyStopping, error) {
-	e := &earlyStopping{set: s}
+func newEarlyStopping(raw json.RawMessage, s *Set, log io.Writer) (*earlyStopping, error) {
+	e := &earlyStopping{set: s, log: log}
 	if err := decode(raw, e); err != nil {
 		return nil, err
 	}
@@ -87,7 +89,14 @@ func (e *earlyStopping) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 }
 
 func (e *earlyStopping) trainEnd(m Model) error {
+	say := e.Verbose > 0 && e.log != nil
+	if say && e.st.StoppedAt > 0 {
+		fmt.Fprintf(e.log, "Epoch %d: early stopping\n", e.st.StoppedAt+1)
+	}
 	if e.RestoreBestWeights && e.st.HaveWeights && e.kept.vars != nil {
+		if say {
+			fmt.Fprintf(e.log, "Restoring model weights from the end of the best epoch: %d.\n", e.st.BestEpoch+1)
+		}
 		return e.kept.restoreModelWeights(m)
 	}
 	return nil
@@ -104,6 +113,7 @@ type reduceLR struct {
 	Patience int     `json:"patience"`
 	Cooldown int     `json:"cooldown"`
 	MinLR    float64 `json:"min_lr"`
+	Verbose  int     `json:"verbose"`
 
 	st struct {
 		Best     *float64 `json:"best"`
@@ -111,10 +121,11 @@ type reduceLR struct {
 		Cooldown int      `json:"cooldown_counter"`
 	}
 	warned bool
+	log    io.Writer // Keras's line with verbose (the writing process's)
 }
 
-func newReduceLR(raw json.RawMessage) (*reduceLR, error) {
-	r := &reduceLR{}
+func newReduceLR(raw json.RawMessage, log io.Writer) (*reduceLR, error) {
+	r := &reduceLR{log: log}
 	if err := decode(raw, r); err != nil {
 		return nil, err
 	}
@@ -156,8 +167,12 @@ func (r *reduceLR) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 		return false, nil
 	}
 	if lr > float64(float32(r.MinLR)) {
-		if err := m.SetLearningRate(max(lr*r.Factor, r.MinLR)); err != nil {
+		newLR := max(lr*r.Factor, r.MinLR)
+		if err := m.SetLearningRate(newLR); err != nil {
 			return false, fmt.Errorf("ReduceLROnPlateau: %w", err)
+		}
+		if r.Verbose > 0 && r.log != nil {
+			fmt.Fprintf(r.log, "\nEpoch %d: ReduceLROnPlateau reducing learning rate to %s.\n", epoch+1, pyRepr(newLR))
 		}
 		r.st.Cooldown, r.st.Wait = r.Cooldown, 0
 	}

@@ -89,3 +89,37 @@ func (r rate) ReadVariables() ([]model.Variable, error) { return nil, nil }
 func (r rate) AssignVariables([]model.Variable) error   { return nil }
 func (r rate) LearningRate() (float64, error)           { return float64(r), nil }
 func (r rate) SetLearningRate(float64) error            { return nil }
+
+// verbose=1 prints Keras's lines: ReduceLROnPlateau's reduction and
+// EarlyStopping's stop, from the writing process only; the exporter dropped
+// verbose and an early stop went without a word.
+func TestVerboseCallbacksSayWhatKerasSays(t *testing.T) {
+	specs := []model.CallbackSpec{
+		{Class: "EarlyStopping", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "patience": 1, "verbose": 1}`)},
+		{Class: "ReduceLROnPlateau", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "factor": 0.5, "patience": 1, "verbose": 1}`)},
+	}
+	for _, writer := range []bool{true, false} {
+		var log bytes.Buffer
+		s, err := New(specs, Options{Writer: writer, Log: &log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopped := false
+		for epoch := 0; epoch < 5 && !stopped; epoch++ {
+			logs := Logs{{Name: "loss", Value: 0.5}}
+			if stopped, err = s.EpochEnd(epoch, &logs, rate(0.1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.TrainEnd(rate(0.1)); err != nil {
+			t.Fatal(err)
+		}
+		want := "\nEpoch 2: ReduceLROnPlateau reducing learning rate to 0.05.\nEpoch 2: early stopping\n"
+		if !writer {
+			want = ""
+		}
+		if log.String() != want {
+			t.Errorf("writer %v: logged %q, want %q", writer, log.String(), want)
+		}
+	}
+}
