@@ -114,7 +114,8 @@ def _input_tensors(model):
     if not inputs:
         raise ExportError(
             "the model has no known inputs; build it with keras.Input "
-            "(or an input_shape on its first layer) before sagefit.export"
+            "(or an input_shape on its first layer) before sagefit.export; a subclassed "
+            "model can be wrapped: inputs = keras.Input(shape); keras.Model(inputs, model(inputs))"
         )
     return list(inputs)
 
@@ -297,6 +298,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         dtype = "float32"
         if target_dtypes is not None:
             dtype = _per_output(target_dtypes, i, name)
+            try:
+                tf.as_dtype(dtype)
+            except TypeError:
+                raise ExportError(f"target_dtypes: {dtype!r} (output {name}) is not a TensorFlow dtype, such as \"float32\" or \"int64\"") from None
         tgt_descs.append(
             _tensor_desc(name, _spec_name("target_" + name, taken), shape, dtype)
         )
@@ -780,11 +785,6 @@ def _same_var(v, vs):
     return any(v is w for w in vs)
 
 
-_CALLBACK_ADVICE = (
-    "sagefit runs EarlyStopping, ReduceLROnPlateau, TerminateOnNaN, CSVLogger, "
-    "ModelCheckpoint(save_best_only=True) and TensorBoard; for a learning-rate "
-    "schedule give the optimizer a keras.optimizers.schedules schedule instead"
-)
 
 
 def _monitor_mode(cb, model):
@@ -838,7 +838,7 @@ def _callback_spec(cb, model):
         raise ExportError(
             f"callback {name} ({type(cb).__module__}.{type(cb).__qualname__}) is not Keras's own "
             f"{name} but a class of its own, whose code cannot run without Python: pass "
-            f"keras.callbacks.{name}, or leave it out ({_CALLBACK_ADVICE})"
+            f"keras.callbacks.{name}, or leave it out ({_callback_advice(name)})"
         )
     if name == "EarlyStopping":
         config = {
@@ -852,6 +852,12 @@ def _callback_spec(cb, model):
     elif name == "ReduceLROnPlateau":
         if float(cb.factor) >= 1.0:
             raise ExportError(f"ReduceLROnPlateau factor {cb.factor} must be below 1")
+        if _learning_rate_variable(model.optimizer) is None:
+            raise ExportError(
+                "ReduceLROnPlateau sets the optimizer's learning rate, and this optimizer's is a "
+                "schedule (or a function), which cannot be set: Keras fails at the first reduction; "
+                "give the optimizer a number, or leave the callback out"
+            )
         config = {
             "monitor": cb.monitor, "mode": _monitor_mode(cb, model),
             "factor": float(cb.factor), "patience": int(cb.patience),
@@ -901,8 +907,23 @@ def _callback_spec(cb, model):
             freq = 1
         config = {"log_dir": str(cb.log_dir), "update_freq": freq}
     else:
-        raise ExportError(f"callback {name} cannot run without Python: {_CALLBACK_ADVICE}")
+        raise ExportError(f"callback {name} cannot run without Python: {_callback_advice(name)}")
     return {"class": name, "config": config}
+
+
+# What sagefit does instead of a callback it cannot run, where it does.
+_INSTEAD = {
+    "LearningRateScheduler": "for a learning-rate schedule give the optimizer a keras.optimizers.schedules schedule instead",
+    "BackupAndRestore": "for resuming, sagefit checkpoints with the hyperparameters checkpoint and checkpoint_steps and resumes from them",
+    "History": "sagefit writes the history to output/data/history.json",
+    "ProgbarLogger": "sagefit prints Keras's progress and epoch lines itself",
+}
+
+
+def _callback_advice(name):
+    runs = ("sagefit runs EarlyStopping, ReduceLROnPlateau, TerminateOnNaN, CSVLogger, "
+            "ModelCheckpoint(save_best_only=True) and TensorBoard")
+    return runs + ("; " + _INSTEAD[name] if name in _INSTEAD else "")
 
 
 def _takes_sample_weights(model, train_step, test_step, specs):
@@ -1275,6 +1296,11 @@ def _build(model, in_descs, tgt_descs, pack):
             model.compiled_loss.build(y_pred)
             model.compiled_metrics.build(y_pred, ty)
     except Exception as e:  # noqa: BLE001 - reported as one sentence
-        raise ExportError(f"the model cannot be built from its inputs: {e}") from e
+        hint = ""
+        if "target" in str(e) and ("rank" in str(e) or "shape" in str(e)):
+            hint = ("; a loss that takes integer class labels, if its name does not say 'sparse', "
+                    "needs target_shapes=[()] (one per output)")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"the model cannot be built from its inputs: {first}{hint}") from None
     if not getattr(model.optimizer, "built", False):
         model.optimizer.build(model.trainable_variables)

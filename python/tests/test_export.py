@@ -512,3 +512,31 @@ def test_callback_verbose_is_carried(tmp_path):
         keras.callbacks.EarlyStopping(monitor="loss", verbose=1),
         keras.callbacks.ReduceLROnPlateau(monitor="loss")])
     assert [c["config"]["verbose"] for c in meta["callbacks"]] == [1, 0]
+
+
+def test_refusals_say_what_to_do(tmp_path):
+    """A probe's findings: ReduceLROnPlateau over a schedule failed only at
+    its first reduction; a refused callback got advice about schedules
+    whatever it was; a dtype that is not one met TensorFlow's TypeError; a
+    custom sparse loss was not told about target_shapes."""
+    model = _seed_model()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.9)
+    model.compile(keras.optimizers.Adam(schedule), "binary_crossentropy")
+    with pytest.raises(sagefit.ExportError, match="ReduceLROnPlateau sets the optimizer's learning rate, and this optimizer's is a schedule"):
+        sagefit.export(model, str(tmp_path / "a"), callbacks=[keras.callbacks.ReduceLROnPlateau()])
+    with pytest.raises(sagefit.ExportError, match="sagefit checkpoints with the hyperparameters checkpoint") as e:
+        sagefit.export(_seed_model(), str(tmp_path / "b"), callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "bk"))])
+    assert "schedule" not in str(e.value)
+    with pytest.raises(sagefit.ExportError, match="target_dtypes: 'floaty' .* is not a TensorFlow dtype"):
+        sagefit.export(_seed_model(), str(tmp_path / "c"), target_dtypes="floaty")
+
+    build, _ = FAMILIES["multiclass"]
+    model = build()
+
+    def my_ce(y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+    model.compile("adam", loss=my_ce)
+    with pytest.raises(sagefit.ExportError, match=r"needs target_shapes=\[\(\)\]"):
+        sagefit.export(model, str(tmp_path / "d"))
+    assert sagefit.export(model, str(tmp_path / "e"), target_shapes=[()])["targets"][0]["shape"] == [None]
