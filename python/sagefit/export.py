@@ -282,6 +282,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     in_descs = []
     for t in inputs:
         name = _layer_name(t) or f"input_{len(in_descs)}"
+        if getattr(t, "sparse", False) or getattr(t, "ragged", False):
+            warnings.warn(
+                f"sagefit: input {name} is {'sparse' if getattr(t, 'sparse', False) else 'ragged'} in Keras; "
+                "sagefit feeds it dense, from a .npy array of fixed shape per row",
+                stacklevel=3,
+            )
         shape = tuple(t.shape)
         in_descs.append(_tensor_desc(name, _spec_name(name, taken), shape, t.dtype))
 

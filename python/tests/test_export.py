@@ -540,3 +540,14 @@ def test_refusals_say_what_to_do(tmp_path):
     with pytest.raises(sagefit.ExportError, match=r"needs target_shapes=\[\(\)\]"):
         sagefit.export(model, str(tmp_path / "d"))
     assert sagefit.export(model, str(tmp_path / "e"), target_shapes=[()])["targets"][0]["shape"] == [None]
+
+
+def test_sparse_input_is_named(tmp_path):
+    """keras.Input(sparse=True) exported as a dense input without a word."""
+    inputs = keras.Input((10,), sparse=True)
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile("adam", "mse")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sagefit.export(model, str(tmp_path / "m"))
+    assert any("is sparse in Keras; sagefit feeds it dense" in str(w.message) for w in caught)
