@@ -182,6 +182,7 @@ def export(
         callbacks = list(getattr(callbacks, "callbacks", [callbacks]))
     parent = os.path.dirname(os.path.abspath(export_dir))
     try:
+        os.makedirs(parent, exist_ok=True)  # as the SavedModel writer makes the folders above
         staging = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(os.path.abspath(export_dir)) + ".tmp-")
     except OSError as e:
         raise ExportError(f"cannot write the export beside {export_dir}: {e.strerror or e}") from None

@@ -448,6 +448,8 @@ def test_overwrite_replaces_an_earlier_export_only(tmp_path, monkeypatch):
     assert (out / contract.EXTRA_DIR / contract.METADATA_FILE).read_text() == before
     sagefit.export(model, str(out), overwrite=True)
     assert (out / "saved_model.pb").exists()
+    sagefit.export(model, str(tmp_path / "new" / "folders" / "m"))  # made, as before
+    assert (tmp_path / "new" / "folders" / "m" / "saved_model.pb").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
 
     with pytest.raises(sagefit.ExportError, match="is not a local folder"):
