@@ -175,6 +175,8 @@ def export(
     import tensorflow as tf
 
     export_dir = os.fspath(export_dir)
+    if "://" not in export_dir:
+        export_dir = os.path.normpath(export_dir)  # "model/" is the folder "model", a link too
     _check_compiled(model)
     replaces = _check_export_dir(export_dir, overwrite)
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
@@ -195,11 +197,13 @@ def export(
         except (ValueError, TypeError, tf.errors.OpError) as e:
             # TensorFlow's tracing and writing errors run to dozens of lines;
             # the sentence is their first.
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExportError(f"the model's steps could not be traced or saved: {first}") from None
-        if replaces:
-            shutil.rmtree(export_dir)
-        os.rename(written, export_dir)
+            raise ExportError(f"the model's steps could not be traced or saved: {_cause(e)}") from None
+        try:
+            if replaces:
+                shutil.rmtree(export_dir)
+            os.rename(written, export_dir)
+        except OSError as e:
+            raise ExportError(f"cannot put the export in place at {export_dir}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return meta
@@ -208,6 +212,35 @@ def export(
 # What TensorFlow takes as a root name scope, which a saved variable's
 # name becomes.
 _TF_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+
+
+def _other_optimizers(model, compiled):
+    """The optimizers a custom step may apply besides the compiled one, by
+    the name that finds them: the model's attributes and its layers' (a
+    GAN's discriminator.optimizer), one level into lists and dicts, each
+    once."""
+    found, seen = [], {id(compiled), id(getattr(compiled, "inner_optimizer", None))}
+
+    def look(owner, prefix):
+        attrs = list(vars(owner).items())
+        items = [(attr, value) for attr, value in attrs]  # by their own name first
+        for attr, value in attrs:
+            if attr.startswith("_"):
+                continue  # the framework's own bookkeeping
+            if isinstance(value, (list, tuple)):
+                items += [(f"{attr}[{i}]", v) for i, v in enumerate(value)]
+            elif isinstance(value, dict):
+                items += [(f"{attr}[{k!r}]", v) for k, v in value.items()]
+        for name, obj in items:
+            if _is_optimizer(obj) and id(obj) not in seen:
+                seen.add(id(obj))
+                found.append((prefix + name, obj))
+
+    look(model, "")
+    layers = getattr(model, "_flatten_layers", None)
+    for layer in (layers(include_self=False) if layers else getattr(model, "layers", [])):
+        look(layer, layer.name + ".")
+    return found
 
 
 def _is_optimizer(obj):
@@ -237,6 +270,18 @@ def _check_compile_options(model):
         )
 
 
+def _cause(e):
+    """The line of an error that says what is wrong: Keras and TensorFlow
+    open theirs with where it happened ("Exception encountered when calling
+    Dense.call().", "in user code:", file lines) and close with arguments."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
+    for ln in lines:
+        if ln and not ln.startswith(("Exception encountered when calling", "in user code", "File ",
+                                     "Arguments received by", "•", "return ", "raise ")):
+            return ln
+    return type(e).__name__
+
+
 def _check_export_dir(export_dir, overwrite):
     """Refuses a place export cannot write or must not replace; returns
     whether an earlier export (or an empty folder) is there to replace."""
@@ -249,7 +294,9 @@ def _check_export_dir(export_dir, overwrite):
         return False
     if not overwrite:
         raise ExportError(f"{export_dir} exists; pass overwrite=True")
-    if not os.path.isdir(export_dir) or os.path.islink(export_dir):
+    if os.path.islink(export_dir):
+        raise ExportError(f"{export_dir} is a link; overwrite=True replaces an earlier export's folder only: give the folder itself")
+    if not os.path.isdir(export_dir):
         raise ExportError(f"{export_dir} is not a folder; overwrite=True replaces an earlier export only")
     here = os.path.realpath(os.getcwd())
     target = os.path.realpath(export_dir)
@@ -420,19 +467,13 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # step may apply itself (a GAN's second one): their updates use this
     # process's gradient, so on several processes their variables would
     # drift apart. Named in the metadata, for the runtime to refuse that.
-    others = [(n, o) for n, o in vars(model).items()
-              if o is not optimizer and _is_optimizer(o)]
+    others = _other_optimizers(model, optimizer)
     local_optimizers = set()
 
     @tf.function(autograph=False)
     def step_gradients(*args):
         captured, calls = [], []
-        for name, other in others:
-            for method in ("apply", "apply_gradients"):
-                def counted(*a, _fn=getattr(other, method), _name=name, **k):
-                    local_optimizers.add(_name)
-                    return _fn(*a, **k)
-                setattr(other, method, counted)
+        wrapped = []  # (optimizer, method) shadowed on the instance, to undo
 
         def capture_pairs(grads_and_vars, *a, **k):
             calls.append("apply_gradients")
@@ -445,15 +486,28 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
             captured.extend(zip(grads, tvars))
             return tf.constant(0, tf.int64)
 
-        # Shadow the methods while tracing.
+        # Shadow the methods while tracing: the compiled optimizer's
+        # captured, the others' counted and run (tf-keras's have no apply).
         optimizer.apply_gradients, optimizer.apply = capture_pairs, capture_apply
         try:
+            for name, other in others:
+                for method in ("apply", "apply_gradients"):
+                    fn = getattr(other, method, None)
+                    if fn is None:
+                        continue
+
+                    def counted(*a, _fn=fn, _name=name, **k):
+                        local_optimizers.add(_name)
+                        return _fn(*a, **k)
+
+                    setattr(other, method, counted)
+                    wrapped.append((other, method))
             logs = model.train_step(step_data(args))
         finally:
             del optimizer.apply_gradients
             del optimizer.apply
-            for _, other in others:
-                del other.apply, other.apply_gradients
+            for other, method in wrapped:
+                delattr(other, method)
         _check_applied(calls, captured, trainable)
         applied[:] = [v for _, v in captured]
         for g, v in captured:
@@ -641,7 +695,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # fit ends, once its epochs are run, with the optimizer's
     # finalize_variable_values (use_ema: the moving averages become the
     # weights); the runtime calls this where fit calls that.
-    finalizes = bool(getattr(optimizer, "use_ema", False))
+    finalizes = bool(getattr(optimizer, "use_ema", False)
+                     or getattr(getattr(optimizer, "inner_optimizer", None), "use_ema", False))
     if finalizes:
         @tf.function(input_signature=[], autograph=False)
         def finalize_variables():
@@ -1307,7 +1362,6 @@ def _build(model, in_descs, tgt_descs, pack):
         if "target" in str(e) and ("rank" in str(e) or "shape" in str(e)):
             hint = ("; a loss that takes integer class labels, if its name does not say 'sparse', "
                     "needs target_shapes=[()] (one per output)")
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"the model cannot be built from its inputs: {first}{hint}") from None
+        raise ExportError(f"the model cannot be built from its inputs: {_cause(e)}{hint}") from None
     if not getattr(model.optimizer, "built", False):
         model.optimizer.build(model.trainable_variables)

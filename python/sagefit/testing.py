@@ -310,8 +310,9 @@ def custom_step_two_optimizers():
                 loss = self.compute_loss(y=y, y_pred=y_pred)
             variables = self.trainable_variables
             gradients = tape.gradient(loss, variables)
-            self.optimizer.apply(gradients[:2], variables[:2])
-            self.head_optimizer.apply(gradients[2:], variables[2:])
+            # apply_gradients: tf-keras's optimizers have no apply.
+            self.optimizer.apply_gradients(zip(gradients[:2], variables[:2]))
+            self.head_optimizer.apply_gradients(zip(gradients[2:], variables[2:]))
             for metric in self.metrics:
                 if metric.name == "loss":
                     metric.update_state(loss)
