@@ -142,6 +142,21 @@ func WriteLocal(base string, spec LocalSpec) error {
 			return fmt.Errorf("local job: %w", err)
 		}
 	}
+	// An earlier run's channel that this one does not give would still be
+	// read (every folder under input/data is a channel): its link, or the
+	// empty folder a container's channel was mounted on, goes.
+	entries, err := os.ReadDir(p.DataDir())
+	if err != nil {
+		return fmt.Errorf("local job: %w", err)
+	}
+	for _, e := range entries {
+		if _, given := spec.Channels[e.Name()]; given {
+			continue
+		}
+		if e.Type()&fs.ModeSymlink != 0 || e.IsDir() {
+			_ = os.Remove(p.Channel(e.Name())) // a folder with files in it stays
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(spec.Channels)) {
 		if err := linkChannel(p.Channel(name), name, spec.Channels[name]); err != nil {
 			return err
@@ -165,10 +180,11 @@ func linkChannel(link, name, src string) error {
 		return fmt.Errorf("channel %q: %s is not a folder", name, abs)
 	}
 	if old, err := os.Lstat(link); err == nil {
-		if old.Mode()&fs.ModeSymlink == 0 {
+		// A link, or the empty folder a container's channel was mounted on.
+		if old.Mode()&fs.ModeSymlink == 0 && (!old.IsDir() || os.Remove(link) != nil) {
 			return fmt.Errorf("channel %q: %s is already there and is not a link; remove it or use another base folder", name, link)
 		}
-		if err := os.Remove(link); err != nil {
+		if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("channel %q: %w", name, err)
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -187,6 +203,10 @@ func linkChannel(link, name, src string) error {
 func clearEarlierRun(p Paths, channels map[string]string, log io.Writer) error {
 	var left []string // entries of model and output, as base-relative paths
 	for _, dir := range []string{p.ModelDir(), p.OutputDir()} {
+		if fi, err := os.Lstat(dir); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			// Emptying it would delete files outside the base dir.
+			return fmt.Errorf("%s is a link; a local job writes its results into a folder of its own there: remove the link or use another base folder", dir)
+		}
 		entries, err := os.ReadDir(dir)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("local job: %w", err)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -201,7 +202,12 @@ func TestWriteLocalErrors(t *testing.T) {
 		{name: "source is a file", spec: LocalSpec{Channels: map[string]string{"train": file}},
 			want: `channel "train": ` + file + ` is not a folder`},
 		{name: "real folder in the way", spec: LocalSpec{Channels: map[string]string{"train": src}},
-			setup: func(base string) { mkdirs(t, Paths{Base: base}.Channel("train")) },
+			setup: func(base string) { // with data in it (an empty one, a container's mount point, is replaced)
+				mkdirs(t, Paths{Base: base}.Channel("train"))
+				if err := os.WriteFile(filepath.Join(Paths{Base: base}.Channel("train"), "x.npy"), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
 			want:  `channel "train": {base}/input/data/train is already there and is not a link; remove it or use another base folder`},
 	}
 	for _, tt := range tests {
@@ -326,4 +332,48 @@ func TestWriteLocalKeepsWhatItDidNotWrite(t *testing.T) {
 			t.Errorf("the channel's folder is gone: %v", err)
 		}
 	})
+}
+
+// A base dir whose model folder is a link is refused: emptying it deleted
+// files outside the base dir. An earlier run's channel that this run does
+// not give is no longer laid out (every folder under input/data is read as
+// a channel: a rerun without validation data validated on the old).
+func TestWriteLocalRerunLeavesNothingStale(t *testing.T) {
+	base, elsewhere := t.TempDir(), t.TempDir()
+	p := Paths{Base: base}
+	val := t.TempDir()
+	if err := WriteLocal(base, LocalSpec{Channels: map[string]string{"training": t.TempDir(), "validation": val}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteLocal(base, LocalSpec{Channels: map[string]string{"training": t.TempDir()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(p.Channel("validation")); !os.IsNotExist(err) {
+		t.Errorf("the earlier run's validation channel is still laid out (%v)", err)
+	}
+	env, err := Load(base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := env.ChannelNames(); !slices.Equal(got, []string{"training"}) {
+		t.Errorf("channels %v, want [training]", got)
+	}
+
+	theirs := filepath.Join(elsewhere, "keep.txt")
+	if err := os.WriteFile(theirs, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(p.ModelDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, p.ModelDir()); err != nil {
+		t.Fatal(err)
+	}
+	err = WriteLocal(base, LocalSpec{})
+	if err == nil || !strings.Contains(err.Error(), "is a link; a local job writes its results into a folder of its own") {
+		t.Errorf("WriteLocal error = %v, want the link refused", err)
+	}
+	if _, err := os.Stat(theirs); err != nil {
+		t.Errorf("a file behind the link is gone: %v", err)
+	}
 }
