@@ -212,6 +212,15 @@ type Metadata struct {
 	Unknown []string `json:"-"`
 }
 
+// knownRoles are the signature roles this runtime runs.
+var knownRoles = []string{
+	RoleServing, RoleTrainStep, RoleComputeGradients, RoleApplyGradients, RoleTestStep,
+	RoleResetMetrics, RoleMetricResults, RoleMetricState, RoleAssignMetricState,
+	RoleReadVariables, RoleAssignVariables, RoleGetLearningRate, RoleSetLearningRate,
+	RoleTrainStepWeighted, RoleComputeGradientsWeighted, RoleTestStepWeighted,
+	RoleTrainSteps, RoleApplyComputeGradients, RoleFinalizeVariables,
+}
+
 // metadataKeys are the top-level keys Metadata reads.
 var metadataKeys = func() []string {
 	var keys []string
@@ -291,6 +300,13 @@ func ReadMetadata(dir string) (*Metadata, error) {
 			if !slices.Contains(metadataKeys, key) {
 				m.Unknown = append(m.Unknown, key)
 			}
+		}
+	}
+	for _, role := range slices.Sorted(maps.Keys(m.Signatures)) {
+		if !slices.Contains(knownRoles, role) {
+			// A step a newer exporter adds (as finalize_variables was)
+			// that this runtime would not run.
+			m.Unknown = append(m.Unknown, "signatures."+role)
 		}
 	}
 	if m.Format != Format {

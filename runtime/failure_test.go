@@ -296,6 +296,7 @@ func TestUnknownMetadataIsNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	meta["mixed_precision_policy"] = "mixed_float16"
+	meta["signatures"].(map[string]any)["swap_ema_weights"] = "sagefit_swap_ema_weights"
 	raw, _ = json.Marshal(meta)
 	if err := os.WriteFile(path, raw, 0o644); err != nil {
 		t.Fatal(err)
@@ -303,7 +304,7 @@ func TestUnknownMetadataIsNamed(t *testing.T) {
 	base := localJob(t, fx, map[string]string{"epochs": "1"}, map[string]string{"model": dir, "training": filepath.Join(fx, "train")})
 	_, _, stderr := trainJob(t, base)
 	want := "sagefit: warning: " + filepath.Join(base, "input", "data", "model", "assets.extra", "sagefit.json") +
-		" has metadata this sagefit does not read (mixed_precision_policy): the model was exported by a newer sagefit Python package than this image's"
+		" has metadata this sagefit does not read (mixed_precision_policy, signatures.swap_ema_weights): the model was exported by a newer sagefit Python package than this image's"
 	if !strings.Contains(stderr.String(), want) {
 		t.Errorf("stderr lacks %q:\n%s", want, stderr)
 	}

@@ -208,7 +208,7 @@ func TestWriteLocalErrors(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:  `channel "train": {base}/input/data/train is already there and is not a link; remove it or use another base folder`},
+			want: `channel "train": {base}/input/data/train is already there and is not a link; remove it or use another base folder`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
