@@ -1,19 +1,16 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sagefit/sagefit/data"
@@ -69,30 +66,8 @@ func Main(ctx context.Context, o Options) (code int) {
 	failure := paths.FailureFile()
 	if f, _ := sagemaker.LookupEnv(o.Environ, launch.EnvFailureFile); f != "" {
 		failure = f // a worker: its launcher picks the host's reason
-		// A worker other than the first logs through a pipe its launcher
-		// reads; if the launcher dies (its death reaches the worker as
-		// SIGTERM), a line written on the way to a clean stop must not
-		// end the worker by SIGPIPE and break the stop for every host.
-		signal.Ignore(syscall.SIGPIPE)
-		// That death can reach a worker as SIGTERM more than once (Pdeathsig
-		// fires as the launcher's threads exit one by one), and NotifyStop
-		// lets a second SIGTERM end the process at once, in the middle of
-		// the stop. A worker keeps SIGTERM caught: its launcher passes one
-		// stop on and SIGKILLs a worker that does not end after it.
-		signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM)
-		launcher := os.Getppid()
-		defer func() {
-			if code != 0 && os.Getppid() != launcher {
-				// The launcher is gone and reads no worker's reason: the
-				// host's failure file gets this one (the first such wins).
-				// Its death reached this worker as SIGTERM (Pdeathsig), which
-				// alone would read as a stop someone asked for.
-				if reason, err := os.ReadFile(f); err == nil && len(bytes.TrimSpace(reason)) > 0 {
-					_ = sagemaker.WriteFailure(paths.FailureFile(), fmt.Sprintf(
-						"The host's sagefit process (pid %d) ended while its training processes ran, which stops them (SIGTERM): %s", launcher, bytes.TrimSpace(reason)))
-				}
-			}
-		}()
+		finish := launch.GuardWorker(o.Environ, f, paths.FailureFile())
+		defer func() { finish(code) }()
 	}
 	defer func() {
 		if r := recover(); r != nil {

@@ -504,8 +504,8 @@ func (j *Job) Unused(world int) []string {
 	}
 	for _, name := range j.Env.ChannelNames() {
 		if _, ok := read[name]; !ok {
-			out = append(out, fmt.Sprintf("channel %q is not read: this job reads %s (hyperparameters %q and %q choose other channels); sagefit evaluates no test set after training: evaluate the model it writes",
-				name, strings.Join(reads, ", "), HPTrainChannel, HPValChannel))
+			out = append(out, fmt.Sprintf("channel %q is not read: this job reads %s (hyperparameters %q, %q and %q choose other channels); sagefit evaluates no test set after training: evaluate the model it writes",
+				name, strings.Join(reads, ", "), HPTrainChannel, HPValChannel, HPModelChannel))
 		}
 	}
 	if j.ValChannel != nil || j.ValidationSplit > 0 {

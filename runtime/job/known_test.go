@@ -189,7 +189,7 @@ func TestUnreadChannelsAreNamed(t *testing.T) {
 		want     string // "" : nothing named
 	}{
 		{[]string{"training", "validation"}, nil, ""},
-		{[]string{"training", "test"}, nil, `channel "test" is not read: this job reads "model" (the model), "training" (training data) (hyperparameters "sagefit_train_channel" and "sagefit_validation_channel" choose other channels); sagefit evaluates no test set after training: evaluate the model it writes`},
+		{[]string{"training", "test"}, nil, `channel "test" is not read: this job reads "model" (the model), "training" (training data) (hyperparameters "sagefit_train_channel", "sagefit_validation_channel" and "sagefit_model_channel" choose other channels); sagefit evaluates no test set after training: evaluate the model it writes`},
 		{[]string{"train", "training", "validation"}, nil, `channel "train" is not read: this job reads "model" (the model), "training" (training data), "validation" (validation data)`},
 		{[]string{"train", "eval"}, map[string]string{"sagefit_validation_channel": "eval"}, ""},
 	} {

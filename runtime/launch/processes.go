@@ -43,10 +43,10 @@ import (
 const (
 	workerFailGrace = 10 * time.Second
 	workerStopGrace = 30 * time.Second
-	// workerStopBound is how long a stopped host's workers have to write
+	// WorkerStopBound is how long a stopped host's workers have to write
 	// the checkpoint and end: SageMaker's own, between its SIGTERM and
 	// SIGKILL.
-	workerStopBound = 2 * time.Minute
+	WorkerStopBound = 2 * time.Minute
 )
 
 // ProcessesPerHost reads and checks job.HPProcessesPerHost: 0 for "auto".
@@ -347,7 +347,7 @@ func Processes(ctx context.Context, o Spec, env *sagemaker.Env, p int) error {
 		case <-stopping: // SIGTERM: every worker stops after the same step
 			stopping, stopped, failTimer = nil, true, nil
 			signal(syscall.SIGTERM)
-			killTimer = time.After(workerStopBound) // one that cannot (stopped, hung) is not waited for forever
+			killTimer = time.After(WorkerStopBound) // one that cannot (stopped, hung) is not waited for forever
 		case <-failTimer:
 			failTimer = nil
 			fmt.Fprintf(o.Stderr, "sagefit: worker %d failed; stopping this host's other training processes\n", failed[0].k)

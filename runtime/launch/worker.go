@@ -1,10 +1,16 @@
 package launch
 
 import (
+	"bytes"
 	"fmt"
-	"github.com/sagefit/sagefit/runtime/sagemaker"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
 // WorkerName is the ring member name of worker k on host: the host's own
@@ -49,4 +55,63 @@ func WorkerView(e *sagemaker.Env, environ []string) error {
 	e.LocalRank, e.LocalWorkers = k, p
 	e.Hosts, e.CurrentHost, e.Rank = members, WorkerName(e.Host, k), e.Rank*p+k
 	return nil
+}
+
+// GuardWorker readies a worker for its launcher's death, which reaches it
+// as SIGTERM (Pdeathsig) and ends the job's stop there: the worker keeps
+// SIGTERM caught (the death comes once per exiting thread of the launcher,
+// and a second SIGTERM would end the worker in the middle of its stop) and
+// ignores SIGPIPE (a line written to the dead launcher's pipe must not end
+// it). An orphaned worker that has not ended WorkerStopBound later writes
+// the host's failure file and exits, as its launcher would have killed it.
+// The returned func, deferred with the worker's exit code, writes the
+// worker's reason (from workerFailure) to hostFailure when the launcher is
+// gone and cannot: worker 0's first, whose reason names the checkpoint.
+func GuardWorker(environ []string, workerFailure, hostFailure string) (finish func(code int)) {
+	signal.Ignore(syscall.SIGPIPE)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM)
+	launcher := os.Getppid()
+	k := workerIndex(environ)
+	orphaned := func() bool { return os.Getppid() != launcher }
+	gone := func() string {
+		return fmt.Sprintf("The host's sagefit process (pid %d) ended while its training processes ran, which stops them (SIGTERM)", launcher)
+	}
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for range tick.C {
+			if orphaned() {
+				time.Sleep(WorkerStopBound)
+				_ = sagemaker.WriteFailure(hostFailure, fmt.Sprintf("%s, and training process %d did not end within %v of it.", gone(), k, WorkerStopBound))
+				os.Exit(1)
+			}
+		}
+	}()
+	return func(code int) {
+		if code == 0 || !orphaned() {
+			return
+		}
+		reason, err := os.ReadFile(workerFailure)
+		if err != nil || len(bytes.TrimSpace(reason)) == 0 {
+			return
+		}
+		if k > 0 {
+			// Worker 0's reason names rank 0's checkpoint: it gets the
+			// first word, if it says it soon.
+			for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				if _, err := os.Stat(hostFailure); err == nil {
+					return
+				}
+			}
+		}
+		_ = sagemaker.WriteFailure(hostFailure, gone()+": "+string(bytes.TrimSpace(reason)))
+	}
+}
+
+// workerIndex is k of EnvWorker's "k/P", or 0.
+func workerIndex(environ []string) int {
+	v, _ := sagemaker.LookupEnv(environ, EnvWorker)
+	ks, _, _ := strings.Cut(v, "/")
+	k, _ := strconv.Atoi(ks)
+	return k
 }
