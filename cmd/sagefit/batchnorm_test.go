@@ -129,16 +129,24 @@ func TestBatchNormStatisticsCoverAllHosts(t *testing.T) {
 // multi-host job refuses it in one sentence instead of training something
 // else, and one host trains it (its batch is the global batch).
 func TestSynchronizedBatchNormRefusedOnHosts(t *testing.T) {
-	fx := fixture.Make(t, "batch_norm_synchronized", "--rows", "64", "--no-fit", "--no-validation")
+	refusedOnTwoHosts(t, "batch_norm_synchronized", "synchronized=True", "batch_normalization")
+}
+
+// refusedOnTwoHosts checks that family's model trains on one host and that
+// a 2-host job of it fails, its output saying every one of wants.
+func refusedOnTwoHosts(t *testing.T, family string, wants ...string) {
+	t.Helper()
+	fx := fixture.Make(t, family, "--rows", "64", "--no-fit", "--no-validation")
 	runLocal(t, fx, 1, "epochs=1")
-	out := t.TempDir()
-	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", out)
+	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", t.TempDir())
 	b, err := cmd.CombinedOutput()
 	if err == nil {
-		t.Fatalf("a 2-host job with synchronized BatchNormalization trained:\n%s", b)
+		t.Fatalf("a 2-host job of %s trained:\n%s", family, b)
 	}
-	if !strings.Contains(string(b), "synchronized=True") || !strings.Contains(string(b), "batch_normalization") {
-		t.Errorf("the failure does not name the layer and the setting:\n%s", b)
+	for _, want := range wants {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the failure does not say %q:\n%s", want, b)
+		}
 	}
 }
 
@@ -174,16 +182,5 @@ func TestSampleWeightsOnHosts(t *testing.T) {
 // sentence: its updates would use each host's own gradient, and the hosts'
 // variables drift apart (predictions 0.06 off a one-host job, in silence).
 func TestSecondOptimizerRefusedOnHosts(t *testing.T) {
-	fx := fixture.Make(t, "custom_step_two_optimizers", "--rows", "64", "--no-fit", "--no-validation")
-	runLocal(t, fx, 1, "epochs=1")
-	out := t.TempDir()
-	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", out)
-	b, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Fatalf("a 2-host job with a second optimizer in its step trained:\n%s", b)
-	}
-	want := "The model's train_step applies optimizer head_optimizer itself, besides the compiled one"
-	if !strings.Contains(string(b), want) {
-		t.Errorf("the failure does not say %q:\n%s", want, b)
-	}
+	refusedOnTwoHosts(t, "custom_step_two_optimizers", "The model's train_step applies optimizer head_optimizer itself, besides the compiled one")
 }

@@ -222,6 +222,18 @@ def _seed_shaped(keras, model_class):
     return model
 
 
+def _update_metrics(model, loss, y, y_pred):
+    """What the Keras 3 guide's custom step does with its metrics: the loss
+    tracker takes the loss, the others the targets and predictions; the
+    logs are every metric's result."""
+    for metric in model.metrics:
+        if metric.name == "loss":
+            metric.update_state(loss)
+        else:
+            metric.update_state(y, y_pred)
+    return {m.name: m.result() for m in model.metrics}
+
+
 def _custom_step_model(update_last_only, count_steps=None):
     """The Keras 3 guide's custom train_step ("Customizing what happens in
     fit()"): compute_loss, optimizer.apply, metrics updated in the step;
@@ -263,12 +275,7 @@ def _custom_step_model(update_last_only, count_steps=None):
             variables = self.trainable_variables[2:] if update_last_only else self.trainable_variables
             gradients = tape.gradient(loss, variables)
             self.optimizer.apply(gradients, variables)
-            for metric in self.metrics:
-                if metric.name == "loss":
-                    metric.update_state(loss)
-                else:
-                    metric.update_state(y, y_pred)
-            return {m.name: m.result() for m in self.metrics}
+            return _update_metrics(self, loss, y, y_pred)
 
     return _seed_shaped(keras, CustomModel)
 
@@ -313,12 +320,7 @@ def custom_step_two_optimizers():
             # apply_gradients: tf-keras's optimizers have no apply.
             self.optimizer.apply_gradients(zip(gradients[:2], variables[:2]))
             self.head_optimizer.apply_gradients(zip(gradients[2:], variables[2:]))
-            for metric in self.metrics:
-                if metric.name == "loss":
-                    metric.update_state(loss)
-                else:
-                    metric.update_state(y, y_pred)
-            return {m.name: m.result() for m in self.metrics}
+            return _update_metrics(self, loss, y, y_pred)
 
     return _seed_shaped(keras, TwoOptimizers)
 
