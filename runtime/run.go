@@ -183,7 +183,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 			strings.Join(meta.SynchronizedBatchNorm, ", "), len(env.Hosts))
 	}
 	if len(env.Hosts) > 1 && len(meta.LocalOptimizers) > 0 {
-		return nil, fmt.Errorf("the model's train_step applies optimizer %s itself, besides the compiled one: sagefit all-reduces the gradients it hands the compiled optimizer only, so on %d training processes each would update those variables with its own share of the batch and they would drift apart; hand all gradients to self.optimizer, or train on one process",
+		return nil, fmt.Errorf("the model's train_step applies optimizer %s itself, besides the compiled one: sagefit all-reduces the gradients it hands the compiled optimizer only, so on %d training processes each would update those variables with its own share of the batch and they would drift apart; hand all gradients to self.optimizer, or train on one process (one host, sagefit_processes_per_host=1)",
 			strings.Join(meta.LocalOptimizers, ", "), len(env.Hosts))
 	}
 	if len(meta.Unknown) > 0 && env.Rank == 0 {
