@@ -174,11 +174,8 @@ def export(
     """
     import tensorflow as tf
 
-    export_dir = os.fspath(export_dir)
-    if "://" not in export_dir:
-        export_dir = os.path.normpath(export_dir)  # "model/" is the folder "model", a link too
     _check_compiled(model)
-    replaces = _check_export_dir(export_dir, overwrite)
+    export_dir, replaces = _check_export_dir(os.fspath(export_dir), overwrite)
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         # fit takes one callback, or a CallbackList, as well as a list.
         callbacks = list(getattr(callbacks, "callbacks", [callbacks]))
@@ -223,7 +220,7 @@ def _other_optimizers(model, compiled):
 
     def look(owner, prefix):
         attrs = list(vars(owner).items())
-        items = [(attr, value) for attr, value in attrs]  # by their own name first
+        items = list(attrs)  # by their own name first
         for attr, value in attrs:
             if attr.startswith("_"):
                 continue  # the framework's own bookkeeping
@@ -283,15 +280,17 @@ def _cause(e):
 
 
 def _check_export_dir(export_dir, overwrite):
-    """Refuses a place export cannot write or must not replace; returns
+    """Refuses a place export cannot write or must not replace; returns the
+    folder, normalised ("model/" is the folder "model", a link too), and
     whether an earlier export (or an empty folder) is there to replace."""
     if "://" in export_dir:
         raise ExportError(
             f"export_dir {export_dir} is not a local folder: export to one, then upload it "
             "(aws s3 cp --recursive, or the SageMaker SDK's S3Uploader)"
         )
+    export_dir = os.path.normpath(export_dir)
     if not os.path.lexists(export_dir):
-        return False
+        return export_dir, False
     if not overwrite:
         raise ExportError(f"{export_dir} exists; pass overwrite=True")
     if os.path.islink(export_dir):
@@ -309,7 +308,7 @@ def _check_export_dir(export_dir, overwrite):
             f"{export_dir} holds files that are not a sagefit export ({shown}); overwrite=True "
             "replaces an earlier export only: export to a new or empty folder"
         )
-    return True
+    return export_dir, True
 
 
 def _is_export(path):

@@ -533,8 +533,8 @@ func (f *Loop) awaitCheckpoint(ctx context.Context) error {
 	return f.barrier(ctx, checkpointWait, "wait for rank 0 to write the checkpoint", nil)
 }
 
-// awaitStreams holds every process until each has opened its Pipe stream
-// for this pass, so that a stream late by less than sagefit_pipe_timeout
+// awaitStreams holds every process until each has read its Pipe stream
+// for this pass (Channel.Epoch reads it whole), so that a stream late by less than sagefit_pipe_timeout
 // is waited for, as on one host, instead of failing its peers' first
 // all-reduce at the peer timeout; a host whose stream never comes fails at
 // its pipe timeout, naming the stream, before its peers stop waiting.

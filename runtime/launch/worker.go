@@ -36,15 +36,9 @@ func IsWorker(environ []string) bool {
 // neighbours are on its own host except at host boundaries; Rank, Hosts and
 // CurrentHost become the member's, Host stays the machine's.
 func WorkerView(e *sagemaker.Env, environ []string) error {
-	v, ok := sagemaker.LookupEnv(environ, EnvWorker)
-	if !ok || v == "" {
-		return nil
-	}
-	ks, ps, _ := strings.Cut(v, "/")
-	k, err1 := strconv.Atoi(ks)
-	p, err2 := strconv.Atoi(ps)
-	if err1 != nil || err2 != nil || p < 1 || k < 0 || k >= p {
-		return &sagemaker.ConfigError{Source: EnvWorker, Msg: fmt.Sprintf("must be \"k/P\" with 0 <= k < P, got %q", v)}
+	k, p, err := workerSlot(environ)
+	if err != nil || p == 0 {
+		return err
 	}
 	members := make([]string, 0, len(e.Hosts)*p)
 	for _, h := range e.Hosts {
@@ -71,18 +65,16 @@ func GuardWorker(environ []string, workerFailure, hostFailure string) (finish fu
 	signal.Ignore(syscall.SIGPIPE)
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM)
 	launcher := os.Getppid()
-	k := workerIndex(environ)
+	k, _, _ := workerSlot(environ) // WorkerView refuses a bad one
 	orphaned := func() bool { return os.Getppid() != launcher }
-	gone := func() string {
-		return fmt.Sprintf("The host's sagefit process (pid %d) ended while its training processes ran, which stops them (SIGTERM)", launcher)
-	}
+	gone := fmt.Sprintf("The host's sagefit process (pid %d) ended while its training processes ran, which stops them (SIGTERM)", launcher)
 	go func() {
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for range tick.C {
 			if orphaned() {
 				time.Sleep(WorkerStopBound)
-				_ = sagemaker.WriteFailure(hostFailure, fmt.Sprintf("%s, and training process %d did not end within %v of it.", gone(), k, WorkerStopBound))
+				_ = sagemaker.WriteFailure(hostFailure, fmt.Sprintf("%s, and training process %d did not end within %v of it.", gone, k, WorkerStopBound))
 				os.Exit(1)
 			}
 		}
@@ -104,14 +96,22 @@ func GuardWorker(environ []string, workerFailure, hostFailure string) (finish fu
 				}
 			}
 		}
-		_ = sagemaker.WriteFailure(hostFailure, gone()+": "+string(bytes.TrimSpace(reason)))
+		_ = sagemaker.WriteFailure(hostFailure, gone+": "+string(bytes.TrimSpace(reason)))
 	}
 }
 
-// workerIndex is k of EnvWorker's "k/P", or 0.
-func workerIndex(environ []string) int {
-	v, _ := sagemaker.LookupEnv(environ, EnvWorker)
-	ks, _, _ := strings.Cut(v, "/")
-	k, _ := strconv.Atoi(ks)
-	return k
+// workerSlot reads EnvWorker's "k/P": worker k of P, or P 0 when it is
+// not set.
+func workerSlot(environ []string) (k, p int, err error) {
+	v, ok := sagemaker.LookupEnv(environ, EnvWorker)
+	if !ok || v == "" {
+		return 0, 0, nil
+	}
+	ks, ps, _ := strings.Cut(v, "/")
+	k, err1 := strconv.Atoi(ks)
+	p, err2 := strconv.Atoi(ps)
+	if err1 != nil || err2 != nil || p < 1 || k < 0 || k >= p {
+		return 0, 0, &sagemaker.ConfigError{Source: EnvWorker, Msg: fmt.Sprintf("must be \"k/P\" with 0 <= k < P, got %q", v)}
+	}
+	return k, p, nil
 }

@@ -180,24 +180,15 @@ func (e *Env) Duration(name string, def time.Duration) (time.Duration, error) {
 	if !ok {
 		return def, nil
 	}
-	if d, ok := duration(v); ok {
-		return d, nil
-	}
-	return def, hpError(name, `a duration such as "90s" or a number of seconds`, raw)
-}
-
-// duration reads a decoded hyperparameter as a duration: a Go duration, or
-// a number of seconds.
-func duration(v any) (time.Duration, bool) {
 	if f, ok := number(v); ok && !math.IsNaN(f) && math.Abs(f) < math.MaxInt64/float64(time.Second) {
-		return time.Duration(f * float64(time.Second)), true
+		return time.Duration(f * float64(time.Second)), nil
 	}
 	if s, ok := v.(string); ok {
 		if d, err := time.ParseDuration(strings.TrimSpace(s)); err == nil {
-			return d, true
+			return d, nil
 		}
 	}
-	return 0, false
+	return def, hpError(name, `a duration such as "90s" or a number of seconds`, raw)
 }
 
 // StringMap returns the hyperparameter name, a JSON object, as a map, or

@@ -150,11 +150,8 @@ func WriteLocal(base string, spec LocalSpec) error {
 		return fmt.Errorf("local job: %w", err)
 	}
 	for _, e := range entries {
-		if _, given := spec.Channels[e.Name()]; given {
-			continue
-		}
-		if e.Type()&fs.ModeSymlink != 0 || e.IsDir() {
-			_ = os.Remove(p.Channel(e.Name())) // a folder with files in it stays
+		if _, given := spec.Channels[e.Name()]; !given {
+			_ = removeLaidOut(p.Channel(e.Name())) // a folder with files in it, or a FIFO, stays
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(spec.Channels)) {
@@ -179,19 +176,36 @@ func linkChannel(link, name, src string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("channel %q: %s is not a folder", name, abs)
 	}
-	if old, err := os.Lstat(link); err == nil {
-		// A link, or the empty folder a container's channel was mounted on.
-		if old.Mode()&fs.ModeSymlink == 0 && (!old.IsDir() || os.Remove(link) != nil) {
-			return fmt.Errorf("channel %q: %s is already there and is not a link; remove it or use another base folder", name, link)
-		}
-		if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("channel %q: %w", name, err)
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	if err := removeLaidOut(link); errors.Is(err, errNotLaidOut) {
+		return fmt.Errorf("channel %q: %s is already there and is not a link; remove it or use another base folder", name, link)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("channel %q: %w", name, err)
 	}
 	if err := os.Symlink(abs, link); err != nil {
 		return fmt.Errorf("channel %q: %w", name, err)
+	}
+	return nil
+}
+
+// errNotLaidOut: a path under input/data holds what no layout made there.
+var errNotLaidOut = errors.New("not a channel's link or an empty folder")
+
+// removeLaidOut removes what a layout made at a channel's path: its link,
+// or the empty folder a container's channel was mounted on. Anything else
+// (a folder with files, a FIFO) stays, with errNotLaidOut.
+func removeLaidOut(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSymlink == 0 && !fi.IsDir() {
+		return errNotLaidOut
+	}
+	if err := os.Remove(path); err != nil {
+		if fi.IsDir() {
+			return errNotLaidOut // not empty
+		}
+		return err
 	}
 	return nil
 }
