@@ -949,6 +949,7 @@ def _callback_spec(cb, model):
             "monitor": cb.monitor, "mode": _monitor_mode(cb, model),
             "initial_value_threshold": None if best is None or not np.isfinite(best) else float(best),
             "filepath": str(cb.filepath), "save_weights_only": bool(cb.save_weights_only),
+            "verbose": int(getattr(cb, "verbose", 0)),
         }
     elif name == "TensorBoard":
         if getattr(cb, "histogram_freq", 0) or getattr(cb, "embeddings_freq", 0) or getattr(cb, "write_images", False):

@@ -517,8 +517,9 @@ def test_callback_verbose_is_carried(tmp_path):
     """verbose was dropped: an early stop went without Keras's line."""
     meta = sagefit.export(_seed_model(), str(tmp_path / "m"), callbacks=[
         keras.callbacks.EarlyStopping(monitor="loss", verbose=1),
-        keras.callbacks.ReduceLROnPlateau(monitor="loss")])
-    assert [c["config"]["verbose"] for c in meta["callbacks"]] == [1, 0]
+        keras.callbacks.ReduceLROnPlateau(monitor="loss"),
+        keras.callbacks.ModelCheckpoint("best.keras", monitor="loss", save_best_only=True, verbose=1)])
+    assert [c["config"]["verbose"] for c in meta["callbacks"]] == [1, 0, 1]
 
 
 def test_refusals_say_what_to_do(tmp_path):

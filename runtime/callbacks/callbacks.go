@@ -117,7 +117,7 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 			cb, err = newCSVLogger(spec.Config, o)
 			o.Taken = append(o.Taken, csvName(spec.Config)) // two loggers of one file would interleave their rows
 		case "ModelCheckpoint":
-			cb, err = newModelCheckpoint(spec.Config, o, s)
+			cb, err = newModelCheckpoint(spec.Config, o, s, said)
 		case "TensorBoard":
 			cb, err = newTensorBoard(spec.Config, o)
 		default:

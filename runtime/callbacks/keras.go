@@ -223,6 +223,7 @@ type modelCheckpoint struct {
 	InitialValueThreshold *float64 `json:"initial_value_threshold"`
 	Filepath              string   `json:"filepath"`
 	SaveWeightsOnly       bool     `json:"save_weights_only"`
+	Verbose               int      `json:"verbose"`
 
 	st struct {
 		Best     *float64 `json:"best"`
@@ -230,10 +231,11 @@ type modelCheckpoint struct {
 	}
 	kept   *bestWeights
 	warned bool
+	log    io.Writer // Keras's lines with verbose (the writing process's)
 }
 
-func newModelCheckpoint(raw json.RawMessage, o Options, s *Set) (*modelCheckpoint, error) {
-	c := &modelCheckpoint{}
+func newModelCheckpoint(raw json.RawMessage, o Options, s *Set, log io.Writer) (*modelCheckpoint, error) {
+	c := &modelCheckpoint{log: log}
 	if err := decode(raw, c); err != nil {
 		return nil, err
 	}
@@ -256,8 +258,24 @@ func (c *modelCheckpoint) trainBegin() error { return nil }
 
 func (c *modelCheckpoint) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 	current, ok := c.value(*logs, "ModelCheckpoint", &c.warned)
-	if !ok || !c.improves(current, c.st.Best) {
+	if !ok {
 		return false, nil
+	}
+	// Keras's lines, but for the model it keeps: sagefit writes the best
+	// epoch's model to the model dir at the end, not to filepath now.
+	say := c.Verbose > 0 && c.log != nil
+	best := "None"
+	if c.st.Best != nil {
+		best = fmt.Sprintf("%.5f", *c.st.Best)
+	}
+	if !c.improves(current, c.st.Best) {
+		if say {
+			fmt.Fprintf(c.log, "\nEpoch %d: %s did not improve from %s\n", epoch+1, c.Name, best)
+		}
+		return false, nil
+	}
+	if say {
+		fmt.Fprintf(c.log, "\nEpoch %d: %s improved from %s to %.5f, keeping this epoch's model for the model dir\n", epoch+1, c.Name, best, current)
 	}
 	c.st.Best, c.st.HaveBest = &current, true
 	return false, c.kept.keep(m)

@@ -90,13 +90,15 @@ func (r rate) AssignVariables([]model.Variable) error   { return nil }
 func (r rate) LearningRate() (float64, error)           { return float64(r), nil }
 func (r rate) SetLearningRate(float64) error            { return nil }
 
-// verbose=1 prints Keras's lines: ReduceLROnPlateau's reduction and
-// EarlyStopping's stop, from the writing process only; the exporter dropped
-// verbose and an early stop went without a word.
+// verbose=1 prints Keras's lines: ReduceLROnPlateau's reduction,
+// EarlyStopping's stop and ModelCheckpoint's judgement of each epoch, from
+// the writing process only; the exporter dropped verbose and an early stop
+// went without a word (ModelCheckpoint's until later).
 func TestVerboseCallbacksSayWhatKerasSays(t *testing.T) {
 	specs := []model.CallbackSpec{
 		{Class: "EarlyStopping", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "patience": 1, "verbose": 1}`)},
 		{Class: "ReduceLROnPlateau", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "factor": 0.5, "patience": 1, "verbose": 1}`)},
+		{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "filepath": "best.keras", "verbose": 1}`)},
 	}
 	for _, writer := range []bool{true, false} {
 		var log bytes.Buffer
@@ -114,7 +116,11 @@ func TestVerboseCallbacksSayWhatKerasSays(t *testing.T) {
 		if err := s.TrainEnd(rate(0.1)); err != nil {
 			t.Fatal(err)
 		}
-		want := "\nEpoch 2: ReduceLROnPlateau reducing learning rate to 0.05.\nEpoch 2: early stopping\n"
+		want := "sagefit: note: ModelCheckpoint(save_best_only=True): the model of the epoch with the best loss is the one written to the model dir; its filepath \"best.keras\" does not apply\n" +
+			"\nEpoch 1: loss improved from None to 0.50000, keeping this epoch's model for the model dir\n" +
+			"\nEpoch 2: ReduceLROnPlateau reducing learning rate to 0.05.\n" +
+			"\nEpoch 2: loss did not improve from 0.50000\n" +
+			"Epoch 2: early stopping\n"
 		if !writer {
 			want = ""
 		}
