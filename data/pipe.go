@@ -27,6 +27,11 @@ type PipeOptions struct {
 	IdleTimeout time.Duration
 }
 
+// ErrEmptyStream is returned (wrapped) by OpenPipeEpoch for a stream that
+// ends before its first byte: SageMaker's stream of a ShardedByS3Key
+// channel to a host that got none of its objects.
+var ErrEmptyStream = errors.New("the stream ended before its first array: the writer sent nothing")
+
 // OpenPipeEpoch reads one epoch of a Pipe-mode channel: the FIFO at fifo
 // (see PipePath) carries one .npy array after another (the channel's S3
 // objects, back to back), and names[i] is the tensor name of the i-th
@@ -116,6 +121,8 @@ func spoolArray(r *pipeReader, fifo string, names []string, i int, spool string,
 	var hdr bytes.Buffer
 	h, err := ParseHeader(io.TeeReader(r, &hdr))
 	switch {
+	case err == io.EOF && i == 0:
+		return nil, fmt.Errorf("pipe %s: %w", fifo, ErrEmptyStream)
 	case err == io.EOF:
 		return nil, fmt.Errorf("pipe %s ended after %d arrays but %d were expected (%q); does the channel hold fewer arrays than tensor names?",
 			fifo, i, len(names), names)

@@ -170,6 +170,7 @@ func TestOpenPipeEpoch(t *testing.T) {
 		limit   int // -1: the whole stream
 		names   []string
 		wantErr string // %s is the FIFO
+		is      error  // the error wraps it
 	}{
 		{name: "four arrays, Fortran and big-endian too", names: []string{"x", "f", "b", "y"},
 			files: []string{f32, fixturePath("fortran_2d.npy"), fixturePath("float64_be.npy"), fixturePath("uint8.npy")}},
@@ -186,8 +187,8 @@ func TestOpenPipeEpoch(t *testing.T) {
 			wantErr: `pipe %s: array 0 ("x"), shape (20000, 8) float32: the writer stopped after 299872 of its 640000 data bytes`},
 		{name: "fewer arrays than names", names: []string{"x", "y"}, files: []string{f32},
 			wantErr: `pipe %s ended after 1 arrays but 2 were expected (["x" "y"])`},
-		{name: "empty stream", names: []string{"x"}, files: nil,
-			wantErr: `pipe %s ended after 0 arrays but 1 were expected`},
+		{name: "empty stream", names: []string{"x"}, files: nil, is: ErrEmptyStream, // a sharded channel's host that got no objects
+			wantErr: `pipe %s: the stream ended before its first array: the writer sent nothing`},
 		{name: "more arrays than names", names: []string{"x"}, files: []string{f32, i64},
 			wantErr: `pipe %s carries more than the 1 arrays named ["x"]`},
 		{name: "not .npy", names: []string{"x"}, files: []string{fixturePath("csv/part-a.csv")},
@@ -219,6 +220,9 @@ func TestOpenPipeEpoch(t *testing.T) {
 				}
 				if d != nil {
 					t.Error("dataset returned with the error")
+				}
+				if tt.is != nil && !errors.Is(err, tt.is) {
+					t.Errorf("err = %v does not wrap %v", err, tt.is)
 				}
 				return
 			}

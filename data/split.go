@@ -51,6 +51,18 @@ func NewFloat32Array(name string, values []float32) *Array {
 	return newMemArray(name, Header{DType: Float32, Shape: []int{len(values)}}, b)
 }
 
+// EmptyArray is an array of no rows whose examples have rowShape: a
+// tensor of a host that got none of a ShardedByS3Key channel's objects
+// (SageMaker gives a host none where a channel has fewer objects than the
+// job has hosts). name is how errors name it.
+func EmptyArray(name string, dtype DType, rowShape []int) *Array {
+	h := Header{DType: dtype, Shape: append([]int{0}, rowShape...)}
+	if dtype == String {
+		h.Width = 1
+	}
+	return newMemArray(name, h, nil)
+}
+
 // Add makes a a tensor of d, named name; it must have d's row count. d
 // does not take a over: its caller keeps closing it.
 func (d *Dataset) Add(name string, a *Array) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -783,6 +784,51 @@ func TestShardedByS3KeyUnevenShards(t *testing.T) {
 	}
 }
 
+// TestHostWithoutShardTrains: a ShardedByS3Key channel of fewer S3 objects
+// than hosts leaves a host with none (an empty folder in File mode, a
+// stream that sends nothing in Pipe mode). That host joins every step with
+// an empty batch and says why: the job trains as the other host alone
+// would, to the bit. Before, its channel was refused (no file for the
+// input; in Pipe mode, a stream of 0 arrays) and the job failed.
+func TestHostWithoutShardTrains(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "100", "--no-fit", "--no-validation")
+	train := filepath.Join(fx, "train")
+	hps := map[string]string{"epochs": "2", "batch_size": "16", "seed": "3"}
+	alone := history(t, runLocal(t, fx, 1, "epochs=2", "batch_size=16", "seed=3"))
+	warning := `channel "training" is ShardedByS3Key and this host got none of its S3 objects`
+	for _, mode := range []string{"File", "Pipe"} {
+		var hosts []*host
+		if mode == "File" {
+			hosts = startJobWith(t, seedModels(fx, 2), []string{train, t.TempDir()}, hps, nil, "ShardedByS3Key")
+		} else {
+			hosts = startPipeHosts(t, fx, hps, 2, "ShardedByS3Key", func(h *host, _ int, fifo string) *exec.Cmd {
+				if h.name == "algo-2" {
+					return exec.Command("/bin/sh", "-c", `: > "$1"`, "sh", fifo) // opens, sends nothing, closes
+				}
+				return exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
+					filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
+			})
+		}
+		for _, h := range hosts {
+			if code, reason := h.wait(t, 90*time.Second); code != 0 {
+				t.Fatalf("%s, %s failed: %s\n%s", mode, h.name, reason, h.stderr.String())
+			}
+		}
+		if !strings.Contains(hosts[1].stderr.String(), warning) {
+			t.Errorf("%s: algo-2 did not say it got no share:\n%s", mode, hosts[1].stderr.String())
+		}
+		if strings.Contains(hosts[0].stderr.String(), warning) {
+			t.Errorf("%s: algo-1 said it got no share", mode)
+		}
+		got := history(t, hosts[0].base)
+		for k, want := range alone {
+			if !slices.Equal(got[k], want) {
+				t.Errorf("%s: %s %v on two hosts, %v on the one that has the rows", mode, k, got[k], want)
+			}
+		}
+	}
+}
+
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
@@ -805,7 +851,7 @@ func TestPipeModeOnTwoHosts(t *testing.T) {
 	fileRun := runLocal(t, fx, 2, "epochs=2", "batch_size=16", "seed=3")
 
 	train := filepath.Join(fx, "train")
-	hosts := startPipeHosts(t, fx, hps, 2, func(_ *host, _ int, fifo string) *exec.Cmd {
+	hosts := startPipeHosts(t, fx, hps, 2, "", func(_ *host, _ int, fifo string) *exec.Cmd {
 		return exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
 			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
 	})
@@ -833,7 +879,7 @@ func TestLatePipeStreamIsWaitedFor(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
 	hps := map[string]string{"epochs": "2", "batch_size": "16", "sagefit_peer_timeout": "3s", "sagefit_pipe_timeout": "60s"}
 	train := filepath.Join(fx, "train")
-	hosts := startPipeHosts(t, fx, hps, 2, func(h *host, epoch int, fifo string) *exec.Cmd {
+	hosts := startPipeHosts(t, fx, hps, 2, "", func(h *host, epoch int, fifo string) *exec.Cmd {
 		delay := "0"
 		if h.name == "algo-2" && epoch == 1 {
 			delay = "8"
@@ -860,7 +906,7 @@ func TestPipeStreamsOfDifferentRowsRefused(t *testing.T) {
 	hps := map[string]string{"epochs": "1", "batch_size": "16"}
 	train := filepath.Join(fx, "train")
 	py := fixture.Python(t)
-	hosts := startPipeHosts(t, fx, hps, 1, func(h *host, _ int, fifo string) *exec.Cmd {
+	hosts := startPipeHosts(t, fx, hps, 1, "", func(h *host, _ int, fifo string) *exec.Cmd {
 		rows := map[string]string{"algo-1": "300", "algo-2": "200"}[h.name]
 		return exec.Command(py, "-c", `import io, sys, numpy as np
 n = int(sys.argv[3]); b = io.BytesIO()
@@ -880,17 +926,22 @@ open(sys.argv[4], "wb").write(b.getvalue())`,
 // startPipeHosts starts a two-host job on the seed fixture fx whose
 // training channel is in Pipe mode: for each host and each of its first
 // epochs, the FIFO training_<epoch> is fed by the process feed returns
-// (killed, if still running, when the test ends).
-func startPipeHosts(t *testing.T, fx string, hps map[string]string, epochs int, feed func(h *host, epoch int, fifo string) *exec.Cmd) []*host {
+// (killed, if still running, when the test ends); distribution is the
+// channel's S3DistributionType ("": FullyReplicated).
+func startPipeHosts(t *testing.T, fx string, hps map[string]string, epochs int, distribution string, feed func(h *host, epoch int, fifo string) *exec.Cmd) []*host {
 	t.Helper()
 	train := filepath.Join(fx, "train")
 	hosts := startJobWith(t, seedModels(fx, 2), []string{train, train}, hps, map[int]bool{0: true, 1: true}, "")
 	for _, h := range hosts {
-		err := sagemaker.WriteLocal(h.base, sagemaker.LocalSpec{
+		spec := sagemaker.LocalSpec{
 			Hosts: []string{"algo-1", "algo-2"}, CurrentHost: h.name, Hyperparameters: hps,
 			Channels:   map[string]string{"model": filepath.Join(fx, "model"), "training": train},
 			InputModes: map[string]string{"training": "Pipe"},
-		})
+		}
+		if distribution != "" {
+			spec.Distributions = map[string]string{"training": distribution}
+		}
+		err := sagemaker.WriteLocal(h.base, spec)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -356,6 +356,9 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 		}
 	}
+	if full == 0 && c.Sharded { // a host that got none of its objects opens empty
+		return 0, fmt.Errorf("epoch %d: channel %q is ShardedByS3Key and no host of the job got any of its rows, and model.fit refuses empty data too", epoch, c.Name)
+	}
 	dataEpoch, first, steps := epoch-1, 0, full
 	switch {
 	case c == f.Train && f.Job.StepsPerEpoch > 0:

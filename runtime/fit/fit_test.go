@@ -230,20 +230,21 @@ func TestRanksTrainLikeOneBigBatch(t *testing.T) {
 // ShardedByS3Key: each rank reads all of its own files, however many rows
 // they hold; every rank runs the longest shard's steps (the others join
 // the ring with empty batches) and the epoch's metrics cover every row.
+// A rank given no files at all (fewer S3 objects than hosts) joins every
+// step so; before, its channel was refused for want of a file.
 func TestUnevenShardsAgreeOnSteps(t *testing.T) {
-	sizes := []int{40, 17, 0}
+	sizes := []int{40, 17, 1, 0}
 	ranks := make([]*rank, len(sizes))
 	var rows float64
 	for i, n := range sizes {
 		dir := t.TempDir()
-		if n == 0 {
-			n = 1 // a shard of one row: its rank is idle from step 2 on
+		if n > 0 {
+			writeChannel(t, dir, n, 100*i)
 		}
-		writeChannel(t, dir, n, 100*i)
 		rows += float64(n)
 		ranks[i] = &rank{job: newJob(2, 8, ""), model: newLinear(), train: openChannel(t, dir, true)}
 	}
-	var applies [3]int
+	var applies [4]int
 	for i, r := range ranks {
 		r.model.applied = func([]float32) { applies[i]++ }
 	}
@@ -266,6 +267,24 @@ func TestUnevenShardsAgreeOnSteps(t *testing.T) {
 	state, _ := ranks[0].model.MetricState()
 	if state[1] != rows {
 		t.Errorf("rank 0's epoch metric counts %v rows, want all shards' %v", state[1], rows)
+	}
+}
+
+// A ShardedByS3Key channel of which no rank got a file is refused, naming
+// it, as an empty channel is: training on no rows reported a loss of 0.
+func TestShardsAllEmptyRefused(t *testing.T) {
+	for _, world := range []int{1, 2} {
+		ranks := make([]*rank, world)
+		for i := range ranks {
+			ranks[i] = &rank{job: newJob(2, 8, ""), model: newLinear(), train: openChannel(t, t.TempDir(), true)}
+		}
+		runRanks(t, ranks)
+		for i, r := range ranks {
+			want := `epoch 1: channel "training" is ShardedByS3Key and no host of the job got any of its rows, and model.fit refuses empty data too`
+			if r.err == nil || r.err.Error() != want {
+				t.Errorf("%d ranks, rank %d: %v, want %q", world, i, r.err, want)
+			}
+		}
 	}
 }
 

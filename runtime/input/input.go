@@ -3,6 +3,7 @@ package input
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -49,6 +50,9 @@ type Channel struct {
 	// is not weighted by it.
 	meta        *model.Metadata
 	classWeight map[int]float64
+
+	warn       io.Writer // the warning for a host given no share of a sharded channel
+	warnedNone bool
 }
 
 // Close releases the channel's files.
@@ -67,10 +71,13 @@ func (c *Channel) Epoch(ctx context.Context) (*data.Dataset, func(), error) {
 	fifo := c.fifo(c.reads)
 	c.reads++
 	ds, err := data.OpenPipeEpoch(ctx, fifo, c.pipeNames, c.pipeOpts)
+	if errors.Is(err, data.ErrEmptyStream) && c.Sharded {
+		ds, err = c.noShare(c.pipeNames, "its stream "+filepath.Base(fifo)+" sent nothing"), nil
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
 	}
-	if ds.Len() == 0 { // as a File mode channel of empty arrays
+	if ds.Len() == 0 && !c.Sharded { // as a File mode channel of empty arrays
 		ds.Close()
 		return nil, nil, fmt.Errorf("channel %q (Pipe mode): the stream of %s holds no rows, and model.fit refuses empty data too", c.Name, filepath.Base(fifo))
 	}
@@ -85,6 +92,34 @@ func (c *Channel) Epoch(ctx context.Context) (*data.Dataset, func(), error) {
 		return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
 	}
 	return ds, func() { ds.Close() }, nil
+}
+
+// noShare is the dataset of a host that got none of a ShardedByS3Key
+// channel's S3 objects, which SageMaker does where a channel has fewer
+// objects than the job has hosts: the tensors names, no rows. The host
+// joins every step with an empty batch while the others' rows train (a job
+// whose hosts all got none is refused at its first epoch). why says what
+// showed it; said once per channel.
+func (c *Channel) noShare(names []string, why string) *data.Dataset {
+	arrays := make(map[string]*data.Array, len(names))
+	for _, name := range names {
+		var rowShape []int
+		for _, spec := range c.specs {
+			if spec.Name == name {
+				shape, _ := spec.ExampleShape()
+				for _, d := range shape {
+					rowShape = append(rowShape, int(d))
+				}
+			}
+		}
+		arrays[name] = data.EmptyArray(fmt.Sprintf("%s (no rows on this host)", name), c.DTypes[name], rowShape)
+	}
+	ds, _ := data.NewDataset(arrays) // arrays of one row count, none 0-d
+	if !c.warnedNone {
+		c.warnedNone = true
+		fmt.Fprintf(c.warn, "sagefit: warning: channel %q is ShardedByS3Key and this host got none of its S3 objects (%s): it trains on none of the channel's rows, joining each step with an empty batch while the other hosts' rows train; SageMaker gives a host no objects where a channel has fewer than the job has hosts, so split the data into at least as many objects\n", c.Name, why)
+	}
+	return ds
 }
 
 // checkPipeNames accepts the tensor names of a Pipe mode stream: every
@@ -194,7 +229,10 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		dtypes[spec.Name] = dt
 	}
 	cd := &Channel{Name: c.Name, DTypes: dtypes, specs: specs, meta: meta, classWeight: o.ClassWeight,
-		Sharded: c.Distribution == sagemaker.ShardedByS3Key, close: func() {}}
+		Sharded: c.Distribution == sagemaker.ShardedByS3Key, close: func() {}, warn: o.Warn}
+	if cd.warn == nil {
+		cd.warn = os.Stderr
+	}
 	if c.InputMode == sagemaker.Pipe {
 		if len(pipeNames) == 0 {
 			pipeNames = append(inputs, targets...)
@@ -222,8 +260,11 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 	if len(meta.Inputs) == 1 && dtypes[meta.Inputs[0].Name] == data.String {
 		chOpts = append(chOpts, data.WithCSVText()) // a CSV channel's features are its text
 	}
-	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...)
-	if err != nil {
+	var ds *data.Dataset
+	var err error
+	if files, lerr := data.ListChannel(c.Dir); cd.Sharded && lerr == nil && len(files) == 0 {
+		ds = cd.noShare(append(inputs, targets...), "its folder holds no files")
+	} else if ds, err = data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...); err != nil {
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 	}
 	for _, spec := range specs {
