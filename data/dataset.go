@@ -21,14 +21,17 @@ type rowSource interface {
 	Len() int
 	RowShape() []int
 	DType() DType
+	TextWidth() int // bytes of one text element as Gather writes it; 0 for numbers
 	Gather(dst []byte, dstType DType, rows []int) error
 }
 
 // itemSizeAs is the bytes of one element of s gathered as dt: text is as
-// wide as its source's elements (Array.TextWidth).
+// wide as its source's elements (Array.TextWidth). A part of an array
+// (validation_split's) is as wide as the array: it had gathered text into
+// a buffer of 0 bytes.
 func itemSizeAs(s rowSource, dt DType) int {
-	if a, ok := s.(*Array); ok && dt == String {
-		return a.TextWidth()
+	if dt == String {
+		return s.TextWidth()
 	}
 	return dt.Size()
 }

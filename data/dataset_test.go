@@ -27,6 +27,7 @@ func (s idSource) Path() string    { return "ids.npy" }
 func (s idSource) Len() int        { return s.n }
 func (s idSource) RowShape() []int { return []int{s.per} }
 func (s idSource) DType() DType    { return Int64 }
+func (s idSource) TextWidth() int  { return 0 }
 func (s idSource) Gather(dst []byte, dt DType, rows []int) error {
 	if s.fail != nil {
 		return s.fail

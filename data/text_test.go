@@ -2,6 +2,7 @@ package data
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"os/exec"
@@ -110,4 +111,43 @@ print(json.dumps(want))
 			}
 		})
 	}
+}
+
+// A part of a text array (validation_split's last rows) gathers its rows as
+// the whole array does; it had gathered them into a buffer of 0 bytes and
+// failed at its first batch ("needs 24 bytes but dst has 0").
+func TestTextRowsGatherAsTheArray(t *testing.T) {
+	py := pythonWithNumpy(t)
+	path := filepath.Join(t.TempDir(), "words.npy")
+	if out, err := exec.Command(py, "-c", `import sys, numpy as np
+np.save(sys.argv[1], np.asarray(["ab", "c\u00e9d", "", "fgh", "i"], dtype=str))`, path).CombinedOutput(); err != nil {
+		t.Fatalf("numpy: %v\n%s", err, out)
+	}
+	a, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	d, err := NewDataset(map[string]*Array{"x": a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := d.Rows(2, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 3*a.TextWidth())
+	if err := a.Gather(want, String, []int{2, 3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	it := part.Epoch(context.Background(), 0, BatchOptions{BatchSize: 3, DTypes: map[string]DType{"x": String}})
+	defer it.Close()
+	b, err := it.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Tensors["x"]; !bytes.Equal(got, want) {
+		t.Errorf("part's batch %q, want the array's rows %q", got, want)
+	}
+	b.Release()
 }
