@@ -220,7 +220,7 @@ func mapTensors(root string, files []string, inputs, targets, optional []string,
 		}
 		f, err := matchOverride(root, files, byBase, overrides[k])
 		if err != nil {
-			return nil, fmt.Errorf("file override for %q: %v in channel files %s", k, err, fileList(root, files))
+			return nil, fmt.Errorf("file override for %q: %w in channel files %s", k, err, fileList(root, files))
 		}
 		out[k] = f
 		claimed[f] = true
@@ -239,7 +239,7 @@ func mapTensors(root string, files []string, inputs, targets, optional []string,
 				claimed[c[0]] = true
 			}
 		default:
-			return nil, fmt.Errorf("model tensor %q matches several channel files %s; keep one or set an override", t, fileList(root, c))
+			return nil, severalFiles{fmt.Errorf("model tensor %q matches several channel files %s; keep one or set an override", t, fileList(root, c))}
 		}
 	}
 	if err := mapAlias(root, out, claimed, byBase, inputs, inputAliases); err != nil {
@@ -297,7 +297,7 @@ func mapAlias(root string, out map[string]string, claimed map[string]bool, byBas
 		claimed[found[0]] = true
 		return nil
 	}
-	return fmt.Errorf("model tensor %q could come from any of the channel files %s; rename all but one or set an override", t, fileList(root, found))
+	return severalFiles{fmt.Errorf("model tensor %q could come from any of the channel files %s; rename all but one or set an override", t, fileList(root, found))}
 }
 
 func matchOverride(root string, files []string, byBase map[string][]string, want string) (string, error) {
@@ -326,8 +326,14 @@ func matchOverride(root string, files []string, byBase map[string][]string, want
 	case 1:
 		return c[0], nil
 	}
-	return "", fmt.Errorf("%q matches several files %s; give a path", want, fileList(root, c))
+	return "", severalFiles{fmt.Errorf("%q matches several files %s; give a path", want, fileList(root, c))}
 }
+
+// severalFiles is a mapping error where a tensor matches several files:
+// in a channel of parts (parts.go) each part is mapped on its own instead.
+type severalFiles struct{ error }
+
+func (e severalFiles) Unwrap() error { return e.error }
 
 // baseName is a file's name without directory and .npy extension.
 func baseName(p string) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/bits"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -125,9 +126,21 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 		return d, nil
 	}
 	mapping, err := mapTensors(dir, scan.entries, inputs, targets, o.optional, overrides)
+	if errors.As(err, new(severalFiles)) {
+		if d, ok, err := openParts(dir, channelParts(scan.entries), inputs, targets, overrides, o); ok {
+			return d, err
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
+	return openMapped(dir, scan.entries, mapping, o)
+}
+
+// openMapped opens the files of a channel (or of one of its parts) that
+// mapping names; the dataset owns them and names the other entries unused.
+func openMapped(dir string, entries []string, mapping map[string]string, o channelOptions) (*Dataset, error) {
+	var err error
 	arrays := make(map[string]*Array, len(mapping))
 	opened := map[string]*Array{} // one mapping per file, even if two tensors share it
 	closeAll := func() {
@@ -159,7 +172,7 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 	for _, path := range mapping {
 		used[path] = true
 	}
-	for _, e := range scan.entries {
+	for _, e := range entries {
 		if !used[e] {
 			d.unused = append(d.unused, displayName(dir, e))
 		}
@@ -209,6 +222,19 @@ func (d *Dataset) RowShape(name string) []int {
 func (d *Dataset) Array(name string) *Array {
 	a, _ := d.sources[name].(*Array)
 	return a
+}
+
+// Arrays are the arrays behind the named tensor, to check each against the
+// model: its one array, or in a channel of parts one per part, in order;
+// nil where Array is. They belong to the dataset.
+func (d *Dataset) Arrays(name string) []*Array {
+	switch s := d.sources[name].(type) {
+	case *Array:
+		return []*Array{s}
+	case *partsSource:
+		return slices.Clone(s.parts)
+	}
+	return nil
 }
 
 // DType is the stored dtype of the named tensor (Invalid if unknown).

@@ -7,8 +7,11 @@
 //
 //   - OpenChannel does everything below for one File or FastFile mode
 //     channel directory and returns a Dataset; WithContentType passes the
-//     channel's ContentType. Dataset.Array gives the array behind each
-//     tensor, to check it against the model.
+//     channel's ContentType. Dataset.Arrays gives the arrays behind each
+//     tensor, to check them against the model. A channel in parts (a
+//     tensor's files in several subfolders or .npz archives, as a host of
+//     a ShardedByS3Key channel gets several objects) maps each part on its
+//     own and joins their rows in name order (parts.go).
 //   - ListChannel lists a channel's tensors: each .npy file, and each
 //     member of each .npz file as "<dir>/data.npz/<member>.npy". Dotfiles,
 //     names starting with "_" (_SUCCESS) and *.manifest files are ignored;
@@ -50,8 +53,8 @@
 // plain io.Reader and stops at the first data byte for that reason.
 //
 // The batcher reads rows through a small internal interface (row count,
-// row shape, dtype, Gather); every format above ends up as an Array behind
-// it.
+// row shape, dtype, text width, Gather); every format above ends up as an
+// Array behind it, or as the parts' Arrays one after another.
 //
 // Batching follows Keras fit's defaults (batch size 32, partial last batch
 // kept) so a sagefit run and model.fit see the same number of steps.

@@ -829,6 +829,48 @@ func TestHostWithoutShardTrains(t *testing.T) {
 	}
 }
 
+// TestShardedChannelInParts: ShardedByS3Key hands each host whole S3
+// objects, so a host gets several shards (.npz archives here, one per
+// shard, each holding the train and labels arrays): each host trains on its
+// shards' rows one after another, exactly as on one file of their
+// concatenation, class weights included. Before, a host with two shards
+// was refused ("model tensor matches several channel files").
+func TestShardedChannelInParts(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")
+	dir := t.TempDir()
+	script := `import os, sys, numpy as np
+src, d = sys.argv[1], sys.argv[2]
+x, y = np.load(os.path.join(src, "train.npy")), np.load(os.path.join(src, "labels.npy"))
+cuts = [0, 30, 90, 140, 200]
+for host, shards in (("a", (0, 2)), ("b", (1, 3))):
+    for k in shards:
+        os.makedirs(os.path.join(d, host + "-parts"), exist_ok=True)
+        np.savez(os.path.join(d, host + "-parts", f"shard-{k}.npz"), train=x[cuts[k]:cuts[k+1]], labels=y[cuts[k]:cuts[k+1]])
+    os.makedirs(os.path.join(d, host + "-whole"))
+    np.save(os.path.join(d, host + "-whole", "train.npy"), np.concatenate([x[cuts[k]:cuts[k+1]] for k in shards]))
+    np.save(os.path.join(d, host + "-whole", "labels.npy"), np.concatenate([y[cuts[k]:cuts[k+1]] for k in shards]))
+`
+	if out, err := exec.Command(fixture.Python(t), "-c", script, filepath.Join(fx, "train"), dir).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	hps := map[string]string{"epochs": "2", "batch_size": "16", "seed": "3", "class_weight": `{"0": 1, "1": 3}`}
+	run := func(layout string) map[string][]float64 {
+		hosts := startJobWith(t, seedModels(fx, 2), []string{filepath.Join(dir, "a-"+layout), filepath.Join(dir, "b-"+layout)}, hps, nil, "ShardedByS3Key")
+		for _, h := range hosts {
+			if code, reason := h.wait(t, 90*time.Second); code != 0 {
+				t.Fatalf("%s: %s failed: %s\n%s", layout, h.name, reason, h.stderr.String())
+			}
+		}
+		return history(t, hosts[0].base)
+	}
+	parts, whole := run("parts"), run("whole")
+	for k, want := range whole {
+		if !slices.Equal(parts[k], want) {
+			t.Errorf("%s: %v from the shards, %v from their concatenation", k, parts[k], want)
+		}
+	}
+}
+
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]

@@ -82,7 +82,7 @@ func (c *Channel) Epoch(ctx context.Context) (*data.Dataset, func(), error) {
 		return nil, nil, fmt.Errorf("channel %q (Pipe mode): the stream of %s holds no rows, and model.fit refuses empty data too", c.Name, filepath.Base(fifo))
 	}
 	for _, spec := range c.specs {
-		if err := CheckFits(ds.Array(spec.Name), spec); err != nil {
+		if err := checkFitsAll(ds, spec); err != nil {
 			ds.Close()
 			return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
 		}
@@ -268,7 +268,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 	}
 	for _, spec := range specs {
-		if err := CheckFits(ds.Array(spec.Name), spec); err != nil {
+		if err := checkFitsAll(ds, spec); err != nil {
 			ds.Close()
 			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 		}
@@ -280,7 +280,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		ds.Close()
 		var files []string
 		for _, spec := range specs {
-			if a := ds.Array(spec.Name); a != nil {
+			for _, a := range ds.Arrays(spec.Name) {
 				files = append(files, filepath.Base(a.Path()))
 			}
 		}
@@ -303,6 +303,25 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 
 	cd.ds, cd.close = ds, func() { ds.Close() }
 	return cd, nil
+}
+
+// checkFitsAll checks each array behind a tensor of ds (one per part of a
+// channel of parts) with CheckFits.
+func checkFitsAll(ds *data.Dataset, spec model.TensorSpec) error {
+	for _, a := range ds.Arrays(spec.Name) {
+		if err := CheckFits(a, spec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// firstArray is the first array behind a tensor of ds; nil without one.
+func firstArray(ds *data.Dataset, name string) *data.Array {
+	if arrays := ds.Arrays(name); len(arrays) > 0 {
+		return arrays[0]
+	}
+	return nil
 }
 
 // CheckFits accepts a file whose examples have the tensor's shape, allowing
@@ -405,13 +424,13 @@ func (c *Channel) SplitValidation(fraction float64) (train, val *Channel, err er
 // sampleWeights checks a channel's sample_weight file, or makes one from
 // class weights, as model.fit does with sample_weight and class_weight.
 func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]float64, dtypes map[string]data.DType) error {
-	weights := ds.Array(model.SampleWeight)
+	weights := firstArray(ds, model.SampleWeight)
 	if weights != nil && !meta.HasSampleWeights() {
 		return fmt.Errorf("%s would weigh the rows, but the model's steps take no sample weights (a custom train_step that unpacks `x, y = data`, or an export by an older sagefit); unpack `x, y, sample_weight = data` in the step and export again, or remove the file", weights.Path())
 	}
 	var have []string
 	for _, name := range append([]string{model.SampleWeight}, meta.PerOutputWeights()...) {
-		if ds.Array(name) != nil {
+		if firstArray(ds, name) != nil {
 			have = append(have, name)
 		}
 	}
@@ -419,11 +438,11 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 		return err
 	}
 	for _, name := range have {
-		if err := CheckFits(ds.Array(name), model.TensorSpec{Name: name, Key: name, DType: "float32", Shape: []*int64{nil}}); err != nil {
+		if err := checkFitsAll(ds, model.TensorSpec{Name: name, Key: name, DType: "float32", Shape: []*int64{nil}}); err != nil {
 			return fmt.Errorf("%w (one weight per row)", err)
 		}
 		dtypes[name] = data.Float32
-		weights = ds.Array(name)
+		weights = firstArray(ds, name)
 	}
 	if len(classWeight) == 0 {
 		return nil
@@ -436,13 +455,17 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	case weights != nil:
 		return fmt.Errorf("hyperparameter %q and %s cannot both weigh the rows, as in Keras; keep one", job.HPClassWeight, weights.Path())
 	}
-	labels := ds.Array(meta.Targets[0].Name)
-	w, err := classWeights(labels, classWeight)
-	if err != nil {
-		return err
+	var w []float32
+	labels := ds.Arrays(meta.Targets[0].Name) // a channel of parts: one per part, in row order
+	for _, part := range labels {
+		pw, err := classWeights(part, classWeight)
+		if err != nil {
+			return err
+		}
+		w = append(w, pw...)
 	}
 	dtypes[model.SampleWeight] = data.Float32
-	return ds.Add(model.SampleWeight, data.NewFloat32Array(fmt.Sprintf("class weights of %s", labels.Path()), w))
+	return ds.Add(model.SampleWeight, data.NewFloat32Array(fmt.Sprintf("class weights of %s", labels[0].Path()), w))
 }
 
 // classWeights is each row's weight by its label's class, as Keras's

@@ -1,0 +1,190 @@
+package data
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// A channel of parts holds its data in pieces: several subfolders, .npz
+// archives, or the top folder and subfolders, each with a file for every
+// tensor. Their rows follow one another in the order S3 lists the parts'
+// keys, by name. SageMaker's ShardedByS3Key hands each host whole S3
+// objects, so data meant for it comes as parts (one .npz per shard keeps a
+// shard's tensors together); so does data a job wrote in pieces. A channel
+// is read as parts only where a tensor matches files in several of them;
+// tensors in folders of their own (x/x.npy beside y/y.npy) map as before.
+
+// channelParts groups a channel's entries by the folder or .npz archive
+// that holds them, in name order.
+func channelParts(entries []string) [][]string {
+	byPart := map[string][]string{}
+	for _, e := range entries {
+		byPart[filepath.Dir(e)] = append(byPart[filepath.Dir(e)], e)
+	}
+	names := sortedNames(byPart)
+	parts := make([][]string, len(names))
+	for i, n := range names {
+		parts[i] = byPart[n]
+	}
+	return parts
+}
+
+// partName names the part that holds entry for a person.
+func partName(dir, entry string) string {
+	p := filepath.Dir(entry)
+	if filepath.Clean(p) == filepath.Clean(dir) {
+		return "the channel's top folder"
+	}
+	name := displayName(dir, p)
+	if !strings.EqualFold(filepath.Ext(p), ".npz") {
+		name += "/"
+	}
+	return name
+}
+
+// openParts maps each part's files to the tensors on its own and joins the
+// parts' rows: every part must feed the same tensors. Unless at least two
+// parts map on their own, the channel is not one of parts (a stray file
+// beside an archive, say): not ok, and the whole channel's mapping error
+// stands.
+func openParts(dir string, parts [][]string, inputs, targets []string, overrides map[string]string, o channelOptions) (d *Dataset, ok bool, err error) {
+	mappings := make([]map[string]string, len(parts))
+	errs := make([]error, len(parts))
+	mapped := 0
+	for i, files := range parts {
+		if mappings[i], errs[i] = mapTensors(dir, files, inputs, targets, o.optional, overrides); errs[i] == nil {
+			mapped++
+		}
+	}
+	if mapped < 2 {
+		return nil, false, nil
+	}
+	var opened []*Dataset
+	fail := func(err error) (*Dataset, bool, error) {
+		for _, d := range opened {
+			d.Close()
+		}
+		return nil, true, err
+	}
+	for i, files := range parts {
+		name := partName(dir, files[0])
+		if errs[i] != nil {
+			return fail(fmt.Errorf("channel part %s: %w", name, errs[i]))
+		}
+		d, err := openMapped(dir, files, mappings[i], o)
+		if err != nil {
+			return fail(fmt.Errorf("channel part %s: %w", name, err))
+		}
+		opened = append(opened, d)
+		if first := opened[0]; !slices.Equal(d.names, first.names) {
+			return fail(fmt.Errorf("channel part %s feeds %q but part %s feeds %q; the channel is read in parts (a tensor's files are in several folders or .npz archives), and every part needs a file for each tensor",
+				name, d.names, partName(dir, parts[0][0]), first.names))
+		}
+	}
+	src := make(map[string]rowSource, len(opened[0].names))
+	for _, tensor := range opened[0].names {
+		arrays := make([]*Array, len(opened))
+		for i, d := range opened {
+			arrays[i] = d.sources[tensor].(*Array)
+		}
+		s, err := newPartsSource(arrays)
+		if err != nil {
+			return fail(fmt.Errorf("model tensor %q: %w", tensor, err))
+		}
+		src[tensor] = s
+	}
+	whole, err := newDataset(src)
+	if err != nil {
+		return fail(err)
+	}
+	for _, d := range opened {
+		whole.owned = append(whole.owned, d.owned...)
+		whole.unused = append(whole.unused, d.unused...)
+	}
+	sort.Strings(whole.unused)
+	return whole, true, nil
+}
+
+// partsSource is one tensor of a channel of parts: its parts' rows, one
+// part after another.
+type partsSource struct {
+	parts  []*Array
+	starts []int // the first row of each part, and the total last
+	width  int   // text: the widest part's elements (narrower ones are NUL-padded)
+}
+
+func newPartsSource(parts []*Array) (*partsSource, error) {
+	s := &partsSource{parts: parts, starts: make([]int, len(parts)+1)}
+	first := parts[0]
+	for i, a := range parts {
+		if (a.DType() == String) != (first.DType() == String) || a.RowElems() != first.RowElems() {
+			return nil, fmt.Errorf("%s holds %s rows of shape %s but %s holds %s rows of shape %s; every part needs the same examples",
+				a.Path(), a.DType(), shapeString(a.RowShape()), first.Path(), first.DType(), shapeString(first.RowShape()))
+		}
+		s.starts[i+1] = s.starts[i] + a.Len()
+		s.width = max(s.width, a.TextWidth())
+	}
+	return s, nil
+}
+
+func (s *partsSource) Path() string {
+	return fmt.Sprintf("%s and %d more parts", s.parts[0].Path(), len(s.parts)-1)
+}
+func (s *partsSource) Len() int        { return s.starts[len(s.parts)] }
+func (s *partsSource) RowShape() []int { return s.parts[0].RowShape() }
+func (s *partsSource) DType() DType    { return s.parts[0].DType() }
+func (s *partsSource) TextWidth() int  { return s.width }
+
+// Gather gathers each run of rows that fall in one part from that part.
+func (s *partsSource) Gather(dst []byte, dt DType, rows []int) error {
+	elems := s.parts[0].RowElems()
+	item := dt.Size()
+	if dt == String {
+		item = s.width
+	}
+	rowBytes := elems * item
+	if len(dst) != len(rows)*rowBytes {
+		return fmt.Errorf("%s: gather of %d rows as %s needs %d bytes but dst has %d", s.Path(), len(rows), dt, len(rows)*rowBytes, len(dst))
+	}
+	local := make([]int, len(rows))
+	for i := 0; i < len(rows); {
+		r := rows[i]
+		if r < 0 || r >= s.Len() {
+			return fmt.Errorf("%s: row %d is out of range [0, %d)", s.Path(), r, s.Len())
+		}
+		p := sort.SearchInts(s.starts, r+1) - 1 // the last part starting at or before r
+		lo, hi := s.starts[p], s.starts[p+1]
+		j := i
+		for j < len(rows) && rows[j] >= lo && rows[j] < hi {
+			local[j] = rows[j] - lo
+			j++
+		}
+		a, out := s.parts[p], dst[i*rowBytes:j*rowBytes]
+		if w := a.TextWidth(); dt == String && w != s.width {
+			if err := gatherPadded(a, out, local[i:j], elems, w, s.width); err != nil {
+				return err
+			}
+		} else if err := a.Gather(out, dt, local[i:j]); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// gatherPadded gathers text elements w bytes wide into slots of width
+// bytes, NUL-padded as a wider array's elements are.
+func gatherPadded(a *Array, dst []byte, rows []int, elems, w, width int) error {
+	narrow := make([]byte, len(rows)*elems*w)
+	if err := a.Gather(narrow, String, rows); err != nil {
+		return err
+	}
+	clear(dst)
+	for e := range len(rows) * elems {
+		copy(dst[e*width:], narrow[e*w:(e+1)*w])
+	}
+	return nil
+}
