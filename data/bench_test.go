@@ -27,12 +27,17 @@ const (
 // benchFile writes a (100000, 10) array. For Fortran files the bytes are
 // not transposed: only the access pattern matters to a benchmark.
 func benchFile(b *testing.B, dt DType, fortran bool) string {
+	return benchFileOf(b, dt, fortran, benchRows)
+}
+
+// benchFileOf is benchFile of rows rows.
+func benchFileOf(b *testing.B, dt DType, fortran bool, rows int) string {
 	b.Helper()
 	p := filepath.Join(b.TempDir(), "train.npy")
-	h := Header{DType: dt, Fortran: fortran, Shape: []int{benchRows, benchCols}}
+	h := Header{DType: dt, Fortran: fortran, Shape: []int{rows, benchCols}}
 	data := make([]byte, h.DataLen())
 	var f64 [benchCols]float64
-	for r := range benchRows {
+	for r := range rows {
 		for c := range benchCols {
 			f64[c] = float64(r) + float64(c)/16
 		}
@@ -141,6 +146,37 @@ func BenchmarkGather(b *testing.B) {
 			b.ReportMetric(float64(benchBatch)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
+}
+
+// BenchmarkGatherParts is BenchmarkGather's copy from the same rows in a
+// channel of 4 parts: a shuffled batch's rows fall in every part.
+func BenchmarkGatherParts(b *testing.B) {
+	parts := make([]*Array, 4)
+	for i := range parts {
+		a, err := Open(benchFileOf(b, Float32, false, benchRows/len(parts)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer a.Close()
+		parts[i] = a
+	}
+	s, err := newPartsSource(parts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	order := orderRows(s.Len(), 1, 0)
+	batch := make([]byte, benchBatch*benchCols*4)
+	i := 0
+	for b.Loop() {
+		if i+benchBatch > len(order) {
+			i = 0
+		}
+		if err := s.Gather(batch, Float32, order[i:i+benchBatch]); err != nil {
+			b.Fatal(err)
+		}
+		i += benchBatch
+	}
+	b.ReportMetric(float64(benchBatch)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
 
 // BenchmarkEpoch is the batch iterator's throughput: one op is a full
