@@ -138,10 +138,10 @@ func (s *partsSource) RowShape() []int { return s.parts[0].RowShape() }
 func (s *partsSource) DType() DType    { return s.parts[0].DType() }
 func (s *partsSource) TextWidth() int  { return s.width }
 
-// Gather gathers the rows of each part with one call to that part's
-// array: a shuffled batch's rows fall in every part, and a call per run of
-// rows cost 5x what one array's gather does (BenchmarkGatherParts). Rows
-// are grouped by part, gathered, and put in their places.
+// Gather gathers each run of rows that fall in one part with a call to
+// that part's array (BenchmarkGatherParts: 2 us for a shuffled 32-row
+// batch over 4 parts, against 0.4 us from one array; grouping the rows by
+// part first, one call per part, was no faster).
 func (s *partsSource) Gather(dst []byte, dt DType, rows []int) error {
 	item := dt.Size()
 	if dt == String {
@@ -151,54 +151,38 @@ func (s *partsSource) Gather(dst []byte, dt DType, rows []int) error {
 	if len(dst) != len(rows)*rowBytes {
 		return fmt.Errorf("%s: gather of %d rows as %s needs %d bytes but dst has %d", s.Path(), len(rows), dt, len(rows)*rowBytes, len(dst))
 	}
-	n := len(rows)
-	ints := make([]int, 4*n+len(s.parts)+1) // one allocation for the index work below
-	part, local, byPart, lr, next := ints[:n], ints[n:2*n], ints[2*n:3*n], ints[3*n:3*n], ints[4*n:]
-	for i, r := range rows {
+	local := make([]int, len(rows))
+	for i := 0; i < len(rows); {
+		r := rows[i]
 		if r < 0 || r >= s.Len() {
 			return fmt.Errorf("%s: row %d is out of range [0, %d)", s.Path(), r, s.Len())
 		}
-		lo, hi := 0, len(s.parts)-1 // the last part starting at or before r
-		for lo < hi {
-			if mid := (lo + hi + 1) / 2; s.starts[mid] <= r {
-				lo = mid
-			} else {
-				hi = mid - 1
-			}
+		p := s.partOf(r)
+		lo, hi := s.starts[p], s.starts[p+1]
+		j := i
+		for j < len(rows) && rows[j] >= lo && rows[j] < hi {
+			local[j] = rows[j] - lo
+			j++
 		}
-		part[i], local[i] = lo, r-s.starts[lo]
-	}
-	if len(rows) > 0 && !slices.ContainsFunc(part, func(p int) bool { return p != part[0] }) {
-		return s.gatherPart(part[0], dst, dt, local) // one part: in place
-	}
-	// byPart: the positions in the batch, grouped by part (a counting sort).
-	for _, p := range part {
-		next[p+1]++
-	}
-	for p := range s.parts {
-		next[p+1] += next[p]
-	}
-	for i, p := range part {
-		byPart[next[p]] = i
-		next[p]++
-	}
-	tmp := make([]byte, len(dst))
-	for lo := 0; lo < len(byPart); {
-		p, hi := part[byPart[lo]], lo
-		lr = lr[:0]
-		for ; hi < len(byPart) && part[byPart[hi]] == p; hi++ {
-			lr = append(lr, local[byPart[hi]])
-		}
-		out := tmp[:len(lr)*rowBytes]
-		if err := s.gatherPart(p, out, dt, lr); err != nil {
+		if err := s.gatherPart(p, dst[i*rowBytes:j*rowBytes], dt, local[i:j]); err != nil {
 			return err
 		}
-		for k, i := range byPart[lo:hi] {
-			copy(dst[i*rowBytes:(i+1)*rowBytes], out[k*rowBytes:])
-		}
-		lo = hi
+		i = j
 	}
 	return nil
+}
+
+// partOf is the part that holds row r: the last one starting at or before it.
+func (s *partsSource) partOf(r int) int {
+	lo, hi := 0, len(s.parts)-1
+	for lo < hi {
+		if mid := (lo + hi + 1) / 2; s.starts[mid] <= r {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
 }
 
 // gatherPart gathers rows of part p, text padded to the widest part's.
