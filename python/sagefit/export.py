@@ -352,9 +352,15 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         if target_dtypes is not None:
             dtype = _per_output(target_dtypes, i, name)
             try:
-                tf.as_dtype(dtype)
+                as_tf = tf.as_dtype(dtype)
             except TypeError:
                 raise ExportError(f"target_dtypes: {dtype!r} (output {name}) is not a TensorFlow dtype, such as \"float32\" or \"int64\"") from None
+            if not (as_tf.is_floating or as_tf.is_integer or as_tf.is_bool):
+                raise ExportError(
+                    f"target_dtypes: {dtype!r} (output {name}): a target is numbers, which the loss "
+                    "compares with the output; turn text labels into class ids (a StringLookup over "
+                    "the labels, in numpy) and give \"int64\""
+                )
         tgt_descs.append(
             _tensor_desc(name, _spec_name("target_" + name, taken), shape, dtype)
         )

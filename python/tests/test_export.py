@@ -537,6 +537,9 @@ def test_refusals_say_what_to_do(tmp_path):
     assert "schedule" not in str(e.value)
     with pytest.raises(sagefit.ExportError, match="target_dtypes: 'floaty' .* is not a TensorFlow dtype"):
         sagefit.export(_seed_model(), str(tmp_path / "c"), target_dtypes="floaty")
+    # Text targets exported, then failed at the first step in TensorFlow's words.
+    with pytest.raises(sagefit.ExportError, match="target_dtypes: 'string' .* a target is numbers"):
+        sagefit.export(_seed_model(), str(tmp_path / "c2"), target_dtypes="string")
 
     build, _ = FAMILIES["multiclass"]
     model = build()
