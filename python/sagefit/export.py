@@ -180,11 +180,18 @@ def export(
         # fit takes one callback, or a CallbackList, as well as a list.
         callbacks = list(getattr(callbacks, "callbacks", [callbacks]))
     parent = os.path.dirname(os.path.abspath(export_dir))
+    made = []  # the folders above export_dir this export makes, removed again if it fails
+    folder = parent
+    while not os.path.exists(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
     try:
         os.makedirs(parent, exist_ok=True)  # as the SavedModel writer makes the folders above
         staging = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(os.path.abspath(export_dir)) + ".tmp-")
     except OSError as e:
+        _remove_empty(made)
         raise ExportError(f"cannot write the export beside {export_dir}: {e.strerror or e}") from None
+    done = False
     try:
         written = os.path.join(staging, "model")
         try:
@@ -201,9 +208,22 @@ def export(
             os.rename(written, export_dir)
         except OSError as e:
             raise ExportError(f"cannot put the export in place at {export_dir}: {e.strerror or e}") from None
+        done = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            _remove_empty(made)
     return meta
+
+
+def _remove_empty(folders):
+    """Removes the folders a failed export made, deepest first, each only
+    while empty: a refused export leaves the file system as it found it."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 # What TensorFlow takes as a root name scope, which a saved variable's

@@ -453,6 +453,11 @@ def test_overwrite_replaces_an_earlier_export_only(tmp_path, monkeypatch):
     with pytest.raises(sagefit.ExportError, match="is a link"):  # "link/" emptied the earlier export, then failed
         sagefit.export(model, str(link) + "/", overwrite=True)
     assert (out / "saved_model.pb").exists()
+    # A refused export into folders it would make leaves none of them (it
+    # left them, empty).
+    with pytest.raises(sagefit.ExportError, match="LambdaCallback"):
+        sagefit.export(model, str(tmp_path / "new" / "folders" / "m"), callbacks=[keras.callbacks.LambdaCallback()])
+    assert not (tmp_path / "new").exists()
     sagefit.export(model, str(tmp_path / "new" / "folders" / "m"))  # made, as before
     assert (tmp_path / "new" / "folders" / "m" / "saved_model.pb").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
