@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/internal/fixture"
@@ -121,6 +123,29 @@ func TestBatchNormStatisticsCoverAllHosts(t *testing.T) {
 		if !near(float64(mr[k]), float64(mw[k])) || !near(float64(vr[k]), float64(vw[k])) {
 			t.Errorf("after resume moving stats [%d] = %v, %v; uninterrupted %v, %v", k, mr[k], vr[k], mw[k], vw[k])
 		}
+	}
+}
+
+// TestBatchNormStatisticsOfAHostWithoutShard: a host given none of a
+// ShardedByS3Key channel's objects trains no rows, so its moving
+// statistics never move; the saved ones are those of the host that trained,
+// to the bit, as one host alone keeps them. Before, the mean over both
+// hosts took the idle host's starting values (mean 0, variance 1) at half
+// weight.
+func TestBatchNormStatisticsOfAHostWithoutShard(t *testing.T) {
+	fx := fixture.Make(t, "batch_norm", "--rows", "200", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "2", "batch_size": "16", "seed": "3"}
+	alone := runLocal(t, fx, 1, "epochs=2", "batch_size=16", "seed=3")
+	hosts := startJobWith(t, seedModels(fx, 2), []string{filepath.Join(fx, "train"), t.TempDir()}, hps, nil, "ShardedByS3Key")
+	for _, h := range hosts {
+		if code, reason := h.wait(t, 90*time.Second); code != 0 {
+			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
+		}
+	}
+	m1, v1 := movingStats(t, alone)
+	m2, v2 := movingStats(t, hosts[0].base)
+	if !slices.Equal(m1, m2) || !slices.Equal(v1, v2) {
+		t.Errorf("moving statistics on two hosts, one without a shard: mean %v, variance %v; the host alone: %v, %v", m2, v2, m1, v1)
 	}
 }
 

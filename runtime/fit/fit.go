@@ -41,9 +41,14 @@ type Loop struct {
 	timing Timing
 	clock  clock // the steps' times, for timing
 
-	hist         *report.History         // epochs finished, for checkpoints
-	globalStep   int                     // train steps since epoch 1 step 0
-	averagedAt   int                     // globalStep when the averaged state was last averaged (-1: never)
+	hist       *report.History // epochs finished, for checkpoints
+	globalStep int             // train steps since epoch 1 step 0
+	averagedAt int             // globalStep when the averaged state was last averaged (-1: never)
+	// trainedRows: this process trained rows since the state was last
+	// averaged, so its moving statistics moved (a host given no shard of a
+	// ShardedByS3Key channel never does, and its would pull the mean back
+	// towards their start).
+	trainedRows  bool
 	terminate    bool                    // a callback ended training after this batch (TerminateOnNaN)
 	pendingApply bool                    // grads holds an averaged gradient not yet applied (FusedApplier)
 	auto         autoState               // what steps_per_execution "auto" has learnt
@@ -178,7 +183,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		// the end flag (a callback ends training, TerminateOnNaN).
 		f.grads = make([]float32, f.Model.Meta().GradientSize+3)
 	}
-	f.averagedAt, f.terminate, f.pendingApply = -1, false, false
+	f.averagedAt, f.terminate, f.pendingApply, f.trainedRows = -1, false, false, false
 	f.globalStep = from.GlobalStep
 	if err := f.startCallbacks(from); err != nil {
 		return hist, err
@@ -278,7 +283,8 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 // moving averages follow its own share of every batch, and their mean is
 // the moving average of the whole batches' statistics. Every process
 // calls it at the same point; it does nothing on one process, or when
-// nothing was trained since the last time.
+// nothing was trained since the last time. The mean is over the processes
+// that trained rows since then: the others' statistics did not move.
 func (f *Loop) averageState(ctx context.Context) error {
 	idx := f.Model.Meta().Averaged()
 	if f.Group == nil || len(idx) == 0 || f.averagedAt == f.globalStep {
@@ -296,12 +302,29 @@ func (f *Loop) averageState(ctx context.Context) error {
 		}
 		n += len(vars[i].Data) / 4
 	}
-	buf := make([]float32, 0, n)
-	for _, i := range idx {
-		buf = append(buf, vars[i].Float32View()...)
+	buf := make([]float32, n, n+1)
+	if f.trainedRows {
+		buf = buf[:0]
+		for _, i := range idx {
+			buf = append(buf, vars[i].Float32View()...)
+		}
 	}
-	if err := f.Group.AllReduce(ctx, buf, distributed.Mean); err != nil {
+	var counted float32 // 1 where this process's statistics count
+	if f.trainedRows {
+		counted = 1
+	}
+	buf = append(buf, counted)
+	if err := f.Group.AllReduce(ctx, buf, distributed.Sum); err != nil {
 		return fmt.Errorf("average state over hosts: %w", err)
+	}
+	count := buf[n]
+	buf = buf[:n]
+	f.averagedAt, f.trainedRows = f.globalStep, false
+	if count == 0 {
+		return nil // no process trained: every one holds the last mean
+	}
+	for i := range buf {
+		buf[i] /= count // as distributed.Mean divides, once all trained
 	}
 	for _, i := range idx {
 		k := len(vars[i].Data) / 4
@@ -311,7 +334,6 @@ func (f *Loop) averageState(ctx context.Context) error {
 	if err := f.Model.AssignVariables(vars); err != nil {
 		return fmt.Errorf("average state over hosts: %w", err)
 	}
-	f.averagedAt = f.globalStep
 	f.timing.AverageSeconds = append(f.timing.AverageSeconds, time.Since(start).Seconds())
 	return nil
 }
@@ -632,6 +654,7 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	var logs []model.Metric
 	var ending bool
 	if b.Rows > 0 {
+		f.trainedRows = true
 		var err error
 		switch {
 		case f.single.move:
