@@ -27,12 +27,13 @@ func (r rowRange) Gather(dst []byte, dstType DType, rows []int) error {
 }
 
 // Rows returns rows [lo, hi) of d as a dataset of their own (Keras's
-// validation_split takes the last rows of the training data this way). It
-// shares d's files: close d, not the part, and only after the part is done
-// with.
+// validation_split takes the last rows of the training data this way; on
+// a host with a small shard of a ShardedByS3Key channel one part may be
+// empty). It shares d's files: close d, not the part, and only after the
+// part is done with.
 func (d *Dataset) Rows(lo, hi int) (*Dataset, error) {
-	if lo < 0 || hi > d.n || lo >= hi {
-		return nil, fmt.Errorf("rows [%d, %d) are not a non-empty part of %d rows", lo, hi, d.n)
+	if lo < 0 || hi > d.n || lo > hi {
+		return nil, fmt.Errorf("rows [%d, %d) are not a part of %d rows", lo, hi, d.n)
 	}
 	part := &Dataset{names: d.names, sources: make(map[string]rowSource, len(d.sources)), n: hi - lo}
 	for name, s := range d.sources {

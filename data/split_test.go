@@ -34,7 +34,10 @@ func TestRowsIsADatasetOfItsOwn(t *testing.T) {
 	if !reflect.DeepEqual(rows, []int{7, 8, 9}) {
 		t.Errorf("rows %v, want [7 8 9]", rows)
 	}
-	for _, bad := range [][2]int{{-1, 3}, {4, 11}, {5, 5}} {
+	if empty, err := d.Rows(5, 5); err != nil || empty.Len() != 0 {
+		t.Errorf("Rows(5, 5) = %v rows, %v; want an empty part", empty, err)
+	}
+	for _, bad := range [][2]int{{-1, 3}, {4, 11}, {6, 5}} {
 		if _, err := d.Rows(bad[0], bad[1]); err == nil {
 			t.Errorf("Rows(%d, %d) accepted", bad[0], bad[1])
 		}

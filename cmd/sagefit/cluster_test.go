@@ -788,15 +788,27 @@ func TestShardedByS3KeyUnevenShards(t *testing.T) {
 // than hosts leaves a host with none (an empty folder in File mode, a
 // stream that sends nothing in Pipe mode). That host joins every step with
 // an empty batch and says why: the job trains as the other host alone
-// would, to the bit. Before, its channel was refused (no file for the
-// input; in Pipe mode, a stream of 0 arrays) and the job failed.
+// would, to the bit, validation_split too (File mode; its split of no rows
+// is two empty parts). Before, its channel was refused (no file for the
+// input; in Pipe mode, a stream of 0 arrays; with validation_split, too
+// few rows to split) and the job failed.
 func TestHostWithoutShardTrains(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "100", "--no-fit", "--no-validation")
 	train := filepath.Join(fx, "train")
-	hps := map[string]string{"epochs": "2", "batch_size": "16", "seed": "3"}
-	alone := history(t, runLocal(t, fx, 1, "epochs=2", "batch_size=16", "seed=3"))
 	warning := `channel "training" is ShardedByS3Key and this host got none of its S3 objects`
 	for _, mode := range []string{"File", "Pipe"} {
+		hps := map[string]string{"epochs": "2", "batch_size": "16", "seed": "3"}
+		if mode == "File" {
+			hps["validation_split"] = "0.25"
+		}
+		var args []string
+		for k, v := range hps {
+			args = append(args, k+"="+v)
+		}
+		alone := history(t, runLocal(t, fx, 1, args...))
+		if _, ok := alone["val_loss"]; ok != (mode == "File") {
+			t.Fatalf("%s: the host alone's history %v", mode, alone)
+		}
 		var hosts []*host
 		if mode == "File" {
 			hosts = startJobWith(t, seedModels(fx, 2), []string{train, t.TempDir()}, hps, nil, "ShardedByS3Key")

@@ -394,7 +394,10 @@ func (c *Channel) SplitValidation(fraction float64) (train, val *Channel, err er
 	}
 	n := c.ds.Len()
 	at := int(math.Floor(float64(n) * (1 - fraction)))
-	if at == 0 || at == n {
+	// A host's shard of a ShardedByS3Key channel may be too small to give
+	// both parts rows, or empty: it joins the steps it has no rows for, as
+	// it does without the split.
+	if (at == 0 || at == n) && !c.Sharded {
 		return nil, nil, fmt.Errorf("channel %q has %d rows, too few to split into training and validation rows with hyperparameter %q = %v", c.Name, n, job.HPValSplit, fraction)
 	}
 	part := func(lo, hi int) (*Channel, error) {
