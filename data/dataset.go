@@ -127,8 +127,12 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 	}
 	mapping, err := mapTensors(dir, scan.entries, inputs, targets, o.optional, overrides)
 	if errors.As(err, new(severalFiles)) {
-		if d, ok, err := openParts(dir, channelParts(scan.entries), inputs, targets, overrides, o); ok {
-			return d, err
+		d, ok, perr := openParts(dir, channelParts(scan.entries), inputs, targets, overrides, o)
+		if ok {
+			return d, perr
+		}
+		if perr != nil {
+			err = fmt.Errorf("%w; or, read in parts (its files are in several folders or .npz archives), %v", err, perr)
 		}
 	}
 	if err != nil {

@@ -11,7 +11,7 @@
 //     tensor, to check them against the model. A channel in parts (a
 //     tensor's files in several subfolders or .npz archives, as a host of
 //     a ShardedByS3Key channel gets several objects) maps each part on its
-//     own and joins their rows in name order (parts.go).
+//     own and joins their rows in the order S3 lists them (parts.go).
 //   - ListChannel lists a channel's tensors: each .npy file, and each
 //     member of each .npz file as "<dir>/data.npz/<member>.npy". Dotfiles,
 //     names starting with "_" (_SUCCESS) and *.manifest files are ignored;

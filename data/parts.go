@@ -11,20 +11,31 @@ import (
 // A channel of parts holds its data in pieces: several subfolders, .npz
 // archives, or the top folder and subfolders, each with a file for every
 // tensor. Their rows follow one another in the order S3 lists the parts'
-// keys, by name. SageMaker's ShardedByS3Key hands each host whole S3
+// objects (by key, byte by byte: "p-b/x.npy" before "p/x.npy", a folder's
+// "p/x.npy" before a top-level "x.npy"; a part comes where its first object
+// does). SageMaker's ShardedByS3Key hands each host whole S3
 // objects, so data meant for it comes as parts (one .npz per shard keeps a
 // shard's tensors together); so does data a job wrote in pieces. A channel
 // is read as parts only where a tensor matches files in several of them;
 // tensors in folders of their own (x/x.npy beside y/y.npy) map as before.
 
 // channelParts groups a channel's entries by the folder or .npz archive
-// that holds them, in name order.
+// that holds them, in S3's order of their first objects.
 func channelParts(entries []string) [][]string {
-	byPart := map[string][]string{}
+	byPart, first := map[string][]string{}, map[string]string{}
 	for _, e := range entries {
-		byPart[filepath.Dir(e)] = append(byPart[filepath.Dir(e)], e)
+		p := filepath.Dir(e)
+		object := e // the S3 object: the file, or the archive of a member
+		if strings.EqualFold(filepath.Ext(p), ".npz") {
+			object = p
+		}
+		if k, seen := first[p]; !seen || object < k {
+			first[p] = object
+		}
+		byPart[p] = append(byPart[p], e)
 	}
 	names := sortedNames(byPart)
+	slices.SortFunc(names, func(a, b string) int { return strings.Compare(first[a], first[b]) })
 	parts := make([][]string, len(names))
 	for i, n := range names {
 		parts[i] = byPart[n]
@@ -48,8 +59,9 @@ func partName(dir, entry string) string {
 // openParts maps each part's files to the tensors on its own and joins the
 // parts' rows: every part must feed the same tensors. Unless at least two
 // parts map on their own, the channel is not one of parts (a stray file
-// beside an archive, say): not ok, and the whole channel's mapping error
-// stands.
+// beside an archive, say, or two parts of which one is broken): not ok,
+// and the whole channel's mapping error stands, with the error of the part
+// that did not map where one did (err).
 func openParts(dir string, parts [][]string, inputs, targets []string, overrides map[string]string, o channelOptions) (d *Dataset, ok bool, err error) {
 	mappings := make([]map[string]string, len(parts))
 	errs := make([]error, len(parts))
@@ -60,6 +72,11 @@ func openParts(dir string, parts [][]string, inputs, targets []string, overrides
 		}
 	}
 	if mapped < 2 {
+		for i, err := range errs {
+			if err != nil && mapped == 1 {
+				return nil, false, fmt.Errorf("channel part %s: %w", partName(dir, parts[i][0]), err)
+			}
+		}
 		return nil, false, nil
 	}
 	var opened []*Dataset
@@ -120,7 +137,7 @@ func newPartsSource(parts []*Array) (*partsSource, error) {
 	s := &partsSource{parts: parts, starts: make([]int, len(parts)+1)}
 	first := parts[0]
 	for i, a := range parts {
-		if (a.DType() == String) != (first.DType() == String) || a.RowElems() != first.RowElems() {
+		if (a.DType() == String) != (first.DType() == String) || !sameExamples(a.RowShape(), first.RowShape()) {
 			return nil, fmt.Errorf("%s holds %s rows of shape %s but %s holds %s rows of shape %s; every part needs the same examples",
 				a.Path(), a.DType(), shapeString(a.RowShape()), first.Path(), first.DType(), shapeString(first.RowShape()))
 		}
@@ -128,6 +145,13 @@ func newPartsSource(parts []*Array) (*partsSource, error) {
 		s.width = max(s.width, a.TextWidth())
 	}
 	return s, nil
+}
+
+// sameExamples says whether two row shapes are the same but for
+// dimensions of size 1 ((3,) and (3, 1)), as the model takes either.
+func sameExamples(a, b []int) bool {
+	drop := func(s []int) []int { return slices.DeleteFunc(slices.Clone(s), func(d int) bool { return d == 1 }) }
+	return slices.Equal(drop(a), drop(b))
 }
 
 func (s *partsSource) Path() string {

@@ -41,11 +41,12 @@ func epochBytes(t *testing.T, d *Dataset, o BatchOptions) map[string][]byte {
 	}
 }
 
-// A channel in parts (shard folders, .npz archives, the top folder beside a
-// subfolder), as ShardedByS3Key hands a host several objects, trains on
-// the parts' rows one after another in the order of their names: the
-// batches, in order and shuffled, are those of one file holding the
-// numpy concatenation. Text parts of different widths are padded as the
+// A channel in parts (shard folders, .npz archives, the top folder beside
+// subfolders), as ShardedByS3Key hands a host several objects, trains on
+// the parts' rows one after another in the order S3 lists their objects
+// ("p-b/x.npy" before "p/x.npy" before "q.npz"; "part-1/x.npy" before a
+// top-level "x.npy"): the batches, in order and shuffled, are those of one
+// file holding the numpy concatenation. Text parts of different widths are padded as the
 // concatenation is. Before, every such channel was refused ("model tensor
 // "x" matches several channel files").
 func TestChannelOfParts(t *testing.T) {
@@ -54,22 +55,30 @@ rng = np.random.default_rng(0)
 xs = [rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 2, 5)]
 ys = [np.arange(n, dtype=np.int64 if i != 1 else np.int32) + 10 * i for i, n in enumerate((4, 2, 5))]
 ws = [np.asarray(w, dtype=str) for w in (["ab", "c", "", "de"], ["fghij", "k"], ["l", "mn", "o", "p", "qrs"])]
-layouts = {
-    "folders": lambda i, p: [np.save(os.path.join(p, f"part-{i}", n), a) for n, a in (("x.npy", xs[i]), ("y.npy", ys[i]), ("words.npy", ws[i]))],
-    "archives": lambda i, p: np.savez(os.path.join(p, f"shard-{i}.npz"), x=xs[i], y=ys[i], words=ws[i]),
-    "top_and_folders": lambda i, p: [np.save(os.path.join(p, "" if i == 0 else f"part-{i}", n), a) for n, a in (("x.npy", xs[i]), ("y.npy", ys[i]), ("words.npy", ws[i]))],
+ts = [np.asarray([[f"t{i}{r}", "u" * (2 * i + r % 2)] for r in range(n)], dtype=str) for i, n in enumerate((4, 2, 5))]  # 2 per row
+places = {  # where each part's arrays go: a folder ("" the top one) or an archive
+    "folders": ["part-0/", "part-1/", "part-2/"],
+    "archives": ["shard-0.npz", "shard-1.npz", "shard-2.npz"],
+    "top_and_folders": ["part-0/", "part-1/", ""],
+    "s3_order": ["p-b/", "p/", "q.npz"],
 }
-for name, write in layouts.items():
-    for i in range(3):
-        os.makedirs(os.path.join(d, name, f"part-{i}"), exist_ok=True)
-        write(i, os.path.join(d, name))
+for name, where in places.items():
+    for i, w in enumerate(where):
+        arrays = dict(x=xs[i], y=ys[i], words=ws[i], tags=ts[i])
+        os.makedirs(os.path.join(d, name, "" if w.endswith(".npz") else w), exist_ok=True)
+        if w.endswith(".npz"):
+            np.savez(os.path.join(d, name, w), **arrays)
+        else:
+            for k, a in arrays.items():
+                np.save(os.path.join(d, name, w, k + ".npy"), a)
 os.makedirs(os.path.join(d, "whole"))
 np.save(os.path.join(d, "whole", "x.npy"), np.concatenate(xs))
 np.save(os.path.join(d, "whole", "y.npy"), np.concatenate(ys))
 np.save(os.path.join(d, "whole", "words.npy"), np.concatenate(ws))
+np.save(os.path.join(d, "whole", "tags.npy"), np.concatenate(ts))
 `)
 	open := func(name string) *Dataset {
-		d, err := OpenChannel(filepath.Join(dir, name), []string{"x", "words"}, []string{"y"}, nil)
+		d, err := OpenChannel(filepath.Join(dir, name), []string{"x", "words", "tags"}, []string{"y"}, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -77,8 +86,8 @@ np.save(os.path.join(d, "whole", "words.npy"), np.concatenate(ws))
 		return d
 	}
 	whole := open("whole")
-	dtypes := map[string]DType{"x": Float32, "y": Float32, "words": String}
-	for _, layout := range []string{"folders", "archives", "top_and_folders"} {
+	dtypes := map[string]DType{"x": Float32, "y": Float32, "words": String, "tags": String}
+	for _, layout := range []string{"folders", "archives", "top_and_folders", "s3_order"} {
 		d := open(layout)
 		if d.Len() != 11 {
 			t.Errorf("%s: %d rows, want 11", layout, d.Len())
@@ -100,7 +109,8 @@ np.save(os.path.join(d, "whole", "words.npy"), np.concatenate(ws))
 
 // A part that lacks a tensor, or holds other examples, is refused naming
 // it; a stray file beside an archive is not a part, and the channel's own
-// mapping error stands.
+// mapping error stands, with the parts' reading beside it where one part
+// maps.
 func TestChannelOfPartsRefusals(t *testing.T) {
 	dir := writeWithNumpy(t, `
 def part(p, x_shape=(3, 2), y=True):
@@ -110,6 +120,8 @@ def part(p, x_shape=(3, 2), y=True):
         np.save(os.path.join(p, "y.npy"), np.zeros(x_shape[0], np.float32))
 for i in range(3):
     part(os.path.join(d, "missing", f"part-{i}"), y=i != 1)
+    if i < 2:
+        part(os.path.join(d, "two", f"part-{i}"), y=i != 1)
     part(os.path.join(d, "shapes", f"part-{i}"), x_shape=(3, 2) if i != 2 else (3, 4))
 os.makedirs(os.path.join(d, "stray"))
 np.savez(os.path.join(d, "stray", "data.npz"), x=np.zeros((3, 2)), y=np.zeros(3))
@@ -119,6 +131,9 @@ np.save(os.path.join(d, "stray", "y.npy"), np.zeros(3))
 		"missing": `channel part part-1/: no file for model target "y" in channel files [part-1/x.npy]`,
 		"shapes":  `model tensor "x": part-2/x.npy holds float32 rows of shape (4,) but part-0/x.npy holds float32 rows of shape (2,); every part needs the same examples`,
 		"stray":   `model tensor "y" matches several channel files [data.npz:y.npy y.npy]`,
+		// Two parts, one broken: not told that parts are read at all, it
+		// was told to keep one of the files.
+		"two": `model tensor "x" matches several channel files [part-0/x.npy part-1/x.npy]; keep one or set an override; or, read in parts (its files are in several folders or .npz archives), channel part part-1/: no file for model target "y"`,
 	} {
 		_, err := OpenChannel(filepath.Join(dir, name), []string{"x"}, []string{"y"}, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
