@@ -216,6 +216,11 @@ def export(
     return meta
 
 
+# The dtypes the runtime reads channel data as (data.ParseDType), text aside.
+_TARGET_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                  "uint64", "float16", "float32", "float64")
+
+
 def _remove_empty(folders):
     """Removes the folders a failed export made, deepest first, each only
     while empty: a refused export leaves the file system as it found it."""
@@ -375,11 +380,16 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
                 as_tf = tf.as_dtype(dtype)
             except TypeError:
                 raise ExportError(f"target_dtypes: {dtype!r} (output {name}) is not a TensorFlow dtype, such as \"float32\" or \"int64\"") from None
-            if not (as_tf.is_floating or as_tf.is_integer or as_tf.is_bool):
+            if as_tf == tf.string:
                 raise ExportError(
                     f"target_dtypes: {dtype!r} (output {name}): a target is numbers, which the loss "
                     "compares with the output; turn text labels into class ids (a StringLookup over "
                     "the labels, in numpy) and give \"int64\""
+                )
+            if as_tf.name not in _TARGET_DTYPES:
+                raise ExportError(
+                    f"target_dtypes: {dtype!r} (output {name}): sagefit reads targets as "
+                    f"{', '.join(_TARGET_DTYPES)}; give one of those (the loss casts it)"
                 )
         tgt_descs.append(
             _tensor_desc(name, _spec_name("target_" + name, taken), shape, dtype)

@@ -545,6 +545,9 @@ def test_refusals_say_what_to_do(tmp_path):
     # Text targets exported, then failed at the first step in TensorFlow's words.
     with pytest.raises(sagefit.ExportError, match="target_dtypes: 'string' .* a target is numbers"):
         sagefit.export(_seed_model(), str(tmp_path / "c2"), target_dtypes="string")
+    # TensorFlow's own dtypes the runtime does not read were refused only when the job opened its data.
+    with pytest.raises(sagefit.ExportError, match="target_dtypes: 'bfloat16' .* sagefit reads targets as bool, int8"):
+        sagefit.export(_seed_model(), str(tmp_path / "c3"), target_dtypes="bfloat16")
 
     build, _ = FAMILIES["multiclass"]
     model = build()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 )
 
 func decode(raw json.RawMessage, v any) error {
@@ -266,7 +267,7 @@ func (c *modelCheckpoint) epochEnd(epoch int, logs *Logs, m Model) (bool, error)
 	say := c.Verbose > 0 && c.log != nil
 	best := "None"
 	if c.st.Best != nil {
-		best = fmt.Sprintf("%.5f", *c.st.Best)
+		best = pyFixed5(*c.st.Best)
 	}
 	if !c.improves(current, c.st.Best) {
 		if say {
@@ -275,7 +276,7 @@ func (c *modelCheckpoint) epochEnd(epoch int, logs *Logs, m Model) (bool, error)
 		return false, nil
 	}
 	if say {
-		fmt.Fprintf(c.log, "\nEpoch %d: %s improved from %s to %.5f, keeping this epoch's model for the model dir\n", epoch+1, c.Name, best, current)
+		fmt.Fprintf(c.log, "\nEpoch %d: %s improved from %s to %s, keeping this epoch's model for the model dir\n", epoch+1, c.Name, best, pyFixed5(current))
 	}
 	c.st.Best, c.st.HaveBest = &current, true
 	return false, c.kept.keep(m)
@@ -291,6 +292,15 @@ func (c *modelCheckpoint) trainEnd(m Model) error {
 func (c *modelCheckpoint) state() any { return c.st }
 
 func (c *modelCheckpoint) restore(raw json.RawMessage) error { return json.Unmarshal(raw, &c.st) }
+
+// pyFixed5 is Python's f"{v:.5f}": "nan", "inf" and "-inf" where Go
+// writes "NaN" and "+Inf".
+func pyFixed5(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return pyRepr(v)
+	}
+	return fmt.Sprintf("%.5f", v)
+}
 
 // noWrite is a callback that does nothing: a file-writing callback on a
 // process other than the job's writer.

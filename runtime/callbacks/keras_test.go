@@ -129,3 +129,25 @@ func TestVerboseCallbacksSayWhatKerasSays(t *testing.T) {
 		}
 	}
 }
+
+// ModelCheckpoint's lines write a NaN or infinite value as Python's
+// f"{v:.5f}" does ("nan"), not as Go's %.5f ("NaN"); and as Keras 3, a
+// first NaN improves on no value, which no later value improves on.
+func TestModelCheckpointSaysNaNAsKeras(t *testing.T) {
+	var log bytes.Buffer
+	s, err := New([]model.CallbackSpec{{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "filepath": "m.keras", "verbose": 1}`)}},
+		Options{Writer: true, Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Reset() // the note that the filepath does not apply
+	for epoch, loss := range []float64{math.NaN(), 0.5} {
+		if _, err := s.EpochEnd(epoch, &Logs{{Name: "loss", Value: loss}}, rate(0.1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := "\nEpoch 1: loss improved from None to nan, keeping this epoch's model for the model dir\n\nEpoch 2: loss did not improve from nan\n"
+	if log.String() != want {
+		t.Errorf("logged %q, want %q", log.String(), want)
+	}
+}

@@ -94,6 +94,13 @@ func (c *Channel) Epoch(ctx context.Context) (*data.Dataset, func(), error) {
 	return ds, func() { ds.Close() }, nil
 }
 
+// channelEmpty says whether a channel's folder holds no data files (a
+// listing that fails says no: opening the channel names the fault).
+func channelEmpty(dir string) bool {
+	files, err := data.ListChannel(dir)
+	return err == nil && len(files) == 0
+}
+
 // noShare is the dataset of a host that got none of a ShardedByS3Key
 // channel's S3 objects, which SageMaker does where a channel has fewer
 // objects than the job has hosts: the tensors names, no rows. The host
@@ -262,7 +269,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 	}
 	var ds *data.Dataset
 	var err error
-	if files, lerr := data.ListChannel(c.Dir); cd.Sharded && lerr == nil && len(files) == 0 {
+	if cd.Sharded && channelEmpty(c.Dir) {
 		ds = cd.noShare(append(inputs, targets...), "its folder holds no files")
 	} else if ds, err = data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...); err != nil {
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
@@ -281,7 +288,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		var files []string
 		for _, spec := range specs {
 			for _, a := range ds.Arrays(spec.Name) {
-				files = append(files, filepath.Base(a.Path()))
+				files = append(files, a.Path()) // relative to the channel: part-1/x.npy
 			}
 		}
 		return nil, fmt.Errorf("channel %q holds no rows: %s are empty, and model.fit refuses empty data too", c.Name, strings.Join(files, ", "))
