@@ -260,20 +260,28 @@ func TestNewDataset(t *testing.T) {
 	}
 }
 
+// datasetOf opens the .npy file at path as a dataset's only tensor, "x";
+// the array is closed when the test ends.
+func datasetOf(t *testing.T, path string) (*Array, *Dataset) {
+	t.Helper()
+	a, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	d, err := NewDataset(map[string]*Array{"x": a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, d
+}
+
 // TestEpochConvertsDTypes runs a real mmapped file through an epoch with a
 // dtype the model wants that differs from the file's.
 func TestEpochConvertsDTypes(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "train.npy")
 	writeRows(t, p, 70, 3)
-	a, err := Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	d, err := NewDataset(map[string]*Array{"x": a})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, d := datasetOf(t, p)
 	it := d.Epoch(context.Background(), 0, BatchOptions{BatchSize: 32, DTypes: map[string]DType{"x": Float64}})
 	defer it.Close()
 	var rows []int

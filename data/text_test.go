@@ -123,15 +123,7 @@ func TestTextRowsGatherAsTheArray(t *testing.T) {
 np.save(sys.argv[1], np.asarray(["ab", "c\u00e9d", "", "fgh", "i"], dtype=str))`, path).CombinedOutput(); err != nil {
 		t.Fatalf("numpy: %v\n%s", err, out)
 	}
-	a, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	d, err := NewDataset(map[string]*Array{"x": a})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, d := datasetOf(t, path)
 	part, err := d.Rows(2, 5)
 	if err != nil {
 		t.Fatal(err)
