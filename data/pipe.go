@@ -92,7 +92,7 @@ func OpenPipeEpoch(ctx context.Context, fifo string, names []string, opts PipeOp
 	var one [1]byte
 	switch n, err := io.ReadFull(r, one[:]); {
 	case n > 0:
-		return fail(fmt.Errorf("pipe %s carries more than the %d arrays named %q; give a tensor name for every array the channel's S3 objects hold",
+		return fail(fmt.Errorf("pipe %s carries more than the %d arrays named %q; give a tensor name for every array the channel's S3 objects hold (a stream of several shards, each with every tensor, as a ShardedByS3Key host of several objects gets, is read in File or FastFile mode only)",
 			fifo, len(names), names))
 	case err != io.EOF:
 		return fail(fmt.Errorf("pipe %s: after the last array: %w", fifo, r.explain(err)))
