@@ -35,7 +35,9 @@ var ErrEmptyStream = errors.New("the stream ended before its first array: the wr
 // OpenPipeEpoch reads one epoch of a Pipe-mode channel: the FIFO at fifo
 // (see PipePath) carries one .npy array after another (the channel's S3
 // objects, back to back), and names[i] is the tensor name of the i-th
-// array in stream order. Each array is spooled to a file in
+// array in stream order; more arrays are more parts of the channel, one
+// array per name each (part-0/x.npy, part-0/y.npy, part-1/x.npy, ...),
+// their rows one part after another. Each array is spooled to a file in
 // opts.SpoolDir and memory-mapped, so an epoch larger than memory works
 // and its rows can be shuffled like a File-mode channel's. The returned
 // dataset owns the arrays; Close it before the next epoch.
@@ -44,8 +46,8 @@ var ErrEmptyStream = errors.New("the stream ended before its first array: the wr
 // the previous one has been read) and for the writer to open it, polling,
 // never blocked beyond ctx, opts.OpenTimeout and opts.IdleTimeout. Errors
 // name the FIFO: one that never appears, a stream that ends early (which
-// array, how many of its bytes arrived), a stream with fewer or more
-// arrays than names, arrays whose row counts differ.
+// array, how many of its bytes arrived), a stream that ends within a
+// part, arrays whose row counts differ.
 func OpenPipeEpoch(ctx context.Context, fifo string, names []string, opts PipeOptions) (*Dataset, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("pipe %s: no tensor names given for its arrays", fifo)
@@ -72,7 +74,7 @@ func OpenPipeEpoch(ctx context.Context, fifo string, names []string, opts PipeOp
 	r := newPipeReader(ctx, f, opts.IdleTimeout)
 	defer r.stop()
 
-	arrays := make([]*Array, 0, len(names))
+	var arrays []*Array
 	fail := func(err error) (*Dataset, error) {
 		for _, a := range arrays {
 			a.Close()
@@ -80,30 +82,41 @@ func OpenPipeEpoch(ctx context.Context, fifo string, names []string, opts PipeOp
 		return nil, err
 	}
 	buf := make([]byte, 1<<20)
-	for i := range names {
-		a, err := spoolArray(r, fifo, names, i, spool, buf)
+	// One array per name, and again for each part that follows: a channel
+	// in parts (part-0/x.npy, part-0/y.npy, part-1/x.npy, ...) streams them
+	// back to back. The writer closes its end after the last array.
+	for k := 0; ; k++ {
+		a, err := spoolArray(r, fifo, names, k, spool, buf)
+		if errors.Is(err, errStreamEnd) {
+			break
+		}
 		if err != nil {
 			return fail(err)
 		}
 		arrays = append(arrays, a)
 	}
-	// The writer closes its end after the last array: anything more is an
-	// array no name was given for.
-	var one [1]byte
-	switch n, err := io.ReadFull(r, one[:]); {
-	case n > 0:
-		return fail(fmt.Errorf("pipe %s carries more than the %d arrays named %q; give a tensor name for every array the channel's S3 objects hold (a stream of several shards, each with every tensor, as a ShardedByS3Key host of several objects gets, is read in File or FastFile mode only)",
-			fifo, len(names), names))
-	case err != io.EOF:
-		return fail(fmt.Errorf("pipe %s: after the last array: %w", fifo, r.explain(err)))
-	}
-	src := make(map[string]rowSource, len(arrays))
-	for i, a := range arrays {
-		if a.Len() != arrays[0].Len() {
-			return fail(fmt.Errorf("pipe %s: array %d (%q) has %d rows but array 0 (%q) has %d; every array of a channel must have one row per example",
-				fifo, i, names[i], a.Len(), names[0], arrays[0].Len()))
+	n := len(names)
+	for k, a := range arrays {
+		if first := arrays[k-k%n]; a.Len() != first.Len() {
+			return fail(fmt.Errorf("pipe %s: array %d (%q) has %d rows but array %d (%q) has %d; every array of a channel must have one row per example",
+				fifo, k, names[k%n], a.Len(), k-k%n, names[0], first.Len()))
 		}
-		src[names[i]] = a
+	}
+	src := make(map[string]rowSource, n)
+	for i, name := range names {
+		if len(arrays) == n {
+			src[name] = arrays[i]
+			continue
+		}
+		var parts []*Array
+		for k := i; k < len(arrays); k += n {
+			parts = append(parts, arrays[k])
+		}
+		s, err := newPartsSource(parts)
+		if err != nil {
+			return fail(fmt.Errorf("pipe %s: tensor %q: %w", fifo, name, err))
+		}
+		src[name] = s
 	}
 	d, err := newDataset(src)
 	if err != nil {
@@ -114,18 +127,25 @@ func OpenPipeEpoch(ctx context.Context, fifo string, names []string, opts PipeOp
 	return d, nil
 }
 
-// spoolArray copies the i-th .npy array of the stream to a spool file and
-// maps it.
-func spoolArray(r *pipeReader, fifo string, names []string, i int, spool string, buf []byte) (*Array, error) {
-	what := fmt.Sprintf("pipe %s: array %d (%q)", fifo, i, names[i])
+// errStreamEnd is spoolArray's word for a stream that ended where a part
+// would begin.
+var errStreamEnd = errors.New("the stream ended")
+
+// spoolArray copies the k-th .npy array of the stream, of tensor
+// names[k%len(names)], to a spool file and maps it.
+func spoolArray(r *pipeReader, fifo string, names []string, k int, spool string, buf []byte) (*Array, error) {
+	i := k % len(names)
+	what := fmt.Sprintf("pipe %s: array %d (%q)", fifo, k, names[i])
 	var hdr bytes.Buffer
 	h, err := ParseHeader(io.TeeReader(r, &hdr))
 	switch {
-	case err == io.EOF && i == 0:
+	case err == io.EOF && k == 0:
 		return nil, fmt.Errorf("pipe %s: %w", fifo, ErrEmptyStream)
+	case err == io.EOF && i == 0:
+		return nil, errStreamEnd
 	case err == io.EOF:
-		return nil, fmt.Errorf("pipe %s ended after %d arrays but %d were expected (%q); does the channel hold fewer arrays than tensor names?",
-			fifo, i, len(names), names)
+		return nil, fmt.Errorf("pipe %s ended after %d arrays but %d were expected (%q, for each part of the stream); does the channel hold fewer arrays than tensor names?",
+			fifo, k, k-i+len(names), names)
 	case errors.Is(err, ErrBadMagic):
 		return nil, fmt.Errorf("%s is not a .npy array (bad magic); Pipe mode reads .npy files back to back", what)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -173,7 +193,7 @@ func spoolArray(r *pipeReader, fifo string, names []string, i int, spool string,
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	a.path = fmt.Sprintf("%s[%d]", fifo, i)
+	a.path = fmt.Sprintf("%s[%d]", fifo, k)
 	return a, nil
 }
 

@@ -5,8 +5,10 @@ package data
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -186,11 +188,13 @@ func TestOpenPipeEpoch(t *testing.T) {
 		{name: "big array cut short", names: []string{"x", "y"}, files: []string{big, ids}, limit: 300000,
 			wantErr: `pipe %s: array 0 ("x"), shape (20000, 8) float32: the writer stopped after 299872 of its 640000 data bytes`},
 		{name: "fewer arrays than names", names: []string{"x", "y"}, files: []string{f32},
-			wantErr: `pipe %s ended after 1 arrays but 2 were expected (["x" "y"])`},
+			wantErr: `pipe %s ended after 1 arrays but 2 were expected (["x" "y"], for each part of the stream)`},
 		{name: "empty stream", names: []string{"x"}, files: nil, is: ErrEmptyStream, // a sharded channel's host that got no objects
 			wantErr: `pipe %s: the stream ended before its first array: the writer sent nothing`},
-		{name: "more arrays than names", names: []string{"x"}, files: []string{f32, i64},
-			wantErr: `pipe %s carries more than the 1 arrays named ["x"]`},
+		{name: "a part cut short", names: []string{"x", "y"}, files: []string{f32, i64, f32},
+			wantErr: `pipe %s ended after 3 arrays but 4 were expected (["x" "y"], for each part of the stream)`},
+		{name: "parts of other examples", names: []string{"x"}, files: []string{f32, fixturePath("v2.npy")},
+			wantErr: `pipe %s: tensor "x": %s[1] holds int32 rows of shape (3,) but %s[0] holds float32 rows of shape (4,); every part needs the same examples`},
 		{name: "not .npy", names: []string{"x"}, files: []string{fixturePath("csv/part-a.csv")},
 			wantErr: `pipe %s: array 0 ("x") is not a .npy array (bad magic); Pipe mode reads .npy files back to back`},
 		{name: "scalar", names: []string{"x"}, files: []string{fixturePath("scalar.npy")},
@@ -247,6 +251,63 @@ func TestOpenPipeEpoch(t *testing.T) {
 				t.Error("Gather after Close succeeded")
 			}
 		})
+	}
+}
+
+// A stream of a channel in parts (each part's arrays, one per tensor name,
+// back to back: part-0/x.npy, part-0/y.npy, part-1/x.npy, part-1/y.npy as
+// S3 lists them) reads as one dataset of the parts' rows one after
+// another. Before, it was refused ("carries more than the 2 arrays named").
+func TestPipeStreamInParts(t *testing.T) {
+	dir := t.TempDir()
+	var files []string
+	for part, rows := range []int{5, 3} {
+		x, y := filepath.Join(dir, fmt.Sprintf("x%d.npy", part)), filepath.Join(dir, fmt.Sprintf("y%d.npy", part))
+		writeRows(t, x, rows, 2)
+		writeRows(t, y, rows, 1)
+		files = append(files, x, y)
+	}
+	whole := filepath.Join(dir, "whole")
+	if err := os.Mkdir(whole, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"x", "y"} { // the concatenation, by hand: rows r*1000+e
+		var b []byte
+		per := map[string]int{"x": 2, "y": 1}[name]
+		for _, rows := range []int{5, 3} {
+			for r := range rows {
+				for e := range per {
+					b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(r*1000+e)))
+				}
+			}
+		}
+		if err := WriteNPY(filepath.Join(whole, name+".npy"), Float32, []int{8, per}, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fifo := filepath.Join(dir, "train_0")
+	startWriter(t, fifo, writer{files: files, limit: -1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := OpenPipeEpoch(ctx, fifo, []string{"x", "y"}, PipeOptions{SpoolDir: filepath.Join(dir, "spool"), OpenTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want, err := OpenChannel(whole, []string{"x"}, []string{"y"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Close()
+	if d.Len() != 8 || len(d.Arrays("x")) != 2 {
+		t.Fatalf("%d rows in %d parts, want 8 in 2", d.Len(), len(d.Arrays("x")))
+	}
+	o := BatchOptions{BatchSize: 3, Shuffle: true, Seed: 2}
+	got, exp := epochBytes(t, d, o), epochBytes(t, want, o)
+	for _, name := range []string{"x", "y"} {
+		if !bytes.Equal(got[name], exp[name]) {
+			t.Errorf("%s: the stream's batches differ from the concatenation's", name)
+		}
 	}
 }
 

@@ -789,7 +789,8 @@ func TestShardedByS3KeyUnevenShards(t *testing.T) {
 // stream that sends nothing in Pipe mode). That host joins every step with
 // an empty batch and says why: the job trains as the other host alone
 // would, to the bit, validation_split too (File mode; its split of no rows
-// is two empty parts). Before, its channel was refused (no file for the
+// is two empty parts). The other host's Pipe stream holds two shards, one
+// after the other (a channel in parts). Before, its channel was refused (no file for the
 // input; in Pipe mode, a stream of 0 arrays; with validation_split, too
 // few rows to split) and the job failed.
 func TestHostWithoutShardTrains(t *testing.T) {
@@ -813,12 +814,17 @@ func TestHostWithoutShardTrains(t *testing.T) {
 		if mode == "File" {
 			hosts = startJobWith(t, seedModels(fx, 2), []string{train, t.TempDir()}, hps, nil, "ShardedByS3Key")
 		} else {
+			py := fixture.Python(t)
 			hosts = startPipeHosts(t, fx, hps, 2, "ShardedByS3Key", func(h *host, _ int, fifo string) *exec.Cmd {
 				if h.name == "algo-2" {
 					return exec.Command("/bin/sh", "-c", `: > "$1"`, "sh", fifo) // opens, sends nothing, closes
 				}
-				return exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
-					filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
+				// Two shards, each a part with both tensors (rows 0-59, 60-99).
+				return exec.Command(py, "-c", `import io, sys, numpy as np
+x, y, b = np.load(sys.argv[1]), np.load(sys.argv[2]), io.BytesIO()
+for part in (slice(0, 60), slice(60, None)):
+    np.save(b, x[part]); np.save(b, y[part])
+open(sys.argv[3], "wb").write(b.getvalue())`, filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
 			})
 		}
 		for _, h := range hosts {
