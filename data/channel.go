@@ -1,6 +1,7 @@
 package data
 
 import (
+	"errors"
 	"fmt"
 	"mime"
 	"os"
@@ -264,7 +265,7 @@ func mapTensors(root string, files []string, inputs, targets, optional []string,
 					}
 					hint = " or " + aliases[0] + ".npy"
 				}
-				return nil, fmt.Errorf("no file for model %s %q in channel files %s; name it %s.npy%s or set hyperparameter %s",
+				return nil, fmt.Errorf("%w %s %q in channel files %s; name it %s.npy%s or set hyperparameter %s", ErrNoFile,
 					group.role, t, fileList(root, files), t, hint, group.hp)
 			}
 		}
@@ -328,6 +329,10 @@ func matchOverride(root string, files []string, byBase map[string][]string, want
 	}
 	return "", severalFiles{fmt.Errorf("%q matches several files %s; give a path", want, fileList(root, c))}
 }
+
+// ErrNoFile is returned (wrapped) where a model input or target has no
+// file in a channel.
+var ErrNoFile = errors.New("no file for model")
 
 // severalFiles is a mapping error where a tensor matches several files:
 // in a channel of parts (parts.go) each part is mapped on its own instead.

@@ -272,6 +272,9 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 	if cd.Sharded && channelEmpty(c.Dir) {
 		ds = cd.noShare(append(inputs, targets...), "its folder holds no files")
 	} else if ds, err = data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...); err != nil {
+		if cd.Sharded && errors.Is(err, data.ErrNoFile) {
+			return nil, fmt.Errorf("channel %q: %w; the channel is ShardedByS3Key, which gives each host whole S3 objects, so a tensor in a file of its own can land on another host: keep each shard's tensors together, one .npz per shard holding them all", c.Name, err)
+		}
 		return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 	}
 	for _, spec := range specs {

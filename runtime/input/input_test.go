@@ -260,3 +260,21 @@ func TestEmptyChannelRefused(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A ShardedByS3Key channel laid out a file per tensor lands the tensors on
+// different hosts: the host missing one is told why and what to do, not
+// only that the file is missing.
+func TestShardedTensorOnAnotherHostIsExplained(t *testing.T) {
+	dir := t.TempDir()
+	writeNPY(t, filepath.Join(dir, "x.npy"), 8, 3) // y.npy went to the other host
+	c := sagemaker.Channel{Name: "training", Dir: dir, InputMode: sagemaker.File, Distribution: sagemaker.ShardedByS3Key}
+	_, err := input.Open(c, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}})
+	want := `channel "training": no file for model target "y" in channel files [x.npy]; name it y.npy or labels.npy or set hyperparameter sagefit_inputs; the channel is ShardedByS3Key, which gives each host whole S3 objects, so a tensor in a file of its own can land on another host: keep each shard's tensors together, one .npz per shard holding them all`
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v\nwant %s", err, want)
+	}
+	c.Distribution = sagemaker.FullyReplicated // the sentence alone
+	if _, err := input.Open(c, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}}); err == nil || strings.Contains(err.Error(), "ShardedByS3Key") {
+		t.Errorf("FullyReplicated: err = %v", err)
+	}
+}
