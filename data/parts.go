@@ -72,9 +72,11 @@ func openParts(dir string, parts [][]string, inputs, targets []string, overrides
 		}
 	}
 	if mapped < 2 {
-		for i, err := range errs {
-			if err != nil && mapped == 1 {
-				return nil, false, fmt.Errorf("channel part %s: %w", partName(dir, parts[i][0]), err)
+		if mapped == 1 { // name the part beside the one that mapped
+			for i, err := range errs {
+				if err != nil {
+					return nil, false, fmt.Errorf("channel part %s: %w", partName(dir, parts[i][0]), err)
+				}
 			}
 		}
 		return nil, false, nil
@@ -101,17 +103,16 @@ func openParts(dir string, parts [][]string, inputs, targets []string, overrides
 				name, d.names, partName(dir, parts[0][0]), first.names))
 		}
 	}
-	src := make(map[string]rowSource, len(opened[0].names))
-	for _, tensor := range opened[0].names {
-		arrays := make([]*Array, len(opened))
-		for i, d := range opened {
-			arrays[i] = d.sources[tensor].(*Array)
+	names := opened[0].names
+	arrays := make([][]*Array, len(opened))
+	for p, d := range opened {
+		for _, tensor := range names {
+			arrays[p] = append(arrays[p], d.sources[tensor].(*Array))
 		}
-		s, err := newPartsSource(arrays)
-		if err != nil {
-			return fail(fmt.Errorf("model tensor %q: %w", tensor, err))
-		}
-		src[tensor] = s
+	}
+	src, err := joinParts(names, arrays)
+	if err != nil {
+		return fail(fmt.Errorf("model tensor %w", err))
 	}
 	whole, err := newDataset(src)
 	if err != nil {
@@ -123,6 +124,29 @@ func openParts(dir string, parts [][]string, inputs, targets []string, overrides
 	}
 	sort.Strings(whole.unused)
 	return whole, true, nil
+}
+
+// joinParts makes the sources of a channel's tensors from its parts'
+// arrays, parts[p][i] part p's of names[i]: one part's arrays as they are,
+// several parts' joined by tensor. An error starts with the tensor's name.
+func joinParts(names []string, parts [][]*Array) (map[string]rowSource, error) {
+	src := make(map[string]rowSource, len(names))
+	for i, name := range names {
+		if len(parts) == 1 {
+			src[name] = parts[0][i]
+			continue
+		}
+		arrays := make([]*Array, len(parts))
+		for p := range parts {
+			arrays[p] = parts[p][i]
+		}
+		s, err := newPartsSource(arrays)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", name, err)
+		}
+		src[name] = s
+	}
+	return src, nil
 }
 
 // partsSource is one tensor of a channel of parts: its parts' rows, one

@@ -102,21 +102,13 @@ func OpenPipeEpoch(ctx context.Context, fifo string, names []string, opts PipeOp
 				fifo, k, names[k%n], a.Len(), k-k%n, names[0], first.Len()))
 		}
 	}
-	src := make(map[string]rowSource, n)
-	for i, name := range names {
-		if len(arrays) == n {
-			src[name] = arrays[i]
-			continue
-		}
-		var parts []*Array
-		for k := i; k < len(arrays); k += n {
-			parts = append(parts, arrays[k])
-		}
-		s, err := newPartsSource(parts)
-		if err != nil {
-			return fail(fmt.Errorf("pipe %s: tensor %q: %w", fifo, name, err))
-		}
-		src[name] = s
+	var parts [][]*Array // the stream's parts, an array per name each
+	for k := 0; k < len(arrays); k += n {
+		parts = append(parts, arrays[k:k+n])
+	}
+	src, err := joinParts(names, parts)
+	if err != nil {
+		return fail(fmt.Errorf("pipe %s: tensor %w", fifo, err))
 	}
 	d, err := newDataset(src)
 	if err != nil {
