@@ -145,11 +145,7 @@ func TestNoHostLeavesBeforeTheModel(t *testing.T) {
 			h.start(t)
 			wg.Go(func() { <-h.done; ended[i] = time.Now() })
 		}
-		for _, h := range hosts {
-			if code, reason := h.wait(t, 180*time.Second); code != 0 {
-				t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
-			}
-		}
+		allSucceed(t, hosts, 180*time.Second, "")
 		wg.Wait()
 		written := fixture.LatestWrite(t, filepath.Join(hosts[0].base, "model"), filepath.Join(hosts[0].base, "output", "data"))
 		if ended[1].Before(written) {

@@ -137,11 +137,7 @@ func TestBatchNormStatisticsOfAHostWithoutShard(t *testing.T) {
 	hps := map[string]string{"epochs": "2", "batch_size": "16", "seed": "3"}
 	alone := runLocal(t, fx, 1, "epochs=2", "batch_size=16", "seed=3")
 	hosts := startJobWith(t, seedModels(fx, 2), []string{filepath.Join(fx, "train"), t.TempDir()}, hps, nil, "ShardedByS3Key")
-	for _, h := range hosts {
-		if code, reason := h.wait(t, 90*time.Second); code != 0 {
-			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
-		}
-	}
+	allSucceed(t, hosts, 90*time.Second, "")
 	m1, v1 := movingStats(t, alone)
 	m2, v2 := movingStats(t, hosts[0].base)
 	if !slices.Equal(m1, m2) || !slices.Equal(v1, v2) {

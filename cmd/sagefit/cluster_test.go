@@ -308,6 +308,21 @@ func (h *host) wait(t *testing.T, limit time.Duration) (int, string) {
 	return h.cmd.ProcessState.ExitCode(), string(reason)
 }
 
+// allSucceed waits for every host, at most limit each, and ends the test
+// at the first that did not exit 0, naming it (after what, the run's name,
+// where the test makes several) with its failure and its log.
+func allSucceed(t *testing.T, hosts []*host, limit time.Duration, what string) {
+	t.Helper()
+	if what != "" {
+		what += ": "
+	}
+	for _, h := range hosts {
+		if code, reason := h.wait(t, limit); code != 0 {
+			t.Fatalf("%s%s failed: %s\n%s", what, h.name, reason, h.stderr.String())
+		}
+	}
+}
+
 func (h *host) waitFor(t *testing.T, s string, limit time.Duration) {
 	t.Helper()
 	if !waitForOutput(&h.stdout, s, limit) {
@@ -827,11 +842,7 @@ for part in (slice(0, 60), slice(60, None)):
 open(sys.argv[3], "wb").write(b.getvalue())`, filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
 			})
 		}
-		for _, h := range hosts {
-			if code, reason := h.wait(t, 90*time.Second); code != 0 {
-				t.Fatalf("%s, %s failed: %s\n%s", mode, h.name, reason, h.stderr.String())
-			}
-		}
+		allSucceed(t, hosts, 90*time.Second, mode)
 		if !strings.Contains(hosts[1].stderr.String(), warning) {
 			t.Errorf("%s: algo-2 did not say it got no share:\n%s", mode, hosts[1].stderr.String())
 		}
@@ -874,11 +885,7 @@ for host, shards in (("a", (0, 2)), ("b", (1, 3))):
 	hps := map[string]string{"epochs": "2", "batch_size": "16", "seed": "3", "class_weight": `{"0": 1, "1": 3}`}
 	run := func(layout string) map[string][]float64 {
 		hosts := startJobWith(t, seedModels(fx, 2), []string{filepath.Join(dir, "a-"+layout), filepath.Join(dir, "b-"+layout)}, hps, nil, "ShardedByS3Key")
-		for _, h := range hosts {
-			if code, reason := h.wait(t, 90*time.Second); code != 0 {
-				t.Fatalf("%s: %s failed: %s\n%s", layout, h.name, reason, h.stderr.String())
-			}
-		}
+		allSucceed(t, hosts, 90*time.Second, layout)
 		return history(t, hosts[0].base)
 	}
 	parts, whole := run("parts"), run("whole")
@@ -915,11 +922,7 @@ func TestPipeModeOnTwoHosts(t *testing.T) {
 		return exec.Command("/bin/sh", "-c", `cat "$1" "$2" > "$3"`, "sh",
 			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
 	})
-	for _, h := range hosts {
-		if code, reason := h.wait(t, 90*time.Second); code != 0 {
-			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
-		}
-	}
+	allSucceed(t, hosts, 90*time.Second, "")
 	hp, hf := history(t, hosts[0].base), history(t, fileRun)
 	for k, want := range hf {
 		for e := range want {
@@ -947,11 +950,7 @@ func TestLatePipeStreamIsWaitedFor(t *testing.T) {
 		return exec.Command("/bin/sh", "-c", `sleep "$1"; cat "$2" "$3" > "$4"`, "sh", delay,
 			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
 	})
-	for _, h := range hosts {
-		if code, reason := h.wait(t, 120*time.Second); code != 0 {
-			t.Fatalf("%s failed: %s\n%s", h.name, reason, h.stderr.String())
-		}
-	}
+	allSucceed(t, hosts, 120*time.Second, "")
 	if h := history(t, hosts[0].base); len(h["loss"]) != 2 {
 		t.Errorf("history has %d epochs, want 2", len(h["loss"]))
 	}

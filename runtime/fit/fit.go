@@ -302,18 +302,16 @@ func (f *Loop) averageState(ctx context.Context) error {
 		}
 		n += len(vars[i].Data) / 4
 	}
-	buf := make([]float32, n, n+1)
+	// This process's state and a 1 that counts it; zeros where it trained
+	// no rows.
+	buf := make([]float32, n+1)
 	if f.trainedRows {
 		buf = buf[:0]
 		for _, i := range idx {
 			buf = append(buf, vars[i].Float32View()...)
 		}
+		buf = append(buf, 1)
 	}
-	var counted float32 // 1 where this process's statistics count
-	if f.trainedRows {
-		counted = 1
-	}
-	buf = append(buf, counted)
 	if err := f.Group.AllReduce(ctx, buf, distributed.Sum); err != nil {
 		return fmt.Errorf("average state over hosts: %w", err)
 	}
