@@ -220,17 +220,10 @@ func (d *Dataset) RowShape(name string) []int {
 	return s.RowShape()
 }
 
-// Array is the array behind the named tensor, to check it against the
-// model or name it in a message; nil if the name is unknown or the tensor
-// is not backed by an Array. It belongs to the dataset.
-func (d *Dataset) Array(name string) *Array {
-	a, _ := d.sources[name].(*Array)
-	return a
-}
-
 // Arrays are the arrays behind the named tensor, to check each against the
-// model: its one array, or in a channel of parts one per part, in order;
-// nil where Array is. They belong to the dataset.
+// model or name it in a message: its one array, or in a channel of parts
+// one per part, in order; nil if the name is unknown or the tensor is not
+// backed by arrays. They belong to the dataset.
 func (d *Dataset) Arrays(name string) []*Array {
 	switch s := d.sources[name].(type) {
 	case *Array:

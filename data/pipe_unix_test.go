@@ -133,7 +133,7 @@ func sameRows(t *testing.T, d *Dataset, name, file string) {
 		t.Fatal(err)
 	}
 	defer want.Close()
-	got := d.Array(name)
+	got := soleArray(d, name)
 	if got == nil || got.Len() != want.Len() || got.DType() != want.DType() || !reflect.DeepEqual(got.RowShape(), want.RowShape()) {
 		t.Fatalf("%s: %v, want the array of %s (%v %v)", name, got, file, want.Shape(), want.DType())
 	}
@@ -240,14 +240,14 @@ func TestOpenPipeEpoch(t *testing.T) {
 			}
 			for i, name := range tt.names {
 				sameRows(t, d, name, tt.files[i])
-				if p := d.Array(name).Path(); p != fmt.Sprintf("%s[%d]", fifo, i) {
+				if p := soleArray(d, name).Path(); p != fmt.Sprintf("%s[%d]", fifo, i) {
 					t.Errorf("Path = %q, want the FIFO and the array's index", p)
 				}
 			}
 			if err := d.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if err := d.Array(tt.names[0]).Gather(nil, Float32, nil); err == nil {
+			if err := soleArray(d, tt.names[0]).Gather(nil, Float32, nil); err == nil {
 				t.Error("Gather after Close succeeded")
 			}
 		})
