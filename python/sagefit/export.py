@@ -185,14 +185,14 @@ def export(
     while not os.path.exists(folder):
         made.append(folder)
         folder = os.path.dirname(folder)
-    try:
-        os.makedirs(parent, exist_ok=True)  # as the SavedModel writer makes the folders above
-        staging = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(os.path.abspath(export_dir)) + ".tmp-")
-    except OSError as e:
-        _remove_empty(made)
-        raise ExportError(f"cannot write the export beside {export_dir}: {e.strerror or e}") from None
+    staging = None
     done = False
     try:
+        try:
+            os.makedirs(parent, exist_ok=True)  # as the SavedModel writer makes the folders above
+            staging = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(os.path.abspath(export_dir)) + ".tmp-")
+        except OSError as e:
+            raise ExportError(f"cannot write the export beside {export_dir}: {e.strerror or e}") from None
         written = os.path.join(staging, "model")
         try:
             meta = _export(model, written, tf, target_shapes, target_dtypes, callbacks)
@@ -210,7 +210,8 @@ def export(
             raise ExportError(f"cannot put the export in place at {export_dir}: {e.strerror or e}") from None
         done = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if not done:
             _remove_empty(made)
     return meta

@@ -461,6 +461,10 @@ def test_overwrite_replaces_an_earlier_export_only(tmp_path, monkeypatch):
     sagefit.export(model, str(tmp_path / "new" / "folders" / "m"))  # made, as before
     assert (tmp_path / "new" / "folders" / "m" / "saved_model.pb").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(sagefit.ExportError, match="cannot write the export beside"):
+        sagefit.export(model, str(tmp_path / "a_file" / "m"))
+    assert (tmp_path / "a_file").read_text() == ""
 
     with pytest.raises(sagefit.ExportError, match="is not a local folder"):
         sagefit.export(model, "s3://bucket/model")
