@@ -201,6 +201,11 @@ type Metadata struct {
 	// sample_weight_<output> per output. Empty in exports that predate
 	// them (one sample_weight).
 	SampleWeights []TensorSpec `json:"sample_weights,omitempty"`
+	// SampleWeightsRefused says why the steps of a model compiled with
+	// Keras's own step take no sample weights (a loss of one value per
+	// pixel or time step, which Keras weighs by weights of that shape, not
+	// one per row); empty otherwise.
+	SampleWeightsRefused string `json:"sample_weights_refused,omitempty"`
 	// JITCompile says the step functions were exported XLA-compiled
 	// (jit_compile=True); the graph carries it, so nothing reads it but
 	// `sagefit inspect`.

@@ -202,6 +202,10 @@ func TestKerasParity(t *testing.T) {
 	// Text and categorical strings: lookup tables exported with the model,
 	// bytes ('S') and unicode ('U') files, a string input beside an int64 one.
 	families = append(families, "string_lookup", "text_vectorization", "categorical")
+	// Losses of one value per pixel and per (masked) time step: their steps
+	// take no weight per row, as fit without sample_weight runs them (they
+	// failed at the first step, fed weights of one per row).
+	families = append(families, "per_pixel", "per_timestep")
 	// A keras.applications model: MobileNetV2 (52 BatchNormalization layers),
 	// on fewer rows, as it is the slowest to export and train here.
 	families = append(families, "mobilenet_v2")
@@ -432,6 +436,36 @@ func TestCallbacksParity(t *testing.T) {
 	kev, sev := events(filepath.Join(fx, "keras", "tb")), events(filepath.Join(base, "output", "tensorboard"))
 	if kev != sev || !strings.Contains(sev, "train/epoch_loss") || !strings.Contains(sev, "train/batch_loss") {
 		t.Errorf("TensorBoard scalars differ:\nKeras:   %s\nsagefit: %s", kev, sev)
+	}
+}
+
+// TestLossScaleOptimizerLearningRateParity: under mixed_float16, compile
+// wraps the optimizer in a LossScaleOptimizer, which steps with its inner
+// optimizer's rate; the learning_rate hyperparameter and ReduceLROnPlateau
+// set that one, as Keras's learning_rate property does (they set the
+// wrapper's own, which nothing reads: training kept the exported rate).
+func TestLossScaleOptimizerLearningRateParity(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		flags []string
+		hps   map[string]string
+	}{
+		{"hyperparameter", []string{"--learning-rate", "0.05"}, map[string]string{"learning_rate": "0.05"}},
+		{"ReduceLROnPlateau", []string{"--callbacks", `[["ReduceLROnPlateau", {"monitor": "loss", "factor": 0.1, "patience": 0, "min_delta": 10}]]`}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fx := fixture.Make(t, "mixed_float16", append([]string{"--epochs", "3", "--rows", "300"}, c.flags...)...)
+			ref := fixture.ReadReference(t, fx)
+			if lr := ref.History["learning_rate"]; c.hps == nil && (len(lr) != 3 || lr[2] >= lr[0]) {
+				t.Fatalf("Keras's learning rates %v did not fall: the test would prove nothing", lr)
+			}
+			hps := map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}
+			maps.Copy(hps, c.hps)
+			base := localJob(t, fx, hps, nil)
+			res, _, _ := trainJob(t, base)
+			sameHistory(t, res.HistoryPath, ref.History)
+			sameState(t, res.ModelDir, ref)
+		})
 	}
 }
 

@@ -157,8 +157,10 @@ def export(
       model: a compiled Keras model with known inputs.
       export_dir: the directory to create.
       target_shapes: optional per-output shapes of one example's target
-        (without the batch dimension); defaults to the output's shape, or ()
-        for an output whose own loss is sparse (integer class labels).
+        (without the batch dimension); defaults to the output's shape, or
+        that shape without its last (class) axis for an output whose own
+        loss is sparse (integer class labels: () for an output of shape
+        (classes,)).
       target_dtypes: optional per-output dtypes of the targets (default
         float32; losses cast labels themselves).
       overwrite: replace ``export_dir`` if it exists.
@@ -370,8 +372,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         out_shape = tuple(model.outputs[i].shape)
         if target_shapes is not None:
             shape = (None,) + tuple(_per_output(target_shapes, i, name))
-        elif sparse[i]:
-            shape = (None,)
+        elif sparse[i]:  # a class id per row, or per pixel or time step: the output without its class axis
+            shape = out_shape[:-1] if len(out_shape) >= 2 else (None,)
         else:
             shape = out_shape
         dtype = "float32"
@@ -667,6 +669,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         d.update(dtype="float32", shape=[None])
     weight_spec = [tf.TensorSpec([None], tf.float32, name=d["key"]) for d in weight_descs]
     weighted = _takes_sample_weights(model, train_step, test_step, in_specs + tgt_specs + weight_spec)
+    # A loss of one value per element (per pixel, per time step) takes no
+    # weight per row: Keras's steps fail on one (weights must have the
+    # values' shape), so such a model's steps are exported unweighted, as
+    # fit runs them without sample_weight.
+    unweighted_why = _per_element_loss(model, tgt_specs, out_names) if weighted else None
+    weighted = weighted and unweighted_why is None
     # A model whose steps take weights has them in their weighted form only:
     # the runtime feeds weights of one to a batch without, which gives
     # fit's numbers to the bit (what fit(sample_weight=ones) gives), and
@@ -830,6 +838,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None, finalizes),
         "jit_compile": jit,
         "sample_weights": weight_descs if weighted else [],
+        "sample_weights_refused": unweighted_why,
         "gradients": grads,
         "gradient_size": grad_size,
         "variables": variables,
@@ -1041,6 +1050,36 @@ def _takes_sample_weights(model, train_step, test_step, specs):
     except (ValueError, TypeError):
         return False
     return True
+
+
+def _per_element_loss(model, tgt_specs, out_names):
+    """Why the model's compiled loss takes no weight per row, or None: the
+    first output whose loss gives more than one value per row (Keras
+    weighs values of rank 1, or of shape (batch, 1), by a weight per row;
+    others need weights of their own shape). Keras 3's compiled loss only;
+    a loss that cannot be traced on its own is left to the steps."""
+    import tensorflow as tf
+
+    flat = getattr(getattr(model, "_compile_loss", None), "_flat_losses", None)
+    for entry in flat or []:
+        path, loss = entry[0], entry[1]
+        i = path[0] if path and isinstance(path[0], int) else 0
+        if not hasattr(loss, "call") or i >= len(tgt_specs) or i >= len(model.outputs):
+            continue
+        pred = model.outputs[i]
+        pred_spec = tf.TensorSpec(pred.shape, pred.dtype)
+        try:
+            values = tf.function(loss.call, autograph=False).get_concrete_function(tgt_specs[i], pred_spec)
+        except Exception:  # noqa: BLE001 — the steps' own tracing names their faults
+            continue
+        shape = values.output_shapes
+        if shape.rank is None or shape.rank <= 1 or (shape.rank == 2 and shape[-1] == 1):
+            continue
+        per_row = tuple(shape.as_list()[1:])
+        return (f"the loss of output {out_names[i]!r} is one value per element of shape {per_row} "
+                "(per pixel or time step), which a weight per row does not fit (Keras takes weights "
+                "of that shape for it, sagefit one per row)")
+    return None
 
 
 def _check_applied(calls, captured, trainable):
@@ -1357,8 +1396,14 @@ def _endpoint(archive, name):
 
 
 def _learning_rate_variable(optimizer):
+    """The variable the optimizer's steps read their learning rate from, or
+    None (a schedule). A LossScaleOptimizer (compile's under a
+    mixed_float16 policy) steps with its inner optimizer's rate; its own is
+    a placeholder nothing reads."""
     import tensorflow as tf
 
+    while getattr(optimizer, "inner_optimizer", None) is not None:
+        optimizer = optimizer.inner_optimizer
     lr = getattr(optimizer, "_learning_rate", None)
     if lr is None:
         return None

@@ -437,6 +437,62 @@ def mixed_bfloat16():
     return model
 
 
+def mixed_float16():
+    """The seed model under the mixed_float16 policy: compile wraps Adam in
+    a LossScaleOptimizer, which steps with its inner optimizer's learning
+    rate."""
+    keras = _keras()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([
+            keras.Input((10,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid", dtype="float32"),
+        ])
+        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return model
+
+
+def per_pixel():
+    """A small convolutional autoencoder: its loss is one value per pixel,
+    which Keras weighs by weights of that shape, not one per row."""
+    keras = _keras()
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(1, 3, padding="same"),
+    ])
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    return model
+
+
+def per_pixel_data(rows, rng):
+    x = rng.random((rows, 8, 8, 1), dtype=np.float32)
+    return {"train": x}, {"labels": np.sqrt(x)}
+
+
+def per_timestep():
+    """A class per time step of a masked sequence (ids 0 are padding): a
+    sparse loss of one value per step, the mask weighing them."""
+    keras = _keras()
+    model = keras.Sequential([
+        keras.Input((8,), dtype="int32"),
+        keras.layers.Embedding(20, 4, mask_zero=True),
+        keras.layers.SimpleRNN(6, return_sequences=True),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def per_timestep_data(rows, rng):
+    ids = rng.integers(1, 20, (rows, 8)).astype(np.int32)
+    ids[:, 6:] *= rng.integers(0, 2, (rows, 1)).astype(np.int32)  # some rows end in padding
+    return {"train": ids}, {"labels": (ids % 3).astype(np.int64)}
+
+
 def small_cnn():
     """A compute-heavier model for benchmarks: a small CNN on 28x28 images."""
     keras = _keras()
@@ -609,6 +665,9 @@ FAMILIES = {
     "gru": (gru, sequence_data),
     "normalized": (normalized, seed_data),
     "mixed_bfloat16": (mixed_bfloat16, seed_data),
+    "mixed_float16": (mixed_float16, seed_data),
+    "per_pixel": (per_pixel, per_pixel_data),
+    "per_timestep": (per_timestep, per_timestep_data),
     "custom_step": (custom_step, seed_data),
     "custom_step_partial": (custom_step_partial, seed_data),
     "custom_step_state": (custom_step_state, seed_data),
@@ -659,7 +718,7 @@ def _callbacks(spec, out):
 
 def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
          seed=1, fit=True, fit_args=None, callbacks=None, sample_weight=False,
-         class_weight=None):
+         class_weight=None, learning_rate=None):
     """Write the fixture for ``family`` under ``out`` and return the reference."""
     import sagefit
     from sagefit.export import _var_name  # names as the contract writes them
@@ -701,6 +760,8 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
     ref = {"family": family, "epochs": epochs, "batch_size": batch_size,
            "rows": rows, "metadata_fingerprint": meta["fingerprint"]}
     if fit:
+        if learning_rate is not None:  # as the learning_rate hyperparameter sets it after the export
+            model.optimizer.learning_rate = learning_rate
         fit_args = dict(fit_args or {})
         use_val = validation and "validation_split" not in fit_args
         if sample_weight:
@@ -756,6 +817,8 @@ def main():
                    help="write sample_weight.npy into the channels and fit with them; "
                         "'per-output': sample_weight_<output>.npy for each output")
     p.add_argument("--class-weight", default="{}", help='JSON class_weight for fit, e.g. {"0": 1, "1": 5}')
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="fit at this learning rate (the model is exported at its own)")
     p.add_argument("--callbacks", default="[]",
                    help='JSON list of [class, kwargs] Keras callbacks, e.g. [["EarlyStopping", {"patience": 2}]]')
     p.add_argument("--large-step", action="store_true",
@@ -767,7 +830,7 @@ def main():
         sys.modules["sagefit.export"].LARGE_STEP_OPS = 0
     make(a.family, a.out, a.epochs, a.batch_size, a.rows, not a.no_validation,
          a.seed, not a.no_fit, json.loads(a.fit_args), json.loads(a.callbacks),
-         a.sample_weight, json.loads(a.class_weight))
+         a.sample_weight, json.loads(a.class_weight), a.learning_rate)
 
 
 if __name__ == "__main__":

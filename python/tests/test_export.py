@@ -62,6 +62,21 @@ def test_sparse_loss_takes_integer_class_targets(tmp_path):
     assert meta["optimizer"] == "SGD"
 
 
+def test_losses_per_element_export_unweighted_steps(tmp_path):
+    """A probe's findings: a loss of one value per pixel or time step was
+    exported with weighted steps, which fed a weight per row failed at the
+    first step (Keras weighs such values by weights of their shape); and a
+    sparse loss per time step took a class id per row."""
+    keras.utils.set_random_seed(3)
+    meta = sagefit.export(FAMILIES["per_pixel"][0](), str(tmp_path / "pixel"))
+    assert meta["sample_weights"] == [] and "train_step_weighted" not in meta["signatures"]
+    assert "loss of output 'conv2d_1' is one value per element of shape (8, 8)" in meta["sample_weights_refused"]
+    meta = sagefit.export(FAMILIES["per_timestep"][0](), str(tmp_path / "step"))
+    assert meta["targets"][0]["shape"] == [None, 8]  # a class id per time step
+    assert "one value per element of shape (8,)" in meta["sample_weights_refused"]
+    assert sagefit.export(_seed_model(), str(tmp_path / "seed"))["sample_weights_refused"] is None
+
+
 def test_two_named_inputs(tmp_path):
     build, _ = FAMILIES["two_inputs"]
     meta = sagefit.export(build(), str(tmp_path / "m"))

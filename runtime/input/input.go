@@ -244,6 +244,9 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		if len(pipeNames) == 0 {
 			pipeNames = append(inputs, targets...)
 		}
+		if meta.SampleWeightsRefused != "" && slices.ContainsFunc(pipeNames, func(n string) bool { return strings.HasPrefix(n, model.SampleWeight) }) {
+			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q lists sample weights, but %s", c.Name, job.HPPipeTensors, meta.SampleWeightsRefused)
+		}
 		if err := checkPipeNames(pipeNames, append(inputs, targets...), weightNames(meta)); err != nil {
 			return nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
 		}
@@ -438,6 +441,9 @@ func (c *Channel) SplitValidation(fraction float64) (train, val *Channel, err er
 // class weights, as model.fit does with sample_weight and class_weight.
 func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]float64, dtypes map[string]data.DType) error {
 	weights := firstArray(ds, model.SampleWeight)
+	if weights != nil && meta.SampleWeightsRefused != "" {
+		return fmt.Errorf("%s would weigh the rows, but %s: remove the file", weights.Path(), meta.SampleWeightsRefused)
+	}
 	if weights != nil && !meta.HasSampleWeights() {
 		return fmt.Errorf("%s would weigh the rows, but the model's steps take no sample weights (a custom train_step that unpacks `x, y = data`, or an export by an older sagefit); unpack `x, y, sample_weight = data` in the step and export again, or remove the file", weights.Path())
 	}
@@ -461,6 +467,8 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 		return nil
 	}
 	switch {
+	case meta.SampleWeightsRefused != "":
+		return fmt.Errorf("hyperparameter %q weighs each row by its class, but %s", job.HPClassWeight, meta.SampleWeightsRefused)
 	case !meta.HasSampleWeights():
 		return fmt.Errorf("hyperparameter %q needs a model exported with sample-weighted steps; export it again with this sagefit", job.HPClassWeight)
 	case len(meta.Targets) != 1:

@@ -79,6 +79,8 @@ func TestShapesAreChecked(t *testing.T) {
 func TestWeightsRefused(t *testing.T) {
 	weighted := *meta
 	weighted.Signatures = map[string]string{model.RoleTrainStepWeighted: "a", model.RoleComputeGradientsWeighted: "b", model.RoleTestStepWeighted: "c"}
+	perPixel := *meta
+	perPixel.SampleWeightsRefused = "the loss of output 'y' is one value per element of shape (4, 4) (per pixel or time step), which a weight per row does not fit"
 	twoOut := weighted
 	twoOut.Targets = append([]model.TensorSpec{spec("z", "target_z", 1)}, meta.Targets...)
 	for _, c := range []struct {
@@ -89,6 +91,10 @@ func TestWeightsRefused(t *testing.T) {
 		want        string
 	}{
 		{"file for a model without weighted steps", meta, true, nil, "sample_weight.npy would weigh the rows, but the model's steps take no sample weights"},
+		// A loss per pixel: Keras would take weights of its shape, sagefit
+		// reads one per row.
+		{"file for a loss per pixel", &perPixel, true, nil, "sample_weight.npy would weigh the rows, but the loss of output 'y' is one value per element"},
+		{"class_weight for a loss per pixel", &perPixel, false, map[int]float64{0: 2}, `hyperparameter "class_weight" weighs each row by its class, but the loss of output 'y'`},
 		{"class_weight beside the file", &weighted, true, map[int]float64{0: 2}, `hyperparameter "class_weight" and sample_weight.npy cannot both weigh the rows`},
 		{"class_weight with two outputs", &twoOut, false, map[int]float64{0: 2}, `hyperparameter "class_weight" is only supported for models with a single output`},
 	} {
@@ -111,6 +117,8 @@ func TestWeightsRefused(t *testing.T) {
 // one, nothing else.
 func TestPipeTensorNamesChecked(t *testing.T) {
 	weighted := *meta
+	perPixel := *meta
+	perPixel.SampleWeightsRefused = "the loss of output 'y' is one value per element of shape (4, 4) (per pixel or time step), which a weight per row does not fit"
 	weighted.Signatures = map[string]string{model.RoleTrainStepWeighted: "a", model.RoleComputeGradientsWeighted: "b", model.RoleTestStepWeighted: "c"}
 	for _, c := range []struct {
 		meta  *model.Metadata
@@ -121,6 +129,7 @@ func TestPipeTensorNamesChecked(t *testing.T) {
 		{meta, []string{"y", "x"}, ""},
 		{&weighted, []string{"x", "y", "sample_weight"}, ""},
 		{meta, []string{"x", "y", "sample_weight"}, `lists "sample_weight", which is no input or target of the model (x, y)`},
+		{&perPixel, []string{"x", "y", "sample_weight"}, `lists sample weights, but the loss of output 'y' is one value per element`},
 		{meta, []string{"x"}, `but not the model's "y"`},
 		{meta, []string{"x", "y", "x"}, `lists "x" twice`},
 		{&weighted, []string{"x", "y", "labels"}, `lists "labels", which is no input or target of the model (x, y) nor a sample weight (sample_weight)`},
