@@ -206,6 +206,9 @@ func TestKerasParity(t *testing.T) {
 	// take no weight per row, as fit without sample_weight runs them (they
 	// failed at the first step, fed weights of one per row).
 	families = append(families, "per_pixel", "per_timestep")
+	// A model built on dicts of inputs and outputs, compiled with a loss,
+	// loss weight and metrics per output key (refused at export before).
+	families = append(families, "dict_io")
 	// A keras.applications model: MobileNetV2 (52 BatchNormalization layers),
 	// on fewer rows, as it is the slowest to export and train here.
 	families = append(families, "mobilenet_v2")
@@ -485,6 +488,8 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 		// takes one array or a list of them.
 		{"sample_weight_all_outputs", "two_heads_weighted", []string{"--sample-weight"}, nil},
 		{"sample_weight_per_output", "two_heads_weighted", []string{"--sample-weight", "per-output"}, nil},
+		// A model built on a dict of outputs takes them by key.
+		{"sample_weight_per_output_by_key", "dict_io", []string{"--sample-weight", "per-output"}, nil},
 		{"class_weight", "multiclass", []string{"--class-weight", `{"0": 1.0, "1": 3.0, "2": 0.5}`}, map[string]string{"class_weight": `{"0": 1.0, "1": 3.0, "2": 0.5}`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -125,7 +125,18 @@ def _layer_name(tensor):
     return history[0].name if history else None
 
 
+def _dict_keys(model, which):
+    """The keys of a model built on a dict of inputs or outputs ("inputs",
+    "outputs"), in the order of model.inputs or model.outputs (Keras
+    flattens a dict by its sorted keys), or None."""
+    struct = getattr(model, f"_{which}_struct", getattr(model, f"_nested_{which}", None))
+    return sorted(struct) if isinstance(struct, dict) else None
+
+
 def _output_names(model):
+    keys = _dict_keys(model, "outputs")
+    if keys is not None:  # the names fit takes targets by
+        return keys
     names = [_layer_name(t) for t in model.outputs]
     if all(names) and len(set(names)) == len(names):
         return names
@@ -355,8 +366,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     out_names = _output_names(model)
     taken = set()
     in_descs = []
+    in_keys = _dict_keys(model, "inputs")
     for t in inputs:
-        name = _layer_name(t) or f"input_{len(in_descs)}"
+        name = in_keys[len(in_descs)] if in_keys else _layer_name(t) or f"input_{len(in_descs)}"
         if getattr(t, "sparse", False) or getattr(t, "ragged", False):
             warnings.warn(
                 f"sagefit: input {name} is {'sparse' if getattr(t, 'sparse', False) else 'ragged'} in Keras; "
@@ -406,11 +418,16 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     ]
     n_in = len(in_specs)
 
-    def pack(tensors, descs):
-        # Keras takes a single tensor for a one-input model, a list otherwise.
-        return tensors[0] if len(descs) == 1 else list(tensors)
+    out_keys = _dict_keys(model, "outputs")
 
-    _build(model, in_descs, tgt_descs, pack)
+    def pack(tensors, keys):
+        # Keras takes a dict for a model built on one, else a single tensor
+        # for one input (or target), a list for several.
+        if keys is not None:
+            return dict(zip(keys, tensors))
+        return tensors[0] if len(tensors) == 1 else list(tensors)
+
+    _build(model, pack([_zeros(d) for d in in_descs], in_keys), pack([_zeros(d) for d in tgt_descs], out_keys))
     # After the build: "auto" modes read the compiled metrics' directions.
     callback_specs = [_callback_spec(cb, model) for cb in (callbacks or [])]
     _check_compile_options(model)
@@ -478,11 +495,11 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
 
     def step_data(args):
         """(x, y) or, with a sample weight after the targets, (x, y, w)."""
-        x = pack(args[:n_in], in_descs)
-        y = pack(args[n_in : n_in + n_tgt], tgt_descs)
+        x = pack(args[:n_in], in_keys)
+        y = pack(args[n_in : n_in + n_tgt], out_keys)
         w = args[n_in + n_tgt :]
         if len(w) > 1:  # one per output, in y's structure, as fit takes them
-            return (x, y, list(w))
+            return (x, y, pack(w, out_keys))
         if w:
             return (x, y, w[0])
         return (x, y)
@@ -639,7 +656,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         return {contract.LEARNING_RATE: tf.cast(tf.identity(_read(lr_var)), tf.float32)}
 
     def serve(*args):
-        x = pack(args, in_descs)
+        x = pack(args, in_keys)
         y = model(x, training=False)
         ys = y if isinstance(y, (list, tuple)) else [y]
         if isinstance(y, dict):
@@ -1063,7 +1080,11 @@ def _per_element_loss(model, tgt_specs, out_names):
     flat = getattr(getattr(model, "_compile_loss", None), "_flat_losses", None)
     for entry in flat or []:
         path, loss = entry[0], entry[1]
-        i = path[0] if path and isinstance(path[0], int) else 0
+        i = 0
+        if path and isinstance(path[0], int):
+            i = path[0]
+        elif path and path[0] in out_names:  # a model built on a dict of outputs
+            i = out_names.index(path[0])
         if not hasattr(loss, "call") or i >= len(tgt_specs) or i >= len(model.outputs):
             continue
         pred = model.outputs[i]
@@ -1413,20 +1434,21 @@ def _learning_rate_variable(optimizer):
     return None
 
 
-def _build(model, in_descs, tgt_descs, pack):
-    """Create optimizer and metric variables without changing any weight."""
+def _zeros(d):
+    """A batch of one row of zeros of the tensor d describes."""
     import numpy as np
 
-    def zeros(d):
-        shape = [1 if s is None else s for s in d["shape"]]
-        if d["dtype"] == "string":
-            import tensorflow as tf
+    shape = [1 if s is None else s for s in d["shape"]]
+    if d["dtype"] == "string":
+        import tensorflow as tf
 
-            return tf.fill(shape, "")  # numpy has no dtype Keras reads as string
-        return np.zeros(shape, dtype=d["dtype"])
+        return tf.fill(shape, "")  # numpy has no dtype Keras reads as string
+    return np.zeros(shape, dtype=d["dtype"])
 
-    x = pack([zeros(d) for d in in_descs], in_descs)
-    y = pack([zeros(d) for d in tgt_descs], tgt_descs)
+
+def _build(model, x, y):
+    """Create optimizer and metric variables without changing any weight,
+    from a batch of inputs x and targets y."""
     try:
         if hasattr(model, "_symbolic_build"):
             model._symbolic_build(data_batch=(x, y))

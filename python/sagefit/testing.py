@@ -493,6 +493,28 @@ def per_timestep_data(rows, rng):
     return {"train": ids}, {"labels": (ids % 3).astype(np.int64)}
 
 
+def dict_io():
+    """A model built on dicts, as fit takes them: two inputs by name (keys
+    in another order than the model's), a class and a price by name, a
+    loss and metrics per output by key."""
+    keras = _keras()
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
+    kind = keras.layers.Dense(3, activation="softmax", name="kind_head")(h)
+    price = keras.layers.Dense(1, name="price_head")(h)
+    model = keras.Model({"b": b, "a": a}, {"kind": kind, "price": price})
+    model.compile(optimizer="adam", loss={"kind": "sparse_categorical_crossentropy", "price": "mse"},
+                  loss_weights={"kind": 1.0, "price": 0.5}, metrics={"kind": ["accuracy"], "price": ["mae"]})
+    return model
+
+
+def dict_io_data(rows, rng):
+    a = rng.random((rows, 3), dtype=np.float32)
+    b = rng.random((rows, 2), dtype=np.float32)
+    kind = (a.sum(axis=1) * 1.5).astype(np.int64) % 3
+    return {"a": a, "b": b}, {"kind": kind, "price": (a[:, :1] + b[:, :1]).astype(np.float32)}
+
+
 def small_cnn():
     """A compute-heavier model for benchmarks: a small CNN on 28x28 images."""
     keras = _keras()
@@ -668,6 +690,7 @@ FAMILIES = {
     "mixed_float16": (mixed_float16, seed_data),
     "per_pixel": (per_pixel, per_pixel_data),
     "per_timestep": (per_timestep, per_timestep_data),
+    "dict_io": (dict_io, dict_io_data),
     "custom_step": (custom_step, seed_data),
     "custom_step_partial": (custom_step_partial, seed_data),
     "custom_step_state": (custom_step_state, seed_data),
@@ -686,6 +709,8 @@ FAMILIES = {
 def _fit_inputs(model, inputs):
     # Keras takes text as string tensors, not numpy's 'S' or 'U' arrays.
     inputs = {k: _text_tensor(v) if v.dtype.kind in "SU" else v for k, v in inputs.items()}
+    if isinstance(getattr(model, "_inputs_struct", None), dict):
+        return inputs
     if len(inputs) == 1:
         return next(iter(inputs.values()))
     return [inputs[t._keras_history[0].name] for t in model.inputs]
@@ -697,7 +722,9 @@ def _text_tensor(a):
     return tf.constant(a)
 
 
-def _fit_targets(targets):
+def _fit_targets(model, targets):
+    if isinstance(getattr(model, "_outputs_struct", None), dict):
+        return targets
     return next(iter(targets.values())) if len(targets) == 1 else list(targets.values())
 
 
@@ -764,16 +791,19 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
             model.optimizer.learning_rate = learning_rate
         fit_args = dict(fit_args or {})
         use_val = validation and "validation_split" not in fit_args
-        if sample_weight:
-            fit_args["sample_weight"] = weights["train"]
+        dict_out = isinstance(getattr(model, "_outputs_struct", None), dict)
+        if sample_weight:  # per output: in the targets' structure
+            fit_args["sample_weight"] = (dict(zip(targets, weights["train"])) if dict_out and sample_weight == "per-output"
+                                         else weights["train"])
         if class_weight:
             fit_args["class_weight"] = {int(k): v for k, v in class_weight.items()}
-        val_data = (_fit_inputs(model, vin), _fit_targets(vtg))
+        val_data = (_fit_inputs(model, vin), _fit_targets(model, vtg))
         if sample_weight:
-            val_data += (weights["validation"],)
+            val_data += (dict(zip(vtg, weights["validation"])) if dict_out and sample_weight == "per-output"
+                         else weights["validation"],)
         hist = model.fit(
             _fit_inputs(model, inputs),
-            _fit_targets(targets),
+            _fit_targets(model, targets),
             epochs=epochs,
             batch_size=batch_size,
             shuffle=False,

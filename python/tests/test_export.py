@@ -77,6 +77,18 @@ def test_losses_per_element_export_unweighted_steps(tmp_path):
     assert sagefit.export(_seed_model(), str(tmp_path / "seed"))["sample_weights_refused"] is None
 
 
+def test_model_built_on_dicts_names_tensors_by_key(tmp_path):
+    """A probe's findings: a model built on dicts of inputs and outputs was
+    refused ("list indices must be integers"); fit takes them by key."""
+    build, _ = FAMILIES["dict_io"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    assert [d["name"] for d in meta["inputs"]] == ["a", "b"]
+    assert [d["name"] for d in meta["targets"]] == ["kind", "price"]
+    assert meta["outputs"] == ["kind", "price"]
+    assert meta["targets"][0]["shape"] == [None]  # the sparse loss of "kind", found by key
+    assert [d["name"] for d in meta["sample_weights"]] == ["sample_weight_kind", "sample_weight_price"]
+
+
 def test_two_named_inputs(tmp_path):
     build, _ = FAMILIES["two_inputs"]
     meta = sagefit.export(build(), str(tmp_path / "m"))
