@@ -234,6 +234,10 @@ func New(env *sagemaker.Env) (*Job, error) {
 	if _, set := env.Hyperparameters[HPLearningRate]; set && !(j.LearningRate > 0 && j.LearningRate <= math.MaxFloat64) {
 		return nil, fmt.Errorf("hyperparameter %q must be a positive number, got %q", HPLearningRate, env.String(HPLearningRate, ""))
 	}
+	if lr := float32(j.LearningRate); j.LearningRate > 0 && (lr == 0 || math.IsInf(float64(lr), 0)) {
+		// The optimizer's rate is a float32 variable: this one would be 0 or Inf there.
+		return nil, fmt.Errorf("hyperparameter %q is %q, which a float32 learning rate (the optimizer's) cannot hold: give one from 1e-45 to 3.4e38", HPLearningRate, env.String(HPLearningRate, ""))
+	}
 	if j.ValidationSplit, err = env.Float(HPValSplit, 0); err != nil {
 		return nil, err
 	}
@@ -355,6 +359,10 @@ func classWeight(env *sagemaker.Env) (map[int]float64, error) {
 		f, isNum := w.(float64)
 		if err != nil || class < 0 || !isNum || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
 			return nil, bad
+		}
+		if k != strconv.Itoa(class) {
+			// "01" beside "1" would name one class twice, the weight kept chosen by map order.
+			return nil, fmt.Errorf("hyperparameter %q names class %d as %q: write each class index as a plain whole number (%q), once", HPClassWeight, class, k, strconv.Itoa(class))
 		}
 		out[class] = f
 	}

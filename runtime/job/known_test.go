@@ -117,6 +117,12 @@ func TestValuesThatWouldCrashOrBeDroppedAreRefused(t *testing.T) {
 		{"sagefit_connect_timeout", "-5s", `"sagefit_connect_timeout" must be a positive duration`},
 		{"sagefit_pipe_timeout", "0s", `"sagefit_pipe_timeout" must be a positive duration`},
 		{"class_weight", `{"0": -1}`, `got "{\"0\": -1}"`},
+		// Two names of one class: the weight kept was chosen by Go's map order.
+		{"class_weight", `{"1": 2, "01": 30}`, `"class_weight" names class 1 as "01": write each class index as a plain whole number ("1"), once`},
+		{"class_weight", `{"+0": 2}`, `names class 0 as "+0"`},
+		// A rate a float32 variable holds as 0 or Inf.
+		{"learning_rate", "1e-320", `"learning_rate" is "1e-320", which a float32 learning rate (the optimizer's) cannot hold`},
+		{"learning_rate", "1e39", `cannot hold`},
 	} {
 		_, err := job.New(withModelAndData(t, map[string]string{c.hp: c.value}))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
