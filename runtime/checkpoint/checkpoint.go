@@ -42,7 +42,8 @@ type State struct {
 	Shuffle     bool      `json:"shuffle"`
 	BatchSize   int       `json:"batch_size"`
 	Hosts       int       `json:"hosts"`
-	MetricState []float64 `json:"metric_state"` // every process's own, rank after rank
+	Rows        int       `json:"rows,omitempty"` // rank 0's training rows in the epoch (0 in older checkpoints)
+	MetricState []float64 `json:"metric_state"`   // every process's own, rank after rank
 	// History is the epochs finished so far, as history.json holds them.
 	History      json.RawMessage `json:"history"`
 	VariablesSHA string          `json:"variables_sha256"`

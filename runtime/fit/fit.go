@@ -43,7 +43,11 @@ type Loop struct {
 
 	hist       *report.History // epochs finished, for checkpoints
 	globalStep int             // train steps since epoch 1 step 0
-	averagedAt int             // globalStep when the averaged state was last averaged (-1: never)
+	trainRows  int             // this process's training rows in the epoch under way, for checkpoints
+	// resumed is the checkpoint's epoch length and training rows a
+	// mid-epoch resume goes on in (0: none, or not recorded).
+	resumedSteps, resumedRows int
+	averagedAt                int // globalStep when the averaged state was last averaged (-1: never)
 	// trainedRows: this process trained rows since the state was last
 	// averaged, so its moving statistics moved (a host given no shard of a
 	// ShardedByS3Key channel never does, and its would pull the mean back
@@ -94,6 +98,10 @@ func (f *Loop) batchOptions(c *input.Channel) data.BatchOptions {
 // ResumePoint is where training starts: epoch 1 step 0, or a checkpoint's.
 type ResumePoint struct {
 	Epoch, Step int
+	// Steps and Rows are the checkpoint's epoch length and rank 0's
+	// training rows in it (0 where not recorded: no checkpoint, an older
+	// one).
+	Steps, Rows int
 	// GlobalStep is the train steps run before it (checkpoint_steps'
 	// cadence and the batch numbers callbacks see go on from it).
 	GlobalStep  int
@@ -185,6 +193,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 	}
 	f.averagedAt, f.terminate, f.pendingApply, f.trainedRows = -1, false, false, false
 	f.globalStep = from.GlobalStep
+	f.resumedSteps, f.resumedRows = from.Steps, from.Rows
 	if err := f.startCallbacks(from); err != nil {
 		return hist, err
 	}
@@ -388,6 +397,12 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 	case c != f.Train && f.Job.ValidationSteps > 0:
 		steps = min(full, f.Job.ValidationSteps) // every evaluation starts at the first batch
 	}
+	if c == f.Train {
+		f.trainRows = ds.Len()
+		if err := f.sameEpoch(startStep, steps, ds.Len(), c.Sharded); err != nil {
+			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
+		}
+	}
 	opts.StartStep = first + startStep
 	it := ds.Epoch(ctx, dataEpoch, opts)
 	defer it.Close()
@@ -531,7 +546,7 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, 
 	path, err := checkpoint.Write(f.Job.CheckpointDir, checkpoint.State{
 		Fingerprint: f.Model.Meta().Fingerprint,
 		Epoch:       epoch, Step: step, Steps: steps, GlobalStep: f.globalStep,
-		Seed: f.Job.Seed, Shuffle: f.Job.Shuffle, BatchSize: f.Job.BatchSize, Hosts: f.world(),
+		Seed: f.Job.Seed, Shuffle: f.Job.Shuffle, BatchSize: f.Job.BatchSize, Hosts: f.world(), Rows: f.trainRows,
 		MetricState: state, Callbacks: cbState,
 	}, vars, best, f.hist, f.Job.CheckpointKeep)
 	if err != nil {
@@ -606,6 +621,22 @@ func (f *Loop) barrier(ctx context.Context, wait time.Duration, what string, buf
 	}
 	if err := f.Group.AllReduceFloat64(ctx, buf); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// sameEpoch refuses to go on mid-epoch (startStep > 0) in an epoch other
+// than the checkpoint's: another length (steps_per_epoch, the data's
+// batches) or, where every host reads the same data, other training rows
+// (its shuffle). Steps already trained would not be the ones this epoch
+// skips, which an uninterrupted job's numbers need.
+func (f *Loop) sameEpoch(startStep, steps, rows int, sharded bool) error {
+	if startStep == 0 {
+		return nil
+	}
+	if f.resumedSteps > 0 && steps != f.resumedSteps || f.resumedRows > 0 && !sharded && rows != f.resumedRows {
+		return fmt.Errorf("the checkpoint stopped after step %d of an epoch of %d steps over %d training rows, but this job's epoch has %d steps over %d rows; resuming mid-epoch needs the same training data, %q and %q (or remove the checkpoint)",
+			startStep, f.resumedSteps, f.resumedRows, steps, rows, job.HPStepsPerEpoch, job.HPValSplit)
 	}
 	return nil
 }

@@ -363,6 +363,52 @@ func TestStopThenResumeMidEpoch(t *testing.T) {
 	}
 }
 
+// A mid-epoch checkpoint resumes only in an epoch of as many steps over
+// the same training rows (their shuffle): a probe resumed one over other
+// data, and with a shorter steps_per_epoch, and the job went on without a
+// word, its numbers no longer an uninterrupted job's.
+func TestResumeRefusesAnotherEpochMidEpoch(t *testing.T) {
+	dir, fewer, sameSteps := t.TempDir(), t.TempDir(), t.TempDir()
+	writeChannel(t, dir, 96, 0)
+	writeChannel(t, fewer, 80, 0)     // 5 steps of 16
+	writeChannel(t, sameSteps, 90, 0) // 6 steps, as 96 rows make
+	ckpt := t.TempDir()
+	stopped := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false)}
+	ctx, stop := context.WithCancelCause(context.Background())
+	stopped.ctx = ctx
+	stopped.model.onStep = func(step int) {
+		if step == 8 {
+			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+		}
+	}
+	runRanks(t, []*rank{stopped})
+	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+	if err != nil || ck == nil || ck.State.Step == 0 || ck.State.Rows != 96 || ck.State.Steps != 6 {
+		t.Fatalf("latest checkpoint %+v, %v; want one mid-epoch over 96 rows", ck, err)
+	}
+	for _, c := range []struct {
+		name          string
+		dir           string
+		stepsPerEpoch int
+		want          string
+	}{
+		{"fewer rows", fewer, 0, "stopped after step 3 of an epoch of 6 steps over 96 training rows, but this job's epoch has 5 steps over 80 rows"},
+		{"other rows, as many steps", sameSteps, 0, "this job's epoch has 6 steps over 90 rows"},
+		// Epoch 2 of 4 steps each: the 2 left of the first pass.
+		{"steps_per_epoch", dir, 4, `this job's epoch has 2 steps over 96 rows; resuming mid-epoch needs the same training data, "steps_per_epoch" and "validation_split"`},
+	} {
+		r := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, c.dir, false), ck: ck}
+		r.job.StepsPerEpoch = c.stepsPerEpoch
+		if err := fit.Resume(r.model, ck, r.job, 1); err != nil {
+			t.Fatal(err)
+		}
+		runRanks(t, []*rank{r})
+		if r.err == nil || !strings.Contains(r.err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, r.err, c.want)
+		}
+	}
+}
+
 // A checkpoint from a mid-epoch stop resumes only with the same batch
 // size and process count: the order of rows depends on them.
 func TestResumeRefusesOtherSettingsMidEpoch(t *testing.T) {

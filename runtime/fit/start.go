@@ -49,6 +49,7 @@ func Resume(m Model, ck *checkpoint.Loaded, j *job.Job, processes int) error {
 func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, stateSize int) (ResumePoint, error) {
 	type header struct {
 		Epoch, Step int
+		Steps, Rows int
 		GlobalStep  int
 		State       []float64
 		History     *report.History
@@ -57,7 +58,7 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 	h := header{Epoch: 1}
 	var best []byte
 	if ck != nil {
-		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, GlobalStep: ck.State.GlobalStep, State: ck.State.MetricState, History: ck.History, Callbacks: ck.State.Callbacks}
+		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, Steps: ck.State.Steps, Rows: ck.State.Rows, GlobalStep: ck.State.GlobalStep, State: ck.State.MetricState, History: ck.History, Callbacks: ck.State.Callbacks}
 		best = ck.Best
 	}
 	if g != nil {
@@ -104,7 +105,7 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 			return ResumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d per process for %d processes", len(h.State), stateSize, world)
 		}
 	}
-	return ResumePoint{Epoch: h.Epoch, Step: h.Step, GlobalStep: h.GlobalStep, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best}, nil
+	return ResumePoint{Epoch: h.Epoch, Step: h.Step, Steps: h.Steps, Rows: h.Rows, GlobalStep: h.GlobalStep, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best}, nil
 }
 
 // BroadcastVariables makes every process start from rank 0's weights and
