@@ -107,6 +107,11 @@ func WriteLocal(base string, spec LocalSpec) error {
 		hps = map[string]string{}
 	}
 
+	for _, name := range slices.Sorted(maps.Keys(spec.Channels)) {
+		if dir := spec.Channels[name]; within(resolved(base), resolved(dir)) {
+			return fmt.Errorf("channel %q: its folder %s holds the job's base folder %s, where the job writes its input, model and output folders among the channel's files; use a base folder outside the data", name, dir, base)
+		}
+	}
 	if err := clearEarlierRun(p, spec.Channels, spec.Log); err != nil {
 		return err
 	}
@@ -259,12 +264,14 @@ func clearEarlierRun(p Paths, channels map[string]string, log io.Writer) error {
 // overlaps says whether one of the folders a and b is inside the other (or
 // is the other), links resolved.
 func overlaps(a, b string) bool {
-	inside := func(child, parent string) bool {
-		rel, err := filepath.Rel(parent, child)
-		return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
-	}
 	ra, rb := resolved(a), resolved(b)
-	return inside(ra, rb) || inside(rb, ra)
+	return within(ra, rb) || within(rb, ra)
+}
+
+// within says whether child is parent or inside it (absolute paths).
+func within(child, parent string) bool {
+	rel, err := filepath.Rel(parent, child)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // resolved is path absolute with its links followed, as far as it exists.

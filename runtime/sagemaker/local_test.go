@@ -314,6 +314,23 @@ func TestWriteLocalKeepsWhatItDidNotWrite(t *testing.T) {
 			t.Errorf("the file is gone: %v", err)
 		}
 	})
+	// A probe gave the data folder as the base folder, and one inside it:
+	// the job wrote its folders among the data, then refused the channel
+	// for them, this run and the next.
+	t.Run("base folder in a channel", func(t *testing.T) {
+		data := t.TempDir()
+		for _, base := range []string{data, filepath.Join(data, "job")} {
+			err := WriteLocal(base, LocalSpec{Channels: map[string]string{"training": data}})
+			want := `channel "training": its folder ` + data + " holds the job's base folder " + base +
+				", where the job writes its input, model and output folders among the channel's files; use a base folder outside the data"
+			if err == nil || err.Error() != want {
+				t.Errorf("WriteLocal error = %v, want %s", err, want)
+			}
+			if entries, _ := os.ReadDir(data); len(entries) != 0 {
+				t.Errorf("the channel's folder holds %v, want it as it was", entries)
+			}
+		}
+	})
 	t.Run("channel inside the model folder", func(t *testing.T) {
 		base := t.TempDir()
 		p := Paths{Base: base}
