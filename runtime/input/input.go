@@ -218,6 +218,10 @@ type Options struct {
 // read; memory-mapping them reads them lazily, page by page, as that mode
 // intends. paths places a Pipe mode channel's FIFOs.
 func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Options) (*Channel, error) {
+	if c.RecordWrapper != "" && c.RecordWrapper != "None" {
+		// Read as it is, a wrapped stream failed at its first array as "not a .npy array".
+		return nil, fmt.Errorf("channel %q has RecordWrapperType %s; sagefit reads its files as they are (in Pipe mode, back to back), not wrapped in records: leave the channel's record_wrapping unset (None)", c.Name, c.RecordWrapper)
+	}
 	pipeNames := o.PipeTensors
 	specs := append(append([]model.TensorSpec{}, meta.Inputs...), meta.Targets...)
 	var inputs, targets []string

@@ -112,6 +112,17 @@ func TestWeightsRefused(t *testing.T) {
 	}
 }
 
+// A channel wrapped in RecordIO records is refused where it is read (the
+// stream failed at its first array, "not a .npy array"; the setting was
+// read and never used).
+func TestRecordWrappedChannelRefused(t *testing.T) {
+	_, err := input.Open(sagemaker.Channel{Name: "training", InputMode: sagemaker.Pipe, RecordWrapper: "RecordIO"}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{})
+	want := `channel "training" has RecordWrapperType RecordIO; sagefit reads its files as they are (in Pipe mode, back to back), not wrapped in records: leave the channel's record_wrapping unset (None)`
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
+	}
+}
+
 // A Pipe mode stream's tensor names are checked when the channel opens:
 // every input and target once, a sample weight only where the model takes
 // one, nothing else.

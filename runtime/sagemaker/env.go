@@ -50,7 +50,7 @@ type Channel struct {
 	InputMode     InputMode
 	Distribution  Distribution
 	ContentType   string // as given to the job; empty when not given
-	RecordWrapper string // RecordWrapperType: "None" or "RecordIO"
+	RecordWrapper string // RecordWrapperType: "None" or "RecordIO" (refused where the channel is read)
 }
 
 // InstanceGroup is one entry of resourceconfig.json's instance_groups.
