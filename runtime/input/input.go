@@ -150,6 +150,26 @@ func checkPipeNames(names, tensors, weights []string) error {
 	return nil
 }
 
+// pipeAliases names each array of a stream by the tensor it feeds, as a
+// File mode channel's file names do (train, x, features, data for a
+// model's only input; labels, y, label, targets, target for its only
+// target); names that are no alias stay, for checkPipeNames to judge.
+func pipeAliases(names, inputs, targets []string) []string {
+	files := make([]string, len(names))
+	for i, n := range names {
+		files[i] = n + ".npy"
+	}
+	fed, err := data.MapTensors(files, inputs, targets, nil)
+	if err != nil {
+		return names // a tensor no name feeds: checkPipeNames says which
+	}
+	out := slices.Clone(names)
+	for tensor, file := range fed {
+		out[slices.Index(files, file)] = tensor
+	}
+	return out
+}
+
 // weightNames are the weight tensors the model's steps take: sample_weight
 // (for every output) and, with several outputs, sample_weight_<output>.
 func weightNames(meta *model.Metadata) []string {
@@ -247,6 +267,8 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 	if c.InputMode == sagemaker.Pipe {
 		if len(pipeNames) == 0 {
 			pipeNames = append(inputs, targets...)
+		} else {
+			pipeNames = pipeAliases(pipeNames, inputs, targets)
 		}
 		if meta.SampleWeightsRefused != "" && slices.ContainsFunc(pipeNames, func(n string) bool { return strings.HasPrefix(n, model.SampleWeight) }) {
 			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q lists sample weights, but %s", c.Name, job.HPPipeTensors, meta.SampleWeightsRefused)

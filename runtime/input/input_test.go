@@ -139,6 +139,11 @@ func TestPipeTensorNamesChecked(t *testing.T) {
 		{meta, nil, ""},
 		{meta, []string{"y", "x"}, ""},
 		{&weighted, []string{"x", "y", "sample_weight"}, ""},
+		// The File mode's names of a model's only input and target (the
+		// README's example was refused).
+		{&weighted, []string{"train", "labels", "sample_weight"}, ""},
+		{meta, []string{"labels", "features"}, ""},
+		{meta, []string{"train", "x"}, `but not the model's "y"`},
 		{meta, []string{"x", "y", "sample_weight"}, `lists "sample_weight", which is no input or target of the model (x, y)`},
 		{&perPixel, []string{"x", "y", "sample_weight"}, `lists sample weights, but the loss of output 'y' is one value per element`},
 		{meta, []string{"x"}, `but not the model's "y"`},
