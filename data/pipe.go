@@ -136,8 +136,10 @@ func spoolArray(r *pipeReader, fifo string, names []string, k int, spool string,
 	case err == io.EOF && i == 0:
 		return nil, errStreamEnd
 	case err == io.EOF:
-		return nil, fmt.Errorf("pipe %s ended after %d arrays but %d were expected (%q, for each part of the stream); does the channel hold fewer arrays than tensor names?",
-			fifo, k, k-i+len(names), names)
+		// Too few arrays, or one too many (a sample_weight.npy the names
+		// leave out) read as the start of another part.
+		return nil, fmt.Errorf("pipe %s ended after %d arrays, not a whole number of groups of %d (%q: an array per tensor, for each part of the stream); does the channel hold an array more or fewer than the tensor names (sagefit_pipe_tensors)?",
+			fifo, k, len(names), names)
 	case errors.Is(err, ErrBadMagic):
 		return nil, fmt.Errorf("%s is not a .npy array (bad magic); Pipe mode reads .npy files back to back", what)
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -188,11 +188,12 @@ func TestOpenPipeEpoch(t *testing.T) {
 		{name: "big array cut short", names: []string{"x", "y"}, files: []string{big, ids}, limit: 300000,
 			wantErr: `pipe %s: array 0 ("x"), shape (20000, 8) float32: the writer stopped after 299872 of its 640000 data bytes`},
 		{name: "fewer arrays than names", names: []string{"x", "y"}, files: []string{f32},
-			wantErr: `pipe %s ended after 1 arrays but 2 were expected (["x" "y"], for each part of the stream)`},
+			wantErr: `pipe %s ended after 1 arrays, not a whole number of groups of 2 (["x" "y"]: an array per tensor, for each part of the stream); does the channel hold an array more or fewer`},
 		{name: "empty stream", names: []string{"x"}, files: nil, is: ErrEmptyStream, // a sharded channel's host that got no objects
 			wantErr: `pipe %s: the stream ended before its first array: the writer sent nothing`},
+		// Or an array more than the names (it said "fewer" here).
 		{name: "a part cut short", names: []string{"x", "y"}, files: []string{f32, i64, f32},
-			wantErr: `pipe %s ended after 3 arrays but 4 were expected (["x" "y"], for each part of the stream)`},
+			wantErr: `pipe %s ended after 3 arrays, not a whole number of groups of 2`},
 		{name: "parts of other examples", names: []string{"x"}, files: []string{f32, fixturePath("v2.npy")},
 			wantErr: `pipe %s: tensor "x": %s[1] holds int32 rows of shape (3,) but %s[0] holds float32 rows of shape (4,); every part needs the same examples`},
 		{name: "not .npy", names: []string{"x"}, files: []string{fixturePath("csv/part-a.csv")},
