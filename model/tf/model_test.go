@@ -124,6 +124,12 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 			delete(meta, "variables")
 		}, "it lists no variables, metrics or gradients"},
 		{"variables folder missing", func(map[string]any) {}, "has no variables/variables.index"},
+		// Another export's metadata: every step signature lacks its
+		// inputs, which filled the failure file with 3.7 KB of them.
+		{"another export's tensors", func(meta map[string]any) {
+			meta["inputs"].([]any)[0].(map[string]any)["key"] = "a"
+			meta["targets"].([]any)[0].(map[string]any)["key"] = "kind"
+		}, "its assets.extra/sagefit.json does not describe its graph (signature "},
 		{"variable dtype edited", func(meta map[string]any) {
 			meta["variables"].([]any)[0].(map[string]any)["dtype"] = "float128"
 		}, "export the model again"},
@@ -146,6 +152,9 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 			_, err := tf.Load(dir, tf.Config{})
 			if err == nil || !strings.Contains(err.Error(), c.expect) {
 				t.Fatalf("Load error %v, want one containing %q", err, c.expect)
+			}
+			if len(err.Error()) > 1000 { // SageMaker shows a failure reason's first 1,024 characters
+				t.Errorf("Load error of %d characters: %v", len(err.Error()), err)
 			}
 		})
 	}

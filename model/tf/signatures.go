@@ -41,7 +41,17 @@ func checkSignatures(m *model.Metadata, sigs map[string]signature) error {
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
-		return fmt.Errorf("%w: %s", model.ErrNotTrainingModel, strings.Join(problems, "; "))
+		return fmt.Errorf("%w: its %s does not describe its graph (%s); was it copied from another export? export the model again",
+			model.ErrNotTrainingModel, model.ExtraDir+"/"+model.MetadataFile, firstOf(problems, 3))
 	}
 	return nil
+}
+
+// firstOf joins the first n problems and counts the rest: a failure
+// reason is read in its first thousand characters.
+func firstOf(problems []string, n int) string {
+	if len(problems) <= n {
+		return strings.Join(problems, "; ")
+	}
+	return fmt.Sprintf("%s; and %d more", strings.Join(problems[:n], "; "), len(problems)-n)
 }
