@@ -90,7 +90,7 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 	}
 	var t fit.Timing
 	if err := json.Unmarshal(raw, &t); err != nil {
-		fmt.Fprintf(stderr, "sagefit inspect: %s: %v\n", path, err)
+		fmt.Fprintf(stderr, "sagefit inspect: %s is not a timing.json sagefit wrote (a JSON object of version %d): %v\n", path, fit.TimingVersion, err)
 		return 1
 	}
 	if t.Version != fit.TimingVersion {

@@ -158,7 +158,8 @@ func TestLocalChannelThatIsNoFolder(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{filepath.Join(t.TempDir(), "missing"), file} {
+	missing := filepath.Join(t.TempDir(), "missing")
+	for dir, want := range map[string]string{missing: "its data folder " + missing + " does not exist", file: file + " is not a folder"} {
 		out := filepath.Join(t.TempDir(), "base")
 		cmd := exec.Command(binary, "local", "--model", t.TempDir(), "--channel", "training="+dir, "--hosts", "2", "--output", out)
 		var stderr bytes.Buffer
@@ -167,7 +168,7 @@ func TestLocalChannelThatIsNoFolder(t *testing.T) {
 		if code := cmd.ProcessState.ExitCode(); err == nil || code != 2 {
 			t.Errorf("%s: exit code %d (%v), want 2", dir, code, err)
 		}
-		if !strings.Contains(stderr.String(), "sagefit local: channel training: "+dir+" is not a folder") {
+		if !strings.Contains(stderr.String(), "sagefit local: channel training: "+want) {
 			t.Errorf("%s: stderr %q", dir, stderr.String())
 		}
 		if _, err := os.Stat(out); !os.IsNotExist(err) {

@@ -215,6 +215,9 @@ func (e *Env) loadHosts(environ []string) error {
 	}
 	rank := slices.Index(rc.Hosts, rc.CurrentHost)
 	if rank < 0 {
+		if rc.CurrentHost == "" {
+			return &ConfigError{Source: source, Msg: "names no current_host (which of its hosts this is)"}
+		}
 		return fmt.Errorf("current host %q is not in hosts %s", rc.CurrentHost, hostlist.Short(rc.Hosts))
 	}
 	e.Hosts, e.CurrentHost, e.Rank = rc.Hosts, rc.CurrentHost, rank

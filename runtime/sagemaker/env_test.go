@@ -304,6 +304,11 @@ func TestLoadErrors(t *testing.T) {
 			want:    `SM_HOSTS is set, but neither SM_CURRENT_HOST nor input/config/resourceconfig.json says which of its hosts this is`,
 		},
 		{
+			name:  "no current host",
+			files: map[string]string{"input/config/resourceconfig.json": `{"hosts": ["algo-1"]}`},
+			want:  `input/config/resourceconfig.json names no current_host (which of its hosts this is)`,
+		},
+		{
 			name:  "unknown input mode",
 			files: map[string]string{"input/config/inputdataconfig.json": `{"train": {"TrainingInputMode": "Stream"}}`},
 			want:  `input/config/inputdataconfig.json gives channel "train" the TrainingInputMode "Stream"; it must be File, Pipe or FastFile`,
