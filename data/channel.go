@@ -257,6 +257,12 @@ func mapTensors(root string, files []string, inputs, targets, optional []string,
 	}{{"input", "sagefit_inputs", inputs}, {"target", "sagefit_inputs", targets}} {
 		for _, t := range group.names {
 			if _, ok := out[t]; !ok {
+				for other, f := range out {
+					if c := byBase[t]; len(c) == 1 && c[0] == f {
+						return nil, fmt.Errorf("%w %s %q: its own file %s feeds %q by hyperparameter %s; name a file for %q there too", ErrNoFile,
+							group.role, t, displayName(root, f), other, group.hp, t)
+					}
+				}
 				hint := ""
 				if len(group.names) == 1 {
 					aliases := inputAliases

@@ -175,6 +175,12 @@ func TestMapTensors(t *testing.T) {
 			want: map[string]string{"a": p + "b.npy"},
 		},
 		{
+			// It said "name it b.npy", which was there, taken by the override.
+			name: "own file taken by an override", files: ch("a.npy", "b.npy", "labels.npy"),
+			inputs: []string{"a", "b"}, targets: []string{"y"}, overrides: map[string]string{"a": "b.npy"},
+			wantErr: `no file for model input "b": its own file b.npy feeds "a" by hyperparameter sagefit_inputs; name a file for "b" there too`,
+		},
+		{
 			name: "missing input", files: ch("a.npy", "labels.npy"),
 			inputs: []string{"a", "b"}, targets: []string{"y"},
 			wantErr: `no file for model input "b" in channel files [a.npy labels.npy]; name it b.npy or set hyperparameter sagefit_inputs`,
