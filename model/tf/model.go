@@ -106,6 +106,18 @@ type Model struct {
 	onesBuf []byte
 }
 
+// damaged says whether TensorFlow's load error reads as a SavedModel
+// whose files are cut short or mixed up (its words name the bytes, not
+// the file or what to do).
+func damaged(err error) bool {
+	for _, words := range []string{"Read less bytes", "bad magic", "sstable", "expected dtype", "Data loss", "corrupt", "parse"} {
+		if strings.Contains(err.Error(), words) {
+			return true
+		}
+	}
+	return false
+}
+
 // Load loads the training SavedModel in dir and checks it against the
 // contract; the error names whatever is missing.
 func Load(dir string, cfg Config) (*Model, error) {
@@ -118,6 +130,9 @@ func Load(dir string, cfg Config) (*Model, error) {
 		return nil, fmt.Errorf("session config: %w", err)
 	}
 	sess, metaGraph, err := loadSession(dir, config)
+	if err != nil && damaged(err) {
+		return nil, fmt.Errorf("load SavedModel %s with libtensorflow %s: %w; its files look cut short or mixed up (an interrupted copy or upload?): copy or export it again", dir, tfVersion(), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load SavedModel %s with libtensorflow %s: %w", dir, tfVersion(), err)
 	}

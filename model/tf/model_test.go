@@ -93,6 +93,24 @@ func TestLoadReportsContract(t *testing.T) {
 	}
 }
 
+// A SavedModel whose files were cut short (an interrupted copy) is refused
+// saying so and what to do: TensorFlow's words were all ("Read less bytes
+// than requested.", "not an sstable (bad magic number)").
+func TestLoadOfDamagedFilesSaysWhatToDo(t *testing.T) {
+	fx := seedFixture(t)
+	for _, name := range []string{"saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001"} {
+		dir := t.TempDir()
+		fixture.CopyTree(t, filepath.Join(fx, "model"), dir)
+		if err := os.Truncate(filepath.Join(dir, name), 50); err != nil {
+			t.Fatal(err)
+		}
+		_, err := tf.Load(dir, tf.Config{})
+		if err == nil || !strings.Contains(err.Error(), "its files look cut short or mixed up (an interrupted copy or upload?): copy or export it again") {
+			t.Errorf("%s cut short: %v", name, err)
+		}
+	}
+}
+
 // TestLoadNamesWhatIsMissing: a SavedModel whose graph lacks a role's
 // signature, or whose metadata lacks a role, is refused with the name.
 func TestLoadNamesWhatIsMissing(t *testing.T) {
