@@ -304,7 +304,8 @@ func New(env *sagemaker.Env) (*Job, error) {
 	valName := env.String(HPValChannel, defaultValChannel)
 	if c, ok := env.Channels[valName]; ok {
 		j.ValChannel = &c
-	} else if valName != defaultValChannel {
+	} else if _, given := env.Hyperparameters[HPValChannel]; given {
+		// Given, even as the default's name: the user expects validation.
 		return nil, fmt.Errorf("hyperparameter %q names channel %q, but the job has channels %v", HPValChannel, valName, env.ChannelNames())
 	}
 	if err := j.checkFitArguments(); err != nil {

@@ -1,6 +1,7 @@
 package job_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,6 +211,19 @@ func TestUnreadChannelsAreNamed(t *testing.T) {
 		got := strings.Join(j.Unused(1), "\n")
 		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
 			t.Errorf("channels %v: named %q, want %q", c.channels, got, c.want)
+		}
+	}
+}
+
+// A validation channel named by its hyperparameter must be there, even
+// named as the default: the job trained without validation, without a
+// word, where any other name was refused.
+func TestNamedValidationChannelMustExist(t *testing.T) {
+	for _, name := range []string{"validation", "eval"} {
+		_, err := job.New(withModelAndData(t, map[string]string{"sagefit_validation_channel": name}))
+		want := fmt.Sprintf(`hyperparameter "sagefit_validation_channel" names channel %q, but the job has channels`, name)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %s", name, err, want)
 		}
 	}
 }
