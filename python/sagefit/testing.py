@@ -420,11 +420,11 @@ def normalized():
     return model
 
 
-def mixed_bfloat16():
-    """The seed model under the mixed_bfloat16 policy: bfloat16 compute,
-    float32 variables."""
+def _mixed_seed(policy):
+    """The seed model under a mixed precision policy: float32 variables,
+    the last layer float32."""
     keras = _keras()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(policy)
     try:
         model = keras.Sequential([
             keras.Input((10,)),
@@ -437,22 +437,16 @@ def mixed_bfloat16():
     return model
 
 
+def mixed_bfloat16():
+    """The seed model under the mixed_bfloat16 policy: bfloat16 compute."""
+    return _mixed_seed("mixed_bfloat16")
+
+
 def mixed_float16():
     """The seed model under the mixed_float16 policy: compile wraps Adam in
     a LossScaleOptimizer, which steps with its inner optimizer's learning
     rate."""
-    keras = _keras()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = keras.Sequential([
-            keras.Input((10,)),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(1, activation="sigmoid", dtype="float32"),
-        ])
-        model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    return model
+    return _mixed_seed("mixed_float16")
 
 
 def per_pixel():
