@@ -488,6 +488,10 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 		// takes one array or a list of them.
 		{"sample_weight_all_outputs", "two_heads_weighted", []string{"--sample-weight"}, nil},
 		{"sample_weight_per_output", "two_heads_weighted", []string{"--sample-weight", "per-output"}, nil},
+		// Losses of one value per pixel and per masked time step: a weight
+		// per element, as fit takes them.
+		{"sample_weight_per_pixel", "per_pixel", []string{"--sample-weight"}, nil},
+		{"sample_weight_per_time_step", "per_timestep", []string{"--sample-weight"}, nil},
 		// A model built on a dict of outputs takes them by key.
 		{"sample_weight_per_output_by_key", "dict_io", []string{"--sample-weight", "per-output"}, nil},
 		{"class_weight", "multiclass", []string{"--class-weight", `{"0": 1.0, "1": 3.0, "2": 0.5}`}, map[string]string{"class_weight": `{"0": 1.0, "1": 3.0, "2": 0.5}`}},

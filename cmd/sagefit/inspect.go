@@ -58,8 +58,11 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  target         %-20s %-8s %s\n", t.Name, t.DType, t.ShapeString())
 	}
 	fmt.Fprintf(stdout, "  outputs        %s\n", strings.Join(meta.Outputs, ", "))
+	for _, w := range meta.SampleWeights {
+		fmt.Fprintf(stdout, "  weight         %-20s %-8s %s\n", w.Name, w.DType, w.ShapeString())
+	}
 	if meta.SampleWeightsRefused != "" {
-		fmt.Fprintf(stdout, "  sample weights none: %s\n", meta.SampleWeightsRefused)
+		fmt.Fprintf(stdout, "  weights        none: %s\n", meta.SampleWeightsRefused)
 	}
 	fmt.Fprintf(stdout, "  metrics        %s\n", strings.Join(meta.Metrics, ", "))
 	fmt.Fprintf(stdout, "  optimizer      %s (learning rate %g, assignable %v)\n", meta.Optimizer, lr, meta.LearningRateAssignable)

@@ -264,7 +264,7 @@ func (m *Model) batchFeeds(plans []feedPlan, b model.Batch, steps int) ([]hostTe
 			data, ok = b.Tensors[model.SampleWeight] // one weight for every output
 		}
 		if !ok && p.weight {
-			data, ok = m.ones(b.Rows), true
+			data, ok = m.ones(b.Rows*int(p.elems)), true // one per row, or per element of a loss per element
 		}
 		if !ok {
 			return nil, fmt.Errorf("batch has no data for %q", p.name)

@@ -687,11 +687,23 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     weight_spec = [tf.TensorSpec([None], tf.float32, name=d["key"]) for d in weight_descs]
     weighted = _takes_sample_weights(model, train_step, test_step, in_specs + tgt_specs + weight_spec)
     # A loss of one value per element (per pixel, per time step) takes no
-    # weight per row: Keras's steps fail on one (weights must have the
-    # values' shape), so such a model's steps are exported unweighted, as
-    # fit runs them without sample_weight.
-    unweighted_why = _per_element_loss(model, tgt_specs, out_names) if weighted else None
-    weighted = weighted and unweighted_why is None
+    # weight per row: Keras's steps fail on one. It takes weights of the
+    # values' shape, as fit does; where sagefit cannot feed those (several
+    # outputs, elements per row not fixed), its steps are exported
+    # unweighted, as fit runs them without sample_weight.
+    per_element = _per_element_loss(model, tgt_specs, out_names) if weighted else None
+    unweighted_why = None
+    if per_element and n_tgt == 1 and None not in per_element[1]:
+        # Weights of the values' shape, as fit takes them for such a loss.
+        per_row = list(per_element[1])
+        weight_descs[0]["shape"] = [None] + per_row
+        weight_spec = [tf.TensorSpec([None] + per_row, tf.float32, name=weight_descs[0]["key"])]
+    elif per_element:
+        unweighted_why = (
+            f"the loss of output {per_element[0]!r} is one value per element of shape {per_element[1]} "
+            "(per pixel or time step), which a weight per row does not fit; sagefit weighs such a loss "
+            "by a sample_weight.npy of its shape in a model of one output whose elements per row are fixed")
+        weighted = False
     # A model whose steps take weights has them in their weighted form only:
     # the runtime feeds weights of one to a batch without, which gives
     # fit's numbers to the bit (what fit(sample_weight=ones) gives), and
@@ -1070,11 +1082,11 @@ def _takes_sample_weights(model, train_step, test_step, specs):
 
 
 def _per_element_loss(model, tgt_specs, out_names):
-    """Why the model's compiled loss takes no weight per row, or None: the
-    first output whose loss gives more than one value per row (Keras
-    weighs values of rank 1, or of shape (batch, 1), by a weight per row;
-    others need weights of their own shape). Keras 3's compiled loss only;
-    a loss that cannot be traced on its own is left to the steps."""
+    """The first output whose compiled loss gives more than one value per
+    row, as (its name, the values' shape per row), or None (Keras weighs
+    values of rank 1, or of shape (batch, 1), by a weight per row; others
+    by weights of their own shape). Keras 3's compiled loss only; a loss
+    that cannot be traced on its own is left to the steps."""
     import tensorflow as tf
 
     flat = getattr(getattr(model, "_compile_loss", None), "_flat_losses", None)
@@ -1096,10 +1108,7 @@ def _per_element_loss(model, tgt_specs, out_names):
         shape = values.output_shapes
         if shape.rank is None or shape.rank <= 1 or (shape.rank == 2 and shape[-1] == 1):
             continue
-        per_row = tuple(shape.as_list()[1:])
-        return (f"the loss of output {out_names[i]!r} is one value per element of shape {per_row} "
-                "(per pixel or time step), which a weight per row does not fit (Keras takes weights "
-                "of that shape for it, sagefit one per row)")
+        return out_names[i], tuple(shape.as_list()[1:])
     return None
 
 

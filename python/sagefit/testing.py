@@ -758,9 +758,10 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
     vrng = np.random.default_rng(seed + 1)
     vin, vtg = data(val_rows, vrng)
     weights = {}
-    if sample_weight:  # one weight per row, in sample_weight.npy beside the data
-        weights = {"train": np.random.default_rng(seed + 2).uniform(0.1, 3.0, rows).astype(np.float32),
-                   "validation": np.random.default_rng(seed + 3).uniform(0.1, 3.0, val_rows).astype(np.float32)}
+    if sample_weight:  # one weight per row (per element for a loss per element), in sample_weight.npy
+        per_row = tuple(meta["sample_weights"][0]["shape"][1:])
+        weights = {"train": np.random.default_rng(seed + 2).uniform(0.1, 3.0, (rows,) + per_row).astype(np.float32),
+                   "validation": np.random.default_rng(seed + 3).uniform(0.1, 3.0, (val_rows,) + per_row).astype(np.float32)}
     if sample_weight == "per-output":  # sample_weight_<output>.npy, one per output
         weights = {ch: [np.random.default_rng(seed + 4 + 2 * i + k).uniform(0.1, 3.0, n).astype(np.float32)
                         for i in range(len(targets))]

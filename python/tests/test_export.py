@@ -62,19 +62,25 @@ def test_sparse_loss_takes_integer_class_targets(tmp_path):
     assert meta["optimizer"] == "SGD"
 
 
-def test_losses_per_element_export_unweighted_steps(tmp_path):
+def test_losses_per_element_take_weights_of_their_shape(tmp_path):
     """A probe's findings: a loss of one value per pixel or time step was
-    exported with weighted steps, which fed a weight per row failed at the
-    first step (Keras weighs such values by weights of their shape); and a
-    sparse loss per time step took a class id per row."""
+    exported with steps that take a weight per row, and failed at the first
+    step (Keras weighs such values by weights of their shape); and a sparse
+    loss per time step took a class id per row."""
     keras.utils.set_random_seed(3)
     meta = sagefit.export(FAMILIES["per_pixel"][0](), str(tmp_path / "pixel"))
-    assert meta["sample_weights"] == [] and "train_step_weighted" not in meta["signatures"]
-    assert "loss of output 'conv2d_1' is one value per element of shape (8, 8)" in meta["sample_weights_refused"]
+    assert meta["sample_weights"][0]["shape"] == [None, 8, 8] and meta["sample_weights_refused"] is None
     meta = sagefit.export(FAMILIES["per_timestep"][0](), str(tmp_path / "step"))
     assert meta["targets"][0]["shape"] == [None, 8]  # a class id per time step
-    assert "one value per element of shape (8,)" in meta["sample_weights_refused"]
-    assert sagefit.export(_seed_model(), str(tmp_path / "seed"))["sample_weights_refused"] is None
+    assert meta["sample_weights"][0]["shape"] == [None, 8]
+    assert sagefit.export(_seed_model(), str(tmp_path / "seed"))["sample_weights"][0]["shape"] == [None]
+    # Several outputs: their steps are exported unweighted, saying why.
+    x = keras.Input((4, 4, 1))
+    model = keras.Model(x, [keras.layers.Conv2D(1, 3, padding="same", name=n)(x) for n in ("a", "b")])
+    model.compile(optimizer="adam", loss="mse")
+    meta = sagefit.export(model, str(tmp_path / "two"))
+    assert meta["sample_weights"] == [] and "train_step_weighted" not in meta["signatures"]
+    assert meta["sample_weights_refused"].startswith("the loss of output 'a' is one value per element of shape (4, 4)")
 
 
 def test_model_built_on_dicts_names_tensors_by_key(tmp_path):

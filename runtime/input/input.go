@@ -150,6 +150,18 @@ func checkPipeNames(names, tensors, weights []string) error {
 	return nil
 }
 
+// weightSpec is what the named weight tensor's file must hold: the model's
+// spec of it (a weight per element for a loss per element), or one weight
+// per row.
+func weightSpec(meta *model.Metadata, name string) model.TensorSpec {
+	for _, w := range meta.WeightSpecs() {
+		if w.Name == name {
+			return w
+		}
+	}
+	return model.TensorSpec{Name: name, Key: name, DType: "float32", Shape: []*int64{nil}}
+}
+
 // pipeAliases names each array of a stream by the tensor it feeds, as a
 // File mode channel's file names do (train, x, features, data for a
 // model's only input; labels, y, label, targets, target for its only
@@ -386,8 +398,11 @@ func CheckFits(a *data.Array, spec model.TensorSpec) error {
 }
 
 func kindOf(spec model.TensorSpec) string {
-	if strings.HasPrefix(spec.Key, "target_") {
+	switch {
+	case strings.HasPrefix(spec.Key, "target_"):
 		return "target"
+	case spec.Name == model.SampleWeight || strings.HasPrefix(spec.Name, model.SampleWeight+"_"):
+		return "weight"
 	}
 	return "input"
 }
@@ -483,8 +498,12 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 		return err
 	}
 	for _, name := range have {
-		if err := checkFitsAll(ds, model.TensorSpec{Name: name, Key: name, DType: "float32", Shape: []*int64{nil}}); err != nil {
-			return fmt.Errorf("%w (one weight per row)", err)
+		spec, what := weightSpec(meta, name), "one weight per row"
+		if len(spec.Shape) > 1 {
+			what = "a weight per element of the model's loss, as model.fit takes them for a loss per pixel or time step"
+		}
+		if err := checkFitsAll(ds, spec); err != nil {
+			return fmt.Errorf("%w (%s)", err, what)
 		}
 		dtypes[name] = data.Float32
 		weights = firstArray(ds, name)
@@ -495,6 +514,9 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	switch {
 	case meta.SampleWeightsRefused != "":
 		return fmt.Errorf("hyperparameter %q weighs each row by its class, but %s", job.HPClassWeight, meta.SampleWeightsRefused)
+	case len(weightSpec(meta, model.SampleWeight).Shape) > 1:
+		per, _ := weightSpec(meta, model.SampleWeight).ExampleShape()
+		return fmt.Errorf("hyperparameter %q weighs each row by its class, but the model's loss is one value per element (per pixel or time step), weighed by a sample_weight.npy of shape %s per row: make one from the labels", job.HPClassWeight, shapeOf(per))
 	case !meta.HasSampleWeights():
 		return fmt.Errorf("hyperparameter %q needs a model exported with sample-weighted steps; export it again with this sagefit", job.HPClassWeight)
 	case len(meta.Targets) != 1:

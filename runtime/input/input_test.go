@@ -81,6 +81,9 @@ func TestWeightsRefused(t *testing.T) {
 	weighted.Signatures = map[string]string{model.RoleTrainStepWeighted: "a", model.RoleComputeGradientsWeighted: "b", model.RoleTestStepWeighted: "c"}
 	perPixel := *meta
 	perPixel.SampleWeightsRefused = "the loss of output 'y' is one value per element of shape (4, 4) (per pixel or time step), which a weight per row does not fit"
+	four := int64(4)
+	perElement := weighted
+	perElement.SampleWeights = []model.TensorSpec{{Name: model.SampleWeight, Key: model.SampleWeight, DType: "float32", Shape: []*int64{nil, &four}}}
 	twoOut := weighted
 	twoOut.Targets = append([]model.TensorSpec{spec("z", "target_z", 1)}, meta.Targets...)
 	for _, c := range []struct {
@@ -95,6 +98,9 @@ func TestWeightsRefused(t *testing.T) {
 		// reads one per row.
 		{"file for a loss per pixel", &perPixel, true, nil, "sample_weight.npy would weigh the rows, but the loss of output 'y' is one value per element"},
 		{"class_weight for a loss per pixel", &perPixel, false, map[int]float64{0: 2}, `hyperparameter "class_weight" weighs each row by its class, but the loss of output 'y'`},
+		// A loss per element of a model of one output: weights of its shape.
+		{"a weight per row for a loss per element", &perElement, true, nil, `sample_weight.npy has examples of shape (1) but model weight "sample_weight" takes examples of shape (4) (a weight per element of the model's loss`},
+		{"class_weight for a loss per element", &perElement, false, map[int]float64{0: 2}, `weighed by a sample_weight.npy of shape (4) per row: make one from the labels`},
 		{"class_weight beside the file", &weighted, true, map[int]float64{0: 2}, `hyperparameter "class_weight" and sample_weight.npy cannot both weigh the rows`},
 		{"class_weight with two outputs", &twoOut, false, map[int]float64{0: 2}, `hyperparameter "class_weight" is only supported for models with a single output`},
 	} {
