@@ -229,6 +229,28 @@ func TestGRPCLatePeer(t *testing.T) {
 	expectNoLeak(t, before)
 }
 
+// TestGRPCHostThatNeverStartsIsNamed: the last of 3 hosts never starts.
+// Each other host ends at the connect timeout naming it, whether it found
+// that itself or was told by the host that did (that relay named only the
+// teller, and "this host" read as the reader).
+func TestGRPCHostThatNeverStartsIsNamed(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 3, "job-absent")
+	cfgs[2].Listener.Close()
+	// Rank 0 gives up first and tells rank 1, which would wait longer.
+	cfgs[0].ConnectTimeout, cfgs[1].ConnectTimeout = 2*time.Second, 30*time.Second
+	_, errs := joinAll(t, cfgs[:2])
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "rank 2 (algo-3") {
+			t.Errorf("rank %d: %v; want rank 2 (algo-3) named", r, err)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(errs[1]), "host algo-1 gave up joining: rank 2 (algo-3") {
+		t.Errorf("rank 1: %v; want rank 0's reason, passed on", errs[1])
+	}
+	expectNoLeak(t, before)
+}
+
 // TestGRPCFingerprintMismatch: the last host loads another model. Its
 // neighbours see the mismatch in their handshakes; with 5 hosts, ranks 1
 // and 2 have no link to it and learn the reason only as it is relayed; all

@@ -274,16 +274,19 @@ func join(ctx context.Context, cfg Config) (*distributed.Group, *grpcTransport, 
 		}
 	}
 	fail := func(peer int, err error) (*distributed.Group, *grpcTransport, error) {
+		var rf *distributed.RemoteFailure
+		if errors.As(err, &rf) && rf.ReportedBy >= 0 && rf.ReportedBy < n {
+			peer = rf.ReportedBy
+		}
+		// The peer named in what is passed on too: a host that never
+		// connected was left out of the others' sentences.
+		err = fmt.Errorf("rank %d (%s): %w", peer, names[peer], err)
 		leaveWith(err)
 		var mm *distributed.MismatchError
 		if errors.As(err, &mm) {
 			return nil, nil, &joinMismatch{job: cfg.JobName, text: mm.Text, cause: err}
 		}
-		var rf *distributed.RemoteFailure
-		if errors.As(err, &rf) && rf.ReportedBy >= 0 && rf.ReportedBy < n {
-			peer = rf.ReportedBy
-		}
-		return nil, nil, fmt.Errorf("distributed: join %s: rank %d (%s): %w", cfg.JobName, peer, names[peer], err)
+		return nil, nil, fmt.Errorf("distributed: join %s: %w", cfg.JobName, err)
 	}
 
 	outDone := make(chan error, 1)
