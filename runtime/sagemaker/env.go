@@ -245,6 +245,7 @@ func (e *Env) loadHyperparameters(environ []string) error {
 		_ = json.Unmarshal(msg, &v) // msg came out of a valid document
 		e.setHyperparameter(name, compactJSON(msg), v)
 	}
+	setBy := map[string]string{} // hyperparameter -> the SM_HP_ variable that set it
 	for _, kv := range environ {
 		k, v, _ := cutEnv(kv)
 		name, ok := strings.CutPrefix(k, "SM_HP_")
@@ -252,9 +253,14 @@ func (e *Env) loadHyperparameters(environ []string) error {
 			continue
 		}
 		hp := e.knownName(name)
-		if old, inFile := e.raw[hp]; inFile && !reflect.DeepEqual(decodeHyperparameter(old), decodeHyperparameter(v)) { // the toolkit writes "0.001" for "1e-3"
+		old, set := e.raw[hp]
+		switch differs := set && !reflect.DeepEqual(decodeHyperparameter(old), decodeHyperparameter(v)); { // the toolkit writes "0.001" for "1e-3"
+		case differs && setBy[hp] != "": // two spellings of one name (SM_HP_BATCH_SIZE, SM_HP_batch_size)
+			e.Overrides = append(e.Overrides, fmt.Sprintf("environment variable %s=%s overrides environment variable %s=%s", k, v, setBy[hp], old))
+		case differs:
 			e.Overrides = append(e.Overrides, fmt.Sprintf("environment variable %s=%s overrides hyperparameters.json's %s=%s", k, v, hp, old))
 		}
+		setBy[hp] = k
 		e.setHyperparameter(hp, v, decodeHyperparameter(v))
 	}
 	sort.Strings(e.Overrides)

@@ -174,6 +174,16 @@ func TestEnvironmentOverridesAreNamed(t *testing.T) {
 	if !reflect.DeepEqual(e.Overrides, want) {
 		t.Errorf("overrides %q, want %q", e.Overrides, want)
 	}
+	// Two spellings of one name in the environment: the second overrides
+	// the first, not the file (it blamed the file for the first's value).
+	e = loadHPs(t, `{"batch_size": "32"}`, "SM_HP_BATCH_SIZE=8", "SM_HP_batch_size=16")
+	want = []string{
+		`environment variable SM_HP_BATCH_SIZE=8 overrides hyperparameters.json's batch_size=32`,
+		`environment variable SM_HP_batch_size=16 overrides environment variable SM_HP_BATCH_SIZE=8`,
+	}
+	if !reflect.DeepEqual(e.Overrides, want) {
+		t.Errorf("overrides %q, want %q", e.Overrides, want)
+	}
 }
 
 func checkTyped(t *testing.T, method, name string, got, want any, err error, wantErr string) {
