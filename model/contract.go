@@ -334,8 +334,8 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%s is %w: its metadata names no signature for %s", dir, ErrNotTrainingModel, strings.Join(missing, ", "))
 	}
-	if len(m.Inputs) == 0 || len(m.Targets) == 0 {
-		return nil, fmt.Errorf("%s: the contract lists no inputs or no targets", dir)
+	if len(m.Inputs) == 0 { // a model compiled without a loss has no targets (fit(x))
+		return nil, fmt.Errorf("%s: the contract lists no inputs", dir)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "variables", "variables.index")); err != nil {
 		// TensorFlow loads such a model without a word and fails at the

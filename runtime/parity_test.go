@@ -209,6 +209,9 @@ func TestKerasParity(t *testing.T) {
 	// A model built on dicts of inputs and outputs, compiled with a loss,
 	// loss weight and metrics per output key (refused at export before).
 	families = append(families, "dict_io")
+	// A model compiled without a loss, trained on what its layers add
+	// (add_loss), from inputs alone as fit(x) (it asked for a target file).
+	families = append(families, "add_loss_only")
 	// A keras.applications model: MobileNetV2 (52 BatchNormalization layers),
 	// on fewer rows, as it is the slowest to export and train here.
 	families = append(families, "mobilenet_v2")

@@ -380,7 +380,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
 
     sparse = _sparse_outputs(model, out_names)
     tgt_descs = []
-    for i, name in enumerate(out_names):
+    # compile(loss=None): the model's own losses (add_loss) train it, and
+    # fit takes no targets (fit(x)); neither does the export.
+    targetless = _without_compiled_loss(model)
+    for i, name in enumerate([] if targetless else out_names):
         out_shape = tuple(model.outputs[i].shape)
         if target_shapes is not None:
             shape = (None,) + tuple(_per_output(target_shapes, i, name))
@@ -427,7 +430,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
             return dict(zip(keys, tensors))
         return tensors[0] if len(tensors) == 1 else list(tensors)
 
-    _build(model, pack([_zeros(d) for d in in_descs], in_keys), pack([_zeros(d) for d in tgt_descs], out_keys))
+    _build(model, pack([_zeros(d) for d in in_descs], in_keys),
+           pack([_zeros(d) for d in tgt_descs], out_keys) if tgt_descs else None)
     # After the build: "auto" modes read the compiled metrics' directions.
     callback_specs = [_callback_spec(cb, model) for cb in (callbacks or [])]
     _check_compile_options(model)
@@ -494,8 +498,11 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     n_tgt = len(tgt_descs)
 
     def step_data(args):
-        """(x, y) or, with a sample weight after the targets, (x, y, w)."""
+        """(x, y) or, with a sample weight after the targets, (x, y, w);
+        (x,) for a model without targets."""
         x = pack(args[:n_in], in_keys)
+        if n_tgt == 0:
+            return (x,)
         y = pack(args[n_in : n_in + n_tgt], out_keys)
         w = args[n_in + n_tgt :]
         if len(w) > 1:  # one per output, in y's structure, as fit takes them
@@ -693,7 +700,11 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # unweighted, as fit runs them without sample_weight.
     per_element = _per_element_loss(model, tgt_specs, out_names) if weighted else None
     unweighted_why = None
-    if per_element and n_tgt == 1 and None not in per_element[1]:
+    if weighted and targetless:
+        unweighted_why = ("the model was compiled without a loss (loss=None) and trains on the losses its "
+                          "layers add, which no sample weight weighs")
+        weighted = False
+    elif per_element and n_tgt == 1 and None not in per_element[1]:
         # Weights of the values' shape, as fit takes them for such a loss.
         per_row = list(per_element[1])
         weight_descs[0]["shape"] = [None] + per_row
@@ -1081,6 +1092,14 @@ def _takes_sample_weights(model, train_step, test_step, specs):
     return True
 
 
+def _without_compiled_loss(model):
+    """Whether compile was given no loss (loss=None): the model trains on
+    the losses its layers add (add_loss), and fit on inputs alone."""
+    if hasattr(model, "_compile_loss"):  # Keras 3
+        return model._compile_loss is None
+    return getattr(model, "compiled_loss", True) is None  # tf-keras
+
+
 def _per_element_loss(model, tgt_specs, out_names):
     """The first output whose compiled loss gives more than one value per
     row, as (its name, the values' shape per row), or None (Keras weighs
@@ -1466,7 +1485,7 @@ def _build(model, x, y):
             import tensorflow as tf
 
             tx = tf.nest.map_structure(tf.constant, x)
-            ty = tf.nest.map_structure(tf.constant, y)
+            ty = None if y is None else tf.nest.map_structure(tf.constant, y)
             y_pred = model(tx, training=False)
             model.compiled_loss.build(y_pred)
             model.compiled_metrics.build(y_pred, ty)

@@ -509,6 +509,28 @@ def dict_io_data(rows, rng):
     return {"a": a, "b": b}, {"kind": kind, "price": (a[:, :1] + b[:, :1]).astype(np.float32)}
 
 
+def add_loss_only():
+    """An autoencoder compiled without a loss: its layer adds the
+    reconstruction error (add_loss), and fit takes inputs alone."""
+    keras = _keras()
+
+    class Reconstruction(keras.layers.Layer):
+        def call(self, inputs):
+            x, out = inputs
+            self.add_loss(keras.ops.mean(keras.ops.square(x - out)))
+            return out
+
+    x = keras.Input((10,))
+    h = keras.layers.Dense(4, activation="relu")(x)
+    model = keras.Model(x, Reconstruction()([x, keras.layers.Dense(10)(h)]))
+    model.compile(optimizer="adam")
+    return model
+
+
+def add_loss_only_data(rows, rng):
+    return {"train": rng.random((rows, 10), dtype=np.float32)}, {}
+
+
 def small_cnn():
     """A compute-heavier model for benchmarks: a small CNN on 28x28 images."""
     keras = _keras()
@@ -685,6 +707,7 @@ FAMILIES = {
     "per_pixel": (per_pixel, per_pixel_data),
     "per_timestep": (per_timestep, per_timestep_data),
     "dict_io": (dict_io, dict_io_data),
+    "add_loss_only": (add_loss_only, add_loss_only_data),
     "custom_step": (custom_step, seed_data),
     "custom_step_partial": (custom_step_partial, seed_data),
     "custom_step_state": (custom_step_state, seed_data),
@@ -717,6 +740,8 @@ def _text_tensor(a):
 
 
 def _fit_targets(model, targets):
+    if not targets:  # a model compiled without a loss: fit(x)
+        return None
     if isinstance(getattr(model, "_outputs_struct", None), dict):
         return targets
     return next(iter(targets.values())) if len(targets) == 1 else list(targets.values())

@@ -95,6 +95,15 @@ def test_model_built_on_dicts_names_tensors_by_key(tmp_path):
     assert [d["name"] for d in meta["sample_weights"]] == ["sample_weight_kind", "sample_weight_price"]
 
 
+def test_model_compiled_without_a_loss_takes_no_targets(tmp_path):
+    """A probe's finding: a model compiled with loss=None, trained by its
+    layers' add_loss, asked for a target file fit(x) does not take."""
+    build, _ = FAMILIES["add_loss_only"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    assert meta["targets"] == [] and meta["sample_weights"] == []
+    assert "train_step" in meta["signatures"] and "compiled without a loss" in meta["sample_weights_refused"]
+
+
 def test_two_named_inputs(tmp_path):
     build, _ = FAMILIES["two_inputs"]
     meta = sagefit.export(build(), str(tmp_path / "m"))
