@@ -12,13 +12,17 @@ import (
 	"strings"
 )
 
-// The training contract, version 1. These names mirror python/sagefit/contract.py;
+// The training contract, version 2. These names mirror python/sagefit/contract.py;
 // change both together and bump ContractVersion when a role changes.
+// Version 2 added weights of a loss per element (their shape per row) and
+// models without targets (compiled without a loss); this sagefit reads
+// version 1 exports as well (MinContractVersion).
 const (
-	Format          = "sagefit-training-savedmodel"
-	ContractVersion = 1
-	ExtraDir        = "assets.extra"
-	MetadataFile    = "sagefit.json"
+	Format             = "sagefit-training-savedmodel"
+	ContractVersion    = 2
+	MinContractVersion = 1
+	ExtraDir           = "assets.extra"
+	MetadataFile       = "sagefit.json"
 
 	keyGradients    = "gradients"
 	keyIterations   = "iterations"
@@ -317,8 +321,8 @@ func ReadMetadata(dir string) (*Metadata, error) {
 	if m.Format != Format {
 		return nil, fmt.Errorf("%s is %w: %s has format %q, want %q", dir, ErrNotTrainingModel, MetadataFile, m.Format, Format)
 	}
-	if m.ContractVersion != ContractVersion {
-		return nil, fmt.Errorf("%s uses training contract version %d but this sagefit reads version %d; export it again with the matching sagefit Python package", dir, m.ContractVersion, ContractVersion)
+	if m.ContractVersion < MinContractVersion || m.ContractVersion > ContractVersion {
+		return nil, fmt.Errorf("%s uses training contract version %d but this sagefit reads versions %d to %d; export it again with the matching sagefit Python package", dir, m.ContractVersion, MinContractVersion, ContractVersion)
 	}
 	var missing []string
 	for _, role := range requiredRoles {

@@ -211,7 +211,9 @@ func TestKerasParity(t *testing.T) {
 	families = append(families, "dict_io")
 	// A model compiled without a loss, trained on what its layers add
 	// (add_loss), from inputs alone as fit(x) (it asked for a target file).
-	families = append(families, "add_loss_only")
+	families = append(families, "add_loss_only", fixture.LegacyKeras+"add_loss_only")
+	// tf-keras weighs a loss per pixel by weights of its shape too.
+	families = append(families, fixture.LegacyKeras+"per_pixel")
 	// A keras.applications model: MobileNetV2 (52 BatchNormalization layers),
 	// on fewer rows, as it is the slowest to export and train here.
 	families = append(families, "mobilenet_v2")
@@ -495,6 +497,7 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 		// per element, as fit takes them.
 		{"sample_weight_per_pixel", "per_pixel", []string{"--sample-weight"}, nil},
 		{"sample_weight_per_time_step", "per_timestep", []string{"--sample-weight"}, nil},
+		{"sample_weight_per_pixel_tf_keras", fixture.LegacyKeras + "per_pixel", []string{"--sample-weight"}, nil},
 		// A model built on a dict of outputs takes them by key.
 		{"sample_weight_per_output_by_key", "dict_io", []string{"--sample-weight", "per-output"}, nil},
 		{"class_weight", "multiclass", []string{"--class-weight", `{"0": 1.0, "1": 3.0, "2": 0.5}`}, map[string]string{"class_weight": `{"0": 1.0, "1": 3.0, "2": 0.5}`}},

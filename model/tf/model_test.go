@@ -93,6 +93,32 @@ func TestLoadReportsContract(t *testing.T) {
 	}
 }
 
+// An export of contract version 1 (before weights per element and models
+// without targets) still loads; one of version 0 does not.
+func TestLoadReadsContractVersionOne(t *testing.T) {
+	fx := seedFixture(t)
+	for version, ok := range map[int]bool{1: true, 0: false} {
+		dir := t.TempDir()
+		fixture.CopyTree(t, filepath.Join(fx, "model"), dir)
+		path := filepath.Join(dir, model.ExtraDir, model.MetadataFile)
+		raw, _ := os.ReadFile(path)
+		var meta map[string]any
+		if err := json.Unmarshal(raw, &meta); err != nil {
+			t.Fatal(err)
+		}
+		meta["contract_version"] = version
+		raw, _ = json.Marshal(meta)
+		os.WriteFile(path, raw, 0o644)
+		m, err := tf.Load(dir, tf.Config{})
+		if (err == nil) != ok {
+			t.Errorf("version %d: %v", version, err)
+		}
+		if m != nil {
+			m.Close()
+		}
+	}
+}
+
 // A SavedModel whose files were cut short (an interrupted copy) is refused
 // saying so and what to do: TensorFlow's words were all ("Read less bytes
 // than requested.", "not an sstable (bad magic number)").

@@ -1,10 +1,13 @@
 """Names of the training contract shared with the Go runtime (model/contract.go).
 
 Change both sides together and bump VERSION when a role changes.
+Version 2: weights of a loss per element have its shape per row, and a
+model compiled without a loss has no targets (a version 1 runtime would
+fail at the first step).
 """
 
 FORMAT = "sagefit-training-savedmodel"
-VERSION = 1
+VERSION = 2
 EXTRA_DIR = "assets.extra"
 METADATA_FILE = "sagefit.json"
 

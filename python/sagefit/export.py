@@ -127,10 +127,24 @@ def _layer_name(tensor):
 
 def _dict_keys(model, which):
     """The keys of a model built on a dict of inputs or outputs ("inputs",
-    "outputs"), in the order of model.inputs or model.outputs (Keras
-    flattens a dict by its sorted keys), or None."""
+    "outputs"), in the order of model.inputs or model.outputs (the
+    framework's own flattening: sorted keys, an OrderedDict's insertion
+    order), or None. A dict holding lists or dicts is refused."""
     struct = getattr(model, f"_{which}_struct", getattr(model, f"_nested_{which}", None))
-    return sorted(struct) if isinstance(struct, dict) else None
+    if not isinstance(struct, dict):
+        return None
+    if any(isinstance(v, (dict, list, tuple)) for v in struct.values()):
+        raise ExportError(
+            f"the model's {which} are a dict holding lists or dicts; sagefit names each tensor by "
+            f"its key: build the model on a flat dict of tensors (or a list)")
+    keys = type(struct)((k, k) for k in struct)
+    if hasattr(model, "_compile_loss"):  # Keras 3
+        from keras import tree
+
+        return list(tree.flatten(keys))
+    import tensorflow as tf
+
+    return list(tf.nest.flatten(keys))
 
 
 def _output_names(model):
@@ -383,6 +397,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # compile(loss=None): the model's own losses (add_loss) train it, and
     # fit takes no targets (fit(x)); neither does the export.
     targetless = _without_compiled_loss(model)
+    if targetless and (target_shapes is not None or target_dtypes is not None):
+        raise ExportError(
+            "target_shapes or target_dtypes were given, but the model was compiled without a loss "
+            "(loss=None) and trains on what its layers add: it takes no targets, as fit(x)")
     for i, name in enumerate([] if targetless else out_names):
         out_shape = tuple(model.outputs[i].shape)
         if target_shapes is not None:
@@ -1093,29 +1111,51 @@ def _takes_sample_weights(model, train_step, test_step, specs):
 
 
 def _without_compiled_loss(model):
-    """Whether compile was given no loss (loss=None): the model trains on
-    the losses its layers add (add_loss), and fit on inputs alone."""
+    """Whether compile was given no loss (loss=None) and Keras's own steps
+    and compute_loss train the model, on the losses its layers add
+    (add_loss), as fit does on inputs alone. A step or compute_loss of the
+    model's own may read targets: it keeps them."""
+    keras = _keras_for(model)
+    cls = type(model)
+    if (cls.train_step is not keras.Model.train_step or cls.test_step is not keras.Model.test_step
+            or cls.compute_loss is not keras.Model.compute_loss):
+        return False
     if hasattr(model, "_compile_loss"):  # Keras 3
         return model._compile_loss is None
-    return getattr(model, "compiled_loss", True) is None  # tf-keras
+    # tf-keras keeps a container of no losses.
+    return getattr(getattr(model, "compiled_loss", None), "_user_losses", 0) is None
+
+
+def _compiled_losses(model, out_names):
+    """(output index, loss object) of each output's compiled loss: Keras 3's
+    by its path, tf-keras's in output order (after the build)."""
+    flat = getattr(getattr(model, "_compile_loss", None), "_flat_losses", None)
+    if flat is not None:
+        for entry in flat:
+            path, loss = entry[0], entry[1]
+            if not path:
+                yield 0, loss
+            elif isinstance(path[0], int):
+                yield path[0], loss
+            elif path[0] in out_names:  # a model built on a dict of outputs
+                yield out_names.index(path[0]), loss
+        return
+    losses = getattr(getattr(model, "compiled_loss", None), "_losses", None)
+    if isinstance(losses, list):
+        yield from ((i, loss) for i, loss in enumerate(losses) if loss is not None)
 
 
 def _per_element_loss(model, tgt_specs, out_names):
     """The first output whose compiled loss gives more than one value per
     row, as (its name, the values' shape per row), or None (Keras weighs
     values of rank 1, or of shape (batch, 1), by a weight per row; others
-    by weights of their own shape). Keras 3's compiled loss only; a loss
-    that cannot be traced on its own is left to the steps."""
+    by weights of their own shape; tf-keras expands a weight per row by one
+    axis, so values of rank 2 take it too). A loss that cannot be traced on
+    its own is left to the steps."""
     import tensorflow as tf
 
-    flat = getattr(getattr(model, "_compile_loss", None), "_flat_losses", None)
-    for entry in flat or []:
-        path, loss = entry[0], entry[1]
-        i = 0
-        if path and isinstance(path[0], int):
-            i = path[0]
-        elif path and path[0] in out_names:  # a model built on a dict of outputs
-            i = out_names.index(path[0])
+    legacy = not hasattr(model, "_compile_loss")
+    for i, loss in _compiled_losses(model, out_names):
         if not hasattr(loss, "call") or i >= len(tgt_specs) or i >= len(model.outputs):
             continue
         pred = model.outputs[i]
@@ -1125,7 +1165,7 @@ def _per_element_loss(model, tgt_specs, out_names):
         except Exception:  # noqa: BLE001 — the steps' own tracing names their faults
             continue
         shape = values.output_shapes
-        if shape.rank is None or shape.rank <= 1 or (shape.rank == 2 and shape[-1] == 1):
+        if shape.rank is None or shape.rank <= 1 or (shape.rank == 2 and (shape[-1] == 1 or legacy)):
             continue
         return out_names[i], tuple(shape.as_list()[1:])
     return None

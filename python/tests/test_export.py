@@ -104,6 +104,35 @@ def test_model_compiled_without_a_loss_takes_no_targets(tmp_path):
     assert "train_step" in meta["signatures"] and "compiled without a loss" in meta["sample_weights_refused"]
 
 
+def test_own_step_compiled_without_a_loss_keeps_its_targets(tmp_path):
+    """A review's finding: the Keras guide's lower-level step (its own loss,
+    `x, y = data`, compile without a loss) lost its targets and failed to
+    trace ('not enough values to unpack'), as did a compute_loss of its own."""
+
+    class OwnStep(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(y - self(x, training=True)))
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+            return {"loss": loss}
+
+        def test_step(self, data):
+            x, y = data
+            return {"loss": tf.reduce_mean(tf.square(y - self(x, training=False)))}
+
+    class OwnLoss(keras.Model):
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            return tf.reduce_mean(tf.square(y_pred - y))
+
+    for cls in (OwnStep, OwnLoss):
+        x = keras.Input((4,))
+        model = cls(x, keras.layers.Dense(1, name="out")(x))
+        model.compile(optimizer="adam")
+        meta = sagefit.export(model, str(tmp_path / cls.__name__))
+        assert [t["name"] for t in meta["targets"]] == ["out"], cls.__name__
+
+
 def test_two_named_inputs(tmp_path):
     build, _ = FAMILIES["two_inputs"]
     meta = sagefit.export(build(), str(tmp_path / "m"))
