@@ -110,7 +110,7 @@ type Model struct {
 // whose files are cut short or mixed up (its words name the bytes, not
 // the file or what to do).
 func damaged(err error) bool {
-	for _, words := range []string{"Read less bytes", "bad magic", "sstable", "expected dtype", "Data loss", "corrupt", "parse"} {
+	for _, words := range []string{"Read less bytes", "bad magic number", "not an sstable", "expected dtype", "Data loss", "Can't parse", "Could not parse", "Unable to parse"} {
 		if strings.Contains(err.Error(), words) {
 			return true
 		}

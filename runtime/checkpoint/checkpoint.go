@@ -32,18 +32,22 @@ const (
 
 // State is state.json: where training stood.
 type State struct {
-	Version     int       `json:"version"`
-	Fingerprint string    `json:"fingerprint"`
-	Epoch       int       `json:"epoch"` // 1-based epoch under way
-	Step        int       `json:"step"`  // steps of Epoch already trained
-	Steps       int       `json:"steps"` // steps per epoch when written
-	GlobalStep  int       `json:"global_step"`
-	Seed        int64     `json:"seed"`
-	Shuffle     bool      `json:"shuffle"`
-	BatchSize   int       `json:"batch_size"`
-	Hosts       int       `json:"hosts"`
-	Rows        int       `json:"rows,omitempty"` // rank 0's training rows in the epoch (0 in older checkpoints)
-	MetricState []float64 `json:"metric_state"`   // every process's own, rank after rank
+	Version     int    `json:"version"`
+	Fingerprint string `json:"fingerprint"`
+	Epoch       int    `json:"epoch"` // 1-based epoch under way
+	Step        int    `json:"step"`  // steps of Epoch already trained
+	Steps       int    `json:"steps"` // steps per epoch when written
+	GlobalStep  int    `json:"global_step"`
+	Seed        int64  `json:"seed"`
+	Shuffle     bool   `json:"shuffle"`
+	BatchSize   int    `json:"batch_size"`
+	Hosts       int    `json:"hosts"`
+	Rows        int    `json:"rows,omitempty"` // rank 0's training rows in the epoch (0 in older checkpoints)
+	// StepsPerEpoch and InitialEpoch place an epoch's steps in the data
+	// (steps_per_epoch's cursor); nil in older checkpoints.
+	StepsPerEpoch *int      `json:"steps_per_epoch,omitempty"`
+	InitialEpoch  *int      `json:"initial_epoch,omitempty"`
+	MetricState   []float64 `json:"metric_state"` // every process's own, rank after rank
 	// History is the epochs finished so far, as history.json holds them.
 	History      json.RawMessage `json:"history"`
 	VariablesSHA string          `json:"variables_sha256"`

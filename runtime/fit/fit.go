@@ -547,6 +547,7 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, 
 		Fingerprint: f.Model.Meta().Fingerprint,
 		Epoch:       epoch, Step: step, Steps: steps, GlobalStep: f.globalStep,
 		Seed: f.Job.Seed, Shuffle: f.Job.Shuffle, BatchSize: f.Job.BatchSize, Hosts: f.world(), Rows: f.trainRows,
+		StepsPerEpoch: &f.Job.StepsPerEpoch, InitialEpoch: &f.Job.InitialEpoch,
 		MetricState: state, Callbacks: cbState,
 	}, vars, best, f.hist, f.Job.CheckpointKeep)
 	if err != nil {
@@ -634,9 +635,15 @@ func (f *Loop) sameEpoch(startStep, steps, rows int, sharded bool) error {
 	if startStep == 0 {
 		return nil
 	}
-	if f.resumedSteps > 0 && steps != f.resumedSteps || f.resumedRows > 0 && !sharded && rows != f.resumedRows {
-		return fmt.Errorf("the checkpoint stopped after step %d of an epoch of %d steps over %d training rows, but this job's epoch has %d steps over %d rows; resuming mid-epoch needs the same training data, %q and %q (or remove the checkpoint)",
-			startStep, f.resumedSteps, f.resumedRows, steps, rows, job.HPStepsPerEpoch, job.HPValSplit)
+	compareRows := f.resumedRows > 0 && !sharded // older checkpoints hold none; sharded hosts hold their own
+	if f.resumedSteps > 0 && steps != f.resumedSteps || compareRows && rows != f.resumedRows {
+		ck, this := fmt.Sprintf("%d steps", f.resumedSteps), fmt.Sprintf("%d steps", steps)
+		if compareRows {
+			ck += fmt.Sprintf(" over %d training rows", f.resumedRows)
+			this += fmt.Sprintf(" over %d rows", rows)
+		}
+		return fmt.Errorf("the checkpoint stopped after step %d of an epoch of %s, but this job's epoch has %s; resuming mid-epoch needs the same training data, %q and %q (or remove the checkpoint)",
+			startStep, ck, this, job.HPStepsPerEpoch, job.HPValSplit)
 	}
 	return nil
 }

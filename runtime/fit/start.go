@@ -25,6 +25,12 @@ func Resume(m Model, ck *checkpoint.Loaded, j *job.Job, processes int) error {
 		return fmt.Errorf("checkpoint %s has trained %s, more than this job's %d epochs (hyperparameter %q): its model would be written as this job's; raise %q, or remove the checkpoint",
 			ck.Path, done, j.Epochs, job.HPEpochs, job.HPEpochs)
 	}
+	// steps_per_epoch and initial_epoch place the epoch's steps in the data:
+	// an epoch of as many steps elsewhere would train other batches.
+	if st.Step > 0 && st.StepsPerEpoch != nil && st.InitialEpoch != nil && (*st.StepsPerEpoch != j.StepsPerEpoch || *st.InitialEpoch != j.InitialEpoch) {
+		return fmt.Errorf("checkpoint %s stopped mid-epoch with %q %d and %q %d, but this job has %d and %d; resuming mid-epoch needs the same settings (or remove the checkpoint)",
+			ck.Path, job.HPStepsPerEpoch, *st.StepsPerEpoch, job.HPInitialEpoch, *st.InitialEpoch, j.StepsPerEpoch, j.InitialEpoch)
+	}
 	if st.Step > 0 && (st.BatchSize != j.BatchSize || st.Hosts != processes || st.Seed != j.Seed || st.Shuffle != j.Shuffle) {
 		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %d training processes (hosts x processes per host), seed %d, shuffle %v, but this job has batch_size %d, %d training processes, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",
 			ck.Path, st.BatchSize, st.Hosts, st.Seed, st.Shuffle, j.BatchSize, processes, j.Seed, j.Shuffle)

@@ -110,13 +110,19 @@ func channelEmpty(dir string) bool {
 func (c *Channel) noShare(names []string, why string) *data.Dataset {
 	arrays := make(map[string]*data.Array, len(names))
 	for _, name := range names {
+		specs := c.specs
+		if c.meta != nil {
+			specs = append(slices.Clone(specs), weightSpec(c.meta, name)) // a weight per element has a shape too
+		}
 		var rowShape []int
-		for _, spec := range c.specs {
+		for _, spec := range specs {
 			if spec.Name == name {
 				shape, _ := spec.ExampleShape()
+				rowShape = rowShape[:0]
 				for _, d := range shape {
 					rowShape = append(rowShape, int(d))
 				}
+				break
 			}
 		}
 		arrays[name] = data.EmptyArray(fmt.Sprintf("%s (no rows on this host)", name), c.DTypes[name], rowShape)
@@ -342,9 +348,13 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		if warn == nil {
 			warn = os.Stderr
 		}
+		has := "inputs " + strings.Join(inputs, ", ") + "; targets " + strings.Join(targets, ", ")
+		if len(targets) == 0 {
+			has = "inputs " + strings.Join(inputs, ", ") + "; no targets: it was compiled without a loss"
+		}
 		for _, f := range unused {
-			fmt.Fprintf(warn, "sagefit: warning: channel %q: %s feeds no input or target of the model (inputs %s; targets %s) and is not used; remove it, or name it in hyperparameter %q\n",
-				c.Name, f, strings.Join(inputs, ", "), strings.Join(targets, ", "), job.HPTensorFiles)
+			fmt.Fprintf(warn, "sagefit: warning: channel %q: %s feeds no input or target of the model (%s) and is not used; remove it, or name it in hyperparameter %q\n",
+				c.Name, f, has, job.HPTensorFiles)
 		}
 	}
 	if err := sampleWeights(ds, meta, o.ClassWeight, dtypes); err != nil {
