@@ -285,22 +285,10 @@ func TestExistingFailureFileIsKept(t *testing.T) {
 func TestUnknownMetadataIsNamed(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "64", "--no-fit", "--no-validation")
 	dir := filepath.Join(t.TempDir(), "model")
-	fixture.CopyTree(t, filepath.Join(fx, "model"), dir)
-	path := filepath.Join(dir, "assets.extra", "sagefit.json")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var meta map[string]any
-	if err := json.Unmarshal(raw, &meta); err != nil {
-		t.Fatal(err)
-	}
-	meta["mixed_precision_policy"] = "mixed_float16"
-	meta["signatures"].(map[string]any)["swap_ema_weights"] = "sagefit_swap_ema_weights"
-	raw, _ = json.Marshal(meta)
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	fixture.EditedExport(t, filepath.Join(fx, "model"), dir, func(meta map[string]any) {
+		meta["mixed_precision_policy"] = "mixed_float16"
+		meta["signatures"].(map[string]any)["swap_ema_weights"] = "sagefit_swap_ema_weights"
+	})
 	base := localJob(t, fx, map[string]string{"epochs": "1"}, map[string]string{"model": dir, "training": filepath.Join(fx, "train")})
 	_, _, stderr := trainJob(t, base)
 	want := "sagefit: warning: " + filepath.Join(base, "input", "data", "model", "assets.extra", "sagefit.json") +

@@ -2,7 +2,6 @@ package tf_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -93,36 +92,13 @@ func TestLoadReportsContract(t *testing.T) {
 	}
 }
 
-// editedExport copies the fixture's export and edits its metadata.
-func editedExport(t *testing.T, fx string, edit func(meta map[string]any)) string {
-	t.Helper()
-	dir := t.TempDir()
-	fixture.CopyTree(t, filepath.Join(fx, "model"), dir)
-	path := filepath.Join(dir, model.ExtraDir, model.MetadataFile)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var meta map[string]any
-	if err := json.Unmarshal(raw, &meta); err != nil {
-		t.Fatal(err)
-	}
-	edit(meta)
-	if raw, err = json.Marshal(meta); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // An export of contract version 1 (before weights per element and models
 // without targets) still loads; one of version 0 does not.
 func TestLoadReadsContractVersionOne(t *testing.T) {
 	fx := seedFixture(t)
 	for version, ok := range map[int]bool{1: true, 0: false} {
-		dir := editedExport(t, fx, func(meta map[string]any) { meta["contract_version"] = version })
+		dir := t.TempDir()
+		fixture.EditedExport(t, filepath.Join(fx, "model"), dir, func(meta map[string]any) { meta["contract_version"] = version })
 		m, err := tf.Load(dir, tf.Config{})
 		if (err == nil) != ok {
 			t.Errorf("version %d: %v", version, err)
@@ -193,7 +169,8 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 		}, "export the model again"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := editedExport(t, fx, c.edit)
+			dir := t.TempDir()
+			fixture.EditedExport(t, filepath.Join(fx, "model"), dir, c.edit)
 			if c.name == "variables folder missing" {
 				os.RemoveAll(filepath.Join(dir, "variables"))
 			}
