@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/internal/fixture"
+	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
@@ -217,7 +218,7 @@ func TestInspect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"sagefit-training-savedmodel v1", "input ", "(None, 10)", "metrics        loss, accuracy", "gradients      193 floats", "variables      14 (4 model, 10 optimizer)"} {
+	for _, want := range []string{fmt.Sprintf("sagefit-training-savedmodel v%d", model.ContractVersion), "input ", "(None, 10)", "metrics        loss, accuracy", "gradients      193 floats", "variables      14 (4 model, 10 optimizer)"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
