@@ -59,6 +59,12 @@ const (
 // (Metadata.PerOutputWeights).
 const SampleWeight = "sample_weight"
 
+// IsSampleWeight says whether a tensor name is a weight's: sample_weight
+// or sample_weight_<output>.
+func IsSampleWeight(name string) bool {
+	return name == SampleWeight || strings.HasPrefix(name, SampleWeight+"_")
+}
+
 // Weighted is the role of step role with a sample weight.
 func Weighted(role string) string {
 	switch role {

@@ -234,7 +234,7 @@ func planFeed(spec model.TensorSpec) feedPlan {
 		dtypeErr: err,
 		example:  ex,
 		elems:    spec.ExampleElems(),
-		weight:   spec.Name == model.SampleWeight || strings.HasPrefix(spec.Name, model.SampleWeight+"_"),
+		weight:   model.IsSampleWeight(spec.Name),
 		shared:   spec.Name == model.SampleWeight,
 	}
 }

@@ -110,20 +110,10 @@ func channelEmpty(dir string) bool {
 func (c *Channel) noShare(names []string, why string) *data.Dataset {
 	arrays := make(map[string]*data.Array, len(names))
 	for _, name := range names {
-		specs := c.specs
-		if c.meta != nil {
-			specs = append(slices.Clone(specs), weightSpec(c.meta, name)) // a weight per element has a shape too
-		}
-		var rowShape []int
-		for _, spec := range specs {
-			if spec.Name == name {
-				shape, _ := spec.ExampleShape()
-				rowShape = rowShape[:0]
-				for _, d := range shape {
-					rowShape = append(rowShape, int(d))
-				}
-				break
-			}
+		shape, _ := c.specOf(name).ExampleShape()
+		rowShape := make([]int, len(shape))
+		for i, d := range shape {
+			rowShape[i] = int(d)
 		}
 		arrays[name] = data.EmptyArray(fmt.Sprintf("%s (no rows on this host)", name), c.DTypes[name], rowShape)
 	}
@@ -154,6 +144,17 @@ func checkPipeNames(names, tensors, weights []string) error {
 		}
 	}
 	return nil
+}
+
+// specOf is the spec of a tensor the channel's data may hold: an input, a
+// target, or a weight (of a loss per element, a weight per element).
+func (c *Channel) specOf(name string) model.TensorSpec {
+	for _, spec := range c.specs {
+		if spec.Name == name {
+			return spec
+		}
+	}
+	return weightSpec(c.meta, name)
 }
 
 // weightSpec is what the named weight tensor's file must hold: the model's
@@ -288,7 +289,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		} else {
 			pipeNames = pipeAliases(pipeNames, inputs, targets)
 		}
-		if meta.SampleWeightsRefused != "" && slices.ContainsFunc(pipeNames, func(n string) bool { return strings.HasPrefix(n, model.SampleWeight) }) {
+		if meta.SampleWeightsRefused != "" && slices.ContainsFunc(pipeNames, model.IsSampleWeight) {
 			return nil, fmt.Errorf("channel %q (Pipe mode): hyperparameter %q lists sample weights, but %s", c.Name, job.HPPipeTensors, meta.SampleWeightsRefused)
 		}
 		if err := checkPipeNames(pipeNames, append(inputs, targets...), weightNames(meta)); err != nil {
@@ -411,7 +412,7 @@ func kindOf(spec model.TensorSpec) string {
 	switch {
 	case strings.HasPrefix(spec.Key, "target_"):
 		return "target"
-	case spec.Name == model.SampleWeight || strings.HasPrefix(spec.Name, model.SampleWeight+"_"):
+	case model.IsSampleWeight(spec.Name):
 		return "weight"
 	}
 	return "input"
@@ -521,11 +522,12 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	if len(classWeight) == 0 {
 		return nil
 	}
+	shared := weightSpec(meta, model.SampleWeight)
 	switch {
 	case meta.SampleWeightsRefused != "":
 		return fmt.Errorf("hyperparameter %q weighs each row by its class, but %s", job.HPClassWeight, meta.SampleWeightsRefused)
-	case len(weightSpec(meta, model.SampleWeight).Shape) > 1:
-		per, _ := weightSpec(meta, model.SampleWeight).ExampleShape()
+	case len(shared.Shape) > 1:
+		per, _ := shared.ExampleShape()
 		return fmt.Errorf("hyperparameter %q weighs each row by its class, but the model's loss is one value per element (per pixel or time step), weighed by a sample_weight.npy of shape %s per row: make one from the labels", job.HPClassWeight, shapeOf(per))
 	case !meta.HasSampleWeights():
 		return fmt.Errorf("hyperparameter %q needs a model exported with sample-weighted steps; export it again with this sagefit", job.HPClassWeight)
