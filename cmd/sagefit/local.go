@@ -112,21 +112,11 @@ func local(args []string, stdout, stderr io.Writer) int {
 		if _, ok := plan.channels[name]; ok {
 			continue // filled in by the download
 		}
-		abs, err := filepath.Abs(dir)
-		if err != nil {
-			fmt.Fprintf(stderr, "sagefit local: channel %s: %v\n", name, err)
-			return 2
-		}
 		// Checked before any base dir is made: a wrong argument leaves
 		// nothing behind that looks like a job.
-		if fi, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
-			fmt.Fprintf(stderr, "sagefit local: channel %s: its data folder %s does not exist\n", name, abs)
-			return 2
-		} else if err != nil {
+		abs, err := sagemaker.ChannelFolder(dir)
+		if err != nil {
 			fmt.Fprintf(stderr, "sagefit local: channel %s: %v\n", name, err)
-			return 2
-		} else if !fi.IsDir() {
-			fmt.Fprintf(stderr, "sagefit local: channel %s: %s is not a folder\n", name, abs)
 			return 2
 		}
 		channels[name] = abs

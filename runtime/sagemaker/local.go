@@ -107,8 +107,9 @@ func WriteLocal(base string, spec LocalSpec) error {
 		hps = map[string]string{}
 	}
 
+	job := resolved(base)
 	for _, name := range slices.Sorted(maps.Keys(spec.Channels)) {
-		if dir := spec.Channels[name]; within(resolved(base), resolved(dir)) {
+		if dir := spec.Channels[name]; within(job, resolved(dir)) {
 			return fmt.Errorf("channel %q: its folder %s holds the job's base folder %s, where the job writes its input, model and output folders among the channel's files; use a base folder outside the data", name, dir, base)
 		}
 	}
@@ -167,19 +168,31 @@ func WriteLocal(base string, spec LocalSpec) error {
 	return nil
 }
 
+// ChannelFolder is a local channel's data folder src as an absolute path,
+// or why it cannot be one (it does not exist, is no folder).
+func ChannelFolder(src string) (string, error) {
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("its data folder %s does not exist", abs)
+	case err != nil:
+		return "", err
+	case !fi.IsDir():
+		return "", fmt.Errorf("%s is not a folder", abs)
+	}
+	return abs, nil
+}
+
 // linkChannel makes link a symbolic link to the folder src, replacing a link
 // that is there already.
 func linkChannel(link, name, src string) error {
-	abs, err := filepath.Abs(src)
+	abs, err := ChannelFolder(src)
 	if err != nil {
 		return fmt.Errorf("channel %q: %w", name, err)
-	}
-	fi, err := os.Stat(abs)
-	if err != nil {
-		return fmt.Errorf("channel %q: its data folder %s does not exist", name, abs)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("channel %q: %s is not a folder", name, abs)
 	}
 	if err := removeLaidOut(link); errors.Is(err, errNotLaidOut) {
 		return fmt.Errorf("channel %q: %s is already there and is not a link; remove it or use another base folder", name, link)
