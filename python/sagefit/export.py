@@ -147,9 +147,10 @@ def _dict_keys(model, which):
     return list(tf.nest.flatten(keys))
 
 
-def _output_names(model):
-    keys = _dict_keys(model, "outputs")
-    if keys is not None:  # the names fit takes targets by
+def _output_names(model, keys):
+    """The outputs' names: the keys of a model built on a dict of outputs
+    (fit takes targets by them), else their layers' names."""
+    if keys is not None:
         return keys
     names = [_layer_name(t) for t in model.outputs]
     if all(names) and len(set(names)) == len(names):
@@ -377,7 +378,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     """export's work, into export_dir (a path that does not exist yet)."""
     keras = _keras_for(model)
     inputs = _input_tensors(model)
-    out_names = _output_names(model)
+    out_keys = _dict_keys(model, "outputs")
+    out_names = _output_names(model, out_keys)
     taken = set()
     in_descs = []
     in_keys = _dict_keys(model, "inputs")
@@ -438,8 +440,6 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         tf.TensorSpec(d["shape"], d["dtype"], name=d["key"]) for d in tgt_descs
     ]
     n_in = len(in_specs)
-
-    out_keys = _dict_keys(model, "outputs")
 
     def pack(tensors, keys):
         # Keras takes a dict for a model built on one, else a single tensor
@@ -709,24 +709,29 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         ]
     for d in weight_descs:
         d.update(dtype="float32", shape=[None])
-    weight_spec = [tf.TensorSpec([None], tf.float32, name=d["key"]) for d in weight_descs]
+
+    def weight_specs():
+        return [tf.TensorSpec(d["shape"], tf.float32, name=d["key"]) for d in weight_descs]
+
+    weight_spec = weight_specs()
     weighted = _takes_sample_weights(model, train_step, test_step, in_specs + tgt_specs + weight_spec)
     # A loss of one value per element (per pixel, per time step) takes no
     # weight per row: Keras's steps fail on one. It takes weights of the
     # values' shape, as fit does; where sagefit cannot feed those (several
     # outputs, elements per row not fixed), its steps are exported
     # unweighted, as fit runs them without sample_weight.
-    per_element = _per_element_loss(model, tgt_specs, out_names) if weighted else None
     unweighted_why = None
+    per_element = None
     if weighted and targetless:
         unweighted_why = ("the model was compiled without a loss (loss=None) and trains on the losses its "
                           "layers add, which no sample weight weighs")
         weighted = False
-    elif per_element and n_tgt == 1 and None not in per_element[1]:
+    elif weighted:
+        per_element = _per_element_loss(model, tgt_specs, out_names)
+    if per_element and n_tgt == 1 and None not in per_element[1]:
         # Weights of the values' shape, as fit takes them for such a loss.
-        per_row = list(per_element[1])
-        weight_descs[0]["shape"] = [None] + per_row
-        weight_spec = [tf.TensorSpec([None] + per_row, tf.float32, name=weight_descs[0]["key"])]
+        weight_descs[0]["shape"] = [None] + list(per_element[1])
+        weight_spec = weight_specs()
     elif per_element:
         unweighted_why = (
             f"the loss of output {per_element[0]!r} is one value per element of shape {per_element[1]} "
