@@ -3,6 +3,7 @@ package data
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"mime"
 	"os"
 	"path/filepath"
@@ -56,7 +57,7 @@ type channelScan struct {
 func scanChannel(dir string, declaredCSV bool) (channelScan, error) {
 	var s channelScan
 	var files []string
-	if err := listFiles(dir, 1, &files); err != nil {
+	if err := listFiles(dir, dir, 1, &files); err != nil {
 		return s, err
 	}
 	sort.Strings(files)
@@ -102,7 +103,10 @@ func ignoredName(name string) bool {
 		strings.EqualFold(filepath.Ext(name), ".manifest")
 }
 
-func listFiles(dir string, depth int, out *[]string) error {
+// listFiles appends the files of dir and, depth deep, of its subfolders;
+// errors name files relative to the channel's root, as SageMaker's users
+// laid them out.
+func listFiles(root, dir string, depth int, out *[]string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("list channel: %w", err)
@@ -118,23 +122,27 @@ func listFiles(dir string, depth int, out *[]string) error {
 			fi, err := os.Stat(p)
 			if err != nil {
 				target, _ := os.Readlink(p)
-				return fmt.Errorf("channel file %s is a link to %s, which cannot be read (%v)", p, target, err)
+				var pathErr *fs.PathError
+				if errors.As(err, &pathErr) {
+					err = pathErr.Err
+				}
+				return fmt.Errorf("channel file %s is a link to %s, which cannot be read (%v)", displayName(root, p), target, err)
 			}
 			mode = fi.Mode().Type()
 		}
 		switch {
 		case mode.IsDir():
 			if depth > 0 {
-				if err := listFiles(p, depth-1, out); err != nil {
+				if err := listFiles(root, p, depth-1, out); err != nil {
 					return err
 				}
 			} else if deeper := firstEntry(p); deeper != "" {
-				return fmt.Errorf("channel file %s is two folders down; sagefit reads a channel's files and those of its direct subfolders: move it up", deeper)
+				return fmt.Errorf("channel file %s is two folders down; sagefit reads a channel's files and those of its direct subfolders: move it up", displayName(root, deeper))
 			}
 		case mode.IsRegular():
 			*out = append(*out, p)
 		default:
-			return fmt.Errorf("channel file %s is not a regular file (%v); %s", p, mode, supportedFormats)
+			return fmt.Errorf("channel file %s is not a regular file (%v); %s", displayName(root, p), mode, supportedFormats)
 		}
 	}
 	return nil

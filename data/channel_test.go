@@ -63,14 +63,15 @@ func TestListChannel(t *testing.T) {
 	}
 
 	// A dangling link and a file two folders down were skipped without a
-	// word (a sample_weight.npy among them left the rows unweighted).
+	// word (a sample_weight.npy among them left the rows unweighted). They
+	// are named from the channel's root, as the user laid them out.
 	dangling := makeChannel(t, "train.npy")
 	os.Symlink(filepath.Join(dangling, "gone.npy"), filepath.Join(dangling, "sample_weight.npy"))
-	if _, err := ListChannel(dangling); err == nil || !strings.Contains(err.Error(), "sample_weight.npy is a link to "+filepath.Join(dangling, "gone.npy")+", which cannot be read") {
+	if _, err := ListChannel(dangling); err == nil || !strings.Contains(err.Error(), "file sample_weight.npy is a link to "+filepath.Join(dangling, "gone.npy")+", which cannot be read (no such file or directory)") {
 		t.Errorf("dangling link: err = %v", err)
 	}
 	deep := makeChannel(t, "train.npy", "a/b/sample_weight.npy")
-	if _, err := ListChannel(deep); err == nil || !strings.Contains(err.Error(), filepath.Join(deep, "a", "b", "sample_weight.npy")+" is two folders down") {
+	if _, err := ListChannel(deep); err == nil || !strings.Contains(err.Error(), "file "+filepath.Join("a", "b", "sample_weight.npy")+" is two folders down") {
 		t.Errorf("two folders down: err = %v", err)
 	}
 }

@@ -242,7 +242,10 @@ func TestLocalImageDockerRuns(t *testing.T) {
 	script := `#!/bin/sh
 printf '%s\n' "$*" >> "` + log + `"
 case "$1 $2" in
-  "image inspect") case "$*" in *missing:*) echo "Error: No such image" >&2; exit 1 ;; esac; echo sha256:0 ;;
+  "image inspect") case "$*" in
+      *missing:*) echo "Error: No such image: missing:1" >&2; exit 1 ;;
+      *down:*) echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2; exit 1 ;;
+    esac; echo sha256:0 ;;
 esac
 exit 0
 `
@@ -302,8 +305,15 @@ exit 0
 	cmd = exec.Command(binary, "local", "--image", "missing:1", "--docker", fake,
 		"--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", t.TempDir())
 	b, err := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || !strings.Contains(string(b), "never pulls") {
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || !strings.Contains(string(b), "never pulls") || !strings.Contains(string(b), "docker/build-images.sh") {
 		t.Errorf("missing image: exit %d (%v): %s", code, err, b)
+	}
+	// An engine that does not answer is not an image to build.
+	cmd = exec.Command(binary, "local", "--image", "down:1", "--docker", fake,
+		"--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", t.TempDir())
+	b, err = cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || !strings.Contains(string(b), "is dockerd running") || strings.Contains(string(b), "not on this machine") {
+		t.Errorf("engine down: exit %d (%v): %s", code, err, b)
 	}
 	raw, _ = os.ReadFile(log)
 	if calls := strings.Split(strings.TrimSpace(string(raw)), "\n"); slices.ContainsFunc(calls, func(c string) bool { return !strings.HasPrefix(c, "image inspect") }) {

@@ -22,17 +22,28 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the contract metadata as JSON")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	// --json may come after the path too (flag stops at the first
+	// argument that is no flag).
+	var paths []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return flagExit(err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		paths = append(paths, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if fs.NArg() != 1 {
+	if len(paths) != 1 {
 		fmt.Fprint(stderr, "usage: sagefit inspect [--json] SAVEDMODEL|timing.json\n")
 		return 2
 	}
-	if st, err := os.Stat(fs.Arg(0)); err == nil && !st.IsDir() && strings.HasSuffix(fs.Arg(0), ".json") {
-		return inspectTiming(fs.Arg(0), stdout, stderr)
+	path := paths[0]
+	if st, err := os.Stat(path); err == nil && !st.IsDir() && strings.HasSuffix(path, ".json") {
+		return inspectTiming(path, stdout, stderr)
 	}
-	m, err := tf.Load(fs.Arg(0), tf.Config{NoGPUs: true}) // inspecting needs no GPU
+	m, err := tf.Load(path, tf.Config{NoGPUs: true}) // inspecting needs no GPU
 	if err != nil {
 		fmt.Fprintf(stderr, "sagefit inspect: %v\n", err)
 		return 1
@@ -97,6 +108,12 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 	var t fit.Timing
 	if err := json.Unmarshal(raw, &t); err != nil {
 		fmt.Fprintf(stderr, "sagefit inspect: %s is not a timing.json sagefit wrote (a JSON object of version %d): %v\n", path, fit.TimingVersion, err)
+		return 1
+	}
+	if t.Version == 0 {
+		// Every timing.json sagefit wrote has a version: this JSON (a
+		// history.json, say) is another file.
+		fmt.Fprintf(stderr, "sagefit inspect: %s is not a timing.json sagefit wrote (it has no \"version\"); give it output/data/timing.json or a model folder\n", path)
 		return 1
 	}
 	if t.Version != fit.TimingVersion {

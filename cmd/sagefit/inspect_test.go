@@ -91,6 +91,27 @@ func TestInspectSaysWhereStepsRan(t *testing.T) {
 	}
 }
 
+// TestInspectOtherJSON: a JSON file that is no timing.json (the job's
+// history.json, an array) is refused saying so; a history.json was called
+// "timing.json version 0".
+func TestInspectOtherJSON(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"history.json": `{"loss": [0.69, 0.68], "accuracy": [0.5, 0.52]}`,
+		"list.json":    `[1, 2]`,
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(binary, "inspect", path)
+		out, err := cmd.CombinedOutput()
+		if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "is not a timing.json sagefit wrote") {
+			t.Errorf("inspect %s: %v\n%s", name, err, out)
+		}
+	}
+}
+
 // inspectTiming writes tm as a timing.json and returns what sagefit
 // inspect says of it.
 func inspectTiming(t *testing.T, tm fit.Timing) string {

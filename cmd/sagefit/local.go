@@ -71,7 +71,7 @@ func local(args []string, stdout, stderr io.Writer) int {
 	fs.Var(hps, "hp", "KEY=VALUE: a hyperparameter (repeatable), e.g. epochs=10")
 	fs.Var(modes, "input-mode", "NAME=MODE: File (default), FastFile or Pipe for a channel")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagExit(err)
 	}
 	if *hosts < 1 {
 		fmt.Fprintf(stderr, "sagefit local: --hosts must be at least 1\n")

@@ -12,6 +12,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -26,8 +28,9 @@ import (
 const usage = `usage:
   sagefit train
   sagefit local --model DIR|s3://... --channel NAME=DIR|s3://... [--channel ...] [--hp KEY=VALUE ...]
-                [--output DIR|s3://...] [--checkpoint s3://...] [--hosts N]
-                [--image IMAGE [--gpus all|N|device=...] [--docker CLI]]
+                [--input-mode NAME=File|FastFile|Pipe ...] [--output DIR|s3://...] [--checkpoint s3://...]
+                [--s3-endpoint URL] [--hosts N] [--image IMAGE [--gpus all|N|device=...] [--docker CLI]]
+                (sagefit local -h: every flag)
   sagefit inspect [--json] SAVEDMODEL|TIMING.json
 `
 
@@ -79,4 +82,14 @@ func train(stdout, stderr io.Writer, base string) int {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// flagExit is a subcommand's exit code for err from its flag set's Parse:
+// 0 for -h or --help (the flag set printed the usage asked for), 2 for a
+// flag it does not take.
+func flagExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }

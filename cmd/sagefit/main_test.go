@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -212,6 +213,24 @@ func TestLocalFlagsNotDropped(t *testing.T) {
 	}
 }
 
+// TestHelpExitsZero: -h asks for the usage, which every subcommand prints
+// and exits 0 for, as sagefit --help does (local and inspect exited 2, as
+// for a flag they do not take, which still does).
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"local", "-h"}, {"local", "--help"}, {"inspect", "-h"}} {
+		cmd := exec.Command(binary, args...)
+		out, err := cmd.CombinedOutput()
+		if cmd.ProcessState.ExitCode() != 0 || !strings.Contains(strings.ToLower(string(out)), "usage") {
+			t.Errorf("sagefit %v: %v\n%s", args, err, out)
+		}
+	}
+	for _, args := range [][]string{{"local", "--bogus"}, {"inspect", "--bogus", "x"}} {
+		if err := exec.Command(binary, args...).Run(); err == nil || err.(*exec.ExitError).ExitCode() != 2 {
+			t.Errorf("sagefit %v: %v, want exit 2", args, err)
+		}
+	}
+}
+
 func TestInspect(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
 	out, err := exec.Command(binary, "inspect", filepath.Join(fx, "model")).Output()
@@ -232,6 +251,10 @@ func TestInspect(t *testing.T) {
 	}
 	if want := "tables         steps_seen, written by the steps"; !strings.Contains(string(out), want) {
 		t.Errorf("inspect output lacks %q:\n%s", want, out)
+	}
+	// --json after the path, as people type it, was a usage error.
+	if out, err = exec.Command(binary, "inspect", filepath.Join(fx, "model"), "--json").Output(); err != nil || !json.Valid(out) {
+		t.Errorf("inspect DIR --json: %v\n%s", err, out)
 	}
 	cmd := exec.Command(binary, "inspect", t.TempDir())
 	var stderr bytes.Buffer

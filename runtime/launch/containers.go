@@ -64,7 +64,13 @@ func Containers(n int, base string, spec sagemaker.LocalSpec, img Image, stdout,
 		return fail("%v", err)
 	}
 	if out, err := osexec.Command(docker, "image", "inspect", "--format", "{{.Id}}", img.Image).CombinedOutput(); err != nil {
-		return fail("image %s: not on this machine's Docker engine (%s); build it (make images) or pull it first: sagefit never pulls",
+		// Docker says "No such image" for an image it lacks; anything else
+		// (no engine running, no permission) is not about the image.
+		if !strings.Contains(strings.ToLower(string(out)), "no such image") {
+			return fail("image %s: could not ask the Docker engine for it (%s); is dockerd running, and may this user use it?",
+				img.Image, firstLine(out, err))
+		}
+		return fail("image %s: not on this machine's Docker engine (%s); build it (docker/build-images.sh, docker/README.md) or pull it first: sagefit never pulls",
 			img.Image, firstLine(out, err))
 	}
 	hosts := make([]string, n)
