@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -40,8 +41,10 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	path := paths[0]
-	if st, err := os.Stat(path); err == nil && !st.IsDir() && strings.HasSuffix(path, ".json") {
-		return inspectTiming(path, stdout, stderr)
+	// A .json that is no folder (or is missing: the error names the file,
+	// not a SavedModel) is a timing.json.
+	if st, err := os.Stat(path); (err != nil || !st.IsDir()) && strings.HasSuffix(strings.ToLower(path), ".json") {
+		return inspectTiming(path, *asJSON, stdout, stderr)
 	}
 	m, err := tf.Load(path, tf.Config{NoGPUs: true}) // inspecting needs no GPU
 	if err != nil {
@@ -98,8 +101,9 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 }
 
 // inspectTiming prints a timing.json (fit.Timing) as a reader would want
-// it: start-up, then a row per epoch and the totals.
-func inspectTiming(path string, stdout, stderr io.Writer) int {
+// it: start-up, then a row per epoch and the totals; asJSON prints the
+// file itself, once it is known to be one.
+func inspectTiming(path string, asJSON bool, stdout, stderr io.Writer) int {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "sagefit inspect: %v\n", err)
@@ -119,6 +123,10 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 	if t.Version != fit.TimingVersion {
 		fmt.Fprintf(stderr, "sagefit inspect: %s is timing.json version %d; this sagefit reads version %d\n", path, t.Version, fit.TimingVersion)
 		return 1
+	}
+	if asJSON {
+		stdout.Write(append(bytes.TrimSpace(raw), '\n'))
+		return 0
 	}
 	fmt.Fprintf(stdout, "timing %s (version %d): %d training process(es), batch %d, %d steps in the last epoch, %d per call\n",
 		path, t.Version, t.Hosts, t.BatchSize, t.StepsPerEpoch, t.StepsPerCall)
@@ -150,9 +158,13 @@ func inspectTiming(path string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, line)
 	}
 	s := t.Startup
-	fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the first step: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, first step %.2f s\n",
-		s.ToFirstStepSeconds+s.FirstStepSeconds, s.LibrariesSeconds, s.ModelLoadSeconds,
-		s.ToFirstStepSeconds-s.LibrariesSeconds-s.ModelLoadSeconds, s.FirstStepSeconds)
+	first := "first step"
+	if s.FirstCallSteps > 1 {
+		first = fmt.Sprintf("first call (%d steps)", s.FirstCallSteps)
+	}
+	fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the %s: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, %s %.2f s\n",
+		s.ToFirstStepSeconds+s.FirstStepSeconds, first, s.LibrariesSeconds, s.ModelLoadSeconds,
+		s.ToFirstStepSeconds-s.LibrariesSeconds-s.ModelLoadSeconds, first, s.FirstStepSeconds)
 	fmt.Fprintf(stdout, "  %-16s %9s %7s %12s %10s %10s %10s %10s %7s %7s\n",
 		"", "seconds", "steps", "examples/s", "step mean", "p50", "p90", "p99", "input", "allred")
 	row := func(name string, sp fit.Span) {

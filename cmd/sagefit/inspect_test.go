@@ -58,6 +58,12 @@ func TestTimingJSON(t *testing.T) {
 			t.Errorf("inspect timing.json lacks %q:\n%s", want, out)
 		}
 	}
+	// --json prints the file, as it does a model's contract (it printed
+	// the tables).
+	out, err = exec.Command(binary, "inspect", "--json", path).Output()
+	if err != nil || strings.TrimSpace(string(out)) != strings.TrimSpace(string(raw)) {
+		t.Errorf("inspect --json timing.json: %v\n%s", err, out)
+	}
 }
 
 // sagefit inspect says what executor "auto" weighed and what came of it:
@@ -109,6 +115,12 @@ func TestInspectOtherJSON(t *testing.T) {
 		if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "is not a timing.json sagefit wrote") {
 			t.Errorf("inspect %s: %v\n%s", name, err, out)
 		}
+	}
+	// A missing .json is a missing file, not a SavedModel without
+	// saved_model.pb.
+	cmd := exec.Command(binary, "inspect", filepath.Join(dir, "timing.json"))
+	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "no such file") {
+		t.Errorf("inspect of a missing timing.json: %s", out)
 	}
 }
 

@@ -225,7 +225,9 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 			return n, fmt.Errorf("epoch %d steps %d-%d: %w", epoch, n+1, n+len(bs), err)
 		}
 		done := time.Now()
-		// Timing sees the block's steps as equal parts of it.
+		// Timing sees the block's steps as equal parts of it, but for the
+		// start-up: the first call's preparation is the whole block's.
+		f.clock.firstCall(got, done, len(bs))
 		per := done.Sub(got) / time.Duration(len(bs))
 		seen := f.blockSeen(len(bs))
 		f.afterTrainCall(per, seen)

@@ -783,6 +783,12 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 		if got := r.timing.StepsPerCall; (k > 0 && got != k) || (k == 0 && (got < 2 || got > 64 || got&(got-1) != 0)) {
 			t.Errorf("steps_per_execution %d: timing says %d steps per call", k, got)
 		}
+		// The start-up ends with the first call, whole: its 2 ms were
+		// split among its steps (a third of the call, for a compile the
+		// first call pays).
+		if st := r.timing.Startup; k == 3 && (st.FirstCallSteps != 3 || st.FirstStepSeconds < r.model.callCost.Seconds()) {
+			t.Errorf("steps_per_execution 3: startup %+v, want a first call of 3 steps of at least %v", st, r.model.callCost)
+		}
 	}
 
 	ckpt := t.TempDir()

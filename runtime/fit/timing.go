@@ -109,13 +109,18 @@ type Startup struct {
 	// train step: the above, the channels opened, hosts joined, weights
 	// broadcast, the first batch read.
 	ToFirstStepSeconds float64 `json:"to_first_step_seconds"`
-	// FirstStepSeconds is the first train step: TensorFlow prepares the
-	// step's function on its first run (graph optimization, kernels;
-	// XLA compilation when the step is compiled).
+	// FirstStepSeconds is the first train call, whole: TensorFlow prepares
+	// the step's function on its first run (graph optimization, kernels;
+	// XLA compilation when the step is compiled). With steps_per_execution
+	// above 1 that call ran FirstCallSteps steps, and its time is not
+	// split among them: the preparation is the first call's.
 	FirstStepSeconds float64 `json:"first_step_seconds"`
-	// FirstStepEndUnix is when the first step ended (Unix seconds), so a
-	// harness can time from its own clock.
+	// FirstStepEndUnix is when the first train call ended (Unix seconds),
+	// so a harness can time from its own clock.
 	FirstStepEndUnix float64 `json:"first_step_end_unix"`
+	// FirstCallSteps is how many train steps that call ran (1, or the
+	// first block's).
+	FirstCallSteps int `json:"first_call_steps"`
 }
 
 // EpochTiming is one epoch's Span.
@@ -194,14 +199,22 @@ func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 // step records one train step: asked for its batch at asked, got it at
 // got, done at done; rows come from stepRows.
 func (c *clock) step(asked, got, done time.Time) {
-	if !c.firstDone {
-		c.firstDone = true
-		c.startup.ToFirstStepSeconds = got.Sub(c.processStart).Seconds()
-		c.startup.FirstStepSeconds = done.Sub(got).Seconds()
-		c.startup.FirstStepEndUnix = unixSeconds(done)
-	}
+	c.firstCall(got, done, 1)
 	c.epoch.add(done.Sub(asked), got.Sub(asked), c.stepRows)
 	c.stepRows = 0
+}
+
+// firstCall records the start-up's end, the first train call of steps
+// steps, started at got and done at done; later calls change nothing.
+func (c *clock) firstCall(got, done time.Time, steps int) {
+	if c.firstDone {
+		return
+	}
+	c.firstDone = true
+	c.startup.ToFirstStepSeconds = got.Sub(c.processStart).Seconds()
+	c.startup.FirstStepSeconds = done.Sub(got).Seconds()
+	c.startup.FirstStepEndUnix = unixSeconds(done)
+	c.startup.FirstCallSteps = steps
 }
 
 // allReduced records time spent in the step's gradient all-reduce.

@@ -77,6 +77,9 @@ func checkTiming(t *testing.T, tm fit.Timing, world int, before, after time.Time
 	if gap := st.ProcessStartUnix + st.ToFirstStepSeconds + st.FirstStepSeconds - st.FirstStepEndUnix; st.FirstStepSeconds <= 0 || st.ToFirstStepSeconds <= 0 || math.Abs(gap) > 1e-5 {
 		t.Errorf("startup %+v: to first step + first step is not the first step's end", st)
 	}
+	if st.FirstCallSteps != tm.StepsPerCall {
+		t.Errorf("startup: first call of %d steps, %d per call", st.FirstCallSteps, tm.StepsPerCall)
+	}
 
 	// The names are the schema: decode the JSON as a harness would.
 	raw, err := json.Marshal(tm)
@@ -88,7 +91,7 @@ func checkTiming(t *testing.T, tm fit.Timing, world int, before, after time.Time
 		t.Fatal(err)
 	}
 	hasKeys(t, "timing.json", doc, "version", "hosts", "batch_size", "steps_per_epoch", "steps_per_call", "examples", "startup", "epochs", "overall", "after_first_epoch", "epoch_seconds", "input_wait_seconds")
-	hasKeys(t, "startup", doc["startup"].(map[string]any), "process_start_unix", "libraries_seconds", "model_load_seconds", "to_first_step_seconds", "first_step_seconds", "first_step_end_unix")
+	hasKeys(t, "startup", doc["startup"].(map[string]any), "process_start_unix", "libraries_seconds", "model_load_seconds", "to_first_step_seconds", "first_step_seconds", "first_step_end_unix", "first_call_steps")
 	epoch := doc["epochs"].([]any)[0].(map[string]any)
 	spanKeys := []string{"seconds", "steps", "examples", "examples_per_second", "step_seconds", "input_wait_seconds", "input_wait_share", "allreduce_seconds", "allreduce_share"}
 	hasKeys(t, "epochs[0]", epoch, append(spanKeys, "epoch")...)
