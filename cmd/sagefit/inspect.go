@@ -83,6 +83,9 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "  metrics        %s\n", strings.Join(meta.Metrics, ", "))
 	fmt.Fprintf(stdout, "  optimizer      %s (learning rate %g, assignable %v)\n", meta.Optimizer, lr, meta.LearningRateAssignable)
+	if meta.JITCompile {
+		fmt.Fprintf(stdout, "  compiled       with XLA (jit_compile=True): each step signature is one XLA program\n")
+	}
 	fmt.Fprintf(stdout, "  gradients      %d floats over %d trainable variables\n", meta.GradientSize, len(meta.Gradients))
 	fmt.Fprintf(stdout, "  variables      %d (%s)\n", len(meta.Variables), variableKinds(meta.Variables))
 	if len(meta.WrittenTables) > 0 {

@@ -242,8 +242,13 @@ func TestInspect(t *testing.T) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(string(out), "tables ") {
-		t.Errorf("inspect names tables the seed model's step does not write:\n%s", out)
+	if strings.Contains(string(out), "tables ") || strings.Contains(string(out), "XLA") {
+		t.Errorf("inspect names tables or XLA the seed model's step does not have:\n%s", out)
+	}
+	// XLA was only in --json.
+	xla := fixture.Make(t, "seed_xla", "--rows", "200", "--no-fit")
+	if out, err := exec.Command(binary, "inspect", filepath.Join(xla, "model")).Output(); err != nil || !strings.Contains(string(out), "compiled       with XLA") {
+		t.Errorf("inspect of an XLA export: %v\n%s", err, out)
 	}
 	fx = fixture.Make(t, "custom_step_table", "--rows", "200", "--no-fit")
 	if out, err = exec.Command(binary, "inspect", filepath.Join(fx, "model")).Output(); err != nil {

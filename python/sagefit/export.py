@@ -495,8 +495,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         return out
 
     # jit_compile=True: fit runs the train step XLA-compiled; so does each
-    # step signature here (train_steps' whole loop as one program).
-    jit = getattr(model, "jit_compile", False) is True
+    # step signature here (train_steps' whole loop as one program). fit
+    # takes any true value (1, np.True_) as True: so does the export.
+    jit = bool(getattr(model, "jit_compile", False))
 
     def xla(fn):
         if not jit:

@@ -246,6 +246,15 @@ def test_batch_norm_statistics_marked_for_averaging(tmp_path, jit_compile):
     assert meta["synchronized_batch_norm"] == []
 
 
+@pytest.mark.parametrize("value", [1, np.True_])
+def test_jit_compile_taken_as_fit_takes_it(tmp_path, value):
+    # fit compiles its step with XLA for any true jit_compile; the export
+    # compared with `is True` and trained 1 and np.True_ without XLA.
+    model = _seed_model()
+    model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=value)
+    assert sagefit.export(model, str(tmp_path / "m"))["jit_compile"] is True
+
+
 def _step_model(step):
     class M(keras.Model):
         def train_step(self, data):
