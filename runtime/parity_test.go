@@ -445,6 +445,17 @@ func TestCallbacksParity(t *testing.T) {
 	if kev != sev || !strings.Contains(sev, "train/epoch_loss") || !strings.Contains(sev, "train/batch_loss") {
 		t.Errorf("TensorBoard scalars differ:\nKeras:   %s\nsagefit: %s", kev, sev)
 	}
+
+	// Blocks of 7 steps over epochs of 10 end at every third batch, which
+	// TensorBoard records (update_freq 3): the same scalars at the same
+	// steps. Uncut, they ended at steps 7, 10, 17, 20, ... and wrote only
+	// the few of those that are multiples of 3.
+	base = localJob(t, fx, map[string]string{"epochs": "12", "shuffle": "false", "batch_size": "32", "steps_per_execution": "7"}, nil)
+	res, _, _ = trainJob(t, base)
+	sameHistory(t, res.HistoryPath, ref.History)
+	if sev := events(filepath.Join(base, "output", "tensorboard")); kev != sev {
+		t.Errorf("TensorBoard scalars differ at steps_per_execution 7:\nKeras:   %s\nsagefit: %s", kev, sev)
+	}
 }
 
 // TestLossScaleOptimizerLearningRateParity: under mixed_float16, compile

@@ -79,6 +79,13 @@ type batchWatcher interface {
 	batchEnd(step int, logs Logs) (stop bool, err error)
 }
 
+// batchRecorder is a batch watcher that records every n-th global batch
+// (TensorBoard's update_freq n; 0: none): a block of steps must end there
+// for its record to be that batch's, as with one step per call.
+type batchRecorder interface {
+	batchEvery() int
+}
+
 // testWatcher is a callback that looks at the end of each validation.
 type testWatcher interface {
 	testEnd(logs Logs, batches, iterations int) error
@@ -147,7 +154,7 @@ func (s *Set) TrainBegin() error {
 	return nil
 }
 
-// WatchesBatches reports whether any callback looks at every batch.
+// WatchesBatches reports whether any callback looks at train batches.
 func (s *Set) WatchesBatches() bool {
 	for _, cb := range s.list {
 		if _, ok := cb.(batchWatcher); ok {
@@ -155,6 +162,37 @@ func (s *Set) WatchesBatches() bool {
 		}
 	}
 	return false
+}
+
+// WatchesEveryBatch reports whether a callback looks at every batch's end
+// wherever a call ends (TerminateOnNaN), not only at batches it records.
+func (s *Set) WatchesEveryBatch() bool {
+	for _, cb := range s.list {
+		if _, ok := cb.(batchWatcher); ok {
+			if _, records := cb.(batchRecorder); !records {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// StepsToRecord is how many train steps after global step done the next
+// batch a callback records comes (0: none records batches): a block of
+// steps ends there at the latest.
+func (s *Set) StepsToRecord(done int) int {
+	next := 0
+	for _, cb := range s.list {
+		if r, ok := cb.(batchRecorder); ok {
+			if n := r.batchEvery(); n > 0 {
+				d := n - done%n
+				if next == 0 || d < next {
+					next = d
+				}
+			}
+		}
+	}
+	return next
 }
 
 // BatchEnd runs after global train batch step (1-based) with this process's

@@ -72,6 +72,10 @@ func (t *tensorBoard) trainBegin() error {
 	return nil
 }
 
+// batchEvery is update_freq in batches: blocks of steps end at its
+// multiples, so each record is the one a step per call writes.
+func (t *tensorBoard) batchEvery() int { return t.every }
+
 func (t *tensorBoard) batchEnd(step int, logs Logs) (bool, error) {
 	t.trainBatches = step
 	if t.every == 0 || step%t.every != 0 {

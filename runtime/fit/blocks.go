@@ -20,7 +20,8 @@ import (
 // Several processes all-reduce every step's gradients, so they run one step
 // per call. Callbacks that watch batches, checkpoints, stop requests and
 // the epoch's end are honoured at block ends: a block never crosses a
-// checkpoint_steps boundary or the epoch's last step.
+// checkpoint_steps boundary, a batch TensorBoard records (update_freq) or
+// the epoch's last step.
 
 // autoProbeSteps are the steps timed, after the first (which traces and
 // warms up), to choose K when steps_per_execution is "auto"; then
@@ -38,7 +39,8 @@ const (
 // else the job's steps_per_execution, or, for "auto" (0), 1 until the
 // probe has timed steps and then autoSteps of their median, unless its
 // trial (tryBlock) found blocks slower (1 while a callback watches every
-// batch: blocks would move its batches).
+// batch: blocks would move its batches; TensorBoard's records cut blocks
+// instead, trainBlocks).
 func (f *Loop) perCall(c any) int {
 	if c != f.Train || f.Group != nil {
 		return 1
@@ -50,7 +52,7 @@ func (f *Loop) perCall(c any) int {
 	if f.Job.StepsPerExecution > 0 {
 		return f.Job.StepsPerExecution
 	}
-	if f.Callbacks != nil && f.Callbacks.WatchesBatches() {
+	if f.Callbacks != nil && f.Callbacks.WatchesEveryBatch() {
 		return 1 // "auto" keeps every batch's callbacks where the user put them
 	}
 	a := &f.auto
@@ -192,6 +194,11 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 		k := min(f.perCall(f.Train), steps-n)
 		if cs := f.Job.CheckpointSteps; cs > 0 {
 			k = min(k, cs-f.globalStep%cs)
+		}
+		if f.Callbacks != nil {
+			if d := f.Callbacks.StepsToRecord(f.globalStep); d > 0 {
+				k = min(k, d) // TensorBoard's update_freq: its records are single steps'
+			}
 		}
 		asked := time.Now()
 		var bs []*data.Batch
