@@ -280,7 +280,7 @@ func New(env *sagemaker.Env) (*Job, error) {
 			}
 		}
 		if len(list) == 0 || len(j.PipeTensors) != len(list) {
-			return nil, fmt.Errorf("hyperparameter %q must be a JSON list of tensor names, e.g. [\"train\", \"labels\"]", HPPipeTensors)
+			return nil, fmt.Errorf("hyperparameter %q must be a JSON list of tensor names, e.g. [\"train\", \"labels\"]%s", HPPipeTensors, sagemaker.NotJSONHint(env.String(HPPipeTensors, "")))
 		}
 	}
 	switch tr := env.String(HPRingTransport, "lane"); tr {
@@ -349,7 +349,7 @@ func classWeight(env *sagemaker.Env) (map[int]float64, error) {
 	if !ok {
 		return nil, nil
 	}
-	bad := fmt.Errorf("hyperparameter %q must be a JSON object of class index (a whole number from 0) to weight (a finite number from 0), such as {\"0\": 1, \"1\": 5}, got %q", HPClassWeight, env.String(HPClassWeight, ""))
+	bad := fmt.Errorf("hyperparameter %q must be a JSON object of class index (a whole number from 0) to weight (a finite number from 0), such as {\"0\": 1, \"1\": 5}, got %q%s", HPClassWeight, env.String(HPClassWeight, ""), sagemaker.NotJSONHint(env.String(HPClassWeight, "")))
 	obj, isObj := v.(map[string]any)
 	if !isObj || len(obj) == 0 {
 		return nil, bad
@@ -377,7 +377,7 @@ func validationFreq(env *sagemaker.Env) (int, []int, error) {
 	if !ok {
 		return 1, nil, nil
 	}
-	bad := fmt.Errorf("hyperparameter %q must be a whole number of epochs of at least 1, or a JSON list of epochs such as [1, 5, 10]", HPValFreq)
+	bad := fmt.Errorf("hyperparameter %q must be a whole number of epochs of at least 1, or a JSON list of epochs such as [1, 5, 10]%s", HPValFreq, sagemaker.NotJSONHint(env.String(HPValFreq, "")))
 	if list, isList := v.([]any); isList {
 		var epochs []int
 		for _, item := range list {

@@ -124,6 +124,12 @@ func TestValuesThatWouldCrashOrBeDroppedAreRefused(t *testing.T) {
 		// A rate a float32 variable holds as 0 or Inf.
 		{"learning_rate", "1e-320", `"learning_rate" is "1e-320", which a float32 learning rate (the optimizer's) cannot hold`},
 		{"learning_rate", "1e39", `cannot hold`},
+		// What the SageMaker Python SDK's Estimator sends for a dict or list
+		// (str() of it): refused saying so and what to give.
+		{"class_weight", `{0: 1.0, 1: 5.0}`, `that is Python's text of a dict or list, not JSON (the SageMaker Python SDK's Estimator sends str() of each value): give it as json.dumps(value)`},
+		{"sagefit_inputs", `{'input_layer': 'features.npy'}`, `"sagefit_inputs" must be a JSON object, got "{'input_layer': 'features.npy'}": that is Python's text`},
+		{"sagefit_pipe_tensors", `['train', 'labels']`, `json.dumps(value)`},
+		{"validation_freq", `[1, 'x']`, `json.dumps(value)`},
 	} {
 		_, err := job.New(withModelAndData(t, map[string]string{c.hp: c.value}))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

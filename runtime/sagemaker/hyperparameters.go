@@ -78,7 +78,21 @@ func (e *Env) text(name string, v any) (string, bool) {
 }
 
 func hpError(name, want, raw string) error {
-	return fmt.Errorf("hyperparameter %q must be %s, got %q", name, want, raw)
+	return fmt.Errorf("hyperparameter %q must be %s, got %q%s", name, want, raw, NotJSONHint(raw))
+}
+
+// NotJSONHint says, for a hyperparameter's text that looks like a dict or
+// list but is not JSON ({'0': 1}, {0: 1}), where such text comes from and
+// what to give instead; "" for any other text. The SageMaker Python SDK's
+// Estimator sends each value as Python's str() of it (only its framework
+// estimators json.dumps them), so a dict given there arrives as Python's
+// text, not JSON.
+func NotJSONHint(raw string) string {
+	t := strings.TrimSpace(raw)
+	if t == "" || (t[0] != '{' && t[0] != '[') || json.Valid([]byte(t)) {
+		return ""
+	}
+	return ": that is Python's text of a dict or list, not JSON (the SageMaker Python SDK's Estimator sends str() of each value): give it as json.dumps(value)"
 }
 
 // Int returns the hyperparameter name as an int, or def when the job does
