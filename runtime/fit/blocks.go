@@ -195,6 +195,9 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 		if cs := f.Job.CheckpointSteps; cs > 0 {
 			k = min(k, cs-f.globalStep%cs)
 		}
+		if f.stop.Err() != nil {
+			k = 1 // a stop asked before the block: one step, as without blocks, not K (and no K-step compile)
+		}
 		if f.Callbacks != nil {
 			if d := f.Callbacks.StepsToRecord(f.globalStep); d > 0 {
 				k = min(k, d) // TensorBoard's update_freq: its records are single steps'

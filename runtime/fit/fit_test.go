@@ -819,6 +819,30 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 		t.Fatal(resumed.err)
 	}
 	same("resumed", resumed)
+
+	// A stop asked before a block (during the model's load, say) ends
+	// training after one step, as without blocks, not after a block of K
+	// (whose first call compiles the K-step loop).
+	early, cancel := context.WithCancelCause(context.Background())
+	cancel(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+	ckpt = t.TempDir()
+	stopped = run(3, ckpt, func(r *rank) { r.ctx = early })
+	if !errors.As(stopped.err, &in) || in.Epoch != 1 || in.Step != 1 {
+		t.Fatalf("stopped before the first block with %v, want *fit.Interrupted at epoch 1 step 1", stopped.err)
+	}
+	if ck, err = checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{}); err != nil || ck == nil {
+		t.Fatalf("latest checkpoint %+v, %v", ck, err)
+	}
+	resumed = run(3, ckpt, func(r *rank) {
+		if err := fit.Resume(r.model, ck, r.job, 1); err != nil {
+			t.Fatal(err)
+		}
+		r.ck = ck
+	})
+	if resumed.err != nil {
+		t.Fatal(resumed.err)
+	}
+	same("resumed after one step", resumed)
 }
 
 // "auto" times blocks of the K it picked and goes back to one step per
