@@ -433,6 +433,20 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
             _tensor_desc(name, _spec_name("target_" + name, taken), shape, dtype)
         )
 
+    # The runtime reads a fixed shape per example (.npy arrays have one);
+    # refused here, not at the job's start.
+    for kind, descs, fix in (
+        ("input", in_descs, "build it on keras.Input of a fixed shape (pad sequences to one length, as "
+                            "the .npy array holds them)"),
+        ("target", tgt_descs, "give target_shapes"),
+    ):
+        for d in descs:
+            if any(dim is None for dim in d["shape"][1:]):
+                shape = "(" + ", ".join("None" if x is None else str(x) for x in d["shape"]) + ")"
+                raise ExportError(
+                    f"{kind} {d['name']} has shape {shape}, unknown beyond the batch; sagefit reads a "
+                    f"fixed shape per example: {fix}")
+
     in_specs = [
         tf.TensorSpec(d["shape"], d["dtype"], name=d["key"]) for d in in_descs
     ]

@@ -246,6 +246,18 @@ def test_batch_norm_statistics_marked_for_averaging(tmp_path, jit_compile):
     assert meta["synchronized_batch_norm"] == []
 
 
+def test_unknown_shape_beyond_batch_refused(tmp_path):
+    # A text model on keras.Input((None,)) exported without a word and failed
+    # at the job's start; fit takes its padded arrays of one width.
+    inputs = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(50, 4, mask_zero=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.LSTM(3)(x)))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    with pytest.raises(sagefit.ExportError, match=r"input \S+ has shape \(None, None\), unknown beyond the batch; .*pad sequences"):
+        sagefit.export(model, str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize("value", [1, np.True_])
 def test_jit_compile_taken_as_fit_takes_it(tmp_path, value):
     # fit compiles its step with XLA for any true jit_compile; the export
