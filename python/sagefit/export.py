@@ -808,6 +808,15 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     train_step_fn = _endpoint(archive, names[0])
     with _saving():
         traced = train_step_fn.get_concrete_function()
+    # The runtime's logs and history hold one number per metric; fit's
+    # history holds a metric of one value per class as an array.
+    for name, out in traced.structured_outputs.items():
+        if out.shape.rank != 0:
+            raise ExportError(
+                f"metric {name} gives a value of shape {tuple(out.shape)} per step (one per class or "
+                "threshold: F1Score and FBetaScore by default, Precision or Recall given several "
+                "thresholds); sagefit logs one number per metric: give average=\"micro\", \"macro\" "
+                "or \"weighted\", or one threshold per metric")
     train_steps = None
     if set(metric_names) <= set(traced.structured_outputs):
         train_steps = _train_steps(model, step_data, metric_dict, metric_names,

@@ -246,6 +246,20 @@ def test_batch_norm_statistics_marked_for_averaging(tmp_path, jit_compile):
     assert meta["synchronized_batch_norm"] == []
 
 
+@pytest.mark.parametrize("metric", [
+    lambda: keras.metrics.F1Score(threshold=0.5),
+    lambda: keras.metrics.Precision(thresholds=[0.3, 0.5]),
+])
+def test_metric_of_several_values_refused(tmp_path, metric):
+    # A metric of one value per class or threshold failed in TensorFlow's
+    # words ("enters the loop with shape (), but has shape (1,)").
+    model = _seed_model()
+    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=[metric()])
+    with pytest.raises(sagefit.ExportError, match=r"metric \w+ gives a value of shape \(\d+,\) per step .* give average=\"micro\""):
+        sagefit.export(model, str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
+
+
 def test_unknown_shape_beyond_batch_refused(tmp_path):
     # A text model on keras.Input((None,)) exported without a word and failed
     # at the job's start; fit takes its padded arrays of one width.
