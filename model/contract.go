@@ -204,6 +204,10 @@ type Metadata struct {
 	// custom train step applies itself: with this process's own gradient,
 	// which sagefit does not all-reduce.
 	LocalOptimizers []string `json:"local_optimizers,omitempty"`
+	// OwnMetrics names the compiled metrics whose class is the user's own
+	// (not Keras's): several processes sum every metric's state, which is
+	// right only where that state is a sum.
+	OwnMetrics []string `json:"own_metrics,omitempty"`
 	// Callbacks are the Keras callbacks given to sagefit.export, in order.
 	Callbacks []CallbackSpec `json:"callbacks,omitempty"`
 	// SampleWeights are the weighted steps' weight feeds after the

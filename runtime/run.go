@@ -186,6 +186,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		return nil, fmt.Errorf("the model's train_step applies optimizer %s itself, besides the compiled one: sagefit all-reduces the gradients it hands the compiled optimizer only, so on %d training processes each would update those variables with its own share of the batch and they would drift apart; hand all gradients to self.optimizer, or train on one process (one host, sagefit_processes_per_host=1)",
 			strings.Join(meta.LocalOptimizers, ", "), len(env.Hosts))
 	}
+	if len(env.Hosts) > 1 && len(meta.OwnMetrics) > 0 && env.Rank == 0 {
+		fmt.Fprintf(o.Stderr, "sagefit: warning: metric %s is a class of the model's own: on %d training processes sagefit sums each metric's state over them, right for totals and counts (Keras's own metrics keep those), wrong for a state that is no sum (a running maximum, a last value), and so for callbacks that watch it\n",
+			strings.Join(meta.OwnMetrics, ", "), len(env.Hosts))
+	}
 	if len(meta.Unknown) > 0 && env.Rank == 0 {
 		fmt.Fprintf(o.Stderr, "sagefit: warning: %s has metadata this sagefit does not read (%s): the model was exported by a newer sagefit Python package than this image's, and what it asks for there is not done; use the matching image, or export with this image's version\n",
 			filepath.Join(j.ModelDir, model.ExtraDir, model.MetadataFile), strings.Join(meta.Unknown, ", "))

@@ -197,6 +197,33 @@ func TestSampleWeightsOnHosts(t *testing.T) {
 	}
 }
 
+// TestOwnMetricNamedOnHosts: several hosts sum every metric's state, so a
+// metric class of the model's own is named in a warning there (a state
+// that is no sum, a running maximum, came out as the hosts' sum without a
+// word); one whose state is a sum gives one host's numbers, and one host
+// says nothing of it.
+func TestOwnMetricNamedOnHosts(t *testing.T) {
+	fx := fixture.Make(t, "seed_own_metric", "--rows", "320", "--no-fit", "--no-validation")
+	one, log1 := runLocalLog(t, fx, 1, "epochs=2", "shuffle=false", "batch_size=32")
+	two, log2 := runLocalLog(t, fx, 2, "epochs=2", "shuffle=false", "batch_size=16")
+	const warning = "warning: metric positives is a class of the model's own: on 2 training processes sagefit sums"
+	if strings.Contains(log1, "class of the model's own") || strings.Count(log2, warning) != 1 {
+		t.Errorf("want the warning once on 2 hosts and not on one:\none host:\n%s\n2 hosts:\n%s", log1, log2)
+	}
+	h1, h2 := history(t, one), history(t, two)
+	if len(h1["positives"]) != 2 {
+		t.Fatalf("one host's history has no positives: %v", h1)
+	}
+	for k, want := range h1 {
+		for e := range want {
+			if e >= len(h2[k]) || !near(h2[k][e], want[e]) {
+				t.Errorf("%s epoch %d: 2 hosts %v, one host %v", k, e+1, h2[k], want)
+				break
+			}
+		}
+	}
+}
+
 // TestSecondOptimizerRefusedOnHosts: a custom train step that applies an
 // optimizer of its own besides the compiled one trains on one host (to
 // Keras's numbers: TestKerasParity), and a multi-host job refuses it in one

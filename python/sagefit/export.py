@@ -55,6 +55,29 @@ def _metric_variables(model):
     return out
 
 
+def _own_metrics(model):
+    """Names of the compiled metrics whose class is the user's own (a
+    keras.metrics.Metric subclass): on several hosts the runtime sums
+    metric states, right for Keras's own (totals and counts), not for a
+    state that is no sum. Metric functions are wrapped in Keras's mean."""
+    def keras_own(m):
+        mod = type(m).__module__
+        return mod.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+
+    out = []
+
+    def walk(metrics):
+        for m in metrics:
+            sub = getattr(m, "metrics", None)
+            if keras_own(m) and isinstance(sub, (list, tuple)) and sub:
+                walk(sub)  # Keras 3's CompileMetrics holds the compiled ones
+            elif not keras_own(m) and m.name not in out:
+                out.append(m.name)
+
+    walk(getattr(model, "metrics", []))
+    return out
+
+
 def _read(v):
     """A tensor of a variable's value (Keras 3 variables wrap a tf.Variable)."""
     value = getattr(v, "value", v)
@@ -936,6 +959,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         "callbacks": callback_specs,
         "written_tables": written_tables,
         "local_optimizers": sorted(local_optimizers),
+        "own_metrics": _own_metrics(model),
         "synchronized_batch_norm": [
             layer.name for layer in _layers(model)
             if "BatchNormalization" in type(layer).__name__

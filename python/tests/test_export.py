@@ -260,6 +260,20 @@ def test_metric_of_several_values_refused(tmp_path, metric):
     assert not (tmp_path / "m").exists()
 
 
+def test_own_metric_classes_named(tmp_path):
+    # The runtime warns of them on several hosts, where it sums metric
+    # states; a metric function is wrapped in Keras's own mean: not named.
+    build, _ = FAMILIES["seed_own_metric"]
+    assert sagefit.export(build(), str(tmp_path / "own"))["own_metrics"] == ["positives"]
+
+    def mean_prediction(y_true, y_pred):
+        return y_pred
+
+    model = _seed_model()
+    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["mae", mean_prediction])
+    assert sagefit.export(model, str(tmp_path / "seed"))["own_metrics"] == []
+
+
 def test_unknown_shape_beyond_batch_refused(tmp_path):
     # A text model on keras.Input((None,)) exported without a word and failed
     # at the job's start; fit takes its padded arrays of one width.
