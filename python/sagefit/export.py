@@ -400,6 +400,15 @@ def _is_export(path):
 def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     """export's work, into export_dir (a path that does not exist yet)."""
     keras = _keras_for(model)
+    optimizer = getattr(model, "optimizer", None)
+    legacy = getattr(optimizer, "inner_optimizer", optimizer)
+    if legacy is not None and ".optimizers.legacy" in type(legacy).__module__:
+        # They have no build() and a step of their own; the current ones
+        # of the same name train alike.
+        name = type(legacy).__name__
+        raise ExportError(
+            f"optimizer {name} is one of tf-keras's legacy optimizers ({type(legacy).__module__}), which "
+            f"sagefit does not export: compile with tf_keras.optimizers.{name}, the current one")
     inputs = _input_tensors(model)
     out_keys = _dict_keys(model, "outputs")
     out_names = _output_names(model, out_keys)

@@ -191,6 +191,16 @@ def test_tf_keras_model_exports(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+def test_tf_keras_legacy_optimizer_refused(tmp_path):
+    # It failed with AttributeError: 'SGD' object has no attribute 'build'.
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed")
+    model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(1)])
+    model.compile(optimizer=tf_keras.optimizers.legacy.SGD(0.05, momentum=0.9), loss="mse")
+    with pytest.raises(sagefit.ExportError, match=r"optimizer SGD is one of tf-keras's legacy optimizers .* compile with tf_keras.optimizers.SGD"):
+        sagefit.export(model, str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
+
+
 def test_callbacks_recorded_with_modes_resolved(tmp_path):
     model = _seed_model()
     cbs = [
