@@ -208,6 +208,11 @@ type Metadata struct {
 	// (not Keras's): several processes sum every metric's state, which is
 	// right only where that state is a sum.
 	OwnMetrics []string `json:"own_metrics,omitempty"`
+	// ClippedSparseGradients names the variables whose gradient is sparse
+	// (an Embedding's rows) where the optimizer clips gradients: several
+	// processes sum it as a dense tensor before the clipping, where Keras
+	// clips its rows before they are summed.
+	ClippedSparseGradients []string `json:"clipped_sparse_gradients,omitempty"`
 	// Callbacks are the Keras callbacks given to sagefit.export, in order.
 	Callbacks []CallbackSpec `json:"callbacks,omitempty"`
 	// SampleWeights are the weighted steps' weight feeds after the

@@ -190,6 +190,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		fmt.Fprintf(o.Stderr, "sagefit: warning: metric %s is a class of the model's own: on %d training processes sagefit sums each metric's state over them, right for totals and counts (Keras's own metrics keep those), wrong for a state that is no sum (a running maximum, a last value), and so for callbacks that watch it\n",
 			strings.Join(meta.OwnMetrics, ", "), len(env.Hosts))
 	}
+	if len(env.Hosts) > 1 && len(meta.ClippedSparseGradients) > 0 && env.Rank == 0 {
+		fmt.Fprintf(o.Stderr, "sagefit: warning: the gradient of %s is sparse (an Embedding's rows) and the optimizer clips gradients: on %d training processes sagefit sums it as a dense tensor before clipping, where Keras clips its rows before they are summed (a row looked up twice counts twice), so the numbers differ a little from one process's; train on one process for Keras's exactly\n",
+			strings.Join(meta.ClippedSparseGradients, ", "), len(env.Hosts))
+	}
 	if len(meta.Unknown) > 0 && env.Rank == 0 {
 		fmt.Fprintf(o.Stderr, "sagefit: warning: %s has metadata this sagefit does not read (%s): the model was exported by a newer sagefit Python package than this image's, and what it asks for there is not done; use the matching image, or export with this image's version\n",
 			filepath.Join(j.ModelDir, model.ExtraDir, model.MetadataFile), strings.Join(meta.Unknown, ", "))

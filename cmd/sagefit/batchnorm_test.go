@@ -224,6 +224,20 @@ func TestOwnMetricNamedOnHosts(t *testing.T) {
 	}
 }
 
+// TestClippedSparseGradientNamedOnHosts: an Embedding's gradient, sparse
+// in Keras and clipped row by row there, is summed densely over several
+// processes before the optimizer clips it: the job says so (a probe's
+// loss moved 2e-3 from Keras's without a word); one process says nothing.
+func TestClippedSparseGradientNamedOnHosts(t *testing.T) {
+	fx := fixture.Make(t, "embedding_clipnorm", "--rows", "128", "--no-fit", "--no-validation")
+	_, log1 := runLocalLog(t, fx, 1, "epochs=1", "batch_size=32")
+	_, log2 := runLocalLog(t, fx, 2, "epochs=1", "batch_size=16")
+	const warning = "embeddings is sparse (an Embedding's rows) and the optimizer clips gradients: on 2 training processes"
+	if strings.Contains(log1, "optimizer clips") || strings.Count(log2, warning) != 1 {
+		t.Errorf("want the warning once on 2 hosts and not on one:\none host:\n%s\n2 hosts:\n%s", log1, log2)
+	}
+}
+
 // TestSecondOptimizerRefusedOnHosts: a custom train step that applies an
 // optimizer of its own besides the compiled one trains on one host (to
 // Keras's numbers: TestKerasParity), and a multi-host job refuses it in one

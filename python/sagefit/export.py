@@ -55,6 +55,14 @@ def _metric_variables(model):
     return out
 
 
+def _clips(optimizer):
+    """Whether the optimizer clips gradients (clipnorm, clipvalue,
+    global_clipnorm), or the one a LossScaleOptimizer wraps does."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return any(getattr(o, a, None) is not None
+               for o in (optimizer, inner) for a in ("clipnorm", "clipvalue", "global_clipnorm"))
+
+
 def _own_metrics(model):
     """Names of the compiled metrics whose class is the user's own (a
     keras.metrics.Metric subclass): on several hosts the runtime sums
@@ -596,6 +604,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # drift apart. Named in the metadata, for the runtime to refuse that.
     others = _other_optimizers(model, optimizer)
     local_optimizers = set()
+    # Variables whose gradient is sparse (an Embedding's rows): made dense
+    # for the all-reduce, so on several processes clipping sees their sum
+    # where Keras clips the rows before they are summed.
+    sparse_grads = []
 
     @tf.function(autograph=False)
     def step_gradients(*args):
@@ -637,6 +649,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
                 delattr(other, method)
         _check_applied(calls, captured, trainable)
         applied[:] = [v for _, v in captured]
+        sparse_grads[:] = [_var_name(v) for g, v in captured if isinstance(g, tf.IndexedSlices)]
         for g, v in captured:
             if g is None:
                 raise ExportError(
@@ -969,6 +982,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         "written_tables": written_tables,
         "local_optimizers": sorted(local_optimizers),
         "own_metrics": _own_metrics(model),
+        "clipped_sparse_gradients": sparse_grads if _clips(optimizer) else [],
         "synchronized_batch_norm": [
             layer.name for layer in _layers(model)
             if "BatchNormalization" in type(layer).__name__

@@ -375,6 +375,16 @@ def embedding():
     return model
 
 
+def embedding_clipnorm():
+    """embedding with Adam clipping each gradient's norm: the Embedding's
+    sparse gradient is clipped row by row in Keras, summed first over
+    several processes (a multi-host job says so)."""
+    keras = _keras()
+    model = embedding()
+    model.compile(optimizer=keras.optimizers.Adam(clipnorm=0.05), loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def embedding_data(rows, rng):
     ids = rng.integers(0, 50, (rows, 8)).astype(np.int32)
     y = (ids.sum(axis=1) > 200).astype(np.float32)
@@ -725,6 +735,7 @@ FAMILIES = {
     "two_heads_weighted": (lambda: two_heads(weighted=True), two_heads_data),
     "dropout": (dropout_mlp, seed_data),
     "embedding": (embedding, embedding_data),
+    "embedding_clipnorm": (embedding_clipnorm, embedding_data),
     "lstm": (lstm, sequence_data),
     "gru": (gru, sequence_data),
     "normalized": (normalized, seed_data),

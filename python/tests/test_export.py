@@ -284,6 +284,16 @@ def test_own_metric_classes_named(tmp_path):
     assert sagefit.export(model, str(tmp_path / "seed"))["own_metrics"] == []
 
 
+def test_clipped_sparse_gradients_named(tmp_path):
+    # The runtime warns of them on several processes, where clipping sees
+    # the dense sum of the hosts' gradients.
+    build, _ = FAMILIES["embedding_clipnorm"]
+    meta = sagefit.export(build(), str(tmp_path / "clipped"))
+    assert [n.split("/")[-1] for n in meta["clipped_sparse_gradients"]] == ["embeddings"]
+    build, _ = FAMILIES["embedding"]
+    assert sagefit.export(build(), str(tmp_path / "plain"))["clipped_sparse_gradients"] == []
+
+
 def test_unknown_shape_beyond_batch_refused(tmp_path):
     # A text model on keras.Input((None,)) exported without a word and failed
     # at the job's start; fit takes its padded arrays of one width.
