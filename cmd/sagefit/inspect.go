@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/sagefit/sagefit/model"
@@ -82,7 +83,14 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  weights        none: %s\n", meta.SampleWeightsRefused)
 	}
 	fmt.Fprintf(stdout, "  metrics        %s\n", strings.Join(meta.Metrics, ", "))
-	fmt.Fprintf(stdout, "  optimizer      %s (learning rate %g, assignable %v)\n", meta.Optimizer, lr, meta.LearningRateAssignable)
+	// The rate is a float32 variable: printed as float32, 0.05 and not
+	// 0.05000000074505806.
+	rate := strconv.FormatFloat(lr, 'g', -1, 32)
+	if meta.LearningRateAssignable {
+		fmt.Fprintf(stdout, "  optimizer      %s (learning rate %s; the learning_rate hyperparameter and ReduceLROnPlateau set it)\n", meta.Optimizer, rate)
+	} else {
+		fmt.Fprintf(stdout, "  optimizer      %s (learning rate from a schedule, %s now; not assignable)\n", meta.Optimizer, rate)
+	}
 	if meta.JITCompile {
 		fmt.Fprintf(stdout, "  compiled       with XLA (jit_compile=True): each step signature is one XLA program\n")
 	}

@@ -237,7 +237,8 @@ func TestInspect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{fmt.Sprintf("sagefit-training-savedmodel v%d", model.ContractVersion), "input ", "(None, 10)", "metrics        loss, accuracy", "gradients      193 floats", "variables      14 (4 model, 10 optimizer)"} {
+	for _, want := range []string{fmt.Sprintf("sagefit-training-savedmodel v%d", model.ContractVersion), "input ", "(None, 10)", "metrics        loss, accuracy", "gradients      193 floats", "variables      14 (4 model, 10 optimizer)",
+		"optimizer      Adam (learning rate 0.001; the learning_rate hyperparameter"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
