@@ -60,6 +60,27 @@ func TestUnusedFilesAreNamed(t *testing.T) {
 	}
 }
 
+// A ContentType sagefit does not read (RecordIO protobuf, images) is named
+// in a warning, as the data is read by file name regardless; numpy's and
+// CSV's are not.
+func TestUnreadContentTypeIsNamed(t *testing.T) {
+	dir := t.TempDir()
+	writeNPY(t, filepath.Join(dir, "x.npy"), 8, 3)
+	writeNPY(t, filepath.Join(dir, "y.npy"), 8, 1)
+	for ct, warned := range map[string]bool{"application/x-recordio-protobuf": true, "image/jpeg": true, "application/x-npy": false, "": false} {
+		var warn bytes.Buffer
+		ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir, InputMode: sagemaker.File, ContentType: ct}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &warn})
+		if err != nil {
+			t.Fatalf("ContentType %q: %v", ct, err)
+		}
+		ch.Close()
+		want := fmt.Sprintf(`channel "training" has ContentType %q, which sagefit does not read`, ct)
+		if strings.Contains(warn.String(), want) != warned || (!warned && warn.Len() > 0) {
+			t.Errorf("ContentType %q: warnings %q", ct, warn.String())
+		}
+	}
+}
+
 // A file whose examples do not have the tensor's shape is refused in one
 // sentence naming both; dimensions of size 1 may differ, as Keras allows.
 func TestShapesAreChecked(t *testing.T) {
