@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -21,7 +22,7 @@ import (
 // per call. Callbacks that watch batches, checkpoints, stop requests and
 // the epoch's end are honoured at block ends: a block never crosses a
 // checkpoint_steps boundary, a batch TensorBoard records (update_freq) or
-// the epoch's last step.
+// the epoch's last step, and a stop asked before a block runs one step.
 
 // autoProbeSteps are the steps timed, after the first (which traces and
 // warms up), to choose K when steps_per_execution is "auto"; then
@@ -54,6 +55,11 @@ func (f *Loop) perCall(c any) int {
 	}
 	if f.Callbacks != nil && f.Callbacks.WatchesEveryBatch() {
 		return 1 // "auto" keeps every batch's callbacks where the user put them
+	}
+	if f.Callbacks != nil {
+		if every := f.Callbacks.StepsToRecord(0); every > 0 && every < minAutoSteps {
+			return 1 // TensorBoard records every few batches: blocks would be cut to them
+		}
 	}
 	a := &f.auto
 	if a.k == 0 && !a.probing() {
@@ -191,7 +197,8 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 	ms := f.Model.(MultiStepper)
 	var pending *data.Batch // a batch read but not stacked: its rows differ
 	for n := start; n < steps; {
-		k := min(f.perCall(f.Train), steps-n)
+		full := f.perCall(f.Train)
+		k := min(full, steps-n)
 		if cs := f.Job.CheckpointSteps; cs > 0 {
 			k = min(k, cs-f.globalStep%cs)
 		}
@@ -202,6 +209,13 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 			if d := f.Callbacks.StepsToRecord(f.globalStep); d > 0 {
 				k = min(k, d) // TensorBoard's update_freq: its records are single steps'
 			}
+		}
+		if k < full {
+			// A block cut short (the epoch's end, a checkpoint, a record) runs
+			// its steps in powers of two: the cuts fall anywhere as epochs and
+			// global step counts drift apart, and each new block size compiles
+			// train_steps again under XLA. So a few sizes, each compiled once.
+			k = 1 << (bits.Len(uint(k)) - 1)
 		}
 		asked := time.Now()
 		var bs []*data.Batch

@@ -35,6 +35,7 @@ type linear struct {
 	firstX     []float32         // x[0] of the first row of each train step's batch
 	applied    func(g []float32) // sees every applied gradient
 	blocks     int               // TrainSteps calls of more than one step
+	blockSizes map[int]int       // TrainSteps calls by their steps
 	fused      bool              // apply and compute in one call (FusedApplier)
 	fusedCalls int               // ApplyThenComputeGradients calls
 	// What a train call costs, slept: callCost per TrainStep or TrainSteps
@@ -313,6 +314,10 @@ type multiLinear struct{ *linear }
 func (m *multiLinear) MultiStep() bool { return true }
 
 func (m *multiLinear) TrainSteps(b model.Batch, steps int) ([]model.Metric, error) {
+	if m.blockSizes == nil {
+		m.blockSizes = map[int]int{}
+	}
+	m.blockSizes[steps]++
 	if steps > 1 {
 		m.blocks++
 		time.Sleep(m.blockStepCost * time.Duration(steps))

@@ -845,6 +845,45 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 	same("resumed after one step", resumed)
 }
 
+// Blocks cut short (by the epoch's end, checkpoint_steps, TensorBoard's
+// records) run in powers of two: the cuts drift as epochs and global steps
+// fall apart, and each new size compiles train_steps again under XLA (cut
+// where they fell, these blocks took 10 sizes over 3 epochs).
+func TestCutBlocksRunInPowersOfTwo(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 23*8, 0) // 23 steps of 8
+	run := func(k int) *rank {
+		r := &rank{job: newJob(3, 8, t.TempDir()), model: newLinear(), train: openChannel(t, dir, false), multi: true}
+		r.job.StepsPerExecution, r.job.CheckpointSteps = k, 10
+		r.cbs = callbackSet(t, 0, `[{"class": "TensorBoard", "config": {"update_freq": 9}}]`)
+		runRanks(t, []*rank{r})
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r
+	}
+	one, blocks := run(1), run(16)
+	sameWeights(t, "blocks", blocks.model.weights(), one.model.weights(), 0)
+	for size := range blocks.model.blockSizes {
+		if size != 16 && size&(size-1) != 0 {
+			t.Errorf("a block of %d steps: sizes %v", size, blocks.model.blockSizes)
+		}
+	}
+	if blocks.model.blocks == 0 {
+		t.Error("no call ran several steps")
+	}
+
+	// "auto" under records every 2 batches keeps one step per call: its
+	// blocks would all be cut to 2 or 1, its trial never done.
+	auto := &rank{job: newJob(2, 8, ""), model: newLinear(), train: openChannel(t, dir, false), multi: true}
+	auto.model.callCost = 2 * time.Millisecond // K steps per call plainly pay, as in TestStepsPerCallTrainLikeOneStepPerCall
+	auto.cbs = callbackSet(t, 0, `[{"class": "TensorBoard", "config": {"update_freq": 2}}]`)
+	runRanks(t, []*rank{auto})
+	if auto.err != nil || auto.model.blocks != 0 || auto.timing.StepsPerCall != 1 {
+		t.Errorf("auto under update_freq 2: %v, %d blocks, %d steps per call", auto.err, auto.model.blocks, auto.timing.StepsPerCall)
+	}
+}
+
 // "auto" times blocks of the K it picked and goes back to one step per
 // call when they are slower per step (some graphs run worse in the
 // in-graph loop, such as convolutions compiled with XLA), with the numbers

@@ -93,9 +93,9 @@ type InlineTiming struct {
 }
 
 // Startup is the time from the process's start to its first finished
-// train step. The steps are consecutive: process start, then
+// train call. The steps are consecutive: process start, then
 // libraries_seconds later Go's init, ..., to_first_step_seconds after the
-// start the first step begins, first_step_seconds later it ends.
+// start the first call begins, first_step_seconds later it ends.
 type Startup struct {
 	// ProcessStartUnix is when the kernel started this process (Unix
 	// seconds, to 10 ms); on systems without /proc, Go's init instead.
