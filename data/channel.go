@@ -439,7 +439,7 @@ func isCSVContentType(ct string) (bool, error) {
 		if strings.EqualFold(ct, "csv") {
 			return true, nil
 		}
-		return false, nil // not ours to police: decide by file name
+		return false, nil // decide by file name (the job warns of a ContentType it does not read: ReadsContentType)
 	}
 	if mt != "text/csv" && mt != "csv" {
 		return false, nil
@@ -448,6 +448,25 @@ func isCSVContentType(ct string) (bool, error) {
 		return false, fmt.Errorf("ContentType %q: only label_size=1 is supported (one label column, the first)", ct)
 	}
 	return true, nil
+}
+
+// ReadsContentType says whether a channel's ContentType names data sagefit
+// reads: CSV, numpy arrays, or bytes it tells apart by file name. Any other
+// (RecordIO protobuf, images, JSON lines) is not honoured: the channel is
+// still read by its files' names.
+func ReadsContentType(ct string) bool {
+	if csv, err := isCSVContentType(ct); csv || err != nil || strings.TrimSpace(ct) == "" {
+		return true // CSV, or a CSV ContentType refused where the channel opens
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	switch mt {
+	case "application/x-npy", "application/npy", "application/x-npz", "application/x-numpy", "application/octet-stream":
+		return true
+	}
+	return false
 }
 
 // csvTensors maps a CSV channel onto a model: the label column feeds its

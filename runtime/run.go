@@ -187,8 +187,12 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 			strings.Join(meta.LocalOptimizers, ", "), len(env.Hosts))
 	}
 	if len(env.Hosts) > 1 && len(meta.OwnMetrics) > 0 && env.Rank == 0 {
-		fmt.Fprintf(o.Stderr, "sagefit: warning: metric %s is a class of the model's own: on %d training processes sagefit sums each metric's state over them, right for totals and counts (Keras's own metrics keep those), wrong for a state that is no sum (a running maximum, a last value), and so for callbacks that watch it\n",
-			strings.Join(meta.OwnMetrics, ", "), len(env.Hosts))
+		what := "metric " + meta.OwnMetrics[0] + " is a class"
+		if len(meta.OwnMetrics) > 1 {
+			what = "metrics " + strings.Join(meta.OwnMetrics, ", ") + " are classes"
+		}
+		fmt.Fprintf(o.Stderr, "sagefit: warning: %s of the model's own: on %d training processes sagefit sums each metric's state over them, right for totals and counts (Keras's own metrics keep those), wrong for a state that is no sum (a running maximum, a last value), and so for callbacks that watch it\n",
+			what, len(env.Hosts))
 	}
 	if len(env.Hosts) > 1 && len(meta.ClippedSparseGradients) > 0 && env.Rank == 0 {
 		fmt.Fprintf(o.Stderr, "sagefit: warning: the gradient of %s is sparse (an Embedding's rows) and the optimizer clips gradients: on %d training processes sagefit sums it as a dense tensor before clipping, where Keras clips its rows before they are summed (a row looked up twice counts twice), so the numbers differ a little from one process's; train on one process for Keras's exactly\n",

@@ -244,6 +244,7 @@ printf '%s\n' "$*" >> "` + log + `"
 case "$1 $2" in
   "image inspect") case "$*" in
       *missing:*) echo "Error: No such image: missing:1" >&2; exit 1 ;;
+      *gone:*) echo "Error: gone:1: image not known" >&2; exit 1 ;;
       *down:*) echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2; exit 1 ;;
     esac; echo sha256:0 ;;
 esac
@@ -307,6 +308,12 @@ exit 0
 	b, err := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 || !strings.Contains(string(b), "never pulls") || !strings.Contains(string(b), "docker/build-images.sh") {
 		t.Errorf("missing image: exit %d (%v): %s", code, err, b)
+	}
+	// Podman's words for an image it lacks are another's.
+	cmd = exec.Command(binary, "local", "--image", "gone:1", "--docker", fake,
+		"--model", filepath.Join(fx, "model"), "--channel", "training="+filepath.Join(fx, "train"), "--output", t.TempDir())
+	if b, _ := cmd.CombinedOutput(); !strings.Contains(string(b), "not on this machine's Docker engine") {
+		t.Errorf("podman's missing image: %s", b)
 	}
 	// An engine that does not answer is not an image to build.
 	cmd = exec.Command(binary, "local", "--image", "down:1", "--docker", fake,

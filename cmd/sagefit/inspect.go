@@ -23,7 +23,7 @@ import (
 func inspect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print the contract metadata as JSON")
+	asJSON := fs.Bool("json", false, "print the contract metadata (or the timing.json given) as JSON")
 	// --json may come after the path too (flag stops at the first
 	// argument that is no flag).
 	var paths []string
@@ -126,9 +126,14 @@ func inspectTiming(path string, asJSON bool, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if t.Version == 0 {
-		// Every timing.json sagefit wrote has a version: this JSON (a
-		// history.json, say) is another file.
-		fmt.Fprintf(stderr, "sagefit inspect: %s is not a timing.json sagefit wrote (it has no \"version\"); give it output/data/timing.json or a model folder\n", path)
+		// timing.json has had a version since its schema was fixed; one
+		// without is an older sagefit's (it had epoch_seconds) or another
+		// file (a history.json, say).
+		if len(t.EpochSeconds) > 0 {
+			fmt.Fprintf(stderr, "sagefit inspect: %s is an older sagefit's timing.json, from before its schema had versions; this sagefit reads version %d\n", path, fit.TimingVersion)
+		} else {
+			fmt.Fprintf(stderr, "sagefit inspect: %s is not a timing.json sagefit wrote (it has no \"version\"); give it output/data/timing.json or a model folder\n", path)
+		}
 		return 1
 	}
 	if t.Version != fit.TimingVersion {

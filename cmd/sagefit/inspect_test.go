@@ -87,6 +87,15 @@ func TestInspectSaysWhyStepsDidNotMove(t *testing.T) {
 	}
 }
 
+// sagefit inspect names a first call of several steps (steps_per_execution
+// given) as such: its time is the block's.
+func TestInspectNamesAFirstBlock(t *testing.T) {
+	out := inspectTiming(t, fit.Timing{Version: fit.TimingVersion, Startup: fit.Startup{FirstStepSeconds: 2.5, FirstCallSteps: 8}})
+	if want := "first call (8 steps) 2.50 s"; !strings.Contains(out, want) {
+		t.Errorf("inspect says\n%s\nwant %q", out, want)
+	}
+}
+
 // sagefit inspect says where steps ended running their ops, and how often
 // the probe timed both ways and switched.
 func TestInspectSaysWhereStepsRan(t *testing.T) {
@@ -115,6 +124,14 @@ func TestInspectOtherJSON(t *testing.T) {
 		if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "is not a timing.json sagefit wrote") {
 			t.Errorf("inspect %s: %v\n%s", name, err, out)
 		}
+	}
+	// An older sagefit's, from before the schema's versions, is named so.
+	old := filepath.Join(dir, "old.json")
+	if err := os.WriteFile(old, []byte(`{"epoch_seconds": [1.5, 1.2], "input_wait_seconds": [0, 0]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command(binary, "inspect", old).CombinedOutput(); !strings.Contains(string(out), "is an older sagefit's timing.json") {
+		t.Errorf("inspect of an older timing.json: %s", out)
 	}
 	// A missing .json is a missing file, not a SavedModel without
 	// saved_model.pb.

@@ -83,7 +83,10 @@ def _own_metrics(model):
                 out.append(m.name)
 
     walk(getattr(model, "metrics", []))
-    return out
+    # Named as the logs name them: a model of several outputs logs a
+    # metric as <output>_<name>, one per output.
+    logged = [k for k in model.get_metrics_result() if any(k == n or k.endswith("_" + n) for n in out)]
+    return logged or out
 
 
 def _read(v):
@@ -410,13 +413,15 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     keras = _keras_for(model)
     optimizer = getattr(model, "optimizer", None)
     legacy = getattr(optimizer, "inner_optimizer", optimizer)
-    if legacy is not None and ".optimizers.legacy" in type(legacy).__module__:
+    base = next((c for c in type(legacy).__mro__ if ".optimizers.legacy" in c.__module__), None)
+    if legacy is not None and base is not None:
         # They have no build() and a step of their own; the current ones
         # of the same name train alike.
-        name = type(legacy).__name__
+        use = (f"tf_keras.optimizers.{base.__name__}, the current one"
+               if hasattr(keras.optimizers, base.__name__) else "an optimizer of tf_keras.optimizers")
         raise ExportError(
-            f"optimizer {name} is one of tf-keras's legacy optimizers ({type(legacy).__module__}), which "
-            f"sagefit does not export: compile with tf_keras.optimizers.{name}, the current one")
+            f"optimizer {type(legacy).__name__} is one of tf-keras's legacy optimizers "
+            f"({base.__module__}.{base.__name__}), which sagefit does not export: compile with {use}")
     inputs = _input_tensors(model)
     out_keys = _dict_keys(model, "outputs")
     out_names = _output_names(model, out_keys)
@@ -857,11 +862,13 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # history holds a metric of one value per class as an array.
     for name, out in traced.structured_outputs.items():
         if out.shape.rank != 0:
+            shape = "of unknown shape" if out.shape.rank is None else f"of shape {tuple(out.shape)}"
             raise ExportError(
-                f"metric {name} gives a value of shape {tuple(out.shape)} per step (one per class or "
-                "threshold: F1Score and FBetaScore by default, Precision or Recall given several "
-                "thresholds); sagefit logs one number per metric: give average=\"micro\", \"macro\" "
-                "or \"weighted\", or one threshold per metric")
+                f"the train step logs {name} as a value {shape}; sagefit logs one number per metric. "
+                "A metric of one value per class or threshold (F1Score and FBetaScore by default, "
+                "Precision or Recall given several thresholds) takes average=\"micro\", \"macro\" "
+                "or \"weighted\", or one threshold per metric; a train_step of your own returns "
+                "numbers")
     train_steps = None
     if set(metric_names) <= set(traced.structured_outputs):
         train_steps = _train_steps(model, step_data, metric_dict, metric_names,
@@ -981,14 +988,19 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         "callbacks": callback_specs,
         "written_tables": written_tables,
         "local_optimizers": sorted(local_optimizers),
-        "own_metrics": _own_metrics(model),
-        "clipped_sparse_gradients": sparse_grads if _clips(optimizer) else [],
         "synchronized_batch_norm": [
             layer.name for layer in _layers(model)
             if "BatchNormalization" in type(layer).__name__
             and getattr(layer, "synchronized", False)
         ],
     }
+    # Written only where they hold something: an older runtime names a key
+    # it does not read in a warning, as something asked for and not done.
+    own = _own_metrics(model)
+    if own:
+        meta["own_metrics"] = own
+    if sparse_grads and _clips(optimizer):
+        meta["clipped_sparse_gradients"] = list(sparse_grads)
     meta["fingerprint"] = fingerprint(meta)
     extra = os.path.join(export_dir, contract.EXTRA_DIR)
     os.makedirs(extra, exist_ok=True)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"math"
-	"mime"
 	"os"
 	"path/filepath"
 	"slices"
@@ -284,7 +283,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 	if cd.warn == nil {
 		cd.warn = os.Stderr
 	}
-	if ct := c.ContentType; ct != "" && !readsContentType(ct) {
+	if ct := c.ContentType; ct != "" && !data.ReadsContentType(ct) {
 		fmt.Fprintf(cd.warn, "sagefit: warning: channel %q has ContentType %q, which sagefit does not read: it reads the channel's data by the files' names (.npy, .npz, .csv) or as text/csv; drop the ContentType, or convert the data\n", c.Name, ct)
 	}
 	if c.InputMode == sagemaker.Pipe {
@@ -593,20 +592,4 @@ func classWeights(labels *data.Array, classWeight map[int]float64) ([]float32, e
 		}
 	}
 	return out, nil
-}
-
-// readsContentType says whether a channel's ContentType names data sagefit
-// reads (numpy arrays, CSV, or bytes it tells apart by file name); any
-// other (RecordIO protobuf, images, JSON lines) is named in a warning, as
-// nothing else would say it was not honoured.
-func readsContentType(ct string) bool {
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return strings.EqualFold(strings.TrimSpace(ct), "csv")
-	}
-	switch mt {
-	case "text/csv", "csv", "application/x-npy", "application/npy", "application/x-npz", "application/x-numpy", "application/octet-stream":
-		return true
-	}
-	return false
 }

@@ -64,9 +64,10 @@ func Containers(n int, base string, spec sagemaker.LocalSpec, img Image, stdout,
 		return fail("%v", err)
 	}
 	if out, err := osexec.Command(docker, "image", "inspect", "--format", "{{.Id}}", img.Image).CombinedOutput(); err != nil {
-		// Docker says "No such image" for an image it lacks; anything else
-		// (no engine running, no permission) is not about the image.
-		if !strings.Contains(strings.ToLower(string(out)), "no such image") {
+		// Docker says "No such image" for an image it lacks, Podman "image
+		// not known"; anything else (no engine running, no permission) is
+		// not about the image.
+		if said := strings.ToLower(string(out)); !strings.Contains(said, "no such image") && !strings.Contains(said, "image not known") {
 			return fail("image %s: could not ask the Docker engine for it (%s); is dockerd running, and may this user use it?",
 				img.Image, firstLine(out, err))
 		}

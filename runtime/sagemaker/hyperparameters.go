@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -78,8 +79,12 @@ func (e *Env) text(name string, v any) (string, bool) {
 }
 
 func hpError(name, want, raw string) error {
-	return fmt.Errorf("hyperparameter %q must be %s, got %q%s", name, want, raw, NotJSONHint(raw))
+	return fmt.Errorf("hyperparameter %q must be %s, got %q", name, want, raw)
 }
+
+// pythonLiteral matches what Python's str() of a dict or list has and
+// JSON has not: quotes of ', keys that are bare numbers, True, False, None.
+var pythonLiteral = regexp.MustCompile(`'|[{,]\s*-?[0-9][0-9.eE+-]*\s*:|\b(True|False|None)\b`)
 
 // NotJSONHint says, for a hyperparameter's text that looks like a dict or
 // list but is not JSON ({'0': 1}, {0: 1}), where such text comes from and
@@ -89,7 +94,7 @@ func hpError(name, want, raw string) error {
 // text, not JSON.
 func NotJSONHint(raw string) string {
 	t := strings.TrimSpace(raw)
-	if t == "" || (t[0] != '{' && t[0] != '[') || json.Valid([]byte(t)) {
+	if t == "" || (t[0] != '{' && t[0] != '[') || json.Valid([]byte(t)) || !pythonLiteral.MatchString(t) {
 		return ""
 	}
 	return ": that is Python's text of a dict or list, not JSON (the SageMaker Python SDK's Estimator sends str() of each value): give it as json.dumps(value)"
@@ -215,7 +220,7 @@ func (e *Env) StringMap(name string, def map[string]string) (map[string]string, 
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return def, hpError(name, "a JSON object", raw)
+		return def, fmt.Errorf("%w%s", hpError(name, "a JSON object", raw), NotJSONHint(raw))
 	}
 	m := make(map[string]string, len(obj))
 	for k, x := range obj {

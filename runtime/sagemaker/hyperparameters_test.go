@@ -214,3 +214,21 @@ func TestHyperparameterSetAfterLoad(t *testing.T) {
 		t.Errorf("Float(lr) error = %v", err)
 	}
 }
+
+// NotJSONHint speaks of Python's text only where the text has its marks
+// (quotes of ', bare number keys, True/False/None), not of a JSON typo.
+func TestNotJSONHint(t *testing.T) {
+	for raw, hint := range map[string]bool{
+		`{0: 1.0, 1: 5.0}`:    true,
+		`{'a': 'b.npy'}`:      true,
+		`['train', 'labels']`: true,
+		`[1, None]`:           true,
+		`{"0": 1,}`:           false,
+		`{"0": 1}`:            false,
+		`3`:                   false,
+	} {
+		if got := NotJSONHint(raw) != ""; got != hint {
+			t.Errorf("NotJSONHint(%q) hints %v, want %v", raw, got, hint)
+		}
+	}
+}
