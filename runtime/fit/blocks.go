@@ -199,23 +199,25 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 	for n := start; n < steps; {
 		full := f.perCall(f.Train)
 		k := min(full, steps-n)
+		drifts := false // cuts at global steps, which drift against the epochs'
 		if cs := f.Job.CheckpointSteps; cs > 0 {
-			k = min(k, cs-f.globalStep%cs)
-		}
-		if f.stop.Err() != nil {
-			k = 1 // a stop asked before the block: one step, as without blocks, not K (and no K-step compile)
+			k, drifts = min(k, cs-f.globalStep%cs), true
 		}
 		if f.Callbacks != nil {
 			if d := f.Callbacks.StepsToRecord(f.globalStep); d > 0 {
-				k = min(k, d) // TensorBoard's update_freq: its records are single steps'
+				k, drifts = min(k, d), true // TensorBoard's update_freq: its records are single steps'
 			}
 		}
-		if k < full {
-			// A block cut short (the epoch's end, a checkpoint, a record) runs
-			// its steps in powers of two: the cuts fall anywhere as epochs and
-			// global step counts drift apart, and each new block size compiles
-			// train_steps again under XLA. So a few sizes, each compiled once.
+		if k < full && drifts {
+			// Cut short where global steps and epochs have drifted apart, a
+			// block may take any size, and each new size compiles
+			// train_steps again under XLA: it runs its steps in powers of two
+			// instead, a few sizes, each compiled once. (Cut by the epoch's end
+			// alone, the last block of every epoch is one size.)
 			k = 1 << (bits.Len(uint(k)) - 1)
+		}
+		if f.stop.Err() != nil {
+			k = 1 // a stop asked before the block: one step, as without blocks, not K (and no K-step compile)
 		}
 		asked := time.Now()
 		var bs []*data.Batch

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -845,10 +846,11 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 	same("resumed after one step", resumed)
 }
 
-// Blocks cut short (by the epoch's end, checkpoint_steps, TensorBoard's
-// records) run in powers of two: the cuts drift as epochs and global steps
-// fall apart, and each new size compiles train_steps again under XLA (cut
-// where they fell, these blocks took 10 sizes over 3 epochs).
+// Blocks cut short where checkpoint_steps or TensorBoard's records fall
+// run in powers of two: those cuts drift against the epochs, and each new
+// size compiles train_steps again under XLA (cut where they fell, these
+// blocks took 10 sizes over 3 epochs). Cut by the epoch's end alone, the
+// last block of each epoch is one size: 23 steps at K=16 run 16 and 7.
 func TestCutBlocksRunInPowersOfTwo(t *testing.T) {
 	dir := t.TempDir()
 	writeChannel(t, dir, 23*8, 0) // 23 steps of 8
@@ -871,6 +873,12 @@ func TestCutBlocksRunInPowersOfTwo(t *testing.T) {
 	}
 	if blocks.model.blocks == 0 {
 		t.Error("no call ran several steps")
+	}
+	plain := &rank{job: newJob(3, 8, ""), model: newLinear(), train: openChannel(t, dir, false), multi: true}
+	plain.job.StepsPerExecution = 16
+	runRanks(t, []*rank{plain})
+	if want := map[int]int{16: 3, 7: 3}; plain.err != nil || !maps.Equal(plain.model.blockSizes, want) {
+		t.Errorf("uncut blocks: %v, sizes %v, want %v", plain.err, plain.model.blockSizes, want)
 	}
 
 	// "auto" under records every 2 batches keeps one step per call: its
