@@ -806,20 +806,25 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 	if !errors.As(stopped.err, &in) || in.Epoch != 2 || in.Step != 3 {
 		t.Fatalf("stopped with %v, want *fit.Interrupted at epoch 2 step 3 (the block's end)", stopped.err)
 	}
-	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
-	if err != nil || ck == nil {
-		t.Fatalf("latest checkpoint %+v, %v", ck, err)
-	}
-	resumed := run(3, ckpt, func(r *rank) {
-		if err := fit.Resume(r.model, ck, r.job, 1); err != nil {
-			t.Fatal(err)
+	// resume runs the job again from ckpt's newest checkpoint, to the end.
+	resume := func(what, ckpt string) {
+		t.Helper()
+		ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+		if err != nil || ck == nil {
+			t.Fatalf("%s: latest checkpoint %+v, %v", what, ck, err)
 		}
-		r.ck = ck
-	})
-	if resumed.err != nil {
-		t.Fatal(resumed.err)
+		resumed := run(3, ckpt, func(r *rank) {
+			if err := fit.Resume(r.model, ck, r.job, 1); err != nil {
+				t.Fatal(err)
+			}
+			r.ck = ck
+		})
+		if resumed.err != nil {
+			t.Fatal(resumed.err)
+		}
+		same(what, resumed)
 	}
-	same("resumed", resumed)
+	resume("resumed", ckpt)
 
 	// A stop asked before a block (during the model's load, say) ends
 	// training after one step, as without blocks, not after a block of K
@@ -831,19 +836,7 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 	if !errors.As(stopped.err, &in) || in.Epoch != 1 || in.Step != 1 {
 		t.Fatalf("stopped before the first block with %v, want *fit.Interrupted at epoch 1 step 1", stopped.err)
 	}
-	if ck, err = checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{}); err != nil || ck == nil {
-		t.Fatalf("latest checkpoint %+v, %v", ck, err)
-	}
-	resumed = run(3, ckpt, func(r *rank) {
-		if err := fit.Resume(r.model, ck, r.job, 1); err != nil {
-			t.Fatal(err)
-		}
-		r.ck = ck
-	})
-	if resumed.err != nil {
-		t.Fatal(resumed.err)
-	}
-	same("resumed after one step", resumed)
+	resume("resumed after one step", ckpt)
 }
 
 // Blocks cut short where checkpoint_steps or TensorBoard's records fall
