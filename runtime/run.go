@@ -236,6 +236,12 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	// Pipe mode streams are spooled to the job's storage volume, not /tmp.
 	inOpts := input.Options{Files: j.TensorFiles, PipeTensors: j.PipeTensors, Pipe: data.PipeOptions{
 		SpoolDir: filepath.Join(env.Paths.InputDir(), "sagefit-spool"), OpenTimeout: j.PipeTimeout, IdleTimeout: j.PipeTimeout}}
+	// A host's channels are the same for each of its processes: its first
+	// says what it finds there (unused files, a ContentType, no shard).
+	inOpts.Warn = o.Stderr
+	if env.LocalRank > 0 {
+		inOpts.Warn = io.Discard
+	}
 	trainOpts := inOpts
 	trainOpts.ClassWeight = j.ClassWeight // class_weight weighs the training rows only, as in Keras
 	train, err := input.Open(j.TrainChannel, env.Paths, meta, trainOpts)

@@ -173,6 +173,14 @@ func TestHostsOnTheSingleThreadedExecutor(t *testing.T) {
 // like one process with batch N*P*B.
 func TestProcessesPerHost(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "400", "--no-fit", "--no-validation")
+	// A file that feeds nothing: each host names it once, not each process.
+	labels, err := os.ReadFile(filepath.Join(fx, "train", "labels.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(fx, "train", "extra.npy"), labels, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	one := runLocal(t, fx, 1, "epochs=2", "shuffle=false", "batch_size=32")
 	for _, c := range []struct{ hosts, procs, batch int }{{1, 2, 16}, {2, 2, 8}} {
 		t.Run(fmt.Sprintf("%d hosts x %d processes", c.hosts, c.procs), func(t *testing.T) {
@@ -183,6 +191,9 @@ func TestProcessesPerHost(t *testing.T) {
 			}
 			if want := fmt.Sprintf("rank %d of %d", c.hosts*c.procs-1, c.hosts*c.procs); !strings.Contains(log, want) {
 				t.Errorf("no process says %q:\n%s", want, log)
+			}
+			if got := strings.Count(log, "extra.npy feeds no input or target"); got != c.hosts {
+				t.Errorf("the unused file named %d times on %d hosts, want once each:\n%s", got, c.hosts, log)
 			}
 			h1, hn := history(t, one), history(t, many)
 			for k, want := range h1 {
