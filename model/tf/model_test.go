@@ -2,6 +2,7 @@ package tf_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
 	"os"
 	"path/filepath"
@@ -580,4 +581,44 @@ func rss(t *testing.T) int64 {
 	f := strings.Fields(string(raw))
 	pages, _ := strconv.ParseInt(f[1], 10, 64)
 	return pages * int64(os.Getpagesize())
+}
+
+// TestSubnormalsAsInThePool: a step whose ops run in the calling thread
+// flushes subnormal floats to zero as TensorFlow's pool threads do (and
+// so Keras's fit): inputs of 1e-37 make subnormal gradients and Adam
+// moments, which the calling thread kept (a probe's moments differed by
+// 1e-35 between inter_op_threads -1 and the pool, and so after a resume
+// whose probe ran steps the other way).
+func TestSubnormalsAsInThePool(t *testing.T) {
+	fx := seedFixture(t)
+	pool, inline := load(t, filepath.Join(fx, "model")), load(t, filepath.Join(fx, "model"))
+	inline.SetInline(true)
+	b := batch(t, fx, 0, 32)
+	x := b.Tensors["x"]
+	for i := 0; i < len(x); i += 4 {
+		f := math.Float32frombits(binary.LittleEndian.Uint32(x[i:]))
+		binary.LittleEndian.PutUint32(x[i:], math.Float32bits(f*1e-37))
+	}
+	for _, m := range []*tf.Model{pool, inline} {
+		for range 3 {
+			if _, err := m.TrainStep(named(m, b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pv, iv := mustRead(t, pool), mustRead(t, inline)
+	subnormals := 0
+	for i := range pv {
+		if !bytes.Equal(pv[i].Data, iv[i].Data) {
+			t.Errorf("variable %s differs between the pool and the calling thread", pv[i].Spec.Name)
+		}
+		for j := 0; iv[i].DType == model.Float32 && j+4 <= len(iv[i].Data); j += 4 {
+			if b := binary.LittleEndian.Uint32(iv[i].Data[j:]); b&0x7f800000 == 0 && b&0x7fffff != 0 {
+				subnormals++
+			}
+		}
+	}
+	if subnormals > 0 {
+		t.Errorf("%d subnormal floats in the variables after steps in the calling thread", subnormals)
+	}
 }
