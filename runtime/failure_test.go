@@ -302,3 +302,41 @@ func TestUnknownMetadataIsNamed(t *testing.T) {
 		t.Errorf("the exporter's own metadata is named as unread:\n%s", stderr)
 	}
 }
+
+// stopAtLine is a job's stdout that asks it to stop (a SIGTERM) once it
+// prints a line holding at.
+type stopAtLine struct {
+	bytes.Buffer
+	at   string
+	stop context.CancelCauseFunc
+}
+
+func (w *stopAtLine) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(w.at)) {
+		w.stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+	}
+	return w.Buffer.Write(p)
+}
+
+// TestStopAfterTrainingIsNamed: a stop that comes once the last epoch is
+// trained has no step left to end: the job writes its model and ends as
+// finished, and says it saw the stop (it said nothing, exit 0).
+func TestStopAfterTrainingIsNamed(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")
+	base := t.TempDir()
+	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
+		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")},
+		Hyperparameters: map[string]string{"epochs": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancelCause(context.Background())
+	stdout := &stopAtLine{at: "Epoch 2/2", stop: stop}
+	var stderr bytes.Buffer
+	code := runtime.Main(ctx, runtime.Options{Base: base, Stdout: stdout, Stderr: &stderr})
+	if code != 0 || !strings.Contains(stderr.String(), "stopped by SIGTERM after training ended: the model is written whole") {
+		t.Errorf("exit %d:\n%s", code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(base, "model", "1", "saved_model.pb")); err != nil {
+		t.Errorf("no model written: %v", err)
+	}
+}

@@ -32,6 +32,7 @@ type linear struct {
 	onStep     func(step int)    // called after each such step, with steps
 	failStep   int               // the step that fails (0: none)
 	testRows   int               // rows seen by TestStep
+	onTest     func(rows int)    // called after each TestStep, with testRows
 	firstX     []float32         // x[0] of the first row of each train step's batch
 	applied    func(g []float32) // sees every applied gradient
 	blocks     int               // TrainSteps calls of more than one step
@@ -216,6 +217,9 @@ func (m *linear) TestStep(b model.Batch) ([]model.Metric, error) {
 	m.lossSum += loss * float64(b.Rows)
 	m.rows += float64(b.Rows)
 	m.testRows += b.Rows
+	if m.onTest != nil {
+		m.onTest(m.testRows)
+	}
 	return m.results(), nil
 }
 

@@ -226,7 +226,28 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			if err := f.averageState(ctx); err != nil {
 				return hist, fmt.Errorf("epoch %d: %w", epoch, err)
 			}
+			// One process stops a validation at its next batch (a long one
+			// outlasted SageMaker's grace before its kill): the training
+			// metrics validation reset are put back, and the checkpoint is
+			// the one a stop at the epoch's last step writes, whose job
+			// validates again.
+			var trained []float64
+			if f.Group == nil {
+				if trained, err = f.Model.MetricState(); err != nil {
+					return hist, fmt.Errorf("epoch %d: %w", epoch, err)
+				}
+			}
 			valSteps, err := f.pass(ctx, epoch, f.Val, f.testStep, 0)
+			if errors.Is(err, errValidationStopped) {
+				if err := f.Model.AssignMetricState(trained); err != nil {
+					return hist, fmt.Errorf("epoch %d: %w", epoch, err)
+				}
+				path, err := f.checkpoint(ctx, epoch, steps, steps)
+				if err != nil {
+					return hist, err
+				}
+				return hist, &Interrupted{Cause: f.stopCause(), Epoch: epoch, Step: steps, Checkpoint: path}
+			}
 			if err != nil {
 				return hist, err
 			}
@@ -286,6 +307,10 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 	}
 	return hist, nil
 }
+
+// errValidationStopped ends a validation pass of one process at a stop
+// request; run checkpoints the epoch as trained and ends the job.
+var errValidationStopped = errors.New("validation stopped")
 
 // averageState averages, over every process, the variables the contract
 // marks for it (BatchNormalization's moving statistics): each process's
@@ -416,6 +441,9 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 	}
 	exhausted := false
 	for n := startStep; n < steps; n++ {
+		if c != f.Train && f.Group == nil && f.stop.Err() != nil {
+			return n, errValidationStopped
+		}
 		asked := time.Now()
 		var b *data.Batch
 		if !exhausted {

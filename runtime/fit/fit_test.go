@@ -364,6 +364,60 @@ func TestStopThenResumeMidEpoch(t *testing.T) {
 	}
 }
 
+// A stop during a validation (one process) ends it at its next batch, not
+// its end (a validation longer than SageMaker's grace before its kill lost
+// the stop's checkpoint): the checkpoint is the epoch's as trained, and a
+// job resumed from it validates again and ends like one never stopped.
+func TestStopDuringValidationThenResume(t *testing.T) {
+	trainDir, valDir := t.TempDir(), t.TempDir()
+	writeChannel(t, trainDir, 96, 0) // 6 steps of 16
+	writeChannel(t, valDir, 80, 0)   // 5 validation steps
+	ckpt := t.TempDir()
+	newRank := func() *rank {
+		return &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
+	}
+	whole := newRank()
+	runRanks(t, []*rank{whole})
+	if whole.err != nil {
+		t.Fatal(whole.err)
+	}
+	stopped := newRank()
+	ctx, stop := context.WithCancelCause(context.Background())
+	stopped.ctx = ctx
+	stopped.model.onTest = func(rows int) {
+		if rows == 80+32 { // epoch 2's validation, its second batch
+			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+		}
+	}
+	runRanks(t, []*rank{stopped})
+	var in *fit.Interrupted
+	if !errors.As(stopped.err, &in) || in.Epoch != 2 || in.Step != 6 || in.Checkpoint == "" {
+		t.Fatalf("stopped with %v, want *fit.Interrupted at epoch 2 step 6 (its last) with a checkpoint", stopped.err)
+	}
+	if got := stopped.model.testRows; got != 80+32 {
+		t.Errorf("validation ran on %d rows after the stop, want none (stopped at its next batch)", got-(80+32))
+	}
+	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+	if err != nil || ck == nil {
+		t.Fatalf("latest checkpoint %+v, %v", ck, err)
+	}
+	resumed := newRank()
+	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
+		t.Fatal(err)
+	}
+	resumed.ck = ck
+	runRanks(t, []*rank{resumed})
+	if resumed.err != nil {
+		t.Fatal(resumed.err)
+	}
+	sameWeights(t, "resumed", resumed.model.weights(), whole.model.weights(), 0)
+	for _, k := range []string{"loss", "val_loss"} {
+		if got, want := resumed.hist.Values(k), whole.hist.Values(k); !slices.Equal(got, want) {
+			t.Errorf("%s %v, want %v (bit for bit)", k, got, want)
+		}
+	}
+}
+
 // A mid-epoch checkpoint resumes only in an epoch of as many steps over
 // the same training rows (their shuffle): a probe resumed one over other
 // data, and with a shorter steps_per_epoch, and the job went on without a
