@@ -281,7 +281,7 @@ func (s *Set) Snapshot() (State, []byte, error) {
 // weights.
 func (s *Set) Restore(st State, best []byte, m Model) error {
 	if len(st.Callbacks) != len(s.list) {
-		return fmt.Errorf("the checkpoint holds the state of %d callbacks, the model has %d", len(st.Callbacks), len(s.list))
+		return fmt.Errorf("the checkpoint holds the state of %d callbacks and the model was exported with %d: it is another export's checkpoint, of the same layers but other callbacks; give this job a checkpoint location of its own, or empty this one to start afresh", len(st.Callbacks), len(s.list))
 	}
 	for i, cb := range s.list {
 		if err := cb.restore(st.Callbacks[i]); err != nil {

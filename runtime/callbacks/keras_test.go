@@ -151,3 +151,17 @@ func TestModelCheckpointSaysNaNAsKeras(t *testing.T) {
 		t.Errorf("logged %q, want %q", log.String(), want)
 	}
 }
+
+// A checkpoint of another export (the same layers, other callbacks) is
+// refused saying what it is and what to do; it said only the two counts.
+func TestRestoreOfOtherCallbacksSaysWhatToDo(t *testing.T) {
+	s, err := New([]model.CallbackSpec{{Class: "TerminateOnNaN", Config: json.RawMessage(`{}`)}}, Options{Log: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Restore(State{Callbacks: []json.RawMessage{}}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "holds the state of 0 callbacks and the model was exported with 1: it is another export's checkpoint") ||
+		!strings.Contains(err.Error(), "give this job a checkpoint location of its own") {
+		t.Errorf("restore of another export's callbacks: %v", err)
+	}
+}
