@@ -95,13 +95,14 @@ func Main(ctx context.Context, o Options) (code int) {
 			return 0
 		}
 	}
-	if _, err := train(ctx, o, env); err != nil {
+	res, err := train(ctx, o, env)
+	if err != nil {
 		return fail(o.Stderr, failure, err)
 	}
 	// A stop that came after training had no step left to end (the last
 	// validation of several processes, the model's write): the job is
-	// whole, and says it saw the stop.
-	if cause := context.Cause(ctx); cause != nil {
+	// whole, and the process that wrote the model says it saw the stop.
+	if cause := context.Cause(ctx); cause != nil && res.ModelDir != "" {
 		fmt.Fprintf(o.Stderr, "sagefit: %v after training ended: the model is written whole, and the job ends as finished\n", cause)
 	}
 	return 0

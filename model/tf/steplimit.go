@@ -11,6 +11,7 @@ package tf
 #include <stdint.h>
 #include <time.h>
 #include "tensorflow/c/c_api.h"
+#include "fpmode.h"
 
 // sagefit_run_n runs the session n times (with opts, the session's run
 // options); with ns, it writes each run's
@@ -19,6 +20,7 @@ static void sagefit_run_n(TF_Session* s, const TF_Buffer* opts, const TF_Output*
                           const TF_Output* fetches, TF_Tensor** out, int nOut, long n, int64_t* ns,
                           TF_Status* status) {
 	struct timespec a, b;
+	sagefit_fpmode mode = sagefit_flush_denormals(); // as the runtime's runs (sagefit_run)
 	for (long i = 0; i < n; i++) {
 		if (ns) clock_gettime(CLOCK_MONOTONIC, &a);
 		TF_SessionRun(s, opts, feeds, in, nIn, fetches, out, nOut, NULL, 0, NULL, status);
@@ -33,9 +35,10 @@ static void sagefit_run_n(TF_Session* s, const TF_Buffer* opts, const TF_Output*
 			ns[i] = (int64_t)(b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec);
 		}
 		if (TF_GetCode(status) != TF_OK) {
-			return;
+			break;
 		}
 	}
+	sagefit_restore_fpmode(mode);
 }
 */
 import "C"

@@ -33,6 +33,7 @@ type linear struct {
 	failStep   int               // the step that fails (0: none)
 	testRows   int               // rows seen by TestStep
 	onTest     func(rows int)    // called after each TestStep, with testRows
+	nanAt      int               // the train step (steps, 1-based) whose logs say the loss is NaN (0: none)
 	firstX     []float32         // x[0] of the first row of each train step's batch
 	applied    func(g []float32) // sees every applied gradient
 	blocks     int               // TrainSteps calls of more than one step
@@ -162,6 +163,9 @@ func (m *linear) trainStep(b model.Batch) ([]model.Metric, error) {
 		g[i] = float32(grad[i])
 	}
 	m.apply(g)
+	if m.nanAt > 0 && m.steps == m.nanAt {
+		return []model.Metric{{Name: "loss", Value: math.NaN()}}, nil
+	}
 	return m.results(), nil
 }
 

@@ -312,6 +312,15 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 // request; run checkpoints the epoch as trained and ends the job.
 var errValidationStopped = errors.New("validation stopped")
 
+// validationStops says whether a pass over c, a validation, ends now: one
+// process (several would need a collective to agree), a stop asked, and
+// an epoch trained whole. An epoch a callback ended early (TerminateOnNaN)
+// is validated to its end: a checkpoint of it could not be resumed (its
+// other steps would train), and training ends after it anyway.
+func (f *Loop) validationStops(c *input.Channel) bool {
+	return c != f.Train && f.Group == nil && !f.terminate && f.stop.Err() != nil
+}
+
 // averageState averages, over every process, the variables the contract
 // marks for it (BatchNormalization's moving statistics): each process's
 // moving averages follow its own share of every batch, and their mean is
@@ -391,7 +400,13 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		// job a while after its SIGTERM.
 		open = f.stop
 	}
+	if f.validationStops(c) {
+		return 0, errValidationStopped
+	}
 	ds, done, err := c.Epoch(open)
+	if err != nil && f.validationStops(c) {
+		return 0, errValidationStopped // a Pipe stream's wait or spool, ended by the stop
+	}
 	if err != nil {
 		return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 	}
@@ -441,7 +456,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 	}
 	exhausted := false
 	for n := startStep; n < steps; n++ {
-		if c != f.Train && f.Group == nil && f.stop.Err() != nil {
+		if f.validationStops(c) {
 			return n, errValidationStopped
 		}
 		asked := time.Now()

@@ -418,6 +418,29 @@ func TestStopDuringValidationThenResume(t *testing.T) {
 	}
 }
 
+// An epoch a callback ended early (TerminateOnNaN at its step 2) is
+// validated to its end despite a stop: a checkpoint of it, 2 steps of 6,
+// could not be resumed, and training ends after it anyway.
+func TestStopDuringValidationOfAnEndedEpoch(t *testing.T) {
+	trainDir, valDir := t.TempDir(), t.TempDir()
+	writeChannel(t, trainDir, 96, 0)
+	writeChannel(t, valDir, 80, 0)
+	r := &rank{job: newJob(3, 16, t.TempDir()), model: newLinear(), train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
+	r.cbs = callbackSet(t, 0, `[{"class": "TerminateOnNaN", "config": {}}]`)
+	r.model.nanAt = 2
+	ctx, stop := context.WithCancelCause(context.Background())
+	r.ctx = ctx
+	r.model.onTest = func(rows int) {
+		if rows == 16 {
+			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+		}
+	}
+	runRanks(t, []*rank{r})
+	if r.err != nil || r.model.testRows != 80 || len(r.hist.Values("loss")) != 1 {
+		t.Errorf("ended with %v after %d validation rows and %d epochs; want the epoch validated whole, then the end", r.err, r.model.testRows, len(r.hist.Values("loss")))
+	}
+}
+
 // A mid-epoch checkpoint resumes only in an epoch of as many steps over
 // the same training rows (their shuffle): a probe resumed one over other
 // data, and with a shorter steps_per_epoch, and the job went on without a
