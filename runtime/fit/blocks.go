@@ -53,11 +53,11 @@ func (f *Loop) perCall(c any) int {
 	if f.Job.StepsPerExecution > 0 {
 		return f.Job.StepsPerExecution
 	}
-	if f.Callbacks != nil && f.Callbacks.WatchesEveryBatch() {
-		return 1 // "auto" keeps every batch's callbacks where the user put them
-	}
-	if f.Callbacks != nil {
-		if every := f.Callbacks.StepsToRecord(0); every > 0 && every < minAutoSteps {
+	if cbs := f.Callbacks; cbs != nil {
+		if cbs.WatchesEveryBatch() {
+			return 1 // "auto" keeps every batch's callbacks where the user put them
+		}
+		if every := cbs.StepsToRecord(0); every > 0 && every < minAutoSteps {
 			return 1 // TensorBoard records every few batches: blocks would be cut to them
 		}
 	}

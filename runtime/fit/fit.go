@@ -400,9 +400,6 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		// job a while after its SIGTERM.
 		open = f.stop
 	}
-	if f.validationStops(c) {
-		return 0, errValidationStopped
-	}
 	ds, done, err := c.Epoch(open)
 	if err != nil && f.validationStops(c) {
 		return 0, errValidationStopped // a Pipe stream's wait or spool, ended by the stop

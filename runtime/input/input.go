@@ -348,16 +348,12 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		return nil, fmt.Errorf("channel %q holds no rows: %s are empty, and model.fit refuses empty data too", c.Name, strings.Join(files, ", "))
 	}
 	if unused := ds.Unused(); len(unused) > 0 { // named as data names them: relative to the channel
-		warn := o.Warn
-		if warn == nil {
-			warn = os.Stderr
-		}
 		has := "inputs " + strings.Join(inputs, ", ") + "; targets " + strings.Join(targets, ", ")
 		if len(targets) == 0 {
 			has = "inputs " + strings.Join(inputs, ", ") + "; no targets: it was compiled without a loss"
 		}
 		for _, f := range unused {
-			fmt.Fprintf(warn, "sagefit: warning: channel %q: %s feeds no input or target of the model (%s) and is not used; remove it, or name it in hyperparameter %q\n",
+			fmt.Fprintf(cd.warn, "sagefit: warning: channel %q: %s feeds no input or target of the model (%s) and is not used; remove it, or name it in hyperparameter %q\n",
 				c.Name, f, has, job.HPTensorFiles)
 		}
 	}
