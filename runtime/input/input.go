@@ -318,11 +318,13 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 	if len(meta.Inputs) == 1 && dtypes[meta.Inputs[0].Name] == data.String {
 		chOpts = append(chOpts, data.WithCSVText()) // a CSV channel's features are its text
 	}
-	var ds *data.Dataset
-	var err error
-	if cd.Sharded && channelEmpty(c.Dir) {
-		ds = cd.noShare(append(inputs, targets...), "its folder holds no files")
-	} else if ds, err = data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...); err != nil {
+	// The folder is listed again only where opening it fails: a host's share
+	// of a ShardedByS3Key channel may be no files at all.
+	ds, err := data.OpenChannel(c.Dir, inputs, targets, o.Files, chOpts...)
+	if err != nil && cd.Sharded && channelEmpty(c.Dir) {
+		ds, err = cd.noShare(append(inputs, targets...), "its folder holds no files"), nil
+	}
+	if err != nil {
 		if cd.Sharded && errors.Is(err, data.ErrNoFile) {
 			return nil, fmt.Errorf("channel %q: %w; the channel is ShardedByS3Key, which gives each host whole S3 objects, so a tensor in a file of its own can land on another host: keep each shard's tensors together, one .npz per shard holding them all", c.Name, err)
 		}
