@@ -127,6 +127,16 @@ func badInputs() []badInput {
 		{"unknown executor", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"executor": "fast"}`), 0o644)
 		}, `(?i)hyperparameter "executor" must be "auto", "default" or "single_threaded", got "fast"`},
+		// Found before training (they failed once it was done).
+		{"model folder that is a file", func(t *testing.T, base, fx string) {
+			os.RemoveAll(filepath.Join(base, "model"))
+			os.WriteFile(filepath.Join(base, "model"), nil, 0o644)
+		}, `^The model cannot be written to .*/model: mkdir .*: not a directory`},
+		{"output data folder that is a file", func(t *testing.T, base, fx string) {
+			os.RemoveAll(filepath.Join(base, "output", "data"))
+			os.MkdirAll(filepath.Join(base, "output"), 0o755)
+			os.WriteFile(filepath.Join(base, "output", "data"), nil, 0o644)
+		}, `^The job's output data cannot be written to .*/output/data: mkdir .*: not a directory`},
 		{"single-threaded executor with steps per call", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"executor": "single_threaded", "steps_per_execution": "8"}`), 0o644)
 		}, `(?i)hyperparameter "executor" "single_threaded" runs one train step per session call, so "steps_per_execution" cannot be 8`},
@@ -260,23 +270,22 @@ func failsWith(t *testing.T, o runtime.Options, cause string, causeWithin int) s
 	return reason
 }
 
-// TestExistingFailureFileIsKept: SageMaker shows the first failure; a later
-// one must not overwrite it.
-func TestExistingFailureFileIsKept(t *testing.T) {
+// TestEarlierRunsFailureFileIsReplaced: a failure file there when the job
+// starts is an earlier run's (a reused /opt/ml). Kept, it stood beside a job
+// that succeeded and hid the reason of one that failed (the first failure
+// of one run still counts: TestWriteFailureKeepsTheFirst).
+func TestEarlierRunsFailureFileIsReplaced(t *testing.T) {
 	base := t.TempDir()
 	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{}); err != nil {
 		t.Fatal(err)
 	}
 	failure := filepath.Join(base, "output", "failure")
-	if err := os.WriteFile(failure, []byte("the first reason"), 0o644); err != nil {
+	if err := os.WriteFile(failure, []byte("the earlier run's reason"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code := runtime.Main(context.Background(), runtime.Options{Base: base, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}); code == 0 {
-		t.Fatal("exit code 0 for a job without channels")
-	}
-	got, _ := os.ReadFile(failure)
-	if string(got) != "the first reason" {
-		t.Errorf("failure file overwritten: %q", got)
+	reason := failsWith(t, runtime.Options{Base: base}, "channel", 200)
+	if strings.Contains(reason, "earlier run") {
+		t.Errorf("the earlier run's reason is still there: %q", reason)
 	}
 }
 

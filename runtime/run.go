@@ -37,6 +37,10 @@ type Options struct {
 	// host (argv, e.g. [/usr/local/bin/sagefit train]); empty: never more
 	// than one process (see job.HPProcessesPerHost).
 	Exec []string
+	// Args are the train command's own arguments. It takes none (the job
+	// comes through /opt/ml); any given (SageMaker's ContainerArguments, a
+	// flag) is refused, not dropped.
+	Args []string
 }
 
 // Result says where a finished run put its outputs.
@@ -68,6 +72,12 @@ func Main(ctx context.Context, o Options) (code int) {
 		failure = f // a worker: its launcher picks the host's reason
 		finish := launch.GuardWorker(o.Environ, f, paths.FailureFile())
 		defer func() { finish(code) }()
+	} else if err := os.Remove(failure); err == nil {
+		// The first failure of a run is the one that counts, but a file
+		// there at the start is an earlier run's (a reused /opt/ml): kept,
+		// it stood beside a job that succeeded and hid the reason of one
+		// that failed.
+		fmt.Fprintf(o.Stderr, "sagefit: removed %s, left by an earlier run in this folder\n", failure)
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -78,6 +88,9 @@ func Main(ctx context.Context, o Options) (code int) {
 			code = fail(o.Stderr, failure, fmt.Errorf("internal error in sagefit: %v (details in %s)", r, crash))
 		}
 	}()
+	if len(o.Args) > 0 {
+		return fail(o.Stderr, failure, fmt.Errorf("sagefit train takes no arguments, and was given %q: the job's hyperparameters, channels and hosts reach it through %s/input/config; leave the container's arguments empty (SageMaker's ContainerArguments)", o.Args, o.Base))
+	}
 	env, err := loadEnv(o)
 	if err != nil {
 		return fail(o.Stderr, failure, err)
@@ -115,6 +128,19 @@ const (
 	plotFile    = "loss.png"
 	crashFile   = "sagefit-crash.txt"
 )
+
+// writable makes dir where it is missing and checks a file can be made in it.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".sagefit-write-check-")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
 
 func fail(stderr io.Writer, failure string, err error) int {
 	reason := sagemaker.Reason(err)
@@ -164,8 +190,15 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		return nil, err
 	}
 	if env.Rank == 0 {
-		for _, why := range slices.Concat(env.Overrides, j.Unused(len(env.Hosts))) { // env.Hosts: every training process
+		for _, why := range slices.Concat(env.Warnings(), j.Unused(len(env.Hosts))) { // env.Hosts: every training process
 			fmt.Fprintf(o.Stderr, "sagefit: warning: %s\n", why)
+		}
+		// Found before training, not once it is done: a folder the model
+		// or the outputs cannot be written to (SM_MODEL_DIR naming a file).
+		for _, out := range []struct{ what, dir string }{{"the model", env.ModelDir}, {"the job's output data", env.OutputDataDir}} {
+			if err := writable(out.dir); err != nil {
+				return nil, fmt.Errorf("%s cannot be written to %s: %w", out.what, out.dir, err)
+			}
 		}
 	}
 	if j.Session.IntraOpThreads == 0 && env.NumCPUs > 0 {

@@ -154,7 +154,7 @@ func local(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stderr, "sagefit local: SageMaker base dir %s\n", base)
-		return train(stdout, stderr, base)
+		return train(stdout, stderr, base, nil)
 	}
 	if plan.empty() {
 		return run()

@@ -43,12 +43,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rest := args[1:]
 	if filepath.Base(args[0]) == "train" {
 		cmd = "train"
+		if len(rest) > 0 && rest[0] == "train" {
+			rest = rest[1:] // an image whose entrypoint is the link, run as `docker run IMAGE train`
+		}
 	} else if len(rest) > 0 {
 		cmd, rest = rest[0], rest[1:]
 	}
 	switch cmd {
 	case "train":
-		return train(stdout, stderr, "")
+		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "--help") {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		return train(stdout, stderr, "", rest)
 	case "local":
 		return local(rest, stdout, stderr)
 	case "inspect":
@@ -61,8 +68,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// train runs the job in base (empty: SAGEMAKER_BASE_DIR or /opt/ml).
-func train(stdout, stderr io.Writer, base string) int {
+// train runs the job in base (empty: SAGEMAKER_BASE_DIR or /opt/ml); args
+// are the command's arguments, which it refuses.
+func train(stdout, stderr io.Writer, base string, args []string) int {
 	ctx, stop := sagemaker.NotifyStop(context.Background())
 	defer stop()
 	var exec []string
@@ -76,6 +84,7 @@ func train(stdout, stderr io.Writer, base string) int {
 		Stderr:   stderr,
 		Terminal: isTerminal(stdout),
 		Exec:     exec,
+		Args:     args,
 	})
 }
 

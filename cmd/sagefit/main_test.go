@@ -77,6 +77,8 @@ func TestTrainAsSageMakerRunsIt(t *testing.T) {
 	for name, argv := range map[string][]string{
 		"argument train":   {binary, "train"},
 		"invoked as train": {link},
+		// An image whose entrypoint is the link, run as SageMaker runs it.
+		"invoked as train with argument train": {link, "train"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			base := seedJob(t, map[string]string{"epochs": "2"})
@@ -99,6 +101,27 @@ func TestTrainAsSageMakerRunsIt(t *testing.T) {
 				t.Error("a failure file after a good run")
 			}
 		})
+	}
+}
+
+// TestTrainRefusesArguments: `sagefit train` takes its job from /opt/ml
+// alone; an argument (a flag, SageMaker's ContainerArguments) is refused in
+// the failure file, not dropped (it trained the job as if none were given).
+func TestTrainRefusesArguments(t *testing.T) {
+	base := seedJob(t, map[string]string{"epochs": "1"})
+	cmd := exec.Command(binary, "train", "--epochs", "3")
+	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("exit 0 for sagefit train --epochs 3:\n%s", out)
+	}
+	noTrace(t, string(out))
+	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+	if !strings.Contains(string(reason), `takes no arguments, and was given ["--epochs" "3"]`) {
+		t.Errorf("failure file says %q", reason)
+	}
+	if _, err := os.Stat(filepath.Join(base, "model", "1")); err == nil {
+		t.Error("the job trained a model")
 	}
 }
 
@@ -217,7 +240,7 @@ func TestLocalFlagsNotDropped(t *testing.T) {
 // and exits 0 for, as sagefit --help does (local and inspect exited 2, as
 // for a flag they do not take, which still does).
 func TestHelpExitsZero(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"local", "-h"}, {"local", "--help"}, {"inspect", "-h"}} {
+	for _, args := range [][]string{{"--help"}, {"train", "-h"}, {"local", "-h"}, {"local", "--help"}, {"inspect", "-h"}} {
 		cmd := exec.Command(binary, args...)
 		out, err := cmd.CombinedOutput()
 		if cmd.ProcessState.ExitCode() != 0 || !strings.Contains(strings.ToLower(string(out)), "usage") {

@@ -94,6 +94,9 @@ type Env struct {
 	// replaced a value hyperparameters.json gives (the job warns of them).
 	Overrides       []string
 	FrameworkParams map[string]any
+	// unreadVariables are the SM_ environment variables sagefit does not
+	// read (Warnings names them).
+	unreadVariables []string
 
 	NumGPUs int
 	NumCPUs int
@@ -169,6 +172,7 @@ func Load(base string, environ []string) (*Env, error) {
 		}
 	}
 	e.Host, e.LocalWorkers = e.CurrentHost, 1
+	e.unreadVariables = unreadSM(environ)
 	return e, nil
 }
 

@@ -61,11 +61,16 @@ func (e *Env) hyperparameter(name string) (v any, raw string, ok bool) {
 	if !ok {
 		return nil, "", false
 	}
-	raw, known := e.text(name, v)
-	if !known {
-		raw = fmt.Sprint(v)
+	return v, e.shown(name, v), true
+}
+
+// shown is the text a hyperparameter's value v was given in, or v printed
+// where a caller put another value in its place.
+func (e *Env) shown(name string, v any) string {
+	if raw, known := e.text(name, v); known {
+		return raw
 	}
-	return v, raw, true
+	return fmt.Sprint(v)
 }
 
 // text returns the text hyperparameter name was given in, while v is still
