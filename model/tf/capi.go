@@ -422,6 +422,45 @@ func (s *session) resolve(name string) (endpoint, error) {
 	return endpoint{name: name, out: C.TF_Output{oper: o, index: C.int(idx)}}, nil
 }
 
+// capturedConsts lists the floating-point Const operations that feed the
+// function call behind fetches directly (through Identity ops): the
+// tensors a traced Keras function captured (an adapted Normalization's
+// mean and variance), which the SavedModel holds as constants. In fit they
+// reach the function as inputs; here, left as constants, Grappler folds
+// them into the inlined body and rounds otherwise (x / c becomes x * 1/c):
+// fed at every run, they stay inputs.
+func (s *session) capturedConsts(fetches []endpoint) []endpoint {
+	var out []endpoint
+	seen := map[*C.TF_Operation]bool{}
+	for _, f := range fetches {
+		op := f.out.oper
+		for C.GoString(C.TF_OperationOpType(op)) == "Identity" && C.TF_OperationNumInputs(op) > 0 {
+			op = C.TF_OperationInput(C.TF_Input{oper: op, index: 0}).oper
+		}
+		switch C.GoString(C.TF_OperationOpType(op)) {
+		case "PartitionedCall", "StatefulPartitionedCall":
+		default:
+			continue
+		}
+		if seen[op] {
+			continue
+		}
+		seen[op] = true
+		for i := range int(C.TF_OperationNumInputs(op)) {
+			in := C.TF_OperationInput(C.TF_Input{oper: op, index: C.int(i)})
+			if C.GoString(C.TF_OperationOpType(in.oper)) != "Const" || seen[in.oper] {
+				continue
+			}
+			switch model.DType(C.TF_OperationOutputType(in)) {
+			case model.Float32, model.Float64, model.Float16, model.BFloat16:
+				seen[in.oper] = true
+				out = append(out, endpoint{name: C.GoString(C.TF_OperationName(in.oper)) + ":" + strconv.Itoa(int(in.index)), out: in})
+			}
+		}
+	}
+	return out
+}
+
 // hostTensor is input data on the Go side: its bytes are copied once into a
 // TF-owned buffer at run time.
 type hostTensor struct {

@@ -76,7 +76,17 @@ type call struct {
 	feedPlans  []feedPlan
 	fetches    []endpoint
 	fetchNames []string
+	// consts are the captured constants fed at every run (capturedConsts),
+	// constVals their values; withConsts is feeds then consts.
+	consts     []endpoint
+	constVals  []hostTensor
+	withConsts []endpoint
 }
+
+// maxCapturedFeed is the most bytes of captured constants a call feeds at
+// every run; beyond it they stay constants (a copy per step would cost
+// more than the last bit is worth).
+const maxCapturedFeed = 1 << 20
 
 // Model is a loaded training SavedModel.
 type Model struct {
@@ -199,8 +209,38 @@ func (m *Model) prepare(metaGraph []byte) error {
 			}
 			c.fetches = append(c.fetches, e)
 		}
+		if err := m.feedCaptured(c); err != nil {
+			return fmt.Errorf("signature %s: %w", name, err)
+		}
 		m.calls[p.Role] = c
 	}
+	return nil
+}
+
+// feedCaptured makes c feed its function's captured constants at every
+// run, as fit's function takes them (capturedConsts), reading their values
+// once.
+func (m *Model) feedCaptured(c *call) error {
+	consts := m.sess.capturedConsts(c.fetches)
+	if len(consts) == 0 {
+		return nil
+	}
+	vals, err := m.sess.run(nil, nil, consts, nil)
+	if err != nil {
+		return fmt.Errorf("read captured constants: %w", err)
+	}
+	size := 0
+	for _, v := range vals {
+		size += len(v.data)
+	}
+	if size > maxCapturedFeed {
+		return nil
+	}
+	for _, v := range vals {
+		c.constVals = append(c.constVals, hostTensor(v))
+	}
+	c.consts = consts
+	c.withConsts = slices.Concat(c.feeds, consts)
 	return nil
 }
 
@@ -296,7 +336,11 @@ func (m *Model) run(role string, feeds []hostTensor, into [][]byte) ([]result, e
 	if c == nil {
 		return nil, fmt.Errorf("the model has no %s signature", role)
 	}
-	res, err := m.sess.run(c.feeds, feeds, c.fetches, into)
+	ends := c.feeds
+	if len(c.consts) > 0 {
+		ends, feeds = c.withConsts, append(feeds, c.constVals...)
+	}
+	res, err := m.sess.run(ends, feeds, c.fetches, into)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
