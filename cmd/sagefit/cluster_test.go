@@ -810,6 +810,33 @@ func TestShardedByS3KeyUnevenShards(t *testing.T) {
 	}
 }
 
+// TestFullyReplicatedRowsDifferRefused: a FullyReplicated File channel
+// gives every host the same data, of which each trains its share. Hosts
+// given other files are refused in a sentence naming each host's rows,
+// before the first step: a row apart they trained on mixed data without a
+// word; 50 against 20, they failed on a mismatched collective.
+func TestFullyReplicatedRowsDifferRefused(t *testing.T) {
+	for _, rows := range []string{"99", "40"} {
+		t.Run(rows+" rows against 100", func(t *testing.T) {
+			a := fixture.Make(t, "seed", "--rows", "100", "--no-fit", "--no-validation")
+			b := fixture.Make(t, "seed", "--rows", rows, "--no-fit", "--no-validation", "--seed", "2")
+			hosts := startJobWith(t, []string{filepath.Join(a, "model"), filepath.Join(a, "model")},
+				[]string{filepath.Join(a, "train"), filepath.Join(b, "train")},
+				map[string]string{"epochs": "2", "batch_size": "8", "sagefit_peer_timeout": "20s"}, nil, "FullyReplicated")
+			want := `Epoch 1: channel "training" holds different rows on the hosts (algo-1 100, algo-2 ` + rows + `): a FullyReplicated channel must give every host the same data`
+			for _, h := range hosts {
+				code, reason := h.wait(t, 90*time.Second)
+				if code == 0 || !strings.HasPrefix(reason, want) {
+					t.Errorf("%s: exit %d, failure %q, want one starting %q", h.name, code, reason, want)
+				}
+				if strings.Contains(h.stdout.String(), "Epoch 1/2") {
+					t.Errorf("%s trained:\n%s", h.name, h.stdout.String())
+				}
+			}
+		})
+	}
+}
+
 // TestHostWithoutShardTrains: a ShardedByS3Key channel of fewer S3 objects
 // than hosts leaves a host with none (an empty folder in File mode, a
 // stream that sends nothing in Pipe mode). That host joins every step with

@@ -63,6 +63,7 @@ type Loop struct {
 	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
 	stop         context.Context         // done once a stop is requested, here or on another host
 	requestStop  context.CancelCauseFunc // stops this host when another asked
+	rowsAgreed   map[*input.Channel]bool // FullyReplicated channels whose rows every host was found to hold
 }
 
 func (f *Loop) world() int {
@@ -408,8 +409,8 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 	}
 	defer done()
-	if c.Streams() && f.Group != nil {
-		if err := f.awaitStreams(ctx, c, ds.Len()); err != nil {
+	if f.Group != nil && (c.Streams() || !c.Sharded && !f.rowsAgreed[c]) {
+		if err := f.sameRows(ctx, c, ds.Len()); err != nil {
 			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 		}
 	}
@@ -612,20 +613,31 @@ func (f *Loop) awaitCheckpoint(ctx context.Context) error {
 	return f.barrier(ctx, checkpointWait, "wait for rank 0 to write the checkpoint", nil)
 }
 
-// awaitStreams holds every process until each has read its Pipe stream
-// for this pass (Channel.Epoch reads it whole), so that a stream late by less than sagefit_pipe_timeout
-// is waited for, as on one host, instead of failing its peers' first
-// all-reduce at the peer timeout; a host whose stream never comes fails at
-// its pipe timeout, naming the stream, before its peers stop waiting.
-// The hosts' row counts ride along: a FullyReplicated channel's streams
-// must hold the same rows (each host trains its share of them), or the
-// hosts would run different steps and fail on a mismatched collective.
-func (f *Loop) awaitStreams(ctx context.Context, c *input.Channel, rows int) error {
+// sameRows checks that every process holds as many rows of a
+// FullyReplicated channel as the others (each trains its share of the same
+// data): otherwise the hosts would run different steps and fail on a
+// mismatched collective, or, a few rows apart, train on mixed data without
+// a word. Files are checked at their first pass; a Pipe stream at each,
+// which also holds every process until each has read its stream
+// (Channel.Epoch reads it whole), so that a stream late by less than
+// sagefit_pipe_timeout is waited for, as on one host, instead of failing its
+// peers' first all-reduce at the peer timeout; a host whose stream never
+// comes fails at its pipe timeout, naming the stream, before its peers stop
+// waiting.
+func (f *Loop) sameRows(ctx context.Context, c *input.Channel, rows int) error {
 	counts := make([]float64, f.world())
 	counts[f.rank()] = float64(rows)
-	if err := f.barrier(ctx, f.Job.PipeTimeout+f.Job.PeerTimeout, "wait for every host's Pipe stream", counts); err != nil {
+	wait, what := f.Job.PeerTimeout, "compare the hosts' rows"
+	if c.Streams() {
+		wait, what = f.Job.PipeTimeout+f.Job.PeerTimeout, "wait for every host's Pipe stream"
+	}
+	if err := f.barrier(ctx, wait, what, counts); err != nil {
 		return err
 	}
+	if f.rowsAgreed == nil {
+		f.rowsAgreed = map[*input.Channel]bool{}
+	}
+	f.rowsAgreed[c] = true
 	if c.Sharded || !slices.ContainsFunc(counts, func(n float64) bool { return n != counts[0] }) {
 		return nil
 	}
@@ -636,6 +648,9 @@ func (f *Loop) awaitStreams(ctx context.Context, c *input.Channel, rows int) err
 			name = f.Job.Env.Hosts[r]
 		}
 		hosts[r] = fmt.Sprintf("%s %d", name, int(n))
+	}
+	if !c.Streams() {
+		return fmt.Errorf("channel %q holds different rows on the hosts (%s): a FullyReplicated channel must give every host the same data, of which each trains its share; give each host the same files, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
 	}
 	return fmt.Errorf("Pipe channel %q streamed different rows to the hosts (%s): a FullyReplicated channel must send every host the same data, of which each trains its share; send the same stream to each, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
 }
