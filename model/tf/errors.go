@@ -2,7 +2,9 @@ package tf
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -14,7 +16,10 @@ var (
 	// A sparse label outside the model's classes; TensorFlow lists every
 	// label of the batch after it.
 	labelRange = regexp.MustCompile(`Received a label value of (-?\d+) which is outside the valid range of \[0, (\d+)\)\.\s*Label values:[-\d\s]*`)
-	spaces     = regexp.MustCompile(`\s+`)
+	// An id outside a lookup's rows (an Embedding's input_dim): TensorFlow
+	// names the position in the batch, not what is at fault.
+	idRange = regexp.MustCompile(`indices\[[\d,]+\] = (-?\d+) is not in \[0, (\d+)\)\.?`)
+	spaces  = regexp.MustCompile(`\s+`)
 )
 
 // tfError is TensorFlow's message as one sentence-like line: without the
@@ -22,5 +27,10 @@ var (
 func tfError(msg string) error {
 	msg = nodeTrace.ReplaceAllString(msg, "")
 	msg = labelRange.ReplaceAllString(msg, "a label is $1, outside the model's $2 classes [0, $2) (the labels of a sparse categorical loss are class indices) ")
+	msg = idRange.ReplaceAllStringFunc(msg, func(m string) string {
+		g := idRange.FindStringSubmatch(m)
+		n, _ := strconv.Atoi(g[2])
+		return fmt.Sprintf("an input id is %s, outside the %d rows of a lookup (an Embedding layer's input_dim, or a lookup table's size), which take ids 0 to %d: check the input data, or build the layer with a larger input_dim", g[1], n, n-1)
+	})
 	return errors.New(strings.TrimSpace(spaces.ReplaceAllString(msg, " ")))
 }
