@@ -222,7 +222,7 @@ func waitAndOpen(ctx context.Context, path string, timeout time.Duration) (*os.F
 		select {
 		case <-wctx.Done():
 			t.Stop()
-			return nil, why("the FIFO did not appear (is the channel's TrainingInputMode Pipe?)")
+			return nil, why("the FIFO did not appear (SageMaker makes it for a channel whose TrainingInputMode is Pipe; sagefit local does not)")
 		case <-t.C:
 		}
 		wait = min(2*wait, 100*time.Millisecond)

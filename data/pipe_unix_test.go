@@ -351,7 +351,7 @@ func TestPipeNeverHangs(t *testing.T) {
 		wantCtxE error
 	}{
 		{name: "FIFO never appears", opts: PipeOptions{OpenTimeout: short},
-			wantErr: "pipe %s: the FIFO did not appear (is the channel's TrainingInputMode Pipe?) within 200ms"},
+			wantErr: "pipe %s: the FIFO did not appear (SageMaker makes it for a channel whose TrainingInputMode is Pipe; sagefit local does not) within 200ms"},
 		{name: "FIFO never appears, context ends", ctx: short,
 			wantErr: "pipe %s: the FIFO did not appear", wantCtxE: context.DeadlineExceeded},
 		{name: "no writer", fifo: true, opts: PipeOptions{OpenTimeout: short},

@@ -137,6 +137,11 @@ func local(args []string, stdout, stderr io.Writer) int {
 		InstanceType:    *instance,
 		Log:             stderr,
 	}
+	for _, name := range slices.Sorted(maps.Keys(modes)) {
+		if modes[name] == string(sagemaker.Pipe) { // the folder was read as data, then waited for FIFOs nobody wrote
+			fmt.Fprintf(stderr, "sagefit local: channel %q is in Pipe mode: %s is not read; the job reads each epoch's stream from the FIFO input/data/%s_<n> of the host's base dir, which SageMaker makes and sagefit local does not: make it and write the stream there (README: Channel data)\n", name, channels[name], name)
+		}
+	}
 	run := func() int {
 		if *image != "" {
 			return launch.Containers(*hosts, base, spec, launch.Image{Docker: *dockerCLI, Image: *image, GPUs: *gpus}, stdout, stderr)

@@ -159,6 +159,27 @@ func testLocalBadData(t *testing.T, fx, data, procs string) {
 	noTrace(t, stderr.String())
 }
 
+// TestLocalPipeChannelSaysWhatToWrite: sagefit local makes no FIFOs for a
+// Pipe mode channel, so the folder given is not read: it says so at the
+// start and where the stream goes, and the wait ends saying who makes the
+// FIFO (it asked whether the channel was in Pipe mode, which it was).
+func TestLocalPipeChannelSaysWhatToWrite(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	train := filepath.Join(fx, "train")
+	cmd := exec.Command(binary, "local", "--model", filepath.Join(fx, "model"), "--channel", "training="+train,
+		"--input-mode", "training=Pipe", "--hp", "epochs=1", "--hp", "sagefit_pipe_timeout=1s", "--output", t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("exit 0 without a stream:\n%s", out)
+	}
+	for _, want := range []string{`sagefit local: channel "training" is in Pipe mode: ` + train + ` is not read; the job reads each epoch's stream from the FIFO input/data/training_<n>`,
+		"the FIFO did not appear (SageMaker makes it for a channel whose TrainingInputMode is Pipe; sagefit local does not)"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // `sagefit local` into a base dir used before: an earlier run's failure
 // file does not stand beside this run's success.
 func TestLocalRerunClearsAnEarlierFailure(t *testing.T) {
