@@ -132,7 +132,7 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 			return d, perr
 		}
 		if perr != nil {
-			err = fmt.Errorf("%w; or, read in parts (its files are in several folders or .npz archives), %v", err, perr)
+			err = fmt.Errorf("%w. Read as a channel in parts (its files in several folders or .npz archives, each part a file per tensor), it fails too: %v", err, perr)
 		}
 	}
 	if err != nil {

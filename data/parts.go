@@ -53,7 +53,7 @@ func partName(dir, entry string) string {
 	if !strings.EqualFold(filepath.Ext(p), ".npz") {
 		name += "/"
 	}
-	return name
+	return "channel part " + name
 }
 
 // openParts maps each part's files to the tensors on its own and joins the
@@ -75,7 +75,7 @@ func openParts(dir string, parts [][]string, inputs, targets []string, overrides
 		if mapped == 1 { // name the part beside the one that mapped
 			for i, err := range errs {
 				if err != nil {
-					return nil, false, fmt.Errorf("channel part %s: %w", partName(dir, parts[i][0]), err)
+					return nil, false, fmt.Errorf("%s: %w", partName(dir, parts[i][0]), err)
 				}
 			}
 		}
@@ -91,15 +91,15 @@ func openParts(dir string, parts [][]string, inputs, targets []string, overrides
 	for i, files := range parts {
 		name := partName(dir, files[0])
 		if errs[i] != nil {
-			return fail(fmt.Errorf("channel part %s: %w", name, errs[i]))
+			return fail(fmt.Errorf("%s: %w", name, errs[i]))
 		}
 		d, err := openMapped(dir, files, mappings[i], o)
 		if err != nil {
-			return fail(fmt.Errorf("channel part %s: %w", name, err))
+			return fail(fmt.Errorf("%s: %w", name, err))
 		}
 		opened = append(opened, d)
 		if first := opened[0]; !slices.Equal(d.names, first.names) {
-			return fail(fmt.Errorf("channel part %s feeds %q but part %s feeds %q; the channel is read in parts (a tensor's files are in several folders or .npz archives), and every part needs a file for each tensor",
+			return fail(fmt.Errorf("%s feeds %q but %s feeds %q; the channel is read in parts (a tensor's files are in several folders or .npz archives), and every part needs a file for each tensor",
 				name, d.names, partName(dir, parts[0][0]), first.names))
 		}
 	}

@@ -133,7 +133,7 @@ np.save(os.path.join(d, "stray", "y.npy"), np.zeros(3))
 		"stray":   `model tensor "y" matches several channel files [data.npz:y.npy y.npy]`,
 		// Two parts, one broken: not told that parts are read at all, it
 		// was told to keep one of the files.
-		"two": `model tensor "x" matches several channel files [part-0/x.npy part-1/x.npy]; keep one or set an override; or, read in parts (its files are in several folders or .npz archives), channel part part-1/: no file for model target "y"`,
+		"two": `model tensor "x" matches several channel files [part-0/x.npy part-1/x.npy]; keep one or set an override. Read as a channel in parts (its files in several folders or .npz archives, each part a file per tensor), it fails too: channel part part-1/: no file for model target "y"`,
 	} {
 		_, err := OpenChannel(filepath.Join(dir, name), []string{"x"}, []string{"y"}, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
