@@ -54,8 +54,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from sagefit import contract  # noqa: E402
 from sagefit._procs import kill_groups, read_all  # noqa: E402
+from sagefit.weights import trained_values  # noqa: E402
 
 IMPORTED = "MWMS_TF_IMPORTED"  # a worker has TensorFlow loaded
 READY = "MWMS_READY"  # a worker has joined the cluster (first collective done)
@@ -79,17 +79,6 @@ def shards(rows, workers, batch):
 
 
 # ---------------------------------------------------------------- one worker
-
-
-def initial_values(model_dir):
-    """name -> value of every model variable in the fixture's SavedModel."""
-    import tensorflow as tf
-
-    with open(os.path.join(model_dir, contract.EXTRA_DIR, contract.METADATA_FILE)) as f:
-        meta = json.load(f)
-    read = tf.saved_model.load(model_dir).signatures[meta["signatures"]["read_variables"]]
-    values = read()
-    return {v["name"]: values[v["key"]].numpy() for v in meta["variables"] if v["kind"] == contract.KIND_MODEL}
 
 
 def worker(a):
@@ -120,7 +109,7 @@ def worker(a):
 
     with open(os.path.join(a.fixture, "reference.json")) as f:
         family = json.load(f)["family"]
-    init = initial_values(os.path.join(a.fixture, "model"))
+    init = trained_values(os.path.join(a.fixture, "model"))
 
     tf_keras.utils.set_random_seed(1)
     with strategy.scope():

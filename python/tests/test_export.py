@@ -754,3 +754,25 @@ def test_second_optimizer_found_where_a_gan_keeps_it(tmp_path):
     model = Gan(inputs, head(keras.layers.Dense(16, activation="relu")(inputs)))
     model.compile("adam", "binary_crossentropy")
     assert sagefit.export(model, str(tmp_path / "gan"))["local_optimizers"] == ["head.optimizer"]
+
+
+def test_load_weights_sets_the_trained_variables(tmp_path):
+    """sagefit.load_weights puts a SavedModel's variables (model/1 of a job)
+    into the Keras model, so it can be exported for serving alone: here the
+    exported values, after the model's own were changed."""
+    keras.utils.set_random_seed(3)
+    build, _ = FAMILIES["batch_norm"]
+    model = build()
+    model.fit(np.ones((8, 4), np.float32), np.ones((8, 1), np.float32), verbose=0)  # moves the statistics too
+    want = [v.numpy().copy() for v in model.variables]
+    sagefit.export(model, str(tmp_path / "m"))
+    for v in model.variables:
+        v.assign(np.zeros(v.shape, v.dtype))
+    sagefit.load_weights(model, str(tmp_path / "m"))
+    assert all(np.array_equal(v.numpy(), w) for v, w in zip(model.variables, want))
+    model.export(str(tmp_path / "serving"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "serving"))
+    assert sorted(served.signatures) == ["serve", "serving_default"]  # inference only
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="holds 6 model variables and this model has 2"):
+        sagefit.load_weights(other, str(tmp_path / "m"))

@@ -1,0 +1,42 @@
+"""The weights sagefit trained, back into a Keras model."""
+
+import json
+import os
+
+from sagefit import contract
+
+
+def trained_values(model_dir):
+    """name -> value of every model variable of a SavedModel sagefit wrote
+    (``/opt/ml/model/1``) or exported, in the model's order, read through
+    its ``sagefit_read_variables`` signature."""
+    import tensorflow as tf
+
+    with open(os.path.join(model_dir, contract.EXTRA_DIR, contract.METADATA_FILE)) as f:
+        meta = json.load(f)
+    values = tf.saved_model.load(model_dir).signatures[meta["signatures"]["read_variables"]]()
+    return {v["name"]: values[v["key"]].numpy() for v in meta["variables"] if v["kind"] == contract.KIND_MODEL}
+
+
+def load_weights(model, model_dir):
+    """Set ``model``'s variables (its weights and non-trainable state, such
+    as BatchNormalization's moving statistics) to those of the model sagefit
+    trained in ``model_dir`` (``model/1`` of the job's output), so the
+    trained model can be evaluated, saved or exported from Keras:
+    ``model.export(path)`` writes a SavedModel that serves
+    ``serving_default`` alone, where ``model/1`` also carries the training
+    signatures. ``model`` is the model that was exported (built the same
+    way: its variables are matched in order, their shapes checked)."""
+    values = list(trained_values(model_dir).items())
+    variables = list(model.variables)
+    if len(values) != len(variables):
+        raise ValueError(
+            f"{model_dir} holds {len(values)} model variables and this model has {len(variables)}: "
+            "load them into the model that was exported (built the same way)")
+    for v, (name, value) in zip(variables, values):
+        if tuple(v.shape) != value.shape:
+            raise ValueError(
+                f"{model_dir}'s variable {name} has shape {value.shape}, this model's "
+                f"{getattr(v, 'path', v.name)} {tuple(v.shape)}: load them into the model that was exported")
+    for v, (_, value) in zip(variables, values):
+        v.assign(value)
