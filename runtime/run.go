@@ -89,7 +89,7 @@ func Main(ctx context.Context, o Options) (code int) {
 		}
 	}()
 	if len(o.Args) > 0 {
-		return fail(o.Stderr, failure, fmt.Errorf("sagefit train takes no arguments, and was given %q: the job's hyperparameters, channels and hosts reach it through %s/input/config; leave the container's arguments empty (SageMaker's ContainerArguments)", o.Args, o.Base))
+		return fail(o.Stderr, failure, fmt.Errorf("arguments %q given to sagefit train are refused: the job's hyperparameters, channels and hosts reach it through %s/input/config alone; give the container no arguments beyond SageMaker's train (ContainerArguments, or an entrypoint that adds some)", o.Args, o.Base))
 	}
 	env, err := loadEnv(o)
 	if err != nil {
@@ -192,13 +192,6 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	if env.Rank == 0 {
 		for _, why := range slices.Concat(env.Warnings(), j.Unused(len(env.Hosts))) { // env.Hosts: every training process
 			fmt.Fprintf(o.Stderr, "sagefit: warning: %s\n", why)
-		}
-		// Found before training, not once it is done: a folder the model
-		// or the outputs cannot be written to (SM_MODEL_DIR naming a file).
-		for _, out := range []struct{ what, dir string }{{"the model", env.ModelDir}, {"the job's output data", env.OutputDataDir}} {
-			if err := writable(out.dir); err != nil {
-				return nil, fmt.Errorf("%s cannot be written to %s: %w", out.what, out.dir, err)
-			}
 		}
 	}
 	if j.Session.IntraOpThreads == 0 && env.NumCPUs > 0 {
@@ -310,6 +303,17 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		defer group.Close()
 		if err := fit.BroadcastVariables(ctx, m, group); err != nil {
 			return nil, err
+		}
+	}
+	if env.Rank == 0 {
+		// Found before training, not once it is done: a folder the model
+		// or the outputs cannot be written to (SM_MODEL_DIR naming a file).
+		// After the join, so the other hosts end at once, on rank 0 gone,
+		// not at their connect timeout.
+		for _, out := range []struct{ what, dir string }{{"the model", env.ModelDir}, {"the job's output data", env.OutputDataDir}} {
+			if err := writable(out.dir); err != nil {
+				return nil, fmt.Errorf("%s cannot be written to %s: %w", out.what, out.dir, err)
+			}
 		}
 	}
 	from, err := fit.AgreeResumePoint(ctx, ck, group, meta.MetricStateSize)

@@ -243,7 +243,18 @@ func startJob(t *testing.T, modelDirs []string, train string, hps map[string]str
 // distribution ("" for FullyReplicated).
 func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]string, delayed map[int]bool, distribution string) []*host {
 	t.Helper()
-	n := len(modelDirs)
+	channels := make([]map[string]string, len(modelDirs))
+	for i := range channels {
+		channels[i] = map[string]string{"model": modelDirs[i], "training": trains[i]}
+	}
+	return startJobChannels(t, channels, hps, delayed, distribution)
+}
+
+// startJobChannels is startJobWith with each host's channels (model and
+// training among them) given whole.
+func startJobChannels(t *testing.T, channels []map[string]string, hps map[string]string, delayed map[int]bool, distribution string) []*host {
+	t.Helper()
+	n := len(channels)
 	// Every host inherits its socket, bound now: a delayed host's port is
 	// held for it, and refuses its peers until the host listens.
 	listeners, port, err := launch.HostSockets(n)
@@ -266,7 +277,7 @@ func startJobWith(t *testing.T, modelDirs, trains []string, hps map[string]strin
 		h := &host{name: name, base: filepath.Join(root, name), done: make(chan struct{})}
 		spec := sagemaker.LocalSpec{
 			Hosts: names, CurrentHost: name, Hyperparameters: hps,
-			Channels: map[string]string{"model": modelDirs[i], "training": trains[i]},
+			Channels: channels[i],
 		}
 		if distribution != "" {
 			spec.Distributions = map[string]string{"training": distribution}
@@ -811,10 +822,11 @@ func TestShardedByS3KeyUnevenShards(t *testing.T) {
 }
 
 // TestFullyReplicatedRowsDifferRefused: a FullyReplicated File channel
-// gives every host the same data, of which each trains its share. Hosts
+// gives every host the same data, of which each takes its share. Hosts
 // given other files are refused in a sentence naming each host's rows,
 // before the first step: a row apart they trained on mixed data without a
-// word; 50 against 20, they failed on a mismatched collective.
+// word; 100 against 40, they failed on a mismatched collective. So is a
+// validation channel, before training too.
 func TestFullyReplicatedRowsDifferRefused(t *testing.T) {
 	for _, rows := range []string{"99", "40"} {
 		t.Run(rows+" rows against 100", func(t *testing.T) {
@@ -835,6 +847,25 @@ func TestFullyReplicatedRowsDifferRefused(t *testing.T) {
 			}
 		})
 	}
+	t.Run("validation", func(t *testing.T) {
+		a := fixture.Make(t, "seed", "--rows", "100", "--no-fit", "--no-validation")
+		b := fixture.Make(t, "seed", "--rows", "40", "--no-fit", "--no-validation", "--seed", "2")
+		host := func(val string) map[string]string {
+			return map[string]string{"model": filepath.Join(a, "model"), "training": filepath.Join(a, "train"), "validation": val}
+		}
+		hosts := startJobChannels(t, []map[string]string{host(filepath.Join(a, "train")), host(filepath.Join(b, "train"))},
+			map[string]string{"epochs": "2", "batch_size": "8", "sagefit_peer_timeout": "20s"}, nil, "")
+		want := `Epoch 1: channel "validation" holds different rows on the hosts (algo-1 100, algo-2 40)`
+		for _, h := range hosts {
+			code, reason := h.wait(t, 90*time.Second)
+			if code == 0 || !strings.HasPrefix(reason, want) {
+				t.Errorf("%s: exit %d, failure %q, want one starting %q", h.name, code, reason, want)
+			}
+			if strings.Contains(h.stdout.String(), "Epoch 1/2") || strings.Contains(h.stderr.String(), "step 1") {
+				t.Errorf("%s trained before the refusal:\n%s", h.name, h.stdout.String())
+			}
+		}
+	})
 }
 
 // TestHostWithoutShardTrains: a ShardedByS3Key channel of fewer S3 objects

@@ -138,7 +138,7 @@ func local(args []string, stdout, stderr io.Writer) int {
 		Log:             stderr,
 	}
 	for _, name := range slices.Sorted(maps.Keys(modes)) {
-		if modes[name] == string(sagemaker.Pipe) { // the folder was read as data, then waited for FIFOs nobody wrote
+		if modes[name] == string(sagemaker.Pipe) && channels[name] != "" { // the folder went unused, then a wait for FIFOs nobody wrote
 			fmt.Fprintf(stderr, "sagefit local: channel %q is in Pipe mode: %s is not read; the job reads each epoch's stream from the FIFO input/data/%s_<n> of the host's base dir, which SageMaker makes and sagefit local does not: make it and write the stream there (README: Channel data)\n", name, channels[name], name)
 		}
 	}

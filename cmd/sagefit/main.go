@@ -43,14 +43,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rest := args[1:]
 	if filepath.Base(args[0]) == "train" {
 		cmd = "train"
-		if len(rest) > 0 && rest[0] == "train" {
-			rest = rest[1:] // an image whose entrypoint is the link, run as `docker run IMAGE train`
-		}
 	} else if len(rest) > 0 {
 		cmd, rest = rest[0], rest[1:]
 	}
 	switch cmd {
 	case "train":
+		if len(rest) > 0 && rest[0] == "train" {
+			// SageMaker's own argument after an entrypoint that already
+			// says train (the link, or ["sagefit", "train"]): `docker run IMAGE train`.
+			rest = rest[1:]
+		}
 		if len(rest) == 1 && (rest[0] == "-h" || rest[0] == "--help") {
 			fmt.Fprint(stdout, usage)
 			return 0

@@ -77,8 +77,10 @@ func TestTrainAsSageMakerRunsIt(t *testing.T) {
 	for name, argv := range map[string][]string{
 		"argument train":   {binary, "train"},
 		"invoked as train": {link},
-		// An image whose entrypoint is the link, run as SageMaker runs it.
+		// An image whose entrypoint already says train (the link, or
+		// sagefit train), run as SageMaker runs it.
 		"invoked as train with argument train": {link, "train"},
+		"arguments train train":                {binary, "train", "train"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			base := seedJob(t, map[string]string{"epochs": "2"})
@@ -117,7 +119,7 @@ func TestTrainRefusesArguments(t *testing.T) {
 	}
 	noTrace(t, string(out))
 	reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
-	if !strings.Contains(string(reason), `takes no arguments, and was given ["--epochs" "3"]`) {
+	if !strings.HasPrefix(string(reason), `Arguments ["--epochs" "3"] given to sagefit train are refused`) {
 		t.Errorf("failure file says %q", reason)
 	}
 	if _, err := os.Stat(filepath.Join(base, "model", "1")); err == nil {

@@ -83,9 +83,9 @@ type call struct {
 	withConsts []endpoint
 }
 
-// maxCapturedFeed is the most bytes of captured constants a call feeds at
-// every run; beyond it they stay constants (a copy per step would cost
-// more than the last bit is worth).
+// maxCapturedFeed is the largest captured constant a call feeds at every
+// run; larger ones stay constants (a copy per step would cost more than
+// the last bit is worth).
 const maxCapturedFeed = 1 << 20
 
 // Model is a loaded training SavedModel.
@@ -229,18 +229,12 @@ func (m *Model) feedCaptured(c *call) error {
 	if err != nil {
 		return fmt.Errorf("read captured constants: %w", err)
 	}
-	size := 0
-	for _, v := range vals {
-		size += len(v.data)
+	for i, v := range vals {
+		if len(v.data) <= maxCapturedFeed {
+			c.consts, c.constVals = append(c.consts, consts[i]), append(c.constVals, hostTensor(v))
+		}
 	}
-	if size > maxCapturedFeed {
-		return nil
-	}
-	for _, v := range vals {
-		c.constVals = append(c.constVals, hostTensor(v))
-	}
-	c.consts = consts
-	c.withConsts = slices.Concat(c.feeds, consts)
+	c.withConsts = slices.Concat(c.feeds, c.consts)
 	return nil
 }
 

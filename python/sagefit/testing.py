@@ -430,6 +430,26 @@ def normalized():
     return model
 
 
+def normalized_big_constant():
+    """normalized with a layer whose step captures a float tensor of 1.2 MB,
+    more than a session call feeds: it stays a constant, while the
+    Normalization's small ones are still fed (it adds their mean, 0)."""
+    keras = _keras()
+
+    class AddMeanOfBig(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.big = keras.ops.convert_to_tensor(np.zeros(300_000, np.float32))
+
+        def call(self, x):
+            return x + keras.ops.mean(self.big)
+
+    model = normalized()
+    model = keras.Sequential([keras.Input((10,)), model.layers[0], AddMeanOfBig(), *model.layers[1:]])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def _mixed_seed(policy):
     """The seed model under a mixed precision policy: float32 variables,
     the last layer float32."""
@@ -739,6 +759,7 @@ FAMILIES = {
     "lstm": (lstm, sequence_data),
     "gru": (gru, sequence_data),
     "normalized": (normalized, seed_data),
+    "normalized_big_constant": (normalized_big_constant, seed_data),
     "mixed_bfloat16": (mixed_bfloat16, seed_data),
     "mixed_float16": (mixed_float16, seed_data),
     "per_pixel": (per_pixel, per_pixel_data),

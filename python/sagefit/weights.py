@@ -29,6 +29,8 @@ def load_weights(model, model_dir):
     way: its variables are matched in order, their shapes checked)."""
     values = list(trained_values(model_dir).items())
     variables = list(model.variables)
+    if not variables:
+        raise ValueError("this model has no variables yet: build it first (give it a keras.Input, or call it on a batch)")
     if len(values) != len(variables):
         raise ValueError(
             f"{model_dir} holds {len(values)} model variables and this model has {len(variables)}: "

@@ -63,7 +63,6 @@ type Loop struct {
 	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
 	stop         context.Context         // done once a stop is requested, here or on another host
 	requestStop  context.CancelCauseFunc // stops this host when another asked
-	rowsAgreed   map[*input.Channel]bool // FullyReplicated channels whose rows every host was found to hold
 }
 
 func (f *Loop) world() int {
@@ -196,6 +195,9 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 	f.globalStep = from.GlobalStep
 	f.resumedSteps, f.resumedRows = from.Steps, from.Rows
 	if err := f.startCallbacks(from); err != nil {
+		return hist, err
+	}
+	if err := f.sameFileRows(ctx); err != nil {
 		return hist, err
 	}
 	if from.Epoch <= f.Job.InitialEpoch {
@@ -409,7 +411,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 	}
 	defer done()
-	if f.Group != nil && (c.Streams() || !c.Sharded && !f.rowsAgreed[c]) {
+	if c.Streams() && f.Group != nil {
 		if err := f.sameRows(ctx, c, ds.Len()); err != nil {
 			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
 		}
@@ -614,11 +616,11 @@ func (f *Loop) awaitCheckpoint(ctx context.Context) error {
 }
 
 // sameRows checks that every process holds as many rows of a
-// FullyReplicated channel as the others (each trains its share of the same
+// FullyReplicated channel as the others (each takes its share of the same
 // data): otherwise the hosts would run different steps and fail on a
 // mismatched collective, or, a few rows apart, train on mixed data without
-// a word. Files are checked at their first pass; a Pipe stream at each,
-// which also holds every process until each has read its stream
+// a word. Files are checked before the first step (sameFileRows); a Pipe
+// stream at each pass, which also holds every process until each has read its stream
 // (Channel.Epoch reads it whole), so that a stream late by less than
 // sagefit_pipe_timeout is waited for, as on one host, instead of failing its
 // peers' first all-reduce at the peer timeout; a host whose stream never
@@ -634,10 +636,6 @@ func (f *Loop) sameRows(ctx context.Context, c *input.Channel, rows int) error {
 	if err := f.barrier(ctx, wait, what, counts); err != nil {
 		return err
 	}
-	if f.rowsAgreed == nil {
-		f.rowsAgreed = map[*input.Channel]bool{}
-	}
-	f.rowsAgreed[c] = true
 	if c.Sharded || !slices.ContainsFunc(counts, func(n float64) bool { return n != counts[0] }) {
 		return nil
 	}
@@ -650,9 +648,35 @@ func (f *Loop) sameRows(ctx context.Context, c *input.Channel, rows int) error {
 		hosts[r] = fmt.Sprintf("%s %d", name, int(n))
 	}
 	if !c.Streams() {
-		return fmt.Errorf("channel %q holds different rows on the hosts (%s): a FullyReplicated channel must give every host the same data, of which each trains its share; give each host the same files, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
+		return fmt.Errorf("channel %q holds different rows on the hosts (%s): a FullyReplicated channel must give every host the same data, of which each takes its share; give each host the same files, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
 	}
-	return fmt.Errorf("Pipe channel %q streamed different rows to the hosts (%s): a FullyReplicated channel must send every host the same data, of which each trains its share; send the same stream to each, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
+	return fmt.Errorf("Pipe channel %q streamed different rows to the hosts (%s): a FullyReplicated channel must send every host the same data, of which each takes its share; send the same stream to each, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
+}
+
+// sameFileRows runs sameRows before the first step for the training and
+// validation channels read from files (a Pipe stream's rows are known at
+// each pass; a ShardedByS3Key channel's differ by design).
+func (f *Loop) sameFileRows(ctx context.Context) error {
+	if f.Group == nil {
+		return nil
+	}
+	channels := []*input.Channel{f.Train, f.Val}
+	if f.Job.ValidationSplit > 0 {
+		channels = channels[:1] // both parts of its files: their rows, as the files hold them
+	}
+	for _, c := range channels {
+		if c == nil || c.Streams() || c.Sharded {
+			continue
+		}
+		rows := c.Examples()
+		if c == f.Train && f.Job.ValidationSplit > 0 && f.Val != nil {
+			rows += f.Val.Examples()
+		}
+		if err := f.sameRows(ctx, c, rows); err != nil {
+			return fmt.Errorf("epoch %d: %w", max(1, f.Job.InitialEpoch+1), err)
+		}
+	}
+	return nil
 }
 
 // barrier is a collective that every process waits at for at least wait

@@ -99,7 +99,11 @@ func (e *Env) FrameworkWarnings() []string {
 			unknown = append(unknown, fmt.Sprintf("%q", name))
 		}
 	}
-	if len(unknown) > 0 {
+	switch len(unknown) {
+	case 0:
+	case 1:
+		out = append(out, fmt.Sprintf("hyperparameter %s is not a SageMaker setting sagefit knows, and is not read", unknown[0]))
+	default:
 		out = append(out, fmt.Sprintf("hyperparameters %s are not SageMaker settings sagefit knows, and are not read", strings.Join(unknown, ", ")))
 	}
 	return out

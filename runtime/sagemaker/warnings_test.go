@@ -26,6 +26,8 @@ func TestFrameworkWarnings(t *testing.T) {
 		{"a log level", `{"sagemaker_container_log_level": "10"}`, []string{`"sagemaker_container_log_level" is 10, and sagefit has no log levels`}},
 		{"unknown names", `{"sagemaker_progam": "\"train.py\"", "sagemaker_zzz": "1"}`,
 			[]string{`hyperparameters "sagemaker_progam", "sagemaker_zzz" are not SageMaker settings sagefit knows`}},
+		{"an unknown name", `{"sagemaker_progam": "\"train.py\""}`,
+			[]string{`hyperparameter "sagemaker_progam" is not a SageMaker setting sagefit knows, and is not read`}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			base := t.TempDir()
