@@ -63,6 +63,9 @@ type Loop struct {
 	signals      context.Context         // Run's ctx: done when this process is stopped (SIGTERM)
 	stop         context.Context         // done once a stop is requested, here or on another host
 	requestStop  context.CancelCauseFunc // stops this host when another asked
+	// warnedValClash: a validation metric replaced a training one of its
+	// name, said once.
+	warnedValClash bool
 }
 
 func (f *Loop) world() int {
@@ -263,9 +266,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 					return hist, fmt.Errorf("epoch %d: %w", epoch, err)
 				}
 			}
-			for _, m := range vlogs {
-				logs = append(logs, model.Metric{Name: "val_" + m.Name, Value: m.Value})
-			}
+			logs = f.addValidationLogs(logs, vlogs)
 		}
 		stopTraining := f.terminate
 		if f.Callbacks != nil {
@@ -651,6 +652,26 @@ func (f *Loop) sameRows(ctx context.Context, c *input.Channel, rows int) error {
 		return fmt.Errorf("channel %q holds different rows on the hosts (%s): a FullyReplicated channel must give every host the same data, of which each takes its share; give each host the same files, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
 	}
 	return fmt.Errorf("Pipe channel %q streamed different rows to the hosts (%s): a FullyReplicated channel must send every host the same data, of which each takes its share; send the same stream to each, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
+}
+
+// addValidationLogs adds vlogs to an epoch's logs as val_<name>. A training
+// log of that name (the loss of an output named "val") is replaced in its
+// place, as Keras's logs dict is updated, and named in a warning once.
+func (f *Loop) addValidationLogs(logs, vlogs []model.Metric) []model.Metric {
+	for _, m := range vlogs {
+		name := "val_" + m.Name
+		i := slices.IndexFunc(logs, func(l model.Metric) bool { return l.Name == name })
+		if i < 0 {
+			logs = append(logs, model.Metric{Name: name, Value: m.Value})
+			continue
+		}
+		if !f.warnedValClash {
+			f.warnedValClash = true
+			fmt.Fprintf(f.Log, "sagefit: warning: the training metric %s (an output named \"val\"?) and the validation metric of %s share a name; as in Keras, the validation value replaces the training one in the history and the epoch line: rename the output to keep both\n", name, m.Name)
+		}
+		logs[i].Value = m.Value
+	}
+	return logs
 }
 
 // sameFileRows runs sameRows before the first step for the training and

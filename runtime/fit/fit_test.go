@@ -698,6 +698,33 @@ func TestInitialEpochAndValidationChoices(t *testing.T) {
 	}
 }
 
+// TestValidationLogReplacesTrainingLogOfItsName: a model whose output is
+// named "val" logs a training val_loss; Keras's logs dict then holds the
+// validation's val_loss in its place, one value per epoch. The history had
+// both, two values an epoch. Said in a warning, once.
+func TestValidationLogReplacesTrainingLogOfItsName(t *testing.T) {
+	trainDir, valDir := t.TempDir(), t.TempDir()
+	writeChannel(t, trainDir, 40, 0)
+	writeChannel(t, valDir, 20, 500)
+	m := newLinear()
+	m.alsoLogs = "val_loss"
+	r := &rank{job: newJob(3, 10, ""), model: m, train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
+	runRanks(t, []*rank{r})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	got := r.hist.Values("val_loss")
+	if len(got) != 3 || slices.Contains(got, 7) {
+		t.Errorf("val_loss %v, want the 3 validation losses", got)
+	}
+	if n := len(r.hist.Values("val_val_loss")); n != 3 {
+		t.Errorf("val_val_loss has %d values, want 3", n)
+	}
+	if n := strings.Count(r.out.String(), "share a name; as in Keras, the validation value replaces the training one"); n != 1 {
+		t.Errorf("the warning is said %d times, want once:\n%s", n, r.out.String())
+	}
+}
+
 // Non-trainable state marked for averaging (BatchNormalization's moving
 // statistics) describes all ranks' data: with equal shares, the mean of the
 // ranks' moving averages is the moving average one process with the whole
