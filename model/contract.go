@@ -213,6 +213,12 @@ type Metadata struct {
 	// processes sum it as a dense tensor before the clipping, where Keras
 	// clips its rows before they are summed.
 	ClippedSparseGradients []string `json:"clipped_sparse_gradients,omitempty"`
+	// StatefulRandomOps names the train step's random ops that keep their
+	// generator's state in the op itself (tf.nn.dropout, tf-keras's Dropout),
+	// not in a variable: another traced copy of the step (train_steps'
+	// loop), another session (the single-threaded executor) or a resumed
+	// job draws another sequence than fit's one step per call.
+	StatefulRandomOps []string `json:"stateful_random_ops,omitempty"`
 	// Callbacks are the Keras callbacks given to sagefit.export, in order.
 	Callbacks []CallbackSpec `json:"callbacks,omitempty"`
 	// SampleWeights are the weighted steps' weight feeds after the

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/internal/hostlist"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime/callbacks"
@@ -243,6 +244,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		fmt.Fprintf(o.Stderr, "sagefit: warning: the train or test step writes lookup table %s: the model sagefit writes holds its contents after the last step (a callback that puts back the best epoch's weights leaves it as it is), but checkpoints do not carry it (a resumed job starts it from the exported contents)%s\n",
 			strings.Join(meta.WrittenTables, ", "), shared)
 	}
+	if len(meta.StatefulRandomOps) > 0 && env.Rank == 0 && len(env.Hosts) == 1 && j.StepsPerExecution > 1 {
+		fmt.Fprintf(o.Stderr, "sagefit: warning: hyperparameter %q is %d, and the train step draws random numbers with TensorFlow's stateful random ops %s (tf.nn.dropout, tf-keras's Dropout), which keep their state in the op: the K-step loop holds its own copy of them, which draws another sequence, so the numbers differ from fit's at one step per call (as Keras's own steps_per_execution does); %q \"auto\" keeps one step per call for such a step\n",
+			job.HPStepsPerExec, j.StepsPerExecution, hostlist.Abbrev(meta.StatefulRandomOps, "ops"), job.HPStepsPerExec)
+	}
 	// Rank 0 resumes from the newest good checkpoint (SageMaker puts them
 	// back in the checkpoint dir of a restarted job); the others get its
 	// weights and position below.
@@ -256,6 +261,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 				return nil, err
 			}
 			fmt.Fprintf(o.Stderr, "sagefit: resuming from %s (epoch %d, step %d)\n", ck.Path, ck.State.Epoch, ck.State.Step)
+			if len(meta.StatefulRandomOps) > 0 {
+				fmt.Fprintf(o.Stderr, "sagefit: warning: the train step draws random numbers with TensorFlow's stateful random ops %s, which keep their state in the op, not in a variable a checkpoint carries: the resumed job draws their sequence from its start again, so its numbers differ from an uninterrupted run's (Keras 3's own layers keep theirs in variables)\n",
+					hostlist.Abbrev(meta.StatefulRandomOps, "ops"))
+			}
 		}
 	}
 	if j.LearningRate > 0 && ck == nil {

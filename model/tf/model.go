@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sagefit/sagefit/internal/hostlist"
 	"github.com/sagefit/sagefit/model"
 )
 
@@ -657,6 +658,8 @@ func (m *Model) CannotRunSingleThreaded() string {
 		return "the model's steps are XLA-compiled"
 	case len(m.meta.WrittenTables) > 0:
 		return fmt.Sprintf("the train or test step writes lookup table %s, which a move to another session would not carry", strings.Join(m.meta.WrittenTables, ", "))
+	case len(m.meta.StatefulRandomOps) > 0:
+		return fmt.Sprintf("the train step draws random numbers with TensorFlow's stateful random ops (%s), which would draw another sequence in another session", hostlist.Abbrev(m.meta.StatefulRandomOps, "ops"))
 	}
 	return ""
 }

@@ -1001,6 +1001,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         meta["own_metrics"] = own
     if sparse_grads and _clips(optimizer):
         meta["clipped_sparse_gradients"] = list(sparse_grads)
+    random_ops = _stateful_random_ops(_endpoint(archive, names[0]))
+    if random_ops:
+        meta["stateful_random_ops"] = random_ops
     meta["fingerprint"] = fingerprint(meta)
     extra = os.path.join(export_dir, contract.EXTRA_DIR)
     os.makedirs(extra, exist_ok=True)
@@ -1414,6 +1417,27 @@ _WRITE_OPS = frozenset(
 
 # Ops that write the lookup table that is their first input.
 _TABLE_WRITE_OPS = frozenset(["LookupTableInsertV2", "LookupTableRemoveV2", "LookupTableImportV2"])
+
+# TensorFlow's random ops that keep their generator's state in the op's
+# kernel (tf.random.uniform, tf.nn.dropout, tf-keras's Dropout and
+# GaussianNoise), not in a variable as Keras 3's layers and tf.random.Generator
+# do: each traced copy of the op draws its own sequence, which no
+# checkpoint carries.
+_STATEFUL_RANDOM_OPS = frozenset([
+    "RandomUniform", "RandomUniformInt", "RandomStandardNormal", "TruncatedNormal",
+    "ParameterizedTruncatedNormal", "RandomGamma", "RandomPoisson", "RandomPoissonV2",
+    "RandomShuffle", "Multinomial", "RandomCrop", "SampleDistortedBoundingBox",
+    "SampleDistortedBoundingBoxV2",
+])
+
+
+def _stateful_random_ops(fn):
+    """The names of the stateful random ops the traced function runs, in
+    its graph and in the functions it calls, in order, each once."""
+    with _saving():  # the trace the SavedModel holds
+        gdef = fn.get_concrete_function().graph.as_graph_def()
+    nodes = list(gdef.node) + [n for f in gdef.library.function for n in f.node_def]
+    return list(dict.fromkeys(n.name for n in nodes if n.op in _STATEFUL_RANDOM_OPS))
 
 # Ops that run functions of the graph: the attributes naming them and the
 # first of the op's inputs that the functions' inputs map to (a branch

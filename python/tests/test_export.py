@@ -776,3 +776,19 @@ def test_load_weights_sets_the_trained_variables(tmp_path):
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="holds 6 model variables and this model has 2"):
         sagefit.load_weights(other, str(tmp_path / "m"))
+
+
+def test_stateful_random_ops_are_listed(tmp_path):
+    """A step whose random numbers come from ops that keep their state in
+    the op (tf-keras's Dropout, tf.nn.dropout) lists them: another traced
+    copy, another session or a resumed job draws another sequence, which
+    the runtime then avoids or names. Keras 3's Dropout keeps its seed in a
+    variable: nothing to list, and no key for an older runtime to warn of."""
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed")
+    model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dropout(0.5), tf_keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    ops = sagefit.export(model, str(tmp_path / "tfk"))["stateful_random_ops"]
+    assert ops and all("dropout" in op for op in ops), ops
+    k3 = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5), keras.layers.Dense(1)])
+    k3.compile(optimizer="sgd", loss="mse")
+    assert "stateful_random_ops" not in sagefit.export(k3, str(tmp_path / "k3"))

@@ -53,6 +53,9 @@ func (f *Loop) perCall(c any) int {
 	if f.Job.StepsPerExecution > 0 {
 		return f.Job.StepsPerExecution
 	}
+	if len(f.Model.Meta().StatefulRandomOps) > 0 {
+		return 1 // another traced copy of the step draws another sequence: "auto" keeps fit's
+	}
 	if cbs := f.Callbacks; cbs != nil {
 		if cbs.WatchesEveryBatch() {
 			return 1 // "auto" keeps every batch's callbacks where the user put them
