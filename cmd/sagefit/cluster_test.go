@@ -868,6 +868,29 @@ func TestFullyReplicatedRowsDifferRefused(t *testing.T) {
 	})
 }
 
+// TestStatefulRandomOpsDrawOnceAStep: tf-keras's Dropout draws its mask
+// with a random op whose state is the op's. Several processes ran a step as
+// a gradient call, then as a call that applies and computes the next, each
+// signature with its own copy of the op from the same seed: the second call
+// drew the mask the first had drawn, the job's masks went d1, d1, d2, ...
+// Each host of the same data now draws as one host does: with a learning
+// rate of 0 and rows of ones, each step's loss is its mask's, so 2 hosts
+// (and 2 processes on one) give one host's history exactly.
+func TestStatefulRandomOpsDrawOnceAStep(t *testing.T) {
+	four := fixture.Make(t, fixture.LegacyKeras+"dropout_masks", "--rows", "4", "--no-fit", "--no-validation")
+	eight := fixture.Make(t, fixture.LegacyKeras+"dropout_masks", "--rows", "8", "--no-fit", "--no-validation")
+	hps := []string{"epochs=3", "batch_size=2", "shuffle=false"}
+	one := history(t, runLocal(t, four, 1, hps...))["loss"]
+	for name, got := range map[string][]float64{
+		"2 hosts":     history(t, runLocal(t, eight, 2, hps...))["loss"],
+		"2 processes": history(t, runLocal(t, eight, 1, append(hps, "sagefit_processes_per_host=2")...))["loss"],
+	} {
+		if !slices.Equal(got, one) {
+			t.Errorf("%s: loss %v, one host's %v", name, got, one)
+		}
+	}
+}
+
 // TestHostWithoutShardTrains: a ShardedByS3Key channel of fewer S3 objects
 // than hosts leaves a host with none (an empty folder in File mode, a
 // stream that sends nothing in Pipe mode). That host joins every step with

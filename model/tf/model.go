@@ -471,8 +471,13 @@ func (m *Model) ApplyThenComputeGradients(grads []float32, b model.Batch) ([]mod
 // side; convolutions and large updates gain from it.
 func (m *Model) SetInline(on bool) { m.sess.setInline(on) }
 
-// FusedApply reports whether the model applies and computes in one call.
-func (m *Model) FusedApply() bool { return m.calls[model.RoleApplyComputeGradients] != nil }
+// FusedApply reports whether the model applies and computes in one call:
+// not where the step has stateful random ops, whose copy in the fused
+// call would draw the masks the gradient call's copy draws too (each
+// signature's op keeps its own state, from the same seed).
+func (m *Model) FusedApply() bool {
+	return m.calls[model.RoleApplyComputeGradients] != nil && len(m.meta.StatefulRandomOps) == 0
+}
 
 // MultiStep reports whether the model runs several steps per call.
 func (m *Model) MultiStep() bool { return m.calls[model.RoleTrainSteps] != nil }

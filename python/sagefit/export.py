@@ -1428,6 +1428,9 @@ _STATEFUL_RANDOM_OPS = frozenset([
     "ParameterizedTruncatedNormal", "RandomGamma", "RandomPoisson", "RandomPoissonV2",
     "RandomShuffle", "Multinomial", "RandomCrop", "SampleDistortedBoundingBox",
     "SampleDistortedBoundingBoxV2",
+    # tf.nn.sampled_softmax_loss and tf.nn.nce_loss draw their candidates so.
+    "UniformCandidateSampler", "LogUniformCandidateSampler", "LearnedUnigramCandidateSampler",
+    "FixedUnigramCandidateSampler", "ThreadUnsafeUnigramCandidateSampler",
 ])
 
 

@@ -450,6 +450,25 @@ def normalized_big_constant():
     return model
 
 
+def dropout_masks():
+    """Dropout then a Dense layer of ones that does not learn (learning rate
+    0), on rows of ones against zeros: each step's loss is its dropout
+    mask's alone. Built with tf-keras (its Dropout draws with a stateful
+    random op), it shows where a job draws a mask twice or skips one."""
+    keras = _keras()
+    model = keras.Sequential([
+        keras.Input((16,)), keras.layers.Dropout(0.5),
+        keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros"),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    return model
+
+
+def dropout_masks_data(rows, rng):
+    """Rows of ones, labels of zeros."""
+    return {"train": np.ones((rows, 16), np.float32)}, {"labels": np.zeros((rows, 1), np.float32)}
+
+
 def _mixed_seed(policy):
     """The seed model under a mixed precision policy: float32 variables,
     the last layer float32."""
@@ -760,6 +779,7 @@ FAMILIES = {
     "gru": (gru, sequence_data),
     "normalized": (normalized, seed_data),
     "normalized_big_constant": (normalized_big_constant, seed_data),
+    "dropout_masks": (dropout_masks, dropout_masks_data),
     "mixed_bfloat16": (mixed_bfloat16, seed_data),
     "mixed_float16": (mixed_float16, seed_data),
     "per_pixel": (per_pixel, per_pixel_data),

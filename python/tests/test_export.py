@@ -792,3 +792,10 @@ def test_stateful_random_ops_are_listed(tmp_path):
     k3 = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5), keras.layers.Dense(1)])
     k3.compile(optimizer="sgd", loss="mse")
     assert "stateful_random_ops" not in sagefit.export(k3, str(tmp_path / "k3"))
+    # A candidate sampler (tf.nn.sampled_softmax_loss's) keeps its state so too.
+    sample = keras.layers.Lambda(lambda x: x + 0.0 * tf.cast(tf.random.log_uniform_candidate_sampler(
+        tf.zeros([1, 1], tf.int64), 1, 2, True, 10)[0][0], tf.float32))
+    sampled = keras.Sequential([keras.Input((4,)), sample, keras.layers.Dense(1)])
+    sampled.compile(optimizer="sgd", loss="mse")
+    ops = sagefit.export(sampled, str(tmp_path / "sampled"))["stateful_random_ops"]
+    assert any("LogUniformCandidateSampler" in op for op in ops), ops
