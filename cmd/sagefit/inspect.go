@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sagefit/sagefit/internal/hostlist"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime/fit"
@@ -98,6 +99,9 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "  variables      %d (%s)\n", len(meta.Variables), variableKinds(meta.Variables))
 	if len(meta.WrittenTables) > 0 {
 		fmt.Fprintf(stdout, "  tables         %s, written by the steps (in the saved model, not in checkpoints)\n", strings.Join(meta.WrittenTables, ", "))
+	}
+	if n := len(meta.StatefulRandomOps); n > 0 {
+		fmt.Fprintf(stdout, "  random ops     %d with their state in the op (%s): one step per call under steps_per_execution auto; a resumed job draws anew\n", n, hostlist.Abbrev(meta.StatefulRandomOps, "ops"))
 	}
 	fmt.Fprintf(stdout, "  fingerprint    %s\n", meta.Fingerprint)
 	roles := make([]string, 0, len(meta.Signatures))
