@@ -283,6 +283,10 @@ func localS3(plan s3Plan, base string, hosts int, channels map[string]string, ru
 		stop()
 		return fail(err)
 	}
+	if err := claimCache(cache, plan.cache == ""); err != nil {
+		stop()
+		return fail(err)
+	}
 	for _, name := range slices.Sorted(maps.Keys(plan.channels)) {
 		src, dir := plan.channels[name], filepath.Join(cache, name)
 		start := time.Now()
@@ -421,4 +425,30 @@ func size(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// cacheMarker marks a folder as sagefit's S3 cache: what is in it mirrors
+// S3, and files S3 no longer has are removed from it.
+const cacheMarker = ".sagefit-s3-cache"
+
+// claimCache makes dir the S3 cache, or refuses it where it holds files
+// sagefit did not put there: a cache mirrors S3, so every file of a
+// channel's folder that S3 lacks is removed (--s3-cache ~ emptied
+// ~/training and ~/model of a user's own files). The default cache, in the
+// job's base dir, is sagefit's own whatever it holds.
+func claimCache(dir string, own bool) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--s3-cache %s: %w", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, cacheMarker)); err == nil {
+		return nil
+	}
+	if len(entries) > 0 && !own {
+		return fmt.Errorf("--s3-cache %s holds files sagefit did not put there (%s, ...), and a cache mirrors S3, removing what S3 lacks: give an empty or new folder, or one an earlier --s3-cache used", dir, entries[0].Name())
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--s3-cache %s: %w", dir, err)
+	}
+	return os.WriteFile(filepath.Join(dir, cacheMarker), []byte("sagefit's S3 cache: mirrors S3, removing files S3 lacks\n"), 0o644)
 }

@@ -194,6 +194,35 @@ func TestLocalS3Errors(t *testing.T) {
 	}
 }
 
+// TestLocalS3CacheOfOtherFilesRefused: a cache mirrors S3, removing what
+// S3 lacks, so --s3-cache at a folder of the user's own files is refused
+// and the files stay (they were removed: a probe's --s3-cache DIR lost
+// DIR/training/mine.npy). An empty folder becomes the cache and is reused.
+func TestLocalS3CacheOfOtherFilesRefused(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.CreateBucket(t, "data")
+	fx := fixture.Make(t, "seed", "--rows", "64", "--no-fit", "--no-validation")
+	putDir(t, srv, filepath.Join(fx, "train"), "data", "train")
+	mine := t.TempDir()
+	own := filepath.Join(mine, "training", "mine.npy")
+	os.MkdirAll(filepath.Dir(own), 0o755)
+	os.WriteFile(own, []byte("the user's"), 0o644)
+	args := []string{"--model", filepath.Join(fx, "model"), "--channel", "training=s3://data/train", "--hp", "epochs=1"}
+	_, stderr, code := runLocalS3(t, srv.Env(), append(args, "--s3-cache", mine, "--output", t.TempDir())...)
+	if want := "--s3-cache " + mine + " holds files sagefit did not put there (training, ...)"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("exit %d, stderr lacks %q:\n%s", code, want, stderr)
+	}
+	if b, err := os.ReadFile(own); err != nil || string(b) != "the user's" {
+		t.Errorf("the user's file is gone or changed: %q %v", b, err)
+	}
+	cache := t.TempDir()
+	for run := range 2 {
+		if _, stderr, code := runLocalS3(t, srv.Env(), append(args, "--s3-cache", cache, "--output", t.TempDir())...); code != 0 {
+			t.Fatalf("run %d into an empty cache: exit %d\n%s", run+1, code, stderr)
+		}
+	}
+}
+
 // TestLocalS3CutOff: a connection that closes halfway through a download
 // (every time: a proxy cuts each one after 64 KiB) fails the command with a
 // clear error and leaves no file under its final name in the channel.
