@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -103,6 +104,11 @@ func local(args []string, stdout, stderr io.Writer) int {
 	}
 	if plan.empty() && (*s3Endpoint != "" || *s3Cache != "") {
 		fmt.Fprintf(stderr, "sagefit local: --s3-endpoint and --s3-cache apply to s3:// channels, output or checkpoints, and this run has none\n")
+		return 2
+	}
+	if u, err := url.Parse(*s3Endpoint); *s3Endpoint != "" && (err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https") {
+		// Found at the first request, in the SDK's words, it was.
+		fmt.Fprintf(stderr, "sagefit local: --s3-endpoint %q is not a URL such as http://127.0.0.1:9000 or https://s3.example.com\n", *s3Endpoint)
 		return 2
 	}
 	if plan.jobName != "" {

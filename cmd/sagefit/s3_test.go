@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,6 +192,19 @@ func TestLocalS3Errors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLocalS3EndpointNotAURLRefused: an --s3-endpoint that is no URL is a
+// usage error, said before anything runs (it failed at the first request,
+// in the SDK's words: "resolve auth scheme: resolve endpoint: endpoint rule
+// error, Custom endpoint `127.0.0.1:9000` was not a valid URI").
+func TestLocalS3EndpointNotAURLRefused(t *testing.T) {
+	for _, bad := range []string{"127.0.0.1:9000", "ftp://host", "http://"} {
+		_, stderr, code := runLocalS3(t, nil, "--model", t.TempDir(), "--channel", "training=s3://data/train", "--s3-endpoint", bad)
+		if want := "sagefit local: --s3-endpoint " + strconv.Quote(bad) + " is not a URL such as http://127.0.0.1:9000"; code != 2 || !strings.Contains(stderr, want) {
+			t.Errorf("--s3-endpoint %s: exit %d, stderr lacks %q:\n%s", bad, code, want, stderr)
+		}
 	}
 }
 

@@ -3,10 +3,12 @@ package s3sync
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -29,13 +31,13 @@ type Client struct {
 }
 
 type options struct {
-	endpoint   string
-	region     string
-	workers    int
-	attempts   int
-	partSize   int64
-	httpClient *http.Client
-	backoff    time.Duration
+	endpoint string
+	region   string
+	workers  int
+	attempts int
+	partSize int64
+	backoff  time.Duration
+	stall    time.Duration
 }
 
 // Option configures a [Client].
@@ -62,15 +64,21 @@ func WithAttempts(n int) Option { return func(o *options) { o.attempts = n } }
 // minimum, 5 MiB).
 func WithPartSize(n int64) Option { return func(o *options) { o.partSize = n } }
 
-// WithHTTPClient sends requests through c.
-func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.httpClient = c } }
+// WithStallTimeout sets how long a connection may move no byte, either
+// way, before its request fails and is tried again (default [StallTimeout]).
+func WithStallTimeout(d time.Duration) Option { return func(o *options) { o.stall = d } }
+
+// StallTimeout is how long a connection may move no byte before its request
+// fails: an endpoint that froze mid-transfer (a stopped process, a network
+// that drops packets) held a transfer forever, without a word.
+const StallTimeout = time.Minute
 
 // New makes a Client from the SDK's default configuration (credential
 // chain, region, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) and opts. It
 // resolves the credentials once, so a machine without any fails here with
 // a [NoCredentials] error rather than on the first transfer.
 func New(ctx context.Context, opts ...Option) (*Client, error) {
-	o := options{workers: 8, attempts: 3, partSize: manager.DefaultUploadPartSize, backoff: 200 * time.Millisecond}
+	o := options{workers: 8, attempts: 3, partSize: manager.DefaultUploadPartSize, backoff: 200 * time.Millisecond, stall: StallTimeout}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -82,9 +90,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	if o.region != "" {
 		load = append(load, config.WithRegion(o.region))
 	}
-	if o.httpClient != nil {
-		load = append(load, config.WithHTTPClient(o.httpClient))
-	}
+	load = append(load, config.WithHTTPClient(stallingClient(o.stall)))
 	cfg, err := config.LoadDefaultConfig(ctx, load...)
 	if err != nil {
 		return nil, fmt.Errorf("s3: AWS configuration: %w", err)
@@ -135,4 +141,41 @@ func (c *Client) CheckBucket(ctx context.Context, u URL) error {
 		err.(*Error).Kind = NoSuchBucket
 	}
 	return err
+}
+
+// stallingClient is the SDK's HTTP client whose connections fail a read or
+// a write that moves no byte for stall (the SDK's own read timeout covers
+// reads only; an upload to a frozen endpoint blocks in its writes).
+func stallingClient(stall time.Duration) *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		dial := tr.DialContext
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &stallConn{Conn: c, stall: stall}, nil
+		}
+	})
+}
+
+// stallConn moves each deadline on before a read or a write: a slow
+// transfer goes on, one that moves nothing for stall fails.
+type stallConn struct {
+	net.Conn
+	stall time.Duration
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	if err := c.Conn.SetReadDeadline(time.Now().Add(c.stall)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
 }

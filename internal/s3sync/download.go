@@ -238,7 +238,11 @@ func (c *Client) fetchOnce(ctx context.Context, url, bucket string, o object, fi
 		if strings.Contains(err.Error(), "checksum did not match") {
 			return nil, &Error{URL: url, Kind: Corrupt, Err: err}
 		}
-		return nil, &Error{URL: url, Kind: CutOff, Detail: fmt.Sprintf("after %d of %d bytes", n, want), Err: err}
+		detail := fmt.Sprintf("after %d of %d bytes", n, want)
+		if errors.Is(err, os.ErrDeadlineExceeded) { // stallConn's
+			detail += ": the endpoint stopped answering"
+		}
+		return nil, &Error{URL: url, Kind: CutOff, Detail: detail, Err: err}
 	}
 	if n != want || n != o.size {
 		return nil, &Error{URL: url, Kind: Corrupt, Detail: fmt.Sprintf("(%d bytes, the object has %d)", n, o.size)}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/aws/smithy-go"
@@ -155,6 +156,8 @@ func classify(url string, err error) error {
 			}
 			e.Detail, e.hide = "S3 error "+detail, true
 		}
+	case errors.Is(err, os.ErrDeadlineExceeded): // stallConn's: nothing moved for its stall timeout
+		e.Kind, e.Detail = Unreachable, "(it stopped answering)"
 	case errors.As(err, &oe) && oe.Op == "dial":
 		e.Kind, e.Detail = Unreachable, "at "+oe.Addr.String()
 		e.Err = oe.Err

@@ -329,6 +329,21 @@ func TestS3(t *testing.T) {
 		}
 	})
 
+	// An endpoint that freezes halfway through every response (a stopped
+	// process): the transfer fails once nothing has moved for the stall
+	// timeout, tried again, in a sentence; it waited forever.
+	t.Run("stalled", func(t *testing.T) {
+		proxy := s3test.StallProxy(t, s3test.Host(srv.Endpoint), 64<<10)
+		c := newClient(t, srv, s3sync.WithEndpoint(proxy), s3sync.WithWorkers(1), s3sync.WithStallTimeout(300*time.Millisecond))
+		u, _ := s3sync.Parse("s3://data/ds")
+		start := time.Now()
+		_, err := c.Download(ctx(t), u, t.TempDir(), s3sync.DownloadOptions{})
+		if err == nil || !strings.Contains(err.Error(), "s3://data/ds/train.npy: ") || !strings.Contains(err.Error(), "stopped answering") {
+			t.Fatalf("error %v", err)
+		}
+		t.Logf("%v after %v", err, time.Since(start).Round(time.Millisecond))
+	})
+
 	// An object whose stored checksum does not match its bytes: the SDK's
 	// validation (ChecksumMode ENABLED) must catch it.
 	t.Run("bad checksum", func(t *testing.T) {

@@ -327,6 +327,20 @@ func (s *Server) Keys(t testing.TB, bucket, prefix string) []string {
 // proxy's http:// endpoint and stops when t ends.
 func CutProxy(t testing.TB, target string, after int64) string {
 	t.Helper()
+	return proxy(t, target, after, false)
+}
+
+// StallProxy is CutProxy that, once `after` bytes have come back, passes
+// no more back and keeps the connection open: an endpoint that froze (a
+// stopped process, a black hole) halfway through every transfer.
+func StallProxy(t testing.TB, target string, after int64) string {
+	t.Helper()
+	return proxy(t, target, after, true)
+}
+
+func proxy(t testing.TB, target string, after int64, stall bool) string {
+	t.Helper()
+	stop := make(chan struct{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -367,6 +381,9 @@ func CutProxy(t testing.TB, target string, after int64) string {
 			go func() {
 				defer wg.Done()
 				io.CopyN(client, server, after)
+				if stall {
+					<-stop // neither closed nor read: the client's bytes pile up unread
+				}
 				client.Close()
 				server.Close()
 				track(client, false)
@@ -376,6 +393,7 @@ func CutProxy(t testing.TB, target string, after int64) string {
 	}()
 	t.Cleanup(func() {
 		l.Close()
+		close(stop)
 		mu.Lock()
 		for c := range conns {
 			c.Close()
