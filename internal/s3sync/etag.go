@@ -21,11 +21,18 @@ func md5ETag(etag string) bool {
 	return err == nil
 }
 
+// commonPartSizes are the part sizes S3 clients upload with: boto3's and
+// the AWS CLI's 8 MiB (doubled until a file fits 10,000 parts), the SDKs'
+// and our 5 MiB, and the other powers of two a large file's parts take.
+var commonPartSizes = []int64{5 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20, 128 << 20, 256 << 20, 512 << 20, 1 << 30}
+
 // sameContent reports whether the file at path, of the given size, holds
 // what an object with that ETag holds: the MD5 for a single-part ETag, the
-// MD5 of the parts' MD5s for a multipart one uploaded with partSize parts
-// (the upload manager's, which is how we upload). Other ETags (SSE-KMS,
-// other part sizes) give false: not known to be the same.
+// MD5 of the parts' MD5s for a multipart one, its parts of partSize (how we
+// upload) or of a size other clients use (commonPartSizes) that gives the
+// ETag's part count. Other ETags (SSE-KMS, other part sizes) give false:
+// not known to be the same. (Only 5 MiB parts were tried: an object boto3
+// uploaded was fetched again by every run that reused the cache.)
 func sameContent(path string, size int64, etag string, partSize int64) (bool, error) {
 	if md5ETag(etag) {
 		sum, err := fileMD5(path)
@@ -33,26 +40,39 @@ func sameContent(path string, size int64, etag string, partSize int64) (bool, er
 	}
 	hexSum, count, ok := strings.Cut(etag, "-")
 	parts, err := strconv.Atoi(count)
-	if !ok || err != nil || parts < 1 || !md5ETag(hexSum) || partSize <= 0 {
+	if !ok || err != nil || parts < 1 || !md5ETag(hexSum) {
 		return false, nil
 	}
-	if want := (size + partSize - 1) / partSize; want != int64(parts) {
-		return false, nil
+	tried := map[int64]bool{}
+	for _, ps := range append([]int64{partSize}, commonPartSizes...) {
+		if ps <= 0 || tried[ps] || (size+ps-1)/ps != int64(parts) {
+			continue
+		}
+		tried[ps] = true
+		sum, err := partsMD5(path, ps, parts)
+		if err != nil || sum == hexSum {
+			return err == nil, err
+		}
 	}
+	return false, nil
+}
+
+// partsMD5 is the hex MD5 of the MD5s of the file's parts of partSize.
+func partsMD5(path string, partSize int64, parts int) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	defer f.Close()
 	all := md5.New()
 	for range parts {
 		h := md5.New()
 		if _, err := io.CopyN(h, f, partSize); err != nil && err != io.EOF {
-			return false, err
+			return "", err
 		}
 		all.Write(h.Sum(nil))
 	}
-	return hex.EncodeToString(all.Sum(nil)) == hexSum, nil
+	return hex.EncodeToString(all.Sum(nil)), nil
 }
 
 func fileMD5(path string) (string, error) {

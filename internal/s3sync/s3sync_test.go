@@ -191,6 +191,20 @@ func TestS3(t *testing.T) {
 		if st, err := c.Download(ctx(t), prefix, dir, s3sync.DownloadOptions{}); err != nil || st.Skipped != 1 {
 			t.Errorf("second download of the multipart object: %+v, %v", st, err)
 		}
+		// So is one uploaded in boto3's and the AWS CLI's 8 MiB parts (it
+		// was fetched again by every download into the same folder).
+		boto := newClient(t, srv, s3sync.WithPartSize(8<<20))
+		u8, _ := s3sync.Parse("s3://data/big8/big.bin")
+		if err := boto.UploadFile(ctx(t), src, u8); err != nil {
+			t.Fatal(err)
+		}
+		prefix8, _ := s3sync.Parse("s3://data/big8")
+		dir8 := t.TempDir()
+		for i, want := range []int{0, 1} {
+			if st, err := c.Download(ctx(t), prefix8, dir8, s3sync.DownloadOptions{}); err != nil || st.Skipped != want {
+				t.Errorf("download %d of the object in 8 MiB parts: %+v, %v; want %d skipped", i+1, st, err, want)
+			}
+		}
 	})
 
 	t.Run("tar.gz", func(t *testing.T) {
