@@ -317,8 +317,16 @@ func localS3(plan s3Plan, base string, hosts int, channels map[string]string, ru
 			}
 		}
 		// Only rank 0 reads and writes checkpoints.
+		if err := sameCheckpointURI(ckptDirs[0], *plan.checkpoint); err != nil {
+			stop()
+			return fail(err)
+		}
 		st, err := client.Download(ctx, *plan.checkpoint, ckptDirs[0], s3sync.DownloadOptions{AllowEmpty: true, Skip: s3sync.Hidden})
 		if err != nil {
+			stop()
+			return fail(fmt.Errorf("checkpoints: %w", err))
+		}
+		if err := os.WriteFile(filepath.Join(ckptDirs[0], checkpointURIFile), []byte(plan.checkpoint.String()+"\n"), 0o644); err != nil {
 			stop()
 			return fail(fmt.Errorf("checkpoints: %w", err))
 		}
@@ -457,4 +465,30 @@ func claimCache(dir string, own bool) error {
 		return fmt.Errorf("--s3-cache %s: %w", dir, err)
 	}
 	return os.WriteFile(filepath.Join(dir, cacheMarker), []byte("sagefit's S3 cache: mirrors S3, removing files S3 lacks\n"), 0o644)
+}
+
+// checkpointURIFile, in a local job's checkpoint dir, names the
+// --checkpoint prefix the dir was last filled from (hidden: not uploaded).
+const checkpointURIFile = ".sagefit-checkpoint-uri"
+
+// sameCheckpointURI refuses a checkpoint dir that holds another prefix's
+// checkpoints: SageMaker fills it from checkpoint_s3_uri alone, and a
+// reused --output with another --checkpoint resumed from the first prefix's
+// checkpoints and uploaded them to the second.
+func sameCheckpointURI(dir string, uri s3sync.URL) error {
+	b, err := os.ReadFile(filepath.Join(dir, checkpointURIFile))
+	if err != nil {
+		return nil // none yet, or a dir of a job without S3 checkpoints: resumed as it is
+	}
+	last := strings.TrimSpace(string(b))
+	if last == uri.String() {
+		return nil
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			return fmt.Errorf("checkpoints: %s holds the checkpoints of --checkpoint %s, not of %s, which a job would resume from and upload there: give --checkpoint %s again, or another --output", dir, last, uri, last)
+		}
+	}
+	return nil
 }

@@ -352,4 +352,17 @@ func TestLocalS3Checkpoints(t *testing.T) {
 			t.Errorf("incomplete checkpoint uploaded: %s", k)
 		}
 	}
+
+	// Run 4, into run 1's base dir with another prefix: refused (it
+	// resumed from run 1's checkpoints and uploaded them to the other).
+	other := args(out1, "3")
+	other[slices.Index(other, "s3://ckpt/job")] = "s3://ckpt/other"
+	_, stderr, code = runLocalS3(t, srv.Env(), other...)
+	want4 := "checkpoints: " + filepath.Join(out1, "checkpoints") + " holds the checkpoints of --checkpoint s3://ckpt/job, not of s3://ckpt/other"
+	if code != 1 || !strings.Contains(stderr, want4) {
+		t.Errorf("run 4: exit %d, stderr lacks %q:\n%s", code, want4, stderr)
+	}
+	if got := srv.Keys(t, "ckpt", "other/"); len(got) != 0 {
+		t.Errorf("run 4 uploaded %v", got)
+	}
 }
