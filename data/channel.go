@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"mime"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -67,7 +69,11 @@ func scanChannel(dir string, declaredCSV bool) (channelScan, error) {
 		switch {
 		case ext == ".npy", ext == ".npz":
 			if declaredCSV {
-				return s, fmt.Errorf("channel %s has ContentType text/csv but holds the numpy file %s; give numpy files their own channel, or drop the ContentType", dir, displayName(dir, f))
+				why := "give numpy files their own channel, or drop the ContentType"
+				if strings.HasPrefix(baseName(f), "sample_weight") {
+					why = "a CSV channel carries no sample weights (its columns are the label and the features): save the rows as .npy files, sample_weight.npy beside them, and drop the ContentType, to weigh them"
+				}
+				return s, fmt.Errorf("channel %s has ContentType text/csv but holds the numpy file %s; %s", dir, displayName(dir, f), why)
 			}
 			numpy = append(numpy, f)
 		case ext == ".csv", declaredCSV && (ext == "" || ext == ".txt"):
@@ -79,8 +85,13 @@ func scanChannel(dir string, declaredCSV bool) (channelScan, error) {
 		}
 	}
 	if len(s.csv) > 0 && len(numpy) > 0 {
-		return s, fmt.Errorf("channel %s mixes CSV files %s with numpy files %s; keep one format per channel",
-			dir, fileList(dir, s.csv), fileList(dir, numpy))
+		why := "keep one format per channel"
+		if slices.ContainsFunc(numpy, func(f string) bool { return strings.HasPrefix(baseName(f), "sample_weight") }) {
+			// "Its own channel" does not weigh the rows.
+			why = "a CSV channel carries no sample weights (its columns are the label and the features): save the rows as .npy files, sample_weight.npy beside them, to weigh them"
+		}
+		return s, fmt.Errorf("channel %s mixes CSV files %s with numpy files %s; %s",
+			dir, fileList(dir, s.csv), fileList(dir, numpy), why)
 	}
 	for _, f := range numpy {
 		if strings.EqualFold(filepath.Ext(f), ".npz") {
@@ -447,7 +458,18 @@ func isCSVContentType(ct string) (bool, error) {
 	if ls, ok := params["label_size"]; ok && ls != "1" {
 		return false, fmt.Errorf("ContentType %q: only label_size=1 is supported (one label column, the first)", ct)
 	}
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		if k != "label_size" && k != "charset" { // header=present was dropped without a word
+			return false, fmt.Errorf("ContentType %q: parameter %s is not read: sagefit's CSV has no header row, the label in the first column, UTF-8 text; drop it", ct, k)
+		}
+	}
 	return true, nil
+}
+
+// IsCSV says whether a channel's ContentType asks for CSV (text/csv).
+func IsCSV(ct string) bool {
+	csv, err := isCSVContentType(ct)
+	return csv || err != nil
 }
 
 // ReadsContentType says whether a channel's ContentType names data sagefit

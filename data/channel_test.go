@@ -372,6 +372,17 @@ func TestOpenChannelFormats(t *testing.T) {
 			wantErr: `ContentType "text/csv;label_size=2": only label_size=1 is supported`,
 		},
 		{
+			name: "csv with sample weights", files: []string{"a.csv=csv/part-a.csv", "sample_weight.npy=vector.npy"},
+			inputs: []string{"x"}, targets: []string{"y"},
+			wantErr: "channel %s mixes CSV files [a.csv] with numpy files [sample_weight.npy]; a CSV channel carries no sample weights",
+		},
+		{
+			// Dropped without a word, the header row then refused as "not a number".
+			name: "a CSV parameter sagefit does not read", files: []string{"a.csv=csv/part-a.csv"}, contentType: "text/csv; header=present",
+			inputs: []string{"x"}, targets: []string{"y"},
+			wantErr: `ContentType "text/csv; header=present": parameter header is not read: sagefit's CSV has no header row`,
+		},
+		{
 			name: "bad csv names file and line", files: []string{"a.csv=csv/part-a.csv", "b.csv=v3.npy"},
 			inputs: []string{"x"}, targets: []string{"y"},
 			wantErr: "b.csv line 1 column 1:",

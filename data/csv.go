@@ -119,7 +119,9 @@ func (p *csvParser) file(path string) error {
 	r := csv.NewReader(br)
 	r.FieldsPerRecord = -1 // checked here, with a better message
 	r.ReuseRecord = true
-	r.TrimLeadingSpace = true
+	// A text cell's spaces are its own (" cyan", as Python's csv.writer
+	// writes it, was fed as "cyan"); a number's are not.
+	r.TrimLeadingSpace = !p.text
 	first := true
 	for {
 		rec, err := r.Read()
@@ -144,10 +146,14 @@ func (p *csvParser) file(path string) error {
 			v, err := parseCell(cell)
 			if err != nil {
 				hint := ""
-				if first {
+				switch {
+				case strings.ContainsRune(cell, '\r'):
+					hint = " (its lines end in a lone carriage return, as old Mac files do: save it with \\n or \\r\\n line endings)"
+				case first && strings.TrimSpace(cell) != "":
 					hint = " (text/csv channels have no header row; remove it)"
 				}
-				return fmt.Errorf("%s line %d column %d: %v%s", shown, line, i+1, err, hint)
+				at, _ := r.FieldPos(i) // a quoted cell before it may span lines
+				return fmt.Errorf("%s line %d column %d: %v%s", shown, at, i+1, err, hint)
 			}
 			if i == 0 {
 				p.label = binary.LittleEndian.AppendUint32(p.label, math.Float32bits(v))
@@ -175,12 +181,20 @@ func parseCell(cell string) (float32, error) {
 	if s == "" {
 		return 0, errors.New("empty cell; every cell needs a number (missing values are not supported)")
 	}
-	v, err := strconv.ParseFloat(s, 32)
-	if err != nil {
-		if errors.Is(err, strconv.ErrRange) {
-			return 0, fmt.Errorf("%q is out of float32 range", cell)
-		}
+	// As np.loadtxt reads it: no Go literal syntax (digit separators, hex
+	// floats), and rounded to float64 first, then to float32 (straight to
+	// float32 rounded a decimal halfway between two float32s the other way).
+	digits := strings.TrimLeft(s, "+-")
+	if strings.ContainsRune(s, '_') || strings.HasPrefix(digits, "0x") || strings.HasPrefix(digits, "0X") {
 		return 0, fmt.Errorf("%q is not a number", cell)
 	}
-	return float32(v), nil
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("%q is not a number", cell)
+	}
+	f := float32(v)
+	if err != nil || math.IsInf(float64(f), 0) && !math.IsInf(v, 0) {
+		return 0, fmt.Errorf("%q is out of float32 range", cell)
+	}
+	return f, nil
 }

@@ -86,6 +86,14 @@ func TestOpenCSV(t *testing.T) {
 			features: []float32{float32(math.Inf(1)), float32(math.Inf(-1))}},
 		{name: "an empty file among others", files: []string{"", "1,2\n"}, label: []float32{1}, features: []float32{2}},
 		{name: "non-numeric cell", files: []string{"1,2,3\n0,x7,5\n"}, wantErr: `%s line 2 column 2: "x7" is not a number`},
+		// As np.loadtxt reads them: to float64, then float32 (a decimal
+		// halfway between two float32s was rounded straight to float32,
+		// the other way), and no Go literal syntax.
+		{name: "halfway between two float32s", files: []string{"2.0409191846847534,1\n"}, label: []float32{float32(viaFloat64(2.0409191846847534))}, features: []float32{1}},
+		{name: "digit separator", files: []string{"1_000,2\n"}, wantErr: `%s line 1 column 1: "1_000" is not a number`},
+		{name: "hex float", files: []string{"1,-0x1p-2\n"}, wantErr: `%s line 1 column 2: "-0x1p-2" is not a number`},
+		{name: "lone carriage returns", files: []string{"1,2\r0,3\r"}, wantErr: `%s line 1 column 2: "2\r0" is not a number (its lines end in a lone carriage return`},
+		{name: "a quoted cell over two lines", files: []string{"1,\"2\n\",x\n"}, wantErr: `%s line 2 column 3: "x" is not a number`},
 		{name: "header row", files: []string{"label,a,b\n1,2,3\n"}, wantErr: `%s line 1 column 1: "label" is not a number (text/csv channels have no header row; remove it)`},
 		{name: "header row of a later file", files: []string{"1,2,3\n", "y,a,b\n"}, wantErr: `%s line 1 column 1: "y" is not a number (text/csv channels have no header row`},
 		{name: "ragged row", files: []string{"1,2,3\n0,4\n"}, wantErr: "%s line 2 has 2 columns but "},
@@ -148,7 +156,9 @@ func sameFloats(a, b []float32) bool {
 func TestCSVTextFeatures(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "train.csv")
-	if err := os.WriteFile(path, []byte("1,red,\"big, round\"\n0,,h\u00e9\n"), 0o644); err != nil {
+	// " h\u00e9" keeps its space, as Python's csv module reads it (it was
+	// trimmed, and the model saw other text than fit).
+	if err := os.WriteFile(path, []byte("1,red,\"big, round\"\n 0,, h\u00e9\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	label, features, err := openCSV(func(p string) string { return p }, true, path)
@@ -169,7 +179,7 @@ func TestCSVTextFeatures(t *testing.T) {
 	for e := 0; e < 4; e++ {
 		got = append(got, strings.TrimRight(string(dst[e*w:(e+1)*w]), "\x00"))
 	}
-	if want := []string{"", "h\u00e9", "red", "big, round"}; !slices.Equal(got, want) {
+	if want := []string{"", " h\u00e9", "red", "big, round"}; !slices.Equal(got, want) {
 		t.Errorf("cells %q, want %q", got, want)
 	}
 	lv := make([]byte, 8)
@@ -180,3 +190,7 @@ func TestCSVTextFeatures(t *testing.T) {
 		t.Errorf("labels %v, want [1 0]", l)
 	}
 }
+
+// viaFloat64 is v as a float64 variable: float32(viaFloat64(c)) rounds the
+// constant c twice, as numpy does, where float32(c) rounds it once.
+func viaFloat64(v float64) float64 { return v }

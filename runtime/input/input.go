@@ -287,6 +287,9 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		fmt.Fprintf(cd.warn, "sagefit: warning: channel %q has ContentType %q, which sagefit does not read: it reads the channel's data by the files' names (.npy, .npz, .csv) or as text/csv; drop the ContentType, or convert the data\n", c.Name, ct)
 	}
 	if c.InputMode == sagemaker.Pipe {
+		if data.IsCSV(c.ContentType) { // it failed in epoch 1, its stream "not a .npy array"
+			return nil, fmt.Errorf("channel %q has ContentType %s in Pipe mode, which streams .npy arrays back to back; read CSV in File or FastFile mode", c.Name, c.ContentType)
+		}
 		if len(pipeNames) == 0 {
 			pipeNames = append(inputs, targets...)
 		} else {

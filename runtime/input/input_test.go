@@ -150,6 +150,16 @@ func TestRecordWrappedChannelRefused(t *testing.T) {
 	}
 }
 
+// A CSV channel in Pipe mode is refused where it opens (it failed in
+// epoch 1: its stream "not a .npy array").
+func TestPipeCSVRefused(t *testing.T) {
+	_, err := input.Open(sagemaker.Channel{Name: "training", InputMode: sagemaker.Pipe, ContentType: "text/csv"}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{})
+	want := `channel "training" has ContentType text/csv in Pipe mode, which streams .npy arrays back to back; read CSV in File or FastFile mode`
+	if err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
+	}
+}
+
 // A Pipe mode stream's tensor names are checked when the channel opens:
 // every input and target once, a sample weight only where the model takes
 // one, nothing else.
