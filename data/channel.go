@@ -459,8 +459,9 @@ func isCSVContentType(ct string) (bool, error) {
 		return false, fmt.Errorf("ContentType %q: only label_size=1 is supported (one label column, the first)", ct)
 	}
 	for _, k := range slices.Sorted(maps.Keys(params)) {
-		if k != "label_size" && k != "charset" { // header=present was dropped without a word
-			return false, fmt.Errorf("ContentType %q: parameter %s is not read: sagefit's CSV has no header row, the label in the first column, UTF-8 text; drop it", ct, k)
+		utf8 := k == "charset" && slices.Contains([]string{"utf-8", "utf8", "us-ascii"}, strings.ToLower(params[k]))
+		if k != "label_size" && !utf8 { // header=present, or Latin-1 read as UTF-8, without a word
+			return false, fmt.Errorf("ContentType %q: parameter %s=%s is not read: sagefit's CSV has no header row, the label in the first column, UTF-8 text; drop it", ct, k, params[k])
 		}
 	}
 	return true, nil

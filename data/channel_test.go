@@ -380,7 +380,7 @@ func TestOpenChannelFormats(t *testing.T) {
 			// Dropped without a word, the header row then refused as "not a number".
 			name: "a CSV parameter sagefit does not read", files: []string{"a.csv=csv/part-a.csv"}, contentType: "text/csv; header=present",
 			inputs: []string{"x"}, targets: []string{"y"},
-			wantErr: `ContentType "text/csv; header=present": parameter header is not read: sagefit's CSV has no header row`,
+			wantErr: `ContentType "text/csv; header=present": parameter header=present is not read: sagefit's CSV has no header row`,
 		},
 		{
 			name: "bad csv names file and line", files: []string{"a.csv=csv/part-a.csv", "b.csv=v3.npy"},

@@ -149,7 +149,7 @@ func (p *csvParser) file(path string) error {
 				switch {
 				case strings.ContainsRune(cell, '\r'):
 					hint = " (its lines end in a lone carriage return, as old Mac files do: save it with \\n or \\r\\n line endings)"
-				case first && strings.TrimSpace(cell) != "":
+				case first && i == 0 && !errors.Is(err, errOutOfRange): // past a first cell that is a number, no header
 					hint = " (text/csv channels have no header row; remove it)"
 				}
 				at, _ := r.FieldPos(i) // a quoted cell before it may span lines
@@ -188,13 +188,20 @@ func parseCell(cell string) (float32, error) {
 	if strings.ContainsRune(s, '_') || strings.HasPrefix(digits, "0x") || strings.HasPrefix(digits, "0X") {
 		return 0, fmt.Errorf("%q is not a number", cell)
 	}
+	if strings.EqualFold(digits, "nan") && len(s)-len(digits) <= 1 { // -nan, as C's printf writes it
+		return float32(math.NaN()), nil
+	}
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return 0, fmt.Errorf("%q is not a number", cell)
 	}
 	f := float32(v)
 	if err != nil || math.IsInf(float64(f), 0) && !math.IsInf(v, 0) {
-		return 0, fmt.Errorf("%q is out of float32 range", cell)
+		// numpy reads it as inf; a number past float32 is more likely a fault.
+		return 0, fmt.Errorf("%q is %w", cell, errOutOfRange)
 	}
 	return f, nil
 }
+
+// errOutOfRange is a cell's number beyond float32's range.
+var errOutOfRange = errors.New("out of float32 range")

@@ -102,8 +102,12 @@ func local(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sagefit local: %v\n", err)
 		return 2
 	}
-	if plan.empty() && (*s3Endpoint != "" || *s3Cache != "") {
-		fmt.Fprintf(stderr, "sagefit local: --s3-endpoint and --s3-cache apply to s3:// channels, output or checkpoints, and this run has none\n")
+	if plan.empty() && *s3Endpoint != "" {
+		fmt.Fprintf(stderr, "sagefit local: --s3-endpoint applies to s3:// channels, output or checkpoints, and this run has none\n")
+		return 2
+	}
+	if len(plan.channels) == 0 && *s3Cache != "" {
+		fmt.Fprintf(stderr, "sagefit local: --s3-cache holds s3:// channels, and this run has none\n")
 		return 2
 	}
 	if u, err := url.Parse(*s3Endpoint); *s3Endpoint != "" && (err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https") {
@@ -317,16 +321,13 @@ func localS3(plan s3Plan, base string, hosts int, channels map[string]string, ru
 			}
 		}
 		// Only rank 0 reads and writes checkpoints.
-		if err := sameCheckpointURI(ckptDirs[0], *plan.checkpoint); err != nil {
+		// Named before the download: one cut short leaves the prefix's files.
+		if err := claimCheckpointDir(ckptDirs[0], *plan.checkpoint); err != nil {
 			stop()
 			return fail(err)
 		}
 		st, err := client.Download(ctx, *plan.checkpoint, ckptDirs[0], s3sync.DownloadOptions{AllowEmpty: true, Skip: s3sync.Hidden})
 		if err != nil {
-			stop()
-			return fail(fmt.Errorf("checkpoints: %w", err))
-		}
-		if err := os.WriteFile(filepath.Join(ckptDirs[0], checkpointURIFile), []byte(plan.checkpoint.String()+"\n"), 0o644); err != nil {
 			stop()
 			return fail(fmt.Errorf("checkpoints: %w", err))
 		}
@@ -459,7 +460,7 @@ func claimCache(dir string, own bool) error {
 		return nil
 	}
 	if len(entries) > 0 && !own {
-		return fmt.Errorf("--s3-cache %s holds files sagefit did not put there (%s, ...), and a cache mirrors S3, removing what S3 lacks: give an empty or new folder, or one an earlier --s3-cache used", dir, entries[0].Name())
+		return fmt.Errorf("--s3-cache %s holds files sagefit did not put there (%s, ...), and a cache mirrors S3, removing what S3 lacks: give an empty or new folder, or one an earlier --s3-cache used (marked %s; a cache of an older sagefit has no mark: empty it)", dir, entries[0].Name(), cacheMarker)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("--s3-cache %s: %w", dir, err)
@@ -471,24 +472,32 @@ func claimCache(dir string, own bool) error {
 // --checkpoint prefix the dir was last filled from (hidden: not uploaded).
 const checkpointURIFile = ".sagefit-checkpoint-uri"
 
-// sameCheckpointURI refuses a checkpoint dir that holds another prefix's
-// checkpoints: SageMaker fills it from checkpoint_s3_uri alone, and a
-// reused --output with another --checkpoint resumed from the first prefix's
-// checkpoints and uploaded them to the second.
-func sameCheckpointURI(dir string, uri s3sync.URL) error {
-	b, err := os.ReadFile(filepath.Join(dir, checkpointURIFile))
-	if err != nil {
-		return nil // none yet, or a dir of a job without S3 checkpoints: resumed as it is
-	}
-	last := strings.TrimSpace(string(b))
-	if last == uri.String() {
-		return nil
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), ".") {
-			return fmt.Errorf("checkpoints: %s holds the checkpoints of --checkpoint %s, not of %s, which a job would resume from and upload there: give --checkpoint %s again, or another --output", dir, last, uri, last)
+// claimCheckpointDir refuses a checkpoint dir that holds another prefix's
+// checkpoints, and names uri as the prefix it is filled from: SageMaker
+// fills it from checkpoint_s3_uri alone, and a reused --output with another
+// --checkpoint resumed from the first prefix's checkpoints and uploaded
+// them to the second. A prefix is compared as a folder (s3://b/ckpt and
+// s3://b/ckpt/ are one).
+func claimCheckpointDir(dir string, uri s3sync.URL) error {
+	this := uri.Join().String()
+	marker := filepath.Join(dir, checkpointURIFile)
+	if b, err := os.ReadFile(marker); err == nil {
+		last := strings.TrimSpace(string(b))
+		if u, err := s3sync.Parse(last); err == nil {
+			last = u.Join().String()
 		}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if last != this && !strings.HasPrefix(e.Name(), ".") {
+				return fmt.Errorf("checkpoints: %s holds the checkpoints of --checkpoint %s, not of %s, which a job would resume from and upload there: give --checkpoint %s again, or another --output", dir, last, this, last)
+			}
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("checkpoints: %w", err)
+	}
+	if err := os.WriteFile(marker, []byte(this+"\n"), 0o644); err != nil {
+		return fmt.Errorf("checkpoints: %w", err)
 	}
 	return nil
 }

@@ -239,8 +239,10 @@ func TestLocalFlagsNotDropped(t *testing.T) {
 		{[]string{"--channel", "training=" + dir, "--channel", "training=/x"}, "training is given twice"},
 		{[]string{"--model", dir, "--channel", "model=" + dir}, "both name the model channel"},
 		{[]string{"--docker", "podman"}, "--docker needs --image"},
-		{[]string{"--s3-endpoint", "http://127.0.0.1:9000"}, "--s3-endpoint and --s3-cache apply to s3://"},
-		{[]string{"--s3-cache", dir}, "--s3-endpoint and --s3-cache apply to s3://"},
+		{[]string{"--s3-endpoint", "http://127.0.0.1:9000"}, "--s3-endpoint applies to s3:// channels, output or checkpoints, and this run has none"},
+		{[]string{"--s3-cache", dir}, "--s3-cache holds s3:// channels, and this run has none"},
+		// Only s3:// channels are cached (it made the folder, and held nothing there).
+		{[]string{"--s3-cache", dir, "--checkpoint", "s3://b/ckpt"}, "--s3-cache holds s3:// channels, and this run has none"},
 	} {
 		out := filepath.Join(t.TempDir(), "base")
 		cmd := exec.Command(binary, append(append([]string{"local"}, c.args...), "--output", out)...)

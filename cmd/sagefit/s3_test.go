@@ -301,6 +301,13 @@ func TestLocalS3Checkpoints(t *testing.T) {
 	if !strings.Contains(stderr, "sagefit local: checkpoints: 2 files uploaded to s3://ckpt/job, 0 unchanged") {
 		t.Errorf("run 1 stderr:\n%s", stderr)
 	}
+	// Run 1 again into its base dir, its prefix spelt as a folder: the
+	// same prefix (refused as another, before).
+	same := args(out1, "2")
+	same[slices.Index(same, "s3://ckpt/job")] = "s3://ckpt/job/"
+	if _, stderr, code := runLocalS3(t, srv.Env(), same...); code != 0 {
+		t.Errorf("run 1 again, its prefix with a slash: exit %d\n%s", code, stderr)
+	}
 	// A checkpoint being written when the upload runs is not uploaded.
 	os.MkdirAll(filepath.Join(out1, "checkpoints", ".tmp-ckpt-000009-000000000-1"), 0o755)
 	os.WriteFile(filepath.Join(out1, "checkpoints", ".tmp-ckpt-000009-000000000-1", "variables.bin"), []byte("half"), 0o644)

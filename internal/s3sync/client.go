@@ -70,8 +70,10 @@ func WithStallTimeout(d time.Duration) Option { return func(o *options) { o.stal
 
 // StallTimeout is how long a connection may move no byte before its request
 // fails: an endpoint that froze mid-transfer (a stopped process, a network
-// that drops packets) held a transfer forever, without a word.
-const StallTimeout = time.Minute
+// that drops packets) held a transfer forever, without a word. Two minutes
+// leave a slow uplink time to drain its socket's buffer after the last
+// write of a part, before the reply is due.
+const StallTimeout = 2 * time.Minute
 
 // New makes a Client from the SDK's default configuration (credential
 // chain, region, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL) and opts. It
@@ -143,24 +145,31 @@ func (c *Client) CheckBucket(ctx context.Context, u URL) error {
 	return err
 }
 
-// stallingClient is the SDK's HTTP client whose connections fail a read or
-// a write that moves no byte for stall (the SDK's own read timeout covers
-// reads only; an upload to a frozen endpoint blocks in its writes).
+// stallingClient is the SDK's HTTP client whose connections fail once
+// nothing moves for stall (stallConn).
 func stallingClient(stall time.Duration) *awshttp.BuildableClient {
 	return awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		dial := tr.DialContext
-		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return &stallConn{Conn: c, stall: stall}, nil
-		}
+		tr.DialContext = stallDial(tr.DialContext, stall)
 	})
 }
 
-// stallConn moves each deadline on before a read or a write: a slow
-// transfer goes on, one that moves nothing for stall fails.
+// stallDial wraps dial's connections in stallConn.
+func stallDial(dial func(ctx context.Context, network, addr string) (net.Conn, error), stall time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &stallConn{Conn: c, stall: stall}, nil
+	}
+}
+
+// stallConn fails a read or a write once nothing has moved either way for
+// stall: a slow transfer goes on, a frozen endpoint ends it (the SDK's own
+// read timeout covers reads only, and an upload to a frozen endpoint blocks
+// in its writes). A write moves the read deadline on too: the transport
+// reads for the response from the moment it sends the request, and a
+// steady upload longer than stall failed on that read.
 type stallConn struct {
 	net.Conn
 	stall time.Duration
@@ -174,7 +183,7 @@ func (c *stallConn) Read(p []byte) (int, error) {
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
+	if err := c.Conn.SetDeadline(time.Now().Add(c.stall)); err != nil {
 		return 0, err
 	}
 	return c.Conn.Write(p)
