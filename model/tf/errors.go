@@ -26,7 +26,14 @@ var (
 // graph's node trace, the batch's label list, or line breaks.
 func tfError(msg string) error {
 	msg = nodeTrace.ReplaceAllString(msg, "")
-	msg = labelRange.ReplaceAllString(msg, "a label is $1, outside the model's $2 classes [0, $2) (the labels of a sparse categorical loss are class indices) ")
+	msg = labelRange.ReplaceAllStringFunc(msg, func(m string) string {
+		g := labelRange.FindStringSubmatch(m)
+		label := "a label is " + g[1]
+		if g[1] == "-9223372036854775808" { // a NaN label, cast to an integer
+			label = "a label is NaN (or past int64)"
+		}
+		return fmt.Sprintf("%s, outside the model's %s classes [0, %s) (the labels of a sparse categorical loss are class indices) ", label, g[2], g[2])
+	})
 	msg = idRange.ReplaceAllStringFunc(msg, func(m string) string {
 		g := idRange.FindStringSubmatch(m)
 		n, _ := strconv.Atoi(g[2])

@@ -10,6 +10,9 @@ func TestTFErrorIsOneLine(t *testing.T) {
 		{"sagefit_train_step_weighted: Received a label value of 7 which is outside the valid range of [0, 3).  Label values: 3 0 1 2 7 1\n\t [[{{function_node __inference_train_step_3561}}{{node compile_loss/sparse_categorical_crossentropy/SparseSoftmaxCrossEntropyWithLogits}}]]",
 			"sagefit_train_step_weighted: a label is 7, outside the model's 3 classes [0, 3) (the labels of a sparse categorical loss are class indices)"},
 		{"Received a label value of -1 which is outside the valid range of [0, 10).  Label values: -1", "a label is -1, outside the model's 10 classes [0, 10) (the labels of a sparse categorical loss are class indices)"},
+		// A NaN label reaches the loss as int64's least value.
+		{"Received a label value of -9223372036854775808 which is outside the valid range of [0, 3).  Label values: -9223372036854775808 1",
+			"a label is NaN (or past int64), outside the model's 3 classes [0, 3) (the labels of a sparse categorical loss are class indices)"},
 		{"Input to reshape is a tensor with 12 values,\nbut the requested shape has 16\n\t [[{{node Reshape}}]]", "Input to reshape is a tensor with 12 values, but the requested shape has 16"},
 		// An Embedding's id beyond its input_dim (TensorFlow's words named
 		// only the batch position).
