@@ -47,6 +47,13 @@ func ListChannel(dir string) ([]string, error) {
 	return s.entries, nil
 }
 
+// csvHasNoWeights says why a sample_weight file beside CSV does not weigh
+// its rows ("give numpy files their own channel" would not either).
+const csvHasNoWeights = "a CSV channel carries no sample weights (its columns are the label and the features): save the rows as .npy files, sample_weight.npy beside them"
+
+// isWeightFile says whether a channel file holds sample weights by its name.
+func isWeightFile(f string) bool { return strings.HasPrefix(baseName(f), "sample_weight") }
+
 // channelScan is what a channel directory holds.
 type channelScan struct {
 	entries []string // .npy files and .npz member paths, sorted
@@ -70,8 +77,8 @@ func scanChannel(dir string, declaredCSV bool) (channelScan, error) {
 		case ext == ".npy", ext == ".npz":
 			if declaredCSV {
 				why := "give numpy files their own channel, or drop the ContentType"
-				if strings.HasPrefix(baseName(f), "sample_weight") {
-					why = "a CSV channel carries no sample weights (its columns are the label and the features): save the rows as .npy files, sample_weight.npy beside them, and drop the ContentType, to weigh them"
+				if isWeightFile(f) {
+					why = csvHasNoWeights + ", and drop the ContentType, to weigh them"
 				}
 				return s, fmt.Errorf("channel %s has ContentType text/csv but holds the numpy file %s; %s", dir, displayName(dir, f), why)
 			}
@@ -86,9 +93,8 @@ func scanChannel(dir string, declaredCSV bool) (channelScan, error) {
 	}
 	if len(s.csv) > 0 && len(numpy) > 0 {
 		why := "keep one format per channel"
-		if slices.ContainsFunc(numpy, func(f string) bool { return strings.HasPrefix(baseName(f), "sample_weight") }) {
-			// "Its own channel" does not weigh the rows.
-			why = "a CSV channel carries no sample weights (its columns are the label and the features): save the rows as .npy files, sample_weight.npy beside them, to weigh them"
+		if slices.ContainsFunc(numpy, isWeightFile) {
+			why = csvHasNoWeights + ", to weigh them"
 		}
 		return s, fmt.Errorf("channel %s mixes CSV files %s with numpy files %s; %s",
 			dir, fileList(dir, s.csv), fileList(dir, numpy), why)

@@ -481,14 +481,17 @@ const checkpointURIFile = ".sagefit-checkpoint-uri"
 func claimCheckpointDir(dir string, uri s3sync.URL) error {
 	this := uri.Join().String()
 	marker := filepath.Join(dir, checkpointURIFile)
+	last := this
 	if b, err := os.ReadFile(marker); err == nil {
-		last := strings.TrimSpace(string(b))
+		last = strings.TrimSpace(string(b))
 		if u, err := s3sync.Parse(last); err == nil {
 			last = u.Join().String()
 		}
+	}
+	if last != this {
 		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
-			if last != this && !strings.HasPrefix(e.Name(), ".") {
+			if !strings.HasPrefix(e.Name(), ".") {
 				return fmt.Errorf("checkpoints: %s holds the checkpoints of --checkpoint %s, not of %s, which a job would resume from and upload there: give --checkpoint %s again, or another --output", dir, last, this, last)
 			}
 		}

@@ -43,12 +43,12 @@ func sameContent(path string, size int64, etag string, partSize int64) (bool, er
 	if !ok || err != nil || parts < 1 || !md5ETag(hexSum) {
 		return false, nil
 	}
-	tried := map[int64]bool{}
+	tried := map[int64]bool{} // by the parts' split: every size from the file's up splits it alike
 	for _, ps := range append([]int64{partSize}, commonPartSizes...) {
-		if ps <= 0 || tried[ps] || (size+ps-1)/ps != int64(parts) {
+		if ps <= 0 || tried[min(ps, size)] || (size+ps-1)/ps != int64(parts) {
 			continue
 		}
-		tried[ps] = true
+		tried[min(ps, size)] = true
 		sum, err := partsMD5(path, ps, parts)
 		if err != nil || sum == hexSum {
 			return err == nil, err

@@ -77,11 +77,19 @@ type call struct {
 	feedPlans  []feedPlan
 	fetches    []endpoint
 	fetchNames []string
-	// consts are the captured constants fed at every run (capturedConsts),
-	// constVals their values; withConsts is feeds then consts.
-	consts     []endpoint
+	// constVals are the captured constants fed at every run
+	// (capturedConsts); withConsts is feeds, then their endpoints.
 	constVals  []hostTensor
 	withConsts []endpoint
+}
+
+// inputs is what a run of c feeds, and where: the batch's tensors, then
+// the captured constants.
+func (c *call) inputs(feeds []hostTensor) ([]endpoint, []hostTensor) {
+	if len(c.constVals) == 0 {
+		return c.feeds, feeds
+	}
+	return c.withConsts, append(feeds, c.constVals...)
 }
 
 // maxCapturedFeed is the largest captured constant a call feeds at every
@@ -230,12 +238,12 @@ func (m *Model) feedCaptured(c *call) error {
 	if err != nil {
 		return fmt.Errorf("read captured constants: %w", err)
 	}
+	c.withConsts = slices.Clone(c.feeds)
 	for i, v := range vals {
 		if len(v.data) <= maxCapturedFeed {
-			c.consts, c.constVals = append(c.consts, consts[i]), append(c.constVals, hostTensor(v))
+			c.withConsts, c.constVals = append(c.withConsts, consts[i]), append(c.constVals, hostTensor(v))
 		}
 	}
-	c.withConsts = slices.Concat(c.feeds, c.consts)
 	return nil
 }
 
@@ -331,10 +339,7 @@ func (m *Model) run(role string, feeds []hostTensor, into [][]byte) ([]result, e
 	if c == nil {
 		return nil, fmt.Errorf("the model has no %s signature", role)
 	}
-	ends := c.feeds
-	if len(c.consts) > 0 {
-		ends, feeds = c.withConsts, append(feeds, c.constVals...)
-	}
+	ends, feeds := c.inputs(feeds)
 	res, err := m.sess.run(ends, feeds, c.fetches, into)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.name, err)

@@ -78,10 +78,7 @@ func (m *Model) newStepLoop(role string, b model.Batch) (*stepLoop, error) {
 	if err != nil {
 		return nil, err
 	}
-	ends := c.feeds
-	if len(c.consts) > 0 { // as every step of the fit loop feeds them
-		ends, feeds = c.withConsts, append(feeds, c.constVals...)
-	}
+	ends, feeds := c.inputs(feeds) // as every step of the fit loop feeds them
 	l := &stepLoop{s: m.sess, name: c.name, out: make([]*C.TF_Tensor, len(c.fetches)), host: feeds}
 	for i := range feeds {
 		l.feeds = append(l.feeds, ends[i].out)

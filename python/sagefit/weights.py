@@ -23,9 +23,9 @@ def load_weights(model, model_dir):
     as BatchNormalization's moving statistics) to those of the model sagefit
     trained in ``model_dir`` (``model/1`` of the job's output), so the
     trained model can be evaluated, saved or exported from Keras:
-    ``model.export(path)`` writes a SavedModel that serves
-    ``serving_default`` alone, where ``model/1`` also carries the training
-    signatures. ``model`` is the model that was exported (built the same
+    ``model.export(path)`` writes a SavedModel of its inference signatures
+    alone (``serve``, ``serving_default``), where ``model/1`` also carries
+    the training signatures. ``model`` is the model that was exported (built the same
     way: its variables are matched in order, their shapes checked)."""
     values = list(trained_values(model_dir).items())
     variables = list(model.variables)

@@ -117,6 +117,18 @@ func runResumed(t *testing.T, r *rank) {
 	}
 }
 
+// sigtermAt gives r a context of its own and returns a hook (onStep,
+// onTest) that stops it, as SIGTERM does, when the hook is called with n.
+func sigtermAt(r *rank, n int) func(int) {
+	ctx, stop := context.WithCancelCause(context.Background())
+	r.ctx = ctx
+	return func(got int) {
+		if got == n {
+			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
+		}
+	}
+}
+
 // runRanks runs every rank's loop as runtime.train wires it (broadcast of
 // rank 0's weights, the agreed resume point, the loop, then the group
 // closed) over the in-memory network, and waits for all of them.
@@ -311,14 +323,8 @@ func TestStopThenResumeMidEpoch(t *testing.T) {
 		}
 
 		stopped := newRanks()
-		stopper := stopped[world-1] // the last rank gets the SIGTERM
-		ctx, stop := context.WithCancelCause(context.Background())
-		stopper.ctx = ctx
-		stopper.model.onStep = func(step int) {
-			if step == 8 { // during epoch 2 step 2 of 6: seen before the next step
-				stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
-			}
-		}
+		stopper := stopped[world-1]                  // the last rank gets the SIGTERM
+		stopper.model.onStep = sigtermAt(stopper, 8) // during epoch 2 step 2 of 6: seen before the next step
 		runRanks(t, stopped)
 		for i, r := range stopped {
 			var in *fit.Interrupted
@@ -382,13 +388,7 @@ func TestStopDuringValidationThenResume(t *testing.T) {
 		t.Fatal(whole.err)
 	}
 	stopped := newRank()
-	ctx, stop := context.WithCancelCause(context.Background())
-	stopped.ctx = ctx
-	stopped.model.onTest = func(rows int) {
-		if rows == 80+32 { // epoch 2's validation, its second batch
-			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
-		}
-	}
+	stopped.model.onTest = sigtermAt(stopped, 80+32) // epoch 2's validation, its second batch
 	runRanks(t, []*rank{stopped})
 	var in *fit.Interrupted
 	if !errors.As(stopped.err, &in) || in.Epoch != 2 || in.Step != 6 || in.Checkpoint == "" {
@@ -428,13 +428,7 @@ func TestStopDuringValidationOfAnEndedEpoch(t *testing.T) {
 	r := &rank{job: newJob(3, 16, t.TempDir()), model: newLinear(), train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
 	r.cbs = callbackSet(t, 0, `[{"class": "TerminateOnNaN", "config": {}}]`)
 	r.model.nanAt = 2
-	ctx, stop := context.WithCancelCause(context.Background())
-	r.ctx = ctx
-	r.model.onTest = func(rows int) {
-		if rows == 16 {
-			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
-		}
-	}
+	r.model.onTest = sigtermAt(r, 16)
 	runRanks(t, []*rank{r})
 	if r.err != nil || r.model.testRows != 80 || len(r.hist.Values("loss")) != 1 {
 		t.Errorf("ended with %v after %d validation rows and %d epochs; want the epoch validated whole, then the end", r.err, r.model.testRows, len(r.hist.Values("loss")))
@@ -452,13 +446,7 @@ func TestResumeRefusesAnotherEpochMidEpoch(t *testing.T) {
 	writeChannel(t, sameSteps, 90, 0) // 6 steps, as 96 rows make
 	ckpt := t.TempDir()
 	stopped := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false)}
-	ctx, stop := context.WithCancelCause(context.Background())
-	stopped.ctx = ctx
-	stopped.model.onStep = func(step int) {
-		if step == 8 {
-			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
-		}
-	}
+	stopped.model.onStep = sigtermAt(stopped, 8)
 	runRanks(t, []*rank{stopped})
 	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
 	if err != nil || ck == nil || ck.State.Step == 0 || ck.State.Rows != 96 || ck.State.Steps != 6 {
@@ -897,14 +885,8 @@ func TestStepsPerCallTrainLikeOneStepPerCall(t *testing.T) {
 	}
 
 	ckpt := t.TempDir()
-	ctx, stop := context.WithCancelCause(context.Background())
 	stopped := run(3, ckpt, func(r *rank) {
-		r.ctx = ctx
-		r.model.onStep = func(step int) {
-			if step == 8 { // epoch 2's first block, steps 1-3
-				stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
-			}
-		}
+		r.model.onStep = sigtermAt(r, 8) // epoch 2's first block, steps 1-3
 	})
 	var in *fit.Interrupted
 	if !errors.As(stopped.err, &in) || in.Epoch != 2 || in.Step != 3 {
@@ -1307,14 +1289,9 @@ func TestResumeKeepsStepCadence(t *testing.T) {
 	dir := t.TempDir()
 	writeChannel(t, dir, 100, 0) // 7 steps of 16 per epoch, 21 in all
 	ckpt := t.TempDir()
-	ctx, stop := context.WithCancelCause(context.Background())
-	r := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false), ctx: ctx}
+	r := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false)}
 	r.job.CheckpointSteps = 5
-	r.model.onStep = func(step int) {
-		if step == 8 {
-			stop(&sagemaker.StopSignal{Signal: syscall.SIGTERM})
-		}
-	}
+	r.model.onStep = sigtermAt(r, 8)
 	runRanks(t, []*rank{r})
 	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
 	if err != nil || ck == nil || ck.State.GlobalStep != 9 {
