@@ -491,11 +491,16 @@ func ReadsContentType(ct string) bool {
 	if err != nil {
 		return false
 	}
-	switch mt {
-	case "application/x-npy", "application/npy", "application/x-npz", "application/x-numpy", "application/octet-stream":
-		return true
-	}
-	return false
+	return mt == "application/octet-stream" || numpyMediaTypes[mt]
+}
+
+// numpyMediaTypes are the ContentTypes that name numpy data.
+var numpyMediaTypes = map[string]bool{"application/x-npy": true, "application/npy": true, "application/x-npz": true, "application/x-numpy": true}
+
+// isNumpyContentType says whether a channel's ContentType names numpy data.
+func isNumpyContentType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(strings.TrimSpace(ct))
+	return err == nil && numpyMediaTypes[mt]
 }
 
 // csvTensors maps a CSV channel onto a model: the label column feeds its

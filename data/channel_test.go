@@ -363,6 +363,12 @@ func TestOpenChannelFormats(t *testing.T) {
 			wantErr: "channel %s has ContentType text/csv but holds the numpy file b.npy",
 		},
 		{
+			// It trained as CSV without a word.
+			name: "a numpy ContentType on CSV files", files: []string{"b.csv=csv/part-b.csv", "a.csv=csv/part-a.csv"}, contentType: "application/x-npy",
+			inputs: []string{"x"}, targets: []string{"y"},
+			wantErr: "channel %s has ContentType application/x-npy but holds CSV files (a.csv); set the ContentType to text/csv, or drop it",
+		},
+		{
 			name: "text/csv with no files", contentType: "text/csv", inputs: []string{"x"}, targets: []string{"y"},
 			wantErr: "channel %s has ContentType text/csv but holds no files",
 		},

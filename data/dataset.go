@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -106,6 +107,9 @@ func OpenChannel(dir string, inputs, targets []string, overrides map[string]stri
 	scan, err := scanChannel(dir, declaredCSV)
 	if err != nil {
 		return nil, err
+	}
+	if len(scan.csv) > 0 && isNumpyContentType(o.contentType) { // it trained as CSV without a word
+		return nil, fmt.Errorf("channel %s has ContentType %s but holds CSV files (%s); set the ContentType to text/csv, or drop it", dir, strings.TrimSpace(o.contentType), displayName(dir, scan.csv[0]))
 	}
 	if len(scan.csv) > 0 || declaredCSV {
 		if len(scan.csv) == 0 {
