@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -497,6 +498,26 @@ func TestCallbacksParity(t *testing.T) {
 	if sev := events(filepath.Join(base, "output", "tensorboard")); kev != sev {
 		t.Errorf("TensorBoard scalars differ at steps_per_execution 7:\nKeras:   %s\nsagefit: %s", kev, sev)
 	}
+}
+
+// TestCallbacksKeepTheirOwnBestWeights: two EarlyStopping callbacks with
+// restore_best_weights each keep their own best epoch's weights and restore
+// them in the callbacks' order, as Keras's do: the model is the last one's
+// best (val_loss's, epoch 8 here). They shared one copy, which the loss's
+// best epoch (the last) overwrote: the model written was epoch 12's, while
+// the log said "Restoring model weights from the end of the best epoch: 8".
+func TestCallbacksKeepTheirOwnBestWeights(t *testing.T) {
+	callbacks := `[["EarlyStopping", {"monitor": "loss", "patience": 100, "restore_best_weights": true}],` +
+		` ["EarlyStopping", {"monitor": "val_loss", "patience": 100, "restore_best_weights": true}]]`
+	fx := fixture.Make(t, "seed", "--epochs", "12", "--rows", "100", "--learning-rate", "0.02", "--callbacks", callbacks)
+	ref := fixture.ReadReference(t, fx)
+	if loss, val := ref.History["loss"], ref.History["val_loss"]; slices.Index(loss, slices.Min(loss)) == slices.Index(val, slices.Min(val)) {
+		t.Fatalf("the loss and val_loss are best at one epoch (%v, %v): the test would prove nothing", loss, val)
+	}
+	base := localJob(t, fx, map[string]string{"epochs": "12", "shuffle": "false", "batch_size": "32", "learning_rate": "0.02"}, nil)
+	res, _, _ := trainJob(t, base)
+	sameHistory(t, res.HistoryPath, ref.History)
+	sameState(t, res.ModelDir, ref)
 }
 
 // TestLossScaleOptimizerLearningRateParity: under mixed_float16, compile

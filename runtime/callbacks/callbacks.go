@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/sagefit/sagefit/model"
 )
@@ -95,9 +96,18 @@ type testWatcher interface {
 // given, as Keras's CallbackList does.
 type Set struct {
 	list []callback
-	// Best holds the weights a callback keeps for the end (EarlyStopping's
-	// restore_best_weights, ModelCheckpoint's best model); nil when none.
-	best *bestWeights
+	// kept are the weights each callback that keeps some for the end
+	// keeps (EarlyStopping's restore_best_weights, ModelCheckpoint's best
+	// model), in the callbacks' order: a copy each, as each Keras
+	// callback holds its own.
+	kept []*bestWeights
+}
+
+// keeper gives a callback its own copy of kept weights.
+func (s *Set) keeper() *bestWeights {
+	b := &bestWeights{}
+	s.kept = append(s.kept, b)
+	return b
 }
 
 // New builds the callbacks of specs. A callback sagefit cannot run, or an
@@ -137,6 +147,16 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 			m.setLog(o.Log) // named once per job, by the process that writes its files
 		}
 		s.list = append(s.list, cb)
+	}
+	var checkpoints []string
+	for _, cb := range s.list {
+		if c, ok := cb.(*modelCheckpoint); ok {
+			checkpoints = append(checkpoints, c.Name)
+		}
+	}
+	if len(checkpoints) > 1 && said != nil {
+		fmt.Fprintf(said, "sagefit: warning: %d ModelCheckpoint(save_best_only=True) callbacks (monitoring %s): the model dir holds one model, the best of the last one's monitor (%s); the others' best models are not written\n",
+			len(checkpoints), strings.Join(checkpoints, ", "), checkpoints[len(checkpoints)-1])
 	}
 	return s, nil
 }
@@ -238,11 +258,19 @@ func (s *Set) EpochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 	return stop, nil
 }
 
-// TrainEnd runs once training is over, before the model is saved.
+// TrainEnd runs once training is over, before the model is saved: in the
+// callbacks' order, but ModelCheckpoint's last, since its best model is the
+// one written to the model dir (Keras's is its file, whatever the model
+// holds after fit).
 func (s *Set) TrainEnd(m Model) error {
-	for _, cb := range s.list {
-		if err := cb.trainEnd(m); err != nil {
-			return err
+	for _, last := range []bool{false, true} {
+		for _, cb := range s.list {
+			if _, ok := cb.(*modelCheckpoint); ok != last {
+				continue
+			}
+			if err := cb.trainEnd(m); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -252,9 +280,11 @@ func (s *Set) TrainEnd(m Model) error {
 // checkpoint.
 type State struct {
 	Callbacks []json.RawMessage `json:"callbacks"`
-	// BestEpoch and BestOf name the weights kept for the end; the bytes
-	// travel beside the checkpoint's variables.
-	BestOf []string `json:"best_of,omitempty"`
+	// Kept says whose kept weights travel beside the checkpoint's
+	// variables, one copy after another: indexes of the callbacks that
+	// keep weights, in order. Absent in a checkpoint of a sagefit that
+	// kept one copy for all.
+	Kept []int `json:"kept,omitempty"`
 }
 
 // Snapshot returns the callbacks' state and the bytes of kept weights (nil
@@ -269,9 +299,12 @@ func (s *Set) Snapshot() (State, []byte, error) {
 		st.Callbacks = append(st.Callbacks, raw)
 	}
 	var best []byte
-	if s.best != nil && s.best.vars != nil {
-		for _, v := range s.best.vars {
-			best = append(best, v.Data...)
+	for i, k := range s.kept {
+		if k.vars != nil {
+			st.Kept = append(st.Kept, i)
+			for _, v := range k.vars {
+				best = append(best, v.Data...)
+			}
 		}
 	}
 	return st, best, nil
@@ -288,21 +321,38 @@ func (s *Set) Restore(st State, best []byte, m Model) error {
 			return fmt.Errorf("callback state: %w", err)
 		}
 	}
-	if len(best) > 0 && s.best != nil {
-		like, err := m.ReadVariables()
-		if err != nil {
-			return err
+	if len(best) == 0 || len(s.kept) == 0 {
+		return nil
+	}
+	like, err := m.ReadVariables()
+	if err != nil {
+		return err
+	}
+	kept := st.Kept
+	if kept == nil { // one copy, every callback's
+		for i := range s.kept {
+			if s.kept[i].vars, err = model.SplitVariables(slices.Clone(like), best); err != nil { // SplitVariables fills the slice it is given
+				return fmt.Errorf("kept weights: %w", err)
+			}
 		}
-		if s.best.vars, err = model.SplitVariables(like, best); err != nil {
+		return nil
+	}
+	if len(best)%len(kept) != 0 {
+		return fmt.Errorf("kept weights: %d bytes for %d copies", len(best), len(kept))
+	}
+	size := len(best) / len(kept)
+	for n, i := range kept {
+		if i < 0 || i >= len(s.kept) {
+			return fmt.Errorf("kept weights of callback %d of %d that keep some", i, len(s.kept))
+		}
+		if s.kept[i].vars, err = model.SplitVariables(slices.Clone(like), best[n*size:(n+1)*size]); err != nil {
 			return fmt.Errorf("kept weights: %w", err)
 		}
 	}
 	return nil
 }
 
-// bestWeights are weights kept for the end of training, shared by the
-// callbacks that keep some (the last to keep them wins, as with Keras's
-// set_weights calls in on_train_end order).
+// bestWeights are weights a callback keeps for the end of training.
 type bestWeights struct {
 	vars []model.Variable
 }
@@ -378,7 +428,11 @@ func (m monitor) improves(current float64, best *float64) bool {
 func (m monitor) value(logs Logs, who string, warned *bool) (float64, bool) {
 	v, ok := logs.Get(m.Name)
 	if !ok && !*warned && m.log != nil {
-		fmt.Fprintf(m.log, "sagefit: warning: %s watches %q, which the epoch logs do not have (they have %v)\n", who, m.Name, logs.names())
+		then := "such epochs are skipped, as in Keras"
+		if who == "ModelCheckpoint" {
+			then = "as Keras saves the model of such an epoch (\"Can save best model only with " + m.Name + " available.\"), it is kept for the model dir"
+		}
+		fmt.Fprintf(m.log, "sagefit: warning: %s watches %q, which the epoch logs do not have (they have %v); %s\n", who, m.Name, logs.names(), then)
 		*warned = true
 	}
 	return v, ok

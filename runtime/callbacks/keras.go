@@ -48,10 +48,7 @@ func newEarlyStopping(raw json.RawMessage, s *Set, log io.Writer) (*earlyStoppin
 		return nil, err
 	}
 	if e.RestoreBestWeights {
-		if s.best == nil {
-			s.best = &bestWeights{}
-		}
-		e.kept = s.best
+		e.kept = s.keeper()
 	}
 	return e, nil
 }
@@ -203,10 +200,10 @@ func (t *terminateOnNaN) batchEnd(step int, logs Logs) (bool, error) {
 		return false, nil
 	}
 	if t.RaiseError {
-		return false, fmt.Errorf("TerminateOnNaN: the loss is %v at batch %d (raise_error=True)", loss, step)
+		return false, fmt.Errorf("TerminateOnNaN: the loss is %v at train step %d of the job (raise_error=True)", loss, step)
 	}
-	if t.log != nil { // Keras prints the same line
-		fmt.Fprintf(t.log, "TerminateOnNaN: batch %d: invalid loss (%v), terminating training\n", step, loss)
+	if t.log != nil { // Keras's line, but the step counted over the job from 1 (Keras's batch is the epoch's, from 0)
+		fmt.Fprintf(t.log, "TerminateOnNaN: train step %d of the job: invalid loss (%v), terminating training\n", step, loss)
 	}
 	return true, nil
 }
@@ -243,10 +240,7 @@ func newModelCheckpoint(raw json.RawMessage, o Options, s *Set, log io.Writer) (
 	if err := c.monitor.check(); err != nil {
 		return nil, err
 	}
-	if s.best == nil {
-		s.best = &bestWeights{}
-	}
-	c.kept = s.best
+	c.kept = s.keeper()
 	c.st.Best = c.InitialValueThreshold
 	if o.Writer && o.Log != nil {
 		fmt.Fprintf(o.Log, "sagefit: note: ModelCheckpoint(save_best_only=True): the model of the epoch with the best %s is the one written to the model dir; its filepath %q%s does not apply\n",
@@ -259,8 +253,9 @@ func (c *modelCheckpoint) trainBegin() error { return nil }
 
 func (c *modelCheckpoint) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 	current, ok := c.value(*logs, "ModelCheckpoint", &c.warned)
-	if !ok {
-		return false, nil
+	if !ok { // Keras saves such an epoch's model, its best value unchanged
+		c.st.HaveBest = true
+		return false, c.kept.keep(m)
 	}
 	// Keras's lines, but for the model it keeps: sagefit writes the best
 	// epoch's model to the model dir at the end, not to filepath now.

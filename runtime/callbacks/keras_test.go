@@ -29,7 +29,7 @@ func TestTerminateOnNaNSaysWhy(t *testing.T) {
 	if !stop || err != nil {
 		t.Fatalf("a NaN loss: stop %v, %v; want a stop", stop, err)
 	}
-	if got := log.String(); !strings.Contains(got, "TerminateOnNaN: batch 3: invalid loss (NaN), terminating training") {
+	if got := log.String(); !strings.Contains(got, "TerminateOnNaN: train step 3 of the job: invalid loss (NaN), terminating training") {
 		t.Errorf("logged %q", got)
 	}
 }
@@ -163,5 +163,148 @@ func TestRestoreOfOtherCallbacksSaysWhatToDo(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "holds the state of 0 callbacks and the model was exported with 1: it is another export's checkpoint") ||
 		!strings.Contains(err.Error(), "give this job a checkpoint location of its own") {
 		t.Errorf("restore of another export's callbacks: %v", err)
+	}
+}
+
+// weights is a model of one one-byte variable, the epoch it was trained to.
+type weights struct{ epoch byte }
+
+func (w *weights) ReadVariables() ([]model.Variable, error) {
+	return []model.Variable{{Spec: model.VariableSpec{Kind: model.KindModel}, Tensor: model.Tensor{Data: []byte{w.epoch}}}}, nil
+}
+func (w *weights) AssignVariables(v []model.Variable) error { w.epoch = v[0].Data[0]; return nil }
+func (w *weights) LearningRate() (float64, error)           { return 0.1, nil }
+func (w *weights) SetLearningRate(float64) error            { return nil }
+
+// train runs five epochs whose loss falls (best at the last, epoch 4) and
+// whose val_loss is best at epoch 1, then ends training.
+func train(t *testing.T, specs []model.CallbackSpec, m *weights, resumeAt int) {
+	t.Helper()
+	s, err := New(specs, Options{Log: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for epoch := range 5 {
+		if epoch == resumeAt { // a checkpoint, and a new job resuming from it
+			st, best, err := s.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := json.Marshal(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back State
+			if err := json.Unmarshal(raw, &back); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = New(specs, Options{Log: &bytes.Buffer{}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Restore(back, best, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m.epoch = byte(epoch)
+		logs := Logs{{Name: "loss", Value: 1 - 0.1*float64(epoch)}, {Name: "val_loss", Value: []float64{0.9, 0.5, 0.7, 0.8, 0.9}[epoch]}}
+		if _, err := s.EpochEnd(epoch, &logs, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.TrainEnd(m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Each callback that keeps weights keeps its own copy (they shared one: the
+// last kept in time was restored, whichever callback kept it), through a
+// checkpoint too; EarlyStopping's restore in the callbacks' order, the last
+// one's best being the model, as in Keras; ModelCheckpoint's best model is
+// the one written, after any EarlyStopping's restore, as its note says.
+func TestCallbacksKeepTheirOwnWeights(t *testing.T) {
+	es := func(monitor string) model.CallbackSpec {
+		return model.CallbackSpec{Class: "EarlyStopping", Config: json.RawMessage(`{"monitor": "` + monitor + `", "mode": "min", "patience": 100, "restore_best_weights": true}`)}
+	}
+	mc := func(monitor string) model.CallbackSpec {
+		return model.CallbackSpec{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "` + monitor + `", "mode": "min", "filepath": "m.keras"}`)}
+	}
+	for _, c := range []struct {
+		name  string
+		specs []model.CallbackSpec
+		want  byte
+	}{
+		{"EarlyStopping loss, then val_loss", []model.CallbackSpec{es("loss"), es("val_loss")}, 1},
+		{"EarlyStopping val_loss, then loss", []model.CallbackSpec{es("val_loss"), es("loss")}, 4},
+		{"ModelCheckpoint before EarlyStopping", []model.CallbackSpec{mc("val_loss"), es("loss")}, 1},
+		{"ModelCheckpoint after EarlyStopping", []model.CallbackSpec{es("loss"), mc("val_loss")}, 1},
+	} {
+		for _, resumeAt := range []int{-1, 3} {
+			m := &weights{}
+			train(t, c.specs, m, resumeAt)
+			if m.epoch != c.want {
+				t.Errorf("%s (resumed at epoch %d): the model is epoch %d's, want %d's", c.name, resumeAt, m.epoch, c.want)
+			}
+		}
+	}
+
+	// A checkpoint of a sagefit that kept one copy for all gives it to each.
+	s, err := New([]model.CallbackSpec{es("loss"), es("val_loss")}, Options{Log: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := State{Callbacks: []json.RawMessage{json.RawMessage(`{"best": 0.5, "best_epoch": 2, "have_weights": true}`), json.RawMessage(`{"best": 0.5, "best_epoch": 2, "have_weights": true}`)}}
+	m := &weights{epoch: 9}
+	if err := s.Restore(st, []byte{2}, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TrainEnd(m); err != nil || m.epoch != 2 {
+		t.Errorf("restored from one shared copy: the model is epoch %d's (%v), want 2's", m.epoch, err)
+	}
+}
+
+// Several ModelCheckpoint(save_best_only) callbacks: one model is written,
+// and a warning says whose.
+func TestSeveralModelCheckpointsAreNamed(t *testing.T) {
+	var log bytes.Buffer
+	_, err := New([]model.CallbackSpec{
+		{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "filepath": "a.keras"}`)},
+		{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "val_accuracy", "mode": "max", "filepath": "b.keras"}`)},
+	}, Options{Writer: true, Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "sagefit: warning: 2 ModelCheckpoint(save_best_only=True) callbacks (monitoring loss, val_accuracy): the model dir holds one model, the best of the last one's monitor (val_accuracy); the others' best models are not written\n"
+	if !strings.Contains(log.String(), want) {
+		t.Errorf("logged %q, want it to hold %q", log.String(), want)
+	}
+}
+
+// An epoch without ModelCheckpoint's monitor (validation_freq=2) keeps its
+// model, as Keras saves it ("Can save best model only with val_loss
+// available."), and the warning says so; the model dir had the last
+// validated epoch's model, where Keras's file has the last epoch's.
+func TestModelCheckpointKeepsAnEpochWithoutItsMonitor(t *testing.T) {
+	var log bytes.Buffer
+	s, err := New([]model.CallbackSpec{{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "val_loss", "mode": "min", "filepath": "m.keras"}`)}},
+		Options{Writer: true, Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &weights{}
+	for epoch := range 3 {
+		m.epoch = byte(epoch)
+		logs := Logs{{Name: "loss", Value: 0.5}}
+		if epoch == 1 {
+			logs = append(logs, model.Metric{Name: "val_loss", Value: 0.4})
+		}
+		if _, err := s.EpochEnd(epoch, &logs, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.TrainEnd(m); err != nil || m.epoch != 2 {
+		t.Errorf("the model is epoch %d's (%v), want the last epoch's, 2", m.epoch, err)
+	}
+	if want := `as Keras saves the model of such an epoch ("Can save best model only with val_loss available."), it is kept for the model dir`; !strings.Contains(log.String(), want) {
+		t.Errorf("logged %q, want it to hold %q", log.String(), want)
 	}
 }
