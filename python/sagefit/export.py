@@ -63,23 +63,32 @@ def _clips(optimizer):
                for o in (optimizer, inner) for a in ("clipnorm", "clipvalue", "global_clipnorm"))
 
 
-def _own_metrics(model):
+def _keras_own(obj):
+    return type(obj).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+
+
+def _own_metrics(model, functions=False):
     """Names of the compiled metrics whose class is the user's own (a
     keras.metrics.Metric subclass): on several hosts the runtime sums
     metric states, right for Keras's own (totals and counts), not for a
-    state that is no sum. Metric functions are wrapped in Keras's mean."""
-    def keras_own(m):
-        mod = type(m).__module__
-        return mod.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+    state that is no sum. Metric functions are wrapped in Keras's mean.
+
+    With functions, the metric functions of the user's own instead (Keras's
+    mean around a function not Keras's): they, like a Metric class of the
+    user's, get the labels in the shape fit was given them, where Keras's
+    own match the labels' rank to the predictions'."""
+    def user_function(m):
+        fn = getattr(m, "_fn", None)
+        return fn is not None and getattr(fn, "__module__", "").split(".")[0] not in ("keras", "tf_keras", "tensorflow")
 
     out = []
 
     def walk(metrics):
         for m in metrics:
             sub = getattr(m, "metrics", None)
-            if keras_own(m) and isinstance(sub, (list, tuple)) and sub:
+            if _keras_own(m) and isinstance(sub, (list, tuple)) and sub:
                 walk(sub)  # Keras 3's CompileMetrics holds the compiled ones
-            elif not keras_own(m) and m.name not in out:
+            elif (user_function(m) if functions else not _keras_own(m)) and m.name not in out:
                 out.append(m.name)
 
     walk(getattr(model, "metrics", []))
@@ -999,6 +1008,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     own = _own_metrics(model)
     if own:
         meta["own_metrics"] = own
+    own_functions = _own_metrics(model, functions=True)
+    if own_functions:
+        meta["own_metric_functions"] = own_functions
     if sparse_grads and _clips(optimizer):
         meta["clipped_sparse_gradients"] = list(sparse_grads)
     random_ops = _stateful_random_ops(_endpoint(archive, names[0]))

@@ -288,7 +288,11 @@ def test_own_metric_classes_named(tmp_path):
 
     model = _seed_model()
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["mae", mean_prediction])
-    assert "own_metrics" not in sagefit.export(model, str(tmp_path / "seed"))  # an older runtime would warn of it
+    meta = sagefit.export(model, str(tmp_path / "seed"))
+    assert "own_metrics" not in meta  # an older runtime would warn of it
+    # The runtime warns of labels fed in another shape than fit would
+    # pass them, which a function of the user's own may read otherwise.
+    assert meta["own_metric_functions"] == ["mean_prediction"]
 
 
 def test_clipped_sparse_gradients_named(tmp_path):

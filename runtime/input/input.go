@@ -338,6 +338,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 			ds.Close()
 			return nil, fmt.Errorf("channel %q: %w", c.Name, err)
 		}
+		warnLabelShape(cd.warn, c.Name, firstArray(ds, spec.Name), spec, meta)
 	}
 	// model.fit refuses empty data too; training on none reported a loss of
 	// 0. A host's shard of a ShardedByS3Key channel may be empty: the
@@ -410,6 +411,29 @@ func CheckFits(a *data.Array, spec model.TensorSpec) error {
 		return fmt.Errorf("%s has examples of shape %s but model %s %q takes examples of shape %s", a.Path(), shapeOf(got), kindOf(spec), spec.Name, shapeOf(want))
 	}
 	return nil
+}
+
+// warnLabelShape names labels saved in another shape than the target's
+// (N, against (N, 1)): they feed the target's shape, where fit passes them
+// as they are to the metrics, which Keras's own match to the predictions'
+// rank and the model's own metrics need not (a function of |y - p| then
+// broadcasts to a batch by batch matrix in fit).
+func warnLabelShape(w io.Writer, channel string, a *data.Array, spec model.TensorSpec, meta *model.Metadata) {
+	own := append(slices.Clone(meta.OwnMetrics), meta.OwnMetricFunctions...)
+	want, _ := spec.ExampleShape()
+	if a == nil || kindOf(spec) != "target" || len(own) == 0 || slices.Equal(a.RowShape(), intsOf(want)) {
+		return
+	}
+	fmt.Fprintf(w, "sagefit: warning: channel %q: %s has labels of shape %s, fed to target %q in its shape %s; fit given them passes them as saved, and the model's own metrics (%s), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape %s, or export with target_shapes giving %s\n",
+		channel, a.Path(), shapeOf(a.RowShape()), spec.Name, shapeOf(want), strings.Join(own, ", "), shapeOf(want), shapeOf(a.RowShape()))
+}
+
+func intsOf(s []int64) []int {
+	out := make([]int, len(s))
+	for i, d := range s {
+		out[i] = int(d)
+	}
+	return out
 }
 
 func kindOf(spec model.TensorSpec) string {

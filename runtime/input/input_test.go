@@ -95,6 +95,36 @@ func TestShapesAreChecked(t *testing.T) {
 	}
 }
 
+// Labels saved as (N,) feed a (None, 1) target, as Keras accepts; where
+// the model has metrics of its own, which fit would give them as saved
+// (Keras's own match their rank to the predictions'), a warning says
+// their values may differ from fit's and how to match it (a function of
+// |y - p| gave other numbers without a word).
+func TestLabelShapeNamedForOwnMetrics(t *testing.T) {
+	dir := t.TempDir()
+	writeNPY(t, filepath.Join(dir, "x.npy"), 8, 3)
+	if err := data.WriteNPY(filepath.Join(dir, "y.npy"), data.Float32, []int{8}, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	for _, own := range [][]string{nil, {"my_err"}} {
+		m := *meta
+		m.OwnMetricFunctions = own
+		var warn bytes.Buffer
+		ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir, InputMode: sagemaker.File}, sagemaker.Paths{Base: t.TempDir()}, &m, input.Options{Warn: &warn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch.Close()
+		want := `sagefit: warning: channel "training": y.npy has labels of shape (), fed to target "y" in its shape (1); fit given them passes them as saved, and the model's own metrics (my_err), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape (1), or export with target_shapes giving ()` + "\n"
+		if own == nil {
+			want = ""
+		}
+		if warn.String() != want {
+			t.Errorf("own metrics %v: warned %q, want %q", own, warn.String(), want)
+		}
+	}
+}
+
 // Row weights are refused, in one sentence, where Keras refuses them or
 // the model cannot take them.
 func TestWeightsRefused(t *testing.T) {
