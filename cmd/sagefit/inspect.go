@@ -197,8 +197,8 @@ func inspectTiming(path string, asJSON bool, stdout, stderr io.Writer) int {
 		row(fmt.Sprintf("epoch %d", e.Epoch), e.Span)
 	}
 	row("overall", t.Overall)
-	if t.AfterFirstEpoch != nil {
-		row("after epoch 1", *t.AfterFirstEpoch)
+	if t.AfterFirstEpoch != nil && len(t.Epochs) > 0 { // the epochs after this run's first (a resumed or initial_epoch run's is not epoch 1)
+		row(fmt.Sprintf("after epoch %d", t.Epochs[0].Epoch), *t.AfterFirstEpoch)
 	}
 	return 0
 }

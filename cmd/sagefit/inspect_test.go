@@ -106,6 +106,15 @@ func TestInspectSaysWhereStepsRan(t *testing.T) {
 	}
 }
 
+// The row of the epochs after a run's first names that first: a resumed
+// or initial_epoch run's is not epoch 1 (it read "after epoch 1" always).
+func TestInspectNamesTheRunsFirstEpoch(t *testing.T) {
+	out := inspectTiming(t, fit.Timing{Version: fit.TimingVersion, Epochs: []fit.EpochTiming{{Epoch: 3}, {Epoch: 4}, {Epoch: 5}}, AfterFirstEpoch: &fit.Span{}})
+	if !strings.Contains(out, "after epoch 3 ") || strings.Contains(out, "after epoch 1") {
+		t.Errorf("inspect says\n%s\nwant a row \"after epoch 3\"", out)
+	}
+}
+
 // TestInspectOtherJSON: a JSON file that is no timing.json (the job's
 // history.json, an array) is refused saying so; a history.json was called
 // "timing.json version 0".

@@ -294,7 +294,7 @@ func TestLocalS3Checkpoints(t *testing.T) {
 	if !strings.Contains(string(cfg), `"S3Uri": "s3://ckpt/job"`) || !strings.Contains(string(cfg), `"LocalPath": "`+filepath.Join(out1, "checkpoints")+`"`) {
 		t.Errorf("checkpointconfig.json: %s", cfg)
 	}
-	want := []string{"job/ckpt-000002-000000000/state.json", "job/ckpt-000002-000000000/variables.bin"}
+	want := []string{"job/ckpt-000002-000000000/state.json", "job/ckpt-000002-000000000/state.json.sha256", "job/ckpt-000002-000000000/variables.bin"}
 	if got := srv.Keys(t, "ckpt", ""); !slices.Equal(got, want) {
 		t.Fatalf("after run 1: keys %v, want %v\n%s", got, want, stderr)
 	}
@@ -330,7 +330,7 @@ func TestLocalS3Checkpoints(t *testing.T) {
 	if strings.Contains(stdout, "Epoch 1/3") || !strings.Contains(stdout, "Epoch 3/3") {
 		t.Errorf("run 2 did not resume at epoch 2:\n%s", stdout)
 	}
-	want = append(want, "job/ckpt-000003-000000000/state.json", "job/ckpt-000003-000000000/variables.bin")
+	want = append(want, "job/ckpt-000003-000000000/state.json", "job/ckpt-000003-000000000/state.json.sha256", "job/ckpt-000003-000000000/variables.bin")
 	if got := srv.Keys(t, "ckpt", ""); !slices.Equal(got, want) {
 		t.Fatalf("after run 2: keys %v, want %v", got, want)
 	}

@@ -19,13 +19,17 @@ import (
 // A checkpoint is a folder ckpt-<epoch>-<step> under the checkpoint dir:
 // variables.bin (every variable of the contract, raw, in contract order)
 // and state.json (where training stood, the metric state, the history so
-// far, and variables.bin's SHA-256). It is written under a
+// far, and variables.bin's SHA-256) beside its own SHA-256. It is written under a
 // temporary name, synced and renamed, so a reader sees all of it or none.
 const (
 	prefix    = "ckpt-"
 	varsFile  = "variables.bin"
 	bestFile  = "best.bin"
 	stateFile = "state.json"
+	// stateSum is state.json's SHA-256: JSON that reads but is not what
+	// was written (an edited step, a longer history) is refused, not
+	// resumed. Older checkpoints have none.
+	stateSum = "state.json.sha256"
 	// Version is the format of state.json and variables.bin.
 	Version = 1
 )
@@ -108,6 +112,10 @@ func Write(dir string, st State, vars []model.Variable, best []byte, hist *repor
 	if err := syncClose(sf); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
+	sum := sha256.Sum256(raw)
+	if _, _, err := writeBlob(filepath.Join(tmp, stateSum), [][]byte{[]byte(hex.EncodeToString(sum[:]) + "\n")}); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
 	if err := syncPath(tmp); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
@@ -121,7 +129,7 @@ func Write(dir string, st State, vars []model.Variable, best []byte, hist *repor
 	if err := syncPath(dir); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
-	if err := prune(dir, keep); err != nil {
+	if err := prune(dir, keep, st.Fingerprint); err != nil {
 		return "", err
 	}
 	// What a killed writer left half-written: only this process writes
@@ -210,7 +218,12 @@ func list(dir string) ([]string, error) {
 	return names, nil
 }
 
-func prune(dir string, keep int) error {
+// prune keeps the newest keep checkpoints of the model with this
+// fingerprint and removes its older ones. Another model's checkpoints, and
+// folders whose state cannot be read, are not counted and not removed:
+// counted, newer ones removed this job's own as soon as they were written,
+// and a stopped job resumed from nothing.
+func prune(dir string, keep int, fingerprint string) error {
 	if keep <= 0 {
 		return nil
 	}
@@ -218,12 +231,35 @@ func prune(dir string, keep int) error {
 	if err != nil {
 		return err
 	}
-	for _, old := range all[min(keep, len(all)):] {
-		if err := os.RemoveAll(old); err != nil {
+	kept := 0
+	for _, path := range all {
+		if ownerOf(path) != fingerprint {
+			continue
+		}
+		if kept++; kept <= keep {
+			continue
+		}
+		if err := os.RemoveAll(path); err != nil {
 			return fmt.Errorf("remove old checkpoint: %w", err)
 		}
 	}
 	return nil
+}
+
+// ownerOf is the fingerprint of the model a checkpoint was written for,
+// "" where its state cannot be read.
+func ownerOf(path string) string {
+	raw, err := os.ReadFile(filepath.Join(path, stateFile))
+	if err != nil {
+		return ""
+	}
+	var st struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	if json.Unmarshal(raw, &st) != nil {
+		return ""
+	}
+	return st.Fingerprint
 }
 
 // Loaded is a checkpoint read back and verified.
@@ -241,9 +277,19 @@ func read(path, fingerprint string) (*Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if want, err := os.ReadFile(filepath.Join(path, stateSum)); err == nil {
+		if sum := sha256.Sum256(raw); strings.TrimSpace(string(want)) != hex.EncodeToString(sum[:]) {
+			return nil, fmt.Errorf("%s does not match its checksum (edited or corrupt)", stateFile)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
 	var st State
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return nil, fmt.Errorf("%s is not valid JSON: %v", stateFile, err)
+	}
+	if st.Epoch < 1 || st.Step < 0 || st.Steps < 0 || (st.Steps > 0 && st.Step > st.Steps) || st.GlobalStep < 0 {
+		return nil, fmt.Errorf("%s says epoch %d, step %d of %d: not a place in training", stateFile, st.Epoch, st.Step, st.Steps)
 	}
 	if st.Version != Version {
 		return nil, fmt.Errorf("checkpoint format %d, want %d", st.Version, Version)

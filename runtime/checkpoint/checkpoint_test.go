@@ -58,7 +58,7 @@ func TestCheckpointsKeepNewestAndSkipCorrupt(t *testing.T) {
 	if err != nil || c == nil || c.Path != paths[1] {
 		t.Fatalf("after corruption latest = %v, %v; want %s", c, err, paths[1])
 	}
-	for _, want := range []string{"does not match its checksum", "not valid JSON"} {
+	for _, want := range []string{"variables.bin does not match its checksum", "state.json does not match its checksum"} {
 		if !strings.Contains(warn.String(), want) {
 			t.Errorf("no warning %q in %q", want, warn.String())
 		}
@@ -73,5 +73,80 @@ func TestCheckpointsKeepNewestAndSkipCorrupt(t *testing.T) {
 	}
 	if c, err := Latest(filepath.Join(dir, "none"), "fp", &warn); c != nil || err != nil {
 		t.Errorf("missing dir: %v, %v", c, err)
+	}
+}
+
+// Another model's checkpoints in the folder are neither counted nor
+// removed: counted, three of another model at epochs 7-9 made this job
+// remove each of its own as soon as it was written (the stop's message
+// named a checkpoint that was gone, and the next job started over).
+func TestPruneCountsOnlyThisModelsCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	hist := &report.History{}
+	var others []string
+	for epoch := 7; epoch <= 9; epoch++ {
+		p, err := Write(dir, State{Fingerprint: "other", Epoch: epoch}, fakeVars(1), nil, hist, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, p)
+	}
+	var own []string
+	for step := 1; step <= 4; step++ {
+		p, err := Write(dir, State{Fingerprint: "fp", Epoch: 1, Step: step, Steps: 10}, fakeVars(2), nil, hist, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own = append(own, p)
+	}
+	all, _ := list(dir)
+	want := append([]string{others[2], others[1], others[0]}, own[3], own[2], own[1])
+	if strings.Join(all, " ") != strings.Join(want, " ") {
+		t.Errorf("kept %v\nwant %v", all, want)
+	}
+	if c, _ := Latest(dir, "fp", &bytes.Buffer{}); c == nil || c.Path != own[3] {
+		t.Errorf("resumed %v, want %s", c, own[3])
+	}
+}
+
+// A state.json that reads as JSON but is not what was written (a step past
+// the epoch's, a longer history) is skipped with a warning, as a corrupt
+// one is: it was resumed, training from a wrong place.
+func TestEditedStateIsSkipped(t *testing.T) {
+	for _, c := range []struct{ name, old, new, want string }{
+		{"step", `"step": 4`, `"step": 9999`, "state.json does not match its checksum (edited or corrupt)"},
+		{"history", `"history": {`, `"history": { `, "state.json does not match its checksum (edited or corrupt)"},
+		{"step past the epoch's, without a checksum", `"step": 4`, `"step": 9999`, "state.json says epoch 2, step 9999 of 10: not a place in training"},
+		{"negative epoch, without a checksum", `"epoch": 2`, `"epoch": -3`, "state.json says epoch -3, step 4 of 10: not a place in training"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			hist := &report.History{}
+			hist.Append([]report.Metric{{Name: "loss", Value: 0.5}})
+			p, err := Write(dir, State{Fingerprint: "fp", Epoch: 2, Step: 4, Steps: 10}, fakeVars(1), nil, hist, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := os.ReadFile(filepath.Join(p, stateFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(raw, []byte(c.old)) {
+				t.Fatalf("state.json has no %s: %s", c.old, raw)
+			}
+			if err := os.WriteFile(filepath.Join(p, stateFile), bytes.Replace(raw, []byte(c.old), []byte(c.new), 1), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(c.name, "without a checksum") { // an older checkpoint
+				os.Remove(filepath.Join(p, stateSum))
+			}
+			var warn bytes.Buffer
+			if got, err := Latest(dir, "fp", &warn); got != nil || err != nil {
+				t.Errorf("resumed %v (%v)", got, err)
+			}
+			if !strings.Contains(warn.String(), c.want) {
+				t.Errorf("warned %q, want %q", warn.String(), c.want)
+			}
+		})
 	}
 }

@@ -31,19 +31,22 @@ func signalName(s os.Signal) string {
 // 120 seconds later) or SIGINT. context.Cause of the returned context is
 // then a [*StopSignal], whose message reads "stopped by SIGTERM".
 //
-// After the first signal the handler is removed, so a second Ctrl-C ends
-// the process at once. Call stop to remove it sooner and release the
-// context's resources.
+// After the first signal a second Ctrl-C (SIGINT) ends the process at once;
+// a second SIGTERM changes nothing: it is the same ask again (a supervisor
+// that repeats it, kill run twice), and ending at once lost the checkpoint
+// the first was writing. Call stop to remove the handler sooner and
+// release the context's resources.
 func NotifyStop(ctx context.Context) (_ context.Context, stop func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGTERM, os.Interrupt)
 	go func() {
-		defer signal.Stop(ch)
 		select {
 		case s := <-ch:
 			cancel(&StopSignal{Signal: s})
+			signal.Reset(os.Interrupt) // SIGTERM stays caught: ch's buffer takes one, the signal package drops the rest
 		case <-ctx.Done():
+			signal.Stop(ch)
 		}
 	}()
 	return ctx, func() {

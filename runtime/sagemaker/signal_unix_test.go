@@ -49,6 +49,25 @@ func TestNotifyStop(t *testing.T) {
 	}
 }
 
+// A second SIGTERM while the job stops (a supervisor repeating it, kill
+// run twice) changes nothing: it ended the process at once, without the
+// checkpoint the first was writing. A second Ctrl-C still ends it (tested
+// by its default action in a child: cmd/sagefit's cluster tests).
+func TestSecondSIGTERMIsTheSameStop(t *testing.T) {
+	ctx, stop := NotifyStop(context.Background())
+	defer stop()
+	for range 3 {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // the test process survives each
+	}
+	<-ctx.Done()
+	if cause := context.Cause(ctx); cause.Error() != "stopped by SIGTERM" {
+		t.Errorf("cause = %v", cause)
+	}
+}
+
 func TestNotifyStopStopAndParent(t *testing.T) {
 	ctx, stop := NotifyStop(context.Background())
 	stop()
