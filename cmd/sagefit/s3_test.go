@@ -298,7 +298,7 @@ func TestLocalS3Checkpoints(t *testing.T) {
 	if got := srv.Keys(t, "ckpt", ""); !slices.Equal(got, want) {
 		t.Fatalf("after run 1: keys %v, want %v\n%s", got, want, stderr)
 	}
-	if !strings.Contains(stderr, "sagefit local: checkpoints: 2 files uploaded to s3://ckpt/job, 0 unchanged") {
+	if !strings.Contains(stderr, "sagefit local: checkpoints: 3 files uploaded to s3://ckpt/job, 0 unchanged") {
 		t.Errorf("run 1 stderr:\n%s", stderr)
 	}
 	// Run 1 again into its base dir, its prefix spelt as a folder: the
@@ -319,9 +319,9 @@ func TestLocalS3Checkpoints(t *testing.T) {
 		t.Fatalf("run 2: exit code %d\n%s", code, stderr)
 	}
 	for _, w := range []string{
-		"sagefit local: checkpoints: 2 files from s3://ckpt/job into " + filepath.Join(out2, "checkpoints"),
+		"sagefit local: checkpoints: 3 files from s3://ckpt/job into " + filepath.Join(out2, "checkpoints"),
 		"sagefit: resuming from " + filepath.Join(out2, "checkpoints", "ckpt-000002-000000000") + " (epoch 2, step 0)",
-		"sagefit local: checkpoints: 2 files uploaded to s3://ckpt/job, 2 unchanged",
+		"sagefit local: checkpoints: 3 files uploaded to s3://ckpt/job, 3 unchanged",
 	} {
 		if !strings.Contains(stderr, w) {
 			t.Errorf("run 2 stderr lacks %q:\n%s", w, stderr)
@@ -348,7 +348,7 @@ func TestLocalS3Checkpoints(t *testing.T) {
 		t.Fatalf("run 3 wrote no checkpoint:\n%s", se)
 	}
 	last := m[len(m)-1][1]
-	if got := srv.Keys(t, "ckpt", "job/"+last+"/"); len(got) != 2 {
+	if got := srv.Keys(t, "ckpt", "job/"+last+"/"); len(got) != 3 {
 		t.Errorf("stop checkpoint %s not uploaded: %v\n%s", last, got, se)
 	}
 	if !strings.Contains(se, "sagefit local: checkpoints: ") || !strings.Contains(se, "uploaded to s3://ckpt/job") {
