@@ -86,6 +86,9 @@ func (c *Channel) Epoch(ctx context.Context) (*data.Dataset, func(), error) {
 			ds.Close()
 			return nil, nil, fmt.Errorf("channel %q (Pipe mode): %w", c.Name, err)
 		}
+		if c.reads == 1 { // once, not each epoch
+			warnLabelShape(c.warn, c.Name, firstArray(ds, spec.Name), spec, c.meta)
+		}
 	}
 	if err := sampleWeights(ds, c.meta, c.classWeight, c.DTypes); err != nil {
 		ds.Close()
