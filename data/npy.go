@@ -412,6 +412,35 @@ func (a *Array) fortranElems(out []byte, r, e0, n int) {
 	}
 }
 
+// FindRow returns the first row holding an element for which match is
+// true (elements converted to float64), or -1. It reads the array a
+// bounded number of rows at a time: for finding a value a step failed on,
+// not per step.
+func (a *Array) FindRow(match func(float64) bool) (int, error) {
+	if err := a.ready(); err != nil {
+		return -1, err
+	}
+	n, per := a.Len(), max(1, (256<<10)/max(1, a.rowElems*8))
+	rows := make([]int, 0, per)
+	buf := make([]byte, per*a.rowElems*8)
+	for start := 0; start < n; start += per {
+		rows = rows[:0]
+		for r := start; r < min(n, start+per); r++ {
+			rows = append(rows, r)
+		}
+		b := buf[:len(rows)*a.rowElems*8]
+		if err := a.Gather(b, Float64, rows); err != nil {
+			return -1, err
+		}
+		for e := 0; e < len(b)/8; e++ {
+			if match(math.Float64frombits(binary.LittleEndian.Uint64(b[8*e:]))) {
+				return start + e/max(1, a.rowElems), nil
+			}
+		}
+	}
+	return -1, nil
+}
+
 // Float32s returns every element converted to float32, in C order. It reads
 // the whole array into memory: for tests, metadata and small arrays, not
 // for training data.

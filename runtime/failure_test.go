@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -157,6 +158,48 @@ func TestBadInputs(t *testing.T) {
 			fixture.CopyTree(t, fx, own)
 			base := localJob(t, own, map[string]string{"epochs": "1"}, nil)
 			c.breakJob(t, base, own)
+			failsWith(t, runtime.Options{Base: base}, c.reason, sagemaker.FailureLimit)
+		})
+	}
+}
+
+// A step that fails on one value of the data (a sparse label past the
+// classes, an id past an Embedding's rows) says where the first such value
+// is: TensorFlow's words named a position in the batch, no file or row.
+func TestValueOutOfRangeNamesItsRow(t *testing.T) {
+	for _, c := range []struct {
+		family, file string
+		row, col     int
+		value        float32
+		reason       string
+	}{
+		{"multiclass", "labels.npy", 37, 0, 4, `a label is 4, outside the model's 4 classes \[0, 4\) .*; the first such label is in row 37 \(counting from 0\) of labels\.npy in channel "training"\.`},
+		{"embedding", "train.npy", 21, 3, 60, `an input id is 60, outside the 50 rows of a lookup .*; the first such id is in row 21 \(counting from 0\) of train\.npy in channel "training"\.`},
+	} {
+		t.Run(c.family, func(t *testing.T) {
+			fx := fixture.Make(t, c.family, "--epochs", "1", "--rows", "64", "--no-fit")
+			own := t.TempDir()
+			fixture.CopyTree(t, fx, own)
+			path := filepath.Join(own, "train", c.file)
+			a, err := data.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals, err := a.Float32s()
+			shape := a.Shape()
+			a.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals[c.row*a.RowElems()+c.col] = c.value
+			raw := make([]byte, 4*len(vals))
+			for i, v := range vals {
+				binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+			}
+			if err := data.WriteNPY(path, data.Float32, shape, raw); err != nil {
+				t.Fatal(err)
+			}
+			base := localJob(t, own, map[string]string{"epochs": "1", "batch_size": "16"}, nil)
 			failsWith(t, runtime.Options{Base: base}, c.reason, sagemaker.FailureLimit)
 		})
 	}

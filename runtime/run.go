@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -345,6 +346,13 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	}
 	loop := &fit.Loop{Job: j, Model: m, Group: group, Train: train, Val: val, Out: o.Stdout, Log: o.Stderr, Terminal: o.Terminal, Callbacks: cbs}
 	hist, err := loop.Run(ctx, from)
+	if v := (*model.ValueOutOfRange)(nil); errors.As(err, &v) {
+		for _, c := range []*input.Channel{train, val} {
+			if where := c.Where(v); where != "" {
+				return nil, fmt.Errorf("%w; %s", err, where)
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

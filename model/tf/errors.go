@@ -3,9 +3,12 @@ package tf
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/sagefit/sagefit/model"
 )
 
 var (
@@ -24,20 +27,31 @@ var (
 
 // tfError is TensorFlow's message as one sentence-like line: without the
 // graph's node trace, the batch's label list, or line breaks.
+// A failure on one value of the data is a *model.ValueOutOfRange.
 func tfError(msg string) error {
+	var value *model.ValueOutOfRange
 	msg = nodeTrace.ReplaceAllString(msg, "")
 	msg = labelRange.ReplaceAllStringFunc(msg, func(m string) string {
 		g := labelRange.FindStringSubmatch(m)
 		label := "a label is " + g[1]
+		v, _ := strconv.ParseFloat(g[1], 64)
 		if g[1] == "-9223372036854775808" { // a NaN label, cast to an integer
-			label = "a label is NaN (or past int64)"
+			label, v = "a label is NaN (or past int64)", math.NaN()
 		}
+		value = &model.ValueOutOfRange{Label: true, Value: v}
 		return fmt.Sprintf("%s, outside the model's %s classes [0, %s) (the labels of a sparse categorical loss are class indices) ", label, g[2], g[2])
 	})
 	msg = idRange.ReplaceAllStringFunc(msg, func(m string) string {
 		g := idRange.FindStringSubmatch(m)
 		n, _ := strconv.Atoi(g[2])
+		v, _ := strconv.ParseFloat(g[1], 64)
+		value = &model.ValueOutOfRange{Value: v}
 		return fmt.Sprintf("an input id is %s, outside the %d rows of a lookup (an Embedding layer's input_dim, or a lookup table's size), which take ids 0 to %d: check the input data, or build the layer with a larger input_dim", g[1], n, n-1)
 	})
-	return errors.New(strings.TrimSpace(spaces.ReplaceAllString(msg, " ")))
+	msg = strings.TrimSpace(spaces.ReplaceAllString(msg, " "))
+	if value != nil {
+		value.Msg = msg
+		return value
+	}
+	return errors.New(msg)
 }

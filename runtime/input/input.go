@@ -416,6 +416,43 @@ func CheckFits(a *data.Array, spec model.TensorSpec) error {
 	return nil
 }
 
+// Where says where in the channel's files the value a step failed on is
+// (a label past the classes, an id past an Embedding's rows): TensorFlow
+// names neither file nor row. "" where it is not found, or the channel
+// streams (Pipe mode: the stream is gone).
+func (c *Channel) Where(v *model.ValueOutOfRange) string {
+	if c == nil || c.ds == nil {
+		return ""
+	}
+	match := func(x float64) bool { return math.Trunc(x) == v.Value } // the step casts to an integer
+	if math.IsNaN(v.Value) {
+		match = func(x float64) bool { return math.IsNaN(x) || math.Abs(x) >= 0x1p63 }
+	}
+	what := "id"
+	if v.Label {
+		what = "label"
+	}
+	// Integer arrays first: an id is more likely there than in a float
+	// input's features that happen to hold the same number.
+	for _, ints := range []bool{true, false} {
+		for _, spec := range c.specs {
+			if (kindOf(spec) == "target") != v.Label {
+				continue
+			}
+			for _, a := range c.ds.Arrays(spec.Name) {
+				dt := a.DType()
+				if dt == data.String || (dt == data.Float16 || dt == data.Float32 || dt == data.Float64) == ints {
+					continue
+				}
+				if row, err := a.FindRow(match); err == nil && row >= 0 {
+					return fmt.Sprintf("the first such %s is in row %d (counting from 0) of %s in channel %q", what, row, a.Path(), c.Name)
+				}
+			}
+		}
+	}
+	return ""
+}
+
 // warnLabelShape names labels saved in another shape than the target's
 // (N, against (N, 1)): they feed the target's shape, where fit passes them
 // as they are to the metrics, which Keras's own match to the predictions'
