@@ -282,6 +282,24 @@ func (g *Group) Close() error {
 	return g.closeErr
 }
 
+// SkipFinalWait tells a transport with a final barrier (a host other than
+// rank 0 waits at Close for rank 0 to finish) not to wait: the job failed
+// on rank 0's loss.
+func (g *Group) SkipFinalWait() {
+	if s, ok := g.tr.(interface{ SkipFinalWait() }); ok {
+		s.SkipFinalWait()
+	}
+}
+
+// Failed tells a transport with a final barrier that the job failed on
+// this rank (rank 0: the hosts waiting for it then fail with reason).
+// Call it before Close.
+func (g *Group) Failed(reason error) {
+	if s, ok := g.tr.(interface{ Failed(error) }); ok {
+		s.Failed(reason)
+	}
+}
+
 // place tells a Placer transport where an incoming payload goes: a chunk
 // of the caller's buffer when the message belongs to the collective in
 // progress and its machine can say, else nil (the transport allocates).

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/data"
+	"github.com/sagefit/sagefit/distributed"
 	"github.com/sagefit/sagefit/internal/hostlist"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/model/tf"
@@ -186,7 +187,7 @@ func Train(ctx context.Context, o Options) (*Result, error) {
 // train runs one host's (or one worker's) part of the job env describes:
 // load the model, resume, open the channels, join the other processes, run
 // the fit loop, and (rank 0) write the model and outputs.
-func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) {
+func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, failed error) {
 	j, err := job.New(env)
 	if err != nil {
 		return nil, err
@@ -310,7 +311,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 		if group, err = joinGRPC(ctx, j, meta.Fingerprint, o.Environ, o.Stderr); err != nil {
 			return nil, err
 		}
-		defer group.Close()
+		defer func() { failed = leaveGroup(group, failed) }()
 		if err := fit.BroadcastVariables(ctx, m, group); err != nil {
 			return nil, err
 		}
@@ -387,6 +388,26 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (*Result, error) 
 	}
 	fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s%s\n", res.ModelDir, res.HistoryPath, plot)
 	return res, nil
+}
+
+// leaveGroup closes the job's group. A host other than rank 0 waits there
+// for rank 0 to finish the job's model and outputs, and fails where rank 0
+// was lost or failed meanwhile (it ended as if the job had succeeded); where the job
+// already failed on rank 0's loss it does not wait (a frozen rank 0 held it
+// for a connection timeout).
+func leaveGroup(g fit.Group, failed error) error {
+	if pe := (*distributed.PeerError)(nil); errors.As(failed, &pe) && pe.Rank == 0 {
+		if s, ok := g.(interface{ SkipFinalWait() }); ok {
+			s.SkipFinalWait()
+		}
+	}
+	if s, ok := g.(interface{ Failed(error) }); ok && failed != nil && g.Rank() == 0 {
+		s.Failed(failed) // the others, waiting for rank 0, fail too
+	}
+	if err := g.Close(); err != nil && failed == nil {
+		return err
+	}
+	return failed
 }
 
 // writeTiming writes timing.json (schema fit.Timing, documented in the

@@ -2,12 +2,14 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
 	"github.com/sagefit/sagefit/distributed"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -27,6 +29,10 @@ import (
 // says so in the log.
 var lingerLogAfter = 5 * time.Second
 
+// lingerHeld, when set (tests), is called once rank 0 has taken a host's
+// wait.
+var lingerHeld func()
+
 // serveLinger holds a lingering host's stream until this transport shuts
 // down (or the host gives up): the OK status it then gets says rank 0 is
 // done. Only rank 0 holds them; only hosts of the job may ask.
@@ -37,23 +43,35 @@ func (t *grpcTransport) serveLinger(ctx context.Context, remote hello) error {
 	if t.rank != 0 {
 		return status.Errorf(codes.FailedPrecondition, "rank %d is not rank 0", t.rank)
 	}
+	// Headers now: the host knows its wait is taken, so a stream that then
+	// breaks is rank 0 lost, not rank 0 done and gone before it dialled.
+	if err := grpc.SendHeader(ctx, metadata.Pairs("sagefit-linger", "held")); err != nil {
+		return err
+	}
 	select {
 	case <-t.rv.leaving:
 	case <-t.ctx.Done():
 	case <-ctx.Done():
 	}
+	if why := t.failed.Load(); why != nil {
+		return status.Error(codes.Aborted, (*why).Error())
+	}
 	return nil
 }
 
 // awaitRank0 waits, at most finalWait, until rank 0 has closed its
-// transport or is gone.
-func (t *grpcTransport) awaitRank0() {
+// transport or is gone. It returns an error where rank 0 was lost before
+// it closed (the stream to it broke, or it went silent): the job's model
+// and outputs may be missing, and this host must not end as if the job
+// had succeeded. A rank 0 that cannot be reached at all is taken as done:
+// after a clean end it has often closed before this host dials.
+func (t *grpcTransport) awaitRank0() error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), t.finalWait)
 	defer cancel()
 	conn, err := grpc.NewClient("passthrough:///"+t.addrs[0], t.dialOptions()...)
 	if err != nil {
-		return
+		return nil
 	}
 	defer conn.Close()
 	note := time.AfterFunc(lingerLogAfter, func() {
@@ -62,33 +80,47 @@ func (t *grpcTransport) awaitRank0() {
 	defer note.Stop()
 	h := t.id
 	h.Linger = true
-	err = linger(ctx, conn, h)
+	waited, err := linger(ctx, conn, h)
 	switch {
 	case ctx.Err() != nil:
 		t.logf("distributed: rank %d: rank 0 (%s) had not finished after %v; leaving anyway", t.rank, t.addrs[0], t.finalWait)
+		return fmt.Errorf("rank 0 (%s) had not finished the job's model and outputs after %v", t.id.Hosts[0]+" at "+t.addrs[0], t.finalWait)
+	case status.Code(err) == codes.Aborted && waited:
+		return fmt.Errorf("rank 0 (%s) failed after training: %s", t.id.Hosts[0], status.Convert(err).Message())
+	case err != nil && waited:
+		return fmt.Errorf("rank 0 (%s) was lost before it finished the job's model and outputs: %s", t.id.Hosts[0]+" at "+t.addrs[0], status.Convert(err).Message())
 	case err != nil && time.Since(start) > lingerLogAfter:
 		// Not sooner: after a clean stop rank 0 has often closed before
 		// this host dials, which refuses at once and means it is done.
 		t.logf("distributed: rank %d: rank 0 (%s) is gone (%v); leaving", t.rank, t.addrs[0], err)
 	}
+	return nil
 }
 
 // linger sends the hello and waits for the stream to end: nil when rank 0
-// ended it (OK status), else how it failed (rank 0 unreachable or gone).
-func linger(ctx context.Context, conn *grpc.ClientConn, h hello) error {
+// ended it (OK status), else how it failed (rank 0 unreachable or gone);
+// waited says whether rank 0 had taken the hello (its stream was up), so
+// that a failure is rank 0 lost while this host waited.
+func linger(ctx context.Context, conn *grpc.ClientConn, h hello) (waited bool, err error) {
 	stream, err := conn.NewStream(ctx, &ringServiceDesc.Streams[0], linkMethod)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := stream.SendMsg(h.message(0)); err != nil && err != io.EOF {
-		return err
+		return false, err
+	}
+	if _, err := stream.Header(); err != nil { // rank 0 answers a linger's headers at once (serveLinger)
+		return false, err
+	}
+	if lingerHeld != nil {
+		lingerHeld()
 	}
 	var m distributed.Message
 	if err := stream.RecvMsg(&m); err != io.EOF {
 		if err == nil {
-			return status.Error(codes.Internal, "unexpected reply to a linger")
+			return true, status.Error(codes.Internal, "unexpected reply to a linger")
 		}
-		return err
+		return true, err
 	}
-	return nil
+	return true, nil
 }

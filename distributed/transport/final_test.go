@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,8 +71,14 @@ func TestFinalBarrier(t *testing.T) {
 				if d := at.Sub(start); d < c.min || d > c.max {
 					t.Errorf("rank %d closed after %v, want between %v and %v", r, d.Round(time.Millisecond), c.min, c.max)
 				}
+				// Waited out, the wait fails the host: rank 0 may never write the model.
+				if err := gs[r].Close(); (err != nil) != (c.finalWait < hold && c.finalWait > 0) {
+					t.Errorf("rank %d: Close = %v", r, err)
+				}
 			}
-			closeAll(t, gs)
+			if c.finalWait >= hold || c.finalWait == 0 {
+				closeAll(t, gs)
+			}
 			expectNoLeak(t, before)
 		})
 	}
@@ -110,4 +117,70 @@ func TestFinalBarrierKeepsFailuresFast(t *testing.T) {
 	}
 	closeAll(t, gs)
 	expectNoLeak(t, before)
+}
+
+// TestFinalBarrierRank0Lost: a rank 0 lost while a host waits for it at
+// the final barrier (killed writing the model) fails that host's Close,
+// which ended as if the job had succeeded (exit 0, no failure file); a
+// rank 0 that finishes does not; and a host told the job failed on rank
+// 0's loss (SkipFinalWait) does not wait at all.
+func TestFinalBarrierRank0Lost(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 2, "job-final-lost")
+	for r := range cfgs {
+		cfgs[r].FinalWait = 30 * time.Second
+	}
+	gs, trs, errs := joinAllTransports(t, cfgs)
+	noErrors(t, errs)
+	held := make(chan struct{}, 1)
+	lingerHeld = func() { held <- struct{}{} }
+	defer func() { lingerHeld = nil }()
+	closed := make(chan error, 1)
+	go func() { closed <- gs[1].Close() }()
+	select {
+	case <-held:
+	case <-time.After(20 * time.Second):
+		t.Fatal("rank 1 never waited for rank 0")
+	}
+	trs[0].accepted.closeAll() // rank 0's connections gone, as when its process dies
+	select {
+	case err := <-closed:
+		if err == nil || !strings.Contains(err.Error(), "rank 0 (algo-1 at "+cfgs[1].Addrs["algo-1"]+") was lost before it finished the job's model and outputs") {
+			t.Errorf("rank 1's Close = %v, want rank 0 named lost", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("rank 1 still waits 20 s after rank 0 was lost")
+	}
+	gs[0].Close()
+	expectNoLeak(t, before)
+
+	// Rank 0 fails after training (writing the model): the host waiting
+	// for it fails with the reason.
+	cfgs = loopbackConfigs(t, 2, "job-final-failed")
+	for r := range cfgs {
+		cfgs[r].FinalWait = 30 * time.Second
+	}
+	gs, errs = joinAll(t, cfgs)
+	noErrors(t, errs)
+	go func() { closed <- gs[1].Close() }()
+	<-held
+	gs[0].Failed(errors.New("the model cannot be written: disk full"))
+	gs[0].Close()
+	if err := <-closed; err == nil || err.Error() != "rank 0 (algo-1) failed after training: the model cannot be written: disk full" {
+		t.Errorf("rank 1's Close = %v, want rank 0's failure", err)
+	}
+
+	// Skipped: rank 0 holds (it would be waited for up to FinalWait).
+	cfgs = loopbackConfigs(t, 2, "job-final-skip")
+	for r := range cfgs {
+		cfgs[r].FinalWait = 30 * time.Second
+	}
+	gs, errs = joinAll(t, cfgs)
+	noErrors(t, errs)
+	start := time.Now()
+	gs[1].SkipFinalWait()
+	if err := gs[1].Close(); err != nil || time.Since(start) > 10*time.Second {
+		t.Errorf("rank 1 told not to wait: Close = %v after %v", err, time.Since(start))
+	}
+	gs[0].Close()
 }

@@ -152,6 +152,12 @@ type grpcTransport struct {
 	wg        sync.WaitGroup
 	closing   atomic.Bool
 	closeOnce sync.Once
+	// finalErr is the final barrier's outcome: rank 0 lost before it
+	// finished the job (Close returns it). skipFinal: rank 0 is known
+	// lost, so there is no one to wait for (SkipFinalWait).
+	finalErr  error
+	skipFinal atomic.Bool
+	failed    atomic.Pointer[error] // rank 0's failure, told to the hosts at the final barrier (Failed)
 
 	// Sockets, shared: start opens them before rendezvous begins, the
 	// links that rendezvous sets up run on them, shutdown closes them.
@@ -725,10 +731,25 @@ func (t *grpcTransport) AbortUpstream(m distributed.Message) {
 // Close leaves gracefully: queued frames are flushed to the next rank and
 // the previous rank is told the link ends, then everything stops and every
 // goroutine has returned. Idempotent.
+//
+// A host other than rank 0 then waits for rank 0 to finish the job (the
+// final barrier, Config.FinalWait); Close returns an error when rank 0 was
+// lost meanwhile: the job's model and outputs may not be written.
 func (t *grpcTransport) Close() error {
 	t.closeOnce.Do(func() { t.shutdown(nil) })
-	return nil
+	return t.finalErr
 }
+
+// SkipFinalWait tells a closing host not to wait for rank 0 at the final
+// barrier: the job already failed on rank 0's loss, and a frozen rank 0
+// would hold the wait for a connection timeout.
+func (t *grpcTransport) SkipFinalWait() { t.skipFinal.Store(true) }
+
+// Failed tells rank 0's transport that the job failed there (after
+// training: writing the model, say), so that the hosts waiting at the final
+// barrier fail too, with the reason, instead of ending as if it had
+// succeeded. Call it before Close.
+func (t *grpcTransport) Failed(reason error) { t.failed.Store(&reason) }
 
 // leave is Close with a reason that both neighbours receive, and
 // acknowledge, before this host closes anything: the next rank as an abort
@@ -823,8 +844,8 @@ func (t *grpcTransport) shutdown(reason error) {
 		t.conn.Close()
 	}
 	t.wg.Wait()
-	if reason == nil && t.rank != 0 && t.finalWait > 0 && t.rv.joined.Load() {
-		t.awaitRank0()
+	if reason == nil && t.rank != 0 && t.finalWait > 0 && t.rv.joined.Load() && !t.skipFinal.Load() {
+		t.finalErr = t.awaitRank0()
 	}
 }
 
