@@ -208,11 +208,11 @@ type Metadata struct {
 	// (not Keras's): several processes sum every metric's state, which is
 	// right only where that state is a sum.
 	OwnMetrics []string `json:"own_metrics,omitempty"`
-	// OwnMetricFunctions names the compiled metric functions of the user's
-	// own: they, and OwnMetrics, get the labels in the shape the data has
-	// in fit, where Keras's own metrics match the labels' rank to the
-	// predictions'.
-	OwnMetricFunctions []string `json:"own_metric_functions,omitempty"`
+	// LabelsAsGiven names the losses and metrics of the user's own that
+	// get the labels in the shape fit was given them (Keras 3's Loss and
+	// Metric subclasses and metric functions), where Keras's own match the
+	// labels' rank to the predictions' first.
+	LabelsAsGiven []string `json:"labels_as_given,omitempty"`
 	// ClippedSparseGradients names the variables whose gradient is sparse
 	// (an Embedding's rows) where the optimizer clips gradients: several
 	// processes sum it as a dense tensor before the clipping, where Keras

@@ -67,20 +67,16 @@ def _keras_own(obj):
     return type(obj).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
 
 
-def _own_metrics(model, functions=False):
+def _own_metrics(model):
     """Names of the compiled metrics whose class is the user's own (a
     keras.metrics.Metric subclass): on several hosts the runtime sums
     metric states, right for Keras's own (totals and counts), not for a
-    state that is no sum. Metric functions are wrapped in Keras's mean.
+    state that is no sum. Metric functions are wrapped in Keras's mean."""
+    return _compiled_metrics(model, lambda m: not _keras_own(m))
 
-    With functions, the metric functions of the user's own instead (Keras's
-    mean around a function not Keras's): they, like a Metric class of the
-    user's, get the labels in the shape fit was given them, where Keras's
-    own match the labels' rank to the predictions'."""
-    def user_function(m):
-        fn = getattr(m, "_fn", None)
-        return fn is not None and getattr(fn, "__module__", "").split(".")[0] not in ("keras", "tf_keras", "tensorflow")
 
+def _compiled_metrics(model, pick):
+    """Names of the compiled metrics pick chooses, as the logs name them."""
     out = []
 
     def walk(metrics):
@@ -88,7 +84,7 @@ def _own_metrics(model, functions=False):
             sub = getattr(m, "metrics", None)
             if _keras_own(m) and isinstance(sub, (list, tuple)) and sub:
                 walk(sub)  # Keras 3's CompileMetrics holds the compiled ones
-            elif (user_function(m) if functions else not _keras_own(m)) and m.name not in out:
+            elif pick(m) and m.name not in out:
                 out.append(m.name)
 
     walk(getattr(model, "metrics", []))
@@ -96,6 +92,30 @@ def _own_metrics(model, functions=False):
     # metric as <output>_<name>, one per output.
     logged = [k for k in model.get_metrics_result() if any(k == n or k.endswith("_" + n) for n in out)]
     return logged or out
+
+
+def _labels_as_given(model):
+    """Names of the losses and metrics of the user's own that get the labels
+    in the shape fit was given them (Keras 3: a Loss or Metric subclass, or
+    a metric function in Keras's mean); Keras's own, and a loss function
+    (Keras wraps it), match the labels' rank to the predictions' first, and
+    tf-keras does so for all. The runtime feeds labels in the target's shape
+    and warns where a file's differ (N, against (N, 1)) beside these."""
+    if _is_legacy_keras(model):
+        return []
+
+    def own(obj):
+        return obj is not None and getattr(obj, "__module__", type(obj).__module__).split(".")[0] not in ("keras", "tf_keras", "tensorflow")
+
+    names = _compiled_metrics(model, lambda m: not _keras_own(m) or own(getattr(m, "_fn", None)))
+    losses = model.loss if isinstance(model.loss, (list, tuple)) else (
+        list(model.loss.values()) if isinstance(model.loss, dict) else [model.loss])
+    for loss in losses:
+        if hasattr(loss, "call") and not _keras_own(loss):  # a Loss subclass of the user's; a function has no call
+            name = getattr(loss, "name", type(loss).__name__)
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def _read(v):
@@ -1008,9 +1028,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     own = _own_metrics(model)
     if own:
         meta["own_metrics"] = own
-    own_functions = _own_metrics(model, functions=True)
-    if own_functions:
-        meta["own_metric_functions"] = own_functions
+    as_given = _labels_as_given(model)
+    if as_given:
+        meta["labels_as_given"] = as_given
     if sparse_grads and _clips(optimizer):
         meta["clipped_sparse_gradients"] = list(sparse_grads)
     random_ops = _stateful_random_ops(_endpoint(archive, names[0]))

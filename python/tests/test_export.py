@@ -291,8 +291,27 @@ def test_own_metric_classes_named(tmp_path):
     meta = sagefit.export(model, str(tmp_path / "seed"))
     assert "own_metrics" not in meta  # an older runtime would warn of it
     # The runtime warns of labels fed in another shape than fit would
-    # pass them, which a function of the user's own may read otherwise.
-    assert meta["own_metric_functions"] == ["mean_prediction"]
+    # pass them, which a function of the user's own reads as given
+    # (Keras's own, and "mae", match the ranks first).
+    assert meta["labels_as_given"] == ["mean_prediction"]
+
+
+def test_losses_and_metrics_reading_labels_as_given_named(tmp_path):
+    # Keras 3 gives a Loss subclass's call and a Metric subclass the labels
+    # as fit was given them; a loss function is wrapped, matching ranks.
+    class HalfAbs(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return 0.5 * keras.ops.abs(y_true - y_pred)
+
+    def abs_error(y_true, y_pred):
+        return keras.ops.abs(y_true - y_pred)
+
+    model = _seed_model()
+    model.compile(optimizer=model.optimizer, loss=HalfAbs(name="half_abs"), metrics=["mae"])
+    assert sagefit.export(model, str(tmp_path / "loss"))["labels_as_given"] == ["half_abs"]
+    model = _seed_model()
+    model.compile(optimizer=model.optimizer, loss=abs_error, metrics=["mae"])
+    assert "labels_as_given" not in sagefit.export(model, str(tmp_path / "fn"))
 
 
 def test_clipped_sparse_gradients_named(tmp_path):

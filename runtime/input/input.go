@@ -455,17 +455,16 @@ func (c *Channel) Where(v *model.ValueOutOfRange) string {
 
 // warnLabelShape names labels saved in another shape than the target's
 // (N, against (N, 1)): they feed the target's shape, where fit passes them
-// as they are to the metrics, which Keras's own match to the predictions'
-// rank and the model's own metrics need not (a function of |y - p| then
-// broadcasts to a batch by batch matrix in fit).
+// as they are to the losses and metrics, which Keras's own match to the
+// predictions' rank and the model's own need not (a metric function of
+// |y - p| then broadcasts to a batch by batch matrix in fit).
 func warnLabelShape(w io.Writer, channel string, a *data.Array, spec model.TensorSpec, meta *model.Metadata) {
-	own := append(slices.Clone(meta.OwnMetrics), meta.OwnMetricFunctions...)
 	want, _ := spec.ExampleShape()
-	if a == nil || kindOf(spec) != "target" || len(own) == 0 || slices.Equal(a.RowShape(), intsOf(want)) {
+	if a == nil || kindOf(spec) != "target" || len(meta.LabelsAsGiven) == 0 || slices.Equal(a.RowShape(), intsOf(want)) {
 		return
 	}
-	fmt.Fprintf(w, "sagefit: warning: channel %q: %s has labels of shape %s, fed to target %q in its shape %s; fit given them passes them as saved, and the model's own metrics (%s), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape %s, or export with target_shapes giving %s\n",
-		channel, a.Path(), shapeOf(a.RowShape()), spec.Name, shapeOf(want), strings.Join(own, ", "), shapeOf(want), shapeOf(a.RowShape()))
+	fmt.Fprintf(w, "sagefit: warning: channel %q: %s has labels of shape %s an example, fed to target %q in its shape %s; fit given them passes them as saved, and the model's own losses and metrics (%s), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape %s an example, or export with target_shapes giving %s\n",
+		channel, a.Path(), shapeOf(a.RowShape()), spec.Name, shapeOf(want), strings.Join(meta.LabelsAsGiven, ", "), shapeOf(want), shapeOf(a.RowShape()))
 }
 
 func intsOf(s []int64) []int {

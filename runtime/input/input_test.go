@@ -108,14 +108,14 @@ func TestLabelShapeNamedForOwnMetrics(t *testing.T) {
 	}
 	for _, own := range [][]string{nil, {"my_err"}} {
 		m := *meta
-		m.OwnMetricFunctions = own
+		m.LabelsAsGiven = own
 		var warn bytes.Buffer
 		ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir, InputMode: sagemaker.File}, sagemaker.Paths{Base: t.TempDir()}, &m, input.Options{Warn: &warn})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ch.Close()
-		want := `sagefit: warning: channel "training": y.npy has labels of shape (), fed to target "y" in its shape (1); fit given them passes them as saved, and the model's own metrics (my_err), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape (1), or export with target_shapes giving ()` + "\n"
+		want := `sagefit: warning: channel "training": y.npy has labels of shape () an example, fed to target "y" in its shape (1); fit given them passes them as saved, and the model's own losses and metrics (my_err), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape (1) an example, or export with target_shapes giving ()` + "\n"
 		if own == nil {
 			want = ""
 		}
