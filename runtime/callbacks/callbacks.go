@@ -31,6 +31,10 @@ type Options struct {
 	// Taken are the files sagefit itself writes in OutputDataDir, which a
 	// CSVLogger must not overwrite.
 	Taken []string
+	// TFKeras: the model is tf-keras's (Keras 2), whose callbacks differ
+	// here and there from Keras 3's (ModelCheckpoint skips an epoch
+	// without its monitor, where Keras 3 saves it).
+	TFKeras bool
 }
 
 // Logs are an epoch's (or a batch's) metrics in Keras's order; callbacks
@@ -399,6 +403,9 @@ type monitor struct {
 	Mode     string    `json:"mode"`
 	MinDelta float64   `json:"min_delta"`
 	log      io.Writer // where a missing metric is named; nil: not named (a process that writes no files)
+	// keepsUnmonitored: a Keras 3 ModelCheckpoint, which saves the model
+	// of an epoch without its monitor (tf-keras's skips it).
+	keepsUnmonitored bool
 }
 
 func (m *monitor) setLog(w io.Writer) { m.log = w }
@@ -429,8 +436,8 @@ func (m monitor) value(logs Logs, who string, warned *bool) (float64, bool) {
 	v, ok := logs.Get(m.Name)
 	if !ok && !*warned && m.log != nil {
 		then := "such epochs are skipped, as in Keras"
-		if who == "ModelCheckpoint" {
-			then = "as Keras saves the model of such an epoch (\"Can save best model only with " + m.Name + " available.\"), it is kept for the model dir"
+		if who == "ModelCheckpoint" && m.keepsUnmonitored {
+			then = "as Keras saves the model of such an epoch (\"Can save best model only with " + m.Name + " available.\"), it is kept for the model dir, in place of any EarlyStopping's restored weights"
 		}
 		fmt.Fprintf(m.log, "sagefit: warning: %s watches %q, which the epoch logs do not have (they have %v); %s\n", who, m.Name, logs.names(), then)
 		*warned = true

@@ -241,6 +241,7 @@ func newModelCheckpoint(raw json.RawMessage, o Options, s *Set, log io.Writer) (
 		return nil, err
 	}
 	c.kept = s.keeper()
+	c.keepsUnmonitored = !o.TFKeras
 	c.st.Best = c.InitialValueThreshold
 	if o.Writer && o.Log != nil {
 		fmt.Fprintf(o.Log, "sagefit: note: ModelCheckpoint(save_best_only=True): the model of the epoch with the best %s is the one written to the model dir; its filepath %q%s does not apply\n",
@@ -253,8 +254,11 @@ func (c *modelCheckpoint) trainBegin() error { return nil }
 
 func (c *modelCheckpoint) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 	current, ok := c.value(*logs, "ModelCheckpoint", &c.warned)
-	if !ok { // Keras saves such an epoch's model, its best value unchanged
-		c.st.HaveBest = true
+	if !ok {
+		if !c.keepsUnmonitored { // tf-keras: "Can save best model only with val_loss available, skipping."
+			return false, nil
+		}
+		c.st.HaveBest = true // Keras 3 saves such an epoch's model, its best value unchanged
 		return false, c.kept.keep(m)
 	}
 	// Keras's lines, but for the model it keeps: sagefit writes the best

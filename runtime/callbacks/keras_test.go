@@ -283,28 +283,37 @@ func TestSeveralModelCheckpointsAreNamed(t *testing.T) {
 // model, as Keras saves it ("Can save best model only with val_loss
 // available."), and the warning says so; the model dir had the last
 // validated epoch's model, where Keras's file has the last epoch's.
+//
+// tf-keras's ModelCheckpoint skips such an epoch ("Can save best model only
+// with val_loss available, skipping."): the last validated epoch's.
 func TestModelCheckpointKeepsAnEpochWithoutItsMonitor(t *testing.T) {
-	var log bytes.Buffer
-	s, err := New([]model.CallbackSpec{{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "val_loss", "mode": "min", "filepath": "m.keras"}`)}},
-		Options{Writer: true, Log: &log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &weights{}
-	for epoch := range 3 {
-		m.epoch = byte(epoch)
-		logs := Logs{{Name: "loss", Value: 0.5}}
-		if epoch == 1 {
-			logs = append(logs, model.Metric{Name: "val_loss", Value: 0.4})
-		}
-		if _, err := s.EpochEnd(epoch, &logs, m); err != nil {
+	for _, tfKeras := range []bool{false, true} {
+		var log bytes.Buffer
+		s, err := New([]model.CallbackSpec{{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "val_loss", "mode": "min", "filepath": "m.keras"}`)}},
+			Options{Writer: true, Log: &log, TFKeras: tfKeras})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := s.TrainEnd(m); err != nil || m.epoch != 2 {
-		t.Errorf("the model is epoch %d's (%v), want the last epoch's, 2", m.epoch, err)
-	}
-	if want := `as Keras saves the model of such an epoch ("Can save best model only with val_loss available."), it is kept for the model dir`; !strings.Contains(log.String(), want) {
-		t.Errorf("logged %q, want it to hold %q", log.String(), want)
+		m := &weights{}
+		for epoch := range 3 {
+			m.epoch = byte(epoch)
+			logs := Logs{{Name: "loss", Value: 0.5}}
+			if epoch == 1 {
+				logs = append(logs, model.Metric{Name: "val_loss", Value: 0.4})
+			}
+			if _, err := s.EpochEnd(epoch, &logs, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, said := byte(2), `as Keras saves the model of such an epoch ("Can save best model only with val_loss available."), it is kept for the model dir, in place of any EarlyStopping's restored weights`
+		if tfKeras {
+			want, said = 1, "such epochs are skipped, as in Keras"
+		}
+		if err := s.TrainEnd(m); err != nil || m.epoch != want {
+			t.Errorf("tf-keras %v: the model is epoch %d's (%v), want %d's", tfKeras, m.epoch, err, want)
+		}
+		if !strings.Contains(log.String(), said) {
+			t.Errorf("tf-keras %v: logged %q, want it to hold %q", tfKeras, log.String(), said)
+		}
 	}
 }
