@@ -105,6 +105,7 @@ type Set struct {
 	// model), in the callbacks' order: a copy each, as each Keras
 	// callback holds its own.
 	kept []*bestWeights
+	said io.Writer // the job's notes, from the process that writes files; nil on the others
 }
 
 // keeper gives a callback its own copy of kept weights.
@@ -124,6 +125,7 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 	if o.Writer {
 		said = o.Log
 	}
+	s.said = said
 	for _, spec := range specs {
 		var cb callback
 		var err error
@@ -334,6 +336,9 @@ func (s *Set) Restore(st State, best []byte, m Model) error {
 	}
 	kept := st.Kept
 	if kept == nil { // one copy, every callback's
+		if len(s.kept) > 1 && s.said != nil {
+			fmt.Fprintf(s.said, "sagefit: warning: the checkpoint, of an older sagefit, holds one copy of kept weights for the %d callbacks that keep some (EarlyStopping's restore_best_weights, ModelCheckpoint's best model): each restores that copy, the last one kept before the checkpoint, whichever callback kept it\n", len(s.kept))
+		}
 		for i := range s.kept {
 			if s.kept[i].vars, err = model.SplitVariables(slices.Clone(like), best); err != nil { // SplitVariables fills the slice it is given
 				return fmt.Errorf("kept weights: %w", err)

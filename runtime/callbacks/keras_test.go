@@ -252,6 +252,10 @@ func TestCallbacksKeepTheirOwnWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var log bytes.Buffer
+	if s, err = New([]model.CallbackSpec{es("loss"), es("val_loss")}, Options{Writer: true, Log: &log}); err != nil {
+		t.Fatal(err)
+	}
 	st := State{Callbacks: []json.RawMessage{json.RawMessage(`{"best": 0.5, "best_epoch": 2, "have_weights": true}`), json.RawMessage(`{"best": 0.5, "best_epoch": 2, "have_weights": true}`)}}
 	m := &weights{epoch: 9}
 	if err := s.Restore(st, []byte{2}, m); err != nil {
@@ -259,6 +263,9 @@ func TestCallbacksKeepTheirOwnWeights(t *testing.T) {
 	}
 	if err := s.TrainEnd(m); err != nil || m.epoch != 2 {
 		t.Errorf("restored from one shared copy: the model is epoch %d's (%v), want 2's", m.epoch, err)
+	}
+	if !strings.Contains(log.String(), "the checkpoint, of an older sagefit, holds one copy of kept weights for the 2 callbacks") {
+		t.Errorf("no warning of the older checkpoint's one copy: %q", log.String())
 	}
 }
 

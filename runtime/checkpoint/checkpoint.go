@@ -30,8 +30,10 @@ const (
 	// was written (an edited step, a longer history) is refused, not
 	// resumed. Older checkpoints have none.
 	stateSum = "state.json.sha256"
-	// Version is the format of state.json and variables.bin.
-	Version = 1
+	// Version is the format of state.json and variables.bin. 2: best.bin
+	// holds a copy of kept weights per callback that keeps some
+	// (callbacks.State.Kept), where 1 held one for all; 1 is still read.
+	Version = 2
 )
 
 // State is state.json: where training stood.
@@ -219,10 +221,11 @@ func list(dir string) ([]string, error) {
 }
 
 // prune keeps the newest keep checkpoints of the model with this
-// fingerprint and removes its older ones. Another model's checkpoints, and
-// folders whose state cannot be read, are not counted and not removed:
-// counted, newer ones removed this job's own as soon as they were written,
-// and a stopped job resumed from nothing.
+// fingerprint and removes its older ones. Another model's checkpoints are
+// not counted and not removed: counted, newer ones removed this job's own
+// as soon as they were written, and a stopped job resumed from nothing.
+// Folders whose state cannot be read (a torn write of an older sagefit, a
+// corrupt copy) go once they are older than the oldest one kept.
 func prune(dir string, keep int, fingerprint string) error {
 	if keep <= 0 {
 		return nil
@@ -233,11 +236,13 @@ func prune(dir string, keep int, fingerprint string) error {
 	}
 	kept := 0
 	for _, path := range all {
-		if ownerOf(path) != fingerprint {
+		switch owner := ownerOf(path); {
+		case owner == "" && kept < keep, owner != "" && owner != fingerprint:
 			continue
-		}
-		if kept++; kept <= keep {
-			continue
+		case owner == fingerprint:
+			if kept++; kept <= keep {
+				continue
+			}
 		}
 		if err := os.RemoveAll(path); err != nil {
 			return fmt.Errorf("remove old checkpoint: %w", err)
@@ -288,14 +293,14 @@ func read(path, fingerprint string) (*Loaded, error) {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return nil, fmt.Errorf("%s is not valid JSON: %v", stateFile, err)
 	}
-	if st.Epoch < 1 || st.Step < 0 || st.Steps < 0 || (st.Steps > 0 && st.Step > st.Steps) || st.GlobalStep < 0 {
-		return nil, fmt.Errorf("%s says epoch %d, step %d of %d: not a place in training", stateFile, st.Epoch, st.Step, st.Steps)
-	}
-	if st.Version != Version {
-		return nil, fmt.Errorf("checkpoint format %d, want %d", st.Version, Version)
+	if st.Version < 1 || st.Version > Version {
+		return nil, fmt.Errorf("checkpoint format %d, want 1 to %d (a newer sagefit's?)", st.Version, Version)
 	}
 	if st.Fingerprint != fingerprint {
 		return nil, fmt.Errorf("it was written for another model (fingerprint %.8s…, this model %.8s…)", st.Fingerprint, fingerprint)
+	}
+	if st.Epoch < 1 || st.Step < 0 || st.Steps < 0 || (st.Steps > 0 && st.Step > st.Steps) || st.GlobalStep < 0 {
+		return nil, fmt.Errorf("%s says epoch %d, step %d of %d: not a place in training", stateFile, st.Epoch, st.Step, st.Steps)
 	}
 	vars, err := readBlob(filepath.Join(path, varsFile), st.VariablesLen, st.VariablesSHA)
 	if err != nil {

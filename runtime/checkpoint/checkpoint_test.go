@@ -91,6 +91,13 @@ func TestPruneCountsOnlyThisModelsCheckpoints(t *testing.T) {
 		}
 		others = append(others, p)
 	}
+	// A torn one of this job's, older than what it keeps: removed; newer: kept.
+	for _, torn := range []string{"ckpt-000000-000000001", "ckpt-000001-000000009"} {
+		if err := os.MkdirAll(filepath.Join(dir, torn), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, torn, stateFile), []byte(`{"version": 2, "fing`), 0o644)
+	}
 	var own []string
 	for step := 1; step <= 4; step++ {
 		p, err := Write(dir, State{Fingerprint: "fp", Epoch: 1, Step: step, Steps: 10}, fakeVars(2), nil, hist, 3)
@@ -100,7 +107,7 @@ func TestPruneCountsOnlyThisModelsCheckpoints(t *testing.T) {
 		own = append(own, p)
 	}
 	all, _ := list(dir)
-	want := append([]string{others[2], others[1], others[0]}, own[3], own[2], own[1])
+	want := append([]string{others[2], others[1], others[0], filepath.Join(dir, "ckpt-000001-000000009")}, own[3], own[2], own[1])
 	if strings.Join(all, " ") != strings.Join(want, " ") {
 		t.Errorf("kept %v\nwant %v", all, want)
 	}
