@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -55,10 +56,16 @@ func openCSV(name func(string) string, text bool, paths ...string) (label, featu
 			csvDesc(name, paths), byteSize(total), byteSize(avail/2))
 	}
 	p := csvParser{name: name, text: text}
-	for _, path := range paths {
+	starts := make([]int, len(paths)) // each file's first row
+	for i, path := range paths {
+		starts[i] = p.rows
 		if err := p.file(path); err != nil {
 			return nil, nil, err
 		}
+	}
+	place := func(r int) string {
+		i := max(0, sort.SearchInts(starts, r+1)-1)
+		return fmt.Sprintf("row %d of %s", r-starts[i]+1, name(paths[i]))
 	}
 	desc := csvDesc(name, paths)
 	if p.rows == 0 {
@@ -81,6 +88,7 @@ func openCSV(name func(string) string, text bool, paths ...string) (label, featu
 		}
 	}
 	features = newMemArray(fmt.Sprintf("%s columns 2-%d (features)", desc, p.cols), fh, p.features)
+	label.place, features.place = place, place
 	return label, features, nil
 }
 

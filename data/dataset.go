@@ -227,13 +227,20 @@ func (d *Dataset) RowShape(name string) []int {
 // Arrays are the arrays behind the named tensor, to check each against the
 // model or name it in a message: its one array, or in a channel of parts
 // one per part, in order; nil if the name is unknown or the tensor is not
-// backed by arrays. They belong to the dataset.
+// backed by arrays. A part of a split channel (Rows) gives the whole
+// channel's arrays, all of their rows. They belong to the dataset.
 func (d *Dataset) Arrays(name string) []*Array {
-	switch s := d.sources[name].(type) {
+	return arraysOf(d.sources[name])
+}
+
+func arraysOf(s rowSource) []*Array {
+	switch s := s.(type) {
 	case *Array:
 		return []*Array{s}
 	case *partsSource:
 		return slices.Clone(s.parts)
+	case rowRange:
+		return arraysOf(s.rowSource)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package data
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,6 +41,19 @@ type Array struct {
 
 	mu     sync.RWMutex
 	closed bool
+
+	// place, when set, says where row r is for a person (a CSV channel's
+	// rows span its files); Place's default is the row of the one file.
+	place func(r int) string
+}
+
+// Place says where row r (counting from 0) is: "row 17 (counting from 0)
+// of y.npy", or for CSV files "row 3 of b.csv".
+func (a *Array) Place(r int) string {
+	if a.place != nil {
+		return a.place(r)
+	}
+	return fmt.Sprintf("row %d (counting from 0) of %s", r, a.path)
 }
 
 // ready attaches data that is loaded on first use.
@@ -413,17 +427,17 @@ func (a *Array) fortranElems(out []byte, r, e0, n int) {
 }
 
 // FindRow returns the first row holding an element for which match is
-// true (elements converted to float64), or -1. It reads the array a
-// bounded number of rows at a time: for finding a value a step failed on,
-// not per step.
-func (a *Array) FindRow(match func(float64) bool) (int, error) {
+// true (elements converted to float64), or -1, reading the array a
+// bounded number of rows at a time until ctx ends: for finding a value a
+// step failed on, not per step.
+func (a *Array) FindRow(ctx context.Context, match func(float64) bool) (int, error) {
 	if err := a.ready(); err != nil {
 		return -1, err
 	}
 	n, per := a.Len(), max(1, (256<<10)/max(1, a.rowElems*8))
 	rows := make([]int, 0, per)
 	buf := make([]byte, per*a.rowElems*8)
-	for start := 0; start < n; start += per {
+	for start := 0; start < n && ctx.Err() == nil; start += per {
 		rows = rows[:0]
 		for r := start; r < min(n, start+per); r++ {
 			rows = append(rows, r)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -164,42 +165,85 @@ func TestBadInputs(t *testing.T) {
 }
 
 // A step that fails on one value of the data (a sparse label past the
-// classes, an id past an Embedding's rows) says where the first such value
-// is: TensorFlow's words named a position in the batch, no file or row.
+// classes, an id past an Embedding's rows) says where the value first is:
+// TensorFlow's words named a position in the batch, no file or row. Stored
+// as integers or floats, in a channel split for validation (the file's
+// row), and in CSV files (the file's own row).
 func TestValueOutOfRangeNamesItsRow(t *testing.T) {
 	for _, c := range []struct {
-		family, file string
-		row, col     int
-		value        float32
-		reason       string
+		name, family, file string
+		row, col           int
+		value              float32
+		dtype              data.DType
+		hps                map[string]string
+		csv                bool
+		reason             string
 	}{
-		{"multiclass", "labels.npy", 37, 0, 4, `a label is 4, outside the model's 4 classes \[0, 4\) .*; the first such label is in row 37 \(counting from 0\) of labels\.npy in channel "training"\.`},
-		{"embedding", "train.npy", 21, 3, 60, `an input id is 60, outside the 50 rows of a lookup .*; the first such id is in row 21 \(counting from 0\) of train\.npy in channel "training"\.`},
+		{"label", "multiclass", "labels.npy", 37, 0, 4, data.Int64, nil, false, `a label is 4, outside the model's 4 classes \[0, 4\) .*; the label value 4 is first in row 37 \(counting from 0\) of labels\.npy in channel "training"\.`},
+		{"label in a split channel", "multiclass", "labels.npy", 37, 0, 4, data.Float32, map[string]string{"validation_split": "0.25"}, false, `; the label value 4 is first in row 37 \(counting from 0\) of labels\.npy in channel "training"\.`},
+		{"label in CSV files", "multiclass", "labels.npy", 37, 0, 4, data.Float32, nil, true, `; the label value 4 is first in row 6 of b\.csv in channel "training"\.`},
+		{"id", "embedding", "train.npy", 21, 3, 60, data.Int32, nil, false, `an input id is 60, outside the 50 rows of a lookup .*; the input value 60 is first in row 21 \(counting from 0\) of train\.npy in channel "training"\.`},
 	} {
-		t.Run(c.family, func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			fx := fixture.Make(t, c.family, "--epochs", "1", "--rows", "64", "--no-fit")
 			own := t.TempDir()
 			fixture.CopyTree(t, fx, own)
-			path := filepath.Join(own, "train", c.file)
-			a, err := data.Open(path)
-			if err != nil {
-				t.Fatal(err)
+			read := func(file string) ([]float32, []int) {
+				a, err := data.Open(filepath.Join(own, "train", file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer a.Close()
+				vals, err := a.Float32s()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return vals, a.Shape()
 			}
-			vals, err := a.Float32s()
-			shape := a.Shape()
-			a.Close()
-			if err != nil {
-				t.Fatal(err)
+			vals, shape := read(c.file)
+			per := len(vals) / shape[0]
+			vals[c.row*per+c.col] = c.value
+			if c.csv { // label first, the features after it; rows 0-31 in a.csv, 32-63 in b.csv
+				x, xs := read("train.npy")
+				var a, b strings.Builder
+				for r := range shape[0] {
+					w := &a
+					if r >= 32 {
+						w = &b
+					}
+					fmt.Fprint(w, vals[r])
+					for _, f := range x[r*xs[1] : (r+1)*xs[1]] {
+						fmt.Fprint(w, ",", f)
+					}
+					fmt.Fprintln(w)
+				}
+				os.Remove(filepath.Join(own, "train", "train.npy"))
+				os.Remove(filepath.Join(own, "train", "labels.npy"))
+				os.WriteFile(filepath.Join(own, "train", "a.csv"), []byte(a.String()), 0o644)
+				os.WriteFile(filepath.Join(own, "train", "b.csv"), []byte(b.String()), 0o644)
+			} else {
+				raw := make([]byte, len(vals)*c.dtype.Size())
+				for i, v := range vals {
+					switch c.dtype {
+					case data.Int32:
+						binary.LittleEndian.PutUint32(raw[4*i:], uint32(int32(v)))
+					case data.Int64:
+						binary.LittleEndian.PutUint64(raw[8*i:], uint64(int64(v)))
+					default:
+						binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+					}
+				}
+				if err := data.WriteNPY(filepath.Join(own, "train", c.file), c.dtype, shape, raw); err != nil {
+					t.Fatal(err)
+				}
 			}
-			vals[c.row*a.RowElems()+c.col] = c.value
-			raw := make([]byte, 4*len(vals))
-			for i, v := range vals {
-				binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+			hps := map[string]string{"epochs": "1", "batch_size": "16"}
+			maps.Copy(hps, c.hps)
+			channels := map[string]string{"model": filepath.Join(own, "model"), "training": filepath.Join(own, "train")}
+			if c.hps == nil {
+				channels["validation"] = filepath.Join(own, "validation")
 			}
-			if err := data.WriteNPY(path, data.Float32, shape, raw); err != nil {
-				t.Fatal(err)
-			}
-			base := localJob(t, own, map[string]string{"epochs": "1", "batch_size": "16"}, nil)
+			base := localJob(t, own, hps, channels)
 			failsWith(t, runtime.Options{Base: base}, c.reason, sagemaker.FailureLimit)
 		})
 	}

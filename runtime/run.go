@@ -348,8 +348,12 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	loop := &fit.Loop{Job: j, Model: m, Group: group, Train: train, Val: val, Out: o.Stdout, Log: o.Stderr, Terminal: o.Terminal, Callbacks: cbs}
 	hist, err := loop.Run(ctx, from)
 	if v := (*model.ValueOutOfRange)(nil); errors.As(err, &v) {
+		// Bounded: a FastFile channel is read from S3, and the failure
+		// waits on it.
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		for _, c := range []*input.Channel{train, val} {
-			if where := c.Where(v); where != "" {
+			if where := c.Where(fctx, v); where != "" {
 				return nil, fmt.Errorf("%w; %s", err, where)
 			}
 		}

@@ -197,8 +197,12 @@ func inspectTiming(path string, asJSON bool, stdout, stderr io.Writer) int {
 		row(fmt.Sprintf("epoch %d", e.Epoch), e.Span)
 	}
 	row("overall", t.Overall)
-	if t.AfterFirstEpoch != nil && len(t.Epochs) > 0 { // the epochs after this run's first (a resumed or initial_epoch run's is not epoch 1)
-		row(fmt.Sprintf("after epoch %d", t.Epochs[0].Epoch), *t.AfterFirstEpoch)
+	if t.AfterFirstEpoch != nil { // the epochs after this run's first (a resumed or initial_epoch run's is not epoch 1)
+		name := "after 1st epoch"
+		if len(t.Epochs) > 0 {
+			name = fmt.Sprintf("after epoch %d", t.Epochs[0].Epoch)
+		}
+		row(name, *t.AfterFirstEpoch)
 	}
 	return 0
 }

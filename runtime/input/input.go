@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/sagefit/sagefit/data"
@@ -418,22 +419,24 @@ func CheckFits(a *data.Array, spec model.TensorSpec) error {
 
 // Where says where in the channel's files the value a step failed on is
 // (a label past the classes, an id past an Embedding's rows): TensorFlow
-// names neither file nor row. "" where it is not found, or the channel
-// streams (Pipe mode: the stream is gone).
-func (c *Channel) Where(v *model.ValueOutOfRange) string {
+// names neither file nor row. It names the first row holding the value
+// among the targets (a label) or the inputs (an id), integer arrays first:
+// a fact about the data, which the person judges (an id the model computes,
+// a position, is in no file as such). "" where it is not found within
+// ctx, or the channel streams (Pipe mode: the stream is gone).
+func (c *Channel) Where(ctx context.Context, v *model.ValueOutOfRange) string {
 	if c == nil || c.ds == nil {
 		return ""
 	}
-	match := func(x float64) bool { return math.Trunc(x) == v.Value } // the step casts to an integer
+	match := func(x float64) bool { return x == v.Value }
+	value := strconv.FormatFloat(v.Value, 'f', -1, 64)
 	if math.IsNaN(v.Value) {
-		match = func(x float64) bool { return math.IsNaN(x) || math.Abs(x) >= 0x1p63 }
+		match, value = func(x float64) bool { return math.IsNaN(x) || math.Abs(x) >= 0x1p63 }, "NaN"
 	}
-	what := "id"
+	what := "input"
 	if v.Label {
 		what = "label"
 	}
-	// Integer arrays first: an id is more likely there than in a float
-	// input's features that happen to hold the same number.
 	for _, ints := range []bool{true, false} {
 		for _, spec := range c.specs {
 			if (kindOf(spec) == "target") != v.Label {
@@ -444,8 +447,8 @@ func (c *Channel) Where(v *model.ValueOutOfRange) string {
 				if dt == data.String || (dt == data.Float16 || dt == data.Float32 || dt == data.Float64) == ints {
 					continue
 				}
-				if row, err := a.FindRow(match); err == nil && row >= 0 {
-					return fmt.Sprintf("the first such %s is in row %d (counting from 0) of %s in channel %q", what, row, a.Path(), c.Name)
+				if row, err := a.FindRow(ctx, match); err == nil && row >= 0 {
+					return fmt.Sprintf("the %s value %s is first in %s in channel %q", what, value, a.Place(row), c.Name)
 				}
 			}
 		}

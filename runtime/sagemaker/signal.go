@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 )
 
@@ -39,18 +40,30 @@ func signalName(s os.Signal) string {
 func NotifyStop(ctx context.Context) (_ context.Context, stop func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	ch := make(chan os.Signal, 1)
+	again := make(chan os.Signal, 1) // SIGTERM after the first signal: caught, and dropped once full
+	var mu sync.Mutex                // orders the handler's switch with stop
+	stopped := false
 	signal.Notify(ch, syscall.SIGTERM, os.Interrupt)
 	go func() {
 		select {
 		case s := <-ch:
+			mu.Lock()
+			if !stopped {
+				signal.Notify(again, syscall.SIGTERM)
+				signal.Stop(ch) // SIGINT's default again: a second Ctrl-C ends the process
+			}
+			mu.Unlock()
 			cancel(&StopSignal{Signal: s})
-			signal.Reset(os.Interrupt) // SIGTERM stays caught: ch's buffer takes one, the signal package drops the rest
 		case <-ctx.Done():
 			signal.Stop(ch)
 		}
 	}()
 	return ctx, func() {
+		mu.Lock()
+		stopped = true
 		signal.Stop(ch)
+		signal.Stop(again)
+		mu.Unlock()
 		cancel(nil)
 	}
 }

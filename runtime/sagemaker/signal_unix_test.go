@@ -3,9 +3,12 @@
 package sagemaker
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -51,8 +54,8 @@ func TestNotifyStop(t *testing.T) {
 
 // A second SIGTERM while the job stops (a supervisor repeating it, kill
 // run twice) changes nothing: it ended the process at once, without the
-// checkpoint the first was writing. A second Ctrl-C still ends it (tested
-// by its default action in a child: cmd/sagefit's cluster tests).
+// checkpoint the first was writing. A second Ctrl-C still ends it
+// (TestSecondCtrlCEndsTheProcess).
 func TestSecondSIGTERMIsTheSameStop(t *testing.T) {
 	ctx, stop := NotifyStop(context.Background())
 	defer stop()
@@ -65,6 +68,45 @@ func TestSecondSIGTERMIsTheSameStop(t *testing.T) {
 	<-ctx.Done()
 	if cause := context.Cause(ctx); cause.Error() != "stopped by SIGTERM" {
 		t.Errorf("cause = %v", cause)
+	}
+}
+
+// TestSecondCtrlCEndsTheProcess: in a child process (this test binary run
+// again), a first SIGINT stops the job and a second ends the process by
+// SIGINT's default action, as a person pressing Ctrl-C twice expects.
+func TestSecondCtrlCEndsTheProcess(t *testing.T) {
+	if os.Getenv("SAGEFIT_SIGNAL_CHILD") == "1" {
+		ctx, stop := NotifyStop(context.Background())
+		defer stop()
+		fmt.Println("ready")
+		<-ctx.Done()
+		fmt.Println("stopping")
+		time.Sleep(20 * time.Second) // a stop's checkpoint, taking its time
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSecondCtrlCEndsTheProcess$")
+	cmd.Env = append(os.Environ(), "SAGEFIT_SIGNAL_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(out)
+	for _, want := range []string{"ready", "stopping"} {
+		for lines.Scan() && lines.Text() != want {
+		}
+		if want == "ready" {
+			cmd.Process.Signal(os.Interrupt)
+		}
+	}
+	start := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGINT || time.Since(start) > 10*time.Second {
+		t.Errorf("after a second Ctrl-C the child ended with %v after %v, want SIGINT at once", err, time.Since(start))
 	}
 }
 
