@@ -1,15 +1,22 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sagefit/sagefit/distributed"
 	"github.com/sagefit/sagefit/distributed/transport"
+	"github.com/sagefit/sagefit/internal/hostlist"
 	"github.com/sagefit/sagefit/runtime/fit"
 	"github.com/sagefit/sagefit/runtime/job"
 	"github.com/sagefit/sagefit/runtime/launch"
@@ -82,4 +89,107 @@ func joinGRPC(ctx context.Context, j *job.Job, fingerprint string, environ []str
 		return nil, fmt.Errorf("join the job's %d hosts: %w", len(j.Env.Hosts), err)
 	}
 	return g, nil
+}
+
+// jobConfig is what every host of a job is given alike: SageMaker writes
+// one hyperparameters.json and one channel list for all of them.
+type jobConfig struct {
+	Hyperparameters map[string]any               `json:"hyperparameters"`
+	Channels        map[string]jobConfigChannel `json:"channels"`
+}
+
+type jobConfigChannel struct {
+	InputMode    sagemaker.InputMode    `json:"input_mode"`
+	Distribution sagemaker.Distribution `json:"distribution"`
+	ContentType  string                 `json:"content_type"`
+}
+
+func configOf(env *sagemaker.Env) jobConfig {
+	c := jobConfig{Hyperparameters: env.Hyperparameters, Channels: map[string]jobConfigChannel{}}
+	for name, ch := range env.Channels {
+		c.Channels[name] = jobConfigChannel{ch.InputMode, ch.Distribution, ch.ContentType}
+	}
+	return c
+}
+
+// sameJobConfig checks, right after the join, that every process was given
+// rank 0's hyperparameters and channels. Hosts given others (files made by
+// hand, a wrong copy) trained on without a word (another seed: shares that
+// overlap; another learning_rate: rank 0's used), or failed on a collective
+// the others did not call (another batch_size, epochs, a validation channel
+// on one host only), in words about the collectives.
+func sameJobConfig(ctx context.Context, g fit.Group, env *sagemaker.Env) error {
+	mine, err := json.Marshal(configOf(env)) // maps marshal in key order: one text for one config
+	if err != nil {
+		return err
+	}
+	size := make([]byte, 8)
+	binary.LittleEndian.PutUint64(size, uint64(len(mine)))
+	if err := g.Broadcast(ctx, size, 0); err != nil {
+		return fmt.Errorf("compare the hosts' hyperparameters: %w", err)
+	}
+	rank0 := make([]byte, binary.LittleEndian.Uint64(size))
+	copy(rank0, mine)
+	if err := g.Broadcast(ctx, rank0, 0); err != nil {
+		return fmt.Errorf("compare the hosts' hyperparameters: %w", err)
+	}
+	differs := make([]float64, g.World())
+	var theirs jobConfig
+	var why []string
+	if !bytes.Equal(mine, rank0) {
+		differs[g.Rank()] = 1
+		if err := json.Unmarshal(rank0, &theirs); err != nil {
+			return fmt.Errorf("compare the hosts' hyperparameters: rank 0's: %w", err)
+		}
+		why = configDiff(configOf(env), theirs)
+	}
+	if err := g.AllReduceFloat64(ctx, differs); err != nil {
+		return fmt.Errorf("compare the hosts' hyperparameters: %w", err)
+	}
+	var others []string
+	for r, d := range differs {
+		if d != 0 {
+			others = append(others, env.Hosts[r])
+		}
+	}
+	switch {
+	case len(others) == 0:
+		return nil
+	case len(why) > 0:
+		return fmt.Errorf("this host (%s) was given other settings than rank 0 (%s): %s; SageMaker gives every host the same hyperparameters and channels: give each host the same files",
+			env.CurrentHost, env.Hosts[0], strings.Join(why, "; "))
+	}
+	return fmt.Errorf("hosts %s were given other hyperparameters or channels than rank 0 (%s), as their failures say; give each host the same files",
+		hostlist.Short(others), env.Hosts[0])
+}
+
+// configDiff says how mine differs from rank 0's, key by key.
+func configDiff(mine, rank0 jobConfig) []string {
+	text := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	var why []string
+	for _, k := range slices.Sorted(maps.Keys(mine.Hyperparameters)) {
+		if v, ok := rank0.Hyperparameters[k]; !ok {
+			why = append(why, fmt.Sprintf("hyperparameter %q is %s here and not given on rank 0", k, text(mine.Hyperparameters[k])))
+		} else if text(v) != text(mine.Hyperparameters[k]) {
+			why = append(why, fmt.Sprintf("hyperparameter %q is %s here and %s on rank 0", k, text(mine.Hyperparameters[k]), text(v)))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(rank0.Hyperparameters)) {
+		if _, ok := mine.Hyperparameters[k]; !ok {
+			why = append(why, fmt.Sprintf("hyperparameter %q is not given here and %s on rank 0", k, text(rank0.Hyperparameters[k])))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(mine.Channels)) {
+		if c, ok := rank0.Channels[k]; !ok {
+			why = append(why, fmt.Sprintf("channel %q is given here and not on rank 0", k))
+		} else if c != mine.Channels[k] {
+			why = append(why, fmt.Sprintf("channel %q is %s here and %s on rank 0", k, text(mine.Channels[k]), text(c)))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(rank0.Channels)) {
+		if _, ok := mine.Channels[k]; !ok {
+			why = append(why, fmt.Sprintf("channel %q is given on rank 0 and not here", k))
+		}
+	}
+	return why
 }

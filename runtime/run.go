@@ -312,6 +312,9 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 			return nil, err
 		}
 		defer func() { failed = leaveGroup(group, failed) }()
+		if err := sameJobConfig(ctx, group, env); err != nil {
+			return nil, err
+		}
 		if err := fit.BroadcastVariables(ctx, m, group); err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -866,6 +867,54 @@ func TestFullyReplicatedRowsDifferRefused(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestHostsGivenOtherSettingsRefused: hosts given other hyperparameters
+// or channels than rank 0 (files made by hand) are refused right after the
+// join, the host that differs saying how; they trained on without a word
+// (another seed, another learning_rate: rank 0's used) or failed on a
+// collective the others did not call, in words about the collectives
+// (another batch_size; a validation channel on one host only).
+func TestHostsGivenOtherSettingsRefused(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "64", "--no-fit")
+	for _, c := range []struct {
+		name   string
+		hps    map[string]string // algo-2's, over the job's
+		noVal  bool              // algo-2 has no validation channel
+		reason string            // algo-2's failure
+	}{
+		{"seed", map[string]string{"seed": "5"}, false, `This host (algo-2) was given other settings than rank 0 (algo-1): hyperparameter "seed" is 5 here and 1 on rank 0; SageMaker gives every host the same hyperparameters and channels`},
+		{"batch size", map[string]string{"batch_size": "16", "learning_rate": "0.5"}, false, `hyperparameter "batch_size" is 16 here and 8 on rank 0; hyperparameter "learning_rate" is 0.5 here and not given on rank 0;`},
+		{"validation channel", nil, true, `channel "validation" is given on rank 0 and not here;`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train"), "validation": filepath.Join(fx, "validation")}
+			hps := map[string]string{"epochs": "2", "batch_size": "8", "seed": "1", "sagefit_peer_timeout": "20s"}
+			hosts := startJobChannels(t, []map[string]string{channels, channels}, hps, map[int]bool{1: true}, "")
+			spec := sagemaker.LocalSpec{Hosts: []string{"algo-1", "algo-2"}, CurrentHost: "algo-2", Hyperparameters: maps.Clone(hps), Channels: maps.Clone(channels)}
+			maps.Copy(spec.Hyperparameters, c.hps)
+			if c.noVal {
+				delete(spec.Channels, "validation")
+			}
+			if err := sagemaker.WriteLocal(hosts[1].base, spec); err != nil {
+				t.Fatal(err)
+			}
+			hosts[1].start(t)
+			for _, h := range hosts {
+				code, reason := h.wait(t, 90*time.Second)
+				want := c.reason
+				if h.name == "algo-1" {
+					want = "Hosts [algo-2] were given other hyperparameters or channels than rank 0 (algo-1), as their failures say"
+				}
+				if code == 0 || !strings.Contains(reason, want) {
+					t.Errorf("%s: exit %d, failure %q, want one holding %q", h.name, code, reason, want)
+				}
+				if strings.Contains(h.stdout.String(), "Epoch 1/2") {
+					t.Errorf("%s trained:\n%s", h.name, h.stdout.String())
+				}
+			}
+		})
+	}
 }
 
 // TestStatefulRandomOpsDrawOnceAStep: tf-keras's Dropout draws its mask

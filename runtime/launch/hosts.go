@@ -132,8 +132,12 @@ func Hosts(n int, base string, spec sagemaker.LocalSpec, exec []string, stdout, 
 			left--
 			running[e.i] = false
 			if e.err != nil {
-				reason, _ := os.ReadFile(filepath.Join(base, hosts[e.i], "output", "failure"))
-				fmt.Fprintf(stderr, "sagefit local: %s failed (%v): %s\n", hosts[e.i], e.err, strings.TrimSpace(string(reason)))
+				raw, _ := os.ReadFile(filepath.Join(base, hosts[e.i], "output", "failure"))
+				reason := strings.TrimSpace(string(raw))
+				if reason == "" { // killed, or ended before it could say
+					reason = "it wrote no failure file"
+				}
+				fmt.Fprintf(stderr, "sagefit local: %s failed (%v): %s\n", hosts[e.i], e.err, reason)
 				if code == 0 && left > 0 {
 					failTimer = time.After(grace)
 				}
