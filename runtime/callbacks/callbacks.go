@@ -334,36 +334,67 @@ func (s *Set) Restore(st State, best []byte, m Model) error {
 	if err != nil {
 		return err
 	}
-	kept := st.Kept
-	if kept == nil { // one copy, every callback's
+	if st.Kept == nil { // one copy of every variable, every callback's
 		if len(s.kept) > 1 && s.said != nil {
 			fmt.Fprintf(s.said, "sagefit: warning: the checkpoint, of an older sagefit, holds one copy of kept weights for the %d callbacks that keep some (EarlyStopping's restore_best_weights, ModelCheckpoint's best model): each restores that copy, the last one kept before the checkpoint, whichever callback kept it\n", len(s.kept))
 		}
-		for i := range s.kept {
-			if s.kept[i].vars, err = model.SplitVariables(slices.Clone(like), best); err != nil { // SplitVariables fills the slice it is given
+		for _, k := range s.kept {
+			vars, err := model.SplitVariables(slices.Clone(like), best) // SplitVariables fills the slice it is given
+			if err != nil {
 				return fmt.Errorf("kept weights: %w", err)
 			}
+			k.vars = k.own(vars)
 		}
 		return nil
 	}
-	if len(best)%len(kept) != 0 {
-		return fmt.Errorf("kept weights: %d bytes for %d copies", len(best), len(kept))
-	}
-	size := len(best) / len(kept)
-	for n, i := range kept {
+	for _, i := range st.Kept { // the copies one after another, each of what its callback keeps
 		if i < 0 || i >= len(s.kept) {
 			return fmt.Errorf("kept weights of callback %d of %d that keep some", i, len(s.kept))
 		}
-		if s.kept[i].vars, err = model.SplitVariables(slices.Clone(like), best[n*size:(n+1)*size]); err != nil {
+		k := s.kept[i]
+		shape := k.own(slices.Clone(like))
+		size := 0
+		for _, v := range shape {
+			size += len(v.Data)
+		}
+		if size > len(best) {
+			return errors.New("kept weights: fewer bytes than the copies need")
+		}
+		if k.vars, err = model.SplitVariables(shape, best[:size]); err != nil {
 			return fmt.Errorf("kept weights: %w", err)
 		}
+		best = best[size:]
+	}
+	if len(best) != 0 {
+		return errors.New("kept weights: more bytes than the copies need")
 	}
 	return nil
 }
 
-// bestWeights are weights a callback keeps for the end of training.
+// bestWeights are weights a callback keeps for the end of training: every
+// variable (ModelCheckpoint's best model, a saved model in Keras), or with
+// modelOnly the model's own (EarlyStopping restores only those, as Keras's
+// set_weights does), the others held as no bytes.
 type bestWeights struct {
-	vars []model.Variable
+	vars      []model.Variable
+	modelOnly bool
+}
+
+// own is vars as b keeps them: with modelOnly, no bytes but the model's.
+func (b *bestWeights) own(vars []model.Variable) []model.Variable {
+	if b.modelOnly {
+		for i := range vars {
+			if !isModelWeight(vars[i]) {
+				vars[i].Data = nil
+			}
+		}
+	}
+	return vars
+}
+
+// isModelWeight: the model's own weights; "" is an export that named no kinds.
+func isModelWeight(v model.Variable) bool {
+	return v.Spec.Kind == model.KindModel || v.Spec.Kind == ""
 }
 
 func (b *bestWeights) keep(m Model) error {
@@ -371,6 +402,7 @@ func (b *bestWeights) keep(m Model) error {
 	if err != nil {
 		return err
 	}
+	vars = b.own(vars)
 	for i := range vars { // ReadVariables' buffers are ours; copy anyway so later reads never alias
 		vars[i].Data = slices.Clone(vars[i].Data)
 	}
@@ -391,7 +423,7 @@ func (b *bestWeights) restoreModelWeights(m Model) error {
 		return fmt.Errorf("kept %d variables, the model has %d", len(b.vars), len(vars))
 	}
 	for i, v := range b.vars {
-		if v.Spec.Kind == model.KindModel || v.Spec.Kind == "" { // "": an export that named no kinds
+		if isModelWeight(v) {
 			vars[i] = v
 		}
 	}

@@ -49,6 +49,7 @@ func newEarlyStopping(raw json.RawMessage, s *Set, log io.Writer) (*earlyStoppin
 	}
 	if e.RestoreBestWeights {
 		e.kept = s.keeper()
+		e.kept.modelOnly = true // it restores those alone
 	}
 	return e, nil
 }

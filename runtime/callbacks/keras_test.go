@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -322,5 +323,61 @@ func TestModelCheckpointKeepsAnEpochWithoutItsMonitor(t *testing.T) {
 		if !strings.Contains(log.String(), said) {
 			t.Errorf("tf-keras %v: logged %q, want it to hold %q", tfKeras, log.String(), said)
 		}
+	}
+}
+
+// twoKinds is a model of a one-byte weight and a one-byte optimizer slot.
+type twoKinds struct{ weight, slot byte }
+
+func (m *twoKinds) ReadVariables() ([]model.Variable, error) {
+	return []model.Variable{
+		{Spec: model.VariableSpec{Kind: model.KindModel}, Tensor: model.Tensor{Data: []byte{m.weight}}},
+		{Spec: model.VariableSpec{Kind: model.KindOptimizer}, Tensor: model.Tensor{Data: []byte{m.slot}}},
+	}, nil
+}
+func (m *twoKinds) AssignVariables(v []model.Variable) error {
+	m.weight, m.slot = v[0].Data[0], v[1].Data[0]
+	return nil
+}
+func (m *twoKinds) LearningRate() (float64, error) { return 0.1, nil }
+func (m *twoKinds) SetLearningRate(float64) error  { return nil }
+
+// EarlyStopping keeps the model's weights alone (it restores no more, as
+// Keras's set_weights), ModelCheckpoint every variable: a checkpoint holds
+// each as kept (here 1 and 2 bytes), and a resumed job restores both.
+func TestKeptWeightsHoldWhatTheyRestore(t *testing.T) {
+	specs := []model.CallbackSpec{
+		{Class: "EarlyStopping", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "patience": 100, "restore_best_weights": true}`)},
+		{Class: "ModelCheckpoint", Config: json.RawMessage(`{"monitor": "val_loss", "mode": "min", "filepath": "m.keras"}`)},
+	}
+	s, err := New(specs, Options{Log: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &twoKinds{}
+	epoch := func(e int, loss, val float64) {
+		m.weight, m.slot = byte(e), byte(100+e)
+		if _, err := s.EpochEnd(e, &Logs{{Name: "loss", Value: loss}, {Name: "val_loss", Value: val}}, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	epoch(0, 0.9, 0.5) // ModelCheckpoint's best
+	epoch(1, 0.8, 0.9) // EarlyStopping's best
+	st, best, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(best, []byte{1, 0, 100}) || !slices.Equal(st.Kept, []int{0, 1}) {
+		t.Fatalf("kept %v of %v, want EarlyStopping's weight (1) then ModelCheckpoint's weight and slot (0, 100)", best, st.Kept)
+	}
+	if s, err = New(specs, Options{Log: &bytes.Buffer{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restore(st, best, m); err != nil {
+		t.Fatal(err)
+	}
+	epoch(2, 0.85, 0.95)
+	if err := s.TrainEnd(m); err != nil || m.weight != 0 || m.slot != 100 {
+		t.Errorf("the model after training: weight %d slot %d (%v), want ModelCheckpoint's epoch 0 (0, 100)", m.weight, m.slot, err)
 	}
 }
