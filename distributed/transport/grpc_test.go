@@ -251,6 +251,28 @@ func TestGRPCHostThatNeverStartsIsNamed(t *testing.T) {
 	expectNoLeak(t, before)
 }
 
+// TestGRPCHostStoppedWhileJoiningIsNamed: a host stopped while it waits
+// for a late one (SIGTERM: its context cancelled with that cause) tells the
+// others it was stopped; they read "gave up joining: rank 2: joining was
+// cancelled", naming the host still to come, not the one stopped.
+func TestGRPCHostStoppedWhileJoiningIsNamed(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfgs := loopbackConfigs(t, 3, "job-stopped")
+	cfgs[2].Listener.Close() // late: never comes
+	ctx, cancel := context.WithCancelCause(context.Background())
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() { _, errs[1] = Join(ctx, cfgs[1]) })
+	wg.Go(func() { _, errs[0] = Join(context.Background(), cfgs[0]) })
+	time.Sleep(time.Second) // both waiting for rank 2
+	cancel(errors.New("stopped by SIGTERM"))
+	wg.Wait()
+	if !strings.Contains(fmt.Sprint(errs[0]), "host algo-2 left while joining: stopped by SIGTERM") {
+		t.Errorf("rank 0: %v; want rank 1's stop named", errs[0])
+	}
+	expectNoLeak(t, before)
+}
+
 // TestGRPCFingerprintMismatch: the last host loads another model. Its
 // neighbours see the mismatch in their handshakes; with 5 hosts, ranks 1
 // and 2 have no link to it and learn the reason only as it is relayed; all

@@ -269,6 +269,10 @@ func join(ctx context.Context, cfg Config) (*distributed.Group, *grpcTransport, 
 			t.leave(rf)
 		case errors.As(err, &mm):
 			t.leave(mm)
+		case ctx.Err() != nil && context.Cause(ctx) != ctx.Err():
+			// Stopped (SIGTERM), not failed: that is what the others need,
+			// not the handshake it cut ("joining was cancelled").
+			t.leave(fmt.Errorf("host %s left while joining: %v", cfg.Self, context.Cause(ctx)))
 		default:
 			t.leave(fmt.Errorf("host %s gave up joining: %v", cfg.Self, err))
 		}
