@@ -50,6 +50,9 @@ func readConfig(p Paths, file string, v any) (bool, error) {
 func decodeJSON(source string, data []byte, v any) error {
 	err := json.Unmarshal(data, v)
 	if err == nil {
+		if key, ok := duplicateKey(data); ok { // Go keeps the last, without a word
+			return &ConfigError{Source: source, Msg: fmt.Sprintf("gives %q twice; keep one", key)}
+		}
 		return nil
 	}
 	var syntax *json.SyntaxError
@@ -155,4 +158,29 @@ func cutEnv(kv string) (key, value string, ok bool) {
 		return "", "", false
 	}
 	return kv[:i+1], kv[i+2:], true
+}
+
+// duplicateKey finds a key given twice in data's top-level object.
+func duplicateKey(data []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		key, ok := t.(string)
+		if err != nil || !ok {
+			return "", false
+		}
+		if seen[key] {
+			return key, true
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return "", false
+		}
+	}
+	return "", false
 }

@@ -1,6 +1,7 @@
 package sagemaker
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/sagefit/sagefit/internal/hostlist"
 )
@@ -213,6 +215,10 @@ func (e *Env) loadHosts(environ []string) error {
 		if h == "" {
 			return &ConfigError{Source: source, Msg: "lists an empty host name"}
 		}
+		// Names go into paths, log lines and SAGEFIT_HOST_ADDRS (name=addr,...).
+		if i := strings.IndexFunc(h, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || strings.ContainsRune(`/\=,"'`, r) }); i >= 0 {
+			return &ConfigError{Source: source, Msg: fmt.Sprintf("lists host name %q, which holds %q: host names are SageMaker's algo-1, algo-2, ..., without spaces, slashes, quotes, commas or equals signs", h, []rune(h[i:])[0])}
+		}
 		if slices.Contains(rc.Hosts[:i], h) {
 			return &ConfigError{Source: source, Msg: fmt.Sprintf("lists host %q twice", h)}
 		}
@@ -234,10 +240,17 @@ func (e *Env) loadHosts(environ []string) error {
 
 func (e *Env) loadHyperparameters(environ []string) error {
 	var file map[string]json.RawMessage
-	if _, err := readConfig(e.Paths, HyperparametersFile, &file); err != nil {
+	found, err := readConfig(e.Paths, HyperparametersFile, &file)
+	if err != nil {
 		return err
 	}
+	if found && file == nil { // null: a list or a string is refused as "the wrong shape"
+		return &ConfigError{Source: configName(HyperparametersFile), Msg: "is null; write an object of the hyperparameters, {} for none"}
+	}
 	for name, msg := range file {
+		if string(bytes.TrimSpace(msg)) == "null" { // a string's Unmarshal takes it as ""
+			return &ConfigError{Source: configName(HyperparametersFile), Msg: fmt.Sprintf("gives hyperparameter %q the value null; give it a value, or leave it out", name)}
+		}
 		var s string
 		if json.Unmarshal(msg, &s) == nil {
 			e.setHyperparameter(name, s, decodeHyperparameter(s))
@@ -246,7 +259,9 @@ func (e *Env) loadHyperparameters(environ []string) error {
 		// SageMaker writes only strings; the toolkit keeps anything else
 		// as it was decoded from the file.
 		var v any
-		_ = json.Unmarshal(msg, &v) // msg came out of a valid document
+		if err := json.Unmarshal(msg, &v); err != nil { // 1e400: Python reads inf, Go nothing
+			return &ConfigError{Source: configName(HyperparametersFile), Msg: fmt.Sprintf("gives hyperparameter %q the value %s, which cannot be read: a number past float64's range?", name, compactJSON(msg)), Err: err}
+		}
 		e.setHyperparameter(name, compactJSON(msg), v)
 	}
 	setBy := map[string]string{} // hyperparameter -> the SM_HP_ variable that set it

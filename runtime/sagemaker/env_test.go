@@ -274,6 +274,31 @@ func TestLoadErrors(t *testing.T) {
 			want:  `input/config/resourceconfig.json has the wrong shape: field "hosts" holds a number where a string belongs`,
 		},
 		{
+			name:  "hyperparameter twice",
+			files: map[string]string{"input/config/hyperparameters.json": `{"epochs": "2", "epochs": "3"}`},
+			want:  `input/config/hyperparameters.json gives "epochs" twice; keep one`,
+		},
+		{
+			name:  "hyperparameters null",
+			files: map[string]string{"input/config/hyperparameters.json": `null`},
+			want:  `input/config/hyperparameters.json is null; write an object of the hyperparameters, {} for none`,
+		},
+		{
+			name:  "hyperparameter null",
+			files: map[string]string{"input/config/hyperparameters.json": `{"sagefit_model": null}`},
+			want:  `input/config/hyperparameters.json gives hyperparameter "sagefit_model" the value null; give it a value, or leave it out`,
+		},
+		{
+			name:  "hyperparameter past float64",
+			files: map[string]string{"input/config/hyperparameters.json": `{"epochs": 1e400}`},
+			want:  `input/config/hyperparameters.json gives hyperparameter "epochs" the value 1e400, which cannot be read: a number past float64's range?`,
+		},
+		{
+			name:  "host name with a slash",
+			files: map[string]string{"input/config/resourceconfig.json": `{"current_host": "algo-1", "hosts": ["algo-1", "../x"]}`},
+			want:  `input/config/resourceconfig.json lists host name "../x", which holds '/': host names are SageMaker's algo-1, algo-2, ..., without spaces, slashes, quotes, commas or equals signs`,
+		},
+		{
 			name:  "no hosts",
 			files: map[string]string{"input/config/resourceconfig.json": `{"current_host": "algo-1", "hosts": []}`},
 			want:  `input/config/resourceconfig.json lists no hosts`,

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"unicode"
 )
@@ -74,6 +75,7 @@ func Reason(err error) string {
 	if msg == "" {
 		return "Training failed."
 	}
+	msg = shortenRuns(strings.ToValidUTF8(msg, "\uFFFD"))
 	if word, _, _ := strings.Cut(msg, " "); strings.IndexFunc(word, func(r rune) bool { return !unicode.IsLetter(r) }) < 0 {
 		msg = strings.ToUpper(msg[:1]) + msg[1:]
 	}
@@ -81,4 +83,21 @@ func Reason(err error) string {
 		msg += "."
 	}
 	return msg
+}
+
+// longRun is a run of text without a space longer than any name or path a
+// sentence needs: a user's value quoted whole (a 1 MB hyperparameter).
+var longRun = regexp.MustCompile(`\S{241,}`)
+
+// shortenRuns cuts each long run to its start and end, saying how long it
+// was, so that the reason after it stays within the characters SageMaker
+// shows ([FailureLimit]).
+func shortenRuns(msg string) string {
+	return longRun.ReplaceAllStringFunc(msg, func(run string) string {
+		r := []rune(run)
+		if len(r) <= 240 {
+			return run
+		}
+		return fmt.Sprintf("%s…[%d characters]…%s", string(r[:96]), len(r), string(r[len(r)-8:]))
+	})
 }

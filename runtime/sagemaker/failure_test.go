@@ -66,6 +66,24 @@ func TestWriteFailureCannotCreate(t *testing.T) {
 
 // Reason makes one sentence: a capital, one closing mark (a question kept
 // as it is: "was it truncated?." was written before).
+// A user's value quoted whole (a 1 MB hyperparameter) is cut to its start
+// and end in the reason, so what follows it stays within the characters
+// SageMaker shows; bytes that are no UTF-8 (a Latin-1 dtype) are replaced.
+func TestReasonShortensLongRuns(t *testing.T) {
+	key := strings.Repeat("k", 100000)
+	got := Reason(errors.New(`hyperparameter "` + key + `" is not one sagefit reads`))
+	if len(got) > FailureLimit/2 || !strings.HasSuffix(got, `…[100002 characters]…kkkkkkk" is not one sagefit reads.`) || !strings.HasPrefix(got, `Hyperparameter "kkkk`) {
+		t.Errorf("reason %q (%d bytes)", got, len(got))
+	}
+	if got := Reason(errors.New("dtype '<f\xe94' is not supported")); got != "Dtype '<f\uFFFD4' is not supported." {
+		t.Errorf("reason %q", got)
+	}
+	path := "/opt/ml/input/data/training/" + strings.Repeat("d/", 50) + "x.npy" // a long path stays whole
+	if got := Reason(errors.New(path + " is truncated")); got != path+" is truncated." {
+		t.Errorf("reason %q", got)
+	}
+}
+
 func TestReasonEndsOnce(t *testing.T) {
 	for in, want := range map[string]string{
 		"channel \"training\": was it truncated or replaced during training?": "Channel \"training\": was it truncated or replaced during training?",

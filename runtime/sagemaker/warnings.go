@@ -58,7 +58,10 @@ func unreadSM(environ []string) []string {
 			continue
 		}
 		if !slices.ContainsFunc(readVariables, func(r string) bool {
-			return k == r || strings.HasSuffix(r, "_") && strings.HasPrefix(k, r)
+			if prefix, ok := strings.CutSuffix(r, "_"); ok && prefix != "" {
+				return strings.HasPrefix(k, r) && len(k) > len(r) // SM_HP_ alone names nothing
+			}
+			return k == r
 		}) {
 			out = append(out, k)
 		}

@@ -54,14 +54,14 @@ func TestFrameworkWarnings(t *testing.T) {
 // SM_HP_ and SM_MODEL_DIR variables that are read.
 func TestUnreadVariablesAreNamed(t *testing.T) {
 	base := t.TempDir()
-	environ := append([]string{"SM_HPS={\"epochs\": 2}", "SM_OUTPUT_DIR=/elsewhere", "SM_HP_EPOCHS=3",
+	environ := append([]string{"SM_HPS={\"epochs\": 2}", "SM_OUTPUT_DIR=/elsewhere", "SM_HP_EPOCHS=3", "SM_HP_=4",
 		"SM_CHANNEL_TRAINING=" + base, "SM_MODEL_DIR=" + base, "SM_OUTPUT_DIR=/again", "SMX=1"}, noGPUs...)
 	e, err := Load(base, environ)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := e.Warnings()
-	if len(got) != 1 || !strings.HasPrefix(got[0], "environment variables SM_HPS, SM_OUTPUT_DIR are not read: ") {
-		t.Errorf("warnings %q, want one naming SM_HPS and SM_OUTPUT_DIR", got)
+	if len(got) != 1 || !strings.HasPrefix(got[0], "environment variables SM_HPS, SM_HP_, SM_OUTPUT_DIR are not read: ") {
+		t.Errorf("warnings %q, want one naming SM_HPS, SM_HP_ (no name) and SM_OUTPUT_DIR", got)
 	}
 }
