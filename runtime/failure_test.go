@@ -66,7 +66,7 @@ type badInput struct {
 
 // foundAfterJoin are the bad inputs found once the hosts have joined: a
 // host of a job whose others never come fails on the join first.
-var foundAfterJoin = map[string]bool{"model folder that is a file": true, "output data folder that is a file": true}
+var foundAfterJoin = map[string]bool{"model folder that is a file": true, "output data folder that is a file": true, "model version folder holding other files": true}
 
 // badInputs is the table of TestBadInputs and TestBadInputsManyHosts.
 func badInputs() []badInput {
@@ -143,6 +143,11 @@ func badInputs() []badInput {
 			os.MkdirAll(filepath.Join(base, "output"), 0o755)
 			os.WriteFile(filepath.Join(base, "output", "data"), nil, 0o644)
 		}, `^The job's output data cannot be written to .*/output/data: mkdir .*: not a directory`},
+		// Writing the model removed them without a word.
+		{"model version folder holding other files", func(t *testing.T, base, fx string) {
+			os.MkdirAll(filepath.Join(base, "model", "1", "src"), 0o755)
+			os.WriteFile(filepath.Join(base, "model", "1", "notes.txt"), nil, 0o644)
+		}, `^The model folder .*/model/1 holds files sagefit did not write \(\[notes\.txt src\]\), which writing the model would remove; move them, or write the model elsewhere \(hyperparameter "sagefit_model_version"\)`},
 		{"single-threaded executor with steps per call", func(t *testing.T, base, fx string) {
 			os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(`{"executor": "single_threaded", "steps_per_execution": "8"}`), 0o644)
 		}, `(?i)hyperparameter "executor" "single_threaded" runs one train step per session call, so "steps_per_execution" cannot be 8`},

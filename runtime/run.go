@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -143,6 +144,29 @@ func writable(dir string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// replaceable checks that the folder the model goes to is empty or holds a
+// model sagefit wrote (an earlier run's, in a reused base folder: replaced,
+// and said so). Other files there were removed with it without a word.
+func replaceable(dir string, log io.Writer) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && len(entries) == 0 {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("the model folder %s: %w", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, model.ExtraDir, model.MetadataFile)); err == nil {
+		fmt.Fprintf(log, "sagefit: the model an earlier run wrote to %s will be replaced\n", dir)
+		return nil
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return fmt.Errorf("the model folder %s holds files sagefit did not write (%s), which writing the model would remove; move them, or write the model elsewhere (hyperparameter %q)",
+		dir, hostlist.Abbrev(names, "files"), job.HPModelVersion)
 }
 
 func fail(stderr io.Writer, failure string, err error) int {
@@ -328,6 +352,9 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 			if err := writable(out.dir); err != nil {
 				return nil, fmt.Errorf("%s cannot be written to %s: %w", out.what, out.dir, err)
 			}
+		}
+		if err := replaceable(j.OutputModelDir(), o.Stderr); err != nil {
+			return nil, err
 		}
 	}
 	from, err := fit.AgreeResumePoint(ctx, ck, group, meta.MetricStateSize)
