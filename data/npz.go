@@ -309,7 +309,7 @@ func (a *Array) inflate(zf *zip.File, spool string) error {
 	}
 	if err != nil {
 		sf.Close()
-		return fmt.Errorf("%s: inflate: %w", a.path, err)
+		return fmt.Errorf("%s: the archive's compressed member is corrupt or cut short (inflating it: %w); save the archive again", a.path, err)
 	}
 	if a.hdr.DataLen() > 0 {
 		m, d, err := mapFile(sf, int64(a.hdr.HeaderLen), int(a.hdr.DataLen()))

@@ -226,7 +226,7 @@ func TestNPZErrors(t *testing.T) {
 			a.Close()
 		}
 	}()
-	if _, err := arrays["labels"].Float32s(); err == nil || !strings.Contains(err.Error(), "bad_crc.npz:labels.npy: inflate: zip: checksum error") {
+	if _, err := arrays["labels"].Float32s(); err == nil || !strings.Contains(err.Error(), "bad_crc.npz:labels.npy: the archive's compressed member is corrupt or cut short (inflating it: zip: checksum error)") {
 		t.Errorf("bad CRC on first use: err = %v", err)
 	}
 }

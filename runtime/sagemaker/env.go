@@ -310,6 +310,10 @@ func (e *Env) setHyperparameter(name, raw string, v any) {
 	}
 }
 
+func badChannelName(name string) string {
+	return fmt.Sprintf("names channel %q, which is no channel name SageMaker accepts: use 1 to 64 letters, digits, '.', '-' or '_'", name)
+}
+
 func (e *Env) loadChannels(environ []string) error {
 	var file map[string]channelConfig
 	if _, err := readConfig(e.Paths, InputDataConfigFile, &file); err != nil {
@@ -317,6 +321,9 @@ func (e *Env) loadChannels(environ []string) error {
 	}
 	e.Channels = map[string]Channel{}
 	for name, cc := range file {
+		if CheckChannelName(name) != nil { // a path ("../../x") put its FIFO or folder outside the base
+			return &ConfigError{Source: configName(InputDataConfigFile), Msg: badChannelName(name)}
+		}
 		ch, err := channelFrom(name, cc)
 		if err != nil {
 			return &ConfigError{Source: configName(InputDataConfigFile), Msg: err.Error()}
@@ -343,6 +350,9 @@ func (e *Env) loadChannels(environ []string) error {
 		}
 		listed := map[string]Channel{}
 		for _, name := range names {
+			if CheckChannelName(name) != nil {
+				return &ConfigError{Source: "SM_CHANNELS", Msg: badChannelName(name)}
+			}
 			ch, ok := e.Channels[name]
 			if !ok {
 				ch = defaultChannel(name, e.Paths.Channel(name))

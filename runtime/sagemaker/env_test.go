@@ -299,6 +299,11 @@ func TestLoadErrors(t *testing.T) {
 			want:  `input/config/resourceconfig.json lists host name "../x", which holds '/': host names are SageMaker's algo-1, algo-2, ..., without spaces, slashes, quotes, commas or equals signs`,
 		},
 		{
+			name:  "channel name a path",
+			files: map[string]string{"input/config/inputdataconfig.json": `{"../../x": {"TrainingInputMode": "Pipe"}}`},
+			want:  `input/config/inputdataconfig.json names channel "../../x", which is no channel name SageMaker accepts: use 1 to 64 letters, digits, '.', '-' or '_'`,
+		},
+		{
 			name:  "no hosts",
 			files: map[string]string{"input/config/resourceconfig.json": `{"current_host": "algo-1", "hosts": []}`},
 			want:  `input/config/resourceconfig.json lists no hosts`,

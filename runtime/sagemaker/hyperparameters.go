@@ -114,8 +114,11 @@ func (e *Env) Int(name string, def int) (int, error) {
 		return def, nil
 	}
 	f, ok := number(v)
-	if !ok || f != math.Trunc(f) || f < math.MinInt64 || f >= math.MaxInt64 {
+	if !ok || f != math.Trunc(f) {
 		return def, hpError(name, "an integer", raw)
+	}
+	if f < math.MinInt64 || f >= math.MaxInt64 {
+		return def, hpError(name, "an integer between -9.2e18 and 9.2e18", raw)
 	}
 	// Integers beyond float64's exact range: the text has every digit.
 	if n, err := strconv.Atoi(strings.TrimSpace(raw)); err == nil && float64(n) == f {
