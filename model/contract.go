@@ -208,6 +208,14 @@ type Metadata struct {
 	// (not Keras's): several processes sum every metric's state, which is
 	// right only where that state is a sum.
 	OwnMetrics []string `json:"own_metrics,omitempty"`
+	// TrainLogs and TestLogs are the metrics a custom train_step or
+	// test_step returns where that is not every metric (a test_step that
+	// leaves out a tracker only its train_step updates), in its order: the
+	// step signatures output those, and fit's logs hold those (Keras takes
+	// the step's logs when their names differ from the metrics'). Nil: all
+	// of Metrics.
+	TrainLogs []string `json:"train_logs,omitempty"`
+	TestLogs  []string `json:"test_logs,omitempty"`
 	// LabelsAsGiven names the losses and metrics of the user's own that
 	// get the labels in the shape fit was given them (Keras 3's Loss and
 	// Metric subclasses and metric functions), where Keras's own match the
@@ -459,10 +467,11 @@ func (m *Metadata) Roles() []RoleTensors {
 		{RoleAssignVariables, varFeeds, []string{keyOK}},
 		{RoleGetLearningRate, nil, []string{keyLearningRate}},
 	}
+	train, test := m.StepLogs(RoleTrainStep), m.StepLogs(RoleTestStep)
 	for _, r := range []RoleTensors{
-		{RoleTrainStep, step, m.Metrics},
-		{RoleComputeGradients, step, append([]string{keyGradients}, m.Metrics...)},
-		{RoleTestStep, step, m.Metrics},
+		{RoleTrainStep, step, train},
+		{RoleComputeGradients, step, append([]string{keyGradients}, train...)},
+		{RoleTestStep, step, test},
 	} {
 		if m.Signatures[r.Role] != "" {
 			roles = append(roles, r)
@@ -477,7 +486,7 @@ func (m *Metadata) Roles() []RoleTensors {
 	}
 	if m.Signatures[RoleApplyComputeGradients] != "" {
 		feeds := append(scalar(keyGradients, "float32"), weightedStep...)
-		roles = append(roles, RoleTensors{RoleApplyComputeGradients, feeds, append([]string{keyGradients}, m.Metrics...)})
+		roles = append(roles, RoleTensors{RoleApplyComputeGradients, feeds, append([]string{keyGradients}, train...)})
 	}
 	if m.Signatures[RoleFinalizeVariables] != "" {
 		roles = append(roles, RoleTensors{RoleFinalizeVariables, nil, []string{keyOK}})
@@ -488,11 +497,24 @@ func (m *Metadata) Roles() []RoleTensors {
 	if m.HasSampleWeights() {
 		weighted := append(append([]TensorSpec{}, step...), m.WeightSpecs()...)
 		roles = append(roles,
-			RoleTensors{RoleTrainStepWeighted, weighted, m.Metrics},
-			RoleTensors{RoleComputeGradientsWeighted, weighted, append([]string{keyGradients}, m.Metrics...)},
-			RoleTensors{RoleTestStepWeighted, weighted, m.Metrics})
+			RoleTensors{RoleTrainStepWeighted, weighted, train},
+			RoleTensors{RoleComputeGradientsWeighted, weighted, append([]string{keyGradients}, train...)},
+			RoleTensors{RoleTestStepWeighted, weighted, test})
 	}
 	return roles
+}
+
+// StepLogs are the logs a step of role returns: TestLogs for the test
+// steps, TrainLogs for the others, each Metrics where not set.
+func (m *Metadata) StepLogs(role string) []string {
+	logs := m.TrainLogs
+	if role == RoleTestStep || role == Weighted(RoleTestStep) {
+		logs = m.TestLogs
+	}
+	if logs == nil {
+		return m.Metrics
+	}
+	return logs
 }
 
 // ShapeString writes the shape as Python does, "(None, 10)".

@@ -368,7 +368,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %s, batch %d, %d epochs\n",
 		env.CurrentHost, env.Rank, len(env.Hosts), j.ModelDir, j.TrainChannel.Name, examples, j.BatchSize, j.Epochs)
 
-	cbs, err := callbacks.New(meta.Callbacks, callbacks.Options{TFKeras: strings.HasPrefix(meta.KerasVersion, "2."),
+	cbs, err := callbacks.New(meta.Callbacks, callbacks.Options{TFKeras: meta.LegacyKeras,
 		OutputDataDir: env.OutputDataDir, TensorBoardDir: env.Paths.TensorBoardDir(),
 		Writer: env.Rank == 0, Host: env.CurrentHost, Log: o.Stderr,
 		Taken: []string{historyFile, timingFile, plotFile, crashFile}})

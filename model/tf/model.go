@@ -359,9 +359,14 @@ func scalar(r result) (float64, error) {
 	return 0, fmt.Errorf("expected a scalar, got %s %v", r.dtype, r.shape)
 }
 
-func (m *Model) metrics(res []result) ([]model.Metric, error) {
-	out := make([]model.Metric, len(m.meta.Metrics))
-	for i, name := range m.meta.Metrics {
+// metrics names the values of res, a role's logs (model.Metadata.StepLogs).
+func (m *Model) metrics(role string, res []result) ([]model.Metric, error) {
+	names := m.meta.StepLogs(role)
+	if role == model.RoleMetricResults {
+		names = m.meta.Metrics
+	}
+	out := make([]model.Metric, len(names))
+	for i, name := range names {
 		v, err := scalar(res[i])
 		if err != nil {
 			return nil, fmt.Errorf("metric %s: %w", name, err)
@@ -403,7 +408,7 @@ func (m *Model) stepCall(role string, b model.Batch) ([]model.Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.metrics(res)
+	return m.metrics(role, res)
 }
 
 // TrainStep runs Keras's own train step on one batch (single host): forward,
@@ -437,7 +442,7 @@ func (m *Model) TrainSteps(b model.Batch, steps int) ([]model.Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.metrics(res)
+	return m.metrics(model.RoleTrainSteps, res)
 }
 
 // ApplyThenComputeGradients applies grads (a fused, averaged gradient) and
@@ -464,7 +469,7 @@ func (m *Model) ApplyThenComputeGradients(grads []float32, b model.Batch) ([]mod
 	if len(res[0].data) != 4*len(grads) {
 		return nil, fmt.Errorf("%s returned %d gradient bytes, want %d", c.name, len(res[0].data), 4*len(grads))
 	}
-	return m.metrics(res[1:])
+	return m.metrics(model.RoleApplyComputeGradients, res[1:])
 }
 
 // SetInline makes every later session call run its ops in the calling
@@ -516,7 +521,7 @@ func (m *Model) ComputeGradients(b model.Batch, grads []float32) ([]model.Metric
 	if len(res[0].data) != 4*len(grads) {
 		return nil, fmt.Errorf("%s returned %d gradient bytes, want %d", c.name, len(res[0].data), 4*len(grads))
 	}
-	return m.metrics(res[1:])
+	return m.metrics(role, res[1:])
 }
 
 // ApplyGradients applies a fused gradient with the model's optimizer.
@@ -551,7 +556,7 @@ func (m *Model) MetricResults() ([]model.Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.metrics(res)
+	return m.metrics(model.RoleMetricResults, res)
 }
 
 // MetricState returns every metric variable, flattened to float64, so hosts

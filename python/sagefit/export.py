@@ -94,6 +94,28 @@ def _compiled_metrics(model, pick):
     return logged or out
 
 
+def _step_logs(step, outputs, metric_names):
+    """The metrics a custom step returns, in its order, where they are not
+    all of them (fit's logs are then the step's own: a test_step that leaves
+    out a tracker only its train_step updates); None where they are. Logs
+    that are no metric are named in a warning: the runtime's logs and
+    history hold metrics."""
+    keys = [str(k) for k in outputs]
+    extra = [k for k in keys if k not in metric_names]
+    if extra:
+        warnings.warn(
+            f"sagefit: the model's {step} logs {', '.join(extra)}, which "
+            f"{'is' if len(extra) == 1 else 'are'} none of its metrics ({', '.join(metric_names)}): sagefit's "
+            "epoch logs, history and callbacks hold the metrics the step returns, so "
+            f"{'it is' if len(extra) == 1 else 'they are'} not logged; make a metric of "
+            f"{'it' if len(extra) == 1 else 'them'} (a keras.metrics.Mean tracker in self.metrics) to log "
+            f"{'it' if len(extra) == 1 else 'them'}",
+            stacklevel=4,
+        )
+    logs = [k for k in keys if k in metric_names]
+    return None if set(logs) == set(metric_names) else logs
+
+
 def _labels_as_given(model):
     """Names of the losses and metrics of the user's own that get the labels
     in the shape fit was given them (Keras 3: a Loss or Metric subclass, or
@@ -101,13 +123,19 @@ def _labels_as_given(model):
     (Keras wraps it), match the labels' rank to the predictions' first, and
     tf-keras does so for all. The runtime feeds labels in the target's shape
     and warns where a file's differ (N, against (N, 1)) beside these."""
+    keras = _keras_for(model)
+    # A step of the user's own gets the labels as fit was given them, in
+    # either Keras (tf-keras's compiled metrics match ranks; a step's own
+    # code need not).
+    steps = [step for step in ("train_step", "test_step")
+             if getattr(type(model), step) is not getattr(keras.Model, step)]
     if _is_legacy_keras(model):
-        return []
+        return steps
 
     def own(obj):
         return obj is not None and getattr(obj, "__module__", type(obj).__module__).split(".")[0] not in ("keras", "tf_keras", "tensorflow")
 
-    names = _compiled_metrics(model, lambda m: not _keras_own(m) or own(getattr(m, "_fn", None)))
+    names = steps + _compiled_metrics(model, lambda m: not _keras_own(m) or own(getattr(m, "_fn", None)))
     losses = model.loss if isinstance(model.loss, (list, tuple)) else (
         list(model.loss.values()) if isinstance(model.loss, dict) else [model.loss])
     for loss in losses:
@@ -898,6 +926,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
                 "Precision or Recall given several thresholds) takes average=\"micro\", \"macro\" "
                 "or \"weighted\", or one threshold per metric; a train_step of your own returns "
                 "numbers")
+    train_logs = _step_logs("train_step", traced.structured_outputs, metric_names)
+    with _saving():
+        test_logs = _step_logs("test_step", _endpoint(archive, names[2]).get_concrete_function().structured_outputs, metric_names)
     train_steps = None
     if set(metric_names) <= set(traced.structured_outputs):
         train_steps = _train_steps(model, step_data, metric_dict, metric_names,
@@ -1028,6 +1059,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     own = _own_metrics(model)
     if own:
         meta["own_metrics"] = own
+    if train_logs is not None:
+        meta["train_logs"] = train_logs
+    if test_logs is not None:
+        meta["test_logs"] = test_logs
     as_given = _labels_as_given(model)
     if as_given:
         meta["labels_as_given"] = as_given

@@ -296,6 +296,54 @@ def custom_step_table():
     return _custom_step_model(False, count_steps="table")
 
 
+def custom_trackers():
+    """The Keras 3 guide's steps with trackers of their own ("Customizing
+    what happens in fit()"): a loss and an MAE tracker, and one of the
+    gradient's norm that only train_step updates; test_step returns the
+    loss and the MAE, so fit's validation logs are those two (Keras takes a
+    step's logs where their names differ from the metrics')."""
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class TrackedModel(keras.Model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.loss_tracker = keras.metrics.Mean(name="loss")
+            self.mae_metric = keras.metrics.MeanAbsoluteError(name="mae")
+            self.norm_tracker = keras.metrics.Mean(name="grad_norm")
+            self.bce = keras.losses.BinaryCrossentropy()  # labels (N,) or (N, 1) alike
+
+        @property
+        def metrics(self):
+            return [self.loss_tracker, self.mae_metric, self.norm_tracker]
+
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self.bce(y, y_pred)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            self.loss_tracker.update_state(loss)
+            self.mae_metric.update_state(y, y_pred)
+            self.norm_tracker.update_state(tf.linalg.global_norm(grads))
+            return {m.name: m.result() for m in self.metrics}
+
+        def test_step(self, data):
+            x, y = data
+            y_pred = self(x, training=False)
+            self.loss_tracker.update_state(self.bce(y, y_pred))
+            self.mae_metric.update_state(y, y_pred)
+            return {"loss": self.loss_tracker.result(), "mae": self.mae_metric.result()}
+
+    inputs = keras.Input((10,))
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    model = TrackedModel(inputs, keras.layers.Dense(1, activation="sigmoid")(h))
+    model.compile(optimizer="adam")
+    return model
+
+
 def custom_step_two_optimizers():
     """A custom train_step that applies a second optimizer of its own to the
     last layer (as a GAN's step applies two): on one process it trains as
@@ -790,6 +838,7 @@ FAMILIES = {
     "custom_step_partial": (custom_step_partial, seed_data),
     "custom_step_state": (custom_step_state, seed_data),
     "custom_step_table": (custom_step_table, seed_data),
+    "custom_trackers": (custom_trackers, seed_data),
     "custom_step_keras2": (custom_step_keras2, seed_data),
     "custom_step_two_optimizers": (custom_step_two_optimizers, seed_data),
     "batch_norm": (batch_norm, batch_norm_data),

@@ -822,3 +822,28 @@ def test_stateful_random_ops_are_listed(tmp_path):
     sampled.compile(optimizer="sgd", loss="mse")
     ops = sagefit.export(sampled, str(tmp_path / "sampled"))["stateful_random_ops"]
     assert any("LogUniformCandidateSampler" in op for op in ops), ops
+
+
+def test_step_logs_that_are_no_metric_are_named(tmp_path):
+    # A custom train_step's log that is no metric (a gradient norm) was
+    # dropped from the logs and history without a word.
+    class Logged(keras.Model):
+        def train_step(self, data):
+            logs = super().train_step(data)
+            return {**logs, "grad_norm": tf.constant(1.5)}
+
+    inputs = keras.Input((10,))
+    model = Logged(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["mae"])
+    with pytest.warns(UserWarning, match=r"the model's train_step logs grad_norm, which is none of its metrics \(loss, mae\)"):
+        meta = sagefit.export(model, str(tmp_path / "m"))
+    assert "train_logs" not in meta and "test_logs" not in meta
+
+
+def test_test_step_of_fewer_metrics_recorded(tmp_path):
+    # A test_step that leaves out a tracker only train_step updates: the
+    # validation logs are the test step's (the job was refused at load).
+    build, _ = FAMILIES["custom_trackers"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    assert meta["metrics"] == ["loss", "mae", "grad_norm"] and meta["test_logs"] == ["loss", "mae"]
+    assert "train_logs" not in meta

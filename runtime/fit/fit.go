@@ -226,6 +226,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		if err != nil {
 			return hist, fmt.Errorf("epoch %d: metrics: %w", epoch, err)
 		}
+		logs = onlyLogs(logs, f.Model.Meta().TrainLogs)
 		if f.Val != nil && f.Job.Validates(epoch) {
 			// Validation reads the statistics of all hosts' data, as
 			// MirroredStrategy's evaluation does.
@@ -261,6 +262,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			if err != nil {
 				return hist, fmt.Errorf("epoch %d: validation metrics: %w", epoch, err)
 			}
+			vlogs = onlyLogs(vlogs, f.Model.Meta().TestLogs)
 			if f.Callbacks != nil {
 				if err := f.Callbacks.TestEnd(vlogs, valSteps, f.globalStep); err != nil {
 					return hist, fmt.Errorf("epoch %d: %w", epoch, err)
@@ -919,6 +921,22 @@ func (f *Loop) epochMetrics(ctx context.Context) ([]model.Metric, error) {
 		}
 	}
 	return f.Model.MetricResults()
+}
+
+// onlyLogs keeps the metrics a custom step returns (names, in its order;
+// nil: all), as fit's logs hold a step's own logs where their names differ
+// from the metrics'.
+func onlyLogs(logs []model.Metric, names []string) []model.Metric {
+	if names == nil {
+		return logs
+	}
+	out := make([]model.Metric, 0, len(names))
+	for _, name := range names {
+		if i := slices.IndexFunc(logs, func(m model.Metric) bool { return m.Name == name }); i >= 0 {
+			out = append(out, logs[i])
+		}
+	}
+	return out
 }
 
 // gatheredMetricState is every process's metric state, rank after rank,

@@ -466,7 +466,7 @@ func warnLabelShape(w io.Writer, channel string, a *data.Array, spec model.Tenso
 	if a == nil || kindOf(spec) != "target" || len(meta.LabelsAsGiven) == 0 || slices.Equal(a.RowShape(), intsOf(want)) {
 		return
 	}
-	fmt.Fprintf(w, "sagefit: warning: channel %q: %s has labels of shape %s an example, fed to target %q in its shape %s; fit given them passes them as saved, and the model's own losses and metrics (%s), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape %s an example, or export with target_shapes giving %s\n",
+	fmt.Fprintf(w, "sagefit: warning: channel %q: %s has labels of shape %s an example, fed to target %q in its shape %s; fit given them passes them as saved, and the model's own steps, losses and metrics (%s), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape %s an example, or export with target_shapes giving %s\n",
 		channel, a.Path(), shapeOf(a.RowShape()), spec.Name, shapeOf(want), strings.Join(meta.LabelsAsGiven, ", "), shapeOf(want), shapeOf(a.RowShape()))
 }
 

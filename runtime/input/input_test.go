@@ -115,7 +115,7 @@ func TestLabelShapeNamedForOwnMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 		ch.Close()
-		want := `sagefit: warning: channel "training": y.npy has labels of shape () an example, fed to target "y" in its shape (1); fit given them passes them as saved, and the model's own losses and metrics (my_err), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape (1) an example, or export with target_shapes giving ()` + "\n"
+		want := `sagefit: warning: channel "training": y.npy has labels of shape () an example, fed to target "y" in its shape (1); fit given them passes them as saved, and the model's own steps, losses and metrics (my_err), unlike Keras's, read them so: their values may differ from fit's; save the labels in shape (1) an example, or export with target_shapes giving ()` + "\n"
 		if own == nil {
 			want = ""
 		}
