@@ -295,7 +295,12 @@ func (a *Array) inflate(zf *zip.File, spool string) error {
 		return fmt.Errorf("%s: spool: %w", a.path, err)
 	}
 	defer os.Remove(sf.Name()) // the mapping keeps the data; the name can go
-	n, err := io.Copy(sf, io.LimitReader(rc, size))
+	spoolW := &spoolWriter{w: sf}
+	n, err := io.Copy(spoolW, io.LimitReader(rc, size))
+	if spoolW.err != nil { // the volume, not the archive (full: several processes inflate there)
+		sf.Close()
+		return fmt.Errorf("%s: writing its inflated data to %s: %w", a.path, spool, spoolW.err)
+	}
 	if err == nil && n < size {
 		err = io.ErrUnexpectedEOF
 	}
@@ -331,4 +336,19 @@ func byteSize(n int64) string {
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// spoolWriter remembers its writer's error, to tell a full volume from a
+// corrupt archive.
+type spoolWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *spoolWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.err = err
+	}
+	return n, err
 }

@@ -92,9 +92,10 @@ func joinGRPC(ctx context.Context, j *job.Job, fingerprint string, environ []str
 }
 
 // jobConfig is what every host of a job is given alike: SageMaker writes
-// one hyperparameters.json and one channel list for all of them.
+// one hyperparameters.json for all of them, and the channels the job reads
+// (a heterogeneous cluster may give other channels to some groups only).
 type jobConfig struct {
-	Hyperparameters map[string]any               `json:"hyperparameters"`
+	Hyperparameters map[string]string           `json:"hyperparameters"` // each value as JSON, or its text (NaN has no JSON)
 	Channels        map[string]jobConfigChannel `json:"channels"`
 }
 
@@ -104,22 +105,36 @@ type jobConfigChannel struct {
 	ContentType  string                 `json:"content_type"`
 }
 
-func configOf(env *sagemaker.Env) jobConfig {
-	c := jobConfig{Hyperparameters: env.Hyperparameters, Channels: map[string]jobConfigChannel{}}
-	for name, ch := range env.Channels {
-		c.Channels[name] = jobConfigChannel{ch.InputMode, ch.Distribution, ch.ContentType}
+func configOf(j *job.Job) jobConfig {
+	c := jobConfig{Hyperparameters: map[string]string{}, Channels: map[string]jobConfigChannel{}}
+	for k, v := range j.Env.Hyperparameters {
+		text, err := json.Marshal(v)
+		if err != nil {
+			text = []byte(fmt.Sprint(v))
+		}
+		c.Hyperparameters[k] = string(text)
+	}
+	read := []string{j.ModelChannel, j.TrainChannel.Name}
+	if j.ValChannel != nil {
+		read = append(read, j.ValChannel.Name)
+	}
+	for _, name := range read {
+		if ch, ok := j.Env.Channels[name]; ok && name != "" {
+			c.Channels[name] = jobConfigChannel{ch.InputMode, ch.Distribution, ch.ContentType}
+		}
 	}
 	return c
 }
 
 // sameJobConfig checks, right after the join, that every process was given
-// rank 0's hyperparameters and channels. Hosts given others (files made by
+// rank 0's hyperparameters and the channels the job reads. Hosts given others (files made by
 // hand, a wrong copy) trained on without a word (another seed: shares that
 // overlap; another learning_rate: rank 0's used), or failed on a collective
 // the others did not call (another batch_size, epochs, a validation channel
 // on one host only), in words about the collectives.
-func sameJobConfig(ctx context.Context, g fit.Group, env *sagemaker.Env) error {
-	mine, err := json.Marshal(configOf(env)) // maps marshal in key order: one text for one config
+func sameJobConfig(ctx context.Context, g fit.Group, j *job.Job) error {
+	env := j.Env
+	mine, err := json.Marshal(configOf(j)) // maps marshal in key order: one text for one config
 	if err != nil {
 		return err
 	}
@@ -141,7 +156,7 @@ func sameJobConfig(ctx context.Context, g fit.Group, env *sagemaker.Env) error {
 		if err := json.Unmarshal(rank0, &theirs); err != nil {
 			return fmt.Errorf("compare the hosts' hyperparameters: rank 0's: %w", err)
 		}
-		why = configDiff(configOf(env), theirs)
+		why = configDiff(configOf(j), theirs)
 	}
 	if err := g.AllReduceFloat64(ctx, differs); err != nil {
 		return fmt.Errorf("compare the hosts' hyperparameters: %w", err)
@@ -156,7 +171,7 @@ func sameJobConfig(ctx context.Context, g fit.Group, env *sagemaker.Env) error {
 	case len(others) == 0:
 		return nil
 	case len(why) > 0:
-		return fmt.Errorf("this host (%s) was given other settings than rank 0 (%s): %s; SageMaker gives every host the same hyperparameters and channels: give each host the same files",
+		return fmt.Errorf("this host (%s) was given other settings than rank 0 (%s): %s; SageMaker gives every host the same hyperparameters and the channels of its instance group: give each host the same files",
 			env.CurrentHost, env.Hosts[0], strings.Join(why, "; "))
 	}
 	return fmt.Errorf("hosts %s were given other hyperparameters or channels than rank 0 (%s), as their failures say; give each host the same files",
@@ -169,14 +184,14 @@ func configDiff(mine, rank0 jobConfig) []string {
 	var why []string
 	for _, k := range slices.Sorted(maps.Keys(mine.Hyperparameters)) {
 		if v, ok := rank0.Hyperparameters[k]; !ok {
-			why = append(why, fmt.Sprintf("hyperparameter %q is %s here and not given on rank 0", k, text(mine.Hyperparameters[k])))
-		} else if text(v) != text(mine.Hyperparameters[k]) {
-			why = append(why, fmt.Sprintf("hyperparameter %q is %s here and %s on rank 0", k, text(mine.Hyperparameters[k]), text(v)))
+			why = append(why, fmt.Sprintf("hyperparameter %q is %s here and not given on rank 0", k, mine.Hyperparameters[k]))
+		} else if v != mine.Hyperparameters[k] {
+			why = append(why, fmt.Sprintf("hyperparameter %q is %s here and %s on rank 0", k, mine.Hyperparameters[k], v))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(rank0.Hyperparameters)) {
 		if _, ok := mine.Hyperparameters[k]; !ok {
-			why = append(why, fmt.Sprintf("hyperparameter %q is not given here and %s on rank 0", k, text(rank0.Hyperparameters[k])))
+			why = append(why, fmt.Sprintf("hyperparameter %q is not given here and %s on rank 0", k, rank0.Hyperparameters[k]))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(mine.Channels)) {

@@ -335,8 +335,14 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		if group, err = joinGRPC(ctx, j, meta.Fingerprint, o.Environ, o.Stderr); err != nil {
 			return nil, err
 		}
-		defer func() { failed = leaveGroup(group, failed) }()
-		if err := sameJobConfig(ctx, group, env); err != nil {
+		defer func() {
+			if r := recover(); r != nil { // rank 0's hosts must not read its panic as the job done
+				leaveGroup(group, fmt.Errorf("internal error: %v", r))
+				panic(r)
+			}
+			failed = leaveGroup(group, failed)
+		}()
+		if err := sameJobConfig(ctx, group, j); err != nil {
 			return nil, err
 		}
 		if err := fit.BroadcastVariables(ctx, m, group); err != nil {

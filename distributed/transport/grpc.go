@@ -763,6 +763,14 @@ func (t *grpcTransport) leave(reason error) {
 }
 
 func (t *grpcTransport) shutdown(reason error) {
+	// The final barrier's wait for rank 0 starts first, beside the ring's
+	// teardown (up to closeGrace): a rank 0 that failed and closed
+	// meanwhile refused it, which read as rank 0 done.
+	var final chan error
+	if reason == nil && t.rank != 0 && t.finalWait > 0 && t.rv.joined.Load() && !t.skipFinal.Load() {
+		final = make(chan error, 1)
+		go func() { final <- t.awaitRank0() }()
+	}
 	grace := closeGrace
 	if reason != nil {
 		grace = leaveGrace
@@ -844,8 +852,8 @@ func (t *grpcTransport) shutdown(reason error) {
 		t.conn.Close()
 	}
 	t.wg.Wait()
-	if reason == nil && t.rank != 0 && t.finalWait > 0 && t.rv.joined.Load() && !t.skipFinal.Load() {
-		t.finalErr = t.awaitRank0()
+	if final != nil {
+		t.finalErr = <-final
 	}
 }
 

@@ -381,3 +381,33 @@ func TestKeptWeightsHoldWhatTheyRestore(t *testing.T) {
 		t.Errorf("the model after training: weight %d slot %d (%v), want ModelCheckpoint's epoch 0 (0, 100)", m.weight, m.slot, err)
 	}
 }
+
+// EarlyStopping alone: its copy is the model's weight (one byte here), and
+// its restore leaves the optimizer's slot as training left it.
+func TestEarlyStoppingKeepsTheModelsWeights(t *testing.T) {
+	specs := []model.CallbackSpec{{Class: "EarlyStopping", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "patience": 100, "restore_best_weights": true}`)}}
+	s, err := New(specs, Options{Log: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &twoKinds{}
+	for e, loss := range []float64{0.5, 0.9} {
+		m.weight, m.slot = byte(e), byte(100+e)
+		if _, err := s.EpochEnd(e, &Logs{{Name: "loss", Value: loss}}, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, best, err := s.Snapshot()
+	if err != nil || !bytes.Equal(best, []byte{0}) {
+		t.Fatalf("kept %v (%v), want the weight of epoch 0 alone", best, err)
+	}
+	if s, err = New(specs, Options{Log: &bytes.Buffer{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restore(st, best, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TrainEnd(m); err != nil || m.weight != 0 || m.slot != 101 {
+		t.Errorf("weight %d slot %d (%v), want epoch 0's weight and the last slot (0, 101)", m.weight, m.slot, err)
+	}
+}

@@ -215,9 +215,10 @@ func (e *Env) loadHosts(environ []string) error {
 		if h == "" {
 			return &ConfigError{Source: source, Msg: "lists an empty host name"}
 		}
-		// Names go into paths, log lines and SAGEFIT_HOST_ADDRS (name=addr,...).
-		if i := strings.IndexFunc(h, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || strings.ContainsRune(`/\=,"'`, r) }); i >= 0 {
-			return &ConfigError{Source: source, Msg: fmt.Sprintf("lists host name %q, which holds %q: host names are SageMaker's algo-1, algo-2, ..., without spaces, slashes, quotes, commas or equals signs", h, []rune(h[i:])[0])}
+		// Names go into paths, log lines, SAGEFIT_HOST_ADDRS (name=addr,...)
+		// and worker names (host#k).
+		if i := strings.IndexFunc(h, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || strings.ContainsRune(`/\=,"'#`, r) }); i >= 0 {
+			return &ConfigError{Source: source, Msg: fmt.Sprintf("lists host name %q, which holds %q: host names are SageMaker's algo-1, algo-2, ..., without spaces, slashes, quotes, commas, equals or number signs", h, []rune(h[i:])[0])}
 		}
 		if slices.Contains(rc.Hosts[:i], h) {
 			return &ConfigError{Source: source, Msg: fmt.Sprintf("lists host %q twice", h)}

@@ -296,7 +296,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name:  "host name with a slash",
 			files: map[string]string{"input/config/resourceconfig.json": `{"current_host": "algo-1", "hosts": ["algo-1", "../x"]}`},
-			want:  `input/config/resourceconfig.json lists host name "../x", which holds '/': host names are SageMaker's algo-1, algo-2, ..., without spaces, slashes, quotes, commas or equals signs`,
+			want:  `input/config/resourceconfig.json lists host name "../x", which holds '/': host names are SageMaker's algo-1, algo-2, ..., without spaces, slashes, quotes, commas, equals or number signs`,
 		},
 		{
 			name:  "channel name a path",

@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // FailureLimit is how many characters of the failure file SageMaker shows as
@@ -85,19 +87,25 @@ func Reason(err error) string {
 	return msg
 }
 
-// longRun is a run of text without a space longer than any name or path a
-// sentence needs: a user's value quoted whole (a 1 MB hyperparameter).
+// longRun is a run of text without a space longer than most names and
+// paths: a user's value quoted whole (a 1 MB hyperparameter), or a long path.
 var longRun = regexp.MustCompile(`\S{241,}`)
 
-// shortenRuns cuts each long run to its start and end, saying how long it
-// was, so that the reason after it stays within the characters SageMaker
-// shows ([FailureLimit]).
+// shortenRuns makes a reason longer than SageMaker shows ([FailureLimit])
+// fit where it can: its longest runs without a space, one after another,
+// cut to their start and end (a path keeps its file name), saying how long
+// each was, so that the words after them are seen. A reason that fits is
+// left whole.
 func shortenRuns(msg string) string {
-	return longRun.ReplaceAllStringFunc(msg, func(run string) string {
-		r := []rune(run)
-		if len(r) <= 240 {
-			return run
+	for utf8.RuneCountInString(msg) > FailureLimit {
+		runs := longRun.FindAllStringIndex(msg, -1)
+		if len(runs) == 0 {
+			return msg
 		}
-		return fmt.Sprintf("%s…[%d characters]…%s", string(r[:96]), len(r), string(r[len(r)-8:]))
-	})
+		longest := slices.MaxFunc(runs, func(a, b []int) int { return (a[1] - a[0]) - (b[1] - b[0]) })
+		r := []rune(msg[longest[0]:longest[1]])
+		cut := fmt.Sprintf("%s…[%d characters]…%s", string(r[:96]), len(r), string(r[len(r)-64:]))
+		msg = msg[:longest[0]] + cut + msg[longest[1]:]
+	}
+	return msg
 }

@@ -72,13 +72,13 @@ func TestWriteFailureCannotCreate(t *testing.T) {
 func TestReasonShortensLongRuns(t *testing.T) {
 	key := strings.Repeat("k", 100000)
 	got := Reason(errors.New(`hyperparameter "` + key + `" is not one sagefit reads`))
-	if len(got) > FailureLimit/2 || !strings.HasSuffix(got, `…[100002 characters]…kkkkkkk" is not one sagefit reads.`) || !strings.HasPrefix(got, `Hyperparameter "kkkk`) {
+	if len(got) > FailureLimit/2 || !strings.HasSuffix(got, `…[100002 characters]…`+strings.Repeat("k", 63)+`" is not one sagefit reads.`) || !strings.HasPrefix(got, `Hyperparameter "kkkk`) {
 		t.Errorf("reason %q (%d bytes)", got, len(got))
 	}
 	if got := Reason(errors.New("dtype '<f\xe94' is not supported")); got != "Dtype '<f\uFFFD4' is not supported." {
 		t.Errorf("reason %q", got)
 	}
-	path := "/opt/ml/input/data/training/" + strings.Repeat("d/", 50) + "x.npy" // a long path stays whole
+	path := "/opt/ml/input/data/training/" + strings.Repeat("year=2024/", 30) + "part-00017-of-00128-labels.npy" // in a reason that fits: whole
 	if got := Reason(errors.New(path + " is truncated")); got != path+" is truncated." {
 		t.Errorf("reason %q", got)
 	}

@@ -117,12 +117,12 @@ func (e *Env) Int(name string, def int) (int, error) {
 	if !ok || f != math.Trunc(f) {
 		return def, hpError(name, "an integer", raw)
 	}
-	if f < math.MinInt64 || f >= math.MaxInt64 {
-		return def, hpError(name, "an integer between -9.2e18 and 9.2e18", raw)
-	}
 	// Integers beyond float64's exact range: the text has every digit.
 	if n, err := strconv.Atoi(strings.TrimSpace(raw)); err == nil && float64(n) == f {
 		return n, nil
+	}
+	if f < math.MinInt64 || f >= math.MaxInt64 {
+		return def, hpError(name, "an integer between -9223372036854775808 and 9223372036854775807", raw)
 	}
 	n := int64(f)
 	if int64(int(n)) != n {

@@ -26,6 +26,7 @@ func TestTypedHyperparameters(t *testing.T) {
   "epochs_quoted": "\"12\"",
   "big": "9007199254740993",
   "huge": "9223372036854775807",
+  "huger": "9223372036854775808",
   "ten": "ten",
   "half": "2.5",
   "lr": "0.001",
@@ -67,7 +68,8 @@ func TestTypedHyperparameters(t *testing.T) {
 		{"flag_true", 1, 1, `hyperparameter "flag_true" must be an integer, got "true"`},
 		{"list", 1, 1, `hyperparameter "list" must be an integer, got "[1, 2]"`},
 		{"empty", 1, 1, `hyperparameter "empty" must be an integer, got ""`},
-		{"huge", 1, 1, `hyperparameter "huge" must be an integer between -9.2e18 and 9.2e18, got "9223372036854775807"`}, // it is an integer: say the bound
+		{"huge", 1, 9223372036854775807, ""},
+		{"huger", 1, 1, `hyperparameter "huger" must be an integer between -9223372036854775808 and 9223372036854775807, got "9223372036854775808"`}, // it is an integer: say the bound
 	}
 	for _, tt := range intCases {
 		got, err := e.Int(tt.name, tt.def)
