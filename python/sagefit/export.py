@@ -250,6 +250,8 @@ def _output_names(model, keys):
 
 
 def _check_compiled(model):
+    if not hasattr(model, "train_step") or not hasattr(model, "get_metrics_result"):
+        raise ExportError(f"sagefit.export takes a compiled Keras model, not {type(model).__name__}")
     if getattr(model, "optimizer", None) is None or not getattr(
         model, "compiled", getattr(model, "_is_compiled", False)
     ):
@@ -294,7 +296,12 @@ def export(
     import tensorflow as tf
 
     _check_compiled(model)
-    export_dir, replaces = _check_export_dir(os.fspath(export_dir), overwrite)
+    _check_no_strategy(model, tf)
+    try:
+        export_dir = os.path.expanduser(os.fsdecode(os.fspath(export_dir)))
+    except TypeError:
+        raise ExportError(f"export_dir is {type(export_dir).__name__}, not a folder's path") from None
+    export_dir, replaces = _check_export_dir(export_dir, overwrite)
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         # fit takes one callback, or a CallbackList, as well as a list.
         callbacks = list(getattr(callbacks, "callbacks", [callbacks]))
@@ -334,6 +341,22 @@ def export(
         if not done:
             _remove_empty(made)
     return meta
+
+
+def _check_no_strategy(model, tf):
+    """Refuses a model built or compiled under a tf.distribute strategy (the
+    SageMaker TensorFlow scripts' MirroredStrategy): its variables are the
+    strategy's, which a SavedModel of plain steps cannot hold; sagefit
+    spreads the job over processes itself."""
+    distributed = any("Distributed" in c.__name__ or "Mirrored" in c.__name__
+                      for v in getattr(model, "variables", [])[:1]
+                      for c in type(getattr(v, "value", v)).__mro__)
+    if tf.distribute.has_strategy() or distributed:
+        raise ExportError(
+            "the model was built or compiled under a tf.distribute strategy (strategy.scope()), whose "
+            "variables a sagefit export cannot hold: build, compile and export it without one; sagefit "
+            "spreads the job over hosts and GPUs itself (one process per GPU, all-reducing the "
+            "gradients), as MirroredStrategy would")
 
 
 # The dtypes the runtime reads channel data as (data.ParseDType), text aside.
@@ -494,6 +517,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
                 stacklevel=3,
             )
         shape = tuple(t.shape)
+        if shape and shape[0] is not None:
+            raise ExportError(
+                f"input {name} has a fixed batch size of {shape[0]} (keras.Input(batch_size=...), or a "
+                "stateful layer's): sagefit's steps take batches of the job's batch_size and an epoch's "
+                "last, partial batch, as fit does without one; build the model on keras.Input without a "
+                "batch size (a stateful RNN is not supported)")
         in_descs.append(_tensor_desc(name, _spec_name(name, taken), shape, t.dtype))
 
     sparse = _sparse_outputs(model, out_names)
@@ -508,14 +537,22 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     for i, name in enumerate([] if targetless else out_names):
         out_shape = tuple(model.outputs[i].shape)
         if target_shapes is not None:
-            shape = (None,) + tuple(_per_output(target_shapes, i, name))
+            given = _per_output(target_shapes, i, name, out_names, "target_shapes")
+            if hasattr(given, "as_list"):  # a tf.TensorShape
+                given = given.as_list()
+            if isinstance(given, int) or not isinstance(given, (list, tuple)) or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in given):
+                raise ExportError(
+                    f"target_shapes: {given!r} (output {name}) is not the shape of one example: give a "
+                    "tuple of whole numbers, such as () or (1,) (without the batch dimension)")
+            shape = (None,) + tuple(given)
         elif sparse[i]:  # a class id per row, or per pixel or time step: the output without its class axis
             shape = out_shape[:-1] if len(out_shape) >= 2 else (None,)
         else:
             shape = out_shape
         dtype = "float32"
         if target_dtypes is not None:
-            dtype = _per_output(target_dtypes, i, name)
+            dtype = _per_output(target_dtypes, i, name, out_names, "target_dtypes")
             try:
                 as_tf = tf.as_dtype(dtype)
             except TypeError:
@@ -1068,6 +1105,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         meta["labels_as_given"] = as_given
     if sparse_grads and _clips(optimizer):
         meta["clipped_sparse_gradients"] = list(sparse_grads)
+    python_ops = _ops_of(_endpoint(archive, names[0]), _PYTHON_OPS)
+    if python_ops:
+        raise ExportError(
+            f"the train step runs Python (tf.py_function or tf.numpy_function: {', '.join(python_ops[:3])}), "
+            "which sagefit's job, a process without Python, cannot run: write it with TensorFlow ops, "
+            "or do it in numpy before saving the data")
     random_ops = _stateful_random_ops(_endpoint(archive, names[0]))
     if random_ops:
         meta["stateful_random_ops"] = random_ops
@@ -1087,14 +1130,34 @@ def fingerprint(meta):
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _per_output(value, i, name):
+def _per_output(value, i, name, names, what):
+    """value's entry for output i (name): a dict by output name, a list of
+    one per output, or one value for every output. A dict or list that does
+    not match the outputs is refused, not read in part."""
     if isinstance(value, dict):
+        unknown = [k for k in value if k not in names]
+        missing = [n for n in names if n not in value]
+        if unknown or missing:
+            raise ExportError(
+                f"{what} is a dict by output name, but the model's outputs are {', '.join(names)}"
+                + (f"; it names {', '.join(map(str, unknown))}, which is none" if unknown else "")
+                + (f"; it leaves out {', '.join(missing)}" if missing else ""))
         return value[name]
-    if isinstance(value, (list, tuple)) and value and isinstance(
-        value[0], (list, tuple, str)
-    ):
+    if isinstance(value, (list, tuple)) and value and _per_output_list(value, what):
+        if len(value) != len(names):
+            raise ExportError(
+                f"{what} lists {len(value)} entries, one per output, but the model has {len(names)} "
+                f"({', '.join(names)}); give one per output, or a dict by output name")
         return value[i]
     return value
+
+
+def _per_output_list(value, what):
+    """Whether a list is one entry per output: shapes are tuples or lists
+    themselves; dtypes are anything but a number (a shape's dimension)."""
+    if what == "target_shapes":
+        return isinstance(value[0], (list, tuple)) or hasattr(value[0], "as_list")
+    return not isinstance(value[0], int)
 
 
 def _num_elements(v):
@@ -1504,10 +1567,21 @@ _STATEFUL_RANDOM_OPS = frozenset([
 def _stateful_random_ops(fn):
     """The names of the stateful random ops the traced function runs, in
     its graph and in the functions it calls, in order, each once."""
+    return _ops_of(fn, _STATEFUL_RANDOM_OPS)
+
+
+def _ops_of(fn, kinds):
+    """The names of the ops of kinds the traced function runs, in its graph
+    and in the functions it calls, in order, each once."""
     with _saving():  # the trace the SavedModel holds
         gdef = fn.get_concrete_function().graph.as_graph_def()
     nodes = list(gdef.node) + [n for f in gdef.library.function for n in f.node_def]
-    return list(dict.fromkeys(n.name for n in nodes if n.op in _STATEFUL_RANDOM_OPS))
+    return list(dict.fromkeys(n.name for n in nodes if n.op in kinds))
+
+
+# Ops that call back into Python (tf.py_function, tf.numpy_function): no
+# kernel outside a Python process.
+_PYTHON_OPS = {"EagerPyFunc", "PyFunc", "PyFuncStateless"}
 
 # Ops that run functions of the graph: the attributes naming them and the
 # first of the op's inputs that the functions' inputs map to (a branch

@@ -12,7 +12,15 @@ def trained_values(model_dir):
     its ``sagefit_read_variables`` signature."""
     import tensorflow as tf
 
-    with open(os.path.join(model_dir, contract.EXTRA_DIR, contract.METADATA_FILE)) as f:
+    model_dir = os.path.expanduser(os.fspath(model_dir))
+    path = os.path.join(model_dir, contract.EXTRA_DIR, contract.METADATA_FILE)
+    if not os.path.isfile(path):
+        versions = sorted(d for d in os.listdir(model_dir) if d.isdigit()) if os.path.isdir(model_dir) else []
+        hint = f" (it holds version folders {', '.join(versions)}: give {os.path.join(model_dir, versions[-1])})" if versions else ""
+        raise ValueError(
+            f"{model_dir} is not a SavedModel sagefit wrote or exported: it has no {contract.EXTRA_DIR}/"
+            f"{contract.METADATA_FILE}{hint}; give the job's model/1 folder")
+    with open(path) as f:
         meta = json.load(f)
     values = tf.saved_model.load(model_dir).signatures[meta["signatures"]["read_variables"]]()
     return {v["name"]: values[v["key"]].numpy() for v in meta["variables"] if v["kind"] == contract.KIND_MODEL}
@@ -27,6 +35,8 @@ def load_weights(model, model_dir):
     alone (``serve``, ``serving_default``), where ``model/1`` also carries
     the training signatures. ``model`` is the model that was exported (built the same
     way: its variables are matched in order, their shapes checked)."""
+    if not hasattr(model, "variables") or not hasattr(model, "get_layer"):
+        raise ValueError(f"load_weights(model, model_dir) takes the Keras model first, not {type(model).__name__}")
     values = list(trained_values(model_dir).items())
     variables = list(model.variables)
     if not variables:

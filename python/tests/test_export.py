@@ -847,3 +847,63 @@ def test_test_step_of_fewer_metrics_recorded(tmp_path):
     meta = sagefit.export(build(), str(tmp_path / "m"))
     assert meta["metrics"] == ["loss", "mae", "grad_norm"] and meta["test_logs"] == ["loss", "mae"]
     assert "train_logs" not in meta
+
+
+@pytest.mark.parametrize("shapes, dtypes, words", [
+    ({"kind": ()}, None, r"target_shapes is a dict by output name, but the model's outputs are kind, price; it leaves out price"),
+    (None, {"kind": "int32", "price": "float32", "prce": "float64"}, r"target_dtypes is a dict by output name, .*; it names prce, which is none"),
+    ([()], None, r"target_shapes lists 1 entries, one per output, but the model has 2 \(kind, price\)"),
+    (None, ["int64", "float32", "int8"], r"target_dtypes lists 3 entries, one per output, but the model has 2"),
+    ([(), (1.5,)], None, r"target_shapes: \(1\.5,\) \(output price\) is not the shape of one example"),
+])
+def test_per_output_targets_checked(tmp_path, shapes, dtypes, words):
+    # A raw KeyError or IndexError, or an entry read in part and the rest
+    # dropped.
+    build, _ = FAMILIES["two_heads"]
+    with pytest.raises(sagefit.ExportError, match=words):
+        sagefit.export(build(), str(tmp_path / "m"), target_shapes=shapes, target_dtypes=dtypes)
+
+
+def test_per_output_dtype_objects(tmp_path):
+    # A list of dtype objects was read as one dtype and refused.
+    build, _ = FAMILIES["two_heads"]
+    meta = sagefit.export(build(), str(tmp_path / "m"), target_dtypes=[np.int64, tf.float32])
+    assert [t["dtype"] for t in meta["targets"]] == ["int64", "float32"]
+
+
+def test_models_sagefit_cannot_run_are_refused_at_export(tmp_path):
+    # They exported, then the job failed: a fixed batch size at the first
+    # partial batch, tf.py_function with TensorFlow's kernel dump.
+    fixed = keras.Sequential([keras.Input((6,), batch_size=16), keras.layers.Dense(1)])
+    fixed.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(sagefit.ExportError, match=r"has a fixed batch size of 16"):
+        sagefit.export(fixed, str(tmp_path / "fixed"))
+
+    class Py(keras.layers.Layer):
+        def call(self, x):
+            y = tf.py_function(lambda a: a * 2, [x], tf.float32)
+            y.set_shape(x.shape)
+            return y
+
+    py = keras.Sequential([keras.Input((4,)), Py(), keras.layers.Dense(1)])
+    py.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(sagefit.ExportError, match=r"the train step runs Python \(tf\.py_function or tf\.numpy_function"):
+        sagefit.export(py, str(tmp_path / "py"))
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        scoped = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        scoped.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(sagefit.ExportError, match=r"built or compiled under a tf\.distribute strategy"):
+        sagefit.export(scoped, str(tmp_path / "scoped"))
+    with pytest.raises(sagefit.ExportError, match=r"takes a compiled Keras model, not NoneType"):
+        sagefit.export(None, str(tmp_path / "none"))
+
+
+def test_load_weights_names_a_folder_that_is_no_export(tmp_path):
+    model = _seed_model()
+    sagefit.export(model, str(tmp_path / "model" / "1"))
+    with pytest.raises(ValueError, match=r"is not a SavedModel sagefit wrote or exported: .*give .*model/1"):
+        sagefit.load_weights(model, str(tmp_path / "model"))
+    with pytest.raises(ValueError, match=r"takes the Keras model first, not str"):
+        sagefit.load_weights(str(tmp_path / "model" / "1"), model)
