@@ -216,6 +216,11 @@ type Metadata struct {
 	// of Metrics.
 	TrainLogs []string `json:"train_logs,omitempty"`
 	TestLogs  []string `json:"test_logs,omitempty"`
+	// LossReductions are the compiled losses not reduced to a mean over the
+	// batch (Keras's default), by name: "sum", "mean_with_sample_weight",
+	// "None". Several processes weigh each one's gradient by its rows,
+	// right for a mean only.
+	LossReductions map[string]string `json:"loss_reductions,omitempty"`
 	// LabelsAsGiven names the losses and metrics of the user's own that
 	// get the labels in the shape fit was given them (Keras 3's Loss and
 	// Metric subclasses and metric functions), where Keras's own match the

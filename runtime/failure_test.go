@@ -299,6 +299,33 @@ func TestBadInputsManyHosts(t *testing.T) {
 	}
 }
 
+// A loss reduced by a sum over the batch is refused on several processes
+// (each step moved the weights 1/N as far as one process's); alone it trains.
+func TestSumReducedLossRefusedOnSeveralHosts(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
+	own := t.TempDir()
+	fixture.CopyTree(t, fx, own)
+	path := filepath.Join(own, "model", "assets.extra", "sagefit.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		t.Fatal(err)
+	}
+	meta["loss_reductions"] = map[string]string{"binary_crossentropy": "sum"} // as the exporter writes compile(loss=BinaryCrossentropy(reduction="sum"))
+	if raw, err = json.Marshal(meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := manyHostJob(t, own, map[string]string{"epochs": "1", "sagefit_connect_timeout": "2s"})
+	failsWith(t, runtime.Options{Base: base}, `^Loss binary_crossentropy is reduced by a sum over the batch \(reduction="sum"\): on 500 training processes`, sagemaker.FailureLimit)
+	trainJob(t, localJob(t, own, map[string]string{"epochs": "1"}, nil))
+}
+
 // TestJoinFailureManyHosts (issue 16): a host of a 500-host job whose
 // neighbours never come fails with the cause in the first 200 characters
 // of a sentence shorter than 1024, not with the host list.

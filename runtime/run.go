@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -245,6 +246,17 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	if len(env.Hosts) > 1 && len(meta.LocalOptimizers) > 0 {
 		return nil, fmt.Errorf("the model's train_step applies optimizer %s itself, besides the compiled one: sagefit all-reduces the gradients it hands the compiled optimizer only, so on %d training processes each would update those variables with its own share of the batch and they would drift apart; hand all gradients to self.optimizer, or train on one process (one host, sagefit_processes_per_host=1)",
 			strings.Join(meta.LocalOptimizers, ", "), len(env.Hosts))
+	}
+	for _, name := range slices.Sorted(maps.Keys(meta.LossReductions)) {
+		reduction := meta.LossReductions[name]
+		switch {
+		case len(env.Hosts) == 1:
+		case reduction == "sum":
+			return nil, fmt.Errorf("loss %s is reduced by a sum over the batch (reduction=\"sum\"): on %d training processes sagefit weighs each one's gradient by its rows, which gives one process's numbers for a mean over the batch, not for a sum (each step would move the weights 1/%d as far); compile with the default reduction, \"sum_over_batch_size\", or train on one process",
+				name, len(env.Hosts), len(env.Hosts))
+		case env.Rank == 0:
+			fmt.Fprintf(o.Stderr, "sagefit: warning: loss %s is reduced by %q, not a mean over the batch: on %d training processes sagefit weighs each one's gradient by its rows, so the numbers differ a little from one process's (as MirroredStrategy's do)\n", name, reduction, len(env.Hosts))
+		}
 	}
 	if len(env.Hosts) > 1 && len(meta.OwnMetrics) > 0 && env.Rank == 0 {
 		what := "metric " + meta.OwnMetrics[0] + " is a class"

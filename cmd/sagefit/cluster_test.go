@@ -2,9 +2,11 @@ package main_test
 
 import (
 	"bytes"
+	binenc "encoding/binary"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/model/tf"
@@ -924,6 +927,54 @@ func TestHostsGivenOtherSettingsRefused(t *testing.T) {
 				if strings.Contains(h.stdout.String(), "Epoch 1/2") {
 					t.Errorf("%s trained:\n%s", h.name, h.stdout.String())
 				}
+			}
+		})
+	}
+}
+
+// TestFP16AllReduceKeepsTheGradientsSize: with sagefit_fp16_allreduce the
+// hosts' gradients travel as float16 at the size of one gradient, and the
+// rows counted beside them as float64: weighed by their rows first, a
+// gradient of some 500 over 512 rows overflowed float16 and the job went
+// NaN; and a global batch of more than 65504 rows made the count infinite,
+// so no step moved a weight (exit 0, epoch 2 the same as epoch 1).
+func TestFP16AllReduceKeepsTheGradientsSize(t *testing.T) {
+	fx := fixture.Make(t, "batch_norm", "--rows", "64", "--no-fit", "--no-validation")
+	for _, c := range []struct {
+		name  string
+		rows  int
+		label float32
+		batch string
+	}{
+		{"large gradients", 1024, 300, "512"},
+		{"a global batch past float16", 66000, 1, "33000"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			own := t.TempDir()
+			fixture.CopyTree(t, fx, own)
+			x, y := make([]byte, c.rows*4*4), make([]byte, c.rows*4)
+			for i := range c.rows {
+				for j := range 4 {
+					binenc.LittleEndian.PutUint32(x[(i*4+j)*4:], math.Float32bits(float32((i*7+j*3)%11)/10))
+				}
+				binenc.LittleEndian.PutUint32(y[i*4:], math.Float32bits(c.label*(1+float32(i%5)/10)))
+			}
+			if err := data.WriteNPY(filepath.Join(own, "train", "train.npy"), data.Float32, []int{c.rows, 4}, x); err != nil {
+				t.Fatal(err)
+			}
+			if err := data.WriteNPY(filepath.Join(own, "train", "labels.npy"), data.Float32, []int{c.rows, 1}, y); err != nil {
+				t.Fatal(err)
+			}
+			hps := []string{"epochs=2", "batch_size=" + c.batch, "shuffle=false"}
+			fp32 := history(t, runLocal(t, own, 2, hps...))["loss"]
+			fp16 := history(t, runLocal(t, own, 2, append(hps, "sagefit_fp16_allreduce=true")...))["loss"]
+			for e := range fp32 {
+				if math.IsNaN(fp16[e]) || math.Abs(fp16[e]-fp32[e]) > 1e-2*math.Abs(fp32[e]) {
+					t.Errorf("epoch %d: loss %v with float16 on the wire, %v without", e+1, fp16[e], fp32[e])
+				}
+			}
+			if fp16[1] == fp16[0] {
+				t.Errorf("loss %v: no step moved a weight", fp16)
 			}
 		})
 	}

@@ -116,6 +116,21 @@ def _step_logs(step, outputs, metric_names):
     return None if set(logs) == set(metric_names) else logs
 
 
+def _loss_reductions(model):
+    """Loss name -> reduction, for the compiled losses not reduced to a mean
+    over the batch (Keras's default): several processes weigh each one's
+    gradient by its rows, right for a mean only; the runtime refuses a sum
+    there and names the others."""
+    losses = model.loss if isinstance(model.loss, (list, tuple)) else (
+        list(model.loss.values()) if isinstance(model.loss, dict) else [model.loss])
+    out = {}
+    for i, loss in enumerate(losses):
+        reduction = getattr(loss, "reduction", "sum_over_batch_size")
+        if reduction not in ("sum_over_batch_size", "auto"):
+            out[getattr(loss, "name", None) or f"loss_{i}"] = str(reduction)
+    return out
+
+
 def _labels_as_given(model):
     """Names of the losses and metrics of the user's own that get the labels
     in the shape fit was given them (Keras 3: a Loss or Metric subclass, or
@@ -1100,6 +1115,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         meta["train_logs"] = train_logs
     if test_logs is not None:
         meta["test_logs"] = test_logs
+    reductions = _loss_reductions(model)
+    if reductions:
+        meta["loss_reductions"] = reductions
     as_given = _labels_as_given(model)
     if as_given:
         meta["labels_as_given"] = as_given

@@ -907,3 +907,15 @@ def test_load_weights_names_a_folder_that_is_no_export(tmp_path):
         sagefit.load_weights(model, str(tmp_path / "model"))
     with pytest.raises(ValueError, match=r"takes the Keras model first, not str"):
         sagefit.load_weights(str(tmp_path / "model" / "1"), model)
+
+
+def test_loss_reductions_recorded(tmp_path):
+    # Several processes weigh each one's gradient by its rows, right for a
+    # mean over the batch: the runtime refuses a sum there (it trained each
+    # step 1/N as far, without a word) and names the others.
+    model = _seed_model()
+    model.compile(optimizer="sgd", loss=keras.losses.BinaryCrossentropy(reduction="sum"))
+    assert sagefit.export(model, str(tmp_path / "sum"))["loss_reductions"] == {"binary_crossentropy": "sum"}
+    model = _seed_model()
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    assert "loss_reductions" not in sagefit.export(model, str(tmp_path / "mean"))

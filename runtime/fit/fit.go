@@ -810,7 +810,7 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		if err != nil {
 			return nil, false, err
 		}
-		scale(f.grads[:n], float32(b.Rows))
+		scale(f.grads[:n], float32(b.Rows)/f.rowsUnit())
 		if ending, err = f.batchEnd(logs); err != nil {
 			return nil, false, err
 		}
@@ -829,7 +829,19 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		f.grads[n+2] = 1
 	}
 	t := time.Now()
-	if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
+	if f.Job.CompressFP16 {
+		// The counts beside the gradient in float64: in float16 a global
+		// batch of over 65504 rows was infinite (no step moved a weight)
+		// and one over 2048 rows rounded.
+		counts := []float64{float64(f.grads[n]), float64(f.grads[n+1]), float64(f.grads[n+2])}
+		if err := f.Group.AllReduce(ctx, f.grads[:n], distributed.Sum); err != nil {
+			return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
+		}
+		if err := f.Group.AllReduceFloat64(ctx, counts); err != nil {
+			return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
+		}
+		f.grads[n], f.grads[n+1], f.grads[n+2] = float32(counts[0]), float32(counts[1]), float32(counts[2])
+	} else if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
 		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
 	}
 	f.clock.allReduced(time.Since(t))
@@ -843,12 +855,25 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	if total == 0 {
 		return logs, stop, nil
 	}
-	scale(f.grads[:n], 1/total)
+	scale(f.grads[:n], f.rowsUnit()/total)
 	if fa, ok := f.Model.(FusedApplier); ok && fa.FusedApply() {
 		f.pendingApply = true // applied with the next step's computation, or by flushApply
 		return logs, stop, nil
 	}
 	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
+}
+
+// rowsUnit is what each process's gradient is weighed against before the
+// all-reduce: one row (the sum over processes of gradient times rows,
+// divided by all rows, gives one process's mean over the global batch to
+// the bit), or with float16 on the wire the global batch's nominal rows,
+// so that what travels stays the gradient's size (times rows, a gradient
+// of 574 over 512 rows overflowed float16 and the job went NaN).
+func (f *Loop) rowsUnit() float32 {
+	if f.Job.CompressFP16 {
+		return float32(f.Job.BatchSize * f.world())
+	}
+	return 1
 }
 
 // stopCause says why training stops: this process's own signal when it got
