@@ -203,6 +203,9 @@ func TestKerasParity(t *testing.T) {
 	// test_step leaves out: the validation logs are test_step's (the job
 	// was refused: the test step did not output every metric).
 	families = append(families, "custom_trackers")
+	// A step that returns its own values, the batch's loss and the
+	// gradient's norm: the epoch logs are the last step's, as fit's.
+	families = append(families, "custom_logs")
 	// A custom step that applies a second optimizer of its own (one host:
 	// a multi-host job refuses it).
 	families = append(families, "custom_step_two_optimizers")

@@ -252,10 +252,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		switch {
 		case len(env.Hosts) == 1:
 		case reduction == "sum":
-			return nil, fmt.Errorf("loss %s is reduced by a sum over the batch (reduction=\"sum\"): on %d training processes sagefit weighs each one's gradient by its rows, which gives one process's numbers for a mean over the batch, not for a sum (each step would move the weights 1/%d as far); compile with the default reduction, \"sum_over_batch_size\", or train on one process",
+			return nil, fmt.Errorf("the loss of output %s is a sum over the batch (reduction \"sum\" or None): on %d training processes sagefit weighs each one's gradient by its rows, which gives one process's numbers for a mean over the batch, not for a sum (each step would move the weights 1/%d as far); compile with the default reduction, \"sum_over_batch_size\", or train on one process",
 				name, len(env.Hosts), len(env.Hosts))
 		case env.Rank == 0:
-			fmt.Fprintf(o.Stderr, "sagefit: warning: loss %s is reduced by %q, not a mean over the batch: on %d training processes sagefit weighs each one's gradient by its rows, so the numbers differ a little from one process's (as MirroredStrategy's do)\n", name, reduction, len(env.Hosts))
+			fmt.Fprintf(o.Stderr, "sagefit: warning: the loss of output %s is reduced by %q, not a mean over the batch: on %d training processes sagefit weighs each one's gradient by its rows, so the numbers differ a little from one process's (as MirroredStrategy's do)\n", name, reduction, len(env.Hosts))
 		}
 	}
 	if len(env.Hosts) > 1 && len(meta.OwnMetrics) > 0 && env.Rank == 0 {

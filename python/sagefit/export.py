@@ -95,39 +95,44 @@ def _compiled_metrics(model, pick):
 
 
 def _step_logs(step, outputs, metric_names):
-    """The metrics a custom step returns, in its order, where they are not
-    all of them (fit's logs are then the step's own: a test_step that leaves
-    out a tracker only its train_step updates); None where they are. Logs
-    that are no metric are named in a warning: the runtime's logs and
-    history hold metrics."""
+    """The logs a custom step returns, in its order, where their names are
+    not the metrics' (a test_step that leaves out a tracker only its
+    train_step updates, a gradient norm beside the metrics): fit's epoch
+    logs are then the last step's values (Keras's
+    _get_metrics_result_or_logs), and so are the runtime's. None where they
+    are the metrics'."""
     keys = [str(k) for k in outputs]
-    extra = [k for k in keys if k not in metric_names]
-    if extra:
-        warnings.warn(
-            f"sagefit: the model's {step} logs {', '.join(extra)}, which "
-            f"{'is' if len(extra) == 1 else 'are'} none of its metrics ({', '.join(metric_names)}): sagefit's "
-            "epoch logs, history and callbacks hold the metrics the step returns, so "
-            f"{'it is' if len(extra) == 1 else 'they are'} not logged; make a metric of "
-            f"{'it' if len(extra) == 1 else 'them'} (a keras.metrics.Mean tracker in self.metrics) to log "
-            f"{'it' if len(extra) == 1 else 'them'}",
-            stacklevel=4,
-        )
-    logs = [k for k in keys if k in metric_names]
-    return None if set(logs) == set(metric_names) else logs
+    if not keys:
+        raise ExportError(
+            f"the model's {step} returns no logs; return at least the loss, as Keras's does "
+            "({m.name: m.result() for m in self.metrics})")
+    for k in keys:
+        shape = getattr(outputs[k], "shape", None)
+        if shape is not None and shape.rank != 0:
+            raise ExportError(
+                f"the model's {step} logs {k} as a value of shape {tuple(shape)}; sagefit logs one number "
+                "per log: return numbers")
+    return None if set(keys) == set(metric_names) else keys
 
 
-def _loss_reductions(model):
-    """Loss name -> reduction, for the compiled losses not reduced to a mean
+def _loss_reductions(model, names):
+    """Output -> reduction, for the compiled losses not reduced to a mean
     over the batch (Keras's default): several processes weigh each one's
     gradient by its rows, right for a mean only; the runtime refuses a sum
-    there and names the others."""
-    losses = model.loss if isinstance(model.loss, (list, tuple)) else (
-        list(model.loss.values()) if isinstance(model.loss, dict) else [model.loss])
+    there ("none" sums the rows' losses too) and names the others."""
+    if isinstance(model.loss, dict):
+        losses = list(model.loss.items())
+    elif isinstance(model.loss, (list, tuple)):
+        losses = [(names[i] if i < len(names) else f"output {i}", loss) for i, loss in enumerate(model.loss)]
+    else:
+        losses = [(names[0] if len(names) == 1 else "loss", model.loss)]
     out = {}
-    for i, loss in enumerate(losses):
+    for name, loss in losses:
         reduction = getattr(loss, "reduction", "sum_over_batch_size")
-        if reduction not in ("sum_over_batch_size", "auto"):
-            out[getattr(loss, "name", None) or f"loss_{i}"] = str(reduction)
+        if reduction is None or reduction == "none":
+            out[str(name)] = "sum"  # the rows' losses, which compile sums
+        elif reduction not in ("sum_over_batch_size", "auto", "mean"):
+            out[str(name)] = str(reduction)
     return out
 
 
@@ -363,9 +368,19 @@ def _check_no_strategy(model, tf):
     SageMaker TensorFlow scripts' MirroredStrategy): its variables are the
     strategy's, which a SavedModel of plain steps cannot hold; sagefit
     spreads the job over processes itself."""
-    distributed = any("Distributed" in c.__name__ or "Mirrored" in c.__name__
-                      for v in getattr(model, "variables", [])[:1]
-                      for c in type(getattr(v, "value", v)).__mro__)
+    def is_distributed(v):
+        inner = [v, getattr(v, "_value", None)]
+        if not callable(getattr(v, "value", None)):
+            inner.append(getattr(v, "value", None))  # Keras 3 wraps the tf.Variable
+        return any(isinstance(x, tf.distribute.DistributedValues) for x in inner if x is not None)
+
+    optimizer = getattr(model, "optimizer", None)
+    own = getattr(optimizer, "variables", None)
+    own = own() if callable(own) else own  # a method on tf-keras's legacy optimizers
+    variables = list(getattr(model, "variables", [])) + list(own or [])
+    strategies = [getattr(model, "_distribution_strategy", None), getattr(optimizer, "_distribution_strategy", None)]
+    distributed = any(is_distributed(v) for v in variables) or any(
+        s is not None and s is not tf.distribute.get_strategy() for s in strategies)
     if tf.distribute.has_strategy() or distributed:
         raise ExportError(
             "the model was built or compiled under a tf.distribute strategy (strategy.scope()), whose "
@@ -517,6 +532,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         raise ExportError(
             f"optimizer {type(legacy).__name__} is one of tf-keras's legacy optimizers "
             f"({base.__module__}.{base.__name__}), which sagefit does not export: compile with {use}")
+    stateful = [layer.name for layer in _layers(model) if getattr(layer, "stateful", False) is True]
+    if stateful:
+        raise ExportError(
+            f"layer {stateful[0]} is stateful (an RNN carrying its state from batch to batch, over a fixed "
+            "batch size): sagefit's steps take batches of the job's batch_size and an epoch's last, partial "
+            "batch, and its processes each a share of the batch; build it with stateful=False")
     inputs = _input_tensors(model)
     out_keys = _dict_keys(model, "outputs")
     out_names = _output_names(model, out_keys)
@@ -531,13 +552,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
                 "sagefit feeds it dense, from a .npy array of fixed shape per row",
                 stacklevel=3,
             )
-        shape = tuple(t.shape)
-        if shape and shape[0] is not None:
-            raise ExportError(
-                f"input {name} has a fixed batch size of {shape[0]} (keras.Input(batch_size=...), or a "
-                "stateful layer's): sagefit's steps take batches of the job's batch_size and an epoch's "
-                "last, partial batch, as fit does without one; build the model on keras.Input without a "
-                "batch size (a stateful RNN is not supported)")
+        # A batch size the model was built with (build((32, 3)), a call on a
+        # batch, keras.Input(batch_size=...)) does not bind fit, nor the
+        # steps: they take the job's batches and a last, partial one.
+        shape = (None,) + tuple(t.shape)[1:]
         in_descs.append(_tensor_desc(name, _spec_name(name, taken), shape, t.dtype))
 
     sparse = _sparse_outputs(model, out_names)
@@ -553,14 +571,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         out_shape = tuple(model.outputs[i].shape)
         if target_shapes is not None:
             given = _per_output(target_shapes, i, name, out_names, "target_shapes")
-            if hasattr(given, "as_list"):  # a tf.TensorShape
-                given = given.as_list()
-            if isinstance(given, int) or not isinstance(given, (list, tuple)) or not all(
-                    isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in given):
-                raise ExportError(
-                    f"target_shapes: {given!r} (output {name}) is not the shape of one example: give a "
-                    "tuple of whole numbers, such as () or (1,) (without the batch dimension)")
-            shape = (None,) + tuple(given)
+            shape = (None,) + _example_shape(given, name)
         elif sparse[i]:  # a class id per row, or per pixel or time step: the output without its class axis
             shape = out_shape[:-1] if len(out_shape) >= 2 else (None,)
         else:
@@ -1115,7 +1126,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         meta["train_logs"] = train_logs
     if test_logs is not None:
         meta["test_logs"] = test_logs
-    reductions = _loss_reductions(model)
+    reductions = _loss_reductions(model, out_names)
     if reductions:
         meta["loss_reductions"] = reductions
     as_given = _labels_as_given(model)
@@ -1123,10 +1134,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         meta["labels_as_given"] = as_given
     if sparse_grads and _clips(optimizer):
         meta["clipped_sparse_gradients"] = list(sparse_grads)
-    python_ops = _ops_of(_endpoint(archive, names[0]), _PYTHON_OPS)
+    python_ops = list(dict.fromkeys(op for n in names for op in _ops_of(_endpoint(archive, n), _PYTHON_OPS)))
     if python_ops:
         raise ExportError(
-            f"the train step runs Python (tf.py_function or tf.numpy_function: {', '.join(python_ops[:3])}), "
+            f"the train or test step runs Python (tf.py_function or tf.numpy_function: {', '.join(python_ops[:3])}), "
             "which sagefit's job, a process without Python, cannot run: write it with TensorFlow ops, "
             "or do it in numpy before saving the data")
     random_ops = _stateful_random_ops(_endpoint(archive, names[0]))
@@ -1170,12 +1181,35 @@ def _per_output(value, i, name, names, what):
     return value
 
 
+def _example_shape(given, name):
+    """A target's shape of one example as whole numbers: a tuple or list, a
+    tf.TensorShape or a 1-D numpy array, of ints or numpy ints ((y.max() + 1,))."""
+    import operator
+
+    try:
+        dims = given.as_list() if hasattr(given, "as_list") else list(given)
+        dims = [operator.index(d) for d in dims]
+    except (TypeError, ValueError):
+        dims = None
+    if dims is None or isinstance(given, (str, bytes)) or any(d < 0 for d in dims):
+        raise ExportError(
+            f"target_shapes: {given!r} (output {name}) is not the shape of one example: give a "
+            "tuple of whole numbers, such as () or (1,) (without the batch dimension)")
+    return tuple(dims)
+
+
 def _per_output_list(value, what):
     """Whether a list is one entry per output: shapes are tuples or lists
     themselves; dtypes are anything but a number (a shape's dimension)."""
     if what == "target_shapes":
-        return isinstance(value[0], (list, tuple)) or hasattr(value[0], "as_list")
-    return not isinstance(value[0], int)
+        return isinstance(value[0], (list, tuple)) or hasattr(value[0], "as_list") or getattr(value[0], "ndim", 0) == 1
+    import operator
+
+    try:
+        operator.index(value[0])  # a dimension: the list is one shape
+        return False
+    except TypeError:
+        return True
 
 
 def _num_elements(v):

@@ -344,6 +344,26 @@ def custom_trackers():
     return model
 
 
+def custom_logs():
+    """A custom train_step that returns its step's own values, not metrics
+    (the loss of the batch and the gradient's norm; the compiled loss
+    tracker is never updated): fit's epoch logs are the last step's."""
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class LoggingModel(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(y=y, y_pred=self(x, training=True))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            return {"loss": loss, "grad_norm": tf.linalg.global_norm(grads)}
+
+    return _seed_shaped(keras, LoggingModel)
+
+
 def custom_step_two_optimizers():
     """A custom train_step that applies a second optimizer of its own to the
     last layer (as a GAN's step applies two): on one process it trains as
@@ -839,6 +859,7 @@ FAMILIES = {
     "custom_step_state": (custom_step_state, seed_data),
     "custom_step_table": (custom_step_table, seed_data),
     "custom_trackers": (custom_trackers, seed_data),
+    "custom_logs": (custom_logs, seed_data),
     "custom_step_keras2": (custom_step_keras2, seed_data),
     "custom_step_two_optimizers": (custom_step_two_optimizers, seed_data),
     "batch_norm": (batch_norm, batch_norm_data),

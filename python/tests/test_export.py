@@ -824,9 +824,10 @@ def test_stateful_random_ops_are_listed(tmp_path):
     assert any("LogUniformCandidateSampler" in op for op in ops), ops
 
 
-def test_step_logs_that_are_no_metric_are_named(tmp_path):
+def test_step_logs_that_are_no_metric_are_recorded(tmp_path):
     # A custom train_step's log that is no metric (a gradient norm) was
-    # dropped from the logs and history without a word.
+    # dropped from the logs and history without a word: fit's epoch logs
+    # are then the last step's, and the export records the step's names.
     class Logged(keras.Model):
         def train_step(self, data):
             logs = super().train_step(data)
@@ -835,9 +836,8 @@ def test_step_logs_that_are_no_metric_are_named(tmp_path):
     inputs = keras.Input((10,))
     model = Logged(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["mae"])
-    with pytest.warns(UserWarning, match=r"the model's train_step logs grad_norm, which is none of its metrics \(loss, mae\)"):
-        meta = sagefit.export(model, str(tmp_path / "m"))
-    assert "train_logs" not in meta and "test_logs" not in meta
+    meta = sagefit.export(model, str(tmp_path / "m"))
+    assert meta["train_logs"] == ["loss", "mae", "grad_norm"] and "test_logs" not in meta
 
 
 def test_test_step_of_fewer_metrics_recorded(tmp_path):
@@ -871,13 +871,21 @@ def test_per_output_dtype_objects(tmp_path):
     assert [t["dtype"] for t in meta["targets"]] == ["int64", "float32"]
 
 
-def test_models_sagefit_cannot_run_are_refused_at_export(tmp_path):
-    # They exported, then the job failed: a fixed batch size at the first
-    # partial batch, tf.py_function with TensorFlow's kernel dump.
+def test_a_batch_size_the_model_was_built_with_is_not_kept(tmp_path):
+    # It does not bind fit (any batch size, a last partial batch); the
+    # steps took batches of it only, and the job failed at the first other.
     fixed = keras.Sequential([keras.Input((6,), batch_size=16), keras.layers.Dense(1)])
     fixed.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(sagefit.ExportError, match=r"has a fixed batch size of 16"):
-        sagefit.export(fixed, str(tmp_path / "fixed"))
+    assert sagefit.export(fixed, str(tmp_path / "fixed"))["inputs"][0]["shape"] == [None, 6]
+
+
+def test_models_sagefit_cannot_run_are_refused_at_export(tmp_path):
+    # They exported, then the job failed: a stateful RNN at the first
+    # partial batch, tf.py_function with TensorFlow's kernel dump.
+    stateful = keras.Sequential([keras.Input((3, 2), batch_size=16), keras.layers.LSTM(4, stateful=True), keras.layers.Dense(1)])
+    stateful.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(sagefit.ExportError, match=r"layer lstm\w* is stateful"):
+        sagefit.export(stateful, str(tmp_path / "stateful"))
 
     class Py(keras.layers.Layer):
         def call(self, x):
@@ -887,7 +895,7 @@ def test_models_sagefit_cannot_run_are_refused_at_export(tmp_path):
 
     py = keras.Sequential([keras.Input((4,)), Py(), keras.layers.Dense(1)])
     py.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(sagefit.ExportError, match=r"the train step runs Python \(tf\.py_function or tf\.numpy_function"):
+    with pytest.raises(sagefit.ExportError, match=r"the train or test step runs Python \(tf\.py_function or tf\.numpy_function: \S+EagerPyFunc\), "):
         sagefit.export(py, str(tmp_path / "py"))
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
@@ -915,7 +923,12 @@ def test_loss_reductions_recorded(tmp_path):
     # step 1/N as far, without a word) and names the others.
     model = _seed_model()
     model.compile(optimizer="sgd", loss=keras.losses.BinaryCrossentropy(reduction="sum"))
-    assert sagefit.export(model, str(tmp_path / "sum"))["loss_reductions"] == {"binary_crossentropy": "sum"}
+    meta = sagefit.export(model, str(tmp_path / "sum"))
+    assert meta["loss_reductions"] == {meta["outputs"][0]: "sum"}
+    model = _seed_model()
+    model.compile(optimizer="sgd", loss=keras.losses.BinaryCrossentropy(reduction=None))  # the rows' losses, summed
+    meta = sagefit.export(model, str(tmp_path / "none"))
+    assert meta["loss_reductions"] == {meta["outputs"][0]: "sum"}
     model = _seed_model()
     model.compile(optimizer="sgd", loss="binary_crossentropy")
     assert "loss_reductions" not in sagefit.export(model, str(tmp_path / "mean"))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"io"
 	"runtime"
 	"slices"
@@ -66,6 +67,9 @@ type Loop struct {
 	// warnedValClash: a validation metric replaced a training one of its
 	// name, said once.
 	warnedValClash bool
+	// lastTrain and lastTest are the last step's logs of this pass: the
+	// epoch's, where a custom step's log names are not the metrics'.
+	lastTrain, lastTest []model.Metric
 }
 
 func (f *Loop) world() int {
@@ -226,7 +230,11 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		if err != nil {
 			return hist, fmt.Errorf("epoch %d: metrics: %w", epoch, err)
 		}
-		logs = onlyLogs(logs, f.Model.Meta().TrainLogs)
+		if names := f.Model.Meta().TrainLogs; names != nil {
+			if logs, err = f.stepLogs(ctx, f.lastTrain, names); err != nil {
+				return hist, fmt.Errorf("epoch %d: %w", epoch, err)
+			}
+		}
 		if f.Val != nil && f.Job.Validates(epoch) {
 			// Validation reads the statistics of all hosts' data, as
 			// MirroredStrategy's evaluation does.
@@ -262,7 +270,11 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			if err != nil {
 				return hist, fmt.Errorf("epoch %d: validation metrics: %w", epoch, err)
 			}
-			vlogs = onlyLogs(vlogs, f.Model.Meta().TestLogs)
+			if names := f.Model.Meta().TestLogs; names != nil {
+				if vlogs, err = f.stepLogs(ctx, f.lastTest, names); err != nil {
+					return hist, fmt.Errorf("epoch %d: validation: %w", epoch, err)
+				}
+			}
 			if f.Callbacks != nil {
 				if err := f.Callbacks.TestEnd(vlogs, valSteps, f.globalStep); err != nil {
 					return hist, fmt.Errorf("epoch %d: %w", epoch, err)
@@ -361,7 +373,18 @@ func (f *Loop) averageState(ctx context.Context) error {
 		}
 		buf = append(buf, 1)
 	}
-	if err := f.Group.AllReduce(ctx, buf, distributed.Sum); err != nil {
+	if f.Job.CompressFP16 { // float16 on the wire: a sum of variances of 5000 over 16 processes is infinite
+		wide := make([]float64, len(buf))
+		for i, v := range buf {
+			wide[i] = float64(v)
+		}
+		if err := f.Group.AllReduceFloat64(ctx, wide); err != nil {
+			return fmt.Errorf("average state over hosts: %w", err)
+		}
+		for i, v := range wide {
+			buf[i] = float32(v)
+		}
+	} else if err := f.Group.AllReduce(ctx, buf, distributed.Sum); err != nil {
 		return fmt.Errorf("average state over hosts: %w", err)
 	}
 	count := buf[n]
@@ -393,6 +416,11 @@ type stepFunc func(context.Context, model.Batch) (logs []model.Metric, stop bool
 // resetting the metrics as Keras does at the start of fit's epoch and of
 // evaluate (a resumed epoch keeps the metric state it was given).
 func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepFunc, startStep int) (int, error) {
+	if c == f.Train {
+		f.lastTrain = nil
+	} else {
+		f.lastTest = nil
+	}
 	if startStep == 0 {
 		if err := f.Model.ResetMetrics(); err != nil {
 			return 0, fmt.Errorf("epoch %d: %w", epoch, err)
@@ -492,6 +520,11 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		}
 		if err != nil {
 			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
+		}
+		if logs != nil && c == f.Train {
+			f.lastTrain = logs
+		} else if logs != nil {
+			f.lastTest = logs
 		}
 		if progress != nil && logs != nil {
 			progress.Step(toReport(logs))
@@ -810,7 +843,9 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		if err != nil {
 			return nil, false, err
 		}
-		scale(f.grads[:n], float32(b.Rows)/f.rowsUnit())
+		if !f.Job.CompressFP16 { // float16: weighed once the rows of all are known
+			scale(f.grads[:n], float32(b.Rows))
+		}
 		if ending, err = f.batchEnd(logs); err != nil {
 			return nil, false, err
 		}
@@ -830,17 +865,23 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	}
 	t := time.Now()
 	if f.Job.CompressFP16 {
-		// The counts beside the gradient in float64: in float16 a global
-		// batch of over 65504 rows was infinite (no step moved a weight)
-		// and one over 2048 rows rounded.
+		// float16 on the wire: the rows and flags first, in float64 (a
+		// global batch of over 65504 rows was infinite in float16: no step
+		// moved a weight); then each gradient weighed by its share of all
+		// rows, so what travels is at most a mean gradient's size (times
+		// its rows, a gradient of 500 over 512 rows overflowed), and its
+		// sum is the mean over the global batch.
 		counts := []float64{float64(f.grads[n]), float64(f.grads[n+1]), float64(f.grads[n+2])}
-		if err := f.Group.AllReduce(ctx, f.grads[:n], distributed.Sum); err != nil {
-			return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
-		}
 		if err := f.Group.AllReduceFloat64(ctx, counts); err != nil {
 			return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
 		}
 		f.grads[n], f.grads[n+1], f.grads[n+2] = float32(counts[0]), float32(counts[1]), float32(counts[2])
+		if counts[0] > 0 { // every process knows: none sends, none waits
+			scale(f.grads[:n], float32(float64(b.Rows)/counts[0]))
+			if err := f.Group.AllReduce(ctx, f.grads[:n], distributed.Sum); err != nil {
+				return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
+			}
+		}
 	} else if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
 		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
 	}
@@ -855,25 +896,14 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	if total == 0 {
 		return logs, stop, nil
 	}
-	scale(f.grads[:n], f.rowsUnit()/total)
+	if !f.Job.CompressFP16 {
+		scale(f.grads[:n], 1/total)
+	}
 	if fa, ok := f.Model.(FusedApplier); ok && fa.FusedApply() {
 		f.pendingApply = true // applied with the next step's computation, or by flushApply
 		return logs, stop, nil
 	}
 	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
-}
-
-// rowsUnit is what each process's gradient is weighed against before the
-// all-reduce: one row (the sum over processes of gradient times rows,
-// divided by all rows, gives one process's mean over the global batch to
-// the bit), or with float16 on the wire the global batch's nominal rows,
-// so that what travels stays the gradient's size (times rows, a gradient
-// of 574 over 512 rows overflowed float16 and the job went NaN).
-func (f *Loop) rowsUnit() float32 {
-	if f.Job.CompressFP16 {
-		return float32(f.Job.BatchSize * f.world())
-	}
-	return 1
 }
 
 // stopCause says why training stops: this process's own signal when it got
@@ -948,20 +978,35 @@ func (f *Loop) epochMetrics(ctx context.Context) ([]model.Metric, error) {
 	return f.Model.MetricResults()
 }
 
-// onlyLogs keeps the metrics a custom step returns (names, in its order;
-// nil: all), as fit's logs hold a step's own logs where their names differ
-// from the metrics'.
-func onlyLogs(logs []model.Metric, names []string) []model.Metric {
-	if names == nil {
-		return logs
+// stepLogs are a custom step's own logs as the epoch's, where their names
+// are not the metrics' (Metadata.TrainLogs, TestLogs): the last step's
+// values, as fit takes them (Keras's _get_metrics_result_or_logs); on
+// several processes their mean over those that ran a step (NaN where none
+// did).
+func (f *Loop) stepLogs(ctx context.Context, last []model.Metric, names []string) ([]model.Metric, error) {
+	buf := make([]float64, len(names)+1)
+	if last != nil {
+		for i, name := range names {
+			if j := slices.IndexFunc(last, func(m model.Metric) bool { return m.Name == name }); j >= 0 {
+				buf[i] = last[j].Value
+			}
+		}
+		buf[len(names)] = 1
 	}
-	out := make([]model.Metric, 0, len(names))
-	for _, name := range names {
-		if i := slices.IndexFunc(logs, func(m model.Metric) bool { return m.Name == name }); i >= 0 {
-			out = append(out, logs[i])
+	if f.Group != nil {
+		if err := f.Group.AllReduceFloat64(ctx, buf); err != nil {
+			return nil, fmt.Errorf("gather the steps' logs: %w", err)
 		}
 	}
-	return out
+	out := make([]model.Metric, len(names))
+	for i, name := range names {
+		v := math.NaN()
+		if n := buf[len(names)]; n > 0 {
+			v = buf[i] / n
+		}
+		out[i] = model.Metric{Name: name, Value: v}
+	}
+	return out, nil
 }
 
 // gatheredMetricState is every process's metric state, rank after rank,
