@@ -490,7 +490,9 @@ func (m *Model) FusedApply() bool {
 }
 
 // MultiStep reports whether the model runs several steps per call.
-func (m *Model) MultiStep() bool { return m.calls[model.RoleTrainSteps] != nil }
+func (m *Model) MultiStep() bool {
+	return m.calls[model.RoleTrainSteps] != nil && m.meta.TrainLogs == nil // a step's own logs are the last step's: one per call
+}
 
 // TestStep runs Keras's test step (loss and metrics, no update).
 func (m *Model) TestStep(b model.Batch) ([]model.Metric, error) {

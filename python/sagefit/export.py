@@ -109,8 +109,9 @@ def _step_logs(step, outputs, metric_names):
     for k in keys:
         shape = getattr(outputs[k], "shape", None)
         if shape is not None and shape.rank != 0:
+            what = "of unknown shape" if shape.rank is None else f"of shape {tuple(shape)}"
             raise ExportError(
-                f"the model's {step} logs {k} as a value of shape {tuple(shape)}; sagefit logs one number "
+                f"the model's {step} logs {k} as a value {what}; sagefit logs one number "
                 "per log: return numbers")
     return None if set(keys) == set(metric_names) else keys
 
@@ -993,7 +994,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     with _saving():
         test_logs = _step_logs("test_step", _endpoint(archive, names[2]).get_concrete_function().structured_outputs, metric_names)
     train_steps = None
-    if set(metric_names) <= set(traced.structured_outputs):
+    if train_logs is None and set(metric_names) <= set(traced.structured_outputs):
         train_steps = _train_steps(model, step_data, metric_dict, metric_names,
                                    train_step_fn if large else None)
         stacked = [tf.TensorSpec([None] + list(sp.shape), sp.dtype, name=sp.name) for sp in step_specs]

@@ -838,6 +838,9 @@ def test_step_logs_that_are_no_metric_are_recorded(tmp_path):
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["mae"])
     meta = sagefit.export(model, str(tmp_path / "m"))
     assert meta["train_logs"] == ["loss", "mae", "grad_norm"] and "test_logs" not in meta
+    # One step per call: the logs are the last step's, which K steps in a
+    # call would not return (an epoch's logs were NaN at K=4).
+    assert "train_steps" not in meta["signatures"], meta["signatures"]
 
 
 def test_test_step_of_fewer_metrics_recorded(tmp_path):

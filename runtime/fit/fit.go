@@ -231,7 +231,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			return hist, fmt.Errorf("epoch %d: metrics: %w", epoch, err)
 		}
 		if names := f.Model.Meta().TrainLogs; names != nil {
-			if logs, err = f.stepLogs(ctx, f.lastTrain, names); err != nil {
+			if logs, err = f.stepLogs(ctx, f.lastTrain, names, logs); err != nil {
 				return hist, fmt.Errorf("epoch %d: %w", epoch, err)
 			}
 		}
@@ -271,7 +271,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 				return hist, fmt.Errorf("epoch %d: validation metrics: %w", epoch, err)
 			}
 			if names := f.Model.Meta().TestLogs; names != nil {
-				if vlogs, err = f.stepLogs(ctx, f.lastTest, names); err != nil {
+				if vlogs, err = f.stepLogs(ctx, f.lastTest, names, vlogs); err != nil {
 					return hist, fmt.Errorf("epoch %d: validation: %w", epoch, err)
 				}
 			}
@@ -521,9 +521,9 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		if err != nil {
 			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
 		}
-		if logs != nil && c == f.Train {
+		if c == f.Train { // nil where this process's share was empty: it ran no step to log
 			f.lastTrain = logs
-		} else if logs != nil {
+		} else {
 			f.lastTest = logs
 		}
 		if progress != nil && logs != nil {
@@ -981,9 +981,11 @@ func (f *Loop) epochMetrics(ctx context.Context) ([]model.Metric, error) {
 // stepLogs are a custom step's own logs as the epoch's, where their names
 // are not the metrics' (Metadata.TrainLogs, TestLogs): the last step's
 // values, as fit takes them (Keras's _get_metrics_result_or_logs); on
-// several processes their mean over those that ran a step (NaN where none
-// did).
-func (f *Loop) stepLogs(ctx context.Context, last []model.Metric, names []string) ([]model.Metric, error) {
+// several processes their mean over those that ran it. Where no process
+// ran a step this pass (a job resumed at its epoch's last step), the
+// metrics' results stand in for the logs of their names (restored from
+// the checkpoint), NaN for the others.
+func (f *Loop) stepLogs(ctx context.Context, last []model.Metric, names []string, metrics []model.Metric) ([]model.Metric, error) {
 	buf := make([]float64, len(names)+1)
 	if last != nil {
 		for i, name := range names {
@@ -1003,6 +1005,8 @@ func (f *Loop) stepLogs(ctx context.Context, last []model.Metric, names []string
 		v := math.NaN()
 		if n := buf[len(names)]; n > 0 {
 			v = buf[i] / n
+		} else if j := slices.IndexFunc(metrics, func(m model.Metric) bool { return m.Name == name }); j >= 0 {
+			v = metrics[j].Value
 		}
 		out[i] = model.Metric{Name: name, Value: v}
 	}

@@ -1305,3 +1305,49 @@ func TestResumeKeepsStepCadence(t *testing.T) {
 		t.Fatalf("resumed: latest checkpoint %+v, %v; want the one at step 20 (every 5 steps of the job)", last, err)
 	}
 }
+
+// A custom step's own logs (TrainLogs) are the epoch's last step's; a job
+// resumed at its epoch's last step (stopped during validation) runs no step
+// of that epoch: the metrics restored from the checkpoint stand in for the
+// logs of their names (they were NaN in the history and to the callbacks).
+func TestStepLogsResumedAtAnEpochsEnd(t *testing.T) {
+	trainDir, valDir := t.TempDir(), t.TempDir()
+	writeChannel(t, trainDir, 96, 0)
+	writeChannel(t, valDir, 80, 0)
+	ckpt := t.TempDir()
+	newRank := func() *rank {
+		r := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, trainDir, false), val: openChannel(t, valDir, false)}
+		r.model.meta.TrainLogs = []string{"loss"}
+		return r
+	}
+	whole := newRank()
+	runRanks(t, []*rank{whole})
+	if whole.err != nil {
+		t.Fatal(whole.err)
+	}
+	stopped := newRank()
+	stopped.model.onTest = sigtermAt(stopped, 80+32)
+	runRanks(t, []*rank{stopped})
+	var in *fit.Interrupted
+	if !errors.As(stopped.err, &in) {
+		t.Fatal(stopped.err)
+	}
+	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+	if err != nil || ck == nil {
+		t.Fatal(err)
+	}
+	resumed := newRank()
+	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
+		t.Fatal(err)
+	}
+	resumed.ck = ck
+	runRanks(t, []*rank{resumed})
+	if resumed.err != nil {
+		t.Fatal(resumed.err)
+	}
+	got, want := resumed.hist.Values("loss"), whole.hist.Values("loss")
+	if !slices.Equal(got, want) {
+		t.Errorf("loss %v, want %v", got, want)
+	}
+}
+
