@@ -1350,4 +1350,3 @@ func TestStepLogsResumedAtAnEpochsEnd(t *testing.T) {
 		t.Errorf("loss %v, want %v", got, want)
 	}
 }
-

@@ -217,7 +217,9 @@ func (e *Env) loadHosts(environ []string) error {
 		}
 		// Names go into paths, log lines, SAGEFIT_HOST_ADDRS (name=addr,...)
 		// and worker names (host#k).
-		if i := strings.IndexFunc(h, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || strings.ContainsRune(`/\=,"'#`, r) }); i >= 0 {
+		if i := strings.IndexFunc(h, func(r rune) bool {
+			return unicode.IsControl(r) || unicode.IsSpace(r) || strings.ContainsRune(`/\=,"'#`, r)
+		}); i >= 0 {
 			return &ConfigError{Source: source, Msg: fmt.Sprintf("lists host name %q, which holds %q: host names are SageMaker's algo-1, algo-2, ..., without spaces, slashes, quotes, commas, equals or number signs", h, []rune(h[i:])[0])}
 		}
 		if slices.Contains(rc.Hosts[:i], h) {
