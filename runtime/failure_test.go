@@ -305,22 +305,10 @@ func TestSumReducedLossRefusedOnSeveralHosts(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--epochs", "1", "--rows", "64", "--no-fit")
 	own := t.TempDir()
 	fixture.CopyTree(t, fx, own)
-	path := filepath.Join(own, "model", "assets.extra", "sagefit.json")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var meta map[string]any
-	if err := json.Unmarshal(raw, &meta); err != nil {
-		t.Fatal(err)
-	}
-	meta["loss_reductions"] = map[string]string{"dense_1": "sum"} // as the exporter writes compile(loss=BinaryCrossentropy(reduction="sum"))
-	if raw, err = json.Marshal(meta); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	os.RemoveAll(filepath.Join(own, "model"))
+	fixture.EditedExport(t, filepath.Join(fx, "model"), filepath.Join(own, "model"), func(meta map[string]any) {
+		meta["loss_reductions"] = map[string]string{"dense_1": "sum"} // as the exporter writes compile(loss=BinaryCrossentropy(reduction="sum"))
+	})
 	base := manyHostJob(t, own, map[string]string{"epochs": "1", "sagefit_connect_timeout": "2s"})
 	failsWith(t, runtime.Options{Base: base}, `^The loss of output dense_1 is a sum over the batch \(reduction "sum" or None\): on 500 training processes`, sagemaker.FailureLimit)
 	trainJob(t, localJob(t, own, map[string]string{"epochs": "1"}, nil))
