@@ -56,8 +56,10 @@ func TestStrangersDoNotHarmARunningJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	// batch 8 (4 rows a host a step): 250 steps an epoch, so the job trains
-	// for several seconds while the probes run.
-	hps := map[string]string{"epochs": "12", "batch_size": "8", "shuffle": "false"}
+	// for several seconds while the probes run (12 epochs took 2.3 s on a
+	// quiet VM, over before a round of probes had ended).
+	const epochs = 30
+	hps := map[string]string{"epochs": fmt.Sprint(epochs), "batch_size": "8", "shuffle": "false"}
 	train := filepath.Join(fx, "train")
 
 	began := time.Now()
@@ -141,7 +143,7 @@ func TestStrangersDoNotHarmARunningJob(t *testing.T) {
 		return
 	}
 	hq, hp := history(t, quiet[0].base), history(t, hosts[0].base)
-	if len(hq) == 0 || len(hq["loss"]) != 12 {
+	if len(hq) == 0 || len(hq["loss"]) != epochs {
 		t.Fatalf("unprobed history %v", hq)
 	}
 	for k, want := range hq {
