@@ -39,7 +39,7 @@ type converter struct {
 
 func (c *converter) init(dst []byte, dt DType, st DType, big bool) {
 	c.dst, c.dt, c.st, c.big = dst, dt, st, big
-	c.useFloat = st.isFloat() || dt.isFloat()
+	c.useFloat = st.IsFloat() || dt.IsFloat()
 	c.n = 0
 }
 

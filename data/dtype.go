@@ -73,7 +73,8 @@ func (d DType) String() string {
 // Valid reports whether d is one of the supported dtypes.
 func (d DType) Valid() bool { return d > Invalid && int(d) < len(dtypeInfo) }
 
-func (d DType) isFloat() bool { return d == Float16 || d == Float32 || d == Float64 }
+// IsFloat says whether d is a floating-point dtype.
+func (d DType) IsFloat() bool { return d == Float16 || d == Float32 || d == Float64 }
 
 // typestr is numpy's array-interface type string for d, e.g. "<f4".
 func (d DType) typestr(bigEndian bool) string {

@@ -509,14 +509,18 @@ func (m *Metadata) Roles() []RoleTensors {
 	return roles
 }
 
-// StepLogs are the logs a step of role returns: TestLogs for the test
-// steps, TrainLogs for the others, each Metrics where not set.
+// StepLogs are the logs a signature of role returns: TestLogs for the test
+// steps, TrainLogs for the steps of one train step, Metrics where those are
+// not set and for every other role.
 func (m *Metadata) StepLogs(role string) []string {
-	logs := m.TrainLogs
-	if role == RoleTestStep || role == Weighted(RoleTestStep) {
+	var logs []string
+	switch role {
+	case RoleTrainStep, RoleTrainStepWeighted, RoleComputeGradients, RoleComputeGradientsWeighted, RoleApplyComputeGradients:
+		logs = m.TrainLogs
+	case RoleTestStep, RoleTestStepWeighted:
 		logs = m.TestLogs
 	}
-	if logs == nil {
+	if logs == nil { // also every other role's: metric_results, train_steps (only where the logs are the metrics)
 		return m.Metrics
 	}
 	return logs

@@ -133,8 +133,8 @@ func configOf(j *job.Job) jobConfig {
 // the others did not call (another batch_size, epochs, a validation channel
 // on one host only), in words about the collectives.
 func sameJobConfig(ctx context.Context, g fit.Group, j *job.Job) error {
-	env := j.Env
-	mine, err := json.Marshal(configOf(j)) // maps marshal in key order: one text for one config
+	env, cfg := j.Env, configOf(j)
+	mine, err := json.Marshal(cfg) // maps marshal in key order: one text for one config
 	if err != nil {
 		return err
 	}
@@ -156,7 +156,7 @@ func sameJobConfig(ctx context.Context, g fit.Group, j *job.Job) error {
 		if err := json.Unmarshal(rank0, &theirs); err != nil {
 			return fmt.Errorf("compare the hosts' hyperparameters: rank 0's: %w", err)
 		}
-		why = configDiff(configOf(j), theirs)
+		why = configDiff(cfg, theirs)
 	}
 	if err := g.AllReduceFloat64(ctx, differs); err != nil {
 		return fmt.Errorf("compare the hosts' hyperparameters: %w", err)

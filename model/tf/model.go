@@ -362,9 +362,6 @@ func scalar(r result) (float64, error) {
 // metrics names the values of res, a role's logs (model.Metadata.StepLogs).
 func (m *Model) metrics(role string, res []result) ([]model.Metric, error) {
 	names := m.meta.StepLogs(role)
-	if role == model.RoleMetricResults || role == model.RoleTrainSteps { // train_steps only where the logs are the metrics
-		names = m.meta.Metrics
-	}
 	out := make([]model.Metric, len(names))
 	for i, name := range names {
 		v, err := scalar(res[i])

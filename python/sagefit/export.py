@@ -106,13 +106,17 @@ def _step_logs(step, outputs, metric_names):
         raise ExportError(
             f"the model's {step} returns no logs; return at least the loss, as Keras's does "
             "({m.name: m.result() for m in self.metrics})")
+    # The runtime's logs and history hold one number per log; fit's
+    # history holds a metric of one value per class as an array.
     for k in keys:
         shape = getattr(outputs[k], "shape", None)
         if shape is not None and shape.rank != 0:
             what = "of unknown shape" if shape.rank is None else f"of shape {tuple(shape)}"
             raise ExportError(
-                f"the model's {step} logs {k} as a value {what}; sagefit logs one number "
-                "per log: return numbers")
+                f"the {step.replace('_', ' ')} logs {k} as a value {what}; sagefit logs one number per metric. "
+                "A metric of one value per class or threshold (F1Score and FBetaScore by default, "
+                "Precision or Recall given several thresholds) takes average=\"micro\", \"macro\" "
+                f"or \"weighted\", or one threshold per metric; a {step} of your own returns numbers")
     return None if set(keys) == set(metric_names) else keys
 
 
@@ -121,23 +125,17 @@ def _loss_reductions(model, names):
     over the batch (Keras's default): several processes weigh each one's
     gradient by its rows, right for a mean only; the runtime refuses a sum
     there ("none" sums the rows' losses too) and names the others."""
-    if isinstance(model.loss, dict):
-        losses = list(model.loss.items())
-    elif isinstance(model.loss, (list, tuple)):
-        losses = [(names[i] if i < len(names) else f"output {i}", loss) for i, loss in enumerate(model.loss)]
-    else:
-        losses = [(names[0] if len(names) == 1 else "loss", model.loss)]
     out = {}
-    for name, loss in losses:
+    for i, loss in _compiled_losses(model, names):
         reduction = getattr(loss, "reduction", "sum_over_batch_size")
         if reduction is None or reduction == "none":
-            out[str(name)] = "sum"  # the rows' losses, which compile sums
+            out[names[i]] = "sum"  # the rows' losses, which compile sums
         elif reduction not in ("sum_over_batch_size", "auto", "mean"):
-            out[str(name)] = str(reduction)
+            out[names[i]] = str(reduction)
     return out
 
 
-def _labels_as_given(model):
+def _labels_as_given(model, out_names):
     """Names of the losses and metrics of the user's own that get the labels
     in the shape fit was given them (Keras 3: a Loss or Metric subclass, or
     a metric function in Keras's mean); Keras's own, and a loss function
@@ -157,9 +155,7 @@ def _labels_as_given(model):
         return obj is not None and getattr(obj, "__module__", type(obj).__module__).split(".")[0] not in ("keras", "tf_keras", "tensorflow")
 
     names = steps + _compiled_metrics(model, lambda m: not _keras_own(m) or own(getattr(m, "_fn", None)))
-    losses = model.loss if isinstance(model.loss, (list, tuple)) else (
-        list(model.loss.values()) if isinstance(model.loss, dict) else [model.loss])
-    for loss in losses:
+    for _, loss in _compiled_losses(model, out_names):
         if hasattr(loss, "call") and not _keras_own(loss):  # a Loss subclass of the user's; a function has no call
             name = getattr(loss, "name", type(loss).__name__)
             if name not in names:
@@ -979,20 +975,18 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     train_step_fn = _endpoint(archive, names[0])
     with _saving():
         traced = train_step_fn.get_concrete_function()
-    # The runtime's logs and history hold one number per metric; fit's
-    # history holds a metric of one value per class as an array.
-    for name, out in traced.structured_outputs.items():
-        if out.shape.rank != 0:
-            shape = "of unknown shape" if out.shape.rank is None else f"of shape {tuple(out.shape)}"
-            raise ExportError(
-                f"the train step logs {name} as a value {shape}; sagefit logs one number per metric. "
-                "A metric of one value per class or threshold (F1Score and FBetaScore by default, "
-                "Precision or Recall given several thresholds) takes average=\"micro\", \"macro\" "
-                "or \"weighted\", or one threshold per metric; a train_step of your own returns "
-                "numbers")
     train_logs = _step_logs("train_step", traced.structured_outputs, metric_names)
     with _saving():
         test_logs = _step_logs("test_step", _endpoint(archive, names[2]).get_concrete_function().structured_outputs, metric_names)
+    # Before anything is written: ops the job cannot run, ops it must know.
+    python_ops, random_ops = _ops_of(train_step_fn, _PYTHON_OPS, _STATEFUL_RANDOM_OPS)
+    for n in names[1:]:
+        python_ops += _ops_of(_endpoint(archive, n), _PYTHON_OPS)[0]
+    if python_ops:
+        raise ExportError(
+            f"the train or test step runs Python (tf.py_function or tf.numpy_function: {', '.join(list(dict.fromkeys(python_ops))[:3])}), "
+            "which sagefit's job, a process without Python, cannot run: write it with TensorFlow ops, "
+            "or do it in numpy before saving the data")
     train_steps = None
     if train_logs is None and set(metric_names) <= set(traced.structured_outputs):
         train_steps = _train_steps(model, step_data, metric_dict, metric_names,
@@ -1130,18 +1124,11 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     reductions = _loss_reductions(model, out_names)
     if reductions:
         meta["loss_reductions"] = reductions
-    as_given = _labels_as_given(model)
+    as_given = _labels_as_given(model, out_names)
     if as_given:
         meta["labels_as_given"] = as_given
     if sparse_grads and _clips(optimizer):
         meta["clipped_sparse_gradients"] = list(sparse_grads)
-    python_ops = list(dict.fromkeys(op for n in names for op in _ops_of(_endpoint(archive, n), _PYTHON_OPS)))
-    if python_ops:
-        raise ExportError(
-            f"the train or test step runs Python (tf.py_function or tf.numpy_function: {', '.join(python_ops[:3])}), "
-            "which sagefit's job, a process without Python, cannot run: write it with TensorFlow ops, "
-            "or do it in numpy before saving the data")
-    random_ops = _stateful_random_ops(_endpoint(archive, names[0]))
     if random_ops:
         meta["stateful_random_ops"] = random_ops
     meta["fingerprint"] = fingerprint(meta)
@@ -1617,19 +1604,14 @@ _STATEFUL_RANDOM_OPS = frozenset([
 ])
 
 
-def _stateful_random_ops(fn):
-    """The names of the stateful random ops the traced function runs, in
-    its graph and in the functions it calls, in order, each once."""
-    return _ops_of(fn, _STATEFUL_RANDOM_OPS)
-
-
-def _ops_of(fn, kinds):
-    """The names of the ops of kinds the traced function runs, in its graph
-    and in the functions it calls, in order, each once."""
+def _ops_of(fn, *kinds):
+    """For each set of op types in kinds, the names of the ops of those
+    types the traced function runs, in its graph and in the functions it
+    calls, in order, each once: one walk of the graph for all."""
     with _saving():  # the trace the SavedModel holds
         gdef = fn.get_concrete_function().graph.as_graph_def()
     nodes = list(gdef.node) + [n for f in gdef.library.function for n in f.node_def]
-    return list(dict.fromkeys(n.name for n in nodes if n.op in kinds))
+    return [list(dict.fromkeys(n.name for n in nodes if n.op in k)) for k in kinds]
 
 
 # Ops that call back into Python (tf.py_function, tf.numpy_function): no

@@ -473,7 +473,7 @@ func (m monitor) value(logs Logs, who string, warned *bool) (float64, bool) {
 	v, ok := logs.Get(m.Name)
 	if !ok && !*warned && m.log != nil {
 		then := "such epochs are skipped, as in Keras"
-		if who == "ModelCheckpoint" && m.keepsUnmonitored {
+		if m.keepsUnmonitored {
 			then = "as Keras saves the model of such an epoch (\"Can save best model only with " + m.Name + " available.\"), it is kept for the model dir, in place of any EarlyStopping's restored weights"
 		}
 		fmt.Fprintf(m.log, "sagefit: warning: %s watches %q, which the epoch logs do not have (they have %v); %s\n", who, m.Name, logs.names(), then)

@@ -843,9 +843,6 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		if err != nil {
 			return nil, false, err
 		}
-		if !f.Job.CompressFP16 { // float16: weighed once the rows of all are known
-			scale(f.grads[:n], float32(b.Rows))
-		}
 		if ending, err = f.batchEnd(logs); err != nil {
 			return nil, false, err
 		}
@@ -864,25 +861,7 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		f.grads[n+2] = 1
 	}
 	t := time.Now()
-	if f.Job.CompressFP16 {
-		// float16 on the wire: the rows and flags first, in float64 (a
-		// global batch of over 65504 rows was infinite in float16: no step
-		// moved a weight); then each gradient weighed by its share of all
-		// rows, so what travels is at most a mean gradient's size (times
-		// its rows, a gradient of 500 over 512 rows overflowed), and its
-		// sum is the mean over the global batch.
-		counts := []float64{float64(f.grads[n]), float64(f.grads[n+1]), float64(f.grads[n+2])}
-		if err := f.Group.AllReduceFloat64(ctx, counts); err != nil {
-			return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
-		}
-		f.grads[n], f.grads[n+1], f.grads[n+2] = float32(counts[0]), float32(counts[1]), float32(counts[2])
-		if counts[0] > 0 { // every process knows: none sends, none waits
-			scale(f.grads[:n], float32(float64(b.Rows)/counts[0]))
-			if err := f.Group.AllReduce(ctx, f.grads[:n], distributed.Sum); err != nil {
-				return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
-			}
-		}
-	} else if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
+	if err := f.allReduceGradients(ctx, n, b.Rows); err != nil {
 		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
 	}
 	f.clock.allReduced(time.Since(t))
@@ -892,18 +871,47 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	if stop && !stopping {
 		f.requestStop(errors.New("another host of the job was stopped"))
 	}
-	total := f.grads[n]
-	if total == 0 {
+	if f.grads[n] == 0 { // no process had rows: nothing to apply
 		return logs, stop, nil
-	}
-	if !f.Job.CompressFP16 {
-		scale(f.grads[:n], 1/total)
 	}
 	if fa, ok := f.Model.(FusedApplier); ok && fa.FusedApply() {
 		f.pendingApply = true // applied with the next step's computation, or by flushApply
 		return logs, stop, nil
 	}
 	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
+}
+
+// allReduceGradients turns this process's gradient of rows rows
+// (f.grads[:n], the mean over its share) into the mean over the global
+// batch, on every process, and sums the rows and flags after it
+// (f.grads[n:]): each gradient weighed by its rows, the sum divided by all
+// rows, as one process's mean over the batch to the bit. With float16 on
+// the wire the rows and flags go first, in float64 (a global batch of over
+// 65504 rows was infinite in float16: no step moved a weight), then each
+// gradient weighed by its share of all rows, so what travels is at most a
+// mean gradient's size (times its rows, a gradient of 500 over 512 rows
+// overflowed float16).
+func (f *Loop) allReduceGradients(ctx context.Context, n, rows int) error {
+	if !f.Job.CompressFP16 {
+		scale(f.grads[:n], float32(rows))
+		if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
+			return err
+		}
+		if total := f.grads[n]; total > 0 {
+			scale(f.grads[:n], 1/total)
+		}
+		return nil
+	}
+	counts := []float64{float64(f.grads[n]), float64(f.grads[n+1]), float64(f.grads[n+2])}
+	if err := f.Group.AllReduceFloat64(ctx, counts); err != nil {
+		return err
+	}
+	f.grads[n], f.grads[n+1], f.grads[n+2] = float32(counts[0]), float32(counts[1]), float32(counts[2])
+	if counts[0] == 0 { // every process knows: none sends, none waits
+		return nil
+	}
+	scale(f.grads[:n], float32(float64(rows)/counts[0]))
+	return f.Group.AllReduce(ctx, f.grads[:n], distributed.Sum)
 }
 
 // stopCause says why training stops: this process's own signal when it got

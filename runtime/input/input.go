@@ -443,8 +443,7 @@ func (c *Channel) Where(ctx context.Context, v *model.ValueOutOfRange) string {
 				continue
 			}
 			for _, a := range c.ds.Arrays(spec.Name) {
-				dt := a.DType()
-				if dt == data.String || (dt == data.Float16 || dt == data.Float32 || dt == data.Float64) == ints {
+				if dt := a.DType(); dt == data.String || dt.IsFloat() == ints {
 					continue
 				}
 				if row, err := a.FindRow(ctx, match); err == nil && row >= 0 {
