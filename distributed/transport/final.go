@@ -33,6 +33,9 @@ var lingerLogAfter = 5 * time.Second
 // wait.
 var lingerHeld func()
 
+// lingerHeader is the header rank 0 sends when it takes a host's wait.
+const lingerHeader = "sagefit-linger"
+
 // serveLinger holds a lingering host's stream until this transport shuts
 // down (or the host gives up): the OK status it then gets says rank 0 is
 // done. Only rank 0 holds them; only hosts of the job may ask.
@@ -45,7 +48,7 @@ func (t *grpcTransport) serveLinger(ctx context.Context, remote hello) error {
 	}
 	// Headers now: the host knows its wait is taken, so a stream that then
 	// breaks is rank 0 lost, not rank 0 done and gone before it dialled.
-	if err := grpc.SendHeader(ctx, metadata.Pairs("sagefit-linger", "held")); err != nil {
+	if err := grpc.SendHeader(ctx, metadata.Pairs(lingerHeader, "held")); err != nil {
 		return err
 	}
 	select {
@@ -109,13 +112,24 @@ func linger(ctx context.Context, conn *grpc.ClientConn, h hello) (waited bool, e
 	if err := stream.SendMsg(h.message(0)); err != nil && err != io.EOF {
 		return false, err
 	}
-	if _, err := stream.Header(); err != nil { // rank 0 answers a linger's headers at once (serveLinger)
+	// Rank 0 answers a linger's headers at once (serveLinger). A stream it
+	// ended without them (grpc-go's Header then gives no metadata and no
+	// error) was refused before it was taken: rank 0 was shutting down as
+	// the hello came, so it is done, not lost.
+	md, err := stream.Header()
+	if err != nil {
 		return false, err
+	}
+	var m distributed.Message
+	if len(md.Get(lingerHeader)) == 0 {
+		if err := stream.RecvMsg(&m); err != io.EOF {
+			return false, err
+		}
+		return false, nil
 	}
 	if lingerHeld != nil {
 		lingerHeld()
 	}
-	var m distributed.Message
 	if err := stream.RecvMsg(&m); err != io.EOF {
 		if err == nil {
 			return true, status.Error(codes.Internal, "unexpected reply to a linger")

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -10,6 +11,11 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/distributed"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // closeTimes closes the groups of ranks concurrently and reports, per rank,
@@ -183,4 +189,60 @@ func TestFinalBarrierRank0Lost(t *testing.T) {
 		t.Errorf("rank 1 told not to wait: Close = %v after %v", err, time.Since(start))
 	}
 	gs[0].Close()
+}
+
+// TestLingerRefusedBeforeTaken: a rank 0 that ends a host's wait before it
+// took it (its shutdown began while the hello was on its way: no headers)
+// is done, not lost; one that took it and then broke the stream is lost.
+// grpc-go's Header gives no error for a stream ended without headers, so
+// the first read as the second: a fresh clone's CI failed on it
+// (TestFinalBarrierKeepsFailuresFast, rank 0 "lost ...: shutting down").
+func TestLingerRefusedBeforeTaken(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		sendHeader bool
+		wantWaited bool
+	}{
+		{"refused before taken", false, false},
+		{"lost after taken", true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			desc := ringServiceDesc
+			desc.HandlerType = (*any)(nil)
+			desc.Streams = []grpc.StreamDesc{ringServiceDesc.Streams[0]}
+			desc.Streams[0].Handler = func(_ any, stream grpc.ServerStream) error {
+				var m distributed.Message
+				if err := stream.RecvMsg(&m); err != nil {
+					return err
+				}
+				if c.sendHeader {
+					if err := stream.SendHeader(metadata.Pairs(lingerHeader, "held")); err != nil {
+						return err
+					}
+				}
+				return status.Error(codes.Unavailable, "rank 0 is shutting down")
+			}
+			srv := grpc.NewServer(grpc.ForceServerCodecV2(frameCodec{}))
+			srv.RegisterService(&desc, struct{}{})
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(lis)
+			defer srv.Stop()
+			conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(),
+				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			waited, err := linger(ctx, conn, hello{Job: "j", Host: "algo-2", Rank: 1, Linger: true})
+			if waited != c.wantWaited || status.Code(err) != codes.Unavailable {
+				t.Errorf("linger = %v, %v; want waited %v and rank 0's Unavailable", waited, err, c.wantWaited)
+			}
+		})
+	}
 }
