@@ -117,6 +117,17 @@ func runResumed(t *testing.T, r *rank) {
 	}
 }
 
+// resumeLatest resumes r from the latest checkpoint in dir and runs it.
+func resumeLatest(t *testing.T, r *rank, dir string) {
+	t.Helper()
+	ck, err := checkpoint.Latest(dir, "linear-fake", &bytes.Buffer{})
+	if err != nil || ck == nil {
+		t.Fatalf("latest checkpoint %+v, %v", ck, err)
+	}
+	r.ck = ck
+	runResumed(t, r)
+}
+
 // sigtermAt gives r a context of its own and returns a hook (onStep,
 // onTest) that stops it, as SIGTERM does, when the hook is called with n.
 func sigtermAt(r *rank, n int) func(int) {
@@ -397,19 +408,8 @@ func TestStopDuringValidationThenResume(t *testing.T) {
 	if got := stopped.model.testRows; got != 80+32 {
 		t.Errorf("validation ran on %d rows after the stop, want none (stopped at its next batch)", got-(80+32))
 	}
-	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
-	if err != nil || ck == nil {
-		t.Fatalf("latest checkpoint %+v, %v", ck, err)
-	}
 	resumed := newRank()
-	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
-		t.Fatal(err)
-	}
-	resumed.ck = ck
-	runRanks(t, []*rank{resumed})
-	if resumed.err != nil {
-		t.Fatal(resumed.err)
-	}
+	resumeLatest(t, resumed, ckpt)
 	sameWeights(t, "resumed", resumed.model.weights(), whole.model.weights(), 0)
 	for _, k := range []string{"loss", "val_loss"} {
 		if got, want := resumed.hist.Values(k), whole.hist.Values(k); !slices.Equal(got, want) {
@@ -1332,19 +1332,8 @@ func TestStepLogsResumedAtAnEpochsEnd(t *testing.T) {
 	if !errors.As(stopped.err, &in) {
 		t.Fatal(stopped.err)
 	}
-	ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
-	if err != nil || ck == nil {
-		t.Fatal(err)
-	}
 	resumed := newRank()
-	if err := fit.Resume(resumed.model, ck, resumed.job, 1); err != nil {
-		t.Fatal(err)
-	}
-	resumed.ck = ck
-	runRanks(t, []*rank{resumed})
-	if resumed.err != nil {
-		t.Fatal(resumed.err)
-	}
+	resumeLatest(t, resumed, ckpt)
 	got, want := resumed.hist.Values("loss"), whole.hist.Values("loss")
 	if !slices.Equal(got, want) {
 		t.Errorf("loss %v, want %v", got, want)
