@@ -19,7 +19,9 @@ import (
 	"github.com/sagefit/sagefit/data"
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/runtime"
+	"github.com/sagefit/sagefit/runtime/fit"
 	"github.com/sagefit/sagefit/runtime/launch"
+	"github.com/sagefit/sagefit/runtime/report"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
 
@@ -461,5 +463,46 @@ func TestStopAfterTrainingIsNamed(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(base, "model", "1", "saved_model.pb")); err != nil {
 		t.Errorf("no model written: %v", err)
+	}
+}
+
+// TestStoppedJobKeepsItsHistory: a job stopped before its last epoch (a
+// SageMaker stop, MaxRuntime, a spot interruption) leaves the finished
+// epochs' history and their timing in output/data, which SageMaker uploads
+// after a stop; a stopped job's output/data held the CSVLogger's rows at
+// most.
+func TestStoppedJobKeepsItsHistory(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")
+	base := t.TempDir()
+	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{
+		Channels:        map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")},
+		Hyperparameters: map[string]string{"epochs": "3", "checkpoint": "true"}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancelCause(context.Background())
+	stdout := &stopAtLine{at: "Epoch 2/3", stop: stop}
+	var stderr bytes.Buffer
+	if code := runtime.Main(ctx, runtime.Options{Base: base, Stdout: stdout, Stderr: &stderr}); code == 0 {
+		t.Fatalf("exit 0 after a stop:\n%s", stderr.String())
+	}
+	data := filepath.Join(base, "output", "data")
+	hist, err := report.ReadHistoryJSON(filepath.Join(data, "history.json"))
+	if err != nil {
+		t.Fatalf("no history.json after a stop: %v\n%s", err, stderr.String())
+	}
+	finished := len(hist.Values("loss"))
+	if finished < 1 || finished > 2 {
+		t.Errorf("history.json after a stop at epoch 2 holds %d epochs, want those finished\n%s", finished, stderr.String())
+	}
+	raw, err := os.ReadFile(filepath.Join(data, "timing.json"))
+	var timing fit.Timing
+	if err == nil {
+		err = json.Unmarshal(raw, &timing)
+	}
+	if err != nil || timing.Version != fit.TimingVersion || len(timing.Epochs) != finished {
+		t.Errorf("timing.json after a stop: %v; want version %d and the %d finished epochs' timing:\n%s", err, fit.TimingVersion, finished, raw)
+	}
+	if !strings.Contains(stderr.String(), "the history of the epochs finished before the stop written to") {
+		t.Errorf("the stop's log does not name the history written:\n%s", stderr.String())
 	}
 }

@@ -406,6 +406,17 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 			}
 		}
 	}
+	if in := (*fit.Interrupted)(nil); errors.As(err, &in) && env.Rank == 0 {
+		// A stopped job (SageMaker's stop, MaxRuntime, a spot interruption)
+		// keeps what it learnt so far beside its checkpoint, as SageMaker
+		// uploads output/data after a stop; a resumed job writes it whole.
+		res := &Result{}
+		if werr := writeOutputs(res, env.OutputDataDir, hist, loop, loadTook, o.Stderr); werr != nil {
+			fmt.Fprintf(o.Stderr, "sagefit: warning: the history so far was not written: %v\n", werr)
+		} else {
+			fmt.Fprintf(o.Stderr, "sagefit: the history of the epochs finished before the stop written to %s\n", res.HistoryPath)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -417,29 +428,43 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	if err := m.Save(res.ModelDir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(env.OutputDataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("output data dir: %w", err)
-	}
-	res.HistoryPath = filepath.Join(env.OutputDataDir, historyFile)
-	if err := hist.WriteJSON(res.HistoryPath); err != nil {
+	if err := writeOutputs(res, env.OutputDataDir, hist, loop, loadTook, o.Stderr); err != nil {
 		return nil, err
 	}
-	res.TimingPath = filepath.Join(env.OutputDataDir, timingFile)
-	timing := loop.Timing()
-	timing.Startup.ModelLoadSeconds = loadTook.Seconds()
-	if err := writeTiming(res.TimingPath, timing); err != nil {
-		return nil, err
-	}
-	res.PlotPath = filepath.Join(env.OutputDataDir, plotFile)
-	plot := ", loss curve to " + res.PlotPath
-	if err := report.WriteLossPlot(hist, res.PlotPath); err != nil {
-		// The model and the history are written; a picture of the history
-		// does not fail the job.
-		fmt.Fprintf(o.Stderr, "sagefit: warning: no loss curve: %v\n", err)
-		res.PlotPath, plot = "", ""
+	plot := ""
+	if res.PlotPath != "" {
+		plot = ", loss curve to " + res.PlotPath
 	}
 	fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s%s\n", res.ModelDir, res.HistoryPath, plot)
 	return res, nil
+}
+
+// writeOutputs writes the job's output data (history.json, timing.json, the
+// loss curve) into dir and names them in res. A loss curve that cannot be
+// drawn is a warning on log, not a failure: the history is written.
+func writeOutputs(res *Result, dir string, hist *report.History, loop *fit.Loop, loadTook time.Duration, log io.Writer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("output data dir: %w", err)
+	}
+	res.HistoryPath = filepath.Join(dir, historyFile)
+	if err := hist.WriteJSON(res.HistoryPath); err != nil {
+		return err
+	}
+	res.TimingPath = filepath.Join(dir, timingFile)
+	timing := loop.Timing()
+	timing.Startup.ModelLoadSeconds = loadTook.Seconds()
+	if err := writeTiming(res.TimingPath, timing); err != nil {
+		return err
+	}
+	if hist.Epochs() == 0 { // stopped in its first epoch: nothing to draw
+		return nil
+	}
+	res.PlotPath = filepath.Join(dir, plotFile)
+	if err := report.WriteLossPlot(hist, res.PlotPath); err != nil {
+		fmt.Fprintf(log, "sagefit: warning: no loss curve: %v\n", err)
+		res.PlotPath = ""
+	}
+	return nil
 }
 
 // leaveGroup closes the job's group. A host other than rank 0 waits there
