@@ -55,6 +55,10 @@ func (t *grpcTransport) serveLinger(ctx context.Context, remote hello) error {
 	case <-t.rv.leaving:
 	case <-t.ctx.Done():
 	case <-ctx.Done():
+		// The host gave up, or its FinalWait passed (its deadline travels
+		// with the stream and ends it here first): not an OK, which says
+		// rank 0 is done and sometimes beat the host's own timer.
+		return status.FromContextError(ctx.Err()).Err()
 	}
 	if why := t.failed.Load(); why != nil {
 		return status.Error(codes.Aborted, (*why).Error())
