@@ -387,10 +387,10 @@ func TestLostPeerEndsJob(t *testing.T) {
 // launched is a `sagefit local --hosts 2` job under way: its launcher,
 // its output, and its base dir.
 type launched struct {
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	done   chan struct{}
-	out    string
+	cmd            *exec.Cmd
+	stdout, stderr *lockedBuffer
+	done           chan struct{}
+	out            string
 }
 
 // launchTwoHosts starts `sagefit local --hosts 2` on a seed fixture with
@@ -410,7 +410,7 @@ func launchTwoHosts(t *testing.T, group bool, hps ...string) *launched {
 	if group {
 		l.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
-	_, l.stderr, l.done = startUntil(t, l.cmd, "[algo-1] Epoch 2/")
+	l.stdout, l.stderr, l.done = startUntil(t, l.cmd, "[algo-1] Epoch 2/")
 	t.Cleanup(func() {
 		l.cmd.Process.Kill()
 		<-l.done
@@ -468,10 +468,16 @@ func TestStalledHostDoesNotHangTheLauncher(t *testing.T) {
 // peer timeout, and then continued, does not end the job: gRPC's keepalive
 // dropped a peer silent for about 5 s, whatever sagefit_peer_timeout said.
 func TestPausedHostIsWaitedFor(t *testing.T) {
-	l := launchTwoHosts(t, false, "epochs=6", "sagefit_peer_timeout=40s")
+	// 100 epochs of 32 steps: the pause lands in training (6 were over
+	// within a second of the second epoch, on a quiet machine before the
+	// pause, and the test then checked nothing).
+	l := launchTwoHosts(t, false, "epochs=100", "sagefit_peer_timeout=40s")
 	paused := l.host(t, "algo-2")
 	if err := syscall.Kill(paused, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(l.stdout.String(), "Epoch 100/100") {
+		t.Fatalf("training was over before the pause:\n%s", l.stdout.String())
 	}
 	time.Sleep(7 * time.Second)
 	if err := syscall.Kill(paused, syscall.SIGCONT); err != nil {
@@ -481,8 +487,8 @@ func TestPausedHostIsWaitedFor(t *testing.T) {
 	if code := l.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d after a 7 s pause under a 40 s peer timeout: %s\n%s", code, l.failure("algo-1"), l.stderr.String())
 	}
-	if h := history(t, filepath.Join(l.out, "algo-1")); len(h["loss"]) != 6 {
-		t.Errorf("history has %d epochs, want 6", len(h["loss"]))
+	if h := history(t, filepath.Join(l.out, "algo-1")); len(h["loss"]) != 100 {
+		t.Errorf("history has %d epochs, want 100", len(h["loss"]))
 	}
 }
 

@@ -57,8 +57,9 @@ func TestStrangersDoNotHarmARunningJob(t *testing.T) {
 	}
 	// batch 8 (4 rows a host a step): 250 steps an epoch, so the job trains
 	// for several seconds while the probes run (12 epochs took 2.3 s on a
-	// quiet VM, over before a round of probes had ended).
-	const epochs = 30
+	// quiet VM, over before a round of probes had ended; 30 took 3.8 s, 13
+	// rounds: 60 leave a loaded machine's rounds room too).
+	const epochs = 60
 	hps := map[string]string{"epochs": fmt.Sprint(epochs), "batch_size": "8", "shuffle": "false"}
 	train := filepath.Join(fx, "train")
 
@@ -814,7 +815,11 @@ func h2Ended(b []byte) bool {
 // a stopped host 120 s after its SIGTERM.
 func TestSilentStrangerDoesNotDelayExit(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
-	hosts := startJob(t, seedModels(fx, 2), filepath.Join(fx, "train"), map[string]string{"epochs": "3", "batch_size": "8"}, nil)
+	// 30 epochs: the hosts train for seconds while the test finds and
+	// dials each one's port (3 were over in about half a second, and a
+	// host gone before it was dialled failed the test).
+	const epochs = "30"
+	hosts := startJob(t, seedModels(fx, 2), filepath.Join(fx, "train"), map[string]string{"epochs": epochs, "batch_size": "8"}, nil)
 	var held []net.Conn
 	defer func() {
 		for _, c := range held {
@@ -833,7 +838,7 @@ func TestSilentStrangerDoesNotDelayExit(t *testing.T) {
 		held = append(held, c)
 	}
 	for _, h := range hosts {
-		h.waitFor(t, "Epoch 3/3 ", 60*time.Second)
+		h.waitFor(t, "Epoch "+epochs+"/"+epochs+" ", 120*time.Second)
 	}
 	trained := time.Now()
 	const grace = 15 * time.Second
