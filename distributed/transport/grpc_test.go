@@ -203,6 +203,7 @@ func TestGRPCLatePeer(t *testing.T) {
 	cfgs := loopbackConfigs(t, 3, "job-late")
 	addr := cfgs[2].Listener.Addr().String()
 	cfgs[2].Listener.Close()
+	_, held := heldSocket(t, addr) // refused until rank 2 listens, and no one else's
 	cfgs[2].Listener = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -215,6 +216,9 @@ func TestGRPCLatePeer(t *testing.T) {
 				time.Sleep(2 * time.Second)
 				if cfgs[2].Addrs[cfgs[2].Self] != addr {
 					panic("address changed")
+				}
+				if cfgs[2].Listener, errs[2] = listenHeld(held); errs[2] != nil {
+					return
 				}
 			}
 			gs[r], errs[r] = Join(ctx, cfgs[r])

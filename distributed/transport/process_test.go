@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -55,8 +56,13 @@ func TestHelperProcess(t *testing.T) {
 	opTimeout, _ := time.ParseDuration(os.Getenv(envHelperOpTO))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	lis, err := listenHeld(os.NewFile(3, "ring socket")) // the test's held socket (ExtraFiles)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(2)
+	}
 	g, err := Join(ctx, Config{
-		JobName: os.Getenv(envHelperJob), Hosts: hosts, Self: os.Getenv(envHelperSelf), Addrs: addrs,
+		JobName: os.Getenv(envHelperJob), Hosts: hosts, Self: os.Getenv(envHelperSelf), Addrs: addrs, Listener: lis,
 		Fingerprint: "f00d", ConnectTimeout: 30 * time.Second, OpTimeout: opTimeout,
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000 ")+f+"\n", a...) },
 	})
@@ -87,16 +93,44 @@ func TestHelperProcess(t *testing.T) {
 	os.Exit(0)
 }
 
-// freeAddr returns ip:port with a port that was free a moment ago (the
-// child binds it itself, as a real host would).
-func freeAddr(t *testing.T, ip string) string {
+// heldSocket binds a TCP socket on ip (port 0, or the given one) without
+// listening on it: the port stays this test's until a host listens there
+// (listenHeld), while a peer that dials it is refused, as a host not up yet
+// refuses. A port freed and bound again seconds later could be taken
+// meanwhile by another test's connection.
+func heldSocket(t *testing.T, addr string) (string, *os.File) {
 	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
-		t.Skipf("cannot listen on %s: %v", ip, err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "held "+addr)
+	t.Cleanup(func() { f.Close() })
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
+		t.Skipf("cannot bind %s: %v", addr, err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return netip.AddrPortFrom(ap.Addr(), uint16(sa.(*syscall.SockaddrInet4).Port)).String(), f
+}
+
+// listenHeld listens on a socket heldSocket bound (f is closed: the
+// listener has its own descriptor).
+func listenHeld(f *os.File) (net.Listener, error) {
+	defer f.Close()
+	if err := syscall.Listen(int(f.Fd()), 128); err != nil {
+		return nil, err
+	}
+	return net.FileListener(f)
 }
 
 type child struct {
@@ -133,9 +167,10 @@ func TestProcessKillMidAllReduce(t *testing.T) {
 func testProcessLoss(t *testing.T, sig syscall.Signal, opTimeout time.Duration, timeoutOK bool) {
 	const n, victim = 3, 1
 	addrs := make([]string, n)
+	socks := make([]*os.File, n)
 	var pairs []string
 	for r := range n {
-		addrs[r] = freeAddr(t, fmt.Sprintf("127.0.0.%d", r+1))
+		addrs[r], socks[r] = heldSocket(t, fmt.Sprintf("127.0.0.%d:0", r+1))
 		pairs = append(pairs, fmt.Sprintf("algo-%d=%s", r+1, addrs[r]))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -152,6 +187,7 @@ func testProcessLoss(t *testing.T, sig syscall.Signal, opTimeout time.Duration, 
 			envHostAddrs+"="+strings.Join(pairs, ","),
 		)
 		cmd.Stderr = os.Stderr
+		cmd.ExtraFiles = []*os.File{socks[r]} // fd 3: its ring socket
 		cmd.WaitDelay = 5 * time.Second
 		out, err := cmd.StdoutPipe()
 		if err != nil {
