@@ -93,7 +93,7 @@ func TestHelperProcess(t *testing.T) {
 	os.Exit(0)
 }
 
-// heldSocket binds a TCP socket on ip (port 0, or the given one) without
+// heldSocket binds a TCP socket at addr (ip:port, 0 for a free one) without
 // listening on it: the port stays this test's until a host listens there
 // (listenHeld), while a peer that dials it is refused, as a host not up yet
 // refuses. A port freed and bound again seconds later could be taken
