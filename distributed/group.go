@@ -661,10 +661,15 @@ func (g *Group) verdict(ctx context.Context, ws *waitState, q *msgQueue, desc st
 		return blame(ws.from, "no message for %v: message seq %d was lost (%d later messages arrived)", elapsed, l.next, len(l.held))
 	}
 	until := time.Now().Add(ws.rt.grace)
+	// What is queued already is read first: a rank that was itself paused
+	// (CPU starved) as its timeout fired would find its predecessor silent
+	// for the pause, its notices unread, and blame a live rank.
+	drain := true
 	for {
 		now := time.Now()
 		head, by, silent := ws.suspect(now, g.rank)
 		switch {
+		case drain:
 		case head == ws.from && by == g.rank:
 			if elapsed-silent > elapsed/10 { // it was heard from after the op began
 				return blame(ws.from, "no message for %v, nothing at all for the last %v: peer lost or stalled", elapsed, silent.Round(time.Millisecond))
@@ -680,13 +685,19 @@ func (g *Group) verdict(ctx context.Context, ws *waitState, q *msgQueue, desc st
 		case !now.Before(until):
 			return blame(ws.from, "no message for %v: peer stalled (it is alive, waiting on nobody silent, but sends no data)", elapsed)
 		}
-		// Wake for the next tick, or when the predecessor would count as silent.
-		wctx, cancel := context.WithDeadline(ctx, minTime(until, ws.lastHeard.Add(ws.rt.silence), now.Add(ws.rt.every)))
+		// Wake for the next tick, or when the predecessor would count as
+		// silent; while draining, as soon as nothing is queued.
+		wake := minTime(until, ws.lastHeard.Add(ws.rt.silence), now.Add(ws.rt.every))
+		if drain {
+			wake = now.Add(time.Millisecond)
+		}
+		wctx, cancel := context.WithDeadline(ctx, wake)
 		m, err := g.tr.Recv(wctx, ws.from)
 		cancel()
 		now = time.Now()
 		switch {
 		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			drain = false
 			g.notify(q, ws, now)
 		case err != nil:
 			return g.recvFailure(ctx, ctx, desc, want, start, err)

@@ -446,6 +446,62 @@ func TestGroupSilentPeerNamedByAll(t *testing.T) {
 	}
 }
 
+// pausedReceiver is a rank whose process is paused (CPU starved, a VM's
+// steal) for pause at its calls-th receive, past its op timeout: it reads
+// nothing meanwhile, and what its predecessor sends waits in its queue.
+type pausedReceiver struct {
+	Transport
+	calls int64
+	pause time.Duration
+	n     atomic.Int64
+}
+
+func (p *pausedReceiver) Recv(ctx context.Context, from int) (Message, error) {
+	if p.n.Add(1) == p.calls {
+		time.Sleep(p.pause)
+		if ctx.Err() != nil { // a receive's select may take the timeout over a queued message
+			return Message{}, ctx.Err()
+		}
+	}
+	return p.Transport.Recv(ctx, from)
+}
+
+// TestGroupPausedRankBlamesTheSilentOne: a rank paused past its op timeout
+// reads what is queued before it judges: its predecessor, alive and
+// waiting on the silent rank, had told it so. It named its predecessor,
+// silent only for the length of its own pause (a flake audit).
+func TestGroupPausedRankBlamesTheSilentOne(t *testing.T) {
+	const n, silent, paused = 3, 2, 1
+	names := []string{"algo-1 at mem:0", "algo-2 at mem:1", "algo-3 at mem:2"}
+	nw := NewMemNetwork(n, Faults{})
+	gs := make([]*Group, n)
+	for r := range n {
+		var tr Transport = nw.Transport(r)
+		switch r {
+		case silent:
+			tr = &freezeAfter{Transport: tr, after: 5}
+		case paused:
+			tr = &pausedReceiver{Transport: tr, calls: 3, pause: 2600 * time.Millisecond}
+		}
+		gs[r], _ = NewGroup(tr, r, n, WithChunkBytes(64), WithOpTimeout(2*time.Second), WithPeerNames(names))
+		defer gs[r].Close()
+	}
+	xs := inputs(n, 4000, 8)
+	errs := onAll(t, gs, func(ctx context.Context, g *Group) error {
+		if err := g.AllReduce(ctx, slices.Clone(xs[g.Rank()]), Sum); err != nil {
+			return err
+		}
+		return errors.New("no failure")
+	})
+	want := fmt.Sprintf("rank %d (%s)", silent, names[silent])
+	for _, r := range []int{0, paused} {
+		var pe *PeerError
+		if err := errs[r]; !errors.As(err, &pe) || pe.Rank != silent || !strings.Contains(err.Error(), want) {
+			t.Errorf("rank %d: want an error naming %s, got %v", r, want, err)
+		}
+	}
+}
+
 // lateWriter is a transport whose writer lags: it hands each message to the
 // in-memory network only after a delay, reading a Borrowed payload then,
 // as a socket writer that is behind would. It implements Flusher.
