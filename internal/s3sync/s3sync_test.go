@@ -345,10 +345,12 @@ func TestS3(t *testing.T) {
 
 	// An endpoint that freezes halfway through every response (a stopped
 	// process): the transfer fails once nothing has moved for the stall
-	// timeout, tried again, in a sentence; it waited forever.
+	// timeout, tried again, in a sentence; it waited forever. The stall
+	// timeout covers the listing too, which a loaded machine's moto can
+	// take a few hundred milliseconds to answer: 1 s.
 	t.Run("stalled", func(t *testing.T) {
 		proxy := s3test.StallProxy(t, s3test.Host(srv.Endpoint), 64<<10)
-		c := newClient(t, srv, s3sync.WithEndpoint(proxy), s3sync.WithWorkers(1), s3sync.WithStallTimeout(300*time.Millisecond))
+		c := newClient(t, srv, s3sync.WithEndpoint(proxy), s3sync.WithWorkers(1), s3sync.WithStallTimeout(time.Second))
 		u, _ := s3sync.Parse("s3://data/ds")
 		start := time.Now()
 		_, err := c.Download(ctx(t), u, t.TempDir(), s3sync.DownloadOptions{})
