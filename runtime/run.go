@@ -406,7 +406,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 			}
 		}
 	}
-	if in := (*fit.Interrupted)(nil); errors.As(err, &in) && env.Rank == 0 {
+	if in := (*fit.Interrupted)(nil); errors.As(err, &in) && env.Rank == 0 && hist != nil {
 		// A stopped job (SageMaker's stop, MaxRuntime, a spot interruption)
 		// keeps what it learnt so far beside its checkpoint, as SageMaker
 		// uploads output/data after a stop; a resumed job writes it whole.
