@@ -92,7 +92,7 @@ func (t *grpcTransport) awaitRank0() error {
 	case ctx.Err() != nil:
 		t.logf("distributed: rank %d: rank 0 (%s) had not finished after %v; leaving anyway", t.rank, t.addrs[0], t.finalWait)
 		return fmt.Errorf("rank 0 (%s) had not finished the job's model and outputs after %v", t.id.Hosts[0]+" at "+t.addrs[0], t.finalWait)
-	case status.Code(err) == codes.Aborted && waited:
+	case status.Code(err) == codes.Aborted: // taken, or refused as rank 0 shut down: it failed
 		return fmt.Errorf("rank 0 (%s) failed after training: %s", t.id.Hosts[0], status.Convert(err).Message())
 	case err != nil && waited:
 		return fmt.Errorf("rank 0 (%s) was lost before it finished the job's model and outputs: %s", t.id.Hosts[0]+" at "+t.addrs[0], status.Convert(err).Message())

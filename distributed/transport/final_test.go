@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"github.com/sagefit/sagefit/distributed"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -193,20 +193,24 @@ func TestFinalBarrierRank0Lost(t *testing.T) {
 	gs[0].Close()
 }
 
-// TestLingerRefusedBeforeTaken: a rank 0 that ends a host's wait before it
-// took it (its shutdown began while the hello was on its way: no headers)
-// is done, not lost; one that took it and then broke the stream is lost.
-// grpc-go's Header gives no error for a stream ended without headers, so
-// the first read as the second: a fresh clone's CI failed on it
-// (TestFinalBarrierKeepsFailuresFast, rank 0 "lost ...: shutting down").
+// TestLingerRefusedBeforeTaken: what a host's final wait makes of rank 0's
+// answer. A rank 0 that ends the wait before it took it (its shutdown began
+// while the hello was on its way: no headers) is done, not lost; one that
+// took it and then broke the stream is lost; one that refuses it with its
+// failure failed. grpc-go's Header gives no error for a stream ended
+// without headers, so the first read as the second: a fresh clone's CI
+// failed on it (TestFinalBarrierKeepsFailuresFast, rank 0 "lost ...:
+// shutting down").
 func TestLingerRefusedBeforeTaken(t *testing.T) {
 	for _, c := range []struct {
 		name       string
 		sendHeader bool
-		wantWaited bool
+		answer     error
+		want       string // awaitRank0's error; "" for none
 	}{
-		{"refused before taken", false, false},
-		{"lost after taken", true, true},
+		{"refused before taken", false, status.Error(codes.Unavailable, "shutting down"), ""},
+		{"lost after taken", true, status.Error(codes.Unavailable, "connection reset"), "rank 0 (algo-1 at ADDR) was lost before it finished the job's model and outputs: connection reset"},
+		{"refused with its failure", false, status.Error(codes.Aborted, "the model cannot be written: disk full"), "rank 0 (algo-1) failed after training: the model cannot be written: disk full"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			desc := ringServiceDesc
@@ -222,7 +226,7 @@ func TestLingerRefusedBeforeTaken(t *testing.T) {
 						return err
 					}
 				}
-				return status.Error(codes.Unavailable, "rank 0 is shutting down")
+				return c.answer
 			}
 			srv := grpc.NewServer(grpc.ForceServerCodecV2(frameCodec{}))
 			srv.RegisterService(&desc, struct{}{})
@@ -232,18 +236,13 @@ func TestLingerRefusedBeforeTaken(t *testing.T) {
 			}
 			go srv.Serve(lis)
 			defer srv.Stop()
-			conn, err := grpc.NewClient("passthrough:///"+lis.Addr().String(),
-				grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithDefaultCallOptions(grpc.ForceCodecV2(frameCodec{})))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			waited, err := linger(ctx, conn, hello{Job: "j", Host: "algo-2", Rank: 1, Linger: true})
-			if waited != c.wantWaited || status.Code(err) != codes.Unavailable {
-				t.Errorf("linger = %v, %v; want waited %v and rank 0's Unavailable", waited, err, c.wantWaited)
+			addr := lis.Addr().String()
+			host := &grpcTransport{node: node{id: hello{Job: "j", Hosts: []string{"algo-1", "algo-2"}, Rank: 1, Host: "algo-2"},
+				rank: 1, world: 2, addrs: []string{addr, "127.0.0.1:1"}, logf: t.Logf, finalWait: 10 * time.Second, peerTimeout: 10 * time.Second}}
+			err = host.awaitRank0()
+			want := strings.ReplaceAll(c.want, "ADDR", addr)
+			if got := fmt.Sprint(err); want == "" && err != nil || want != "" && got != want {
+				t.Errorf("awaitRank0 = %v, want %q", err, want)
 			}
 		})
 	}

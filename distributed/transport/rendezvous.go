@@ -320,6 +320,11 @@ func (t *grpcTransport) acceptLink(stream grpc.ServerStream, l *inLink) (linked 
 	case <-timer.C:
 		return false, status.Error(codes.DeadlineExceeded, "no handshake within 10s")
 	case <-t.ctx.Done():
+		// A host's final wait among them (its hello unread): rank 0's
+		// failure is its answer, which a refusal would not carry.
+		if why := t.failed.Load(); why != nil {
+			return false, status.Error(codes.Aborted, (*why).Error())
+		}
 		return false, status.Error(codes.Unavailable, "shutting down")
 	}
 	remote, err := parseHello(hm)
