@@ -37,28 +37,53 @@ const finalWait = 30 * time.Minute
 // launcher (launch.EnvListenFD: a worker of a host's launcher, a host of
 // `sagefit local --hosts`).
 func joinGRPC(ctx context.Context, j *job.Job, fingerprint string, environ []string, log io.Writer) (fit.Group, error) {
+	cfg, err := ringConfig(j, fingerprint, environ, log)
+	if err != nil {
+		return nil, err
+	}
+	g, err := transport.Join(ctx, cfg)
+	if err != nil {
+		var stop *sagemaker.StopSignal
+		if errors.As(context.Cause(ctx), &stop) {
+			// SIGTERM while waiting for the others (a stop, a spot
+			// interruption): that is the reason, not the handshake it cut.
+			return nil, fmt.Errorf("while joining the job's %d hosts: %w", len(j.Env.Hosts), stop)
+		}
+		// Not the host list: with hundreds of hosts it would fill the 1024
+		// characters SageMaker shows before the cause. The transport's
+		// sentence names the host it concerns, abbreviates any list, and
+		// logs the full one.
+		return nil, fmt.Errorf("join the job's %d hosts: %w", len(j.Env.Hosts), err)
+	}
+	return g, nil
+}
+
+// ringConfig is the transport's configuration for this host of j's job:
+// the hosts' addresses (a launcher's, or SageMaker's names), the socket a
+// launcher bound for it, the job's timeouts and wire settings.
+func ringConfig(j *job.Job, fingerprint string, environ []string, log io.Writer) (transport.Config, error) {
 	hostAddrs, _ := sagemaker.LookupEnv(environ, launch.EnvHostAddrs)
 	addrs, err := transport.ParseHostAddrs(hostAddrs)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", launch.EnvHostAddrs, err)
+		return transport.Config{}, fmt.Errorf("%s: %w", launch.EnvHostAddrs, err)
 	}
 	var lis net.Listener
 	f, err := launch.ListenInherited(environ)
 	if err != nil {
-		return nil, err
+		return transport.Config{}, err
 	}
 	if f != nil {
 		lis, err = net.FileListener(f)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("the ring listener inherited from the launcher: %w", err)
+			return transport.Config{}, fmt.Errorf("the ring listener inherited from the launcher: %w", err)
 		}
 	}
 	compression := distributed.NoCompression
 	if j.CompressFP16 {
 		compression = distributed.FP16
 	}
-	g, err := transport.Join(ctx, transport.Config{
+	return transport.Config{
 		JobName:        j.Env.JobName,
 		Hosts:          j.Env.Hosts,
 		Self:           j.Env.CurrentHost,
@@ -74,21 +99,31 @@ func joinGRPC(ctx context.Context, j *job.Job, fingerprint string, environ []str
 		Logf: func(format string, args ...any) {
 			fmt.Fprintf(log, "sagefit: "+format+"\n", args...)
 		},
-	})
-	if err != nil {
-		var stop *sagemaker.StopSignal
-		if errors.As(context.Cause(ctx), &stop) {
-			// SIGTERM while waiting for the others (a stop, a spot
-			// interruption): that is the reason, not the handshake it cut.
-			return nil, fmt.Errorf("while joining the job's %d hosts: %w", len(j.Env.Hosts), stop)
-		}
-		// Not the host list: with hundreds of hosts it would fill the 1024
-		// characters SageMaker shows before the cause. The transport's
-		// sentence names the host it concerns, abbreviates any list, and
-		// logs the full one.
-		return nil, fmt.Errorf("join the job's %d hosts: %w", len(j.Env.Hosts), err)
+	}, nil
+}
+
+// notJoined is the failure of a host of several before it joined the
+// others; tell tells them why (Main calls it once the failure file is
+// written).
+type notJoined struct {
+	err  error
+	tell func(ctx context.Context)
+}
+
+func (e *notJoined) Error() string { return e.err.Error() }
+func (e *notJoined) Unwrap() error { return e.err }
+
+// declineJoin tells the job's other hosts why this host does not join
+// (transport.Decline), for at most the connect timeout they wait anyway.
+func declineJoin(ctx context.Context, j *job.Job, environ []string, log io.Writer, reason error) {
+	cfg, err := ringConfig(j, "", environ, log)
+	if err == nil {
+		fmt.Fprintf(log, "sagefit: telling the job's other hosts why this host does not join (for at most %v)\n", j.ConnectTimeout)
+		err = transport.Decline(ctx, cfg, reason)
 	}
-	return g, nil
+	if err != nil {
+		fmt.Fprintf(log, "sagefit: warning: the job's other hosts were not told why this host does not join: %v\n", err)
+	}
 }
 
 // jobConfig is what every host of a job is given alike: SageMaker writes

@@ -115,7 +115,11 @@ func Main(ctx context.Context, o Options) (code int) {
 	}
 	res, err := train(ctx, o, env)
 	if err != nil {
-		return fail(o.Stderr, failure, err)
+		code := fail(o.Stderr, failure, err)
+		if nj := (*notJoined)(nil); errors.As(err, &nj) {
+			nj.tell(ctx)
+		}
+		return code
 	}
 	// A stop that came after training had no step left to end (the last
 	// validation of several processes, the model's write): the job is
@@ -217,6 +221,18 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	if err != nil {
 		return nil, err
 	}
+	joining := false
+	defer func() {
+		// A host of several that fails before it joins (its own channel's
+		// bad file) tells the others why, once its failure file is written
+		// (Main): they waited out their connect timeout, then failed in
+		// words about a host that never came. Not on a stop: every host has
+		// one.
+		if failed != nil && !joining && len(env.Hosts) > 1 && ctx.Err() == nil {
+			reason := failed
+			failed = &notJoined{err: failed, tell: func(ctx context.Context) { declineJoin(ctx, j, o.Environ, o.Stderr, reason) }}
+		}
+	}()
 	if env.Rank == 0 {
 		for _, why := range slices.Concat(env.Warnings(), j.Unused(len(env.Hosts))) { // env.Hosts: every training process
 			fmt.Fprintf(o.Stderr, "sagefit: warning: %s\n", why)
@@ -344,6 +360,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 
 	var group fit.Group
 	if len(env.Hosts) > 1 {
+		joining = true // a failed join tells the others itself
 		if group, err = joinGRPC(ctx, j, meta.Fingerprint, o.Environ, o.Stderr); err != nil {
 			return nil, err
 		}

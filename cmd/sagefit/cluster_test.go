@@ -1241,3 +1241,40 @@ func startPipeHosts(t *testing.T, fx string, hps map[string]string, epochs int, 
 	}
 	return hosts
 }
+
+// TestHostFailingBeforeTheJoinTellsTheOthers: a host whose own training
+// channel holds a bad file fails before it joins, and tells the others
+// why: they end at once with its reason. They waited out their connect
+// timeout (15 minutes by default), then failed naming a host that never
+// came, without its reason.
+func TestHostFailingBeforeTheJoinTellsTheOthers(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "64", "--no-fit", "--no-validation")
+	good, bad := filepath.Join(fx, "train"), t.TempDir()
+	fixture.CopyTree(t, good, bad)
+	files, _ := filepath.Glob(filepath.Join(bad, "*.npy"))
+	for _, f := range files { // algo-2's copy of the data, each file cut short
+		if err := os.WriteFile(f, []byte("\x93NUMPY"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	channels := func(train string) map[string]string {
+		return map[string]string{"model": filepath.Join(fx, "model"), "training": train}
+	}
+	start := time.Now()
+	hosts := startJobChannels(t, []map[string]string{channels(good), channels(bad), channels(good)},
+		map[string]string{"epochs": "1", "sagefit_connect_timeout": "5m"}, nil, "")
+	const why = ".npy"
+	for _, h := range hosts {
+		code, reason := h.wait(t, 120*time.Second)
+		if code == 0 || !strings.Contains(reason, why) {
+			t.Errorf("%s: exit %d, failure %q; want algo-2's reason (its %s)\n%s", h.name, code, reason, why, h.stderr.String())
+		}
+		if h.name != "algo-2" && !strings.Contains(reason, "host algo-2 failed before it joined") {
+			t.Errorf("%s: failure %q does not say algo-2 failed before it joined", h.name, reason)
+		}
+		t.Logf("%s: %s", h.name, reason)
+	}
+	if d := time.Since(start); d > 90*time.Second {
+		t.Errorf("the hosts ended after %v; the connect timeout is 5 minutes", d)
+	}
+}

@@ -207,55 +207,8 @@ func join(ctx context.Context, cfg Config) (*distributed.Group, *grpcTransport, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
-
-	tune := cfg.tune
-	tune.noLane = tune.noLane || cfg.DataOverGRPC
-	if tune.writeBuf == 0 {
-		tune.writeBuf = defaultIOBuffer
-	}
-	if tune.readBuf == 0 {
-		tune.readBuf = defaultIOBuffer
-	}
-	if tune.queue == 0 {
-		tune.queue = defaultQueue
-	}
-	if tune.streamWindow == 0 && tune.connWindow == 0 {
-		if w := cfg.StreamWindow; w > 0 {
-			tune.streamWindow, tune.connWindow = int32(w), int32(min(4*w, 1<<30))
-		} else {
-			tune.streamWindow = int32(max(defaultStreamWindow, cfg.ChunkBytes))
-			tune.connWindow = 4 * tune.streamWindow
-		}
-	}
-	tctx, tcancel := context.WithCancel(context.Background())
-	t := &grpcTransport{
-		node: node{
-			id: hello{Proto: protocolVersion, Job: cfg.JobName, Hosts: cfg.Hosts, Rank: rank,
-				Host: cfg.Self, Fingerprint: cfg.Fingerprint},
-			rank: rank, world: n, next: (rank + 1) % n, prev: (rank + n - 1) % n,
-			addrs: addrs, tune: tune, chunkBytes: cfg.ChunkBytes, logf: cfg.Logf,
-			allow: newAllowList(addrs), finalWait: cfg.FinalWait, peerTimeout: cfg.OpTimeout,
-		},
-		rv:   newRendezvous(n),
-		data: dataPath{inReady: make(chan struct{})},
-		ctx:  tctx, cancel: tcancel,
-	}
-	selfHost, _, _ := net.SplitHostPort(addrs[rank])
-	if ip, err := netip.ParseAddr(selfHost); err == nil && ip.IsLoopback() {
-		// Several "hosts" on one machine: speak from our own loopback
-		// address so the peer's address check sees who we are.
-		t.localIP = net.IP(ip.AsSlice())
-	}
-	lis := cfg.Listener
-	if lis == nil {
-		lis, err = listen(addrs[rank])
-		if err != nil {
-			t.Close()
-			return nil, nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
-		}
-	}
-	if err := t.start(lis); err != nil {
-		t.Close()
+	t, err := newTransport(cfg, rank, addrs)
+	if err != nil {
 		return nil, nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
 	}
 	// fail leaves with a reason both neighbours receive, so a host that
@@ -564,4 +517,61 @@ func (a *allowList) allows(ctx context.Context, addr net.Addr) bool {
 		}
 	}
 	return a.ips[ip]
+}
+
+// newTransport makes this rank's transport and serves on its address
+// (cfg validated, rank and addrs from it); it dials nobody yet.
+func newTransport(cfg Config, rank int, addrs []string) (*grpcTransport, error) {
+	n := len(cfg.Hosts)
+	tune := cfg.tune
+	tune.noLane = tune.noLane || cfg.DataOverGRPC
+	if tune.writeBuf == 0 {
+		tune.writeBuf = defaultIOBuffer
+	}
+	if tune.readBuf == 0 {
+		tune.readBuf = defaultIOBuffer
+	}
+	if tune.queue == 0 {
+		tune.queue = defaultQueue
+	}
+	if tune.streamWindow == 0 && tune.connWindow == 0 {
+		if w := cfg.StreamWindow; w > 0 {
+			tune.streamWindow, tune.connWindow = int32(w), int32(min(4*w, 1<<30))
+		} else {
+			tune.streamWindow = int32(max(defaultStreamWindow, cfg.ChunkBytes))
+			tune.connWindow = 4 * tune.streamWindow
+		}
+	}
+	tctx, tcancel := context.WithCancel(context.Background())
+	t := &grpcTransport{
+		node: node{
+			id: hello{Proto: protocolVersion, Job: cfg.JobName, Hosts: cfg.Hosts, Rank: rank,
+				Host: cfg.Self, Fingerprint: cfg.Fingerprint},
+			rank: rank, world: n, next: (rank + 1) % n, prev: (rank + n - 1) % n,
+			addrs: addrs, tune: tune, chunkBytes: cfg.ChunkBytes, logf: cfg.Logf,
+			allow: newAllowList(addrs), finalWait: cfg.FinalWait, peerTimeout: cfg.OpTimeout,
+		},
+		rv:   newRendezvous(n),
+		data: dataPath{inReady: make(chan struct{})},
+		ctx:  tctx, cancel: tcancel,
+	}
+	selfHost, _, _ := net.SplitHostPort(addrs[rank])
+	if ip, err := netip.ParseAddr(selfHost); err == nil && ip.IsLoopback() {
+		// Several "hosts" on one machine: speak from our own loopback
+		// address so the peer's address check sees who we are.
+		t.localIP = net.IP(ip.AsSlice())
+	}
+	lis := cfg.Listener
+	if lis == nil {
+		var err error
+		if lis, err = listen(addrs[rank]); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
+	if err := t.start(lis); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
 }

@@ -420,13 +420,14 @@ func (t *grpcTransport) acceptLink(stream grpc.ServerStream, l *inLink) (linked 
 
 // farewell tells a neighbour this host never had a link with why it is not
 // joining, over a stream of its own, until the neighbour acknowledges or ctx
-// ends (it may still be booting).
-func (t *grpcTransport) farewell(ctx context.Context, peer int, reason error) {
+// ends (it may still be booting). It reports whether the neighbour
+// answered: it has the reason, or refused it, leaving with one of its own.
+func (t *grpcTransport) farewell(ctx context.Context, peer int, reason error) (answered bool) {
 	conn := t.conn
 	if peer != t.next {
 		c, err := grpc.NewClient("passthrough:///"+t.addrs[peer], t.dialOptions()...)
 		if err != nil {
-			return
+			return false
 		}
 		defer c.Close()
 		conn = c
@@ -436,23 +437,23 @@ func (t *grpcTransport) farewell(ctx context.Context, peer int, reason error) {
 	h.Leave = &leaveNote{Origin: origin, Mismatch: mismatch, Text: text}
 	for {
 		if t.rv.knows[peer].Load() { // it told us meanwhile, or got our refusal
-			return
+			return true
 		}
 		actx, cancel := context.WithTimeout(ctx, time.Second)
 		err := sayFarewell(actx, conn, h, peer)
 		cancel()
 		if err == nil {
 			t.rv.markKnows(peer)
-			return
+			return true
 		}
 		if st, ok := status.FromError(err); ok && st.Code() != codes.Unavailable && st.Code() != codes.DeadlineExceeded && st.Code() != codes.Canceled {
 			// It answered: refused, or it is leaving with a reason of its own.
-			return
+			return true
 		}
 		select {
 		case <-ctx.Done():
 			t.logf("distributed: rank %d: could not tell rank %d (%s) why this host leaves: %v", t.rank, peer, t.addrs[peer], err)
-			return
+			return false
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
