@@ -663,13 +663,16 @@ func (g *Group) verdict(ctx context.Context, ws *waitState, q *msgQueue, desc st
 	until := time.Now().Add(ws.rt.grace)
 	// What is queued already is read first: a rank that was itself paused
 	// (CPU starved) as its timeout fired would find its predecessor silent
-	// for the pause, its notices unread, and blame a live rank.
-	drain := true
+	// for the pause, its notices unread, and blame a live rank. A receive
+	// may take a passed deadline over a queued message (a select chooses
+	// at random), and a starved one may find its deadline passed: three
+	// empty polls end the draining.
+	drainPolls := 3
 	for {
 		now := time.Now()
 		head, by, silent := ws.suspect(now, g.rank)
 		switch {
-		case drain:
+		case drainPolls > 0:
 		case head == ws.from && by == g.rank:
 			if elapsed-silent > elapsed/10 { // it was heard from after the op began
 				return blame(ws.from, "no message for %v, nothing at all for the last %v: peer lost or stalled", elapsed, silent.Round(time.Millisecond))
@@ -688,8 +691,8 @@ func (g *Group) verdict(ctx context.Context, ws *waitState, q *msgQueue, desc st
 		// Wake for the next tick, or when the predecessor would count as
 		// silent; while draining, as soon as nothing is queued.
 		wake := minTime(until, ws.lastHeard.Add(ws.rt.silence), now.Add(ws.rt.every))
-		if drain {
-			wake = now.Add(time.Millisecond)
+		if drainPolls > 0 {
+			wake = now.Add(10 * time.Millisecond)
 		}
 		wctx, cancel := context.WithDeadline(ctx, wake)
 		m, err := g.tr.Recv(wctx, ws.from)
@@ -697,7 +700,7 @@ func (g *Group) verdict(ctx context.Context, ws *waitState, q *msgQueue, desc st
 		now = time.Now()
 		switch {
 		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
-			drain = false
+			drainPolls--
 			g.notify(q, ws, now)
 		case err != nil:
 			return g.recvFailure(ctx, ctx, desc, want, start, err)

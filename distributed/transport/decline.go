@@ -5,7 +5,14 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 )
+
+// declineHold bounds how long a declining host waits for its neighbours:
+// a runner that stops every host once one has failed (SageMaker, its local
+// mode, `sagefit local`) waits for its exit, and neighbours that have not
+// come within it may never come.
+const declineHold = time.Minute
 
 // Decline tells the job's other hosts that this host will not join, and
 // why: a host that failed before it joined (a bad file in its own channel,
@@ -32,17 +39,13 @@ func Decline(ctx context.Context, cfg Config, reason error) error {
 	for i, h := range cfg.Hosts {
 		addrs[i] = cfg.addr(h)
 	}
-	t, err := newTransport(cfg, rank, addrs)
+	why := fmt.Errorf("host %s failed before it joined: %w", cfg.Self, reason)
+	t, err := newTransport(cfg, rank, addrs, why) // a host that connects gets the reason (acceptLink)
 	if err != nil {
 		return fmt.Errorf("distributed: tell job %s's hosts why %s does not join: %w", cfg.JobName, cfg.Self, err)
 	}
-	why := fmt.Errorf("host %s failed before it joined: %w", cfg.Self, reason)
-	// From now on a host that connects gets the reason (acceptLink).
-	t.rv.mu.Lock()
-	t.closing.Store(true)
-	t.rv.leaveWhy = why
-	t.rv.mu.Unlock()
-	hctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	hold := min(cfg.ConnectTimeout, declineHold)
+	hctx, cancel := context.WithTimeout(ctx, hold)
 	defer cancel()
 	neighbours := []int{t.next}
 	if t.prev != t.next {
@@ -64,8 +67,11 @@ func Decline(ctx context.Context, cfg Config, reason error) error {
 		t.rv.markKnows(r) // told, or given up on: leave tries no farewell again
 	}
 	t.leave(why)
-	if len(untold) > 0 {
-		return fmt.Errorf("distributed: %s could not be told why %s does not join within %v", strings.Join(untold, " and "), cfg.Self, cfg.ConnectTimeout)
+	switch {
+	case len(untold) > 0 && ctx.Err() != nil:
+		return fmt.Errorf("distributed: %s could not be told why %s does not join before this host was stopped", strings.Join(untold, " and "), cfg.Self)
+	case len(untold) > 0:
+		return fmt.Errorf("distributed: %s could not be told why %s does not join within %v", strings.Join(untold, " and "), cfg.Self, hold)
 	}
 	return nil
 }

@@ -207,7 +207,7 @@ func join(ctx context.Context, cfg Config) (*distributed.Group, *grpcTransport, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
-	t, err := newTransport(cfg, rank, addrs)
+	t, err := newTransport(cfg, rank, addrs, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("distributed: join %s as %s: %w", cfg.JobName, names[rank], err)
 	}
@@ -520,8 +520,10 @@ func (a *allowList) allows(ctx context.Context, addr net.Addr) bool {
 }
 
 // newTransport makes this rank's transport and serves on its address
-// (cfg validated, rank and addrs from it); it dials nobody yet.
-func newTransport(cfg Config, rank int, addrs []string) (*grpcTransport, error) {
+// (cfg validated, rank and addrs from it); it dials nobody yet. With a
+// reason to leave (Decline), it is leaving before it serves: whoever
+// connects gets the reason.
+func newTransport(cfg Config, rank int, addrs []string, leaving error) (*grpcTransport, error) {
 	n := len(cfg.Hosts)
 	tune := cfg.tune
 	tune.noLane = tune.noLane || cfg.DataOverGRPC
@@ -560,6 +562,10 @@ func newTransport(cfg Config, rank int, addrs []string) (*grpcTransport, error) 
 		// Several "hosts" on one machine: speak from our own loopback
 		// address so the peer's address check sees who we are.
 		t.localIP = net.IP(ip.AsSlice())
+	}
+	if leaving != nil {
+		t.closing.Store(true)
+		t.rv.leaveWhy = leaving
 	}
 	lis := cfg.Listener
 	if lis == nil {

@@ -346,6 +346,17 @@ func (t *grpcTransport) acceptLink(stream grpc.ServerStream, l *inLink) (linked 
 	if remote.Linger {
 		return false, t.serveLinger(ctx, remote)
 	}
+	// A host leaving with a reason (Decline: it failed before it joined)
+	// gives it to whoever comes, before checking them: its own hello lacks
+	// what the check compares (the model's fingerprint, where the model
+	// did not load), and a mismatch would have gone round the ring instead.
+	t.rv.mu.Lock()
+	closing, why := t.closing.Load(), t.rv.leaveWhy
+	t.rv.mu.Unlock()
+	if closing && why != nil {
+		t.rv.markKnows(t.rankOf(remote.Host))
+		return false, reasonStatus(t.rank, why)
+	}
 	if err := t.checkHello(remote, t.prev); err != nil {
 		t.rv.markKnows(t.rankOf(remote.Host))
 		t.postFatal(t.prev, err)
