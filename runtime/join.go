@@ -103,22 +103,20 @@ func ringConfig(j *job.Job, fingerprint string, environ []string, log io.Writer)
 }
 
 // notJoined is the failure of a host of several before it joined the
-// others; tell tells them why (Main calls it once the failure file is
-// written).
+// others, who are told why (declineJoin) once the failure file is written.
 type notJoined struct {
-	err  error
-	tell func(ctx context.Context)
+	err error
+	job *job.Job
 }
 
 func (e *notJoined) Error() string { return e.err.Error() }
 func (e *notJoined) Unwrap() error { return e.err }
 
 // declineJoin tells the job's other hosts why this host does not join
-// (transport.Decline), for at most the connect timeout they wait anyway.
+// (transport.Decline, which bounds the wait and says so in the log).
 func declineJoin(ctx context.Context, j *job.Job, environ []string, log io.Writer, reason error) {
 	cfg, err := ringConfig(j, "", environ, log)
 	if err == nil {
-		fmt.Fprintf(log, "sagefit: telling the job's other hosts why this host does not join (for at most %v)\n", j.ConnectTimeout)
 		err = transport.Decline(ctx, cfg, reason)
 	}
 	if err != nil {

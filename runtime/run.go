@@ -117,7 +117,7 @@ func Main(ctx context.Context, o Options) (code int) {
 	if err != nil {
 		code := fail(o.Stderr, failure, err)
 		if nj := (*notJoined)(nil); errors.As(err, &nj) {
-			nj.tell(ctx)
+			declineJoin(ctx, nj.job, o.Environ, o.Stderr, nj.err)
 		}
 		return code
 	}
@@ -229,8 +229,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		// words about a host that never came. Not on a stop: every host has
 		// one.
 		if failed != nil && !joining && len(env.Hosts) > 1 && ctx.Err() == nil {
-			reason := failed
-			failed = &notJoined{err: failed, tell: func(ctx context.Context) { declineJoin(ctx, j, o.Environ, o.Stderr, reason) }}
+			failed = &notJoined{err: failed, job: j}
 		}
 	}()
 	if env.Rank == 0 {

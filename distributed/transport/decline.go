@@ -21,8 +21,10 @@ const declineHold = time.Minute
 // meanwhile, answering each host that connects with the reason, and gives
 // both neighbours a farewell, which each passes on round the ring as a
 // host stopped while joining does. It returns once both neighbours have
-// the reason, or at cfg.ConnectTimeout, or when ctx ends; the error says
-// who was not told.
+// the reason, or after declineHold (cfg.ConnectTimeout, if shorter), or
+// when ctx ends; the error says who was not told. A host that comes after
+// its neighbours have passed the reason on and left still waits out its
+// connect timeout.
 func Decline(ctx context.Context, cfg Config, reason error) error {
 	rank, err := cfg.validate()
 	if err != nil {
@@ -45,6 +47,7 @@ func Decline(ctx context.Context, cfg Config, reason error) error {
 		return fmt.Errorf("distributed: tell job %s's hosts why %s does not join: %w", cfg.JobName, cfg.Self, err)
 	}
 	hold := min(cfg.ConnectTimeout, declineHold)
+	cfg.Logf("distributed: %s failed before it joined job %s; telling the other hosts why (for at most %v)", cfg.Self, cfg.JobName, hold)
 	hctx, cancel := context.WithTimeout(ctx, hold)
 	defer cancel()
 	neighbours := []int{t.next}
