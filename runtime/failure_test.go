@@ -468,9 +468,9 @@ func TestStopAfterTrainingIsNamed(t *testing.T) {
 
 // TestStoppedJobKeepsItsHistory: a job stopped before its last epoch (a
 // SageMaker stop, MaxRuntime, a spot interruption) leaves the finished
-// epochs' history and their timing in output/data, which SageMaker uploads
-// after a stop; a stopped job's output/data held the CSVLogger's rows at
-// most.
+// epochs' history and their timing in output/data, and its model as trained
+// so far, which SageMaker uploads after a stop; a stopped job's output/data
+// held the CSVLogger's rows at most, and it wrote no model.
 func TestStoppedJobKeepsItsHistory(t *testing.T) {
 	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit", "--no-validation")
 	base := t.TempDir()
@@ -504,5 +504,8 @@ func TestStoppedJobKeepsItsHistory(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "the history of the epochs finished before the stop written to") {
 		t.Errorf("the stop's log does not name the history written:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(base, "model", "1", "saved_model.pb")); err != nil || !strings.Contains(stderr.String(), "the model as trained to the stop written to") {
+		t.Errorf("no model written at the stop (%v):\n%s", err, stderr.String())
 	}
 }

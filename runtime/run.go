@@ -423,15 +423,9 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		}
 	}
 	if in := (*fit.Interrupted)(nil); errors.As(err, &in) && env.Rank == 0 && hist != nil {
-		// A stopped job (SageMaker's stop, MaxRuntime, a spot interruption)
-		// keeps what it learnt so far beside its checkpoint, as SageMaker
-		// uploads output/data after a stop; a resumed job writes it whole.
-		res := &Result{}
-		if werr := writeOutputs(res, env.OutputDataDir, hist, loop, loadTook, o.Stderr); werr != nil {
-			fmt.Fprintf(o.Stderr, "sagefit: warning: the history so far was not written: %v\n", werr)
-		} else {
-			fmt.Fprintf(o.Stderr, "sagefit: the history of the epochs finished before the stop written to %s\n", res.HistoryPath)
-		}
+		stopped(in, m, j.OutputModelDir(), func(res *Result) error {
+			return writeOutputs(res, env.OutputDataDir, hist, loop, loadTook, o.Stderr)
+		}, o.Stderr)
 	}
 	if err != nil {
 		return nil, err
@@ -453,6 +447,35 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	}
 	fmt.Fprintf(o.Stderr, "sagefit: model written to %s, history to %s%s\n", res.ModelDir, res.HistoryPath, plot)
 	return res, nil
+}
+
+// stopped writes what a stopped job (SageMaker's stop, MaxRuntime, a spot
+// interruption) learnt so far beside its checkpoint, in SageMaker's two
+// minutes before the kill: the finished epochs' history first (small; a
+// resumed job writes it whole), then the model as trained to the stop, as
+// SageMaker's own algorithms do (a stopped job's model is uploaded and can be
+// served). The model is written only where its weights are those a job
+// ending there writes; a failure is a warning, the stop stays the reason.
+func stopped(in *fit.Interrupted, m *tf.Model, dir string, outputs func(*Result) error, log io.Writer) {
+	res := &Result{}
+	if err := outputs(res); err != nil {
+		fmt.Fprintf(log, "sagefit: warning: the history so far was not written: %v\n", err)
+	} else {
+		fmt.Fprintf(log, "sagefit: the history of the epochs finished before the stop written to %s\n", res.HistoryPath)
+	}
+	if in.Unfinished != nil {
+		fmt.Fprintf(log, "sagefit: warning: no model written at the stop: %v\n", in.Unfinished)
+		return
+	}
+	if !in.Finished {
+		return
+	}
+	if err := m.Save(dir); err != nil {
+		fmt.Fprintf(log, "sagefit: warning: no model written at the stop: %v\n", err)
+		return
+	}
+	in.Model = dir
+	fmt.Fprintf(log, "sagefit: the model as trained to the stop written to %s\n", dir)
 }
 
 // writeOutputs writes the job's output data (history.json, timing.json, the

@@ -5,6 +5,7 @@ import (
 	binenc "encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/sagefit/sagefit/internal/fixture"
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/model/tf"
+	"github.com/sagefit/sagefit/runtime/checkpoint"
 	"github.com/sagefit/sagefit/runtime/launch"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
@@ -69,6 +71,14 @@ func history(t *testing.T, base string) map[string][]float64 {
 // savedVariables reads every variable of the model a job saved.
 func savedVariables(t *testing.T, base string) []model.Variable {
 	t.Helper()
+	vars, _ := savedModel(t, base)
+	return vars
+}
+
+// savedModel reads every variable of the model a job saved, and its
+// fingerprint.
+func savedModel(t *testing.T, base string) ([]model.Variable, string) {
+	t.Helper()
 	m, err := tf.Load(filepath.Join(base, "model", "1"), tf.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +88,30 @@ func savedVariables(t *testing.T, base string) []model.Variable {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return vars
+	return vars, m.Meta().Fingerprint
+}
+
+// stoppedModelIsItsCheckpoint: a job stopped mid-training (base is rank
+// 0's) wrote its model, as SageMaker lets a stopped job do, with every
+// variable as in the checkpoint it wrote at the stop, and its failure
+// reason says where.
+func stoppedModelIsItsCheckpoint(t *testing.T, base, reason string) {
+	t.Helper()
+	if !strings.Contains(reason, "the model as trained so far written to") {
+		t.Errorf("the stop's reason %q does not name the model written", reason)
+	}
+	vars, fingerprint := savedModel(t, base)
+	ck, err := checkpoint.Latest(filepath.Join(base, "checkpoints"), fingerprint, io.Discard)
+	if err != nil || ck == nil {
+		t.Fatalf("the stop's checkpoint: %+v, %v", ck, err)
+	}
+	var got []byte
+	for _, v := range vars {
+		got = append(got, v.Data...)
+	}
+	if !bytes.Equal(got, ck.Vars) {
+		t.Errorf("the model written at the stop (%d bytes of variables) is not the checkpoint %s (%d bytes)", len(got), ck.Path, len(ck.Vars))
+	}
 }
 
 func weights(t *testing.T, base string) [][]float32 {
@@ -773,6 +806,11 @@ func TestResumeAfterSIGTERMMatchesUninterrupted(t *testing.T) {
 			if !strings.Contains(reason, "stopped by SIGTERM") || !strings.Contains(reason, "checkpoint written to") {
 				t.Fatalf("failure reason %q does not say it stopped on SIGTERM and wrote a checkpoint", reason)
 			}
+			first := out
+			if hosts > 1 {
+				first = filepath.Join(out, "algo-1")
+			}
+			stoppedModelIsItsCheckpoint(t, first, reason)
 			cmd := exec.Command(binary, args(out)...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
@@ -782,10 +820,7 @@ func TestResumeAfterSIGTERMMatchesUninterrupted(t *testing.T) {
 			if !strings.Contains(stderr.String(), "resuming from") {
 				t.Errorf("the second run did not resume:\n%s", stderr.String())
 			}
-			resumed := out
-			if hosts > 1 {
-				resumed = filepath.Join(out, "algo-1")
-			}
+			resumed := first // its model, written at the stop, is replaced
 			hw, hr := history(t, whole), history(t, resumed)
 			for k, want := range hw {
 				for e := range want {

@@ -389,6 +389,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 			if !strings.Contains(string(reason), "stopped by SIGTERM") || !strings.Contains(string(reason), "checkpoint written to") {
 				t.Errorf("failure file %q", reason)
 			}
+			stoppedModelIsItsCheckpoint(t, base, string(reason))
 			if procs == "2" && strings.Count(stderr, "stopped by SIGTERM") < 2 {
 				t.Errorf("want both processes to report the stop:\n%s", stderr)
 			}

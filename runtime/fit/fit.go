@@ -128,12 +128,22 @@ type Interrupted struct {
 	Epoch      int
 	Step       int
 	Checkpoint string // empty on ranks other than 0
+	// Finished says the model's weights are those a job ending here
+	// writes (use_ema's averages, a callback's best epoch, the hosts'
+	// averaged statistics); Unfinished says why not. Model is where the
+	// caller wrote them, if it did.
+	Finished   bool
+	Unfinished error
+	Model      string
 }
 
 func (e *Interrupted) Error() string {
 	msg := fmt.Sprintf("training stopped (%v) at epoch %d step %d", e.Cause, e.Epoch, e.Step)
 	if e.Checkpoint != "" {
 		msg += "; checkpoint written to " + e.Checkpoint + ", from which a job with the same checkpoint location resumes"
+	}
+	if e.Model != "" {
+		msg += "; the model as trained so far written to " + e.Model
 	}
 	return msg
 }
@@ -171,6 +181,16 @@ func (f *Loop) Run(ctx context.Context, from ResumePoint) (*report.History, erro
 	}
 	var stopped *Interrupted
 	if errors.As(err, &stopped) {
+		// SageMaker gives a stopped job two minutes to write its model, as
+		// its own algorithms do (MaxRuntime, StopTrainingJob): the
+		// checkpoint written, the weights become what a job ending here
+		// writes, on every process alike (the statistics' average is a
+		// collective).
+		if ferr := f.finish(context.WithoutCancel(ctx)); ferr != nil {
+			stopped.Unfinished = ferr
+		} else {
+			stopped.Finished = true
+		}
 		return hist, err
 	}
 	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
@@ -306,24 +326,25 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			}
 		}
 	}
-	// As fit, before on_train_end (whose EarlyStopping may put the best
-	// epoch's weights back): use_ema's moving averages become the weights,
-	// on every process alike.
+	return hist, f.finish(ctx)
+}
+
+// finish makes the model's weights those the job writes: as fit, before
+// on_train_end (whose EarlyStopping may put the best epoch's weights back),
+// use_ema's moving averages become the weights, on every process alike;
+// then the statistics of all hosts' data are averaged.
+func (f *Loop) finish(ctx context.Context) error {
 	if fz, ok := f.Model.(Finalizer); ok {
 		if err := fz.FinalizeVariables(); err != nil {
-			return hist, fmt.Errorf("finalize the weights: %w", err)
+			return fmt.Errorf("finalize the weights: %w", err)
 		}
 	}
 	if f.Callbacks != nil {
 		if err := f.Callbacks.TrainEnd(f.Model); err != nil {
-			return hist, err
+			return err
 		}
 	}
-	// The model rank 0 saves holds the statistics of all hosts' data.
-	if err := f.averageState(ctx); err != nil {
-		return hist, err
-	}
-	return hist, nil
+	return f.averageState(ctx)
 }
 
 // errValidationStopped ends a validation pass of one process at a stop

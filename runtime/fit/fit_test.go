@@ -833,6 +833,44 @@ func TestCallbacksAgreeAcrossRanksAndResume(t *testing.T) {
 	}
 }
 
+// A stopped job's weights become those a job ending at the stop writes
+// (SageMaker gives it two minutes to write its model): the checkpoint keeps
+// them as trained, for the resume, and EarlyStopping(restore_best_weights)
+// then puts the best finished epoch's back, as at the end of training.
+// Without callbacks the model keeps the checkpoint's weights.
+func TestStopLeavesTheWeightsAJobEndingThereWrites(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 96, 0)
+	const keepBest = `[{"class": "EarlyStopping", "config": {"monitor": "loss", "mode": "min", "min_delta": 0, "patience": 100, "restore_best_weights": true, "start_from_epoch": 0}}]`
+	for _, specs := range []string{"", keepBest} {
+		ckpt := t.TempDir()
+		r := &rank{job: newJob(30, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false)}
+		if specs != "" {
+			r.cbs = callbackSet(t, 0, specs)
+		}
+		r.model.onStep = sigtermAt(r, 15) // epoch 3 of 6-step epochs
+		runRanks(t, []*rank{r})
+		var in *fit.Interrupted
+		if !errors.As(r.err, &in) || !in.Finished || in.Unfinished != nil {
+			t.Fatalf("callbacks %q: %v (%+v): want a stop whose weights are finished", specs, r.err, in)
+		}
+		ck, err := checkpoint.Latest(ckpt, "linear-fake", &bytes.Buffer{})
+		if err != nil || ck == nil {
+			t.Fatalf("checkpoint %+v, %v", ck, err)
+		}
+		trained := f32s(ck.Vars[:4*(features+1)]) // w is the first variable
+		if specs == "" {
+			sameWeights(t, "weights after a stop without callbacks", r.model.weights(), trained, 0)
+			continue
+		}
+		best := f32s(ck.Best[:4*(features+1)]) // kept in the variables' order too
+		if slices.Equal(best, trained) {
+			t.Fatalf("kept weights %v against trained %v: the best epoch's must differ from the stop's for this test to tell", best, trained)
+		}
+		sameWeights(t, "weights after a stop with restore_best_weights", r.model.weights(), best, 0)
+	}
+}
+
 // K train steps per call (steps_per_execution) train exactly as one step
 // per call, stopping and resuming at block ends: blocks of 3 over epochs of
 // 7 steps whose last batch is short, a SIGTERM during a block, a
