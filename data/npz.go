@@ -15,6 +15,14 @@ import (
 // zipMagic starts a zip archive's first local file header, so every .npz.
 const zipMagic = "PK\x03\x04"
 
+// Deflate writes at least one bit, in practice two, for a 258-byte match,
+// so no member inflates to more than about 1032 times its compressed size;
+// deflateSlack covers a tiny member's block headers.
+const (
+	maxDeflateRatio = 1032
+	deflateSlack    = 1 << 10
+)
+
 // OpenNPZ opens every array of a .npz archive, as np.savez and
 // np.savez_compressed write them, keyed by member name without ".npy"
 // (the keyword of np.savez(f, train=x), or arr_0, arr_1, ... for
@@ -234,6 +242,14 @@ func openZipMember(f *os.File, archive string, zf *zip.File, spool string) (*Arr
 // from its header alone; its data is inflated to a spool file on first use
 // (see OpenNPZ), from the archive opened again then.
 func deflatedMember(archivePath, path string, zf *zip.File, spool string) (*Array, error) {
+	// Its rows are believed from its header before a byte is inflated (the
+	// shuffle order is sized for them), so a size deflate cannot reach is
+	// refused here: a few kilobytes claiming 100 million rows took 1.2 GB
+	// before the first batch found the member short.
+	if limit := maxDeflateRatio*zf.CompressedSize64 + deflateSlack; zf.UncompressedSize64 > limit {
+		return nil, fmt.Errorf("%s: the archive says the member inflates to %d bytes from %d, more than deflate can (%d to 1); the archive is corrupt or was not written by numpy",
+			path, zf.UncompressedSize64, zf.CompressedSize64, maxDeflateRatio)
+	}
 	rc, err := zf.Open()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -3,6 +3,7 @@ package data
 import (
 	"archive/zip"
 	"bytes"
+	"compress/flate"
 	"errors"
 	"io"
 	"io/fs"
@@ -177,6 +178,15 @@ func TestNPZErrors(t *testing.T) {
 	encrypted := zipOf("encrypted.npz", &zip.FileHeader{Name: "x.npy", Flags: 0x1, CompressedSize64: 3, UncompressedSize64: 3}, "abc")
 	// A stored member that claims more bytes than the file holds.
 	gone := zipOf("gone.npz", &zip.FileHeader{Name: "x.npy", CompressedSize64: 1 << 20, UncompressedSize64: 1 << 20}, "abc")
+	// A deflated member whose header, and the archive's sizes, claim 100
+	// million rows, from a few hundred bytes: more than deflate inflates to.
+	hdr := encodeHeader(Header{DType: Float32, Shape: []int{100_000_000, 4}})
+	var comp bytes.Buffer
+	fw, _ := flate.NewWriter(&comp, flate.BestCompression)
+	fw.Write(append(hdr, make([]byte, 4096)...))
+	fw.Close()
+	lying := zipOf("lying.npz", &zip.FileHeader{Name: "x.npy", Method: zip.Deflate,
+		CompressedSize64: uint64(comp.Len()), UncompressedSize64: uint64(len(hdr)) + 1_600_000_000}, comp.String())
 	// A deflated member whose CRC does not match its data.
 	badCRC := filepath.Join(dir, "bad_crc.npz")
 	rewriteZip(t, filepath.Join("testdata", "savez_compressed.npz"), badCRC, func(h *zip.FileHeader, raw []byte) []byte {
@@ -200,6 +210,7 @@ func TestNPZErrors(t *testing.T) {
 		{"member not an array", extra, `extra.npz: member "readme.txt" is not a .npy array`},
 		{"unknown compression", bzip, "bzip2.npz:x.npy: compression method 12 is not supported"},
 		{"encrypted", encrypted, "encrypted.npz:x.npy: the member is encrypted"},
+		{"more than deflate inflates to", lying, "lying.npz:x.npy: the archive says the member inflates to 1600000128 bytes from "},
 		{"data past the end", gone, "gone.npz:x.npy: the archive is truncated: the member needs 1048576 bytes but only"},
 		{"stored member truncated", short, "short.npz:train.npy: file is truncated: header says shape (5, 3) float32 = 60 bytes of data but only 52 follow"},
 		{"missing", filepath.Join(dir, "missing.npz"), "no such file"},
