@@ -509,6 +509,31 @@ func (m *Metadata) Roles() []RoleTensors {
 	return roles
 }
 
+// DescribedTensor is a signature's tensor whose dtype and shape the
+// metadata fixes.
+type DescribedTensor struct {
+	Role, Key string
+	Input     bool   // a feed of the signature, else a fetch
+	What      string // how a person names it
+	DType     DType
+	Shape     []int64
+}
+
+// Described lists the signatures' tensors whose dtype and shape the
+// metadata fixes (the variables, the metric state, the gradient), for a
+// loader to check against the graph: a hand-edited file lying about them
+// loaded, then failed at a checkpoint or a resume, or only on several hosts.
+func (m *Metadata) Described() []DescribedTensor {
+	var out []DescribedTensor
+	for _, v := range m.Variables {
+		d, _ := ParseDType(v.DType) // consistent checked it
+		out = append(out, DescribedTensor{Role: RoleReadVariables, Key: v.Key, What: fmt.Sprintf("variable %q", v.Name), DType: d, Shape: v.Shape})
+	}
+	return append(out,
+		DescribedTensor{Role: RoleMetricState, Key: keyState, What: "the metric state (metric_state_size)", DType: Float64, Shape: []int64{int64(m.MetricStateSize)}},
+		DescribedTensor{Role: RoleApplyGradients, Key: keyGradients, Input: true, What: "the gradient (gradient_size)", DType: Float32, Shape: []int64{int64(m.GradientSize)}})
+}
+
 // StepLogs are the logs a signature of role returns: TestLogs for the test
 // steps, TrainLogs for the steps of one train step, Metrics where those are
 // not set and for every other role.

@@ -170,14 +170,7 @@ func (m *Model) prepare(metaGraph []byte) error {
 	}
 	sigs := map[string]signature{}
 	for name, sd := range mg.GetSignatureDef() {
-		s := signature{inputs: map[string]string{}, outputs: map[string]string{}}
-		for k, ti := range sd.GetInputs() {
-			s.inputs[k] = ti.GetName()
-		}
-		for k, ti := range sd.GetOutputs() {
-			s.outputs[k] = ti.GetName()
-		}
-		sigs[name] = s
+		sigs[name] = newSignature(sd)
 	}
 	if err := checkSignatures(m.meta, sigs); err != nil {
 		return err

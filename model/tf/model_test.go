@@ -165,6 +165,18 @@ func TestLoadNamesWhatIsMissing(t *testing.T) {
 			meta["inputs"].([]any)[0].(map[string]any)["key"] = "a"
 			meta["targets"].([]any)[0].(map[string]any)["key"] = "kind"
 		}, "its assets.extra/sagefit.json does not describe its graph (signature "},
+		// Edits that still held together and loaded: they failed at a
+		// checkpoint or a resume, or only on several hosts.
+		{"variable shape edited", func(meta map[string]any) {
+			v := meta["variables"].([]any)[0].(map[string]any)
+			v["shape"] = []any{999, 1}
+		}, "in the graph, float32 (999, 1) in sagefit.json"},
+		{"variable dtype changed", func(meta map[string]any) {
+			meta["variables"].([]any)[0].(map[string]any)["dtype"] = "float64"
+		}, "in the graph, float64 ("},
+		{"metric state size edited", func(meta map[string]any) {
+			meta["metric_state_size"] = 7
+		}, "the metric state (metric_state_size) is float64 ("},
 		{"variable dtype edited", func(meta map[string]any) {
 			meta["variables"].([]any)[0].(map[string]any)["dtype"] = "float128"
 		}, "export the model again"},
