@@ -505,7 +505,7 @@ func TestStoppedJobKeepsItsHistory(t *testing.T) {
 	if !strings.Contains(stderr.String(), "the history of the epochs finished before the stop written to") {
 		t.Errorf("the stop's log does not name the history written:\n%s", stderr.String())
 	}
-	if _, err := os.Stat(filepath.Join(base, "model", "1", "saved_model.pb")); err != nil || !strings.Contains(stderr.String(), "the model as trained to the stop written to") {
+	if _, err := os.Stat(filepath.Join(base, "model", "1", "saved_model.pb")); err != nil || !strings.Contains(stderr.String(), "the model at the stop (the weights a job ending there writes) written to") {
 		t.Errorf("no model written at the stop (%v):\n%s", err, stderr.String())
 	}
 }

@@ -46,6 +46,8 @@ type Options struct {
 	// comes through /opt/ml); any given (SageMaker's ContainerArguments, a
 	// flag) is refused, not dropped.
 	Args []string
+
+	failure string // the failure file Main writes; a stop writes it early
 }
 
 // Result says where a finished run put its outputs.
@@ -113,7 +115,11 @@ func Main(ctx context.Context, o Options) (code int) {
 			return 0
 		}
 	}
+	o.failure = failure
 	res, err := train(ctx, o, env)
+	if rw := (*reasonWritten)(nil); errors.As(err, &rw) {
+		return 1
+	}
 	if err != nil {
 		code := fail(o.Stderr, failure, err)
 		if nj := (*notJoined)(nil); errors.As(err, &nj) {
@@ -423,9 +429,11 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		}
 	}
 	if in := (*fit.Interrupted)(nil); errors.As(err, &in) && env.Rank == 0 && hist != nil {
-		stopped(in, m, j.OutputModelDir(), func(res *Result) error {
+		if stopped(in, m, j.OutputModelDir(), o.failure, func(res *Result) error {
 			return writeOutputs(res, env.OutputDataDir, hist, loop, loadTook, o.Stderr)
-		}, o.Stderr)
+		}, o.Stderr) {
+			return nil, &reasonWritten{err}
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -452,31 +460,41 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 // stopped writes what a stopped job (SageMaker's stop, MaxRuntime, a spot
 // interruption) learnt so far beside its checkpoint, in SageMaker's two
 // minutes before the kill: the finished epochs' history first (small; a
-// resumed job writes it whole), then the model as trained to the stop, as
-// SageMaker's own algorithms do (a stopped job's model is uploaded and can be
-// served). The model is written only where its weights are those a job
-// ending there writes; a failure is a warning, the stop stays the reason.
-func stopped(in *fit.Interrupted, m *tf.Model, dir string, outputs func(*Result) error, log io.Writer) {
+// resumed job writes it whole), then the stop's reason to the failure file
+// (where given; it says so, and Main writes none), then the model, as
+// SageMaker's own algorithms do (a stopped job's model is uploaded and can
+// be served), which a large model's write may not finish in time. The model
+// is written only where its weights are those a job ending there writes; a
+// failure is a warning, the stop stays the reason.
+func stopped(in *fit.Interrupted, m *tf.Model, dir, failure string, outputs func(*Result) error, log io.Writer) (reasonWritten bool) {
 	res := &Result{}
 	if err := outputs(res); err != nil {
 		fmt.Fprintf(log, "sagefit: warning: the history so far was not written: %v\n", err)
 	} else {
 		fmt.Fprintf(log, "sagefit: the history of the epochs finished before the stop written to %s\n", res.HistoryPath)
 	}
-	if in.Unfinished != nil {
+	if failure != "" {
+		fail(log, failure, in)
+		reasonWritten = true
+	}
+	switch {
+	case in.Unfinished != nil:
 		fmt.Fprintf(log, "sagefit: warning: no model written at the stop: %v\n", in.Unfinished)
-		return
+	case in.Finished:
+		if err := m.Save(dir); err != nil {
+			fmt.Fprintf(log, "sagefit: warning: no model written at the stop: %v\n", err)
+		} else {
+			fmt.Fprintf(log, "sagefit: the model at the stop (the weights a job ending there writes) written to %s\n", dir)
+		}
 	}
-	if !in.Finished {
-		return
-	}
-	if err := m.Save(dir); err != nil {
-		fmt.Fprintf(log, "sagefit: warning: no model written at the stop: %v\n", err)
-		return
-	}
-	in.Model = dir
-	fmt.Fprintf(log, "sagefit: the model as trained to the stop written to %s\n", dir)
+	return reasonWritten
 }
+
+// reasonWritten is a job's error whose reason is in the failure file
+// already.
+type reasonWritten struct{ error }
+
+func (e *reasonWritten) Unwrap() error { return e.error }
 
 // writeOutputs writes the job's output data (history.json, timing.json, the
 // loss curve) into dir and names them in res. A loss curve that cannot be
@@ -510,9 +528,11 @@ func writeOutputs(res *Result, dir string, hist *report.History, loop *fit.Loop,
 // for rank 0 to finish the job's model and outputs, and fails where rank 0
 // was lost or failed meanwhile (it ended as if the job had succeeded); where the job
 // already failed on rank 0's loss it does not wait (a frozen rank 0 held it
-// for a connection timeout).
+// for a connection timeout), nor on a stop (every host's reason: a host
+// waiting while rank 0 wrote the model wrote its failure file only after,
+// past SageMaker's kill where the model is large).
 func leaveGroup(g fit.Group, failed error) error {
-	if pe := (*distributed.PeerError)(nil); errors.As(failed, &pe) && pe.Rank == 0 {
+	if pe := (*distributed.PeerError)(nil); errors.As(failed, &pe) && pe.Rank == 0 || errors.As(failed, new(*fit.Interrupted)) {
 		if s, ok := g.(interface{ SkipFinalWait() }); ok {
 			s.SkipFinalWait()
 		}

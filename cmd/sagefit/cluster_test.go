@@ -93,13 +93,9 @@ func savedModel(t *testing.T, base string) ([]model.Variable, string) {
 
 // stoppedModelIsItsCheckpoint: a job stopped mid-training (base is rank
 // 0's) wrote its model, as SageMaker lets a stopped job do, with every
-// variable as in the checkpoint it wrote at the stop, and its failure
-// reason says where.
-func stoppedModelIsItsCheckpoint(t *testing.T, base, reason string) {
+// variable as in the checkpoint it wrote at the stop.
+func stoppedModelIsItsCheckpoint(t *testing.T, base string) {
 	t.Helper()
-	if !strings.Contains(reason, "the model as trained so far written to") {
-		t.Errorf("the stop's reason %q does not name the model written", reason)
-	}
 	vars, fingerprint := savedModel(t, base)
 	ck, err := checkpoint.Latest(filepath.Join(base, "checkpoints"), fingerprint, io.Discard)
 	if err != nil || ck == nil {
@@ -810,7 +806,7 @@ func TestResumeAfterSIGTERMMatchesUninterrupted(t *testing.T) {
 			if hosts > 1 {
 				first = filepath.Join(out, "algo-1")
 			}
-			stoppedModelIsItsCheckpoint(t, first, reason)
+			stoppedModelIsItsCheckpoint(t, first)
 			cmd := exec.Command(binary, args(out)...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr

@@ -350,7 +350,14 @@ func localS3(plan s3Plan, base string, hosts int, channels map[string]string, ru
 			fmt.Fprintf(stderr, "sagefit local: checkpoints: %s uploaded to %s, %d unchanged\n", count(st.Objects, "file"), plan.checkpoint, st.Skipped)
 		}
 	}
-	if plan.output != nil && code == 0 {
+	// SageMaker uploads a stopped job's model and output data too (its
+	// model, written at the stop, can be served).
+	reason, _ := os.ReadFile(rank0.FailureFile())
+	stopped := code != 0 && sagemaker.IsStop(strings.TrimSpace(string(reason)))
+	if plan.output != nil && (code == 0 || stopped) {
+		if stopped {
+			fmt.Fprintf(stderr, "sagefit local: the job was stopped: uploading what it wrote, as SageMaker does after a stop\n")
+		}
 		out := plan.output.Join(plan.jobName, "output")
 		for _, a := range []struct{ name, dir string }{
 			{"model.tar.gz", rank0.ModelDir()},

@@ -335,13 +335,24 @@ func TestLocalS3Checkpoints(t *testing.T) {
 		t.Fatalf("after run 2: keys %v, want %v", got, want)
 	}
 
-	// Run 3, stopped by SIGTERM mid-training: its stop checkpoint goes up.
-	out3 := t.TempDir()
-	cmd := exec.Command(binary, append([]string{"local"}, args(out3, "100000")...)...)
+	// Run 3, stopped by SIGTERM mid-training: its stop checkpoint goes up,
+	// and, as SageMaker uploads a stopped job's, its model and output data.
+	srv.CreateBucket(t, "results")
+	run3 := args(t.TempDir(), "100000")
+	run3[len(run3)-1] = "s3://results/runs"
+	cmd := exec.Command(binary, append([]string{"local", "--job-name", "stopped"}, run3...)...)
 	cmd.Env = srv.Env()
 	_, se := stopAfter(t, cmd, "Epoch 3/")
 	if code := cmd.ProcessState.ExitCode(); code == 0 {
 		t.Errorf("exit code 0 after SIGTERM")
+	}
+	if !strings.Contains(se, "sagefit local: the job was stopped: uploading what it wrote") {
+		t.Errorf("run 3 does not say it uploads the stopped job's outputs:\n%s", se)
+	}
+	if keys := srv.Keys(t, "results", ""); !slices.Equal(keys, []string{"runs/stopped/output/model.tar.gz", "runs/stopped/output/output.tar.gz"}) {
+		t.Errorf("run 3 uploaded %v, want its model and output data", keys)
+	} else if names := untarNames(t, srv.Get(t, "results", keys[0])); !slices.Contains(names, "1/saved_model.pb") {
+		t.Errorf("the stopped job's model.tar.gz holds %v, no model", names)
 	}
 	m := regexp.MustCompile(`sagefit: checkpoint \S+/(ckpt-\d+-\d+)`).FindAllStringSubmatch(se, -1)
 	if m == nil {

@@ -108,6 +108,11 @@ type Set struct {
 	said io.Writer // the job's notes, from the process that writes files; nil on the others
 }
 
+// KeepsWeights says whether a callback keeps weights for the end
+// (EarlyStopping's restore_best_weights, ModelCheckpoint's best model); the
+// same on every process.
+func (s *Set) KeepsWeights() bool { return len(s.kept) > 0 }
+
 // keeper gives a callback its own copy of kept weights.
 func (s *Set) keeper() *bestWeights {
 	b := &bestWeights{}

@@ -130,20 +130,15 @@ type Interrupted struct {
 	Checkpoint string // empty on ranks other than 0
 	// Finished says the model's weights are those a job ending here
 	// writes (use_ema's averages, a callback's best epoch, the hosts'
-	// averaged statistics); Unfinished says why not. Model is where the
-	// caller wrote them, if it did.
+	// averaged statistics); Unfinished says why not.
 	Finished   bool
 	Unfinished error
-	Model      string
 }
 
 func (e *Interrupted) Error() string {
 	msg := fmt.Sprintf("training stopped (%v) at epoch %d step %d", e.Cause, e.Epoch, e.Step)
 	if e.Checkpoint != "" {
 		msg += "; checkpoint written to " + e.Checkpoint + ", from which a job with the same checkpoint location resumes"
-	}
-	if e.Model != "" {
-		msg += "; the model as trained so far written to " + e.Model
 	}
 	return msg
 }
@@ -184,8 +179,8 @@ func (f *Loop) Run(ctx context.Context, from ResumePoint) (*report.History, erro
 		// SageMaker gives a stopped job two minutes to write its model, as
 		// its own algorithms do (MaxRuntime, StopTrainingJob): the
 		// checkpoint written, the weights become what a job ending here
-		// writes, on every process alike (the statistics' average is a
-		// collective).
+		// writes, on every process alike (the checkpoint averaged the
+		// statistics; the weights a callback kept hold averaged ones).
 		if ferr := f.finish(context.WithoutCancel(ctx)); ferr != nil {
 			stopped.Unfinished = ferr
 		} else {
@@ -303,6 +298,15 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			logs = f.addValidationLogs(logs, vlogs)
 		}
 		stopTraining := f.terminate
+		if f.Callbacks != nil && f.Callbacks.KeepsWeights() {
+			// The weights a callback keeps for the end hold every
+			// process's statistics, as the model written from them must:
+			// the end's average comes after their restore only where the
+			// last epoch was not validated, and a stop's never.
+			if err := f.averageState(ctx); err != nil {
+				return hist, fmt.Errorf("epoch %d: %w", epoch, err)
+			}
+		}
 		if f.Callbacks != nil {
 			cl := callbacks.Logs(logs)
 			st, err := f.Callbacks.EpochEnd(epoch-1, &cl, f.Model)

@@ -869,6 +869,25 @@ func TestStopLeavesTheWeightsAJobEndingThereWrites(t *testing.T) {
 		}
 		sameWeights(t, "weights after a stop with restore_best_weights", r.model.weights(), best, 0)
 	}
+
+	// On two ranks the weights kept, and so those restored at the stop,
+	// hold both ranks' statistics (moving_mean, averaged over ranks): each
+	// rank's own were kept, and the stop wrote rank 0's.
+	ranks := make([]*rank, 2)
+	for i := range ranks {
+		ranks[i] = &rank{job: newJob(30, 8, t.TempDir()), model: newLinear(), train: openChannel(t, dir, false), cbs: callbackSet(t, i, keepBest)}
+	}
+	ranks[1].model.onStep = sigtermAt(ranks[1], 15)
+	runRanks(t, ranks)
+	for i, r := range ranks {
+		if in := (*fit.Interrupted)(nil); !errors.As(r.err, &in) || !in.Finished {
+			t.Fatalf("rank %d: %v, want a stop whose weights are finished", i, r.err)
+		}
+	}
+	a, b := ranks[0].model.moving, ranks[1].model.moving
+	if !slices.Equal(a, b) || slices.Equal(a, make([]float32, len(a))) {
+		t.Errorf("moving_mean after a stop with restore_best_weights: rank 0 %v, rank 1 %v; want the same average on both", a, b)
+	}
 }
 
 // K train steps per call (steps_per_execution) train exactly as one step
