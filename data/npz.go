@@ -211,31 +211,35 @@ func openZipMember(f *os.File, archive string, zf *zip.File, spool string) (*Arr
 	if zf.Flags&0x1 != 0 {
 		return nil, fmt.Errorf("%s: the member is encrypted", path)
 	}
+	if zf.Method != zip.Store && zf.Method != zip.Deflate {
+		return nil, fmt.Errorf("%s: compression method %d is not supported; numpy writes stored (np.savez) or deflated (np.savez_compressed) members",
+			path, zf.Method)
+	}
+	off, err := zf.DataOffset() // reads the local header
+	if err != nil {
+		return nil, fmt.Errorf("%s: read local header: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	// Go's zip reader believes the directory's sizes; a deflated member's
+	// bound (deflatedMember) is only as good as its compressed size.
+	size := int64(zf.CompressedSize64)
+	if have := fi.Size() - off; size < 0 || have < size {
+		return nil, fmt.Errorf("%s: the archive is truncated: the member needs %d bytes but only %d follow",
+			path, zf.CompressedSize64, max(have, 0))
+	}
 	switch zf.Method {
 	case zip.Store:
 		if zf.CompressedSize64 != zf.UncompressedSize64 {
 			return nil, fmt.Errorf("%s: stored member has %d bytes but claims %d uncompressed; the archive is corrupt",
 				path, zf.CompressedSize64, zf.UncompressedSize64)
 		}
-		off, err := zf.DataOffset() // reads the local header
-		if err != nil {
-			return nil, fmt.Errorf("%s: read local header: %w", path, err)
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			return nil, err
-		}
-		size := int64(zf.CompressedSize64)
-		if have := fi.Size() - off; have < size {
-			return nil, fmt.Errorf("%s: the archive is truncated: the member needs %d bytes but only %d follow",
-				path, size, max(have, 0))
-		}
 		return openNPY(f, path, off, size)
-	case zip.Deflate:
+	default:
 		return deflatedMember(f.Name(), path, zf, spool)
 	}
-	return nil, fmt.Errorf("%s: compression method %d is not supported; numpy writes stored (np.savez) or deflated (np.savez_compressed) members",
-		path, zf.Method)
 }
 
 // deflatedMember opens a deflated member of the archive at archivePath

@@ -187,6 +187,9 @@ func TestNPZErrors(t *testing.T) {
 	fw.Close()
 	lying := zipOf("lying.npz", &zip.FileHeader{Name: "x.npy", Method: zip.Deflate,
 		CompressedSize64: uint64(comp.Len()), UncompressedSize64: uint64(len(hdr)) + 1_600_000_000}, comp.String())
+	// The same, its compressed size a lie too (Go's zip reader takes it).
+	lyingTwice := zipOf("lying_twice.npz", &zip.FileHeader{Name: "x.npy", Method: zip.Deflate,
+		CompressedSize64: 1 << 30, UncompressedSize64: uint64(len(hdr)) + 1_600_000_000}, comp.String())
 	// A deflated member whose CRC does not match its data.
 	badCRC := filepath.Join(dir, "bad_crc.npz")
 	rewriteZip(t, filepath.Join("testdata", "savez_compressed.npz"), badCRC, func(h *zip.FileHeader, raw []byte) []byte {
@@ -211,6 +214,7 @@ func TestNPZErrors(t *testing.T) {
 		{"unknown compression", bzip, "bzip2.npz:x.npy: compression method 12 is not supported"},
 		{"encrypted", encrypted, "encrypted.npz:x.npy: the member is encrypted"},
 		{"more than deflate inflates to", lying, "lying.npz:x.npy: the archive says the member inflates to 1600000128 bytes from "},
+		{"compressed size past the end", lyingTwice, "lying_twice.npz:x.npy: the archive is truncated: the member needs 1073741824 bytes but only"},
 		{"data past the end", gone, "gone.npz:x.npy: the archive is truncated: the member needs 1048576 bytes but only"},
 		{"stored member truncated", short, "short.npz:train.npy: file is truncated: header says shape (5, 3) float32 = 60 bytes of data but only 52 follow"},
 		{"missing", filepath.Join(dir, "missing.npz"), "no such file"},

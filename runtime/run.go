@@ -117,9 +117,6 @@ func Main(ctx context.Context, o Options) (code int) {
 	}
 	o.failure = failure
 	res, err := train(ctx, o, env)
-	if rw := (*reasonWritten)(nil); errors.As(err, &rw) {
-		return 1
-	}
 	if err != nil {
 		code := fail(o.Stderr, failure, err)
 		if nj := (*notJoined)(nil); errors.As(err, &nj) {
@@ -181,6 +178,9 @@ func replaceable(dir string, log io.Writer) error {
 }
 
 func fail(stderr io.Writer, failure string, err error) int {
+	if errors.As(err, new(*sagemaker.Written)) {
+		return 1 // said and written where it happened (a stop, before the model)
+	}
 	reason := sagemaker.Reason(err)
 	fmt.Fprintf(stderr, "sagefit: %s\n", reason)
 	if werr := sagemaker.WriteFailure(failure, reason); werr != nil {
@@ -428,12 +428,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 			}
 		}
 	}
-	if in := (*fit.Interrupted)(nil); errors.As(err, &in) && env.Rank == 0 && hist != nil {
-		if stopped(in, m, j.OutputModelDir(), o.failure, func(res *Result) error {
+	if in := (*fit.Interrupted)(nil); errors.As(err, &in) {
+		return nil, stopped(err, in, env.Rank == 0 && hist != nil, m, j.OutputModelDir(), o.failure, func(res *Result) error {
 			return writeOutputs(res, env.OutputDataDir, hist, loop, loadTook, o.Stderr)
-		}, o.Stderr) {
-			return nil, &reasonWritten{err}
-		}
+		}, o.Stderr)
 	}
 	if err != nil {
 		return nil, err
@@ -457,27 +455,32 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	return res, nil
 }
 
-// stopped writes what a stopped job (SageMaker's stop, MaxRuntime, a spot
-// interruption) learnt so far beside its checkpoint, in SageMaker's two
-// minutes before the kill: the finished epochs' history first (small; a
-// resumed job writes it whole), then the stop's reason to the failure file
-// (where given; it says so, and Main writes none), then the model, as
+// stopped ends a stopped job (SageMaker's stop, MaxRuntime, a spot
+// interruption) in SageMaker's two minutes before the kill, and returns its
+// error. Each process writes the stop's reason to its failure file (where
+// given: the error then says so, and Main writes none) before it leaves:
+// the others wait for rank 0 at the final barrier. The process that writes
+// the job's outputs (writer) writes the finished epochs' history before it
+// (small; a resumed job writes it whole), and the model after it, as
 // SageMaker's own algorithms do (a stopped job's model is uploaded and can
-// be served), which a large model's write may not finish in time. The model
-// is written only where its weights are those a job ending there writes; a
-// failure is a warning, the stop stays the reason.
-func stopped(in *fit.Interrupted, m *tf.Model, dir, failure string, outputs func(*Result) error, log io.Writer) (reasonWritten bool) {
-	res := &Result{}
-	if err := outputs(res); err != nil {
-		fmt.Fprintf(log, "sagefit: warning: the history so far was not written: %v\n", err)
-	} else {
-		fmt.Fprintf(log, "sagefit: the history of the epochs finished before the stop written to %s\n", res.HistoryPath)
+// be served), which a large model's write may not finish in time. The
+// model is written only where its weights are those a job ending there
+// writes; a failure is a warning, the stop stays the reason.
+func stopped(err error, in *fit.Interrupted, writer bool, m *tf.Model, dir, failure string, outputs func(*Result) error, log io.Writer) error {
+	if writer {
+		res := &Result{}
+		if err := outputs(res); err != nil {
+			fmt.Fprintf(log, "sagefit: warning: the history so far was not written: %v\n", err)
+		} else {
+			fmt.Fprintf(log, "sagefit: the history of the epochs finished before the stop written to %s\n", res.HistoryPath)
+		}
 	}
 	if failure != "" {
-		fail(log, failure, in)
-		reasonWritten = true
+		fail(log, failure, err)
+		err = &sagemaker.Written{Err: err}
 	}
 	switch {
+	case !writer:
 	case in.Unfinished != nil:
 		fmt.Fprintf(log, "sagefit: warning: no model written at the stop: %v\n", in.Unfinished)
 	case in.Finished:
@@ -487,14 +490,8 @@ func stopped(in *fit.Interrupted, m *tf.Model, dir, failure string, outputs func
 			fmt.Fprintf(log, "sagefit: the model at the stop (the weights a job ending there writes) written to %s\n", dir)
 		}
 	}
-	return reasonWritten
+	return err
 }
-
-// reasonWritten is a job's error whose reason is in the failure file
-// already.
-type reasonWritten struct{ error }
-
-func (e *reasonWritten) Unwrap() error { return e.error }
 
 // writeOutputs writes the job's output data (history.json, timing.json, the
 // loss curve) into dir and names them in res. A loss curve that cannot be
@@ -528,11 +525,9 @@ func writeOutputs(res *Result, dir string, hist *report.History, loop *fit.Loop,
 // for rank 0 to finish the job's model and outputs, and fails where rank 0
 // was lost or failed meanwhile (it ended as if the job had succeeded); where the job
 // already failed on rank 0's loss it does not wait (a frozen rank 0 held it
-// for a connection timeout), nor on a stop (every host's reason: a host
-// waiting while rank 0 wrote the model wrote its failure file only after,
-// past SageMaker's kill where the model is large).
+// for a connection timeout).
 func leaveGroup(g fit.Group, failed error) error {
-	if pe := (*distributed.PeerError)(nil); errors.As(failed, &pe) && pe.Rank == 0 || errors.As(failed, new(*fit.Interrupted)) {
+	if pe := (*distributed.PeerError)(nil); errors.As(failed, &pe) && pe.Rank == 0 {
 		if s, ok := g.(interface{ SkipFinalWait() }); ok {
 			s.SkipFinalWait()
 		}

@@ -351,9 +351,14 @@ func localS3(plan s3Plan, base string, hosts int, channels map[string]string, ru
 		}
 	}
 	// SageMaker uploads a stopped job's model and output data too (its
-	// model, written at the stop, can be served).
-	reason, _ := os.ReadFile(rank0.FailureFile())
-	stopped := code != 0 && sagemaker.IsStop(strings.TrimSpace(string(reason)))
+	// model, written at the stop, can be served): rank 0 stopped, and no
+	// host failed of its own (one that did got the others stopped).
+	stopped := code != 0
+	for i, hb := range hostBases {
+		reason, _ := os.ReadFile(sagemaker.Paths{Base: hb}.FailureFile())
+		r := strings.TrimSpace(string(reason))
+		stopped = stopped && (sagemaker.IsStop(r) || i > 0 && r == "")
+	}
 	if plan.output != nil && (code == 0 || stopped) {
 		if stopped {
 			fmt.Fprintf(stderr, "sagefit local: the job was stopped: uploading what it wrote, as SageMaker does after a stop\n")

@@ -1,8 +1,10 @@
 package launch
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	osexec "os/exec"
@@ -216,9 +218,11 @@ func killAll(cmds []*osexec.Cmd) {
 }
 
 // HostSockets binds the sockets of a job of n hosts on this machine,
-// 127.0.0.1..n on one port: a free one on 127.0.0.1, then the same on the
-// other addresses, with a fresh port when one of those is taken (another
-// process's connection from 127.0.0.2 may hold it). They are bound, not
+// 127.0.0.1..n on one port, free on all of them, taken below the kernel's
+// range of ports for outgoing connections: a host of several processes
+// binds the ports after it for the others (memberListeners), and in that
+// range any connection of another process could hold one (a flake of two
+// concurrent test jobs). They are bound, not
 // listening: the port is the job's, yet a peer that dials a host not up yet
 // is refused, as on SageMaker, rather than queued. Hand each to its host's
 // process (EnvListenFD; ListenInherited listens on it) and close it there:
@@ -228,9 +232,18 @@ func HostSockets(n int) ([]*os.File, int, error) {
 		return nil, 0, fmt.Errorf("%d hosts: at most 255 on one machine (127.0.0.1 to 127.0.0.255)", n)
 	}
 	const tries = 20
+	lo, hi := listenPorts()
 	var last error
 	for range tries {
-		first, port, err := bindFile(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
+		port := 0 // the kernel's choice where no range is left below its own
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+		}
+		first, port, err := bindFile(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			last = err
+			continue
+		}
 		if err != nil {
 			return nil, 0, fmt.Errorf("find a free port: %w", err)
 		}
@@ -250,6 +263,22 @@ func HostSockets(n int) ([]*os.File, int, error) {
 		}
 	}
 	return nil, 0, fmt.Errorf("find a port free on 127.0.0.1 to 127.0.0.%d (%d tries): %w", n, tries, last)
+}
+
+// listenPorts is the range HostSockets picks a port in: from 10000 to
+// below the first port Linux gives outgoing connections
+// (ip_local_port_range, 32768 by default), leaving room for the ports of a
+// host's other processes; empty where that range starts lower.
+func listenPorts() (lo, hi int) {
+	first := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				first = v
+			}
+		}
+	}
+	return 10000, first - 256
 }
 
 // bindFile binds a TCP socket to ip:port (port 0: a free one) without

@@ -330,8 +330,8 @@ func Processes(ctx context.Context, o Spec, env *sagemaker.Env, p int) error {
 		}
 	}
 	var failed []exit
-	var failTimer, killTimer <-chan time.Time
-	stopping, stopped := ctx.Done(), false
+	var failTimer, killTimer, reasonPoll <-chan time.Time
+	stopping, stopped, written := ctx.Done(), false, false
 	for left := p; left > 0; {
 		select {
 		case e := <-exits:
@@ -348,6 +348,18 @@ func Processes(ctx context.Context, o Spec, env *sagemaker.Env, p int) error {
 			stopping, stopped, failTimer = nil, true, nil
 			signal(syscall.SIGTERM)
 			killTimer = time.After(WorkerStopBound) // one that cannot (stopped, hung) is not waited for forever
+			poll := time.NewTicker(100 * time.Millisecond)
+			defer poll.Stop()
+			reasonPoll = poll.C
+		case <-reasonPoll:
+			// Worker 0 writes the stop's reason before the model, whose
+			// write may outlast SageMaker's kill: the host's failure file
+			// holds it from then on, not once every worker has ended.
+			// (Its line is whole once it ends in a newline.)
+			if b, _ := os.ReadFile(reasonFile(0)); strings.HasSuffix(string(b), "\n") && sagemaker.IsStop(string(b)) {
+				reasonPoll = nil
+				written = sagemaker.WriteFailure(sagemaker.Paths{Base: o.Base}.FailureFile(), string(b)) == nil
+			}
 		case <-failTimer:
 			failTimer = nil
 			fmt.Fprintf(o.Stderr, "sagefit: worker %d failed; stopping this host's other training processes\n", failed[0].k)
@@ -361,7 +373,11 @@ func Processes(ctx context.Context, o Spec, env *sagemaker.Env, p int) error {
 	if len(failed) == 0 {
 		return nil
 	}
-	return errors.New(jobReason(failed[0].k, failed[0].err, stopped, reasonFile, env.CurrentHost, p))
+	err = errors.New(jobReason(failed[0].k, failed[0].err, stopped, reasonFile, env.CurrentHost, p))
+	if written { // the same reason: worker 0's, after a stop
+		return &sagemaker.Written{Err: err}
+	}
+	return err
 }
 
 // jobReason picks the host's failure reason from its workers': after a

@@ -49,6 +49,14 @@ func WriteFailure(path, reason string) error {
 	return nil
 }
 
+// Written is an error whose reason is in the failure file already (a stop
+// writes it before the model, whose write may outlast SageMaker's kill):
+// the caller writes no other.
+type Written struct{ Err error }
+
+func (w *Written) Error() string { return w.Err.Error() }
+func (w *Written) Unwrap() error { return w.Err }
+
 // stopPrefix begins the reason of a job that stopped on request, whether
 // Reason wrote it or the fit loop's own sentence ("training stopped (...)
 // at epoch ...", capitalised).
