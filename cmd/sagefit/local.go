@@ -351,13 +351,13 @@ func localS3(plan s3Plan, base string, hosts int, channels map[string]string, ru
 		}
 	}
 	// SageMaker uploads a stopped job's model and output data too (its
-	// model, written at the stop, can be served): rank 0 stopped, and no
-	// host failed of its own (one that did got the others stopped).
+	// model, written at the stop, can be served): every host stopped (each
+	// writes its reason before it leaves); one that failed of its own, or
+	// left no reason (killed), got the others stopped.
 	stopped := code != 0
-	for i, hb := range hostBases {
+	for _, hb := range hostBases {
 		reason, _ := os.ReadFile(sagemaker.Paths{Base: hb}.FailureFile())
-		r := strings.TrimSpace(string(reason))
-		stopped = stopped && (sagemaker.IsStop(r) || i > 0 && r == "")
+		stopped = stopped && sagemaker.IsStop(strings.TrimSpace(string(reason)))
 	}
 	if plan.output != nil && (code == 0 || stopped) {
 		if stopped {

@@ -1,7 +1,6 @@
 package launch
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -234,13 +233,15 @@ func HostSockets(n int) ([]*os.File, int, error) {
 	const tries = 20
 	lo, hi := listenPorts()
 	var last error
-	for range tries {
-		port := 0 // the kernel's choice where no range is left below its own
-		if hi > lo {
-			port = lo + rand.IntN(hi-lo)
+	for try := range tries {
+		// The kernel's choice on the last try, or where no range is left
+		// below its own (a chosen port may also be refused, by SELinux say).
+		want := 0
+		if hi > lo && try < tries-1 {
+			want = lo + rand.IntN(hi-lo)
 		}
-		first, port, err := bindFile(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port)
-		if errors.Is(err, syscall.EADDRINUSE) {
+		first, port, err := bindFile(netip.AddrFrom4([4]byte{127, 0, 0, 1}), want)
+		if err != nil && want != 0 {
 			last = err
 			continue
 		}
