@@ -483,7 +483,7 @@ func stopped(err error, in *fit.Interrupted, writer bool, m *tf.Model, dir, fail
 	case !writer:
 	case in.Unfinished != nil:
 		fmt.Fprintf(log, "sagefit: warning: no model written at the stop: %v\n", in.Unfinished)
-	case in.Finished:
+	default:
 		if err := m.Save(dir); err != nil {
 			fmt.Fprintf(log, "sagefit: warning: no model written at the stop: %v\n", err)
 		} else {

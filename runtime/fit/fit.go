@@ -128,10 +128,9 @@ type Interrupted struct {
 	Epoch      int
 	Step       int
 	Checkpoint string // empty on ranks other than 0
-	// Finished says the model's weights are those a job ending here
-	// writes (use_ema's averages, a callback's best epoch, the hosts'
-	// averaged statistics); Unfinished says why not.
-	Finished   bool
+	// Unfinished says why the model's weights are not those a job ending
+	// here writes (use_ema's averages, a callback's best epoch, the hosts'
+	// averaged statistics); nil where they are.
 	Unfinished error
 }
 
@@ -181,11 +180,7 @@ func (f *Loop) Run(ctx context.Context, from ResumePoint) (*report.History, erro
 		// checkpoint written, the weights become what a job ending here
 		// writes, on every process alike (the checkpoint averaged the
 		// statistics; the weights a callback kept hold averaged ones).
-		if ferr := f.finish(context.WithoutCancel(ctx)); ferr != nil {
-			stopped.Unfinished = ferr
-		} else {
-			stopped.Finished = true
-		}
+		stopped.Unfinished = f.finish(context.WithoutCancel(ctx))
 		return hist, err
 	}
 	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
