@@ -226,6 +226,10 @@ type Metadata struct {
 	// Metric subclasses and metric functions), where Keras's own match the
 	// labels' rank to the predictions' first.
 	LabelsAsGiven []string `json:"labels_as_given,omitempty"`
+	// UntrainedVariables names the trainable variables the loss gives no
+	// gradient (a head compiled without a loss): not in Gradients, left as
+	// they are, as Keras's optimizer leaves them in fit (with a warning).
+	UntrainedVariables []string `json:"untrained_variables,omitempty"`
 	// ClippedSparseGradients names the variables whose gradient is sparse
 	// (an Embedding's rows) where the optimizer clips gradients: several
 	// processes sum it as a dense tensor before the clipping, where Keras

@@ -195,6 +195,9 @@ func TestKerasParity(t *testing.T) {
 	// Heads with their own losses (a sparse one beside a 2-unit regression):
 	// each target's shape comes from its own loss.
 	families = append(families, "two_heads")
+	// A head compiled without a loss (None): its variables get no gradient,
+	// which fit warns about and leaves untrained (export refused it).
+	families = append(families, "untrained_head", fixture.LegacyKeras+"untrained_head")
 	// The Keras 3 guide's custom train step (optimizer.apply, compute_loss,
 	// metrics updated in the step), one that updates only the last layer,
 	// and one that keeps a count of its own in a tf.Variable.
@@ -240,7 +243,13 @@ func TestKerasParity(t *testing.T) {
 	// on fewer rows, as it is the slowest to export and train here.
 	families = append(families, "mobilenet_v2")
 	for _, family := range families {
-		t.Run(family, func(t *testing.T) { checkParity(t, family, nil) })
+		t.Run(family, func(t *testing.T) {
+			stderr := checkParity(t, family, nil)
+			untrained := strings.Contains(stderr, "variables [emb/kernel emb/bias] get no gradient from the loss and are not trained")
+			if untrained != strings.HasSuffix(family, "untrained_head") {
+				t.Errorf("warning about untrained variables: %v; stderr:\n%s", untrained, stderr)
+			}
+		})
 	}
 }
 

@@ -291,6 +291,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		fmt.Fprintf(o.Stderr, "sagefit: warning: the gradient of %s is sparse (an Embedding's rows) and the optimizer clips gradients: on %d training processes sagefit sums it as a dense tensor before clipping, where Keras clips its rows before they are summed (a row looked up twice counts twice), so the numbers differ a little from one process's; train on one process for Keras's exactly\n",
 			strings.Join(meta.ClippedSparseGradients, ", "), len(env.Hosts))
 	}
+	if len(meta.UntrainedVariables) > 0 && env.Rank == 0 {
+		fmt.Fprintf(o.Stderr, "sagefit: warning: variables %s get no gradient from the loss and are not trained (fit leaves them as they are too, with the same warning); freeze them (trainable=False) or give their output a loss\n",
+			hostlist.Abbrev(meta.UntrainedVariables, "variables"))
+	}
 	if len(meta.Unknown) > 0 && env.Rank == 0 {
 		fmt.Fprintf(o.Stderr, "sagefit: warning: %s has metadata this sagefit does not read (%s): the model was exported by a newer sagefit Python package than this image's, and what it asks for there is not done; use the matching image, or export with this image's version\n",
 			filepath.Join(j.ModelDir, model.ExtraDir, model.MetadataFile), strings.Join(meta.Unknown, ", "))

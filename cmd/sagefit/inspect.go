@@ -96,6 +96,9 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  compiled       with XLA (jit_compile=True): each step signature is one XLA program\n")
 	}
 	fmt.Fprintf(stdout, "  gradients      %d floats over %d trainable variables\n", meta.GradientSize, len(meta.Gradients))
+	if n := len(meta.UntrainedVariables); n > 0 {
+		fmt.Fprintf(stdout, "  untrained      %d trainable variables the loss gives no gradient (%s): left as they are, as fit leaves them\n", n, hostlist.Abbrev(meta.UntrainedVariables, "variables"))
+	}
 	fmt.Fprintf(stdout, "  variables      %d (%s)\n", len(meta.Variables), variableKinds(meta.Variables))
 	if len(meta.WrittenTables) > 0 {
 		fmt.Fprintf(stdout, "  tables         %s, written by the steps (in the saved model, not in checkpoints)\n", strings.Join(meta.WrittenTables, ", "))

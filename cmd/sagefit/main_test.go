@@ -291,12 +291,16 @@ func TestInspect(t *testing.T) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(string(out), "tables ") || strings.Contains(string(out), "XLA") || strings.Contains(string(out), "random ops") {
-		t.Errorf("inspect names tables, XLA or random ops the seed model's step does not have:\n%s", out)
+	if strings.Contains(string(out), "tables ") || strings.Contains(string(out), "XLA") || strings.Contains(string(out), "random ops") || strings.Contains(string(out), "untrained") {
+		t.Errorf("inspect names tables, XLA, random ops or untrained variables the seed model's step does not have:\n%s", out)
 	}
 	drop := fixture.Make(t, fixture.LegacyKeras+"dropout_masks", "--rows", "8", "--no-fit", "--no-validation")
 	if out, err := exec.Command(binary, "inspect", filepath.Join(drop, "model")).Output(); err != nil || !strings.Contains(string(out), "random ops     1 with their state in the op (") {
 		t.Errorf("inspect of a tf-keras Dropout export: %v\n%s", err, out)
+	}
+	head := fixture.Make(t, "untrained_head", "--rows", "8", "--no-fit", "--no-validation")
+	if out, err := exec.Command(binary, "inspect", filepath.Join(head, "model")).Output(); err != nil || !strings.Contains(string(out), "untrained      2 trainable variables the loss gives no gradient ([emb/kernel emb/bias])") {
+		t.Errorf("inspect of a head without a loss: %v\n%s", err, out)
 	}
 	// XLA was only in --json.
 	xla := fixture.Make(t, "seed_xla", "--rows", "200", "--no-fit")

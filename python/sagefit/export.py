@@ -730,6 +730,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # for the all-reduce, so on several processes clipping sees their sum
     # where Keras clips the rows before they are summed.
     sparse_grads = []
+    untrained = []  # variables without a gradient, by name
 
     @tf.function(autograph=False)
     def step_gradients(*args):
@@ -770,14 +771,19 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
             for other, method in wrapped:
                 delattr(other, method)
         _check_applied(calls, captured, trainable)
+        # A variable the loss gives no gradient (a head without a loss) is
+        # left out of the update, as Keras's optimizer leaves it (with a
+        # warning) in fit: it is not trained, nor in the all-reduce.
+        untrained[:] = [_var_name(v) for g, v in captured if g is None]
+        captured = [(g, v) for g, v in captured if g is not None]
+        if not captured:
+            raise ExportError(
+                "no trainable variable gets a gradient from the loss (fit fails the same way: "
+                "\"No gradients provided for any variable\"); compile the model with a loss "
+                "that depends on its outputs"
+            )
         applied[:] = [v for _, v in captured]
         sparse_grads[:] = [_var_name(v) for g, v in captured if isinstance(g, tf.IndexedSlices)]
-        for g, v in captured:
-            if g is None:
-                raise ExportError(
-                    f"variable {_var_name(v)} gets no gradient from the loss; "
-                    "freeze it (trainable=False) or connect it"
-                )
         return metric_dict(logs), [g for g, _ in captured]
 
     # The optimizer's update with those gradients, as the step makes it.
@@ -932,6 +938,11 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     add(names[1], xla(compute_gradients), step_specs)
     with _saving():  # fills applied
         gradients_trace = _endpoint(archive, names[1]).get_concrete_function()
+    if untrained:
+        warnings.warn(
+            f"sagefit: variables {', '.join(untrained)} get no gradient from the loss and will not "
+            "be trained (fit leaves them as they are too, with the same warning); freeze them "
+            "(trainable=False) or give their output a loss", stacklevel=3)
     # A large step (see LARGE_STEP_OPS) is not traced again where a
     # traced one can be called: Keras's own step is built from the traced
     # gradients and update, and train_steps' loop calls the train step.
@@ -1052,7 +1063,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     written = [_written_by(_endpoint(archive, n), tables, _TABLE_WRITE_OPS) for n in names]
     written_tables = [_table_name(t) for t, *w in zip(tables, *written) if any(w)]
     if written_tables:
-        warnings.warn(f"sagefit: {_WRITTEN_TABLES_WARNING.format(', '.join(written_tables))}", stacklevel=2)
+        warnings.warn(f"sagefit: {_WRITTEN_TABLES_WARNING.format(', '.join(written_tables))}", stacklevel=3)
 
     def _kind(i, v):
         # tf-keras's optimizer keeps its learning rate out of its variables.
@@ -1127,6 +1138,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     as_given = _labels_as_given(model, out_names)
     if as_given:
         meta["labels_as_given"] = as_given
+    if untrained:
+        meta["untrained_variables"] = list(untrained)
     if sparse_grads and _clips(optimizer):
         meta["clipped_sparse_gradients"] = list(sparse_grads)
     if random_ops:

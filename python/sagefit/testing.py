@@ -211,6 +211,28 @@ def two_heads_data(rows, rng):
     return {"x": x}, {"kind": kind, "price": price}
 
 
+def untrained_head():
+    """Two outputs, a loss for one (None for the other, an embedding the
+    model serves): the other head's Dense gets no gradient, and fit warns
+    and trains the rest."""
+    keras = _keras()
+    x = keras.Input((6,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x)
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
+    emb = keras.layers.Dense(4, name="emb")(h)
+    model = keras.Model(x, [kind, emb])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=["sparse_categorical_crossentropy", None],
+                  metrics=[["accuracy"], []])
+    return model
+
+
+def untrained_head_data(rows, rng):
+    """fit asks for a target per output, one without a loss too."""
+    x = rng.normal(size=(rows, 6)).astype(np.float32)
+    return {"x": x}, {"kind": np.argmax(x[:, :3], axis=1).astype(np.int64),
+                      "emb": np.zeros((rows, 4), np.float32)}
+
+
 def _seed_shaped(keras, model_class):
     """The seed MLP's layers as a functional model of model_class (a
     keras.Model with its own train step), compiled as the seed model is."""
@@ -840,6 +862,7 @@ FAMILIES = {
     "cnn": (small_cnn, small_cnn_data),
     "two_heads": (two_heads, two_heads_data),
     "two_heads_weighted": (lambda: two_heads(weighted=True), two_heads_data),
+    "untrained_head": (untrained_head, untrained_head_data),
     "dropout": (dropout_mlp, seed_data),
     "embedding": (embedding, embedding_data),
     "embedding_clipnorm": (embedding_clipnorm, embedding_data),

@@ -162,7 +162,7 @@ def test_frozen_model_without_trainable_weights_is_refused(tmp_path):
         sagefit.export(model, str(tmp_path / "m"))
 
 
-def test_unconnected_trainable_variable_is_refused(tmp_path):
+def test_unconnected_trainable_variable_is_left_untrained(tmp_path):
     a = keras.Input((4,), name="a")
     unused = keras.layers.Dense(2, name="unused")
     out = keras.layers.Dense(1, name="out")(a)
@@ -172,7 +172,20 @@ def test_unconnected_trainable_variable_is_refused(tmp_path):
     model.extra = unused
     model._tracker.lock()
     model.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(sagefit.ExportError, match="no gradient"):
+    with pytest.warns(UserWarning, match="variables unused/kernel, unused/bias get no gradient") as caught:
+        meta = sagefit.export(model, str(tmp_path / "m"))
+    # Named at the user's line, not inside sagefit.
+    assert any(w.filename == __file__ for w in caught if "sagefit:" in str(w.message))
+    assert meta["untrained_variables"] == ["unused/kernel", "unused/bias"]
+    assert [g["name"] for g in meta["gradients"]] == ["out/kernel", "out/bias"]
+    assert meta["gradient_size"] == 5
+
+
+def test_loss_without_any_gradient_is_refused(tmp_path):
+    a = keras.Input((4,), name="a")
+    model = keras.Model(a, keras.layers.Dense(1, name="out")(a))
+    model.compile(optimizer="sgd", loss=lambda y, p: keras.ops.mean(y))
+    with pytest.raises(sagefit.ExportError, match="no trainable variable gets a gradient"):
         sagefit.export(model, str(tmp_path / "m"))
 
 
