@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"maps"
 	"math"
 	"os"
@@ -492,13 +495,7 @@ func TestCallbacksParity(t *testing.T) {
 		t.Errorf("CSVLogger files differ:\nKeras:\n%q\nsagefit:\n%q", kcsv, scsv)
 	}
 
-	events := func(dir string) string {
-		out, err := exec.Command(fixture.Python(t), "-m", "sagefit.events", dir).Output()
-		if err != nil {
-			t.Fatalf("read events in %s: %v", dir, err)
-		}
-		return string(out)
-	}
+	events := func(dir string) string { return tensorBoardScalars(t, dir) }
 	kev, sev := events(filepath.Join(fx, "keras", "tb")), events(filepath.Join(base, "output", "tensorboard"))
 	if kev != sev || !strings.Contains(sev, "train/epoch_loss") || !strings.Contains(sev, "train/batch_loss") {
 		t.Errorf("TensorBoard scalars differ:\nKeras:   %s\nsagefit: %s", kev, sev)
@@ -513,6 +510,49 @@ func TestCallbacksParity(t *testing.T) {
 	sameHistory(t, res.HistoryPath, ref.History)
 	if sev := events(filepath.Join(base, "output", "tensorboard")); kev != sev {
 		t.Errorf("TensorBoard scalars differ at steps_per_execution 7:\nKeras:   %s\nsagefit: %s", kev, sev)
+	}
+}
+
+// tensorBoardScalars reads the scalars of the event files under dir with
+// TensorBoard's own reader, one line each.
+func tensorBoardScalars(t *testing.T, dir string) string {
+	t.Helper()
+	out, err := exec.Command(fixture.Python(t), "-m", "sagefit.events", dir).Output()
+	if err != nil {
+		t.Fatalf("read events in %s: %v", dir, err)
+	}
+	return string(out)
+}
+
+// TestTensorBoardOutputConfig: a job given a TensorBoardOutputConfig writes
+// TensorBoard's event files to its LocalPath, where SageMaker uploads them
+// from: a model without a TensorBoard callback writes each epoch's metrics
+// there as Keras's TensorBoard(update_freq="epoch") does (as SageMaker
+// Debugger's hook does in AWS's TensorFlow images), and a model's own
+// callback writes there too. Before, the config was not read: nothing was
+// written without the callback, and the callback wrote to
+// output/tensorboard whatever the LocalPath.
+func TestTensorBoardOutputConfig(t *testing.T) {
+	withCallback := fixture.Make(t, "seed", "--epochs", "3", "--rows", "100", "--callbacks", `[["TensorBoard", {"log_dir": "tb"}]]`)
+	keras := tensorBoardScalars(t, filepath.Join(withCallback, "keras", "tb"))
+	for _, fx := range []string{fixture.Make(t, "seed", "--epochs", "3", "--rows", "100"), withCallback} {
+		base := localJob(t, fx, map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}, nil)
+		local := filepath.Join(base, "tensorboard-here")
+		config := fmt.Sprintf(`{"LocalPath": %q, "S3OutputPath": "s3://bucket/tb"}`, local)
+		if err := os.WriteFile(filepath.Join(base, "input", "config", "tensorboardoutputconfig.json"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, _, stderr := trainJob(t, base)
+		if got := tensorBoardScalars(t, local); got != keras || !strings.Contains(got, "train/epoch_loss") || !strings.Contains(got, "validation/epoch_loss") {
+			t.Errorf("TensorBoard scalars in LocalPath differ from Keras's TensorBoard callback's:\nKeras:   %s\nsagefit: %s", keras, got)
+		}
+		if _, err := os.Stat(filepath.Join(base, "output", "tensorboard")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("output/tensorboard was written beside the LocalPath: %v", err)
+		}
+		note := strings.Contains(stderr.String(), "the job has a TensorBoardOutputConfig and the model no TensorBoard callback: each epoch's metrics are written as TensorBoard scalars to "+local)
+		if note != (fx != withCallback) {
+			t.Errorf("note about the added TensorBoard callback: %v; stderr:\n%s", note, stderr)
+		}
 	}
 }
 

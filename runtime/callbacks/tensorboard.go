@@ -24,8 +24,8 @@ import (
 // record_if does, the epoch scalars only when the train batches so far are
 // a multiple of N, the evaluation ones only when the validation batches so
 // far are. Event files go to the job's TensorBoard folder (SageMaker's
-// TensorBoardOutputConfig default, /opt/ml/output/tensorboard), where
-// SageMaker uploads them from.
+// TensorBoardOutputConfig's LocalPath, by default /opt/ml/output/tensorboard),
+// where SageMaker uploads them from.
 type tensorBoard struct {
 	LogDir     string          `json:"log_dir"`
 	UpdateFreq json.RawMessage `json:"update_freq"`
@@ -55,7 +55,7 @@ func newTensorBoard(raw json.RawMessage, o Options) (callback, error) {
 		return noWrite{}, nil
 	}
 	t.dir, t.host = o.TensorBoardDir, o.Host
-	if o.Log != nil {
+	if o.Log != nil && t.LogDir != "" {
 		fmt.Fprintf(o.Log, "sagefit: note: TensorBoard writes scalar event files to %s (log_dir %q does not apply)\n", t.dir, t.LogDir)
 	}
 	return t, nil

@@ -9,6 +9,8 @@
 //	input/config/resourceconfig.json    current_host, hosts (rank = index), network_interface_name
 //	input/config/inputdataconfig.json   per channel TrainingInputMode, S3DistributionType, ContentType
 //	input/config/checkpointconfig.json  LocalPath and S3Uri, when the job has checkpoints
+//	input/config/tensorboardoutputconfig.json  LocalPath, for TensorBoard's event files
+//	input/config/debughookconfig.json   SageMaker Debugger's hook: read for a warning only
 //	input/data/<channel>                a channel's files (File and FastFile mode)
 //	input/data/<channel>_<epoch>        a channel's FIFO for one epoch (Pipe mode)
 //	model/                              becomes model.tar.gz

@@ -108,6 +108,15 @@ type Env struct {
 	OutputDataDir   string // SM_OUTPUT_DATA_DIR, or Paths.OutputDataDir()
 	CheckpointDir   string // checkpointconfig.json's LocalPath, or Paths.DefaultCheckpointDir()
 	CheckpointS3URI string // checkpointconfig.json's S3Uri; empty without checkpoint config
+	// TensorBoardDir is tensorboardoutputconfig.json's LocalPath, or
+	// Paths.TensorBoardDir(); TensorBoardOutput says the job has that
+	// file (a TensorBoardOutputConfig: SageMaker uploads the folder).
+	TensorBoardDir    string
+	TensorBoardOutput bool
+	// debugHook says what debughookconfig.json asks SageMaker Debugger's
+	// hook to save, which sagefit does not (Warnings names it); empty for
+	// the SDK's default, an S3 path alone.
+	debugHook string
 
 	// raw holds each hyperparameter (and framework setting) as it was
 	// given, before decoding, for error messages.
@@ -135,6 +144,20 @@ type channelConfig struct {
 type checkpointConfig struct {
 	LocalPath string `json:"LocalPath"`
 	S3URI     string `json:"S3Uri"`
+}
+
+type tensorBoardConfig struct {
+	LocalPath    string `json:"LocalPath"`
+	S3OutputPath string `json:"S3OutputPath"`
+}
+
+// debugHookConfig is what of a DebugHookConfig says it asks for more than
+// the SageMaker Python SDK's default (an S3 path alone).
+type debugHookConfig struct {
+	HookParameters           map[string]string `json:"HookParameters"`
+	CollectionConfigurations []struct {
+		CollectionName string `json:"CollectionName"`
+	} `json:"CollectionConfigurations"`
 }
 
 // Load reads the training contract under base (DefaultBase(environ) when
@@ -423,6 +446,36 @@ func (e *Env) loadDirs(environ []string) error {
 	}
 	e.CheckpointDir = cmp.Or(cc.LocalPath, e.Paths.DefaultCheckpointDir())
 	e.CheckpointS3URI = cc.S3URI
+	var tb tensorBoardConfig
+	ok, err := readConfig(e.Paths, TensorBoardConfigFile, &tb)
+	if err != nil {
+		return err
+	}
+	if tb.LocalPath != "" && !filepath.IsAbs(tb.LocalPath) {
+		return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q; it must be an absolute path in the container", tb.LocalPath)}
+	}
+	e.TensorBoardDir, e.TensorBoardOutput = e.Paths.TensorBoardDir(), ok
+	if tb.LocalPath != "" {
+		e.TensorBoardDir = filepath.Clean(tb.LocalPath)
+	}
+	// Read for a warning only: a file of a shape this reading does not
+	// expect does not fail the job.
+	var dh debugHookConfig
+	if _, err := readConfig(e.Paths, DebugHookConfigFile, &dh); err != nil {
+		e.debugHook = fmt.Sprintf("%v; sagefit runs no SageMaker Debugger hook (smdebug is a Python library), so it saves no tensors for Debugger", err)
+		return nil
+	}
+	var asked []string
+	for _, c := range dh.CollectionConfigurations {
+		asked = append(asked, c.CollectionName)
+	}
+	for _, k := range slices.Sorted(maps.Keys(dh.HookParameters)) {
+		asked = append(asked, k+"="+dh.HookParameters[k])
+	}
+	if len(asked) > 0 {
+		e.debugHook = fmt.Sprintf("%s asks SageMaker Debugger's hook to save %s: sagefit runs no Debugger hook (smdebug is a Python library), so it saves no tensors and Debugger rules that read them find none; the metrics are in output/data/history.json, and as TensorBoard scalars with a TensorBoardOutputConfig",
+			configName(DebugHookConfigFile), hostlist.Abbrev(asked, "collections"))
+	}
 	return nil
 }
 

@@ -105,10 +105,11 @@ func TestLoadSageMakerFiles(t *testing.T) {
   "train": {"TrainingInputMode": "File", "S3DistributionType": "ShardedByS3Key", "RecordWrapperType": "None", "ContentType": "application/x-npy"},
   "eval": {"TrainingInputMode": "Pipe", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "RecordIO"}
 }`,
-		"input/config/checkpointconfig.json": `{"LocalPath": "/opt/ml/checkpoints/here", "S3Uri": "s3://bucket/ckpt"}`,
-		"input/data/train/x.npy":             "",
-		"input/data/extra/y.npy":             "",
-		"input/data/eval_0":                  "",
+		"input/config/checkpointconfig.json":        `{"LocalPath": "/opt/ml/checkpoints/here", "S3Uri": "s3://bucket/ckpt"}`,
+		"input/config/tensorboardoutputconfig.json": `{"LocalPath": "/opt/ml/output/tb/", "S3OutputPath": "s3://bucket/tb"}`,
+		"input/data/train/x.npy":                    "",
+		"input/data/extra/y.npy":                    "",
+		"input/data/eval_0":                         "",
 	})
 	e, err := Load(base, []string{"SM_NUM_GPUS=2", "TRAINING_JOB_NAME=job-42"})
 	if err != nil {
@@ -143,6 +144,8 @@ func TestLoadSageMakerFiles(t *testing.T) {
 		{"OutputDataDir", e.OutputDataDir, p.OutputDataDir()},
 		{"CheckpointDir", e.CheckpointDir, "/opt/ml/checkpoints/here"},
 		{"CheckpointS3URI", e.CheckpointS3URI, "s3://bucket/ckpt"},
+		{"TensorBoardDir", e.TensorBoardDir, "/opt/ml/output/tb"},
+		{"TensorBoardOutput", e.TensorBoardOutput, true},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -357,6 +360,11 @@ func TestLoadErrors(t *testing.T) {
 			name:    "SM_NUM_GPUS not a number",
 			environ: []string{"SM_NUM_GPUS=two"},
 			want:    `SM_NUM_GPUS must be a whole number of devices, got "two"`,
+		},
+		{
+			name:  "relative TensorBoard LocalPath",
+			files: map[string]string{"input/config/tensorboardoutputconfig.json": `{"LocalPath": "tb"}`},
+			want:  `input/config/tensorboardoutputconfig.json gives LocalPath "tb"; it must be an absolute path in the container`,
 		},
 		{
 			name:  "checkpoint config not JSON",

@@ -79,4 +79,10 @@ const (
 	ResourceConfigFile   = "resourceconfig.json"
 	InputDataConfigFile  = "inputdataconfig.json"
 	CheckpointConfigFile = "checkpointconfig.json"
+	// TensorBoardConfigFile is the job's TensorBoardOutputConfig: the
+	// folder SageMaker uploads TensorBoard's event files from.
+	TensorBoardConfigFile = "tensorboardoutputconfig.json"
+	// DebugHookConfigFile is the job's DebugHookConfig, for SageMaker
+	// Debugger's hook (smdebug, a Python library) in the training process.
+	DebugHookConfigFile = "debughookconfig.json"
 )

@@ -42,6 +42,9 @@ var readVariables = []string{"SM_HOSTS", "SM_CURRENT_HOST", "SM_HP_", "SM_CHANNE
 // (FrameworkWarnings), SM_ variables it does not read.
 func (e *Env) Warnings() []string {
 	out := slices.Concat(e.Overrides, e.FrameworkWarnings())
+	if e.debugHook != "" {
+		out = append(out, e.debugHook)
+	}
 	if len(e.unreadVariables) > 0 {
 		out = append(out, fmt.Sprintf("environment variables %s are not read: sagefit reads SM_HOSTS, SM_CURRENT_HOST, SM_HP_<NAME>, SM_CHANNELS, SM_CHANNEL_<NAME>, SM_MODEL_DIR, SM_OUTPUT_DATA_DIR, SM_NUM_GPUS and SM_NUM_CPUS, and the rest of the job from %s",
 			strings.Join(e.unreadVariables, ", "), filepath.Join(e.Paths.Base, "input", "config")))

@@ -49,6 +49,47 @@ func TestFrameworkWarnings(t *testing.T) {
 	}
 }
 
+// TestDebuggerHookConfigIsNamed: a DebugHookConfig that asks for tensor
+// collections (the SDK adds those of the Debugger rules a job is given) is
+// named, as sagefit runs no Debugger hook; the SDK's default for every job,
+// an S3 path alone, and a job without Debugger say nothing. Where the job
+// has no TensorBoardOutputConfig, the event files stay in output/tensorboard.
+func TestDebuggerHookConfigIsNamed(t *testing.T) {
+	for _, tt := range []struct {
+		name, config string
+		want         string
+	}{
+		{"no Debugger", "", ""},
+		{"the SDK's default", `{"LocalPath": "/opt/ml/output/tensors", "S3OutputPath": "s3://b/o", "CollectionConfigurations": []}`, ""},
+		{"rules' collections", `{"S3OutputPath": "s3://b/o", "HookParameters": {"save_interval": "100"},
+			"CollectionConfigurations": [{"CollectionName": "losses"}, {"CollectionName": "gradients", "CollectionParameters": {"save_interval": "500"}}]}`,
+			"input/config/debughookconfig.json asks SageMaker Debugger's hook to save [losses gradients save_interval=100]: sagefit runs no Debugger hook"},
+		// Read for the warning only: its shape does not fail the job.
+		{"a shape not expected", `{"CollectionConfigurations": {}}`,
+			`input/config/debughookconfig.json has the wrong shape: field "CollectionConfigurations" holds an object where a list belongs; sagefit runs no SageMaker Debugger hook`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base := t.TempDir()
+			files := map[string]string{}
+			if tt.config != "" {
+				files["input/config/debughookconfig.json"] = tt.config
+			}
+			writeFiles(t, base, files)
+			e, err := Load(base, noGPUs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.TensorBoardOutput || e.TensorBoardDir != (Paths{Base: base}).TensorBoardDir() {
+				t.Errorf("without a TensorBoardOutputConfig: TensorBoardOutput %v, TensorBoardDir %s", e.TensorBoardOutput, e.TensorBoardDir)
+			}
+			got := strings.Join(e.Warnings(), "\n")
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("warnings %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestUnreadVariablesAreNamed: an SM_ variable sagefit does not read (the
 // toolkit's SM_HPS, SM_OUTPUT_DIR) is named, where it was dropped beside the
 // SM_HP_ and SM_MODEL_DIR variables that are read.
