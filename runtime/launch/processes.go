@@ -55,7 +55,7 @@ func ProcessesPerHost(env *sagemaker.Env) (int, error) {
 	if v == "auto" {
 		return 0, nil
 	}
-	p, err := strconv.Atoi(v)
+	p, err := env.Int(job.HPProcessesPerHost, 0) // 2.0 and 2 alike, as every integer hyperparameter
 	if err != nil || p < 1 {
 		return 0, fmt.Errorf("hyperparameter %q must be \"auto\" (one process per GPU) or a whole number of at least 1, got %q", job.HPProcessesPerHost, v)
 	}

@@ -234,6 +234,7 @@ func removeLaidOut(path string) error {
 // with them), and when a base dir it did not lay out has files there.
 func clearEarlierRun(p Paths, channels map[string]string, log io.Writer) error {
 	var left []string // entries of model and output, as base-relative paths
+	failure := false  // an earlier failure file, removed in any base dir
 	for _, dir := range []string{p.ModelDir(), p.OutputDir()} {
 		if fi, err := os.Lstat(dir); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 			// Emptying it would delete files outside the base dir.
@@ -245,14 +246,33 @@ func clearEarlierRun(p Paths, channels map[string]string, log io.Writer) error {
 		}
 		for _, e := range entries {
 			if filepath.Join(dir, e.Name()) == p.FailureFile() {
-				continue // removed in any base dir
+				failure = true
+				continue
 			}
 			left = append(left, filepath.Join(filepath.Base(dir), e.Name()))
 		}
 	}
-	if len(left) == 0 {
-		return nil
+	if len(left) > 0 {
+		if err := removeEarlierRun(p, left, channels); err != nil {
+			return err
+		}
 	}
+	if failure {
+		if err := os.Remove(p.FailureFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("local job: %w", err)
+		}
+		left = append(left, filepath.Join("output", filepath.Base(p.FailureFile())))
+	}
+	if log != nil && len(left) > 0 {
+		fmt.Fprintf(log, "sagefit local: removed what an earlier run left in %s: %s (a job starts with model and output empty)\n", p.Base, strings.Join(left, ", "))
+	}
+	return nil
+}
+
+// removeEarlierRun removes left (base-relative entries of model and
+// output) where an earlier local run laid out the base dir, and refuses to
+// where a channel's folder overlaps model or output, or where it did not.
+func removeEarlierRun(p Paths, left []string, channels map[string]string) error {
 	for _, name := range slices.Sorted(maps.Keys(channels)) {
 		for _, dir := range []string{p.ModelDir(), p.OutputDir()} {
 			if overlaps(channels[name], dir) {
@@ -267,9 +287,6 @@ func clearEarlierRun(p Paths, channels map[string]string, log io.Writer) error {
 		if err := os.RemoveAll(filepath.Join(p.Base, rel)); err != nil {
 			return fmt.Errorf("local job: empty the earlier run's %s: %w", rel, err)
 		}
-	}
-	if log != nil {
-		fmt.Fprintf(log, "sagefit local: removed what an earlier run left in %s: %s (a job starts with model and output empty)\n", p.Base, strings.Join(left, ", "))
 	}
 	return nil
 }

@@ -261,6 +261,7 @@ func TestWriteLocalEmptiesAnEarlierRunsResults(t *testing.T) {
 		filepath.Join(p.ModelDir(), "1", "saved_model.pb"),
 		filepath.Join(p.OutputDataDir(), "history.json"),
 		filepath.Join(p.TensorBoardDir(), "train", "events"),
+		p.FailureFile(), // removed as before, but not named
 		filepath.Join(p.DefaultCheckpointDir(), "ckpt-1.index"),
 	}
 	for _, f := range earlier {
@@ -273,12 +274,12 @@ func TestWriteLocalEmptiesAnEarlierRunsResults(t *testing.T) {
 	if err := WriteLocal(base, LocalSpec{Log: &log}); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range earlier[:3] {
+	for _, f := range earlier[:4] {
 		if _, err := os.Stat(f); !os.IsNotExist(err) {
 			t.Errorf("%s is still there (%v)", f, err)
 		}
 	}
-	if _, err := os.Stat(earlier[3]); err != nil {
+	if _, err := os.Stat(earlier[4]); err != nil {
 		t.Errorf("the checkpoint is gone: %v", err)
 	}
 	for _, dir := range []string{p.ModelDir(), p.OutputDataDir()} {
@@ -288,7 +289,7 @@ func TestWriteLocalEmptiesAnEarlierRunsResults(t *testing.T) {
 	}
 	want := "sagefit local: removed what an earlier run left in " + base + ": " +
 		filepath.Join("model", "1") + ", " + filepath.Join("output", "data") + ", " + filepath.Join("output", "tensorboard") +
-		" (a job starts with model and output empty)\n"
+		", " + filepath.Join("output", "failure") + " (a job starts with model and output empty)\n"
 	if log.String() != want {
 		t.Errorf("log = %q, want %q", log.String(), want)
 	}
