@@ -159,6 +159,10 @@ type VariableSpec struct {
 	// them before it is read (validation, checkpoints, the saved model):
 	// BatchNormalization's moving statistics (see python/sagefit/export.py).
 	Aggregation string `json:"aggregation,omitempty"`
+	// NotWeight marks a model variable that is not one of its weights
+	// (Keras's model.variables, not model.weights: a random layer's seed
+	// state), which Keras's set_weights leaves alone.
+	NotWeight bool `json:"not_weight,omitempty"`
 }
 
 // Variable kinds: whose state a variable is (python/sagefit/contract.py

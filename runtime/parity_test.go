@@ -140,7 +140,8 @@ func sameWeights(t *testing.T, vars []model.Variable, want [][]float64, names []
 }
 
 // sameState checks the variables of the model sagefit saved in dir against
-// Keras's after fit: the model's weights and the optimizer's variables.
+// Keras's after fit: the model's weights, its other variables (a random
+// layer's seed state) and the optimizer's variables.
 func sameState(t *testing.T, dir string, ref fixture.Reference) {
 	t.Helper()
 	if len(ref.OptimizerWeights) == 0 {
@@ -148,6 +149,7 @@ func sameState(t *testing.T, dir string, ref fixture.Reference) {
 	}
 	vars := savedVars(t, dir)
 	sameWeights(t, vars, ref.Weights, ref.WeightNames)
+	sameWeights(t, vars, ref.OtherVariables, ref.OtherVariableNames)
 	sameWeights(t, vars, ref.OptimizerWeights, ref.OptimizerWeightNames)
 }
 
@@ -554,6 +556,27 @@ func TestTensorBoardOutputConfig(t *testing.T) {
 			t.Errorf("note about the added TensorBoard callback: %v; stderr:\n%s", note, stderr)
 		}
 	}
+}
+
+// TestRestoredBestWeightsLeaveTheSeedState: EarlyStopping's
+// restore_best_weights restores the model's weights, as Keras's
+// set_weights does, and leaves a Dropout's seed state where training left
+// it (a probe found it rolled back to the best epoch's: a model trained
+// further from model/1 drew other masks than Keras's).
+func TestRestoredBestWeightsLeaveTheSeedState(t *testing.T) {
+	callbacks := `[["EarlyStopping", {"monitor": "val_loss", "patience": 100, "restore_best_weights": true}]]`
+	fx := fixture.Make(t, "dropout", "--epochs", "8", "--rows", "300", "--learning-rate", "0.05", "--callbacks", callbacks)
+	ref := fixture.ReadReference(t, fx)
+	if val := ref.History["val_loss"]; slices.Index(val, slices.Min(val)) == len(val)-1 {
+		t.Fatalf("the best epoch is the last (val_loss %v): the test would prove nothing", val)
+	}
+	if len(ref.OtherVariableNames) == 0 {
+		t.Fatal("the reference holds no seed state")
+	}
+	base := localJob(t, fx, map[string]string{"epochs": "8", "shuffle": "false", "batch_size": "32", "learning_rate": "0.05"}, nil)
+	res, _, _ := trainJob(t, base)
+	sameHistory(t, res.HistoryPath, ref.History)
+	sameState(t, res.ModelDir, ref)
 }
 
 // TestCallbacksKeepTheirOwnBestWeights: two EarlyStopping callbacks with

@@ -219,11 +219,18 @@ def _sparse_outputs(model, out_names):
 
 def _input_tensors(model):
     inputs = getattr(model, "inputs", None)
+    if not inputs and not any(c.__name__ == "Sequential" for c in type(model).__mro__):
+        # Built or not, a subclass's call() has no keras.Input of its own.
+        raise ExportError(
+            f"the model is a subclass of keras.Model ({type(model).__name__}) with a call() of its own, "
+            "whose inputs Keras does not record, and sagefit exports models built on keras.Input: wrap it, "
+            "inputs = keras.Input(shape); wrapped = keras.Model(inputs, model(inputs)), then compile and "
+            "export wrapped (it shares the model's layers and weights)"
+        )
     if not inputs:
         raise ExportError(
             "the model has no known inputs; build it with keras.Input "
-            "(or an input_shape on its first layer) before sagefit.export; a subclassed "
-            "model can be wrapped: inputs = keras.Input(shape); keras.Model(inputs, model(inputs))"
+            "(or an input_shape on its first layer) before sagefit.export"
         )
     return list(inputs)
 
@@ -1084,11 +1091,17 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         }
         for i, (k, v) in enumerate(zip(var_keys, state_vars))
     ]
+    weights = list(model.weights)
     for i, (desc, v) in enumerate(zip(variables, state_vars)):
         # A step's own variables follow the rule of the model's (tf-keras
         # tracks them as the model's).
         if (i < len(model.variables) or i >= own_state) and _averaged_over_hosts(v, desc, assigned[i]):
             desc["aggregation"] = contract.MEAN
+        # The model's variables that are not its weights (a random layer's
+        # seed state): get_weights and set_weights leave them out, so
+        # EarlyStopping's restore_best_weights does not restore them.
+        if i < len(model.variables) and not _same_var(v, weights):
+            desc["not_weight"] = True
     grads = [
         {"name": _var_name(v), "shape": [int(d) for d in v.shape], "dtype": "float32"}
         for v in applied
@@ -1357,6 +1370,8 @@ _INSTEAD = {
     "BackupAndRestore": "for resuming, sagefit checkpoints with the hyperparameters checkpoint and checkpoint_steps and resumes from them",
     "History": "sagefit writes the history to output/data/history.json",
     "ProgbarLogger": "sagefit prints Keras's progress and epoch lines itself",
+    "SwapEMAWeights": "with the optimizer's use_ema the job ends with the moving averages as the weights, "
+                      "as fit does, and validates with the training weights",
 }
 
 

@@ -1006,6 +1006,11 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
         ref["history"] = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         ref["weights"] = [w.astype(np.float64).ravel().tolist() for w in model.get_weights()]
         ref["weight_names"] = [_var_name(v) for v in model.weights]
+        # The model's variables that get_weights leaves out (a random
+        # layer's seed state): fit's callbacks leave them as training did.
+        others = [v for v in model.variables if not any(v is w for w in model.weights)]
+        ref["other_variables"] = [np.asarray(v).astype(np.float64).ravel().tolist() for v in others]
+        ref["other_variable_names"] = [_var_name(v) for v in others]
         opt_vars = model.optimizer.variables
         opt_vars = opt_vars() if callable(opt_vars) else opt_vars
         ref["optimizer_weights"] = [np.asarray(v).astype(np.float64).ravel().tolist() for v in opt_vars]

@@ -141,6 +141,32 @@ def test_two_named_inputs(tmp_path):
     assert meta["metrics"] == ["loss", "mae"]
 
 
+def test_subclassed_model_is_refused_with_the_wrapper(tmp_path):
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Net()
+    model.compile(optimizer="adam", loss="mse")
+    model(np.zeros((2, 3), np.float32))  # built, yet no keras.Input
+    with pytest.raises(sagefit.ExportError, match=r"subclass of keras.Model \(Net\) with a call\(\) of its own.*wrapped = keras.Model\(inputs, model\(inputs\)\)"):
+        sagefit.export(model, str(tmp_path / "m"))
+    inputs = keras.Input((3,))
+    wrapped = keras.Model(inputs, model(inputs))
+    wrapped.compile(optimizer="adam", loss="mse")
+    meta = sagefit.export(wrapped, str(tmp_path / "w"))
+    assert [v["name"] for v in meta["gradients"]] == ["net/dense/kernel", "net/dense/bias"]
+    # A Sequential without an Input is told to give one.
+    seq = keras.Sequential([keras.layers.Dense(1)])
+    seq.compile(optimizer="adam", loss="mse")
+    with pytest.raises(sagefit.ExportError, match="no known inputs; build it with keras.Input"):
+        sagefit.export(seq, str(tmp_path / "s"))
+
+
 def test_uncompiled_model_is_refused(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     with pytest.raises(sagefit.ExportError, match="not compiled"):
@@ -243,6 +269,7 @@ def test_callbacks_recorded_with_modes_resolved(tmp_path):
         (lambda: keras.callbacks.LearningRateScheduler(lambda e, lr: lr), "keras.optimizers.schedules"),
         (lambda: keras.callbacks.ModelCheckpoint("/x/m.keras"), "save_best_only=True"),
         (lambda: keras.callbacks.TensorBoard("/x/tb", histogram_freq=1), "scalar summaries only"),
+        (lambda: keras.callbacks.SwapEMAWeights(), "with the optimizer's use_ema the job ends with the moving averages"),
     ],
 )
 def test_callbacks_sagefit_cannot_run_are_refused(tmp_path, callback, words):

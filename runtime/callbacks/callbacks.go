@@ -397,9 +397,11 @@ func (b *bestWeights) own(vars []model.Variable) []model.Variable {
 	return vars
 }
 
-// isModelWeight: the model's own weights; "" is an export that named no kinds.
+// isModelWeight: the model's own weights, as Keras's get_weights lists
+// them (not a random layer's seed state); "" is an export that named no
+// kinds.
 func isModelWeight(v model.Variable) bool {
-	return v.Spec.Kind == model.KindModel || v.Spec.Kind == ""
+	return (v.Spec.Kind == model.KindModel || v.Spec.Kind == "") && !v.Spec.NotWeight
 }
 
 func (b *bestWeights) keep(m Model) error {
