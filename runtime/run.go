@@ -412,16 +412,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %s, batch %d, %d epochs\n",
 		env.CurrentHost, env.Rank, len(env.Hosts), j.ModelDir, j.TrainChannel.Name, examples, j.BatchSize, j.Epochs)
 
-	specs := meta.Callbacks
-	if env.TensorBoardOutput && !slices.ContainsFunc(specs, func(s model.CallbackSpec) bool { return s.Class == "TensorBoard" }) {
-		// Asked of the job, not of the model: as SageMaker Debugger's hook
-		// does in AWS's TensorFlow images, the metrics go to TensorBoard.
-		specs = append(slices.Clip(specs), model.CallbackSpec{Class: "TensorBoard", Config: json.RawMessage(`{"update_freq": "epoch"}`)})
-		if env.Rank == 0 {
-			fmt.Fprintf(o.Stderr, "sagefit: note: the job has a TensorBoardOutputConfig and the model no TensorBoard callback: each epoch's metrics are written as TensorBoard scalars to %s, for SageMaker to upload\n", env.TensorBoardDir)
-		}
-	}
-	cbs, err := callbacks.New(specs, callbacks.Options{TFKeras: meta.LegacyKeras,
+	// JobTensorBoard: asked of the job, not of the model; as SageMaker
+	// Debugger's hook does in AWS's TensorFlow images, the metrics go to
+	// TensorBoard.
+	cbs, err := callbacks.New(meta.Callbacks, callbacks.Options{TFKeras: meta.LegacyKeras, JobTensorBoard: env.TensorBoardOutput,
 		OutputDataDir: env.OutputDataDir, TensorBoardDir: env.TensorBoardDir,
 		Writer: env.Rank == 0, Host: env.CurrentHost, Log: o.Stderr,
 		Taken: []string{historyFile, timingFile, plotFile, crashFile}})

@@ -35,6 +35,12 @@ type Options struct {
 	// here and there from Keras 3's (ModelCheckpoint skips an epoch
 	// without its monitor, where Keras 3 saves it).
 	TFKeras bool
+	// JobTensorBoard: the job asks for TensorBoard's event files
+	// (SageMaker's TensorBoardOutputConfig). Where the export has no
+	// TensorBoard callback, one is added that writes each epoch's metrics,
+	// as TensorBoard(update_freq="epoch") does; it keeps no state in
+	// checkpoints, so a checkpoint resumes with the config given or not.
+	JobTensorBoard bool
 }
 
 // Logs are an epoch's (or a batch's) metrics in Keras's order; callbacks
@@ -100,6 +106,9 @@ type testWatcher interface {
 // given, as Keras's CallbackList does.
 type Set struct {
 	list []callback
+	// exported is how many of list the export gave, whose state
+	// checkpoints carry; the rest are the job's own (JobTensorBoard).
+	exported int
 	// kept are the weights each callback that keeps some for the end
 	// keeps (EarlyStopping's restore_best_weights, ModelCheckpoint's best
 	// model), in the callbacks' order: a copy each, as each Keras
@@ -158,6 +167,17 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 			m.setLog(o.Log) // named once per job, by the process that writes its files
 		}
 		s.list = append(s.list, cb)
+	}
+	s.exported = len(s.list)
+	if o.JobTensorBoard && !slices.ContainsFunc(specs, func(s model.CallbackSpec) bool { return s.Class == "TensorBoard" }) {
+		cb, err := newTensorBoard(json.RawMessage(`{"update_freq": "epoch"}`), o)
+		if err != nil {
+			return nil, fmt.Errorf("callback TensorBoard: %w", err)
+		}
+		s.list = append(s.list, cb)
+		if said != nil {
+			fmt.Fprintf(said, "sagefit: note: the job has a TensorBoardOutputConfig and the model no TensorBoard callback: each epoch's metrics are written as TensorBoard scalars to %s, for SageMaker to upload\n", o.TensorBoardDir)
+		}
 	}
 	var checkpoints []string
 	for _, cb := range s.list {
@@ -302,7 +322,7 @@ type State struct {
 // when none).
 func (s *Set) Snapshot() (State, []byte, error) {
 	var st State
-	for _, cb := range s.list {
+	for _, cb := range s.list[:s.exported] {
 		raw, err := json.Marshal(cb.state())
 		if err != nil {
 			return st, nil, err
@@ -324,10 +344,10 @@ func (s *Set) Snapshot() (State, []byte, error) {
 // Restore puts back what Snapshot returned; m gives the shapes of the kept
 // weights.
 func (s *Set) Restore(st State, best []byte, m Model) error {
-	if len(st.Callbacks) != len(s.list) {
-		return fmt.Errorf("the checkpoint holds the state of %d callbacks and the model was exported with %d: it is another export's checkpoint, of the same layers but other callbacks; give this job a checkpoint location of its own, or empty this one to start afresh", len(st.Callbacks), len(s.list))
+	if len(st.Callbacks) != s.exported {
+		return fmt.Errorf("the checkpoint holds the state of %d callbacks and the model was exported with %d: it is another export's checkpoint, of the same layers but other callbacks; give this job a checkpoint location of its own, or empty this one to start afresh", len(st.Callbacks), s.exported)
 	}
-	for i, cb := range s.list {
+	for i, cb := range s.list[:s.exported] {
 		if err := cb.restore(st.Callbacks[i]); err != nil {
 			return fmt.Errorf("callback state: %w", err)
 		}
@@ -352,12 +372,27 @@ func (s *Set) Restore(st State, best []byte, m Model) error {
 		}
 		return nil
 	}
+	// A runtime that did not know NotWeight kept a random layer's seed
+	// state in EarlyStopping's copy: where the bytes are that layout's,
+	// they are read so, and the seed state dropped.
+	total := func(older bool) int {
+		n := 0
+		for _, i := range st.Kept {
+			if i >= 0 && i < len(s.kept) {
+				for _, v := range s.kept[i].ownAs(slices.Clone(like), older) {
+					n += len(v.Data)
+				}
+			}
+		}
+		return n
+	}
+	older := total(false) != len(best) && total(true) == len(best)
 	for _, i := range st.Kept { // the copies one after another, each of what its callback keeps
 		if i < 0 || i >= len(s.kept) {
 			return fmt.Errorf("kept weights of callback %d of %d that keep some", i, len(s.kept))
 		}
 		k := s.kept[i]
-		shape := k.own(slices.Clone(like))
+		shape := k.ownAs(slices.Clone(like), older)
 		size := 0
 		for _, v := range shape {
 			size += len(v.Data)
@@ -368,6 +403,7 @@ func (s *Set) Restore(st State, best []byte, m Model) error {
 		if k.vars, err = model.SplitVariables(shape, best[:size]); err != nil {
 			return fmt.Errorf("kept weights: %w", err)
 		}
+		k.vars = k.own(k.vars)
 		best = best[size:]
 	}
 	if len(best) != 0 {
@@ -385,11 +421,16 @@ type bestWeights struct {
 	modelOnly bool
 }
 
-// own is vars as b keeps them: with modelOnly, no bytes but the model's.
-func (b *bestWeights) own(vars []model.Variable) []model.Variable {
+// own is vars as b keeps them: with modelOnly, no bytes but the model's
+// weights.
+func (b *bestWeights) own(vars []model.Variable) []model.Variable { return b.ownAs(vars, false) }
+
+// ownAs is own, or with older as a runtime that did not know NotWeight
+// kept them: every model variable.
+func (b *bestWeights) ownAs(vars []model.Variable, older bool) []model.Variable {
 	if b.modelOnly {
 		for i := range vars {
-			if !isModelWeight(vars[i]) {
+			if !isModelWeight(vars[i]) && !(older && (vars[i].Spec.Kind == model.KindModel || vars[i].Spec.Kind == "")) {
 				vars[i].Data = nil
 			}
 		}

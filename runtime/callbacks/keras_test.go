@@ -411,3 +411,92 @@ func TestEarlyStoppingKeepsTheModelsWeights(t *testing.T) {
 		t.Errorf("weight %d slot %d (%v), want epoch 0's weight and the last slot (0, 101)", m.weight, m.slot, err)
 	}
 }
+
+// TestJobTensorBoardKeepsNoStateInCheckpoints: the TensorBoard callback a
+// job's TensorBoardOutputConfig adds is not the export's: a checkpoint of
+// the export's callbacks resumes with the config given or not (a job given
+// it refused every checkpoint written without it, as another export's).
+func TestJobTensorBoardKeepsNoStateInCheckpoints(t *testing.T) {
+	specs := []model.CallbackSpec{{Class: "EarlyStopping", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "patience": 100}`)}}
+	var log bytes.Buffer
+	with, err := New(specs, Options{Log: &log, Writer: true, TensorBoardDir: t.TempDir(), JobTensorBoard: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "the job has a TensorBoardOutputConfig and the model no TensorBoard callback") {
+		t.Errorf("no note of the added callback: %q", log.String())
+	}
+	without, err := New(specs, Options{Log: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pair := range [][2]*Set{{with, without}, {without, with}} {
+		st, best, err := pair[0].Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Callbacks) != 1 {
+			t.Errorf("the checkpoint holds %d callbacks' state, want the export's 1", len(st.Callbacks))
+		}
+		if err := pair[1].Restore(st, best, &twoKinds{}); err != nil {
+			t.Errorf("restore across the TensorBoardOutputConfig: %v", err)
+		}
+	}
+	// The model's own TensorBoard is not doubled.
+	own := append(slices.Clone(specs), model.CallbackSpec{Class: "TensorBoard", Config: json.RawMessage(`{"log_dir": "tb", "update_freq": "epoch"}`)})
+	s, err := New(own, Options{Log: &bytes.Buffer{}, JobTensorBoard: true})
+	if err != nil || len(s.list) != 2 || s.exported != 2 {
+		t.Errorf("with the model's own TensorBoard: %d callbacks, %d exported (%v), want 2 and 2", len(s.list), s.exported, err)
+	}
+}
+
+// seeded is a model of a one-byte weight, a one-byte seed state (a model
+// variable that is not a weight) and a one-byte optimizer slot.
+type seeded struct{ weight, seed, slot byte }
+
+func (m *seeded) ReadVariables() ([]model.Variable, error) {
+	return []model.Variable{
+		{Spec: model.VariableSpec{Kind: model.KindModel}, Tensor: model.Tensor{Data: []byte{m.weight}}},
+		{Spec: model.VariableSpec{Kind: model.KindModel, NotWeight: true}, Tensor: model.Tensor{Data: []byte{m.seed}}},
+		{Spec: model.VariableSpec{Kind: model.KindOptimizer}, Tensor: model.Tensor{Data: []byte{m.slot}}},
+	}, nil
+}
+func (m *seeded) AssignVariables(v []model.Variable) error {
+	m.weight, m.seed, m.slot = v[0].Data[0], v[1].Data[0], v[2].Data[0]
+	return nil
+}
+func (m *seeded) LearningRate() (float64, error) { return 0.1, nil }
+func (m *seeded) SetLearningRate(float64) error  { return nil }
+
+// TestKeptWeightsOfAnOlderLayoutResume: EarlyStopping keeps the model's
+// weights, not its seed state; a checkpoint of a runtime that kept the seed
+// state too (before NotWeight) resumes, read in its layout, and the restore
+// still leaves the seed state as training left it.
+func TestKeptWeightsOfAnOlderLayoutResume(t *testing.T) {
+	specs := []model.CallbackSpec{{Class: "EarlyStopping", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "patience": 100, "restore_best_weights": true}`)}}
+	s, err := New(specs, Options{Log: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &seeded{weight: 1, seed: 50, slot: 101}
+	if _, err := s.EpochEnd(0, &Logs{{Name: "loss", Value: 0.5}}, m); err != nil {
+		t.Fatal(err)
+	}
+	st, best, err := s.Snapshot()
+	if err != nil || !bytes.Equal(best, []byte{1}) {
+		t.Fatalf("kept %v (%v), want the weight alone", best, err)
+	}
+	for name, bytes := range map[string][]byte{"this layout": {1}, "the older layout": {1, 50}} {
+		s, err := New(specs, Options{Log: &strings.Builder{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &seeded{weight: 2, seed: 70, slot: 102}
+		if err := s.Restore(st, bytes, m); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := s.TrainEnd(m); err != nil || m.weight != 1 || m.seed != 70 || m.slot != 102 {
+			t.Errorf("%s: weight %d seed %d slot %d (%v), want the kept weight and the seed and slot as training left them (1, 70, 102)", name, m.weight, m.seed, m.slot, err)
+		}
+	}
+}

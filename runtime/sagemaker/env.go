@@ -458,6 +458,10 @@ func (e *Env) loadDirs(environ []string) error {
 	if tb.LocalPath != "" {
 		e.TensorBoardDir = filepath.Clean(tb.LocalPath)
 	}
+	if model, _ := filepath.Abs(e.ModelDir); tb.LocalPath != "" && within(e.TensorBoardDir, model) {
+		// The trained model replaces what its folder holds at the end.
+		return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q, in the model folder %s, whose files the trained model replaces: give a folder outside it (SageMaker's default is /opt/ml/output/tensorboard)", tb.LocalPath, e.ModelDir)}
+	}
 	// Read for a warning only: a file of a shape this reading does not
 	// expect does not fail the job.
 	var dh debugHookConfig

@@ -362,6 +362,12 @@ func TestLoadErrors(t *testing.T) {
 			want:    `SM_NUM_GPUS must be a whole number of devices, got "two"`,
 		},
 		{
+			name:    "TensorBoard LocalPath in the model folder",
+			files:   map[string]string{"input/config/tensorboardoutputconfig.json": `{"LocalPath": "/x/model/1"}`},
+			environ: []string{"SM_MODEL_DIR=/x/model"},
+			want:    `input/config/tensorboardoutputconfig.json gives LocalPath "/x/model/1", in the model folder /x/model, whose files the trained model replaces: give a folder outside it (SageMaker's default is /opt/ml/output/tensorboard)`,
+		},
+		{
 			name:  "relative TensorBoard LocalPath",
 			files: map[string]string{"input/config/tensorboardoutputconfig.json": `{"LocalPath": "tb"}`},
 			want:  `input/config/tensorboardoutputconfig.json gives LocalPath "tb"; it must be an absolute path in the container`,
