@@ -337,6 +337,7 @@ def export(
         folder = os.path.dirname(folder)
     staging = None
     done = False
+    counters = _trace_counters(model.optimizer)  # as they are; the export's traces advance them
     try:
         try:
             os.makedirs(parent, exist_ok=True)  # as the SavedModel writer makes the folders above
@@ -360,11 +361,36 @@ def export(
             raise ExportError(f"cannot put the export in place at {export_dir}: {e.strerror or e}") from None
         done = True
     finally:
+        _fresh_trace(model.optimizer)  # counters the export's build made start as build() left them
+        for owner, name, value in counters:
+            setattr(owner, name, value)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         if not done:
             _remove_empty(made)
     return meta
+
+
+# Python counters an optimizer's update advances each time it is traced and
+# bakes into the traced step, with the value its build() gives them:
+# tf-keras's Nadam counts in _u_product_counter (fit's one trace starts
+# from 1; each step the export traces after it baked another count, and
+# trained to other numbers).
+_TRACE_COUNTERS = {"_u_product_counter": 1}
+
+
+def _trace_counters(optimizer):
+    """(owner, name, value) of the optimizer's trace counters (its inner
+    optimizer's too), as they are now."""
+    owners = [o for o in (optimizer, getattr(optimizer, "inner_optimizer", None)) if o is not None]
+    return [(o, name, getattr(o, name)) for o in owners for name in _TRACE_COUNTERS if hasattr(o, name)]
+
+
+def _fresh_trace(optimizer):
+    """Gives the optimizer's trace counters the values fit's first trace of
+    its step finds (called where the export traces a step that updates)."""
+    for owner, name, _ in _trace_counters(optimizer):
+        setattr(owner, name, _TRACE_COUNTERS[name])
 
 
 def _check_no_strategy(model, tf):
@@ -714,6 +740,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         return (x, y)
 
     def train_step(*args):
+        _fresh_trace(optimizer)
         return metric_dict(model.train_step(step_data(args)))
 
     # The variables the step hands the optimizer, in the order it hands
@@ -796,6 +823,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
     # The optimizer's update with those gradients, as the step makes it.
     @tf.function(autograph=False)
     def apply_update(grads):
+        _fresh_trace(optimizer)
         optimizer.apply_gradients(zip(grads, applied))
         return tf.identity(optimizer.iterations)
 
@@ -1730,6 +1758,7 @@ def _train_steps(model, step_data, metric_dict, metric_names, traced_step=None):
     def step(tensors):
         if traced_step is not None:
             return traced_step(*tensors)
+        _fresh_trace(model.optimizer)
         return metric_dict(model.train_step(step_data(tensors)))
 
     def train_steps(*stacked):

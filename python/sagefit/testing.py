@@ -54,6 +54,15 @@ def seed_ema():
     return model
 
 
+def seed_nadam():
+    """The seed model with Nadam: tf-keras's counts the traces of its
+    update in a Python int that each trace bakes into the step."""
+    keras = _keras()
+    model = seed_mlp()
+    model.compile(optimizer=keras.optimizers.Nadam(0.01), loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def seed_xla():
     """The seed model compiled with jit_compile=True: fit runs the train
     step XLA-compiled, and so does sagefit."""
@@ -854,6 +863,7 @@ FAMILIES = {
     "seed_weighted": (seed_weighted, seed_data),
     "seed_xla": (seed_xla, seed_data),
     "seed_ema": (seed_ema, seed_data),
+    "seed_nadam": (seed_nadam, seed_data),
     "old_style_branch": (old_style_branch, seed_data),
     "cnn_xla": (cnn_xla, small_cnn_data),
     "wide": (wide, wide_data),
