@@ -472,10 +472,16 @@ func TestFitArgumentsParity(t *testing.T) {
 // TensorBoard the same scalars at the same steps (read with TensorBoard's
 // own reader).
 func TestCallbacksParity(t *testing.T) {
+	for _, family := range []string{"seed", fixture.LegacyKeras + "seed"} {
+		t.Run(family, func(t *testing.T) { callbacksParity(t, family) })
+	}
+}
+
+func callbacksParity(t *testing.T, family string) {
 	callbacks := `[["EarlyStopping", {"monitor": "val_loss", "patience": 2, "min_delta": 0.002, "restore_best_weights": true}],` +
 		` ["ReduceLROnPlateau", {"monitor": "loss", "patience": 1, "factor": 0.5, "min_delta": 0.01}],` +
 		` ["CSVLogger", {"filename": "log.csv"}], ["TensorBoard", {"log_dir": "tb", "update_freq": 3}], ["TerminateOnNaN", {}]]`
-	fx := fixture.Make(t, "seed", "--epochs", "12", "--rows", "300", "--callbacks", callbacks)
+	fx := fixture.Make(t, family, "--epochs", "12", "--rows", "300", "--callbacks", callbacks)
 	ref := fixture.ReadReference(t, fx)
 	if n := len(ref.History["loss"]); n >= 12 {
 		t.Fatalf("Keras ran all %d epochs: the fixture no longer stops early, so the test would prove nothing", n)
@@ -516,6 +522,41 @@ func TestCallbacksParity(t *testing.T) {
 	sameHistory(t, res.HistoryPath, ref.History)
 	if sev := events(filepath.Join(base, "output", "tensorboard")); kev != sev {
 		t.Errorf("TensorBoard scalars differ at steps_per_execution 7:\nKeras:   %s\nsagefit: %s", kev, sev)
+	}
+}
+
+// TestTensorBoardScheduleParity: with a learning-rate schedule, TensorBoard
+// writes the rate in force after each epoch as Keras 3 and tf-keras do
+// (tf-keras's schedule at the steps so far; it was written one step
+// behind, the rate tf-keras's last step used). The schedule is computed in
+// TensorFlow's session, where Keras's callback computes it eagerly: the
+// rate may differ in its last float32 bit (every other scalar is equal).
+func TestTensorBoardScheduleParity(t *testing.T) {
+	for _, family := range []string{"seed_schedule", fixture.LegacyKeras + "seed_schedule"} {
+		t.Run(family, func(t *testing.T) {
+			fx := fixture.Make(t, family, "--epochs", "3", "--rows", "200", "--callbacks", `[["TensorBoard", {"log_dir": "tb"}]]`)
+			ref := fixture.ReadReference(t, fx)
+			base := localJob(t, fx, map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}, nil)
+			res, _, _ := trainJob(t, base)
+			sameHistory(t, res.HistoryPath, ref.History)
+			sameState(t, res.ModelDir, ref)
+			var kev, sev map[string][][2]float64
+			for dir, into := range map[string]*map[string][][2]float64{filepath.Join(fx, "keras", "tb"): &kev, filepath.Join(base, "output", "tensorboard"): &sev} {
+				if err := json.Unmarshal([]byte(tensorBoardScalars(t, dir)), into); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(kev["train/epoch_learning_rate"]) != 3 || !slices.Equal(slices.Sorted(maps.Keys(kev)), slices.Sorted(maps.Keys(sev))) {
+				t.Fatalf("TensorBoard scalars differ:\nKeras:   %v\nsagefit: %v", kev, sev)
+			}
+			for tag, want := range kev {
+				for i, got := range sev[tag] {
+					if got[0] != want[i][0] || !close(got[1], want[i][1]) || (tag != "train/epoch_learning_rate" && got[1] != want[i][1]) {
+						t.Errorf("%s[%d] = %v, Keras %v", tag, i, got, want[i])
+					}
+				}
+			}
+		})
 	}
 }
 

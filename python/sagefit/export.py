@@ -894,9 +894,18 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
 
     lr_var = _learning_rate_variable(optimizer)
 
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(inner, "_learning_rate", None)
+    legacy_schedule = _is_legacy_keras(model) and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule)
+
     @tf.function(input_signature=[], autograph=False)
     def get_learning_rate():
         lr = optimizer.learning_rate
+        if legacy_schedule:
+            # tf-keras's property is the rate its last step used; the rate
+            # in force now (Keras 3's property, what tf-keras's TensorBoard
+            # writes) is the schedule's at the steps so far.
+            lr = schedule(inner.iterations)
         return {contract.LEARNING_RATE: tf.cast(tf.convert_to_tensor(lr), tf.float32)}
 
     def set_learning_rate(lr):

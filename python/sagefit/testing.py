@@ -63,6 +63,15 @@ def seed_nadam():
     return model
 
 
+def seed_schedule():
+    """The seed model with Adam on an ExponentialDecay schedule."""
+    keras = _keras()
+    model = seed_mlp()
+    rate = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=3, decay_rate=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def seed_xla():
     """The seed model compiled with jit_compile=True: fit runs the train
     step XLA-compiled, and so does sagefit."""
@@ -864,6 +873,7 @@ FAMILIES = {
     "seed_xla": (seed_xla, seed_data),
     "seed_ema": (seed_ema, seed_data),
     "seed_nadam": (seed_nadam, seed_data),
+    "seed_schedule": (seed_schedule, seed_data),
     "old_style_branch": (old_style_branch, seed_data),
     "cnn_xla": (cnn_xla, small_cnn_data),
     "wide": (wide, wide_data),

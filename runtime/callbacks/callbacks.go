@@ -41,6 +41,9 @@ type Options struct {
 	// as TensorBoard(update_freq="epoch") does; it keeps no state in
 	// checkpoints, so a checkpoint resumes with the config given or not.
 	JobTensorBoard bool
+	// Schedule: the optimizer's learning rate is a schedule's (or a
+	// function's), which tf-keras's TensorBoard writes and Keras 3's too.
+	Schedule bool
 }
 
 // Logs are an epoch's (or a batch's) metrics in Keras's order; callbacks
@@ -147,7 +150,7 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 		case "EarlyStopping":
 			cb, err = newEarlyStopping(spec.Config, s, said)
 		case "ReduceLROnPlateau":
-			cb, err = newReduceLR(spec.Config, said)
+			cb, err = newReduceLR(spec.Config, said, o.TFKeras)
 		case "TerminateOnNaN":
 			cb, err = newTerminateOnNaN(spec.Config, o.Log)
 		case "CSVLogger":

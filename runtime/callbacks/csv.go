@@ -23,6 +23,7 @@ type csvLogger struct {
 	Append    bool   `json:"append"`
 
 	path   string
+	lr32   bool // tf-keras: ReduceLROnPlateau's "lr" is a float32, written as numpy writes one
 	keys   []string
 	header bool
 	text   strings.Builder // what this job wrote to the file: carried through checkpoints
@@ -64,6 +65,7 @@ func newCSVLogger(raw json.RawMessage, o Options) (callback, error) {
 		return noWrite{}, nil
 	}
 	c.path = filepath.Join(o.OutputDataDir, name)
+	c.lr32 = o.TFKeras
 	if o.Log != nil && c.Filename != name {
 		fmt.Fprintf(o.Log, "sagefit: note: CSVLogger writes %s (in output.tar.gz), not %s\n", c.path, c.Filename)
 	}
@@ -105,7 +107,9 @@ func (c *csvLogger) epochEnd(epoch int, logs *Logs, _ Model) (bool, error) {
 	}
 	cells := []string{strconv.Itoa(epoch)}
 	for _, k := range c.keys {
-		if v, ok := logs.Get(k); ok {
+		if v, ok := logs.Get(k); ok && c.lr32 && k == tfKerasLR {
+			cells = append(cells, pyReprBits(v, 32))
+		} else if ok {
 			cells = append(cells, pyRepr(v))
 		} else {
 			cells = append(cells, "NA")
@@ -181,7 +185,12 @@ func (c *csvLogger) write(flag int, text string) error {
 
 // pyRepr formats v as Python's repr of a float does (what Keras's
 // CSVLogger writes through the csv module).
-func pyRepr(v float64) string {
+func pyRepr(v float64) string { return pyReprBits(v, 64) }
+
+// pyReprBits is pyRepr for a float of bits 64 or 32: numpy writes a
+// float32 as the shortest decimal that reads back as that float32 ("0.001",
+// where its float64 is 0.0010000000474974513), with Python's rules.
+func pyReprBits(v float64, bits int) string {
 	switch {
 	case math.IsNaN(v):
 		return "nan"
@@ -199,9 +208,9 @@ func pyRepr(v float64) string {
 	exp := math.Floor(math.Log10(math.Abs(v)))
 	// Python switches to exponent notation below 1e-4 and from 1e16.
 	if exp < -4 || exp >= 16 {
-		return strconv.FormatFloat(v, 'e', -1, 64) // "1e-05", "1.5e+16", as Python writes them
+		return strconv.FormatFloat(v, 'e', -1, bits) // "1e-05", "1.5e+16", as Python writes them
 	}
-	s := strconv.FormatFloat(v, 'f', -1, 64) // the shortest decimal that reads back as v
+	s := strconv.FormatFloat(v, 'f', -1, bits) // the shortest decimal that reads back as v
 	if !strings.Contains(s, ".") {
 		s += ".0"
 	}

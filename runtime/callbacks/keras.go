@@ -119,12 +119,16 @@ type reduceLR struct {
 		Wait     int      `json:"wait"`
 		Cooldown int      `json:"cooldown_counter"`
 	}
-	warned bool
-	log    io.Writer // Keras's line with verbose (the writing process's)
+	warned  bool
+	log     io.Writer // Keras's line with verbose (the writing process's)
+	tfKeras bool      // tf-keras's: the rate logged as "lr", reduced in float32
 }
 
-func newReduceLR(raw json.RawMessage, log io.Writer) (*reduceLR, error) {
-	r := &reduceLR{log: log}
+// tfKerasLR is the key tf-keras's ReduceLROnPlateau logs the rate under.
+const tfKerasLR = "lr"
+
+func newReduceLR(raw json.RawMessage, log io.Writer, tfKeras bool) (*reduceLR, error) {
+	r := &reduceLR{log: log, tfKeras: tfKeras}
 	if err := decode(raw, r); err != nil {
 		return nil, err
 	}
@@ -144,7 +148,14 @@ func (r *reduceLR) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	logs.set("learning_rate", lr) // Keras logs the rate in force during the epoch
+	// Keras logs the rate in force during the epoch: Keras 3 as a Python
+	// float under "learning_rate", tf-keras as the variable's float32 under
+	// "lr".
+	key := "learning_rate"
+	if r.tfKeras {
+		key = tfKerasLR
+	}
+	logs.set(key, lr)
 	current, ok := r.value(*logs, "ReduceLROnPlateau", &r.warned)
 	if !ok {
 		return false, nil
@@ -167,11 +178,20 @@ func (r *reduceLR) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 	}
 	if lr > float64(float32(r.MinLR)) {
 		newLR := max(lr*r.Factor, r.MinLR)
+		said := pyRepr(newLR)
+		if r.tfKeras {
+			// old_lr * factor with old_lr numpy's float32: float32
+			// arithmetic (0.05 * 0.1 is 0.0050000004, not float32(0.005)).
+			newLR, said = float64(float32(lr)*float32(r.Factor)), pyReprBits(float64(float32(lr)*float32(r.Factor)), 32)
+			if newLR < r.MinLR {
+				newLR, said = r.MinLR, pyRepr(r.MinLR)
+			}
+		}
 		if err := m.SetLearningRate(newLR); err != nil {
 			return false, fmt.Errorf("ReduceLROnPlateau: %w", err)
 		}
 		if r.Verbose > 0 && r.log != nil {
-			fmt.Fprintf(r.log, "\nEpoch %d: ReduceLROnPlateau reducing learning rate to %s.\n", epoch+1, pyRepr(newLR))
+			fmt.Fprintf(r.log, "\nEpoch %d: ReduceLROnPlateau reducing learning rate to %s.\n", epoch+1, said)
 		}
 		r.st.Cooldown, r.st.Wait = r.Cooldown, 0
 	}

@@ -30,12 +30,16 @@ type tensorBoard struct {
 	LogDir     string          `json:"log_dir"`
 	UpdateFreq json.RawMessage `json:"update_freq"`
 
-	every         int // 0: epochs only
-	dir, host     string
-	train, val    *eventFile
-	trainBatches  int // global train batch, as Keras counts it
-	testBatches   int // validation batches so far, all validations
-	recordingTest bool
+	every int // 0: epochs only
+	// tfKeras: tf-keras's, which writes the epoch and evaluation scalars
+	// at every epoch (Keras 3 only at its update_freq's batches), and the
+	// learning rate only where it is a schedule's (Keras 3 always).
+	tfKeras, schedule bool
+	dir, host         string
+	train, val        *eventFile
+	trainBatches      int // global train batch, as Keras counts it
+	testBatches       int // validation batches so far, all validations
+	recordingTest     bool
 }
 
 func newTensorBoard(raw json.RawMessage, o Options) (callback, error) {
@@ -55,6 +59,7 @@ func newTensorBoard(raw json.RawMessage, o Options) (callback, error) {
 		return noWrite{}, nil
 	}
 	t.dir, t.host = o.TensorBoardDir, o.Host
+	t.tfKeras, t.schedule = o.TFKeras, o.Schedule
 	if o.Log != nil && t.LogDir != "" {
 		fmt.Fprintf(o.Log, "sagefit: note: TensorBoard writes scalar event files to %s (log_dir %q does not apply)\n", t.dir, t.LogDir)
 	}
@@ -93,7 +98,7 @@ func (t *tensorBoard) batchEnd(step int, logs Logs) (bool, error) {
 // batches batches, step = the train steps so far.
 func (t *tensorBoard) testEnd(logs Logs, batches, iterations int) error {
 	t.testBatches += batches
-	if t.every > 0 && t.testBatches%t.every != 0 {
+	if t.every > 0 && t.testBatches%t.every != 0 && !t.tfKeras {
 		return nil
 	}
 	for _, l := range logs {
@@ -105,7 +110,7 @@ func (t *tensorBoard) testEnd(logs Logs, batches, iterations int) error {
 }
 
 func (t *tensorBoard) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
-	if t.every > 0 && t.trainBatches%t.every != 0 {
+	if t.every > 0 && t.trainBatches%t.every != 0 && !t.tfKeras {
 		return false, nil
 	}
 	for _, l := range *logs {
@@ -121,13 +126,17 @@ func (t *tensorBoard) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 		}
 	}
 	// Keras writes the optimizer's rate as it is at this point, after any
-	// ReduceLROnPlateau earlier in the list has lowered it.
-	lr, err := m.LearningRate()
-	if err != nil {
-		return false, err
-	}
-	if err := t.train.scalar("epoch_learning_rate", lr, int64(epoch)); err != nil {
-		return false, fmt.Errorf("TensorBoard: %w", err)
+	// ReduceLROnPlateau earlier in the list has lowered it; tf-keras a
+	// schedule's only (at the iterations so far), and ReduceLROnPlateau's
+	// "lr" among the logs.
+	if !t.tfKeras || t.schedule {
+		lr, err := m.LearningRate()
+		if err != nil {
+			return false, err
+		}
+		if err := t.train.scalar("epoch_learning_rate", lr, int64(epoch)); err != nil {
+			return false, fmt.Errorf("TensorBoard: %w", err)
+		}
 	}
 	if err := t.train.flush(); err != nil {
 		return false, err
