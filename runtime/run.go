@@ -311,6 +311,11 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		fmt.Fprintf(o.Stderr, "sagefit: warning: hyperparameter %q is %d, and the train step draws random numbers with TensorFlow's stateful random ops %s (tf.nn.dropout, tf-keras's Dropout), which keep their state in the op: the K-step loop holds its own copy of them, which draws another sequence, so the numbers differ from fit's at one step per call (as Keras's own steps_per_execution does); %q \"auto\" keeps one step per call for such a step\n",
 			job.HPStepsPerExec, j.StepsPerExecution, hostlist.Abbrev(meta.StatefulRandomOps, "ops"), job.HPStepsPerExec)
 	}
+	if looped := slices.DeleteFunc(slices.Clone(meta.StatefulRandomOps), func(n string) bool { return !strings.Contains(n, "/while/") }); len(looped) > 0 && meta.LegacyKeras && env.Rank == 0 {
+		// Found by a probe, not understood: see the exporter's warning.
+		fmt.Fprintf(o.Stderr, "sagefit: warning: the train step draws random numbers inside a loop with TensorFlow's stateful random ops %s (a tf-keras RNN cell's dropout), whose draws may differ from fit's: training is as random, its numbers not fit's to the bit (Keras 3's RNN layers keep their seed in a variable and match)\n",
+			hostlist.Abbrev(looped, "ops"))
+	}
 	// Rank 0 resumes from the newest good checkpoint (SageMaker puts them
 	// back in the checkpoint dir of a restarted job); the others get its
 	// weights and position below.

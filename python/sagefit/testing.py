@@ -520,6 +520,15 @@ def gru():
     return _recurrent("GRU")
 
 
+def rnn_dropout():
+    """A SimpleRNN with dropout on its inputs: the masks are drawn inside
+    the RNN's loop (tf-keras's with a stateful random op)."""
+    keras = _keras()
+    model = keras.Sequential([keras.Input((6, 3)), keras.layers.SimpleRNN(8, dropout=0.2), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    return model
+
+
 def sequence_data(rows, rng):
     x = rng.normal(size=(rows, 6, 3)).astype(np.float32)
     y = x[:, :, 0].sum(axis=1, keepdims=True).astype(np.float32)
@@ -888,6 +897,7 @@ FAMILIES = {
     "embedding_clipnorm": (embedding_clipnorm, embedding_data),
     "lstm": (lstm, sequence_data),
     "gru": (gru, sequence_data),
+    "rnn_dropout": (rnn_dropout, sequence_data),
     "normalized": (normalized, seed_data),
     "normalized_big_constant": (normalized_big_constant, seed_data),
     "dropout_masks": (dropout_masks, dropout_masks_data),

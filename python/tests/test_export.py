@@ -215,6 +215,17 @@ def test_loss_without_any_gradient_is_refused(tmp_path):
         sagefit.export(model, str(tmp_path / "m"))
 
 
+def test_tf_keras_rnn_dropout_is_named(tmp_path):
+    # Its masks, drawn inside the RNN's loop, trained off fit's numbers
+    # without a word (found by a probe).
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed")
+    model = tf_keras.Sequential([tf_keras.Input((6, 3)), tf_keras.layers.SimpleRNN(4, dropout=0.2), tf_keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.warns(UserWarning, match="draws random numbers inside a loop with TensorFlow's stateful random ops"):
+        meta = sagefit.export(model, str(tmp_path / "m"))
+    assert any("/while/" in n for n in meta["stateful_random_ops"])
+
+
 def test_tf_keras_model_exports(tmp_path):
     tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed")
     model = tf_keras.Sequential(
