@@ -713,6 +713,9 @@ func TestSampleAndClassWeightsParity(t *testing.T) {
 		{"sample_weight_per_pixel", "per_pixel", []string{"--sample-weight"}, nil},
 		{"sample_weight_per_time_step", "per_timestep", []string{"--sample-weight"}, nil},
 		{"sample_weight_per_pixel_tf_keras", fixture.LegacyKeras + "per_pixel", []string{"--sample-weight"}, nil},
+		// tf-keras takes a weight per time step too (sample_weight_mode
+		// "temporal"): its steps took one per row, and the file was refused.
+		{"sample_weight_per_time_step_tf_keras", fixture.LegacyKeras + "per_timestep", []string{"--sample-weight"}, nil},
 		// A model built on a dict of outputs takes them by key.
 		{"sample_weight_per_output_by_key", "dict_io", []string{"--sample-weight", "per-output"}, nil},
 		{"class_weight", "multiclass", []string{"--class-weight", `{"0": 1.0, "1": 3.0, "2": 0.5}`}, map[string]string{"class_weight": `{"0": 1.0, "1": 3.0, "2": 0.5}`}},

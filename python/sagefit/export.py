@@ -1478,12 +1478,12 @@ def _per_element_loss(model, tgt_specs, out_names):
     """The first output whose compiled loss gives more than one value per
     row, as (its name, the values' shape per row), or None (Keras weighs
     values of rank 1, or of shape (batch, 1), by a weight per row; others
-    by weights of their own shape; tf-keras expands a weight per row by one
-    axis, so values of rank 2 take it too). A loss that cannot be traced on
-    its own is left to the steps."""
+    by weights of their own shape, as fit takes them: a sequence's per time
+    step, tf-keras's too, which also broadcasts a weight per row over
+    values of rank 2). A loss that cannot be traced on its own is left to
+    the steps."""
     import tensorflow as tf
 
-    legacy = not hasattr(model, "_compile_loss")
     for i, loss in _compiled_losses(model, out_names):
         if not hasattr(loss, "call") or i >= len(tgt_specs) or i >= len(model.outputs):
             continue
@@ -1494,7 +1494,7 @@ def _per_element_loss(model, tgt_specs, out_names):
         except Exception:  # noqa: BLE001 — the steps' own tracing names their faults
             continue
         shape = values.output_shapes
-        if shape.rank is None or shape.rank <= 1 or (shape.rank == 2 and (shape[-1] == 1 or legacy)):
+        if shape.rank is None or shape.rank <= 1 or (shape.rank == 2 and shape[-1] == 1):
             continue
         return out_names[i], tuple(shape.as_list()[1:])
     return None

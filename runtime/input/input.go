@@ -580,7 +580,7 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	for _, name := range have {
 		spec, what := weightSpec(meta, name), "one weight per row"
 		if len(spec.Shape) > 1 {
-			what = "a weight per element of the model's loss, as model.fit takes them for a loss per pixel or time step"
+			what = "a weight per element of the model's loss, as model.fit takes them for a loss per pixel or time step; to weigh whole rows, repeat each row's weight over its elements"
 		}
 		if err := checkFitsAll(ds, spec); err != nil {
 			return fmt.Errorf("%w (%s)", err, what)
