@@ -52,6 +52,43 @@ func NewFloat32Array(name string, values []float32) *Array {
 	return newMemArray(name, Header{DType: Float32, Shape: []int{len(values)}}, b)
 }
 
+// RepeatRows is a float32 array in memory of rows's rows, each row's one
+// value repeated over rowShape (a weight per row over a loss's values per
+// row, as Keras broadcasts it); name is how errors name it. rows must hold
+// one value per row.
+func RepeatRows(name string, rows []*Array, rowShape []int) (*Array, error) {
+	per := 1
+	for _, d := range rowShape {
+		per *= d
+	}
+	n := 0
+	for _, a := range rows {
+		if a.RowElems() != 1 {
+			return nil, fmt.Errorf("%s holds %d values per row, not one", a.Path(), a.RowElems())
+		}
+		n += a.Len()
+	}
+	out := make([]byte, 4*n*per)
+	at := 0
+	for _, a := range rows {
+		idx := make([]int, a.Len())
+		for i := range idx {
+			idx[i] = i
+		}
+		one := make([]byte, 4*a.Len())
+		if err := a.Gather(one, Float32, idx); err != nil {
+			return nil, err
+		}
+		for r := range a.Len() {
+			for range per {
+				copy(out[at:at+4], one[4*r:4*r+4])
+				at += 4
+			}
+		}
+	}
+	return newMemArray(name, Header{DType: Float32, Shape: append([]int{n}, rowShape...)}, out), nil
+}
+
 // EmptyArray is an array of no rows whose examples have rowShape: a
 // tensor of a host that got none of a ShardedByS3Key channel's objects
 // (SageMaker gives a host none where a channel has fewer objects than the
@@ -76,6 +113,19 @@ func (d *Dataset) Add(name string, a *Array) error {
 	d.sources[name] = a
 	d.names = append(d.names, name)
 	sort.Strings(d.names)
+	return nil
+}
+
+// Replace makes a the tensor name of d in place of the one it has (a
+// computed form of it); it must have d's row count.
+func (d *Dataset) Replace(name string, a *Array) error {
+	if _, ok := d.sources[name]; !ok {
+		return fmt.Errorf("the dataset has no tensor %q", name)
+	}
+	if a.Len() != d.n {
+		return fmt.Errorf("%s has %d rows but the channel has %d", a.Path(), a.Len(), d.n)
+	}
+	d.sources[name] = a
 	return nil
 }
 

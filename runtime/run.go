@@ -420,7 +420,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	// JobTensorBoard: asked of the job, not of the model; as SageMaker
 	// Debugger's hook does in AWS's TensorFlow images, the metrics go to
 	// TensorBoard.
-	cbs, err := callbacks.New(meta.Callbacks, callbacks.Options{TFKeras: meta.LegacyKeras, JobTensorBoard: env.TensorBoardOutput, Schedule: !meta.LearningRateAssignable,
+	// tf-keras's TensorBoard looks for a schedule on the compiled
+	// optimizer itself, where a LossScaleOptimizer has none.
+	schedule := !meta.LearningRateAssignable && !(meta.LegacyKeras && strings.HasPrefix(meta.Optimizer, "LossScaleOptimizer"))
+	cbs, err := callbacks.New(meta.Callbacks, callbacks.Options{TFKeras: meta.LegacyKeras, JobTensorBoard: env.TensorBoardOutput, Schedule: schedule,
 		OutputDataDir: env.OutputDataDir, TensorBoardDir: env.TensorBoardDir,
 		Writer: env.Rank == 0, Host: env.CurrentHost, Log: o.Stderr,
 		Taken: []string{historyFile, timingFile, plotFile, crashFile}})

@@ -337,7 +337,10 @@ def export(
         folder = os.path.dirname(folder)
     staging = None
     done = False
-    counters = _trace_counters(model.optimizer)  # as they are; the export's traces advance them
+    # Trace counters as they are (the export's traces advance them), and
+    # what each optimizer updates per step, which _export fills.
+    counters = [c for o in _optimizers(model) for c in _trace_counters(o)]
+    updates = {}
     try:
         try:
             os.makedirs(parent, exist_ok=True)  # as the SavedModel writer makes the folders above
@@ -346,7 +349,7 @@ def export(
             raise ExportError(f"cannot write the export beside {export_dir}: {e.strerror or e}") from None
         written = os.path.join(staging, "model")
         try:
-            meta = _export(model, written, tf, target_shapes, target_dtypes, callbacks)
+            meta = _export(model, written, tf, target_shapes, target_dtypes, callbacks, updates)
         except ExportError:
             raise
         except (ValueError, TypeError, tf.errors.OpError) as e:
@@ -361,7 +364,7 @@ def export(
             raise ExportError(f"cannot put the export in place at {export_dir}: {e.strerror or e}") from None
         done = True
     finally:
-        _fresh_trace(model.optimizer)  # counters the export's build made start as build() left them
+        _fresh_trace(updates)  # counters the export's build made: as a fresh fit's step finds them
         for owner, name, value in counters:
             setattr(owner, name, value)
         if staging is not None:
@@ -371,12 +374,21 @@ def export(
     return meta
 
 
-# Python counters an optimizer's update advances each time it is traced and
-# bakes into the traced step, with the value its build() gives them:
-# tf-keras's Nadam counts in _u_product_counter (fit's one trace starts
-# from 1; each step the export traces after it baked another count, and
-# trained to other numbers).
+# Python counters an optimizer's update advances each time it is traced,
+# once for each variable it updates, and bakes into the traced step, with
+# the value its build() gives them: tf-keras's Nadam counts in
+# _u_product_counter. A fresh fit builds the optimizer in its step's first
+# trace, which tf.function traces again without creating variables: the
+# step that runs finds build()'s count plus one per variable updated. Each
+# step the export traced after the first baked another count (weights 9e-3
+# off fit's after 3 epochs).
 _TRACE_COUNTERS = {"_u_product_counter": 1}
+
+
+def _optimizers(model):
+    """The compiled optimizer and the ones a custom step applies itself."""
+    optimizer = getattr(model, "optimizer", None)
+    return [o for o in [optimizer] + [o for _, o in _other_optimizers(model, optimizer)] if o is not None]
 
 
 def _trace_counters(optimizer):
@@ -386,11 +398,14 @@ def _trace_counters(optimizer):
     return [(o, name, getattr(o, name)) for o in owners for name in _TRACE_COUNTERS if hasattr(o, name)]
 
 
-def _fresh_trace(optimizer):
-    """Gives the optimizer's trace counters the values fit's first trace of
-    its step finds (called where the export traces a step that updates)."""
-    for owner, name, _ in _trace_counters(optimizer):
-        setattr(owner, name, _TRACE_COUNTERS[name])
+def _fresh_trace(updates):
+    """Gives each optimizer's trace counters the values the step a fresh
+    fit runs finds (called where the export traces a step that updates);
+    updates maps id(optimizer) to (optimizer, the variables it updates per
+    step)."""
+    for optimizer, n in updates.values():
+        for owner, name, _ in _trace_counters(optimizer):
+            setattr(owner, name, _TRACE_COUNTERS[name] + n)
 
 
 def _check_no_strategy(model, tf):
@@ -548,7 +563,7 @@ def _is_export(path):
         return False
 
 
-def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
+def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, updates):
     """export's work, into export_dir (a path that does not exist yet)."""
     keras = _keras_for(model)
     optimizer = getattr(model, "optimizer", None)
@@ -740,7 +755,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         return (x, y)
 
     def train_step(*args):
-        _fresh_trace(optimizer)
+        _fresh_trace(updates)
         return metric_dict(model.train_step(step_data(args)))
 
     # The variables the step hands the optimizer, in the order it hands
@@ -792,8 +807,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
                     if fn is None:
                         continue
 
-                    def counted(*a, _fn=fn, _name=name, **k):
+                    def counted(*a, _fn=fn, _name=name, _opt=other, _method=method, **k):
                         local_optimizers.add(_name)
+                        if a:  # the variables it updates: gradients that are not None
+                            a = (list(a[0]),) + a[1:]  # a zip of pairs is read once
+                            grads = a[0] if _method == "apply" else [g for g, _ in a[0]]
+                            updates[id(_opt)] = (_opt, sum(g is not None for g in grads))
                         return _fn(*a, **k)
 
                     setattr(other, method, counted)
@@ -817,13 +836,14 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
                 "that depends on its outputs"
             )
         applied[:] = [v for _, v in captured]
+        updates[id(optimizer)] = (optimizer, len(applied))
         sparse_grads[:] = [_var_name(v) for g, v in captured if isinstance(g, tf.IndexedSlices)]
         return metric_dict(logs), [g for g, _ in captured]
 
     # The optimizer's update with those gradients, as the step makes it.
     @tf.function(autograph=False)
     def apply_update(grads):
-        _fresh_trace(optimizer)
+        _fresh_trace(updates)
         optimizer.apply_gradients(zip(grads, applied))
         return tf.identity(optimizer.iterations)
 
@@ -1047,7 +1067,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks):
         warnings.warn(f"sagefit: {_LOOPED_RANDOM_WARNING.format(looped[0])}", stacklevel=3)
     train_steps = None
     if train_logs is None and set(metric_names) <= set(traced.structured_outputs):
-        train_steps = _train_steps(model, step_data, metric_dict, metric_names,
+        train_steps = _train_steps(model, step_data, metric_dict, metric_names, updates,
                                    train_step_fn if large else None)
         stacked = [tf.TensorSpec([None] + list(sp.shape), sp.dtype, name=sp.name) for sp in step_specs]
         add(contract.TRAIN_STEPS, xla(train_steps), stacked)
@@ -1484,6 +1504,9 @@ def _per_element_loss(model, tgt_specs, out_names):
     the steps."""
     import tensorflow as tf
 
+    # tf-keras weighs a model of several outputs by a weight per row each,
+    # broadcast over a loss of rank 2.
+    legacy_rows = not hasattr(model, "_compile_loss") and len(tgt_specs) > 1
     for i, loss in _compiled_losses(model, out_names):
         if not hasattr(loss, "call") or i >= len(tgt_specs) or i >= len(model.outputs):
             continue
@@ -1494,7 +1517,7 @@ def _per_element_loss(model, tgt_specs, out_names):
         except Exception:  # noqa: BLE001 — the steps' own tracing names their faults
             continue
         shape = values.output_shapes
-        if shape.rank is None or shape.rank <= 1 or (shape.rank == 2 and shape[-1] == 1):
+        if shape.rank is None or shape.rank <= 1 or (shape.rank == 2 and (shape[-1] == 1 or legacy_rows)):
             continue
         return out_names[i], tuple(shape.as_list()[1:])
     return None
@@ -1767,7 +1790,7 @@ def _graph_ops(graph):
     return len(gdef.node) + sum(len(f.node_def) for f in gdef.library.function)
 
 
-def _train_steps(model, step_data, metric_dict, metric_names, traced_step=None):
+def _train_steps(model, step_data, metric_dict, metric_names, updates, traced_step=None):
     """train_steps: the train step run once for each leading slice of the
     stacked step tensors, in order, in one in-graph loop (no step starts
     before the last one's updates); it returns the last step's metrics.
@@ -1780,7 +1803,7 @@ def _train_steps(model, step_data, metric_dict, metric_names, traced_step=None):
     def step(tensors):
         if traced_step is not None:
             return traced_step(*tensors)
-        _fresh_trace(model.optimizer)
+        _fresh_trace(updates)
         return metric_dict(model.train_step(step_data(tensors)))
 
     def train_steps(*stacked):

@@ -985,7 +985,8 @@ def make(family, out, epochs=3, batch_size=32, rows=1000, validation=True,
     vin, vtg = data(val_rows, vrng)
     weights = {}
     if sample_weight:  # one weight per row (per element for a loss per element), in sample_weight.npy
-        per_row = tuple(meta["sample_weights"][0]["shape"][1:])
+        # "per-row": one weight per row whatever the loss, as fit broadcasts it
+        per_row = () if sample_weight == "per-row" else tuple(meta["sample_weights"][0]["shape"][1:])
         weights = {"train": np.random.default_rng(seed + 2).uniform(0.1, 3.0, (rows,) + per_row).astype(np.float32),
                    "validation": np.random.default_rng(seed + 3).uniform(0.1, 3.0, (val_rows,) + per_row).astype(np.float32)}
     if sample_weight == "per-output":  # sample_weight_<output>.npy, one per output
@@ -1069,9 +1070,10 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fit-args", default="{}",
                    help="JSON object of further model.fit arguments (steps_per_epoch, ...)")
-    p.add_argument("--sample-weight", nargs="?", const=True, default=False, choices=[True, "per-output"],
+    p.add_argument("--sample-weight", nargs="?", const=True, default=False, choices=[True, "per-output", "per-row"],
                    help="write sample_weight.npy into the channels and fit with them; "
-                        "'per-output': sample_weight_<output>.npy for each output")
+                        "'per-output': sample_weight_<output>.npy for each output; "
+                        "'per-row': one weight per row, for a loss per element too")
     p.add_argument("--class-weight", default="{}", help='JSON class_weight for fit, e.g. {"0": 1, "1": 5}')
     p.add_argument("--learning-rate", type=float, default=None,
                    help="fit at this learning rate (the model is exported at its own)")

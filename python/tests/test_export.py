@@ -215,6 +215,31 @@ def test_loss_without_any_gradient_is_refused(tmp_path):
         sagefit.export(model, str(tmp_path / "m"))
 
 
+def test_tf_keras_nadam_export_leaves_fit_fresh(tmp_path):
+    # tf-keras's Nadam bakes a Python count of its traces into its step: the
+    # export leaves it where a fresh fit's step finds it (build()'s count
+    # plus one per variable), so the parity fixtures' fit after the export
+    # is a fresh fit's, and so is the step sagefit runs (TestKerasParity).
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed")
+    rng = np.random.default_rng(1)
+    x, y = rng.random((96, 10), dtype=np.float32), rng.integers(0, 2, 96).astype(np.float32)
+
+    def build():
+        tf_keras.utils.set_random_seed(1)
+        m = tf_keras.Sequential([tf_keras.Input((10,)), tf_keras.layers.Dense(4, activation="relu"), tf_keras.layers.Dense(1)])
+        m.compile(tf_keras.optimizers.Nadam(0.01), "mse")
+        return m
+
+    exported = build()
+    sagefit.export(exported, str(tmp_path / "m"))
+    assert exported.optimizer._u_product_counter == 1 + 4
+    fresh = build()
+    for m in (exported, fresh):
+        m.fit(x, y, epochs=2, batch_size=32, shuffle=False, verbose=0)
+    for a, b in zip(exported.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_tf_keras_rnn_dropout_is_named(tmp_path):
     # Its masks, drawn inside the RNN's loop, trained off fit's numbers
     # without a word (found by a probe).

@@ -172,6 +172,13 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 		s.list = append(s.list, cb)
 	}
 	s.exported = len(s.list)
+	if o.TFKeras && slices.ContainsFunc(s.list, func(cb callback) bool { _, ok := cb.(*reduceLR); return ok }) {
+		for _, cb := range s.list {
+			if c, ok := cb.(*csvLogger); ok {
+				c.lr32 = true // the "lr" it logs; a metric of that name is a Python float
+			}
+		}
+	}
 	if o.JobTensorBoard && !slices.ContainsFunc(specs, func(s model.CallbackSpec) bool { return s.Class == "TensorBoard" }) {
 		cb, err := newTensorBoard(json.RawMessage(`{"update_freq": "epoch"}`), o)
 		if err != nil {

@@ -23,7 +23,7 @@ type csvLogger struct {
 	Append    bool   `json:"append"`
 
 	path   string
-	lr32   bool // tf-keras: ReduceLROnPlateau's "lr" is a float32, written as numpy writes one
+	lr32   bool // tf-keras's ReduceLROnPlateau's "lr" is a float32, written as numpy writes one (New sets it)
 	keys   []string
 	header bool
 	text   strings.Builder // what this job wrote to the file: carried through checkpoints
@@ -65,7 +65,6 @@ func newCSVLogger(raw json.RawMessage, o Options) (callback, error) {
 		return noWrite{}, nil
 	}
 	c.path = filepath.Join(o.OutputDataDir, name)
-	c.lr32 = o.TFKeras
 	if o.Log != nil && c.Filename != name {
 		fmt.Fprintf(o.Log, "sagefit: note: CSVLogger writes %s (in output.tar.gz), not %s\n", c.path, c.Filename)
 	}

@@ -111,3 +111,42 @@ func roundTrip(st State) (State, error) {
 	var back State
 	return back, json.Unmarshal(raw, &back)
 }
+
+// TestCSVLoggerWritesTFKerasLR: a tf-keras model's ReduceLROnPlateau logs
+// "lr" as the variable's float32, which the CSV holds as numpy writes it
+// (0.001); a metric of the same name with no ReduceLROnPlateau reaches
+// tf-keras's logs as a Python float, written as Python writes one.
+func TestCSVLoggerWritesTFKerasLR(t *testing.T) {
+	lr := float64(float32(0.001))
+	for _, c := range []struct {
+		reduce bool
+		want   string
+	}{{true, "0.001"}, {false, "0.0010000000474974513"}} {
+		specs := []model.CallbackSpec{{Class: "CSVLogger", Config: json.RawMessage(`{"filename": "log.csv"}`)}}
+		if c.reduce { // before the logger, whose row then holds its "lr"
+			specs = append([]model.CallbackSpec{{Class: "ReduceLROnPlateau", Config: json.RawMessage(`{"monitor": "loss", "mode": "min", "factor": 0.5, "patience": 10}`)}}, specs...)
+		}
+		dir := t.TempDir()
+		s, err := New(specs, Options{OutputDataDir: dir, Writer: true, TFKeras: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.TrainBegin(); err != nil {
+			t.Fatal(err)
+		}
+		logs := &Logs{{Name: "loss", Value: 0.5}}
+		if !c.reduce {
+			logs = &Logs{{Name: "loss", Value: 0.5}, {Name: "lr", Value: lr}}
+		}
+		if _, err := s.EpochEnd(0, logs, rate(lr)); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "log.csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "epoch,loss,lr,val_loss,val_lr\r\n0,0.5," + c.want + ",NA,NA\r\n"; string(b) != want {
+			t.Errorf("with ReduceLROnPlateau %v: %q, want %q", c.reduce, b, want)
+		}
+	}
+}

@@ -580,7 +580,10 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	for _, name := range have {
 		spec, what := weightSpec(meta, name), "one weight per row"
 		if len(spec.Shape) > 1 {
-			what = "a weight per element of the model's loss, as model.fit takes them for a loss per pixel or time step; to weigh whole rows, repeat each row's weight over its elements"
+			what = "a weight per element of the model's loss, as model.fit takes them for a loss per pixel or time step"
+			if err := repeatPerRow(ds, name, spec, meta); err != nil {
+				return err
+			}
 		}
 		if err := checkFitsAll(ds, spec); err != nil {
 			return fmt.Errorf("%w (%s)", err, what)
@@ -595,7 +598,7 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	switch {
 	case meta.SampleWeightsRefused != "":
 		return fmt.Errorf("hyperparameter %q weighs each row by its class, but %s", job.HPClassWeight, meta.SampleWeightsRefused)
-	case len(shared.Shape) > 1:
+	case len(shared.Shape) > 1 && (!meta.LegacyKeras || len(meta.LossReductions) > 0):
 		per, _ := shared.ExampleShape()
 		return fmt.Errorf("hyperparameter %q weighs each row by its class, but the model's loss is one value per element (per pixel or time step), weighed by a sample_weight.npy of shape %s per row: make one from the labels", job.HPClassWeight, shapeOf(per))
 	case !meta.HasSampleWeights():
@@ -615,7 +618,45 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 		w = append(w, pw...)
 	}
 	dtypes[model.SampleWeight] = data.Float32
-	return ds.Add(model.SampleWeight, data.NewFloat32Array(fmt.Sprintf("class weights of %s", labels[0].Path()), w))
+	if err := ds.Add(model.SampleWeight, data.NewFloat32Array(fmt.Sprintf("class weights of %s", labels[0].Path()), w)); err != nil {
+		return err
+	}
+	if len(shared.Shape) > 1 {
+		return repeatPerRow(ds, model.SampleWeight, shared, meta)
+	}
+	return nil
+}
+
+// repeatPerRow repeats a weight file of one weight per row over the values
+// per row of a loss weighed per element (spec), as tf-keras's fit
+// broadcasts it (a (rows,) weight over a (rows, steps) loss; Keras 3's
+// refuses it, and so does the job); a file of spec's shape is left as it
+// is. A loss reduced otherwise than by a mean over its values
+// (mean_with_sample_weight divides by the weights' sum, which the
+// repeated weights would change) takes only weights of its own shape.
+func repeatPerRow(ds *data.Dataset, name string, spec model.TensorSpec, meta *model.Metadata) error {
+	if !meta.LegacyKeras {
+		return nil
+	}
+	arrays := ds.Arrays(name)
+	for _, a := range arrays {
+		if a.RowElems() != 1 || len(a.Shape()) > 2 {
+			return nil
+		}
+	}
+	per, ok := spec.ExampleShape()
+	if !ok || len(per) == 0 || len(meta.LossReductions) > 0 || len(arrays) == 0 {
+		return nil
+	}
+	rowShape := make([]int, len(per))
+	for i, d := range per {
+		rowShape[i] = int(d)
+	}
+	repeated, err := data.RepeatRows(fmt.Sprintf("%s (one weight per row, repeated over each row's %s values)", arrays[0].Path(), shapeOf(per)), arrays, rowShape)
+	if err != nil {
+		return err
+	}
+	return ds.Replace(name, repeated)
 }
 
 // classWeights is each row's weight by its label's class, as Keras's
