@@ -202,15 +202,21 @@ def two_inputs_data(rows, rng):
     return {"a": xa, "b": xb}, {"price": y}
 
 
+def _two_heads(keras, second, units):
+    """Input x of 6 features, a hidden layer, and two heads on it: "kind"
+    (3 classes) and a Dense of units named second."""
+    x = keras.Input((6,), name="x")
+    h = keras.layers.Dense(16, activation="relu")(x)
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
+    return x, kind, keras.layers.Dense(units, name=second)(h)
+
+
 def two_heads(weighted=False):
     """Two outputs with their own losses: a sparse classifier head and a
     2-unit regression head, with loss_weights; with weighted, a weighted
     metric on each head."""
     keras = _keras()
-    x = keras.Input((6,), name="x")
-    h = keras.layers.Dense(16, activation="relu")(x)
-    kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
-    price = keras.layers.Dense(2, name="price")(h)
+    x, kind, price = _two_heads(keras, "price", 2)
     model = keras.Model(x, [kind, price])
     metrics = {"weighted_metrics": {"kind": ["accuracy"], "price": ["mae"]}} if weighted else {"metrics": {"kind": ["accuracy"]}}
     model.compile(
@@ -234,10 +240,7 @@ def untrained_head():
     model serves): the other head's Dense gets no gradient, and fit warns
     and trains the rest."""
     keras = _keras()
-    x = keras.Input((6,), name="x")
-    h = keras.layers.Dense(16, activation="relu")(x)
-    kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
-    emb = keras.layers.Dense(4, name="emb")(h)
+    x, kind, emb = _two_heads(keras, "emb", 4)
     model = keras.Model(x, [kind, emb])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=["sparse_categorical_crossentropy", None],
                   metrics=[["accuracy"], []])
