@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"math"
@@ -699,6 +700,25 @@ func TestLossScaleOptimizerLearningRateParity(t *testing.T) {
 // fit(sample_weight=..., validation_data=(x, y, w)) does, and the
 // class_weight hyperparameter as fit(class_weight=...), the validation rows
 // unweighted.
+// TestWeightsPerRowOnlyWhereFitRepeatsThem: tf-keras's fit repeats one
+// weight per row over a loss per time step (TestSampleAndClassWeightsParity)
+// but refuses it over a loss per pixel, and so does the job (a review found
+// it repeated, into memory, where fit refuses); so does a Keras 3 job
+// over a loss per time step, as Keras 3's fit does.
+func TestWeightsPerRowOnlyWhereFitRepeatsThem(t *testing.T) {
+	for _, family := range []string{fixture.LegacyKeras + "per_pixel", "per_timestep"} {
+		fx := fixture.Make(t, family, "--epochs", "1", "--rows", "64", "--no-fit", "--no-validation")
+		float32NPY(t, filepath.Join(fx, "train", "sample_weight.npy"), 64, 0)
+		base := localJob(t, fx, map[string]string{"epochs": "1", "batch_size": "32"}, map[string]string{
+			"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")})
+		var stderr bytes.Buffer
+		_, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: io.Discard, Stderr: &stderr})
+		if err == nil || !strings.Contains(err.Error(), "to weigh whole rows, repeat each row's weight over its elements") {
+			t.Errorf("%s with one weight per row: %v", family, err)
+		}
+	}
+}
+
 func TestSampleAndClassWeightsParity(t *testing.T) {
 	const classes8 = `{"0": 1.0, "1": 3.0, "2": 0.5, "3": 2.0, "4": 1.5, "5": 0.25, "6": 1.0, "7": 4.0}`
 	for _, c := range []struct {

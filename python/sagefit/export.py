@@ -809,9 +809,17 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
 
                     def counted(*a, _fn=fn, _name=name, _opt=other, _method=method, **k):
                         local_optimizers.add(_name)
-                        if a:  # the variables it updates: gradients that are not None
-                            a = (list(a[0]),) + a[1:]  # a zip of pairs is read once
-                            grads = a[0] if _method == "apply" else [g for g, _ in a[0]]
+                        # The variables it updates: gradients that are not None,
+                        # given first or by name (a zip of pairs is read once).
+                        key = "grads" if _method == "apply" else "grads_and_vars"
+                        given = None
+                        if a:
+                            a = (list(a[0]),) + a[1:]
+                            given = a[0]
+                        elif key in k:
+                            k[key] = given = list(k[key])
+                        if given is not None:
+                            grads = given if _method == "apply" else [g for g, _ in given]
                             updates[id(_opt)] = (_opt, sum(g is not None for g in grads))
                         return _fn(*a, **k)
 

@@ -240,6 +240,38 @@ def test_tf_keras_nadam_export_leaves_fit_fresh(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("by_name", [False, True])
+def test_tf_keras_nadam_counts_of_a_second_optimizer(tmp_path, by_name):
+    # A custom step's own Nadam, given its pairs first or by name: its count
+    # is a fresh fit's too (given by name it was not reset, and every traced
+    # step baked another).
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed")
+
+    class Two(tf_keras.Model):
+        def train_step(self, data):
+            x, y = data[0], data[1]
+            with tf.GradientTape(persistent=True) as tape:
+                loss = tf.reduce_mean(tf.square(self(x) - y))
+            ga = tape.gradient(loss, self.a.trainable_variables)
+            gb = tape.gradient(loss, self.b.trainable_variables)
+            pairs = zip(ga, self.a.trainable_variables)
+            if by_name:
+                self.other.apply_gradients(grads_and_vars=pairs)
+            else:
+                self.other.apply_gradients(pairs)
+            self.optimizer.apply_gradients(zip(gb, self.b.trainable_variables))
+            return {"loss": loss}
+
+    inputs = tf_keras.Input((4,))
+    a, b = tf_keras.layers.Dense(3), tf_keras.layers.Dense(1)
+    model = Two(inputs, b(a(inputs)))
+    model.a, model.b, model.other = a, b, tf_keras.optimizers.Nadam(0.01)
+    model.compile(tf_keras.optimizers.Nadam(0.01), "mse")
+    sagefit.export(model, str(tmp_path / "m"))
+    assert model.other._u_product_counter == 1 + 2
+    assert model.optimizer._u_product_counter == 1 + 2
+
+
 def test_tf_keras_rnn_dropout_is_named(tmp_path):
     # Its masks, drawn inside the RNN's loop, trained off fit's numbers
     # without a word (found by a probe).

@@ -172,10 +172,13 @@ func New(specs []model.CallbackSpec, o Options) (*Set, error) {
 		s.list = append(s.list, cb)
 	}
 	s.exported = len(s.list)
-	if o.TFKeras && slices.ContainsFunc(s.list, func(cb callback) bool { _, ok := cb.(*reduceLR); return ok }) {
+	if o.TFKeras {
+		reduced := false // a ReduceLROnPlateau before it has put its float32 "lr" in the logs
 		for _, cb := range s.list {
-			if c, ok := cb.(*csvLogger); ok {
-				c.lr32 = true // the "lr" it logs; a metric of that name is a Python float
+			if _, ok := cb.(*reduceLR); ok {
+				reduced = true
+			} else if c, ok := cb.(*csvLogger); ok {
+				c.lr32 = reduced // else a metric of that name: a Python float
 			}
 		}
 	}

@@ -580,7 +580,7 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	for _, name := range have {
 		spec, what := weightSpec(meta, name), "one weight per row"
 		if len(spec.Shape) > 1 {
-			what = "a weight per element of the model's loss, as model.fit takes them for a loss per pixel or time step"
+			what = "a weight per element of the model's loss, as model.fit takes them for a loss per pixel or time step; to weigh whole rows, repeat each row's weight over its elements"
 			if err := repeatPerRow(ds, name, spec, meta); err != nil {
 				return err
 			}
@@ -598,7 +598,7 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 	switch {
 	case meta.SampleWeightsRefused != "":
 		return fmt.Errorf("hyperparameter %q weighs each row by its class, but %s", job.HPClassWeight, meta.SampleWeightsRefused)
-	case len(shared.Shape) > 1 && (!meta.LegacyKeras || len(meta.LossReductions) > 0):
+	case len(shared.Shape) > 1 && (len(meta.Targets) != 1 || !repeatable(shared, meta, meta.Targets[0])):
 		per, _ := shared.ExampleShape()
 		return fmt.Errorf("hyperparameter %q weighs each row by its class, but the model's loss is one value per element (per pixel or time step), weighed by a sample_weight.npy of shape %s per row: make one from the labels", job.HPClassWeight, shapeOf(per))
 	case !meta.HasSampleWeights():
@@ -635,7 +635,7 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 // (mean_with_sample_weight divides by the weights' sum, which the
 // repeated weights would change) takes only weights of its own shape.
 func repeatPerRow(ds *data.Dataset, name string, spec model.TensorSpec, meta *model.Metadata) error {
-	if !meta.LegacyKeras {
+	if !repeatable(spec, meta, model.TensorSpec{}) {
 		return nil
 	}
 	arrays := ds.Arrays(name)
@@ -644,8 +644,8 @@ func repeatPerRow(ds *data.Dataset, name string, spec model.TensorSpec, meta *mo
 			return nil
 		}
 	}
-	per, ok := spec.ExampleShape()
-	if !ok || len(per) == 0 || len(meta.LossReductions) > 0 || len(arrays) == 0 {
+	per, _ := spec.ExampleShape()
+	if len(arrays) == 0 {
 		return nil
 	}
 	rowShape := make([]int, len(per))
@@ -657,6 +657,25 @@ func repeatPerRow(ds *data.Dataset, name string, spec model.TensorSpec, meta *mo
 		return err
 	}
 	return ds.Replace(name, repeated)
+}
+
+// repeatable says whether tf-keras's fit repeats one weight per row over
+// the values of a loss weighed per element (spec): a loss of one value
+// per time step (rank 2; over rank 3 it refuses a (rows,) weight) reduced
+// by a mean. With a target (for class weights), also where its labels are
+// one value per time step, of which tf-keras takes the argmax over the
+// row, one class per row (labels per step of rank 2 or one-hot, it weighs
+// step by step).
+func repeatable(spec model.TensorSpec, meta *model.Metadata, target model.TensorSpec) bool {
+	per, ok := spec.ExampleShape()
+	if !meta.LegacyKeras || !ok || len(per) != 1 || len(meta.LossReductions) > 0 {
+		return false
+	}
+	if target.Name == "" {
+		return true
+	}
+	labels, ok := target.ExampleShape()
+	return ok && len(labels) == 1
 }
 
 // classWeights is each row's weight by its label's class, as Keras's
