@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sagefit/sagefit/internal/s3sync"
+	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime/launch"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
@@ -52,6 +53,10 @@ func (p pairs) Set(s string) error {
 // as `train` in it. Channels, the output and checkpoints may be s3:// URLs
 // (see localS3).
 func local(args []string, stdout, stderr io.Writer) int {
+	if tf.SignalledBeforeStart() {
+		fmt.Fprintln(stderr, "sagefit local: stopped by SIGTERM before it started the job")
+		return 1
+	}
 	fs := flag.NewFlagSet("local", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modelDir := fs.String("model", "", "training SavedModel written by sagefit.export, a folder or s3://bucket/prefix (becomes the \"model\" channel)")

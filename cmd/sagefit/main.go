@@ -18,9 +18,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"golang.org/x/term"
 
+	"github.com/sagefit/sagefit/model/tf"
 	"github.com/sagefit/sagefit/runtime"
 	"github.com/sagefit/sagefit/runtime/sagemaker"
 )
@@ -75,6 +77,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 func train(stdout, stderr io.Writer, base string, args []string) int {
 	ctx, stop := sagemaker.NotifyStop(context.Background())
 	defer stop()
+	if tf.SignalledBeforeStart() {
+		// A stop while the libraries loaded, noted then: raised again
+		// for the handler now in place, which stops the job as any stop.
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	}
 	var exec []string
 	if self, err := os.Executable(); err == nil {
 		exec = []string{self, "train"} // one more training process for another GPU

@@ -378,6 +378,44 @@ func TestQuietByDefault(t *testing.T) {
 // SIGTERM; the job ends with a clear reason and a non-zero exit, not a trace,
 // with one training process and with two on the host (the launcher passes
 // the signal on and ends when both have stopped after the same step).
+// TestSIGTERMWhileLibrariesLoad: a SIGTERM that comes before Go's handler
+// (libtensorflow's initializers take a third of a second, twice that where
+// the program runs itself again for TensorFlow's log level) is held from
+// the program's first instruction and handled as any stop: exit 1 and the
+// reason in the failure file. It killed the process (exit 143, no failure
+// file), and sagefit local's launcher said a host wrote none. Python
+// starts the program with the signal pending, blocked, as a signal that
+// comes at its first instruction is.
+func TestSIGTERMWhileLibrariesLoad(t *testing.T) {
+	const start = `import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+`
+	for _, level := range []string{"", "2"} {
+		base := seedJob(t, map[string]string{"epochs": "2", "checkpoint": "true"})
+		cmd := exec.Command(fixture.Python(t), "-c", start, binary, "train")
+		cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base, "TF_CPP_MIN_LOG_LEVEL="+level)
+		if level == "" { // unset: the program runs itself again
+			cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "TF_CPP_MIN_LOG_LEVEL=") })
+		}
+		out, _ := cmd.CombinedOutput()
+		reason, _ := os.ReadFile(filepath.Join(base, "output", "failure"))
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(reason), "stopped by SIGTERM") {
+			t.Errorf("TF_CPP_MIN_LOG_LEVEL %q: exit code %d, failure file %q, want 1 and the stop\n%s", level, code, reason, out)
+		}
+	}
+	cmd := exec.Command(fixture.Python(t), "-c", start, binary, "local", "--model", t.TempDir())
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "sagefit local: stopped by SIGTERM before it started the job") {
+		t.Errorf("sagefit local: exit code %d, want 1 and the stop:\n%s", code, out)
+	}
+}
+
 func TestSIGTERMStopsCleanly(t *testing.T) {
 	for _, procs := range []string{"1", "2"} {
 		t.Run(procs+" processes", func(t *testing.T) {

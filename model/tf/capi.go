@@ -23,13 +23,41 @@ package tf
 // Go's init (sagefit_replay_stderr), which passes on every line but the
 // INFO records. Device placement, when asked for, still prints: TensorFlow
 // writes it to stdout with printf as well.
+//
+// A stop (SIGTERM) that comes while the libraries initialize, before Go's
+// handler, killed the process with no failure file (a third of a second,
+// twice that with the run again): from the first thing this function does
+// it is held (blocked: exec keeps it pending), then noted by a handler of
+// its own until Go's (sagefit_early_term; SignalledBeforeStart).
+#include <signal.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 static int sagefit_saved_stderr = -1, sagefit_captured_stderr = -1;
+static volatile sig_atomic_t sagefit_early_term = 0;
+static void sagefit_note_term(int sig) {
+	(void)sig;
+	sagefit_early_term = 1;
+}
+static void sagefit_hold_term(int hold) {
+	sigset_t term;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	if (!hold) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = sagefit_note_term;
+		sa.sa_flags = SA_RESTART;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGTERM, &sa, NULL); // a held one comes to it once unblocked
+	}
+	sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &term, NULL);
+}
+static int sagefit_signalled_early(void) { return sagefit_early_term; }
 static void sagefit_quiet_tensorflow(int argc, char **argv, char **envp) {
 	static const char key[] = "TF_CPP_MIN_LOG_LEVEL=", quiet[] = "SAGEFIT_TF_QUIET=1";
 	int n = 0, ours = 0, level = 0;
 	(void)argc;
+	sagefit_hold_term(1);
 	for (char **e = envp; e && *e; e++, n++) {
 		if (strcmp(*e, quiet) == 0) {
 			ours = 1;
@@ -38,6 +66,7 @@ static void sagefit_quiet_tensorflow(int argc, char **argv, char **envp) {
 		}
 	}
 	if (level && !ours) {
+		sagefit_hold_term(0);
 		return; // the user's level, kept, and nothing held back
 	}
 	if (level) { // run again by the code below: hold stderr until Go's init
@@ -47,6 +76,7 @@ static void sagefit_quiet_tensorflow(int argc, char **argv, char **envp) {
 			sagefit_saved_stderr = saved;
 			sagefit_captured_stderr = fd;
 		}
+		sagefit_hold_term(0);
 		return;
 	}
 	char *env[n + 3];
@@ -57,6 +87,7 @@ static void sagefit_quiet_tensorflow(int argc, char **argv, char **envp) {
 	env[n + 1] = (char *)quiet;
 	env[n + 2] = NULL;
 	execve("/proc/self/exe", argv, env); // returns only if it failed: go on, not quiet
+	sagefit_hold_term(0);
 }
 __attribute__((section(".preinit_array"), used))
 static void (*sagefit_preinit)(int, char **, char **) = sagefit_quiet_tensorflow;
@@ -230,6 +261,11 @@ import (
 // function above) is passed on, INFO records left out, before anything
 // else of the program runs.
 func init() { C.sagefit_replay_stderr() }
+
+// SignalledBeforeStart says whether a SIGTERM came while the libraries
+// initialized, before Go's own handler (see the preinit function above):
+// the caller raises it again once its handler is in place.
+func SignalledBeforeStart() bool { return C.sagefit_signalled_early() != 0 }
 
 // tfVersion is the version of the linked libtensorflow.
 func tfVersion() string { return C.GoString(C.TF_Version()) }
