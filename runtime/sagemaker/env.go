@@ -462,6 +462,10 @@ func (e *Env) loadDirs(environ []string) error {
 		// The trained model replaces what its folder holds at the end.
 		return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q, in the model folder %s, whose files the trained model replaces: give a folder outside it (SageMaker's default is /opt/ml/output/tensorboard)", tb.LocalPath, e.ModelDir)}
 	}
+	if input, _ := filepath.Abs(e.Paths.InputDir()); tb.LocalPath != "" && within(e.TensorBoardDir, input) {
+		// Event files among a channel's data fail the next job that reads it.
+		return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q, in the job's input folder %s, among its channels' data and config: give a folder outside it (SageMaker's default is /opt/ml/output/tensorboard)", tb.LocalPath, e.Paths.InputDir())}
+	}
 	// Read for a warning only: a file of a shape this reading does not
 	// expect does not fail the job.
 	var dh debugHookConfig

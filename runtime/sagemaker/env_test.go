@@ -443,6 +443,19 @@ func TestDecodeHyperparameter(t *testing.T) {
 	}
 }
 
+// TestTensorBoardLocalPathOutsideInput: event files written into a
+// channel's folder failed the next job that read it (.v2 files are not
+// data); a LocalPath in the job's input folder is refused.
+func TestTensorBoardLocalPathOutsideInput(t *testing.T) {
+	base := t.TempDir()
+	local := filepath.Join(base, "input", "data", "training", "tb")
+	writeFiles(t, base, map[string]string{"input/config/tensorboardoutputconfig.json": `{"LocalPath": "` + local + `"}`})
+	_, err := Load(base, noGPUs)
+	if want := `input/config/tensorboardoutputconfig.json gives LocalPath "` + local + `", in the job's input folder`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Load: %v, want %s", err, want)
+	}
+}
+
 func TestCountGPUs(t *testing.T) {
 	dev := t.TempDir()
 	writeFiles(t, dev, map[string]string{"nvidia0": "", "nvidia1": "", "nvidiactl": "", "nvidia-uvm": "", "nvidia-modeset": ""})
