@@ -1514,7 +1514,7 @@ def _per_element_loss(model, tgt_specs, out_names):
 
     # tf-keras weighs a model of several outputs by a weight per row each,
     # broadcast over a loss of rank 2.
-    legacy_rows = not hasattr(model, "_compile_loss") and len(tgt_specs) > 1
+    legacy_rows = _is_legacy_keras(model) and len(tgt_specs) > 1
     for i, loss in _compiled_losses(model, out_names):
         if not hasattr(loss, "call") or i >= len(tgt_specs) or i >= len(model.outputs):
             continue
@@ -1631,12 +1631,10 @@ def _table_name(table):
     return getattr(table, "name", None) or type(table).__name__
 
 
-# What a step that writes a lookup table is told: the model written holds
-# its contents, nothing else carries them (runtime/run.go says the same at
-# training time).
 # A probe found tf-keras's SimpleRNN(dropout) and GRU with both dropouts
 # off fit's numbers from the first epoch (their masks drawn inside the
 # RNN's loop); LSTM's, and GRU's with one dropout, matched. Not understood.
+# runtime/run.go says the same at training time.
 _LOOPED_RANDOM_WARNING = (
     "the train step draws random numbers inside a loop with TensorFlow's stateful random ops "
     "({}: a tf-keras RNN cell's dropout), whose draws may differ from fit's: training is as "
@@ -1644,6 +1642,9 @@ _LOOPED_RANDOM_WARNING = (
     "and match)"
 )
 
+# What a step that writes a lookup table is told: the model written holds
+# its contents, nothing else carries them (runtime/run.go says the same at
+# training time).
 _WRITTEN_TABLES_WARNING = (
     "the train or test step writes lookup table {}: the model sagefit writes holds its "
     "contents after the last step (the first training process's where several train, each "

@@ -416,7 +416,9 @@ func (s *Set) Restore(st State, best []byte, m Model) error {
 		if k.vars, err = model.SplitVariables(shape, best[:size]); err != nil {
 			return fmt.Errorf("kept weights: %w", err)
 		}
-		k.vars = k.own(k.vars)
+		if older {
+			k.vars = k.own(k.vars) // the seed state read, then dropped
+		}
 		best = best[size:]
 	}
 	if len(best) != 0 {
@@ -443,7 +445,7 @@ func (b *bestWeights) own(vars []model.Variable) []model.Variable { return b.own
 func (b *bestWeights) ownAs(vars []model.Variable, older bool) []model.Variable {
 	if b.modelOnly {
 		for i := range vars {
-			if !isModelWeight(vars[i]) && !(older && (vars[i].Spec.Kind == model.KindModel || vars[i].Spec.Kind == "")) {
+			if !isModelWeight(vars[i]) && !(older && isModelVariable(vars[i])) {
 				vars[i].Data = nil
 			}
 		}
@@ -454,8 +456,11 @@ func (b *bestWeights) ownAs(vars []model.Variable, older bool) []model.Variable 
 // isModelWeight: the model's own weights, as Keras's get_weights lists
 // them (not a random layer's seed state); "" is an export that named no
 // kinds.
-func isModelWeight(v model.Variable) bool {
-	return (v.Spec.Kind == model.KindModel || v.Spec.Kind == "") && !v.Spec.NotWeight
+func isModelWeight(v model.Variable) bool { return isModelVariable(v) && !v.Spec.NotWeight }
+
+// isModelVariable: the model's own variables, weights or not.
+func isModelVariable(v model.Variable) bool {
+	return v.Spec.Kind == model.KindModel || v.Spec.Kind == ""
 }
 
 func (b *bestWeights) keep(m Model) error {

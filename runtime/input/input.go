@@ -639,15 +639,15 @@ func repeatPerRow(ds *data.Dataset, name string, spec model.TensorSpec, meta *mo
 		return nil
 	}
 	arrays := ds.Arrays(name)
+	if len(arrays) == 0 {
+		return nil
+	}
 	for _, a := range arrays {
 		if a.RowElems() != 1 || len(a.Shape()) > 2 {
 			return nil
 		}
 	}
 	per, _ := spec.ExampleShape()
-	if len(arrays) == 0 {
-		return nil
-	}
 	rowShape := make([]int, len(per))
 	for i, d := range per {
 		rowShape[i] = int(d)

@@ -82,25 +82,28 @@ func TestPeerTimeoutReadAsTheHostsReadIt(t *testing.T) {
 		"30s": 30 * time.Second, "90": 90 * time.Second, `"1m"`: time.Minute, "0.5": 500 * time.Millisecond,
 		"": job.DefaultPeerTimeout, "soon": job.DefaultPeerTimeout, "-5s": job.DefaultPeerTimeout,
 	} {
-		hps := map[string]string{}
-		if text != "" {
-			hps[job.HPPeerTimeout] = text
-		}
-		base := t.TempDir()
-		if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Hyperparameters: hps}); err != nil {
-			t.Fatal(err)
-		}
-		if got := peerTimeout(base, nil); got != want {
+		if got := peerTimeout(jobWith(t, job.HPPeerTimeout, text), nil); got != want {
 			t.Errorf("peerTimeout with %q = %v, want %v", text, got, want)
 		}
 	}
 	// An SM_HP_ variable the hosts inherit wins over hyperparameters.json,
 	// for the launcher as for them.
-	base := t.TempDir()
-	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Hyperparameters: map[string]string{job.HPPeerTimeout: "30s"}}); err != nil {
-		t.Fatal(err)
-	}
-	if got := peerTimeout(base, []string{"SM_HP_SAGEFIT_PEER_TIMEOUT=300s"}); got != 300*time.Second {
+	if got := peerTimeout(jobWith(t, job.HPPeerTimeout, "30s"), []string{"SM_HP_SAGEFIT_PEER_TIMEOUT=300s"}); got != 300*time.Second {
 		t.Errorf("peerTimeout with SM_HP_SAGEFIT_PEER_TIMEOUT=300s = %v, want 5m0s", got)
 	}
+}
+
+// jobWith lays out a local job's base folder whose hyperparameter name is
+// text ("": not given).
+func jobWith(t *testing.T, name, text string) string {
+	t.Helper()
+	hps := map[string]string{}
+	if text != "" {
+		hps[name] = text
+	}
+	base := t.TempDir()
+	if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Hyperparameters: hps}); err != nil {
+		t.Fatal(err)
+	}
+	return base
 }

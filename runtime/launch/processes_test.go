@@ -38,15 +38,7 @@ func TestVisibleGPUs(t *testing.T) {
 func TestProcessesPerHostReadAsIntegers(t *testing.T) {
 	for text, want := range map[string]int{"auto": 0, `"auto"`: 0, "2": 2, "2.0": 2, `"3"`: 3, "": 0,
 		"0": -1, "1.5": -1, "many": -1, "-2": -1} {
-		hps := map[string]string{}
-		if text != "" {
-			hps[job.HPProcessesPerHost] = text
-		}
-		base := t.TempDir()
-		if err := sagemaker.WriteLocal(base, sagemaker.LocalSpec{Hyperparameters: hps}); err != nil {
-			t.Fatal(err)
-		}
-		env, err := sagemaker.Load(base, []string{"SM_NUM_GPUS=0"})
+		env, err := sagemaker.Load(jobWith(t, job.HPProcessesPerHost, text), []string{"SM_NUM_GPUS=0"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -190,7 +190,7 @@ func Load(base string, environ []string) (*Env, error) {
 		raw:             map[string]string{},
 		JobName:         "local",
 	}
-	steps := []func([]string) error{e.loadHosts, e.loadHyperparameters, e.loadChannels, e.loadDirs, e.loadMachine}
+	steps := []func([]string) error{e.loadHosts, e.loadHyperparameters, e.loadChannels, e.loadDirs, e.loadTensorBoard, e.loadDebugHook, e.loadMachine}
 	for _, step := range steps {
 		if err := step(environ); err != nil {
 			return nil, err
@@ -446,28 +446,41 @@ func (e *Env) loadDirs(environ []string) error {
 	}
 	e.CheckpointDir = cmp.Or(cc.LocalPath, e.Paths.DefaultCheckpointDir())
 	e.CheckpointS3URI = cc.S3URI
+	return nil
+}
+
+// loadTensorBoard reads tensorboardoutputconfig.json (after loadDirs: its
+// LocalPath must lie outside the model folder).
+func (e *Env) loadTensorBoard([]string) error {
 	var tb tensorBoardConfig
 	ok, err := readConfig(e.Paths, TensorBoardConfigFile, &tb)
 	if err != nil {
 		return err
 	}
-	if tb.LocalPath != "" && !filepath.IsAbs(tb.LocalPath) {
+	e.TensorBoardDir, e.TensorBoardOutput = e.Paths.TensorBoardDir(), ok
+	if tb.LocalPath == "" {
+		return nil
+	}
+	if !filepath.IsAbs(tb.LocalPath) {
 		return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q; it must be an absolute path in the container", tb.LocalPath)}
 	}
-	e.TensorBoardDir, e.TensorBoardOutput = e.Paths.TensorBoardDir(), ok
-	if tb.LocalPath != "" {
-		e.TensorBoardDir = filepath.Clean(tb.LocalPath)
-	}
-	if model, _ := filepath.Abs(e.ModelDir); tb.LocalPath != "" && within(e.TensorBoardDir, model) {
+	e.TensorBoardDir = filepath.Clean(tb.LocalPath)
+	for _, f := range []struct{ dir, what string }{
 		// The trained model replaces what its folder holds at the end.
-		return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q, in the model folder %s, whose files the trained model replaces: give a folder outside it (SageMaker's default is /opt/ml/output/tensorboard)", tb.LocalPath, e.ModelDir)}
-	}
-	if input, _ := filepath.Abs(e.Paths.InputDir()); tb.LocalPath != "" && within(e.TensorBoardDir, input) {
+		{e.ModelDir, "the model folder %s, whose files the trained model replaces"},
 		// Event files among a channel's data fail the next job that reads it.
-		return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q, in the job's input folder %s, among its channels' data and config: give a folder outside it (SageMaker's default is /opt/ml/output/tensorboard)", tb.LocalPath, e.Paths.InputDir())}
+		{e.Paths.InputDir(), "the job's input folder %s, among its channels' data and config"},
+	} {
+		if abs, _ := filepath.Abs(f.dir); within(e.TensorBoardDir, abs) {
+			return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q, in "+f.what+": give a folder outside it (SageMaker's default is /opt/ml/output/tensorboard)", tb.LocalPath, f.dir)}
+		}
 	}
-	// Read for a warning only: a file of a shape this reading does not
-	// expect does not fail the job.
+	return nil
+}
+
+// loadDebugHook reads debughookconfig.json, for a warning only: a file of
+// a shape this reading does not expect does not fail the job.
+func (e *Env) loadDebugHook([]string) error {
 	var dh debugHookConfig
 	if _, err := readConfig(e.Paths, DebugHookConfigFile, &dh); err != nil {
 		e.debugHook = fmt.Sprintf("%v; sagefit runs no SageMaker Debugger hook (smdebug is a Python library), so it saves no tensors for Debugger", err)

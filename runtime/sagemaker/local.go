@@ -121,9 +121,6 @@ func WriteLocal(base string, spec LocalSpec) error {
 			return fmt.Errorf("local job: %w", err)
 		}
 	}
-	if err := os.Remove(p.FailureFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("local job: %w", err)
-	}
 	files := []struct {
 		name string
 		v    any
