@@ -101,6 +101,12 @@ func bareAllReduce(rank, n, chunkBytes int, buf []float32, in io.Reader, out io.
 // The bare ring must compute what sagefit's ring does, bit for bit, or it
 // is no yardstick for it.
 func TestBareRingSumsLikeTheRing(t *testing.T) {
+	if raceDetector {
+		// The all-gather reads into a chunk the writer goroutine sent
+		// earlier; what orders the two is the peer's reply over TCP, which
+		// the race detector cannot see.
+		t.Skip("the bare ring synchronises through its TCP links, unseen by -race")
+	}
 	for _, n := range []int{2, 3} {
 		const L, chunkBytes = 10_007, 4 << 10 // pieces of uneven chunks
 		rng := rand.New(rand.NewPCG(uint64(n), 7))

@@ -12,6 +12,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sagefit/sagefit/distributed"
@@ -83,6 +84,7 @@ func ringConfig(j *job.Job, fingerprint string, environ []string, log io.Writer)
 	if j.CompressFP16 {
 		compression = distributed.FP16
 	}
+	var logMu sync.Mutex
 	return transport.Config{
 		JobName:        j.Env.JobName,
 		Hosts:          j.Env.Hosts,
@@ -97,6 +99,8 @@ func ringConfig(j *job.Job, fingerprint string, environ []string, log io.Writer)
 		Listener:       lis,
 		FinalWait:      finalWait,
 		Logf: func(format string, args ...any) {
+			logMu.Lock() // called from the transport's goroutines at once
+			defer logMu.Unlock()
 			fmt.Fprintf(log, "sagefit: "+format+"\n", args...)
 		},
 	}, nil

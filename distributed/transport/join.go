@@ -68,7 +68,9 @@ type Config struct {
 	// Listener, if set, is served instead of listening on Self's address
 	// (tests, or a port bound earlier). Join takes ownership.
 	Listener net.Listener
-	// Logf receives rendezvous progress and failures; default: discard.
+	// Logf receives rendezvous progress and failures, from several
+	// goroutines at once (Decline tells each host from its own); default:
+	// discard.
 	Logf func(format string, args ...any)
 
 	tune grpcTuning // benchmarks only
