@@ -280,20 +280,28 @@ func mapTensors(root string, files []string, inputs, targets, optional []string,
 		role, hp string
 		names    []string
 	}{{"input", "sagefit_inputs", inputs}, {"target", "sagefit_inputs", targets}} {
+		aliases := inputAliases
+		if group.role == "target" {
+			aliases = targetAliases
+		}
 		for _, t := range group.names {
 			if _, ok := out[t]; !ok {
-				for other, f := range out {
-					if c := byBase[t]; len(c) == 1 && c[0] == f {
-						return nil, fmt.Errorf("%w %s %q: its own file %s feeds %q by hyperparameter %s; name a file for %q there too", ErrNoFile,
-							group.role, t, displayName(root, f), other, group.hp, t)
+				// Its own file, or the only tensor's conventional one
+				// (train.npy), taken by an override for another tensor.
+				own := slices.Clone(byBase[t])
+				if len(group.names) == 1 {
+					for _, a := range aliases {
+						own = append(own, byBase[a]...)
+					}
+				}
+				for _, other := range slices.Sorted(maps.Keys(out)) {
+					if f := out[other]; slices.Contains(own, f) {
+						return nil, fmt.Errorf("%w %s %q: its file %s feeds %q by hyperparameter %s; name a file for %q there too (one file may feed both: {%q: %q, %q: %q})", ErrNoFile,
+							group.role, t, displayName(root, f), other, group.hp, t, t, displayName(root, f), other, displayName(root, f))
 					}
 				}
 				hint := ""
 				if len(group.names) == 1 {
-					aliases := inputAliases
-					if group.role == "target" {
-						aliases = targetAliases
-					}
 					hint = " or " + aliases[0] + ".npy"
 				}
 				return nil, fmt.Errorf("%w %s %q in channel files %s; name it %s.npy%s or set hyperparameter %s", ErrNoFile,

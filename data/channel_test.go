@@ -179,7 +179,15 @@ func TestMapTensors(t *testing.T) {
 			// It said "name it b.npy", which was there, taken by the override.
 			name: "own file taken by an override", files: ch("a.npy", "b.npy", "labels.npy"),
 			inputs: []string{"a", "b"}, targets: []string{"y"}, overrides: map[string]string{"a": "b.npy"},
-			wantErr: `no file for model input "b": its own file b.npy feeds "a" by hyperparameter sagefit_inputs; name a file for "b" there too`,
+			wantErr: `no file for model input "b": its file b.npy feeds "a" by hyperparameter sagefit_inputs; name a file for "b" there too (one file may feed both: {"b": "b.npy", "a": "b.npy"})`,
+		},
+		{
+			// An autoencoder's target mapped onto its only input's
+			// train.npy: it said "name it x.npy or train.npy" (found by a
+			// probe).
+			name: "only input's conventional file taken by an override", files: ch("train.npy"),
+			inputs: []string{"x"}, targets: []string{"recon"}, overrides: map[string]string{"recon": "train.npy"},
+			wantErr: `no file for model input "x": its file train.npy feeds "recon" by hyperparameter sagefit_inputs; name a file for "x" there too (one file may feed both: {"x": "train.npy", "recon": "train.npy"})`,
 		},
 		{
 			name: "missing input", files: ch("a.npy", "labels.npy"),
