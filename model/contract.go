@@ -80,7 +80,8 @@ func Weighted(role string) string {
 
 // HasSampleWeights reports whether the model's steps take sample weights.
 func (m *Metadata) HasSampleWeights() bool {
-	return m.Signatures[RoleTrainStepWeighted] != "" && m.Signatures[RoleComputeGradientsWeighted] != "" && m.Signatures[RoleTestStepWeighted] != ""
+	return m.Signatures[RoleTrainStepWeighted] != "" && m.Signatures[RoleComputeGradientsWeighted] != "" &&
+		(m.Signatures[RoleTestStepWeighted] != "" || m.TestStepRefused != "")
 }
 
 var requiredRoles = []string{
@@ -257,6 +258,12 @@ type Metadata struct {
 	// pixel or time step, which Keras weighs by weights of that shape, not
 	// one per row); empty otherwise.
 	SampleWeightsRefused string `json:"sample_weights_refused,omitempty"`
+	// TestStepRefused says why the model has no test step: its test step
+	// could not be traced (Keras's own, for a model compiled without a
+	// loss whose train_step computes its own), so it trains as fit does
+	// without validation data and a job that validates is refused; empty
+	// otherwise.
+	TestStepRefused string `json:"test_step_refused,omitempty"`
 	// JITCompile says the step functions were exported XLA-compiled
 	// (jit_compile=True); the graph carries it, so nothing reads it but
 	// `sagefit inspect`.
@@ -378,6 +385,9 @@ func ReadMetadata(dir string) (*Metadata, error) {
 		}
 	}
 	for _, role := range stepRoles {
+		if role == RoleTestStep && m.TestStepRefused != "" {
+			continue
+		}
 		if m.Signatures[role] == "" && m.Signatures[Weighted(role)] == "" {
 			missing = append(missing, role)
 		}

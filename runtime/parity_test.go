@@ -249,6 +249,10 @@ func TestKerasParity(t *testing.T) {
 	// A model compiled without a loss, trained on what its layers add
 	// (add_loss), from inputs alone as fit(x) (it asked for a target file).
 	families = append(families, "add_loss_only", fixture.LegacyKeras+"add_loss_only")
+	// A train_step of the model's own on a model compiled without a loss,
+	// computing its loss from the inputs alone as fit(x) hands them (a
+	// VAE's): the export traced it with targets it never takes and failed.
+	families = append(families, "own_loss_inputs_alone", fixture.LegacyKeras+"own_loss_inputs_alone")
 	// tf-keras weighs a loss per pixel by weights of its shape too.
 	families = append(families, fixture.LegacyKeras+"per_pixel")
 	// A keras.applications model: MobileNetV2 (52 BatchNormalization layers),
@@ -260,6 +264,44 @@ func TestKerasParity(t *testing.T) {
 			untrained := strings.Contains(stderr, "variables [emb/kernel emb/bias] get no gradient from the loss and are not trained")
 			if untrained != strings.HasSuffix(family, "untrained_head") {
 				t.Errorf("warning about untrained variables: %v; stderr:\n%s", untrained, stderr)
+			}
+		})
+	}
+}
+
+// TestModelWithoutTestStep: a model compiled without a loss whose
+// train_step computes one of its own (keras.io's lower-level custom step)
+// has Keras's test step, which has no loss to compute; fit trains it
+// without validation data and fails with it. The export failed on it; it
+// now exports the model without a test step, the job trains it to fit's
+// numbers, and a job given validation data is refused in one sentence.
+func TestModelWithoutTestStep(t *testing.T) {
+	fx := fixture.Make(t, "own_loss_no_test_step", "--epochs", "3", "--rows", "200", "--no-validation")
+	ref := fixture.ReadReference(t, fx)
+	channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
+	hps := map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}
+	res, _, _ := trainJob(t, localJob(t, fx, hps, channels))
+	sameHistory(t, res.HistoryPath, ref.History)
+	sameState(t, res.ModelDir, ref)
+
+	for _, c := range []struct {
+		name     string
+		channels map[string]string
+		hps      map[string]string
+		given    string
+	}{
+		{"channel", map[string]string{"validation": filepath.Join(fx, "train")}, nil, `channel "validation"`},
+		{"split", nil, map[string]string{"validation_split": "0.25"}, `hyperparameter "validation_split"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			jobHPs, jobChannels := maps.Clone(hps), maps.Clone(channels)
+			maps.Copy(jobHPs, c.hps)
+			maps.Copy(jobChannels, c.channels)
+			base := localJob(t, fx, jobHPs, jobChannels)
+			_, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: io.Discard, Stderr: io.Discard})
+			want := "the job validates (" + c.given + "), but the model was exported without a test step, as its test step could not be traced (No loss to compute."
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("validation without a test step: %v, want %q", err, want)
 			}
 		})
 	}
@@ -695,11 +737,6 @@ func TestLossScaleOptimizerLearningRateParity(t *testing.T) {
 	}
 }
 
-// TestSampleAndClassWeightsParity: a sample_weight.npy in the training and
-// validation channels weighs the loss and weighted metrics as
-// fit(sample_weight=..., validation_data=(x, y, w)) does, and the
-// class_weight hyperparameter as fit(class_weight=...), the validation rows
-// unweighted.
 // TestWeightsPerRowOnlyWhereFitRepeatsThem: tf-keras's fit repeats one
 // weight per row over a loss per time step (TestSampleAndClassWeightsParity)
 // but refuses it over a loss per pixel, and so does the job (a review found
@@ -719,6 +756,11 @@ func TestWeightsPerRowOnlyWhereFitRepeatsThem(t *testing.T) {
 	}
 }
 
+// TestSampleAndClassWeightsParity: a sample_weight.npy in the training and
+// validation channels weighs the loss and weighted metrics as
+// fit(sample_weight=..., validation_data=(x, y, w)) does, and the
+// class_weight hyperparameter as fit(class_weight=...), the validation rows
+// unweighted.
 func TestSampleAndClassWeightsParity(t *testing.T) {
 	const classes8 = `{"0": 1.0, "1": 3.0, "2": 0.5, "3": 2.0, "4": 1.5, "5": 0.25, "6": 1.0, "7": 4.0}`
 	for _, c := range []struct {

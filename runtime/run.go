@@ -260,6 +260,14 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	defer m.Close()
 	loadTook := time.Since(loadStart)
 	meta := m.Meta()
+	if meta.TestStepRefused != "" && (j.ValChannel != nil || j.ValidationSplit > 0) {
+		given := fmt.Sprintf("hyperparameter %q", job.HPValSplit)
+		if j.ValChannel != nil {
+			given = fmt.Sprintf("channel %q", j.ValChannel.Name)
+		}
+		return nil, fmt.Errorf("the job validates (%s), but the model was exported without a test step, as its test step could not be traced (%s), and fit fails on validation data the same way; give the model a test_step that runs on its validation batches and export it again, or train without validation data",
+			given, strings.TrimSuffix(meta.TestStepRefused, "."))
+	}
 	if len(env.Hosts) > 1 && len(meta.SynchronizedBatchNorm) > 0 {
 		return nil, fmt.Errorf("layer %s uses BatchNormalization(synchronized=True), whose batch statistics would need an all-reduce inside every step, which sagefit does not do; on %d training processes each would normalize with its own share of the batch only: export the model with synchronized=False (sagefit averages the moving statistics over hosts) or train on one host",
 			strings.Join(meta.SynchronizedBatchNorm, ", "), len(env.Hosts))

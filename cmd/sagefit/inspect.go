@@ -74,11 +74,14 @@ func inspect(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  target         %-20s %-8s %s\n", t.Name, t.DType, t.ShapeString())
 	}
 	if len(meta.Targets) == 0 {
-		fmt.Fprintf(stdout, "  target         none: compiled without a loss, trained on what its layers add (fit(x))\n")
+		fmt.Fprintf(stdout, "  target         none: compiled without a loss, trained on its inputs alone, as fit(x) trains it\n")
 	}
 	fmt.Fprintf(stdout, "  outputs        %s\n", strings.Join(meta.Outputs, ", "))
 	for _, w := range meta.SampleWeights {
 		fmt.Fprintf(stdout, "  weight         %-20s %-8s %s\n", w.Name, w.DType, w.ShapeString())
+	}
+	if meta.TestStepRefused != "" {
+		fmt.Fprintf(stdout, "  test step      none, so no validation: %s\n", meta.TestStepRefused)
 	}
 	if meta.SampleWeightsRefused != "" {
 		fmt.Fprintf(stdout, "  weights        none: %s\n", meta.SampleWeightsRefused)

@@ -390,6 +390,9 @@ func (m *Model) stepCall(role string, b model.Batch) ([]model.Metric, error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.calls[role] == nil { // a test step the export could not trace (Metadata.TestStepRefused)
+		return nil, fmt.Errorf("the model was exported without a %s signature", role)
+	}
 	feeds, err := m.batchFeeds(m.calls[role].feedPlans, b, 1)
 	if err != nil {
 		return nil, err

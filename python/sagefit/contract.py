@@ -59,10 +59,12 @@ KIND_OPTIMIZER = "optimizer"  # the optimizer's
 KIND_STEP = "step"  # one a custom step uses that Keras does not track
 
 
-def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=True, finalizes=False):
+def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=True, finalizes=False,
+                    test_step=True):
     """The roles and their signatures. A model whose steps take sample
     weights has them in the weighted form only (the runtime feeds ones to a
-    batch without)."""
+    batch without); a model whose test step cannot be traced has none
+    (metadata test_step_refused says why)."""
     roles = {
         "serving": SERVING,
         "apply_gradients": APPLY_GRADIENTS,
@@ -79,11 +81,13 @@ def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=
     if sample_weighted:
         roles["train_step_weighted"] = TRAIN_STEP_WEIGHTED
         roles["compute_gradients_weighted"] = COMPUTE_GRADIENTS_WEIGHTED
-        roles["test_step_weighted"] = TEST_STEP_WEIGHTED
+        if test_step:
+            roles["test_step_weighted"] = TEST_STEP_WEIGHTED
     else:
         roles["train_step"] = TRAIN_STEP
         roles["compute_gradients"] = COMPUTE_GRADIENTS
-        roles["test_step"] = TEST_STEP
+        if test_step:
+            roles["test_step"] = TEST_STEP
     if train_steps:
         roles["train_steps"] = TRAIN_STEPS
     roles["apply_compute_gradients"] = APPLY_COMPUTE_GRADIENTS

@@ -221,11 +221,23 @@ def _input_tensors(model):
     inputs = getattr(model, "inputs", None)
     if not inputs and not any(c.__name__ == "Sequential" for c in type(model).__mro__):
         # Built or not, a subclass's call() has no keras.Input of its own.
+        cls = type(model)
+        keras = _keras_for(model)
+        own_steps = _own_steps(model)
+        what = (f"the model is a subclass of keras.Model ({cls.__name__}) "
+                + ("with a call() of its own, whose inputs Keras does not record"
+                   if cls.call is not keras.Model.call else "without a call()")
+                + ", and sagefit exports models built on keras.Input (their call serves the trained model)")
+        if own_steps:
+            # A wrapper would drop the class's own step.
+            raise ExportError(
+                f"{what}: keep its {', '.join(own_steps)} and give its __init__ keras.Model's inputs and "
+                "outputs, super().__init__(inputs, outputs) with inputs = keras.Input(shape) and outputs "
+                "what the model computes from them (a VAE's decoder(encoder(inputs)), say), then compile "
+                "and export it")
         raise ExportError(
-            f"the model is a subclass of keras.Model ({type(model).__name__}) with a call() of its own, "
-            "whose inputs Keras does not record, and sagefit exports models built on keras.Input: wrap it, "
-            "inputs = keras.Input(shape); wrapped = keras.Model(inputs, model(inputs)), then compile and "
-            "export wrapped (it shares the model's layers and weights)"
+            f"{what}: wrap it, inputs = keras.Input(shape); wrapped = keras.Model(inputs, model(inputs)), "
+            "then compile and export wrapped (it shares the model's layers and weights)"
         )
     if not inputs:
         raise ExportError(
@@ -674,6 +686,15 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
 
     _build(model, pack([_zeros(d) for d in in_descs], in_keys),
            pack([_zeros(d) for d in tgt_descs], out_keys) if tgt_descs else None)
+    if tgt_descs and _custom_step_reads_inputs_alone(
+            model, tf, in_specs, in_specs + tgt_specs,
+            lambda args: _fit_data(pack(args[:n_in], in_keys),
+                                   pack(args[n_in:], out_keys) if len(args) > n_in else None)):
+        if target_shapes is not None or target_dtypes is not None:
+            raise ExportError(
+                "target_shapes or target_dtypes were given, but the model's own train_step, compiled "
+                "without a loss, trains on its inputs alone, as fit(x) runs it: it takes no targets")
+        targetless, tgt_descs, tgt_specs = True, [], []
     # After the build: "auto" modes read the compiled metrics' directions.
     callback_specs = [_callback_spec(cb, model) for cb in (callbacks or [])]
     _check_compile_options(model)
@@ -745,14 +766,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         (x,) for a model without targets."""
         x = pack(args[:n_in], in_keys)
         if n_tgt == 0:
-            return (x,)
+            return _fit_data(x)
         y = pack(args[n_in : n_in + n_tgt], out_keys)
         w = args[n_in + n_tgt :]
         if len(w) > 1:  # one per output, in y's structure, as fit takes them
-            return (x, y, pack(w, out_keys))
-        if w:
-            return (x, y, w[0])
-        return (x, y)
+            return _fit_data(x, y, pack(w, out_keys))
+        return _fit_data(x, y, w[0] if w else None)
 
     def train_step(*args):
         _fresh_trace(updates)
@@ -974,7 +993,16 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         return [tf.TensorSpec(d["shape"], tf.float32, name=d["key"]) for d in weight_descs]
 
     weight_spec = weight_specs()
-    weighted = _takes_sample_weights(model, train_step, test_step, in_specs + tgt_specs + weight_spec)
+    # A test step that cannot be traced (Keras's own, for a model compiled
+    # without a loss whose train_step computes its own: "No loss to
+    # compute") leaves a model that fit trains without validation data:
+    # exported without it, and a job that validates is refused, as fit
+    # fails on validation data.
+    test_refused = _trace_failure(test_step, in_specs + tgt_specs)
+    if test_refused:
+        test_refused = _trace_failure(test_step, in_specs + tgt_specs + weight_spec) and test_refused
+    weighted = _takes_sample_weights(model, train_step, None if test_refused else test_step,
+                                     in_specs + tgt_specs + weight_spec)
     # A loss of one value per element (per pixel, per time step) takes no
     # weight per row: Keras's steps fail on one. It takes weights of the
     # values' shape, as fit does; where sagefit cannot feed those (several
@@ -983,8 +1011,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     unweighted_why = None
     per_element = None
     if weighted and targetless:
-        unweighted_why = ("the model was compiled without a loss (loss=None) and trains on the losses its "
-                          "layers add, which no sample weight weighs")
+        unweighted_why = ("the model was compiled without a loss (loss=None) and trains on "
+                          + ("its inputs alone in its own train_step, as fit(x) runs it, with no sample weight"
+                             if "train_step" in _own_steps(model) else
+                             "the losses its layers add, which no sample weight weighs"))
         weighted = False
     elif weighted:
         per_element = _per_element_loss(model, tgt_specs, out_names)
@@ -1027,7 +1057,14 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         xla(apply_gradients),
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)],
     )
-    add(names[2], xla(test_step), step_specs)
+    if test_refused:
+        warnings.warn(
+            f"sagefit: the model's test step cannot be traced ({test_refused}): the model trains as fit trains "
+            "it without validation data, and a job given validation data is refused, as fit fails on it; "
+            "give the model a test_step of its own to validate", stacklevel=3)
+        names = names[:2]
+    else:
+        add(names[2], xla(test_step), step_specs)
     # State a custom step keeps of its own (a tf.Variable Keras does not
     # track): read and assigned with the model's, so checkpoints, resumes
     # and a move to another session carry it.
@@ -1059,8 +1096,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     with _saving():
         traced = train_step_fn.get_concrete_function()
     train_logs = _step_logs("train_step", traced.structured_outputs, metric_names)
-    with _saving():
-        test_logs = _step_logs("test_step", _endpoint(archive, names[2]).get_concrete_function().structured_outputs, metric_names)
+    test_logs = None
+    if not test_refused:
+        with _saving():
+            test_logs = _step_logs("test_step", _endpoint(archive, names[2]).get_concrete_function().structured_outputs, metric_names)
     # Before anything is written: ops the job cannot run, ops it must know.
     python_ops, random_ops = _ops_of(train_step_fn, _PYTHON_OPS, _STATEFUL_RANDOM_OPS)
     for n in names[1:]:
@@ -1184,10 +1223,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         "inputs": in_descs,
         "targets": tgt_descs,
         "outputs": out_names,
-        "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None, finalizes),
+        "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None, finalizes,
+                                               test_step=not test_refused),
         "jit_compile": jit,
         "sample_weights": weight_descs if weighted else [],
         "sample_weights_refused": unweighted_why,
+        "test_step_refused": test_refused,
         "gradients": grads,
         "gradient_size": grad_size,
         "variables": variables,
@@ -1449,19 +1490,32 @@ def _callback_advice(name):
     return runs + ("; " + _INSTEAD[name] if name in _INSTEAD else "")
 
 
+def _trace_failure(fn, specs):
+    """Why fn cannot be traced on specs, in one sentence; None where it can.
+    A trace runs nothing."""
+    import tensorflow as tf
+
+    try:
+        tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
+    except Exception as e:  # noqa: BLE001 - reported as one sentence
+        return _cause(e)
+    return None
+
+
 def _takes_sample_weights(model, train_step, test_step, specs):
     """Whether the model's steps take (x, y, sample_weight): Keras's own do;
     a custom step that unpacks `x, y = data` does not, and its model then
-    trains without sample weights (a sample_weight.npy is refused)."""
+    trains without sample weights (a sample_weight.npy is refused). A test
+    step of None (one that cannot be traced) is not asked."""
     import tensorflow as tf
 
     keras = _keras_for(model)
-    own = type(model).train_step is keras.Model.train_step and type(model).test_step is keras.Model.test_step
-    if own:
+    if not {"train_step", "test_step"} & set(_own_steps(model)):
         return True
     try:
         tf.function(train_step, input_signature=specs, autograph=False).get_concrete_function()
-        tf.function(test_step, input_signature=specs, autograph=False).get_concrete_function()
+        if test_step is not None:
+            tf.function(test_step, input_signature=specs, autograph=False).get_concrete_function()
     except (ValueError, TypeError):
         return False
     return True
@@ -1471,16 +1525,52 @@ def _without_compiled_loss(model):
     """Whether compile was given no loss (loss=None) and Keras's own steps
     and compute_loss train the model, on the losses its layers add
     (add_loss), as fit does on inputs alone. A step or compute_loss of the
-    model's own may read targets: it keeps them."""
+    model's own may read targets: _custom_step_reads_inputs_alone tells."""
+    return not _own_steps(model) and _no_compiled_loss(model)
+
+
+def _own_steps(model):
+    """The steps and compute_loss the model's class defines itself."""
     keras = _keras_for(model)
     cls = type(model)
-    if (cls.train_step is not keras.Model.train_step or cls.test_step is not keras.Model.test_step
-            or cls.compute_loss is not keras.Model.compute_loss):
-        return False
+    return [m for m in ("train_step", "test_step", "compute_loss")
+            if getattr(cls, m) is not getattr(keras.Model, m)]
+
+
+def _no_compiled_loss(model):
     if hasattr(model, "_compile_loss"):  # Keras 3
         return model._compile_loss is None
     # tf-keras keeps a container of no losses.
     return getattr(getattr(model, "compiled_loss", None), "_user_losses", 0) is None
+
+
+def _fit_data(x, y=None, w=None):
+    """The batch as fit hands it to train_step: (x, y), (x, y, w), and x
+    itself where fit(x) is given no targets (a list of inputs in a tuple),
+    as Keras's pack_x_y_sample_weight makes it."""
+    if y is None:
+        return (x,) if isinstance(x, list) else x
+    return (x, y) if w is None else (x, y, w)
+
+
+def _custom_step_reads_inputs_alone(model, tf, x_specs, xy_specs, data):
+    """Whether a model compiled without a loss whose train_step is its own
+    trains on inputs alone, as fit(x) runs it (a VAE's, a contrastive
+    model's step): traced on the batch with targets first, which most such
+    steps unpack; on the inputs alone where that fails. A trace runs
+    nothing: no weight changes."""
+    if "train_step" not in _own_steps(model) or not _no_compiled_loss(model):
+        return False
+
+    def traces(specs):
+        fn = tf.function(lambda *args: model.train_step(data(args)), input_signature=specs, autograph=False)
+        try:
+            fn.get_concrete_function()
+        except Exception:  # noqa: BLE001 - any failure: the other form is tried
+            return False
+        return True
+
+    return not traces(xy_specs) and traces(x_specs)
 
 
 def _compiled_losses(model, out_names):

@@ -702,6 +702,69 @@ def add_loss_only_data(rows, rng):
     return {"train": rng.random((rows, 10), dtype=np.float32)}, {}
 
 
+def _own_loss_step_model(targets, own_test_step):
+    """A custom train_step on a model compiled without a loss, computing a
+    loss of its own, as keras.io's VAE and its "Customizing what happens
+    in fit()" guide's lower-level example write it: with targets, from
+    (x, y); without, from x alone, as fit(x) hands it the batch (an
+    autoencoder, its input its target). Built on keras.Input through the
+    class's own __init__ (a functional subclass). With own_test_step, one of
+    its own; without, Keras's, which has no loss to compute (fit fails on
+    validation data)."""
+    import tensorflow as tf
+
+    keras = _keras()
+
+    class OwnLossModel(keras.Model):
+        def __init__(self, **kwargs):
+            x = keras.Input((10,), name="x")
+            h = keras.layers.Dense(4, activation="tanh")(x)
+            super().__init__(x, keras.layers.Dense(10, name="y")(h), **kwargs)
+            self.loss_tracker = keras.metrics.Mean(name="loss")
+
+        @property
+        def metrics(self):
+            return [self.loss_tracker]
+
+        def loss_of(self, data, training):
+            x, y = data if targets else (data, data)
+            return tf.reduce_mean(tf.square(self(x, training=training) - y))
+
+        def train_step(self, data):
+            with tf.GradientTape() as tape:
+                loss = self.loss_of(data, True)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            self.loss_tracker.update_state(loss)
+            return {"loss": self.loss_tracker.result()}
+
+        if own_test_step:
+            def test_step(self, data):
+                self.loss_tracker.update_state(self.loss_of(data, False))
+                return {"loss": self.loss_tracker.result()}
+
+    model = OwnLossModel()
+    model.compile(optimizer="adam")
+    return model
+
+
+def own_loss_inputs_alone():
+    return _own_loss_step_model(targets=False, own_test_step=True)
+
+
+def own_loss_inputs_alone_data(rows, rng):
+    return {"x": rng.random((rows, 10), dtype=np.float32)}, {}
+
+
+def own_loss_no_test_step():
+    return _own_loss_step_model(targets=True, own_test_step=False)
+
+
+def own_loss_no_test_step_data(rows, rng):
+    x = rng.random((rows, 10), dtype=np.float32)
+    return {"x": x}, {"y": np.flip(x, axis=1).copy()}
+
+
 def small_cnn():
     """A compute-heavier model for benchmarks: a small CNN on 28x28 images."""
     keras = _keras()
@@ -910,6 +973,8 @@ FAMILIES = {
     "per_timestep": (per_timestep, per_timestep_data),
     "dict_io": (dict_io, dict_io_data),
     "add_loss_only": (add_loss_only, add_loss_only_data),
+    "own_loss_inputs_alone": (own_loss_inputs_alone, own_loss_inputs_alone_data),
+    "own_loss_no_test_step": (own_loss_no_test_step, own_loss_no_test_step_data),
     "custom_step": (custom_step, seed_data),
     "custom_step_partial": (custom_step_partial, seed_data),
     "custom_step_state": (custom_step_state, seed_data),

@@ -167,6 +167,62 @@ def test_subclassed_model_is_refused_with_the_wrapper(tmp_path):
         sagefit.export(seq, str(tmp_path / "s"))
 
 
+def test_subclass_with_its_own_step_is_told_to_keep_it(tmp_path):
+    """keras.io's VAE: a subclass with its own train_step and no call().
+    It was told it had a call() of its own and to wrap it, which fails
+    (no call) and would drop the step. Built through keras.Model's
+    __init__ on keras.Input, as the sentence says, it exports and takes
+    no targets: its step reads the inputs alone, as fit(x) hands them
+    (training it is TestKerasParity's own_loss_inputs_alone)."""
+    class AE(keras.Model):
+        def __init__(self, enc, dec, **kwargs):
+            if "inputs" in kwargs:
+                super().__init__(**kwargs)
+            else:
+                super().__init__()
+            self.enc, self.dec = enc, dec
+
+        def train_step(self, data):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(data - self.dec(self.enc(data))))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    i = keras.Input((4,))
+    enc = keras.Model(i, keras.layers.Dense(2)(i))
+    j = keras.Input((2,))
+    dec = keras.Model(j, keras.layers.Dense(4)(j))
+    model = AE(enc, dec)
+    model.compile(optimizer="adam")
+    with pytest.raises(sagefit.ExportError, match=r"subclass of keras.Model \(AE\) without a call\(\).*keep its "
+                       r"train_step and give its __init__ keras.Model's inputs and outputs, super\(\).__init__\(inputs, outputs\)"):
+        sagefit.export(model, str(tmp_path / "m"))
+    x = keras.Input((4,))
+    functional = AE(enc, dec, inputs=x, outputs=dec(enc(x)))
+    functional.compile(optimizer="adam")
+    with pytest.warns(UserWarning, match="test step cannot be traced"):  # no test_step: Keras's has no loss
+        meta = sagefit.export(functional, str(tmp_path / "f"))
+    assert meta["targets"] == [] and meta["test_step_refused"].startswith("No loss to compute")
+
+
+def test_test_step_that_cannot_be_traced_is_left_out(tmp_path):
+    """keras.io's lower-level custom step: compile without a loss, a loss of
+    the step's own; Keras's test step has no loss to compute, and fit fails
+    on validation data. The export failed; it leaves the test step out,
+    with a warning, and the metadata says why (the job refuses validation
+    data with it)."""
+    build, _ = FAMILIES["own_loss_no_test_step"]
+    with pytest.warns(UserWarning, match=r"the model's test step cannot be traced \(No loss to compute.*a job given "
+                      r"validation data is refused") as caught:
+        meta = sagefit.export(build(), str(tmp_path / "m"))
+    assert caught[0].filename == __file__  # at the user's line
+    assert meta["test_step_refused"].startswith("No loss to compute")
+    assert [t["name"] for t in meta["targets"]] == ["y"]
+    assert "test_step" not in meta["signatures"] and "test_step_weighted" not in meta["signatures"]
+    assert "train_step" in meta["signatures"] or "train_step_weighted" in meta["signatures"]
+
+
 def test_uncompiled_model_is_refused(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     with pytest.raises(sagefit.ExportError, match="not compiled"):
