@@ -521,8 +521,10 @@ func (m *Metadata) Roles() []RoleTensors {
 		weighted := append(append([]TensorSpec{}, step...), m.WeightSpecs()...)
 		roles = append(roles,
 			RoleTensors{RoleTrainStepWeighted, weighted, train},
-			RoleTensors{RoleComputeGradientsWeighted, weighted, append([]string{keyGradients}, train...)},
-			RoleTensors{RoleTestStepWeighted, weighted, test})
+			RoleTensors{RoleComputeGradientsWeighted, weighted, append([]string{keyGradients}, train...)})
+		if m.Signatures[RoleTestStepWeighted] != "" { // none where TestStepRefused
+			roles = append(roles, RoleTensors{RoleTestStepWeighted, weighted, test})
+		}
 	}
 	return roles
 }

@@ -276,32 +276,42 @@ func TestKerasParity(t *testing.T) {
 // now exports the model without a test step, the job trains it to fit's
 // numbers, and a job given validation data is refused in one sentence.
 func TestModelWithoutTestStep(t *testing.T) {
-	fx := fixture.Make(t, "own_loss_no_test_step", "--epochs", "3", "--rows", "200", "--no-validation")
-	ref := fixture.ReadReference(t, fx)
-	channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
-	hps := map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}
-	res, _, _ := trainJob(t, localJob(t, fx, hps, channels))
-	sameHistory(t, res.HistoryPath, ref.History)
-	sameState(t, res.ModelDir, ref)
-
 	for _, c := range []struct {
-		name     string
-		channels map[string]string
-		hps      map[string]string
-		given    string
+		family string
+		flags  []string
 	}{
-		{"channel", map[string]string{"validation": filepath.Join(fx, "train")}, nil, `channel "validation"`},
-		{"split", nil, map[string]string{"validation_split": "0.25"}, `hyperparameter "validation_split"`},
+		{"own_loss_no_test_step", nil},
+		// A step that takes sample weights: its weighted roles without the
+		// weighted test step (the job failed to load it).
+		{"own_loss_no_test_step_weighted", []string{"--sample-weight"}},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			jobHPs, jobChannels := maps.Clone(hps), maps.Clone(channels)
-			maps.Copy(jobHPs, c.hps)
-			maps.Copy(jobChannels, c.channels)
-			base := localJob(t, fx, jobHPs, jobChannels)
-			_, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: io.Discard, Stderr: io.Discard})
-			want := "the job validates (" + c.given + "), but the model was exported without a test step, as its test step could not be traced (No loss to compute."
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Errorf("validation without a test step: %v, want %q", err, want)
+		t.Run(c.family, func(t *testing.T) {
+			fx := fixture.Make(t, c.family, append([]string{"--epochs", "3", "--rows", "200", "--no-validation"}, c.flags...)...)
+			ref := fixture.ReadReference(t, fx)
+			channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
+			hps := map[string]string{"epochs": "3", "shuffle": "false", "batch_size": "32"}
+			res, _, _ := trainJob(t, localJob(t, fx, hps, channels))
+			sameHistory(t, res.HistoryPath, ref.History)
+			sameState(t, res.ModelDir, ref)
+
+			for _, v := range []struct {
+				name     string
+				channels map[string]string
+				hps      map[string]string
+				given    string
+			}{
+				{"channel", map[string]string{"validation": filepath.Join(fx, "train")}, nil, `channel "validation"`},
+				{"split", nil, map[string]string{"validation_split": "0.25"}, `hyperparameter "validation_split"`},
+			} {
+				jobHPs, jobChannels := maps.Clone(hps), maps.Clone(channels)
+				maps.Copy(jobHPs, v.hps)
+				maps.Copy(jobChannels, v.channels)
+				base := localJob(t, fx, jobHPs, jobChannels)
+				_, err := runtime.Train(context.Background(), runtime.Options{Base: base, Stdout: io.Discard, Stderr: io.Discard})
+				want := "the job validates (" + v.given + "), but the model was exported without a test step, as its test step could not be traced (No loss to compute."
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("%s: validation without a test step: %v, want %q", v.name, err, want)
+				}
 			}
 		})
 	}

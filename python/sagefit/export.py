@@ -686,14 +686,18 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
 
     _build(model, pack([_zeros(d) for d in in_descs], in_keys),
            pack([_zeros(d) for d in tgt_descs], out_keys) if tgt_descs else None)
-    if tgt_descs and _custom_step_reads_inputs_alone(
-            model, tf, in_specs, in_specs + tgt_specs,
-            lambda args: _fit_data(pack(args[:n_in], in_keys),
-                                   pack(args[n_in:], out_keys) if len(args) > n_in else None)):
-        if target_shapes is not None or target_dtypes is not None:
-            raise ExportError(
-                "target_shapes or target_dtypes were given, but the model's own train_step, compiled "
-                "without a loss, trains on its inputs alone, as fit(x) runs it: it takes no targets")
+    # Given target_shapes or target_dtypes, the step takes targets: any
+    # failure of it on them is reported as it is.
+    inputs_alone = tgt_descs and target_shapes is None and target_dtypes is None and _custom_step_reads_inputs_alone(
+        model, tf, in_specs, in_specs + tgt_specs,
+        lambda args: _fit_data(pack(args[:n_in], in_keys),
+                               pack(args[n_in:], out_keys) if len(args) > n_in else None))
+    if inputs_alone:
+        warnings.warn(
+            "sagefit: the model's own train_step (compiled without a loss) takes the batch's inputs alone, as "
+            f"fit(x) hands them: on inputs and targets it failed ({inputs_alone.rstrip('.')}), so the job reads no target "
+            "files; if the step reads targets, give export target_shapes (and target_dtypes) for them",
+            stacklevel=3)
         targetless, tgt_descs, tgt_specs = True, [], []
     # After the build: "auto" modes read the compiled metrics' directions.
     callback_specs = [_callback_spec(cb, model) for cb in (callbacks or [])]
@@ -993,14 +997,17 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         return [tf.TensorSpec(d["shape"], tf.float32, name=d["key"]) for d in weight_descs]
 
     weight_spec = weight_specs()
-    # A test step that cannot be traced (Keras's own, for a model compiled
-    # without a loss whose train_step computes its own: "No loss to
-    # compute") leaves a model that fit trains without validation data:
-    # exported without it, and a job that validates is refused, as fit
-    # fails on validation data.
-    test_refused = _trace_failure(test_step, in_specs + tgt_specs)
-    if test_refused:
-        test_refused = _trace_failure(test_step, in_specs + tgt_specs + weight_spec) and test_refused
+    # Keras's own test step on a model compiled without a loss whose
+    # train_step computes its own has no loss to compute ("No loss to
+    # compute"): fit trains such a model without validation data and fails
+    # with it. Exported without a test step, and a job that validates is
+    # refused. A test step of the model's own that fails is the model's
+    # error: the export fails, as before.
+    test_refused = None
+    if _no_compiled_loss(model) and "test_step" not in _own_steps(model):
+        test_refused = _trace_failure(test_step, in_specs + tgt_specs)
+        if test_refused:
+            test_refused = _trace_failure(test_step, in_specs + tgt_specs + weight_spec) and test_refused
     weighted = _takes_sample_weights(model, train_step, None if test_refused else test_step,
                                      in_specs + tgt_specs + weight_spec)
     # A loss of one value per element (per pixel, per time step) takes no
@@ -1059,9 +1066,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     )
     if test_refused:
         warnings.warn(
-            f"sagefit: the model's test step cannot be traced ({test_refused}): the model trains as fit trains "
+            f"sagefit: the model's test step cannot be traced ({test_refused.rstrip('.')}): the model trains as fit trains "
             "it without validation data, and a job given validation data is refused, as fit fails on it; "
-            "give the model a test_step of its own to validate", stacklevel=3)
+            "give the model a test_step that computes its loss to validate", stacklevel=3)
         names = names[:2]
     else:
         add(names[2], xla(test_step), step_specs)
@@ -1554,23 +1561,19 @@ def _fit_data(x, y=None, w=None):
 
 
 def _custom_step_reads_inputs_alone(model, tf, x_specs, xy_specs, data):
-    """Whether a model compiled without a loss whose train_step is its own
+    """Why a model compiled without a loss whose train_step is its own
     trains on inputs alone, as fit(x) runs it (a VAE's, a contrastive
-    model's step): traced on the batch with targets first, which most such
-    steps unpack; on the inputs alone where that fails. A trace runs
-    nothing: no weight changes."""
+    model's step): the step traced on the batch with targets first, which
+    most such steps unpack, failed (the cause returned), and on the inputs
+    alone it traces. None otherwise. A trace runs nothing: no weight
+    changes."""
     if "train_step" not in _own_steps(model) or not _no_compiled_loss(model):
-        return False
-
-    def traces(specs):
-        fn = tf.function(lambda *args: model.train_step(data(args)), input_signature=specs, autograph=False)
-        try:
-            fn.get_concrete_function()
-        except Exception:  # noqa: BLE001 - any failure: the other form is tried
-            return False
-        return True
-
-    return not traces(xy_specs) and traces(x_specs)
+        return None
+    step = lambda *args: model.train_step(data(args))  # noqa: E731
+    with_targets = _trace_failure(step, xy_specs)
+    if with_targets and not _trace_failure(step, x_specs):
+        return with_targets
+    return None
 
 
 def _compiled_losses(model, out_names):

@@ -702,7 +702,7 @@ def add_loss_only_data(rows, rng):
     return {"train": rng.random((rows, 10), dtype=np.float32)}, {}
 
 
-def _own_loss_step_model(targets, own_test_step):
+def _own_loss_step_model(targets, own_test_step, weighted=False):
     """A custom train_step on a model compiled without a loss, computing a
     loss of its own, as keras.io's VAE and its "Customizing what happens
     in fit()" guide's lower-level example write it: with targets, from
@@ -710,7 +710,8 @@ def _own_loss_step_model(targets, own_test_step):
     autoencoder, its input its target). Built on keras.Input through the
     class's own __init__ (a functional subclass). With own_test_step, one of
     its own; without, Keras's, which has no loss to compute (fit fails on
-    validation data)."""
+    validation data). weighted: the step unpacks (x, y, sample_weight) and
+    weighs each row's loss, so it takes sample weights."""
     import tensorflow as tf
 
     keras = _keras()
@@ -727,6 +728,10 @@ def _own_loss_step_model(targets, own_test_step):
             return [self.loss_tracker]
 
         def loss_of(self, data, training):
+            if weighted:
+                x, y, w = keras.utils.unpack_x_y_sample_weight(data)
+                per_row = tf.reduce_mean(tf.square(self(x, training=training) - y), axis=-1)
+                return tf.reduce_mean(per_row if w is None else per_row * w)
             x, y = data if targets else (data, data)
             return tf.reduce_mean(tf.square(self(x, training=training) - y))
 
@@ -758,6 +763,10 @@ def own_loss_inputs_alone_data(rows, rng):
 
 def own_loss_no_test_step():
     return _own_loss_step_model(targets=True, own_test_step=False)
+
+
+def own_loss_no_test_step_weighted():
+    return _own_loss_step_model(targets=True, own_test_step=False, weighted=True)
 
 
 def own_loss_no_test_step_data(rows, rng):
@@ -975,6 +984,7 @@ FAMILIES = {
     "add_loss_only": (add_loss_only, add_loss_only_data),
     "own_loss_inputs_alone": (own_loss_inputs_alone, own_loss_inputs_alone_data),
     "own_loss_no_test_step": (own_loss_no_test_step, own_loss_no_test_step_data),
+    "own_loss_no_test_step_weighted": (own_loss_no_test_step_weighted, own_loss_no_test_step_data),
     "custom_step": (custom_step, seed_data),
     "custom_step_partial": (custom_step_partial, seed_data),
     "custom_step_state": (custom_step_state, seed_data),

@@ -201,8 +201,11 @@ def test_subclass_with_its_own_step_is_told_to_keep_it(tmp_path):
     x = keras.Input((4,))
     functional = AE(enc, dec, inputs=x, outputs=dec(enc(x)))
     functional.compile(optimizer="adam")
-    with pytest.warns(UserWarning, match="test step cannot be traced"):  # no test_step: Keras's has no loss
+    with pytest.warns(UserWarning) as caught:
         meta = sagefit.export(functional, str(tmp_path / "f"))
+    said = " ".join(str(w.message) for w in caught)
+    assert "takes the batch's inputs alone" in said  # and why: its trace on targets failed
+    assert "test step cannot be traced" in said  # no test_step: Keras's has no loss to compute
     assert meta["targets"] == [] and meta["test_step_refused"].startswith("No loss to compute")
 
 
@@ -221,6 +224,59 @@ def test_test_step_that_cannot_be_traced_is_left_out(tmp_path):
     assert [t["name"] for t in meta["targets"]] == ["y"]
     assert "test_step" not in meta["signatures"] and "test_step_weighted" not in meta["signatures"]
     assert "train_step" in meta["signatures"] or "train_step_weighted" in meta["signatures"]
+
+
+def test_own_steps_failures_are_the_models(tmp_path):
+    """Found by a review. A test_step of the model's own that fails is the
+    model's error: the export fails, it is not left out. A train_step that
+    reads targets (x, y = data when it has them) whose trace on the default
+    targets fails is exported on inputs alone, as it traces there, with a
+    warning that names the failure; given target_shapes, it keeps its
+    targets."""
+    class BrokenTest(keras.Model):
+        def test_step(self, data):
+            x, y = data
+            return {"loss": tf.reduce_mean(tf.square(self(x)[:, :2] - y))}
+
+    x = keras.Input((4,))
+    broken = BrokenTest(x, keras.layers.Dense(3)(x))
+    broken.compile(optimizer="adam", loss="mse")
+    with pytest.raises(sagefit.ExportError, match="the model's steps could not be traced or saved"):
+        sagefit.export(broken, str(tmp_path / "broken"))
+
+    class SemiSupervised(keras.Model):
+        def train_step(self, data):
+            x, y = data if isinstance(data, tuple) else (data, None)
+            with tf.GradientTape() as tape:
+                p = self(x, training=True)
+                if y is None:
+                    loss = -tf.reduce_mean(tf.reduce_sum(p * tf.math.log(p + 1e-7), axis=-1))
+                else:
+                    loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, p))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+        def test_step(self, data):
+            x, y = data if isinstance(data, tuple) else (data, None)
+            return {"loss": tf.reduce_mean(self(x))}
+
+    def semi():
+        i = keras.Input((4,))
+        m = SemiSupervised(i, keras.layers.Dense(5, activation="softmax", name="cls")(i))
+        m.compile(optimizer="adam")
+        return m
+
+    with pytest.warns(UserWarning, match=r"own train_step \(compiled without a loss\) takes the batch's inputs alone.*"
+                      r"on inputs and targets it failed \(.*give export target_shapes") as caught:
+        meta = sagefit.export(semi(), str(tmp_path / "alone"))
+    assert meta["targets"] == [] and caught[0].filename == __file__
+    meta = sagefit.export(semi(), str(tmp_path / "targets"), target_shapes=[()], target_dtypes=["int64"])
+    assert [(t["name"], t["dtype"]) for t in meta["targets"]] == [("cls", "int64")]
+    # Wrong shapes given: the step's own failure, not a word about inputs alone.
+    with pytest.raises(sagefit.ExportError, match="could not be traced or saved") as e:
+        sagefit.export(semi(), str(tmp_path / "wrong"), target_shapes=[(5,)])
+    assert "inputs alone" not in str(e.value)
 
 
 def test_uncompiled_model_is_refused(tmp_path):
