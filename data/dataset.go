@@ -504,22 +504,39 @@ func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o B
 	if o.Shuffle {
 		order = d.orders.get(d.n, o.Seed, epoch)
 	}
-	for step := max(o.StartStep, 0); step < it.steps; step++ {
+	// rowsOf appends the rows of batch step, in the epoch's order.
+	rowsOf := func(dst []int, step int) []int {
+		lo, hi := shardRange(d.n, step, o.BatchSize, o.Rank, o.World)
+		for p := lo; p < hi; p++ {
+			if order != nil {
+				dst = append(dst, int(order[p]))
+			} else {
+				dst = append(dst, p)
+			}
+		}
+		return dst
+	}
+	start := max(o.StartStep, 0)
+	cold := d.coldSources()
+	ahead, asked := 0, start-1 // batches asked for ahead of the one gathered; the last one asked for
+	if len(cold) > 0 {
+		ahead = prefetchAhead(d.batchBytes(o, dtypes))
+	}
+	var scratch []int
+	for step := start; step < it.steps; step++ {
 		if ctx.Err() != nil {
 			it.setErr(ctx.Err())
 			return
 		}
-		bb := it.buffer(d, o, dtypes)
-		lo, hi := shardRange(d.n, step, o.BatchSize, o.Rank, o.World)
-		bb.rows = bb.rows[:0]
-		for p := lo; p < hi; p++ {
-			if order != nil {
-				bb.rows = append(bb.rows, int(order[p]))
-			} else {
-				bb.rows = append(bb.rows, p)
+		for ; asked < min(step+ahead, it.steps-1) && len(cold) > 0; asked++ {
+			scratch = rowsOf(scratch[:0], asked+1)
+			for _, p := range cold {
+				p.prefetch(scratch)
 			}
 		}
-		bb.b.Step, bb.b.Rows = step, hi-lo
+		bb := it.buffer(d, o, dtypes)
+		bb.rows = rowsOf(bb.rows[:0], step)
+		bb.b.Step, bb.b.Rows = step, len(bb.rows)
 		for _, name := range d.names {
 			full := bb.full[name]
 			t := full[:len(full)/o.BatchSize*bb.b.Rows]

@@ -18,3 +18,8 @@ func unmapFile([]byte) error { return nil }
 
 // mmapped says whether arrays are memory-mapped (and so can fault).
 const mmapped = false
+
+// resident: the data is read into memory here.
+func resident([]byte) bool { return true }
+
+func adviseWillNeed([]byte) {}
