@@ -584,7 +584,18 @@ func (m *Model) AssignMetricState(state []float64) error {
 // ReadVariables returns every variable of the contract (the model's, the
 // optimizer's, the train step's own), in contract order.
 func (m *Model) ReadVariables() ([]model.Variable, error) {
-	res, err := m.run(model.RoleReadVariables, nil, nil)
+	return m.ReadVariablesInto(nil)
+}
+
+// ReadVariablesInto is ReadVariables into the data of reuse, a slice an
+// earlier call returned that the caller no longer needs (each variable's
+// bytes written over where they fit).
+func (m *Model) ReadVariablesInto(reuse []model.Variable) ([]model.Variable, error) {
+	into := make([][]byte, len(reuse))
+	for i, v := range reuse {
+		into[i] = v.Data
+	}
+	res, err := m.run(model.RoleReadVariables, nil, into)
 	if err != nil {
 		return nil, err
 	}

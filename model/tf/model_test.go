@@ -478,6 +478,36 @@ func TestVariablesMetricsAndSave(t *testing.T) {
 	if vars[0].Spec.Name != "sequential/dense/kernel" || len(vars) != len(m.Meta().Variables) {
 		t.Errorf("variables start with %s, %d of them", vars[0].Spec.Name, len(vars))
 	}
+	// Read again into that copy after a step: the new values, in its memory
+	// (a checkpoint's copy of the state is made once).
+	before := make([][]byte, len(vars))
+	for i, v := range vars {
+		before[i] = bytes.Clone(v.Data)
+	}
+	if _, err := m.TrainStep(named(m, batch(t, fx, 128, 160))); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := m.ReadVariables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	into, err := m.ReadVariablesInto(vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range fresh {
+		if !bytes.Equal(into[i].Data, fresh[i].Data) || into[i].Spec.Name != fresh[i].Spec.Name {
+			t.Fatalf("%s read into an earlier copy differs from a fresh read", fresh[i].Spec.Name)
+		}
+		if len(vars[i].Data) > 0 && &into[i].Data[0] != &vars[i].Data[0] {
+			t.Errorf("%s was not read into the copy given", fresh[i].Spec.Name)
+		}
+	}
+	if bytes.Equal(into[0].Data, before[0]) {
+		t.Error("the kernel did not change in a train step")
+	}
+	vars = into
+
 	if err := m.SetLearningRate(0.01); err != nil {
 		t.Fatal(err)
 	}

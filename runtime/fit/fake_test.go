@@ -264,6 +264,10 @@ func (m *linear) AssignMetricState(state []float64) error {
 	return nil
 }
 
+func (m *linear) ReadVariablesInto([]model.Variable) ([]model.Variable, error) {
+	return m.ReadVariables()
+}
+
 func (m *linear) ReadVariables() ([]model.Variable, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -27,6 +27,11 @@ type Model interface {
 	MetricState() ([]float64, error)
 	AssignMetricState(state []float64) error
 	ReadVariables() ([]model.Variable, error)
+	// ReadVariablesInto is ReadVariables into the data of reuse, a
+	// slice an earlier call returned that nothing else holds (a
+	// checkpoint's copy of a large state is made once, not at every
+	// checkpoint); nil reuse reads into new memory.
+	ReadVariablesInto(reuse []model.Variable) ([]model.Variable, error)
 	AssignVariables(vars []model.Variable) error
 	// LearningRate and SetLearningRate serve ReduceLROnPlateau.
 	LearningRate() (float64, error)
