@@ -34,6 +34,15 @@ func TestMain(m *testing.M) {
 		os.Stderr.WriteString("cannot build sagefit: " + err.Error() + "\n")
 		os.Exit(1)
 	}
+	// sagefit local keeps the temporary base dir of a job run without
+	// --output (it holds the job's outputs) and of a failed S3 job: the
+	// tests' go with the test binary's folder, not into the machine's
+	// temp dir (a full run left a few hundred megabytes there).
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		panic(err)
+	}
+	os.Setenv("TMPDIR", tmp)
 	code := m.Run()
 	fixture.Cleanup()
 	os.RemoveAll(dir)
