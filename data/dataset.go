@@ -520,7 +520,7 @@ func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o B
 	cold := d.coldSources()
 	ahead, asked := 0, start-1 // batches asked for ahead of the one gathered; the last one asked for
 	if len(cold) > 0 {
-		ahead = prefetchAhead(d.batchBytes(o, dtypes))
+		ahead = prefetchAhead(cold, o.BatchSize)
 	}
 	var scratch []int
 	for step := start; step < it.steps; step++ {
@@ -530,8 +530,8 @@ func (it *EpochIterator) produce(ctx context.Context, d *Dataset, epoch int, o B
 		}
 		for ; asked < min(step+ahead, it.steps-1) && len(cold) > 0; asked++ {
 			scratch = rowsOf(scratch[:0], asked+1)
-			for _, p := range cold {
-				p.prefetch(scratch)
+			for _, c := range cold {
+				c.ask(scratch)
 			}
 		}
 		bb := it.buffer(d, o, dtypes)

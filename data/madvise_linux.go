@@ -15,22 +15,23 @@ func adviseRandom(m []byte) { _ = unix.Madvise(m, unix.MADV_RANDOM) }
 // them. Advice only; failure is ignored.
 func adviseWillNeed(m []byte) { _ = unix.Madvise(m, unix.MADV_WILLNEED) }
 
-// resident reports whether every page of the mapping m is in memory (true
-// where the kernel cannot say).
-func resident(m []byte) bool {
-	page := os.Getpagesize()
+// residency is mincore's answer for the mapping m: a byte per page, bit 0
+// set where the page is in memory, and how many pages are not (none where
+// the kernel cannot say).
+func residency(m []byte) (vec []byte, out int) {
 	if len(m) == 0 {
-		return true
+		return nil, 0
 	}
-	vec := make([]byte, (len(m)+page-1)/page)
+	page := os.Getpagesize()
+	vec = make([]byte, (len(m)+page-1)/page)
 	// x/sys/unix has no Mincore for Linux.
 	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		return true
+		return nil, 0
 	}
 	for _, v := range vec {
 		if v&1 == 0 {
-			return false
+			out++
 		}
 	}
-	return true
+	return vec, out
 }
