@@ -370,7 +370,9 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	var val *input.Channel
 	switch {
 	case j.ValChannel != nil:
-		if val, err = input.Open(*j.ValChannel, env.Paths, meta, inOpts); err != nil {
+		valOpts := inOpts
+		valOpts.Validates = true
+		if val, err = input.Open(*j.ValChannel, env.Paths, meta, valOpts); err != nil {
 			return nil, err
 		}
 		defer val.Close()

@@ -54,6 +54,7 @@ type Channel struct {
 
 	warn       io.Writer // the warning for a host given no share of a sharded channel
 	warnedNone bool
+	validates  bool // Options.Validates
 }
 
 // Close releases the channel's files.
@@ -124,7 +125,11 @@ func (c *Channel) noShare(names []string, why string) *data.Dataset {
 	ds, _ := data.NewDataset(arrays) // arrays of one row count, none 0-d
 	if !c.warnedNone {
 		c.warnedNone = true
-		fmt.Fprintf(c.warn, "sagefit: warning: channel %q is ShardedByS3Key and this host got none of its S3 objects (%s): it trains on none of the channel's rows, joining each step with an empty batch while the other hosts' rows train; SageMaker gives a host no objects where a channel has fewer than the job has hosts, so split the data into at least as many objects\n", c.Name, why)
+		use := "it trains on none of the channel's rows, joining each step with an empty batch while the other hosts' rows train"
+		if c.validates {
+			use = "it validates on none of the channel's rows, joining each validation step with an empty batch while the other hosts' rows are evaluated"
+		}
+		fmt.Fprintf(c.warn, "sagefit: warning: channel %q is ShardedByS3Key and this host got none of its S3 objects (%s): %s; SageMaker gives a host no objects where a channel has fewer than the job has hosts, so split the data into at least as many objects\n", c.Name, why, use)
 	}
 	return ds
 }
@@ -254,6 +259,9 @@ type Options struct {
 	// ClassWeight weighs each row by its label's class (fit's
 	// class_weight); the training channel only.
 	ClassWeight map[int]float64
+	// Validates says the channel is the validation data, for what its
+	// messages say it is used for.
+	Validates bool
 }
 
 // Open maps a channel's files to the model's inputs and targets and checks
@@ -283,7 +291,7 @@ func Open(c sagemaker.Channel, paths sagemaker.Paths, meta *model.Metadata, o Op
 		dtypes[spec.Name] = dt
 	}
 	cd := &Channel{Name: c.Name, DTypes: dtypes, specs: specs, meta: meta, classWeight: o.ClassWeight,
-		Sharded: c.Distribution == sagemaker.ShardedByS3Key, close: func() {}, warn: o.Warn}
+		Sharded: c.Distribution == sagemaker.ShardedByS3Key, close: func() {}, warn: o.Warn, validates: o.Validates}
 	if cd.warn == nil {
 		cd.warn = os.Stderr
 	}

@@ -2,6 +2,7 @@ package input_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -368,5 +369,32 @@ func TestShardedTensorOnAnotherHostIsExplained(t *testing.T) {
 	c.Distribution = sagemaker.FullyReplicated // the sentence alone
 	if _, err := input.Open(c, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}}); err == nil || strings.Contains(err.Error(), "ShardedByS3Key") {
 		t.Errorf("FullyReplicated: err = %v", err)
+	}
+}
+
+// A host given no objects of a ShardedByS3Key channel says what it then
+// does without them: trains, or for the validation channel validates, on
+// none of the rows (the validation channel's said it trained: a probe).
+func TestHostWithoutShardSaysWhatFor(t *testing.T) {
+	for _, validates := range []bool{false, true} {
+		var warn bytes.Buffer
+		c, err := input.Open(sagemaker.Channel{Name: "some", Dir: t.TempDir(), InputMode: sagemaker.File, Distribution: sagemaker.ShardedByS3Key},
+			sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &warn, Validates: validates})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, done, err := c.Epoch(context.Background()); err != nil {
+			t.Fatal(err)
+		} else {
+			done()
+		}
+		c.Close()
+		want := "it trains on none of the channel's rows"
+		if validates {
+			want = "it validates on none of the channel's rows"
+		}
+		if !strings.Contains(warn.String(), want) {
+			t.Errorf("validates %v: %q, want %q", validates, warn.String(), want)
+		}
 	}
 }
