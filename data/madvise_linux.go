@@ -16,22 +16,16 @@ func adviseRandom(m []byte) { _ = unix.Madvise(m, unix.MADV_RANDOM) }
 func adviseWillNeed(m []byte) { _ = unix.Madvise(m, unix.MADV_WILLNEED) }
 
 // residency is mincore's answer for the mapping m: a byte per page, bit 0
-// set where the page is in memory, and how many pages are not (none where
-// the kernel cannot say).
-func residency(m []byte) (vec []byte, out int) {
+// set where the page is in memory; nil where the kernel cannot say.
+func residency(m []byte) []byte {
 	if len(m) == 0 {
-		return nil, 0
+		return nil
 	}
 	page := os.Getpagesize()
-	vec = make([]byte, (len(m)+page-1)/page)
+	vec := make([]byte, (len(m)+page-1)/page)
 	// x/sys/unix has no Mincore for Linux.
 	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		return nil, 0
+		return nil
 	}
-	for _, v := range vec {
-		if v&1 == 0 {
-			out++
-		}
-	}
-	return vec, out
+	return vec
 }

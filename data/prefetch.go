@@ -95,8 +95,11 @@ func (a *Array) survey() coldRows {
 	if a.closed || a.mapping == nil || a.fidx != nil || a.rowBytes == 0 {
 		return nil
 	}
-	vec, out := residency(a.mapping)
+	vec := residency(a.mapping)
+	out := pagesOut(vec)
 	switch {
+	case vec == nil: // the kernel cannot say (or not asked, off Linux)
+		return nil
 	case out*nearlyWarmShare < len(vec):
 		return nil
 	case out*mostlyColdShare >= len(vec):
@@ -128,7 +131,7 @@ func (c arrayRows) ask(rows []int) {
 		}
 		lo := base + r*a.rowBytes
 		first, last := lo/page, (lo+a.rowBytes-1)/page
-		if c.resident != nil && allResident(c.resident[first:last+1]) {
+		if c.resident != nil && pagesOut(c.resident[first:last+1]) == 0 {
 			continue
 		}
 		spans = append(spans, [2]int{first, last})
@@ -143,13 +146,15 @@ func (c arrayRows) ask(rows []int) {
 	}
 }
 
-func allResident(pages []byte) bool {
-	for _, p := range pages {
-		if p&1 == 0 {
-			return false
+// pagesOut counts the pages of mincore's vector not in memory.
+func pagesOut(vec []byte) int {
+	out := 0
+	for _, v := range vec {
+		if v&1 == 0 {
+			out++
 		}
 	}
-	return true
+	return out
 }
 
 // partsRows is a channel in parts' read-ahead: its cold parts'.

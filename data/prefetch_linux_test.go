@@ -205,8 +205,8 @@ func TestNearlyWarmFileAsksForItsColdRowsOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if vec, out := residency(a.mapping); out != 3 {
-		t.Fatalf("%d of %d pages out of memory, want 3", out, len(vec))
+	if vec := residency(a.mapping); pagesOut(vec) != 3 {
+		t.Fatalf("%d of %d pages out of memory, want 3", pagesOut(vec), len(vec))
 	}
 	if c := a.survey(); c != nil {
 		t.Errorf("a file nearly all in memory is asked for: %#v", c)

@@ -689,7 +689,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     # Given target_shapes or target_dtypes, the step takes targets: any
     # failure of it on them is reported as it is.
     inputs_alone = tgt_descs and target_shapes is None and target_dtypes is None and _custom_step_reads_inputs_alone(
-        model, tf, in_specs, in_specs + tgt_specs,
+        model, in_specs, in_specs + tgt_specs,
         lambda args: _fit_data(pack(args[:n_in], in_keys),
                                pack(args[n_in:], out_keys) if len(args) > n_in else None))
     if inputs_alone:
@@ -767,7 +767,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
 
     def step_data(args):
         """(x, y) or, with a sample weight after the targets, (x, y, w);
-        (x,) for a model without targets."""
+        for a model without targets, x as fit(x) hands it (_fit_data)."""
         x = pack(args[:n_in], in_keys)
         if n_tgt == 0:
             return _fit_data(x)
@@ -1497,14 +1497,14 @@ def _callback_advice(name):
     return runs + ("; " + _INSTEAD[name] if name in _INSTEAD else "")
 
 
-def _trace_failure(fn, specs):
+def _trace_failure(fn, specs, catch=Exception):
     """Why fn cannot be traced on specs, in one sentence; None where it can.
-    A trace runs nothing."""
+    An error not of catch is raised. A trace runs nothing."""
     import tensorflow as tf
 
     try:
         tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
-    except Exception as e:  # noqa: BLE001 - reported as one sentence
+    except catch as e:  # noqa: BLE001 - reported as one sentence
         return _cause(e)
     return None
 
@@ -1514,18 +1514,10 @@ def _takes_sample_weights(model, train_step, test_step, specs):
     a custom step that unpacks `x, y = data` does not, and its model then
     trains without sample weights (a sample_weight.npy is refused). A test
     step of None (one that cannot be traced) is not asked."""
-    import tensorflow as tf
-
-    keras = _keras_for(model)
     if not {"train_step", "test_step"} & set(_own_steps(model)):
         return True
-    try:
-        tf.function(train_step, input_signature=specs, autograph=False).get_concrete_function()
-        if test_step is not None:
-            tf.function(test_step, input_signature=specs, autograph=False).get_concrete_function()
-    except (ValueError, TypeError):
-        return False
-    return True
+    return not any(_trace_failure(step, specs, catch=(ValueError, TypeError))
+                   for step in (train_step, test_step) if step is not None)
 
 
 def _without_compiled_loss(model):
@@ -1560,7 +1552,7 @@ def _fit_data(x, y=None, w=None):
     return (x, y) if w is None else (x, y, w)
 
 
-def _custom_step_reads_inputs_alone(model, tf, x_specs, xy_specs, data):
+def _custom_step_reads_inputs_alone(model, x_specs, xy_specs, data):
     """Why a model compiled without a loss whose train_step is its own
     trains on inputs alone, as fit(x) runs it (a VAE's, a contrastive
     model's step): the step traced on the batch with targets first, which
