@@ -14,26 +14,33 @@ import (
 // evictedNPY writes rows of per int32 values each (row r's elements
 // from+r*per+e) to path and drops the file from the page cache, as a file
 // larger than memory, or one not read since the machine started, is.
-func evictedNPY(t *testing.T, path string, rows, per, from int) {
-	t.Helper()
+func evictedNPY(tb testing.TB, path string, rows, per, from int) {
+	tb.Helper()
 	b := make([]byte, 4*rows*per)
 	for i := range rows * per {
 		binary.LittleEndian.PutUint32(b[4*i:], uint32(from+i))
 	}
 	if err := WriteNPY(path, Int32, []int{rows, per}, b); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	evict(tb, path, 0, 0)
+}
+
+// evict drops bytes [off, off+n) of path (n 0: to its end) from the page
+// cache. Written pages are dirty, and stay in memory until written back:
+// synced first. A page a process has mapped and touched stays too.
+func evict(tb testing.TB, path string, off, n int64) {
+	tb.Helper()
 	f, err := os.Open(path)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer f.Close()
-	// Written pages are dirty, and stay in memory until written back.
 	if err := f.Sync(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
+	if err := unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED); err != nil {
+		tb.Fatal(err)
 	}
 }
 
@@ -160,19 +167,12 @@ func TestNearlyWarmFileAsksForItsColdRowsOnly(t *testing.T) {
 	if a.survey() != nil {
 		t.Fatal("a file all in memory is asked for")
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	// Rows 1000-1799 out of memory again (a mapped page the process
 	// touched is not dropped: unmap first).
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Fadvise(int(f.Fd()), 128+1000*per*4, 800*per*4, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
+	evict(t, path, 128+1000*per*4, 800*per*4)
 	if a, err = Open(path); err != nil {
 		t.Fatal(err)
 	}
@@ -198,9 +198,7 @@ func TestNearlyWarmFileAsksForItsColdRowsOnly(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Fadvise(int(f.Fd()), int64(10*page), int64(3*page), unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
+	evict(t, path, int64(10*page), int64(3*page))
 	if a, err = Open(path); err != nil {
 		t.Fatal(err)
 	}
@@ -221,17 +219,7 @@ func TestNearlyWarmFileAsksForItsColdRowsOnly(t *testing.T) {
 func BenchmarkColdEpoch(b *testing.B) {
 	const rows, per = 65536, 1024
 	path := filepath.Join(b.TempDir(), "x.npy")
-	evictedNPY(&testing.T{}, path, rows, per, 0)
-	evict := func() {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-			b.Fatal(err)
-		}
-	}
+	evictedNPY(b, path, rows, per, 0)
 	epoch := func(b *testing.B, ahead bool) {
 		defer func(was bool) { readAhead = was }(readAhead)
 		readAhead = ahead
@@ -239,7 +227,7 @@ func BenchmarkColdEpoch(b *testing.B) {
 		for i := range b.N {
 			// Pages a process maps stay in memory: evicted unmapped.
 			b.StopTimer()
-			evict()
+			evict(b, path, 0, 0)
 			a, err := Open(path)
 			if err != nil {
 				b.Fatal(err)
@@ -270,7 +258,7 @@ func BenchmarkColdEpoch(b *testing.B) {
 		buf := make([]byte, 4<<20)
 		for range b.N {
 			b.StopTimer()
-			evict()
+			evict(b, path, 0, 0)
 			b.StartTimer()
 			f, err := os.Open(path)
 			if err != nil {
