@@ -291,6 +291,22 @@ func (g *Group) SkipFinalWait() {
 	}
 }
 
+// Abandon tells the ring that this rank fails of its own (its input, its
+// step), as a collective's failure is told: the abort with reason goes to
+// the successor and, where the transport can, the predecessor, so the
+// others' collectives fail naming this rank and the reason, not a link
+// closed. Call it before Close. A failure the group already carries, or a
+// collective still running, is left alone.
+func (g *Group) Abandon(reason error) {
+	if !g.mu.TryLock() {
+		return
+	}
+	defer g.mu.Unlock()
+	if g.broken == nil {
+		g.fail(reason)
+	}
+}
+
 // Failed tells a transport with a final barrier that the job failed on
 // this rank (rank 0: the hosts waiting for it then fail with reason).
 // Call it before Close.

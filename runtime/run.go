@@ -449,10 +449,12 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		defer cancel()
 		for _, c := range []*input.Channel{train, val} {
 			if where := c.Where(fctx, v); where != "" {
-				return nil, fmt.Errorf("%w; %s", err, where)
+				err = fmt.Errorf("%w; %s", err, where)
+				break
 			}
 		}
 	}
+	abandon(group, err)
 	if in := (*fit.Interrupted)(nil); errors.As(err, &in) {
 		return nil, stopped(err, in, env.Rank == 0 && hist != nil, m, j.OutputModelDir(), o.failure, func(res *Result) error {
 			return writeOutputs(res, env.OutputDataDir, hist, loop, loadTook, o.Stderr)
@@ -544,6 +546,25 @@ func writeOutputs(res *Result, dir string, hist *report.History, loop *fit.Loop,
 		res.PlotPath = ""
 	}
 	return nil
+}
+
+// abandon tells the job's other hosts why this one fails of its own in
+// training (its Pipe stream cut, a label out of range): their collectives
+// fail with its reason. They said only that its link closed, and the
+// reason was in this host's failure file alone (a probe). A failure of the
+// group's own (a peer lost, a mismatch) travels already; one every host
+// reaches together (fit.Agreed) is each host's to say, and a stop is every
+// host's.
+func abandon(g fit.Group, err error) {
+	var pe *distributed.PeerError
+	var in *fit.Interrupted
+	var agreed *fit.Agreed
+	if g == nil || err == nil || errors.As(err, &pe) || errors.As(err, &in) || errors.As(err, &agreed) {
+		return
+	}
+	if a, ok := g.(interface{ Abandon(error) }); ok {
+		a.Abandon(err)
+	}
 }
 
 // leaveGroup closes the job's group. A host other than rank 0 waits there

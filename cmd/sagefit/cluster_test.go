@@ -1235,6 +1235,35 @@ open(sys.argv[4], "wb").write(b.getvalue())`,
 	}
 }
 
+// TestHostFailingInTrainingTellsTheOthers: a host whose Pipe stream is cut
+// short in the second epoch fails with that reason, and so does the other
+// host, naming it: it said only that the host's link closed, and the
+// reason was in the failing host's failure file alone (found by a probe).
+func TestHostFailingInTrainingTellsTheOthers(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "300", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "2", "batch_size": "16"}
+	train := filepath.Join(fx, "train")
+	hosts := startPipeHosts(t, fx, hps, 2, "", func(h *host, epoch int, fifo string) *exec.Cmd {
+		cut := "" // the whole stream
+		if h.name == "algo-2" && epoch == 1 {
+			cut = "| head -c 2000"
+		}
+		return exec.Command("/bin/sh", "-c", `cat "$1" "$2" `+cut+` > "$3"`, "sh",
+			filepath.Join(train, "train.npy"), filepath.Join(train, "labels.npy"), fifo)
+	})
+	const why = "the writer stopped after"
+	for _, h := range hosts {
+		code, reason := h.wait(t, 90*time.Second)
+		if code == 0 || !strings.Contains(reason, why) {
+			t.Errorf("%s: exit %d, failure %q; want algo-2's reason (%q)", h.name, code, reason, why)
+		}
+		t.Logf("%s: %s", h.name, reason)
+	}
+	if _, reason := hosts[0].wait(t, time.Second); !strings.Contains(reason, "algo-2") {
+		t.Errorf("algo-1's failure %q does not name algo-2", reason)
+	}
+}
+
 // startPipeHosts starts a two-host job on the seed fixture fx whose
 // training channel is in Pipe mode: for each host and each of its first
 // epochs, the FIFO training_<epoch> is fed by the process feed returns

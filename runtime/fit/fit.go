@@ -147,6 +147,16 @@ func (e *Interrupted) Error() string {
 
 func (e *Interrupted) Unwrap() error { return e.Cause }
 
+// Agreed is a failure every process reaches together from values a
+// collective gave them all (the hosts' rows, an epoch's steps): each says
+// it in its own words. A process does not tell the others of it, as it
+// tells a failure of its own (Group.Abandon), since the telling would
+// overtake the collective's last data still on its way to them.
+type Agreed struct{ Err error }
+
+func (e *Agreed) Error() string { return e.Err.Error() }
+func (e *Agreed) Unwrap() error { return e.Err }
+
 // FailureReason is the job's failure sentence: the stop, where, and the
 // checkpoint to resume from (sagemaker.Reason takes it as it is).
 func (e *Interrupted) FailureReason() string { return e.Error() }
@@ -480,7 +490,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		}
 	}
 	if full == 0 && c.Sharded { // a host that got none of its objects opens empty
-		return 0, fmt.Errorf("epoch %d: channel %q is ShardedByS3Key and no host of the job got any of its rows, and model.fit refuses empty data too", epoch, c.Name)
+		return 0, &Agreed{fmt.Errorf("epoch %d: channel %q is ShardedByS3Key and no host of the job got any of its rows, and model.fit refuses empty data too", epoch, c.Name)}
 	}
 	dataEpoch, first, steps := epoch-1, 0, full
 	switch {
@@ -713,9 +723,9 @@ func (f *Loop) sameRows(ctx context.Context, c *input.Channel, rows int) error {
 		hosts[r] = fmt.Sprintf("%s %d", name, int(n))
 	}
 	if !c.Streams() {
-		return fmt.Errorf("channel %q holds different rows on the hosts (%s): a FullyReplicated channel must give every host the same data, of which each takes its share; give each host the same files, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
+		return &Agreed{fmt.Errorf("channel %q holds different rows on the hosts (%s): a FullyReplicated channel must give every host the same data, of which each takes its share; give each host the same files, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))}
 	}
-	return fmt.Errorf("Pipe channel %q streamed different rows to the hosts (%s): a FullyReplicated channel must send every host the same data, of which each takes its share; send the same stream to each, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))
+	return &Agreed{fmt.Errorf("Pipe channel %q streamed different rows to the hosts (%s): a FullyReplicated channel must send every host the same data, of which each takes its share; send the same stream to each, or make the channel ShardedByS3Key", c.Name, strings.Join(hosts, ", "))}
 }
 
 // addValidationLogs adds vlogs to an epoch's logs as val_<name>. A training
@@ -806,8 +816,8 @@ func (f *Loop) sameEpoch(startStep, steps, rows int, sharded bool) error {
 			ck += fmt.Sprintf(" over %d training rows", f.resumedRows)
 			this += fmt.Sprintf(" over %d rows", rows)
 		}
-		return fmt.Errorf("the checkpoint stopped after step %d of an epoch of %s, but this job's epoch has %s; resuming mid-epoch needs the same training data, %q and %q (or remove the checkpoint)",
-			startStep, ck, this, job.HPStepsPerEpoch, job.HPValSplit)
+		return &Agreed{fmt.Errorf("the checkpoint stopped after step %d of an epoch of %s, but this job's epoch has %s; resuming mid-epoch needs the same training data, %q and %q (or remove the checkpoint)",
+			startStep, ck, this, job.HPStepsPerEpoch, job.HPValSplit)}
 	}
 	return nil
 }
