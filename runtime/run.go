@@ -424,8 +424,17 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	if train.Streams() {
 		examples = "examples streamed each epoch (Pipe mode)"
 	}
-	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %s, batch %d, %d epochs\n",
-		env.CurrentHost, env.Rank, len(env.Hosts), j.ModelDir, j.TrainChannel.Name, examples, j.BatchSize, j.Epochs)
+	epochs := fmt.Sprintf("%d epochs", j.Epochs)
+	switch {
+	case j.InitialEpoch+1 == j.Epochs && j.Epochs > 1: // as fit's epoch lines count them
+		epochs = fmt.Sprintf("epoch %d of %d", j.Epochs, j.Epochs)
+	case j.InitialEpoch > 0:
+		epochs = fmt.Sprintf("epochs %d to %d of %d", j.InitialEpoch+1, j.Epochs, j.Epochs)
+	case j.Epochs == 1:
+		epochs = "1 epoch"
+	}
+	fmt.Fprintf(o.Stderr, "sagefit: host %s (rank %d of %d) training %s on channel %q: %s, batch %d, %s\n",
+		env.CurrentHost, env.Rank, len(env.Hosts), j.ModelDir, j.TrainChannel.Name, examples, j.BatchSize, epochs)
 
 	// JobTensorBoard: asked of the job, not of the model; as SageMaker
 	// Debugger's hook does in AWS's TensorFlow images, the metrics go to

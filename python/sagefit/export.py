@@ -1436,7 +1436,9 @@ def _callback_spec(cb, model):
     elif name == "TerminateOnNaN":
         config = {"raise_error": bool(getattr(cb, "raise_error", False))}
     elif name == "CSVLogger":
-        config = {"filename": os.path.basename(str(cb.filename)), "separator": cb.sep,
+        # The whole path: the runtime writes the base name to the job's
+        # output data folder and says so where the path names a folder.
+        config = {"filename": str(cb.filename), "separator": cb.sep,
                   "append": bool(cb.append)}
     elif name == "ModelCheckpoint":
         if not cb.save_best_only:
@@ -1470,6 +1472,13 @@ def _callback_spec(cb, model):
                 "TensorBoard with profile_batch or write_steps_per_second: sagefit writes "
                 "scalar summaries of the metrics and the learning rate only (its own timing is "
                 "in output/data/timing.json); set those to their defaults"
+            )
+        if getattr(cb, "write_graph", False):
+            # Keras's default: refusing it would refuse TensorBoard() itself.
+            warnings.warn(
+                "sagefit: TensorBoard(write_graph=True), Keras's default: sagefit writes scalar "
+                "summaries only, not the model's graph; pass write_graph=False to leave it out",
+                stacklevel=4,
             )
         freq = cb.update_freq
         if freq == "batch":

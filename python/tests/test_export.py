@@ -439,7 +439,7 @@ def test_callbacks_recorded_with_modes_resolved(tmp_path):
     assert classes == ["EarlyStopping", "ReduceLROnPlateau", "CSVLogger"]
     assert meta["callbacks"][0]["config"]["mode"] == "max"  # accuracy goes up
     assert meta["callbacks"][1]["config"]["mode"] == "min"
-    assert meta["callbacks"][2]["config"] == {"filename": "log.csv", "separator": ";", "append": False}
+    assert meta["callbacks"][2]["config"] == {"filename": "/somewhere/log.csv", "separator": ";", "append": False}
 
 
 @pytest.mark.parametrize(
@@ -888,6 +888,15 @@ def test_compile_options_the_export_cannot_carry(tmp_path):
 
     with pytest.raises(sagefit.ExportError, match="profile_batch or write_steps_per_second"):
         sagefit.export(_seed_model(), str(tmp_path / "tb"), callbacks=[keras.callbacks.TensorBoard(profile_batch=2)])
+
+    # The graph, which Keras writes by default, is named in a warning.
+    for write_graph, warned in ((True, True), (False, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sagefit.export(_seed_model(), str(tmp_path / f"tb_graph_{write_graph}"),
+                           callbacks=[keras.callbacks.TensorBoard("/x/tb", write_graph=write_graph)])
+        said = " ".join(str(w.message) for w in caught)
+        assert ("TensorBoard(write_graph=True)" in said) == warned, said
 
 
 def test_tracing_errors_of_a_built_model_are_one_sentence(tmp_path):

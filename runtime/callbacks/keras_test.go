@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -497,6 +498,26 @@ func TestKeptWeightsOfAnOlderLayoutResume(t *testing.T) {
 		}
 		if err := s.TrainEnd(m); err != nil || m.weight != 1 || m.seed != 70 || m.slot != 102 {
 			t.Errorf("%s: weight %d seed %d slot %d (%v), want the kept weight and the seed and slot as training left them (1, 70, 102)", name, m.weight, m.seed, m.slot, err)
+		}
+	}
+}
+
+// CSVLogger writes to the job's output data folder under its file name; a
+// filename with a folder says where the file goes instead (the exporter
+// kept the base name alone, and the folder was dropped without a word).
+func TestCSVLoggerSaysWhereItWrites(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ filename, want string }{
+		{"log.csv", ""},
+		{"/tmp/runs/log.csv", "sagefit: note: CSVLogger writes " + filepath.Join(dir, "log.csv") + " (in output.tar.gz), not /tmp/runs/log.csv\n"},
+	} {
+		var log bytes.Buffer
+		spec := model.CallbackSpec{Class: "CSVLogger", Config: json.RawMessage(`{"filename": "` + c.filename + `", "separator": ",", "append": false}`)}
+		if _, err := New([]model.CallbackSpec{spec}, Options{Writer: true, OutputDataDir: dir, Log: &log}); err != nil {
+			t.Fatal(err)
+		}
+		if log.String() != c.want {
+			t.Errorf("filename %q: logged %q, want %q", c.filename, log.String(), c.want)
 		}
 	}
 }

@@ -71,10 +71,21 @@ func (t *tensorBoard) trainBegin() error {
 	if t.train, err = newEventFile(filepath.Join(t.dir, "train"), t.host); err != nil {
 		return fmt.Errorf("TensorBoard: %w", err)
 	}
-	if t.val, err = newEventFile(filepath.Join(t.dir, "validation"), t.host); err != nil {
-		return fmt.Errorf("TensorBoard: %w", err)
-	}
+	t.val = nil // opened by the first validation record
 	return nil
+}
+
+// validation is the validation events file, made at its first record, as
+// Keras makes its writer: a job without validation data has none (an
+// empty one was written).
+func (t *tensorBoard) validation() (*eventFile, error) {
+	if t.val == nil {
+		var err error
+		if t.val, err = newEventFile(filepath.Join(t.dir, "validation"), t.host); err != nil {
+			return nil, fmt.Errorf("TensorBoard: %w", err)
+		}
+	}
+	return t.val, nil
 }
 
 // batchEvery is update_freq in batches: blocks of steps end at its
@@ -101,12 +112,16 @@ func (t *tensorBoard) testEnd(logs Logs, batches, iterations int) error {
 	if t.every > 0 && t.testBatches%t.every != 0 && !t.tfKeras {
 		return nil
 	}
+	val, err := t.validation()
+	if err != nil {
+		return err
+	}
 	for _, l := range logs {
-		if err := t.val.scalar("evaluation_"+l.Name+"_vs_iterations", l.Value, int64(iterations)); err != nil {
+		if err := val.scalar("evaluation_"+l.Name+"_vs_iterations", l.Value, int64(iterations)); err != nil {
 			return fmt.Errorf("TensorBoard: %w", err)
 		}
 	}
-	return t.val.flush()
+	return val.flush()
 }
 
 func (t *tensorBoard) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
@@ -114,12 +129,16 @@ func (t *tensorBoard) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 		return false, nil
 	}
 	for _, l := range *logs {
-		file, name := t.train, l.Name
-		if v, ok := strings.CutPrefix(l.Name, "val_"); ok {
-			file, name = t.val, v
-		}
 		if l.Name == "learning_rate" {
 			continue // written below, as the rate now in force
+		}
+		file, name := t.train, l.Name
+		if v, ok := strings.CutPrefix(l.Name, "val_"); ok {
+			var err error
+			if file, err = t.validation(); err != nil {
+				return false, err
+			}
+			name = v
 		}
 		if err := file.scalar("epoch_"+name, l.Value, int64(epoch)); err != nil {
 			return false, fmt.Errorf("TensorBoard: %w", err)
@@ -140,6 +159,9 @@ func (t *tensorBoard) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 	}
 	if err := t.train.flush(); err != nil {
 		return false, err
+	}
+	if t.val == nil {
+		return false, nil
 	}
 	return false, t.val.flush()
 }

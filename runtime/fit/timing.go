@@ -22,7 +22,8 @@ type Timing struct {
 	StepsPerEpoch int `json:"steps_per_epoch"` // of the last epoch
 	// StepsPerCall is the train steps per session call at the last
 	// epoch's end: steps_per_execution, or what "auto" chose (1 while it
-	// still probes, and for several processes).
+	// still probes, and for several processes; the K on trial while its
+	// trial runs).
 	StepsPerCall int `json:"steps_per_call"`
 	// Examples is the training rows of one pass over the data, all hosts.
 	Examples int `json:"examples"`

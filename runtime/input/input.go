@@ -566,6 +566,10 @@ func (c *Channel) SplitValidation(fraction float64) (train, val *Channel, err er
 	return train, val, nil
 }
 
+// stepsTakeNoWeights says why a model without weighted steps cannot
+// weigh rows, and what to do.
+const stepsTakeNoWeights = "the model's steps take no sample weights (a custom train_step that unpacks `x, y = data`, or an export by an older sagefit); unpack `x, y, sample_weight = data` in the step and export again"
+
 // sampleWeights checks a channel's sample_weight file, or makes one from
 // class weights, as model.fit does with sample_weight and class_weight.
 func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]float64, dtypes map[string]data.DType) error {
@@ -574,7 +578,7 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 		return fmt.Errorf("%s would weigh the rows, but %s: remove the file", weights.Path(), meta.SampleWeightsRefused)
 	}
 	if weights != nil && !meta.HasSampleWeights() {
-		return fmt.Errorf("%s would weigh the rows, but the model's steps take no sample weights (a custom train_step that unpacks `x, y = data`, or an export by an older sagefit); unpack `x, y, sample_weight = data` in the step and export again, or remove the file", weights.Path())
+		return fmt.Errorf("%s would weigh the rows, but %s, or remove the file", weights.Path(), stepsTakeNoWeights)
 	}
 	var have []string
 	for _, name := range append([]string{model.SampleWeight}, meta.PerOutputWeights()...) {
@@ -610,7 +614,7 @@ func sampleWeights(ds *data.Dataset, meta *model.Metadata, classWeight map[int]f
 		per, _ := shared.ExampleShape()
 		return fmt.Errorf("hyperparameter %q weighs each row by its class, but the model's loss is one value per element (per pixel or time step), weighed by a sample_weight.npy of shape %s per row: make one from the labels", job.HPClassWeight, shapeOf(per))
 	case !meta.HasSampleWeights():
-		return fmt.Errorf("hyperparameter %q needs a model exported with sample-weighted steps; export it again with this sagefit", job.HPClassWeight)
+		return fmt.Errorf("hyperparameter %q weighs each row by its class, but %s, or leave out the hyperparameter", job.HPClassWeight, stepsTakeNoWeights)
 	case len(meta.Targets) != 1:
 		return fmt.Errorf("hyperparameter %q is only supported for models with a single output, as in Keras; this model has %d", job.HPClassWeight, len(meta.Targets))
 	case weights != nil:

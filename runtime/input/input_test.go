@@ -146,6 +146,9 @@ func TestWeightsRefused(t *testing.T) {
 		want        string
 	}{
 		{"file for a model without weighted steps", meta, true, nil, "sample_weight.npy would weigh the rows, but the model's steps take no sample weights"},
+		// It told to export again with this sagefit, which cannot help a
+		// custom step (a probe).
+		{"class_weight for a model without weighted steps", meta, false, map[int]float64{0: 2}, "hyperparameter \"class_weight\" weighs each row by its class, but the model's steps take no sample weights (a custom train_step that unpacks `x, y = data`"},
 		// A loss per pixel: Keras would take weights of its shape, sagefit
 		// reads one per row.
 		{"file for a loss per pixel", &perPixel, true, nil, "sample_weight.npy would weigh the rows, but the loss of output 'y' is one value per element"},

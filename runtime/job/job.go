@@ -67,10 +67,13 @@ const DefaultPeerTimeout = 60 * time.Second
 
 // Upper bounds of hyperparameters whose larger values would crash rather
 // than train: TensorFlow keeps thread counts in an int32 and aborts on a
-// pool it cannot make, and prefetch sizes a queue.
+// pool it cannot make, prefetch sizes a queue, and an epoch count of
+// math.MaxInt wrapped the epoch counter (a job that never ended, its
+// checkpoints named by a negative epoch).
 const (
 	maxThreads  = 4096
 	maxPrefetch = 1 << 20
+	maxEpochs   = math.MaxInt32
 )
 
 // The values of the executor hyperparameter.
@@ -169,7 +172,7 @@ func New(env *sagemaker.Env) (*Job, error) {
 		dst      *int
 		min, max int
 	}{
-		{HPEpochs, 1, &j.Epochs, 1, math.MaxInt},
+		{HPEpochs, 1, &j.Epochs, 1, maxEpochs},
 		{HPBatchSize, 32, &j.BatchSize, 1, math.MaxInt},
 		{HPPrefetch, 2, &j.Prefetch, 0, maxPrefetch},
 		{HPIntraOpThreads, 0, &j.Session.IntraOpThreads, 0, maxThreads},
@@ -177,7 +180,7 @@ func New(env *sagemaker.Env) (*Job, error) {
 		{HPAllReduceChunk, 1 << 20, &j.ChunkBytes, 4, math.MaxInt},
 		{HPCheckpointSteps, 0, &j.CheckpointSteps, 0, math.MaxInt},
 		{HPCheckpointKeep, 3, &j.CheckpointKeep, 1, math.MaxInt},
-		{HPInitialEpoch, 0, &j.InitialEpoch, 0, math.MaxInt},
+		{HPInitialEpoch, 0, &j.InitialEpoch, 0, maxEpochs},
 		{HPStepsPerEpoch, 0, &j.StepsPerEpoch, 1, math.MaxInt},
 		{HPValSteps, 0, &j.ValidationSteps, 1, math.MaxInt},
 	}

@@ -99,7 +99,8 @@ func withModelAndData(t *testing.T, hps map[string]string) *sagemaker.Env {
 }
 
 // Values a probe with hostile input found crashing the job (TensorFlow
-// aborting on a thread count its int32 wrapped, a queue too large to make)
+// aborting on a thread count its int32 wrapped, a queue too large to make,
+// an epoch counter that wrapped and never ended)
 // or dropped without a word (a learning rate of 0 or NaN kept the exported
 // one; NaN passed the validation_split bounds) are refused in one sentence
 // that quotes what was given.
@@ -108,6 +109,8 @@ func TestValuesThatWouldCrashOrBeDroppedAreRefused(t *testing.T) {
 		{"intra_op_threads", "2147483648", `"intra_op_threads" must be at most 4096, got 2147483648`},
 		{"inter_op_threads", "4294967296", `"inter_op_threads" must be at most 4096`},
 		{"prefetch", "9000000000000000000", `"prefetch" must be at most 1048576`},
+		{"epochs", "9223372036854775807", `"epochs" must be at most 2147483647, got 9223372036854775807`},
+		{"initial_epoch", "9223372036854775806", `"initial_epoch" must be at most 2147483647`},
 		{"learning_rate", "0", `"learning_rate" must be a positive number, got "0"`},
 		{"learning_rate", "NaN", `"learning_rate" must be a positive number, got "NaN"`},
 		{"learning_rate", "Infinity", `"learning_rate" must be a positive number`},
@@ -163,7 +166,7 @@ func TestUnusedHyperparametersAreNamed(t *testing.T) {
 		{map[string]string{"validation_split": "0.2", "validation_freq": "5", "epochs": "4"}, 1, `"validation_freq" validates after no epoch of 1..4`},
 		{map[string]string{"validation_split": "0.2", "validation_freq": "[1, 9]", "epochs": "6", "initial_epoch": "2"}, 1, `no epoch of 3..6`},
 		{map[string]string{"validation_split": "0.2", "validation_freq": "[5, 9]", "epochs": "9"}, 1, ""},
-		{map[string]string{"validation_split": "0.2", "validation_freq": "3", "epochs": "1000000000000000000"}, 1, ""},
+		{map[string]string{"validation_split": "0.2", "validation_freq": "3", "epochs": "2147483647"}, 1, ""},
 	} {
 		j, err := job.New(withModelAndData(t, c.hps))
 		if err != nil {
