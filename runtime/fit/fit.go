@@ -45,9 +45,9 @@ type Loop struct {
 	hist       *report.History // epochs finished, for checkpoints
 	globalStep int             // train steps since epoch 1 step 0
 	trainRows  int             // this process's training rows in the epoch under way, for checkpoints
-	// checkpointVars is the last checkpoint's copy of the state, which
-	// the next one is read into.
-	checkpointVars []model.Variable
+	// stateCopy is the last copy of the state read (a checkpoint's, or
+	// averageState's), which the next one is read into.
+	stateCopy []model.Variable
 	// resumed is the checkpoint's epoch length and training rows a
 	// mid-epoch resume goes on in (0: none, or not recorded).
 	resumedSteps, resumedRows int
@@ -385,10 +385,13 @@ func (f *Loop) averageState(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	vars, err := f.Model.ReadVariables()
+	// Into the last copy, as a checkpoint reads: a new one at every epoch
+	// and checkpoint held a large model's state twice until collected.
+	vars, err := f.Model.ReadVariablesInto(f.stateCopy)
 	if err != nil {
 		return fmt.Errorf("average state over hosts: %w", err)
 	}
+	f.stateCopy = vars
 	var n int
 	for _, i := range idx {
 		if vars[i].DType != model.Float32 {
@@ -644,11 +647,11 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, 
 	// (134 million parameters and Adam's slots) 2.6 GB above a job without
 	// checkpoints (a probe), and returning it to the system made each
 	// checkpoint fault its pages in again (about 1 s at that size).
-	vars, err := f.Model.ReadVariablesInto(f.checkpointVars)
+	vars, err := f.Model.ReadVariablesInto(f.stateCopy)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
-	f.checkpointVars = vars
+	f.stateCopy = vars
 	var cbState json.RawMessage
 	var best []byte
 	if f.Callbacks != nil {
