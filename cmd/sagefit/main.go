@@ -48,6 +48,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	} else if len(rest) > 0 {
 		cmd, rest = rest[0], rest[1:]
 	}
+	if cmd != "train" && cmd != "local" && tf.SignalledBeforeStart() {
+		// Noted while the program started; the commands that do not
+		// stop cleanly end on it, as on any SIGTERM.
+		syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	}
 	switch cmd {
 	case "train":
 		if len(rest) > 0 && rest[0] == "train" {

@@ -245,27 +245,49 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/sagefit/sagefit/model"
 )
 
+// earlyTerm notes a SIGTERM from this package's init, the first of the
+// program's, until the caller's handler is in place: Go's runtime puts its
+// own handler in place of the preinit function's before any package init,
+// and it ends the process on a SIGTERM no channel asks for (a probe's
+// SIGTERM in those milliseconds: no failure file, no reason).
+var earlyTerm = make(chan os.Signal, 1)
+
 // Stderr held back while the libraries initialized (see the preinit
 // function above) is passed on, INFO records left out, before anything
 // else of the program runs.
-func init() { C.sagefit_replay_stderr() }
+func init() {
+	signal.Notify(earlyTerm, syscall.SIGTERM)
+	C.sagefit_replay_stderr()
+}
 
-// SignalledBeforeStart says whether a SIGTERM came while the libraries
-// initialized, before Go's own handler (see the preinit function above):
-// the caller raises it again once its handler is in place.
-func SignalledBeforeStart() bool { return C.sagefit_signalled_early() != 0 }
+// SignalledBeforeStart says whether a SIGTERM came before the caller's own
+// handler: while the libraries initialized (see the preinit function
+// above), or since this package's init. It stops noting them, so call it
+// once that handler is in place; the caller raises the signal again for it.
+func SignalledBeforeStart() bool {
+	signal.Stop(earlyTerm)
+	select {
+	case <-earlyTerm:
+		return true
+	default:
+	}
+	return C.sagefit_signalled_early() != 0
+}
 
 // tfVersion is the version of the linked libtensorflow.
 func tfVersion() string { return C.GoString(C.TF_Version()) }
