@@ -16,7 +16,9 @@ import (
 	"github.com/sagefit/sagefit/runtime/report"
 )
 
-// A checkpoint is a folder ckpt-<epoch>-<step> under the checkpoint dir:
+// A checkpoint is a folder ckpt-<epoch>-<step> under the checkpoint dir
+// (ckpt-<epoch>-<step>-<fingerprint> where another model's of that name is
+// there):
 // variables.bin (every variable of the contract, raw, in contract order)
 // and state.json (where training stood, the metric state, the history so
 // far, and variables.bin's SHA-256) beside its own SHA-256. It is written under a
@@ -122,6 +124,12 @@ func Write(dir string, st State, vars []model.Variable, best []byte, hist *repor
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	final := filepath.Join(dir, name)
+	if owner := ownerOf(final); owner != "" && owner != st.Fingerprint {
+		// Another model's of the same epoch and step stays, as prune
+		// leaves it (it was replaced); this one is named after its model
+		// too, which sorts it after the other of its place.
+		final += "-" + st.Fingerprint[:min(8, len(st.Fingerprint))]
+	}
 	if err := os.RemoveAll(final); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}

@@ -116,6 +116,37 @@ func TestPruneCountsOnlyThisModelsCheckpoints(t *testing.T) {
 	}
 }
 
+// A checkpoint of the same epoch and step as another model's in the folder
+// leaves that one alone (it replaced it) and is named after its own model.
+func TestOtherModelsCheckpointOfTheSameNameKept(t *testing.T) {
+	dir := t.TempDir()
+	hist := &report.History{}
+	other, err := Write(dir, State{Fingerprint: "0123456789other", Epoch: 2}, fakeVars(1), nil, hist, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := Write(dir, State{Fingerprint: "abcdef0123456789", Epoch: 2}, fakeVars(2), nil, hist, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := other + "-abcdef01"; own != want {
+		t.Errorf("wrote %s, want %s", own, want)
+	}
+	for path, fp := range map[string]string{other: "0123456789other", own: "abcdef0123456789"} {
+		if c, _ := Latest(dir, fp, &bytes.Buffer{}); c == nil || c.Path != path {
+			t.Errorf("model %s resumed %v, want %s", fp, c, path)
+		}
+	}
+	// Written again (a resumed job's), it replaces its own.
+	again, err := Write(dir, State{Fingerprint: "abcdef0123456789", Epoch: 2, GlobalStep: 5}, fakeVars(2), nil, hist, 3)
+	if err != nil || again != own {
+		t.Errorf("wrote again %s (%v), want %s", again, err, own)
+	}
+	if all, _ := list(dir); len(all) != 2 {
+		t.Errorf("folder holds %v", all)
+	}
+}
+
 // A state.json that reads as JSON but is not what was written (a step past
 // the epoch's, a longer history) is skipped with a warning, as a corrupt
 // one is: it was resumed, training from a wrong place.
