@@ -27,6 +27,7 @@ const (
 	prefix    = "ckpt-"
 	varsFile  = "variables.bin"
 	bestFile  = "best.bin"
+	hostsFile = "hosts.bin"
 	stateFile = "state.json"
 	// stateSum is state.json's SHA-256: JSON that reads but is not what
 	// was written (an edited step, a longer history) is refused, not
@@ -65,6 +66,13 @@ type State struct {
 	Callbacks json.RawMessage `json:"callbacks,omitempty"`
 	BestSHA   string          `json:"best_sha256,omitempty"`
 	BestLen   int64           `json:"best_bytes,omitempty"`
+	// HostState is every process's own copy of the state the hosts
+	// average (BatchNormalization's statistics), where a stop's checkpoint
+	// averaged it at a step the job itself would not have: hosts.bin, read
+	// back into this field. Its layout is the fit loop's.
+	HostState []byte `json:"-"`
+	HostsSHA  string `json:"hosts_sha256,omitempty"`
+	HostsLen  int64  `json:"hosts_bytes,omitempty"`
 }
 
 func name(epoch, step int) string {
@@ -96,6 +104,11 @@ func Write(dir string, st State, vars []model.Variable, best []byte, hist *repor
 	if best != nil {
 		if st.BestLen, st.BestSHA, err = writeBlob(filepath.Join(tmp, bestFile), [][]byte{best}); err != nil {
 			return "", fmt.Errorf("checkpoint: write kept weights: %w", err)
+		}
+	}
+	if st.HostState != nil {
+		if st.HostsLen, st.HostsSHA, err = writeBlob(filepath.Join(tmp, hostsFile), [][]byte{st.HostState}); err != nil {
+			return "", fmt.Errorf("checkpoint: write the hosts' own state: %w", err)
 		}
 	}
 	if st.History, err = json.Marshal(hist); err != nil {
@@ -317,6 +330,11 @@ func read(path, fingerprint string) (*Loaded, error) {
 	var best []byte
 	if st.BestSHA != "" {
 		if best, err = readBlob(filepath.Join(path, bestFile), st.BestLen, st.BestSHA); err != nil {
+			return nil, err
+		}
+	}
+	if st.HostsSHA != "" {
+		if st.HostState, err = readBlob(filepath.Join(path, hostsFile), st.HostsLen, st.HostsSHA); err != nil {
 			return nil, err
 		}
 	}

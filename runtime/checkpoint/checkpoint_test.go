@@ -188,3 +188,25 @@ func TestEditedStateIsSkipped(t *testing.T) {
 		})
 	}
 }
+
+// The hosts' own state of a stop's checkpoint comes back as written, and
+// one whose hosts.bin was changed is skipped as a corrupt one is.
+func TestHostStateComesBack(t *testing.T) {
+	dir := t.TempDir()
+	own := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	path, err := Write(dir, State{Fingerprint: "fp", Epoch: 1, Step: 2, Steps: 5, HostState: own}, fakeVars(1), nil, &report.History{}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Latest(dir, "fp", &bytes.Buffer{})
+	if err != nil || c == nil || !bytes.Equal(c.State.HostState, own) {
+		t.Fatalf("read back %v (%v), want host state %v", c, err, own)
+	}
+	if err := os.WriteFile(filepath.Join(path, hostsFile), []byte{1, 2, 3, 4, 5, 6, 7, 9}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var warn bytes.Buffer
+	if c, _ := Latest(dir, "fp", &warn); c != nil || !strings.Contains(warn.String(), "skipping checkpoint") {
+		t.Errorf("a changed hosts.bin resumed %v (warned %q)", c, warn.String())
+	}
+}

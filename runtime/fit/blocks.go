@@ -279,7 +279,7 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 			return n, err
 		}
 		if f.stop.Err() != nil {
-			path, err := f.checkpoint(ctx, epoch, n, steps)
+			path, err := f.checkpoint(ctx, epoch, n, steps, true)
 			if err != nil {
 				return n, err
 			}
@@ -289,7 +289,7 @@ func (f *Loop) trainBlocks(ctx context.Context, epoch int, it *data.EpochIterato
 			return n, nil
 		}
 		if cs := f.Job.CheckpointSteps; cs > 0 && f.globalStep%cs == 0 && n < steps {
-			if _, err := f.checkpoint(ctx, epoch, n, steps); err != nil {
+			if _, err := f.checkpoint(ctx, epoch, n, steps, false); err != nil {
 				return n, err
 			}
 		}

@@ -2,6 +2,7 @@ package fit
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,6 +122,9 @@ type ResumePoint struct {
 	// they keep for the end (rank 0's, from its checkpoint).
 	Callbacks json.RawMessage
 	Best      []byte
+	// HostState is every process's own copy of the averaged state where a
+	// stop's checkpoint holds it (Loop.hostState's layout), or nil.
+	HostState []byte
 }
 
 // Interrupted is returned when a stop was requested (SIGTERM: a stop or a
@@ -224,6 +228,9 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 	f.averagedAt, f.terminate, f.pendingApply, f.trainedRows = -1, false, false, false
 	f.globalStep = from.GlobalStep
 	f.resumedSteps, f.resumedRows = from.Steps, from.Rows
+	if err := f.restoreHostState(from.HostState); err != nil {
+		return hist, fmt.Errorf("resume: the hosts' own state: %w", err)
+	}
 	if err := f.startCallbacks(from); err != nil {
 		return hist, err
 	}
@@ -280,7 +287,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 				if err := f.Model.AssignMetricState(trained); err != nil {
 					return hist, fmt.Errorf("epoch %d: %w", epoch, err)
 				}
-				path, err := f.checkpoint(ctx, epoch, steps, steps)
+				path, err := f.checkpoint(ctx, epoch, steps, steps, true)
 				if err != nil {
 					return hist, err
 				}
@@ -333,7 +340,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 			break // as Keras's fit: stop_training ends it after the epoch
 		}
 		if f.Job.CheckpointEpochs && epoch < f.Job.Epochs {
-			if _, err := f.checkpoint(ctx, epoch+1, 0, steps); err != nil {
+			if _, err := f.checkpoint(ctx, epoch+1, 0, steps, false); err != nil {
 				return hist, err
 			}
 		}
@@ -576,7 +583,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
 		}
 		if stop {
-			path, err := f.checkpoint(ctx, epoch, n+1, steps)
+			path, err := f.checkpoint(ctx, epoch, n+1, steps, true)
 			if err != nil {
 				return n, err
 			}
@@ -586,7 +593,7 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 			return n + 1, nil // a callback ended training: the epoch ends here, its logs cover the steps run
 		}
 		if k := f.Job.CheckpointSteps; k > 0 && f.globalStep%k == 0 && n+1 < steps {
-			if _, err := f.checkpoint(ctx, epoch, n+1, steps); err != nil {
+			if _, err := f.checkpoint(ctx, epoch, n+1, steps, false); err != nil {
 				return n, err
 			}
 		}
@@ -625,9 +632,16 @@ func cursor(first, epoch, full, perEpoch int) (pass, start, steps int) {
 // checkpoint writes where training stands; every host takes part (the
 // metric state is summed over hosts) and rank 0 writes. It returns the
 // checkpoint's path on rank 0.
-func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, error) {
+func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int, stop bool) (string, error) {
 	if err := f.flushApply(); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	var hosts []byte
+	if stop {
+		var err error
+		if hosts, err = f.hostState(ctx); err != nil {
+			return "", fmt.Errorf("checkpoint: the hosts' own state: %w", err)
+		}
 	}
 	if err := f.averageState(ctx); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
@@ -669,7 +683,7 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int) (string, 
 		Epoch:       epoch, Step: step, Steps: steps, GlobalStep: f.globalStep,
 		Seed: f.Job.Seed, Shuffle: f.Job.Shuffle, BatchSize: f.Job.BatchSize, Hosts: f.world(), Rows: f.trainRows,
 		StepsPerEpoch: &f.Job.StepsPerEpoch, InitialEpoch: &f.Job.InitialEpoch,
-		MetricState: state, Callbacks: cbState,
+		MetricState: state, Callbacks: cbState, HostState: hosts,
 	}, vars, best, f.hist, f.Job.CheckpointKeep)
 	if err != nil {
 		return "", err
@@ -1073,12 +1087,91 @@ func (f *Loop) gatheredMetricState(ctx context.Context) ([]float64, error) {
 	if f.Group == nil {
 		return state, nil
 	}
-	all := make([]float64, f.world()*len(state))
-	copy(all[f.rank()*len(state):], state)
-	if err := f.Group.AllReduceFloat64(ctx, all); err != nil {
+	all, err := f.gather(ctx, state)
+	if err != nil {
 		return nil, fmt.Errorf("gather metric state: %w", err)
 	}
 	return all, nil
+}
+
+// gather is every process's own, rank after rank, on every process: a sum
+// of vectors each process fills its slot of, exact (one value and zeros).
+func (f *Loop) gather(ctx context.Context, own []float64) ([]float64, error) {
+	all := make([]float64, f.world()*len(own))
+	copy(all[f.rank()*len(own):], own)
+	if err := f.Group.AllReduceFloat64(ctx, all); err != nil {
+		return nil, err
+	}
+	return all, nil
+}
+
+// hostState is every process's own copy of the state the hosts average
+// (averageState), each followed by 1 where the process trained rows since
+// the last average and 0 where not, rank after rank, as float32 bytes: a
+// stop's checkpoint averages the state at a step where the job itself
+// would not, and a job resumed from the average rounded otherwise than
+// one never stopped (a probe: moving variances 2e-6 apart on 2 hosts). nil
+// on one process, without such state, or where it was just averaged.
+func (f *Loop) hostState(ctx context.Context) ([]byte, error) {
+	idx := f.Model.Meta().Averaged()
+	if f.Group == nil || len(idx) == 0 || f.averagedAt == f.globalStep {
+		return nil, nil
+	}
+	vars, err := f.Model.ReadVariablesInto(f.stateCopy)
+	if err != nil {
+		return nil, err
+	}
+	f.stateCopy = vars
+	var own []float64
+	for _, i := range idx {
+		if vars[i].DType != model.Float32 {
+			return nil, fmt.Errorf("variable %s is %s; sagefit averages float32 state", vars[i].Spec.Name, vars[i].DType)
+		}
+		for _, v := range vars[i].Float32View() {
+			own = append(own, float64(v))
+		}
+	}
+	own = append(own, 0)
+	if f.trainedRows {
+		own[len(own)-1] = 1
+	}
+	all, err := f.gather(ctx, own)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(all))
+	for i, v := range all {
+		out[i] = float32(v)
+	}
+	return model.Float32Bytes(out), nil
+}
+
+// restoreHostState gives this process back its own copy of the averaged
+// state from a stop's checkpoint (hostState) and whether it had trained
+// rows since the last average. A checkpoint of another count of processes
+// leaves the average every process was given.
+func (f *Loop) restoreHostState(all []byte) error {
+	idx := f.Model.Meta().Averaged()
+	if f.Group == nil || len(idx) == 0 || len(all) == 0 {
+		return nil
+	}
+	vars, err := f.Model.ReadVariables()
+	if err != nil {
+		return err
+	}
+	per := 4 // the trained flag
+	for _, i := range idx {
+		per += len(vars[i].Data)
+	}
+	if len(all) != per*f.world() {
+		return nil
+	}
+	own := all[f.rank()*per : (f.rank()+1)*per]
+	for _, i := range idx {
+		own = own[copy(vars[i].Data, own):]
+	}
+	f.trainedRows = math.Float32frombits(binary.LittleEndian.Uint32(own)) == 1
+	return f.Model.AssignVariables(vars)
 }
 
 // summedMetricState is the metric state (totals and counts) summed over

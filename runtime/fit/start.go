@@ -60,12 +60,13 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 		State       []float64
 		History     *report.History
 		Callbacks   json.RawMessage
+		HostState   int // bytes, sent after the header
 	}
 	h := header{Epoch: 1}
-	var best []byte
+	var best, hosts []byte
 	if ck != nil {
-		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, Steps: ck.State.Steps, Rows: ck.State.Rows, GlobalStep: ck.State.GlobalStep, State: ck.State.MetricState, History: ck.History, Callbacks: ck.State.Callbacks}
-		best = ck.Best
+		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, Steps: ck.State.Steps, Rows: ck.State.Rows, GlobalStep: ck.State.GlobalStep, State: ck.State.MetricState, History: ck.History, Callbacks: ck.State.Callbacks, HostState: len(ck.State.HostState)}
+		best, hosts = ck.Best, ck.State.HostState
 	}
 	if g != nil {
 		raw, err := json.Marshal(h)
@@ -87,6 +88,12 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 			h = header{}
 			if err := json.Unmarshal(raw, &h); err != nil {
 				return ResumePoint{}, fmt.Errorf("resume point from rank 0: %w", err)
+			}
+			hosts = make([]byte, h.HostState)
+		}
+		if len(hosts) > 0 {
+			if err := g.Broadcast(ctx, hosts, 0); err != nil {
+				return ResumePoint{}, fmt.Errorf("broadcast the hosts' own state: %w", err)
 			}
 		}
 	}
@@ -111,7 +118,7 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 			return ResumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d per process for %d processes", len(h.State), stateSize, world)
 		}
 	}
-	return ResumePoint{Epoch: h.Epoch, Step: h.Step, Steps: h.Steps, Rows: h.Rows, GlobalStep: h.GlobalStep, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best}, nil
+	return ResumePoint{Epoch: h.Epoch, Step: h.Step, Steps: h.Steps, Rows: h.Rows, GlobalStep: h.GlobalStep, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best, HostState: hosts}, nil
 }
 
 // BroadcastVariables makes every process start from rank 0's weights and
