@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/sagefit/sagefit/model"
 	"github.com/sagefit/sagefit/runtime/checkpoint"
@@ -18,9 +19,9 @@ import (
 func Resume(m Model, ck *checkpoint.Loaded, j *job.Job, processes int) error {
 	st := ck.State
 	if trained := st.Epoch - 1; trained > j.Epochs || trained == j.Epochs && st.Step > 0 {
-		done := fmt.Sprintf("%d epochs", trained)
+		done := count(trained, "epoch")
 		if st.Step > 0 {
-			done += fmt.Sprintf(" and %d steps of the next", st.Step)
+			done += " and " + count(st.Step, "step") + " of the next"
 		}
 		return fmt.Errorf("checkpoint %s has trained %s, more than this job's %d epochs (hyperparameter %q): its model would be written as this job's; raise %q, or remove the checkpoint",
 			ck.Path, done, j.Epochs, job.HPEpochs, job.HPEpochs)
@@ -32,8 +33,8 @@ func Resume(m Model, ck *checkpoint.Loaded, j *job.Job, processes int) error {
 			ck.Path, job.HPStepsPerEpoch, *st.StepsPerEpoch, job.HPInitialEpoch, *st.InitialEpoch, j.StepsPerEpoch, j.InitialEpoch)
 	}
 	if st.Step > 0 && (st.BatchSize != j.BatchSize || st.Hosts != processes || st.Seed != j.Seed || st.Shuffle != j.Shuffle) {
-		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %d training processes (hosts x processes per host), seed %d, shuffle %v, but this job has batch_size %d, %d training processes, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",
-			ck.Path, st.BatchSize, st.Hosts, st.Seed, st.Shuffle, j.BatchSize, processes, j.Seed, j.Shuffle)
+		return fmt.Errorf("checkpoint %s stopped mid-epoch with batch_size %d, %s (hosts x processes per host), seed %d, shuffle %v, but this job has batch_size %d, %s, seed %d, shuffle %v; resuming mid-epoch needs the same settings (or remove the checkpoint)",
+			ck.Path, st.BatchSize, count(st.Hosts, "training process"), st.Seed, st.Shuffle, j.BatchSize, count(processes, "training process"), j.Seed, j.Shuffle)
 	}
 	like, err := m.ReadVariables()
 	if err != nil {
@@ -147,4 +148,16 @@ func BroadcastVariables(ctx context.Context, m Model, g Group) error {
 		return fmt.Errorf("weights from rank 0: %w", err)
 	}
 	return m.AssignVariables(vars)
+}
+
+// count is n and what, plural but for one ("1 epoch", "2 training
+// processes").
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	if strings.HasSuffix(what, "s") {
+		return fmt.Sprintf("%d %ses", n, what)
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
