@@ -456,11 +456,24 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		// waits on it.
 		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
+		nowhere := true // every channel searched, the value in none
 		for _, c := range []*input.Channel{train, val} {
-			if where := c.Where(fctx, v); where != "" {
-				err = fmt.Errorf("%w; %s", err, where)
+			where, searched := c.Where(fctx, v)
+			if where != "" {
+				err, nowhere = fmt.Errorf("%w; %s", err, where), false
 				break
 			}
+			nowhere = nowhere && (searched || c == nil)
+		}
+		if nowhere {
+			// A Keras optimizer's own lookup out of range (RMSprop's
+			// centered momentum on an Embedding's rows, which fails in fit
+			// too) was blamed on the data's ids (an optimizer probe).
+			what := "input holds that id: the lookup that failed reads ids the model or its optimizer computes, not the data's"
+			if v.Label {
+				what = "label holds that value: the loss that failed reads labels the model computes, not the data's"
+			}
+			err = fmt.Errorf("%w; no %s", err, what)
 		}
 	}
 	abandon(group, err)

@@ -430,11 +430,12 @@ func CheckFits(a *data.Array, spec model.TensorSpec) error {
 // names neither file nor row. It names the first row holding the value
 // among the targets (a label) or the inputs (an id), integer arrays first:
 // a fact about the data, which the person judges (an id the model computes,
-// a position, is in no file as such). "" where it is not found within
-// ctx, or the channel streams (Pipe mode: the stream is gone).
-func (c *Channel) Where(ctx context.Context, v *model.ValueOutOfRange) string {
+// a position, is in no file as such). "" where it is not found; searched
+// is false where the channel could not be searched whole within ctx, or it
+// streams (Pipe mode: the stream is gone).
+func (c *Channel) Where(ctx context.Context, v *model.ValueOutOfRange) (where string, searched bool) {
 	if c == nil || c.ds == nil {
-		return ""
+		return "", false
 	}
 	match := func(x float64) bool { return x == v.Value }
 	value := strconv.FormatFloat(v.Value, 'f', -1, 64)
@@ -454,13 +455,17 @@ func (c *Channel) Where(ctx context.Context, v *model.ValueOutOfRange) string {
 				if dt := a.DType(); dt == data.String || dt.IsFloat() == ints {
 					continue
 				}
-				if row, err := a.FindRow(ctx, match); err == nil && row >= 0 {
-					return fmt.Sprintf("the %s value %s is first in %s in channel %q", what, value, a.Place(row), c.Name)
+				row, err := a.FindRow(ctx, match)
+				if err != nil {
+					return "", false
+				}
+				if row >= 0 {
+					return fmt.Sprintf("the %s value %s is first in %s in channel %q", what, value, a.Place(row), c.Name), true
 				}
 			}
 		}
 	}
-	return ""
+	return "", true
 }
 
 // warnLabelShape names labels saved in another shape than the target's

@@ -401,3 +401,32 @@ func TestHostWithoutShardSaysWhatFor(t *testing.T) {
 		}
 	}
 }
+
+// Where says whether it searched the channel whole: a value in no file
+// (an id the model or its optimizer computes) is told from one it could
+// not look for (a Pipe stream, gone once read).
+func TestWhereSaysItSearched(t *testing.T) {
+	dir := t.TempDir()
+	writeNPY(t, filepath.Join(dir, "x.npy"), 8, 3) // zeros
+	writeNPY(t, filepath.Join(dir, "y.npy"), 8, 1)
+	ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	ctx := context.Background()
+	if where, searched := ch.Where(ctx, &model.ValueOutOfRange{Value: 0}); !searched || !strings.Contains(where, "the input value 0 is first in row 0") {
+		t.Errorf("a value in the data: %q, searched %v", where, searched)
+	}
+	if where, searched := ch.Where(ctx, &model.ValueOutOfRange{Value: 7}); where != "" || !searched {
+		t.Errorf("a value in no file: %q, searched %v; want none, searched", where, searched)
+	}
+	pipe, err := input.Open(sagemaker.Channel{Name: "training", InputMode: sagemaker.Pipe}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pipe.Close()
+	if where, searched := pipe.Where(ctx, &model.ValueOutOfRange{Value: 7}); where != "" || searched {
+		t.Errorf("a Pipe channel: %q, searched %v; want not searched", where, searched)
+	}
+}
