@@ -52,6 +52,10 @@ type State struct {
 	BatchSize   int    `json:"batch_size"`
 	Hosts       int    `json:"hosts"`
 	Rows        int    `json:"rows,omitempty"` // rank 0's training rows in the epoch (0 in older checkpoints)
+	// DataSample is a digest of the training data's values (the input
+	// package's Channel.Sample); "" for Pipe and sharded channels, and in
+	// older checkpoints.
+	DataSample string `json:"data_sample,omitempty"`
 	// StepsPerEpoch and InitialEpoch place an epoch's steps in the data
 	// (steps_per_epoch's cursor); nil in older checkpoints.
 	StepsPerEpoch *int      `json:"steps_per_epoch,omitempty"`

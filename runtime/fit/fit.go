@@ -52,7 +52,10 @@ type Loop struct {
 	// resumed is the checkpoint's epoch length and training rows a
 	// mid-epoch resume goes on in (0: none, or not recorded).
 	resumedSteps, resumedRows int
-	averagedAt                int // globalStep when the averaged state was last averaged (-1: never)
+	resumedSample             string
+	// trainSample is the training data's digest once taken (sample).
+	trainSample *string
+	averagedAt  int // globalStep when the averaged state was last averaged (-1: never)
 	// trainedRows: this process trained rows since the state was last
 	// averaged, so its moving statistics moved (a host given no shard of a
 	// ShardedByS3Key channel never does, and its would pull the mean back
@@ -125,6 +128,9 @@ type ResumePoint struct {
 	// HostState is every process's own copy of the averaged state where a
 	// stop's checkpoint holds it (Loop.hostState's layout), or nil.
 	HostState []byte
+	// Sample is the checkpoint's digest of the training data
+	// (input.Channel.Sample), or "".
+	Sample string
 }
 
 // Interrupted is returned when a stop was requested (SIGTERM: a stop or a
@@ -227,7 +233,7 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 	}
 	f.averagedAt, f.terminate, f.pendingApply, f.trainedRows = -1, false, false, false
 	f.globalStep = from.GlobalStep
-	f.resumedSteps, f.resumedRows = from.Steps, from.Rows
+	f.resumedSteps, f.resumedRows, f.resumedSample = from.Steps, from.Rows, from.Sample
 	if err := f.restoreHostState(from.HostState); err != nil {
 		return hist, fmt.Errorf("resume: the hosts' own state: %w", err)
 	}
@@ -666,6 +672,10 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int, stop bool
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	f.stateCopy = vars
+	sample, err := f.sample()
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
 	var cbState json.RawMessage
 	var best []byte
 	if f.Callbacks != nil {
@@ -681,7 +691,7 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int, stop bool
 	path, err := checkpoint.Write(f.Job.CheckpointDir, checkpoint.State{
 		Fingerprint: f.Model.Meta().Fingerprint,
 		Epoch:       epoch, Step: step, Steps: steps, GlobalStep: f.globalStep,
-		Seed: f.Job.Seed, Shuffle: f.Job.Shuffle, BatchSize: f.Job.BatchSize, Hosts: f.world(), Rows: f.trainRows,
+		Seed: f.Job.Seed, Shuffle: f.Job.Shuffle, BatchSize: f.Job.BatchSize, Hosts: f.world(), Rows: f.trainRows, DataSample: sample,
 		StepsPerEpoch: &f.Job.StepsPerEpoch, InitialEpoch: &f.Job.InitialEpoch,
 		MetricState: state, Callbacks: cbState, HostState: hosts,
 	}, vars, best, f.hist, f.Job.CheckpointKeep)
@@ -828,15 +838,46 @@ func (f *Loop) sameEpoch(startStep, steps, rows int, sharded bool) error {
 	}
 	compareRows := f.resumedRows > 0 && !sharded // older checkpoints hold none; sharded hosts hold their own
 	if f.resumedSteps > 0 && steps != f.resumedSteps || compareRows && rows != f.resumedRows {
-		ck, this := fmt.Sprintf("%d steps", f.resumedSteps), fmt.Sprintf("%d steps", steps)
-		if compareRows {
-			ck += fmt.Sprintf(" over %d training rows", f.resumedRows)
-			this += fmt.Sprintf(" over %d rows", rows)
-		}
-		return &Agreed{fmt.Errorf("the checkpoint stopped after step %d of an epoch of %s, but this job's epoch has %s; resuming mid-epoch needs the same training data, %q and %q (or remove the checkpoint)",
-			startStep, ck, this, job.HPStepsPerEpoch, job.HPValSplit)}
+		return f.otherEpoch(startStep, steps, rows, compareRows)
+	}
+	if f.resumedSample == "" || sharded {
+		return nil
+	}
+	// As many rows of other values (another draw, a file replaced): the
+	// epoch went on in other batches without a word (a probe).
+	sample, err := f.sample()
+	if err != nil {
+		return err
+	}
+	if sample != "" && sample != f.resumedSample {
+		return &Agreed{fmt.Errorf("the checkpoint stopped after step %d of an epoch, but this job's training data differ from the checkpoint's (the same %d rows; another first or last row of a file, data digest %s against the checkpoint's %s); resuming mid-epoch needs the same training data (or remove the checkpoint)",
+			startStep, rows, sample, f.resumedSample)}
 	}
 	return nil
+}
+
+// otherEpoch is sameEpoch's refusal of an epoch of another length or
+// other rows than the checkpoint's.
+func (f *Loop) otherEpoch(startStep, steps, rows int, compareRows bool) error {
+	ck, this := fmt.Sprintf("%d steps", f.resumedSteps), fmt.Sprintf("%d steps", steps)
+	if compareRows {
+		ck += fmt.Sprintf(" over %d training rows", f.resumedRows)
+		this += fmt.Sprintf(" over %d rows", rows)
+	}
+	return &Agreed{fmt.Errorf("the checkpoint stopped after step %d of an epoch of %s, but this job's epoch has %s; resuming mid-epoch needs the same training data, %q and %q (or remove the checkpoint)",
+		startStep, ck, this, job.HPStepsPerEpoch, job.HPValSplit)}
+}
+
+// sample is the training data's digest (input.Channel.Sample), taken once.
+func (f *Loop) sample() (string, error) {
+	if f.trainSample == nil {
+		s, err := f.Train.Sample()
+		if err != nil {
+			return "", err
+		}
+		f.trainSample = &s
+	}
+	return *f.trainSample, nil
 }
 
 // agreeSteps returns the largest step count of any host.

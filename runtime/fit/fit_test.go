@@ -438,12 +438,14 @@ func TestStopDuringValidationOfAnEndedEpoch(t *testing.T) {
 // A mid-epoch checkpoint resumes only in an epoch of as many steps over
 // the same training rows (their shuffle): a probe resumed one over other
 // data, and with a shorter steps_per_epoch, and the job went on without a
-// word, its numbers no longer an uninterrupted job's.
+// word, its numbers no longer an uninterrupted job's; a later probe, over
+// as many rows of other values.
 func TestResumeRefusesAnotherEpochMidEpoch(t *testing.T) {
-	dir, fewer, sameSteps := t.TempDir(), t.TempDir(), t.TempDir()
+	dir, fewer, sameSteps, otherValues := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
 	writeChannel(t, dir, 96, 0)
 	writeChannel(t, fewer, 80, 0)     // 5 steps of 16
 	writeChannel(t, sameSteps, 90, 0) // 6 steps, as 96 rows make
+	writeChannel(t, otherValues, 96, 1)
 	ckpt := t.TempDir()
 	stopped := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, dir, false)}
 	stopped.model.onStep = sigtermAt(stopped, 8)
@@ -460,6 +462,8 @@ func TestResumeRefusesAnotherEpochMidEpoch(t *testing.T) {
 	}{
 		{"fewer rows", fewer, 0, "stopped after step 3 of an epoch of 6 steps over 96 training rows, but this job's epoch has 5 steps over 80 rows"},
 		{"other rows, as many steps", sameSteps, 0, "this job's epoch has 6 steps over 90 rows"},
+		{"other values, as many rows", otherValues, 0, "but this job's training data differ from the checkpoint's (the same 96 rows; another first or last row of a file"},
+		{"the same data", dir, 0, ""},
 	} {
 		r := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, c.dir, false), ck: ck}
 		r.job.StepsPerEpoch = c.stepsPerEpoch
@@ -467,7 +471,7 @@ func TestResumeRefusesAnotherEpochMidEpoch(t *testing.T) {
 			t.Fatal(err)
 		}
 		runRanks(t, []*rank{r})
-		if r.err == nil || !strings.Contains(r.err.Error(), c.want) {
+		if c.want == "" && r.err != nil || c.want != "" && (r.err == nil || !strings.Contains(r.err.Error(), c.want)) {
 			t.Errorf("%s: %v, want %q", c.name, r.err, c.want)
 		}
 	}

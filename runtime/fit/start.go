@@ -62,11 +62,12 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 		History     *report.History
 		Callbacks   json.RawMessage
 		HostState   int // bytes, sent after the header
+		Sample      string
 	}
 	h := header{Epoch: 1}
 	var best, hosts []byte
 	if ck != nil {
-		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, Steps: ck.State.Steps, Rows: ck.State.Rows, GlobalStep: ck.State.GlobalStep, State: ck.State.MetricState, History: ck.History, Callbacks: ck.State.Callbacks, HostState: len(ck.State.HostState)}
+		h = header{Epoch: ck.State.Epoch, Step: ck.State.Step, Steps: ck.State.Steps, Rows: ck.State.Rows, GlobalStep: ck.State.GlobalStep, State: ck.State.MetricState, History: ck.History, Callbacks: ck.State.Callbacks, HostState: len(ck.State.HostState), Sample: ck.State.DataSample}
 		best, hosts = ck.Best, ck.State.HostState
 	}
 	if g != nil {
@@ -119,7 +120,7 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 			return ResumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d per process for %d processes", len(h.State), stateSize, world)
 		}
 	}
-	return ResumePoint{Epoch: h.Epoch, Step: h.Step, Steps: h.Steps, Rows: h.Rows, GlobalStep: h.GlobalStep, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best, HostState: hosts}, nil
+	return ResumePoint{Epoch: h.Epoch, Step: h.Step, Steps: h.Steps, Rows: h.Rows, GlobalStep: h.GlobalStep, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best, HostState: hosts, Sample: h.Sample}, nil
 }
 
 // BroadcastVariables makes every process start from rank 0's weights and

@@ -231,6 +231,19 @@ func checkWeightSet(have []string, meta *model.Metadata, where string) error {
 	return nil
 }
 
+// Sample is a digest of the channel's rows (data.Dataset.Sample); "" for a
+// Pipe stream, read once, and for a sharded channel, each host's own.
+func (c *Channel) Sample() (string, error) {
+	if c == nil || c.pipe || c.Sharded || c.ds == nil {
+		return "", nil
+	}
+	s, err := c.ds.Sample()
+	if err != nil {
+		return "", fmt.Errorf("channel %q: %w", c.Name, err)
+	}
+	return s, nil
+}
+
 // Streams reports whether the channel is read in Pipe mode: a FIFO per
 // pass, whose wait a stop must end.
 func (c *Channel) Streams() bool { return c.pipe }
