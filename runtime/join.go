@@ -208,11 +208,11 @@ func sameJobConfig(ctx context.Context, g fit.Group, j *job.Job) error {
 	case len(others) == 0:
 		return nil
 	case len(why) > 0:
-		return fmt.Errorf("this host (%s) was given other settings than rank 0 (%s): %s; SageMaker gives every host the same hyperparameters and the channels of its instance group: give each host the same files",
-			env.CurrentHost, env.Hosts[0], strings.Join(why, "; "))
+		return &fit.Agreed{Err: fmt.Errorf("this host (%s) was given other settings than rank 0 (%s): %s; SageMaker gives every host the same hyperparameters and the channels of its instance group: give each host the same files",
+			env.CurrentHost, env.Hosts[0], strings.Join(why, "; "))}
 	}
-	return fmt.Errorf("hosts %s were given other hyperparameters or channels than rank 0 (%s), as their failures say; give each host the same files",
-		hostlist.Short(others), env.Hosts[0])
+	return &fit.Agreed{Err: fmt.Errorf("hosts %s were given other hyperparameters or channels than rank 0 (%s), as their failures say; give each host the same files",
+		hostlist.Short(others), env.Hosts[0])}
 }
 
 // configDiff says how mine differs from rank 0's, key by key.

@@ -383,17 +383,25 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	}
 
 	var group fit.Group
+	trained := false // the fit loop ended without a failure
 	if len(env.Hosts) > 1 {
 		joining = true // a failed join tells the others itself
 		if group, err = joinGRPC(ctx, j, meta.Fingerprint, o.Environ, o.Stderr); err != nil {
 			return nil, err
 		}
+		stalls := watchStalls(time.Second, j.PeerTimeout)
+		defer stalls.close()
 		defer func() {
 			if r := recover(); r != nil { // rank 0's hosts must not read its panic as the job done
-				leaveGroup(group, fmt.Errorf("internal error: %v", r))
+				failed = fmt.Errorf("internal error: %v", r)
+				abandon(ctx, group, failed)
+				leaveGroup(group, failed)
 				panic(r)
 			}
-			failed = leaveGroup(group, failed)
+			if !trained { // after training, rank 0's failure reaches the others waiting for it (leaveGroup)
+				abandon(ctx, group, failed)
+			}
+			failed = stalls.explain(leaveGroup(group, failed), j.PeerTimeout)
 		}()
 		if err := sameJobConfig(ctx, group, j); err != nil {
 			return nil, err
@@ -476,8 +484,11 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 			err = fmt.Errorf("%w; no %s", err, what)
 		}
 	}
-	abandon(group, err)
-	if in := (*fit.Interrupted)(nil); errors.As(err, &in) {
+	in := (*fit.Interrupted)(nil)
+	// What fails after this is rank 0's outputs, which leaveGroup tells the
+	// others waiting for it, or a stop, every host's.
+	trained = err == nil || errors.As(err, &in)
+	if in != nil {
 		return nil, stopped(err, in, env.Rank == 0 && hist != nil, m, j.OutputModelDir(), o.failure, func(res *Result) error {
 			return writeOutputs(res, env.OutputDataDir, hist, loop, loadTook, o.Stderr)
 		}, o.Stderr)
@@ -570,18 +581,18 @@ func writeOutputs(res *Result, dir string, hist *report.History, loop *fit.Loop,
 	return nil
 }
 
-// abandon tells the job's other hosts why this one fails of its own in
-// training (its Pipe stream cut, a label out of range): their collectives
-// fail with its reason. They said only that its link closed, and the
-// reason was in this host's failure file alone (a probe). A failure of the
-// group's own (a peer lost, a mismatch) travels already; one every host
-// reaches together (fit.Agreed) is each host's to say, and a stop is every
-// host's.
-func abandon(g fit.Group, err error) {
+// abandon tells the job's other hosts why this one fails of its own once
+// they met and before training ended (its Pipe stream cut, a label out of
+// range, a model folder it cannot write): their collectives fail with its
+// reason. They said only that its link closed, and the reason was in this
+// host's failure file alone (two probes). A failure of the group's own (a
+// peer lost, a mismatch) travels already; one every host reaches together
+// (fit.Agreed) is each host's to say, and a stop is every host's.
+func abandon(ctx context.Context, g fit.Group, err error) {
 	var pe *distributed.PeerError
 	var in *fit.Interrupted
 	var agreed *fit.Agreed
-	if g == nil || err == nil || errors.As(err, &pe) || errors.As(err, &in) || errors.As(err, &agreed) {
+	if g == nil || err == nil || ctx.Err() != nil || errors.As(err, &pe) || errors.As(err, &in) || errors.As(err, &agreed) {
 		return
 	}
 	if a, ok := g.(interface{ Abandon(error) }); ok {

@@ -632,6 +632,32 @@ func TestSIGTERMOnOneHostStopsJob(t *testing.T) {
 	}
 }
 
+// TestFrozenHostSaysItStalled: a host stopped (SIGSTOP) for longer than
+// the peer timeout is named by the others, and says itself that it did
+// not run: it woke to their links closed and blamed one of them, alive
+// (a probe).
+func TestFrozenHostSaysItStalled(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "2000", "--no-fit", "--no-validation")
+	hps := map[string]string{"epochs": "100000", "sagefit_peer_timeout": "3s"}
+	hosts := startJob(t, seedModels(fx, 3), filepath.Join(fx, "train"), hps, nil)
+	hosts[0].waitFor(t, "Epoch 1/", 60*time.Second)
+	frozen := hosts[1]
+	frozen.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(8 * time.Second)
+	frozen.cmd.Process.Signal(syscall.SIGCONT)
+	for _, h := range hosts {
+		code, reason := h.wait(t, 60*time.Second)
+		want := "algo-2"
+		if h == frozen {
+			want = "This host did not run for "
+		}
+		if code == 0 || !strings.Contains(reason, want) {
+			t.Errorf("%s: exit %d, failure %q; want one holding %q", h.name, code, reason, want)
+		}
+		noTrace(t, h.stderr.String())
+	}
+}
+
 // TestDifferentModelsAreRefused: hosts that loaded different models fail
 // the handshake with one error naming both sides.
 func TestDifferentModelsAreRefused(t *testing.T) {
@@ -1284,6 +1310,32 @@ func TestHostFailingInTrainingTellsTheOthers(t *testing.T) {
 	}
 	if _, reason := hosts[0].wait(t, time.Second); !strings.Contains(reason, "algo-2") {
 		t.Errorf("algo-1's failure %q does not name algo-2", reason)
+	}
+}
+
+// TestHostFailingBeforeTrainingTellsTheOthers: rank 0 failing of its own
+// after the hosts met and before the fit loop (its model folder a file)
+// tells the others why; they said that its link closed (a probe).
+func TestHostFailingBeforeTrainingTellsTheOthers(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "64", "--no-fit", "--no-validation")
+	channels := map[string]string{"model": filepath.Join(fx, "model"), "training": filepath.Join(fx, "train")}
+	hosts := startJobChannels(t, []map[string]string{channels, channels, channels}, map[string]string{"epochs": "2", "batch_size": "8", "sagefit_peer_timeout": "20s"}, map[int]bool{0: true}, "")
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hosts[0].cmd.Env = append(hosts[0].cmd.Env, "SM_MODEL_DIR="+file)
+	hosts[0].start(t)
+	const why = "The model cannot be written to " // algo-1's own sentence
+	for _, h := range hosts {
+		code, reason := h.wait(t, 90*time.Second)
+		want := why
+		if h.name != "algo-1" {
+			want = "reported by rank 0: the model cannot be written to "
+		}
+		if code == 0 || !strings.Contains(reason, want) {
+			t.Errorf("%s: exit %d, failure %q; want one holding %q", h.name, code, reason, want)
+		}
 	}
 }
 
