@@ -567,6 +567,9 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		if b != nil {
 			b.Release()
 		}
+		if err != nil && c != f.Train { // it read as the epoch's first train step (a probe)
+			return n, fmt.Errorf("epoch %d validation step %d: %w", epoch, n+1, err)
+		}
 		if err != nil {
 			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
 		}
