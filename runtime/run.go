@@ -455,14 +455,19 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		Writer: env.Rank == 0, Host: env.CurrentHost, Log: o.Stderr,
 		Taken: []string{historyFile, timingFile, plotFile, crashFile}})
 	if err != nil {
-		return nil, err
+		return nil, &fit.Agreed{Err: err} // every host refuses the model's callbacks alike
 	}
 	loop := &fit.Loop{Job: j, Model: m, Group: group, Train: train, Val: val, Out: o.Stdout, Log: o.Stderr, Terminal: o.Terminal, Callbacks: cbs}
 	hist, err := loop.Run(ctx, from)
 	if v := (*model.ValueOutOfRange)(nil); errors.As(err, &v) {
 		// Bounded: a FastFile channel is read from S3, and the failure
-		// waits on it.
-		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		// waits on it; on several hosts, within half the peer timeout, so
+		// the others hear why before they time out on this host.
+		limit := 30 * time.Second
+		if group != nil {
+			limit = min(limit, j.PeerTimeout/2)
+		}
+		fctx, cancel := context.WithTimeout(ctx, limit)
 		defer cancel()
 		nowhere := true // every channel searched, the value in none
 		for _, c := range []*input.Channel{train, val} {
@@ -477,7 +482,7 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 			// A Keras optimizer's own lookup out of range (RMSprop's
 			// centered momentum on an Embedding's rows, which fails in fit
 			// too) was blamed on the data's ids (an optimizer probe).
-			what := "input holds that id: the lookup that failed reads ids the model or its optimizer computes, not the data's"
+			what := "input or label holds that id: the lookup that failed reads ids the model or its optimizer computes, not the data's"
 			if v.Label {
 				what = "label holds that value: the loss that failed reads labels the model computes, not the data's"
 			}

@@ -260,33 +260,66 @@ import (
 	"github.com/sagefit/sagefit/model"
 )
 
-// earlyTerm notes a SIGTERM from this package's init, the first of the
-// program's, until the caller's handler is in place: Go's runtime puts its
-// own handler in place of the preinit function's before any package init,
-// and it ends the process on a SIGTERM no channel asks for (a probe's
-// SIGTERM in those milliseconds: no failure file, no reason).
-var earlyTerm = make(chan os.Signal, 1)
+// A SIGTERM from this package's init, the first of the program's, until
+// the caller's handler is in place is noted: Go's runtime puts its own
+// handler in place of the preinit function's before any package init, and
+// it ends the process on a SIGTERM no channel asks for (a probe's SIGTERM
+// in those milliseconds: no failure file, no reason). A program that never
+// claims it (SignalledBeforeStart: a test binary, a tool) ends on it a
+// second later, as on any SIGTERM.
+var early = struct {
+	term           chan os.Signal
+	claimed, acked chan struct{}
+	once           sync.Once
+	noted          atomic.Bool
+}{term: make(chan os.Signal, 1), claimed: make(chan struct{}), acked: make(chan struct{})}
+
+// unclaimedTermWait is how long a noted SIGTERM waits for the program to
+// claim it before it ends the process.
+const unclaimedTermWait = time.Second
 
 // Stderr held back while the libraries initialized (see the preinit
 // function above) is passed on, INFO records left out, before anything
 // else of the program runs.
 func init() {
-	signal.Notify(earlyTerm, syscall.SIGTERM)
+	signal.Notify(early.term, syscall.SIGTERM)
+	go func() {
+		defer close(early.acked) // SignalledBeforeStart reads noted after this
+		var unclaimed <-chan time.Time
+		for {
+			select {
+			case <-early.term:
+				early.noted.Store(true)
+				unclaimed = time.After(unclaimedTermWait)
+			case <-unclaimed:
+				signal.Stop(early.term)
+				syscall.Kill(os.Getpid(), syscall.SIGTERM) // Go's default now, or the caller's handler
+				return
+			case <-early.claimed:
+				return
+			}
+		}
+	}()
 	C.sagefit_replay_stderr()
 }
 
 // SignalledBeforeStart says whether a SIGTERM came before the caller's own
 // handler: while the libraries initialized (see the preinit function
 // above), or since this package's init. It stops noting them, so call it
-// once that handler is in place; the caller raises the signal again for it.
+// once that handler is in place (which a SIGTERM noted here also reached
+// where it came after); the caller raises the signal again for it.
 func SignalledBeforeStart() bool {
-	signal.Stop(earlyTerm)
+	early.once.Do(func() {
+		signal.Stop(early.term)
+		close(early.claimed)
+		<-early.acked
+	})
 	select {
-	case <-earlyTerm:
-		return true
+	case <-early.term: // delivered, not read by the noting goroutine
+		early.noted.Store(true)
 	default:
 	}
-	return C.sagefit_signalled_early() != 0
+	return early.noted.Load() || C.sagefit_signalled_early() != 0
 }
 
 // tfVersion is the version of the linked libtensorflow.

@@ -43,7 +43,7 @@ func csvName(raw json.RawMessage) string {
 	if decode(raw, &c) != nil {
 		return ""
 	}
-	return filepath.Base(c.Filename)
+	return baseName(c.Filename)
 }
 
 func newCSVLogger(raw json.RawMessage, o Options) (callback, error) {
@@ -51,7 +51,7 @@ func newCSVLogger(raw json.RawMessage, o Options) (callback, error) {
 	if err := decode(raw, c); err != nil {
 		return nil, err
 	}
-	name := filepath.Base(c.Filename)
+	name := baseName(c.Filename)
 	if name == "." || name == "/" || name == "" {
 		return nil, fmt.Errorf("filename %q names no file", c.Filename)
 	}
@@ -214,4 +214,10 @@ func pyReprBits(v float64, bits int) string {
 		s += ".0"
 	}
 	return s
+}
+
+// baseName is a file name's last element, of a path written on Linux or
+// on Windows (where the model was exported: C:\runs\log.csv).
+func baseName(name string) string {
+	return filepath.Base(strings.ReplaceAll(name, `\`, "/"))
 }

@@ -510,6 +510,8 @@ func TestCSVLoggerSaysWhereItWrites(t *testing.T) {
 	for _, c := range []struct{ filename, want string }{
 		{"log.csv", ""},
 		{"/tmp/runs/log.csv", "sagefit: note: CSVLogger writes " + filepath.Join(dir, "log.csv") + " (in output.tar.gz), not /tmp/runs/log.csv\n"},
+		// Exported on Windows.
+		{`C:\\runs\\log.csv`, "sagefit: note: CSVLogger writes " + filepath.Join(dir, "log.csv") + ` (in output.tar.gz), not C:\runs\log.csv` + "\n"},
 	} {
 		var log bytes.Buffer
 		spec := model.CallbackSpec{Class: "CSVLogger", Config: json.RawMessage(`{"filename": "` + c.filename + `", "separator": ",", "append": false}`)}

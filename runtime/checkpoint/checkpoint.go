@@ -140,18 +140,24 @@ func Write(dir string, st State, vars []model.Variable, best []byte, hist *repor
 	if err := syncPath(tmp); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
-	final := filepath.Join(dir, name)
+	final, suffix := filepath.Join(dir, name), "-"+st.Fingerprint[:min(8, len(st.Fingerprint))]
 	if owner := ownerOf(final); owner != "" && owner != st.Fingerprint {
 		// Another model's of the same epoch and step stays, as prune
 		// leaves it (it was replaced); this one is named after its model
 		// too, which sorts it after the other of its place.
-		final += "-" + st.Fingerprint[:min(8, len(st.Fingerprint))]
+		final += suffix
 	}
 	if err := os.RemoveAll(final); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	if !strings.HasSuffix(final, suffix) {
+		// One of this place named after its model, written while another
+		// model's held the name, is this one's older copy: it would sort
+		// first and be resumed.
+		os.RemoveAll(final + suffix)
 	}
 	if err := syncPath(dir); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)

@@ -145,6 +145,16 @@ func TestOtherModelsCheckpointOfTheSameNameKept(t *testing.T) {
 	if all, _ := list(dir); len(all) != 2 {
 		t.Errorf("folder holds %v", all)
 	}
+	// The other model's gone, it is written under its plain name again,
+	// and its older copy named after it goes (it sorted first: resumed).
+	os.RemoveAll(other)
+	plain, err := Write(dir, State{Fingerprint: "abcdef0123456789", Epoch: 2, GlobalStep: 6}, fakeVars(2), nil, hist, 3)
+	if err != nil || plain != other {
+		t.Fatalf("wrote %s (%v), want %s", plain, err, other)
+	}
+	if all, _ := list(dir); len(all) != 1 || all[0] != plain {
+		t.Errorf("folder holds %v, want %s alone", all, plain)
+	}
 }
 
 // A state.json that reads as JSON but is not what was written (a step past

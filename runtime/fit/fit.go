@@ -675,10 +675,7 @@ func (f *Loop) checkpoint(ctx context.Context, epoch, step, steps int, stop bool
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	f.stateCopy = vars
-	sample, err := f.sample()
-	if err != nil {
-		return "", fmt.Errorf("checkpoint: %w", err)
-	}
+	sample := f.sample()
 	var cbState json.RawMessage
 	var best []byte
 	if f.Callbacks != nil {
@@ -848,13 +845,9 @@ func (f *Loop) sameEpoch(startStep, steps, rows int, sharded bool) error {
 	}
 	// As many rows of other values (another draw, a file replaced): the
 	// epoch went on in other batches without a word (a probe).
-	sample, err := f.sample()
-	if err != nil {
-		return err
-	}
-	if sample != "" && sample != f.resumedSample {
-		return &Agreed{fmt.Errorf("the checkpoint stopped after step %d of an epoch, but this job's training data differ from the checkpoint's (the same %d rows; another first or last row of a file, data digest %s against the checkpoint's %s); resuming mid-epoch needs the same training data (or remove the checkpoint)",
-			startStep, rows, sample, f.resumedSample)}
+	if sample := f.sample(); sample != "" && sample != f.resumedSample {
+		return &Agreed{fmt.Errorf("the checkpoint stopped after step %d of an epoch, but this job's training data differ from the checkpoint's (the same %d rows; another first or last row of a tensor, data digest %s against the checkpoint's %s); resuming mid-epoch needs the same training data (or remove the checkpoint)",
+			startStep, rows, f.sample(), f.resumedSample)}
 	}
 	return nil
 }
@@ -871,16 +864,18 @@ func (f *Loop) otherEpoch(startStep, steps, rows int, compareRows bool) error {
 		startStep, ck, this, job.HPStepsPerEpoch, job.HPValSplit)}
 }
 
-// sample is the training data's digest (input.Channel.Sample), taken once.
-func (f *Loop) sample() (string, error) {
+// sample is the training data's digest (input.Channel.Sample), taken once;
+// "" where its rows cannot be read now (a FastFile read failing): a stop's
+// checkpoint must not fail on it, and a resume is then not compared.
+func (f *Loop) sample() string {
 	if f.trainSample == nil {
 		s, err := f.Train.Sample()
 		if err != nil {
-			return "", err
+			fmt.Fprintf(f.Log, "sagefit: warning: the training data's digest, which a mid-epoch resume compares, could not be taken: %v\n", err)
 		}
 		f.trainSample = &s
 	}
-	return *f.trainSample, nil
+	return *f.trainSample
 }
 
 // agreeSteps returns the largest step count of any host.

@@ -462,7 +462,7 @@ func TestResumeRefusesAnotherEpochMidEpoch(t *testing.T) {
 	}{
 		{"fewer rows", fewer, 0, "stopped after step 3 of an epoch of 6 steps over 96 training rows, but this job's epoch has 5 steps over 80 rows"},
 		{"other rows, as many steps", sameSteps, 0, "this job's epoch has 6 steps over 90 rows"},
-		{"other values, as many rows", otherValues, 0, "but this job's training data differ from the checkpoint's (the same 96 rows; another first or last row of a file"},
+		{"other values, as many rows", otherValues, 0, "but this job's training data differ from the checkpoint's (the same 96 rows; another first or last row of a tensor"},
 		{"the same data", dir, 0, ""},
 	} {
 		r := &rank{job: newJob(3, 16, ckpt), model: newLinear(), train: openChannel(t, c.dir, false), ck: ck}

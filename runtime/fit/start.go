@@ -117,7 +117,7 @@ func AgreeResumePoint(ctx context.Context, ck *checkpoint.Loaded, g Group, state
 				h.State = make([]float64, stateSize)
 			}
 		default:
-			return ResumePoint{}, fmt.Errorf("checkpoint metric state has %d values, the model %d per process for %d processes", len(h.State), stateSize, world)
+			return ResumePoint{}, &Agreed{fmt.Errorf("checkpoint metric state has %d values, the model %d per process for %d processes", len(h.State), stateSize, world)}
 		}
 	}
 	return ResumePoint{Epoch: h.Epoch, Step: h.Step, Steps: h.Steps, Rows: h.Rows, GlobalStep: h.GlobalStep, MetricState: h.State, History: h.History, Callbacks: h.Callbacks, Best: best, HostState: hosts, Sample: h.Sample}, nil

@@ -441,7 +441,8 @@ func CheckFits(a *data.Array, spec model.TensorSpec) error {
 // Where says where in the channel's files the value a step failed on is
 // (a label past the classes, an id past an Embedding's rows): TensorFlow
 // names neither file nor row. It names the first row holding the value
-// among the targets (a label) or the inputs (an id), integer arrays first:
+// among the targets (a label) or the inputs, then the targets (an id),
+// integer arrays first:
 // a fact about the data, which the person judges (an id the model computes,
 // a position, is in no file as such). "" where it is not found; searched
 // is false where the channel could not be searched whole within ctx, or it
@@ -455,25 +456,33 @@ func (c *Channel) Where(ctx context.Context, v *model.ValueOutOfRange) (where st
 	if math.IsNaN(v.Value) {
 		match, value = func(x float64) bool { return math.IsNaN(x) || math.Abs(x) >= 0x1p63 }, "NaN"
 	}
-	what := "input"
+	// An id past a lookup's rows may be a label's too (a loss of the
+	// model's own gathering by y_true): the inputs first, then the labels.
+	kinds := []bool{false, true}
 	if v.Label {
-		what = "label"
+		kinds = []bool{true}
 	}
-	for _, ints := range []bool{true, false} {
-		for _, spec := range c.specs {
-			if (kindOf(spec) == "target") != v.Label {
-				continue
-			}
-			for _, a := range c.ds.Arrays(spec.Name) {
-				if dt := a.DType(); dt == data.String || dt.IsFloat() == ints {
+	for _, labels := range kinds {
+		what := "input"
+		if labels {
+			what = "label"
+		}
+		for _, ints := range []bool{true, false} {
+			for _, spec := range c.specs {
+				if (kindOf(spec) == "target") != labels {
 					continue
 				}
-				row, err := a.FindRow(ctx, match)
-				if err != nil {
-					return "", false
-				}
-				if row >= 0 {
-					return fmt.Sprintf("the %s value %s is first in %s in channel %q", what, value, a.Place(row), c.Name), true
+				for _, a := range c.ds.Arrays(spec.Name) {
+					if dt := a.DType(); dt == data.String || dt.IsFloat() == ints {
+						continue
+					}
+					row, err := a.FindRow(ctx, match)
+					if err != nil || ctx.Err() != nil { // FindRow ends at ctx's end without an error
+						return "", false
+					}
+					if row >= 0 {
+						return fmt.Sprintf("the %s value %s is first in %s in channel %q", what, value, a.Place(row), c.Name), true
+					}
 				}
 			}
 		}

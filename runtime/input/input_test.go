@@ -3,7 +3,9 @@ package input_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -408,7 +410,11 @@ func TestHostWithoutShardSaysWhatFor(t *testing.T) {
 func TestWhereSaysItSearched(t *testing.T) {
 	dir := t.TempDir()
 	writeNPY(t, filepath.Join(dir, "x.npy"), 8, 3) // zeros
-	writeNPY(t, filepath.Join(dir, "y.npy"), 8, 1)
+	labels := make([]byte, 8*4)
+	binary.LittleEndian.PutUint32(labels[3*4:], math.Float32bits(5))
+	if err := data.WriteNPY(filepath.Join(dir, "y.npy"), data.Float32, []int{8, 1}, labels); err != nil {
+		t.Fatal(err)
+	}
 	ch, err := input.Open(sagemaker.Channel{Name: "training", Dir: dir}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}})
 	if err != nil {
 		t.Fatal(err)
@@ -420,6 +426,15 @@ func TestWhereSaysItSearched(t *testing.T) {
 	}
 	if where, searched := ch.Where(ctx, &model.ValueOutOfRange{Value: 7}); where != "" || !searched {
 		t.Errorf("a value in no file: %q, searched %v; want none, searched", where, searched)
+	}
+	// An id no input holds may be a label's (a loss gathering by y_true).
+	if where, _ := ch.Where(ctx, &model.ValueOutOfRange{Value: 5}); !strings.Contains(where, "the label value 5 is first in row 3") {
+		t.Errorf("an id in the labels: %q", where)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if where, searched := ch.Where(done, &model.ValueOutOfRange{Value: 7}); where != "" || searched {
+		t.Errorf("a search out of time: %q, searched %v; want not searched", where, searched)
 	}
 	pipe, err := input.Open(sagemaker.Channel{Name: "training", InputMode: sagemaker.Pipe}, sagemaker.Paths{Base: t.TempDir()}, meta, input.Options{Warn: &bytes.Buffer{}})
 	if err != nil {
