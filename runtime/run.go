@@ -389,7 +389,8 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		if group, err = joinGRPC(ctx, j, meta.Fingerprint, o.Environ, o.Stderr); err != nil {
 			return nil, err
 		}
-		stalls := watchStalls(time.Second, j.PeerTimeout)
+		// Ticks come late by a little under load: a gap of 2 s at least.
+		stalls := watchStalls(time.Second, max(j.PeerTimeout, 2*time.Second))
 		defer stalls.close()
 		defer func() {
 			if r := recover(); r != nil { // rank 0's hosts must not read its panic as the job done
