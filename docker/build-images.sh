@@ -57,6 +57,7 @@ for kind in "${kinds[@]}"; do
   log=$logs/build-$kind.log
   say "building $tag from docker/Dockerfile.$kind (log: $log)"
   start=$SECONDS
+  old=$("$docker" image inspect --format '{{.Id}}' "$tag" 2> /dev/null || true)
   args=(build --progress=plain -f "docker/Dockerfile.$kind" -t "$tag" "${secret[@]}")
   [ -n "$goproxy" ] && args+=(--build-arg "GOPROXY=$goproxy")
   if ! DOCKER_BUILDKIT=1 "$docker" "${args[@]}" . > "$log" 2>&1; then
@@ -66,4 +67,12 @@ for kind in "${kinds[@]}"; do
   fi
   size=$("$docker" image inspect --format '{{.Size}}' "$tag")
   say "built $tag in $((SECONDS - start)) s: $((size / 1000000)) MB"
+  # The image the tag named before, and build cache past 20 GB: kept, a
+  # day of `make test` runs filled this machine's disk (55 GB, the next
+  # build failing on "no space left on device"). A removal that fails (an
+  # image in use) is left for later.
+  if [ -n "$old" ] && [ "$old" != "$("$docker" image inspect --format '{{.Id}}' "$tag")" ]; then
+    "$docker" image rm "$old" > /dev/null 2>&1 || true
+  fi
 done
+"$docker" builder prune -f --keep-storage 20GB > /dev/null 2>&1 || true
