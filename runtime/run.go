@@ -468,26 +468,8 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		if group != nil {
 			limit = min(limit, j.PeerTimeout/2)
 		}
-		fctx, cancel := context.WithTimeout(ctx, limit)
-		defer cancel()
-		nowhere := true // every channel searched, the value in none
-		for _, c := range []*input.Channel{train, val} {
-			where, searched := c.Where(fctx, v)
-			if where != "" {
-				err, nowhere = fmt.Errorf("%w; %s", err, where), false
-				break
-			}
-			nowhere = nowhere && (searched || c == nil)
-		}
-		if nowhere {
-			// A Keras optimizer's own lookup out of range (RMSprop's
-			// centered momentum on an Embedding's rows, which fails in fit
-			// too) was blamed on the data's ids (an optimizer probe).
-			what := "input or label holds that id: the lookup that failed reads ids the model or its optimizer computes, not the data's"
-			if v.Label {
-				what = "label holds that value: the loss that failed reads labels the model computes, not the data's"
-			}
-			err = fmt.Errorf("%w; no %s", err, what)
+		if where := locate(ctx, limit, v, train, val); where != "" {
+			err = fmt.Errorf("%w; %s", err, where)
 		}
 	}
 	in := (*fit.Interrupted)(nil)
@@ -585,6 +567,31 @@ func writeOutputs(res *Result, dir string, hist *report.History, loop *fit.Loop,
 		res.PlotPath = ""
 	}
 	return nil
+}
+
+// locate says where in the channels the value a step failed on first is,
+// or that none holds it, searching for at most limit.
+func locate(ctx context.Context, limit time.Duration, v *model.ValueOutOfRange, channels ...*input.Channel) string {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	nowhere := true // every channel searched, the value in none
+	for _, c := range channels {
+		where, searched := c.Where(ctx, v)
+		if where != "" {
+			return where
+		}
+		nowhere = nowhere && searched
+	}
+	switch {
+	case !nowhere:
+		return ""
+	case v.Label:
+		return "no label holds that value: the loss that failed reads labels the model computes, not the data's"
+	}
+	// A Keras optimizer's own lookup out of range (RMSprop's centered
+	// momentum on an Embedding's rows, which fails in fit too) was blamed
+	// on the data's ids (an optimizer probe).
+	return "no input or label holds that id: the lookup that failed reads ids the model or its optimizer computes, not the data's"
 }
 
 // abandon tells the job's other hosts why this one fails of its own once

@@ -160,18 +160,13 @@ func (t *tensorBoard) epochEnd(epoch int, logs *Logs, m Model) (bool, error) {
 	if err := t.train.flush(); err != nil {
 		return false, err
 	}
-	if t.val == nil {
-		return false, nil
-	}
 	return false, t.val.flush()
 }
 
 func (t *tensorBoard) trainEnd(Model) error {
 	for _, f := range []*eventFile{t.train, t.val} {
-		if f != nil {
-			if err := f.close(); err != nil {
-				return fmt.Errorf("TensorBoard: %w", err)
-			}
+		if err := f.close(); err != nil {
+			return fmt.Errorf("TensorBoard: %w", err)
 		}
 	}
 	return nil
@@ -255,9 +250,19 @@ func (e *eventFile) record(data []byte) error {
 	return err
 }
 
-func (e *eventFile) flush() error { return e.w.Flush() }
+// flush and close do nothing on a file never made (nil: the validation
+// file of a job without validation data, a job ended before training).
+func (e *eventFile) flush() error {
+	if e == nil {
+		return nil
+	}
+	return e.w.Flush()
+}
 
 func (e *eventFile) close() error {
+	if e == nil {
+		return nil
+	}
 	if err := e.w.Flush(); err != nil {
 		e.f.Close()
 		return err

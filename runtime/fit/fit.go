@@ -398,29 +398,15 @@ func (f *Loop) averageState(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	// Into the last copy, as a checkpoint reads: a new one at every epoch
-	// and checkpoint held a large model's state twice until collected.
-	vars, err := f.Model.ReadVariablesInto(f.stateCopy)
+	vars, buf, err := f.readAveraged(idx)
 	if err != nil {
 		return fmt.Errorf("average state over hosts: %w", err)
 	}
-	f.stateCopy = vars
-	var n int
-	for _, i := range idx {
-		if vars[i].DType != model.Float32 {
-			return fmt.Errorf("average state over hosts: variable %s is %s; sagefit averages float32 state", vars[i].Spec.Name, vars[i].DType)
-		}
-		n += len(vars[i].Data) / 4
-	}
+	n := len(buf) - 1
 	// This process's state and a 1 that counts it; zeros where it trained
 	// no rows.
-	buf := make([]float32, n+1)
-	if f.trainedRows {
-		buf = buf[:0]
-		for _, i := range idx {
-			buf = append(buf, vars[i].Float32View()...)
-		}
-		buf = append(buf, 1)
+	if !f.trainedRows {
+		clear(buf)
 	}
 	if f.Job.CompressFP16 { // float16 on the wire: a sum of variances of 5000 over 16 processes is infinite
 		wide := make([]float64, len(buf))
@@ -567,11 +553,12 @@ func (f *Loop) pass(ctx context.Context, epoch int, c *input.Channel, step stepF
 		if b != nil {
 			b.Release()
 		}
-		if err != nil && c != f.Train { // it read as the epoch's first train step (a probe)
-			return n, fmt.Errorf("epoch %d validation step %d: %w", epoch, n+1, err)
-		}
 		if err != nil {
-			return n, fmt.Errorf("epoch %d step %d: %w", epoch, n+1, err)
+			what := "step"
+			if c != f.Train { // it read as the epoch's first train step (a probe)
+				what = "validation step"
+			}
+			return n, fmt.Errorf("epoch %d %s %d: %w", epoch, what, n+1, err)
 		}
 		if c == f.Train { // nil where this process's share was empty: it ran no step to log
 			f.lastTrain = logs
@@ -847,7 +834,7 @@ func (f *Loop) sameEpoch(startStep, steps, rows int, sharded bool) error {
 	// epoch went on in other batches without a word (a probe).
 	if sample := f.sample(); sample != "" && sample != f.resumedSample {
 		return &Agreed{fmt.Errorf("the checkpoint stopped after step %d of an epoch, but this job's training data differ from the checkpoint's (the same %d rows; another first or last row of a tensor, data digest %s against the checkpoint's %s); resuming mid-epoch needs the same training data (or remove the checkpoint)",
-			startStep, rows, f.sample(), f.resumedSample)}
+			startStep, rows, sample, f.resumedSample)}
 	}
 	return nil
 }
@@ -1156,23 +1143,13 @@ func (f *Loop) hostState(ctx context.Context) ([]byte, error) {
 	if f.Group == nil || len(idx) == 0 || f.averagedAt == f.globalStep {
 		return nil, nil
 	}
-	vars, err := f.Model.ReadVariablesInto(f.stateCopy)
+	_, state, err := f.readAveraged(idx)
 	if err != nil {
 		return nil, err
 	}
-	f.stateCopy = vars
-	var own []float64
-	for _, i := range idx {
-		if vars[i].DType != model.Float32 {
-			return nil, fmt.Errorf("variable %s is %s; sagefit averages float32 state", vars[i].Spec.Name, vars[i].DType)
-		}
-		for _, v := range vars[i].Float32View() {
-			own = append(own, float64(v))
-		}
-	}
-	own = append(own, 0)
-	if f.trainedRows {
-		own[len(own)-1] = 1
+	own := make([]float64, len(state))
+	for i, v := range state {
+		own[i] = float64(v)
 	}
 	all, err := f.gather(ctx, own)
 	if err != nil {
@@ -1183,6 +1160,31 @@ func (f *Loop) hostState(ctx context.Context) ([]byte, error) {
 		out[i] = float32(v)
 	}
 	return model.Float32Bytes(out), nil
+}
+
+// readAveraged reads the state into the last copy (a new one at every
+// epoch and checkpoint held a large model's state twice until collected)
+// and returns it, with the variables the hosts average (idx) one after
+// the other, then 1 where this process trained rows since the last
+// average and 0 where not.
+func (f *Loop) readAveraged(idx []int) ([]model.Variable, []float32, error) {
+	vars, err := f.Model.ReadVariablesInto(f.stateCopy)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.stateCopy = vars
+	var state []float32
+	for _, i := range idx {
+		if vars[i].DType != model.Float32 {
+			return nil, nil, fmt.Errorf("variable %s is %s; sagefit averages float32 state", vars[i].Spec.Name, vars[i].DType)
+		}
+		state = append(state, vars[i].Float32View()...)
+	}
+	trained := float32(0)
+	if f.trainedRows {
+		trained = 1
+	}
+	return vars, append(state, trained), nil
 }
 
 // restoreHostState gives this process back its own copy of the averaged

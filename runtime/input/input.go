@@ -446,9 +446,12 @@ func CheckFits(a *data.Array, spec model.TensorSpec) error {
 // a fact about the data, which the person judges (an id the model computes,
 // a position, is in no file as such). "" where it is not found; searched
 // is false where the channel could not be searched whole within ctx, or it
-// streams (Pipe mode: the stream is gone).
+// streams (Pipe mode: the stream is gone). A nil channel holds nothing.
 func (c *Channel) Where(ctx context.Context, v *model.ValueOutOfRange) (where string, searched bool) {
-	if c == nil || c.ds == nil {
+	if c == nil {
+		return "", true
+	}
+	if c.ds == nil {
 		return "", false
 	}
 	match := func(x float64) bool { return x == v.Value }
