@@ -29,6 +29,7 @@ const (
 	keyState        = "state"
 	keyOK           = "ok"
 	keyLearningRate = "learning_rate"
+	keyLossShare    = "loss_share"
 )
 
 // Roles of the contract: the key in the metadata's "signatures" map.
@@ -111,6 +112,14 @@ const RoleApplyComputeGradients = "apply_compute_gradients"
 // fit's epochs end (finalize_variable_values: use_ema copies the moving
 // averages into them); exported only for an optimizer that has one.
 const RoleFinalizeVariables = "finalize_variables"
+
+// RoleSetLossShare sets the share of the global batch's loss this process's
+// backward pass runs on (1/processes; 1 in one process, the default), as
+// MultiWorkerMirroredStrategy divides each replica's loss; exported only
+// for an optimizer that scales the loss (mixed_float16's
+// LossScaleOptimizer), whose float16 backward pass then overflows where one
+// process's would.
+const RoleSetLossShare = "set_loss_share"
 
 // TensorSpec describes one input or target: its name in the Keras model, its
 // key in the signatures, dtype and shape (nil entries are unknown dims; the
@@ -281,7 +290,7 @@ var knownRoles = []string{
 	RoleResetMetrics, RoleMetricResults, RoleMetricState, RoleAssignMetricState,
 	RoleReadVariables, RoleAssignVariables, RoleGetLearningRate, RoleSetLearningRate,
 	RoleTrainStepWeighted, RoleComputeGradientsWeighted, RoleTestStepWeighted,
-	RoleTrainSteps, RoleApplyComputeGradients, RoleFinalizeVariables,
+	RoleTrainSteps, RoleApplyComputeGradients, RoleFinalizeVariables, RoleSetLossShare,
 }
 
 // metadataKeys are the top-level keys Metadata reads.
@@ -516,6 +525,9 @@ func (m *Metadata) Roles() []RoleTensors {
 	}
 	if m.LearningRateAssignable {
 		roles = append(roles, RoleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})
+	}
+	if m.Signatures[RoleSetLossShare] != "" {
+		roles = append(roles, RoleTensors{RoleSetLossShare, scalar(keyLossShare, "float32"), []string{keyLossShare}})
 	}
 	if m.HasSampleWeights() {
 		weighted := append(append([]TensorSpec{}, step...), m.WeightSpecs()...)

@@ -50,6 +50,40 @@ func TestBatchNormMatchesMultiWorkerMirrored(t *testing.T) {
 	fx := fixture.Make(t, fixture.LegacyKeras+"batch_norm", "--rows", "480", "--no-fit", "--no-validation")
 	base := runLocal(t, fx, hosts, fmt.Sprint("epochs=", epochs), "shuffle=false", fmt.Sprint("batch_size=", batch))
 
+	mw, raw := runMWMS(t, fx, hosts, batch, epochs)
+
+	sameHistoryAsMWMS(t, base, mw)
+
+	// Final moving statistics, and every other model variable, by name.
+	mean, variance := movingStats(t, base)
+	for k := range mw.MovingMean {
+		t.Logf("[%d] moving_mean sagefit %.7g MWMS %.7g; moving_variance sagefit %.7g MWMS %.7g",
+			k, mean[k], mw.MovingMean[k], variance[k], mw.MovingVariance[k])
+		if !within1e4(float64(mean[k]), mw.MovingMean[k]) {
+			t.Errorf("moving_mean[%d]: sagefit %v, MWMS %v", k, mean[k], mw.MovingMean[k])
+		}
+		if !within1e4(float64(variance[k]), mw.MovingVariance[k]) {
+			t.Errorf("moving_variance[%d]: sagefit %v, MWMS %v", k, variance[k], mw.MovingVariance[k])
+		}
+	}
+	sameVariablesAsMWMS(t, base, mw)
+
+	// The comparison can tell: worker 0's own replica copy (rows around 0
+	// only) is far from the statistics read over both workers.
+	if w0 := mw.Local["0"]["batch_normalization/moving_mean"]; len(w0) == 0 || math.Abs(w0[0]-mw.MovingMean[0]) < 0.1 {
+		t.Errorf("worker 0's own moving_mean %v is not apart from the mean over workers %v", w0, mw.MovingMean)
+	}
+	t.Logf("largest relative difference, sagefit against MWMS: %.3g", worstRel)
+	if t.Failed() {
+		t.Logf("MWMS result:\n%s", strings.TrimSpace(string(raw)))
+	}
+}
+
+// runMWMS trains fixture fx with python -m sagefit.mwms_compare: hosts
+// tf-keras workers under MultiWorkerMirroredStrategy, batch rows each. It
+// skips the test where TensorFlow cannot form the cluster on loopback.
+func runMWMS(t *testing.T, fx string, hosts, batch, epochs int) (mwmsResult, []byte) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "mwms.json")
 	cmd := exec.Command(fixture.Python(t), "-m", "sagefit.mwms_compare", "--fixture", fx,
 		"--workers", fmt.Sprint(hosts), "--batch", fmt.Sprint(batch), "--epochs", fmt.Sprint(epochs), "--out", out)
@@ -76,8 +110,14 @@ func TestBatchNormMatchesMultiWorkerMirrored(t *testing.T) {
 		t.Fatalf("MWMS ran %d replicas in sync, want %d", mw.Replicas, hosts)
 	}
 	t.Logf("MWMS took %.1f s", mw.Seconds)
+	return mw, raw
+}
 
-	// History: tf-keras's loss metric keeps its total and count in SyncOnRead
+// sameHistoryAsMWMS compares the history of the job whose base dir is
+// base with MWMS's, within 1e-4 relative.
+func sameHistoryAsMWMS(t *testing.T, base string, mw mwmsResult) {
+	t.Helper()
+	// tf-keras's loss metric keeps its total and count in SyncOnRead
 	// SUM variables and result() reads them summed over the replicas (a
 	// merge_call); sagefit sums the metric state over hosts. Both report the
 	// mean loss over every row of the epoch.
@@ -98,19 +138,12 @@ func TestBatchNormMatchesMultiWorkerMirrored(t *testing.T) {
 			}
 		}
 	}
+}
 
-	// Final moving statistics, and every other model variable, by name.
-	mean, variance := movingStats(t, base)
-	for k := range mw.MovingMean {
-		t.Logf("[%d] moving_mean sagefit %.7g MWMS %.7g; moving_variance sagefit %.7g MWMS %.7g",
-			k, mean[k], mw.MovingMean[k], variance[k], mw.MovingVariance[k])
-		if !within1e4(float64(mean[k]), mw.MovingMean[k]) {
-			t.Errorf("moving_mean[%d]: sagefit %v, MWMS %v", k, mean[k], mw.MovingMean[k])
-		}
-		if !within1e4(float64(variance[k]), mw.MovingVariance[k]) {
-			t.Errorf("moving_variance[%d]: sagefit %v, MWMS %v", k, variance[k], mw.MovingVariance[k])
-		}
-	}
+// sameVariablesAsMWMS compares every model variable the job saved with
+// MWMS's, by name, within 1e-4 relative.
+func sameVariablesAsMWMS(t *testing.T, base string, mw mwmsResult) {
+	t.Helper()
 	seen := 0
 	for _, v := range savedVariables(t, base) {
 		if v.Spec.Kind != "model" {
@@ -136,13 +169,38 @@ func TestBatchNormMatchesMultiWorkerMirrored(t *testing.T) {
 	if seen != len(mw.Variables) {
 		t.Errorf("sagefit's model has %d of MWMS's %d variables", seen, len(mw.Variables))
 	}
+}
 
-	// The comparison can tell: worker 0's own replica copy (rows around 0
-	// only) is far from the statistics read over both workers.
-	if w0 := mw.Local["0"]["batch_normalization/moving_mean"]; len(w0) == 0 || math.Abs(w0[0]-mw.MovingMean[0]) < 0.1 {
-		t.Errorf("worker 0's own moving_mean %v is not apart from the mean over workers %v", w0, mw.MovingMean)
+// TestLossScaleMatchesMultiWorkerMirrored: under mixed_float16 with a loss
+// scale so large (2**24) that the first steps' float16 gradients overflow,
+// sagefit on 2 hosts skips the steps MultiWorkerMirroredStrategy skips and
+// trains to its numbers, within 1e-4 relative: each host's backward pass
+// runs on half the global batch's loss, as the strategy divides each
+// replica's. (Before, each host's ran on its whole mean, overflowed at
+// half the scale, skipped other steps and ended 2e-3 apart.)
+func TestLossScaleMatchesMultiWorkerMirrored(t *testing.T) {
+	const hosts, batch, epochs = 2, 16, 3
+	fx := fixture.Make(t, fixture.LegacyKeras+"mixed_float16_overflow", "--rows", "256", "--no-fit", "--no-validation")
+	base := runLocal(t, fx, hosts, fmt.Sprint("epochs=", epochs), "shuffle=false", fmt.Sprint("batch_size=", batch))
+	mw, raw := runMWMS(t, fx, hosts, batch, epochs)
+	sameHistoryAsMWMS(t, base, mw)
+	sameVariablesAsMWMS(t, base, mw)
+
+	// The comparison can tell: steps overflowed, and the scale fell.
+	scale := -1.0
+	for _, v := range savedVariables(t, base) {
+		if v.Spec.Name == "current_loss_scale" {
+			f, err := v.Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			scale = float64(f[0])
+		}
 	}
-	t.Logf("largest relative difference, sagefit against MWMS: %.3g", worstRel)
+	if scale <= 0 || scale >= 1<<24 {
+		t.Errorf("the saved loss scale is %v: want one that fell from 2**24 (no step overflowed, or no such variable)", scale)
+	}
+	t.Logf("loss scale after training %v; largest relative difference, sagefit against MWMS: %.3g", scale, worstRel)
 	if t.Failed() {
 		t.Logf("MWMS result:\n%s", strings.TrimSpace(string(raw)))
 	}

@@ -117,6 +117,9 @@ type Model struct {
 	// singleThreaded is set once the model runs on TensorFlow's
 	// single-threaded executor (MoveSingleThreaded).
 	singleThreaded bool
+	// lossShare is what SetLossShare set (0: never set, the export's 1),
+	// set again in a session the model moves to.
+	lossShare float32
 	// outputWeights are the per-output sample weights' names
 	// (Metadata.PerOutputWeights), read once.
 	outputWeights []string
@@ -648,6 +651,25 @@ func (m *Model) SetLearningRate(lr float64) error {
 	return err
 }
 
+// SharesLoss says whether the model's optimizer scales the loss, so that
+// several processes set each one's share of it (SetLossShare).
+func (m *Model) SharesLoss() bool { return m.meta.Signatures[model.RoleSetLossShare] != "" }
+
+// SetLossShare sets the share of the global batch's loss this process's
+// backward pass runs on (model.RoleSetLossShare): its gradients come out
+// that many times the gradient of its own mean loss.
+func (m *Model) SetLossShare(share float32) error {
+	if !m.SharesLoss() {
+		return errors.New("the model's optimizer does not scale the loss: its export has no loss share")
+	}
+	data := binary.LittleEndian.AppendUint32(nil, math.Float32bits(share))
+	if _, err := m.run(model.RoleSetLossShare, []hostTensor{{dtype: model.Float32, data: data}}, nil); err != nil {
+		return err
+	}
+	m.lossShare = share
+	return nil
+}
+
 // Predict runs serving_default on a batch of inputs and returns the outputs
 // by name.
 func (m *Model) Predict(b model.Batch) (map[string]model.Tensor, error) {
@@ -761,6 +783,11 @@ func (m *Model) moveToSingleThreaded() error {
 	}
 	if err := m.AssignMetricState(state); err != nil {
 		return back(err)
+	}
+	if m.lossShare != 0 { // not a variable of the contract: set again
+		if err := m.SetLossShare(m.lossShare); err != nil {
+			return back(err)
+		}
 	}
 	return nil
 }

@@ -25,6 +25,10 @@ READ_VARIABLES = "sagefit_read_variables"
 ASSIGN_VARIABLES = "sagefit_assign_variables"
 GET_LEARNING_RATE = "sagefit_get_learning_rate"
 SET_LEARNING_RATE = "sagefit_set_learning_rate"
+# The share of the global batch's loss this process's backward pass runs on
+# (1/processes), for an optimizer that scales the loss (mixed_float16's
+# LossScaleOptimizer); only for such an optimizer.
+SET_LOSS_SHARE = "sagefit_set_loss_share"
 # The step signatures again with a per-row sample weight after the targets
 # (fit's sample_weight, or class_weight turned into one).
 TRAIN_STEP_WEIGHTED = "sagefit_train_step_weighted"
@@ -47,6 +51,7 @@ ITERATIONS = "iterations"
 STATE = "state"
 OK = "ok"
 LEARNING_RATE = "learning_rate"
+LOSS_SHARE = "loss_share"
 SAMPLE_WEIGHT = "sample_weight"
 
 # A variable's "aggregation" in the metadata: hosts average it before it is
@@ -60,7 +65,7 @@ KIND_STEP = "step"  # one a custom step uses that Keras does not track
 
 
 def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=True, finalizes=False,
-                    test_step=True):
+                    test_step=True, loss_share=False):
     """The roles and their signatures. A model whose steps take sample
     weights has them in the weighted form only (the runtime feeds ones to a
     batch without); a model whose test step cannot be traced has none
@@ -93,4 +98,6 @@ def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=
     roles["apply_compute_gradients"] = APPLY_COMPUTE_GRADIENTS
     if finalizes:
         roles["finalize_variables"] = FINALIZE_VARIABLES
+    if loss_share:
+        roles["set_loss_share"] = SET_LOSS_SHARE
     return roles

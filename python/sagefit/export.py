@@ -803,6 +803,16 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     # where Keras clips the rows before they are summed.
     sparse_grads = []
     untrained = []  # variables without a gradient, by name
+    # Where the optimizer scales the loss (mixed_float16's
+    # LossScaleOptimizer), each process's backward pass runs on its share of
+    # the global batch's loss (1/processes, which the runtime sets), as
+    # MultiWorkerMirroredStrategy divides each replica's loss: a float16
+    # backward pass then overflows at the scale one process's overflows at,
+    # not at one N times lower. One process multiplies by 1, which changes
+    # no bit. Set when the traced step scaled its loss.
+    scale_method = _loss_scaling(optimizer)
+    loss_share = tf.Variable(1.0, trainable=False, name="sagefit_loss_share") if scale_method else None
+    shared = []
 
     @tf.function(autograph=False)
     def step_gradients(*args):
@@ -824,6 +834,16 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         # captured, the others' counted and run (tf-keras's have no apply).
         optimizer.apply_gradients, optimizer.apply = capture_pairs, capture_apply
         try:
+            if scale_method:
+                scale = getattr(optimizer, scale_method)
+
+                def share_then_scale(loss, *a, **k):
+                    shared.append(scale_method)
+                    share = tf.cast(loss_share, loss.dtype)
+                    return scale(loss * share, *a, **k)
+
+                setattr(optimizer, scale_method, share_then_scale)
+                wrapped.append((optimizer, scale_method))
             for name, other in others:
                 for method in ("apply", "apply_gradients"):
                     fn = getattr(other, method, None)
@@ -1077,8 +1097,10 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     # and a move to another session carry it.
     own_state = len(state_vars)
     state_vars.extend(_captured_untracked(
-        [_endpoint(archive, n) for n in names], state_vars + metric_vars))
+        [_endpoint(archive, n) for n in names], state_vars + metric_vars + ([loss_share] if loss_share is not None else [])))
     var_keys.extend(f"v{i:04d}" for i in range(len(var_keys), len(state_vars)))
+    if not shared:  # a custom step that does not scale its loss through the optimizer
+        loss_share = None
 
     # Several hosts: the averaged gradient of step t applied and step t+1's
     # gradient computed in one call (the update first: its writes are
@@ -1162,6 +1184,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
             set_learning_rate,
             [tf.TensorSpec([], tf.float32, name=contract.LEARNING_RATE)],
         )
+    if loss_share is not None:
+        def set_loss_share(share):
+            loss_share.assign(share)
+            return {contract.LOSS_SHARE: tf.identity(_read(loss_share))}
+
+        add(contract.SET_LOSS_SHARE, set_loss_share, [tf.TensorSpec([], tf.float32, name=contract.LOSS_SHARE)])
     # Lookup tables the steps use that Keras does not track (a custom step's
     # own tf.lookup table): tracked, so the SavedModel holds them.
     tables = _captured_tables([_endpoint(archive, n) for n in getattr(archive, "_endpoint_names", names)])
@@ -1231,7 +1259,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         "targets": tgt_descs,
         "outputs": out_names,
         "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None, finalizes,
-                                               test_step=not test_refused),
+                                               test_step=not test_refused, loss_share=loss_share is not None),
         "jit_compile": jit,
         "sample_weights": weight_descs if weighted else [],
         "sample_weights_refused": unweighted_why,
@@ -1978,6 +2006,20 @@ def _endpoint(archive, name):
     on its trackable, tf-keras on the archive)."""
     fn = getattr(getattr(archive, "_tf_trackable", None), name, None)
     return fn if fn is not None else getattr(archive, name)
+
+
+def _loss_scaling(optimizer):
+    """The optimizer's method that scales the loss before the backward
+    pass, or None: Keras 3's scale_loss where it scales (a
+    LossScaleOptimizer, a loss_scale_factor), tf-keras's
+    LossScaleOptimizer's get_scaled_loss."""
+    if callable(getattr(optimizer, "get_scaled_loss", None)):
+        return "get_scaled_loss"
+    import keras
+
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or getattr(optimizer, "loss_scale_factor", None):
+        return "scale_loss"
+    return None
 
 
 def _learning_rate_variable(optimizer):

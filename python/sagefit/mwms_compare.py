@@ -29,7 +29,7 @@ keeps replica 0's copy and its ``fit()`` fails under multi-worker MWMS
 RESULT.json holds ``history`` (Keras's History dict as worker 0's ``fit``
 returns it), ``moving_mean`` and ``moving_variance`` (the first
 BatchNormalization layer's, read from the layer, i.e. aggregated over the
-replicas as the strategy reads them), ``variables`` (every model variable
+replicas as the strategy reads them; empty for a model without one), ``variables`` (every model variable
 so read, by name), ``local`` (each worker's own replica copy of the
 non-trainable variables) and ``num_replicas_in_sync``.
 
@@ -151,15 +151,16 @@ def worker(a):
     local = {name: np.asarray(strategy.experimental_local_results(v)[0].numpy(),
                               np.float64).ravel().tolist()
              for name, v in names.items() if not v.trainable}
-    bn = next(l for l in model.layers if isinstance(l, tf_keras.layers.BatchNormalization))
+    bn = next((l for l in model.layers if isinstance(l, tf_keras.layers.BatchNormalization)), None)
+    stat = (lambda v: np.asarray(v.numpy(), np.float64).tolist()) if bn else (lambda v: [])
     res = {
         "worker": a.worker,
         "num_replicas_in_sync": n,
         "tensorflow_version": tf.__version__,
         "keras_version": tf_keras.__version__,
         "history": {k: [float(v) for v in vs] for k, vs in hist.history.items()},
-        "moving_mean": np.asarray(bn.moving_mean.numpy(), np.float64).tolist(),
-        "moving_variance": np.asarray(bn.moving_variance.numpy(), np.float64).tolist(),
+        "moving_mean": stat(bn and bn.moving_mean),
+        "moving_variance": stat(bn and bn.moving_variance),
         "variables": variables,
         "local": local,
     }

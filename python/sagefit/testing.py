@@ -589,7 +589,7 @@ def dropout_masks_data(rows, rng):
     return {"train": np.ones((rows, 16), np.float32)}, {"labels": np.zeros((rows, 1), np.float32)}
 
 
-def _mixed_seed(policy):
+def _mixed_seed(policy, optimizer="adam"):
     """The seed model under a mixed precision policy: float32 variables,
     the last layer float32."""
     keras = _keras()
@@ -602,7 +602,8 @@ def _mixed_seed(policy):
         ])
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer() if callable(optimizer) else optimizer, loss="binary_crossentropy",
+                  metrics=["accuracy"])
     return model
 
 
@@ -616,6 +617,18 @@ def mixed_float16():
     a LossScaleOptimizer, which steps with its inner optimizer's learning
     rate."""
     return _mixed_seed("mixed_float16")
+
+
+def mixed_float16_overflow():
+    """mixed_float16 with a loss scale far too large (2**24): the first
+    steps' float16 gradients overflow, and the LossScaleOptimizer skips
+    them, halving its scale until they do not."""
+    keras = _keras()
+
+    def optimizer():
+        return keras.mixed_precision.LossScaleOptimizer(keras.optimizers.Adam(), initial_scale=2.0**24)
+
+    return _mixed_seed("mixed_float16", optimizer)
 
 
 def per_pixel():
@@ -978,6 +991,7 @@ FAMILIES = {
     "dropout_masks": (dropout_masks, dropout_masks_data),
     "mixed_bfloat16": (mixed_bfloat16, seed_data),
     "mixed_float16": (mixed_float16, seed_data),
+    "mixed_float16_overflow": (mixed_float16_overflow, seed_data),
     "per_pixel": (per_pixel, per_pixel_data),
     "per_timestep": (per_timestep, per_timestep_data),
     "dict_io": (dict_io, dict_io_data),

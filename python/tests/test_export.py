@@ -1164,3 +1164,46 @@ def test_loss_reductions_recorded(tmp_path):
     model = _seed_model()
     model.compile(optimizer="sgd", loss="binary_crossentropy")
     assert "loss_reductions" not in sagefit.export(model, str(tmp_path / "mean"))
+
+
+def test_loss_share_only_where_the_optimizer_scales_the_loss(tmp_path):
+    """Where the optimizer scales the loss (a LossScaleOptimizer, a
+    loss_scale_factor), the export lets several processes set each one's
+    share of the global batch's loss (MultiWorkerMirroredStrategy divides
+    each replica's loss), and a share of 0.5 makes exactly half the
+    gradient; elsewhere, and for a custom step that never asks the
+    optimizer to scale, there is no share to set. It is no variable of
+    the contract (nothing checkpoints it)."""
+    meta = sagefit.export(FAMILIES["mixed_float16"][0](), str(tmp_path / "lso"))
+    assert meta["signatures"]["set_loss_share"] == contract.SET_LOSS_SHARE
+    assert not [v for v in meta["variables"] if "loss_share" in v["name"]]
+    assert "set_loss_share" not in sagefit.export(_seed_model(), str(tmp_path / "plain"))["signatures"]
+
+    class OwnStep(keras.Sequential):
+        def train_step(self, data):
+            x, y = data[0], data[1]
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(x, y, self(x, training=True))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    own = OwnStep([keras.Input((10,)), keras.layers.Dense(1, activation="sigmoid")])
+    own.compile(keras.optimizers.Adam(loss_scale_factor=4.0), "binary_crossentropy")
+    assert "set_loss_share" not in sagefit.export(own, str(tmp_path / "own"))["signatures"]
+
+    model = _seed_model()
+    model.compile(keras.optimizers.Adam(loss_scale_factor=4.0), "binary_crossentropy")
+    meta = sagefit.export(model, str(tmp_path / "factor"))
+    loaded = tf.saved_model.load(str(tmp_path / "factor"))
+    rng = np.random.default_rng(0)
+    feeds = {meta["inputs"][0]["key"]: tf.constant(rng.random((8, 10), dtype=np.float32)),
+             meta["targets"][0]["key"]: tf.constant(rng.integers(0, 2, (8, 1)).astype(np.float32))}
+    if meta["sample_weights"]:
+        feeds[meta["sample_weights"][0]["key"]] = tf.ones([8])
+    grad = loaded.signatures[meta["signatures"]["compute_gradients_weighted"]]
+    whole = grad(**feeds)[contract.GRADIENTS].numpy()
+    said = loaded.signatures[contract.SET_LOSS_SHARE](**{contract.LOSS_SHARE: tf.constant(0.5)})
+    assert said[contract.LOSS_SHARE].numpy() == 0.5
+    half = grad(**feeds)[contract.GRADIENTS].numpy()
+    assert np.abs(whole).max() > 0 and np.array_equal(half, whole * 0.5)

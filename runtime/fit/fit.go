@@ -39,9 +39,12 @@ type Loop struct {
 	// Callbacks are the model's Keras callbacks; nil: none.
 	Callbacks *callbacks.Set
 
-	grads  []float32 // fused gradient, the batch's row count, the stop flag
-	timing Timing
-	clock  clock // the steps' times, for timing
+	grads []float32 // fused gradient, the batch's row count, the stop flag
+	// lossShare is the share of the global batch's loss this process's
+	// gradient is of (shareLoss): 1, or 1/processes.
+	lossShare float32
+	timing    Timing
+	clock     clock // the steps' times, for timing
 
 	hist       *report.History // epochs finished, for checkpoints
 	globalStep int             // train steps since epoch 1 step 0
@@ -230,6 +233,9 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		// Gradient, then the batch's row count, the stop flag (SIGTERM) and
 		// the end flag (a callback ends training, TerminateOnNaN).
 		f.grads = make([]float32, f.Model.Meta().GradientSize+3)
+	}
+	if err := f.shareLoss(); err != nil {
+		return hist, err
 	}
 	f.averagedAt, f.terminate, f.pendingApply, f.trainedRows = -1, false, false, false
 	f.globalStep = from.GlobalStep
@@ -963,6 +969,25 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
 }
 
+// shareLoss, where the optimizer scales the loss (LossSharer), makes each
+// process's backward pass run on its share of the global batch's loss,
+// 1/processes, as MultiWorkerMirroredStrategy divides each replica's loss;
+// allReduceGradients weighs the gradients back. One process sets 1 too: a
+// model a job of several saved holds its share.
+func (f *Loop) shareLoss() error {
+	f.lossShare = 1
+	s, ok := f.Model.(LossSharer)
+	if !ok || !s.SharesLoss() {
+		return nil
+	}
+	share := float32(1 / float64(f.world()))
+	if err := s.SetLossShare(share); err != nil {
+		return fmt.Errorf("set this process's share of the loss: %w", err)
+	}
+	f.lossShare = share
+	return nil
+}
+
 // allReduceGradients turns this process's gradient of rows rows
 // (f.grads[:n], the mean over its share) into the mean over the global
 // batch, on every process, and sums the rows and flags after it
@@ -974,8 +999,9 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 // mean gradient's size (times its rows, a gradient of 500 over 512 rows
 // overflowed float16).
 func (f *Loop) allReduceGradients(ctx context.Context, n, rows int) error {
+	// A gradient of a loss share (shareLoss) is weighed by rows/share.
 	if !f.Job.CompressFP16 {
-		scale(f.grads[:n], float32(rows))
+		scale(f.grads[:n], float32(float64(rows)/float64(f.lossShare)))
 		if err := f.Group.AllReduce(ctx, f.grads, distributed.Sum); err != nil {
 			return err
 		}
@@ -992,7 +1018,7 @@ func (f *Loop) allReduceGradients(ctx context.Context, n, rows int) error {
 	if counts[0] == 0 { // every process knows: none sends, none waits
 		return nil
 	}
-	scale(f.grads[:n], float32(float64(rows)/counts[0]))
+	scale(f.grads[:n], float32(float64(rows)/counts[0]/float64(f.lossShare)))
 	return f.Group.AllReduce(ctx, f.grads[:n], distributed.Sum)
 }
 

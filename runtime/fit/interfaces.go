@@ -80,6 +80,19 @@ type FusedApplier interface {
 	ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error)
 }
 
+// LossSharer is a Model whose optimizer scales the loss (mixed_float16's
+// LossScaleOptimizer); *tf.Model is one when its export says so. Several
+// processes each run their backward pass on their share of the global
+// batch's loss, as MultiWorkerMirroredStrategy divides each replica's: a
+// float16 backward pass then overflows where one process's would, not at
+// a scale N times lower.
+type LossSharer interface {
+	SharesLoss() bool
+	// SetLossShare makes the gradients share times those of this
+	// process's mean loss.
+	SetLossShare(share float32) error
+}
+
 // Finalizer is a Model whose optimizer has a last word on the weights once
 // the epochs end (Keras's finalize_variable_values); *tf.Model is one.
 type Finalizer interface {
