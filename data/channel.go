@@ -341,8 +341,14 @@ func mapAlias(root string, out map[string]string, claimed map[string]bool, byBas
 }
 
 func matchOverride(root string, files []string, byBase map[string][]string, want string) (string, error) {
-	if strings.ContainsRune(want, '/') || strings.ContainsRune(want, filepath.Separator) {
-		clean := filepath.Clean(want)
+	path := want
+	// A .npz member as errors name it, data.npz:train.npy, is the path
+	// data.npz/train.npy.
+	if i := strings.LastIndexByte(want, ':'); i > 0 && strings.EqualFold(filepath.Ext(want[:i]), ".npz") {
+		path = want[:i] + "/" + want[i+1:]
+	}
+	if strings.ContainsRune(path, '/') || strings.ContainsRune(path, filepath.Separator) {
+		clean := filepath.Clean(path)
 		var found []string
 		for _, f := range files {
 			fc := filepath.Clean(f)

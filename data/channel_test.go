@@ -241,6 +241,13 @@ func TestMapTensors(t *testing.T) {
 			want: map[string]string{"in": p + "e.npz/x.npy"},
 		},
 		{
+			// The name the errors give a member works too (a probe found it
+			// refused, naming it among the channel's files).
+			name: "override names a member as errors do", files: ch("d.npz/x.npy", "e.npz/x.npy"),
+			inputs: []string{"in"}, overrides: map[string]string{"in": "e.npz:x.npy"},
+			want: map[string]string{"in": p + "e.npz/x.npy"},
+		},
+		{
 			name: "member and file of one name", files: ch("x.npy", "d.npz/x.npy"), inputs: []string{"x"},
 			wantErr: `model tensor "x" matches several channel files [x.npy d.npz:x.npy]`,
 		},

@@ -207,6 +207,31 @@ func TestLocalRerunClearsAnEarlierFailure(t *testing.T) {
 	}
 }
 
+// A rerun in the same base dir given the links the earlier run laid out
+// (input/data/training, input/data/model) as its channels trains from the
+// data they lead to (a probe found each link replaced by one to itself,
+// after the earlier run's results were removed).
+func TestLocalRerunGivenItsOwnChannelLinks(t *testing.T) {
+	fx := fixture.Make(t, "seed", "--rows", "200", "--no-fit")
+	out := t.TempDir()
+	run := func(model, train string) {
+		t.Helper()
+		cmd := exec.Command(binary, "local", "--model", model, "--channel", "training="+train, "--hp", "epochs=1", "--output", out)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, b)
+		}
+	}
+	run(filepath.Join(fx, "model"), filepath.Join(fx, "train"))
+	run(filepath.Join(out, "input", "data", "model"), filepath.Join(out, "input", "data", "training"))
+	for name, want := range map[string]string{"training": filepath.Join(fx, "train"), "model": filepath.Join(fx, "model")} {
+		got, err := os.Readlink(filepath.Join(out, "input", "data", name))
+		if real, _ := filepath.EvalSymlinks(want); err != nil || got != real {
+			t.Errorf("input/data/%s leads to %q (%v), want %q", name, got, err, real)
+		}
+	}
+	history(t, out)
+}
+
 // A channel argument that is not a folder is an argument error: said, exit
 // 2, and no base dir left behind (one was made with an output folder and
 // no failure file in it).

@@ -407,7 +407,11 @@ func validationFreq(env *sagemaker.Env) (int, []int, error) {
 // may sit at the top or one folder down (as an unpacked model.tar.gz often
 // leaves it).
 func modelDir(env *sagemaker.Env) (dir, channel string, err error) {
-	if p := env.String(HPModelPath, ""); p != "" {
+	if _, set := env.Hyperparameters[HPModelPath]; set {
+		p := env.String(HPModelPath, "")
+		if p == "" {
+			return "", "", fmt.Errorf("hyperparameter %q is empty; give the training SavedModel's path, or leave it out to read the %q channel", HPModelPath, env.String(HPModelChannel, defaultModelChan))
+		}
 		if _, err := os.Stat(p); err != nil {
 			return "", "", fmt.Errorf("hyperparameter %q names %s, which does not exist", HPModelPath, p)
 		}
@@ -454,7 +458,8 @@ func findSavedModel(dir string) (string, error) {
 }
 
 func trainChannel(env *sagemaker.Env) (sagemaker.Channel, error) {
-	if name := env.String(HPTrainChannel, ""); name != "" {
+	if _, set := env.Hyperparameters[HPTrainChannel]; set {
+		name := env.String(HPTrainChannel, "")
 		c, ok := env.Channels[name]
 		if !ok {
 			return c, fmt.Errorf("hyperparameter %q names channel %q, but the job has channels %v", HPTrainChannel, name, env.ChannelNames())
@@ -489,6 +494,9 @@ func (j *Job) Unused(world int) []string {
 			out = append(out, fmt.Sprintf("hyperparameters %s tune the all-reduce between training processes, and this job has one", strings.Join(ring, ", ")))
 		}
 	}
+	if set(HPCheckpoint) && !j.CheckpointEpochs && j.CheckpointSteps > 0 {
+		out = append(out, fmt.Sprintf("hyperparameter %q is false, which leaves out the checkpoints at epoch ends only: %q=%d still checkpoints every %d steps", HPCheckpoint, HPCheckpointSteps, j.CheckpointSteps, j.CheckpointSteps))
+	}
 	if !j.Shuffle && set(HPSeed) {
 		out = append(out, fmt.Sprintf("hyperparameter %q orders the shuffle, and %q is false", HPSeed, HPShuffle))
 	}
@@ -502,6 +510,9 @@ func (j *Job) Unused(world int) []string {
 				out = append(out, fmt.Sprintf("hyperparameter %q applies to Pipe mode channels, and the job has none", name))
 			}
 		}
+	}
+	if set(HPTensorFiles) && j.TrainChannel.InputMode == sagemaker.Pipe && (j.ValChannel == nil || j.ValChannel.InputMode == sagemaker.Pipe) {
+		out = append(out, fmt.Sprintf("hyperparameter %q names the files of File and FastFile mode channels, and this job reads its data from Pipe mode channels only (%q orders a Pipe stream's arrays)", HPTensorFiles, HPPipeTensors))
 	}
 	read := map[string]string{j.TrainChannel.Name: "training data"}
 	if j.ValChannel != nil {

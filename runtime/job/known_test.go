@@ -167,6 +167,9 @@ func TestUnusedHyperparametersAreNamed(t *testing.T) {
 		{map[string]string{"validation_split": "0.2", "validation_freq": "[1, 9]", "epochs": "6", "initial_epoch": "2"}, 1, `no epoch of 3..6`},
 		{map[string]string{"validation_split": "0.2", "validation_freq": "[5, 9]", "epochs": "9"}, 1, ""},
 		{map[string]string{"validation_split": "0.2", "validation_freq": "3", "epochs": "2147483647"}, 1, ""},
+		{map[string]string{"sagefit_inputs": `{"input_layer": "x.npy"}`}, 1, ""},
+		{map[string]string{"checkpoint": "false", "checkpoint_steps": "2"}, 1, `"checkpoint" is false, which leaves out the checkpoints at epoch ends only: "checkpoint_steps"=2 still checkpoints every 2 steps`},
+		{map[string]string{"checkpoint_steps": "2"}, 1, ""},
 	} {
 		j, err := job.New(withModelAndData(t, c.hps))
 		if err != nil {
@@ -176,6 +179,29 @@ func TestUnusedHyperparametersAreNamed(t *testing.T) {
 		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
 			t.Errorf("%v on %d processes: named %q, want %q", c.hps, c.world, got, c.want)
 		}
+	}
+}
+
+// sagefit_inputs names files of File and FastFile channels: in a job that
+// reads Pipe channels only it is named, not dropped (a probe found even a
+// name of no model tensor passed without a word).
+func TestFileOverridesInAPipeJobAreNamed(t *testing.T) {
+	model := t.TempDir()
+	if err := os.WriteFile(filepath.Join(model, "saved_model.pb"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := loadSpec(t, sagemaker.LocalSpec{
+		Hyperparameters: map[string]string{"sagefit_inputs": `{"bogus": "nothing.npy"}`},
+		Channels:        map[string]string{"model": model, "training": t.TempDir()},
+		InputModes:      map[string]string{"training": "Pipe"},
+	})
+	j, err := job.New(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `hyperparameter "sagefit_inputs" names the files of File and FastFile mode channels, and this job reads its data from Pipe mode channels only`
+	if got := strings.Join(j.Unused(1), "\n"); !strings.Contains(got, want) {
+		t.Errorf("unused: %q, want %q", got, want)
 	}
 }
 
@@ -233,6 +259,20 @@ func TestNamedValidationChannelMustExist(t *testing.T) {
 		want := fmt.Sprintf(`hyperparameter "sagefit_validation_channel" names channel %q, but the job has channels`, name)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %s", name, err, want)
+		}
+	}
+}
+
+// Empty names are refused as every other empty hyperparameter is: a probe
+// found an empty sagefit_train_channel or sagefit_model taken for unset.
+func TestEmptyChannelAndModelNamesRefused(t *testing.T) {
+	for hp, want := range map[string]string{
+		"sagefit_train_channel": `hyperparameter "sagefit_train_channel" names channel "", but the job has channels`,
+		"sagefit_model":         `hyperparameter "sagefit_model" is empty; give the training SavedModel's path, or leave it out to read the "model" channel`,
+	} {
+		_, err := job.New(withModelAndData(t, map[string]string{hp: ""}))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s empty: %v, want %s", hp, err, want)
 		}
 	}
 }

@@ -93,7 +93,8 @@ type Env struct {
 	// "sagemaker_" are in FrameworkParams instead.
 	Hyperparameters map[string]any
 	// Overrides says, one sentence each, which SM_HP_<NAME> variables
-	// replaced a value hyperparameters.json gives (the job warns of them).
+	// replaced a value hyperparameters.json gives, and which of SM_HOSTS and
+	// SM_CURRENT_HOST replaced resourceconfig.json's (the job warns of them).
 	Overrides       []string
 	FrameworkParams map[string]any
 	// unreadVariables are the SM_ environment variables sagefit does not
@@ -215,6 +216,7 @@ func (e *Env) loadHosts(environ []string) error {
 		return &ConfigError{Source: source, Msg: "lists no hosts"}
 	}
 	knowsCurrent := true
+	fileHosts, fileCurrent := rc.Hosts, rc.CurrentHost
 	if v, ok := LookupEnv(environ, "SM_HOSTS"); ok {
 		knowsCurrent = found
 		rc.Hosts = nil
@@ -225,10 +227,16 @@ func (e *Env) loadHosts(environ []string) error {
 			return &ConfigError{Source: "SM_HOSTS", Msg: "lists no hosts"}
 		}
 		source = "SM_HOSTS"
+		if found && !slices.Equal(rc.Hosts, fileHosts) {
+			e.Overrides = append(e.Overrides, fmt.Sprintf("environment variable SM_HOSTS=%s overrides %s's hosts %s", v, configName(ResourceConfigFile), hostlist.Short(fileHosts)))
+		}
 	}
 	if v, ok := LookupEnv(environ, "SM_CURRENT_HOST"); ok {
 		rc.CurrentHost = v
 		knowsCurrent = true
+		if found && v != fileCurrent {
+			e.Overrides = append(e.Overrides, fmt.Sprintf("environment variable SM_CURRENT_HOST=%s overrides %s's current_host %s", v, configName(ResourceConfigFile), fileCurrent))
+		}
 	}
 	if !knowsCurrent {
 		return &ConfigError{Source: "SM_HOSTS", Msg: "is set, but neither SM_CURRENT_HOST nor " +
@@ -393,6 +401,9 @@ func (e *Env) loadChannels(environ []string) error {
 		if !ok || upper == "" {
 			continue
 		}
+		if dir == "" {
+			return &ConfigError{Source: k, Msg: "is empty; give the channel's folder, or leave it out"}
+		}
 		name := strings.ToLower(upper)
 		for known := range e.Channels {
 			if strings.EqualFold(known, upper) {
@@ -437,15 +448,54 @@ func channelFrom(name string, cc channelConfig) (Channel, error) {
 	return ch, nil
 }
 
+// loadDirs reads where the job writes: SM_MODEL_DIR, SM_OUTPUT_DATA_DIR
+// and checkpointconfig.json's LocalPath, each an absolute path outside the
+// input folder (files written among a channel's data fail the next job that
+// reads it); checkpoints outside the model folder too, which the trained
+// model replaces.
 func (e *Env) loadDirs(environ []string) error {
 	e.ModelDir = cmp.Or(lookup(environ, "SM_MODEL_DIR"), e.Paths.ModelDir())
 	e.OutputDataDir = cmp.Or(lookup(environ, "SM_OUTPUT_DATA_DIR"), e.Paths.OutputDataDir())
+	for _, v := range []struct{ name, dir string }{{"SM_MODEL_DIR", e.ModelDir}, {"SM_OUTPUT_DATA_DIR", e.OutputDataDir}} {
+		if lookup(environ, v.name) == "" {
+			continue
+		}
+		if err := e.writableHere(v.name, "is", v.dir, false, ""); err != nil {
+			return err
+		}
+	}
 	var cc checkpointConfig
 	if _, err := readConfig(e.Paths, CheckpointConfigFile, &cc); err != nil {
 		return err
 	}
 	e.CheckpointDir = cmp.Or(cc.LocalPath, e.Paths.DefaultCheckpointDir())
 	e.CheckpointS3URI = cc.S3URI
+	if cc.LocalPath != "" {
+		if err := e.writableHere(configName(CheckpointConfigFile), "gives LocalPath", cc.LocalPath, true, ""); err != nil {
+			return err
+		}
+		e.CheckpointDir = filepath.Clean(cc.LocalPath)
+	}
+	return nil
+}
+
+// writableHere refuses a folder the job writes to (source says it) that is
+// not an absolute path, or lies in the input folder (files among a
+// channel's data fail the next job that reads it), or, with notInModel, in
+// the model folder (the trained model replaces what it holds at the end).
+func (e *Env) writableHere(source, says, dir string, notInModel bool, hint string) error {
+	if !filepath.IsAbs(dir) {
+		return &ConfigError{Source: source, Msg: fmt.Sprintf("%s %q; it must be an absolute path in the container", says, dir)}
+	}
+	outside := []struct{ dir, what string }{{e.Paths.InputDir(), "the job's input folder %s, among its channels' data and config"}}
+	if notInModel {
+		outside = append([]struct{ dir, what string }{{e.ModelDir, "the model folder %s, whose files the trained model replaces"}}, outside...)
+	}
+	for _, f := range outside {
+		if abs, _ := filepath.Abs(f.dir); within(filepath.Clean(dir), abs) {
+			return &ConfigError{Source: source, Msg: fmt.Sprintf("%s %q, in "+f.what+": give a folder outside it%s", says, dir, f.dir, hint)}
+		}
+	}
 	return nil
 }
 
@@ -461,20 +511,10 @@ func (e *Env) loadTensorBoard([]string) error {
 	if tb.LocalPath == "" {
 		return nil
 	}
-	if !filepath.IsAbs(tb.LocalPath) {
-		return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q; it must be an absolute path in the container", tb.LocalPath)}
+	if err := e.writableHere(configName(TensorBoardConfigFile), "gives LocalPath", tb.LocalPath, true, " (SageMaker's default is /opt/ml/output/tensorboard)"); err != nil {
+		return err
 	}
 	e.TensorBoardDir = filepath.Clean(tb.LocalPath)
-	for _, f := range []struct{ dir, what string }{
-		// The trained model replaces what its folder holds at the end.
-		{e.ModelDir, "the model folder %s, whose files the trained model replaces"},
-		// Event files among a channel's data fail the next job that reads it.
-		{e.Paths.InputDir(), "the job's input folder %s, among its channels' data and config"},
-	} {
-		if abs, _ := filepath.Abs(f.dir); within(e.TensorBoardDir, abs) {
-			return &ConfigError{Source: configName(TensorBoardConfigFile), Msg: fmt.Sprintf("gives LocalPath %q, in "+f.what+": give a folder outside it (SageMaker's default is /opt/ml/output/tensorboard)", tb.LocalPath, f.dir)}
-		}
-	}
 	return nil
 }
 

@@ -357,6 +357,11 @@ func TestLoadErrors(t *testing.T) {
 			want:    `SM_CHANNELS has the wrong shape: the top level holds an object where a list belongs`,
 		},
 		{
+			name:    "SM_CHANNEL_ empty",
+			environ: []string{"SM_CHANNEL_TRAINING="},
+			want:    `SM_CHANNEL_TRAINING is empty; give the channel's folder, or leave it out`,
+		},
+		{
 			name:    "SM_NUM_GPUS not a number",
 			environ: []string{"SM_NUM_GPUS=two"},
 			want:    `SM_NUM_GPUS must be a whole number of devices, got "two"`,
@@ -443,16 +448,45 @@ func TestDecodeHyperparameter(t *testing.T) {
 	}
 }
 
-// TestTensorBoardLocalPathOutsideInput: event files written into a
-// channel's folder failed the next job that read it (.v2 files are not
-// data); a LocalPath in the job's input folder is refused.
-func TestTensorBoardLocalPathOutsideInput(t *testing.T) {
-	base := t.TempDir()
-	local := filepath.Join(base, "input", "data", "training", "tb")
-	writeFiles(t, base, map[string]string{"input/config/tensorboardoutputconfig.json": `{"LocalPath": "` + local + `"}`})
-	_, err := Load(base, noGPUs)
-	if want := `input/config/tensorboardoutputconfig.json gives LocalPath "` + local + `", in the job's input folder`; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("Load: %v, want %s", err, want)
+// TestWrittenFoldersOutsideInput: event files written into a channel's
+// folder failed the next job that read it (.v2 files are not data); so did
+// checkpoints and a model written there (a probe): a TensorBoard or
+// checkpoint LocalPath, SM_MODEL_DIR or SM_OUTPUT_DATA_DIR in the job's
+// input folder is refused, and so are relative ones and checkpoints in the
+// model folder, as TensorBoard's were.
+func TestWrittenFoldersOutsideInput(t *testing.T) {
+	for _, c := range []struct {
+		file, env, want string
+	}{
+		{file: "tensorboardoutputconfig.json", want: `input/config/tensorboardoutputconfig.json gives LocalPath "IN", in the job's input folder`},
+		{file: "checkpointconfig.json", want: `input/config/checkpointconfig.json gives LocalPath "IN", in the job's input folder`},
+		{env: "SM_MODEL_DIR", want: `SM_MODEL_DIR is "IN", in the job's input folder`},
+		{env: "SM_OUTPUT_DATA_DIR", want: `SM_OUTPUT_DATA_DIR is "IN", in the job's input folder`},
+		{file: "checkpointconfig.json", env: "MODEL", want: `input/config/checkpointconfig.json gives LocalPath "IN", in the model folder`},
+		{file: "checkpointconfig.json", env: "RELATIVE", want: `input/config/checkpointconfig.json gives LocalPath "ckpts"; it must be an absolute path in the container`},
+		{env: "SM_MODEL_DIR RELATIVE", want: `SM_MODEL_DIR is "ckpts"; it must be an absolute path in the container`},
+	} {
+		base := t.TempDir()
+		in := filepath.Join(base, "input", "data", "training", "x")
+		environ := noGPUs
+		switch c.env {
+		case "MODEL":
+			in = filepath.Join(base, "model", "ckpts")
+		case "RELATIVE", "SM_MODEL_DIR RELATIVE":
+			in = "ckpts"
+		}
+		if c.env == "SM_MODEL_DIR RELATIVE" {
+			environ = append([]string{"SM_MODEL_DIR=" + in}, noGPUs...)
+		} else if strings.HasPrefix(c.env, "SM_") {
+			environ = append([]string{c.env + "=" + in}, noGPUs...)
+		}
+		if c.file != "" {
+			writeFiles(t, base, map[string]string{"input/config/" + c.file: `{"LocalPath": "` + in + `"}`})
+		}
+		_, err := Load(base, environ)
+		if want := strings.ReplaceAll(c.want, "IN", in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load: %v, want %s", err, want)
+		}
 	}
 }
 

@@ -236,3 +236,27 @@ func TestNotJSONHint(t *testing.T) {
 		}
 	}
 }
+
+// SM_HOSTS and SM_CURRENT_HOST beside resourceconfig.json win, and are
+// named where they replace its hosts (a probe found one host of a two-host
+// file training alone without a word); the same values are no override.
+func TestHostOverridesAreNamed(t *testing.T) {
+	base := t.TempDir()
+	writeFiles(t, base, map[string]string{"input/config/resourceconfig.json": `{"current_host": "algo-1", "hosts": ["algo-1", "algo-2"]}`})
+	e, err := Load(base, append([]string{`SM_HOSTS=["algo-1"]`, "SM_CURRENT_HOST=algo-1"}, noGPUs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`environment variable SM_HOSTS=["algo-1"] overrides input/config/resourceconfig.json's hosts [algo-1 algo-2]`}
+	if len(e.Hosts) != 1 || !reflect.DeepEqual(e.Overrides, want) {
+		t.Errorf("hosts %v, overrides %q, want %q", e.Hosts, e.Overrides, want)
+	}
+	e, err = Load(base, append([]string{`SM_HOSTS=["algo-1","algo-2"]`, "SM_CURRENT_HOST=algo-2"}, noGPUs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []string{`environment variable SM_CURRENT_HOST=algo-2 overrides input/config/resourceconfig.json's current_host algo-1`}
+	if e.Rank != 1 || !reflect.DeepEqual(e.Overrides, want) {
+		t.Errorf("rank %d, overrides %q, want %q", e.Rank, e.Overrides, want)
+	}
+}

@@ -165,8 +165,10 @@ func WriteLocal(base string, spec LocalSpec) error {
 	return nil
 }
 
-// ChannelFolder is a local channel's data folder src as an absolute path,
-// or why it cannot be one (it does not exist, is no folder).
+// ChannelFolder is a local channel's data folder src as an absolute path
+// with its links followed, or why it cannot be one (it does not exist, is
+// no folder). Followed: src may be the link an earlier run laid out in the
+// same base dir, which the new link replaces (it pointed at itself).
 func ChannelFolder(src string) (string, error) {
 	abs, err := filepath.Abs(src)
 	if err != nil {
@@ -181,7 +183,7 @@ func ChannelFolder(src string) (string, error) {
 	case !fi.IsDir():
 		return "", fmt.Errorf("%s is not a folder", abs)
 	}
-	return abs, nil
+	return filepath.EvalSymlinks(abs)
 }
 
 // linkChannel makes link a symbolic link to the folder src, replacing a link
