@@ -249,6 +249,12 @@ type Metadata struct {
 	// processes sum it as a dense tensor before the clipping, where Keras
 	// clips its rows before they are summed.
 	ClippedSparseGradients []string `json:"clipped_sparse_gradients,omitempty"`
+	// SparseGradientsByOccurrence names the variables whose gradient is
+	// sparse where the optimizer (any but SGD) applies its rows as they
+	// come: Keras's Adam, RMSprop and Adagrad square each occurrence of a
+	// row, where several processes sum the gradient as a dense tensor
+	// first, and square the sum.
+	SparseGradientsByOccurrence []string `json:"sparse_gradients_by_occurrence,omitempty"`
 	// StatefulRandomOps names the train step's random ops that keep their
 	// generator's state in the op itself (tf.nn.dropout, tf-keras's Dropout),
 	// not in a variable: another traced copy of the step (train_steps'

@@ -1299,6 +1299,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         meta["untrained_variables"] = list(untrained)
     if sparse_grads and _clips(optimizer):
         meta["clipped_sparse_gradients"] = list(sparse_grads)
+    elif sparse_grads and type(_inner(optimizer)).__name__ != "SGD":
+        meta["sparse_gradients_by_occurrence"] = list(sparse_grads)
     if random_ops:
         meta["stateful_random_ops"] = random_ops
     meta["fingerprint"] = fingerprint(meta)
@@ -2006,6 +2008,13 @@ def _endpoint(archive, name):
     on its trackable, tf-keras on the archive)."""
     fn = getattr(getattr(archive, "_tf_trackable", None), name, None)
     return fn if fn is not None else getattr(archive, name)
+
+
+def _inner(optimizer):
+    """The optimizer a LossScaleOptimizer wraps, else the optimizer."""
+    while getattr(optimizer, "inner_optimizer", None) is not None:
+        optimizer = optimizer.inner_optimizer
+    return optimizer
 
 
 def _loss_scaling(optimizer):
