@@ -90,7 +90,7 @@ def _compiled_metrics(model, pick):
     walk(getattr(model, "metrics", []))
     # Named as the logs name them: a model of several outputs logs a
     # metric as <output>_<name>, one per output.
-    logged = [k for k in model.get_metrics_result() if any(k == n or k.endswith("_" + n) for n in out)]
+    logged = [k for k in _metric_names(model.get_metrics_result()) if any(k == n or k.endswith("_" + n) for n in out)]
     return logged or out
 
 
@@ -1120,7 +1120,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     )
     # Several steps per call, where the step's logs are the model's metrics
     # (a custom step may log something else: one step per call then).
-    metric_names = list(model.get_metrics_result().keys())
+    metric_names = _metric_names(model.get_metrics_result())
     train_step_fn = _endpoint(archive, names[0])
     with _saving():
         traced = train_step_fn.get_concrete_function()
@@ -1248,7 +1248,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         {"name": _var_name(v), "shape": [int(d) for d in v.shape], "dtype": "float32"}
         for v in applied
     ]
-    metrics = list(model.get_metrics_result().keys())
+    metrics = _metric_names(model.get_metrics_result())
     meta = {
         "format": contract.FORMAT,
         "contract_version": contract.VERSION,
@@ -2008,6 +2008,19 @@ def _endpoint(archive, name):
     on its trackable, tf-keras on the archive)."""
     fn = getattr(getattr(archive, "_tf_trackable", None), name, None)
     return fn if fn is not None else getattr(archive, name)
+
+
+def _metric_names(logs):
+    """The names of a model's metric results as its steps log them: a
+    metric whose result is a dict logs each of its keys (fit flattens it
+    the same way), in their first place."""
+    names = {}
+    for k, v in logs.items():
+        if isinstance(v, dict):
+            names.update(dict.fromkeys(_metric_names(v)))
+        else:
+            names[str(k)] = None
+    return list(names)
 
 
 def _inner(optimizer):

@@ -962,8 +962,34 @@ def seed_own_metric():
     return model
 
 
+def seed_dict_metric():
+    """The seed model with a metric whose result is a dict: its keys are
+    the logs' names, as fit flattens them (the export named the metric
+    instead, and every job failed)."""
+    keras = _keras()
+
+    class Both(keras.metrics.Metric):
+        def __init__(self, name="both", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.total = self.add_weight(name="total", shape=(), initializer="zeros")
+            self.count = self.add_weight(name="count", shape=(), initializer="zeros")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            y_true = keras.ops.reshape(y_true, keras.ops.shape(y_pred))  # labels (N,) as fit gives them
+            self.total.assign_add(keras.ops.sum(keras.ops.abs(y_true - y_pred)))
+            self.count.assign_add(keras.ops.cast(keras.ops.size(y_true), "float32"))
+
+        def result(self):
+            return {"mean_abs": self.total / self.count, "total_abs": self.total + 0.0}
+
+    model = seed_mlp()
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy", Both()])
+    return model
+
+
 FAMILIES = {
     "seed": (seed_mlp, seed_data),
+    "seed_dict_metric": (seed_dict_metric, seed_data),
     "seed_own_metric": (seed_own_metric, seed_data),
     "seed_wide": (seed_wide, seed_data),
     "seed_weighted": (seed_weighted, seed_data),
