@@ -30,6 +30,9 @@ const (
 	keyOK           = "ok"
 	keyLearningRate = "learning_rate"
 	keyLossShare    = "loss_share"
+	keySparseIdx    = "sparse_indices"
+	keySparseValues = "sparse_values"
+	keySparseCounts = "sparse_counts"
 )
 
 // Roles of the contract: the key in the metadata's "signatures" map.
@@ -120,6 +123,30 @@ const RoleFinalizeVariables = "finalize_variables"
 // LossScaleOptimizer), whose float16 backward pass then overflows where one
 // process's would.
 const RoleSetLossShare = "set_loss_share"
+
+// RoleComputeSparseGradients and RoleApplySparseGradients serve several
+// processes where some gradients are sparse (an Embedding's rows,
+// Metadata.SparseGradients): the gradient with the sparse ones as the rows
+// the step looked up, as they come (SparseRows), the dense ones fused as
+// compute_gradients fuses them; and the update with every process's rows,
+// gathered in process order. Keras's optimizers apply such rows one by
+// one (Adam's second moment adds each lookup's square), so a dense sum of
+// them is off one process's numbers. The compute role takes the feeds
+// train_steps takes.
+const (
+	RoleComputeSparseGradients = "compute_sparse_gradients"
+	RoleApplySparseGradients   = "apply_sparse_gradients"
+)
+
+// SparseRows are the rows of the sparse gradients (Metadata.SparseGradients,
+// in their order) a step looked up, as they come: Counts[j] rows of
+// variable j, their Indices into its first dimension and their Values
+// (each row's elements), variable after variable.
+type SparseRows struct {
+	Indices []int64
+	Values  []float32
+	Counts  []int64
+}
 
 // TensorSpec describes one input or target: its name in the Keras model, its
 // key in the signatures, dtype and shape (nil entries are unknown dims; the
@@ -244,17 +271,17 @@ type Metadata struct {
 	// gradient (a head compiled without a loss): not in Gradients, left as
 	// they are, as Keras's optimizer leaves them in fit (with a warning).
 	UntrainedVariables []string `json:"untrained_variables,omitempty"`
-	// ClippedSparseGradients names the variables whose gradient is sparse
-	// (an Embedding's rows) where the optimizer clips gradients: several
-	// processes sum it as a dense tensor before the clipping, where Keras
-	// clips its rows before they are summed.
+	// ClippedSparseGradients, written by exports before SparseGradients,
+	// names the variables whose gradient is sparse (an Embedding's rows)
+	// where the optimizer clips gradients: several processes sum it as a
+	// dense tensor before the clipping, where Keras clips its rows before
+	// they are summed.
 	ClippedSparseGradients []string `json:"clipped_sparse_gradients,omitempty"`
-	// SparseGradientsByOccurrence names the variables whose gradient is
-	// sparse where the optimizer (any but SGD) applies its rows as they
-	// come: Keras's Adam, RMSprop and Adagrad square each occurrence of a
-	// row, where several processes sum the gradient as a dense tensor
-	// first, and square the sum.
-	SparseGradientsByOccurrence []string `json:"sparse_gradients_by_occurrence,omitempty"`
+	// SparseGradients names the variables whose gradient is sparse (an
+	// Embedding's rows), in the order of Gradients, where the export has
+	// RoleComputeSparseGradients and RoleApplySparseGradients (an earlier
+	// export has ClippedSparseGradients at most).
+	SparseGradients []string `json:"sparse_gradients,omitempty"`
 	// StatefulRandomOps names the train step's random ops that keep their
 	// generator's state in the op itself (tf.nn.dropout, tf-keras's Dropout),
 	// not in a variable: another traced copy of the step (train_steps'
@@ -297,6 +324,7 @@ var knownRoles = []string{
 	RoleReadVariables, RoleAssignVariables, RoleGetLearningRate, RoleSetLearningRate,
 	RoleTrainStepWeighted, RoleComputeGradientsWeighted, RoleTestStepWeighted,
 	RoleTrainSteps, RoleApplyComputeGradients, RoleFinalizeVariables, RoleSetLossShare,
+	RoleComputeSparseGradients, RoleApplySparseGradients,
 }
 
 // metadataKeys are the top-level keys Metadata reads.
@@ -310,6 +338,21 @@ var metadataKeys = func() []string {
 	}
 	return keys
 }()
+
+// SparseRowSizes is, per variable of SparseGradients, the elements of one
+// of its rows; DenseGradientSize is the elements of the other gradients,
+// which compute_sparse_gradients fuses.
+func (m *Metadata) SparseRowSizes() (rows []int, dense int) {
+	dense = m.GradientSize
+	for _, g := range m.Gradients {
+		if slices.Contains(m.SparseGradients, g.Name) {
+			n := elems(g.Shape)
+			rows = append(rows, int(n/g.Shape[0]))
+			dense -= int(n)
+		}
+	}
+	return rows, dense
+}
 
 // WeightSpecs are the weighted steps' weight feeds (see SampleWeights).
 func (m *Metadata) WeightSpecs() []TensorSpec {
@@ -449,6 +492,12 @@ func (m *Metadata) consistent() error {
 	if size != int64(m.GradientSize) {
 		return fmt.Errorf("gradient_size %d, where its gradients have %d elements", m.GradientSize, size)
 	}
+	for _, name := range m.SparseGradients {
+		i := slices.IndexFunc(m.Gradients, func(g VariableSpec) bool { return g.Name == name })
+		if i < 0 || len(m.Gradients[i].Shape) == 0 || m.Gradients[i].Shape[0] <= 0 {
+			return fmt.Errorf("sparse gradient %q is not a gradient of rows", name)
+		}
+	}
 	for _, v := range append(append([]VariableSpec{}, m.Variables...), m.Gradients...) {
 		if _, err := ParseDType(v.DType); err != nil {
 			return fmt.Errorf("variable %q: %v", v.Name, err)
@@ -532,6 +581,17 @@ func (m *Metadata) Roles() []RoleTensors {
 	if m.LearningRateAssignable {
 		roles = append(roles, RoleTensors{RoleSetLearningRate, scalar(keyLearningRate, "float32"), []string{keyLearningRate}})
 	}
+	if m.Signatures[RoleComputeSparseGradients] != "" {
+		fetches := append([]string{keyGradients, keySparseIdx, keySparseValues, keySparseCounts}, train...)
+		roles = append(roles,
+			RoleTensors{RoleComputeSparseGradients, weightedStep, fetches},
+			RoleTensors{RoleApplySparseGradients, []TensorSpec{
+				{Name: keyGradients, Key: keyGradients, DType: "float32"},
+				{Name: keySparseIdx, Key: keySparseIdx, DType: "int64"},
+				{Name: keySparseValues, Key: keySparseValues, DType: "float32"},
+				{Name: keySparseCounts, Key: keySparseCounts, DType: "int64"},
+			}, []string{keyIterations}})
+	}
 	if m.Signatures[RoleSetLossShare] != "" {
 		roles = append(roles, RoleTensors{RoleSetLossShare, scalar(keyLossShare, "float32"), []string{keyLossShare}})
 	}
@@ -578,7 +638,7 @@ func (m *Metadata) Described() []DescribedTensor {
 func (m *Metadata) StepLogs(role string) []string {
 	var logs []string
 	switch role {
-	case RoleTrainStep, RoleTrainStepWeighted, RoleComputeGradients, RoleComputeGradientsWeighted, RoleApplyComputeGradients:
+	case RoleTrainStep, RoleTrainStepWeighted, RoleComputeGradients, RoleComputeGradientsWeighted, RoleApplyComputeGradients, RoleComputeSparseGradients:
 		logs = m.TrainLogs
 	case RoleTestStep, RoleTestStepWeighted:
 		logs = m.TestLogs

@@ -651,6 +651,66 @@ func (m *Model) SetLearningRate(lr float64) error {
 	return err
 }
 
+// GathersSparse says whether several processes gather the rows of the
+// model's sparse gradients (model.RoleComputeSparseGradients) instead of
+// summing them dense.
+func (m *Model) GathersSparse() bool {
+	return m.calls[model.RoleComputeSparseGradients] != nil && m.calls[model.RoleApplySparseGradients] != nil
+}
+
+// ComputeSparseGradients runs the train step without the update, writing
+// the dense gradients (Metadata.SparseRowSizes' dense elements) into dense
+// and returning the sparse ones' rows as the step looked them up.
+func (m *Model) ComputeSparseGradients(b model.Batch, dense []float32) ([]model.Metric, model.SparseRows, error) {
+	role := model.RoleComputeSparseGradients
+	c := m.calls[role]
+	if c == nil {
+		return nil, model.SparseRows{}, errors.New("the model has no compute_sparse_gradients signature")
+	}
+	feeds, err := m.batchFeeds(c.feedPlans, b, 1)
+	if err != nil {
+		return nil, model.SparseRows{}, err
+	}
+	res, err := m.run(role, feeds, [][]byte{model.Float32Bytes(dense)})
+	if err != nil {
+		return nil, model.SparseRows{}, err
+	}
+	if len(res[0].data) != 4*len(dense) {
+		return nil, model.SparseRows{}, fmt.Errorf("%s returned %d dense gradient bytes, want %d", c.name, len(res[0].data), 4*len(dense))
+	}
+	rows := model.SparseRows{Indices: int64s(res[1].data), Values: model.Tensor{DType: model.Float32, Data: res[2].data}.Float32View(), Counts: int64s(res[3].data)}
+	logs, err := m.metrics(role, res[4:])
+	return logs, rows, err
+}
+
+// ApplySparseGradients applies the dense gradients and the sparse ones'
+// rows (every process's, gathered) with the model's optimizer.
+func (m *Model) ApplySparseGradients(dense []float32, rows model.SparseRows) error {
+	_, err := m.run(model.RoleApplySparseGradients, []hostTensor{
+		{dtype: model.Float32, shape: []int64{int64(len(dense))}, data: model.Float32Bytes(dense)},
+		{dtype: model.Int64, shape: []int64{int64(len(rows.Indices))}, data: int64Bytes(rows.Indices)},
+		{dtype: model.Float32, shape: []int64{int64(len(rows.Values))}, data: model.Float32Bytes(rows.Values)},
+		{dtype: model.Int64, shape: []int64{int64(len(rows.Counts))}, data: int64Bytes(rows.Counts)},
+	}, nil)
+	return err
+}
+
+func int64s(b []byte) []int64 {
+	out := make([]int64, len(b)/8)
+	for i := range out {
+		out[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	return out
+}
+
+func int64Bytes(v []int64) []byte {
+	b := make([]byte, 8*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint64(b[8*i:], uint64(x))
+	}
+	return b
+}
+
 // SharesLoss says whether the model's optimizer scales the loss, so that
 // several processes set each one's share of it (SetLossShare).
 func (m *Model) SharesLoss() bool { return m.meta.Signatures[model.RoleSetLossShare] != "" }

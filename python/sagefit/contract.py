@@ -29,6 +29,13 @@ SET_LEARNING_RATE = "sagefit_set_learning_rate"
 # (1/processes), for an optimizer that scales the loss (mixed_float16's
 # LossScaleOptimizer); only for such an optimizer.
 SET_LOSS_SHARE = "sagefit_set_loss_share"
+# Several processes with sparse gradients (an Embedding's rows): the
+# gradient with the sparse ones as the rows looked up (indices, values and
+# their count per variable), and their update with the rows every process
+# looked up; only for a model with sparse gradients (metadata
+# sparse_gradients), its steps' feeds as train_steps takes them.
+COMPUTE_SPARSE_GRADIENTS = "sagefit_compute_sparse_gradients"
+APPLY_SPARSE_GRADIENTS = "sagefit_apply_sparse_gradients"
 # The step signatures again with a per-row sample weight after the targets
 # (fit's sample_weight, or class_weight turned into one).
 TRAIN_STEP_WEIGHTED = "sagefit_train_step_weighted"
@@ -52,6 +59,9 @@ STATE = "state"
 OK = "ok"
 LEARNING_RATE = "learning_rate"
 LOSS_SHARE = "loss_share"
+SPARSE_INDICES = "sparse_indices"
+SPARSE_VALUES = "sparse_values"
+SPARSE_COUNTS = "sparse_counts"
 SAMPLE_WEIGHT = "sample_weight"
 
 # A variable's "aggregation" in the metadata: hosts average it before it is
@@ -65,7 +75,7 @@ KIND_STEP = "step"  # one a custom step uses that Keras does not track
 
 
 def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=True, finalizes=False,
-                    test_step=True, loss_share=False):
+                    test_step=True, loss_share=False, sparse=False):
     """The roles and their signatures. A model whose steps take sample
     weights has them in the weighted form only (the runtime feeds ones to a
     batch without); a model whose test step cannot be traced has none
@@ -100,4 +110,7 @@ def signature_names(learning_rate_assignable, sample_weighted=True, train_steps=
         roles["finalize_variables"] = FINALIZE_VARIABLES
     if loss_share:
         roles["set_loss_share"] = SET_LOSS_SHARE
+    if sparse:
+        roles["compute_sparse_gradients"] = COMPUTE_SPARSE_GRADIENTS
+        roles["apply_sparse_gradients"] = APPLY_SPARSE_GRADIENTS
     return roles

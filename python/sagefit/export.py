@@ -55,14 +55,6 @@ def _metric_variables(model):
     return out
 
 
-def _clips(optimizer):
-    """Whether the optimizer clips gradients (clipnorm, clipvalue,
-    global_clipnorm), or the one a LossScaleOptimizer wraps does."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    return any(getattr(o, a, None) is not None
-               for o in (optimizer, inner) for a in ("clipnorm", "clipvalue", "global_clipnorm"))
-
-
 def _keras_own(obj):
     return type(obj).__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
 
@@ -802,6 +794,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     # for the all-reduce, so on several processes clipping sees their sum
     # where Keras clips the rows before they are summed.
     sparse_grads = []
+    sparse_flags = []  # per variable of applied: its gradient is sparse
     untrained = []  # variables without a gradient, by name
     # Where the optimizer scales the loss (mixed_float16's
     # LossScaleOptimizer), each process's backward pass runs on its share of
@@ -889,6 +882,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         applied[:] = [v for _, v in captured]
         updates[id(optimizer)] = (optimizer, len(applied))
         sparse_grads[:] = [_var_name(v) for g, v in captured if isinstance(g, tf.IndexedSlices)]
+        sparse_flags[:] = [isinstance(g, tf.IndexedSlices) for g, _ in captured]
         return metric_dict(logs), [g for g, _ in captured]
 
     # The optimizer's update with those gradients, as the step makes it.
@@ -924,6 +918,42 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
             n = _num_elements(v)
             grads.append(tf.reshape(flat[offset : offset + n], v.shape))
             offset += n
+        return {contract.ITERATIONS: apply_update(grads)}
+
+    # Several processes with sparse gradients (an Embedding's rows): each
+    # gives the rows it looked up as they come (indices, values, and per
+    # variable their count), which the runtime gathers from every process
+    # in process order, the rows one process with the whole batch looks up,
+    # in its order: Keras's optimizers apply them row by row (Adam's second
+    # moment adds each lookup's square, not the square of their sum), so a
+    # dense sum of them is off one process's numbers. The dense gradients
+    # of the other variables are fused as compute_gradients fuses them.
+    def compute_sparse_gradients(*args):
+        logs, grads = step_gradients(*args)
+        out = dict(logs)
+        dense = [to_dense(g) for g, sparse in zip(grads, sparse_flags) if not sparse]
+        rows = [g for g, sparse in zip(grads, sparse_flags) if sparse]
+        out[contract.GRADIENTS] = tf.concat(dense, axis=0) if dense else tf.zeros([0], tf.float32)
+        out[contract.SPARSE_INDICES] = tf.concat([tf.cast(g.indices, tf.int64) for g in rows], axis=0)
+        out[contract.SPARSE_VALUES] = tf.concat([tf.reshape(tf.cast(g.values, tf.float32), [-1]) for g in rows], axis=0)
+        out[contract.SPARSE_COUNTS] = tf.stack([tf.shape(g.indices, out_type=tf.int64)[0] for g in rows])
+        return out
+
+    def apply_sparse_gradients(flat, indices, values, counts):
+        grads, offset, at, value_at, j = [], 0, 0, 0, 0
+        for v, sparse in zip(applied, sparse_flags):
+            if not sparse:
+                n = _num_elements(v)
+                grads.append(tf.reshape(flat[offset : offset + n], v.shape))
+                offset += n
+                continue
+            shape = [int(d) for d in v.shape]
+            row = _num_elements(v) // shape[0]
+            k = counts[j]
+            grads.append(tf.IndexedSlices(
+                tf.reshape(values[value_at : value_at + k * row], [-1] + shape[1:]),
+                indices[at : at + k], dense_shape=tf.constant(shape, tf.int64)))
+            at, value_at, j = at + k, value_at + k * row, j + 1
         return {contract.ITERATIONS: apply_update(grads)}
 
     def test_step(*args):
@@ -1118,6 +1148,16 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         apply_compute_gradients,
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)] + step_specs,
     )
+    dense_size = int(sum(_num_elements(v) for v, sparse in zip(applied, sparse_flags) if not sparse))
+    if any(sparse_flags):
+        # Not XLA-compiled: the rows' count is known only when they come.
+        add(contract.COMPUTE_SPARSE_GRADIENTS, compute_sparse_gradients, step_specs)
+        add(contract.APPLY_SPARSE_GRADIENTS, apply_sparse_gradients, [
+            tf.TensorSpec([dense_size], tf.float32, name=contract.GRADIENTS),
+            tf.TensorSpec([None], tf.int64, name=contract.SPARSE_INDICES),
+            tf.TensorSpec([None], tf.float32, name=contract.SPARSE_VALUES),
+            tf.TensorSpec([sum(sparse_flags)], tf.int64, name=contract.SPARSE_COUNTS),
+        ])
     # Several steps per call, where the step's logs are the model's metrics
     # (a custom step may log something else: one step per call then).
     metric_names = _metric_names(model.get_metrics_result())
@@ -1259,7 +1299,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         "targets": tgt_descs,
         "outputs": out_names,
         "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None, finalizes,
-                                               test_step=not test_refused, loss_share=loss_share is not None),
+                                               test_step=not test_refused, loss_share=loss_share is not None,
+                                               sparse=bool(sparse_grads)),
         "jit_compile": jit,
         "sample_weights": weight_descs if weighted else [],
         "sample_weights_refused": unweighted_why,
@@ -1297,10 +1338,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         meta["labels_as_given"] = as_given
     if untrained:
         meta["untrained_variables"] = list(untrained)
-    if sparse_grads and _clips(optimizer):
-        meta["clipped_sparse_gradients"] = list(sparse_grads)
-    elif sparse_grads and type(_inner(optimizer)).__name__ != "SGD":
-        meta["sparse_gradients_by_occurrence"] = list(sparse_grads)
+    if sparse_grads:
+        meta["sparse_gradients"] = list(sparse_grads)
     if random_ops:
         meta["stateful_random_ops"] = random_ops
     meta["fingerprint"] = fingerprint(meta)
@@ -2021,13 +2060,6 @@ def _metric_names(logs):
         else:
             names[str(k)] = None
     return list(names)
-
-
-def _inner(optimizer):
-    """The optimizer a LossScaleOptimizer wraps, else the optimizer."""
-    while getattr(optimizer, "inner_optimizer", None) is not None:
-        optimizer = optimizer.inner_optimizer
-    return optimizer
 
 
 def _loss_scaling(optimizer):

@@ -1207,3 +1207,40 @@ def test_loss_share_only_where_the_optimizer_scales_the_loss(tmp_path):
     assert said[contract.LOSS_SHARE].numpy() == 0.5
     half = grad(**feeds)[contract.GRADIENTS].numpy()
     assert np.abs(whole).max() > 0 and np.array_equal(half, whole * 0.5)
+
+
+def test_sparse_gradients_gathered_train_as_one_batch(tmp_path):
+    """An Embedding's gradient is sparse, and Keras's Adam applies its rows
+    one by one (the second moment adds each lookup's square): several
+    processes gather the rows each looked up (compute_sparse_gradients),
+    and the update with both halves' rows (apply_sparse_gradients) is one
+    train step on the whole batch, where their dense sum is not."""
+    keras.utils.set_random_seed(3)
+    build, data = FAMILIES["embedding"]
+    meta = sagefit.export(build(), str(tmp_path / "m"))
+    assert meta["sparse_gradients"] == [meta["gradients"][0]["name"]]
+    assert {"compute_sparse_gradients", "apply_sparse_gradients"} <= set(meta["signatures"])
+    s = meta["signatures"]
+    inputs, labels = data(64, np.random.default_rng(0))
+    x, y = inputs["train"], labels["labels"].reshape(-1, 1)
+
+    def feeds(a, b):
+        return {meta["inputs"][0]["key"]: tf.constant(x[a:b]), meta["targets"][0]["key"]: tf.constant(y[a:b]),
+                meta["sample_weights"][0]["key"]: tf.ones([b - a])}
+
+    one, two, dense = (tf.saved_model.load(str(tmp_path / "m")) for _ in range(3))
+    for lo in (0, 32):
+        one.signatures[s["train_step_weighted"]](**feeds(lo, lo + 32))
+        halves = [two.signatures[s["compute_sparse_gradients"]](**feeds(lo + h, lo + h + 16)) for h in (0, 16)]
+        two.signatures[s["apply_sparse_gradients"]](
+            gradients=tf.add_n([h[contract.GRADIENTS] * 0.5 for h in halves]),
+            sparse_indices=tf.concat([h[contract.SPARSE_INDICES] for h in halves], 0),
+            sparse_values=tf.concat([h[contract.SPARSE_VALUES] * 0.5 for h in halves], 0),
+            sparse_counts=tf.add_n([h[contract.SPARSE_COUNTS] for h in halves]))
+        grads = [dense.signatures[s["compute_gradients_weighted"]](**feeds(lo + h, lo + h + 16))[contract.GRADIENTS]
+                 for h in (0, 16)]
+        dense.signatures[s["apply_gradients"]](gradients=(grads[0] + grads[1]) * 0.5)
+    table = meta["variables"][0]["key"]
+    want, got, summed = (m.signatures[s["read_variables"]]()[table].numpy() for m in (one, two, dense))
+    assert np.array_equal(got, want)
+    assert np.abs(summed - want).max() > 1e-4  # the test can tell

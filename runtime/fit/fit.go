@@ -43,8 +43,11 @@ type Loop struct {
 	// lossShare is the share of the global batch's loss this process's
 	// gradient is of (shareLoss): 1, or 1/processes.
 	lossShare float32
-	timing    Timing
-	clock     clock // the steps' times, for timing
+	// sparse is the exchange of a model whose sparse gradients the
+	// processes gather (sparse.go); nil: none.
+	sparse *sparseExchange
+	timing Timing
+	clock  clock // the steps' times, for timing
 
 	hist       *report.History // epochs finished, for checkpoints
 	globalStep int             // train steps since epoch 1 step 0
@@ -229,7 +232,10 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples(), Executor: job.ExecutorDefault}
 	f.startSingleThreaded()
 	f.clock = newClock()
-	if f.Group != nil {
+	f.sparse = nil
+	if g, ok := f.Model.(SparseGatherer); ok && g.GathersSparse() && f.Group != nil {
+		f.sparse = newSparseExchange(g, f.Model.Meta(), f.world())
+	} else if f.Group != nil {
 		// Gradient, then the batch's row count, the stop flag (SIGTERM) and
 		// the end flag (a callback ends training, TerminateOnNaN).
 		f.grads = make([]float32, f.Model.Meta().GradientSize+3)
@@ -908,6 +914,9 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		f.clock.stepRows = b.Rows
 		f.terminate, err = f.batchEnd(logs)
 		return logs, stopping, err
+	}
+	if f.sparse != nil {
+		return f.sparseTrainStep(ctx, b, stopping)
 	}
 	n := len(f.grads) - 3
 	var logs []model.Metric

@@ -80,6 +80,19 @@ type FusedApplier interface {
 	ApplyThenComputeGradients(grads []float32, b model.Batch) ([]model.Metric, error)
 }
 
+// SparseGatherer is a Model whose sparse gradients (an Embedding's rows)
+// several processes gather instead of summing them dense; *tf.Model is one
+// when its export has the sparse roles (model.RoleComputeSparseGradients).
+type SparseGatherer interface {
+	GathersSparse() bool
+	// ComputeSparseGradients writes the dense gradients into dense and
+	// returns the sparse ones' rows as the step looked them up.
+	ComputeSparseGradients(b model.Batch, dense []float32) ([]model.Metric, model.SparseRows, error)
+	// ApplySparseGradients applies the dense gradients and every
+	// process's rows.
+	ApplySparseGradients(dense []float32, rows model.SparseRows) error
+}
+
 // LossSharer is a Model whose optimizer scales the loss (mixed_float16's
 // LossScaleOptimizer); *tf.Model is one when its export says so. Several
 // processes each run their backward pass on their share of the global
