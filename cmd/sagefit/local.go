@@ -137,6 +137,16 @@ func local(args []string, stdout, stderr io.Writer) int {
 		channels[name] = abs
 	}
 	base := *output
+	if base != "" {
+		// Absolute: the job's config names folders under it
+		// (checkpointconfig.json's LocalPath), which must be.
+		abs, err := filepath.Abs(base)
+		if err != nil {
+			fmt.Fprintf(stderr, "sagefit local: --output: %v\n", err)
+			return 2
+		}
+		base = abs
+	}
 	if base == "" || plan.output != nil {
 		dir, err := os.MkdirTemp("", "sagefit-local-")
 		if err != nil {

@@ -284,9 +284,19 @@ func TestLocalS3Checkpoints(t *testing.T) {
 			"--hp", "epochs=" + epochs, "--checkpoint", "s3://ckpt/job", "--output", out}
 	}
 
-	// Run 1: 2 epochs, a checkpoint after the first.
+	// Run 1: 2 epochs, a checkpoint after the first; the base dir given
+	// relative to the working folder (the job refused the relative
+	// LocalPath written from it).
 	out1 := t.TempDir()
-	_, stderr, code := runLocalS3(t, srv.Env(), args(out1, "2")...)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, out1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runLocalS3(t, srv.Env(), args(rel, "2")...)
 	if code != 0 {
 		t.Fatalf("run 1: exit code %d\n%s", code, stderr)
 	}

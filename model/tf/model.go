@@ -679,6 +679,16 @@ func (m *Model) ComputeSparseGradients(b model.Batch, dense []float32) ([]model.
 		return nil, model.SparseRows{}, fmt.Errorf("%s returned %d dense gradient bytes, want %d", c.name, len(res[0].data), 4*len(dense))
 	}
 	rows := model.SparseRows{Indices: int64s(res[1].data), Values: model.Tensor{DType: model.Float32, Data: res[2].data}.Float32View(), Counts: int64s(res[3].data)}
+	sizes, _ := m.meta.SparseRowSizes()
+	n, values := 0, 0
+	for j, k := range rows.Counts {
+		if j < len(sizes) {
+			n, values = n+int(k), values+int(k)*sizes[j]
+		}
+	}
+	if len(rows.Counts) != len(sizes) || len(rows.Indices) != n || len(rows.Values) != values {
+		return nil, model.SparseRows{}, fmt.Errorf("%s returned %d indices and %d values for rows %v of %d sparse gradients of row sizes %v", c.name, len(rows.Indices), len(rows.Values), rows.Counts, len(sizes), sizes)
+	}
 	logs, err := m.metrics(role, res[4:])
 	return logs, rows, err
 }

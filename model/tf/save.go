@@ -19,6 +19,15 @@ import (
 // it. An existing dir is replaced. fingerprint.pb is not copied: it would
 // describe the old variables, and loaders treat it as optional.
 func (m *Model) Save(dir string) error {
+	// The saved model is the whole model, for any reader: its loss share
+	// (a job of several processes sets 1/N) is one process's, 1.
+	if m.lossShare != 0 && m.lossShare != 1 {
+		share := m.lossShare
+		if err := m.SetLossShare(1); err != nil {
+			return fmt.Errorf("save model: %w", err)
+		}
+		defer m.SetLossShare(share)
+	}
 	parent := filepath.Dir(dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("save model: %w", err)

@@ -832,8 +832,15 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
 
                 def share_then_scale(loss, *a, **k):
                     shared.append(scale_method)
-                    share = tf.cast(loss_share, loss.dtype)
-                    return scale(loss * share, *a, **k)
+                    if callable(loss):  # tf-keras's minimize takes a function of no arguments
+                        given = loss
+
+                        def loss():
+                            value = given()
+                            return value * tf.cast(loss_share, value.dtype)
+
+                        return scale(loss, *a, **k)
+                    return scale(loss * tf.cast(loss_share, loss.dtype), *a, **k)
 
                 setattr(optimizer, scale_method, share_then_scale)
                 wrapped.append((optimizer, scale_method))

@@ -534,14 +534,14 @@ def test_losses_and_metrics_reading_labels_as_given_named(tmp_path):
     assert "labels_as_given" not in sagefit.export(model, str(tmp_path / "fn"))
 
 
-def test_clipped_sparse_gradients_named(tmp_path):
-    # The runtime warns of them on several processes, where clipping sees
-    # the dense sum of the hosts' gradients.
+def test_sparse_gradients_named(tmp_path):
+    # Several processes gather their rows (clipping then sees the rows, as
+    # one process's does): no longer named as clipped after a dense sum.
     build, _ = FAMILIES["embedding_clipnorm"]
     meta = sagefit.export(build(), str(tmp_path / "clipped"))
-    assert [n.split("/")[-1] for n in meta["clipped_sparse_gradients"]] == ["embeddings"]
-    build, _ = FAMILIES["embedding"]
-    assert "clipped_sparse_gradients" not in sagefit.export(build(), str(tmp_path / "plain"))
+    assert [n.split("/")[-1] for n in meta["sparse_gradients"]] == ["embeddings"]
+    assert "clipped_sparse_gradients" not in meta
+    assert "sparse_gradients" not in sagefit.export(_seed_model(), str(tmp_path / "dense"))
 
 
 def test_unknown_shape_beyond_batch_refused(tmp_path):
