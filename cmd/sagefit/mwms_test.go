@@ -85,33 +85,41 @@ func TestBatchNormMatchesMultiWorkerMirrored(t *testing.T) {
 // skips the test where TensorFlow cannot form the cluster on loopback.
 func runMWMS(t *testing.T, fx string, hosts, batch, epochs int) (mwmsResult, []byte) {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "mwms.json")
-	cmd := exec.Command(fixture.Python(t), "-m", "sagefit.mwms_compare", "--fixture", fx,
-		"--workers", fmt.Sprint(hosts), "--batch", fmt.Sprint(batch), "--epochs", fmt.Sprint(epochs), "--out", out)
+	return runPeer(t, "mwms_compare", "--workers", fx, hosts, batch, epochs)
+}
+
+// runPeer runs python -m sagefit.<module> (mwms_compare, or
+// mirrored_compare: Keras 3 under MirroredStrategy in one process) on
+// fixture fx with replicas given by the flag named replicas.
+func runPeer(t *testing.T, module, replicas, fx string, hosts, batch, epochs int) (mwmsResult, []byte) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "peer.json")
+	cmd := exec.Command(fixture.Python(t), "-m", "sagefit."+module, "--fixture", fx,
+		replicas, fmt.Sprint(hosts), "--batch", fmt.Sprint(batch), "--epochs", fmt.Sprint(epochs), "--out", out)
 	cmd.Env = os.Environ()
 	if os.Getenv("TF_CPP_MIN_LOG_LEVEL") == "" {
 		cmd.Env = append(cmd.Env, "TF_CPP_MIN_LOG_LEVEL=2")
 	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		var exit *exec.ExitError
-		if errors.As(err, &exit) && exit.ExitCode() == 3 { // the module's "no cluster on loopback"
+		if module == "mwms_compare" && errors.As(err, &exit) && exit.ExitCode() == 3 { // the module's "no cluster on loopback"
 			t.Skipf("TensorFlow cannot start MultiWorkerMirroredStrategy workers on loopback here:\n%s", b)
 		}
-		t.Fatalf("python -m sagefit.mwms_compare: %v\n%s", err, b)
+		t.Fatalf("python -m sagefit.%s: %v\n%s", module, err, b)
 	}
 	raw, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mw mwmsResult
-	if err := json.Unmarshal(raw, &mw); err != nil {
+	var peer mwmsResult
+	if err := json.Unmarshal(raw, &peer); err != nil {
 		t.Fatal(err)
 	}
-	if mw.Replicas != hosts {
-		t.Fatalf("MWMS ran %d replicas in sync, want %d", mw.Replicas, hosts)
+	if peer.Replicas != hosts {
+		t.Fatalf("%s ran %d replicas in sync, want %d", module, peer.Replicas, hosts)
 	}
-	t.Logf("MWMS took %.1f s", mw.Seconds)
-	return mw, raw
+	t.Logf("%s took %.1f s", module, peer.Seconds)
+	return peer, raw
 }
 
 // sameHistoryAsMWMS compares the history of the job whose base dir is
@@ -227,23 +235,7 @@ func TestHostsMatchMirroredStrategy(t *testing.T) {
 			worstRel = 0
 			fx := fixture.Make(t, family, "--rows", "256", "--no-fit", "--no-validation")
 			base := runLocal(t, fx, hosts, fmt.Sprint("epochs=", epochs), "shuffle=false", fmt.Sprint("batch_size=", batch))
-			out := filepath.Join(t.TempDir(), "mirrored.json")
-			cmd := exec.Command(fixture.Python(t), "-m", "sagefit.mirrored_compare", "--fixture", fx,
-				"--replicas", fmt.Sprint(hosts), "--batch", fmt.Sprint(batch), "--epochs", fmt.Sprint(epochs), "--out", out)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("python -m sagefit.mirrored_compare: %v\n%s", err, b)
-			}
-			raw, err := os.ReadFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ms mwmsResult
-			if err := json.Unmarshal(raw, &ms); err != nil {
-				t.Fatal(err)
-			}
-			if ms.Replicas != hosts {
-				t.Fatalf("MirroredStrategy ran %d replicas in sync, want %d", ms.Replicas, hosts)
-			}
+			ms, _ := runPeer(t, "mirrored_compare", "--replicas", fx, hosts, batch, epochs)
 			sameHistoryAsMWMS(t, base, ms)
 			sameVariablesAsMWMS(t, base, ms)
 			t.Logf("largest relative difference, sagefit against MirroredStrategy: %.3g", worstRel)
