@@ -121,6 +121,9 @@ func npzMembers(path string, zr *zip.Reader) ([]*zip.File, error) {
 		seen[zf.Name] = true
 		out = append(out, zf)
 	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no arrays (np.savez with none); remove it", path)
+	}
 	return out, nil
 }
 

@@ -157,6 +157,9 @@ func TestNPZErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	notZip := write("not_zip.npz", []byte("x,y\n1,2\n"))
+	var none bytes.Buffer
+	zip.NewWriter(&none).Close()
+	empty := write("empty.npz", none.Bytes()) // skipped without a word (a probe)
 	cut := write("cut.npz", savez[:len(savez)-30]) // central directory damaged
 	// Stored members end where the next local header starts; keep the
 	// central directory but drop the data of the last member.
@@ -209,6 +212,7 @@ func TestNPZErrors(t *testing.T) {
 		name, path, want string
 	}{
 		{"not a zip", notZip, "not_zip.npz: not a .npz file (not a zip archive, or a truncated one)"},
+		{"no members", empty, "empty.npz holds no arrays (np.savez with none); remove it"},
 		{"damaged directory", cut, "cut.npz: not a .npz file"},
 		{"member not an array", extra, `extra.npz: member "readme.txt" is not a .npy array`},
 		{"unknown compression", bzip, "bzip2.npz:x.npy: compression method 12 is not supported"},

@@ -324,7 +324,10 @@ func read(path, fingerprint string) (*Loaded, error) {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return nil, fmt.Errorf("%s is not valid JSON: %v", stateFile, err)
 	}
-	if st.Version < 1 || st.Version > Version {
+	switch {
+	case st.Version < 1:
+		return nil, fmt.Errorf("%s gives no checkpoint format (a version from 1 to %d): not a sagefit checkpoint's", stateFile, Version)
+	case st.Version > Version:
 		return nil, fmt.Errorf("checkpoint format %d, want 1 to %d (a newer sagefit's?)", st.Version, Version)
 	}
 	if st.Fingerprint != fingerprint {

@@ -166,6 +166,8 @@ func TestEditedStateIsSkipped(t *testing.T) {
 		{"history", `"history": {`, `"history": { `, "state.json does not match its checksum (edited or corrupt)"},
 		{"step past the epoch's, without a checksum", `"step": 4`, `"step": 9999`, "state.json says epoch 2, step 9999 of 10: not a place in training"},
 		{"negative epoch, without a checksum", `"epoch": 2`, `"epoch": -3`, "state.json says epoch -3, step 4 of 10: not a place in training"},
+		// A probe's {} was "format 0, want 1 to 2 (a newer sagefit's?)".
+		{"no format, without a checksum", `"version": 2`, `"versio": 2`, "state.json gives no checkpoint format (a version from 1 to 2): not a sagefit checkpoint's"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -137,15 +137,18 @@ func (c *Channel) noShare(names []string, why string) *data.Dataset {
 // checkPipeNames accepts the tensor names of a Pipe mode stream: every
 // input and target once, and a sample weight where the model takes one.
 func checkPipeNames(names, tensors, weights []string) error {
+	for i, n := range names { // a name twice first: it also leaves a tensor out
+		if slices.Contains(names[:i], n) {
+			return fmt.Errorf("hyperparameter %q lists %q twice", job.HPPipeTensors, n)
+		}
+	}
 	for _, t := range tensors {
 		if !slices.Contains(names, t) {
 			return fmt.Errorf("hyperparameter %q lists %q but not the model's %q; the model has inputs and targets %s", job.HPPipeTensors, names, t, strings.Join(tensors, ", "))
 		}
 	}
-	for i, n := range names {
+	for _, n := range names {
 		switch {
-		case slices.Contains(names[:i], n):
-			return fmt.Errorf("hyperparameter %q lists %q twice", job.HPPipeTensors, n)
 		case slices.Contains(weights, n), slices.Contains(tensors, n):
 		default:
 			return fmt.Errorf("hyperparameter %q lists %q, which is no input or target of the model (%s)%s", job.HPPipeTensors, n, strings.Join(tensors, ", "),

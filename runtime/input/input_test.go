@@ -221,6 +221,7 @@ func TestPipeTensorNamesChecked(t *testing.T) {
 		{&perPixel, []string{"x", "y", "sample_weight"}, `lists sample weights, but the loss of output 'y' is one value per element`},
 		{meta, []string{"x"}, `but not the model's "y"`},
 		{meta, []string{"x", "y", "x"}, `lists "x" twice`},
+		{meta, []string{"x", "x"}, `lists "x" twice`}, // was: lists ["x" "x"] but not the model's "y"
 		{&weighted, []string{"x", "y", "labels"}, `lists "labels", which is no input or target of the model (x, y) nor a sample weight (sample_weight)`},
 	} {
 		_, err := input.Open(sagemaker.Channel{Name: "training", InputMode: sagemaker.Pipe}, sagemaker.Paths{Base: t.TempDir()}, c.meta, input.Options{PipeTensors: c.names})
