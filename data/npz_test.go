@@ -159,7 +159,7 @@ func TestNPZErrors(t *testing.T) {
 	notZip := write("not_zip.npz", []byte("x,y\n1,2\n"))
 	var none bytes.Buffer
 	zip.NewWriter(&none).Close()
-	empty := write("empty.npz", none.Bytes()) // skipped without a word (a probe)
+	empty := write("empty.npz", none.Bytes())      // skipped without a word (a probe)
 	cut := write("cut.npz", savez[:len(savez)-30]) // central directory damaged
 	// Stored members end where the next local header starts; keep the
 	// central directory but drop the data of the last member.
