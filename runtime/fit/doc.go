@@ -5,7 +5,10 @@
 // checkpoint. With several processes a step computes this process's
 // gradient, all-reduces it with the others' (weighted by their rows, with
 // the row count and the stop flag riding in the same buffer) and applies
-// the mean, so N processes with batch B train as one with batch N·B.
+// the mean, so N processes with batch B train as one with batch N·B; the
+// rows of a sparse gradient (an Embedding's) are gathered instead, which
+// Keras's optimizers apply one by one (sparse.go), and a loss-scaled
+// optimizer's backward pass runs on each process's share of the loss.
 // Its first train steps also time where the session runs their ops (the
 // inter-op pool or the calling thread, inline.go) and how many steps one
 // call runs (steps_per_execution "auto", blocks.go), and keep the faster;
