@@ -123,6 +123,9 @@ type Model struct {
 	// outputWeights are the per-output sample weights' names
 	// (Metadata.PerOutputWeights), read once.
 	outputWeights []string
+	// sparseRowSizes are the elements of a row of each sparse gradient
+	// (Metadata.SparseRowSizes), read once.
+	sparseRowSizes []int
 	// onesBuf holds the weights fed to a weighted-only step for a batch
 	// without weights.
 	onesBuf []byte
@@ -159,6 +162,7 @@ func Load(dir string, cfg Config) (*Model, error) {
 		return nil, fmt.Errorf("load SavedModel %s with libtensorflow %s: %w", dir, tfVersion(), err)
 	}
 	m := &Model{dir: dir, meta: meta, sess: sess, calls: map[string]*call{}, outputWeights: meta.PerOutputWeights(), cfg: cfg}
+	m.sparseRowSizes, _ = meta.SparseRowSizes()
 	if err := m.prepare(metaGraph); err != nil {
 		sess.close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
@@ -679,7 +683,7 @@ func (m *Model) ComputeSparseGradients(b model.Batch, dense []float32) ([]model.
 		return nil, model.SparseRows{}, fmt.Errorf("%s returned %d dense gradient bytes, want %d", c.name, len(res[0].data), 4*len(dense))
 	}
 	rows := model.SparseRows{Indices: int64s(res[1].data), Values: model.Tensor{DType: model.Float32, Data: res[2].data}.Float32View(), Counts: int64s(res[3].data)}
-	sizes, _ := m.meta.SparseRowSizes()
+	sizes := m.sparseRowSizes
 	n, values := 0, 0
 	for j, k := range rows.Counts {
 		if j < len(sizes) {

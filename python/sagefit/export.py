@@ -790,11 +790,9 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
     # drift apart. Named in the metadata, for the runtime to refuse that.
     others = _other_optimizers(model, optimizer)
     local_optimizers = set()
-    # Variables whose gradient is sparse (an Embedding's rows): made dense
-    # for the all-reduce, so on several processes clipping sees their sum
-    # where Keras clips the rows before they are summed.
-    sparse_grads = []
-    sparse_flags = []  # per variable of applied: its gradient is sparse
+    # Per variable of applied: its gradient is sparse (an Embedding's rows),
+    # which several processes gather as rows (compute_sparse_gradients).
+    sparse_flags = []
     untrained = []  # variables without a gradient, by name
     # Where the optimizer scales the loss (mixed_float16's
     # LossScaleOptimizer), each process's backward pass runs on its share of
@@ -888,7 +886,6 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
             )
         applied[:] = [v for _, v in captured]
         updates[id(optimizer)] = (optimizer, len(applied))
-        sparse_grads[:] = [_var_name(v) for g, v in captured if isinstance(g, tf.IndexedSlices)]
         sparse_flags[:] = [isinstance(g, tf.IndexedSlices) for g, _ in captured]
         return metric_dict(logs), [g for g, _ in captured]
 
@@ -1155,8 +1152,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         apply_compute_gradients,
         [tf.TensorSpec([grad_size], tf.float32, name=contract.GRADIENTS)] + step_specs,
     )
-    dense_size = int(sum(_num_elements(v) for v, sparse in zip(applied, sparse_flags) if not sparse))
     if any(sparse_flags):
+        dense_size = int(sum(_num_elements(v) for v, sparse in zip(applied, sparse_flags) if not sparse))
         # Not XLA-compiled: the rows' count is known only when they come.
         add(contract.COMPUTE_SPARSE_GRADIENTS, compute_sparse_gradients, step_specs)
         add(contract.APPLY_SPARSE_GRADIENTS, apply_sparse_gradients, [
@@ -1307,7 +1304,7 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         "outputs": out_names,
         "signatures": contract.signature_names(lr_var is not None, weighted, train_steps is not None, finalizes,
                                                test_step=not test_refused, loss_share=loss_share is not None,
-                                               sparse=bool(sparse_grads)),
+                                               sparse=any(sparse_flags)),
         "jit_compile": jit,
         "sample_weights": weight_descs if weighted else [],
         "sample_weights_refused": unweighted_why,
@@ -1345,8 +1342,8 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         meta["labels_as_given"] = as_given
     if untrained:
         meta["untrained_variables"] = list(untrained)
-    if sparse_grads:
-        meta["sparse_gradients"] = list(sparse_grads)
+    if any(sparse_flags):
+        meta["sparse_gradients"] = [_var_name(v) for v, sparse in zip(applied, sparse_flags) if sparse]
     if random_ops:
         meta["stateful_random_ops"] = random_ops
     meta["fingerprint"] = fingerprint(meta)

@@ -949,25 +949,13 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		}
 		clear(f.grads[:n]) // an empty share of the last batch still joins the ring
 	}
-	f.grads[n] = float32(b.Rows)
-	f.grads[n+1], f.grads[n+2] = 0, 0
-	if stopping {
-		f.grads[n+1] = 1
-	}
-	if ending {
-		f.grads[n+2] = 1
-	}
+	putStepFlags(f.grads[n:], b.Rows, stopping, ending)
 	t := time.Now()
 	if err := f.allReduceGradients(ctx, n, b.Rows); err != nil {
 		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
 	}
 	f.clock.allReduced(time.Since(t))
-	f.clock.stepRows = int(f.grads[n])
-	f.terminate = f.grads[n+2] > 0 // a callback on any process ends every process's training after this step
-	stop := f.grads[n+1] > 0
-	if stop && !stopping {
-		f.requestStop(errors.New("another host of the job was stopped"))
-	}
+	stop := f.takeStepFlags(float64(f.grads[n]), float64(f.grads[n+1]), float64(f.grads[n+2]), stopping)
 	if f.grads[n] == 0 { // no process had rows: nothing to apply
 		return logs, stop, nil
 	}
@@ -976,6 +964,32 @@ func (f *Loop) trainStep(ctx context.Context, b model.Batch) ([]model.Metric, bo
 		return logs, stop, nil
 	}
 	return logs, stop, f.Model.ApplyGradients(f.grads[:n])
+}
+
+// putStepFlags writes what every process's step sums beside its
+// gradient: its rows, the stop flag (SIGTERM) and the end flag (a
+// callback ends training, TerminateOnNaN).
+func putStepFlags[T float32 | float64](dst []T, rows int, stopping, ending bool) {
+	dst[0], dst[1], dst[2] = T(rows), 0, 0
+	if stopping {
+		dst[1] = 1
+	}
+	if ending {
+		dst[2] = 1
+	}
+}
+
+// takeStepFlags takes the sums of every process's putStepFlags: the global
+// batch's rows (for timing), an end any process's callback asked for
+// (every process ends training after this step), and a stop on another
+// host, asked here too; it says whether training stops after this step.
+func (f *Loop) takeStepFlags(rows, stop, end float64, stopping bool) bool {
+	f.clock.stepRows = int(rows)
+	f.terminate = end > 0
+	if stop > 0 && !stopping {
+		f.requestStop(errors.New("another host of the job was stopped"))
+	}
+	return stop > 0
 }
 
 // shareLoss, where the optimizer scales the loss (LossSharer), makes each

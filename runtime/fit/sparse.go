@@ -2,7 +2,6 @@ package fit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -80,12 +79,7 @@ func (f *Loop) sparseTrainStep(ctx context.Context, b model.Batch, stopping bool
 	if err != nil {
 		return nil, false, fmt.Errorf("all-reduce gradients: %w", err)
 	}
-	f.clock.stepRows = total
-	f.terminate = x.counts[2] > 0
-	stop := x.counts[1] > 0
-	if stop && !stopping {
-		f.requestStop(errors.New("another host of the job was stopped"))
-	}
+	stop := f.takeStepFlags(x.counts[0], x.counts[1], x.counts[2], stopping)
 	if total == 0 {
 		f.clock.allReduced(time.Since(t))
 		return logs, stop, nil
@@ -106,13 +100,7 @@ func (f *Loop) sparseTrainStep(ctx context.Context, b model.Batch, stopping bool
 func (x *sparseExchange) exchangeCounts(ctx context.Context, g Group, rank, rows int, mine model.SparseRows, stopping, ending bool) (int, error) {
 	c := x.counts
 	clear(c)
-	c[0] = float64(rows)
-	if stopping {
-		c[1] = 1
-	}
-	if ending {
-		c[2] = 1
-	}
+	putStepFlags(c, rows, stopping, ending)
 	for j, k := range mine.Counts {
 		c[3+rank*len(x.rows)+j] = float64(k)
 	}
