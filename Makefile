@@ -12,6 +12,10 @@ GO ?= go
 export CGO_CFLAGS := -I$(LIB)/include
 export CGO_LDFLAGS := -L$(LIB) -l:libtensorflow_cc.so.2 -l:libtensorflow_framework.so.2 -Wl,-rpath,$(LIB)
 export SAGEFIT_PYTHON := $(CURDIR)/$(PY)
+# Whether the caller set TensorFlow's log level: the demo leaves it unset
+# for sagefit where they did not, so sagefit quiets TensorFlow itself
+# (its start-up lines, which the level alone does not all keep out).
+TF_LOG_ORIGIN := $(origin TF_CPP_MIN_LOG_LEVEL)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup build test test-go test-race test-python demo bench bench-allreduce clean vet env lint-docker test-images
@@ -60,7 +64,7 @@ test-images: setup
 	scripts/test-images.sh $(PYTHON)
 
 demo: build
-	scripts/demo.sh
+	$(if $(filter environment,$(TF_LOG_ORIGIN)),,env -u TF_CPP_MIN_LOG_LEVEL) scripts/demo.sh
 
 bench: build
 	scripts/bench.sh

@@ -12,7 +12,8 @@ import (
 
 // The model's version folder: absent or empty is fine; an earlier run's
 // model (a reused base folder) is replaced, said on stderr; other files are
-// refused (writing the model removed them without a word).
+// refused, beside an earlier run's model too (writing the model removed
+// them without a word).
 func TestModelFolderReplaceable(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "model", "1")
 	var log bytes.Buffer
@@ -27,6 +28,22 @@ func TestModelFolderReplaceable(t *testing.T) {
 	if err := replaceable(dir, &log); err != nil || !strings.Contains(log.String(), "sagefit: the model an earlier run wrote to "+dir+" will be replaced") {
 		t.Errorf("an earlier run's model: %v, %q", err, log.String())
 	}
+	// An earlier run's model with the user's files beside it, or among
+	// its variables: refused, naming them (they were removed with it).
+	os.MkdirAll(filepath.Join(dir, "variables"), 0o755)
+	os.WriteFile(filepath.Join(dir, "variables", "variables.index"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "variables", "variables.data-00000-of-00001"), nil, 0o644)
+	log.Reset()
+	if err := replaceable(dir, &log); err != nil || !strings.Contains(log.String(), "will be replaced") {
+		t.Errorf("an earlier run's model with its variables: %v, %q", err, log.String())
+	}
+	os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "variables", "mine.txt"), nil, 0o644)
+	if err := replaceable(dir, &log); err == nil || !strings.Contains(err.Error(), "holds files sagefit did not write ([notes.txt variables/mine.txt])") {
+		t.Errorf("an earlier run's model with the user's files: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "notes.txt"))
+	os.RemoveAll(filepath.Join(dir, "variables"))
 	os.RemoveAll(filepath.Join(dir, model.ExtraDir))
 	if err := replaceable(dir, &log); err == nil || !strings.Contains(err.Error(), "holds files sagefit did not write ([saved_model.pb])") {
 		t.Errorf("another model: %v", err)

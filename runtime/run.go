@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	goruntime "runtime"
 	"runtime/debug"
 	"slices"
@@ -156,7 +157,7 @@ func writable(dir string) error {
 
 // replaceable checks that the folder the model goes to is empty or holds a
 // model sagefit wrote (an earlier run's, in a reused base folder: replaced,
-// and said so). Other files there were removed with it without a word.
+// and said so) and nothing else.
 func replaceable(dir string, log io.Writer) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) || err == nil && len(entries) == 0 {
@@ -165,16 +166,53 @@ func replaceable(dir string, log io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("the model folder %s: %w", dir, err)
 	}
+	var names []string
 	if _, err := os.Stat(filepath.Join(dir, model.ExtraDir, model.MetadataFile)); err == nil {
-		fmt.Fprintf(log, "sagefit: the model an earlier run wrote to %s will be replaced\n", dir)
-		return nil
-	}
-	names := make([]string, len(entries))
-	for i, e := range entries {
-		names[i] = e.Name()
+		// An earlier run's model, with files of the user's beside it or in
+		// its variables folder: those are not replaced without a word.
+		if names, err = notSavedModelFiles(dir, entries); err != nil {
+			return fmt.Errorf("the model folder %s: %w", dir, err)
+		}
+		if len(names) == 0 {
+			fmt.Fprintf(log, "sagefit: the model an earlier run wrote to %s will be replaced\n", dir)
+			return nil
+		}
+	} else {
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
 	}
 	return fmt.Errorf("the model folder %s holds files sagefit did not write (%s), which writing the model would remove; move them, or write the model elsewhere (hyperparameter %q)",
 		dir, hostlist.Abbrev(names, "files"), job.HPModelVersion)
+}
+
+// savedModelFile matches what a SavedModel sagefit writes holds at its
+// top and in its variables folder (assets and assets.extra are the
+// model's own).
+var (
+	savedModelTop  = map[string]bool{"saved_model.pb": true, "fingerprint.pb": true, "variables": true, "assets": true, model.ExtraDir: true}
+	savedModelVars = regexp.MustCompile(`^variables\.(index|data-\d{5}-of-\d{5})$`)
+)
+
+// notSavedModelFiles names the files of a model folder sagefit wrote that
+// are not a SavedModel's.
+func notSavedModelFiles(dir string, entries []os.DirEntry) ([]string, error) {
+	var names []string
+	for _, e := range entries {
+		if !savedModelTop[e.Name()] {
+			names = append(names, e.Name())
+		}
+	}
+	vars, err := os.ReadDir(filepath.Join(dir, "variables"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range vars {
+		if !savedModelVars.MatchString(e.Name()) {
+			names = append(names, filepath.Join("variables", e.Name()))
+		}
+	}
+	return names, nil
 }
 
 func fail(stderr io.Writer, failure string, err error) int {
@@ -433,12 +471,18 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	if train.Streams() {
 		examples = "examples streamed each epoch (Pipe mode)"
 	}
+	// The first epoch trained: initial_epoch's next, or a later one a
+	// checkpoint resumes in.
+	first := max(j.InitialEpoch+1, from.Epoch)
+	if j.InitialEpoch > 0 && first > j.InitialEpoch+1 {
+		fmt.Fprintf(o.Stderr, "sagefit: warning: hyperparameter %q is not applied: training goes on from the checkpoint, in epoch %d (as Keras's BackupAndRestore resumes past fit's initial_epoch)\n", job.HPInitialEpoch, first)
+	}
 	epochs := fmt.Sprintf("%d epochs", j.Epochs)
 	switch {
-	case j.InitialEpoch+1 == j.Epochs && j.Epochs > 1: // as fit's epoch lines count them
+	case first == j.Epochs && j.Epochs > 1: // as fit's epoch lines count them
 		epochs = fmt.Sprintf("epoch %d of %d", j.Epochs, j.Epochs)
-	case j.InitialEpoch > 0:
-		epochs = fmt.Sprintf("epochs %d to %d of %d", j.InitialEpoch+1, j.Epochs, j.Epochs)
+	case first > 1:
+		epochs = fmt.Sprintf("epochs %d to %d of %d", first, j.Epochs, j.Epochs)
 	case j.Epochs == 1:
 		epochs = "1 epoch"
 	}

@@ -5,17 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d "${TMPDIR:-/tmp}/sagefit-demo.XXXXXX")
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+# Python's TensorFlow quiet unless asked otherwise; sagefit gets the level
+# only where the caller set one (unset, it quiets TensorFlow's start-up
+# lines itself, which the level alone does not all keep out).
+py() { TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} .venv/bin/python "$@"; }
 
 echo "== export (Python, once)"
-.venv/bin/python python/examples/seed_example3.py "$work"
+py python/examples/seed_example3.py "$work"
 
 echo "== train on one host (Go, SageMaker contract under $work/job)"
 bin/sagefit local --model "$work/model" --channel "training=$work/data" \
   --hp epochs=10 --hp batch_size=32 --output "$work/job"
 
 echo "== the trained model serves (tf.saved_model.load, serving_default)"
-.venv/bin/python - "$work/job/model/1" "$work/data/train.npy" <<'PY'
+py - "$work/job/model/1" "$work/data/train.npy" <<'PY'
 import sys, numpy as np, tensorflow as tf
 m = tf.saved_model.load(sys.argv[1])
 serve = m.signatures["serving_default"]

@@ -188,9 +188,20 @@ func inspectTiming(path string, asJSON bool, stdout, stderr io.Writer) int {
 	if s.FirstCallSteps > 1 {
 		first = fmt.Sprintf("first call (%d steps)", s.FirstCallSteps)
 	}
-	fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the %s: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, %s %.2f s\n",
-		s.ToFirstStepSeconds+s.FirstStepSeconds, first, s.LibrariesSeconds, s.ModelLoadSeconds,
-		s.ToFirstStepSeconds-s.LibrariesSeconds-s.ModelLoadSeconds, first, s.FirstStepSeconds)
+	if s.FirstCallSteps == 0 {
+		fmt.Fprintf(stdout, "  start-up       no train step ended: %.2f s to Go's init (libraries), %.2f s model load\n", s.LibrariesSeconds, s.ModelLoadSeconds)
+	} else {
+		fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the %s: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, %s %.2f s\n",
+			s.ToFirstStepSeconds+s.FirstStepSeconds, first, s.LibrariesSeconds, s.ModelLoadSeconds,
+			s.ToFirstStepSeconds-s.LibrariesSeconds-s.ModelLoadSeconds, first, s.FirstStepSeconds)
+	}
+	if len(t.AverageSeconds) > 0 {
+		each := make([]string, len(t.AverageSeconds))
+		for i, v := range t.AverageSeconds {
+			each[i] = dur(v)
+		}
+		fmt.Fprintf(stdout, "  BatchNormalization statistics averaged over the hosts %d time(s): %s\n", len(t.AverageSeconds), strings.Join(each, ", "))
+	}
 	fmt.Fprintf(stdout, "  %-16s %9s %7s %12s %10s %10s %10s %10s %7s %7s\n",
 		"", "seconds", "steps", "examples/s", "step mean", "p50", "p90", "p99", "input", "allred")
 	row := func(name string, sp fit.Span) {

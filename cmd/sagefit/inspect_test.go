@@ -115,6 +115,21 @@ func TestInspectNamesTheRunsFirstEpoch(t *testing.T) {
 	}
 }
 
+// A job stopped before a step ended says so (it printed a negative time to
+// the first step), and the averagings of BatchNormalization statistics a
+// job of several hosts timed are shown (they were left out).
+func TestInspectStartUpWithoutAStepAndAveragings(t *testing.T) {
+	out := inspectTiming(t, fit.Timing{Version: fit.TimingVersion, Startup: fit.Startup{LibrariesSeconds: 0.4, ModelLoadSeconds: 0.2}, AverageSeconds: []float64{0.0565, 0.001}})
+	for _, want := range []string{"no train step ended: 0.40 s to Go's init (libraries), 0.20 s model load", "averaged over the hosts 2 time(s): 56.50ms, 1.00ms"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect says\n%s\nwant %q", out, want)
+		}
+	}
+	if strings.Contains(out, "-0.") {
+		t.Errorf("inspect says a negative time:\n%s", out)
+	}
+}
+
 // TestInspectOtherJSON: a JSON file that is no timing.json (the job's
 // history.json, an array) is refused saying so; a history.json was called
 // "timing.json version 0".

@@ -579,6 +579,37 @@ func TestPeriodicCheckpoints(t *testing.T) {
 	}
 }
 
+// A job resumed from a checkpoint of a later epoch than initial_epoch's
+// next says the hyperparameter is not applied, and its start line counts
+// the epochs it trains (it said "epochs 2 to 3 of 3" and trained epoch 3).
+func TestInitialEpochBeforeTheCheckpointIsNamed(t *testing.T) {
+	base := seedJob(t, map[string]string{"epochs": "3", "checkpoint": "true"})
+	run := func() string {
+		cmd := exec.Command(binary, "train")
+		cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("%v\n%s", err, stderr.String())
+		}
+		return stderr.String()
+	}
+	run() // checkpoints after epochs 1 and 2: the newest resumes in epoch 3
+	hps := filepath.Join(base, "input", "config", "hyperparameters.json")
+	if err := os.WriteFile(hps, []byte(`{"epochs": "3", "checkpoint": "true", "initial_epoch": "1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderr := run()
+	for _, want := range []string{
+		`sagefit: warning: hyperparameter "initial_epoch" is not applied: training goes on from the checkpoint, in epoch 3`,
+		"batch 32, epoch 3 of 3\n",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
 // TestKilledWorkerIsNamed: one of a host's two training processes is killed
 // (as the OOM killer would); its sibling's ring fails, and the job's reason
 // names the process that died first, not the sibling's lost connection.

@@ -219,7 +219,27 @@ func (f *Loop) Run(ctx context.Context, from ResumePoint) (*report.History, erro
 }
 
 // Timing is how long each epoch took and how long steps waited for input.
-func (f *Loop) Timing() Timing { return f.timing }
+func (f *Loop) Timing() Timing {
+	t := f.timing
+	// A job stopped in its first epoch ended none: its start-up and the
+	// steps per call are known all the same, and the lists are empty, not
+	// absent.
+	t.Startup = f.clock.startup
+	if t.StepsPerCall == 0 && f.Train != nil {
+		t.StepsPerCall = f.perCall(f.Train)
+	}
+	t.Epochs = nonNil(t.Epochs)
+	t.EpochSeconds = nonNil(t.EpochSeconds)
+	t.InputSeconds = nonNil(t.InputSeconds)
+	return t
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
 
 // run trains from the resume point through the job's last epoch and returns
 // the history.

@@ -277,7 +277,6 @@ func (c *clock) endEpoch(t *Timing, epoch int, took time.Duration) {
 	}
 	c.overall.merge(&c.epoch)
 	t.Overall = c.overall.span()
-	t.Startup = c.startup
 	c.epoch = spanClock{}
 }
 

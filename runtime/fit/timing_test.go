@@ -2,6 +2,7 @@ package fit_test
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"slices"
 	"testing"
@@ -29,6 +30,44 @@ func TestTimingSchema(t *testing.T) {
 				t.Fatalf("world %d rank %d: %v", world, i, r.err)
 			}
 			checkTiming(t, r.timing, world, before, after)
+		}
+	}
+}
+
+// A job stopped in its first epoch ended none, and its timing.json says
+// so with empty lists; its start-up and steps per call are known all the
+// same (they were zeros, and the lists null, which a harness's len() fails
+// on).
+func TestTimingOfAJobStoppedInItsFirstEpoch(t *testing.T) {
+	dir := t.TempDir()
+	writeChannel(t, dir, 96, 0)
+	before := time.Now()
+	r := &rank{job: newJob(3, 16, t.TempDir()), model: newLinear(), train: openChannel(t, dir, false)}
+	r.model.onStep = sigtermAt(r, 2)
+	runRanks(t, []*rank{r})
+	var in *fit.Interrupted
+	if !errors.As(r.err, &in) || in.Epoch != 1 {
+		t.Fatalf("%v, want a stop in epoch 1", r.err)
+	}
+	tm := r.timing
+	st := tm.Startup
+	if st.FirstCallSteps != 1 || st.FirstStepSeconds <= 0 || st.ToFirstStepSeconds <= 0 || time.Unix(0, int64(st.ProcessStartUnix*1e9)).After(before) {
+		t.Errorf("startup %+v, want the first step's", st)
+	}
+	if tm.StepsPerCall != 1 || tm.StepsPerEpoch != 0 {
+		t.Errorf("steps per call %d, per epoch %d; want 1 and 0 (no epoch ended)", tm.StepsPerCall, tm.StepsPerEpoch)
+	}
+	raw, err := json.Marshal(tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"epochs", "epoch_seconds", "input_wait_seconds"} {
+		if l, ok := doc[k].([]any); !ok || len(l) != 0 {
+			t.Errorf("%s = %v, want []", k, doc[k])
 		}
 	}
 }

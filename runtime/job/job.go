@@ -490,12 +490,20 @@ func (j *Job) Unused(world int) []string {
 				ring = append(ring, fmt.Sprintf("%q", name))
 			}
 		}
-		if len(ring) > 0 {
+		if len(ring) == 1 {
+			out = append(out, fmt.Sprintf("hyperparameter %s tunes the all-reduce between training processes, and this job has one", ring[0]))
+		} else if len(ring) > 1 {
 			out = append(out, fmt.Sprintf("hyperparameters %s tune the all-reduce between training processes, and this job has one", strings.Join(ring, ", ")))
 		}
 	}
 	if set(HPCheckpoint) && !j.CheckpointEpochs && j.CheckpointSteps > 0 {
 		out = append(out, fmt.Sprintf("hyperparameter %q is false, which leaves out the checkpoints at epoch ends only: %q=%d still checkpoints every %d steps", HPCheckpoint, HPCheckpointSteps, j.CheckpointSteps, j.CheckpointSteps))
+	}
+	if set(HPCheckpointKeep) && !j.CheckpointEpochs && j.CheckpointSteps == 0 {
+		out = append(out, fmt.Sprintf("hyperparameter %q keeps the newest checkpoints, and this job writes one only when it is stopped: give the job a checkpoint config (checkpoint_s3_uri), %q=true or %q", HPCheckpointKeep, HPCheckpoint, HPCheckpointSteps))
+	}
+	if set(HPModelPath) && set(HPModelChannel) {
+		out = append(out, fmt.Sprintf("hyperparameter %q names the channel the model is read from, and %q gives the model's path, which is read instead", HPModelChannel, HPModelPath))
 	}
 	if !j.Shuffle && set(HPSeed) {
 		out = append(out, fmt.Sprintf("hyperparameter %q orders the shuffle, and %q is false", HPSeed, HPShuffle))
@@ -525,10 +533,14 @@ func (j *Job) Unused(world int) []string {
 	for _, name := range slices.Sorted(maps.Keys(read)) {
 		reads = append(reads, fmt.Sprintf("%q (%s)", name, read[name]))
 	}
+	choose := fmt.Sprintf("hyperparameters %q, %q and %q choose other channels", HPTrainChannel, HPValChannel, HPModelChannel)
+	if j.ModelChannel == "" { // the model's path is given: no channel of its
+		choose = fmt.Sprintf("hyperparameters %q and %q choose other channels", HPTrainChannel, HPValChannel)
+	}
 	for _, name := range j.Env.ChannelNames() {
 		if _, ok := read[name]; !ok {
-			out = append(out, fmt.Sprintf("channel %q is not read: this job reads %s (hyperparameters %q, %q and %q choose other channels); sagefit evaluates no test set after training: evaluate the model it writes",
-				name, strings.Join(reads, ", "), HPTrainChannel, HPValChannel, HPModelChannel))
+			out = append(out, fmt.Sprintf("channel %q is not read: this job reads %s (%s); sagefit evaluates no test set after training: evaluate the model it writes",
+				name, strings.Join(reads, ", "), choose))
 		}
 	}
 	if j.ValChannel != nil || j.ValidationSplit > 0 {

@@ -170,6 +170,10 @@ func TestUnusedHyperparametersAreNamed(t *testing.T) {
 		{map[string]string{"sagefit_inputs": `{"input_layer": "x.npy"}`}, 1, ""},
 		{map[string]string{"checkpoint": "false", "checkpoint_steps": "2"}, 1, `"checkpoint" is false, which leaves out the checkpoints at epoch ends only: "checkpoint_steps"=2 still checkpoints every 2 steps`},
 		{map[string]string{"checkpoint_steps": "2"}, 1, ""},
+		{map[string]string{"sagefit_peer_timeout": "30s"}, 1, `hyperparameter "sagefit_peer_timeout" tunes the all-reduce`},
+		{map[string]string{"checkpoint_keep": "5"}, 1, `"checkpoint_keep" keeps the newest checkpoints, and this job writes one only when it is stopped`},
+		{map[string]string{"checkpoint_keep": "5", "checkpoint_steps": "100"}, 1, ""},
+		{map[string]string{"checkpoint_keep": "5", "checkpoint": "true"}, 1, ""},
 	} {
 		j, err := job.New(withModelAndData(t, c.hps))
 		if err != nil {
@@ -234,6 +238,11 @@ func TestUnreadChannelsAreNamed(t *testing.T) {
 		{[]string{"training", "test"}, nil, `channel "test" is not read: this job reads "model" (the model), "training" (training data) (hyperparameters "sagefit_train_channel", "sagefit_validation_channel" and "sagefit_model_channel" choose other channels); sagefit evaluates no test set after training: evaluate the model it writes`},
 		{[]string{"train", "training", "validation"}, nil, `channel "train" is not read: this job reads "model" (the model), "training" (training data), "validation" (validation data)`},
 		{[]string{"train", "eval"}, map[string]string{"sagefit_validation_channel": "eval"}, ""},
+		// The model's path given: its channel hyperparameter is named, and
+		// the model channel's sentence does not point at it.
+		{[]string{"training"}, map[string]string{"sagefit_model": model, "sagefit_model_channel": "foo"},
+			`"sagefit_model_channel" names the channel the model is read from, and "sagefit_model" gives the model's path, which is read instead` + "\n" +
+				`channel "model" is not read: this job reads "training" (training data) (hyperparameters "sagefit_train_channel" and "sagefit_validation_channel" choose other channels)`},
 	} {
 		channels := map[string]string{"model": model}
 		for _, name := range c.channels {
