@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -282,6 +283,15 @@ type Metadata struct {
 	// RoleComputeSparseGradients and RoleApplySparseGradients (an earlier
 	// export has ClippedSparseGradients at most).
 	SparseGradients []string `json:"sparse_gradients,omitempty"`
+	// SparseGradientIndexes are SparseGradients' places in Gradients,
+	// where two variables may share a name (an earlier export has names
+	// only).
+	SparseGradientIndexes []int `json:"sparse_gradient_indexes,omitempty"`
+	// LossScaleFactor is the optimizer's loss scale where it is the same
+	// every step (Keras 3's loss_scale_factor, tf-keras's
+	// LossScaleOptimizer(dynamic=False)): the gradients come out that many
+	// times their size. 0: none, or a dynamic one.
+	LossScaleFactor float64 `json:"loss_scale_factor,omitempty"`
 	// StatefulRandomOps names the train step's random ops that keep their
 	// generator's state in the op itself (tf.nn.dropout, tf-keras's Dropout),
 	// not in a variable: another traced copy of the step (train_steps'
@@ -344,14 +354,23 @@ var metadataKeys = func() []string {
 // which compute_sparse_gradients fuses.
 func (m *Metadata) SparseRowSizes() (rows []int, dense int) {
 	dense = m.GradientSize
-	for _, g := range m.Gradients {
-		if slices.Contains(m.SparseGradients, g.Name) {
+	for i, g := range m.Gradients {
+		if m.sparseAt(i) {
 			n := elems(g.Shape)
 			rows = append(rows, int(n/g.Shape[0]))
 			dense -= int(n)
 		}
 	}
 	return rows, dense
+}
+
+// sparseAt says whether gradient i is sparse: by its place, or in an
+// earlier export by its name.
+func (m *Metadata) sparseAt(i int) bool {
+	if m.SparseGradientIndexes != nil {
+		return slices.Contains(m.SparseGradientIndexes, i)
+	}
+	return slices.Contains(m.SparseGradients, m.Gradients[i].Name)
 }
 
 // WeightSpecs are the weighted steps' weight feeds (see SampleWeights).
@@ -492,11 +511,33 @@ func (m *Metadata) consistent() error {
 	if size != int64(m.GradientSize) {
 		return fmt.Errorf("gradient_size %d, where its gradients have %d elements", m.GradientSize, size)
 	}
-	for _, name := range m.SparseGradients {
-		i := slices.IndexFunc(m.Gradients, func(g VariableSpec) bool { return g.Name == name })
-		if i < 0 || len(m.Gradients[i].Shape) == 0 || m.Gradients[i].Shape[0] <= 0 {
+	if m.SparseGradientIndexes != nil && len(m.SparseGradientIndexes) != len(m.SparseGradients) {
+		return fmt.Errorf("sparse_gradient_indexes has %d places for %d sparse_gradients", len(m.SparseGradientIndexes), len(m.SparseGradients))
+	}
+	for k, name := range m.SparseGradients {
+		var at []int
+		if m.SparseGradientIndexes != nil {
+			at = []int{m.SparseGradientIndexes[k]}
+			if k > 0 && at[0] <= m.SparseGradientIndexes[k-1] {
+				return fmt.Errorf("sparse_gradient_indexes %v are not in the gradients' order", m.SparseGradientIndexes)
+			}
+		} else {
+			for i, g := range m.Gradients {
+				if g.Name == name {
+					at = append(at, i)
+				}
+			}
+		}
+		if len(at) > 1 {
+			return fmt.Errorf("sparse gradient %q names %d gradients, and this export does not say which one is sparse; export the model again with this sagefit", name, len(at))
+		}
+		if len(at) == 0 || at[0] < 0 || at[0] >= len(m.Gradients) || m.Gradients[at[0]].Name != name ||
+			len(m.Gradients[at[0]].Shape) == 0 || m.Gradients[at[0]].Shape[0] <= 0 {
 			return fmt.Errorf("sparse gradient %q is not a gradient of rows", name)
 		}
+	}
+	if m.LossScaleFactor < 0 || math.IsInf(m.LossScaleFactor, 0) || math.IsNaN(m.LossScaleFactor) {
+		return fmt.Errorf("loss_scale_factor %v", m.LossScaleFactor)
 	}
 	for _, v := range append(append([]VariableSpec{}, m.Variables...), m.Gradients...) {
 		if _, err := ParseDType(v.DType); err != nil {

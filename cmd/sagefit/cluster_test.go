@@ -1078,6 +1078,22 @@ func TestFP16AllReduceKeepsTheGradientsSize(t *testing.T) {
 	}
 }
 
+// An optimizer with a static loss scale (Keras 3's loss_scale_factor, 1e6)
+// hands the all-reduce gradients a million times their size: with float16
+// on the wire every gradient above 0.07 was infinite, and the job trained
+// to NaN with exit 0. Its gradients now travel without the scale.
+func TestFP16AllReduceWithAStaticLossScale(t *testing.T) {
+	fx := fixture.Make(t, "seed_loss_scale_factor", "--rows", "400", "--no-fit", "--no-validation")
+	hps := []string{"epochs=2", "batch_size=16", "shuffle=false"}
+	fp32 := history(t, runLocal(t, fx, 2, hps...))["loss"]
+	fp16 := history(t, runLocal(t, fx, 2, append(hps, "sagefit_fp16_allreduce=true")...))["loss"]
+	for e := range fp32 {
+		if math.IsNaN(fp16[e]) || math.Abs(fp16[e]-fp32[e]) > 1e-2*math.Abs(fp32[e]) || fp16[e] == fp16[0] && e > 0 {
+			t.Errorf("epoch %d: loss %v with float16 on the wire, %v without", e+1, fp16, fp32)
+		}
+	}
+}
+
 // TestStatefulRandomOpsDrawOnceAStep: tf-keras's Dropout draws its mask
 // with a random op whose state is the op's. Several processes ran a step as
 // a gradient call, then as a call that applies and computes the next, each

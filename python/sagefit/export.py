@@ -1344,6 +1344,12 @@ def _export(model, export_dir, tf, target_shapes, target_dtypes, callbacks, upda
         meta["untrained_variables"] = list(untrained)
     if any(sparse_flags):
         meta["sparse_gradients"] = [_var_name(v) for v, sparse in zip(applied, sparse_flags) if sparse]
+        # By place as well: two variables may share a name (one layer name
+        # in two sub-models), one of them sparse.
+        meta["sparse_gradient_indexes"] = [i for i, sparse in enumerate(sparse_flags) if sparse]
+    factor = _static_loss_scale(optimizer)
+    if factor is not None:
+        meta["loss_scale_factor"] = factor
     if random_ops:
         meta["stateful_random_ops"] = random_ops
     meta["fingerprint"] = fingerprint(meta)
@@ -2078,6 +2084,23 @@ def _loss_scaling(optimizer):
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) or getattr(optimizer, "loss_scale_factor", None):
         return "scale_loss"
     return None
+
+
+def _static_loss_scale(optimizer):
+    """Keras 3's loss_scale_factor on an optimizer of its own, or None: the
+    gradients its step hands the all-reduce are that many times their size
+    until the update divides it out, and float16 on the wire
+    (sagefit_fp16_allreduce) divides it out before sending. (A Keras 3
+    LossScaleOptimizer's scale changes every overflow, and tf-keras's
+    unscales the gradients in the step itself.)"""
+    if callable(getattr(optimizer, "get_scaled_loss", None)):
+        return None
+    import keras
+
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return None
+    factor = getattr(optimizer, "loss_scale_factor", None)
+    return float(factor) if factor else None
 
 
 def _learning_rate_variable(optimizer):

@@ -502,6 +502,43 @@ def embedding_data(rows, rng):
     return {"train": ids}, {"labels": y}
 
 
+def embedding_same_names():
+    """Two towers with an Embedding of one name each, one regularized (its
+    gradient dense): two gradients named emb/embeddings, one of them rows."""
+    keras = _keras()
+
+    def tower(name, regularized):
+        ids = keras.Input((8,), dtype="int32")
+        reg = keras.regularizers.l2(0.01) if regularized else None
+        e = keras.layers.Embedding(50, 4, name="emb", embeddings_regularizer=reg)(ids)
+        return keras.Model(ids, keras.layers.GlobalAveragePooling1D()(e), name=name)
+
+    a = keras.Input((8,), dtype="int32", name="a")
+    b = keras.Input((8,), dtype="int32", name="b")
+    h = keras.layers.Concatenate()([tower("tower_a", False)(a), tower("tower_b", True)(b)])
+    model = keras.Model([a, b], keras.layers.Dense(1, activation="sigmoid", name="out")(h))
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def embedding_same_names_data(rows, rng):
+    a = rng.integers(0, 50, (rows, 8)).astype(np.int32)
+    b = rng.integers(0, 50, (rows, 8)).astype(np.int32)
+    y = ((a.sum(axis=1) + b.sum(axis=1)) > 400).astype(np.float32)
+    return {"a": a, "b": b}, {"out": y}
+
+
+def seed_loss_scale_factor():
+    """The seed model with Adam scaling its loss by a fixed 1e6 (Keras 3's
+    loss_scale_factor): its gradients come out a million times their size
+    until the update divides the factor out."""
+    keras = _keras()
+    model = seed_mlp()
+    model.compile(optimizer=keras.optimizers.Adam(loss_scale_factor=1e6), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
 def _recurrent(layer):
     keras = _keras()
     model = keras.Sequential([
@@ -1009,6 +1046,8 @@ FAMILIES = {
     "dropout": (dropout_mlp, seed_data),
     "embedding": (embedding, embedding_data),
     "embedding_clipnorm": (embedding_clipnorm, embedding_data),
+    "embedding_same_names": (embedding_same_names, embedding_same_names_data),
+    "seed_loss_scale_factor": (seed_loss_scale_factor, seed_data),
     "lstm": (lstm, sequence_data),
     "gru": (gru, sequence_data),
     "rnn_dropout": (rnn_dropout, sequence_data),

@@ -541,7 +541,23 @@ def test_sparse_gradients_named(tmp_path):
     meta = sagefit.export(build(), str(tmp_path / "clipped"))
     assert [n.split("/")[-1] for n in meta["sparse_gradients"]] == ["embeddings"]
     assert "clipped_sparse_gradients" not in meta
+    assert meta["sparse_gradient_indexes"] == [0]
     assert "sparse_gradients" not in sagefit.export(_seed_model(), str(tmp_path / "dense"))
+    # Two gradients of one name, the second dense (regularized): the place
+    # says which one is rows.
+    build, _ = FAMILIES["embedding_same_names"]
+    meta = sagefit.export(build(), str(tmp_path / "same"))
+    assert [g["name"] for g in meta["gradients"]][:2] == ["emb/embeddings", "emb/embeddings"]
+    assert meta["sparse_gradient_indexes"] == [0]
+
+
+def test_static_loss_scale_named(tmp_path):
+    # Keras 3's loss_scale_factor stays on the gradients until the update:
+    # float16 on the wire takes it off first. A LossScaleOptimizer's changes.
+    build, _ = FAMILIES["seed_loss_scale_factor"]
+    assert sagefit.export(build(), str(tmp_path / "factor"))["loss_scale_factor"] == 1e6
+    build, _ = FAMILIES["mixed_float16"]
+    assert "loss_scale_factor" not in sagefit.export(build(), str(tmp_path / "dynamic"))
 
 
 def test_unknown_shape_beyond_batch_refused(tmp_path):

@@ -1061,8 +1061,30 @@ func (f *Loop) allReduceGradients(ctx context.Context, n, rows int) error {
 	if counts[0] == 0 { // every process knows: none sends, none waits
 		return nil
 	}
-	scale(f.grads[:n], float32(float64(rows)/counts[0]/float64(f.lossShare)))
-	return f.Group.AllReduce(ctx, f.grads[:n], distributed.Sum)
+	ls := f.wireLossScale()
+	scale(f.grads[:n], float32(float64(rows)/counts[0]/float64(f.lossShare)/ls))
+	if err := f.Group.AllReduce(ctx, f.grads[:n], distributed.Sum); err != nil {
+		return err
+	}
+	if ls != 1 {
+		scale(f.grads[:n], float32(ls))
+	}
+	return nil
+}
+
+// wireLossScale is what the gradients are divided by before they travel
+// as float16 and multiplied by after: an optimizer's loss scale that is
+// the same every step (Keras 3's loss_scale_factor), which the gradients
+// carry until the update divides it out; a scale of 1e6 made float16's
+// every gradient above 0.07 infinite, and the job trained to NaN. A Keras
+// 3 LossScaleOptimizer's scale is left on: a float16 overflow is then its
+// own overflow, a skipped step and a smaller scale, as in its own float16
+// backward pass (tf-keras's unscales in the step).
+func (f *Loop) wireLossScale() float64 {
+	if s := f.Model.Meta().LossScaleFactor; f.Job.CompressFP16 && s > 0 {
+		return s
+	}
+	return 1
 }
 
 // stopCause says why training stops: this process's own signal when it got
