@@ -64,7 +64,7 @@ test-images: setup
 	scripts/test-images.sh $(PYTHON)
 
 demo: build
-	$(if $(filter environment,$(TF_LOG_ORIGIN)),,env -u TF_CPP_MIN_LOG_LEVEL) scripts/demo.sh
+	$(if $(filter undefined,$(TF_LOG_ORIGIN)),env -u TF_CPP_MIN_LOG_LEVEL) scripts/demo.sh
 
 bench: build
 	scripts/bench.sh

@@ -287,10 +287,10 @@ type Metadata struct {
 	// where two variables may share a name (an earlier export has names
 	// only).
 	SparseGradientIndexes []int `json:"sparse_gradient_indexes,omitempty"`
-	// LossScaleFactor is the optimizer's loss scale where it is the same
-	// every step (Keras 3's loss_scale_factor, tf-keras's
-	// LossScaleOptimizer(dynamic=False)): the gradients come out that many
-	// times their size. 0: none, or a dynamic one.
+	// LossScaleFactor is Keras 3's loss_scale_factor, a loss scale the
+	// same every step: the gradients come out that many times their size
+	// until the update divides it out. 0: none, or a LossScaleOptimizer's,
+	// which changes (tf-keras's gradients come out unscaled).
 	LossScaleFactor float64 `json:"loss_scale_factor,omitempty"`
 	// StatefulRandomOps names the train step's random ops that keep their
 	// generator's state in the op itself (tf.nn.dropout, tf-keras's Dropout),
@@ -362,6 +362,32 @@ func (m *Metadata) SparseRowSizes() (rows []int, dense int) {
 		}
 	}
 	return rows, dense
+}
+
+// AmbiguousSparse names a sparse gradient that an earlier export (names
+// only) lists fewer times than gradients share its name: which of them are
+// rows it does not say.
+func (m *Metadata) AmbiguousSparse() string {
+	if m.SparseGradientIndexes != nil {
+		return ""
+	}
+	for _, name := range m.SparseGradients {
+		listed, have := 0, 0
+		for _, n := range m.SparseGradients {
+			if n == name {
+				listed++
+			}
+		}
+		for _, g := range m.Gradients {
+			if g.Name == name {
+				have++
+			}
+		}
+		if listed < have {
+			return name
+		}
+	}
+	return ""
 }
 
 // sparseAt says whether gradient i is sparse: by its place, or in an
@@ -515,24 +541,14 @@ func (m *Metadata) consistent() error {
 		return fmt.Errorf("sparse_gradient_indexes has %d places for %d sparse_gradients", len(m.SparseGradientIndexes), len(m.SparseGradients))
 	}
 	for k, name := range m.SparseGradients {
-		var at []int
+		i := slices.IndexFunc(m.Gradients, func(g VariableSpec) bool { return g.Name == name })
 		if m.SparseGradientIndexes != nil {
-			at = []int{m.SparseGradientIndexes[k]}
-			if k > 0 && at[0] <= m.SparseGradientIndexes[k-1] {
+			i = m.SparseGradientIndexes[k]
+			if k > 0 && i <= m.SparseGradientIndexes[k-1] {
 				return fmt.Errorf("sparse_gradient_indexes %v are not in the gradients' order", m.SparseGradientIndexes)
 			}
-		} else {
-			for i, g := range m.Gradients {
-				if g.Name == name {
-					at = append(at, i)
-				}
-			}
 		}
-		if len(at) > 1 {
-			return fmt.Errorf("sparse gradient %q names %d gradients, and this export does not say which one is sparse; export the model again with this sagefit", name, len(at))
-		}
-		if len(at) == 0 || at[0] < 0 || at[0] >= len(m.Gradients) || m.Gradients[at[0]].Name != name ||
-			len(m.Gradients[at[0]].Shape) == 0 || m.Gradients[at[0]].Shape[0] <= 0 {
+		if i < 0 || i >= len(m.Gradients) || m.Gradients[i].Name != name || len(m.Gradients[i].Shape) == 0 || m.Gradients[i].Shape[0] <= 0 {
 			return fmt.Errorf("sparse gradient %q is not a gradient of rows", name)
 		}
 	}

@@ -20,31 +20,53 @@ func TestModelFolderReplaceable(t *testing.T) {
 	if err := replaceable(dir, &log); err != nil || log.Len() > 0 {
 		t.Fatalf("absent: %v, %q", err, log.String())
 	}
-	if err := os.MkdirAll(filepath.Join(dir, model.ExtraDir), 0o755); err != nil {
-		t.Fatal(err)
+	write := func(name string) {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	os.WriteFile(filepath.Join(dir, "saved_model.pb"), nil, 0o644)
-	os.WriteFile(filepath.Join(dir, model.ExtraDir, model.MetadataFile), []byte("{}"), 0o644)
+	write("saved_model.pb")
+	write(filepath.Join(model.ExtraDir, model.MetadataFile))
 	if err := replaceable(dir, &log); err != nil || !strings.Contains(log.String(), "sagefit: the model an earlier run wrote to "+dir+" will be replaced") {
 		t.Errorf("an earlier run's model: %v, %q", err, log.String())
 	}
-	// An earlier run's model with the user's files beside it, or among
-	// its variables: refused, naming them (they were removed with it).
-	os.MkdirAll(filepath.Join(dir, "variables"), 0o755)
-	os.WriteFile(filepath.Join(dir, "variables", "variables.index"), nil, 0o644)
-	os.WriteFile(filepath.Join(dir, "variables", "variables.data-00000-of-00001"), nil, 0o644)
+	// An earlier run's model with all a SavedModel may hold (sharded
+	// variables, a fingerprint, assets): replaced.
+	for _, name := range []string{"fingerprint.pb", "variables/variables.index", "variables/variables.data-00000-of-00002",
+		"variables/variables.data-00001-of-00002", "assets/vocabulary.txt"} {
+		write(name)
+	}
 	log.Reset()
 	if err := replaceable(dir, &log); err != nil || !strings.Contains(log.String(), "will be replaced") {
 		t.Errorf("an earlier run's model with its variables: %v, %q", err, log.String())
 	}
-	os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o644)
-	os.WriteFile(filepath.Join(dir, "variables", "mine.txt"), nil, 0o644)
+	// With the user's files beside it, or among its variables: refused,
+	// naming them (they were removed with it).
+	write("notes.txt")
+	write("variables/mine.txt")
 	if err := replaceable(dir, &log); err == nil || !strings.Contains(err.Error(), "holds files sagefit did not write ([notes.txt variables/mine.txt])") {
 		t.Errorf("an earlier run's model with the user's files: %v", err)
 	}
-	os.Remove(filepath.Join(dir, "notes.txt"))
-	os.RemoveAll(filepath.Join(dir, "variables"))
-	os.RemoveAll(filepath.Join(dir, model.ExtraDir))
+	// A file named variables is the user's too.
+	for _, name := range []string{"notes.txt", "variables"} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("variables")
+	if err := replaceable(dir, &log); err == nil || !strings.Contains(err.Error(), "holds files sagefit did not write ([variables])") {
+		t.Errorf("a file named variables: %v", err)
+	}
+	for _, name := range []string{"variables", "fingerprint.pb", "assets", model.ExtraDir} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := replaceable(dir, &log); err == nil || !strings.Contains(err.Error(), "holds files sagefit did not write ([saved_model.pb])") {
 		t.Errorf("another model: %v", err)
 	}

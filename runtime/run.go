@@ -10,11 +10,11 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	goruntime "runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sagefit/sagefit/data"
@@ -186,29 +186,27 @@ func replaceable(dir string, log io.Writer) error {
 		dir, hostlist.Abbrev(names, "files"), job.HPModelVersion)
 }
 
-// savedModelFile matches what a SavedModel sagefit writes holds at its
-// top and in its variables folder (assets and assets.extra are the
-// model's own).
-var (
-	savedModelTop  = map[string]bool{"saved_model.pb": true, "fingerprint.pb": true, "variables": true, "assets": true, model.ExtraDir: true}
-	savedModelVars = regexp.MustCompile(`^variables\.(index|data-\d{5}-of-\d{5})$`)
-)
+// savedModelTop is what a SavedModel sagefit writes holds at its top
+// (assets and assets.extra are the model's own; variables is checked file
+// by file).
+var savedModelTop = map[string]bool{"saved_model.pb": true, "fingerprint.pb": true, "variables": true, "assets": true, model.ExtraDir: true}
 
 // notSavedModelFiles names the files of a model folder sagefit wrote that
 // are not a SavedModel's.
 func notSavedModelFiles(dir string, entries []os.DirEntry) ([]string, error) {
 	var names []string
 	for _, e := range entries {
-		if !savedModelTop[e.Name()] {
+		if !savedModelTop[e.Name()] || e.Name() == "variables" && !e.IsDir() {
 			names = append(names, e.Name())
 		}
 	}
 	vars, err := os.ReadDir(filepath.Join(dir, "variables"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 		return nil, err
 	}
 	for _, e := range vars {
-		if !savedModelVars.MatchString(e.Name()) {
+		shard, _ := filepath.Match("variables.data-?????-of-?????", e.Name())
+		if !shard && e.Name() != "variables.index" {
 			names = append(names, filepath.Join("variables", e.Name()))
 		}
 	}
@@ -313,6 +311,10 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 	if len(env.Hosts) > 1 && len(meta.LocalOptimizers) > 0 {
 		return nil, fmt.Errorf("the model's train_step applies optimizer %s itself, besides the compiled one: sagefit all-reduces the gradients it hands the compiled optimizer only, so on %d training processes each would update those variables with its own share of the batch and they would drift apart; hand all gradients to self.optimizer, or train on one process (one host, sagefit_processes_per_host=1)",
 			strings.Join(meta.LocalOptimizers, ", "), len(env.Hosts))
+	}
+	if name := meta.AmbiguousSparse(); len(env.Hosts) > 1 && name != "" {
+		return nil, fmt.Errorf("several of the model's variables are named %s and one of them is an Embedding's rows, which %d training processes gather, but the model's export (by an earlier sagefit) does not say which; export the model again with this sagefit, or train on one process",
+			name, len(env.Hosts))
 	}
 	for _, name := range slices.Sorted(maps.Keys(meta.LossReductions)) {
 		reduction := meta.LossReductions[name]
@@ -472,13 +474,16 @@ func train(ctx context.Context, o Options, env *sagemaker.Env) (_ *Result, faile
 		examples = "examples streamed each epoch (Pipe mode)"
 	}
 	// The first epoch trained: initial_epoch's next, or a later one a
-	// checkpoint resumes in.
+	// checkpoint resumes in. An initial_epoch the checkpoint's job did not
+	// have (not a restart of the same job) is said to be passed over.
 	first := max(j.InitialEpoch+1, from.Epoch)
-	if j.InitialEpoch > 0 && first > j.InitialEpoch+1 {
-		fmt.Fprintf(o.Stderr, "sagefit: warning: hyperparameter %q is not applied: training goes on from the checkpoint, in epoch %d (as Keras's BackupAndRestore resumes past fit's initial_epoch)\n", job.HPInitialEpoch, first)
+	if ck != nil && first > j.InitialEpoch+1 && first <= j.Epochs && (ck.State.InitialEpoch == nil || *ck.State.InitialEpoch != j.InitialEpoch) {
+		fmt.Fprintf(o.Stderr, "sagefit: warning: hyperparameter %q is %d, and training goes on from the checkpoint, in epoch %d (as Keras's BackupAndRestore resumes past fit's initial_epoch)\n", job.HPInitialEpoch, j.InitialEpoch, first)
 	}
 	epochs := fmt.Sprintf("%d epochs", j.Epochs)
 	switch {
+	case first > j.Epochs:
+		epochs = fmt.Sprintf("no epoch of %d: the checkpoint trained them all", j.Epochs)
 	case first == j.Epochs && j.Epochs > 1: // as fit's epoch lines count them
 		epochs = fmt.Sprintf("epoch %d of %d", j.Epochs, j.Epochs)
 	case first > 1:

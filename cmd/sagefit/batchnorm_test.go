@@ -1,7 +1,9 @@
 package main_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -259,6 +261,39 @@ func TestSparseGradientsGatheredOnHosts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An earlier export names its sparse gradients only: where two gradients
+// share the name and it lists one, which is rows is not known, and a job of
+// several hosts is refused in a sentence (every step failed on the sizes);
+// one host trains it.
+func TestAmbiguousSparseExportRefusedOnHosts(t *testing.T) {
+	fx := fixture.Make(t, "embedding_same_names", "--rows", "64", "--no-fit", "--no-validation")
+	old := t.TempDir()
+	fixture.CopyTree(t, fx, old)
+	path := filepath.Join(old, "model", "assets.extra", "sagefit.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		t.Fatal(err)
+	}
+	delete(meta, "sparse_gradient_indexes")
+	if raw, err = json.Marshal(meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runLocal(t, old, 1, "epochs=1")
+	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(old, "model"), "--channel", "training="+filepath.Join(old, "train"), "--output", t.TempDir())
+	b, err := cmd.CombinedOutput()
+	want := "several of the model's variables are named emb/embeddings and one of them is an Embedding's rows, which 2 training processes gather, but the model's export (by an earlier sagefit) does not say which"
+	if err == nil || !strings.Contains(string(b), want) {
+		t.Errorf("a 2-host job of the earlier export: %v\n%s", err, b)
 	}
 }
 

@@ -188,7 +188,7 @@ func inspectTiming(path string, asJSON bool, stdout, stderr io.Writer) int {
 	if s.FirstCallSteps > 1 {
 		first = fmt.Sprintf("first call (%d steps)", s.FirstCallSteps)
 	}
-	if s.FirstCallSteps == 0 {
+	if s.FirstStepEndUnix == 0 { // (first_call_steps came later in version 1: an older file has 0)
 		fmt.Fprintf(stdout, "  start-up       no train step ended: %.2f s to Go's init (libraries), %.2f s model load\n", s.LibrariesSeconds, s.ModelLoadSeconds)
 	} else {
 		fmt.Fprintf(stdout, "  start-up       %.2f s to the end of the %s: %.2f s to Go's init (libraries), %.2f s model load, %.2f s more to the first step, %s %.2f s\n",

@@ -580,11 +580,17 @@ func TestPeriodicCheckpoints(t *testing.T) {
 }
 
 // A job resumed from a checkpoint of a later epoch than initial_epoch's
-// next says the hyperparameter is not applied, and its start line counts
-// the epochs it trains (it said "epochs 2 to 3 of 3" and trained epoch 3).
+// next, where the checkpoint's job had another initial_epoch, says the
+// hyperparameter is passed over, and its start line counts the epochs it
+// trains (it said "epochs 2 to 3 of 3" and trained epoch 3); the restart
+// of a job with the same initial_epoch (a spot job's) says nothing.
 func TestInitialEpochBeforeTheCheckpointIsNamed(t *testing.T) {
 	base := seedJob(t, map[string]string{"epochs": "3", "checkpoint": "true"})
-	run := func() string {
+	run := func(hps string) string {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(hps), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		cmd := exec.Command(binary, "train")
 		cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
 		var stderr bytes.Buffer
@@ -594,19 +600,21 @@ func TestInitialEpochBeforeTheCheckpointIsNamed(t *testing.T) {
 		}
 		return stderr.String()
 	}
-	run() // checkpoints after epochs 1 and 2: the newest resumes in epoch 3
-	hps := filepath.Join(base, "input", "config", "hyperparameters.json")
-	if err := os.WriteFile(hps, []byte(`{"epochs": "3", "checkpoint": "true", "initial_epoch": "1"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	stderr := run()
-	for _, want := range []string{
-		`sagefit: warning: hyperparameter "initial_epoch" is not applied: training goes on from the checkpoint, in epoch 3`,
-		"batch 32, epoch 3 of 3\n",
-	} {
+	const warning = `sagefit: warning: hyperparameter "initial_epoch" is`
+	run(`{"epochs": "3", "checkpoint": "true"}`) // checkpoints after epochs 1 and 2: the newest resumes in epoch 3
+	stderr := run(`{"epochs": "3", "checkpoint": "true", "initial_epoch": "1"}`)
+	for _, want := range []string{warning + " 1, and training goes on from the checkpoint, in epoch 3", "batch 32, epoch 3 of 3\n"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
+	}
+	if err := os.RemoveAll(filepath.Join(base, "checkpoints")); err != nil {
+		t.Fatal(err)
+	}
+	run(`{"epochs": "3", "checkpoint": "true", "initial_epoch": "1"}`) // a checkpoint after epoch 2, of initial_epoch 1
+	stderr = run(`{"epochs": "4", "checkpoint": "true", "initial_epoch": "1"}`)
+	if strings.Contains(stderr, warning) || !strings.Contains(stderr, "batch 32, epochs 3 to 4 of 4\n") {
+		t.Errorf("a restart of the same initial_epoch:\n%s", stderr)
 	}
 }
 

@@ -221,24 +221,8 @@ func (f *Loop) Run(ctx context.Context, from ResumePoint) (*report.History, erro
 // Timing is how long each epoch took and how long steps waited for input.
 func (f *Loop) Timing() Timing {
 	t := f.timing
-	// A job stopped in its first epoch ended none: its start-up and the
-	// steps per call are known all the same, and the lists are empty, not
-	// absent.
-	t.Startup = f.clock.startup
-	if t.StepsPerCall == 0 && f.Train != nil {
-		t.StepsPerCall = f.perCall(f.Train)
-	}
-	t.Epochs = nonNil(t.Epochs)
-	t.EpochSeconds = nonNil(t.EpochSeconds)
-	t.InputSeconds = nonNil(t.InputSeconds)
+	t.Startup = f.clock.startup // known once a step ended, an epoch or not
 	return t
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
 }
 
 // run trains from the resume point through the job's last epoch and returns
@@ -249,7 +233,10 @@ func (f *Loop) run(ctx context.Context, from ResumePoint) (*report.History, erro
 		hist = &report.History{}
 	}
 	f.hist = hist
-	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples(), Executor: job.ExecutorDefault}
+	// Lists empty, not absent, and the steps per call known from the
+	// start: a job stopped in its first epoch ends none.
+	f.timing = Timing{Version: TimingVersion, Hosts: f.world(), BatchSize: f.Job.BatchSize, Examples: f.Train.Examples(), Executor: job.ExecutorDefault,
+		Epochs: []EpochTiming{}, EpochSeconds: []float64{}, InputSeconds: []float64{}, StepsPerCall: f.perCall(f.Train)}
 	f.startSingleThreaded()
 	f.clock = newClock()
 	f.sparse = nil
@@ -1079,7 +1066,9 @@ func (f *Loop) allReduceGradients(ctx context.Context, n, rows int) error {
 // every gradient above 0.07 infinite, and the job trained to NaN. A Keras
 // 3 LossScaleOptimizer's scale is left on: a float16 overflow is then its
 // own overflow, a skipped step and a smaller scale, as in its own float16
-// backward pass (tf-keras's unscales in the step).
+// backward pass (tf-keras's unscales in the step). The gathered rows'
+// exchange (sparse.go) has no factor to take off: Keras 3's optimizer
+// cannot divide an Embedding's rows by it, in fit as in the export.
 func (f *Loop) wireLossScale() float64 {
 	if s := f.Model.Meta().LossScaleFactor; f.Job.CompressFP16 && s > 0 {
 		return s

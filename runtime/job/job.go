@@ -499,8 +499,16 @@ func (j *Job) Unused(world int) []string {
 	if set(HPCheckpoint) && !j.CheckpointEpochs && j.CheckpointSteps > 0 {
 		out = append(out, fmt.Sprintf("hyperparameter %q is false, which leaves out the checkpoints at epoch ends only: %q=%d still checkpoints every %d steps", HPCheckpoint, HPCheckpointSteps, j.CheckpointSteps, j.CheckpointSteps))
 	}
-	if set(HPCheckpointKeep) && !j.CheckpointEpochs && j.CheckpointSteps == 0 {
-		out = append(out, fmt.Sprintf("hyperparameter %q keeps the newest checkpoints, and this job writes one only when it is stopped: give the job a checkpoint config (checkpoint_s3_uri), %q=true or %q", HPCheckpointKeep, HPCheckpoint, HPCheckpointSteps))
+	// Epoch-end checkpoints come before the last epoch only.
+	if periodic := j.CheckpointSteps > 0 || j.CheckpointEpochs && j.Epochs-j.InitialEpoch > 1; set(HPCheckpointKeep) && !periodic {
+		how := fmt.Sprintf("give the job a checkpoint config (checkpoint_s3_uri), %q=true or %q", HPCheckpoint, HPCheckpointSteps)
+		switch {
+		case j.CheckpointEpochs:
+			how = fmt.Sprintf("set %q (its one epoch ends no epoch before the last)", HPCheckpointSteps)
+		case j.Env.CheckpointS3URI != "":
+			how = fmt.Sprintf("set %q=true or %q", HPCheckpoint, HPCheckpointSteps)
+		}
+		out = append(out, fmt.Sprintf("hyperparameter %q keeps the newest checkpoints, and this job writes none but a stop's; to checkpoint as it trains, %s", HPCheckpointKeep, how))
 	}
 	if set(HPModelPath) && set(HPModelChannel) {
 		out = append(out, fmt.Sprintf("hyperparameter %q names the channel the model is read from, and %q gives the model's path, which is read instead", HPModelChannel, HPModelPath))

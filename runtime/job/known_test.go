@@ -171,9 +171,10 @@ func TestUnusedHyperparametersAreNamed(t *testing.T) {
 		{map[string]string{"checkpoint": "false", "checkpoint_steps": "2"}, 1, `"checkpoint" is false, which leaves out the checkpoints at epoch ends only: "checkpoint_steps"=2 still checkpoints every 2 steps`},
 		{map[string]string{"checkpoint_steps": "2"}, 1, ""},
 		{map[string]string{"sagefit_peer_timeout": "30s"}, 1, `hyperparameter "sagefit_peer_timeout" tunes the all-reduce`},
-		{map[string]string{"checkpoint_keep": "5"}, 1, `"checkpoint_keep" keeps the newest checkpoints, and this job writes one only when it is stopped`},
+		{map[string]string{"checkpoint_keep": "5"}, 1, `"checkpoint_keep" keeps the newest checkpoints, and this job writes none but a stop's; to checkpoint as it trains, give the job a checkpoint config (checkpoint_s3_uri), "checkpoint"=true or "checkpoint_steps"`},
 		{map[string]string{"checkpoint_keep": "5", "checkpoint_steps": "100"}, 1, ""},
-		{map[string]string{"checkpoint_keep": "5", "checkpoint": "true"}, 1, ""},
+		{map[string]string{"checkpoint_keep": "5", "checkpoint": "true", "epochs": "2"}, 1, ""},
+		{map[string]string{"checkpoint_keep": "5", "checkpoint": "true", "epochs": "1"}, 1, `to checkpoint as it trains, set "checkpoint_steps" (its one epoch ends no epoch before the last)`},
 	} {
 		j, err := job.New(withModelAndData(t, c.hps))
 		if err != nil {
@@ -183,6 +184,16 @@ func TestUnusedHyperparametersAreNamed(t *testing.T) {
 		if c.want == "" && got != "" || !strings.Contains(got, c.want) {
 			t.Errorf("%v on %d processes: named %q, want %q", c.hps, c.world, got, c.want)
 		}
+	}
+	// A job with a checkpoint config that turns epoch checkpoints off.
+	env := withModelAndData(t, map[string]string{"checkpoint_keep": "5", "checkpoint": "false"})
+	env.CheckpointS3URI = "s3://bucket/checkpoints"
+	j, err := job.New(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(j.Unused(1), "\n"), `to checkpoint as it trains, set "checkpoint"=true or "checkpoint_steps"`; !strings.Contains(got, want) {
+		t.Errorf("checkpoint_keep with a checkpoint config: named %q, want %q", got, want)
 	}
 }
 
