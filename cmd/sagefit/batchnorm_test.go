@@ -291,7 +291,7 @@ func TestAmbiguousSparseExportRefusedOnHosts(t *testing.T) {
 	runLocal(t, old, 1, "epochs=1")
 	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(old, "model"), "--channel", "training="+filepath.Join(old, "train"), "--output", t.TempDir())
 	b, err := cmd.CombinedOutput()
-	want := "several of the model's variables are named emb/embeddings and one of them is an Embedding's rows, which 2 training processes gather, but the model's export (by an earlier sagefit) does not say which"
+	want := "Several of the model's variables are named emb/embeddings and one of them is an Embedding's rows, which 2 training processes gather, but the model's export (by an earlier sagefit) does not say which"
 	if err == nil || !strings.Contains(string(b), want) {
 		t.Errorf("a 2-host job of the earlier export: %v\n%s", err, b)
 	}

@@ -90,7 +90,7 @@ func TestInspectSaysWhyStepsDidNotMove(t *testing.T) {
 // sagefit inspect names a first call of several steps (steps_per_execution
 // given) as such: its time is the block's.
 func TestInspectNamesAFirstBlock(t *testing.T) {
-	out := inspectTiming(t, fit.Timing{Version: fit.TimingVersion, Startup: fit.Startup{FirstStepSeconds: 2.5, FirstCallSteps: 8}})
+	out := inspectTiming(t, fit.Timing{Version: fit.TimingVersion, Startup: fit.Startup{FirstStepSeconds: 2.5, FirstStepEndUnix: 1.8e9, FirstCallSteps: 8}})
 	if want := "first call (8 steps) 2.50 s"; !strings.Contains(out, want) {
 		t.Errorf("inspect says\n%s\nwant %q", out, want)
 	}
