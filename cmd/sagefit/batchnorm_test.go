@@ -1,9 +1,7 @@
 package main_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -271,23 +269,10 @@ func TestSparseGradientsGatheredOnHosts(t *testing.T) {
 func TestAmbiguousSparseExportRefusedOnHosts(t *testing.T) {
 	fx := fixture.Make(t, "embedding_same_names", "--rows", "64", "--no-fit", "--no-validation")
 	old := t.TempDir()
-	fixture.CopyTree(t, fx, old)
-	path := filepath.Join(old, "model", "assets.extra", "sagefit.json")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var meta map[string]any
-	if err := json.Unmarshal(raw, &meta); err != nil {
-		t.Fatal(err)
-	}
-	delete(meta, "sparse_gradient_indexes")
-	if raw, err = json.Marshal(meta); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	fixture.CopyTree(t, filepath.Join(fx, "train"), filepath.Join(old, "train"))
+	fixture.EditedExport(t, filepath.Join(fx, "model"), filepath.Join(old, "model"), func(meta map[string]any) {
+		delete(meta, "sparse_gradient_indexes")
+	})
 	runLocal(t, old, 1, "epochs=1")
 	cmd := exec.Command(binary, "local", "--hosts", "2", "--model", filepath.Join(old, "model"), "--channel", "training="+filepath.Join(old, "train"), "--output", t.TempDir())
 	b, err := cmd.CombinedOutput()

@@ -550,10 +550,10 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestPeriodicCheckpoints: every N steps and every epoch, newest K kept, in
-// the LocalPath of checkpointconfig.json's place (here the default dir).
-func TestPeriodicCheckpoints(t *testing.T) {
-	base := seedJob(t, map[string]string{"epochs": "3", "checkpoint": "true", "checkpoint_steps": "3", "checkpoint_keep": "2"})
+// trainIn runs the job laid out in base as SageMaker would, and returns
+// its stderr; it fails the test where the job fails.
+func trainIn(t *testing.T, base string) string {
+	t.Helper()
 	cmd := exec.Command(binary, "train")
 	cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
 	var stderr bytes.Buffer
@@ -561,8 +561,16 @@ func TestPeriodicCheckpoints(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	if n := strings.Count(stderr.String(), "sagefit: checkpoint "); n < 5 {
-		t.Errorf("%d checkpoints written, want every 3 steps and each epoch:\n%s", n, stderr.String())
+	return stderr.String()
+}
+
+// TestPeriodicCheckpoints: every N steps and every epoch, newest K kept, in
+// the LocalPath of checkpointconfig.json's place (here the default dir).
+func TestPeriodicCheckpoints(t *testing.T) {
+	base := seedJob(t, map[string]string{"epochs": "3", "checkpoint": "true", "checkpoint_steps": "3", "checkpoint_keep": "2"})
+	stderr := trainIn(t, base)
+	if n := strings.Count(stderr, "sagefit: checkpoint "); n < 5 {
+		t.Errorf("%d checkpoints written, want every 3 steps and each epoch:\n%s", n, stderr)
 	}
 	entries, err := os.ReadDir(filepath.Join(base, "checkpoints"))
 	if err != nil {
@@ -591,14 +599,7 @@ func TestInitialEpochBeforeTheCheckpointIsNamed(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(base, "input", "config", "hyperparameters.json"), []byte(hps), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(binary, "train")
-		cmd.Env = append(os.Environ(), "SAGEMAKER_BASE_DIR="+base)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("%v\n%s", err, stderr.String())
-		}
-		return stderr.String()
+		return trainIn(t, base)
 	}
 	const warning = `sagefit: warning: hyperparameter "initial_epoch" is`
 	run(`{"epochs": "3", "checkpoint": "true"}`) // checkpoints after epochs 1 and 2: the newest resumes in epoch 3

@@ -57,14 +57,7 @@ func TestTimingOfAJobStoppedInItsFirstEpoch(t *testing.T) {
 	if tm.StepsPerCall != 1 || tm.StepsPerEpoch != 0 {
 		t.Errorf("steps per call %d, per epoch %d; want 1 and 0 (no epoch ended)", tm.StepsPerCall, tm.StepsPerEpoch)
 	}
-	raw, err := json.Marshal(tm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := asJSON(t, tm)
 	for _, k := range []string{"epochs", "epoch_seconds", "input_wait_seconds"} {
 		if l, ok := doc[k].([]any); !ok || len(l) != 0 {
 			t.Errorf("%s = %v, want []", k, doc[k])
@@ -121,14 +114,7 @@ func checkTiming(t *testing.T, tm fit.Timing, world int, before, after time.Time
 	}
 
 	// The names are the schema: decode the JSON as a harness would.
-	raw, err := json.Marshal(tm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := asJSON(t, tm)
 	hasKeys(t, "timing.json", doc, "version", "hosts", "batch_size", "steps_per_epoch", "steps_per_call", "examples", "startup", "epochs", "overall", "after_first_epoch", "epoch_seconds", "input_wait_seconds")
 	hasKeys(t, "startup", doc["startup"].(map[string]any), "process_start_unix", "libraries_seconds", "model_load_seconds", "to_first_step_seconds", "first_step_seconds", "first_step_end_unix", "first_call_steps")
 	epoch := doc["epochs"].([]any)[0].(map[string]any)
@@ -159,6 +145,20 @@ func checkSpan(t *testing.T, what string, s fit.Span, world int) {
 	case world > 1 && (s.AllReduceSeconds <= 0 || s.AllReduceSeconds > d.Total || !near(s.AllReduceShare, s.AllReduceSeconds/d.Total)):
 		t.Errorf("%s: all-reduce %v s (share %v) of %v s", what, s.AllReduceSeconds, s.AllReduceShare, d.Total)
 	}
+}
+
+// asJSON is tm as a harness decodes timing.json.
+func asJSON(t *testing.T, tm fit.Timing) map[string]any {
+	t.Helper()
+	raw, err := json.Marshal(tm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
 }
 
 func hasKeys(t *testing.T, what string, m map[string]any, keys ...string) {
