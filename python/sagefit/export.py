@@ -2093,14 +2093,11 @@ def _static_loss_scale(optimizer):
     (sagefit_fp16_allreduce) divides it out before sending. (A Keras 3
     LossScaleOptimizer's scale changes every overflow, and tf-keras's
     unscales the gradients in the step itself.)"""
-    if callable(getattr(optimizer, "get_scaled_loss", None)):
-        return None
     import keras
 
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    if _loss_scaling(optimizer) != "scale_loss" or isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return None
-    factor = getattr(optimizer, "loss_scale_factor", None)
-    return float(factor) if factor else None
+    return float(optimizer.loss_scale_factor)
 
 
 def _learning_rate_variable(optimizer):
