@@ -15,20 +15,21 @@ import (
 // timeout woke to find its peers had closed their links and blamed one of
 // them, alive and right (a probe).
 type stallWatch struct {
+	tick  time.Duration
 	mu    sync.Mutex
 	gap   time.Duration // the last gap of at least the threshold
 	ended time.Time     // when that gap ended
+	last  time.Time     // the last tick
 	done  chan struct{}
 }
 
 // watchStalls ticks every tick and keeps the last gap between ticks of at
 // least threshold, until close.
 func watchStalls(tick, threshold time.Duration) *stallWatch {
-	w := &stallWatch{done: make(chan struct{})}
+	w := &stallWatch{tick: tick, last: time.Now(), done: make(chan struct{})}
 	go func() {
 		t := time.NewTicker(tick)
 		defer t.Stop()
-		last := time.Now()
 		for {
 			select {
 			case <-w.done:
@@ -36,12 +37,12 @@ func watchStalls(tick, threshold time.Duration) *stallWatch {
 			case <-t.C:
 			}
 			now := time.Now()
-			if gap := now.Sub(last) - tick; gap >= threshold {
-				w.mu.Lock()
+			w.mu.Lock()
+			if gap := now.Sub(w.last) - tick; gap >= threshold {
 				w.gap, w.ended = gap, now
-				w.mu.Unlock()
 			}
-			last = now
+			w.last = now
+			w.mu.Unlock()
 		}
 	}()
 	return w
@@ -59,6 +60,12 @@ func (w *stallWatch) explain(failed error, peerTimeout time.Duration) error {
 	}
 	w.mu.Lock()
 	gap, ended := w.gap, w.ended
+	// A process that wakes may meet its peers' failure before its ticker
+	// runs again: the gap since the last tick is a stall too (the frozen
+	// host of a test blamed a live peer so, now and then).
+	if pending := time.Since(w.last) - w.tick; pending >= peerTimeout {
+		gap, ended = pending, time.Now()
+	}
 	w.mu.Unlock()
 	if gap < peerTimeout || time.Since(ended) > peerTimeout {
 		return failed
